@@ -1,0 +1,236 @@
+"""Turning whatever a user hands us into the RGB image the model was trained to see.
+
+Every input kind (paths, PIL images, numpy arrays, torch tensors including ComfyUI's BHWC float
+batches) ends as an 8-bit RGB PIL image whose sides are multiples of the model's 28-pixel patch grid and
+whose area lies within the pixel bounds, so the processor never resizes again and no image token is
+ever cut. Problems become an ``ImageInputError`` naming the input and the cause, which the judge records
+on that one item without stopping the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageInputError
+
+PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image token
+MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
+_FLOAT_TOLERANCE = 0.01  # resampling overshoot accepted on float inputs before they count as out of range
+_BACKGROUND = (255, 255, 255)
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
+
+
+@dataclass(frozen=True)
+class ImageBounds:
+    """Pixel-count bounds an image is fitted into before tokenisation.
+
+    ``min_pixels`` is Q-Insight's training minimum. ``max_pixels`` (1280 tokens' worth) keeps a
+    1024x768 image at its native resolution, about 1000 image tokens, and downsizes anything larger.
+    """
+
+    min_pixels: int = 56 * 56
+    max_pixels: int = 1280 * PATCH_GRID * PATCH_GRID
+
+    def __post_init__(self) -> None:
+        if not PATCH_GRID * PATCH_GRID <= self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
+                             f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
+
+
+def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds) -> tuple[int, int]:
+    """The (width, height) nearest the original that is a multiple of the patch grid within bounds."""
+    if min(width, height) < 1:
+        raise ImageInputError(f"image is {width}x{height}: it has no pixels")
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageInputError(f"image is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
+                              "which the model cannot take; crop it first")
+    w = max(PATCH_GRID, round(width / PATCH_GRID) * PATCH_GRID)
+    h = max(PATCH_GRID, round(height / PATCH_GRID) * PATCH_GRID)
+    if w * h > bounds.max_pixels:
+        shrink = math.sqrt(width * height / bounds.max_pixels)
+        w = max(PATCH_GRID, math.floor(width / shrink / PATCH_GRID) * PATCH_GRID)
+        h = max(PATCH_GRID, math.floor(height / shrink / PATCH_GRID) * PATCH_GRID)
+    elif w * h < bounds.min_pixels:
+        grow = math.sqrt(bounds.min_pixels / (width * height))
+        w = math.ceil(width * grow / PATCH_GRID) * PATCH_GRID
+        h = math.ceil(height * grow / PATCH_GRID) * PATCH_GRID
+    return w, h
+
+
+def split_inputs(images: Any) -> tuple[list[Any], bool]:
+    """The list of single images in ``images`` and whether the caller passed just one.
+
+    A list or tuple is many images; a 4-D array or tensor is a batch (ComfyUI's BHWC, or BCHW).
+    """
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    if getattr(images, "ndim", None) == 4:
+        return [images[i] for i in range(images.shape[0])], False
+    return [images], True
+
+
+def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds()) -> Image.Image:
+    """Decode and normalise one image to RGB on the patch grid; raises ``ImageInputError``."""
+    if isinstance(source, (str, os.PathLike)):
+        image = _open_file(Path(source), bounds)
+    elif isinstance(source, Image.Image):
+        image = _loaded(source, "the PIL image")
+    elif isinstance(source, np.ndarray):
+        image = _array_to_pil(source, channels_first=False)
+    elif _is_tensor(source):
+        image = _array_to_pil(_tensor_to_numpy(source), channels_first=True)
+    else:
+        raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
+                              "a PIL image, a numpy array or a torch tensor")
+    rgb = to_rgb(image)
+    size = fit_to_patch_grid(rgb.width, rgb.height, bounds)
+    if size != rgb.size:
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return rgb
+
+
+def _loaded(image: Image.Image, name: str) -> Image.Image:
+    try:
+        image.load()
+    except OSError as exc:  # truncated or corrupt data only shows up on decode
+        raise ImageInputError(f"{name} is truncated or corrupt ({exc})") from None
+    return image
+
+
+def _open_file(path: Path, bounds: ImageBounds) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError:
+        raise ImageInputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageInputError(f"{path}: is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{path}: not a recognised image file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"{path}: refused as a possible decompression bomb ({exc}); "
+                              "downscale it before judging") from None
+    except OSError as exc:
+        raise ImageInputError(f"{path}: cannot be read ({exc})") from None
+    if image.format == "JPEG":  # decode huge JPEGs at a reduced scale: fast and memory-safe
+        image.draft(image.mode, _draft_size(image.size, bounds))
+    return _loaded(image, str(path))
+
+
+def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
+    try:
+        target = fit_to_patch_grid(*size, bounds)
+    except ImageInputError:
+        return size
+    return max(target[0], 1), max(target[1], 1)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB with EXIF orientation applied and transparency composited over white."""
+    image = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _high_bit_depth_to_l(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "CMYK":
+        image = _cmyk_to_rgb(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" and values.size and values.max() <= 1.0 else 65535.0
+    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8), "L")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            import io
+
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # a broken embedded profile: fall back to the plain conversion
+            pass
+    return image.convert("RGB")
+
+
+def _is_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
+
+
+def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+    import torch
+
+    tensor = tensor.detach().to("cpu")
+    if tensor.is_floating_point():
+        tensor = tensor.to(torch.float32)  # bf16/fp16 have no numpy twin
+    return tensor.numpy()
+
+
+def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
+    described = f"array of shape {tuple(array.shape)} and dtype {array.dtype}"
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.size == 0:
+        raise ImageInputError(f"{described} is empty")
+    if array.ndim == 3:
+        array = _to_hwc(array, channels_first, described)
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+    elif array.ndim != 2:
+        raise ImageInputError(f"{described} is not an image: expected HxW, HxWxC, CxHxW or a batch")
+    pixels = _to_uint8(array, described)
+    mode = {2: "L"}.get(pixels.ndim) or {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(pixels), mode)
+
+
+def _to_hwc(array: np.ndarray, channels_first: bool, described: str) -> np.ndarray:
+    first, last = array.shape[0] in (1, 2, 3, 4), array.shape[2] in (1, 2, 3, 4)
+    if first and (channels_first or not last):
+        return np.moveaxis(array, 0, -1)
+    if last:
+        return array
+    raise ImageInputError(f"{described} has no channel axis of size 1, 2, 3 or 4")
+
+
+def _to_uint8(array: np.ndarray, described: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return np.rint(array / 257.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ImageInputError(f"{described} has integer values in [{low}, {high}]; expected 0..255")
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageInputError(f"{described} contains NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
+            raise ImageInputError(f"{described} has float values in [{low:.3g}, {high:.3g}]; "
+                                  "expected 0..1 (divide 0..255 data by 255)")
+        return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ImageInputError(f"{described} has an unsupported dtype")

@@ -1,0 +1,223 @@
+"""Reading the model's answers: tolerant, honest, and never raising.
+
+Real outputs drift from the trained layout (missing tags, single quotes, trailing commas, several
+answers, "JPEG" for compression). Each parser takes the LAST ``<answer>`` block, reads it as JSON, then
+falls back to a tolerant reading, and reports in ``error`` whatever it could not read. Whatever the
+input, a parser returns a result object; it never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS
+
+_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|<answer>|$)", re.IGNORECASE | re.DOTALL)
+_BRACES = re.compile(r"\{[^{}]*\}?", re.DOTALL)
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_RATING = re.compile(r"""["']?rating["']?\s*[:=]\s*["']?(""" + _NUMBER + ")", re.IGNORECASE)
+_NONE_WORDS = {"null", "none", "no", "n/a", "na", "nil", "no distortion", "clean", ""}
+_CLASS_ALIASES = {"jpeg": "compression", "jpg": "compression", "jpeg compression": "compression",
+                  "compression artifacts": "compression", "blurry": "blur", "blurring": "blur",
+                  "noisy": "noise", "dark": "darken", "darkness": "darken", "low light": "darken"}
+_LABELS = {"image a": "A", "a": "A", "image b": "B", "b": "B", "similar": "similar"}
+_MENTIONS = {"imagea": "A", "imageb": "B", "similar": "similar"}
+
+
+@dataclass(frozen=True)
+class ParsedScore:
+    score: float | None
+    reasoning: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ParsedDegradation:
+    distortion: str | None
+    severity: str | None
+    reasoning: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ParsedComparison:
+    winner: str | None
+    reasoning: str | None
+    error: str | None
+
+
+def extract_reasoning(text: str) -> str | None:
+    """The text of the first ``<think>`` block, or the text before ``<answer>`` if there is no tag."""
+    match = _THINK.search(text)
+    if match:
+        return match.group(1).strip() or None
+    opening = list(_ANSWER_OPEN.finditer(text))
+    if opening:
+        return text[: opening[0].start()].strip() or None
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The content of the last ``<answer>`` block; a missing closing tag runs to the end of the text."""
+    opening = list(_ANSWER_OPEN.finditer(text))
+    if not opening:
+        return None
+    rest = text[opening[-1].end():]
+    closing = _ANSWER_CLOSE.search(rest)
+    return (rest[: closing.start()] if closing else rest).strip()
+
+
+def _answer_or_tail(text: str) -> tuple[str, bool]:
+    """The answer block, else the text after ``</think>``, else the whole text; and whether tagged."""
+    answer = extract_answer(text)
+    if answer is not None:
+        return answer, True
+    tail = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
+    return tail.strip(), False
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every ``{...}`` in the text that reads as JSON, after repairing common slips, last first."""
+    found = []
+    for chunk in _BRACES.findall(text):
+        if not chunk.endswith("}"):
+            chunk += "}"
+        for candidate in (chunk, _repair_json(chunk)):
+            try:
+                value = json.loads(candidate)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                found.append(value)
+                break
+    return found[::-1]
+
+
+def _repair_json(chunk: str) -> str:
+    repaired = re.sub(r"'([^']*)'", r'"\1"', chunk)          # single quotes
+    repaired = re.sub(r",\s*}", "}", repaired)               # trailing comma
+    return re.sub(r"(?<=[{,])\s*([A-Za-z_]+)\s*:", r'"\1":', repaired)  # bare keys
+
+
+def _lower_keys(obj: dict) -> dict:
+    return {str(k).strip().lower(): v for k, v in obj.items()}
+
+
+def _to_rating(value: object) -> tuple[float | None, str | None]:
+    if isinstance(value, bool) or value is None:
+        return None, f"rating {value!r} is not a number"
+    try:
+        rating = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None, f"rating {value!r} is not a number"
+    if not math.isfinite(rating):
+        return None, f"rating {value!r} is not a finite number"
+    return min(5.0, max(1.0, rating)), None
+
+
+def _missing_answer_note(tagged: bool) -> str:
+    return "" if tagged else " (no <answer> block found)"
+
+
+def parse_score(text: str) -> ParsedScore:
+    """Read a 1-5 rating; out-of-range numbers are clamped, anything else is an error."""
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        for obj in _json_objects(body):
+            keys = _lower_keys(obj)
+            if "rating" in keys:
+                rating, error = _to_rating(keys["rating"])
+                return ParsedScore(rating, reasoning, error)
+        match = _RATING.findall(body)
+        if match:
+            rating, error = _to_rating(match[-1])
+            return ParsedScore(rating, reasoning, error)
+        if tagged and re.fullmatch(_NUMBER, body):
+            rating, error = _to_rating(body)
+            return ParsedScore(rating, reasoning, error)
+        return ParsedScore(None, reasoning, "no rating found in the answer" + _missing_answer_note(tagged))
+    except Exception as exc:  # a parser must never take a batch down
+        return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+
+def _normalise_label(value: object) -> str | None:
+    if value is None:
+        return None
+    return re.sub(r"\s+", " ", str(value)).strip().strip("\"'.").strip().lower()
+
+
+def _read_distortion(value: object) -> tuple[str | None, str | None]:
+    label = _normalise_label(value)
+    if label is None or label in _NONE_WORDS:
+        return None, None
+    label = _CLASS_ALIASES.get(label, label)
+    if label in DISTORTION_CLASSES:
+        return label, None
+    return None, f"unknown distortion class {value!r}"
+
+
+def _read_severity(value: object) -> tuple[str | None, str | None]:
+    label = _normalise_label(value)
+    if label is None or label in _NONE_WORDS:
+        return None, None
+    if label in SEVERITY_LEVELS:
+        return label, None
+    return None, f"unknown severity {value!r}"
+
+
+def _degradation_fields(body: str) -> tuple[object, object] | None:
+    for obj in _json_objects(body):
+        keys = _lower_keys(obj)
+        if "distortion_class" in keys or "distortion" in keys:
+            return keys.get("distortion_class", keys.get("distortion")), keys.get("severity")
+    found_class = re.findall(r"""["']?distortion(?:_class)?["']?\s*[:=]\s*["']?([A-Za-z][\w ]*)""", body, re.I)
+    if not found_class:
+        return None
+    found_severity = re.findall(r"""["']?severity["']?\s*[:=]\s*["']?([A-Za-z][\w ]*)""", body, re.I)
+    return found_class[-1], (found_severity[-1] if found_severity else None)
+
+
+def parse_degradation(text: str) -> ParsedDegradation:
+    """Read the distortion class and severity; "null"/"none" mean no distortion."""
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        fields = _degradation_fields(body)
+        if fields is None:
+            return ParsedDegradation(None, None, reasoning,
+                                     "no distortion_class found in the answer" + _missing_answer_note(tagged))
+        distortion, class_error = _read_distortion(fields[0])
+        severity, severity_error = _read_severity(fields[1])
+        if distortion is None:
+            severity = None
+        elif severity is None and severity_error is None:
+            severity_error = f"distortion {distortion!r} given without a severity"
+        error = "; ".join(e for e in (class_error, severity_error) if e) or None
+        return ParsedDegradation(distortion, severity, reasoning, error)
+    except Exception as exc:
+        return ParsedDegradation(None, None, None, f"could not parse the answer: {exc}")
+
+
+def parse_comparison(text: str) -> ParsedComparison:
+    """Read "Image A", "Image B" or "Similar"; an answer naming both images is an error."""
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        exact = _LABELS.get(_normalise_label(body) or "")
+        if exact:
+            return ParsedComparison(exact, reasoning, None)
+        named = {_MENTIONS[re.sub(r"\s+", "", m.lower())]
+                 for m in re.findall(r"\bimage\s*[ab]\b|\bsimilar\b", body, re.I)}
+        if len(named) == 1:
+            return ParsedComparison(named.pop(), reasoning, None)
+        problem = "names more than one of Image A, Image B, Similar" if named else \
+            "names none of Image A, Image B, Similar"
+        return ParsedComparison(None, reasoning, f"the answer {problem}" + _missing_answer_note(tagged))
+    except Exception as exc:
+        return ParsedComparison(None, None, f"could not parse the answer: {exc}")

@@ -1,0 +1,58 @@
+"""What the judge returns: small dataclasses that serialise to plain dicts and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Result:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @property
+    def ok(self) -> bool:
+        return getattr(self, "error", None) is None
+
+
+@dataclass
+class ScoreResult(_Result):
+    """A 1-5 quality rating. With ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread."""
+
+    score: float | None = None
+    reasoning: str | None = None
+    raw: str = ""
+    error: str | None = None
+    std: float | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DegradationResult(_Result):
+    """The dominant distortion (None: none found) and its severity."""
+
+    distortion: str | None = None
+    severity: str | None = None
+    reasoning: str | None = None
+    raw: str = ""
+    error: str | None = None
+
+
+@dataclass
+class ComparisonResult(_Result):
+    """Which of two images is better: "A", "B" or "similar".
+
+    ``consistent`` is set when both orders were asked: False means the model changed its mind when the
+    images swapped places (position bias), and the verdict was reconciled to "similar".
+    """
+
+    winner: str | None = None
+    reasoning: str | None = None
+    raw: str = ""
+    error: str | None = None
+    consistent: bool | None = None
