@@ -1,0 +1,202 @@
+"""The ``qinsight`` command: score, degradation and compare, writing JSON lines as results arrive.
+
+Exit codes: 0 when every image got a result, 1 when any row carries an error (all rows are still
+written), 2 for usage errors and for a model that cannot be loaded. With ``--output``, rows are
+appended as each batch finishes and a rerun resumes: images that already have a good row are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TextIO
+
+from .checkpoints import default_model, default_subfolder
+from .decoding import DecodingOptions
+from .errors import ModelLoadError
+from .images import ImageBounds
+from .judge import QualityJudge
+from .prompts import PromptOrder
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with the command line itself; reported without a traceback, exit code 2."""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="Hugging Face id or local folder (default: $QINSIGHT_MODEL, "
+                                       "else ByteDance/Q-Insight)")
+    group.add_argument("--subfolder", help="subfolder inside the model (default for ByteDance/Q-Insight: "
+                                           "score_degradation, or comparison with --reference)")
+    group.add_argument("--revision", help="hub branch, tag or commit")
+    group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
+    group.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="allow code shipped with the checkpoint to run (off by default)")
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--max-new-tokens", type=int, default=512)
+    group.add_argument("--sample", action="store_true",
+                       help="sample like the official demo (temperature 1.0, top-k 50, top-p 0.95) "
+                            "instead of greedy decoding")
+    group.add_argument("--seed", type=int, default=42, help="seed for --sample")
+    group.add_argument("--num-samples", type=int, default=1,
+                       help="answers per image, averaged (implies --sample)")
+    group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder], default="image_first",
+                       help="image before the question (as trained) or after it (as in the demo)")
+    group.add_argument("--max-pixels", type=int, default=ImageBounds.max_pixels,
+                       help="larger images are downscaled to this many pixels")
+    parser.add_argument("--output", "-o", help="write JSON lines here (appending and resuming) "
+                                               "instead of to standard output")
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
+    parser.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("score", "rate image quality from 1 to 5, with reasoning"),
+                       ("degradation", "name the distortion and its severity")):
+        sub = commands.add_parser(name, help=text, description=text)
+        _add_batch_options(sub)
+        _add_model_options(sub)
+    sub = commands.add_parser("compare", help="which of two images is better",
+                              description="which of two images is better")
+    sub.add_argument("image_a")
+    sub.add_argument("image_b")
+    sub.add_argument("--reference", help="the degraded input both images were restored from")
+    sub.add_argument("--both-orders", action="store_true", help="ask with A and B swapped too and reconcile")
+    _add_model_options(sub)
+    return parser
+
+
+def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
+    """Files as given; folders replaced by the images inside them, sorted."""
+    expanded: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(str(p) for p in path.glob(pattern)
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"no images found in folder {given}")
+            expanded.extend(found)
+        else:
+            expanded.append(given)  # missing or unreadable files become error rows
+    return expanded
+
+
+def _decoding(args: argparse.Namespace) -> DecodingOptions:
+    if args.num_samples > 1 or args.sample:
+        return DecodingOptions.official_demo(max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                             num_samples=args.num_samples)
+    return DecodingOptions(max_new_tokens=args.max_new_tokens)
+
+
+def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
+    model = args.model or default_model()
+    subfolder = args.subfolder if args.subfolder is not None else default_subfolder(model, comparison)
+    return QualityJudge.from_pretrained(
+        model, subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
+        image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order)
+
+
+def _resume(output: Path, overwrite: bool) -> set[str]:
+    """Keep the good rows of an earlier run (dropping error rows, to be retried); their images."""
+    if overwrite or not output.exists():
+        output.write_text("", encoding="utf-8")
+        return set()
+    kept, done = [], set()
+    for line in output.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interrupted run
+        if isinstance(row, dict) and row.get("error") is None and "image" in row:
+            kept.append(line)
+            done.add(row["image"])
+    temporary = output.with_name(output.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(temporary, output)
+    return done
+
+
+def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
+    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+@contextmanager
+def _output_stream(output: str | None) -> Iterator[TextIO]:
+    if output is None:
+        yield sys.stdout
+        return
+    with open(output, "a", encoding="utf-8") as handle:
+        yield handle
+
+
+def _run_batch_command(args: argparse.Namespace) -> int:
+    images = expand_paths(args.paths, args.recursive)
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    done = _resume(Path(args.output), args.overwrite) if args.output else set()
+    pending = [image for image in images if image not in done]
+    if done:
+        print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done",
+              file=sys.stderr)
+    if not pending:
+        return EXIT_OK
+    judge = _load_judge(args, comparison=False)
+    task = judge.score if args.command == "score" else judge.degradation
+    errors = 0
+    with _output_stream(args.output) as stream:
+
+        def write(index: int, result: Any) -> None:
+            nonlocal errors
+            errors += result.error is not None
+            _write_row(stream, {"image": pending[index], **result.to_dict()})
+
+        task(pending, batch_size=args.batch_size, on_result=write)
+    print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
+    return EXIT_ROW_ERRORS if errors else EXIT_OK
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    judge = _load_judge(args, comparison=args.reference is not None)
+    result = judge.compare(args.image_a, args.image_b, reference=args.reference, both_orders=args.both_orders)
+    with _output_stream(args.output) as stream:
+        _write_row(stream, {"image_a": args.image_a, "image_b": args.image_b, "reference": args.reference,
+                            **result.to_dict()})
+    return EXIT_ROW_ERRORS if result.error else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
+    try:
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        return _run_compare(args) if args.command == "compare" else _run_batch_command(args)
+    except (UsageError, ModelLoadError, ValueError) as exc:
+        print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
