@@ -202,3 +202,25 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class ScriptedBackend:
+    """A stand-in for the model that answers from a function of the conversation and its images.
+
+    For testing code built on ``QualityJudge`` (nodes, ranking, pipelines) with answers you choose:
+
+        judge = QualityJudge(ScriptedBackend(lambda conversation, images: '<answer>{"rating": 4}</answer>'))
+
+    Raising inside ``answer`` simulates a model failure on that input.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[int] = []  # batch sizes seen, for tests of batching
+
+    def generate(self, conversations: Any, images: Any, decoding: Any) -> list[list[Any]]:
+        from .backend import Generation
+
+        self.calls.append(len(conversations))
+        return [[Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
+                for conversation, group in zip(conversations, images)]

@@ -1,0 +1,40 @@
+"""Shared fixtures: the tiny checkpoint (built once per run) and generated images. No network."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
+from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tiny_model):
+    return QualityJudge.from_pretrained(tiny_model, device="cpu",
+                                        decoding=DecodingOptions(max_new_tokens=24))
+
+
+def noise_image(seed: int, width: int = 64, height: int = 48) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    """Five PNGs of different sizes, so batches need padding."""
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        noise_image(i, 40 + 23 * i, 50 + 11 * i).save(path)
+        paths.append(path)
+    return paths

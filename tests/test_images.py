@@ -1,0 +1,211 @@
+"""The image normaliser on every input kind users hand us, good and bad."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qinsight_sdk.errors import ImageInputError
+from qinsight_sdk.images import PATCH_GRID, ImageBounds, fit_to_patch_grid, load_image, split_inputs
+
+BOUNDS = ImageBounds()
+
+
+def assert_model_ready(image: Image.Image, bounds: ImageBounds = BOUNDS) -> None:
+    assert image.mode == "RGB"
+    assert image.width % PATCH_GRID == 0 and image.height % PATCH_GRID == 0
+    assert bounds.min_pixels <= image.width * image.height <= bounds.max_pixels
+
+
+def test_png_path_keeps_native_size_when_on_grid(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (224, 168), (10, 200, 30)).save(path)
+    image = load_image(path)
+    assert image.size == (224, 168) and image.getpixel((5, 5)) == (10, 200, 30)
+
+
+def test_1024x768_stays_native_under_default_bounds():
+    assert fit_to_patch_grid(1024, 768, BOUNDS) == (1036, 756)  # nearest grid sizes, not a downscale
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((56, 112, 3), np.uint8)
+    array[:, :56] = (255, 0, 0)  # left half red
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    loaded = load_image(path)
+    assert loaded.size == (56, 112)  # portrait after transposing
+    top = np.asarray(loaded)[:20].mean(axis=(0, 1))
+    assert top[0] > 200 and top[1] < 60  # the red half is now on top
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "LA", "RGBA", "I;16", "I", "F", "YCbCr"])
+def test_every_pil_mode_becomes_rgb(tmp_path, mode):
+    image = Image.new("RGB", (70, 50), (120, 60, 200)).convert(mode)
+    assert_model_ready(load_image(image))
+
+
+def test_rgba_is_composited_over_white():
+    image = Image.new("RGBA", (56, 56), (0, 0, 0, 0))
+    assert load_image(image).getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_palette_with_transparency_is_composited(tmp_path):
+    image = Image.new("P", (56, 56), 0)
+    image.putpalette([0, 0, 0] + [255, 0, 0] * 255)
+    path = tmp_path / "p.png"
+    image.save(path, transparency=0)
+    assert load_image(path).getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_file(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (80, 60), (0, 255, 255, 0)).save(path)  # red in CMYK
+    r, g, b = load_image(path).getpixel((10, 10))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_sixteen_bit_png_keeps_its_tones(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((60, 60), 32768, np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    assert load_image(path).getpixel((5, 5)) == (128, 128, 128)
+
+
+def test_grayscale_file(tmp_path):
+    path = tmp_path / "gray.png"
+    Image.new("L", (60, 60), 77).save(path)
+    assert load_image(path).getpixel((1, 1)) == (77, 77, 77)
+
+
+def test_tiny_image_is_upscaled_to_the_model_minimum():
+    image = load_image(Image.new("RGB", (1, 1), (9, 9, 9)))
+    assert_model_ready(image)
+    assert image.size == (56, 56)
+
+
+def test_huge_image_is_bounded(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (6000, 4000), (50, 60, 70)).save(path, quality=80)
+    image = load_image(path)
+    assert_model_ready(image)
+    assert abs(image.width / image.height - 1.5) < 0.05
+
+
+def test_custom_bounds_are_honoured():
+    bounds = ImageBounds(min_pixels=3136, max_pixels=224 * 224)
+    assert_model_ready(load_image(Image.new("RGB", (1000, 700)), bounds), bounds)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a size, followed by a few bytes of compressed data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(ImageInputError, match="decompression bomb"):
+        load_image(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageInputError, match="truncated or corrupt"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("content,message", [(b"hello, not an image", "not a recognised image"),
+                                             (b"", "not a recognised image")])
+def test_non_image_file_is_refused(tmp_path, content, message):
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageInputError, match=message):
+        load_image(path)
+
+
+def test_missing_file_and_directory_are_refused(tmp_path):
+    with pytest.raises(ImageInputError, match="file not found"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageInputError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_extreme_aspect_ratio_is_refused():
+    with pytest.raises(ImageInputError, match="aspect ratio"):
+        load_image(Image.new("RGB", (30000, 10)))
+
+
+@pytest.mark.parametrize("array", [
+    np.full((50, 70, 3), 200, np.uint8),                     # HWC uint8
+    np.full((50, 70, 3), 0.5, np.float32),                   # HWC float 0..1
+    np.full((50, 70), 0.25, np.float64),                     # HW float
+    np.full((3, 50, 70), 100, np.uint8),                     # CHW
+    np.full((50, 70, 4), 255, np.uint8),                     # HWC RGBA
+    np.full((50, 70, 1), 9, np.uint8),                       # HW1
+    np.full((50, 70, 3), 40000, np.uint16),                  # 16-bit
+    np.ones((50, 70, 3), bool),                              # mask-like
+])
+def test_numpy_arrays(array):
+    assert_model_ready(load_image(array))
+
+
+def test_float_values_map_to_8_bit():
+    assert load_image(np.full((56, 56, 3), 0.5, np.float32)).getpixel((0, 0)) == (128, 128, 128)
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.full((3, 50, 70), 0.5),                            # CHW float
+    torch.full((50, 70, 3), 0.5),                            # HWC float
+    torch.full((1, 50, 70, 3), 0.5, dtype=torch.float16),    # ComfyUI BHWC, one image
+    torch.full((3, 50, 70), 0.5, dtype=torch.bfloat16),      # bf16
+    torch.full((50, 70, 3), 128, dtype=torch.uint8),
+])
+def test_torch_tensors(tensor):
+    assert load_image(tensor).getpixel((1, 1)) == (128, 128, 128)
+
+
+def test_comfyui_batch_splits_into_images():
+    batch = torch.rand(4, 64, 80, 3)
+    items, single = split_inputs(batch)
+    assert not single and len(items) == 4
+    assert all(load_image(item).size == (84, 56) for item in items)
+    assert split_inputs("a.png") == (["a.png"], True)
+    assert split_inputs(["a.png", "b.png"]) == (["a.png", "b.png"], False)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.full((50, 70, 3), np.nan, np.float32), "NaN or infinite"),
+    (np.full((50, 70, 3), np.inf, np.float32), "NaN or infinite"),
+    (torch.full((3, 50, 70), float("nan")), "NaN or infinite"),
+    (np.zeros((0, 70, 3), np.uint8), "empty"),
+    (np.zeros((50, 70, 7), np.uint8), "channel axis"),
+    (np.zeros((2, 2, 50, 70, 3), np.uint8), "not an image"),
+    (np.full((50, 70, 3), 255.0, np.float32), "expected 0..1"),
+    (np.full((50, 70, 3), 300, np.int32), "expected 0..255"),
+    (np.zeros((50, 70, 3), np.complex64), "unsupported dtype"),
+    (12345, "unsupported image input"),
+])
+def test_bad_arrays_are_refused_clearly(bad, message):
+    with pytest.raises(ImageInputError, match=message):
+        load_image(bad)
+
+
+def test_bounds_are_validated():
+    with pytest.raises(ValueError):
+        ImageBounds(min_pixels=100)
+    with pytest.raises(ValueError):
+        ImageBounds(min_pixels=10000, max_pixels=5000)
