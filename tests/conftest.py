@@ -5,9 +5,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+from samples import noise_image  # noqa: E402
 
 from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
 from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
@@ -22,11 +21,6 @@ def tiny_model(tmp_path_factory):
 def tiny_judge(tiny_model):
     return QualityJudge.from_pretrained(tiny_model, device="cpu",
                                         decoding=DecodingOptions(max_new_tokens=24))
-
-
-def noise_image(seed: int, width: int = 64, height: int = 48) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
 
 
 @pytest.fixture

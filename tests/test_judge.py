@@ -1,0 +1,188 @@
+"""QualityJudge end to end on the tiny model, and its aggregation logic on scripted answers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from samples import noise_image
+
+from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
+                          ScoreResult)
+from qinsight_sdk.testing import ScriptedBackend
+
+# -- the real pipeline on the tiny random model ---------------------------------------------------
+
+
+def test_score_single_and_list(tiny_judge, image_files):
+    single = tiny_judge.score(image_files[0])
+    assert isinstance(single, ScoreResult)
+    assert single.raw  # the model generated text
+    many = tiny_judge.score(image_files[:2])
+    assert isinstance(many, list) and len(many) == 2
+    # the random model rarely writes a valid answer; whatever it wrote, the verdict is the parser's
+    for result in many:
+        assert (result.score is None) == (result.error is not None)
+        assert result.score is None or 1 <= result.score <= 5
+    json.dumps([r.to_dict() for r in many])
+
+
+def test_batched_equals_one_by_one_under_greedy(tiny_judge, image_files):
+    batched = tiny_judge.score(image_files, batch_size=5)
+    alone = [tiny_judge.score(path, batch_size=1) for path in image_files]
+    assert [r.raw for r in batched] == [r.raw for r in alone]
+    assert len({r.raw for r in batched}) > 1  # answers depend on the image, so the check has teeth
+
+
+def test_greedy_is_deterministic(tiny_judge, image_files):
+    assert tiny_judge.degradation(image_files[1]).raw == tiny_judge.degradation(image_files[1]).raw
+
+
+def test_one_bad_file_in_five(tiny_judge, image_files):
+    image_files[2].write_bytes(b"this is not a PNG")
+    results = tiny_judge.score(image_files, batch_size=5)
+    assert len(results) == 5
+    assert "not a recognised image" in results[2].error and results[2].raw == ""
+    assert all(r.raw for i, r in enumerate(results) if i != 2)
+    good = tiny_judge.score([p for i, p in enumerate(image_files) if i != 2], batch_size=4)
+    assert [r.raw for i, r in enumerate(results) if i != 2] == [r.raw for r in good]
+
+
+def test_comfyui_style_batch(tiny_judge):
+    batch = torch.rand(3, 48, 64, 3, dtype=torch.float16)
+    batch[1, 0, 0, 0] = float("nan")
+    results = tiny_judge.degradation(batch)
+    assert [isinstance(r, DegradationResult) for r in results] == [True] * 3
+    assert "NaN" in results[1].error and results[0].raw and results[2].raw
+
+
+def test_compare_with_and_without_reference(tiny_judge):
+    a, b, ref = noise_image(1), noise_image(2), noise_image(3)
+    plain = tiny_judge.compare(a, b)
+    with_ref = tiny_judge.compare(a, b, reference=ref)
+    assert isinstance(plain, ComparisonResult) and plain.raw
+    assert with_ref.raw and with_ref.raw != plain.raw  # different prompt, different images
+    both = tiny_judge.compare(a, b, both_orders=True)
+    assert "[order A, B]" in both.raw and "[order B, A]" in both.raw
+
+
+def test_compare_bad_image_is_an_error_not_an_exception(tiny_judge):
+    result = tiny_judge.compare(noise_image(1), np.zeros((0, 3)))
+    assert result.winner is None and "empty" in result.error
+
+
+def test_seeded_sampling_repeats_and_num_samples_aggregates(tiny_judge, image_files):
+    options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=3)
+    first = tiny_judge.score(image_files[0], decoding=options)
+    again = tiny_judge.score(image_files[0], decoding=options)
+    assert first.to_dict() == again.to_dict()
+    other_seed = tiny_judge.score(image_files[0], decoding=DecodingOptions.official_demo(
+        max_new_tokens=12, num_samples=3, seed=7))
+    assert other_seed.raw != first.raw or other_seed.error != first.error
+
+
+def test_decoding_options_are_validated():
+    with pytest.raises(ValueError, match="needs do_sample"):
+        DecodingOptions(num_samples=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DecodingOptions(max_new_tokens=0)
+
+
+def test_repetition_penalty_ignores_left_padding():
+    from qinsight_sdk.decoding import PaddingBlindRepetitionPenalty
+
+    penalty = PaddingBlindRepetitionPenalty(2.0, pad_token_id=0)
+    scores = torch.tensor([[4.0, 4.0, -4.0, 4.0]])
+    out = penalty(torch.tensor([[0, 0, 1, 2]]), scores)
+    assert out.tolist() == [[4.0, 2.0, -8.0, 4.0]]
+
+
+# -- aggregation and robustness, with answers we choose ---------------------------------------------
+
+
+def brightness_rating(conversation, images):
+    """Scores an image by its mean brightness: 1 for black, 5 for white."""
+    mean = float(np.asarray(images[-1]).mean()) / 255
+    return f'<think>\nbrightness {mean:.2f}\n</think>\n<answer>\n{{"rating": {1 + 4 * mean:.2f}}}\n</answer>'
+
+
+def test_scripted_scores_follow_the_answers():
+    judge = QualityJudge(ScriptedBackend(brightness_rating))
+    from PIL import Image
+    results = judge.score([Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 255, 128)])
+    assert [r.score for r in results] == pytest.approx([1.0, 5.0, 3.01], abs=0.01)
+    assert results[0].reasoning == "brightness 0.00" and results[0].error is None
+
+
+def test_batches_respect_batch_size_and_report_as_they_go():
+    backend = ScriptedBackend(brightness_rating)
+    judge = QualityJudge(backend, batch_size=2)
+    seen = []
+    judge.score([noise_image(i) for i in range(5)], on_result=lambda i, r: seen.append(i))
+    assert backend.calls == [2, 2, 1] and seen == [0, 1, 2, 3, 4]
+
+
+def test_a_model_failure_on_one_image_spares_the_batch():
+    def fragile(conversation, images):
+        if images[0].getpixel((0, 0)) == (13, 13, 13):
+            raise RuntimeError("kernel exploded")
+        return brightness_rating(conversation, images)
+
+    from PIL import Image
+    images = [Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 13, 255)]
+    results = QualityJudge(ScriptedBackend(fragile)).score(images)
+    assert results[0].score == 1.0 and results[2].score == 5.0
+    assert "kernel exploded" in results[1].error
+
+
+def test_num_samples_average_and_spread():
+    answers = iter(['<answer>{"rating": 2}</answer>', '<answer>{"rating": 4}</answer>', "garbage"])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.score(noise_image(0), decoding=DecodingOptions.official_demo(num_samples=3))
+    assert result.score == 3.0 and result.std == 1.0 and result.samples == [2.0, 4.0]
+
+
+def test_degradation_majority_vote():
+    answers = iter(['<answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
+                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
+                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.degradation(noise_image(0), decoding=DecodingOptions.official_demo(num_samples=3))
+    assert (result.distortion, result.severity) == ("noise", "serious")
+
+
+def brighter_wins(conversation, images):
+    """Prefers the brighter of the last two images, whatever position it is in."""
+    a, b = (float(np.asarray(i).mean()) for i in images[-2:])
+    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
+
+
+def always_first(conversation, images):
+    return "<think>position bias</think><answer>Image A</answer>"
+
+
+def test_compare_both_orders_reconciles():
+    from PIL import Image
+    dark, bright = Image.new("RGB", (56, 56), (20, 20, 20)), Image.new("RGB", (56, 56), (220, 220, 220))
+    fair = QualityJudge(ScriptedBackend(brighter_wins))
+    assert fair.compare(dark, bright, both_orders=True).winner == "B"
+    result = fair.compare(bright, dark, both_orders=True)
+    assert (result.winner, result.consistent) == ("A", True)
+    biased = QualityJudge(ScriptedBackend(always_first)).compare(dark, bright, both_orders=True)
+    assert (biased.winner, biased.consistent) == ("similar", False)
+    assert "position bias" in biased.reasoning
+
+
+def test_compare_uses_reference_prompt_and_image_order():
+    seen = {}
+
+    def spy(conversation, images):
+        seen["text"] = json.dumps(conversation)
+        seen["sizes"] = [i.size for i in images]
+        return "<answer>Similar</answer>"
+
+    from PIL import Image
+    judge = QualityJudge(ScriptedBackend(spy))
+    ref, a, b = (Image.new("RGB", (56 * k, 56)) for k in (1, 2, 3))
+    assert judge.compare(a, b, reference=ref).winner == "similar"
+    assert "Reference Image:" in seen["text"] and seen["sizes"] == [(56, 56), (112, 56), (168, 56)]
