@@ -1,0 +1,116 @@
+"""The qinsight command: rows, exit codes, folders, resuming, and the installed entry point."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qinsight_sdk import QualityJudge, cli
+from qinsight_sdk.testing import ScriptedBackend
+
+
+def rows(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_score_on_tiny_model_writes_a_row_per_image(tiny_model, image_files, capsys):
+    code, out, err = run(["score", *map(str, image_files[:3]), "--model", str(tiny_model),
+                          "--max-new-tokens", "16", "--batch-size", "2"], capsys)
+    found = rows(out)
+    assert [r["image"] for r in found] == [str(p) for p in image_files[:3]]
+    assert all({"image", "score", "reasoning", "error"} <= set(r) for r in found)
+    assert code == (1 if any(r["error"] for r in found) else 0)
+
+
+def test_folder_argument_and_bad_file(tiny_model, image_files, capsys):
+    folder = image_files[0].parent
+    (folder / "notes.txt").write_text("not an image, and skipped in folders")
+    (folder / "broken.png").write_bytes(b"garbage")
+    code, out, _ = run(["degradation", str(folder), "--model", str(tiny_model), "--max-new-tokens", "8"],
+                       capsys)
+    found = rows(out)
+    assert len(found) == 6 and code == 1
+    broken = next(r for r in found if r["image"].endswith("broken.png"))
+    assert "not a recognised image" in broken["error"]
+    assert {"distortion", "severity", "reasoning"} <= set(broken)
+
+
+def test_compare_row(tiny_model, image_files, capsys):
+    code, out, _ = run(["compare", str(image_files[0]), str(image_files[1]), "--reference",
+                        str(image_files[2]), "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
+    (row,) = rows(out)
+    assert row["image_a"] == str(image_files[0]) and row["image_b"] == str(image_files[1])
+    assert {"winner", "reasoning", "error"} <= set(row) and code in (0, 1)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """The CLI with a judge that rates every image 4.2, counting how many images it was asked about."""
+    asked = []
+
+    def answer(conversation, images):
+        asked.append(1)
+        return '<think>\nfine\n</think>\n<answer>\n{"rating": 4.2}\n</answer>'
+
+    monkeypatch.setattr(QualityJudge, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
+    return asked
+
+
+def test_exit_code_zero_when_every_image_is_scored(scripted, image_files, capsys):
+    code, out, _ = run(["score", *map(str, image_files)], capsys)
+    assert code == 0 and [r["score"] for r in rows(out)] == [4.2] * 5
+
+
+def test_exit_code_one_when_any_row_has_an_error(scripted, image_files, tmp_path, capsys):
+    code, out, _ = run(["score", str(image_files[0]), str(tmp_path / "missing.png")], capsys)
+    assert code == 1 and rows(out)[1]["error"].endswith("file not found")
+
+
+def test_usage_errors_exit_two(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(["score", str(empty)], capsys)[0] == 2
+    code, _, err = run(["score", "x.png", "--model", str(tmp_path / "no-model")], capsys)
+    assert code == 2 and "does not exist" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["score"])
+    assert exit_info.value.code == 2
+
+
+def test_output_file_resumes(scripted, image_files, tmp_path, capsys):
+    output = tmp_path / "out" / "scores.jsonl"
+    first = [str(p) for p in image_files[:2]] + [str(tmp_path / "late.png")]
+    assert run(["score", *first, "-o", str(output)], capsys)[0] == 1
+    assert len(scripted) == 2
+    with output.open("a") as handle:
+        handle.write('{"image": "half-writ')  # an interrupted run's last line
+    from samples import noise_image
+    noise_image(9).save(tmp_path / "late.png")
+    code, _, err = run(["score", *first, str(image_files[2]), "-o", str(output)], capsys)
+    assert code == 0 and "2 of 4 images already done" in err
+    assert len(scripted) == 4  # only the failed and the new image were judged again
+    final = rows(output.read_text())
+    assert sorted(r["image"] for r in final) == sorted(first + [str(image_files[2])])
+    assert all(r["error"] is None for r in final)
+    run(["score", *first, "-o", str(output), "--overwrite"], capsys)
+    assert len(rows(output.read_text())) == 3
+
+
+def test_installed_entry_point(tiny_model, image_files):
+    """The console script users run, as a separate process with the hub switched off."""
+    script = os.path.join(os.path.dirname(sys.executable), "qinsight")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", QINSIGHT_MODEL=str(tiny_model))
+    done = subprocess.run([script, "score", str(image_files[0]), "--max-new-tokens", "8"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode in (0, 1), done.stderr
+    (row,) = rows(done.stdout)
+    assert row["image"] == str(image_files[0]) and row["raw"]
