@@ -133,13 +133,22 @@ class QwenVLBackend:
     """A loaded Qwen2.5-VL model and processor that turn conversations with images into answers."""
 
     def __init__(self, model: Any, processor: Any, device: torch.device) -> None:
+        from transformers import GenerationConfig
+
         self.model = model
         self.processor = processor
         self.device = device
-        eos = model.generation_config.eos_token_id
+        # The checkpoint's decoding defaults are applied by DecodingOptions alone. The model keeps only
+        # its token ids: transformers 4.5x would otherwise put the checkpoint's values back wherever a
+        # requested value equals the library default (turning temperature 1.0 into 0.1, for one).
+        self.checkpoint_generation_config = model.generation_config
+        if self.checkpoint_generation_config.pad_token_id is None:
+            self.checkpoint_generation_config.pad_token_id = processor.tokenizer.pad_token_id
+        model.generation_config = GenerationConfig(**{
+            key: getattr(self.checkpoint_generation_config, key)
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id")})
+        eos = self.checkpoint_generation_config.eos_token_id
         self._end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-        if model.generation_config.pad_token_id is None:
-            model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
@@ -178,7 +187,7 @@ class QwenVLBackend:
         flat_images = [image for group in images for image in group]
         inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
-        config, processors = decoding.generation_config(self.model.generation_config)
+        config, processors = decoding.generation_config(self.checkpoint_generation_config)
         with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
         answers = output[:, inputs["input_ids"].shape[1]:].cpu()

@@ -186,3 +186,14 @@ def test_compare_uses_reference_prompt_and_image_order():
     ref, a, b = (Image.new("RGB", (56 * k, 56)) for k in (1, 2, 3))
     assert judge.compare(a, b, reference=ref).winner == "similar"
     assert "Reference Image:" in seen["text"] and seen["sizes"] == [(56, 56), (112, 56), (168, 56)]
+
+
+def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
+    """Guards against transformers swapping in the checkpoint's near-greedy defaults (top_k 1)."""
+    from qinsight_sdk import prompts
+    from qinsight_sdk.images import load_image
+
+    options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=4)
+    (answers,) = tiny_judge.backend.generate([prompts.score_messages()], [[load_image(noise_image(5))]],
+                                             options)
+    assert len({a.text for a in answers}) > 1
