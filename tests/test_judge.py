@@ -197,3 +197,14 @@ def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     (answers,) = tiny_judge.backend.generate([prompts.score_messages()], [[load_image(noise_image(5))]],
                                              options)
     assert len({a.text for a in answers}) > 1
+
+
+def test_image_only_processor_when_torchvision_is_missing(tiny_model, tiny_judge, image_files, monkeypatch):
+    """Users with a CPU torch often lack a working torchvision; transformers 5 then needs our fallback."""
+    from qinsight_sdk import backend
+
+    monkeypatch.setattr(backend, "_torchvision_works", lambda: False)
+    judge = QualityJudge.from_pretrained(tiny_model, device="cpu", decoding=tiny_judge.decoding)
+    assert type(judge.backend.processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
+    result = judge.score(image_files[0])
+    assert result.raw
