@@ -7,7 +7,7 @@ the same keys as the 7B model's, sharded ``model-*.safetensors`` with an index a
 are drawn from a seeded generator in a fixed order, so the folder is byte-identical on every machine
 and every transformers version.
 
-    python -m qinsight_sdk.testing DIR
+    python -m qinsight_sdk.testing DIR [--sample-images IMAGE_DIR]
 """
 
 from __future__ import annotations
@@ -188,15 +188,38 @@ def build_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_sample_images(folder: str | Path, count: int = 4, seed: int = 0) -> list[Path]:
+    """Seeded images of several sizes and formats (smooth gradients with noise) to try the judge on."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        width, height = 96 + 40 * index, 72 + 24 * index
+        ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+        noisy = ramp + rng.normal(0, 12 * index, (height, width, 3))
+        path = folder / f"sample_{index}.{'png' if index % 2 == 0 else 'jpg'}"
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qinsight_sdk.testing",
                                      description="Write a tiny random-weight Qwen2.5-VL checkpoint.")
     parser.add_argument("folder", help="where to write the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
     args = parser.parse_args(argv)
     path = build_tiny_checkpoint(args.folder, seed=args.seed)
     size = sum(f.stat().st_size for f in path.iterdir())
     print(f"wrote a tiny Qwen2.5-VL checkpoint to {path} ({size / 1e6:.1f} MB)")
+    if args.sample_images:
+        images = write_sample_images(args.sample_images, seed=args.seed)
+        print(f"wrote {len(images)} sample images to {args.sample_images}")
     return 0
 
 

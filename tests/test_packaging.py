@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from qinsight_sdk.testing import build_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +33,14 @@ def test_tiny_checkpoint_is_deterministic_small_and_real_shaped(tiny_model, tmp_
 
 
 def test_tiny_checkpoint_from_the_command_line(tmp_path, tiny_model):
-    done = subprocess.run([sys.executable, "-m", "qinsight_sdk.testing", str(tmp_path / "cli")],
+    done = subprocess.run([sys.executable, "-m", "qinsight_sdk.testing", str(tmp_path / "cli"),
+                           "--sample-images", str(tmp_path / "images")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert digest(tmp_path / "cli") == digest(tiny_model)
+    images = sorted((tmp_path / "images").iterdir())
+    assert [p.suffix for p in images] == [".png", ".jpg", ".png", ".jpg"]
+    assert all(Image.open(p).size[0] >= 96 for p in images)
 
 
 def test_comfyui_entry_point_imports_nothing_heavy():
