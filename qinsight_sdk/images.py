@@ -137,9 +137,10 @@ def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB with EXIF orientation applied and transparency composited over white."""
-    image = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
     if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
+        image.seek(0)  # animations and multi-page files: judge the first frame
+    if image.getexif().get(0x0112, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         image = _high_bit_depth_to_l(image)
     if image.mode == "P":

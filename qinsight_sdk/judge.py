@@ -144,6 +144,7 @@ class QualityJudge:
             ready = [i for i in batch if items[i].error is None]
             outcomes = dict(zip(ready, self._generate(ready, items, decoding)))
             for index in batch:
+                items[index].images = None  # decoded pixels are not kept past their batch
                 results[index] = finish(index, outcomes.get(index, items[index].error))
         return results
 
@@ -168,43 +169,52 @@ class QualityJudge:
 
 # -- aggregation of parsed answers --------------------------------------------------------------------
 
-def _cut_note(generation: Generation) -> str:
-    return "" if generation.finished else " (the answer was cut off at max_new_tokens)"
+def _read_all(generations: list[Generation], parse: Callable[[str], Any],
+              readable: Callable[[Any], bool]) -> tuple[list[Any], list[tuple[Generation, Any]]]:
+    """Every answer parsed, and the (generation, parsed) pairs that gave a verdict."""
+    parsed = [parse(g.text) for g in generations]
+    return parsed, [(g, p) for g, p in zip(generations, parsed) if readable(p)]
+
+
+def _unreadable(parsed: list[Any], generations: list[Generation]) -> str:
+    cut = "" if generations[0].finished else " (the answer was cut off at max_new_tokens)"
+    return f"{parsed[0].error}{cut}"
+
+
+def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], Any]) -> tuple[Generation, Any]:
+    """The first answer carrying the most common verdict."""
+    verdict = Counter(verdict_of(p) for _, p in good).most_common(1)[0][0]
+    return next((g, p) for g, p in good if verdict_of(p) == verdict)
 
 
 def _score_result(generations: list[Generation]) -> ScoreResult:
-    parsed = [parse_score(g.text) for g in generations]
-    good = [(g, p) for g, p in zip(generations, parsed) if p.score is not None]
+    parsed, good = _read_all(generations, parse_score, lambda p: p.score is not None)
     if not good:
         return ScoreResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
-                           error=f"{parsed[0].error}{_cut_note(generations[0])}")
+                           error=_unreadable(parsed, generations))
     scores = [p.score for _, p in good]
-    first_generation, first = good[0]
-    spread = statistics.pstdev(scores) if len(generations) > 1 else None
-    return ScoreResult(score=statistics.fmean(scores), reasoning=first.reasoning, raw=first_generation.text,
-                       std=spread, samples=scores if len(generations) > 1 else [])
+    generation, first = good[0]
+    several = len(generations) > 1
+    return ScoreResult(score=statistics.fmean(scores), reasoning=first.reasoning, raw=generation.text,
+                       std=statistics.pstdev(scores) if several else None, samples=scores if several else [])
 
 
 def _degradation_result(generations: list[Generation]) -> DegradationResult:
-    parsed = [parse_degradation(g.text) for g in generations]
-    good = [(g, p) for g, p in zip(generations, parsed) if p.error is None]
+    parsed, good = _read_all(generations, parse_degradation, lambda p: p.error is None)
     if not good:
         first = parsed[0]
         return DegradationResult(first.distortion, first.severity, first.reasoning, generations[0].text,
-                                 f"{first.error}{_cut_note(generations[0])}")
-    verdict, _ = Counter((p.distortion, p.severity) for _, p in good).most_common(1)[0]
-    generation, chosen = next((g, p) for g, p in good if (p.distortion, p.severity) == verdict)
+                                 _unreadable(parsed, generations))
+    generation, chosen = _majority(good, lambda p: (p.distortion, p.severity))
     return DegradationResult(chosen.distortion, chosen.severity, chosen.reasoning, generation.text)
 
 
 def _comparison_result(generations: list[Generation]) -> ComparisonResult:
-    parsed = [parse_comparison(g.text) for g in generations]
-    good = [(g, p) for g, p in zip(generations, parsed) if p.winner is not None]
+    parsed, good = _read_all(generations, parse_comparison, lambda p: p.winner is not None)
     if not good:
         return ComparisonResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
-                                error=f"{parsed[0].error}{_cut_note(generations[0])}")
-    verdict, _ = Counter(p.winner for _, p in good).most_common(1)[0]
-    generation, chosen = next((g, p) for g, p in good if p.winner == verdict)
+                                error=_unreadable(parsed, generations))
+    generation, chosen = _majority(good, lambda p: p.winner)
     return ComparisonResult(winner=chosen.winner, reasoning=chosen.reasoning, raw=generation.text)
 
 
