@@ -10,6 +10,7 @@ whether it ended or ran out of tokens.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,32 @@ from .prompts import Message
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class RatingDistribution:
+    """The model's belief about a rating's first two digits, read after a forced answer prefix.
+
+    ``first[i]`` is the probability that the rating starts with the digit ``i + 1`` (1..5, renormalised
+    over those five); ``decimals[i, k]`` that the first decimal is ``k`` given that first digit.
+    """
+
+    first: torch.Tensor     # (5,) float64
+    decimals: torch.Tensor  # (5, 10) float64
+
+    def expected(self) -> tuple[float, float]:
+        """Mean and standard deviation of the rating "d.k" under this distribution.
+
+        Each first digit d contributes d + E[k | d] / 10; the spread adds the decimals' own variance
+        to the spread between first digits (the law of total variance).
+        """
+        tenths = torch.arange(10, dtype=torch.float64) / 10
+        within_mean = (self.decimals * tenths).sum(-1)
+        within_var = (self.decimals * tenths ** 2).sum(-1) - within_mean ** 2
+        means = torch.arange(1, 6, dtype=torch.float64) + within_mean
+        mean = (self.first * means).sum()
+        variance = (self.first * (within_var + (means - mean) ** 2)).sum()
+        return float(mean), float(variance.clamp_min(0).sqrt())
 
 
 @dataclass(frozen=True)
@@ -147,6 +174,9 @@ class QwenVLBackend:
         model.generation_config = GenerationConfig(**{
             key: getattr(self.checkpoint_generation_config, key)
             for key in ("bos_token_id", "eos_token_id", "pad_token_id")})
+        # transformers 5 renamed forward's ``past_key_values`` to ``cache``
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
         eos = self.checkpoint_generation_config.eos_token_id
         self._end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
@@ -180,13 +210,17 @@ class QwenVLBackend:
         """The prompt text the chat template makes of one conversation (image placeholders unexpanded)."""
         return self.processor.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
 
+    def _encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
+                answer_prefix: str = "") -> Any:
+        texts = [self.render(c) + answer_prefix for c in conversations]
+        flat_images = [image for group in images for image in group]
+        inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
+        return inputs.to(self.device)
+
     def generate(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
                  decoding: DecodingOptions) -> list[list[Generation]]:
         """``decoding.num_samples`` answers per conversation, in order, as one batched call."""
-        texts = [self.render(c) for c in conversations]
-        flat_images = [image for group in images for image in group]
-        inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
+        inputs = self._encode(conversations, images)
         config, processors = decoding.generation_config(self.checkpoint_generation_config)
         with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
@@ -196,3 +230,61 @@ class QwenVLBackend:
         flat = [Generation(text, done) for text, done in zip(decoded, finished)]
         n = decoding.num_samples
         return [flat[i * n:(i + 1) * n] for i in range(len(conversations))]
+
+    def _digit_ids(self) -> list[int]:
+        ids = [self.processor.tokenizer.encode(str(d), add_special_tokens=False) for d in range(10)]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError("fast scores need a tokenizer that writes each digit as one token")
+        return [i[0] for i in ids]
+
+    def rating_distributions(self, conversations: Sequence[Sequence[Message]],
+                             images: Sequence[Sequence[Image.Image]], answer_prefix: str) -> list[RatingDistribution]:
+        """Each conversation's rating digits, read from one prefill plus one two-token step per first digit.
+
+        The prompt is followed by ``answer_prefix`` (the answer up to the rating). The prefill gives the
+        first digit; then, for each first digit d in 1..5, the tokens "d." are appended on the cached
+        prompt to read the first decimal, and the cache is cut back for the next d.
+        """
+        digits = self._digit_ids()
+        dot = self.processor.tokenizer.encode(".", add_special_tokens=False)
+        if len(dot) != 1:
+            raise ValueError("fast scores need a tokenizer that writes '.' as one token")
+        inputs = self._encode(conversations, images, answer_prefix)
+        mask = inputs["attention_mask"]
+        rows, length = mask.shape
+        with torch.inference_mode():
+            prefill = self.model(**inputs, use_cache=True)
+            cache = getattr(prefill, "cache", None) or prefill.past_key_values
+            first = _probabilities(prefill.logits[:, -1], digits[1:6])
+            next_position = self._next_positions(inputs).to(self.device).view(rows, 1)
+            positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, rows, 2)
+            step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1)
+            decimals = []
+            for digit in digits[1:6]:
+                step = torch.tensor([[digit, dot[0]]], device=self.device).expand(rows, 2)
+                out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
+                                 cache_position=torch.arange(length, length + 2, device=self.device),
+                                 use_cache=True, **{self._cache_argument: cache})
+                cache.crop(-2)  # drop the two candidate tokens again
+                decimals.append(_probabilities(out.logits[:, -1], digits))
+        decimals_by_row = torch.stack(decimals, dim=1)  # (rows, 5, 10)
+        return [RatingDistribution(first[i], decimals_by_row[i]) for i in range(rows)]
+
+    def _next_positions(self, inputs: Any) -> torch.Tensor:
+        """Per row, the rotary position that follows the prompt (Qwen2.5-VL's 3-D positions).
+
+        Computed by the model's own ``get_rope_index`` (on the inner model since transformers 4.52) and
+        taken as the largest prompt position plus one, which holds whatever padding convention a
+        transformers version uses internally.
+        """
+        inner = getattr(self.model, "model", None)
+        owner = inner if hasattr(inner, "get_rope_index") else self.model
+        extra = {"mm_token_type_ids": inputs["mm_token_type_ids"]} if "mm_token_type_ids" in inputs else {}
+        positions, _ = owner.get_rope_index(inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+                                            attention_mask=inputs["attention_mask"], **extra)
+        return positions.amax(dim=(0, 2)) + 1
+
+
+def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Softmax over the given tokens only, in float64 (so batch composition cannot change the result)."""
+    return torch.softmax(logits[:, token_ids].double(), dim=-1).cpu()

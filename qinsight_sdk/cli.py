@@ -1,4 +1,4 @@
-"""The ``qinsight`` command: score, degradation and compare, writing JSON lines as results arrive.
+"""The ``qinsight`` command: score, degradation, compare and rank, writing JSON lines as results arrive.
 
 Exit codes: 0 when every image got a result, 1 when any row carries an error (all rows are still
 written), 2 for usage errors and for a model that cannot be loaded. With ``--output``, rows are
@@ -21,6 +21,7 @@ from .errors import ModelLoadError
 from .images import ImageBounds
 from .judge import QualityJudge
 from .prompts import PromptOrder
+from .selection import STRATEGIES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -72,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         _add_batch_options(sub)
         _add_model_options(sub)
+        if name == "score":
+            sub.add_argument("--mode", choices=("reason", "fast"), default="reason",
+                             help="reason: generate the reasoning (default); fast: read the rating's "
+                                  "probabilities without generating text")
+    sub = commands.add_parser("rank", help="order images best first (best of N)",
+                              description="order images best first (best of N)")
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    sub.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
+    sub.add_argument("--strategy", choices=STRATEGIES, default="score",
+                     help="score: fast scores; tournament: pairwise knockout in both orders; "
+                          "hybrid: fast scores, then a knockout among the top --pool")
+    sub.add_argument("--top-k", type=int, help="keep only the best K")
+    sub.add_argument("--pool", type=int, default=4, help="finalists for --strategy hybrid")
+    sub.add_argument("--batch-size", type=int, default=8)
+    _add_model_options(sub)
     sub = commands.add_parser("compare", help="which of two images is better",
                               description="which of two images is better")
     sub.add_argument("image_a")
@@ -161,7 +177,6 @@ def _run_batch_command(args: argparse.Namespace) -> int:
     if not pending:
         return EXIT_OK
     judge = _load_judge(args, comparison=False)
-    task = judge.score if args.command == "score" else judge.degradation
     errors = 0
     with _output_stream(args.output) as stream:
 
@@ -170,7 +185,10 @@ def _run_batch_command(args: argparse.Namespace) -> int:
             errors += result.error is not None
             _write_row(stream, {"image": pending[index], **result.to_dict()})
 
-        task(pending, batch_size=args.batch_size, on_result=write)
+        if args.command == "score":
+            judge.score(pending, batch_size=args.batch_size, on_result=write, mode=args.mode)
+        else:
+            judge.degradation(pending, batch_size=args.batch_size, on_result=write)
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors else EXIT_OK
 
@@ -184,6 +202,20 @@ def _run_compare(args: argparse.Namespace) -> int:
     return EXIT_ROW_ERRORS if result.error else EXIT_OK
 
 
+def _run_rank(args: argparse.Namespace) -> int:
+    images = expand_paths(args.paths, args.recursive)
+    judge = _load_judge(args, comparison=False)
+    ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
+                         batch_size=args.batch_size)
+    with _output_stream(args.output) as stream:
+        for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
+            _write_row(stream, {"rank": place, "image": images[index], "score": score,
+                                "error": ranking.errors.get(index)})
+    print(f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons; "
+          f"{len(ranking.errors)} could not be judged", file=sys.stderr)
+    return EXIT_ROW_ERRORS if ranking.errors else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
@@ -192,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        return _run_compare(args) if args.command == "compare" else _run_batch_command(args)
+        runners = {"compare": _run_compare, "rank": _run_rank}
+        return runners.get(args.command, _run_batch_command)(args)
     except (UsageError, ModelLoadError, ValueError) as exc:
         print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ batch is retried image by image, so one item can never take the others down.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -17,17 +18,21 @@ import torch
 from PIL import Image
 
 from . import prompts
-from .backend import Generation, QwenVLBackend
+from .backend import Generation, QwenVLBackend, RatingDistribution
 from .checkpoints import default_model, default_subfolder, resolve_checkpoint
 from .decoding import DecodingOptions
 from .errors import ImageInputError
-from .images import ImageBounds, ImageInput, load_image, split_inputs
+from .images import PATCH_GRID, ImageBounds, ImageInput, load_image, split_inputs
 from .parsing import parse_comparison, parse_degradation, parse_score
 from .prompts import Message, PromptOrder
 from .results import ComparisonResult, DegradationResult, ScoreResult
+from .selection import Ranking, rank_images
 
 R = TypeVar("R")
 ResultCallback = Callable[[int, Any], None]
+Work = Callable[[list["_Item"]], list[Any]]
+_WINDOW_BATCHES = 4  # images decoded ahead, in batches, to sort them by size
+logger = logging.getLogger("qinsight")
 
 
 @dataclass
@@ -39,22 +44,33 @@ class _Item:
     images: list[Image.Image] | None = None
     error: str | None = None
 
+    @property
+    def image_tokens(self) -> int:
+        return sum(i.width * i.height for i in self.images or []) // (PATCH_GRID * PATCH_GRID)
+
 
 class QualityJudge:
     """Judges image quality with a Q-Insight checkpoint.
 
     Build it with :meth:`from_pretrained`. Results never raise for bad images or unreadable answers:
     each carries ``error`` instead, and the rest of the batch is judged as usual.
+
+    Batching: images are decoded a window at a time, sorted by size so a batch pads little, and packed
+    up to ``batch_size`` images and ``max_batch_tokens`` padded image tokens. On out-of-memory the batch
+    is halved and retried (and later batches stay at the smaller size); nothing is dropped or judged twice.
     """
 
     def __init__(self, backend: QwenVLBackend, *, decoding: DecodingOptions | None = None,
                  image_bounds: ImageBounds | None = None,
-                 prompt_order: PromptOrder | str = PromptOrder.IMAGE_FIRST, batch_size: int = 8) -> None:
+                 prompt_order: PromptOrder | str = PromptOrder.IMAGE_FIRST, batch_size: int = 8,
+                 max_batch_tokens: int = 16384) -> None:
         self.backend = backend
         self.decoding = decoding or DecodingOptions()
         self.image_bounds = image_bounds or ImageBounds()
         self.prompt_order = PromptOrder(prompt_order)
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self._memory_cap: int | None = None  # batch size that last fitted after an out-of-memory error
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, subfolder: str | None = None, *,
@@ -79,19 +95,31 @@ class QualityJudge:
     # -- public tasks -------------------------------------------------------------------------------
 
     def score(self, images: Any, batch_size: int | None = None, decoding: DecodingOptions | None = None,
-              on_result: ResultCallback | None = None) -> ScoreResult | list[ScoreResult]:
-        """A 1-5 quality rating with reasoning for one image or each of many."""
+              on_result: ResultCallback | None = None, mode: str = "reason") -> ScoreResult | list[ScoreResult]:
+        """A 1-5 quality rating for one image or each of many.
+
+        ``mode="reason"`` generates the model's reasoning and reads the rating from its answer.
+        ``mode="fast"`` generates nothing: the answer is forced up to the rating and the score is the
+        expected value of the rating's digits under the model's probabilities (continuous, deterministic,
+        one prefill plus a short cached step), with ``std`` the spread of that distribution.
+        """
+        if mode == "fast":
+            conversation = prompts.score_messages(self.prompt_order)
+            return self._single_image_task(images, conversation, self._fast_work, _fast_result, ScoreResult,
+                                           batch_size, on_result)
+        if mode != "reason":
+            raise ValueError(f"mode must be 'reason' or 'fast', got {mode!r}")
         conversation = prompts.score_messages(self.prompt_order)
-        return self._single_image_task(images, conversation, _score_result, ScoreResult,
-                                       batch_size, decoding, on_result)
+        return self._single_image_task(images, conversation, self._generate_work(decoding), _score_result,
+                                       ScoreResult, batch_size, on_result)
 
     def degradation(self, images: Any, batch_size: int | None = None,
                     decoding: DecodingOptions | None = None,
                     on_result: ResultCallback | None = None) -> DegradationResult | list[DegradationResult]:
         """The distortion (noise, compression, blur, darken or None) and its severity, per image."""
         conversation = prompts.degradation_messages(self.prompt_order)
-        return self._single_image_task(images, conversation, _degradation_result, DegradationResult,
-                                       batch_size, decoding, on_result)
+        return self._single_image_task(images, conversation, self._generate_work(decoding), _degradation_result,
+                                       DegradationResult, batch_size, on_result)
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, reference: ImageInput | None = None,
                 both_orders: bool = False, decoding: DecodingOptions | None = None) -> ComparisonResult:
@@ -102,51 +130,105 @@ class QualityJudge:
         also asks with A and B swapped and keeps a verdict only if both agree (VLM judges favour a
         position); a disagreement becomes "similar" with ``consistent=False``.
         """
+        return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding)[0]
+
+    def compare_pairs(self, pairs: Sequence[tuple[ImageInput, ImageInput]], reference: ImageInput | None = None,
+                      both_orders: bool = False, decoding: DecodingOptions | None = None,
+                      batch_size: int | None = None) -> list[ComparisonResult]:
+        """:meth:`compare` for many pairs (sharing one optional reference), batched."""
         conversation = prompts.comparison_messages(with_reference=reference is not None)
         prefix = [reference] if reference is not None else []
-        items = [_Item(conversation, prefix + [image_a, image_b])]
-        if both_orders:
-            items.append(_Item(conversation, prefix + [image_b, image_a]))
-        generations = self._run(items, len(items), decoding or self.decoding)
-        results = [_comparison_result(g) if isinstance(g, list) else ComparisonResult(error=g)
-                   for g in generations]
-        return _reconcile(results[0], results[1]) if both_orders else results[0]
+        items = []
+        for image_a, image_b in pairs:
+            items.append(_Item(conversation, prefix + [image_a, image_b]))
+            if both_orders:
+                items.append(_Item(conversation, prefix + [image_b, image_a]))
+        outcomes = self._run(items, batch_size or self.batch_size, self._generate_work(decoding))
+        results = [_comparison_result(o) if isinstance(o, list) else ComparisonResult(error=o) for o in outcomes]
+        if not both_orders:
+            return results
+        return [_reconcile(results[i], results[i + 1]) for i in range(0, len(results), 2)]
+
+    def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
+             pool: int = 4, batch_size: int | None = None) -> Ranking:
+        """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies."""
+        return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size)
+
+    def reward(self, images: Any, batch_size: int | None = None) -> torch.Tensor:
+        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5].
+
+        Deterministic and independent of batch size and order. An image that cannot be judged (NaN
+        pixels, say) gets 0.0, the worst reward, and a logged warning, so a loop never breaks on it.
+        """
+        results = self.score(images, batch_size=batch_size, mode="fast")
+        results = results if isinstance(results, list) else [results]
+        rewards = []
+        for index, result in enumerate(results):
+            if result.score is None:
+                logger.warning("reward 0.0 for image %d: %s", index, result.error)
+            rewards.append(0.0 if result.score is None else (result.score - 1.0) / 4.0)
+        return torch.tensor(rewards, dtype=torch.float32)
 
     # -- pipeline -----------------------------------------------------------------------------------
 
-    def _single_image_task(self, images: Any, conversation: list[Message],
-                           aggregate: Callable[[list[Generation]], R], result_type: Callable[..., R],
-                           batch_size: int | None, decoding: DecodingOptions | None,
-                           on_result: ResultCallback | None) -> R | list[R]:
+    def _generate_work(self, decoding: DecodingOptions | None) -> Work:
+        options = decoding or self.decoding
+        return lambda chosen: self.backend.generate([i.conversation for i in chosen],
+                                                    [i.images for i in chosen], options)
+
+    def _fast_work(self, chosen: list[_Item]) -> list[Any]:
+        return self.backend.rating_distributions([i.conversation for i in chosen], [i.images for i in chosen],
+                                                 prompts.FAST_SCORE_ANSWER_PREFIX)
+
+    def _single_image_task(self, images: Any, conversation: list[Message], work: Work,
+                           aggregate: Callable[[Any], R], result_type: Callable[..., R],
+                           batch_size: int | None, on_result: ResultCallback | None) -> R | list[R]:
         sources, single = split_inputs(images)
         items = [_Item(conversation, [source]) for source in sources]
 
-        def finish(index: int, outcome: list[Generation] | str) -> R:
-            result = aggregate(outcome) if isinstance(outcome, list) else result_type(error=outcome)
+        def finish(index: int, outcome: Any) -> R:
+            result = result_type(error=outcome) if isinstance(outcome, str) else aggregate(outcome)
             if on_result is not None:
                 on_result(index, result)
             return result
 
-        outcomes = self._run(items, batch_size or self.batch_size, decoding or self.decoding, finish)
+        outcomes = self._run(items, batch_size or self.batch_size, work, finish)
         return outcomes[0] if single else outcomes
 
-    def _run(self, items: list[_Item], batch_size: int, decoding: DecodingOptions,
-             finish: Callable[[int, list[Generation] | str], Any] | None = None) -> list[Any]:
-        """Each item's generations (or its error message), finished in input order batch by batch."""
+    def _run(self, items: list[_Item], batch_size: int, work: Work,
+             finish: Callable[[int, Any], Any] | None = None) -> list[Any]:
+        """Each item's model output (or its error message), finished batch by batch as they complete."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         finish = finish or (lambda index, outcome: outcome)
         results: list[Any] = [None] * len(items)
-        for start in range(0, len(items), batch_size):
-            batch = list(range(start, min(start + batch_size, len(items))))
-            for index in batch:
+        window = batch_size * _WINDOW_BATCHES
+        for start in range(0, len(items), window):
+            indices = list(range(start, min(start + window, len(items))))
+            for index in indices:
                 self._load_images(items[index])
-            ready = [i for i in batch if items[i].error is None]
-            outcomes = dict(zip(ready, self._generate(ready, items, decoding)))
-            for index in batch:
-                items[index].images = None  # decoded pixels are not kept past their batch
-                results[index] = finish(index, outcomes.get(index, items[index].error))
+            for index in indices:
+                if items[index].error is not None:
+                    results[index] = finish(index, items[index].error)
+            ready = [i for i in indices if items[i].error is None]
+            for batch in self._plan_batches(ready, items, batch_size):
+                for index, outcome in zip(batch, self._process(batch, items, work)):
+                    items[index].images = None  # decoded pixels are not kept past their batch
+                    results[index] = finish(index, outcome)
         return results
+
+    def _plan_batches(self, indices: list[int], items: list[_Item], batch_size: int) -> list[list[int]]:
+        """Similar sizes together, each batch within the image and padded-token budgets."""
+        cap = min(batch_size, self._memory_cap or batch_size)
+        batches: list[list[int]] = []
+        for index in sorted(indices, key=lambda i: (items[i].image_tokens, i)):
+            current = batches[-1] if batches else None
+            padded = (len(current) + 1) * items[index].image_tokens if current else 0
+            if current is None or len(current) >= cap or padded > self.max_batch_tokens:
+                batches.append([index])
+            else:
+                current.append(index)
+        return batches
 
     def _load_images(self, item: _Item) -> None:
         try:
@@ -154,17 +236,32 @@ class QualityJudge:
         except ImageInputError as exc:
             item.error = str(exc)
 
-    def _generate(self, indices: list[int], items: list[_Item],
-                  decoding: DecodingOptions) -> list[list[Generation] | str]:
-        if not indices:
-            return []
-        chosen = [items[i] for i in indices]
+    def _process(self, indices: list[int], items: list[_Item], work: Work) -> list[Any]:
+        """Run ``work`` on a batch; halve it on out-of-memory, and isolate any other failure per item."""
         try:
-            return self.backend.generate([i.conversation for i in chosen], [i.images for i in chosen], decoding)
-        except (RuntimeError, ValueError, IndexError) as exc:
+            return work([items[i] for i in indices])
+        except Exception as exc:  # noqa: BLE001 - one input must never take the batch down
+            if _is_out_of_memory(exc):
+                _release_memory()
+                if len(indices) > 1:
+                    half = len(indices) // 2
+                    self._memory_cap = half
+                    logger.warning("out of memory with %d images per batch; retrying with %d",
+                                   len(indices), half)
+                    return self._process(indices[:half], items, work) + self._process(indices[half:], items, work)
+                return [f"out of memory even alone ({exc}); lower max_pixels or use a larger device"]
             if len(indices) == 1:
                 return [f"the model failed on this input: {type(exc).__name__}: {exc}"]
-            return [self._generate([i], items, decoding)[0] for i in indices]
+            return [self._process([i], items, work)[0] for i in indices]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- aggregation of parsed answers --------------------------------------------------------------------
@@ -185,6 +282,11 @@ def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], An
     """The first answer carrying the most common verdict."""
     verdict = Counter(verdict_of(p) for _, p in good).most_common(1)[0][0]
     return next((g, p) for g, p in good if verdict_of(p) == verdict)
+
+
+def _fast_result(distribution: RatingDistribution) -> ScoreResult:
+    mean, std = distribution.expected()
+    return ScoreResult(score=min(5.0, max(1.0, mean)), std=std)
 
 
 def _score_result(generations: list[Generation]) -> ScoreResult:

@@ -48,6 +48,10 @@ NO_REFERENCE_COMPARISON_QUESTION = (
     'should be "Image A" or "Image B".'
 )
 
+# Fast scores force the answer up to where the rating's digits start (an empty reasoning block), then
+# read the digits' probabilities instead of generating text.
+FAST_SCORE_ANSWER_PREFIX = '<think>\n\n</think>\n<answer>\n{"rating": '
+
 DISTORTION_CLASSES = ("noise", "compression", "blur", "darken")
 SEVERITY_LEVELS = ("slight", "moderate", "obvious", "serious", "catastrophic")
 

@@ -247,3 +247,23 @@ class ScriptedBackend:
         self.calls.append(len(conversations))
         return [[Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
                 for conversation, group in zip(conversations, images)]
+
+    def rating_distributions(self, conversations: Any, images: Any, answer_prefix: str) -> list[Any]:
+        """Fast-mode digits certain of the scripted answer's rating, to one decimal."""
+        import torch
+
+        from .backend import RatingDistribution
+        from .parsing import parse_score
+
+        self.calls.append(len(conversations))
+        found = []
+        for conversation, group in zip(conversations, images):
+            rating = parse_score(self.answer(conversation, group)).score
+            if rating is None:
+                raise ValueError("the scripted answer has no rating")
+            tenths = min(round(rating * 10), 59)
+            first, decimals = torch.zeros(5, dtype=torch.float64), torch.zeros(5, 10, dtype=torch.float64)
+            first[tenths // 10 - 1] = 1.0
+            decimals[:, tenths % 10] = 1.0
+            found.append(RatingDistribution(first, decimals))
+        return found

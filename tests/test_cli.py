@@ -114,3 +114,17 @@ def test_installed_entry_point(tiny_model, image_files):
     assert done.returncode in (0, 1), done.stderr
     (row,) = rows(done.stdout)
     assert row["image"] == str(image_files[0]) and row["raw"]
+
+
+def test_fast_score_and_rank_commands(tiny_model, image_files, capsys):
+    paths = list(map(str, image_files))
+    code, out, _ = run(["score", *paths, "--mode", "fast", "--model", str(tiny_model)], capsys)
+    fast = rows(out)
+    assert code == 0 and all(1 <= r["score"] <= 5 and r["std"] > 0 and r["error"] is None for r in fast)
+    code, out, err = run(["rank", *paths, "--top-k", "3", "--strategy", "hybrid", "--pool", "3",
+                          "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
+    ranked = rows(out)
+    assert code == 0 and [r["rank"] for r in ranked] == [1, 2, 3]
+    by_fast = sorted(fast, key=lambda r: -r["score"])[:3]
+    assert {r["image"] for r in ranked} == {r["image"] for r in by_fast}
+    assert "3 in both orders" in err or "top 3" in err

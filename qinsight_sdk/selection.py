@@ -1,0 +1,131 @@
+"""Ranking and best-of-N: which images are best, decided by scores, by pairwise comparisons, or both.
+
+Strategies:
+- ``score``: fast scores for all images in one batched pass, best first.
+- ``tournament``: a knockout of pairwise comparisons, each pair asked in both orders to cancel the
+  judge's position bias; N - 1 matches. A tie (both orders disagree, or no verdict) goes to the better
+  seed (the earlier image), so the result is deterministic. The winner is the knockout's; the places
+  below it follow the round each image went out in, which is only a rough order.
+- ``hybrid``: fast scores for all, then every pair among the ``pool`` best compared in both orders;
+  the pool is ordered by wins, ties by score. Best for best-of-N: cheap for all, careful at the top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import ImageInputError
+from .images import load_image
+
+if TYPE_CHECKING:
+    from .judge import QualityJudge
+
+STRATEGIES = ("score", "tournament", "hybrid")
+
+
+@dataclass
+class Ranking:
+    """Images best first.
+
+    ``order`` holds input indices (cut to ``top_k``); ``scores`` is aligned with it and holds what
+    ranked each image: its fast score (``score``, ``hybrid``) or the knockout rounds it survived
+    (``tournament``). Images that could not be judged come last, with their reasons in ``errors``.
+    """
+
+    order: list[int]
+    scores: list[float | None]
+    strategy: str
+    decided_by: str
+    comparisons: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def best(self) -> int | None:
+        return self.order[0] if self.order else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "score",
+                top_k: int | None = None, pool: int = 4, batch_size: int | None = None) -> Ranking:
+    """Rank ``images`` with ``judge``; see the module docstring for the strategies."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    loaded, errors = _load_all(judge, images)
+    valid = [i for i in range(len(images)) if i in loaded]
+    if strategy == "tournament":
+        order, rounds, asked = _knockout(judge, loaded, valid, batch_size)
+        key = {i: float(rounds[i]) for i in order}
+        decided_by = f"knockout of {len(valid)} images, each pair asked in both orders"
+    else:
+        results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast")
+        key = {}
+        for index, result in zip(valid, results):
+            if result.score is None:
+                errors[index] = result.error or "no score"
+            else:
+                key[index] = result.score
+        order = sorted(key, key=lambda i: (-key[i], i))
+        asked, decided_by = 0, "fast scores"
+        if strategy == "hybrid" and len(order) > 1:
+            finalists = order[:max(pool, 1)]
+            reordered, asked = _round_robin(judge, loaded, finalists, batch_size)
+            order = reordered + order[len(finalists):]
+            decided_by = f"fast scores, then all pairs among the top {len(finalists)} in both orders"
+    order += sorted(errors)
+    scores = [key.get(i) for i in order]
+    if top_k is not None:
+        order, scores = order[:top_k], scores[:top_k]
+    return Ranking(order, scores, strategy, decided_by, asked, dict(sorted(errors.items())))
+
+
+def _load_all(judge: "QualityJudge", images: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:
+    """Decode every image once (rankings compare images several times)."""
+    loaded, errors = {}, {}
+    for index, source in enumerate(images):
+        try:
+            loaded[index] = load_image(source, judge.image_bounds)
+        except ImageInputError as exc:
+            errors[index] = str(exc)
+    return loaded, errors
+
+
+def _knockout(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
+              batch_size: int | None) -> tuple[list[int], dict[int, int], int]:
+    """Order ``seeds`` by a knockout: rounds survived, then seed. Returns order, rounds, questions asked."""
+    rounds = {i: 0 for i in seeds}
+    alive, asked = list(seeds), 0
+    while len(alive) > 1:
+        pairs = [(alive[k], alive[k + 1]) for k in range(0, len(alive) - 1, 2)]
+        verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
+                                       batch_size=batch_size)
+        asked += 2 * len(pairs)
+        survivors = [b if verdict.winner == "B" else a for (a, b), verdict in zip(pairs, verdicts)]
+        if len(alive) % 2:
+            survivors.append(alive[-1])  # a bye
+        for index in survivors:
+            rounds[index] += 1
+        alive = survivors
+    position = {index: k for k, index in enumerate(seeds)}
+    return sorted(seeds, key=lambda i: (-rounds[i], position[i])), rounds, asked
+
+
+def _round_robin(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
+                 batch_size: int | None) -> tuple[list[int], int]:
+    """Order ``seeds`` by pairwise wins over each other (a tie is half a win each), then by seed."""
+    pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
+    verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
+                                   batch_size=batch_size)
+    wins = {i: 0.0 for i in seeds}
+    for (a, b), verdict in zip(pairs, verdicts):
+        if verdict.winner in ("A", "B"):
+            wins[a if verdict.winner == "A" else b] += 1.0
+        else:
+            wins[a] += 0.5
+            wins[b] += 0.5
+    position = {index: k for k, index in enumerate(seeds)}
+    return sorted(seeds, key=lambda i: (-wins[i], position[i])), 2 * len(pairs)
