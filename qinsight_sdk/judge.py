@@ -197,24 +197,38 @@ class QualityJudge:
 
     def _run(self, items: list[_Item], batch_size: int, work: Work,
              finish: Callable[[int, Any], Any] | None = None) -> list[Any]:
-        """Each item's model output (or its error message), finished batch by batch as they complete."""
+        """Each item's model output (or its error message), finished in input order as soon as ready.
+
+        Items are decoded a window at a time and batched by size within the window, so ``finish`` runs
+        in input order at most a window behind the model.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         finish = finish or (lambda index, outcome: outcome)
+        outcomes: dict[int, Any] = {}
         results: list[Any] = [None] * len(items)
+        done = 0
+
+        def flush() -> None:
+            nonlocal done
+            while done in outcomes:
+                results[done] = finish(done, outcomes.pop(done))
+                done += 1
+
         window = batch_size * _WINDOW_BATCHES
         for start in range(0, len(items), window):
             indices = list(range(start, min(start + window, len(items))))
             for index in indices:
                 self._load_images(items[index])
-            for index in indices:
                 if items[index].error is not None:
-                    results[index] = finish(index, items[index].error)
+                    outcomes[index] = items[index].error
             ready = [i for i in indices if items[i].error is None]
             for batch in self._plan_batches(ready, items, batch_size):
                 for index, outcome in zip(batch, self._process(batch, items, work)):
                     items[index].images = None  # decoded pixels are not kept past their batch
-                    results[index] = finish(index, outcome)
+                    outcomes[index] = outcome
+                flush()
+            flush()
         return results
 
     def _plan_batches(self, indices: list[int], items: list[_Item], batch_size: int) -> list[list[int]]:
