@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
+import logging
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .decoding import DecodingOptions, seeded
 from .errors import ModelLoadError
+from .images import PatchSpec, patch_count, to_patches
 from .prompts import Message
 
+logger = logging.getLogger("qinsight")
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
 
@@ -50,6 +57,14 @@ class RatingDistribution:
         mean = (self.first * means).sum()
         variance = (self.first * (within_var + (means - mean) ** 2)).sum()
         return float(mean), float(variance.clamp_min(0).sqrt())
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Model inputs for one batch, prepared on the CPU (possibly while the model runs another)."""
+
+    inputs: Any                # BatchFeature: input_ids, attention_mask, pixel_values, image_grid_thw, ...
+    images_per_row: list[int]
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,11 @@ class QwenVLBackend:
         self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
         eos = self.checkpoint_generation_config.eos_token_id
         self._end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self._rendered: dict[str, str] = {}
+        self._tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent use
+        self._tokenised: dict[str, list[int]] = {}
+        self._patch_spec: PatchSpec | None = None
+        self._patch_spec = self._choose_encoder()
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
@@ -208,81 +228,161 @@ class QwenVLBackend:
 
     def render(self, conversation: Sequence[Message]) -> str:
         """The prompt text the chat template makes of one conversation (image placeholders unexpanded)."""
-        return self.processor.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
+        key = json.dumps(conversation, sort_keys=True)
+        if key not in self._rendered:  # a task asks the same conversation of every image
+            self._rendered[key] = self.processor.apply_chat_template(list(conversation), tokenize=False,
+                                                                     add_generation_prompt=True)
+        return self._rendered[key]
 
-    def _encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-                answer_prefix: str = "") -> Any:
-        texts = [self.render(c) + answer_prefix for c in conversations]
-        flat_images = [image for group in images for image in group]
-        inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
-        return inputs.to(self.device)
+    def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
+               answer_prefix: str = "") -> EncodedBatch:
+        """Model inputs for a batch: left-padded token ids, patch vectors and image grids (on the CPU).
 
-    def generate(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-                 decoding: DecodingOptions) -> list[list[Generation]]:
+        Safe to call from a helper thread while the model runs: tokenizer use is serialised.
+        """
+        with self._tokenizer_lock:
+            texts = [self.render(c) + answer_prefix for c in conversations]
+            flat_images = [image for group in images for image in group]
+            if self._patch_spec is None:
+                inputs = self.processor(text=texts, images=flat_images or None, padding=True,
+                                        return_tensors="pt")
+            else:
+                inputs = self._encode_directly(texts, flat_images)
+        return EncodedBatch(inputs, [len(group) for group in images])
+
+    def _encode_directly(self, texts: list[str], flat_images: list[Image.Image]) -> Any:
+        """What the processor returns, built from :func:`to_patches` and cached token ids.
+
+        Each distinct prompt is tokenised once; its image placeholder is then repeated once per image
+        token in id space, which is what tokenising the expanded text gives (special tokens are atomic).
+        """
+        from transformers import BatchFeature
+
+        spec = self._patch_spec
+        sizes = [patch_count(image, spec) for image in flat_images]
+        pixel_values = torch.empty(sum(sizes), 3 * spec.temporal * spec.patch ** 2)
+        starts = np.cumsum([0] + sizes)
+        grids = [to_patches(image, spec, out=pixel_values[starts[k]:starts[k + 1]])[1]
+                 for k, image in enumerate(flat_images)]
+        counts = iter([t * h * w // spec.merge ** 2 for t, h, w in grids])
+        rows = []
+        for text in texts:
+            ids: list[int] = []
+            for token in self._token_ids(text):
+                ids.extend([token] * next(counts) if token == self._image_token_id else (token,))
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):  # left padding, as batched generation needs
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._wants_token_types:
+            data["mm_token_type_ids"] = (input_ids == self._image_token_id).long()
+        if grids:
+            data["pixel_values"] = pixel_values
+            data["image_grid_thw"] = torch.tensor(grids)
+        return BatchFeature(data)
+
+    def _token_ids(self, text: str) -> list[int]:
+        if text not in self._tokenised:
+            self._tokenised[text] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._tokenised[text]
+
+    def _choose_encoder(self) -> PatchSpec | None:
+        """Our direct encoder if it reproduces the processor on a probe batch, else None (processor)."""
+        ip = self.processor.image_processor
+        try:
+            spec = PatchSpec(mean=tuple(ip.image_mean), std=tuple(ip.image_std), rescale=ip.rescale_factor,
+                             patch=ip.patch_size, temporal=ip.temporal_patch_size, merge=ip.merge_size)
+            self._image_token = getattr(self.processor, "image_token", "<|image_pad|>")
+            self._image_token_id = self.processor.tokenizer.convert_tokens_to_ids(self._image_token)
+            probe_text = [f"x<|vision_start|>{self._image_token}<|vision_end|>y"] * 2
+            rng = np.random.default_rng(0)
+            probe_images = [Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)),
+                            Image.fromarray(rng.integers(0, 256, (112, 56, 3), dtype=np.uint8))]
+            expected = self.processor(text=list(probe_text), images=probe_images, padding=True,  # 4.51 edits the list
+                                      return_tensors="pt")
+            self._wants_token_types = "mm_token_type_ids" in expected
+            self._patch_spec = spec
+            ours = self._encode_directly(probe_text, probe_images)
+            same = set(ours) == set(expected) and all(
+                torch.allclose(ours[k].float(), expected[k].float(), atol=1e-4) for k in expected)
+        except Exception as exc:  # an unusual processor: use it as it is
+            logger.info("direct image encoding unavailable (%s); using the processor", exc)
+            same = False
+        self._patch_spec = None
+        if not same:
+            logger.info("direct image encoding differs from this processor; using the processor")
+        return spec if same else None
+
+    def generate(self, batch: EncodedBatch, decoding: DecodingOptions) -> list[list[Generation]]:
         """``decoding.num_samples`` answers per conversation, in order, as one batched call."""
-        inputs = self._encode(conversations, images)
+        inputs = batch.inputs.to(self.device)
         config, processors = decoding.generation_config(self.checkpoint_generation_config)
         with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
         answers = output[:, inputs["input_ids"].shape[1]:].cpu()
-        decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        with self._tokenizer_lock:
+            decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
         finished = [bool(self._end_ids & set(row.tolist())) for row in answers]
         flat = [Generation(text, done) for text, done in zip(decoded, finished)]
         n = decoding.num_samples
-        return [flat[i * n:(i + 1) * n] for i in range(len(conversations))]
+        return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
 
-    def _digit_ids(self) -> list[int]:
-        ids = [self.processor.tokenizer.encode(str(d), add_special_tokens=False) for d in range(10)]
+    def _digit_ids(self) -> tuple[list[int], int]:
+        """Token ids of "0".."9" and ".", which fast scores need to be single tokens."""
+        with self._tokenizer_lock:
+            ids = [self.processor.tokenizer.encode(c, add_special_tokens=False) for c in "0123456789."]
         if any(len(i) != 1 for i in ids):
-            raise ValueError("fast scores need a tokenizer that writes each digit as one token")
-        return [i[0] for i in ids]
+            raise ValueError("fast scores need a tokenizer that writes each digit and '.' as one token")
+        return [i[0] for i in ids[:10]], ids[10][0]
 
-    def rating_distributions(self, conversations: Sequence[Sequence[Message]],
-                             images: Sequence[Sequence[Image.Image]], answer_prefix: str) -> list[RatingDistribution]:
-        """Each conversation's rating digits, read from one prefill plus one two-token step per first digit.
+    def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
+        """Each row's rating digits, read from one prefill plus one two-token cached step.
 
-        The prompt is followed by ``answer_prefix`` (the answer up to the rating). The prefill gives the
-        first digit; then, for each first digit d in 1..5, the tokens "d." are appended on the cached
-        prompt to read the first decimal, and the cache is cut back for the next d.
+        The batch must be encoded with the answer forced up to the rating (``answer_prefix``). The
+        prefill gives the first digit; then the cache is repeated five times per row and the tokens
+        "d." for d = 1..5 appended in one step, which gives the first decimal under each first digit.
         """
-        digits = self._digit_ids()
-        dot = self.processor.tokenizer.encode(".", add_special_tokens=False)
-        if len(dot) != 1:
-            raise ValueError("fast scores need a tokenizer that writes '.' as one token")
-        inputs = self._encode(conversations, images, answer_prefix)
+        digits, dot = self._digit_ids()
+        inputs = batch.inputs.to(self.device)
         mask = inputs["attention_mask"]
         rows, length = mask.shape
         with torch.inference_mode():
             prefill = self.model(**inputs, use_cache=True)
             cache = getattr(prefill, "cache", None) or prefill.past_key_values
             first = _probabilities(prefill.logits[:, -1], digits[1:6])
-            next_position = self._next_positions(inputs).to(self.device).view(rows, 1)
-            positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, rows, 2)
-            step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1)
-            decimals = []
-            for digit in digits[1:6]:
-                step = torch.tensor([[digit, dot[0]]], device=self.device).expand(rows, 2)
-                out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
-                                 cache_position=torch.arange(length, length + 2, device=self.device),
-                                 use_cache=True, **{self._cache_argument: cache})
-                cache.crop(-2)  # drop the two candidate tokens again
-                decimals.append(_probabilities(out.logits[:, -1], digits))
-        decimals_by_row = torch.stack(decimals, dim=1)  # (rows, 5, 10)
-        return [RatingDistribution(first[i], decimals_by_row[i]) for i in range(rows)]
+            # one step for all five first digits: each row's cache repeated five times
+            next_position = self._next_positions(inputs, batch.images_per_row).to(self.device).repeat_interleave(5).view(-1, 1)
+            positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, -1, 2)
+            step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1).repeat_interleave(5, dim=0)
+            step = torch.tensor([[digit, dot] for digit in digits[1:6]], device=self.device).repeat(rows, 1)
+            cache.batch_repeat_interleave(5)
+            out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
+                             cache_position=torch.arange(length, length + 2, device=self.device),
+                             use_cache=True, **{self._cache_argument: cache})
+            decimals = _probabilities(out.logits[:, -1], digits).view(rows, 5, 10)
+        return [RatingDistribution(first[i], decimals[i]) for i in range(rows)]
 
-    def _next_positions(self, inputs: Any) -> torch.Tensor:
-        """Per row, the rotary position that follows the prompt (Qwen2.5-VL's 3-D positions).
+    def _next_positions(self, inputs: Any, images_per_row: list[int]) -> torch.Tensor:
+        """Per row, the rotary position that follows the prompt under Qwen2.5-VL's 3-D positions.
 
-        Computed by the model's own ``get_rope_index`` (on the inner model since transformers 4.52) and
-        taken as the largest prompt position plus one, which holds whatever padding convention a
-        transformers version uses internally.
+        Text tokens advance the position by one each; an image of h x w merged tokens spans only
+        max(h, w) positions. So the next position is the prompt's real length, less each image's
+        tokens, plus each image's span. (Checked against full forwards in the tests.)
         """
-        inner = getattr(self.model, "model", None)
-        owner = inner if hasattr(inner, "get_rope_index") else self.model
-        extra = {"mm_token_type_ids": inputs["mm_token_type_ids"]} if "mm_token_type_ids" in inputs else {}
-        positions, _ = owner.get_rope_index(inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
-                                            attention_mask=inputs["attention_mask"], **extra)
-        return positions.amax(dim=(0, 2)) + 1
+        merge = self.processor.image_processor.merge_size
+        grids = inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else []
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        positions, image = [], 0
+        for length, count in zip(lengths, images_per_row):
+            for t, h, w in grids[image:image + count]:
+                length += max(t, h // merge, w // merge) - t * (h // merge) * (w // merge)
+            image += count
+            positions.append(length)
+        return torch.tensor(positions, dtype=torch.long)
 
 
 def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:

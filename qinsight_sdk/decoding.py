@@ -17,10 +17,12 @@ class DecodingOptions:
 
     ``repetition_penalty`` None keeps the checkpoint's own (Qwen2.5-VL ships 1.05, and the official
     demos ran with it). ``num_samples`` > 1 draws several answers per image (needs sampling) and the
-    judge averages scores or takes the majority verdict.
+    judge averages scores or takes the majority verdict. ``min_new_tokens`` forces answers to a length
+    (for benchmarks that must compare equal amounts of work).
     """
 
     max_new_tokens: int = 512
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int = 50
@@ -48,6 +50,7 @@ class DecodingOptions:
         """The checkpoint's generation config with these options applied, plus extra logits processors."""
         config = copy.deepcopy(base)
         config.max_new_tokens = self.max_new_tokens
+        config.min_new_tokens = self.min_new_tokens or None
         config.do_sample = self.do_sample
         config.num_return_sequences = self.num_samples
         if self.do_sample:

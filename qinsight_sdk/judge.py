@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 from PIL import Image
@@ -30,7 +31,14 @@ from .selection import Ranking, rank_images
 
 R = TypeVar("R")
 ResultCallback = Callable[[int, Any], None]
-Work = Callable[[list["_Item"]], list[Any]]
+
+@dataclass(frozen=True)
+class _Task:
+    """How to run one kind of request: encode a batch (CPU, may run ahead in a thread), then run it."""
+
+    prepare: Callable[[list["_Item"]], Any]
+    execute: Callable[[Any], list[Any]]
+
 _WINDOW_BATCHES = 4  # images decoded ahead, in batches, to sort them by size
 logger = logging.getLogger("qinsight")
 
@@ -105,12 +113,12 @@ class QualityJudge:
         """
         if mode == "fast":
             conversation = prompts.score_messages(self.prompt_order)
-            return self._single_image_task(images, conversation, self._fast_work, _fast_result, ScoreResult,
+            return self._single_image_task(images, conversation, self._fast_task(), _fast_result, ScoreResult,
                                            batch_size, on_result)
         if mode != "reason":
             raise ValueError(f"mode must be 'reason' or 'fast', got {mode!r}")
         conversation = prompts.score_messages(self.prompt_order)
-        return self._single_image_task(images, conversation, self._generate_work(decoding), _score_result,
+        return self._single_image_task(images, conversation, self._generate_task(decoding), _score_result,
                                        ScoreResult, batch_size, on_result)
 
     def degradation(self, images: Any, batch_size: int | None = None,
@@ -118,7 +126,7 @@ class QualityJudge:
                     on_result: ResultCallback | None = None) -> DegradationResult | list[DegradationResult]:
         """The distortion (noise, compression, blur, darken or None) and its severity, per image."""
         conversation = prompts.degradation_messages(self.prompt_order)
-        return self._single_image_task(images, conversation, self._generate_work(decoding), _degradation_result,
+        return self._single_image_task(images, conversation, self._generate_task(decoding), _degradation_result,
                                        DegradationResult, batch_size, on_result)
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, reference: ImageInput | None = None,
@@ -143,7 +151,7 @@ class QualityJudge:
             items.append(_Item(conversation, prefix + [image_a, image_b]))
             if both_orders:
                 items.append(_Item(conversation, prefix + [image_b, image_a]))
-        outcomes = self._run(items, batch_size or self.batch_size, self._generate_work(decoding))
+        outcomes = self._run(items, batch_size or self.batch_size, self._generate_task(decoding))
         results = [_comparison_result(o) if isinstance(o, list) else ComparisonResult(error=o) for o in outcomes]
         if not both_orders:
             return results
@@ -171,16 +179,18 @@ class QualityJudge:
 
     # -- pipeline -----------------------------------------------------------------------------------
 
-    def _generate_work(self, decoding: DecodingOptions | None) -> Work:
+    def _generate_task(self, decoding: DecodingOptions | None) -> _Task:
         options = decoding or self.decoding
-        return lambda chosen: self.backend.generate([i.conversation for i in chosen],
-                                                    [i.images for i in chosen], options)
+        return _Task(self._encoder(""), lambda batch: self.backend.generate(batch, options))
 
-    def _fast_work(self, chosen: list[_Item]) -> list[Any]:
-        return self.backend.rating_distributions([i.conversation for i in chosen], [i.images for i in chosen],
-                                                 prompts.FAST_SCORE_ANSWER_PREFIX)
+    def _fast_task(self) -> _Task:
+        return _Task(self._encoder(prompts.FAST_SCORE_ANSWER_PREFIX), self.backend.rating_distributions)
 
-    def _single_image_task(self, images: Any, conversation: list[Message], work: Work,
+    def _encoder(self, answer_prefix: str) -> Callable[[list[_Item]], Any]:
+        return lambda chosen: self.backend.encode([i.conversation for i in chosen], [i.images for i in chosen],
+                                                  answer_prefix)
+
+    def _single_image_task(self, images: Any, conversation: list[Message], task: _Task,
                            aggregate: Callable[[Any], R], result_type: Callable[..., R],
                            batch_size: int | None, on_result: ResultCallback | None) -> R | list[R]:
         sources, single = split_inputs(images)
@@ -192,15 +202,16 @@ class QualityJudge:
                 on_result(index, result)
             return result
 
-        outcomes = self._run(items, batch_size or self.batch_size, work, finish)
+        outcomes = self._run(items, batch_size or self.batch_size, task, finish)
         return outcomes[0] if single else outcomes
 
-    def _run(self, items: list[_Item], batch_size: int, work: Work,
+    def _run(self, items: list[_Item], batch_size: int, task: _Task,
              finish: Callable[[int, Any], Any] | None = None) -> list[Any]:
         """Each item's model output (or its error message), finished in input order as soon as ready.
 
-        Items are decoded a window at a time and batched by size within the window, so ``finish`` runs
-        in input order at most a window behind the model.
+        A helper thread decodes images and encodes the next batch while the model runs the current
+        one. Items are decoded a window at a time and batched by size within the window, so
+        ``finish`` runs in input order at most a window behind the model.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -208,28 +219,42 @@ class QualityJudge:
         outcomes: dict[int, Any] = {}
         results: list[Any] = [None] * len(items)
         done = 0
+        batches = self._batches(items, batch_size)
 
-        def flush() -> None:
-            nonlocal done
-            while done in outcomes:
-                results[done] = finish(done, outcomes.pop(done))
-                done += 1
+        def prepare_next() -> tuple[list[int], dict[int, str], Any] | None:
+            planned = next(batches, None)
+            if planned is None:
+                return None
+            batch, failed = planned
+            return batch, failed, self._try_prepare(task, batch, items) if batch else None
 
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinsight-prepare") as helper:
+            ahead = helper.submit(prepare_next)
+            while (prepared := ahead.result()) is not None:
+                ahead = helper.submit(prepare_next)
+                batch, failed, encoded = prepared
+                outcomes.update(failed)
+                if batch:
+                    for index, outcome in zip(batch, self._process(batch, items, task, encoded)):
+                        items[index].images = None  # decoded pixels are not kept past their batch
+                        outcomes[index] = outcome
+                while done in outcomes:
+                    results[done] = finish(done, outcomes.pop(done))
+                    done += 1
+        return results
+
+    def _batches(self, items: list[_Item], batch_size: int) -> Iterator[tuple[list[int], dict[int, str]]]:
+        """Batches to run, window by window, each with the window's unreadable inputs on its first."""
         window = batch_size * _WINDOW_BATCHES
         for start in range(0, len(items), window):
-            indices = list(range(start, min(start + window, len(items))))
+            indices = range(start, min(start + window, len(items)))
             for index in indices:
                 self._load_images(items[index])
-                if items[index].error is not None:
-                    outcomes[index] = items[index].error
-            ready = [i for i in indices if items[i].error is None]
-            for batch in self._plan_batches(ready, items, batch_size):
-                for index, outcome in zip(batch, self._process(batch, items, work)):
-                    items[index].images = None  # decoded pixels are not kept past their batch
-                    outcomes[index] = outcome
-                flush()
-            flush()
-        return results
+            failed = {i: items[i].error for i in indices if items[i].error is not None}
+            planned = self._plan_batches([i for i in indices if i not in failed], items, batch_size) or [[]]
+            for batch in planned:
+                yield batch, failed
+                failed = {}
 
     def _plan_batches(self, indices: list[int], items: list[_Item], batch_size: int) -> list[list[int]]:
         """Similar sizes together, each batch within the image and padded-token budgets."""
@@ -250,23 +275,37 @@ class QualityJudge:
         except ImageInputError as exc:
             item.error = str(exc)
 
-    def _process(self, indices: list[int], items: list[_Item], work: Work) -> list[Any]:
-        """Run ``work`` on a batch; halve it on out-of-memory, and isolate any other failure per item."""
+    @staticmethod
+    def _try_prepare(task: _Task, indices: list[int], items: list[_Item]) -> Any:
         try:
-            return work([items[i] for i in indices])
+            return task.prepare([items[i] for i in indices])
+        except Exception as exc:  # noqa: BLE001 - surfaces in _process, per item
+            return exc
+
+    def _process(self, indices: list[int], items: list[_Item], task: _Task, prepared: Any) -> list[Any]:
+        """Run a prepared batch; halve it on out-of-memory, and isolate any other failure per item."""
+        try:
+            if isinstance(prepared, Exception):
+                raise prepared
+            return task.execute(prepared)
         except Exception as exc:  # noqa: BLE001 - one input must never take the batch down
-            if _is_out_of_memory(exc):
-                _release_memory()
-                if len(indices) > 1:
-                    half = len(indices) // 2
-                    self._memory_cap = half
-                    logger.warning("out of memory with %d images per batch; retrying with %d",
-                                   len(indices), half)
-                    return self._process(indices[:half], items, work) + self._process(indices[half:], items, work)
-                return [f"out of memory even alone ({exc}); lower max_pixels or use a larger device"]
-            if len(indices) == 1:
-                return [f"the model failed on this input: {type(exc).__name__}: {exc}"]
-            return [self._process([i], items, work)[0] for i in indices]
+            return self._recover(indices, items, task, exc)
+
+    def _recover(self, indices: list[int], items: list[_Item], task: _Task, exc: Exception) -> list[Any]:
+        def again(part: list[int]) -> list[Any]:
+            return self._process(part, items, task, self._try_prepare(task, part, items))
+
+        if _is_out_of_memory(exc):
+            _release_memory()
+            if len(indices) > 1:
+                half = len(indices) // 2
+                self._memory_cap = half
+                logger.warning("out of memory with %d images per batch; retrying with %d", len(indices), half)
+                return again(indices[:half]) + again(indices[half:])
+            return [f"out of memory even alone ({exc}); lower max_pixels or use a larger device"]
+        if len(indices) == 1:
+            return [f"the model failed on this input: {type(exc).__name__}: {exc}"]
+        return [again([i])[0] for i in indices]
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -77,13 +77,13 @@ def qwen25_vl_7b_config() -> dict[str, Any]:
 
 
 def tiny_config() -> dict[str, Any]:
-    """The 7B configuration shrunk to a few hundred thousand parameters over a byte-level vocabulary."""
-    ids = {token: 256 + i for i, token in enumerate(QWEN_SPECIAL_TOKENS)}
+    """The 7B configuration shrunk to under a million parameters over a small byte-level vocabulary."""
+    ids = _special_token_ids()
     config = qwen25_vl_7b_config()
     config.update(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, max_window_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        sliding_window=4096, vocab_size=320, torch_dtype="float32",
+        sliding_window=4096, vocab_size=-(-(max(ids.values()) + 1) // 64) * 64, torch_dtype="float32",
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         vision_token_id=ids["<|vision_pad|>"], image_token_id=ids["<|image_pad|>"],
@@ -99,21 +99,71 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _write_tokenizer(folder: Path) -> None:
-    """A byte-level BPE with no merges (one token per byte) plus the Qwen special tokens."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+# Qwen2's pre-tokenizer pattern: words, single digits, punctuation runs, whitespace.
+QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                      r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _corpus() -> list[str]:
+    """Text the tiny tokenizer gives whole-word tokens to, so prompts have realistic token counts."""
+    from . import prompts
+
+    return [prompts.SYSTEM_PROMPT, prompts.SCORE_QUESTION, prompts.DEGRADATION_QUESTION,
+            prompts.REFERENCE_COMPARISON_INTRO, prompts.REFERENCE_COMPARISON_QUESTION,
+            prompts.NO_REFERENCE_COMPARISON_QUESTION, prompts.FAST_SCORE_ANSWER_PREFIX,
+            'system\nuser\nassistant\nYou are a helpful assistant.\n<think>\n</think>\n<answer>\n</answer>',
+            '{"rating": 3.85}\n{"distortion_class": "null", "severity": "null"}\nImage A Image B Similar']
+
+
+def _tokenizer_model() -> Any:
+    """Byte-level BPE over Qwen2's pre-tokenizer, with merges that spell out each corpus word.
+
+    The merges are derived, not trained: every pre-token of the corpus is built left to right, one
+    byte at a time, so the result is the same on every machine and tokenizers version. Digits stay
+    single tokens, as in Qwen's vocabulary.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    def pre_tokenizer() -> Any:
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    merges: list[tuple[str, str]] = []
+    splitter = pre_tokenizer()
+    for text in _corpus():
+        for piece, _ in splitter.pre_tokenize_str(text):
+            for end in range(2, len(piece) + 1):
+                if piece[:end] not in vocab:
+                    merges.append((piece[:end - 1], piece[end - 1]))
+                    vocab[piece[:end]] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizer()
     tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _special_token_ids() -> dict[str, int]:
+    base = _tokenizer_model().get_vocab_size()
+    return {token: base + i for i, token in enumerate(QWEN_SPECIAL_TOKENS)}
+
+
+def _write_tokenizer(folder: Path) -> None:
+    from tokenizers import AddedToken
+
+    tokenizer = _tokenizer_model()
+    vocab = tokenizer.get_vocab()
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
     tokenizer.save(str(folder / "tokenizer.json"))
-    _write_json(folder / "vocab.json", vocab)
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    added = {str(256 + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                            "single_word": False, "special": True}
-             for i, t in enumerate(QWEN_SPECIAL_TOKENS)}
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    _write_json(folder / "vocab.json", dict(sorted(vocab.items(), key=lambda kv: kv[1])))
+    lines = [" ".join(m) if isinstance(m, list) else m for m in saved["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in lines), encoding="utf-8")
+    ids = _special_token_ids()
+    added = {str(ids[t]): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                           "single_word": False, "special": True}
+             for t in QWEN_SPECIAL_TOKENS}
     _write_json(folder / "tokenizer_config.json", {
         "add_prefix_space": False, "added_tokens_decoder": added,
         "additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:]), "bos_token": None,
@@ -234,27 +284,35 @@ class ScriptedBackend:
 
         judge = QualityJudge(ScriptedBackend(lambda conversation, images: '<answer>{"rating": 4}</answer>'))
 
-    Raising inside ``answer`` simulates a model failure on that input.
+    Raising inside ``answer`` simulates a model failure on that input; fast scores are read from the
+    rating in the answer.
     """
 
     def __init__(self, answer: Any) -> None:
         self.answer = answer
         self.calls: list[int] = []  # batch sizes seen, for tests of batching
 
-    def generate(self, conversations: Any, images: Any, decoding: Any) -> list[list[Any]]:
+    def encode(self, conversations: Any, images: Any, answer_prefix: str = "") -> Any:
+        from .backend import EncodedBatch
+
+        return EncodedBatch((list(conversations), list(images)), [len(group) for group in images])
+
+    def generate(self, batch: Any, decoding: Any) -> list[list[Any]]:
         from .backend import Generation
 
+        conversations, images = batch.inputs
         self.calls.append(len(conversations))
         return [[Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
                 for conversation, group in zip(conversations, images)]
 
-    def rating_distributions(self, conversations: Any, images: Any, answer_prefix: str) -> list[Any]:
+    def rating_distributions(self, batch: Any) -> list[Any]:
         """Fast-mode digits certain of the scripted answer's rating, to one decimal."""
         import torch
 
         from .backend import RatingDistribution
         from .parsing import parse_score
 
+        conversations, images = batch.inputs
         self.calls.append(len(conversations))
         found = []
         for conversation, group in zip(conversations, images):

@@ -38,9 +38,9 @@ def test_cached_digit_step_equals_a_full_forward(tiny_judge):
     backend = tiny_judge.backend
     conversation = prompts.score_messages()
     images = [load_image(IMAGES[1]), load_image(IMAGES[4])]
-    distributions = backend.rating_distributions([conversation] * 2, [[i] for i in images],
-                                                 prompts.FAST_SCORE_ANSWER_PREFIX)
-    digits = backend._digit_ids()
+    batch = backend.encode([conversation] * 2, [[i] for i in images], prompts.FAST_SCORE_ANSWER_PREFIX)
+    distributions = backend.rating_distributions(batch)
+    digits, _ = backend._digit_ids()
     for row, image in enumerate(images):
         for first in (1, 4):
             text = backend.render(conversation) + prompts.FAST_SCORE_ANSWER_PREFIX + f"{first}."
@@ -184,11 +184,12 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_images():
     backend = ScriptedBackend(tight_memory)
     original = backend.generate
 
-    def generate(conversations, images, decoding):
+    def generate(batch, decoding):
+        conversations, images = batch.inputs
         if len(conversations) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         seen.extend(int(np.asarray(g[0]).mean()) for g in images)
-        return original(conversations, images, decoding)
+        return original(batch, decoding)
 
     backend.generate = generate
     judge = QualityJudge(backend, batch_size=8)

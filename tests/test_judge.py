@@ -194,8 +194,8 @@ def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     from qinsight_sdk.images import load_image
 
     options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=4)
-    (answers,) = tiny_judge.backend.generate([prompts.score_messages()], [[load_image(noise_image(5))]],
-                                             options)
+    batch = tiny_judge.backend.encode([prompts.score_messages()], [[load_image(noise_image(5))]])
+    (answers,) = tiny_judge.backend.generate(batch, options)
     assert len({a.text for a in answers}) > 1
 
 

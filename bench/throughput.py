@@ -1,0 +1,152 @@
+"""Images per second: the official demo's loop against qinsight's batched reason and fast modes.
+
+    python bench/throughput.py                    # the tiny random model, built on the fly, on CPU
+    python bench/throughput.py --model DIR --device cuda --images 32 --size 1024x768
+
+All three are measured in one run, on the same images and the same loaded weights:
+  (a) reference: what the official demo does, one image per generate call, sampling (temperature 1.0,
+      top-k 50, top-p 0.95), text before image;
+  (b) reason mode, batched, greedy;
+  (c) fast mode, batched (no text generated).
+(a) and (b) are forced to the same number of new tokens (min = max = --new-tokens), so the comparison
+measures the pipeline, not where a random model happens to stop. The last lines are the ratios to (a).
+SDK overhead is the fast-mode time spent outside the model's forward (decoding, resizing,
+preprocessing, parsing), as a share of the fast-mode time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from qinsight_sdk import DecodingOptions, QualityJudge, prompts  # noqa: E402
+from qinsight_sdk.images import load_image  # noqa: E402
+from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint folder or hub id (default: the tiny random model)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--size", default="448x448", help="WIDTHxHEIGHT of the test images")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    return parser.parse_args(argv)
+
+
+def make_images(count: int, size: str, seed: int = 0) -> list[Image.Image]:
+    width, height = (int(v) for v in size.lower().split("x"))
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def timed_forward(model: Any, totals: dict[str, float], device: torch.device) -> Iterator[None]:
+    """Adds the time spent inside ``model.forward`` to ``totals["forward"]``."""
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        synchronise(device)
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            synchronise(device)
+            totals["forward"] += time.perf_counter() - start
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        model.forward = original
+
+
+def reference_loop(judge: QualityJudge, images: list[Image.Image], new_tokens: int) -> None:
+    """The official demo: one image per call, sampled, with plain transformers calls."""
+    model, processor = judge.backend.model, judge.backend.processor
+    conversation = prompts.score_messages("text_first")
+    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    torch.manual_seed(42)
+    for image in images:
+        inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            model.generate(**inputs, do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
+                           max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+
+
+def measure(label: str, run: Any, count: int, device: torch.device) -> float:
+    synchronise(device)
+    start = time.perf_counter()
+    run()
+    synchronise(device)
+    seconds = time.perf_counter() - start
+    print(f"{label}: {count / seconds:.2f} images/s ({seconds:.2f} s for {count} images)")
+    return count / seconds
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    return f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = args.model or build_tiny_checkpoint(tempfile.mkdtemp(prefix="qinsight-bench-"))
+    judge = QualityJudge.from_pretrained(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    device = judge.backend.device
+    # the reference gets images already fitted to the grid, like the SDK modes after their own resizing
+    images = make_images(args.images, args.size)
+    fitted = [load_image(image, judge.image_bounds) for image in images]
+    forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    print(f"model {model} on {device} ({judge.backend.dtype}), {args.images} images of {args.size} "
+          f"({fitted[0].width}x{fitted[0].height} after fitting), batch {args.batch_size}, "
+          f"{args.new_tokens} new tokens, torch threads {torch.get_num_threads()}")
+
+    # warm-up (kernels, caches, lazy imports), not timed
+    reference_loop(judge, fitted[:1], 4)
+    judge.score(images[: args.batch_size], decoding=DecodingOptions(max_new_tokens=4))
+    judge.score(images[: args.batch_size], mode="fast")
+
+    reference = measure("(a) reference loop (demo: batch 1, sampling)",
+                        lambda: reference_loop(judge, fitted, args.new_tokens), args.images, device)
+    reason = measure(f"(b) reason mode, batch {args.batch_size}",
+                     lambda: judge.score(images, decoding=forced), args.images, device)
+    totals = {"forward": 0.0}
+    with timed_forward(judge.backend.model, totals, device):
+        start = time.perf_counter()
+        fast = measure(f"(c) fast mode, batch {args.batch_size}",
+                       lambda: judge.score(images, mode="fast"), args.images, device)
+        fast_seconds = time.perf_counter() - start
+    overhead = (fast_seconds - totals["forward"]) / fast_seconds
+    print(peak_memory(device))
+    print(f"SDK overhead outside the model in fast mode: {100 * overhead:.1f}% of the fast-mode time")
+    print(f"ratio (b) reason batched / (a) reference: {reason / reference:.1f}x")
+    print(f"ratio (c) fast batched / (a) reference: {fast / reference:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
