@@ -192,6 +192,8 @@ class QwenVLBackend:
         # transformers 5 renamed forward's ``past_key_values`` to ``cache``
         forward_parameters = inspect.signature(model.forward).parameters
         self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
+        # only the last position's logits are read: skip the vocabulary projection elsewhere (5.x)
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters else {}
         eos = self.checkpoint_generation_config.eos_token_id
         self._end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         self._rendered: dict[str, str] = {}
@@ -240,14 +242,14 @@ class QwenVLBackend:
 
         Safe to call from a helper thread while the model runs: tokenizer use is serialised.
         """
-        with self._tokenizer_lock:
-            texts = [self.render(c) + answer_prefix for c in conversations]
-            flat_images = [image for group in images for image in group]
-            if self._patch_spec is None:
+        texts = [self.render(c) + answer_prefix for c in conversations]
+        flat_images = [image for group in images for image in group]
+        if self._patch_spec is None:
+            with self._tokenizer_lock:
                 inputs = self.processor(text=texts, images=flat_images or None, padding=True,
                                         return_tensors="pt")
-            else:
-                inputs = self._encode_directly(texts, flat_images)
+        else:
+            inputs = self._encode_directly(texts, flat_images)
         return EncodedBatch(inputs, [len(group) for group in images])
 
     def _encode_directly(self, texts: list[str], flat_images: list[Image.Image]) -> Any:
@@ -287,7 +289,8 @@ class QwenVLBackend:
 
     def _token_ids(self, text: str) -> list[int]:
         if text not in self._tokenised:
-            self._tokenised[text] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+            with self._tokenizer_lock:
+                self._tokenised[text] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._tokenised[text]
 
     def _choose_encoder(self) -> PatchSpec | None:
@@ -333,8 +336,7 @@ class QwenVLBackend:
 
     def _digit_ids(self) -> tuple[list[int], int]:
         """Token ids of "0".."9" and ".", which fast scores need to be single tokens."""
-        with self._tokenizer_lock:
-            ids = [self.processor.tokenizer.encode(c, add_special_tokens=False) for c in "0123456789."]
+        ids = [self._token_ids(c) for c in "0123456789."]
         if any(len(i) != 1 for i in ids):
             raise ValueError("fast scores need a tokenizer that writes each digit and '.' as one token")
         return [i[0] for i in ids[:10]], ids[10][0]
@@ -351,7 +353,7 @@ class QwenVLBackend:
         mask = inputs["attention_mask"]
         rows, length = mask.shape
         with torch.inference_mode():
-            prefill = self.model(**inputs, use_cache=True)
+            prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
             cache = getattr(prefill, "cache", None) or prefill.past_key_values
             first = _probabilities(prefill.logits[:, -1], digits[1:6])
             # one step for all five first digits: each row's cache repeated five times
@@ -362,7 +364,7 @@ class QwenVLBackend:
             cache.batch_repeat_interleave(5)
             out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
                              cache_position=torch.arange(length, length + 2, device=self.device),
-                             use_cache=True, **{self._cache_argument: cache})
+                             use_cache=True, **{self._cache_argument: cache}, **self._last_logits_only)
             decimals = _probabilities(out.logits[:, -1], digits).view(rows, 5, 10)
         return [RatingDistribution(first[i], decimals[i]) for i in range(rows)]
 
