@@ -1,0 +1,146 @@
+"""The throughput comparison on a GPU with a random-weight model of the real Qwen2.5-VL-7B shape.
+
+    python bench/gpu.py                       # CUDA, bf16, 448x448 and 1024x768 images
+    python bench/gpu.py --dry-run             # the same code path on CPU with the tiny shape (a check)
+
+No download: the 7B configuration is built in memory with random bf16 weights (about 16 GB of GPU
+memory) behind the tiny checkpoint's processor files, whose prompt token counts are realistic. For each
+image size it prints, as bench/throughput.py does, images/s of (a) the official demo's loop, (b) reason
+mode batched and (c) fast mode batched, the ratios to (a), peak memory, and fast-mode images/s as a
+fraction of the GPU's bf16 FLOP bound (dense tensor-core peak; --peak-tflops to override).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import make_images, peak_memory, reference_loop, timed, timed_forward  # noqa: E402
+
+from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
+from qinsight_sdk.backend import QwenVLBackend, choose_attention, load_processor  # noqa: E402
+from qinsight_sdk.images import load_image  # noqa: E402
+from qinsight_sdk.testing import build_tiny_checkpoint, qwen25_vl_7b_config, tiny_config  # noqa: E402
+
+# dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="448x448,1024x768")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--reference-images", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--peak-tflops", type=float, help="bf16 peak of this GPU, if not in the table")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shape on CPU, to check the script")
+    return parser.parse_args(argv)
+
+
+def random_model(dry_run: bool) -> tuple[QualityJudge, dict]:
+    """A random-weight Qwen2.5-VL of the 7B shape, using the tiny checkpoint's token ids and processor."""
+    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+    folder = build_tiny_checkpoint(tempfile.mkdtemp(prefix="qinsight-gpu-bench-"))
+    tiny = tiny_config()
+    shape = tiny if dry_run else qwen25_vl_7b_config()
+    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
+                "vision_token_id", "image_token_id", "video_token_id"):
+        shape[key] = tiny[key]
+    (folder / "config.json").write_text(json.dumps(shape))
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    device = torch.device("cpu" if dry_run else "cuda")
+    dtype = torch.float32 if dry_run else torch.bfloat16
+    config._attn_implementation = choose_attention(None, device, dtype)
+    torch.manual_seed(0)
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        torch.set_default_dtype(torch.float32)
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(eos_token_id=[tiny["eos_token_id"], tiny["bos_token_id"]],
+                                               pad_token_id=tiny["bos_token_id"])
+    judge = QualityJudge(QwenVLBackend(model, load_processor(folder), device))
+    return judge, shape
+
+
+def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: int) -> float:
+    """Matrix-multiply FLOPs of one fast-mode prefill (2 per multiply-add; attention scores included)."""
+    hidden, layers, inter = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"]
+    kv = hidden * shape["num_key_value_heads"] // shape["num_attention_heads"]
+    tokens = image_tokens + text_tokens
+    per_token_lm = layers * (2 * hidden * (hidden + 2 * kv) + 2 * hidden * hidden + 6 * hidden * inter)
+    lm = tokens * per_token_lm + layers * 4 * tokens * tokens * hidden
+    vision = shape["vision_config"]
+    vh, vi, depth = vision["hidden_size"], vision["intermediate_size"], vision["depth"]
+    per_patch = depth * (8 * vh * vh + 6 * vh * vi) + 2 * 1176 * vh
+    full_blocks = len(vision["fullatt_block_indexes"])
+    window = (vision["window_size"] // 14) ** 2
+    attention = 4 * vh * patches * (full_blocks * patches + (depth - full_blocks) * window)
+    merger = image_tokens * 2 * (4 * vh * 4 * vh + 4 * vh * hidden)
+    return lm + patches * per_patch + attention + merger
+
+
+def bench_size(judge: QualityJudge, shape: dict, size: str, args: argparse.Namespace, peak: float | None) -> None:
+    device = judge.backend.device
+    images = make_images(args.images, size)
+    fitted = [load_image(image, judge.image_bounds) for image in images]
+    forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    count = min(args.reference_images, args.images)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    reference_loop(judge, fitted[:1], 4)
+    judge.score(images[: args.batch_size], mode="fast")
+    reference = timed(lambda: reference_loop(judge, fitted[:count], args.new_tokens), device) * args.images / count
+    reason = timed(lambda: judge.score(images, batch_size=args.batch_size, decoding=forced), device)
+    totals = {"forward": 0.0}
+    with timed_forward(judge.backend.model, totals, device):
+        fast = timed(lambda: judge.score(images, batch_size=args.batch_size, mode="fast"), device)
+    patches = fitted[0].width * fitted[0].height // (14 * 14)
+    text_tokens = 180  # the score prompt's text tokens with this tokenizer, answer prefix included
+    bound = (peak * 1e12 / flops_per_image(shape, patches // 4, patches, text_tokens)) if peak else None
+    print(f"--- {size} ({fitted[0].width}x{fitted[0].height} fitted, {patches // 4} image tokens), "
+          f"{args.images} images, batch {args.batch_size}, {args.new_tokens} new tokens")
+    print(f"(a) reference loop (demo: batch 1, sampling): {args.images / reference:.3f} images/s "
+          f"(timed on {count})")
+    print(f"(b) reason mode, batch {args.batch_size}: {args.images / reason:.3f} images/s")
+    print(f"(c) fast mode, batch {args.batch_size}: {args.images / fast:.2f} images/s")
+    print(f"SDK overhead outside the model in fast mode: {100 * (fast - totals['forward']) / fast:.1f}%")
+    print(peak_memory(device))
+    if bound:
+        print(f"fast mode at {100 * (args.images / fast) / bound:.1f}% of the bf16 FLOP bound "
+              f"({bound:.1f} images/s at {peak:.0f} TFLOP/s)")
+    print(f"ratio (b) / (a): {reference / reason:.1f}x; ratio (c) / (a): {reference / fast:.1f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("bench/gpu.py needs CUDA (or --dry-run)", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    judge, shape = random_model(args.dry_run)
+    name = "cpu" if args.dry_run else torch.cuda.get_device_name()
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    print(f"device {name}, {sum(p.numel() for p in judge.backend.model.parameters()) / 1e9:.2f} B parameters "
+          f"({judge.backend.dtype}), attention {judge.backend.model.config._attn_implementation}, "
+          f"built in {time.perf_counter() - start:.0f} s")
+    for size in args.sizes.split(","):
+        bench_size(judge, shape, size, args, peak)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
