@@ -208,3 +208,23 @@ def test_image_only_processor_when_torchvision_is_missing(tiny_model, tiny_judge
     assert type(judge.backend.processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
     result = judge.score(image_files[0])
     assert result.raw
+
+
+def test_direct_encoding_equals_the_processor(tiny_judge):
+    """The fast encoder must hand the model exactly what the checkpoint's processor would."""
+    from qinsight_sdk import prompts
+    from qinsight_sdk.images import load_image
+
+    backend = tiny_judge.backend
+    assert backend._patch_spec is not None  # the probe at load time accepted it
+    conversations = [prompts.score_messages(), prompts.comparison_messages(with_reference=False),
+                     prompts.degradation_messages()]
+    groups = [[load_image(noise_image(1, 300, 200))], [load_image(noise_image(2)), load_image(noise_image(3, 90))],
+              [load_image(noise_image(4, 64, 500))]]
+    ours = backend.encode(conversations, groups).inputs
+    texts = [backend.render(c) for c in conversations]
+    expected = backend.processor(text=texts, images=[i for g in groups for i in g], padding=True,
+                                 return_tensors="pt")
+    assert set(ours) == set(expected)
+    for key in expected:
+        assert torch.allclose(ours[key].float(), expected[key].float(), atol=1e-5), key
