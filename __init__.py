@@ -1,8 +1,11 @@
-"""ComfyUI entry point of the qinsight node pack.
+"""ComfyUI entry point of the qinsight node pack (V3 schema).
 
-ComfyUI imports this file when the repository sits in ``custom_nodes/``. It must stay cheap to import:
-the SDK (torch, transformers) loads only when a node runs. The nodes themselves live in ``nodes/``.
+ComfyUI imports this file when the repository sits in ``custom_nodes/``. It stays cheap to import: the
+nodes, and with them torch and transformers, load only when ComfyUI asks for the extension.
 """
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+async def comfy_entrypoint():
+    from .nodes.v3 import QInsightExtension
+
+    return QInsightExtension()

@@ -1,0 +1,114 @@
+"""Conversions between ComfyUI's data and the SDK's, kept free of ComfyUI imports so they test anywhere.
+
+IMAGE is a float (B, H, W, C) tensor in 0..1, MASK (B, H, W) or (H, W), LATENT a dict whose "samples" is
+(B, C, H, W). Inputs may be fp16/bf16 or on any device, so everything is converted defensively.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+HUB_CHOICES = ("ByteDance/Q-Insight/score_degradation", "ByteDance/Q-Insight/comparison")
+
+
+def as_image_batch(images: torch.Tensor) -> torch.Tensor:
+    """A float32 CPU (B, H, W, C) batch, whatever dtype, device or single-image shape came in."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"expected an IMAGE tensor, got {type(images).__name__}")
+    batch = images.detach().to("cpu", torch.float32)
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(0)
+    if batch.ndim != 4 or batch.shape[0] == 0:
+        raise ValueError(f"expected an IMAGE batch of shape (B, H, W, C), got {tuple(images.shape)}")
+    return batch
+
+
+def take(images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+    """The images at ``indices``, in that order, on the input's own device and dtype."""
+    return images[torch.as_tensor(list(indices), dtype=torch.long, device=images.device)]
+
+
+def take_mask(mask: torch.Tensor | None, indices: Sequence[int], batch_size: int) -> torch.Tensor | None:
+    """A mask reordered like its images; a single mask shared by the whole batch is kept as it is."""
+    if mask is None:
+        return None
+    if mask.ndim == 2 or mask.shape[0] == 1 and batch_size > 1:
+        return mask
+    return take(mask, indices)
+
+
+def take_latent(latent: dict | None, indices: Sequence[int]) -> dict | None:
+    """A LATENT dict with its samples (and per-sample noise mask and batch index) reordered."""
+    if latent is None:
+        return None
+    samples = latent["samples"]
+    chosen = dict(latent)
+    chosen["samples"] = take(samples, indices)
+    mask = latent.get("noise_mask")
+    if isinstance(mask, torch.Tensor) and mask.ndim >= 3 and mask.shape[0] == samples.shape[0]:
+        chosen["noise_mask"] = take(mask, indices)
+    if "batch_index" in latent:
+        chosen["batch_index"] = [latent["batch_index"][i] for i in indices]
+    return chosen
+
+
+def check_batch_sizes(images: torch.Tensor, latent: dict | None, mask: torch.Tensor | None) -> None:
+    size = images.shape[0]
+    if latent is not None and latent["samples"].shape[0] != size:
+        raise ValueError(f"the latent batch has {latent['samples'].shape[0]} samples but there are {size} images")
+    if mask is not None and mask.ndim == 3 and mask.shape[0] not in (1, size):
+        raise ValueError(f"the mask batch has {mask.shape[0]} masks but there are {size} images")
+
+
+def split_by_threshold(scores: Sequence[float], threshold: float) -> tuple[list[int], list[int]]:
+    """Indices of images scoring at least ``threshold``, and of the others, each in input order."""
+    passed = [i for i, s in enumerate(scores) if s >= threshold]
+    return passed, [i for i in range(len(scores)) if i not in set(passed)]
+
+
+def errors_of(results: Sequence[Any]) -> dict[int, str]:
+    return {i: r.error for i, r in enumerate(results) if r.error is not None}
+
+
+def raise_for_errors(errors: dict[int, str], total: int, what: str) -> None:
+    """One clear error naming every image that could not be judged, and why."""
+    if errors:
+        details = "; ".join(f"image {i}: {message}" for i, message in sorted(errors.items()))
+        raise ValueError(f"{what} failed for {len(errors)} of {total} images; {details}")
+
+
+def describe_scores(results: Sequence[Any]) -> list[str]:
+    lines = []
+    for index, result in enumerate(results):
+        spread = f" ± {result.std:.2f}" if result.std is not None else ""
+        line = f"image {index}: {result.score:.2f}{spread}" if result.score is not None else \
+            f"image {index}: no score ({result.error})"
+        lines.append(line + (f"\n{result.reasoning}" if result.reasoning else ""))
+    return lines
+
+
+def model_folders(roots: Iterable[str | Path]) -> list[str]:
+    """Checkpoint folders (holding a config.json) up to two levels below each root, as relative names."""
+    found = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for config in list(root.glob("*/config.json")) + list(root.glob("*/*/config.json")):
+            found.add(config.parent.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def resolve_model_choice(choice: str, roots: Iterable[str | Path]) -> tuple[str, str | None]:
+    """(model, subfolder) for a choice of the loader's list: a local folder, or a hub id with subfolder."""
+    if choice in HUB_CHOICES:
+        repo, subfolder = choice.rsplit("/", 1)
+        return repo, subfolder
+    for root in roots:
+        folder = Path(root) / choice
+        if (folder / "config.json").is_file() and ".." not in Path(choice).parts:
+            return str(folder), None
+    raise ValueError(f"model {choice!r} is neither a Hugging Face choice nor a folder in the model folders")

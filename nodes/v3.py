@@ -1,0 +1,332 @@
+"""The qinsight nodes in ComfyUI's V3 schema: thin adapters from ComfyUI types to SDK calls."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import folder_paths
+from comfy_api.latest import ComfyExtension, io
+from comfy_execution.graph_utils import ExecutionBlocker
+
+from ..qinsight_sdk.selection import STRATEGIES
+from . import adapters
+from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
+
+CATEGORY = "image/quality (qinsight)"
+MODEL_FOLDER = "quality_models"
+Judge = io.Custom("QINSIGHT_JUDGE")
+Scores = io.Custom("QINSIGHT_SCORES")
+
+if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+
+
+def model_roots() -> list[str]:
+    """Our model folder, plus the ``LLM`` folder other VLM packs register."""
+    roots = list(folder_paths.get_folder_paths(MODEL_FOLDER))
+    if "LLM" in folder_paths.folder_names_and_paths:
+        roots += folder_paths.get_folder_paths("LLM")
+    return roots
+
+
+def judge_input(tooltip: str = "a judge from Load Quality Judge") -> Any:
+    return Judge.Input("judge", tooltip=tooltip)
+
+
+def images_input(name: str = "images", tooltip: str = "the images to judge (a batch)") -> Any:
+    return io.Image.Input(name, tooltip=tooltip)
+
+
+def run_judged(handle: JudgeHandle, task: Callable[[Any, Callable[[int, Any], None]], Any], total: int) -> Any:
+    """Run ``task(judge, on_result)`` with a progress bar, interruption between batches, and release."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    progress = comfy.utils.ProgressBar(total)
+
+    def on_result(index: int, result: Any) -> None:
+        progress.update(1)
+        mm.throw_exception_if_processing_interrupted()
+
+    judge = handle.acquire()
+    try:
+        return task(judge, on_result)
+    finally:
+        handle.release()
+
+
+def blocked_unless(value: Any, present: bool) -> Any:
+    return value if present else ExecutionBlocker(None)
+
+
+def check_choices(node: type[io.ComfyNode], **values: Any) -> bool | str:
+    """validate_inputs for combo widgets: ComfyUI 0.3.x does not check V3 combo values itself."""
+    inputs = {i.id: i for i in node.define_schema().inputs}
+    for name, value in values.items():
+        options = inputs[name].options
+        if value is not None and value not in options:  # None: linked, checked when it arrives
+            return f"{name} must be one of {', '.join(map(str, options))}, got {value!r}"
+    return True
+
+
+class LoadQualityJudge(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        choices = adapters.model_folders(model_roots()) + list(adapters.HUB_CHOICES)
+        return io.Schema(
+            node_id="QInsightLoadJudge", display_name="Load Quality Judge", category=CATEGORY,
+            description="Loads a Q-Insight quality judge from models/quality_models (or models/LLM), or from "
+                        "Hugging Face when downloads are allowed. The weights load when a judge node first runs.",
+            inputs=[
+                io.Combo.Input("model", options=choices, default=choices[0],
+                               tooltip="a checkpoint folder in models/quality_models or models/LLM, or a "
+                                       "Hugging Face model (needs allow_download, or a filled cache)"),
+                io.Boolean.Input("allow_download", default=False,
+                                 tooltip="download a Hugging Face model that is not cached yet (about 16 GB)"),
+                io.Combo.Input("device", options=["auto", "cuda", "cpu", "mps"], default="auto",
+                               tooltip="auto: ComfyUI's device"),
+                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                               tooltip="auto: bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU"),
+                io.Combo.Input("after_run", options=list(AFTER_RUN), default=AFTER_RUN[0],
+                               tooltip="keep the judge on the GPU between runs (ComfyUI may still evict it), "
+                                       "move it to the CPU after each run, or free it entirely"),
+            ],
+            outputs=[Judge.Output(display_name="judge", tooltip="the judge, for the other qinsight nodes")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model: str, device: str, dtype: str, after_run: str) -> bool | str:
+        return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run)
+
+    @classmethod
+    def execute(cls, model: str, allow_download: bool, device: str, dtype: str, after_run: str) -> io.NodeOutput:
+        repo, subfolder = adapters.resolve_model_choice(model, model_roots())
+        return io.NodeOutput(JudgeHandle(JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download)))
+
+
+class ScoreImageQuality(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightScore", display_name="Score Image Quality", category=CATEGORY, is_output_node=True,
+            description="Rates each image's quality from 1 (very poor) to 5 (excellent). fast reads the rating "
+                        "from the model's probabilities; reason also writes the model's reasoning (slower).",
+            inputs=[judge_input(), images_input(),
+                    io.Combo.Input("mode", options=["fast", "reason"], default="fast",
+                                   tooltip="fast: no text, deterministic; reason: the model explains its rating")],
+            outputs=[io.Float.Output(display_name="scores", is_output_list=True, tooltip="one score per image"),
+                     io.Float.Output(display_name="mean_score", tooltip="the batch's mean score"),
+                     io.String.Output(display_name="reasoning", tooltip="each image's reasoning (reason mode)"),
+                     Scores.Output(display_name="score_batch", tooltip="the scores, for Quality Gate")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, mode: str) -> bool | str:
+        return check_choices(cls, mode=mode)
+
+    @classmethod
+    def execute(cls, judge: JudgeHandle, images: Any, mode: str) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        results = run_judged(judge, lambda j, done: j.score(batch, mode=mode, on_result=done), len(batch))
+        adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
+        scores = [r.score for r in results]
+        reasoning = "\n\n".join(f"image {i}: {r.reasoning}" for i, r in enumerate(results) if r.reasoning)
+        ui = {"text": adapters.describe_scores(results), "qinsight_scores": scores}
+        return io.NodeOutput(scores, sum(scores) / len(scores), reasoning, scores, ui=ui)
+
+
+class DetectDegradation(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightDegradation", display_name="Detect Degradation", category=CATEGORY,
+            is_output_node=True,
+            description="Names each image's main distortion (noise, compression, blur, darken or none) and its "
+                        "severity (slight to catastrophic), with the model's reasoning.",
+            inputs=[judge_input(), images_input()],
+            outputs=[io.String.Output(display_name="distortion", is_output_list=True,
+                                      tooltip="per image: noise, compression, blur, darken, none or unknown"),
+                     io.String.Output(display_name="severity", is_output_list=True,
+                                      tooltip="per image: slight .. catastrophic, none or unknown"),
+                     io.String.Output(display_name="reasoning", is_output_list=True,
+                                      tooltip="per image: the reasoning, or why there is no verdict")],
+        )
+
+    @classmethod
+    def execute(cls, judge: JudgeHandle, images: Any) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        results = run_judged(judge, lambda j, done: j.degradation(batch, on_result=done), len(batch))
+        unreadable = [i for i, r in enumerate(results) if r.error and not r.raw]
+        if unreadable:  # bad inputs are the user's to fix; an answer without a verdict is reported
+            errors = adapters.errors_of(results)
+            adapters.raise_for_errors({i: errors[i] for i in unreadable}, len(results), "degradation detection")
+        distortion = [r.distortion or ("unknown" if r.error else "none") for r in results]
+        severity = [r.severity or ("unknown" if r.error else "none") for r in results]
+        reasoning = [r.reasoning or r.error or "" for r in results]
+        text = [f"image {i}: {d} / {s}" for i, (d, s) in enumerate(zip(distortion, severity))]
+        return io.NodeOutput(distortion, severity, reasoning, ui={"text": text})
+
+
+class CompareImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightCompare", display_name="Compare Images", category=CATEGORY, is_output_node=True,
+            description="Says which of two images is better. With a reference (the degraded input of a "
+                        "restoration) it judges fidelity too; use the comparison model for that.",
+            inputs=[judge_input(), images_input("image_a", "the first image (first of its batch)"),
+                    images_input("image_b", "the second image (first of its batch)"),
+                    io.Image.Input("reference", optional=True, tooltip="optional: the degraded original"),
+                    io.Boolean.Input("both_orders", default=True,
+                                     tooltip="also ask with A and B swapped; disagreement means similar")],
+            outputs=[io.String.Output(display_name="winner", tooltip="A, B, similar or unknown"),
+                     io.Image.Output(display_name="better", tooltip="the better image (A when similar)"),
+                     io.String.Output(display_name="reasoning", tooltip="the model's reasoning")],
+        )
+
+    @classmethod
+    def execute(cls, judge: JudgeHandle, image_a: Any, image_b: Any, both_orders: bool,
+                reference: Any = None) -> io.NodeOutput:
+        a, b = adapters.as_image_batch(image_a)[0], adapters.as_image_batch(image_b)[0]
+        ref = adapters.as_image_batch(reference)[0] if reference is not None else None
+        result = run_judged(judge, lambda j, done: j.compare(a, b, reference=ref, both_orders=both_orders), 1)
+        if result.error and not result.raw:
+            raise ValueError(f"comparison failed: {result.error}")
+        winner = result.winner or "unknown"
+        better = image_b[:1] if winner == "B" else image_a[:1]
+        reasoning = result.reasoning or result.error or ""
+        return io.NodeOutput(winner, better, reasoning, ui={"text": [f"winner: {winner}", reasoning]})
+
+
+class BestOfN(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightBestOfN", display_name="Best of N", category=CATEGORY, is_output_node=True,
+            description="Keeps the best images of a batch, best first. Latents and masks given alongside are "
+                        "reordered the same way, so you can keep working on the chosen ones.",
+            inputs=[judge_input(), images_input(),
+                    io.Int.Input("top_k", default=1, min=1, max=4096, tooltip="how many images to keep"),
+                    io.Combo.Input("strategy", options=list(STRATEGIES), default="score",
+                                   tooltip="score: fast scores; tournament: pairwise knockout in both orders; "
+                                           "hybrid: fast scores, then pairwise among the top 4"),
+                    io.Latent.Input("latent", optional=True, tooltip="optional: the latents of the images"),
+                    io.Mask.Input("mask", optional=True, tooltip="optional: masks of the images")],
+            outputs=[io.Image.Output(display_name="images", tooltip="the top_k images, best first"),
+                     io.Int.Output(display_name="indices", is_output_list=True, tooltip="their input indices"),
+                     io.Float.Output(display_name="scores", is_output_list=True,
+                                     tooltip="their scores (rounds won for tournament)"),
+                     io.Latent.Output(display_name="latent", tooltip="the latents, reordered like the images"),
+                     io.Mask.Output(display_name="mask", tooltip="the masks, reordered like the images")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, strategy: str) -> bool | str:
+        return check_choices(cls, strategy=strategy)
+
+    @classmethod
+    def execute(cls, judge: JudgeHandle, images: Any, top_k: int, strategy: str, latent: Any = None,
+                mask: Any = None) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        adapters.check_batch_sizes(batch, latent, mask)
+        ranking = run_judged(judge, lambda j, done: j.rank(list(batch), strategy=strategy, top_k=top_k),
+                             len(batch))
+        adapters.raise_for_errors(ranking.errors, len(batch), "ranking")
+        order = ranking.order
+        text = [f"#{rank + 1}: image {i} ({s:.2f})" for rank, (i, s) in enumerate(zip(order, ranking.scores))]
+        return io.NodeOutput(adapters.take(images, order), order, ranking.scores,
+                             blocked_unless(adapters.take_latent(latent, order), latent is not None),
+                             blocked_unless(adapters.take_mask(mask, order, len(batch)), mask is not None),
+                             ui={"text": text, "qinsight_order": order})
+
+
+class QualityGate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightGate", display_name="Quality Gate", category=CATEGORY, is_output_node=True,
+            description="Splits a batch into images scoring at least the threshold and the rest. An empty side "
+                        "stops its branch (nothing downstream of it runs) instead of passing a placeholder.",
+            inputs=[images_input(),
+                    io.Float.Input("threshold", default=3.0, min=1.0, max=5.0, step=0.05,
+                                   tooltip="images scoring at least this pass (1..5)"),
+                    Judge.Input("judge", optional=True, tooltip="scores the images (fast mode) when no "
+                                                                "score_batch is connected"),
+                    Scores.Input("score_batch", optional=True, tooltip="scores from Score Image Quality"),
+                    io.Latent.Input("latent", optional=True, tooltip="optional: filtered like the images"),
+                    io.Mask.Input("mask", optional=True, tooltip="optional: filtered like the images")],
+            outputs=[io.Image.Output(display_name="passed", tooltip="images at or above the threshold"),
+                     io.Image.Output(display_name="rejected", tooltip="images below the threshold"),
+                     io.Int.Output(display_name="passed_count", tooltip="how many passed"),
+                     io.Latent.Output(display_name="passed_latent", tooltip="the passed images' latents"),
+                     io.Mask.Output(display_name="passed_mask", tooltip="the passed images' masks")],
+        )
+
+    @classmethod
+    def execute(cls, images: Any, threshold: float, judge: JudgeHandle | None = None,
+                score_batch: list[float] | None = None, latent: Any = None, mask: Any = None) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        adapters.check_batch_sizes(batch, latent, mask)
+        if score_batch is None:
+            if judge is None:
+                raise ValueError("Quality Gate needs a judge or a score_batch")
+            results = run_judged(judge, lambda j, done: j.score(batch, mode="fast", on_result=done), len(batch))
+            adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
+            score_batch = [r.score for r in results]
+        if len(score_batch) != len(batch):
+            raise ValueError(f"score_batch has {len(score_batch)} scores but there are {len(batch)} images")
+        passed, rejected = adapters.split_by_threshold(score_batch, threshold)
+        text = [f"{len(passed)} of {len(batch)} passed (threshold {threshold:.2f})"]
+        return io.NodeOutput(
+            blocked_unless(adapters.take(images, passed), bool(passed)),
+            blocked_unless(adapters.take(images, rejected), bool(rejected)),
+            len(passed),
+            blocked_unless(adapters.take_latent(latent, passed), bool(passed) and latent is not None),
+            blocked_unless(adapters.take_mask(mask, passed, len(batch)), bool(passed) and mask is not None),
+            ui={"text": text, "qinsight_passed": passed})
+
+
+class QualityReward(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="QInsightReward", display_name="Quality Reward", category=CATEGORY, is_output_node=True,
+            description="A reward in [0, 1] from the fast score (1 -> 0, 5 -> 1), deterministic, for loops and "
+                        "automation.",
+            inputs=[judge_input(), images_input()],
+            outputs=[io.Float.Output(display_name="reward", tooltip="the batch's mean reward"),
+                     io.Float.Output(display_name="rewards", is_output_list=True, tooltip="one per image")],
+        )
+
+    @classmethod
+    def execute(cls, judge: JudgeHandle, images: Any) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        rewards = run_judged(judge, lambda j, done: j.reward(batch), len(batch)).tolist()
+        return io.NodeOutput(sum(rewards) / len(rewards), rewards,
+                             ui={"text": [f"reward {sum(rewards) / len(rewards):.4f}"], "qinsight_rewards": rewards})
+
+
+NODES = [LoadQualityJudge, ScoreImageQuality, DetectDegradation, CompareImages, BestOfN, QualityGate,
+         QualityReward]
+
+
+class QInsightExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+def register_routes() -> None:
+    """GET /qinsight/status: each judge, whether it is loaded and registered, and where its weights are."""
+    try:
+        from aiohttp import web
+        from server import PromptServer
+    except ImportError:
+        return
+
+    @PromptServer.instance.routes.get("/qinsight/status")
+    async def status(request: Any) -> Any:
+        return web.json_response(all_status())
+
+
+register_routes()

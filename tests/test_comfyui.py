@@ -1,0 +1,237 @@
+"""The node pack in a real ComfyUI (v0.3.75, headless, CPU), driven through its HTTP API."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from comfyui_server import ComfyUI
+from safetensors import safe_open
+
+NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
+            "QInsightGate", "QInsightReward"]
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    server = ComfyUI(tmp_path_factory.mktemp("comfyui"))
+    server.prepare()
+    # what the example workflows name: a checkpoint, an input image and the released model layout
+    (server.workdir / "checkpoints").mkdir()
+    (server.workdir / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").write_bytes(b"")
+    shutil.copy(server.input_dir / "sample_0.png", server.input_dir / "example.png")
+    for name in ("score_degradation", "comparison"):
+        shutil.copytree(server.models / "tiny-qinsight", server.models / "Q-Insight" / name)
+    paths = json.loads((server.workdir / "paths.yaml").read_text())
+    paths["qinsight_test"]["checkpoints"] = str(server.workdir / "checkpoints")
+    (server.workdir / "paths.yaml").write_text(json.dumps(paths))
+    server.start()
+    yield server
+    server.stop()
+    assert server.process.poll() is not None  # stopped by its process id
+
+
+def loader(after_run="keep on GPU", model="tiny-qinsight"):
+    return {"class_type": "QInsightLoadJudge", "inputs": {"model": model, "allow_download": False,
+                                                          "device": "auto", "dtype": "auto",
+                                                          "after_run": after_run}}
+
+
+def image_batch(count):
+    """LoadImage nodes "10".. and ImageBatch nodes joining them; returns (graph, id of the batch)."""
+    graph = {str(10 + i): {"class_type": "LoadImage", "inputs": {"image": f"sample_{i}.png"}} for i in range(count)}
+    last = "10"
+    for i in range(1, count):
+        node = str(30 + i)
+        graph[node] = {"class_type": "ImageBatch", "inputs": {"image1": [last, 0], "image2": [str(10 + i), 0]}}
+        last = node
+    return graph, last
+
+
+def succeeded(entry):
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    return entry["outputs"]
+
+
+def fast_scores(comfy, count):
+    graph, batch = image_batch(count)
+    graph.update({"1": loader(), "2": {"class_type": "QInsightScore",
+                                       "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    return succeeded(comfy.run(graph))["2"]["qinsight_scores"]
+
+
+def test_every_node_is_registered_and_documented(comfy):
+    info = comfy.get("/object_info")
+    for node_id in NODE_IDS:
+        assert node_id in info, node_id
+        node = info[node_id]
+        assert node["description"] and node["category"].startswith("image/quality")
+        for group in ("required", "optional"):
+            for name, spec in node["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_score_graph(comfy):
+    scores = fast_scores(comfy, 3)
+    assert len(scores) == 3 and all(1 <= s <= 5 for s in scores)
+    assert fast_scores(comfy, 3) == scores  # deterministic across runs
+
+
+def test_degradation_and_reward_graphs(comfy):
+    graph, batch = image_batch(2)
+    graph.update({"1": loader(), "2": {"class_type": "QInsightDegradation",
+                                       "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
+                  "3": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}}})
+    outputs = succeeded(comfy.run(graph))
+    assert len(outputs["2"]["text"]) == 2 and outputs["2"]["text"][0].startswith("image 0: ")
+    assert all(0 <= r <= 1 for r in outputs["3"]["qinsight_rewards"]) and len(outputs["3"]["qinsight_rewards"]) == 2
+
+
+def test_compare_graph_with_reference(comfy):
+    graph = {"1": loader(), "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
+             "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},
+             "4": {"class_type": "LoadImage", "inputs": {"image": "sample_2.png"}},
+             "5": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["2", 0],
+                                                               "image_b": ["3", 0], "reference": ["4", 0],
+                                                               "both_orders": True}},
+             "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}}}
+    outputs = succeeded(comfy.run(graph))
+    assert outputs["5"]["text"][0] in ("winner: A", "winner: B", "winner: similar", "winner: unknown")
+    assert len(outputs["6"]["images"]) == 1
+
+
+def test_best_of_n_passes_latents_through(comfy):
+    scores = fast_scores(comfy, 4)
+    graph, batch = image_batch(4)
+    graph.update({
+        "1": loader(),
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 4}},
+        "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 2,
+                                                          "strategy": "score", "latent": ["2", 0]}},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 3], "filename_prefix": "best"}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    outputs = succeeded(comfy.run(graph))
+    expected = sorted(range(4), key=lambda i: -scores[i])[:2]
+    assert outputs["3"]["qinsight_order"] == expected
+    assert len(outputs["5"]["images"]) == 2
+    saved = comfy.workdir / "output" / outputs["4"]["latents"][0]["subfolder"] / outputs["4"]["latents"][0]["filename"]
+    with safe_open(str(saved), "pt") as latent:
+        assert list(latent.get_tensor("latent_tensor").shape) == [2, 4, 6, 8]
+
+
+def gate_graph(threshold):
+    graph, batch = image_batch(3)
+    graph.update({
+        "1": loader(),
+        "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+        "3": {"class_type": "QInsightGate", "inputs": {"images": [batch, 0], "threshold": threshold,
+                                                       "score_batch": ["2", 3]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}})
+    return graph
+
+
+def test_gate_where_some_pass(comfy):
+    scores = fast_scores(comfy, 3)
+    threshold = round((min(scores) + max(scores)) / 2, 4)
+    outputs = succeeded(comfy.run(gate_graph(threshold)))
+    passing = sum(s >= threshold for s in scores)
+    assert 0 < passing < 3
+    assert outputs["3"]["qinsight_passed"] == [i for i, s in enumerate(scores) if s >= threshold]
+    assert len(outputs["4"]["images"]) == passing and len(outputs["5"]["images"]) == 3 - passing
+
+
+def test_gate_where_none_pass_blocks_the_branch_and_finishes(comfy):
+    started = time.monotonic()
+    outputs = succeeded(comfy.run(gate_graph(5.0), timeout=120))
+    assert outputs["3"]["qinsight_passed"] == []
+    assert "4" not in outputs  # the blocked branch's output node never ran
+    assert len(outputs["5"]["images"]) == 3
+    assert time.monotonic() - started < 120
+
+
+def test_gate_with_its_own_judge(comfy):
+    graph, batch = image_batch(2)
+    graph.update({"1": loader(), "3": {"class_type": "QInsightGate",
+                                       "inputs": {"images": [batch, 0], "threshold": 1.0, "judge": ["1", 0]}},
+                  "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    outputs = succeeded(comfy.run(graph))
+    assert outputs["3"]["qinsight_passed"] == [0, 1]
+
+
+@pytest.mark.parametrize("node,bad", [("top_k", 0), ("strategy", "vibes")])
+def test_invalid_widget_values_are_rejected(comfy, node, bad):
+    graph, batch = image_batch(2)
+    inputs = {"judge": ["1", 0], "images": [batch, 0], "top_k": 1, "strategy": "score"}
+    inputs[node] = bad
+    graph.update({"1": loader(), "3": {"class_type": "QInsightBestOfN", "inputs": inputs},
+                  "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    status, answer = comfy.post("/prompt", {"prompt": graph})
+    assert status == 400 and "3" in answer["node_errors"]
+
+
+def test_freeing_memory_unloads_the_judge(comfy):
+    fast_scores(comfy, 2)
+    before = comfy.get("/qinsight/status")
+    assert before["registered_with_comfyui"] >= 1
+    assert comfy.post("/free", {"unload_models": True})[0] == 200
+    deadline = time.monotonic() + 30
+    while comfy.get("/qinsight/status")["registered_with_comfyui"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = comfy.get("/qinsight/status")
+    assert after["registered_with_comfyui"] == 0
+    assert all(d == "cpu" for judge in after["judges"] for d in judge["weight_devices"])
+
+
+def test_unload_after_run_frees_the_weights(comfy):
+    graph, batch = image_batch(1)
+    graph.update({"1": loader(after_run="unload", model="Q-Insight/score_degradation"),
+                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
+                                                                  "mode": "fast"}}})
+    succeeded(comfy.run(graph))
+    status = comfy.get("/qinsight/status")
+    mine = [j for j in status["judges"] if j["model"].endswith("score_degradation")]
+    assert mine and not any(j["loaded"] for j in mine)
+
+
+def test_bad_image_is_a_clear_node_error(comfy):
+    graph = {"1": loader(), "2": {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 16384,
+                                                                         "batch_size": 1, "color": 0}},
+             "3": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["2", 0], "mode": "fast"}}}
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert "image 0" in message and "aspect ratio" in message
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_example_workflows_use_valid_widget_values(comfy, workflow):
+    info = comfy.get("/object_info")
+    graph = json.loads(workflow.read_text())
+    for node in graph["nodes"]:
+        assert node["type"] in info, f"{workflow.name}: unknown node {node['type']}"
+        spec = info[node["type"]]["input"]
+        linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values", []))
+        for name, definition in list(spec.get("required", {}).items()) + list(spec.get("optional", {}).items()):
+            kind, options = definition[0], (definition[1] if len(definition) > 1 else {})
+            is_combo = isinstance(kind, list) or kind == "COMBO"
+            if name in linked or not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput"):
+                continue
+            assert values, f"{workflow.name}: {node['type']} lacks a value for {name}"
+            value = values.pop(0)
+            if is_combo:
+                choices = kind if isinstance(kind, list) else options["options"]
+                assert value in choices, f"{workflow.name}: {node['type']}.{name}={value!r} not in {choices}"
+            elif kind in ("INT", "FLOAT"):
+                assert options.get("min", value) <= value <= options.get("max", value), (node["type"], name)
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool)
+            if options.get("control_after_generate"):
+                assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
+            if options.get("image_upload"):
+                assert values.pop(0) == "image"
+        assert not values, f"{workflow.name}: {node['type']} has extra widget values {values}"
