@@ -103,4 +103,6 @@ def all_status() -> dict[str, Any]:
     import comfy.model_management as mm
 
     registered = sum(isinstance(getattr(m.model, "model", None), _Weights) for m in mm.current_loaded_models)
-    return {"judges": [handle.status() for handle in list(_HANDLES)], "registered_with_comfyui": registered}
+    allocated = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    return {"judges": [handle.status() for handle in list(_HANDLES)], "registered_with_comfyui": registered,
+            "cuda_bytes_allocated": allocated}

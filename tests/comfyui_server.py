@@ -64,8 +64,9 @@ def free_port() -> int:
 class ComfyUI:
     """A running server: ``get``/``post`` JSON, ``run`` a graph to completion, ``stop`` by process id."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, cpu: bool = True) -> None:
         self.workdir = workdir
+        self.cpu = cpu
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.input_dir = workdir / "input"
@@ -88,7 +89,8 @@ class ComfyUI:
 
     def start(self, timeout: float = 180.0) -> None:
         tree = comfyui_tree()
-        command = [sys.executable, str(tree / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        command = [sys.executable, str(tree / "main.py"), *(["--cpu"] if self.cpu else []),
+                   "--listen", "127.0.0.1", "--port", str(self.port),
                    "--disable-auto-launch", "--dont-print-server", "--disable-api-nodes",
                    "--database-url", "sqlite:///:memory:", "--extra-model-paths-config",
                    str(self.workdir / "paths.yaml"), "--base-directory", str(self.workdir / "base"),
@@ -148,8 +150,6 @@ class ComfyUI:
             history = self.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
                 entry = history[prompt_id]
-                if entry["status"]["status_str"] == "success" or entry["status"].get("completed"):
-                    return entry
                 return entry
             time.sleep(0.3)
         raise TimeoutError(f"graph {prompt_id} did not finish in {timeout} s:\n{self.log()[-3000:]}")

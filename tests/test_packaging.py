@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,12 +45,21 @@ def test_tiny_checkpoint_from_the_command_line(tmp_path, tiny_model):
 
 
 def test_comfyui_entry_point_imports_nothing_heavy():
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('qinsight_pack', {str(ROOT / '__init__.py')!r})\n"
+    code = ("import importlib.util, inspect, sys\n"
+            f"spec = importlib.util.spec_from_file_location('qinsight_pack', {str(ROOT / '__init__.py')!r},\n"
+            f"    submodule_search_locations=[{str(ROOT)!r}])\n"
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-            "heavy = [m for m in ('torch', 'transformers', 'qinsight_sdk') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'transformers', 'qinsight_pack.qinsight_sdk') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
-            "assert isinstance(module.NODE_CLASS_MAPPINGS, dict)\n")
+            "assert inspect.iscoroutinefunction(module.comfy_entrypoint)\n"
+            "assert not hasattr(module, 'NODE_CLASS_MAPPINGS')  # it would make ComfyUI skip the V3 entry\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ), timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_comfyui_requirements_never_force_torch():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line}
+    assert names and not names & {"torch", "torchvision", "torchaudio"}
+    assert "transformers" in names

@@ -1,0 +1,72 @@
+"""The node adapters without ComfyUI: conversions, reordering, gating, model folder discovery."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("qinsight_node_adapters", ROOT / "nodes" / "adapters.py")
+adapters = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(adapters)
+
+
+def test_image_batches_are_normalised_defensively():
+    batch = adapters.as_image_batch(torch.rand(2, 8, 8, 3, dtype=torch.bfloat16))
+    assert batch.dtype == torch.float32 and batch.shape == (2, 8, 8, 3)
+    assert adapters.as_image_batch(torch.rand(8, 8, 3)).shape == (1, 8, 8, 3)
+    with pytest.raises(ValueError, match="IMAGE batch"):
+        adapters.as_image_batch(torch.rand(0, 8, 8, 3))
+    with pytest.raises(ValueError, match="IMAGE tensor"):
+        adapters.as_image_batch([1, 2])
+
+
+def test_latents_and_masks_follow_the_images():
+    samples = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 4, 2, 2).clone()
+    latent = {"samples": samples, "noise_mask": torch.arange(4.0).view(4, 1, 1), "batch_index": [10, 11, 12, 13]}
+    chosen = adapters.take_latent(latent, [2, 0])
+    assert chosen["samples"][:, 0, 0, 0].tolist() == [2.0, 0.0]
+    assert chosen["noise_mask"][:, 0, 0].tolist() == [2.0, 0.0] and chosen["batch_index"] == [12, 10]
+    assert latent["samples"].shape[0] == 4  # the input is untouched
+    masks = torch.arange(4.0).view(4, 1, 1).expand(4, 3, 3)
+    assert adapters.take_mask(masks, [3, 1], 4)[:, 0, 0].tolist() == [3.0, 1.0]
+    shared = torch.ones(1, 3, 3)
+    assert adapters.take_mask(shared, [3, 1], 4) is shared
+    assert adapters.take_latent(None, [0]) is None and adapters.take_mask(None, [0], 1) is None
+
+
+def test_batch_size_mismatches_are_refused():
+    images = torch.rand(3, 8, 8, 3)
+    with pytest.raises(ValueError, match="latent batch has 2"):
+        adapters.check_batch_sizes(images, {"samples": torch.zeros(2, 4, 1, 1)}, None)
+    with pytest.raises(ValueError, match="mask batch has 2"):
+        adapters.check_batch_sizes(images, None, torch.zeros(2, 8, 8))
+    adapters.check_batch_sizes(images, {"samples": torch.zeros(3, 4, 1, 1)}, torch.zeros(1, 8, 8))
+
+
+def test_threshold_split_and_error_messages():
+    assert adapters.split_by_threshold([3.0, 4.5, 2.9, 3.5], 3.5) == ([1, 3], [0, 2])
+    assert adapters.split_by_threshold([1.0], 2.0) == ([], [0])
+    with pytest.raises(ValueError, match=r"failed for 1 of 3 images; image 2: contains NaN"):
+        adapters.raise_for_errors({2: "contains NaN"}, 3, "scoring")
+    adapters.raise_for_errors({}, 3, "scoring")
+
+
+def test_model_folders_and_choices(tmp_path):
+    root = tmp_path / "quality_models"
+    for name in ("Q-Insight/score_degradation", "Q-Insight/comparison", "my-judge"):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text("{}")
+    (root / "notes").mkdir()
+    folders = adapters.model_folders([root, tmp_path / "missing"])
+    assert folders == ["Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
+    assert adapters.resolve_model_choice("my-judge", [root]) == (str(root / "my-judge"), None)
+    assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root]) == \
+        ("ByteDance/Q-Insight", "comparison")
+    with pytest.raises(ValueError, match="neither"):
+        adapters.resolve_model_choice("../etc", [root])
+    shutil.rmtree(root / "my-judge")
+    with pytest.raises(ValueError, match="neither"):
+        adapters.resolve_model_choice("my-judge", [root])
