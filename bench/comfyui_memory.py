@@ -26,7 +26,7 @@ def main() -> int:
     server.start()
     try:
         graph = {"1": {"class_type": "QInsightLoadJudge",
-                       "inputs": {"model": "tiny-qinsight", "allow_download": False, "device": "auto",
+                       "inputs": {"model": "tiny-qinsight", "hf_id": "", "allow_download": False, "device": "auto",
                                   "dtype": "auto", "after_run": "keep on GPU"}},
                  "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
                  "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},

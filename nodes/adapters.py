@@ -102,11 +102,18 @@ def model_folders(roots: Iterable[str | Path]) -> list[str]:
     return sorted(found)
 
 
+def parse_hub_id(text: str) -> tuple[str, str | None]:
+    """("owner/name", subfolder or None) from "owner/name" or "owner/name/sub/folder"."""
+    parts = [p for p in text.strip().split("/") if p]
+    if len(parts) < 2 or any(p in (".", "..") for p in parts):
+        raise ValueError(f"hf_id {text!r} is not a Hugging Face id like owner/name or owner/name/subfolder")
+    return "/".join(parts[:2]), "/".join(parts[2:]) or None
+
+
 def resolve_model_choice(choice: str, roots: Iterable[str | Path]) -> tuple[str, str | None]:
     """(model, subfolder) for a choice of the loader's list: a local folder, or a hub id with subfolder."""
     if choice in HUB_CHOICES:
-        repo, subfolder = choice.rsplit("/", 1)
-        return repo, subfolder
+        return parse_hub_id(choice)
     for root in roots:
         folder = Path(root) / choice
         if (folder / "config.json").is_file() and ".." not in Path(choice).parts:

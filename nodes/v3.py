@@ -82,6 +82,9 @@ class LoadQualityJudge(io.ComfyNode):
                 io.Combo.Input("model", options=choices, default=choices[0],
                                tooltip="a checkpoint folder in models/quality_models or models/LLM, or a "
                                        "Hugging Face model (needs allow_download, or a filled cache)"),
+                io.String.Input("hf_id", default="",
+                                tooltip="optional: a Hugging Face id to use instead, as owner/name or "
+                                        "owner/name/subfolder (e.g. ByteDance/Q-Insight/comparison)"),
                 io.Boolean.Input("allow_download", default=False,
                                  tooltip="download a Hugging Face model that is not cached yet (about 16 GB)"),
                 io.Combo.Input("device", options=["auto", "cuda", "cpu", "mps"], default="auto",
@@ -100,8 +103,12 @@ class LoadQualityJudge(io.ComfyNode):
         return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run)
 
     @classmethod
-    def execute(cls, model: str, allow_download: bool, device: str, dtype: str, after_run: str) -> io.NodeOutput:
-        repo, subfolder = adapters.resolve_model_choice(model, model_roots())
+    def execute(cls, model: str, hf_id: str, allow_download: bool, device: str, dtype: str,
+                after_run: str) -> io.NodeOutput:
+        if hf_id.strip():
+            repo, subfolder = adapters.parse_hub_id(hf_id)
+        else:
+            repo, subfolder = adapters.resolve_model_choice(model, model_roots())
         return io.NodeOutput(JudgeHandle(JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download)))
 
 

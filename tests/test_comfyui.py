@@ -35,7 +35,7 @@ def comfy(tmp_path_factory):
 
 
 def loader(after_run="keep on GPU", model="tiny-qinsight"):
-    return {"class_type": "QInsightLoadJudge", "inputs": {"model": model, "allow_download": False,
+    return {"class_type": "QInsightLoadJudge", "inputs": {"model": model, "hf_id": "", "allow_download": False,
                                                           "device": "auto", "dtype": "auto",
                                                           "after_run": after_run}}
 
@@ -235,3 +235,14 @@ def test_example_workflows_use_valid_widget_values(comfy, workflow):
             if options.get("image_upload"):
                 assert values.pop(0) == "image"
         assert not values, f"{workflow.name}: {node['type']} has extra widget values {values}"
+
+
+def test_typed_hub_id_without_download_says_what_to_do(comfy):
+    graph, batch = image_batch(1)
+    judge = loader()
+    judge["inputs"]["hf_id"] = "ByteDance/Q-Insight/score_degradation"
+    graph.update({"1": judge, "2": {"class_type": "QInsightScore",
+                                    "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    assert "hf download ByteDance/Q-Insight" in json.dumps(entry["status"]["messages"])

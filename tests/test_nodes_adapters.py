@@ -70,3 +70,11 @@ def test_model_folders_and_choices(tmp_path):
     shutil.rmtree(root / "my-judge")
     with pytest.raises(ValueError, match="neither"):
         adapters.resolve_model_choice("my-judge", [root])
+
+
+def test_hub_ids():
+    assert adapters.parse_hub_id(" ByteDance/Q-Insight/comparison ") == ("ByteDance/Q-Insight", "comparison")
+    assert adapters.parse_hub_id("me/judge") == ("me/judge", None)
+    for bad in ("judge", "me/../x", ""):
+        with pytest.raises(ValueError, match="hf_id"):
+            adapters.parse_hub_id(bad)
