@@ -60,6 +60,20 @@ def blocked_unless(value: Any, present: bool) -> Any:
     return value if present else ExecutionBlocker(None)
 
 
+def scored(handle: JudgeHandle, batch: Any, mode: str) -> list[Any]:
+    """Each image's ScoreResult; any image that could not be scored stops the node with its reason."""
+    results = run_judged(handle, lambda j, done: j.score(batch, mode=mode, on_result=done), len(batch))
+    adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
+    return results
+
+
+def carried_along(latent: Any, mask: Any, indices: list[int], batch_size: int) -> tuple[Any, Any]:
+    """The LATENT and MASK outputs that follow the chosen images; blocked when absent or empty."""
+    chosen = bool(indices)
+    return (blocked_unless(adapters.take_latent(latent, indices), chosen and latent is not None),
+            blocked_unless(adapters.take_mask(mask, indices, batch_size), chosen and mask is not None))
+
+
 def check_choices(node: type[io.ComfyNode], **values: Any) -> bool | str:
     """validate_inputs for combo widgets: ComfyUI 0.3.x does not check V3 combo values itself."""
     inputs = {i.id: i for i in node.define_schema().inputs}
@@ -134,9 +148,7 @@ class ScoreImageQuality(io.ComfyNode):
 
     @classmethod
     def execute(cls, judge: JudgeHandle, images: Any, mode: str) -> io.NodeOutput:
-        batch = adapters.as_image_batch(images)
-        results = run_judged(judge, lambda j, done: j.score(batch, mode=mode, on_result=done), len(batch))
-        adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
+        results = scored(judge, adapters.as_image_batch(images), mode)
         scores = [r.score for r in results]
         reasoning = "\n\n".join(f"image {i}: {r.reasoning}" for i, r in enumerate(results) if r.reasoning)
         ui = {"text": adapters.describe_scores(results), "qinsight_scores": scores}
@@ -243,8 +255,7 @@ class BestOfN(io.ComfyNode):
         order = ranking.order
         text = [f"#{rank + 1}: image {i} ({s:.2f})" for rank, (i, s) in enumerate(zip(order, ranking.scores))]
         return io.NodeOutput(adapters.take(images, order), order, ranking.scores,
-                             blocked_unless(adapters.take_latent(latent, order), latent is not None),
-                             blocked_unless(adapters.take_mask(mask, order, len(batch)), mask is not None),
+                             *carried_along(latent, mask, order, len(batch)),
                              ui={"text": text, "qinsight_order": order})
 
 
@@ -278,9 +289,7 @@ class QualityGate(io.ComfyNode):
         if score_batch is None:
             if judge is None:
                 raise ValueError("Quality Gate needs a judge or a score_batch")
-            results = run_judged(judge, lambda j, done: j.score(batch, mode="fast", on_result=done), len(batch))
-            adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
-            score_batch = [r.score for r in results]
+            score_batch = [r.score for r in scored(judge, batch, "fast")]
         if len(score_batch) != len(batch):
             raise ValueError(f"score_batch has {len(score_batch)} scores but there are {len(batch)} images")
         passed, rejected = adapters.split_by_threshold(score_batch, threshold)
@@ -288,9 +297,7 @@ class QualityGate(io.ComfyNode):
         return io.NodeOutput(
             blocked_unless(adapters.take(images, passed), bool(passed)),
             blocked_unless(adapters.take(images, rejected), bool(rejected)),
-            len(passed),
-            blocked_unless(adapters.take_latent(latent, passed), bool(passed) and latent is not None),
-            blocked_unless(adapters.take_mask(mask, passed, len(batch)), bool(passed) and mask is not None),
+            len(passed), *carried_along(latent, mask, passed, len(batch)),
             ui={"text": text, "qinsight_passed": passed})
 
 
