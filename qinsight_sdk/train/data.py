@@ -1,0 +1,179 @@
+"""Training data: one JSONL schema of our own, importers for the formats people have, and mixing.
+
+Schema, one object per line (paths relative to the image root):
+
+    {"task": "score", "image": "a.jpg", "mos": 63.2, "mos_range": [0, 100]}    # or an mos already in 1..5
+    {"task": "degradation", "image": "b.png", "distortion_class": "blur", "severity": "moderate"}
+    {"task": "comparison", "image_a": "x.png", "image_b": "y.png", "reference": "lq.png", "answer": "Image A"}
+
+MOS is min-max normalised to [1, 5] as the paper did: 4 * (mos - min) / (max - min) + 1. Problems are
+reported with their source and row number before any training starts; a bad image is never silently
+replaced by another sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from PIL import Image
+
+from ..errors import QInsightError
+from ..prompts import DISTORTION_CLASSES, SEVERITY_LEVELS, comparison_messages, degradation_messages, score_messages
+
+ANSWERS = ("Image A", "Image B", "Similar")
+
+
+class DataError(QInsightError):
+    """Training data that cannot be used; the message lists every problem with its row."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sample. ``images`` are absolute paths, in prompt order ([reference,] A, B for pairs)."""
+
+    task: str
+    images: tuple[Path, ...]
+    mos: float | None = None
+    distortion_class: str | None = None
+    severity: str | None = None
+    answer: str | None = None
+    origin: str = field(default="", compare=False)  # "file:row", for messages
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The prompt the SDK uses at inference, image first as in training."""
+        if self.task == "score":
+            return score_messages()
+        if self.task == "degradation":
+            return degradation_messages()
+        return comparison_messages(with_reference=len(self.images) == 3)
+
+    def columns(self) -> dict[str, Any]:
+        """The label columns the reward functions read."""
+        return {"task": self.task, "mos": self.mos, "distortion_class": self.distortion_class,
+                "severity": self.severity, "answer": self.answer, "sample_id": self.origin}
+
+
+def normalise_mos(mos: float, low: float, high: float) -> float:
+    if not high > low:
+        raise ValueError(f"MOS range [{low}, {high}] is empty")
+    return 4.0 * (float(mos) - low) / (high - low) + 1.0
+
+
+def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
+    task = record.get("task")
+    if task == "score":
+        mos = float(record["mos"])
+        if "mos_range" in record:
+            mos = normalise_mos(mos, *record["mos_range"])
+        if not 1.0 <= mos <= 5.0:
+            raise ValueError(f"mos {mos} is outside [1, 5]; give mos_range to normalise it")
+        return Sample("score", (root / record["image"],), mos=mos, origin=origin)
+    if task == "degradation":
+        label, severity = record["distortion_class"], record["severity"]
+        if label not in DISTORTION_CLASSES + ("null",) or severity not in SEVERITY_LEVELS + ("null",):
+            raise ValueError(f"unknown label {label!r} / {severity!r}")
+        return Sample("degradation", (root / record["image"],), distortion_class=label, severity=severity,
+                      origin=origin)
+    if task == "comparison":
+        if record["answer"] not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}, got {record['answer']!r}")
+        names = ([record["reference"]] if record.get("reference") else []) + [record["image_a"], record["image_b"]]
+        return Sample("comparison", tuple(root / n for n in names), answer=record["answer"], origin=origin)
+    raise ValueError(f"task must be score, degradation or comparison, got {task!r}")
+
+
+def _unreadable(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        return f"{path} not found"
+    except Exception as exc:  # noqa: BLE001 - any decoding failure disqualifies the sample
+        return f"{path} unreadable ({exc})"
+    return None
+
+
+def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str | Path,
+                 skip_bad: bool = False) -> list[Sample]:
+    """Samples from (origin, record) pairs, checked: labels, and every image opening.
+
+    Raises ``DataError`` listing every problem, or with ``skip_bad`` drops those rows and says how many.
+    """
+    root = Path(image_root)
+    samples, problems = [], []
+    for origin, record in records:
+        try:
+            sample = _sample(record, root, origin)
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{origin}: {exc if not isinstance(exc, KeyError) else f'missing field {exc}'}")
+            continue
+        broken = [p for p in (_unreadable(path) for path in sample.images) if p]
+        if broken:
+            problems.append(f"{origin}: {'; '.join(broken)}")
+            continue
+        samples.append(sample)
+    if problems and not skip_bad:
+        raise DataError(f"{len(problems)} bad rows (use skip_bad to leave them out):\n" + "\n".join(problems))
+    if problems:
+        import logging
+
+        logging.getLogger("qinsight").warning("skipped %d bad rows: %s", len(problems), "; ".join(problems))
+    return samples
+
+
+def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False) -> list[Sample]:
+    """Samples from a file in qinsight's JSONL schema."""
+    path = Path(path)
+
+    def records() -> Iterable[tuple[str, dict[str, Any]]]:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield f"{path.name}:{number}", json.loads(line)
+                except ValueError as exc:
+                    yield f"{path.name}:{number}", {"task": f"<invalid JSON: {exc}>"}
+
+    return load_records(records(), image_root, skip_bad)
+
+
+def from_deqa(meta: str | Path) -> list[dict[str, Any]]:
+    """Records from a DeQA-Score meta JSON (``image`` and the already normalised ``gt_score_norm``)."""
+    items = json.loads(Path(meta).read_text(encoding="utf-8"))
+    return [{"task": "score", "image": item["image"], "mos": item["gt_score_norm"]} for item in items]
+
+
+def from_qinsight_comparison(path: str | Path) -> list[dict[str, Any]]:
+    """Records from Q-Insight's comparison JSON (``ref_image``, ``ImageA``, ``ImageB``, ``result``)."""
+    items = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [{"task": "comparison", "reference": item.get("ref_image"), "image_a": item["ImageA"],
+             "image_b": item["ImageB"], "answer": item["result"]} for item in items]
+
+
+def from_csv(path: str | Path, mos_range: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """Records from a CSV with ``image`` and ``mos`` columns; the range defaults to the file's own."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    values = [float(row["mos"]) for row in rows]
+    low, high = mos_range if mos_range is not None else (min(values), max(values))
+    return [{"task": "score", "image": row["image"], "mos": float(row["mos"]), "mos_range": [low, high]}
+            for row in rows]
+
+
+def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> list[Sample]:
+    """Several sources in one shuffled list; a source's weight is how often each of its samples appears
+    on average (2.0: twice; 0.5: a seeded random half)."""
+    rng = random.Random(seed)
+    mixed: list[Sample] = []
+    for samples, weight in sources:
+        if weight < 0:
+            raise ValueError(f"weights must not be negative, got {weight}")
+        whole, fraction = divmod(weight, 1.0)
+        mixed.extend(list(samples) * int(whole))
+        mixed.extend(rng.sample(list(samples), round(fraction * len(samples))))
+    rng.shuffle(mixed)
+    return mixed
