@@ -75,6 +75,12 @@ def _check_task(task: str) -> str:
     return task
 
 
+def _per_sample(task: Sequence[str], wanted: str, columns: Sequence[Sequence[Any]],
+                reward: Any) -> list[float | None]:
+    """``reward(*row)`` for each sample of the ``wanted`` task, None for the others."""
+    return [reward(*row) if _check_task(kind) == wanted else None for kind, *row in zip(task, *columns)]
+
+
 def format_reward(completions: Sequence[Any], task: Sequence[str], **kwargs: Any) -> list[float]:
     """1.0 exactly when a completion has the trained layout (flat JSON answer; any text for comparison)."""
     rewards = []
@@ -94,30 +100,24 @@ def score_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[
     """
     if kind not in ("threshold", "gaussian"):
         raise ValueError(f"kind must be 'threshold' or 'gaussian', got {kind!r}")
-    rewards: list[float | None] = []
-    for completion, sample_task, target in zip(completions, task, mos):
-        if _check_task(sample_task) != "score":
-            rewards.append(None)
-            continue
+
+    def reward(completion: Any, target: float) -> float:
         text = completion_text(completion)
         rating = paper_rating(text) if strict else parse_score(text).score
         if rating is None or not math.isfinite(rating):
-            rewards.append(0.0)
-        elif kind == "threshold":
-            rewards.append(1.0 if abs(rating - float(target)) < epsilon else 0.0)
-        else:
-            rewards.append(math.exp(-((rating - float(target)) ** 2) / (2 * sigma ** 2)))
-    return rewards
+            return 0.0
+        error = rating - float(target)
+        if kind == "threshold":
+            return 1.0 if abs(error) < epsilon else 0.0
+        return math.exp(-(error ** 2) / (2 * sigma ** 2))
+
+    return _per_sample(task, "score", (completions, mos), reward)
 
 
 def degradation_reward(completions: Sequence[Any], task: Sequence[str], distortion_class: Sequence[str | None],
                        severity: Sequence[str | None], strict: bool = True, **kwargs: Any) -> list[float | None]:
     """0.25 for the right distortion class, plus 0.75 when the severity is right too ("null" = none)."""
-    rewards: list[float | None] = []
-    for completion, sample_task, label_class, label_severity in zip(completions, task, distortion_class, severity):
-        if _check_task(sample_task) != "degradation":
-            rewards.append(None)
-            continue
+    def reward(completion: Any, label_class: str, label_severity: str) -> float:
         text = completion_text(completion)
         if strict:
             found = paper_degradation(text)
@@ -125,27 +125,21 @@ def degradation_reward(completions: Sequence[Any], task: Sequence[str], distorti
             parsed = parse_degradation(text)
             found = None if parsed.error else (parsed.distortion or "null", parsed.severity or "null")
         if found is None or found[0] != label_class:
-            rewards.append(0.0)
-        else:
-            rewards.append(1.0 if found[1] == label_severity else 0.25)
-    return rewards
+            return 0.0
+        return 1.0 if found[1] == label_severity else 0.25
+
+    return _per_sample(task, "degradation", (completions, distortion_class, severity), reward)
 
 
 def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: Sequence[str],
                       strict: bool = True, **kwargs: Any) -> list[float | None]:
     """1.0 when the answer is exactly the label: "Image A", "Image B" or "Similar"."""
-    rewards: list[float | None] = []
-    for completion, sample_task, label in zip(completions, task, answer):
-        if _check_task(sample_task) != "comparison":
-            rewards.append(None)
-            continue
+    def reward(completion: Any, label: str) -> float:
         text = completion_text(completion)
-        if strict:
-            given = first_answer(text)
-        else:
-            given = _WINNERS.get(parse_comparison(text).winner or "")
-        rewards.append(1.0 if given is not None and given == label else 0.0)
-    return rewards
+        given = first_answer(text) if strict else _WINNERS.get(parse_comparison(text).winner or "")
+        return 1.0 if given is not None and given == label else 0.0
+
+    return _per_sample(task, "comparison", (completions, answer), reward)
 
 
 def ranking_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[float],
@@ -158,13 +152,11 @@ def ranking_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequenc
     sqrt(p g) + sqrt((1 - p)(1 - g)). Only the order of MOS within a batch matters, so data sets with
     different MOS scales can train together. An unreadable score earns 0.
     """
-    ratings: list[float | None] = []
-    for completion, sample_task in zip(completions, task):
-        if _check_task(sample_task) != "score":
-            ratings.append(None)
-            continue
+    def read(completion: Any) -> float | None:
         text = completion_text(completion)
-        ratings.append(paper_rating(text) if strict else parse_score(text).score)
+        return paper_rating(text) if strict else parse_score(text).score
+
+    ratings = _per_sample(task, "score", (completions,), read)
     groups: dict[Any, list[float]] = defaultdict(list)
     target: dict[Any, float] = {}
     for rating, key, value, sample_task in zip(ratings, sample_id, mos, task):
