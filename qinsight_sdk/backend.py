@@ -13,7 +13,6 @@ import importlib.util
 import inspect
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
