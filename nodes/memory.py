@@ -64,7 +64,8 @@ class JudgeHandle:
             self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                             offload_device=offload_device)
             self.judge = judge
-        mm.load_models_gpu([self.patcher])
+        # all or nothing: a transformers model cannot run with some layers left on the offload device
+        mm.load_models_gpu([self.patcher], force_full_load=True)
         self.judge.backend.device = self.patcher.load_device
         return self.judge
 
