@@ -198,7 +198,9 @@ class QwenVLBackend:
         self._rendered: dict[str, str] = {}
         self._tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent use
         self._tokenised: dict[str, list[int]] = {}
-        self._patch_spec: PatchSpec | None = None
+        self._image_token = getattr(processor, "image_token", "<|image_pad|>")
+        self._image_token_id = processor.tokenizer.convert_tokens_to_ids(self._image_token)
+        self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
         self._patch_spec = self._choose_encoder()
 
     @classmethod
@@ -248,10 +250,10 @@ class QwenVLBackend:
                 inputs = self.processor(text=texts, images=flat_images or None, padding=True,
                                         return_tensors="pt")
         else:
-            inputs = self._encode_directly(texts, flat_images)
+            inputs = self._encode_directly(texts, flat_images, self._patch_spec)
         return EncodedBatch(inputs, [len(group) for group in images])
 
-    def _encode_directly(self, texts: list[str], flat_images: list[Image.Image]) -> Any:
+    def _encode_directly(self, texts: list[str], flat_images: list[Image.Image], spec: PatchSpec) -> Any:
         """What the processor returns, built from :func:`to_patches` and cached token ids.
 
         Each distinct prompt is tokenised once; its image placeholder is then repeated once per image
@@ -259,7 +261,6 @@ class QwenVLBackend:
         """
         from transformers import BatchFeature
 
-        spec = self._patch_spec
         sizes = [patch_count(image, spec) for image in flat_images]
         pixel_values = torch.empty(sum(sizes), 3 * spec.temporal * spec.patch ** 2)
         starts = np.cumsum([0] + sizes)
@@ -298,8 +299,6 @@ class QwenVLBackend:
         try:
             spec = PatchSpec(mean=tuple(ip.image_mean), std=tuple(ip.image_std), rescale=ip.rescale_factor,
                              patch=ip.patch_size, temporal=ip.temporal_patch_size, merge=ip.merge_size)
-            self._image_token = getattr(self.processor, "image_token", "<|image_pad|>")
-            self._image_token_id = self.processor.tokenizer.convert_tokens_to_ids(self._image_token)
             probe_text = [f"x<|vision_start|>{self._image_token}<|vision_end|>y"] * 2
             rng = np.random.default_rng(0)
             probe_images = [Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)),
@@ -307,14 +306,12 @@ class QwenVLBackend:
             expected = self.processor(text=list(probe_text), images=probe_images, padding=True,  # 4.51 edits the list
                                       return_tensors="pt")
             self._wants_token_types = "mm_token_type_ids" in expected
-            self._patch_spec = spec
-            ours = self._encode_directly(probe_text, probe_images)
+            ours = self._encode_directly(probe_text, probe_images, spec)
             same = set(ours) == set(expected) and all(
                 torch.allclose(ours[k].float(), expected[k].float(), atol=1e-4) for k in expected)
         except Exception as exc:  # an unusual processor: use it as it is
             logger.info("direct image encoding unavailable (%s); using the processor", exc)
-            same = False
-        self._patch_spec = None
+            return None
         if not same:
             logger.info("direct image encoding differs from this processor; using the processor")
         return spec if same else None
@@ -356,7 +353,8 @@ class QwenVLBackend:
             cache = getattr(prefill, "cache", None) or prefill.past_key_values
             first = _probabilities(prefill.logits[:, -1], digits[1:6])
             # one step for all five first digits: each row's cache repeated five times
-            next_position = self._next_positions(inputs, batch.images_per_row).to(self.device).repeat_interleave(5).view(-1, 1)
+            next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
+            next_position = next_position.repeat_interleave(5).view(-1, 1)
             positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, -1, 2)
             step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1).repeat_interleave(5, dim=0)
             step = torch.tensor([[digit, dot] for digit in digits[1:6]], device=self.device).repeat(rows, 1)

@@ -58,11 +58,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                                                "instead of to standard output")
 
 
-def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
-    parser.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("score", "rate image quality from 1 to 5, with reasoning"),
                        ("degradation", "name the distortion and its severity")):
         sub = commands.add_parser(name, help=text, description=text)
-        _add_batch_options(sub)
+        _add_image_options(sub)
+        sub.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
         _add_model_options(sub)
         if name == "score":
             sub.add_argument("--mode", choices=("reason", "fast"), default="reason",
@@ -79,14 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "probabilities without generating text")
     sub = commands.add_parser("rank", help="order images best first (best of N)",
                               description="order images best first (best of N)")
-    sub.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    sub.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
+    _add_image_options(sub)
     sub.add_argument("--strategy", choices=STRATEGIES, default="score",
                      help="score: fast scores; tournament: pairwise knockout in both orders; "
-                          "hybrid: fast scores, then a knockout among the top --pool")
+                          "hybrid: fast scores, then every pair among the top --pool in both orders")
     sub.add_argument("--top-k", type=int, help="keep only the best K")
     sub.add_argument("--pool", type=int, default=4, help="finalists for --strategy hybrid")
-    sub.add_argument("--batch-size", type=int, default=8)
     _add_model_options(sub)
     sub = commands.add_parser("compare", help="which of two images is better",
                               description="which of two images is better")

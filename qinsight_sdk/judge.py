@@ -32,12 +32,14 @@ from .selection import Ranking, rank_images
 R = TypeVar("R")
 ResultCallback = Callable[[int, Any], None]
 
+
 @dataclass(frozen=True)
 class _Task:
     """How to run one kind of request: encode a batch (CPU, may run ahead in a thread), then run it."""
 
     prepare: Callable[[list["_Item"]], Any]
     execute: Callable[[Any], list[Any]]
+
 
 _WINDOW_BATCHES = 4  # images decoded ahead, in batches, to sort them by size
 logger = logging.getLogger("qinsight")
@@ -111,14 +113,11 @@ class QualityJudge:
         expected value of the rating's digits under the model's probabilities (continuous, deterministic,
         one prefill plus a short cached step), with ``std`` the spread of that distribution.
         """
-        if mode == "fast":
-            conversation = prompts.score_messages(self.prompt_order)
-            return self._single_image_task(images, conversation, self._fast_task(), _fast_result, ScoreResult,
-                                           batch_size, on_result)
-        if mode != "reason":
+        if mode not in ("reason", "fast"):
             raise ValueError(f"mode must be 'reason' or 'fast', got {mode!r}")
-        conversation = prompts.score_messages(self.prompt_order)
-        return self._single_image_task(images, conversation, self._generate_task(decoding), _score_result,
+        task, aggregate = ((self._fast_task(), _fast_result) if mode == "fast"
+                           else (self._generate_task(decoding), _score_result))
+        return self._single_image_task(images, prompts.score_messages(self.prompt_order), task, aggregate,
                                        ScoreResult, batch_size, on_result)
 
     def degradation(self, images: Any, batch_size: int | None = None,
