@@ -177,3 +177,25 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
         mixed.extend(rng.sample(list(samples), round(fraction * len(samples))))
     rng.shuffle(mixed)
     return mixed
+
+
+def read_source(path: str | Path, format: str = "qinsight", image_root: str | Path | None = None,
+                mos_range: Sequence[float] | None = None, skip_bad: bool = False) -> list[Sample]:
+    """Samples from one data file in any supported format, checked like ``read_jsonl``.
+
+    ``image_root`` defaults to the file's folder. Entries are numbered from 1 in messages (CSV: the
+    data row, not counting the header).
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    if format == "qinsight":
+        return read_jsonl(path, root, skip_bad)
+    importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
+                 "csv": lambda p: from_csv(p, mos_range)}
+    if format not in importers:
+        raise ValueError(f"unknown data format {format!r}; use qinsight, {', '.join(importers)}")
+    try:
+        records = importers[format](path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read {path} as {format}: {type(exc).__name__}: {exc}") from None
+    return load_records(((f"{path.name}:{i}", r) for i, r in enumerate(records, start=1)), root, skip_bad)
