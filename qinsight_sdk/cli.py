@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, TextIO
 
 from .checkpoints import default_model, default_subfolder
 from .decoding import DecodingOptions
-from .errors import ModelLoadError
+from .errors import QInsightError
 from .images import ImageBounds
 from .judge import QualityJudge
 from .prompts import PromptOrder
@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--reference", help="the degraded input both images were restored from")
     sub.add_argument("--both-orders", action="store_true", help="ask with A and B swapped too and reconcile")
     _add_model_options(sub)
+    sub = commands.add_parser("train", help="GRPO fine-tuning from a YAML config (needs the [train] extra)",
+                              description="GRPO fine-tuning from a YAML config (needs the [train] extra)")
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="the run's YAML config")
+    source.add_argument("--example-config", action="store_true",
+                        help="print a config with every field, its default and what it does")
+    source.add_argument("--accelerate-config", action="store_true",
+                        help="print the DeepSpeed ZeRO-3 config for accelerate launch")
+    sub.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     return parser
 
 
@@ -214,17 +223,30 @@ def _run_rank(args: argparse.Namespace) -> int:
     return EXIT_ROW_ERRORS if ranking.errors else EXIT_OK
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import config_template
+
+    if args.example_config or args.accelerate_config:
+        print(config_template("example" if args.example_config else "zero3"), end="")
+        return EXIT_OK
+    from .train import TrainConfig, train
+
+    final = train(TrainConfig.from_yaml(args.config), resume=args.resume)
+    print(f"train: the trained model is in {final}", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
     try:
-        if args.output:
+        if getattr(args, "output", None):
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        runners = {"compare": _run_compare, "rank": _run_rank}
+        runners = {"compare": _run_compare, "rank": _run_rank, "train": _run_train}
         return runners.get(args.command, _run_batch_command)(args)
-    except (UsageError, ModelLoadError, ValueError) as exc:
+    except (UsageError, QInsightError, ValueError) as exc:
         print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -1,5 +1,20 @@
-"""GRPO fine-tuning with Q-Insight's multi-task rewards (being built: the rewards are in place).
+"""GRPO fine-tuning with Q-Insight's multi-task rewards (the ``[train]`` extra: TRL, PEFT).
 
-``rewards`` holds the reward functions, importable without TRL; the trainer will come as the
-``[train]`` extra.
+``config`` is what a run is (a dataclass read from YAML), ``data`` what it learns from, ``rewards``
+how answers are judged (plain functions, importable without TRL), ``grpo`` the run itself on TRL's
+GRPOTrainer. ``configs/`` holds the annotated example config and the DeepSpeed ZeRO-3 accelerate config.
 """
+
+from importlib.resources import files
+
+from .config import ConfigError, DataSource, TrainConfig
+from .data import DataError, Sample
+from .grpo import TrainingError, train
+
+__all__ = ["ConfigError", "DataError", "DataSource", "Sample", "TrainConfig", "TrainingError", "config_template",
+           "train"]
+
+
+def config_template(name: str) -> str:
+    """The text of a shipped config: ``example`` (every field of a run) or ``zero3`` (accelerate)."""
+    return files(__package__).joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")

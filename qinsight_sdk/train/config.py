@@ -137,7 +137,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        """Read a config file; relative data paths are taken from the file's folder."""
+        """Read a config file; relative paths (data, output_dir, a local model) are from the file's folder."""
         import yaml
 
         path = Path(path)
@@ -147,11 +147,16 @@ class TrainConfig:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"config {path} must be a mapping of field: value")
+        here = path.parent
         for source in values.get("data") or []:
             if isinstance(source, dict):
                 for key in ("path", "image_root"):
                     if source.get(key) is not None:
-                        source[key] = str((path.parent / source[key]).resolve())
+                        source[key] = str((here / source[key]).resolve())
+        if values.get("output_dir") is not None:
+            values["output_dir"] = str((here / values["output_dir"]).resolve())
+        if isinstance(values.get("model"), str) and (here / values["model"]).exists():   # a local folder
+            values["model"] = str((here / values["model"]).resolve())
         return cls.from_dict(values)
 
     def image_bounds(self) -> ImageBounds:

@@ -1,0 +1,165 @@
+"""GRPO runs on the tiny model on CPU: every task and a mix, full and LoRA, checkpoints, resume, export.
+
+Training needs TRL, whose floor is transformers 4.56.2: at CI's oldest end (4.51.3, the inference
+floor) these tests report themselves skipped with that reason; CI's newest end runs them all.
+"""
+
+import json
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from qinsight_sdk import QualityJudge, ScoreResult
+from qinsight_sdk.cli import main
+from qinsight_sdk.testing import write_sample_images
+from qinsight_sdk.train import DataError, TrainConfig, TrainingError, train
+from qinsight_sdk.train.grpo import METRICS_FILE, build_dataset, check_training_stack, load_training_samples
+from qinsight_sdk.train.rewards import completion_text
+
+try:
+    check_training_stack()
+    STACK_PROBLEM = None
+except TrainingError as exc:
+    STACK_PROBLEM = str(exc)
+
+pytestmark = pytest.mark.skipif(STACK_PROBLEM is not None, reason=f"{STACK_PROBLEM}")
+
+
+def spread(completions, **columns):
+    """A reward that differs between completions, so the random tiny policy gets a gradient to follow
+    (the paper's rewards are all 0 for its gibberish, which would leave the weights unchanged)."""
+    return [len(set(completion_text(c))) / 50 for c in completions]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-data")
+    a, b, c, d = (p.name for p in write_sample_images(root, count=4))
+    rows = {
+        "score": [{"task": "score", "image": a, "mos": 3.2}, {"task": "score", "image": b, "mos": 61.5,
+                                                            "mos_range": [0, 100]}],
+        "degradation": [{"task": "degradation", "image": c, "distortion_class": "blur", "severity": "moderate"},
+                        {"task": "degradation", "image": d, "distortion_class": "null", "severity": "null"}],
+        "comparison": [{"task": "comparison", "image_a": a, "image_b": b, "answer": "Image A"},
+                       {"task": "comparison", "image_a": c, "image_b": d, "reference": a, "answer": "Similar"}],
+    }
+    files = {}
+    for task, records in rows.items():
+        files[task] = root / f"{task}.jsonl"
+        files[task].write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return files
+
+
+def config_for(tiny_model, output, sources, **overrides):
+    values = dict(model=str(tiny_model), output_dir=str(output), device="cpu",
+                  data=[{"path": str(p)} for p in sources], num_generations=4, per_device_batch_size=4,
+                  max_completion_length=12, learning_rate=1e-3, max_steps=2, save_steps=1,
+                  lora_r=4, lora_alpha=8)
+    return TrainConfig(**{**values, **overrides})
+
+
+def steps_logged(output):
+    rows = [json.loads(line) for line in (output / METRICS_FILE).read_text().splitlines()]
+    return [row for row in rows if "loss" in row]
+
+
+def changed_tensors(base, final):
+    before = {}
+    for shard in base.glob("*.safetensors"):
+        before.update(load_file(shard))
+    after = load_file(final / "model.safetensors")
+    assert len(after) == len(before)   # the whole model, under transformers' current names
+    return sum(1 for name, tensor in after.items()
+               if not (tensor.shape == before[_legacy(name, before)].shape
+                       and tensor.equal(before[_legacy(name, before)])))
+
+
+def _legacy(name, before):
+    """The base checkpoint keeps the released (pre-4.52) tensor names; map a saved name onto them."""
+    if name in before:
+        return name
+    for new, old in (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")):
+        if name.startswith(new) and old + name[len(new):] in before:
+            return old + name[len(new):]
+    raise KeyError(name)
+
+
+def assert_scores_an_image(final, image):
+    judge = QualityJudge.from_pretrained(final, device="cpu")
+    result = judge.score(image)
+    assert isinstance(result, ScoreResult) and isinstance(result.raw, str)
+
+
+@pytest.mark.parametrize("task", ["score", "degradation", "comparison"])
+def test_two_full_finetuning_steps_per_task(tiny_model, data, tmp_path, task):
+    output = tmp_path / "run"
+    final = train(config_for(tiny_model, output, [data[task]]), extra_rewards=[spread])
+    steps = steps_logged(output)
+    assert [row["step"] for row in steps] == [1, 2]
+    assert all(math.isfinite(row["loss"]) for row in steps)
+    assert all(f"rewards/{name}/mean" in row for row in steps for name in ("format", task, "spread"))
+    assert all("kl" in row and "completions/mean_length" in row for row in steps)
+    assert (output / "checkpoint-2" / "model.safetensors").is_file()
+    assert changed_tensors(tiny_model, final) > 10
+    assert_scores_an_image(final, data[task].parent / "sample_0.png")
+
+
+def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp_path):
+    output = tmp_path / "run"
+    sources = [data["score"], data["degradation"], data["comparison"]]
+    train(config_for(tiny_model, output, sources, finetune="lora"), extra_rewards=[spread])
+    assert (output / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    with pytest.raises(TrainingError, match="--resume"):   # never silently restarts over a run
+        train(config_for(tiny_model, output, sources, finetune="lora"))
+
+    final = train(config_for(tiny_model, output, sources, finetune="lora", max_steps=3), resume=True,
+                  extra_rewards=[spread])
+    assert [row["step"] for row in steps_logged(output)] == [1, 2, 3]   # continued, not restarted
+    assert (output / "checkpoint-3").is_dir()
+    assert (output / "adapter" / "adapter_model.safetensors").is_file()
+    assert changed_tensors(tiny_model, final) > 0     # the adapter is merged into the saved weights
+    assert not (final / "adapter_config.json").exists()
+    assert_scores_an_image(final, data["score"].parent / "sample_1.jpg")
+
+
+def test_command_line_run(tiny_model, data, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model}\noutput_dir: run\ndevice: cpu\nmax_steps: 1\n"
+                      "num_generations: 2\nper_device_batch_size: 2\nmax_completion_length: 8\n"
+                      f"data:\n  - path: {data['degradation']}\n")
+    assert main(["train", "--config", str(config)]) == 0
+    # output_dir is relative to the config file, like the data paths
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert [row["step"] for row in steps_logged(tmp_path / "run")] == [1]
+
+
+def test_resume_needs_a_checkpoint(tiny_model, data, tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config_for(tiny_model, tmp_path / "empty", [data["score"]]), resume=True)
+
+
+def test_bad_rows_are_reported_with_their_row_before_training(tiny_model, data, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(data["score"].read_text() + json.dumps({"task": "score", "image": "gone.png", "mos": 3}) + "\n")
+    config = config_for(tiny_model, tmp_path / "run", [bad], data=[{"path": str(bad),
+                                                                     "image_root": str(data["score"].parent)}])
+    with pytest.raises(DataError, match=r"bad.jsonl:3: .*gone.png not found"):
+        train(config)
+    assert not (tmp_path / "run").exists()   # nothing started
+    skipping = config_for(tiny_model, tmp_path / "run", [], skip_bad_rows=True,
+                          data=[{"path": str(bad), "image_root": str(data["score"].parent)}])
+    assert len(load_training_samples(skipping)) == 2
+
+
+def test_training_images_are_fitted_whole_into_the_bounds(data):
+    config = TrainConfig(data=[{"path": str(data["comparison"])}], min_pixels=56 * 56, max_pixels=112 * 112)
+    samples = load_training_samples(config)
+    row = build_dataset(samples, config.image_bounds())[1]
+    assert len(row["images"]) == 3 and row["answer"] == "Similar"   # reference, A, B
+    for image in row["images"]:
+        assert image.width % 28 == 0 and image.height % 28 == 0
+        assert 56 * 56 <= image.width * image.height <= 112 * 112
+    roles = [m["role"] for m in row["prompt"]]
+    assert roles == ["system", "user"]
+    assert sum(part.get("type") == "image" for part in row["prompt"][1]["content"]) == 3
