@@ -43,6 +43,7 @@ def test_yaml_with_preset_overrides_and_relative_paths(tmp_path):
     ("data:\n  - path: a.jsonl\n    weigth: 2\n", "weigth"),
     ("data:\n  - image_root: x\n", "data[0]"),
     ("- just\n- a list\n", "mapping"),
+    ("score_reward: ranking\n", "score_reward ranking"),   # 8 completions per device: one image, no order
 ])
 def test_bad_config_names_the_field(tmp_path, text, named):
     path = tmp_path / "bad.yaml"

@@ -163,3 +163,12 @@ def test_training_images_are_fitted_whole_into_the_bounds(data):
     roles = [m["role"] for m in row["prompt"]]
     assert roles == ["system", "user"]
     assert sum(part.get("type") == "image" for part in row["prompt"][1]["content"]) == 3
+
+
+def test_ranking_and_gaussian_score_rewards_run(tiny_model, data, tmp_path):
+    for kind, width in (("ranking", 8), ("gaussian", 4)):
+        output = tmp_path / kind
+        train(config_for(tiny_model, output, [data["score"]], score_reward=kind, per_device_batch_size=width,
+                         max_steps=1, strict_parsing=False))
+        (step,) = steps_logged(output)
+        assert f"rewards/{'ranking' if kind == 'ranking' else 'score'}/mean" in step and math.isfinite(step["loss"])

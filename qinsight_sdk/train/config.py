@@ -118,6 +118,11 @@ class TrainConfig:
             self.image_bounds()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        per_generation = self.per_device_batch_size * self.gradient_accumulation_steps
+        if self.score_reward == "ranking" and per_generation < 2 * self.num_generations:
+            raise ConfigError("score_reward ranking compares the images of one device's batch: "
+                              "per_device_batch_size x gradient_accumulation_steps must be at least "
+                              f"2 x num_generations ({2 * self.num_generations}), got {per_generation}")
         if self.max_completion_length < 1:
             raise ConfigError("max_completion_length must be positive")
         if isinstance(self.report_to, str):

@@ -1,0 +1,113 @@
+"""GRPO on a GPU with a random-weight model of the real Qwen2.5-VL-7B shape: memory and time per step.
+
+    python bench/gpu_grpo.py                    # CUDA, bf16, LoRA, group 8, 448x448 images
+    python bench/gpu_grpo.py --finetune full    # full fine-tuning (needs more memory than one GPU has)
+    python bench/gpu_grpo.py --dry-run          # the same code path on CPU with the tiny shape (a check)
+
+No download: the 7B configuration is written with random bf16 weights (about 16 GB of disk) behind the
+tiny checkpoint's tokenizer and processor files, then trained through ``qinsight_sdk.train.train`` as a
+user's run would be. Prints the seconds per step, the peak GPU memory, and whether the weights changed;
+these are the measured figures README's memory estimates should be replaced by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from qinsight_sdk.testing import build_tiny_checkpoint, qwen25_vl_7b_config, tiny_config  # noqa: E402
+from qinsight_sdk.train import TrainConfig, train  # noqa: E402
+from qinsight_sdk.train.grpo import METRICS_FILE  # noqa: E402
+from qinsight_sdk.train.rewards import completion_text  # noqa: E402
+
+
+def random_checkpoint(folder: Path, dry_run: bool) -> Path:
+    """The tiny checkpoint's files with the 7B shape's config and random weights (bf16 on GPU)."""
+    from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    build_tiny_checkpoint(folder)
+    tiny = tiny_config()
+    shape = tiny if dry_run else qwen25_vl_7b_config()
+    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
+                "vision_token_id", "image_token_id", "video_token_id"):
+        shape[key] = tiny[key]
+    for old in folder.glob("model*.safetensors*"):
+        old.unlink()
+    (folder / "config.json").write_text(json.dumps(shape))
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    torch.manual_seed(0)
+    dtype = torch.float32 if dry_run else torch.bfloat16
+    with torch.device("cpu" if dry_run else "cuda"):
+        torch.set_default_dtype(dtype)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+        torch.set_default_dtype(torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=[tiny["eos_token_id"]], pad_token_id=tiny["bos_token_id"])
+    model.save_pretrained(folder)
+    del model
+    if not dry_run:
+        torch.cuda.empty_cache()
+    return folder
+
+
+def spread(completions, **columns):
+    """Random weights earn no paper reward; this one differs between completions, so there is a gradient."""
+    return [len(set(completion_text(c))) / 50 for c in completions]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    parser.add_argument("--size", default="448x448")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--dry-run", action="store_true", help="tiny shape on CPU, to check the script")
+    args = parser.parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("bench/gpu_grpo.py needs CUDA (or --dry-run)", file=sys.stderr)
+        return 2
+    from PIL import Image
+
+    work = Path(tempfile.mkdtemp(prefix="qinsight-gpu-grpo-"))
+    started = time.perf_counter()
+    model = random_checkpoint(work / "model", args.dry_run)
+    width, height = map(int, args.size.split("x"))
+    rows = []
+    for i in range(8):
+        Image.new("RGB", (width, height), (30 * i, 100, 200 - 20 * i)).save(work / f"{i}.png")
+        rows.append({"task": "score", "image": f"{i}.png", "mos": 1 + i / 2})
+    (work / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    print(f"checkpoint written in {time.perf_counter() - started:.0f} s")
+    config = TrainConfig(model=str(model), output_dir=str(work / "run"), data=[{"path": str(work / "data.jsonl")}],
+                         finetune=args.finetune, device="cpu" if args.dry_run else "auto",
+                         num_generations=8, per_device_batch_size=8, max_completion_length=args.new_tokens,
+                         max_steps=args.steps, save_steps=10 ** 6, learning_rate=1e-5, lora_r=64, lora_alpha=128)
+    if not args.dry_run:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    final = train(config, extra_rewards=[spread])
+    elapsed = time.perf_counter() - started
+    steps = [json.loads(line) for line in (work / "run" / METRICS_FILE).read_text().splitlines()]
+    times = [row["step_time"] for row in steps if "step_time" in row]
+    name = "cpu" if args.dry_run else torch.cuda.get_device_name()
+    peak = 0.0 if args.dry_run else torch.cuda.max_memory_allocated() / 2 ** 30
+    print(f"device {name}: {args.finetune}, group 8 x {args.new_tokens} new tokens, {args.size} images")
+    print(f"steps {len(times)}, seconds per step {', '.join(f'{t:.1f}' for t in times)}; whole run {elapsed:.0f} s")
+    losses = ", ".join(f"{r['loss']:.3g}" for r in steps if "loss" in r)
+    print(f"peak GPU memory {peak:.1f} GiB; losses {losses}")
+    print(f"final model folder: {sum(p.stat().st_size for p in final.iterdir()) / 2 ** 30:.1f} GiB")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
