@@ -139,22 +139,43 @@ class QualityJudge:
         """
         return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding)[0]
 
-    def compare_pairs(self, pairs: Sequence[tuple[ImageInput, ImageInput]], reference: ImageInput | None = None,
+    def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], reference: ImageInput | None = None,
                       both_orders: bool = False, decoding: DecodingOptions | None = None,
-                      batch_size: int | None = None) -> list[ComparisonResult]:
-        """:meth:`compare` for many pairs (sharing one optional reference), batched."""
-        conversation = prompts.comparison_messages(with_reference=reference is not None)
-        prefix = [reference] if reference is not None else []
+                      batch_size: int | None = None,
+                      on_result: ResultCallback | None = None) -> list[ComparisonResult]:
+        """:meth:`compare` for many pairs, batched.
+
+        Each pair is ``(image_a, image_b)``, or ``(image_a, image_b, reference)`` with its own reference;
+        ``reference`` is shared by the pairs that bring none. ``on_result(index, result)`` is called
+        in input order as results are ready.
+        """
         items = []
-        for image_a, image_b in pairs:
+        for pair in pairs:
+            if len(pair) not in (2, 3):
+                raise ValueError(f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items")
+            image_a, image_b = pair[0], pair[1]
+            chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
+            conversation = prompts.comparison_messages(with_reference=chosen is not None)
+            prefix = [chosen] if chosen is not None else []
             items.append(_Item(conversation, prefix + [image_a, image_b]))
             if both_orders:
                 items.append(_Item(conversation, prefix + [image_b, image_a]))
-        outcomes = self._run(items, batch_size or self.batch_size, self._generate_task(decoding))
-        results = [_comparison_result(o) if isinstance(o, list) else ComparisonResult(error=o) for o in outcomes]
-        if not both_orders:
-            return results
-        return [_reconcile(results[i], results[i + 1]) for i in range(0, len(results), 2)]
+        forward: dict[int, ComparisonResult] = {}
+
+        def finish(index: int, outcome: Any) -> ComparisonResult:
+            result = _comparison_result(outcome) if isinstance(outcome, list) else ComparisonResult(error=outcome)
+            if both_orders:
+                if index % 2 == 0:
+                    forward[index] = result
+                    return result
+                result = _reconcile(forward.pop(index - 1), result)
+                index //= 2
+            if on_result is not None:
+                on_result(index, result)
+            return result
+
+        results = self._run(items, batch_size or self.batch_size, self._generate_task(decoding), finish)
+        return results[1::2] if both_orders else results
 
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
              pool: int = 4, batch_size: int | None = None) -> Ranking:

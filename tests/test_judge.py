@@ -228,3 +228,18 @@ def test_direct_encoding_equals_the_processor(tiny_judge):
     assert set(ours) == set(expected)
     for key in expected:
         assert torch.allclose(ours[key].float(), expected[key].float(), atol=1e-5), key
+
+
+def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, image_files):
+    a, b, c, d, e = map(str, image_files)
+    seen = []
+    results = tiny_judge.compare_pairs([(a, b, c), (a, b), (d, e, "missing.png")], reference=None,
+                                       on_result=lambda i, r: seen.append(i))
+    assert seen == [0, 1, 2] and len(results) == 3
+    assert results[0].raw == tiny_judge.compare(a, b, reference=c).raw     # its own reference used
+    assert results[1].raw == tiny_judge.compare(a, b).raw                  # none: the two-image prompt
+    assert "missing.png" in results[2].error
+    both = tiny_judge.compare_pairs([(a, b, c), (d, e)], both_orders=True, on_result=lambda i, r: seen.append(i))
+    assert seen[3:] == [0, 1] and len(both) == 2
+    with pytest.raises(ValueError, match="a pair is"):
+        tiny_judge.compare_pairs([(a,)])

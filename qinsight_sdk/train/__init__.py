@@ -8,7 +8,7 @@ GRPOTrainer. ``configs/`` holds the annotated example config and the DeepSpeed Z
 from importlib.resources import files
 
 from .config import ConfigError, DataSource, TrainConfig
-from .data import DataError, Sample
+from ..data import DataError, Sample
 from .grpo import TrainingError, train
 
 __all__ = ["ConfigError", "DataError", "DataSource", "Sample", "TrainConfig", "TrainingError", "config_template",

@@ -23,7 +23,7 @@ from ..errors import QInsightError
 from ..images import ImageBounds, load_image
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
-from .data import DataError, Sample, mix, read_source
+from ..data import DataError, Sample, mix, read_source
 
 log = logging.getLogger("qinsight")
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from samples import noise_image
 
-from qinsight_sdk.train.data import (DataError, from_csv, from_deqa, from_qinsight_comparison, load_records,
+from qinsight_sdk.data import (DataError, from_csv, from_deqa, from_qinsight_comparison, load_records,
                                      mix, normalise_mos, read_jsonl)
 
 

@@ -1,4 +1,5 @@
-"""Training data: one JSONL schema of our own, importers for the formats people have, and mixing.
+"""Labelled images, for training and evaluation: one JSONL schema of our own, importers for the
+formats people have, and mixing.
 
 Schema, one object per line (paths relative to the image root):
 
@@ -8,7 +9,8 @@ Schema, one object per line (paths relative to the image root):
 
 MOS is min-max normalised to [1, 5] as the paper did: 4 * (mos - min) / (max - min) + 1. Problems are
 reported with their source and row number before any training starts; a bad image is never silently
-replaced by another sample.
+replaced by another sample. Evaluation reads the same files without opening the images first: an
+unreadable image there is one failed item, reported by path.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any, Iterable, Sequence
 
 from PIL import Image
 
-from ..errors import QInsightError
-from ..prompts import DISTORTION_CLASSES, SEVERITY_LEVELS, comparison_messages, degradation_messages, score_messages
+from .errors import QInsightError
+from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS, comparison_messages, degradation_messages, score_messages
 
 ANSWERS = ("Image A", "Image B", "Similar")
 
@@ -99,8 +101,8 @@ def _unreadable(path: Path) -> str | None:
 
 
 def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str | Path,
-                 skip_bad: bool = False) -> list[Sample]:
-    """Samples from (origin, record) pairs, checked: labels, and every image opening.
+                 skip_bad: bool = False, check_images: bool = True) -> list[Sample]:
+    """Samples from (origin, record) pairs, checked: labels, and (``check_images``) every image opening.
 
     Raises ``DataError`` listing every problem, or with ``skip_bad`` drops those rows and says how many.
     """
@@ -112,7 +114,7 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str 
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"{origin}: {exc if not isinstance(exc, KeyError) else f'missing field {exc}'}")
             continue
-        broken = [p for p in (_unreadable(path) for path in sample.images) if p]
+        broken = [p for p in (_unreadable(path) for path in sample.images) if p] if check_images else []
         if broken:
             problems.append(f"{origin}: {'; '.join(broken)}")
             continue
@@ -126,7 +128,8 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str 
     return samples
 
 
-def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False) -> list[Sample]:
+def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False,
+               check_images: bool = True) -> list[Sample]:
     """Samples from a file in qinsight's JSONL schema."""
     path = Path(path)
 
@@ -138,7 +141,7 @@ def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False)
                 except ValueError as exc:
                     yield f"{path.name}:{number}", {"task": f"<invalid JSON: {exc}>"}
 
-    return load_records(records(), image_root, skip_bad)
+    return load_records(records(), image_root, skip_bad, check_images)
 
 
 def from_deqa(meta: str | Path) -> list[dict[str, Any]]:
@@ -155,9 +158,17 @@ def from_qinsight_comparison(path: str | Path) -> list[dict[str, Any]]:
 
 
 def from_csv(path: str | Path, mos_range: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    """Records from a CSV with ``image`` and ``mos`` columns; the range defaults to the file's own."""
+    """Records from a CSV with the columns of one task: ``image,mos``; ``image,distortion_class,severity``;
+    or ``image_a,image_b,answer`` (and optionally ``reference``). A MOS range defaults to the file's own."""
     with Path(path).open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+    columns = set(rows[0]) if rows else set()
+    if "answer" in columns:
+        return [{"task": "comparison", "image_a": row["image_a"], "image_b": row["image_b"],
+                 "reference": row.get("reference") or None, "answer": row["answer"]} for row in rows]
+    if "distortion_class" in columns:
+        return [{"task": "degradation", "image": row["image"], "distortion_class": row["distortion_class"],
+                 "severity": row["severity"]} for row in rows]
     values = [float(row["mos"]) for row in rows]
     low, high = mos_range if mos_range is not None else (min(values), max(values))
     return [{"task": "score", "image": row["image"], "mos": float(row["mos"]), "mos_range": [low, high]}
@@ -180,7 +191,8 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
 
 
 def read_source(path: str | Path, format: str = "qinsight", image_root: str | Path | None = None,
-                mos_range: Sequence[float] | None = None, skip_bad: bool = False) -> list[Sample]:
+                mos_range: Sequence[float] | None = None, skip_bad: bool = False,
+                check_images: bool = True) -> list[Sample]:
     """Samples from one data file in any supported format, checked like ``read_jsonl``.
 
     ``image_root`` defaults to the file's folder. Entries are numbered from 1 in messages (CSV: the
@@ -189,7 +201,7 @@ def read_source(path: str | Path, format: str = "qinsight", image_root: str | Pa
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
     if format == "qinsight":
-        return read_jsonl(path, root, skip_bad)
+        return read_jsonl(path, root, skip_bad, check_images)
     importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
                  "csv": lambda p: from_csv(p, mos_range)}
     if format not in importers:
@@ -198,4 +210,5 @@ def read_source(path: str | Path, format: str = "qinsight", image_root: str | Pa
         records = importers[format](path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cannot read {path} as {format}: {type(exc).__name__}: {exc}") from None
-    return load_records(((f"{path.name}:{i}", r) for i, r in enumerate(records, start=1)), root, skip_bad)
+    return load_records(((f"{path.name}:{i}", r) for i, r in enumerate(records, start=1)), root, skip_bad,
+                        check_images)
