@@ -152,6 +152,8 @@ def _image_only_processor_class() -> type:
     class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         """Qwen2.5-VL's processor without the video modality, which needs torchvision."""
 
+        attributes = ["image_processor", "tokenizer"]   # transformers 4.x checks the parts against this
+
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
             self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
@@ -160,6 +162,17 @@ def _image_only_processor_class() -> type:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     return ImageOnlyQwen2_5_VLProcessor
+
+
+def _warn_if_broken_transformers() -> None:
+    """pip keeps these releases out; this catches an environment that has one anyway."""
+    import transformers
+    from packaging.version import Version
+
+    if Version("4.54") <= Version(transformers.__version__) < Version("4.57"):
+        logging.getLogger("qinsight").warning(
+            "transformers %s gives Qwen2.5-VL different answers in padded batches than alone; "
+            "use 4.51.3-4.53.x or 4.57.1 and newer", transformers.__version__)
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -208,6 +221,7 @@ class QwenVLBackend:
              attn_implementation: str | None = None, trust_remote_code: bool = False) -> "QwenVLBackend":
         from transformers import Qwen2_5_VLForConditionalGeneration
 
+        _warn_if_broken_transformers()
         chosen_device = choose_device(device)
         chosen_dtype = choose_dtype(dtype, chosen_device)
         attention = choose_attention(attn_implementation, chosen_device, chosen_dtype)

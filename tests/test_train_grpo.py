@@ -1,7 +1,8 @@
 """GRPO runs on the tiny model on CPU: every task and a mix, full and LoRA, checkpoints, resume, export.
 
-Training needs TRL, whose floor is transformers 4.56.2: at CI's oldest end (4.51.3, the inference
-floor) these tests report themselves skipped with that reason; CI's newest end runs them all.
+Training needs transformers 4.57.1 (TRL's floor is 4.56.2; 4.54-4.56 are excluded): at CI's inference
+floor (4.51.3) these tests report themselves skipped with that reason; the training floor (4.57.1) and
+the newest releases run them all.
 """
 
 import json

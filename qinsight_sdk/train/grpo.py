@@ -6,7 +6,7 @@ configured pixel bounds (TRL keeps every prompt token: no image token is ever cu
 code), runs GRPOTrainer, and writes a model folder that ``QualityJudge.from_pretrained`` loads: LoRA
 adapters are merged into it (the adapter alone is kept beside it).
 
-Needs the ``[train]`` extra (TRL, PEFT), hence transformers >= 4.56.2.
+Needs the ``[train]`` extra (TRL, PEFT) and transformers >= 4.57.1.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..data import DataError, Sample, mix, read_source
 
 log = logging.getLogger("qinsight")
 
-MIN_TRANSFORMERS = "4.56.2"   # TRL's floor
+MIN_TRANSFORMERS = "4.57.1"   # TRL's floor is 4.56.2; 4.54-4.56 generate wrongly in padded batches
 FINAL_FOLDER = "final"         # the trained model, loadable by QualityJudge
 ADAPTER_FOLDER = "adapter"     # LoRA runs: the adapter alone
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +51,7 @@ def check_training_stack() -> None:
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
-        raise TrainingError(f"training needs transformers>={MIN_TRANSFORMERS} (TRL's floor); this environment "
+        raise TrainingError(f"training needs transformers>={MIN_TRANSFORMERS}; this environment "
                             f"has {transformers.__version__}: pip install -U 'qinsight[train]'")
     try:
         import peft  # noqa: F401
