@@ -1,7 +1,8 @@
-"""The ``qinsight`` command: score, degradation, compare and rank, writing JSON lines as results arrive.
+"""The ``qinsight`` command: score, degradation, compare and rank, writing JSON lines as results arrive;
+eval and train.
 
-Exit codes: 0 when every image got a result, 1 when any row carries an error (all rows are still
-written), 2 for usage errors and for a model that cannot be loaded. With ``--output``, rows are
+Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error (all rows
+are still written), 2 for usage errors and for a model that cannot be loaded, 130 for an interrupted eval. With ``--output``, rows are
 appended as each batch finishes and a rerun resumes: images that already have a good row are skipped.
 """
 
@@ -24,14 +25,16 @@ from .prompts import PromptOrder
 from .selection import STRATEGIES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
     """A problem with the command line itself; reported without a traceback, exit code 2."""
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser,
+                       output_help: str = "write JSON lines here (appending and resuming) instead of to "
+                                          "standard output") -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="Hugging Face id or local folder (default: $QINSIGHT_MODEL, "
                                        "else ByteDance/Q-Insight)")
@@ -54,8 +57,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="image before the question (as trained) or after it (as in the demo)")
     group.add_argument("--max-pixels", type=int, default=ImageBounds.max_pixels,
                        help="larger images are downscaled to this many pixels")
-    parser.add_argument("--output", "-o", help="write JSON lines here (appending and resuming) "
-                                               "instead of to standard output")
+    parser.add_argument("--output", "-o", help=output_help)
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--reference", help="the degraded input both images were restored from")
     sub.add_argument("--both-orders", action="store_true", help="ask with A and B swapped too and reconcile")
     _add_model_options(sub)
+    sub = commands.add_parser("eval", help="metrics against human labels, resumable (needs the [eval] extra)",
+                              description="Judge labelled images and report the paper's metrics. Predictions "
+                                          "are appended to --predictions as they come; a rerun predicts only "
+                                          "what is missing, and loads no model when nothing is.")
+    sub.add_argument("data", help="labels: CSV, qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
+    sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
+    sub.add_argument("--task", choices=("score", "degradation", "comparison"),
+                     help="the task to evaluate (needed when the data holds several)")
+    sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
+                                           "DATA_NAME.predictions.jsonl in the current folder)")
+    sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, or the degradation "
+                                    "confusion matrix (needs matplotlib)")
+    sub.add_argument("--mode", choices=("reason", "fast"), default="reason", help="score mode, as for score")
+    sub.add_argument("--retry-failed", action="store_true", help="predict again the items whose row has an error")
+    sub.add_argument("--predictions-only", action="store_true",
+                     help="load no model: metrics from --predictions alone, missing items counted as failed")
+    sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
+    sub.add_argument("--batch-size", type=int, default=8)
+    _add_model_options(sub, output_help="write the report (JSON) here")
     sub = commands.add_parser("train", help="GRPO fine-tuning from a YAML config (needs the [train] extra)",
                               description="GRPO fine-tuning from a YAML config (needs the [train] extra)")
     source = sub.add_mutually_exclusive_group(required=True)
@@ -223,6 +244,31 @@ def _run_rank(args: argparse.Namespace) -> int:
     return EXIT_ROW_ERRORS if ranking.errors else EXIT_OK
 
 
+def _run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, load_items, summary_lines
+
+    items = load_items(args.data, args.image_root, args.task)
+    task = items[0].sample.task
+    predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
+    with_reference = task == "comparison" and any(len(i.sample.images) == 3 for i in items)
+    try:
+        load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
+        result = evaluate(args.data, predictions, load,
+                          image_root=args.image_root, task=task, mode=args.mode, batch_size=args.batch_size,
+                          retry_failed=args.retry_failed, resamples=args.bootstrap, plot=args.plot)
+    except KeyboardInterrupt:
+        print(f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to "
+              "continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for line in summary_lines(result):
+        print(line)
+    print(f"eval: predictions in {predictions}" + (f", report in {args.output}" if args.output else "")
+          + (f", figure in {args.plot}" if args.plot else ""), file=sys.stderr)
+    return EXIT_ROW_ERRORS if result["failed"] else EXIT_OK
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .train import config_template
 
@@ -244,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "output", None):
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        runners = {"compare": _run_compare, "rank": _run_rank, "train": _run_train}
+        runners = {"compare": _run_compare, "rank": _run_rank, "eval": _run_eval, "train": _run_train}
         return runners.get(args.command, _run_batch_command)(args)
     except (UsageError, QInsightError, ValueError) as exc:
         print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)

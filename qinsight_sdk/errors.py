@@ -11,3 +11,7 @@ class ModelLoadError(QInsightError):
 
 class ImageInputError(QInsightError):
     """One input image is unusable; the judge records it on that item and carries on with the batch."""
+
+
+class MissingDependencyError(QInsightError, ImportError):
+    """An optional extra that this feature needs is not installed; the message says which."""

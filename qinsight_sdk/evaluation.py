@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .data import DataError, Sample, read_source
-from .errors import QInsightError
 from .metrics import comparison_metrics, degradation_metrics, score_metrics
 
 TASKS = ("score", "degradation", "comparison")
@@ -80,8 +79,10 @@ def _key(sample: Sample, root: Path) -> str:
 
 # -- the predictions file ----------------------------------------------------------------------------
 
-def read_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Rows by key (the last row of a key wins). A line cut off by a kill is dropped from the file."""
+def read_predictions(path: str | Path, task: str) -> dict[str, dict[str, Any]]:
+    """The task's rows by key (the last row of a key wins; rows without a task count as this task's).
+
+    A line cut off by a kill is dropped from the file, so appending keeps it valid JSON lines."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -95,7 +96,8 @@ def read_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-            rows[str(row["key"])] = row
+            if row.get("task", task) == task:
+                rows[str(row["key"])] = row
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}:{number}: not a prediction row ({exc})") from None
     return rows
@@ -137,6 +139,8 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
              progress: bool = True, plot: str | Path | None = None) -> dict[str, Any]:
     """Predict what ``predictions`` lacks (loading the judge only then), and report the task's metrics.
 
+    Without ``load_judge`` nothing is predicted: items missing from ``predictions`` count as failed.
+
     ``retry_failed`` runs the model again on items whose row carries an error. Ctrl-C stops after the
     rows already written; a rerun continues from there. ``plot`` writes a PNG: score against MOS with
     the fitted curve, or the degradation confusion matrix.
@@ -144,13 +148,10 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     items = load_items(data, image_root, task)
     task = items[0].sample.task
     predictions = Path(predictions)
-    known = read_predictions(predictions)
+    known = read_predictions(predictions, task)
     todo = [i for i in items if i.key not in known or (retry_failed and known[i.key].get("error"))]
     todo = list({i.key: i for i in todo}.values())   # an image listed twice is judged once
-    if todo:
-        if load_judge is None:
-            raise QInsightError(f"{len(todo)} of {len(items)} items have no prediction in {predictions}, "
-                                "and no model was given to make them")
+    if todo and load_judge is not None:
         judge = load_judge()
         predictions.parent.mkdir(parents=True, exist_ok=True)
         with predictions.open("a", encoding="utf-8") as handle, _progress(len(todo), progress) as bar:
@@ -162,7 +163,7 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
 
             predict(judge, todo, task, sink, mode=mode, batch_size=batch_size)
     result = report(items, known, task, resamples, data=str(data), predictions=str(predictions),
-                    predicted_now=len(todo))
+                    predicted_now=len(todo) if load_judge is not None else 0)
     if plot is not None:
         _plot(result, items, known, Path(plot))
     return result

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import MissingDependencyError
 from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS
 
 DEGRADATION_LABELS = DISTORTION_CLASSES + ("null",)
@@ -25,7 +26,7 @@ def _scipy() -> Any:
         import scipy.optimize
         import scipy.stats
     except ImportError:
-        raise ImportError("evaluation needs scipy: pip install 'qinsight[eval]'") from None
+        raise MissingDependencyError("evaluation needs scipy: pip install 'qinsight[eval]'") from None
     return scipy
 
 

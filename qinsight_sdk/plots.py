@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import MissingDependencyError
 from .metrics import logistic4
 
 
@@ -14,7 +15,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'qinsight[plot]'") from None
+        raise MissingDependencyError("--plot needs matplotlib: pip install 'qinsight[plot]'") from None
     matplotlib.use("Agg")   # files only, never a window
     import matplotlib.pyplot as plt
 
