@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from tqdm.auto import tqdm
+
 from .data import DataError, Sample, read_source
 from .metrics import comparison_metrics, degradation_metrics, score_metrics
 
@@ -147,6 +149,8 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     """
     items = load_items(data, image_root, task)
     task = items[0].sample.task
+    if mode != "reason" and task != "score":
+        raise ValueError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
     predictions = Path(predictions)
     known = read_predictions(predictions, task)
     todo = [i for i in items if i.key not in known or (retry_failed and known[i.key].get("error"))]
@@ -154,7 +158,8 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     if todo and load_judge is not None:
         judge = load_judge()
         predictions.parent.mkdir(parents=True, exist_ok=True)
-        with predictions.open("a", encoding="utf-8") as handle, _progress(len(todo), progress) as bar:
+        with predictions.open("a", encoding="utf-8") as handle, \
+                tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress) as bar:  # images/s, ETA
             def sink(row: dict[str, Any]) -> None:
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
@@ -214,21 +219,6 @@ def _missing_value(row: dict[str, Any], task: str) -> str | None:
     if task == "comparison" and row.get("winner") not in _WINNER_LABELS.values():
         return f"the prediction row's winner is {row.get('winner')!r}"
     return None if all(k in row for k in needed) else f"the prediction row lacks {', '.join(needed)}"
-
-
-class _progress:
-    """tqdm's bar (images/s, time left) on stderr, or nothing."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="image", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
-
-    def __enter__(self) -> Any:
-        return self.bar
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.close()
 
 
 def summary_lines(result: dict[str, Any]) -> Iterator[str]:

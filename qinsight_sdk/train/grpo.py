@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -149,7 +150,9 @@ def grpo_arguments(config: TrainConfig) -> Any:
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu)
     dtype = torch.bfloat16 if bf16 else torch.float32
     attention = choose_attention(config.attn_implementation, torch.device("cuda" if gpu else "cpu"), dtype)
-    return GRPOConfig(
+    # TRL releases that cut prompts to a maximum length would cut image tokens: never let them
+    uncut = {"max_prompt_length": None} if "max_prompt_length" in {f.name for f in fields(GRPOConfig)} else {}
+    return GRPOConfig(**uncut,
         output_dir=config.output_dir, use_cpu=not gpu, bf16=bf16, seed=config.seed,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
