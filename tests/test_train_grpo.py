@@ -173,3 +173,25 @@ def test_ranking_and_gaussian_score_rewards_run(tiny_model, data, tmp_path):
                          max_steps=1, strict_parsing=False))
         (step,) = steps_logged(output)
         assert f"rewards/{'ranking' if kind == 'ranking' else 'score'}/mean" in step and math.isfinite(step["loss"])
+
+
+def test_two_processes_share_the_run(tiny_model, data, tmp_path):
+    """Several processes (torchrun; accelerate launch does the same) split each step's prompts, and one of
+    them logs and exports: the CPU stand-in for a multi-GPU run (gloo instead of NCCL, no DeepSpeed)."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model}\noutput_dir: run\ndevice: cpu\nmax_steps: 2\nsave_steps: 1\n"
+                      "finetune: lora\nlora_r: 4\nlora_alpha: 8\nnum_generations: 4\nper_device_batch_size: 4\n"
+                      f"max_completion_length: 8\ndata:\n  - path: {data['score']}\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "qinsight_sdk", "train", "--config", str(config)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = steps_logged(tmp_path / "run")
+    assert [row["step"] for row in steps] == [1, 2]            # logged once, not once per process
+    assert steps[0]["epoch"] == 1.0                             # both prompts in one step: 2 processes x 1
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert_scores_an_image(tmp_path / "run" / "final", data["score"].parent / "sample_0.png")
