@@ -106,7 +106,7 @@ def test_two_full_finetuning_steps_per_task(tiny_model, data, tmp_path, task):
     assert_scores_an_image(final, data[task].parent / "sample_0.png")
 
 
-def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp_path):
+def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp_path, caplog):
     output = tmp_path / "run"
     sources = [data["score"], data["degradation"], data["comparison"]]
     train(config_for(tiny_model, output, sources, finetune="lora"), extra_rewards=[spread])
@@ -114,8 +114,10 @@ def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp
     with pytest.raises(TrainingError, match="--resume"):   # never silently restarts over a run
         train(config_for(tiny_model, output, sources, finetune="lora"))
 
-    final = train(config_for(tiny_model, output, sources, finetune="lora", max_steps=3), resume=True,
-                  extra_rewards=[spread])
+    final = train(config_for(tiny_model, output, sources, finetune="lora", max_steps=3, learning_rate=2e-3),
+                  resume=True, extra_rewards=[spread])
+    warned = [r.getMessage() for r in caplog.records if "differ from the run's start" in r.getMessage()]
+    assert len(warned) == 1 and "learning_rate" in warned[0] and "max_steps" not in warned[0]
     assert [row["step"] for row in steps_logged(output)] == [1, 2, 3]   # continued, not restarted
     assert (output / "checkpoint-3").is_dir()
     assert (output / "adapter" / "adapter_model.safetensors").is_file()

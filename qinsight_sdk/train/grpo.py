@@ -200,6 +200,8 @@ def train(config: TrainConfig, resume: bool = False,
     if not resume and last is not None:
         raise TrainingError(f"{output} already holds {Path(last).name}: pass --resume to continue that run, "
                             "or choose another output_dir")
+    if resume:
+        _warn_about_changes(config, output / CONFIG_FILE)
     base = _resolve_base(config)
     samples = load_training_samples(config)
     args = grpo_arguments(config)
@@ -217,6 +219,22 @@ def train(config: TrainConfig, resume: bool = False,
         log.info("training on %d samples (%s)", len(samples), _task_counts(samples))
     trainer.train(resume_from_checkpoint=last if resume else None)
     return _export(trainer, config, base)
+
+
+_CHANGEABLE_ON_RESUME = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "report_to"}
+
+
+def _warn_about_changes(config: TrainConfig, saved: Path) -> None:
+    """A resumed run should be the same run: say which settings differ from the ones it started with."""
+    try:
+        before = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    now = json.loads(json.dumps(config.to_dict()))   # the same JSON types as the saved copy
+    changed = sorted(k for k in now if k not in _CHANGEABLE_ON_RESUME and before.get(k) != now[k])
+    if changed:
+        log.warning("resuming with settings that differ from the run's start: %s (was %s)", ", ".join(changed),
+                    ", ".join(repr(before.get(k)) for k in changed))
 
 
 def _resolve_base(config: TrainConfig) -> Path:
