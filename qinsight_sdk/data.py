@@ -25,9 +25,10 @@ from typing import Any, Iterable, Sequence
 from PIL import Image
 
 from .errors import QInsightError
-from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS, comparison_messages, degradation_messages, score_messages
+from .prompts import (COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS, comparison_messages,
+                      degradation_messages, score_messages)
 
-ANSWERS = ("Image A", "Image B", "Similar")
+TASKS = ("score", "degradation", "comparison")
 
 
 class DataError(QInsightError):
@@ -77,13 +78,13 @@ def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
         return Sample("score", (root / record["image"],), mos=mos, origin=origin)
     if task == "degradation":
         label, severity = record["distortion_class"], record["severity"]
-        if label not in DISTORTION_CLASSES + ("null",) or severity not in SEVERITY_LEVELS + ("null",):
+        if label not in DISTORTION_CLASSES + (NO_DISTORTION,) or severity not in SEVERITY_LEVELS + (NO_DISTORTION,):
             raise ValueError(f"unknown label {label!r} / {severity!r}")
         return Sample("degradation", (root / record["image"],), distortion_class=label, severity=severity,
                       origin=origin)
     if task == "comparison":
-        if record["answer"] not in ANSWERS:
-            raise ValueError(f"answer must be one of {ANSWERS}, got {record['answer']!r}")
+        if record["answer"] not in COMPARISON_ANSWERS:
+            raise ValueError(f"answer must be one of {COMPARISON_ANSWERS}, got {record['answer']!r}")
         names = ([record["reference"]] if record.get("reference") else []) + [record["image_a"], record["image_b"]]
         return Sample("comparison", tuple(root / n for n in names), answer=record["answer"], origin=origin)
     raise ValueError(f"task must be score, degradation or comparison, got {task!r}")

@@ -15,10 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import MissingDependencyError
-from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS
+from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 
-DEGRADATION_LABELS = DISTORTION_CLASSES + ("null",)
-COMPARISON_LABELS = ("Image A", "Image B", "Similar")
+DEGRADATION_LABELS = DISTORTION_CLASSES + (NO_DISTORTION,)
 
 
 def _scipy() -> Any:
@@ -152,7 +151,7 @@ def comparison_metrics(predicted: Sequence[str], truth: Sequence[str]) -> dict[s
     """Accuracy over all pairs and per label ("Image A", "Image B", "Similar")."""
     n = len(truth)
     per_label = {}
-    for label in COMPARISON_LABELS:
+    for label in COMPARISON_ANSWERS:
         chosen = [i for i, t in enumerate(truth) if t == label]
         if chosen:
             per_label[label] = {"n": len(chosen), "accuracy": sum(predicted[i] == label for i in chosen) / len(chosen)}

@@ -18,9 +18,10 @@ import re
 from collections import defaultdict
 from typing import Any, Sequence
 
+from ..data import TASKS
 from ..parsing import parse_comparison, parse_degradation, parse_score
+from ..prompts import ANSWER_OF_WINNER
 
-TASKS = ("score", "degradation", "comparison")
 SCORE_EPSILON = 0.35  # the paper's tolerance on the normalised MOS (strict <)
 
 _FIRST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -29,7 +30,6 @@ _DEGRADATION = re.compile(r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\
 _JSON_LAYOUT = re.compile(
     r"<think>\s*\n.*\n\s*</think>\s*\n<answer>\s*\n\{[^{}]*\}\s*\n\s*</answer>\s*", re.DOTALL)
 _TEXT_LAYOUT = re.compile(r"<think>\s*\n.*\n\s*</think>\s*\n<answer>\s*\n.*\n\s*</answer>\s*", re.DOTALL)
-_WINNERS = {"A": "Image A", "B": "Image B", "similar": "Similar"}
 
 
 def completion_text(completion: Any) -> str:
@@ -136,7 +136,7 @@ def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: S
     """1.0 when the answer is exactly the label: "Image A", "Image B" or "Similar"."""
     def reward(completion: Any, label: str) -> float:
         text = completion_text(completion)
-        given = first_answer(text) if strict else _WINNERS.get(parse_comparison(text).winner or "")
+        given = first_answer(text) if strict else ANSWER_OF_WINNER.get(parse_comparison(text).winner or "")
         return 1.0 if given is not None and given == label else 0.0
 
     return _per_sample(task, "comparison", (completions, answer), reward)
