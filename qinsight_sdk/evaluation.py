@@ -21,11 +21,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import DataError, Sample, read_source
+from .data import TASKS, DataError, Sample, read_source
 from .metrics import comparison_metrics, degradation_metrics, score_metrics
-
-TASKS = ("score", "degradation", "comparison")
-_WINNER_LABELS = {"A": "Image A", "B": "Image B", "similar": "Similar"}
+from .prompts import ANSWER_OF_WINNER, COMPARISON_ANSWERS, NO_DISTORTION
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def _row(item: EvalItem, task: str, result: Any) -> dict[str, Any]:
     elif task == "degradation":
         row["distortion"], row["severity"] = result.distortion, result.severity
     else:
-        row["winner"] = _WINNER_LABELS.get(result.winner) if result.winner else None
+        row["winner"] = ANSWER_OF_WINNER.get(result.winner) if result.winner else None
     row.update(error=result.error, raw=result.raw)
     return row
 
@@ -151,6 +149,12 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     task = items[0].sample.task
     if mode != "reason" and task != "score":
         raise ValueError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
+    if plot is not None and task == "comparison":
+        raise ValueError("--plot draws score and degradation evaluations; comparisons have no figure")
+    if plot is not None:
+        from .plots import pyplot
+
+        pyplot()   # a missing matplotlib is reported now, not after a long run
     predictions = Path(predictions)
     known = read_predictions(predictions, task)
     todo = [i for i in items if i.key not in known or (retry_failed and known[i.key].get("error"))]
@@ -167,31 +171,14 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
                 bar.update(1)
 
             predict(judge, todo, task, sink, mode=mode, batch_size=batch_size)
-    result = report(items, known, task, resamples, data=str(data), predictions=str(predictions),
-                    predicted_now=len(todo) if load_judge is not None else 0)
-    if plot is not None:
-        _plot(result, items, known, Path(plot))
-    return result
-
-
-def _plot(result: dict[str, Any], items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], path: Path) -> None:
-    from . import plots
-
-    failed = {f["item"] for f in result["failed"]}
-    judged = [(i.sample, rows[i.key]) for i in items if i.key not in failed]
-    title = Path(result["data"]).name
-    if result["task"] == "score":
-        plots.score_scatter([r["score"] for _, r in judged], [s.mos for s, _ in judged], result["metrics"],
-                            path, title)
-    elif result["task"] == "degradation":
-        plots.confusion_matrix(result["metrics"], path, title)
-    else:
-        raise ValueError("--plot draws score and degradation evaluations; comparisons have no figure")
+    return report(items, known, task, resamples, plot, data=str(data), predictions=str(predictions),
+                  predicted_now=len(todo) if load_judge is not None else 0)
 
 
 def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str, resamples: int = 1000,
-           **about: Any) -> dict[str, Any]:
-    """The metrics over judged items, and the failed ones (missing prediction or error) with reasons."""
+           plot: str | Path | None = None, **about: Any) -> dict[str, Any]:
+    """The metrics over judged items, and the failed ones (missing prediction or error) with reasons;
+    ``plot`` also draws them."""
     judged, failed = [], []
     for item in items:
         row = rows.get(item.key)
@@ -203,22 +190,36 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
     if task == "score":
         metrics = score_metrics([r["score"] for _, r in judged], [s.mos for s, _ in judged], resamples)
     elif task == "degradation":
-        metrics = degradation_metrics([r["distortion"] or "null" for _, r in judged],
-                                      [r["severity"] or "null" for _, r in judged],
+        metrics = degradation_metrics([r["distortion"] or NO_DISTORTION for _, r in judged],
+                                      [r["severity"] or NO_DISTORTION for _, r in judged],
                                       [s.distortion_class for s, _ in judged], [s.severity for s, _ in judged])
     else:
         metrics = comparison_metrics([r["winner"] for _, r in judged], [s.answer for s, _ in judged])
-    return {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
-            "metrics": metrics}
+    result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
+              "metrics": metrics}
+    if plot is not None:
+        _plot(result, judged, Path(plot))
+    return result
 
 
 def _missing_value(row: dict[str, Any], task: str) -> str | None:
-    needed = {"score": ("score",), "degradation": ("distortion", "severity"), "comparison": ("winner",)}[task]
-    if task == "score" and row.get("score") is None:
-        return "the prediction row has no score"
-    if task == "comparison" and row.get("winner") not in _WINNER_LABELS.values():
-        return f"the prediction row's winner is {row.get('winner')!r}"
-    return None if all(k in row for k in needed) else f"the prediction row lacks {', '.join(needed)}"
+    if task == "score":
+        return None if row.get("score") is not None else "the prediction row has no score"
+    if task == "comparison":
+        winner = row.get("winner")
+        return None if winner in COMPARISON_ANSWERS else f"the prediction row's winner is {winner!r}"
+    return None if "distortion" in row and "severity" in row else "the prediction row lacks distortion, severity"
+
+
+def _plot(result: dict[str, Any], judged: Sequence[tuple[Sample, dict[str, Any]]], path: Path) -> None:
+    from . import plots
+
+    title = Path(result.get("data", "")).name
+    if result["task"] == "score":
+        plots.score_scatter([r["score"] for _, r in judged], [s.mos for s, _ in judged], result["metrics"],
+                            path, title)
+    else:
+        plots.confusion_matrix(result["metrics"], path, title)
 
 
 def summary_lines(result: dict[str, Any]) -> Iterator[str]:

@@ -11,7 +11,8 @@ from .errors import MissingDependencyError
 from .metrics import logistic4
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only; a clear error when matplotlib is missing."""
     try:
         import matplotlib
     except ImportError:
@@ -25,7 +26,7 @@ def _pyplot() -> Any:
 def score_scatter(predicted: Sequence[float], mos: Sequence[float], metrics: dict[str, Any], path: str | Path,
                   title: str = "") -> None:
     """Predicted score against MOS, with the fitted logistic curve and the correlations in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
     axes.scatter(predicted, mos, s=8, alpha=0.5, label=f"{len(mos)} images")
     params = metrics.get("logistic_params")
@@ -46,7 +47,7 @@ def score_scatter(predicted: Sequence[float], mos: Sequence[float], metrics: dic
 
 def confusion_matrix(metrics: dict[str, Any], path: str | Path, title: str = "") -> None:
     """The degradation classes' confusion matrix, counts in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     labels, counts = metrics["labels"], np.asarray(metrics["confusion"])
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
     axes.imshow(counts, cmap="Blues")
