@@ -30,7 +30,7 @@ from throughput import make_images, peak_memory, reference_loop, timed, timed_fo
 from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
 from qinsight_sdk.backend import QwenVLBackend, choose_attention, load_processor  # noqa: E402
 from qinsight_sdk.images import load_image  # noqa: E402
-from qinsight_sdk.testing import build_tiny_checkpoint, qwen25_vl_7b_config, tiny_config  # noqa: E402
+from qinsight_sdk.testing import benchmark_config, build_tiny_checkpoint  # noqa: E402
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -53,11 +53,7 @@ def random_model(dry_run: bool) -> tuple[QualityJudge, dict]:
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
     folder = build_tiny_checkpoint(tempfile.mkdtemp(prefix="qinsight-gpu-bench-"))
-    tiny = tiny_config()
-    shape = tiny if dry_run else qwen25_vl_7b_config()
-    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
-                "vision_token_id", "image_token_id", "video_token_id"):
-        shape[key] = tiny[key]
+    shape = benchmark_config(seven_b=not dry_run)
     (folder / "config.json").write_text(json.dumps(shape))
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     device = torch.device("cpu" if dry_run else "cuda")
@@ -70,8 +66,8 @@ def random_model(dry_run: bool) -> tuple[QualityJudge, dict]:
         torch.set_default_dtype(torch.float32)
     from transformers import GenerationConfig
 
-    model.generation_config = GenerationConfig(eos_token_id=[tiny["eos_token_id"], tiny["bos_token_id"]],
-                                               pad_token_id=tiny["bos_token_id"])
+    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"], shape["bos_token_id"]],
+                                               pad_token_id=shape["bos_token_id"])
     judge = QualityJudge(QwenVLBackend(model, load_processor(folder), device))
     return judge, shape
 

@@ -25,10 +25,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from qinsight_sdk.testing import build_tiny_checkpoint, qwen25_vl_7b_config, tiny_config  # noqa: E402
+from qinsight_sdk.testing import benchmark_config, build_tiny_checkpoint, spread  # noqa: E402
 from qinsight_sdk.train import TrainConfig, train  # noqa: E402
 from qinsight_sdk.train.grpo import METRICS_FILE  # noqa: E402
-from qinsight_sdk.train.rewards import completion_text  # noqa: E402
 
 
 def random_checkpoint(folder: Path, dry_run: bool) -> Path:
@@ -36,11 +35,7 @@ def random_checkpoint(folder: Path, dry_run: bool) -> Path:
     from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     build_tiny_checkpoint(folder)
-    tiny = tiny_config()
-    shape = tiny if dry_run else qwen25_vl_7b_config()
-    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
-                "vision_token_id", "image_token_id", "video_token_id"):
-        shape[key] = tiny[key]
+    shape = benchmark_config(seven_b=not dry_run)
     for old in folder.glob("model*.safetensors*"):
         old.unlink()
     (folder / "config.json").write_text(json.dumps(shape))
@@ -51,17 +46,12 @@ def random_checkpoint(folder: Path, dry_run: bool) -> Path:
         torch.set_default_dtype(dtype)
         model = Qwen2_5_VLForConditionalGeneration(config)
         torch.set_default_dtype(torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=[tiny["eos_token_id"]], pad_token_id=tiny["bos_token_id"])
+    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"]], pad_token_id=shape["bos_token_id"])
     model.save_pretrained(folder)
     del model
     if not dry_run:
         torch.cuda.empty_cache()
     return folder
-
-
-def spread(completions, **columns):
-    """Random weights earn no paper reward; this one differs between completions, so there is a gradient."""
-    return [len(set(completion_text(c))) / 50 for c in completions]
 
 
 def main(argv: list[str] | None = None) -> int:

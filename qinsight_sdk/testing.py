@@ -95,6 +95,25 @@ def tiny_config() -> dict[str, Any]:
     return config
 
 
+def benchmark_config(seven_b: bool = True) -> dict[str, Any]:
+    """The 7B shape (or the tiny one) with the tiny tokenizer's token ids, for random-weight models that
+    sit behind the tiny checkpoint's tokenizer and processor files."""
+    tiny = tiny_config()
+    config = qwen25_vl_7b_config() if seven_b else tiny
+    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
+                "vision_token_id", "image_token_id", "video_token_id"):
+        config[key] = tiny[key]
+    return config
+
+
+def spread(completions: Any, **columns: Any) -> list[float]:
+    """A GRPO reward that spreads the completions of a group apart (distinct characters / 50). A random
+    model earns nothing from the paper's rewards, so its weights would not move; with this they do."""
+    from .train.rewards import completion_text
+
+    return [len(set(completion_text(c))) / 50 for c in completions]
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -13,10 +13,9 @@ from safetensors.torch import load_file
 
 from qinsight_sdk import QualityJudge, ScoreResult
 from qinsight_sdk.cli import main
-from qinsight_sdk.testing import write_sample_images
+from qinsight_sdk.testing import spread, write_sample_images
 from qinsight_sdk.train import DataError, TrainConfig, TrainingError, train
 from qinsight_sdk.train.grpo import METRICS_FILE, build_dataset, check_training_stack, load_training_samples
-from qinsight_sdk.train.rewards import completion_text
 
 try:
     check_training_stack()
@@ -25,12 +24,6 @@ except TrainingError as exc:
     STACK_PROBLEM = str(exc)
 
 pytestmark = pytest.mark.skipif(STACK_PROBLEM is not None, reason=f"{STACK_PROBLEM}")
-
-
-def spread(completions, **columns):
-    """A reward that differs between completions, so the random tiny policy gets a gradient to follow
-    (the paper's rewards are all 0 for its gibberish, which would leave the weights unchanged)."""
-    return [len(set(completion_text(c))) / 50 for c in completions]
 
 
 @pytest.fixture(scope="module")
