@@ -86,11 +86,11 @@ def build_dataset(samples: Sequence[Sample], bounds: ImageBounds) -> Any:
     """A datasets.Dataset of label columns; prompt and images are made when a row is read."""
     from datasets import Dataset
 
-    rows = [{**sample.columns(), "sample_id": f"{i}:{sample.origin}"} for i, sample in enumerate(samples)]
-    dataset = Dataset.from_list(rows)
+    # sample_id: the row, unique even where mixing repeats a sample (the ranking reward groups by it)
+    dataset = Dataset.from_list([{**sample.columns(), "sample_id": i} for i, sample in enumerate(samples)])
 
     def with_prompt_and_images(batch: dict[str, list]) -> dict[str, list]:
-        chosen = [samples[int(key.split(":", 1)[0])] for key in batch["sample_id"]]
+        chosen = [samples[i] for i in batch["sample_id"]]
         return {**batch, "prompt": [s.conversation() for s in chosen],
                 "images": [[_training_image(path, bounds, s.origin) for path in s.images] for s in chosen]}
 
@@ -140,11 +140,10 @@ def _on_gpu(config: TrainConfig) -> bool:
 
 def grpo_arguments(config: TrainConfig) -> Any:
     """TRL's GRPOConfig for this run. Made before the model, as DeepSpeed ZeRO-3 needs."""
+    import torch
     from trl import GRPOConfig
 
     from ..backend import choose_attention
-
-    import torch
 
     gpu = _on_gpu(config)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu)
