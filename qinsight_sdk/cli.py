@@ -2,8 +2,9 @@
 eval and train.
 
 Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error (all rows
-are still written), 2 for usage errors and for a model that cannot be loaded, 130 for an interrupted eval. With ``--output``, rows are
-appended as each batch finishes and a rerun resumes: images that already have a good row are skipped.
+are still written), 2 for usage errors and for a model that cannot be loaded, 130 for an interrupted
+eval. With ``--output``, rows are appended as each batch finishes and a rerun resumes: images that
+already have a good row are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
 from .checkpoints import default_model, default_subfolder
+from .data import TASKS
 from .decoding import DecodingOptions
 from .errors import QInsightError
 from .images import ImageBounds
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "what is missing, and loads no model when nothing is.")
     sub.add_argument("data", help="labels: CSV, qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
     sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
-    sub.add_argument("--task", choices=("score", "degradation", "comparison"),
+    sub.add_argument("--task", choices=TASKS,
                      help="the task to evaluate (needed when the data holds several)")
     sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
                                            "DATA_NAME.predictions.jsonl in the current folder)")
