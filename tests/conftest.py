@@ -32,3 +32,15 @@ def image_files(tmp_path):
         noise_image(i, 40 + 23 * i, 50 + 11 * i).save(path)
         paths.append(path)
     return paths
+
+
+_HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "comfy": "comfyui"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark tests by what they start (``-m "not model and not comfyui"`` is the quick loop that
+    mutation testing runs): the tiny checkpoint costs seconds per session, a ComfyUI server a minute."""
+    for item in items:
+        for fixture, marker in _HEAVY_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

@@ -1,6 +1,7 @@
 """The evaluation harness: metrics against scipy, the logistic fit, resuming, failures, the CLI."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -32,14 +33,32 @@ def test_score_metrics_equal_scipy():
     assert score_metrics(PREDICTED, MOS, resamples=200) == found   # seeded: the same report twice
 
 
-def test_logistic_fit_recovers_a_known_monotone_transform():
+def written_out_logistic(x, b1, b2, b3, b4):
+    """VQEG's 4-parameter logistic, written here independently of the code under test."""
+    return b2 + (b1 - b2) / (1.0 + np.exp((b3 - x) / abs(b4)))
+
+
+def test_logistic4_at_points_worked_by_hand():
+    b1, b2, b3, b4 = 4.0, 1.5, 6.0, 1.2
+    x = np.array([6.0, 6.0 + 1.2 * math.log(3), 6.0 - 1.2 * math.log(3), 1e6, -1e6])
+    # centre: halfway; b3 +- b4 ln 3: a quarter of the way from one end; far out: the ends themselves
+    expected = [2.75, 1.5 + 0.75 * 2.5, 1.5 + 0.25 * 2.5, 4.0, 1.5]
+    assert logistic4(x, b1, b2, b3, b4) == pytest.approx(expected, abs=1e-12)
+    assert logistic4(x, b1, b2, b3, -b4) == pytest.approx(expected, abs=1e-12)  # the sign of b4 is ignored
+
+
+def test_logistic_fit_recovers_the_parameters_of_an_independent_curve():
     x = np.linspace(0, 10, 80)
     truth = (4.0, 1.5, 6.0, 1.2)
-    y = logistic4(x, *truth) + RNG.normal(0, 0.01, x.shape)
+    y = written_out_logistic(x, *truth) + RNG.normal(0, 0.01, x.shape)
     params = fit_logistic(x, y)
     assert params[:3] == pytest.approx(truth[:3], abs=0.05) and abs(params[3]) == pytest.approx(1.2, abs=0.05)
     found = score_metrics(x, y, resamples=0)
+    assert found["logistic_params"] == pytest.approx(list(params))
     assert found["plcc_logistic"] > 0.999 > found["plcc"]          # the fit straightens the curve
+    fitted = written_out_logistic(x, *params)
+    assert found["rmse_logistic"] == pytest.approx(float(np.sqrt(np.mean((fitted - y) ** 2))), rel=1e-6)
+    assert found["plcc_logistic"] == pytest.approx(scipy.stats.pearsonr(fitted, y)[0], abs=1e-9)
     assert found["rmse_logistic"] < 0.02 and found["srcc"] > 0.99
     assert found["srcc_ci95"] is None                              # resamples=0: no interval
 

@@ -1,5 +1,7 @@
 """Fast scores, ranking strategies, the reward API and out-of-memory back-off."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,36 @@ def test_expected_rating_arithmetic():
     assert mean == pytest.approx(4.0) and std == pytest.approx(0.5)
 
 
+def test_expected_rating_spread_includes_the_decimals_own_variance():
+    first = torch.tensor([0, 0, 1.0, 0, 0], dtype=torch.float64)  # surely 3.x
+    decimals = torch.full((5, 10), 0.1, dtype=torch.float64)      # x uniform over 0..9
+    mean, std = RatingDistribution(first, decimals).expected()
+    assert mean == pytest.approx(3.45) and std == pytest.approx(math.sqrt(0.0825))  # var of k/10, k uniform
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_expected_rating_equals_enumerating_every_rating(seed):
+    """Mean and spread over the 50 ratings "d.k", each with probability first[d] * decimals[d, k]."""
+    rng = np.random.default_rng(seed)
+    first = rng.dirichlet(np.ones(5))
+    decimals = rng.dirichlet(np.ones(10), size=5)
+    outcomes = [(d + 1 + k / 10, first[d] * decimals[d, k]) for d in range(5) for k in range(10)]
+    mean = sum(value * p for value, p in outcomes)
+    std = math.sqrt(sum(p * (value - mean) ** 2 for value, p in outcomes))
+    found = RatingDistribution(torch.tensor(first), torch.tensor(decimals)).expected()
+    assert found == pytest.approx((mean, std), abs=1e-12)
+
+
+def test_rating_digit_probabilities_are_a_softmax_over_the_chosen_tokens():
+    from qinsight_sdk.backend import _probabilities
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 9.0], [3.0, 0.0, 0.0, -9.0]], dtype=torch.float16)
+    found = _probabilities(logits, [2, 0])
+    expected = torch.tensor([[math.e ** 2, 1.0], [1.0, math.e ** 3]], dtype=torch.float64)
+    assert found.dtype == torch.float64 and found.device.type == "cpu"
+    assert torch.allclose(found, expected / expected.sum(-1, keepdim=True), atol=1e-12)
+
+
 def test_unknown_mode_is_refused(tiny_judge):
     with pytest.raises(ValueError, match="mode"):
         tiny_judge.score(IMAGES[0], mode="quick")
@@ -126,17 +158,20 @@ def test_tournament_asks_every_pair_in_both_orders():
     assert all((b, a) in asked for a, b in asked)
 
 
+def position_biased(answer):
+    return QualityJudge(ScriptedBackend(lambda c, i: brightness_answer(c, i) if len(i) == 1
+                                        else f"<answer>{answer}</answer>"))
+
+
+@pytest.mark.parametrize("label", ["Image A", "Image B"])
 @pytest.mark.parametrize("strategy", ["tournament", "hybrid"])
-def test_position_bias_counts_for_nothing(strategy):
-    """A judge that always says "Image A" ranks exactly like one that finds every pair similar."""
+def test_position_bias_counts_for_nothing(strategy, label):
+    """A judge that always names the same position ranks exactly like one that finds every pair similar.
+    (An always-"Image B" judge tells cancelled bias from the tie-break rule, which favours image A.)"""
     images = [grey(v) for v in LEVELS]
-    always_a = QualityJudge(ScriptedBackend(lambda c, i: brightness_answer(c, i) if len(i) == 1
-                                            else "<answer>Image A</answer>"))
-    no_opinion = QualityJudge(ScriptedBackend(lambda c, i: brightness_answer(c, i) if len(i) == 1
-                                              else "<answer>Similar</answer>"))
-    biased = always_a.rank(images, strategy=strategy)
-    assert biased.order == no_opinion.rank(images, strategy=strategy).order
-    assert biased.best == (0 if strategy == "tournament" else 1)
+    biased = position_biased(label).rank(images, strategy=strategy)
+    assert biased.order == position_biased("Similar").rank(images, strategy=strategy).order
+    assert biased.order == ([0, 4, 2, 1, 3] if strategy == "tournament" else [1, 3, 4, 0, 2])
 
 
 def test_ranking_puts_unreadable_images_last():
@@ -172,6 +207,20 @@ def test_reward_maps_scores_and_gives_zero_to_broken_images():
     assert rewards.tolist() == pytest.approx([0.0, 1.0, 0.0])
 
 
+@pytest.mark.parametrize("value,reward", [(64, 0.25), (128, 0.5), (191, 0.75)])
+def test_reward_is_linear_in_the_score_between_the_ends(value, reward):
+    """Fast scores 2.0, 3.0, 4.0 (the scripted judge's 1 + 4 * brightness, to one decimal) map to 1/4, 1/2, 3/4."""
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    assert judge.reward(grey(value)).tolist() == pytest.approx([reward], abs=1e-6)
+
+
+def test_reward_of_an_unjudgeable_image_is_logged(caplog):
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    with caplog.at_level("WARNING", logger="qinsight"):
+        judge.reward([grey(0), np.full((8, 8, 3), np.nan, np.float32)])
+    assert "reward 0.0 for image 1" in caplog.text and "NaN" in caplog.text
+
+
 # -- batching and out-of-memory back-off ------------------------------------------------------------
 
 
@@ -197,7 +246,39 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_images():
     results = judge.score([grey(v) for v in levels])
     assert [r.score for r in results] == pytest.approx([1 + 4 * v / 255 for v in levels], abs=0.01)
     assert sorted(seen) == levels  # each image judged exactly once
-    assert judge._memory_cap == 2
+
+
+def test_after_out_of_memory_later_batches_keep_the_size_that_fitted():
+    failed = []
+    backend = ScriptedBackend(brightness_answer)
+    original = backend.generate
+
+    def generate(batch, decoding):
+        if len(batch.inputs[0]) > 2:
+            failed.append(len(batch.inputs[0]))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(batch, decoding)
+
+    backend.generate = generate
+    judge = QualityJudge(backend, batch_size=4)
+    images = [grey(v) for v in range(0, 240, 6)]  # 40 images, decoded and planned 16 at a time
+    assert all(r.ok for r in judge.score(images))
+    assert failed == [4, 4, 4, 4]  # the first window's batches, planned before the error; none after
+    failed.clear()
+    backend.calls.clear()
+    assert all(r.ok for r in judge.score(images[:8]))  # and the next call starts at the size that fitted
+    assert failed == [] and backend.calls == [2, 2, 2, 2]
+
+
+def test_out_of_memory_on_a_single_image_is_that_images_error():
+    backend = ScriptedBackend(brightness_answer)
+
+    def generate(batch, decoding):
+        raise RuntimeError("CUDA error: out of memory")
+
+    backend.generate = generate
+    results = QualityJudge(backend).score([grey(1), grey(2)])
+    assert all(r.score is None and r.error.startswith("out of memory even alone") for r in results)
 
 
 def test_batches_group_similar_sizes_within_the_token_budget():

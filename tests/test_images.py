@@ -209,3 +209,9 @@ def test_bounds_are_validated():
         ImageBounds(min_pixels=100)
     with pytest.raises(ValueError):
         ImageBounds(min_pixels=10000, max_pixels=5000)
+
+
+@pytest.mark.parametrize("value,expected", [(0, 0), (257, 1), (32896, 128), (60000, 233), (65535, 255)])
+def test_sixteen_bit_arrays_map_full_scale_to_full_scale(value, expected):
+    """65535 is white: the scale is 255/65535 = 1/257 (1/256 would wrap 65535 to black, 60000 to 234)."""
+    assert load_image(np.full((56, 56, 3), value, np.uint16)).getpixel((0, 0)) == (expected,) * 3

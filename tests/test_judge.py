@@ -157,20 +157,51 @@ def brighter_wins(conversation, images):
     return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
 
-def always_first(conversation, images):
-    return "<think>position bias</think><answer>Image A</answer>"
+def always(label):
+    return lambda conversation, images: f"<think>position bias</think><answer>{label}</answer>"
 
 
 def test_compare_both_orders_reconciles():
     from PIL import Image
     dark, bright = Image.new("RGB", (56, 56), (20, 20, 20)), Image.new("RGB", (56, 56), (220, 220, 220))
     fair = QualityJudge(ScriptedBackend(brighter_wins))
-    assert fair.compare(dark, bright, both_orders=True).winner == "B"
+    result = fair.compare(dark, bright, both_orders=True)
+    assert (result.winner, result.consistent, result.error) == ("B", True, None)
+    assert result.raw == "[order A, B]\n<answer>Image B</answer>\n[order B, A]\n<answer>Image A</answer>"
     result = fair.compare(bright, dark, both_orders=True)
     assert (result.winner, result.consistent) == ("A", True)
-    biased = QualityJudge(ScriptedBackend(always_first)).compare(dark, bright, both_orders=True)
-    assert (biased.winner, biased.consistent) == ("similar", False)
-    assert "position bias" in biased.reasoning
+
+
+@pytest.mark.parametrize("label", ["Image A", "Image B"])
+def test_compare_both_orders_cancels_a_position_bias(label):
+    from PIL import Image
+    dark, bright = Image.new("RGB", (56, 56), (20, 20, 20)), Image.new("RGB", (56, 56), (220, 220, 220))
+    biased = QualityJudge(ScriptedBackend(always(label))).compare(dark, bright, both_orders=True)
+    assert (biased.winner, biased.consistent, biased.error) == ("similar", False, None)
+    assert biased.reasoning == "[order A, B] position bias\n\n[order B, A] position bias"
+
+
+def only_when_bright_comes_first(conversation, images):
+    """A verdict only in one order: "Image A" when the brighter image is shown first, else no answer."""
+    a, b = (float(np.asarray(i).mean()) for i in images[-2:])
+    return "<answer>Image A</answer>" if a > b else "<answer>no idea</answer>"
+
+
+@pytest.mark.parametrize("first,second,winner", [("bright", "dark", "A"), ("dark", "bright", "B")])
+def test_compare_both_orders_keeps_the_only_verdict_given(first, second, winner):
+    from PIL import Image
+    images = {"dark": Image.new("RGB", (56, 56), (20, 20, 20)),
+              "bright": Image.new("RGB", (56, 56), (220, 220, 220))}
+    judge = QualityJudge(ScriptedBackend(only_when_bright_comes_first))
+    result = judge.compare(images[first], images[second], both_orders=True)
+    assert (result.winner, result.consistent, result.error) == (winner, None, None)
+
+
+def test_compare_both_orders_without_any_verdict_is_an_error():
+    from PIL import Image
+    judge = QualityJudge(ScriptedBackend(lambda c, i: "<answer>no idea</answer>"))
+    result = judge.compare(Image.new("RGB", (56, 56)), Image.new("RGB", (56, 56), (9, 9, 9)), both_orders=True)
+    assert result.winner is None and result.error.startswith("neither order gave a verdict: the answer names none")
 
 
 def test_compare_uses_reference_prompt_and_image_order():

@@ -25,6 +25,11 @@ SCORE_CASES = [
     ('<answer>rating: 3.6</answer>', 3.6),                                        # no braces
     ("<answer>4.25</answer>", 4.25),                                              # bare number
     ('<think>reason</think> {"rating": 3.4}', 3.4),                               # no answer tag
+    ('<answer>{"rating": 2.0} on reflection {"rating": 4.0}</answer>', 4.0),      # the last object wins
+    ("<answer>rating: 2.0, on reflection rating: 4.0</answer>", 4.0),             # the last rating wins
+    ("<answer>rating = 4.5</answer>", 4.5),                                       # '=' for ':'
+    ("<answer> 4.25 </answer>", 4.25),                                            # bare number, padded
+    ("<answer>.5e1</answer>", 5.0),                                               # any float literal
 ]
 
 SCORE_ERRORS = [

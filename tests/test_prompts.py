@@ -1,26 +1,34 @@
 """The prompts must equal the strings the released weights were trained on, byte for byte."""
 
+import json
+from pathlib import Path
+
+import pytest
+
 from qinsight_sdk import prompts
 from qinsight_sdk.backend import load_processor
 
-# Copied independently from the Q-Insight interface (shared/reference/q-insight.md, section 1).
-EXPECTED_SYSTEM = "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>"  # noqa: E501
-EXPECTED_SCORE = 'What is your overall rating on the quality of this picture? The rating should be a float between 1 and 5, rounded to two decimal places, with 1 representing very poor quality and 5 representing excellent quality. Return the final answer in JSON format with the following keys: "rating": The score.'  # noqa: E501
-EXPECTED_DEGRADATION = 'Analyze the given image and determine if it contains any of the following distortions: "noise", "compression", "blur", or "darken". If a distortion is present, classify its severity as "slight", "moderate", "obvious", "serious", or "catastrophic". Return the result in JSON format with the following keys: "distortion_class": The detected distortion (or "null" if none). and "severity": The severity level (or "null" if none).'  # noqa: E501
-EXPECTED_REFERENCE_INTRO = "Given a low-quality reference image and two enhanced outputs. Reference Image:"
-EXPECTED_REFERENCE_QUESTION = "Decide which enhanced image is superior or if they are comparable. Evaluate based on: 1) fidelity and consistency with the reference image; 2) overall perceptual quality. Return **exactly one** of: Image A, Image B, or Similar."  # noqa: E501
-EXPECTED_NO_REFERENCE = 'Given Image A: <image A> and Image B: <image B>, assess the visual quality of both the Image A and the Image B, explain and justify which one is better considering composition and degradation. Your answer should be "Image A" or "Image B".'  # noqa: E501
+# The expected strings live in a fixture that records where each comes from (the official code or the
+# paper, as quoted in shared/reference/q-insight.md), not in the code under test.
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "prompts.json").read_text(encoding="utf-8"))
+EXPECTED = {name: entry["text"] for name, entry in FIXTURE.items() if not name.startswith("_")}
+EXPECTED_SYSTEM = EXPECTED["SYSTEM_PROMPT"]
+EXPECTED_SCORE = EXPECTED["SCORE_QUESTION"]
+EXPECTED_DEGRADATION = EXPECTED["DEGRADATION_QUESTION"]
+EXPECTED_REFERENCE_INTRO = EXPECTED["REFERENCE_COMPARISON_INTRO"]
+EXPECTED_REFERENCE_QUESTION = EXPECTED["REFERENCE_COMPARISON_QUESTION"]
+EXPECTED_NO_REFERENCE = EXPECTED["NO_REFERENCE_COMPARISON_QUESTION"]
 
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def test_strings_are_byte_identical():
-    assert prompts.SYSTEM_PROMPT == EXPECTED_SYSTEM
-    assert prompts.SCORE_QUESTION == EXPECTED_SCORE
-    assert prompts.DEGRADATION_QUESTION == EXPECTED_DEGRADATION
-    assert prompts.REFERENCE_COMPARISON_INTRO == EXPECTED_REFERENCE_INTRO
-    assert prompts.REFERENCE_COMPARISON_QUESTION == EXPECTED_REFERENCE_QUESTION
-    assert prompts.NO_REFERENCE_COMPARISON_QUESTION == EXPECTED_NO_REFERENCE
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_strings_are_byte_identical(name):
+    assert FIXTURE[name]["source"]  # every expected string says where it comes from
+    assert getattr(prompts, name) == EXPECTED[name]
+
+
+def test_system_prompt_has_no_trailing_period():
     assert not prompts.SYSTEM_PROMPT.endswith(".")
 
 

@@ -1,0 +1,149 @@
+"""Mutation testing of the code whose answers users rely on: would the tests notice a wrong answer?
+
+    pip install -e '.[dev,train,mutation]'
+    python bench/mutation.py                   # every module in scope; resumes where the last run stopped
+    python bench/mutation.py parsing rewards   # some of them
+    python bench/mutation.py --fresh metrics   # forget earlier verdicts for these modules first
+
+mutmut (configured in pyproject.toml's ``[tool.mutmut]``) copies the package to ``mutants/``, changes
+one small thing at a time in one function (a mutant: ``<`` for ``<=``, ``[-1]`` for ``[0]``, a string
+emptied), and runs the quick tests that reach that function (no tiny model, no ComfyUI: ``-m "not model
+and not comfyui"``). A mutant is killed when a test fails. The score is killed / mutants run: a survivor,
+a timeout, a crash and a mutant that no quick test reaches all count as not killed. Mutants that no test
+could ever tell from the original (equivalent mutants) are listed in ``EQUIVALENT`` with the reason and
+left out of the count; nothing else is.
+
+Modules run one at a time. A module whose source has not changed since its last run only reruns the
+mutants that were not killed (after new tests, that is the survivors); ``--fresh`` reruns all of them
+(do that after weakening or deleting tests). Not part of CI: a module takes 5 to 30 minutes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTANTS = ROOT / "mutants"
+
+# module name -> (source file, mutant-name patterns). Only what decides an answer is in scope: loading a
+# checkpoint (QualityJudge.from_pretrained) and the model plumbing of backend.py are tested with the tiny
+# model instead, outside the quick loop.
+SCOPE: dict[str, tuple[str, list[str]]] = {
+    "parsing": ("qinsight_sdk/parsing.py", ["qinsight_sdk.parsing.*"]),
+    "images": ("qinsight_sdk/images.py", ["qinsight_sdk.images.*"]),
+    "decoding": ("qinsight_sdk/decoding.py", ["qinsight_sdk.decoding.*"]),
+    "judge": ("qinsight_sdk/judge.py", ["qinsight_sdk.judge.*"]),
+    "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*",
+                                             "qinsight_sdk.backend.x__probabilities__*"]),
+    "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
+    "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
+    "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
+}
+OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*"]
+
+# Equivalent mutants: no input can tell them from the original. Each with its reason.
+EQUIVALENT: dict[str, str] = {}
+
+KILLED = {1, 3}  # pytest's exit codes for failed tests and internal errors
+STATUS = {0: "survived", 33: "no tests", 5: "no tests", 36: "timeout", 24: "timeout", -24: "timeout",
+          152: "timeout", 255: "timeout", None: "not run"}
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, p) for p in patterns) and not any(fnmatchcase(name, p) for p in OUT_OF_SCOPE)
+
+
+def _verdicts(module: str) -> dict[str, int | None] | None:
+    """mutant name -> mutmut's exit code, from its meta file; None if this module has not been run."""
+    source, patterns = SCOPE[module]
+    meta = MUTANTS / (source + ".meta")
+    if not meta.exists() or meta.stat().st_mtime < (ROOT / source).stat().st_mtime:
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return {name: code for name, code in codes.items() if _matches(name, patterns)}
+
+
+def _mutmut(names: list[str]) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", *names], cwd=ROOT, env=env,
+                   stdout=subprocess.DEVNULL, check=False)
+
+
+def run_module(module: str, fresh: bool) -> dict[str, int | None]:
+    verdicts = _verdicts(module)
+    if verdicts is None or fresh or not verdicts:
+        _mutmut(SCOPE[module][1])
+    else:
+        todo = [name for name, code in verdicts.items() if code not in KILLED and name not in EQUIVALENT]
+        if todo:
+            _mutmut(todo)
+    found = _verdicts(module)
+    if found is None:
+        raise SystemExit(f"mutmut left no results for {module}; run `mutmut run` by hand to see why")
+    return found
+
+
+def _status(code: int | None) -> str:
+    return "killed" if code in KILLED else STATUS.get(code, "crashed")
+
+
+def summarise(module: str, verdicts: dict[str, int | None]) -> dict[str, object]:
+    counted = {name: _status(code) for name, code in verdicts.items() if name not in EQUIVALENT}
+    tally = {status: sum(s == status for s in counted.values())
+             for status in ("killed", "survived", "timeout", "crashed", "no tests", "not run")}
+    score = tally["killed"] / len(counted) if counted else None
+    return {"module": module, **tally, "equivalent": len(verdicts) - len(counted), "score": score,
+            "not_killed": sorted(name for name, status in counted.items() if status != "killed")}
+
+
+def _changed_line(name: str) -> str:
+    shown = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "show", name], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    added = [line[1:].strip() for line in shown.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return added[0] if added else "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of: {', '.join(SCOPE)} (default: all)")
+    parser.add_argument("--fresh", action="store_true", help="rerun every mutant, not only those not killed")
+    parser.add_argument("--report-only", action="store_true", help="print the last results, run nothing")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in SCOPE]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(SCOPE)}")
+    rows = []
+    for module in args.modules or list(SCOPE):
+        verdicts = _verdicts(module) if args.report_only else run_module(module, args.fresh)
+        if verdicts is None:
+            print(f"{module}: not run yet")
+            continue
+        rows.append(summarise(module, verdicts))
+        print(_table_line(rows[-1]), flush=True)
+    print()
+    print("| module | killed | survived | timed out | crashed | no tests | equivalent | score |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(_table_line(row))
+    for row in rows:
+        for name in row["not_killed"]:
+            print(f"not killed: {name}: {_changed_line(name)}")
+    return 0
+
+
+def _table_line(row: dict[str, object]) -> str:
+    score = "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"
+    cells = [row["module"], row["killed"], row["survived"], row["timeout"], row["crashed"],
+             row["no tests"] + row["not run"], row["equivalent"], score]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
