@@ -95,8 +95,12 @@ class JudgeHandle:
 
         registered = any(m.model is self.patcher for m in mm.current_loaded_models) if self.patcher else False
         devices = sorted({str(p.device) for p in self.judge.backend.model.parameters()}) if self.judge else []
+        # what ComfyUI counts as loaded on its load device (0 once it has unloaded the judge), which tells
+        # a free from a no-op even where load and offload device are both the CPU
+        loaded_bytes = int(self.patcher.loaded_size()) if self.patcher is not None else 0
         return {"model": self.spec.model, "subfolder": self.spec.subfolder, "loaded": self.judge is not None,
-                "registered_with_comfyui": registered, "weight_devices": devices}
+                "registered_with_comfyui": registered, "weight_devices": devices,
+                "comfyui_loaded_bytes": loaded_bytes}
 
 
 def all_status() -> dict[str, Any]:

@@ -112,7 +112,7 @@ def _to_rating(value: object) -> tuple[float | None, str | None]:
     if isinstance(value, bool) or value is None:
         return None, f"rating {value!r} is not a number"
     try:
-        rating = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+        rating = float(value)  # type: ignore[arg-type]  # float() ignores surrounding whitespace itself
     except (TypeError, ValueError):
         return None, f"rating {value!r} is not a number"
     if not math.isfinite(rating):

@@ -48,7 +48,8 @@ def test_compare_row(tiny_model, image_files, capsys):
                         str(image_files[2]), "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
     (row,) = rows(out)
     assert row["image_a"] == str(image_files[0]) and row["image_b"] == str(image_files[1])
-    assert {"winner", "reasoning", "error"} <= set(row) and code in (0, 1)
+    # the random tiny model writes no verdict: the row says why, and the exit code reports a failed item
+    assert row["winner"] is None and "names none" in row["error"] and row["raw"] and code == 1
 
 
 @pytest.fixture
@@ -111,9 +112,9 @@ def test_installed_entry_point(tiny_model, image_files):
     env = dict(os.environ, HF_HUB_OFFLINE="1", QINSIGHT_MODEL=str(tiny_model))
     done = subprocess.run([script, "score", str(image_files[0]), "--max-new-tokens", "8"],
                           capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode == 1, done.stderr  # the random tiny model writes no rating
     (row,) = rows(done.stdout)
-    assert row["image"] == str(image_files[0]) and row["raw"]
+    assert row["image"] == str(image_files[0]) and row["raw"] and "no rating found" in row["error"]
 
 
 def test_fast_score_and_rank_commands(tiny_model, image_files, capsys):

@@ -99,7 +99,7 @@ def test_compare_graph_with_reference(comfy):
                                                                "both_orders": True}},
              "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}}}
     outputs = succeeded(comfy.run(graph))
-    assert outputs["5"]["text"][0] in ("winner: A", "winner: B", "winner: similar", "winner: unknown")
+    assert outputs["5"]["text"][0] == "winner: unknown"  # the random tiny model never writes a verdict
     assert len(outputs["6"]["images"]) == 1
 
 
@@ -183,7 +183,9 @@ def test_freeing_memory_unloads_the_judge(comfy):
         time.sleep(0.2)
     after = comfy.get("/qinsight/status")
     assert after["registered_with_comfyui"] == 0
-    assert all(d == "cpu" for judge in after["judges"] for d in judge["weight_devices"])
+    # on a CPU-only ComfyUI the weights stay on the CPU either way: what changes is ComfyUI's own account
+    assert any(judge["comfyui_loaded_bytes"] > 0 for judge in before["judges"])
+    assert all(judge["comfyui_loaded_bytes"] == 0 for judge in after["judges"])
 
 
 def test_unload_after_run_frees_the_weights(comfy):

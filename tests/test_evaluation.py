@@ -234,8 +234,9 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
                  "--plot", str(tmp_path / "deg.png")])
     found = json.loads((tmp_path / "deg.json").read_text())
     # the random model's answers do not parse: every item fails, is listed, and the run still reports
-    assert code == (1 if found["failed"] else 0) and found["items"] == 6
-    assert len(found["failed"]) + found["judged"] == 6 and (tmp_path / "deg.png").stat().st_size > 0
+    assert code == 1 and found["items"] == 6 and found["judged"] == 0
+    assert len(found["failed"]) == 6 and all(f["error"] for f in found["failed"])
+    assert (tmp_path / "deg.png").stat().st_size > 0
 
     code = main(["eval", str(synthetic / "pairs.jsonl"), "--model", str(tiny_model), "--max-new-tokens", "8",
                  "--predictions", str(tmp_path / "pairs.jsonl"), "-o", str(tmp_path / "pairs.json")])

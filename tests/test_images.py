@@ -215,3 +215,46 @@ def test_bounds_are_validated():
 def test_sixteen_bit_arrays_map_full_scale_to_full_scale(value, expected):
     """65535 is white: the scale is 255/65535 = 1/257 (1/256 would wrap 65535 to black, 60000 to 234)."""
     assert load_image(np.full((56, 56, 3), value, np.uint16)).getpixel((0, 0)) == (expected,) * 3
+
+
+def _processor_sizes():
+    rng = np.random.default_rng(3)
+    small = [(int(w), int(h)) for w, h in rng.integers(1, 400, (40, 2))]
+    large = [(int(w), int(h)) for w, h in rng.integers(400, 5000, (40, 2))]
+    sizes = small + large + [(1, 1), (27, 29), (1024, 768), (6000, 4000), (200, 1), (3000, 20)]
+    return [(w, h) for w, h in sizes if max(w, h) / min(w, h) <= 200]  # beyond: refused by both
+
+
+@pytest.mark.parametrize("bounds", [ImageBounds(), ImageBounds(min_pixels=3136, max_pixels=12845056),
+                                    ImageBounds(min_pixels=200 * 200, max_pixels=300 * 300)])
+def test_fitting_equals_qwen_processors_own_resize_rule(bounds):
+    """Qwen2-VL's image processor must find nothing left to resize in what we hand it."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    for width, height in _processor_sizes():
+        height_q, width_q = smart_resize(height, width, factor=PATCH_GRID, min_pixels=bounds.min_pixels,
+                                         max_pixels=bounds.max_pixels)
+        assert fit_to_patch_grid(width, height, bounds) == (width_q, height_q), (width, height)
+
+
+def test_patches_equal_the_qwen_image_processor():
+    """The direct patch encoder against the stock processor, on the tiny checkpoint's settings."""
+    from transformers import Qwen2VLImageProcessor
+
+    from qinsight_sdk.images import PatchSpec, patch_count, to_patches
+    from qinsight_sdk.testing import PREPROCESSOR_CONFIG
+
+    settings = {k: v for k, v in PREPROCESSOR_CONFIG.items() if k not in ("image_processor_type", "processor_class")}
+    processor = Qwen2VLImageProcessor(**settings)
+    spec = PatchSpec(mean=tuple(processor.image_mean), std=tuple(processor.image_std),
+                     rescale=processor.rescale_factor, patch=processor.patch_size,
+                     temporal=processor.temporal_patch_size, merge=processor.merge_size)
+    rng = np.random.default_rng(0)
+    for height, width in [(56, 84), (112, 56), (28 * 5, 28 * 3)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = processor(images=[image], return_tensors="pt")
+        patches, grid = to_patches(image, spec)
+        assert grid == tuple(expected["image_grid_thw"][0].tolist())
+        assert patches.shape == expected["pixel_values"].shape
+        assert torch.allclose(patches, expected["pixel_values"].float(), atol=1e-5)
+        assert patch_count(image, spec) == patches.shape[0] == (height // 14) * (width // 14)

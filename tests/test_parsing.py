@@ -145,5 +145,95 @@ def test_parsers_never_raise(text):
     assert (score.score is None) == (score.error is not None)  # a missing score is always explained
     degradation = parse_degradation(text)
     assert degradation.distortion in (None, "noise", "compression", "blur", "darken")
+    assert degradation.severity is None or degradation.distortion is not None  # a severity needs a class
     comparison = parse_comparison(text)
     assert comparison.winner in (None, "A", "B", "similar")
+    assert (comparison.winner is None) == (comparison.error is not None)  # a missing verdict is explained
+
+
+# -- whole results, reasoning and error text included: what users and the reward read ----------------
+
+from qinsight_sdk import parsing  # noqa: E402
+from qinsight_sdk.parsing import ParsedComparison, ParsedDegradation, ParsedScore  # noqa: E402
+
+NOTE = " (no <answer> block found)"
+
+EXACT_SCORES = [
+    ("<think>fine</think><answer>{\"rating\": 3.5}</answer>", ParsedScore(3.5, "fine", None)),
+    ("<think>fine</think><answer>rating: 3.5</answer>", ParsedScore(3.5, "fine", None)),
+    ("<think>fine</think><answer>3.5</answer>", ParsedScore(3.5, "fine", None)),
+    ("<think>fine</think> 4.5", ParsedScore(None, "fine", "no rating found in the answer" + NOTE)),
+    ("<think>fine</think><answer>good</answer>", ParsedScore(None, "fine", "no rating found in the answer")),
+    ('<think>fine</think><answer>{"rating": "excellent"}</answer>',
+     ParsedScore(None, "fine", "rating 'excellent' is not a number")),
+    ('<answer>{"rating": null}</answer>', ParsedScore(None, None, "rating None is not a number")),
+    ('<answer>rating: 1e999</answer>', ParsedScore(None, None, "rating '1e999' is not a finite number")),
+    # the JSON object is read before the tolerant fallback, which would take the last "rating:" in the text
+    ('<answer>{"rating": 3, "note": "rating: 5"}</answer>', ParsedScore(3.0, None, None)),
+    ('<answer>{"rating": 3, "note": "rating: 5"', ParsedScore(3.0, None, None)),           # unclosed
+    ("<answer>{'rating': 3, 'note': 'rating: 5'}</answer>", ParsedScore(3.0, None, None)),  # single quotes
+    ('<answer>{"rating": 3, "note": "rating: 5",}</answer>', ParsedScore(3.0, None, None)),  # trailing comma
+    ('<answer>{Rating: 3, note: "rating: 5"}</answer>', ParsedScore(3.0, None, None)),     # bare keys
+    ('<answer>{"Note": "rating: 5", "RATING": 2}</answer>', ParsedScore(2.0, None, None)),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXACT_SCORES)
+def test_score_results_exactly(text, expected):
+    assert parse_score(text) == expected
+
+
+EXACT_DEGRADATIONS = [
+    ('<think>grain</think><answer>{"distortion_class": "noise", "severity": "slight"}</answer>',
+     ParsedDegradation("noise", "slight", "grain", None)),
+    ('<answer>{"distortion": "blur", "severity": "slight", "note": "distortion: noise"}</answer>',
+     ParsedDegradation("blur", "slight", None, None)),
+    ('<answer>{"distortion_class": "\'blur\'.", "severity": "slight."}</answer>',
+     ParsedDegradation("blur", "slight", None, None)),
+    ('<answer>{"distortion_class": "Low\\n  light", "severity": "obvious"}</answer>',
+     ParsedDegradation("darken", "obvious", None, None)),
+    ("<answer>DISTORTION_CLASS = Blur; SEVERITY = Serious</answer>", ParsedDegradation("blur", "serious", None, None)),
+    ("<answer>distortion_class: blur</answer>",
+     ParsedDegradation("blur", None, None, "distortion 'blur' given without a severity")),
+    ('<think>hm</think><answer>{"distortion_class": "rain", "severity": "extreme"}</answer>',
+     ParsedDegradation(None, None, "hm", "unknown distortion class 'rain'; unknown severity 'extreme'")),
+    ("<think>hm</think> blurry", ParsedDegradation(None, None, "hm", "no distortion_class found in the answer" + NOTE)),
+    ("<answer>blurry</answer>", ParsedDegradation(None, None, None, "no distortion_class found in the answer")),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXACT_DEGRADATIONS)
+def test_degradation_results_exactly(text, expected):
+    assert parse_degradation(text) == expected
+
+
+EXACT_COMPARISONS = [
+    ("<think>A is sharp</think><answer>Image A</answer>", ParsedComparison("A", "A is sharp", None)),
+    ("<think>A is sharp</think><answer>Image B is better than image b's twin</answer>",
+     ParsedComparison("B", "A is sharp", None)),
+    ("<think>Image A looks sharp</THINK> Image B", ParsedComparison("B", "Image A looks sharp", None)),
+    ("<answer>Similar.</answer>", ParsedComparison("similar", None, None)),
+    ("<think>x</think><answer>Image A, or maybe Image B</answer>",
+     ParsedComparison(None, "x", "the answer names more than one of Image A, Image B, Similar")),
+    ("<think>x</think><answer>the left one</answer>",
+     ParsedComparison(None, "x", "the answer names none of Image A, Image B, Similar")),
+    ("the left one", ParsedComparison(None, None, "the answer names none of Image A, Image B, Similar" + NOTE)),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXACT_COMPARISONS)
+def test_comparison_results_exactly(text, expected):
+    assert parse_comparison(text) == expected
+
+
+@pytest.mark.parametrize("parse,result", [(parse_score, ParsedScore(None, None, "could not parse the answer: boom")),
+                                          (parse_degradation, ParsedDegradation(None, None, None,
+                                                                                "could not parse the answer: boom")),
+                                          (parse_comparison, ParsedComparison(None, None,
+                                                                              "could not parse the answer: boom"))])
+def test_a_parser_that_fails_inside_returns_an_error(monkeypatch, parse, result):
+    def boom(text):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(parsing, "_answer_or_tail", boom)
+    assert parse("<answer>anything</answer>") == result
