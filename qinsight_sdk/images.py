@@ -53,10 +53,8 @@ def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds) -> tuple[int
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise ImageInputError(f"image is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
                               "which the model cannot take; crop it first")
-    # Qwen2-VL's own rule (its processor's smart_resize), step for step: a side that rounds to zero is
-    # grown by the minimum-pixels branch, as the released weights saw it, not clamped to one patch
-    w = round(width / PATCH_GRID) * PATCH_GRID
-    h = round(height / PATCH_GRID) * PATCH_GRID
+    w = max(PATCH_GRID, round(width / PATCH_GRID) * PATCH_GRID)
+    h = max(PATCH_GRID, round(height / PATCH_GRID) * PATCH_GRID)
     if w * h > bounds.max_pixels:
         shrink = math.sqrt(width * height / bounds.max_pixels)
         w = max(PATCH_GRID, math.floor(width / shrink / PATCH_GRID) * PATCH_GRID)

@@ -244,3 +244,64 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
     assert found["task"] == "comparison" and found["items"] == 4
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows][0] == "sample_0.png|sample_0.png|sample_1.jpg"
+
+
+# -- the metrics' edges, stated exactly ------------------------------------------------------------------
+
+
+def test_degradation_metrics_in_full():
+    found = degradation_metrics(["noise", "blur", "null"], ["slight", "slight", "null"],
+                                ["noise", "noise", "null"], ["slight", "serious", "null"])
+    assert found == {
+        "n": 3,
+        "per_class": {"noise": {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5},
+                      "null": {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}},
+        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.75},
+        "overall": {"class_accuracy": 2 / 3, "severity_accuracy": 2 / 3},
+        "labels": ["noise", "compression", "blur", "darken", "null"],
+        "confusion": [[1, 0, 1, 0, 0], [0] * 5, [0] * 5, [0] * 5, [0, 0, 0, 0, 1]],
+        "severity_levels": ["slight", "moderate", "obvious", "serious", "catastrophic"],
+    }
+    empty = degradation_metrics([], [], [], [])
+    assert empty["mean"] == {"class_accuracy": None, "severity_accuracy": None}
+    assert empty["overall"] == {"class_accuracy": None, "severity_accuracy": None} and empty["n"] == 0
+
+
+def test_comparison_metrics_in_full():
+    found = comparison_metrics(["Image B", "Similar", "Image A"], ["Image B", "Image B", "Similar"])
+    assert found == {"n": 3, "accuracy": 1 / 3, "per_label": {"Image B": {"n": 2, "accuracy": 0.5},
+                                                               "Similar": {"n": 1, "accuracy": 0.0}}}
+    assert comparison_metrics([], []) == {"n": 0, "accuracy": None, "per_label": {}}
+
+
+def test_small_samples():
+    three = score_metrics([1.0, 2.0, 4.0], [1.5, 2.5, 3.0], resamples=100)
+    assert three["n"] == 3 and three["srcc"] == pytest.approx(1.0) and three["krcc"] == pytest.approx(1.0)
+    assert three["plcc"] == pytest.approx(scipy.stats.pearsonr([1, 2, 4], [1.5, 2.5, 3])[0], abs=1e-12)
+    assert three["rmse"] == pytest.approx(math.sqrt((0.25 + 0.25 + 1.0) / 3), abs=1e-12)
+    assert three["srcc_ci95"] is None and three["logistic_params"] is None and three["plcc_logistic"] is None
+    two = score_metrics([1.0, 2.0], [1.0, 3.0], resamples=100)
+    assert (two["srcc"], two["plcc"], two["krcc"]) == (None, None, None) and two["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert score_metrics([], [], resamples=10)["rmse"] is None
+    with pytest.raises(ValueError, match="2 predictions for 3 labels"):
+        score_metrics([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_constant_labels_give_none():
+    found = score_metrics([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3.0] * 6, resamples=50)
+    assert (found["srcc"], found["plcc"], found["krcc"], found["srcc_ci95"]) == (None, None, None, None)
+    assert found["rmse"] == pytest.approx(math.sqrt(np.mean((np.arange(1, 7) - 3.0) ** 2)))
+
+
+def test_bootstrap_intervals_equal_scipys_percentile_bootstrap():
+    found = score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=5)
+    for name, function in (("srcc", scipy.stats.spearmanr), ("plcc", scipy.stats.pearsonr)):
+        expected = scipy.stats.bootstrap((PREDICTED[:30], MOS[:30]), lambda a, b: function(a, b)[0], paired=True,
+                                         vectorized=False, n_resamples=300, confidence_level=0.95,
+                                         method="percentile", random_state=np.random.default_rng(5))
+        assert found[f"{name}_ci95"] == pytest.approx(list(expected.confidence_interval), abs=1e-12)
+    assert score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=6)["srcc_ci95"] != found["srcc_ci95"]
+
+
+def test_logistic_fit_that_fails_gives_none():
+    assert fit_logistic([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, float("nan"), 3.0, 4.0, 5.0]) is None  # scipy refuses NaN

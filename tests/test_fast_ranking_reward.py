@@ -287,3 +287,78 @@ def test_batches_group_similar_sizes_within_the_token_budget():
     sizes = [(56, 56), (448, 56), (56, 56), (448, 56), (56, 56)]  # 4 and 32 image tokens
     judge.score([Image.new("RGB", s, (99, 99, 99)) for s in sizes])
     assert backend.calls == [3, 1, 1]  # the small ones together; two large ones would exceed 40 tokens
+
+
+# -- ranking, stated exactly ----------------------------------------------------------------------------
+
+
+def brightness_or_nothing(conversation, images):
+    """Like brightness_answer, but an image darker than 30 gets no rating."""
+    if len(images) == 1 and np.asarray(images[0]).mean() < 30:
+        return "<answer>too dark to say</answer>"
+    return brightness_answer(conversation, images)
+
+
+def test_score_ranking_in_full():
+    ranking = QualityJudge(ScriptedBackend(brightness_or_nothing)).rank([grey(v) for v in (90, 10, 250, 170)])
+    assert ranking.to_dict() == {
+        "order": [2, 3, 0, 1], "scores": [4.9, 3.7, 2.4, None], "strategy": "score", "decided_by": "fast scores",
+        "comparisons": 0, "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"}}
+    assert ranking.best == 2
+
+
+def test_an_empty_ranking_has_no_best():
+    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank([])
+    assert (ranking.order, ranking.best, ranking.errors) == ([], None, {})
+
+
+def test_tournament_ranking_in_full():
+    images = [grey(v) for v in LEVELS] + ["missing.png"]
+    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank(images, strategy="tournament")
+    # round 1: (0, 1) -> 1, (2, 3) -> 3, 4 a bye; round 2: (1, 3) -> 1, 4 a bye; round 3: (1, 4) -> 1
+    assert ranking.order == [1, 4, 3, 0, 2, 5] and ranking.scores == [3.0, 2.0, 1.0, 0.0, 0.0, None]
+    assert ranking.decided_by == "knockout of 5 images, each pair asked in both orders"
+    assert ranking.comparisons == 8 and ranking.errors == {5: "missing.png: file not found"}
+
+
+def test_hybrid_ranking_in_full():
+    images = [grey(v) for v in LEVELS]
+    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank(images, strategy="hybrid", pool=3)
+    assert ranking.order == [1, 3, 4, 0, 2] and ranking.comparisons == 6
+    assert ranking.scores == pytest.approx([4.9, 3.7, 3.0, 2.4, 1.2])
+    assert ranking.decided_by == "fast scores, then all pairs among the top 3 in both orders"
+
+
+def test_hybrid_pairwise_wins_can_overturn_the_scores():
+    """Scores say 1 > 3 > 4; the comparisons prefer the darker image: the pool is reordered by wins."""
+    def darker_wins(conversation, images):
+        if len(images) == 1:
+            return brightness_answer(conversation, images)
+        a, b = (np.asarray(i).mean() for i in images[-2:])
+        return "<answer>Image A</answer>" if a < b else "<answer>Image B</answer>"
+
+    ranking = QualityJudge(ScriptedBackend(darker_wins)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3)
+    assert ranking.order == [4, 3, 1, 0, 2]
+
+
+@pytest.mark.parametrize("pool,finalists", [(0, 1), (1, 1), (2, 2)])
+def test_hybrid_pool_of_at_least_one(pool, finalists):
+    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank([grey(v) for v in LEVELS], strategy="hybrid",
+                                                                    pool=pool)
+    assert ranking.comparisons == finalists * (finalists - 1)
+    assert ranking.decided_by.endswith(f"the top {finalists} in both orders")
+
+
+def test_round_robin_ties_split_the_win():
+    """170 beats 250, 130 beats 170, 250 and 130 tie: wins 0.5, 1 and 1.5 (no half-wins: 130 and 170 level)."""
+    preferred = {frozenset({250, 170}): 170, frozenset({170, 130}): 130, frozenset({250, 130}): None}
+
+    def scripted(conversation, images):
+        if len(images) == 1:
+            return brightness_answer(conversation, images)
+        a, b = (int(np.asarray(i).mean()) for i in images[-2:])
+        winner = preferred[frozenset({a, b})]
+        return "<answer>" + ("Similar" if winner is None else "Image A" if winner == a else "Image B") + "</answer>"
+
+    ranking = QualityJudge(ScriptedBackend(scripted)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3)
+    assert ranking.order == [4, 3, 1, 0, 2]

@@ -219,22 +219,31 @@ def test_sixteen_bit_arrays_map_full_scale_to_full_scale(value, expected):
 
 def _processor_sizes():
     rng = np.random.default_rng(3)
-    small = [(int(w), int(h)) for w, h in rng.integers(1, 400, (40, 2))]
+    small = [(int(w), int(h)) for w, h in rng.integers(28, 400, (40, 2))]
     large = [(int(w), int(h)) for w, h in rng.integers(400, 5000, (40, 2))]
-    sizes = small + large + [(1, 1), (27, 29), (1024, 768), (6000, 4000), (200, 1), (3000, 20)]
+    sizes = small + large + [(28, 29), (1024, 768), (6000, 4000), (3000, 30)]
     return [(w, h) for w, h in sizes if max(w, h) / min(w, h) <= 200]  # beyond: refused by both
 
 
 @pytest.mark.parametrize("bounds", [ImageBounds(), ImageBounds(min_pixels=3136, max_pixels=12845056),
                                     ImageBounds(min_pixels=200 * 200, max_pixels=300 * 300)])
 def test_fitting_equals_qwen_processors_own_resize_rule(bounds):
-    """Qwen2-VL's image processor must find nothing left to resize in what we hand it."""
+    """Qwen2-VL's image processor must find nothing left to resize in what we hand it (sides of 28 and up:
+    transformers 4.51 refuses smaller ones)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     for width, height in _processor_sizes():
         height_q, width_q = smart_resize(height, width, factor=PATCH_GRID, min_pixels=bounds.min_pixels,
                                          max_pixels=bounds.max_pixels)
         assert fit_to_patch_grid(width, height, bounds) == (width_q, height_q), (width, height)
+
+
+@pytest.mark.parametrize("size,fitted", [((1, 1), (56, 56)), ((190, 13), (196, 28)), ((13, 190), (28, 196)),
+                                         ((20, 20), (56, 56)), ((100, 10), (112, 28)), ((400, 2), (392, 28))])
+def test_sides_under_one_patch_follow_the_official_pipeline(size, fitted):
+    """Q-Insight's code resized with qwen_vl_utils, which rounds each side to at least one 28-pixel patch
+    before the pixel bounds (newer transformers rounds such a side to 0 and then grows the image)."""
+    assert fit_to_patch_grid(*size, BOUNDS) == fitted
 
 
 def test_patches_equal_the_qwen_image_processor():

@@ -274,3 +274,171 @@ def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, imag
     assert seen[3:] == [0, 1] and len(both) == 2
     with pytest.raises(ValueError, match="a pair is"):
         tiny_judge.compare_pairs([(a,)])
+
+
+# -- the judge's own rules, stated exactly ---------------------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from qinsight_sdk.backend import Generation  # noqa: E402
+
+
+def grey(value, size=(56, 56)):
+    return Image.new("RGB", size, (value, value, value))
+
+
+class CutOffBackend(ScriptedBackend):
+    """Answers that ran out of tokens (``finished`` False)."""
+
+    def generate(self, batch, decoding):
+        return [[Generation(g.text, False) for g in row] for row in super().generate(batch, decoding)]
+
+
+def test_defaults():
+    backend = ScriptedBackend(brightness_rating)
+    judge = QualityJudge(backend)
+    assert judge.decoding == DecodingOptions() and judge.prompt_order.value == "image_first"
+    judge.score([grey(v) for v in range(10)])
+    assert backend.calls == [8, 2]  # batch_size 8
+    backend.calls.clear()
+    from qinsight_sdk.images import ImageBounds
+
+    big = QualityJudge(backend, image_bounds=ImageBounds(max_pixels=1792 * 1792))
+    big.score([grey(v, (1792, 1792)) for v in range(5)])  # 4096 tokens each: 16384 holds exactly four
+    assert backend.calls == [4, 1]
+
+
+def test_token_budget_is_inclusive():
+    backend = ScriptedBackend(brightness_rating)
+    QualityJudge(backend, max_batch_tokens=8).score([grey(v) for v in range(5)])  # 4 tokens each
+    assert backend.calls == [2, 2, 1]
+
+
+def test_batch_size_must_be_positive():
+    judge = QualityJudge(ScriptedBackend(brightness_rating), batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        judge.score(grey(1))
+
+
+def test_an_explicit_batch_size_overrides_the_judges():
+    backend = ScriptedBackend(brightness_rating)
+    QualityJudge(backend, batch_size=8).score([grey(v) for v in range(5)], batch_size=2)
+    assert backend.calls == [2, 2, 1]
+
+
+def test_unreadable_inputs_are_reported_in_order_with_their_reasons():
+    backend = ScriptedBackend(brightness_rating)
+    seen = []
+    results = QualityJudge(backend, batch_size=1).score(
+        [grey(0), "missing.png", grey(255), np.zeros((0, 3)), grey(128)], on_result=lambda i, r: seen.append((i, r)))
+    assert seen == list(enumerate(results))
+    assert [r.score for r in results] == pytest.approx([1.0, None, 5.0, None, 3.01])
+    assert results[1].error == "missing.png: file not found" and "is empty" in results[3].error
+    assert backend.calls == [1, 1, 1]
+
+
+def test_a_failure_inside_the_model_names_its_type_and_message():
+    def fragile(conversation, images):
+        if np.asarray(images[0]).mean() == 13:
+            raise RuntimeError("kernel exploded")
+        return brightness_rating(conversation, images)
+
+    results = QualityJudge(ScriptedBackend(fragile)).score(grey(13))
+    assert results.error == "the model failed on this input: RuntimeError: kernel exploded"
+
+
+def test_a_failure_while_encoding_is_retried_per_item():
+    class FragileEncoder(ScriptedBackend):
+        def encode(self, conversations, images, answer_prefix=""):
+            if any(np.asarray(g[0]).mean() == 13 for g in images):
+                raise ValueError("cannot encode")
+            return super().encode(conversations, images, answer_prefix)
+
+    results = QualityJudge(FragileEncoder(brightness_rating)).score([grey(0), grey(13), grey(255)])
+    assert [r.score for r in results] == [1.0, None, 5.0]
+    assert results[1].error == "the model failed on this input: ValueError: cannot encode"
+
+
+@pytest.mark.parametrize("message", ["CUDA out of memory. Tried to allocate", "MPS backend Out Of Memory"])
+def test_out_of_memory_is_recognised_by_its_message(message):
+    backend = ScriptedBackend(brightness_rating)
+    original = backend.generate
+
+    def generate(batch, decoding):
+        if len(batch.inputs[0]) > 1:
+            raise RuntimeError(message)
+        return original(batch, decoding)
+
+    backend.generate = generate
+    results = QualityJudge(backend).score([grey(0), grey(255), grey(128)])
+    assert [r.score for r in results] == pytest.approx([1.0, 5.0, 3.01])
+
+
+def test_a_cut_off_answer_says_so():
+    result = QualityJudge(CutOffBackend(lambda c, i: "<think>still thinking")).score(grey(1))
+    assert result.error == "no rating found in the answer (no <answer> block found) " \
+                           "(the answer was cut off at max_new_tokens)"
+    assert result.raw == "<think>still thinking" and result.reasoning == "still thinking"
+    finished = QualityJudge(ScriptedBackend(lambda c, i: "<answer>meh</answer>")).score(grey(1))
+    assert finished.error == "no rating found in the answer"
+
+
+def test_one_sample_has_no_spread_and_reasoning_comes_with_the_score():
+    result = QualityJudge(ScriptedBackend(brightness_rating)).score(grey(255))
+    assert (result.score, result.std, result.samples, result.reasoning) == (5.0, None, [], "brightness 1.00")
+    assert result.raw == brightness_rating(None, [grey(255)])
+
+
+def test_samples_keep_the_first_readable_answers_reasoning():
+    answers = iter(["garbage", '<think>two</think><answer>{"rating": 2}</answer>',
+                    '<think>four</think><answer>{"rating": 4}</answer>'])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=3))
+    assert (result.reasoning, result.raw) == ("two", '<think>two</think><answer>{"rating": 2}</answer>')
+
+
+def test_fast_scores_are_clamped_to_the_scale():
+    result = QualityJudge(ScriptedBackend(lambda c, i: '<answer>{"rating": 5.9}</answer>')).score(grey(1), mode="fast")
+    assert (result.score, result.std, result.error) == (5.0, 0.0, None)
+    with pytest.raises(ValueError, match="mode must be 'reason' or 'fast', got 'quick'"):
+        QualityJudge(ScriptedBackend(brightness_rating)).score(grey(1), mode="quick")
+
+
+def test_degradation_ties_go_to_the_first_answer_and_unreadable_answers_explain():
+    answers = iter(['<think>b</think><answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
+                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.degradation(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    assert (result.distortion, result.severity, result.reasoning, result.error) == ("blur", "slight", "b", None)
+    assert result.raw.startswith("<think>b</think>")
+    bad = QualityJudge(ScriptedBackend(lambda c, i: '<think>t</think><answer>{"distortion_class": "blur"}</answer>'))
+    result = bad.degradation(grey(1))
+    assert (result.distortion, result.severity, result.reasoning) == ("blur", None, "t")
+    assert result.error == "distortion 'blur' given without a severity" and result.raw
+
+
+def test_comparison_majority_and_unreadable_verdicts():
+    answers = iter(["<answer>Image B</answer>", "<think>a</think><answer>Image A</answer>",
+                    "<think>a2</think><answer>Image A</answer>"])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.compare(grey(1), grey(2), decoding=DecodingOptions.official_demo(num_samples=3))
+    assert (result.winner, result.reasoning, result.raw) == ("A", "a", "<think>a</think><answer>Image A</answer>")
+    bad = QualityJudge(ScriptedBackend(lambda c, i: "<think>t</think><answer>both</answer>")).compare(grey(1), grey(2))
+    assert (bad.winner, bad.reasoning, bad.raw) == (None, "t", "<think>t</think><answer>both</answer>")
+    assert bad.error == "the answer names none of Image A, Image B, Similar"
+
+
+def test_compare_pairs_reports_each_pair_once_in_order():
+    seen = []
+    judge = QualityJudge(ScriptedBackend(brighter_wins), batch_size=3)
+    results = judge.compare_pairs([(grey(9), grey(200)), (grey(200), grey(9)), (grey(5), "missing.png")],
+                                  both_orders=True, on_result=lambda i, r: seen.append((i, r.winner)))
+    assert seen == [(0, "B"), (1, "A"), (2, None)] and [r.winner for r in results] == ["B", "A", None]
+    assert results[2].error.startswith("neither order gave a verdict: missing.png: file not found")
+
+
+def test_rank_passes_its_options_on():
+    backend = ScriptedBackend(lambda c, i: brightness_rating(c, i) if len(i) == 1 else brighter_wins(c, i))
+    ranking = QualityJudge(backend).rank([grey(v) for v in (10, 200, 90, 150)], strategy="hybrid", top_k=2,
+                                         pool=3, batch_size=1)
+    assert ranking.order == [1, 3] and ranking.comparisons == 6 and set(backend.calls) == {1}

@@ -142,3 +142,77 @@ def test_ranking_reward_edge_cases():
     mixed = ranking_reward([rating(3.0), GOOD_DEGRADATION], task=["score", "degradation"], mos=[3, None],
                            sample_id=["a", "b"])
     assert mixed == [0.0, None]
+
+
+# -- the rewards' own rules at interior points and edges ---------------------------------------------------
+
+from qinsight_sdk.train.rewards import SCORE_EPSILON, completion_text, first_answer, paper_degradation  # noqa: E402
+
+
+def test_completion_text_of_every_shape():
+    assert completion_text("plain") == "plain"
+    assert completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": 42}]) == "42"
+    parts = [{"type": "image"}, {"type": "text", "text": "a"}, "stray", {"type": "text", "text": "b"}]
+    assert completion_text([{"role": "assistant", "content": parts}]) == "ab"
+    with pytest.raises(TypeError, match="a completion must be a string or a list of messages, got int"):
+        completion_text(3)
+    with pytest.raises(TypeError, match="got list"):
+        completion_text([])
+
+
+def test_first_answer_and_paper_degradation():
+    assert first_answer("<answer>\n x \n</answer><answer>y</answer>") == "x"
+    assert first_answer("<answer>x") is None
+    text = '<answer>{"distortion_class": " noise ", "note": 1,\n "severity": "slight "}</answer>'
+    assert paper_degradation(text) == ("noise", "slight")
+    assert paper_degradation('<answer>{"distortion_class": "noise"}</answer>') is None
+    assert paper_degradation('{"distortion_class": "noise", "severity": "slight"}') is None
+
+
+@pytest.mark.parametrize("distance,expected", [(0.0, 1.0), (0.25, math.exp(-0.125)), (0.5, math.exp(-0.5)),
+                                               (1.0, math.exp(-2.0))])
+def test_gaussian_score_reward_at_interior_points(distance, expected):
+    found = score_reward([rating(3.0)], task=["score"], mos=[3.0 + distance], kind="gaussian")
+    assert found == [pytest.approx(expected, abs=1e-12)]
+    assert score_reward([rating(3.0)], task=["score"], mos=[3.0 - distance], kind="gaussian", sigma=0.5) == found
+
+
+def test_threshold_and_its_epsilon():
+    assert SCORE_EPSILON == 0.35
+    assert score_reward([rating(3.0)] * 3, task=["score"] * 3, mos=[3.3, 3.36, 2.66]) == [1.0, 0.0, 1.0]
+    assert score_reward([rating(3.0)] * 2, task=["score"] * 2, mos=[3.09, 3.1], epsilon=0.1) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="kind must be 'threshold' or 'gaussian', got 'linear'"):
+        score_reward([rating(3.0)], task=["score"], mos=[3.0], kind="linear")
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(ValueError, match="task must be one of score, degradation, comparison, got 'caption'"):
+        score_reward([rating(3.0)], task=["caption"], mos=[3.0])
+
+
+def test_tolerant_readings():
+    texts = ["<answer>{'rating': 3.0}</answer><answer>{'rating': 4.0}</answer>", "<answer>Image B.</answer>"]
+    assert score_reward(texts[:1], task=["score"], mos=[4.0], strict=False) == [1.0]
+    assert comparison_reward(texts[1:], task=["comparison"], answer=["Image B"], strict=False) == [1.0]
+    assert comparison_reward(["<answer>both</answer>"], task=["comparison"], answer=["Image B"], strict=False) == [0.0]
+    bad = '<answer>{"distortion_class": "rain", "severity": "slight"}</answer>'
+    assert degradation_reward([bad], task=["degradation"], distortion_class=["rain"], severity=["slight"],
+                              strict=False) == [0.0]
+
+
+def test_ranking_reward_by_hand_for_ties_and_three_images():
+    # equal MOS: g = 0.5; both images certain of 3.0, so p = 0.5 and the reward is 2 sqrt(0.25) = 1
+    tie = ranking_reward([rating(3.0)] * 4, task=["score"] * 4, mos=[2, 2, 2, 2], sample_id=[0, 0, 1, 1])
+    assert tie == [pytest.approx(1.0)] * 4
+    # three images, certain scores 4, 3, 2 against MOS order 1 > 2 > 3 except that image 2 is rated above 1
+    texts = [rating(4.0), rating(4.0), rating(2.0), rating(2.0), rating(3.0), rating(3.0)]
+    found = ranking_reward(texts, task=["score"] * 6, mos=[9, 9, 5, 5, 1, 1], sample_id=["x", "x", "y", "y", "z", "z"])
+    # x beats y and z, rightly: 1; y is below z though its MOS is higher: half right; z: half right
+    assert found == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    spread = ranking_reward([rating(3.0), rating(4.0), rating(3.0)], task=["score"] * 3, mos=[5, 5, 1],
+                            sample_id=["a", "a", "b"])
+    # a's samples 3 and 4 (variance 0.25) against b's 3: p = Phi(0) and Phi(2) for g = 1
+    phi = [0.5 * (1 + math.erf(z / math.sqrt(2))) for z in (0.0, 2.0)]
+    assert spread[:2] == pytest.approx([math.sqrt(p) for p in phi])
+    # b's 3 against a (mean 3.5, variance 0.25): p = Phi(-1), g = 0
+    assert spread[2] == pytest.approx(math.sqrt(1 - 0.5 * (1 + math.erf(-1 / math.sqrt(2)))))
