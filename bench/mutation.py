@@ -4,6 +4,7 @@
     python bench/mutation.py                   # every module in scope; resumes where the last run stopped
     python bench/mutation.py parsing rewards   # some of them
     python bench/mutation.py --fresh metrics   # forget earlier verdicts for these modules first
+    python bench/mutation.py --named           # only the wrong answers once let through, by hand
 
 mutmut (configured in pyproject.toml's ``[tool.mutmut]``) copies the package to ``mutants/``, changes
 one small thing at a time in one function (a mutant: ``<`` for ``<=``, ``[-1]`` for ``[0]``, a string
@@ -48,6 +49,22 @@ OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*"]
 
 # Equivalent mutants: no input can tell them from the original. Each with its reason.
 EQUIVALENT: dict[str, str] = {}
+
+# Small wrong changes the suite once let through (issue 16), applied by hand with --named: each must fail a test.
+NAMED: list[tuple[str, str, str, str]] = [
+    ("the parser takes the first rating", "qinsight_sdk/parsing.py",
+     "rating, error = _to_rating(match[-1])", "rating, error = _to_rating(match[0])"),
+    ("the parser takes the first JSON object", "qinsight_sdk/parsing.py", "return found[::-1]", "return found"),
+    ("the reward is squared", "qinsight_sdk/judge.py", "(result.score - 1.0) / 4.0)", "((result.score - 1.0) / 4.0) ** 2)"),
+    ("later batches ignore the size that fitted", "qinsight_sdk/judge.py",
+     "cap = min(batch_size, self._memory_cap or batch_size)", "cap = batch_size"),
+    ("both orders ignore the (B, A) verdict", "qinsight_sdk/judge.py",
+     "winner=forward.winner or back_winner", "winner=forward.winner"),
+    ("the 4PL multiplies by |b4|", "qinsight_sdk/metrics.py", "/ abs(b4)", "* abs(b4)"),
+    ("the spread leaves out the decimals' variance", "qinsight_sdk/backend.py",
+     "(within_var + (means - mean) ** 2)", "((means - mean) ** 2)"),
+    ("uint16 is scaled by 256", "qinsight_sdk/images.py", "np.rint(array / 257.0)", "np.rint(array / 256.0)"),
+]
 
 KILLED = {1, 3}  # pytest's exit codes for failed tests and internal errors
 STATUS = {0: "survived", 33: "no tests", 5: "no tests", 36: "timeout", 24: "timeout", -24: "timeout",
@@ -103,6 +120,30 @@ def summarise(module: str, verdicts: dict[str, int | None]) -> dict[str, object]
             "not_killed": sorted(name for name, status in counted.items() if status != "killed")}
 
 
+def check_named() -> int:
+    """Apply each NAMED change to a copy of the checkout and run the quick tests; 1 if any passes them."""
+    import shutil
+    import tempfile
+
+    escaped = 0
+    with tempfile.TemporaryDirectory(prefix="qinsight-named-") as scratch:
+        copy = Path(scratch) / "repo"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("mutants", ".git", "__pycache__", "*.egg-info"))
+        for name, path, old, new in NAMED:
+            source = (copy / path).read_text()
+            if source.count(old) != 1:
+                raise SystemExit(f"{name}: the line to change is not in {path} once; update NAMED")
+            (copy / path).write_text(source.replace(old, new))
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+                                   "not model and not comfyui"], cwd=copy, capture_output=True, text=True,
+                                  env=dict(os.environ, PYTHONPATH=str(copy), HF_HUB_OFFLINE="1"))
+            (copy / path).write_text(source)
+            failed = next((line for line in done.stdout.splitlines() if line.startswith("FAILED")), None)
+            escaped += failed is None
+            print(f"{name}: {'caught by ' + failed.split()[1] if failed else 'NOT CAUGHT'}", flush=True)
+    return 1 if escaped else 0
+
+
 def _changed_line(name: str) -> str:
     shown = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "show", name], cwd=ROOT,
                            capture_output=True, text=True).stdout
@@ -115,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of: {', '.join(SCOPE)} (default: all)")
     parser.add_argument("--fresh", action="store_true", help="rerun every mutant, not only those not killed")
     parser.add_argument("--report-only", action="store_true", help="print the last results, run nothing")
+    parser.add_argument("--named", action="store_true", help="check only the NAMED wrong answers, by hand")
     args = parser.parse_args(argv)
+    if args.named:
+        return check_named()
     unknown = [m for m in args.modules if m not in SCOPE]
     if unknown:
         parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(SCOPE)}")
