@@ -226,7 +226,7 @@ class QualityJudge:
         return outcomes[0] if single else outcomes
 
     def _run(self, items: list[_Item], batch_size: int, task: _Task,
-             finish: Callable[[int, Any], Any] | None = None) -> list[Any]:
+             finish: Callable[[int, Any], Any]) -> list[Any]:
         """Each item's model output (or its error message), finished in input order as soon as ready.
 
         A helper thread decodes images and encodes the next batch while the model runs the current
@@ -235,7 +235,6 @@ class QualityJudge:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        finish = finish or (lambda index, outcome: outcome)
         outcomes: dict[int, Any] = {}
         results: list[Any] = [None] * len(items)
         done = 0

@@ -65,10 +65,10 @@ def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "s
         results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast")
         key = {}
         for index, result in zip(valid, results):
-            if result.score is None:
-                errors[index] = result.error or "no score"
-            else:
+            if result.ok:
                 key[index] = result.score
+            else:
+                errors[index] = result.error
         order = sorted(key, key=lambda i: (-key[i], i))
         asked, decided_by = 0, "fast scores"
         if strategy == "hybrid" and len(order) > 1:
@@ -99,7 +99,9 @@ def _knockout(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
     """Order ``seeds`` by a knockout: rounds survived, then seed. Returns order, rounds, questions asked."""
     rounds = {i: 0 for i in seeds}
     alive, asked = list(seeds), 0
-    while len(alive) > 1:
+    for _ in seeds:  # each round at least halves the field, so this bound is never reached
+        if len(alive) < 2:
+            break
         pairs = [(alive[k], alive[k + 1]) for k in range(0, len(alive) - 1, 2)]
         verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
                                        batch_size=batch_size)

@@ -362,3 +362,49 @@ def test_round_robin_ties_split_the_win():
 
     ranking = QualityJudge(ScriptedBackend(scripted)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3)
     assert ranking.order == [4, 3, 1, 0, 2]
+
+
+def test_round_robin_wins_against_ties():
+    """Scores rank 1, 3, 4, 0 (250, 170, 130, 90). Verdicts: 250 ties 170 and 130 and loses to 90; 170 and 130
+    tie and both beat 90. Wins: 170 and 130 have 2, 250 and 90 have 1 (a win is worth two ties)."""
+    verdicts = {frozenset({250, 170}): None, frozenset({250, 130}): None, frozenset({250, 90}): 90,
+                frozenset({170, 130}): None, frozenset({170, 90}): 170, frozenset({130, 90}): 130}
+
+    def scripted(conversation, images):
+        if len(images) == 1:
+            return brightness_answer(conversation, images)
+        a, b = (int(np.asarray(i).mean()) for i in images[-2:])
+        winner = verdicts[frozenset({a, b})]
+        return "<answer>" + ("Similar" if winner is None else "Image A" if winner == a else "Image B") + "</answer>"
+
+    ranking = QualityJudge(ScriptedBackend(scripted)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=4)
+    assert ranking.order == [3, 4, 1, 0, 2]
+
+
+def test_ranking_options():
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    images = [grey(v) for v in LEVELS]
+    assert judge.rank(images, strategy="hybrid").comparisons == 12  # pool 4 by default: 6 pairs, both orders
+    assert judge.rank(images[:1], strategy="hybrid").decided_by == "fast scores"  # one image: nothing to compare
+    assert judge.rank(images[:2], strategy="hybrid").comparisons == 2
+    assert judge.rank(images, top_k=1).order == [1]
+    with pytest.raises(ValueError, match="strategy must be one of score, tournament, hybrid, got 'vibes'"):
+        judge.rank(images, strategy="vibes")
+    with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
+        judge.rank(images, top_k=0)
+
+
+@pytest.mark.parametrize("strategy", ["score", "tournament", "hybrid"])
+def test_ranking_uses_the_judges_image_bounds_and_batch_size(strategy):
+    from qinsight_sdk.images import ImageBounds
+
+    sizes = set()
+
+    def record(conversation, images):
+        sizes.update(i.size for i in images)
+        return brightness_answer(conversation, images)
+
+    backend = ScriptedBackend(record)
+    judge = QualityJudge(backend, image_bounds=ImageBounds(max_pixels=112 * 112), batch_size=8)
+    judge.rank([grey(v, ) .resize((560, 560)) for v in LEVELS], strategy=strategy, batch_size=1)
+    assert sizes == {(112, 112)} and set(backend.calls) == {1}

@@ -442,3 +442,39 @@ def test_rank_passes_its_options_on():
     ranking = QualityJudge(backend).rank([grey(v) for v in (10, 200, 90, 150)], strategy="hybrid", top_k=2,
                                          pool=3, batch_size=1)
     assert ranking.order == [1, 3] and ranking.comparisons == 6 and set(backend.calls) == {1}
+
+
+def test_two_samples_have_a_spread():
+    answers = iter(['<answer>{"rating": 2}</answer>', '<answer>{"rating": 3}</answer>'])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    assert (result.score, result.std, result.samples) == (2.5, 0.5, [2.0, 3.0])
+
+
+def test_unreadable_samples_report_the_first_answer():
+    answers = iter(["<think>one</think>nothing", "<think>two</think>nothing either"])
+    judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
+    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    assert (result.score, result.reasoning, result.raw) == (None, "one", "<think>one</think>nothing")
+    assert result.error == "no rating found in the answer (no <answer> block found)"
+
+
+def test_compare_pairs_asks_one_order_by_default_and_checks_its_pairs():
+    seen = []
+
+    def spy(conversation, images):
+        seen.append((json.dumps(conversation), [int(np.asarray(i).mean()) for i in images]))
+        return "<answer>Image A</answer>"
+
+    judge = QualityJudge(ScriptedBackend(spy))
+    results = judge.compare_pairs([(grey(1), grey(2), grey(3)), (grey(4), grey(5), None), (grey(6), grey(7))],
+                                  reference=grey(9))
+    assert [s[1] for s in seen] == [[3, 1, 2], [9, 4, 5], [9, 6, 7]]  # own reference, else the shared one
+    assert all("Reference Image:" in s[0] for s in seen) and [r.winner for r in results] == ["A"] * 3
+    seen.clear()
+    judge.compare_pairs([(grey(1), grey(2))], reference=grey(9), both_orders=True)
+    assert [s[1] for s in seen] == [[9, 1, 2], [9, 2, 1]] and seen[0][0] == seen[1][0]
+    for bad in [(grey(1),), (grey(1), grey(2), grey(3), grey(4))]:
+        with pytest.raises(ValueError, match=f"a pair is \\(image_a, image_b\\) or \\(image_a, image_b, reference\\), "
+                                             f"got {len(bad)} items"):
+            judge.compare_pairs([bad])
