@@ -267,3 +267,103 @@ def test_patches_equal_the_qwen_image_processor():
         assert patches.shape == expected["pixel_values"].shape
         assert torch.allclose(patches, expected["pixel_values"].float(), atol=1e-5)
         assert patch_count(image, spec) == patches.shape[0] == (height // 14) * (width // 14)
+
+
+# -- pixel values, exactly ------------------------------------------------------------------------------
+
+
+def test_half_transparent_pixels_are_blended_with_white():
+    image = Image.new("RGBA", (56, 56), (255, 0, 0, 128))
+    assert load_image(image).getpixel((0, 0)) == (255, 127, 127)
+    gray_alpha = np.zeros((56, 56, 2), np.uint8)
+    gray_alpha[..., 1] = 255  # opaque black
+    assert load_image(gray_alpha).getpixel((0, 0)) == (0, 0, 0)
+    gray_alpha[..., 1] = 0    # transparent: white shows
+    assert load_image(gray_alpha).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_palette_without_transparency_keeps_its_colours():
+    image = Image.new("P", (56, 56), 1)
+    image.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    assert load_image(image).getpixel((0, 0)) == (10, 20, 30)
+
+
+@pytest.mark.parametrize("mode,value,expected", [("F", 0.5, 128), ("F", 1.0, 255), ("F", 32768.0, 128),
+                                                 ("I", 65535, 255), ("I", 257, 1)])
+def test_high_bit_depth_images(mode, value, expected):
+    """Float images in 0..1 are scaled by 255; larger floats and 32-bit integers are taken as 16-bit."""
+    image = Image.new(mode, (56, 56), value)
+    assert load_image(image).getpixel((0, 0)) == (expected,) * 3
+
+
+@pytest.mark.parametrize("value,expected", [(1.005, 255), (-0.005, 0), (0.5, 128), (0.2, 51), (0.0019, 0),
+                                            (0.002, 1)])
+def test_float_arrays_round_to_the_nearest_level_within_tolerance(value, expected):
+    assert load_image(np.full((56, 56, 3), value, np.float32)).getpixel((0, 0)) == (expected,) * 3
+
+
+@pytest.mark.parametrize("value", [1.02, -0.02])
+def test_floats_beyond_the_tolerance_are_refused(value):
+    with pytest.raises(ImageInputError, match="has float values in"):
+        load_image(np.full((56, 56, 3), value, np.float32))
+
+
+def test_integer_arrays_keep_their_values_and_name_their_range():
+    assert load_image(np.full((56, 56), 200, np.int64)).getpixel((0, 0)) == (200, 200, 200)
+    assert load_image(np.full((56, 56), 255, np.int16)).getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(ImageInputError, match=r"array of shape \(56, 56\) and dtype int16 has integer values in "
+                                              r"\[-1, 0\]; expected 0..255"):
+        load_image(np.concatenate([np.zeros((55, 56)), -np.ones((1, 56))]).astype(np.int16))
+    with pytest.raises(ImageInputError, match=r"\[0, 256\]"):
+        load_image(np.concatenate([np.zeros((55, 56)), np.full((1, 56), 256)]).astype(np.int32))
+
+
+def test_channel_axis_when_both_ends_could_be_channels():
+    """(3, H, 3): numpy arrays are read channels-last, torch tensors channels-first."""
+    array = np.zeros((3, 56, 3), np.uint8)
+    array[0] = 255  # numpy: a white row over two black ones; torch: the red channel full, the others empty
+    as_numpy = np.asarray(load_image(array)).astype(int)
+    as_tensor = np.asarray(load_image(torch.from_numpy(array))).astype(int)
+    assert as_numpy.shape[:2] == (28, 252) and as_tensor.shape[:2] == (252, 28)
+    assert (as_numpy[..., 0] == as_numpy[..., 2]).all() and as_numpy[0].min() > 200 and as_numpy[-1].max() < 50
+    assert as_tensor[..., 0].min() == 255 and as_tensor[..., 1:].max() == 0
+
+
+def test_channels_first_numpy_when_the_last_axis_cannot_be_channels():
+    array = np.zeros((3, 56, 56), np.uint8)
+    array[2] = 200
+    assert load_image(array).getpixel((0, 0)) == (0, 0, 200)
+    assert load_image(np.zeros((1, 56, 56, 3), np.uint8)).size == (56, 56)  # a batch of one
+
+
+def test_animated_images_are_judged_by_their_first_frame(tmp_path):
+    frames = [Image.new("RGB", (56, 56), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with Image.open(path) as image:
+        image.seek(1)
+        r, g, b = load_image(image).getpixel((5, 5))
+    assert r > 200 and b < 50
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(tmp_path, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    asked = []
+    original = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, mode, size: asked.append((mode, size)) or original(self, mode, size))
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (50, 60, 70)).save(path, quality=90)
+    assert load_image(path).size == fit_to_patch_grid(4000, 3000, BOUNDS) == (1148, 840)
+    assert asked == [("RGB", (1148, 840))]  # decoded at 1/2 scale (2000x1500), not at 12 megapixels
+    Image.new("RGB", (30000, 20), (50, 60, 70)).save(path)  # unfittable: asks for its own size, then refused
+    with pytest.raises(ImageInputError, match="aspect ratio"):
+        load_image(path)
+    assert asked[-1] == ("RGB", (30000, 20))
+
+
+def test_an_unsupported_input_says_what_would_do():
+    with pytest.raises(ImageInputError, match="unsupported image input of type dict; pass a path, a PIL image, "
+                                              "a numpy array or a torch tensor"):
+        load_image({"image": "a.png"})
