@@ -56,6 +56,10 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
     "qinsight_sdk.backend.x__probabilities__mutmut_5": _LAST_AXIS,
+    "qinsight_sdk.decoding.xǁPaddingBlindRepetitionPenaltyǁ__call____mutmut_16":
+        "seen <= 0 for seen < 0: at exactly 0, 0 * penalty and 0 / penalty are both 0",
+    "qinsight_sdk.decoding.xǁDecodingOptionsǁgeneration_config__mutmut_3":
+        "copy for deepcopy: the copy only has attributes assigned, never a shared value changed in place",
 }
 
 # Small wrong changes the suite once let through (issue 16), applied by hand with --named: each must fail a test.

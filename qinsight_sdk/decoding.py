@@ -43,8 +43,9 @@ class DecodingOptions:
 
     @classmethod
     def official_demo(cls, **overrides: Any) -> "DecodingOptions":
-        """The sampling settings of Q-Insight's demo scripts (temperature 1.0, top-k 50, top-p 0.95, seed 42)."""
-        return replace(cls(do_sample=True, temperature=1.0, top_k=50, top_p=0.95, seed=42), **overrides)
+        """The sampling settings of Q-Insight's demo scripts: this class's sampling defaults (temperature
+        1.0, top-k 50, top-p 0.95, seed 42) with sampling on."""
+        return replace(cls(do_sample=True), **overrides)
 
     def generation_config(self, base: GenerationConfig) -> tuple[GenerationConfig, LogitsProcessorList]:
         """The checkpoint's generation config with these options applied, plus extra logits processors."""

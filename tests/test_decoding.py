@@ -51,18 +51,22 @@ def test_official_demo_settings():
                                                 num_samples=1, repetition_penalty=None)
 
 
+SAMPLING = "sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0"
+
+
 @pytest.mark.parametrize("options,message", [
     (dict(max_new_tokens=0), "max_new_tokens must be at least 1, got 0"),
     (dict(num_samples=0, do_sample=True), "num_samples must be at least 1, got 0"),
-    (dict(num_samples=2), "num_samples > 1 needs do_sample=True"),
-    (dict(do_sample=True, temperature=0.0), "sampling needs temperature > 0"),
-    (dict(do_sample=True, top_p=0.0), "sampling needs temperature > 0, 0 < top_p <= 1"),
-    (dict(do_sample=True, top_p=1.01), "sampling needs"),
-    (dict(do_sample=True, top_k=-1), "top_k >= 0"),
+    (dict(num_samples=2), "num_samples > 1 needs do_sample=True: greedy decoding gives one answer"),
+    (dict(do_sample=True, temperature=0.0), SAMPLING),
+    (dict(do_sample=True, top_p=0.0), SAMPLING),
+    (dict(do_sample=True, top_p=1.01), SAMPLING),
+    (dict(do_sample=True, top_k=-1), SAMPLING),
 ])
 def test_bad_options_are_refused(options, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError) as refused:
         DecodingOptions(**options)
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize("options", [dict(max_new_tokens=1), dict(num_samples=2, do_sample=True),
@@ -73,11 +77,11 @@ def test_edge_values_are_accepted(options):
 
 def test_penalty_divides_positive_and_multiplies_negative_scores_of_seen_tokens_except_padding():
     penalty = PaddingBlindRepetitionPenalty(2.0, pad_token_id=0)
-    scores = torch.tensor([[4.0, 4.0, -4.0, 4.0, 0.0], [4.0, 4.0, -4.0, 4.0, 0.0]])
-    out = penalty(torch.tensor([[0, 0, 1, 2], [3, 3, 3, 4]]), scores)
-    assert out.tolist() == [[4.0, 2.0, -8.0, 4.0, 0.0], [4.0, 4.0, -4.0, 2.0, 0.0]]
+    scores = torch.tensor([[4.0, 4.0, -4.0, 4.0, 0.5], [4.0, 4.0, -4.0, 4.0, 0.0]])
+    out = penalty(torch.tensor([[0, 1, 2, 4], [3, 3, 3, 4]]), scores)
+    assert out.tolist() == [[4.0, 2.0, -8.0, 4.0, 0.25], [4.0, 4.0, -4.0, 2.0, 0.0]]
     unpadded = PaddingBlindRepetitionPenalty(2.0, pad_token_id=None)(torch.tensor([[0, 1]]), scores[:1])
-    assert unpadded.tolist() == [[2.0, 2.0, -4.0, 4.0, 0.0]]
+    assert unpadded.tolist() == [[2.0, 2.0, -4.0, 4.0, 0.5]]
 
 
 def test_seeded_repeats_and_leaves_the_callers_random_state_alone():
