@@ -30,7 +30,7 @@ def _scipy() -> Any:
 
 
 def _finite(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
+    return float(value) if math.isfinite(value) else None
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:

@@ -305,3 +305,38 @@ def test_bootstrap_intervals_equal_scipys_percentile_bootstrap():
 
 def test_logistic_fit_that_fails_gives_none():
     assert fit_logistic([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, float("nan"), 3.0, 4.0, 5.0]) is None  # scipy refuses NaN
+
+
+def test_metric_boundaries():
+    five = score_metrics([1.0, 2.0, 3.0, 5.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], resamples=1)
+    assert five["logistic_params"] is not None and len(five["srcc_ci95"]) == 2  # five items: fit and interval
+    four = score_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 4.0, 3.0], resamples=50)
+    assert four["srcc_ci95"] is None and four["logistic_params"] is None
+    unit = score_metrics([1.0, 1.5, 2.0], [2.0, 2.5, 3.0], resamples=0)  # a spread of exactly 1 is a spread
+    assert unit["srcc"] == pytest.approx(1.0) and unit["plcc"] == pytest.approx(1.0)
+
+
+def test_defaults_are_1000_resamples_and_seed_0():
+    x, y = PREDICTED[:20], MOS[:20]
+    assert score_metrics(x, y) == score_metrics(x, y, resamples=1000, seed=0)
+
+
+def test_infinite_predictions_give_none_not_nan():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, float("inf")]
+    found = score_metrics(x, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], resamples=50)
+    assert found["srcc"] == pytest.approx(1.0) and found["plcc"] is None and found["rmse"] is None
+    assert found["plcc_ci95"] is None and len(found["srcc_ci95"]) == 2
+    json.dumps(found, allow_nan=False)
+
+
+def test_a_resample_without_spread_counts_as_no_correlation():
+    """With x = [1, 1, 1, 1, 2], a third of resamples hold only 1s: their correlation is taken as 0."""
+    x = [1.0, 1.0, 1.0, 1.0, 2.0]
+    found = score_metrics(x, x, resamples=200)
+    assert found["srcc_ci95"] == [0.0, 1.0] and found["plcc_ci95"] == [0.0, 1.0]
+
+
+def test_confusion_counts_are_integers():
+    found = degradation_metrics(["noise"], ["slight"], ["blur"], ["slight"])
+    assert json.dumps(found["confusion"]) == "[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], " \
+                                             "[0, 0, 0, 0, 0]]"
