@@ -216,3 +216,24 @@ def test_ranking_reward_by_hand_for_ties_and_three_images():
     assert spread[:2] == pytest.approx([math.sqrt(p) for p in phi])
     # b's 3 against a (mean 3.5, variance 0.25): p = Phi(-1), g = 0
     assert spread[2] == pytest.approx(math.sqrt(1 - 0.5 * (1 + math.erf(-1 / math.sqrt(2)))))
+
+
+def test_reward_edges():
+    assert completion_text([{"role": "assistant"}]) == ""  # a message without content says nothing
+    assert score_reward([rating(3.0)], task=["score"], mos=[3.5], epsilon=0.5) == [0.0]  # strictly within
+    cut = '<answer>{"distortion_class": "blur"}</answer>'  # no severity: the tolerant parser's error
+    assert degradation_reward([cut], task=["degradation"], distortion_class=["blur"], severity=["null"],
+                              strict=False) == [0.0]
+
+
+def test_ranking_reward_reading_and_mixed_batches():
+    quoted = "<answer>{'rating': 4.0}</answer>"
+    texts = [GOOD_DEGRADATION, quoted, quoted, rating(2.0), rating(2.0)]
+    tasks = ["degradation", "score", "score", "score", "score"]
+    mos, ids = [None, 5, 5, 1, 1], ["d", "a", "a", "b", "b"]
+    assert ranking_reward(texts, task=tasks, mos=mos, sample_id=ids) == [None, 0.0, 0.0, 0.0, 0.0]  # strict
+    tolerant = ranking_reward(texts, task=tasks, mos=mos, sample_id=ids, strict=False)
+    assert tolerant == [None] + [pytest.approx(1.0)] * 4
+    partly = ranking_reward([rating(3.0), "garbage", rating(2.0)], task=["score"] * 3, mos=[5, 5, 1],
+                            sample_id=["a", "a", "b"])
+    assert partly == [pytest.approx(1.0), 0.0, pytest.approx(1.0)]  # an unreadable sample earns 0, not an error

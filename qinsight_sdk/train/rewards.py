@@ -136,7 +136,7 @@ def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: S
     """1.0 when the answer is exactly the label: "Image A", "Image B" or "Similar"."""
     def reward(completion: Any, label: str) -> float:
         text = completion_text(completion)
-        given = first_answer(text) if strict else ANSWER_OF_WINNER.get(parse_comparison(text).winner or "")
+        given = first_answer(text) if strict else ANSWER_OF_WINNER.get(parse_comparison(text).winner)
         return 1.0 if given is not None and given == label else 0.0
 
     return _per_sample(task, "comparison", (completions, answer), reward)
