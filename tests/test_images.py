@@ -367,3 +367,122 @@ def test_an_unsupported_input_says_what_would_do():
     with pytest.raises(ImageInputError, match="unsupported image input of type dict; pass a path, a PIL image, "
                                               "a numpy array or a torch tensor"):
         load_image({"image": "a.png"})
+
+
+def test_bounds_at_their_limits():
+    assert ImageBounds(min_pixels=784, max_pixels=784).max_pixels == 784  # one token, exactly
+    with pytest.raises(ValueError) as refused:
+        ImageBounds(min_pixels=783)
+    assert str(refused.value) == "need 784 <= min_pixels <= max_pixels, got min_pixels=783, max_pixels=1003520"
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (100, 100, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ImageInputError) as refused:
+        load_image(path)
+    assert str(refused.value).startswith(f"{path} is truncated or corrupt (")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(ImageInputError) as refused:
+        load_image(bomb)
+    assert str(refused.value).startswith(f"{bomb}: refused as a possible decompression bomb (")
+    assert str(refused.value).endswith("); downscale it before judging")
+
+
+@pytest.mark.parametrize("mode,value,expected", [("I", 60000, 233), ("I", 32768, 128), ("I", -100, 0), ("I", 0, 0),
+                                                 ("I", 70000, 255), ("F", 1.5, 0), ("I;16B", 32768, 128)])
+def test_deep_values_map_from_the_16_bit_scale(mode, value, expected):
+    if mode == "I;16B":
+        image = Image.frombytes(mode, (56, 56), np.full((56, 56), value, ">u2").tobytes())
+    else:
+        image = Image.new(mode, (56, 56), value)
+    assert load_image(image).getpixel((0, 0)) == (expected,) * 3
+
+
+def test_integer_zeros_are_black():
+    assert load_image(np.zeros((56, 56, 3), np.int32)).getpixel((0, 0)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("value,expected", [(-0.01, 0), (1.01, 255)])
+def test_float_tolerance_is_inclusive(value, expected):
+    assert load_image(np.full((56, 56), value, np.float64)).getpixel((0, 0)) == (expected,) * 3
+
+
+def test_array_errors_exactly():
+    with pytest.raises(ImageInputError) as refused:
+        load_image(np.zeros((50, 70, 7), np.uint8))
+    assert str(refused.value) == "array of shape (50, 70, 7) and dtype uint8 has no channel axis of size 1, 2, 3 or 4"
+    with pytest.raises(ImageInputError) as refused:
+        load_image(np.full((56, 56), 2.0, np.float32))
+    assert str(refused.value) == ("array of shape (56, 56) and dtype float32 has float values in [2, 2]; "
+                                  "expected 0..1 (divide 0..255 data by 255)")
+
+
+@pytest.mark.parametrize("channels,expected", [(1, (90, 90, 90)), (2, (90, 90, 90)), (3, (90, 0, 0)),
+                                               (4, (90, 0, 0))])
+def test_channels_first_numpy_of_every_width(channels, expected):
+    array = np.zeros((channels, 56, 56), np.uint8)
+    array[0] = 90
+    if channels in (2, 4):
+        array[-1] = 255  # opaque
+    assert load_image(array).getpixel((0, 0)) == expected
+
+
+def test_a_single_row_image_is_not_a_batch():
+    array = np.full((1, 56, 3), 77, np.uint8)  # one row of 56 RGB pixels
+    image = load_image(array)
+    assert image.size == fit_to_patch_grid(56, 1, BOUNDS) and image.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_an_object_with_detach_is_not_taken_for_a_tensor():
+    class Lookalike:
+        def detach(self):
+            raise AssertionError("not a tensor")
+
+    with pytest.raises(ImageInputError, match="unsupported image input of type Lookalike"):
+        load_image(Lookalike())
+
+
+def test_an_embedded_colour_profile_converts_cmyk_to_srgb(monkeypatch):
+    from PIL import ImageCms
+
+    calls = []
+    monkeypatch.setattr(ImageCms, "ImageCmsProfile", lambda data: ("profile", data.read()))
+
+    def convert(image, source, target, outputMode):
+        calls.append((image.mode, source, outputMode))
+        return Image.new("RGB", image.size, (1, 2, 3))
+
+    monkeypatch.setattr(ImageCms, "profileToProfile", convert)
+    image = Image.new("CMYK", (56, 56), (0, 255, 255, 0))
+    image.info["icc_profile"] = b"embedded"
+    assert load_image(image).getpixel((0, 0)) == (1, 2, 3)
+    assert calls == [("CMYK", ("profile", b"embedded"), "RGB")]
+
+
+def test_a_broken_colour_profile_falls_back_to_the_plain_conversion():
+    image = Image.new("CMYK", (56, 56), (0, 255, 255, 0))
+    image.info["icc_profile"] = b"not a profile"
+    assert load_image(image).getpixel((0, 0)) == Image.new("CMYK", (1, 1), (0, 255, 255, 0)).convert("RGB").getpixel((0, 0))
+
+
+def test_patch_counts_are_integers():
+    from qinsight_sdk.images import PatchSpec, patch_count
+
+    count = patch_count(Image.new("RGB", (56, 84)), PatchSpec(mean=(0, 0, 0), std=(1, 1, 1)))
+    assert count == 24 and isinstance(count, int)
+
+
+@pytest.mark.parametrize("orientation,left_is_red", [(1, True), (2, False)])
+def test_mirrored_exif_orientation_is_applied(tmp_path, orientation, left_is_red):
+    array = np.zeros((56, 112, 3), np.uint8)
+    array[:, :56] = (255, 0, 0)  # left half red
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # 2: mirrored left to right
+    path = tmp_path / "mirrored.png"
+    image.save(path, exif=exif)
+    left = np.asarray(load_image(path))[:, :20].mean(axis=(0, 1))
+    assert (left[0] > 200) == left_is_red
