@@ -129,10 +129,9 @@ def _open_file(path: Path, bounds: ImageBounds) -> Image.Image:
 
 def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
     try:
-        target = fit_to_patch_grid(*size, bounds)
-    except ImageInputError:
+        return fit_to_patch_grid(*size, bounds)
+    except ImageInputError:  # refused once decoded, with the reason
         return size
-    return max(target[0], 1), max(target[1], 1)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -157,7 +156,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
     values = np.asarray(image, dtype=np.float64)
     top = 1.0 if image.mode == "F" and values.size and values.max() <= 1.0 else 65535.0
-    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8))
 
 
 def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
@@ -200,9 +199,8 @@ def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
             array = array[:, :, 0]
     elif array.ndim != 2:
         raise ImageInputError(f"{described} is not an image: expected HxW, HxWxC, CxHxW or a batch")
-    pixels = _to_uint8(array, described)
-    mode = {2: "L"}.get(pixels.ndim) or {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
-    return Image.fromarray(np.ascontiguousarray(pixels), mode)
+    # Pillow names the mode from the shape: HxW is L, and 2, 3 or 4 channels are LA, RGB or RGBA
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(array, described)))
 
 
 def _to_hwc(array: np.ndarray, channels_first: bool, described: str) -> np.ndarray:
