@@ -56,6 +56,11 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
     "qinsight_sdk.backend.x__probabilities__mutmut_5": _LAST_AXIS,
+    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": "'</THINK>' under re.IGNORECASE matches what '</think>' does",
+    "qinsight_sdk.parsing.x_parse_comparison__mutmut_32": "an upper-case pattern under re.I matches what the original does",
+    "qinsight_sdk.parsing.x__normalise_label__mutmut_13":
+        "also stripping a capital X from the ends: no label, class or severity begins or ends with one, and what "
+        "is left either way names the same verdict",
     "qinsight_sdk.decoding.xǁPaddingBlindRepetitionPenaltyǁ__call____mutmut_16":
         "seen <= 0 for seen < 0: at exactly 0, 0 * penalty and 0 / penalty are both 0",
     "qinsight_sdk.decoding.xǁDecodingOptionsǁgeneration_config__mutmut_3":

@@ -175,6 +175,8 @@ EXACT_SCORES = [
     ('<answer>{"rating": 3, "note": "rating: 5",}</answer>', ParsedScore(3.0, None, None)),  # trailing comma
     ('<answer>{Rating: 3, note: "rating: 5"}</answer>', ParsedScore(3.0, None, None)),     # bare keys
     ('<answer>{"Note": "rating: 5", "RATING": 2}</answer>', ParsedScore(2.0, None, None)),
+    ('<answer>{"rating": 2} {"rating": 3} {"note": 1}</answer>', ParsedScore(3.0, None, None)),  # last with a rating
+    ("<answer>1e999</answer>", ParsedScore(None, None, "rating '1e999' is not a finite number")),
 ]
 
 
@@ -213,6 +215,8 @@ EXACT_COMPARISONS = [
      ParsedComparison("B", "A is sharp", None)),
     ("<think>Image A looks sharp</THINK> Image B", ParsedComparison("B", "Image A looks sharp", None)),
     ("<answer>Similar.</answer>", ParsedComparison("similar", None, None)),
+    ("<answer>B</answer>", ParsedComparison("B", None, None)),          # the bare letter
+    ("<answer> a. </answer>", ParsedComparison("A", None, None)),
     ("<think>x</think><answer>Image A, or maybe Image B</answer>",
      ParsedComparison(None, "x", "the answer names more than one of Image A, Image B, Similar")),
     ("<think>x</think><answer>the left one</answer>",
