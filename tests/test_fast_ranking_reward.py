@@ -349,10 +349,9 @@ def test_hybrid_pool_of_at_least_one(pool, finalists):
     assert ranking.decided_by.endswith(f"the top {finalists} in both orders")
 
 
-def test_round_robin_ties_split_the_win():
-    """170 beats 250, 130 beats 170, 250 and 130 tie: wins 0.5, 1 and 1.5 (no half-wins: 130 and 170 level)."""
-    preferred = {frozenset({250, 170}): 170, frozenset({170, 130}): 130, frozenset({250, 130}): None}
-
+def pairwise_judge(preferred):
+    """Fast scores from brightness; each pair's verdict from ``preferred`` (pair of levels -> the better
+    level, None for a tie), in whichever order the pair is shown."""
     def scripted(conversation, images):
         if len(images) == 1:
             return brightness_answer(conversation, images)
@@ -360,25 +359,21 @@ def test_round_robin_ties_split_the_win():
         winner = preferred[frozenset({a, b})]
         return "<answer>" + ("Similar" if winner is None else "Image A" if winner == a else "Image B") + "</answer>"
 
-    ranking = QualityJudge(ScriptedBackend(scripted)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3)
-    assert ranking.order == [4, 3, 1, 0, 2]
+    return QualityJudge(ScriptedBackend(scripted))
+
+
+def test_round_robin_ties_split_the_win():
+    """170 beats 250, 130 beats 170, 250 and 130 tie: wins 0.5, 1 and 1.5 (no half-wins: 130 and 170 level)."""
+    judge = pairwise_judge({frozenset({250, 170}): 170, frozenset({170, 130}): 130, frozenset({250, 130}): None})
+    assert judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3).order == [4, 3, 1, 0, 2]
 
 
 def test_round_robin_wins_against_ties():
     """Scores rank 1, 3, 4, 0 (250, 170, 130, 90). Verdicts: 250 ties 170 and 130 and loses to 90; 170 and 130
     tie and both beat 90. Wins: 170 and 130 have 2, 250 and 90 have 1 (a win is worth two ties)."""
-    verdicts = {frozenset({250, 170}): None, frozenset({250, 130}): None, frozenset({250, 90}): 90,
-                frozenset({170, 130}): None, frozenset({170, 90}): 170, frozenset({130, 90}): 130}
-
-    def scripted(conversation, images):
-        if len(images) == 1:
-            return brightness_answer(conversation, images)
-        a, b = (int(np.asarray(i).mean()) for i in images[-2:])
-        winner = verdicts[frozenset({a, b})]
-        return "<answer>" + ("Similar" if winner is None else "Image A" if winner == a else "Image B") + "</answer>"
-
-    ranking = QualityJudge(ScriptedBackend(scripted)).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=4)
-    assert ranking.order == [3, 4, 1, 0, 2]
+    judge = pairwise_judge({frozenset({250, 170}): None, frozenset({250, 130}): None, frozenset({250, 90}): 90,
+                            frozenset({170, 130}): None, frozenset({170, 90}): 170, frozenset({130, 90}): 130})
+    assert judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=4).order == [3, 4, 1, 0, 2]
 
 
 def test_ranking_options():
