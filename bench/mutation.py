@@ -56,6 +56,16 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
     "qinsight_sdk.backend.x__probabilities__mutmut_5": _LAST_AXIS,
+    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "seek(0) on an image with a single frame changes nothing, "
+       "so asking also when n_frames is 1 (or missing) is the same" for n in (9, 10)},
+    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "exif_transpose of an image with no orientation tag (or "
+       "tag 1) returns the same pixels, so calling it for those too is the same" for n in (15, 16, 17, 19)},
+    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "convert('RGB') of an RGB image is a copy with the same "
+       "pixels" for n in (92, 97, 98)},
+    "qinsight_sdk.images.x_to_rgb__mutmut_85": "Pillow clips the fill value 256 to 255: the same opaque white",
+    **{f"qinsight_sdk.images.x__open_file__mutmut_{n}": "the only warning Image.open raises is the "
+       "DecompressionBombWarning, so ignoring every warning there ignores the same one" for n in (2, 4)},
+    "qinsight_sdk.images.x_load_image__mutmut_17": "channels_first=None is falsy like False: the same branch",
     "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": "'</THINK>' under re.IGNORECASE matches what '</think>' does",
     "qinsight_sdk.parsing.x_parse_comparison__mutmut_32": "an upper-case pattern under re.I matches what the original does",
     "qinsight_sdk.parsing.x__normalise_label__mutmut_13":

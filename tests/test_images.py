@@ -391,7 +391,7 @@ def test_file_errors_name_the_file(tmp_path):
     assert str(refused.value).endswith("); downscale it before judging")
 
 
-@pytest.mark.parametrize("mode,value,expected", [("I", 60000, 233), ("I", 32768, 128), ("I", -100, 0), ("I", 0, 0),
+@pytest.mark.parametrize("mode,value,expected", [("I", 60000, 233), ("I", 32768, 128), ("I", -10000, 0), ("I", 0, 0), ("I", 65407, 255),
                                                  ("I", 70000, 255), ("F", 1.5, 0), ("I;16B", 32768, 128)])
 def test_deep_values_map_from_the_16_bit_scale(mode, value, expected):
     if mode == "I;16B":
@@ -452,14 +452,14 @@ def test_an_embedded_colour_profile_converts_cmyk_to_srgb(monkeypatch):
     monkeypatch.setattr(ImageCms, "ImageCmsProfile", lambda data: ("profile", data.read()))
 
     def convert(image, source, target, outputMode):
-        calls.append((image.mode, source, outputMode))
+        calls.append((image.mode, source, target.profile_description.strip(), outputMode))
         return Image.new("RGB", image.size, (1, 2, 3))
 
     monkeypatch.setattr(ImageCms, "profileToProfile", convert)
     image = Image.new("CMYK", (56, 56), (0, 255, 255, 0))
     image.info["icc_profile"] = b"embedded"
     assert load_image(image).getpixel((0, 0)) == (1, 2, 3)
-    assert calls == [("CMYK", ("profile", b"embedded"), "RGB")]
+    assert calls == [("CMYK", ("profile", b"embedded"), "sRGB built-in", "RGB")]
 
 
 def test_a_broken_colour_profile_falls_back_to_the_plain_conversion():
@@ -486,3 +486,25 @@ def test_mirrored_exif_orientation_is_applied(tmp_path, orientation, left_is_red
     image.save(path, exif=exif)
     left = np.asarray(load_image(path))[:, :20].mean(axis=(0, 1))
     assert (left[0] > 200) == left_is_red
+
+
+def test_fitting_messages_and_the_upper_bound_itself():
+    with pytest.raises(ImageInputError) as refused:
+        fit_to_patch_grid(0, 5, BOUNDS)
+    assert str(refused.value) == "image is 0x5: it has no pixels"
+    with pytest.raises(ImageInputError) as refused:
+        fit_to_patch_grid(201, 1, BOUNDS)
+    assert str(refused.value) == ("image is 201x1: aspect ratio above 200:1, which the model cannot take; "
+                                  "crop it first")
+    # 100x120 rounds to 112x112, exactly the bound: kept, not shrunk
+    assert fit_to_patch_grid(100, 120, ImageBounds(min_pixels=784, max_pixels=112 * 112)) == (112, 112)
+
+
+def test_a_corrupt_pil_image_is_named_as_such(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (100, 100, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with Image.open(path) as image:
+        with pytest.raises(ImageInputError) as refused:
+            load_image(image)
+    assert str(refused.value).startswith("the PIL image is truncated or corrupt (")
