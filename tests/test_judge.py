@@ -194,14 +194,18 @@ def test_compare_both_orders_keeps_the_only_verdict_given(first, second, winner)
               "bright": Image.new("RGB", (56, 56), (220, 220, 220))}
     judge = QualityJudge(ScriptedBackend(only_when_bright_comes_first))
     result = judge.compare(images[first], images[second], both_orders=True)
-    assert (result.winner, result.consistent, result.error) == (winner, None, None)
+    assert (result.winner, result.consistent, result.error, result.reasoning) == (winner, None, None, None)
+    assert result.raw.startswith("[order A, B]\n<answer>") and "\n[order B, A]\n<answer>" in result.raw
 
 
 def test_compare_both_orders_without_any_verdict_is_an_error():
     from PIL import Image
-    judge = QualityJudge(ScriptedBackend(lambda c, i: "<answer>no idea</answer>"))
+    judge = QualityJudge(ScriptedBackend(lambda c, i: "<think>hm</think><answer>no idea</answer>"))
     result = judge.compare(Image.new("RGB", (56, 56)), Image.new("RGB", (56, 56), (9, 9, 9)), both_orders=True)
     assert result.winner is None and result.error.startswith("neither order gave a verdict: the answer names none")
+    assert result.reasoning == "[order A, B] hm\n\n[order B, A] hm"
+    assert result.raw == "[order A, B]\n<think>hm</think><answer>no idea</answer>\n[order B, A]\n" \
+                         "<think>hm</think><answer>no idea</answer>"
 
 
 def test_compare_uses_reference_prompt_and_image_order():
@@ -478,3 +482,68 @@ def test_compare_pairs_asks_one_order_by_default_and_checks_its_pairs():
         with pytest.raises(ValueError, match=f"a pair is \\(image_a, image_b\\) or \\(image_a, image_b, reference\\), "
                                              f"got {len(bad)} items"):
             judge.compare_pairs([bad])
+
+
+def test_each_task_sends_its_own_prompt_and_answer_prefix():
+    from qinsight_sdk import prompts
+
+    seen = []
+
+    class Spy(ScriptedBackend):
+        def encode(self, conversations, images, answer_prefix=""):
+            seen.append((json.dumps(conversations[0]), answer_prefix))
+            return super().encode(conversations, images, answer_prefix)
+
+    judge = QualityJudge(Spy(brightness_rating))
+    judge.score(grey(1))
+    judge.score(grey(1), mode="fast")
+    judge.degradation(grey(1))
+    assert seen == [(json.dumps(prompts.score_messages()), ""),
+                    (json.dumps(prompts.score_messages()), prompts.FAST_SCORE_ANSWER_PREFIX),
+                    (json.dumps(prompts.degradation_messages()), "")]
+
+
+def test_degradation_takes_batch_size_and_reports_progress():
+    backend = ScriptedBackend(lambda c, i: '<answer>{"distortion_class": "blur", "severity": "slight"}</answer>')
+    seen = []
+    results = QualityJudge(backend).degradation([grey(1), "missing.png", grey(2)], batch_size=1,
+                                                on_result=lambda i, r: seen.append(i))
+    assert seen == [0, 1, 2] and backend.calls == [1, 1]
+    assert isinstance(results[1], DegradationResult) and results[1].error == "missing.png: file not found"
+
+
+def test_reward_takes_batch_size_and_logs_exactly(caplog):
+    backend = ScriptedBackend(brightness_rating)
+    with caplog.at_level("WARNING", logger="qinsight"):
+        rewards = QualityJudge(backend).reward([grey(0), "missing.png", grey(255)], batch_size=1)
+    assert rewards.tolist() == [0.0, 0.0, 1.0] and backend.calls == [1, 1]
+    assert [r.getMessage() for r in caplog.records] == ["reward 0.0 for image 1: missing.png: file not found"]
+
+
+def test_out_of_memory_is_logged_with_the_sizes(caplog):
+    backend = ScriptedBackend(brightness_rating)
+    original = backend.generate
+
+    def generate(batch, decoding):
+        if len(batch.inputs[0]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return original(batch, decoding)
+
+    backend.generate = generate
+    with caplog.at_level("WARNING", logger="qinsight"):
+        QualityJudge(backend).score([grey(v) for v in range(4)])
+    assert [r.getMessage() for r in caplog.records] == ["out of memory with 4 images per batch; retrying with 2"]
+
+
+def test_fast_scores_above_the_scale_are_clamped():
+    from qinsight_sdk.backend import RatingDistribution
+
+    class Overconfident(ScriptedBackend):
+        def rating_distributions(self, batch):
+            decimals = torch.zeros(5, 10, dtype=torch.float64)
+            decimals[:, 9] = 1.0
+            return [RatingDistribution(torch.tensor([0, 0, 0, 0, 1.0], dtype=torch.float64), decimals)
+                    for _ in batch.inputs[0]]  # surely 5.9
+
+    result = QualityJudge(Overconfident(brightness_rating)).score(grey(1), mode="fast")
+    assert (result.score, result.std) == (5.0, 0.0)
