@@ -80,6 +80,16 @@ EQUIVALENT: dict[str, str] = {
        "most common verdict as most_common(1)" for n in (2, 5)},
     **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
        "already" for n in (34, 36)},
+    "qinsight_sdk.metrics.x__correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
+       "turns into the same None",
+    "qinsight_sdk.metrics.x_score_metrics__mutmut_106": "the mean of no items is NaN, which _finite turns into "
+       "the same None",
+    **{f"qinsight_sdk.metrics.x__bootstrap_interval__mutmut_{n}": "scipy infers vectorized=False from the "
+       "statistic's signature, its confidence level defaults to 0.95 and it reads the method in any case"
+       for n in (54, 61, 63, 70)},
+    **{f"qinsight_sdk.metrics.x__bootstrap_interval__mutmut_{n}": "with the installed scipy (1.15 and newer) "
+       "bootstrap takes the generator as rng and as random_state alike: the same resamples either way"
+       for n in (16, 17, 21, 22, 23)},
     "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": "'</THINK>' under re.IGNORECASE matches what '</think>' does",
     "qinsight_sdk.parsing.x_parse_comparison__mutmut_32": "an upper-case pattern under re.I matches what the original does",
     "qinsight_sdk.parsing.x__normalise_label__mutmut_13":

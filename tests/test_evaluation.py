@@ -340,3 +340,32 @@ def test_confusion_counts_are_integers():
     found = degradation_metrics(["noise"], ["slight"], ["blur"], ["slight"])
     assert json.dumps(found["confusion"]) == "[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], " \
                                              "[0, 0, 0, 0, 0]]"
+
+
+def test_missing_scipy_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+    with pytest.raises(QInsightError) as refused:
+        score_metrics([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert str(refused.value) == "evaluation needs scipy: pip install 'qinsight[eval]'"
+
+
+def test_the_fit_starts_from_the_data_so_any_scale_converges():
+    x = np.linspace(0, 1000, 60)  # predictions on a 0-1000 scale: a start at b3 = b4 = 1 would not converge
+    truth = (4.0, 1.5, 600.0, 80.0)
+    params = fit_logistic(x, written_out_logistic(x, *truth))
+    assert params == pytest.approx(truth, rel=1e-3)
+
+
+def test_single_precision_predictions_are_computed_in_double():
+    x32 = (PREDICTED[:20] / 3).astype(np.float32)
+    assert score_metrics(x32, MOS[:20], resamples=0) == score_metrics(x32.astype(np.float64), MOS[:20], resamples=0)
+    assert score_metrics(MOS[:20], x32, resamples=0) == score_metrics(MOS[:20], x32.astype(np.float64), resamples=0)
+
+
+def test_a_resample_with_one_side_constant_counts_as_no_correlation():
+    found = score_metrics([1.0, 1.0, 1.0, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0], resamples=200)
+    assert found["srcc_ci95"] is not None and found["srcc_ci95"][0] == 0.0
