@@ -199,7 +199,8 @@ def check_named() -> int:
             (copy / path).write_text(source)
             failed = next((line for line in done.stdout.splitlines() if line.startswith("FAILED")), None)
             escaped += failed is None
-            print(f"{name}: {'caught by ' + failed.split()[1] if failed else 'NOT CAUGHT'}", flush=True)
+            caught = failed.removeprefix("FAILED ").split(" - ")[0] if failed else None
+            print(f"{name}: {'caught by ' + caught if caught else 'NOT CAUGHT'}", flush=True)
     return 1 if escaped else 0
 
 
