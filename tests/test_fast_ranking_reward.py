@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from samples import noise_image
+from samples import grey, noise_image
+from scripted import TightMemory
 
 from qinsight_sdk import QualityJudge, prompts
 from qinsight_sdk.backend import RatingDistribution
@@ -122,10 +123,6 @@ def test_strategies_on_the_tiny_model_return_a_permutation(tiny_judge, strategy)
             assert ranking.comparisons == 2 * 6  # all pairs among the top 4, both orders
 
 
-def grey(value):
-    return Image.new("RGB", (56, 56), (value, value, value))
-
-
 def brightness_answer(conversation, images):
     if len(images) == 1:
         return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
@@ -227,21 +224,11 @@ def test_reward_of_an_unjudgeable_image_is_logged(caplog):
 def test_out_of_memory_halves_the_batch_without_losing_or_repeating_images():
     seen = []
 
-    def tight_memory(conversation, images):
+    def recorded(conversation, images):  # called only for the images of batches that fitted
+        seen.append(int(np.asarray(images[0]).mean()))
         return brightness_answer(conversation, images)
 
-    backend = ScriptedBackend(tight_memory)
-    original = backend.generate
-
-    def generate(batch, decoding):
-        conversations, images = batch.inputs
-        if len(conversations) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        seen.extend(int(np.asarray(g[0]).mean()) for g in images)
-        return original(batch, decoding)
-
-    backend.generate = generate
-    judge = QualityJudge(backend, batch_size=8)
+    judge = QualityJudge(TightMemory(recorded, fits=2), batch_size=8)
     levels = [10, 40, 70, 100, 130, 160, 190, 220, 250]
     results = judge.score([grey(v) for v in levels])
     assert [r.score for r in results] == pytest.approx([1 + 4 * v / 255 for v in levels], abs=0.01)
@@ -249,34 +236,19 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_images():
 
 
 def test_after_out_of_memory_later_batches_keep_the_size_that_fitted():
-    failed = []
-    backend = ScriptedBackend(brightness_answer)
-    original = backend.generate
-
-    def generate(batch, decoding):
-        if len(batch.inputs[0]) > 2:
-            failed.append(len(batch.inputs[0]))
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(batch, decoding)
-
-    backend.generate = generate
+    backend = TightMemory(brightness_answer, fits=2)
     judge = QualityJudge(backend, batch_size=4)
     images = [grey(v) for v in range(0, 240, 6)]  # 40 images, decoded and planned 16 at a time
     assert all(r.ok for r in judge.score(images))
-    assert failed == [4, 4, 4, 4]  # the first window's batches, planned before the error; none after
-    failed.clear()
+    assert backend.refused == [4, 4, 4, 4]  # the first window's batches, planned before the error; none after
+    backend.refused.clear()
     backend.calls.clear()
     assert all(r.ok for r in judge.score(images[:8]))  # and the next call starts at the size that fitted
-    assert failed == [] and backend.calls == [2, 2, 2, 2]
+    assert backend.refused == [] and backend.calls == [2, 2, 2, 2]
 
 
 def test_out_of_memory_on_a_single_image_is_that_images_error():
-    backend = ScriptedBackend(brightness_answer)
-
-    def generate(batch, decoding):
-        raise RuntimeError("CUDA error: out of memory")
-
-    backend.generate = generate
+    backend = TightMemory(brightness_answer, fits=0, message="CUDA error: out of memory", error=RuntimeError)
     results = QualityJudge(backend).score([grey(1), grey(2)])
     assert all(r.score is None and r.error.startswith("out of memory even alone") for r in results)
 
@@ -401,5 +373,5 @@ def test_ranking_uses_the_judges_image_bounds_and_batch_size(strategy):
 
     backend = ScriptedBackend(record)
     judge = QualityJudge(backend, image_bounds=ImageBounds(max_pixels=112 * 112), batch_size=8)
-    judge.rank([grey(v, ) .resize((560, 560)) for v in LEVELS], strategy=strategy, batch_size=1)
+    judge.rank([grey(v, (560, 560)) for v in LEVELS], strategy=strategy, batch_size=1)
     assert sizes == {(112, 112)} and set(backend.calls) == {1}

@@ -5,10 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from samples import noise_image
+from PIL import Image
+from samples import grey, noise_image
+from scripted import TightMemory
 
 from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
                           ScoreResult)
+from qinsight_sdk.backend import Generation
 from qinsight_sdk.testing import ScriptedBackend
 
 # -- the real pipeline on the tiny random model ---------------------------------------------------
@@ -108,7 +111,6 @@ def brightness_rating(conversation, images):
 
 def test_scripted_scores_follow_the_answers():
     judge = QualityJudge(ScriptedBackend(brightness_rating))
-    from PIL import Image
     results = judge.score([Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 255, 128)])
     assert [r.score for r in results] == pytest.approx([1.0, 5.0, 3.01], abs=0.01)
     assert results[0].reasoning == "brightness 0.00" and results[0].error is None
@@ -128,7 +130,6 @@ def test_a_model_failure_on_one_image_spares_the_batch():
             raise RuntimeError("kernel exploded")
         return brightness_rating(conversation, images)
 
-    from PIL import Image
     images = [Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 13, 255)]
     results = QualityJudge(ScriptedBackend(fragile)).score(images)
     assert results[0].score == 1.0 and results[2].score == 5.0
@@ -162,7 +163,6 @@ def always(label):
 
 
 def test_compare_both_orders_reconciles():
-    from PIL import Image
     dark, bright = Image.new("RGB", (56, 56), (20, 20, 20)), Image.new("RGB", (56, 56), (220, 220, 220))
     fair = QualityJudge(ScriptedBackend(brighter_wins))
     result = fair.compare(dark, bright, both_orders=True)
@@ -174,7 +174,6 @@ def test_compare_both_orders_reconciles():
 
 @pytest.mark.parametrize("label", ["Image A", "Image B"])
 def test_compare_both_orders_cancels_a_position_bias(label):
-    from PIL import Image
     dark, bright = Image.new("RGB", (56, 56), (20, 20, 20)), Image.new("RGB", (56, 56), (220, 220, 220))
     biased = QualityJudge(ScriptedBackend(always(label))).compare(dark, bright, both_orders=True)
     assert (biased.winner, biased.consistent, biased.error) == ("similar", False, None)
@@ -189,7 +188,6 @@ def only_when_bright_comes_first(conversation, images):
 
 @pytest.mark.parametrize("first,second,winner", [("bright", "dark", "A"), ("dark", "bright", "B")])
 def test_compare_both_orders_keeps_the_only_verdict_given(first, second, winner):
-    from PIL import Image
     images = {"dark": Image.new("RGB", (56, 56), (20, 20, 20)),
               "bright": Image.new("RGB", (56, 56), (220, 220, 220))}
     judge = QualityJudge(ScriptedBackend(only_when_bright_comes_first))
@@ -199,7 +197,6 @@ def test_compare_both_orders_keeps_the_only_verdict_given(first, second, winner)
 
 
 def test_compare_both_orders_without_any_verdict_is_an_error():
-    from PIL import Image
     judge = QualityJudge(ScriptedBackend(lambda c, i: "<think>hm</think><answer>no idea</answer>"))
     result = judge.compare(Image.new("RGB", (56, 56)), Image.new("RGB", (56, 56), (9, 9, 9)), both_orders=True)
     assert result.winner is None and result.error.startswith("neither order gave a verdict: the answer names none")
@@ -216,7 +213,6 @@ def test_compare_uses_reference_prompt_and_image_order():
         seen["sizes"] = [i.size for i in images]
         return "<answer>Similar</answer>"
 
-    from PIL import Image
     judge = QualityJudge(ScriptedBackend(spy))
     ref, a, b = (Image.new("RGB", (56 * k, 56)) for k in (1, 2, 3))
     assert judge.compare(a, b, reference=ref).winner == "similar"
@@ -281,15 +277,6 @@ def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, imag
 
 
 # -- the judge's own rules, stated exactly ---------------------------------------------------------------
-
-from PIL import Image  # noqa: E402
-
-from qinsight_sdk.backend import Generation  # noqa: E402
-
-
-def grey(value, size=(56, 56)):
-    return Image.new("RGB", size, (value, value, value))
-
 
 class CutOffBackend(ScriptedBackend):
     """Answers that ran out of tokens (``finished`` False)."""
@@ -365,15 +352,7 @@ def test_a_failure_while_encoding_is_retried_per_item():
 
 @pytest.mark.parametrize("message", ["CUDA out of memory. Tried to allocate", "MPS backend Out Of Memory"])
 def test_out_of_memory_is_recognised_by_its_message(message):
-    backend = ScriptedBackend(brightness_rating)
-    original = backend.generate
-
-    def generate(batch, decoding):
-        if len(batch.inputs[0]) > 1:
-            raise RuntimeError(message)
-        return original(batch, decoding)
-
-    backend.generate = generate
+    backend = TightMemory(brightness_rating, fits=1, message=message, error=RuntimeError)
     results = QualityJudge(backend).score([grey(0), grey(255), grey(128)])
     assert [r.score for r in results] == pytest.approx([1.0, 5.0, 3.01])
 
@@ -521,17 +500,8 @@ def test_reward_takes_batch_size_and_logs_exactly(caplog):
 
 
 def test_out_of_memory_is_logged_with_the_sizes(caplog):
-    backend = ScriptedBackend(brightness_rating)
-    original = backend.generate
-
-    def generate(batch, decoding):
-        if len(batch.inputs[0]) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory.")
-        return original(batch, decoding)
-
-    backend.generate = generate
     with caplog.at_level("WARNING", logger="qinsight"):
-        QualityJudge(backend).score([grey(v) for v in range(4)])
+        QualityJudge(TightMemory(brightness_rating, fits=2)).score([grey(v) for v in range(4)])
     assert [r.getMessage() for r in caplog.records] == ["out of memory with 4 images per batch; retrying with 2"]
 
 

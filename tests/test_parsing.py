@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qinsight_sdk.parsing import extract_answer, parse_comparison, parse_degradation, parse_score
+from qinsight_sdk import parsing
+from qinsight_sdk.parsing import (ParsedComparison, ParsedDegradation, ParsedScore, extract_answer,
+                                  parse_comparison, parse_degradation, parse_score)
 
 TRAINED_SCORE = '<think>\nThe image is sharp with good exposure.\n</think>\n<answer>\n{"rating": 3.85}\n</answer>'
 
@@ -153,8 +155,6 @@ def test_parsers_never_raise(text):
 
 # -- whole results, reasoning and error text included: what users and the reward read ----------------
 
-from qinsight_sdk import parsing  # noqa: E402
-from qinsight_sdk.parsing import ParsedComparison, ParsedDegradation, ParsedScore  # noqa: E402
 
 NOTE = " (no <answer> block found)"
 

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from qinsight_sdk.train.rewards import (comparison_reward, degradation_reward, format_reward, paper_rating,
+from qinsight_sdk.train.rewards import (SCORE_EPSILON, comparison_reward, completion_text, degradation_reward,
+                                        first_answer, format_reward, paper_degradation, paper_rating,
                                         ranking_reward, score_reward)
 
 GOOD_SCORE = '<think>\nSharp, well exposed.\n</think>\n<answer>\n{"rating": 3.85}\n</answer>'
@@ -146,7 +147,6 @@ def test_ranking_reward_edge_cases():
 
 # -- the rewards' own rules at interior points and edges ---------------------------------------------------
 
-from qinsight_sdk.train.rewards import SCORE_EPSILON, completion_text, first_answer, paper_degradation  # noqa: E402
 
 
 def test_completion_text_of_every_shape():
