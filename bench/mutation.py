@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
+MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
 # module name -> (source file, mutant-name patterns). Only what decides an answer is in scope: loading a
 # checkpoint (QualityJudge.from_pretrained) and the model plumbing of backend.py are tested with the tiny
@@ -128,21 +129,23 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns) and not any(fnmatchcase(name, p) for p in OUT_OF_SCOPE)
 
 
+def _meta(module: str) -> Path:
+    return MUTANTS / (SCOPE[module][0] + ".meta")
+
+
 def _verdicts(module: str) -> dict[str, int | None] | None:
     """mutant name -> mutmut's exit code (None: not run), from its meta file; None if never run."""
-    source, patterns = SCOPE[module]
-    meta = MUTANTS / (source + ".meta")
-    if not meta.exists():
+    if not _meta(module).exists():
         return None
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return {name: code for name, code in codes.items() if _matches(name, patterns)}
+    codes = json.loads(_meta(module).read_text())["exit_code_by_key"]
+    return {name: code for name, code in codes.items() if _matches(name, SCOPE[module][1])}
 
 
 def _mutmut(names: list[str]) -> None:
     if not names:
         return
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", *names], cwd=ROOT, env=env,
+    subprocess.run([MUTMUT, "run", *names], cwd=ROOT, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
@@ -154,8 +157,7 @@ def run_module(module: str, fresh: bool) -> dict[str, int | None]:
         _mutmut(SCOPE[module][1])
     else:
         todo = [name for name, code in verdicts.items() if code not in KILLED and name not in EQUIVALENT]
-        source = SCOPE[module][0]
-        changed = (ROOT / source).stat().st_mtime > (MUTANTS / (source + ".meta")).stat().st_mtime
+        changed = (ROOT / SCOPE[module][0]).stat().st_mtime > _meta(module).stat().st_mtime
         _mutmut(todo or (SCOPE[module][1] if changed else []))
         reset = [name for name, code in (_verdicts(module) or {}).items() if code is None]
         if reset:
@@ -205,8 +207,7 @@ def check_named() -> int:
 
 
 def _changed_line(name: str) -> str:
-    shown = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "show", name], cwd=ROOT,
-                           capture_output=True, text=True).stdout
+    shown = subprocess.run([MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True).stdout
     added = [line[1:].strip() for line in shown.splitlines() if line.startswith("+") and not line.startswith("+++")]
     return added[0] if added else "?"
 
