@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 from PIL import Image
 
-from .errors import QInsightError
+from .errors import QInsightError, UsageError
 from .prompts import (COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS, comparison_messages,
                       degradation_messages, score_messages)
 
@@ -63,7 +63,7 @@ class Sample:
 
 def normalise_mos(mos: float, low: float, high: float) -> float:
     if not high > low:
-        raise ValueError(f"MOS range [{low}, {high}] is empty")
+        raise UsageError(f"MOS range [{low}, {high}] is empty")
     return 4.0 * (float(mos) - low) / (high - low) + 1.0
 
 
@@ -183,7 +183,7 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
     mixed: list[Sample] = []
     for samples, weight in sources:
         if weight < 0:
-            raise ValueError(f"weights must not be negative, got {weight}")
+            raise UsageError(f"weights must not be negative, got {weight}")
         whole, fraction = divmod(weight, 1.0)
         mixed.extend(list(samples) * int(whole))
         mixed.extend(rng.sample(list(samples), round(fraction * len(samples))))
@@ -206,7 +206,7 @@ def read_source(path: str | Path, format: str = "qinsight", image_root: str | Pa
     importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
                  "csv": lambda p: from_csv(p, mos_range)}
     if format not in importers:
-        raise ValueError(f"unknown data format {format!r}; use qinsight, {', '.join(importers)}")
+        raise UsageError(f"unknown data format {format!r}; use qinsight, {', '.join(importers)}")
     try:
         records = importers[format](path)
     except (OSError, ValueError, KeyError, TypeError) as exc:

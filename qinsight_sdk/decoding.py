@@ -10,6 +10,8 @@ from typing import Any, Iterator
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class DecodingOptions:
@@ -33,13 +35,13 @@ class DecodingOptions:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+            raise UsageError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
+            raise UsageError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.num_samples > 1 and not self.do_sample:
-            raise ValueError("num_samples > 1 needs do_sample=True: greedy decoding gives one answer")
+            raise UsageError("num_samples > 1 needs do_sample=True: greedy decoding gives one answer")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0):
-            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+            raise UsageError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
 
     @classmethod
     def official_demo(cls, **overrides: Any) -> "DecodingOptions":

@@ -15,3 +15,11 @@ class ImageInputError(QInsightError):
 
 class MissingDependencyError(QInsightError, ImportError):
     """An optional extra that this feature needs is not installed; the message says which."""
+
+
+class UsageError(QInsightError, ValueError):
+    """An argument outside what it allows (a batch size of 0, an unknown strategy); the message names it.
+
+    A ``ValueError`` too, so code that caught ``ValueError`` keeps working; the command line maps it to
+    exit code 2, unlike a ``ValueError`` from a bug, which it lets surface with its traceback.
+    """

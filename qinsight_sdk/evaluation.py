@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from .data import TASKS, DataError, Sample, read_source
+from .errors import UsageError
 from .metrics import comparison_metrics, degradation_metrics, score_metrics
 from .prompts import ANSWER_OF_WINNER, COMPARISON_ANSWERS, NO_DISTORTION
 
@@ -60,7 +61,7 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
             raise DataError(f"{data} holds several tasks ({', '.join(tasks)}): choose one with --task")
         task = tasks[0]
     if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     items = [EvalItem(_key(s, root), s) for s in samples if s.task == task]
     if not items:
         raise DataError(f"{data} holds no {task} items")
@@ -148,9 +149,9 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     items = load_items(data, image_root, task)
     task = items[0].sample.task
     if mode != "reason" and task != "score":
-        raise ValueError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
+        raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
     if plot is not None and task == "comparison":
-        raise ValueError("--plot draws score and degradation evaluations; comparisons have no figure")
+        raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
     if plot is not None:
         from .plots import pyplot
 

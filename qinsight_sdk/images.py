@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageInputError
+from .errors import ImageInputError, UsageError
 
 PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image token
 MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
@@ -42,7 +42,7 @@ class ImageBounds:
 
     def __post_init__(self) -> None:
         if not PATCH_GRID * PATCH_GRID <= self.min_pixels <= self.max_pixels:
-            raise ValueError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
+            raise UsageError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
                              f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
 
 

@@ -22,7 +22,7 @@ from . import prompts
 from .backend import Generation, QwenVLBackend, RatingDistribution
 from .checkpoints import default_model, default_subfolder, resolve_checkpoint
 from .decoding import DecodingOptions
-from .errors import ImageInputError
+from .errors import ImageInputError, UsageError
 from .images import PATCH_GRID, ImageBounds, ImageInput, load_image, split_inputs
 from .parsing import parse_comparison, parse_degradation, parse_score
 from .prompts import Message, PromptOrder
@@ -114,7 +114,7 @@ class QualityJudge:
         one prefill plus a short cached step), with ``std`` the spread of that distribution.
         """
         if mode not in ("reason", "fast"):
-            raise ValueError(f"mode must be 'reason' or 'fast', got {mode!r}")
+            raise UsageError(f"mode must be 'reason' or 'fast', got {mode!r}")
         task, aggregate = ((self._fast_task(), _fast_result) if mode == "fast"
                            else (self._generate_task(decoding), _score_result))
         return self._single_image_task(images, prompts.score_messages(self.prompt_order), task, aggregate,
@@ -152,7 +152,7 @@ class QualityJudge:
         items = []
         for pair in pairs:
             if len(pair) not in (2, 3):
-                raise ValueError(f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items")
+                raise UsageError(f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items")
             image_a, image_b = pair[0], pair[1]
             chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
             conversation = prompts.comparison_messages(with_reference=chosen is not None)
@@ -234,7 +234,7 @@ class QualityJudge:
         ``finish`` runs in input order at most a window behind the model.
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         outcomes: dict[int, Any] = {}
         results: list[Any] = [None] * len(items)
         done = 0

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, UsageError
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 
 DEGRADATION_LABELS = DISTORTION_CLASSES + (NO_DISTORTION,)
@@ -93,7 +93,7 @@ def score_metrics(predicted: Sequence[float], mos: Sequence[float], resamples: i
     """
     x, y = np.asarray(predicted, float), np.asarray(mos, float)
     if x.shape != y.shape:
-        raise ValueError(f"{len(x)} predictions for {len(y)} labels")
+        raise UsageError(f"{len(x)} predictions for {len(y)} labels")
     params = fit_logistic(x, y) if len(x) >= 5 else None
     fitted = logistic4(x, *params) if params else None
     return {

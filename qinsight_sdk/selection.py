@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import ImageInputError
+from .errors import ImageInputError, UsageError
 from .images import load_image
 
 if TYPE_CHECKING:
@@ -52,9 +52,9 @@ def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "s
                 top_k: int | None = None, pool: int = 4, batch_size: int | None = None) -> Ranking:
     """Rank ``images`` with ``judge``; see the module docstring for the strategies."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise UsageError(f"top_k must be at least 1, got {top_k}")
     loaded, errors = _load_all(judge, images)
     valid = [i for i in range(len(images)) if i in loaded]
     if strategy == "tournament":

@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from ..data import TASKS
+from ..errors import UsageError
 from ..parsing import parse_comparison, parse_degradation, parse_score
 from ..prompts import ANSWER_OF_WINNER
 
@@ -71,7 +72,7 @@ def paper_degradation(text: str) -> tuple[str, str] | None:
 
 def _check_task(task: str) -> str:
     if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     return task
 
 
@@ -99,7 +100,7 @@ def score_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[
     continuous exp(-error^2 / (2 sigma^2)), which still rewards near misses.
     """
     if kind not in ("threshold", "gaussian"):
-        raise ValueError(f"kind must be 'threshold' or 'gaussian', got {kind!r}")
+        raise UsageError(f"kind must be 'threshold' or 'gaussian', got {kind!r}")
 
     def reward(completion: Any, target: float) -> float:
         text = completion_text(completion)
