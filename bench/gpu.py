@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import make_images, peak_memory, reference_loop, timed, timed_forward  # noqa: E402
 
 from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
-from qinsight_sdk.backend import QwenVLBackend, choose_attention, load_processor  # noqa: E402
+from qinsight_sdk.loading import choose_attention, load_processor  # noqa: E402
+from qinsight_sdk.qwen_vl import QwenVLBackend  # noqa: E402
 from qinsight_sdk.images import load_image  # noqa: E402
 from qinsight_sdk.testing import benchmark_config, build_tiny_checkpoint  # noqa: E402
 

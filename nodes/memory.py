@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..qinsight_sdk import QualityJudge
-from ..qinsight_sdk.backend import choose_dtype
+from ..qinsight_sdk.loading import choose_dtype
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
 _HANDLES: "weakref.WeakSet[JudgeHandle]" = weakref.WeakSet()

@@ -2,9 +2,11 @@
 eval and train.
 
 Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error (all rows
-are still written), 2 for usage errors and for a model that cannot be loaded, 130 for an interrupted
-eval. With ``--output``, rows are appended as each batch finishes and a rerun resumes: images that
-already have a good row are skipped.
+are still written), 2 for a usage error or a model or data file that cannot be used (any
+``QInsightError``, reported as ``qinsight <command>: error: <message>``), 130 for an interrupted eval.
+Any other exception is a bug: it surfaces with its traceback (Python's exit code 1). With ``--output``,
+rows are appended to that file as each batch finishes and a rerun resumes: images that already have a
+good row are skipped. ``eval`` writes its JSON report to ``--report``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from .checkpoints import default_model, default_subfolder
 from .data import TASKS
 from .decoding import DecodingOptions
-from .errors import QInsightError
+from .errors import QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
 from .prompts import PromptOrder
@@ -29,14 +31,13 @@ from .selection import STRATEGIES
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+# (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
+JudgeImages = Callable[[QualityJudge, list[str], Callable[[int, Any], None]], Any]
 
-class UsageError(Exception):
-    """A problem with the command line itself; reported without a traceback, exit code 2."""
 
+# -- the parser -------------------------------------------------------------------------------------------
 
-def _add_model_options(parser: argparse.ArgumentParser,
-                       output_help: str = "write JSON lines here (appending and resuming) instead of to "
-                                          "standard output") -> None:
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="Hugging Face id or local folder (default: $QINSIGHT_MODEL, "
                                        "else ByteDance/Q-Insight)")
@@ -59,7 +60,11 @@ def _add_model_options(parser: argparse.ArgumentParser,
                        help="image before the question (as trained) or after it (as in the demo)")
     group.add_argument("--max-pixels", type=int, default=ImageBounds.max_pixels,
                        help="larger images are downscaled to this many pixels")
-    parser.add_argument("--output", "-o", help=output_help)
+
+
+def _add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", help="write JSON lines here (appending and resuming) instead of to "
+                                               "standard output")
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -68,21 +73,33 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("score", "rate image quality from 1 to 5, with reasoning"),
-                       ("degradation", "name the distortion and its severity")):
-        sub = commands.add_parser(name, help=text, description=text)
-        _add_image_options(sub)
-        sub.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
-        _add_model_options(sub)
-        if name == "score":
-            sub.add_argument("--mode", choices=("reason", "fast"), default="reason",
-                             help="reason: generate the reasoning (default); fast: read the rating's "
-                                  "probabilities without generating text")
-    sub = commands.add_parser("rank", help="order images best first (best of N)",
-                              description="order images best first (best of N)")
+def _add_command(commands: Any, name: str, text: str, handler: Callable[[argparse.Namespace], int],
+                 description: str | None = None) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=text, description=description or text)
+    sub.set_defaults(func=handler)
+    return sub
+
+
+def _add_row_command(commands: Any, name: str, text: str,
+                     handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    sub = _add_command(commands, name, text, handler)
+    _add_image_options(sub)
+    sub.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
+    _add_model_options(sub)
+    _add_output_option(sub)
+    return sub
+
+
+def _add_row_commands(commands: Any) -> None:
+    score = _add_row_command(commands, "score", "rate image quality from 1 to 5, with reasoning", _run_score)
+    score.add_argument("--mode", choices=("reason", "fast"), default="reason",
+                       help="reason: generate the reasoning (default); fast: read the rating's "
+                            "probabilities without generating text")
+    _add_row_command(commands, "degradation", "name the distortion and its severity", _run_degradation)
+
+
+def _add_rank_command(commands: Any) -> None:
+    sub = _add_command(commands, "rank", "order images best first (best of N)", _run_rank)
     _add_image_options(sub)
     sub.add_argument("--strategy", choices=STRATEGIES, default="score",
                      help="score: fast scores; tournament: pairwise knockout in both orders; "
@@ -90,23 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--top-k", type=int, help="keep only the best K")
     sub.add_argument("--pool", type=int, default=4, help="finalists for --strategy hybrid")
     _add_model_options(sub)
-    sub = commands.add_parser("compare", help="which of two images is better",
-                              description="which of two images is better")
+    _add_output_option(sub)
+
+
+def _add_compare_command(commands: Any) -> None:
+    sub = _add_command(commands, "compare", "which of two images is better", _run_compare)
     sub.add_argument("image_a")
     sub.add_argument("image_b")
     sub.add_argument("--reference", help="the degraded input both images were restored from")
     sub.add_argument("--both-orders", action="store_true", help="ask with A and B swapped too and reconcile")
     _add_model_options(sub)
-    sub = commands.add_parser("eval", help="metrics against human labels, resumable (needs the [eval] extra)",
-                              description="Judge labelled images and report the paper's metrics. Predictions "
-                                          "are appended to --predictions as they come; a rerun predicts only "
-                                          "what is missing, and loads no model when nothing is.")
+    _add_output_option(sub)
+
+
+def _add_eval_command(commands: Any) -> None:
+    sub = _add_command(commands, "eval", "metrics against human labels, resumable (needs the [eval] extra)",
+                       _run_eval, description="Judge labelled images and report the paper's metrics. "
+                       "Predictions are appended to --predictions as they come; a rerun predicts only what "
+                       "is missing, and loads no model when nothing is.")
     sub.add_argument("data", help="labels: CSV, qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
     sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
     sub.add_argument("--task", choices=TASKS,
                      help="the task to evaluate (needed when the data holds several)")
     sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
                                            "DATA_NAME.predictions.jsonl in the current folder)")
+    sub.add_argument("--report", help="write the report (JSON) here")
     sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, or the degradation "
                                     "confusion matrix (needs matplotlib)")
     sub.add_argument("--mode", choices=("reason", "fast"), default="reason", help="score mode, as for score")
@@ -115,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="load no model: metrics from --predictions alone, missing items counted as failed")
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
     sub.add_argument("--batch-size", type=int, default=8)
-    _add_model_options(sub, output_help="write the report (JSON) here")
-    sub = commands.add_parser("train", help="GRPO fine-tuning from a YAML config (needs the [train] extra)",
-                              description="GRPO fine-tuning from a YAML config (needs the [train] extra)")
+    _add_model_options(sub)
+
+
+def _add_train_command(commands: Any) -> None:
+    sub = _add_command(commands, "train", "GRPO fine-tuning from a YAML config (needs the [train] extra)",
+                       _run_train)
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="the run's YAML config")
     source.add_argument("--example-config", action="store_true",
@@ -125,8 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--accelerate-config", action="store_true",
                         help="print the DeepSpeed ZeRO-3 config for accelerate launch")
     sub.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Each subcommand's parser sets ``func`` to its handler, so ``main`` needs no table of commands."""
+    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_row_commands(commands)
+    _add_rank_command(commands)
+    _add_compare_command(commands)
+    _add_eval_command(commands)
+    _add_train_command(commands)
     return parser
 
+
+# -- shared by the handlers -------------------------------------------------------------------------------
 
 def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
     """Files as given; folders replaced by the images inside them, sorted."""
@@ -161,8 +202,13 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
         image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order)
 
 
+def _make_parent(path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def _resume(output: Path, overwrite: bool) -> set[str]:
     """Keep the good rows of an earlier run (dropping error rows, to be retried); their images."""
+    _make_parent(output)
     if overwrite or not output.exists():
         output.write_text("", encoding="utf-8")
         return set()
@@ -183,7 +229,7 @@ def _resume(output: Path, overwrite: bool) -> set[str]:
 
 def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
     stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-    stream.flush()
+    stream.flush()  # a row is on disk as soon as it is judged, so a killed run loses nothing
 
 
 @contextmanager
@@ -191,11 +237,14 @@ def _output_stream(output: str | None) -> Iterator[TextIO]:
     if output is None:
         yield sys.stdout
         return
+    _make_parent(output)
     with open(output, "a", encoding="utf-8") as handle:
         yield handle
 
 
-def _run_batch_command(args: argparse.Namespace) -> int:
+def _pending_images(args: argparse.Namespace) -> list[str]:
+    """Checked before a model loads, so a mistake costs no loading time; with --output, a rerun skips
+    the images that already have a good row."""
     images = expand_paths(args.paths, args.recursive)
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -204,6 +253,12 @@ def _run_batch_command(args: argparse.Namespace) -> int:
     if done:
         print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done",
               file=sys.stderr)
+    return pending
+
+
+def _write_image_rows(args: argparse.Namespace, judge_images: JudgeImages) -> int:
+    """Score and degradation differ only in the judge's method; rows go out as each batch finishes."""
+    pending = _pending_images(args)
     if not pending:
         return EXIT_OK
     judge = _load_judge(args, comparison=False)
@@ -215,12 +270,21 @@ def _run_batch_command(args: argparse.Namespace) -> int:
             errors += result.error is not None
             _write_row(stream, {"image": pending[index], **result.to_dict()})
 
-        if args.command == "score":
-            judge.score(pending, batch_size=args.batch_size, on_result=write, mode=args.mode)
-        else:
-            judge.degradation(pending, batch_size=args.batch_size, on_result=write)
+        judge_images(judge, pending, write)
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors else EXIT_OK
+
+
+# -- one handler per subcommand ---------------------------------------------------------------------------
+
+def _run_score(args: argparse.Namespace) -> int:
+    return _write_image_rows(args, lambda judge, images, write: judge.score(
+        images, batch_size=args.batch_size, on_result=write, mode=args.mode))
+
+
+def _run_degradation(args: argparse.Namespace) -> int:
+    return _write_image_rows(args, lambda judge, images, write: judge.degradation(
+        images, batch_size=args.batch_size, on_result=write))
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -233,6 +297,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_rank(args: argparse.Namespace) -> int:
+    """The order is known only once every image is judged, so rows are written at the end."""
     images = expand_paths(args.paths, args.recursive)
     judge = _load_judge(args, comparison=False)
     ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
@@ -247,14 +312,15 @@ def _run_rank(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    """Predictions are appended as they come, so Ctrl-C exits 130 with nothing lost and a rerun resumes."""
     from .evaluation import evaluate, load_items, summary_lines
 
     items = load_items(args.data, args.image_root, args.task)
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
     with_reference = task == "comparison" and any(len(i.sample.images) == 3 for i in items)
+    load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
-        load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
         result = evaluate(args.data, predictions, load,
                           image_root=args.image_root, task=task, mode=args.mode, batch_size=args.batch_size,
                           retry_failed=args.retry_failed, resamples=args.bootstrap, plot=args.plot)
@@ -262,16 +328,18 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to "
               "continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.report:
+        _make_parent(args.report)
+        Path(args.report).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for line in summary_lines(result):
         print(line)
-    print(f"eval: predictions in {predictions}" + (f", report in {args.output}" if args.output else "")
+    print(f"eval: predictions in {predictions}" + (f", report in {args.report}" if args.report else "")
           + (f", figure in {args.plot}" if args.plot else ""), file=sys.stderr)
     return EXIT_ROW_ERRORS if result["failed"] else EXIT_OK
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    """The training stack is imported only here: printing a config must work without the [train] extra."""
     from .train import config_template
 
     if args.example_config or args.accelerate_config:
@@ -285,16 +353,15 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors qinsight raises on purpose (a ``QInsightError``) are the user's to fix: a one-line message
+    and exit code 2. Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
     try:
-        if getattr(args, "output", None):
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        runners = {"compare": _run_compare, "rank": _run_rank, "eval": _run_eval, "train": _run_train}
-        return runners.get(args.command, _run_batch_command)(args)
-    except (UsageError, QInsightError, ValueError) as exc:
+        return args.func(args)
+    except QInsightError as exc:
         print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

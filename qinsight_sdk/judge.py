@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from . import prompts
-from .backend import Generation, QwenVLBackend, RatingDistribution
+from .backend import Backend, Generation, RatingDistribution
+from .qwen_vl import QwenVLBackend
 from .checkpoints import default_model, default_subfolder, resolve_checkpoint
 from .decoding import DecodingOptions
 from .errors import ImageInputError, UsageError

@@ -276,26 +276,6 @@ def write_sample_images(folder: str | Path, count: int = 4, seed: int = 0) -> li
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qinsight_sdk.testing",
-                                     description="Write a tiny random-weight Qwen2.5-VL checkpoint.")
-    parser.add_argument("folder", help="where to write the checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
-    args = parser.parse_args(argv)
-    path = build_tiny_checkpoint(args.folder, seed=args.seed)
-    size = sum(f.stat().st_size for f in path.iterdir())
-    print(f"wrote a tiny Qwen2.5-VL checkpoint to {path} ({size / 1e6:.1f} MB)")
-    if args.sample_images:
-        images = write_sample_images(args.sample_images, seed=args.seed)
-        print(f"wrote {len(images)} sample images to {args.sample_images}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 class ScriptedBackend:
     """A stand-in for the model that answers from a function of the conversation and its images.
 
@@ -308,8 +288,21 @@ class ScriptedBackend:
     """
 
     def __init__(self, answer: Any) -> None:
+        import torch
+
         self.answer = answer
         self.calls: list[int] = []  # batch sizes seen, for tests of batching
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def memory_footprint(self) -> int:
+        return 0  # no weights
+
+    def to(self, device: Any) -> "ScriptedBackend":
+        import torch
+
+        self.device = torch.device(device)
+        return self
 
     def encode(self, conversations: Any, images: Any, answer_prefix: str = "") -> Any:
         from .backend import EncodedBatch
@@ -344,3 +337,23 @@ class ScriptedBackend:
             decimals[:, tenths % 10] = 1.0
             found.append(RatingDistribution(first, decimals))
         return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qinsight_sdk.testing",
+                                     description="Write a tiny random-weight Qwen2.5-VL checkpoint.")
+    parser.add_argument("folder", help="where to write the checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
+    args = parser.parse_args(argv)
+    path = build_tiny_checkpoint(args.folder, seed=args.seed)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    print(f"wrote a tiny Qwen2.5-VL checkpoint to {path} ({size / 1e6:.1f} MB)")
+    if args.sample_images:
+        images = write_sample_images(args.sample_images, seed=args.seed)
+        print(f"wrote {len(images)} sample images to {args.sample_images}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

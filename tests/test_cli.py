@@ -1,5 +1,6 @@
 """The qinsight command: rows, exit codes, folders, resuming, and the installed entry point."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -85,6 +86,50 @@ def test_usage_errors_exit_two(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["score"])
     assert exit_info.value.code == 2
+
+
+def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypatch):
+    """A plain ValueError from inside a handler keeps its traceback instead of becoming exit code 2."""
+    def broken(self, *args, **kwargs):
+        raise ValueError("bug")
+
+    monkeypatch.setattr(QualityJudge, "score", broken)
+    with pytest.raises(ValueError, match="bug") as raised:
+        cli.main(["score", str(image_files[0])])
+    assert type(raised.value) is ValueError
+
+
+def test_an_sdk_usage_error_exits_two_with_its_message(scripted, image_files, capsys):
+    code, out, err = run(["rank", *map(str, image_files[:2]), "--top-k", "0"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("qinsight rank: error: ") and "top_k" in err
+
+
+def test_eval_writes_its_report_to_report_and_has_no_output_option(image_files, tmp_path, capsys):
+    data = tmp_path / "labels.csv"
+    data.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"key": p.name, "score": 1.5 + i}) + "\n"
+                                   for i, p in enumerate(image_files)))
+    report = tmp_path / "reports" / "r.json"
+    code, out, err = run(["eval", str(data), "--predictions", str(predictions), "--predictions-only",
+                          "--bootstrap", "0", "--report", str(report)], capsys)
+    found = json.loads(report.read_text())
+    assert code == 0 and found["judged"] == 5 and found["failed"] == []
+    assert f"report in {report}" in err and "SRCC" in out
+    for option in ("--output", "-o"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["eval", str(data), "--predictions-only", option, str(tmp_path / "x.json")])
+        assert exit_info.value.code == 2
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_every_subcommand_has_its_own_handler():
+    (commands,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    handlers = {name: sub.get_default("func") for name, sub in commands.choices.items()}
+    assert set(handlers) == {"score", "degradation", "compare", "rank", "eval", "train"}
+    assert all(callable(handler) for handler in handlers.values())
+    assert len(set(handlers.values())) == len(handlers)
 
 
 def test_output_file_resumes(scripted, image_files, tmp_path, capsys):

@@ -220,7 +220,7 @@ def synthetic(tmp_path_factory):
 def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_path, capsys):
     report, figure = tmp_path / "score.json", tmp_path / "score.png"
     code = main(["eval", str(synthetic / "scores.csv"), "--model", str(tiny_model), "--mode", "fast",
-                 "--predictions", str(tmp_path / "score.jsonl"), "-o", str(report), "--plot", str(figure),
+                 "--predictions", str(tmp_path / "score.jsonl"), "--report", str(report), "--plot", str(figure),
                  "--bootstrap", "100"])
     assert code == 0
     found = json.loads(report.read_text())
@@ -230,7 +230,7 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
     assert "SRCC" in capsys.readouterr().out
 
     code = main(["eval", str(synthetic / "degradations.csv"), "--model", str(tiny_model), "--max-new-tokens", "12",
-                 "--predictions", str(tmp_path / "deg.jsonl"), "-o", str(tmp_path / "deg.json"),
+                 "--predictions", str(tmp_path / "deg.jsonl"), "--report", str(tmp_path / "deg.json"),
                  "--plot", str(tmp_path / "deg.png")])
     found = json.loads((tmp_path / "deg.json").read_text())
     # the random model's answers do not parse: every item fails, is listed, and the run still reports
@@ -239,7 +239,7 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
     assert (tmp_path / "deg.png").stat().st_size > 0
 
     code = main(["eval", str(synthetic / "pairs.jsonl"), "--model", str(tiny_model), "--max-new-tokens", "8",
-                 "--predictions", str(tmp_path / "pairs.jsonl"), "-o", str(tmp_path / "pairs.json")])
+                 "--predictions", str(tmp_path / "pairs.jsonl"), "--report", str(tmp_path / "pairs.json")])
     found = json.loads((tmp_path / "pairs.json").read_text())
     assert found["task"] == "comparison" and found["items"] == 4
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]

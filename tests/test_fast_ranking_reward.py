@@ -43,7 +43,7 @@ def test_cached_digit_step_equals_a_full_forward(tiny_judge):
     images = [load_image(IMAGES[1]), load_image(IMAGES[4])]
     batch = backend.encode([conversation] * 2, [[i] for i in images], prompts.FAST_SCORE_ANSWER_PREFIX)
     distributions = backend.rating_distributions(batch)
-    digits, _ = backend._digit_ids()
+    digits, _ = backend.rating_token_ids()
     for row, image in enumerate(images):
         for first in (1, 4):
             text = backend.render(conversation) + prompts.FAST_SCORE_ANSWER_PREFIX + f"{first}."
@@ -88,7 +88,7 @@ def test_expected_rating_equals_enumerating_every_rating(seed):
 
 
 def test_rating_digit_probabilities_are_a_softmax_over_the_chosen_tokens():
-    from qinsight_sdk.backend import _probabilities
+    from qinsight_sdk.qwen_vl import _probabilities
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 9.0], [3.0, 0.0, 0.0, -9.0]], dtype=torch.float16)
     found = _probabilities(logits, [2, 0])

@@ -232,9 +232,9 @@ def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
 
 def test_image_only_processor_when_torchvision_is_missing(tiny_model, tiny_judge, image_files, monkeypatch):
     """Users with a CPU torch often lack a working torchvision; transformers 5 then needs our fallback."""
-    from qinsight_sdk import backend
+    from qinsight_sdk import loading
 
-    monkeypatch.setattr(backend, "_torchvision_works", lambda: False)
+    monkeypatch.setattr(loading, "_torchvision_works", lambda: False)
     judge = QualityJudge.from_pretrained(tiny_model, device="cpu", decoding=tiny_judge.decoding)
     assert type(judge.backend.processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
     result = judge.score(image_files[0])
@@ -247,7 +247,7 @@ def test_direct_encoding_equals_the_processor(tiny_judge):
     from qinsight_sdk.images import load_image
 
     backend = tiny_judge.backend
-    assert backend._patch_spec is not None  # the probe at load time accepted it
+    assert backend.encodes_directly  # the probe at load time accepted it
     conversations = [prompts.score_messages(), prompts.comparison_messages(with_reference=False),
                      prompts.degradation_messages()]
     groups = [[load_image(noise_image(1, 300, 200))], [load_image(noise_image(2)), load_image(noise_image(3, 90))],

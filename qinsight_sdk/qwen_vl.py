@@ -1,0 +1,245 @@
+"""The Qwen2.5-VL backend: batched encoding, generation and fast-score digits for a loaded checkpoint.
+
+Generation renders each conversation with the checkpoint's own chat template, pads on the left so a
+batch of different images decodes exactly as each would alone, and reports for every answer whether it
+ended or ran out of tokens. Loading itself (device, dtype, attention) is :mod:`qinsight_sdk.loading`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backend import EncodedBatch, Generation, RatingDistribution
+from .decoding import DecodingOptions, seeded
+from .errors import UsageError
+from .images import PatchSpec, patch_count, to_patches
+from .loading import load_model
+from .prompts import Message
+
+logger = logging.getLogger("qinsight")
+
+
+class QwenVLBackend:
+    """A loaded Qwen2.5-VL model and processor that turn conversations with images into answers."""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device) -> None:
+        from transformers import GenerationConfig
+
+        self.model = model
+        self.processor = processor
+        self.device = device
+        # The checkpoint's decoding defaults are applied by DecodingOptions alone. The model keeps only
+        # its token ids: transformers 4.5x would otherwise put the checkpoint's values back wherever a
+        # requested value equals the library default (turning temperature 1.0 into 0.1, for one).
+        self.checkpoint_generation_config = model.generation_config
+        if self.checkpoint_generation_config.pad_token_id is None:
+            self.checkpoint_generation_config.pad_token_id = processor.tokenizer.pad_token_id
+        model.generation_config = GenerationConfig(**{
+            key: getattr(self.checkpoint_generation_config, key)
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id")})
+        # transformers 5 renamed forward's ``past_key_values`` to ``cache``
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
+        # only the last position's logits are read: skip the vocabulary projection elsewhere (5.x)
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters else {}
+        eos = self.checkpoint_generation_config.eos_token_id
+        self._end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self._rendered: dict[str, str] = {}
+        self._tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent use
+        self._tokenised: dict[str, list[int]] = {}
+        self._image_token = getattr(processor, "image_token", "<|image_pad|>")
+        self._image_token_id = processor.tokenizer.convert_tokens_to_ids(self._image_token)
+        self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
+        self._patch_spec = self._choose_encoder()  # None: the processor encodes
+
+    @classmethod
+    def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+             attn_implementation: str | None = None, trust_remote_code: bool = False) -> "QwenVLBackend":
+        """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses."""
+        return cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def memory_footprint(self) -> int:
+        return int(self.model.get_memory_footprint())
+
+    def to(self, device: str | torch.device) -> "QwenVLBackend":
+        """Move the weights; later batches are sent to the same device."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def render(self, conversation: Sequence[Message]) -> str:
+        """The prompt text the chat template makes of one conversation (image placeholders unexpanded)."""
+        key = json.dumps(conversation, sort_keys=True)
+        if key not in self._rendered:  # a task asks the same conversation of every image
+            self._rendered[key] = self.processor.apply_chat_template(list(conversation), tokenize=False,
+                                                                     add_generation_prompt=True)
+        return self._rendered[key]
+
+    def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
+               answer_prefix: str = "") -> EncodedBatch:
+        """Model inputs for a batch: left-padded token ids, patch vectors and image grids (on the CPU).
+
+        Safe to call from a helper thread while the model runs: tokenizer use is serialised.
+        """
+        texts = [self.render(c) + answer_prefix for c in conversations]
+        flat_images = [image for group in images for image in group]
+        if self._patch_spec is None:
+            with self._tokenizer_lock:
+                inputs = self.processor(text=texts, images=flat_images or None, padding=True,
+                                        return_tensors="pt")
+        else:
+            inputs = self._encode_directly(texts, flat_images, self._patch_spec)
+        return EncodedBatch(inputs, [len(group) for group in images])
+
+    def _encode_directly(self, texts: list[str], flat_images: list[Image.Image], spec: PatchSpec) -> Any:
+        """What the processor returns, built from :func:`to_patches` and cached token ids.
+
+        Each distinct prompt is tokenised once; its image placeholder is then repeated once per image
+        token in id space, which is what tokenising the expanded text gives (special tokens are atomic).
+        """
+        from transformers import BatchFeature
+
+        sizes = [patch_count(image, spec) for image in flat_images]
+        pixel_values = torch.empty(sum(sizes), 3 * spec.temporal * spec.patch ** 2)
+        starts = np.cumsum([0] + sizes)
+        grids = [to_patches(image, spec, out=pixel_values[starts[k]:starts[k + 1]])[1]
+                 for k, image in enumerate(flat_images)]
+        counts = iter([t * h * w // spec.merge ** 2 for t, h, w in grids])
+        rows = []
+        for text in texts:
+            ids: list[int] = []
+            for token in self._token_ids(text):
+                ids.extend([token] * next(counts) if token == self._image_token_id else (token,))
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):  # left padding, as batched generation needs
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._wants_token_types:
+            data["mm_token_type_ids"] = (input_ids == self._image_token_id).long()
+        if grids:
+            data["pixel_values"] = pixel_values
+            data["image_grid_thw"] = torch.tensor(grids)
+        return BatchFeature(data)
+
+    def _token_ids(self, text: str) -> list[int]:
+        if text not in self._tokenised:
+            with self._tokenizer_lock:
+                self._tokenised[text] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._tokenised[text]
+
+    def _choose_encoder(self) -> PatchSpec | None:
+        """Our direct encoder if it reproduces the processor on a probe batch, else None (processor)."""
+        ip = self.processor.image_processor
+        try:
+            spec = PatchSpec(mean=tuple(ip.image_mean), std=tuple(ip.image_std), rescale=ip.rescale_factor,
+                             patch=ip.patch_size, temporal=ip.temporal_patch_size, merge=ip.merge_size)
+            probe_text = [f"x<|vision_start|>{self._image_token}<|vision_end|>y"] * 2
+            rng = np.random.default_rng(0)
+            probe_images = [Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)),
+                            Image.fromarray(rng.integers(0, 256, (112, 56, 3), dtype=np.uint8))]
+            expected = self.processor(text=list(probe_text), images=probe_images, padding=True,  # 4.51 edits the list
+                                      return_tensors="pt")
+            self._wants_token_types = "mm_token_type_ids" in expected
+            ours = self._encode_directly(probe_text, probe_images, spec)
+            same = set(ours) == set(expected) and all(
+                torch.allclose(ours[k].float(), expected[k].float(), atol=1e-4) for k in expected)
+        except Exception as exc:  # an unusual processor: use it as it is
+            logger.info("direct image encoding unavailable (%s); using the processor", exc)
+            return None
+        if not same:
+            logger.info("direct image encoding differs from this processor; using the processor")
+        return spec if same else None
+
+    def generate(self, batch: EncodedBatch, decoding: DecodingOptions) -> list[list[Generation]]:
+        """``decoding.num_samples`` answers per conversation, in order, as one batched call."""
+        inputs = batch.inputs.to(self.device)
+        config, processors = decoding.generation_config(self.checkpoint_generation_config)
+        with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
+            output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
+        answers = output[:, inputs["input_ids"].shape[1]:].cpu()
+        with self._tokenizer_lock:
+            decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        finished = [bool(self._end_ids & set(row.tolist())) for row in answers]
+        flat = [Generation(text, done) for text, done in zip(decoded, finished)]
+        n = decoding.num_samples
+        return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
+
+    @property
+    def encodes_directly(self) -> bool:
+        """Whether images are encoded by :func:`to_patches` (faster) rather than the checkpoint's processor."""
+        return self._patch_spec is not None
+
+    def rating_token_ids(self) -> tuple[list[int], int]:
+        """Token ids of "0".."9" and ".", which fast scores need to be single tokens."""
+        ids = [self._token_ids(c) for c in "0123456789."]
+        if any(len(i) != 1 for i in ids):
+            raise UsageError("fast scores need a tokenizer that writes each digit and '.' as one token")
+        return [i[0] for i in ids[:10]], ids[10][0]
+
+    def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
+        """Each row's rating digits, read from one prefill plus one two-token cached step.
+
+        The batch must be encoded with the answer forced up to the rating (``answer_prefix``). The
+        prefill gives the first digit; then the cache is repeated five times per row and the tokens
+        "d." for d = 1..5 appended in one step, which gives the first decimal under each first digit.
+        """
+        digits, dot = self.rating_token_ids()
+        inputs = batch.inputs.to(self.device)
+        mask = inputs["attention_mask"]
+        rows, length = mask.shape
+        with torch.inference_mode():
+            prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
+            cache = getattr(prefill, "cache", None) or prefill.past_key_values
+            first = _probabilities(prefill.logits[:, -1], digits[1:6])
+            # one step for all five first digits: each row's cache repeated five times
+            next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
+            next_position = next_position.repeat_interleave(5).view(-1, 1)
+            positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, -1, 2)
+            step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1).repeat_interleave(5, dim=0)
+            step = torch.tensor([[digit, dot] for digit in digits[1:6]], device=self.device).repeat(rows, 1)
+            cache.batch_repeat_interleave(5)
+            out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
+                             cache_position=torch.arange(length, length + 2, device=self.device),
+                             use_cache=True, **{self._cache_argument: cache}, **self._last_logits_only)
+            decimals = _probabilities(out.logits[:, -1], digits).view(rows, 5, 10)
+        return [RatingDistribution(first[i], decimals[i]) for i in range(rows)]
+
+    def _next_positions(self, inputs: Any, images_per_row: list[int]) -> torch.Tensor:
+        """Per row, the rotary position that follows the prompt under Qwen2.5-VL's 3-D positions.
+
+        Text tokens advance the position by one each; an image of h x w merged tokens spans only
+        max(h, w) positions. So the next position is the prompt's real length, less each image's
+        tokens, plus each image's span. (Checked against full forwards in the tests.)
+        """
+        merge = self.processor.image_processor.merge_size
+        grids = inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else []
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        positions, image = [], 0
+        for length, count in zip(lengths, images_per_row):
+            for t, h, w in grids[image:image + count]:
+                length += max(t, h // merge, w // merge) - t * (h // merge) * (w // merge)
+            image += count
+            positions.append(length)
+        return torch.tensor(positions, dtype=torch.long)
+
+
+def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Softmax over the given tokens only, in float64 (so batch composition cannot change the result)."""
+    return torch.softmax(logits[:, token_ids].double(), dim=-1).cpu()
