@@ -130,7 +130,8 @@ class QualityJudge:
                                        DegradationResult, batch_size, on_result)
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, reference: ImageInput | None = None,
-                both_orders: bool = False, decoding: DecodingOptions | None = None) -> ComparisonResult:
+                both_orders: bool = False, decoding: DecodingOptions | None = None,
+                on_result: ResultCallback | None = None) -> ComparisonResult:
         """Which image is better: "A", "B" or "similar".
 
         With a reference (the degraded input of a restoration), the reference-based prompt of the
@@ -138,7 +139,7 @@ class QualityJudge:
         also asks with A and B swapped and keeps a verdict only if both agree (VLM judges favour a
         position); a disagreement becomes "similar" with ``consistent=False``.
         """
-        return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding)[0]
+        return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding, on_result=on_result)[0]
 
     def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], reference: ImageInput | None = None,
                       both_orders: bool = False, decoding: DecodingOptions | None = None,
@@ -179,17 +180,24 @@ class QualityJudge:
         return results[1::2] if both_orders else results
 
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
-             pool: int = 4, batch_size: int | None = None) -> Ranking:
-        """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies."""
-        return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size)
+             pool: int = 4, batch_size: int | None = None, on_result: ResultCallback | None = None) -> Ranking:
+        """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies.
 
-    def reward(self, images: Any, batch_size: int | None = None) -> torch.Tensor:
+        ``on_result(step, result)`` follows each image scored and each match (a pair in both orders);
+        :func:`qinsight_sdk.selection.ranking_steps` says how many there will be.
+        """
+        return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size,
+                           on_result=on_result)
+
+    def reward(self, images: Any, batch_size: int | None = None,
+               on_result: ResultCallback | None = None) -> torch.Tensor:
         """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5].
 
         Deterministic and independent of batch size and order. An image that cannot be judged (NaN
         pixels, say) gets 0.0, the worst reward, and a logged warning, so a loop never breaks on it.
+        ``on_result(index, score_result)`` follows each image, as for :meth:`score`.
         """
-        results = self.score(images, batch_size=batch_size, mode="fast")
+        results = self.score(images, batch_size=batch_size, mode="fast", on_result=on_result)
         results = results if isinstance(results, list) else [results]
         rewards = []
         for index, result in enumerate(results):
@@ -197,6 +205,15 @@ class QualityJudge:
                 logger.warning("reward 0.0 for image %d: %s", index, result.error)
             rewards.append(0.0 if result.score is None else (result.score - 1.0) / 4.0)
         return torch.tensor(rewards, dtype=torch.float32)
+
+    def load_image(self, source: ImageInput) -> Image.Image:
+        """One input decoded and fitted to this judge's image bounds, as every task does it."""
+        return load_image(source, self.image_bounds)
+
+    def to(self, device: str | torch.device) -> "QualityJudge":
+        """Move the model to ``device`` (for callers that manage memory, such as ComfyUI); returns self."""
+        self.backend.to(device)
+        return self
 
     # -- pipeline -----------------------------------------------------------------------------------
 

@@ -13,15 +13,28 @@ Strategies:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Protocol, Sequence
+
+from PIL import Image
 
 from .errors import ImageInputError, UsageError
-from .images import load_image
-
-if TYPE_CHECKING:
-    from .judge import QualityJudge
+from .images import ImageInput
+from .results import ComparisonResult, ScoreResult
 
 STRATEGIES = ("score", "tournament", "hybrid")
+ResultCallback = Callable[[int, Any], None]
+
+
+class RankingJudge(Protocol):
+    """What ranking needs of a judge (``QualityJudge`` has it): its image loading, fast scores, comparisons."""
+
+    def load_image(self, source: ImageInput) -> Image.Image: ...
+
+    def score(self, images: Any, *, batch_size: int | None, mode: str,
+              on_result: ResultCallback | None) -> list[ScoreResult]: ...
+
+    def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], *, both_orders: bool, batch_size: int | None,
+                      on_result: ResultCallback | None) -> list[ComparisonResult]: ...
 
 
 @dataclass
@@ -48,23 +61,52 @@ class Ranking:
         return asdict(self)
 
 
-def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "score",
-                top_k: int | None = None, pool: int = 4, batch_size: int | None = None) -> Ranking:
-    """Rank ``images`` with ``judge``; see the module docstring for the strategies."""
+def ranking_steps(count: int, strategy: str, pool: int = 4) -> int:
+    """How many times ranking ``count`` images calls ``on_result`` when every image loads: once per
+    image scored, once per match (a pair asked in both orders). For sizing a progress bar."""
+    if strategy == "score":
+        return count
+    if strategy == "tournament":
+        return max(count - 1, 0)
+    finalists = min(max(pool, 1), count) if count > 1 else 0
+    return count + finalists * (finalists - 1) // 2
+
+
+class _Steps:
+    """Numbers the calls of a ranking's phases one after another, for a caller's ``on_result``."""
+
+    def __init__(self, on_result: ResultCallback | None) -> None:
+        self.on_result, self.done = on_result, 0
+
+    def __call__(self, _index: int, result: Any) -> None:
+        if self.on_result is not None:
+            self.on_result(self.done, result)
+        self.done += 1
+
+
+def rank_images(judge: RankingJudge, images: Sequence[Any], strategy: str = "score",
+                top_k: int | None = None, pool: int = 4, batch_size: int | None = None,
+                on_result: ResultCallback | None = None) -> Ranking:
+    """Rank ``images`` with ``judge``; see the module docstring for the strategies.
+
+    ``on_result(step, result)`` is called once per image scored (an unreadable one too, with its error)
+    and once per match, ``step`` counting from 0 across phases (:func:`ranking_steps` says how many).
+    """
     if strategy not in STRATEGIES:
         raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if top_k is not None and top_k < 1:
         raise UsageError(f"top_k must be at least 1, got {top_k}")
+    steps = _Steps(on_result)
     loaded, errors = _load_all(judge, images)
     valid = [i for i in range(len(images)) if i in loaded]
     if strategy == "tournament":
-        order, rounds, asked = _knockout(judge, loaded, valid, batch_size)
+        order, rounds, asked = _knockout(judge, loaded, valid, batch_size, steps)
         key = {i: float(rounds[i]) for i in order}
         decided_by = f"knockout of {len(valid)} images, each pair asked in both orders"
     else:
-        results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast")
+        results = _fast_scores(judge, loaded, errors, batch_size, steps)
         key = {}
-        for index, result in zip(valid, results):
+        for index, result in results.items():
             if result.ok:
                 key[index] = result.score
             else:
@@ -73,7 +115,7 @@ def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "s
         asked, decided_by = 0, "fast scores"
         if strategy == "hybrid" and len(order) > 1:
             finalists = order[:max(pool, 1)]
-            reordered, asked = _round_robin(judge, loaded, finalists, batch_size)
+            reordered, asked = _round_robin(judge, loaded, finalists, batch_size, steps)
             order = reordered + order[len(finalists):]
             decided_by = f"fast scores, then all pairs among the top {len(finalists)} in both orders"
     order += sorted(errors)
@@ -83,19 +125,29 @@ def rank_images(judge: "QualityJudge", images: Sequence[Any], strategy: str = "s
     return Ranking(order, scores, strategy, decided_by, asked, dict(sorted(errors.items())))
 
 
-def _load_all(judge: "QualityJudge", images: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:
+def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:
     """Decode every image once (rankings compare images several times)."""
     loaded, errors = {}, {}
     for index, source in enumerate(images):
         try:
-            loaded[index] = load_image(source, judge.image_bounds)
+            loaded[index] = judge.load_image(source)
         except ImageInputError as exc:
             errors[index] = str(exc)
     return loaded, errors
 
 
-def _knockout(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
-              batch_size: int | None) -> tuple[list[int], dict[int, int], int]:
+def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], errors: dict[int, str], batch_size: int | None,
+                 steps: _Steps) -> dict[int, ScoreResult]:
+    """Each loaded image's fast score. Unreadable images are reported first, so progress reaches its total."""
+    for index in sorted(errors):
+        steps(index, ScoreResult(error=errors[index]))
+    valid = sorted(loaded)
+    results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast", on_result=steps)
+    return dict(zip(valid, results))
+
+
+def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
+              steps: _Steps) -> tuple[list[int], dict[int, int], int]:
     """Order ``seeds`` by a knockout: rounds survived, then seed. Returns order, rounds, questions asked."""
     rounds = {i: 0 for i in seeds}
     alive, asked = list(seeds), 0
@@ -104,7 +156,7 @@ def _knockout(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
             break
         pairs = [(alive[k], alive[k + 1]) for k in range(0, len(alive) - 1, 2)]
         verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, on_result=steps)
         asked += 2 * len(pairs)
         survivors = [b if verdict.winner == "B" else a for (a, b), verdict in zip(pairs, verdicts)]
         if len(alive) % 2:
@@ -116,12 +168,12 @@ def _knockout(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
     return sorted(seeds, key=lambda i: (-rounds[i], position[i])), rounds, asked
 
 
-def _round_robin(judge: "QualityJudge", loaded: dict[int, Any], seeds: list[int],
-                 batch_size: int | None) -> tuple[list[int], int]:
+def _round_robin(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
+                 steps: _Steps) -> tuple[list[int], int]:
     """Order ``seeds`` by pairwise wins over each other (a tie is half a win each), then by seed."""
     pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
     verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, on_result=steps)
     wins = {i: 0.0 for i in seeds}
     for (a, b), verdict in zip(pairs, verdicts):
         if verdict.winner in ("A", "B"):
