@@ -15,12 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from common import ROOT, script_parser
+
+sys.path.insert(0, str(ROOT / "tests"))
 
 from comfyui_server import ComfyUI  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    script_parser(__doc__).parse_args(argv)  # no options; --help without starting a server
     server = ComfyUI(Path(tempfile.mkdtemp(prefix="qinsight-comfy-gpu-")), cpu=False)
     server.prepare()
     server.start()

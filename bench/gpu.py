@@ -13,32 +13,27 @@ fraction of the GPU's bf16 FLOP bound (dense tensor-core peak; --peak-tflops to 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import (cuda_missing, device_name, make_images, peak_memory, random_model, reference_loop,
+                    script_parser, timed, timed_forward)
+
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from throughput import make_images, peak_memory, reference_loop, timed, timed_forward  # noqa: E402
-
-from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
-from qinsight_sdk.loading import choose_attention, load_processor  # noqa: E402
-from qinsight_sdk.qwen_vl import QwenVLBackend  # noqa: E402
-from qinsight_sdk.images import load_image  # noqa: E402
-from qinsight_sdk.testing import benchmark_config, build_tiny_checkpoint  # noqa: E402
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.images import load_image
+from qinsight_sdk.loading import load_processor
+from qinsight_sdk.qwen_vl import QwenVLBackend
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--sizes", default="448x448,1024x768")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reference-images", type=int, default=4)
@@ -49,28 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def random_model(dry_run: bool) -> tuple[QualityJudge, dict]:
-    """A random-weight Qwen2.5-VL of the 7B shape, using the tiny checkpoint's token ids and processor."""
-    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
-
-    folder = build_tiny_checkpoint(tempfile.mkdtemp(prefix="qinsight-gpu-bench-"))
-    shape = benchmark_config(seven_b=not dry_run)
-    (folder / "config.json").write_text(json.dumps(shape))
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    device = torch.device("cpu" if dry_run else "cuda")
-    dtype = torch.float32 if dry_run else torch.bfloat16
-    config._attn_implementation = choose_attention(None, device, dtype)
-    torch.manual_seed(0)
-    with torch.device(device):
-        torch.set_default_dtype(dtype)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
-        torch.set_default_dtype(torch.float32)
-    from transformers import GenerationConfig
-
-    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"], shape["bos_token_id"]],
-                                               pad_token_id=shape["bos_token_id"])
-    judge = QualityJudge(QwenVLBackend(model, load_processor(folder), device))
-    return judge, shape
+def random_judge(dry_run: bool) -> tuple[QualityJudge, dict]:
+    folder = Path(tempfile.mkdtemp(prefix="qinsight-gpu-bench-"))
+    model, shape = random_model(folder, dry_run)
+    return QualityJudge(QwenVLBackend(model, load_processor(folder), model.device)), shape
 
 
 def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: int) -> float:
@@ -124,12 +101,11 @@ def bench_size(judge: QualityJudge, shape: dict, size: str, args: argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.dry_run and not torch.cuda.is_available():
-        print("bench/gpu.py needs CUDA (or --dry-run)", file=sys.stderr)
+    if cuda_missing(args.dry_run, "bench/gpu.py"):
         return 2
     start = time.perf_counter()
-    judge, shape = random_model(args.dry_run)
-    name = "cpu" if args.dry_run else torch.cuda.get_device_name()
+    judge, shape = random_judge(args.dry_run)
+    name = device_name(args.dry_run)
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     print(f"device {name}, {sum(p.numel() for p in judge.backend.model.parameters()) / 1e9:.2f} B parameters "
           f"({judge.backend.dtype}), attention {judge.backend.model.config._attn_implementation}, "

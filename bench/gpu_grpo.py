@@ -12,41 +12,23 @@ these are the measured figures README's memory estimates should be replaced by.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import cuda_missing, device_name, random_model, read_metrics, script_parser, spread
+
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from qinsight_sdk.testing import benchmark_config, build_tiny_checkpoint, spread  # noqa: E402
-from qinsight_sdk.train import TrainConfig, train  # noqa: E402
-from qinsight_sdk.train.grpo import METRICS_FILE  # noqa: E402
+from qinsight_sdk.train import TrainConfig, train
 
 
 def random_checkpoint(folder: Path, dry_run: bool) -> Path:
-    """The tiny checkpoint's files with the 7B shape's config and random weights (bf16 on GPU)."""
-    from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
-
-    build_tiny_checkpoint(folder)
-    shape = benchmark_config(seven_b=not dry_run)
-    for old in folder.glob("model*.safetensors*"):
-        old.unlink()
-    (folder / "config.json").write_text(json.dumps(shape))
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    torch.manual_seed(0)
-    dtype = torch.float32 if dry_run else torch.bfloat16
-    with torch.device("cpu" if dry_run else "cuda"):
-        torch.set_default_dtype(dtype)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-        torch.set_default_dtype(torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"]], pad_token_id=shape["bos_token_id"])
+    """Training loads its model from a folder, as a user's run does; the random weights are freed after."""
+    model, _ = random_model(folder, dry_run)
     model.save_pretrained(folder)
     del model
     if not dry_run:
@@ -55,15 +37,14 @@ def random_checkpoint(folder: Path, dry_run: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--finetune", choices=("lora", "full"), default="lora")
     parser.add_argument("--size", default="448x448")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--dry-run", action="store_true", help="tiny shape on CPU, to check the script")
     args = parser.parse_args(argv)
-    if not args.dry_run and not torch.cuda.is_available():
-        print("bench/gpu_grpo.py needs CUDA (or --dry-run)", file=sys.stderr)
+    if cuda_missing(args.dry_run, "bench/gpu_grpo.py"):
         return 2
     from PIL import Image
 
@@ -86,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     final = train(config, extra_rewards=[spread])
     elapsed = time.perf_counter() - started
-    steps = [json.loads(line) for line in (work / "run" / METRICS_FILE).read_text().splitlines()]
+    steps = read_metrics(work / "run")
     times = [row["step_time"] for row in steps if "step_time" in row]
-    name = "cpu" if args.dry_run else torch.cuda.get_device_name()
+    name = device_name(args.dry_run)
     peak = 0.0 if args.dry_run else torch.cuda.max_memory_allocated() / 2 ** 30
     print(f"device {name}: {args.finetune}, group 8 x {args.new_tokens} new tokens, {args.size} images")
     print(f"steps {len(times)}, seconds per step {', '.join(f'{t:.1f}' for t in times)}; whole run {elapsed:.0f} s")

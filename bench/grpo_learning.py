@@ -12,24 +12,22 @@ Prints the mean reward of the first and of the last ``window`` steps, and the nu
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import read_metrics, script_parser
 
-from qinsight_sdk.testing import build_tiny_checkpoint, write_sample_images  # noqa: E402
-from qinsight_sdk.train.config import TrainConfig  # noqa: E402
-from qinsight_sdk.train.grpo import METRICS_FILE, train  # noqa: E402
+from qinsight_sdk.testing import build_tiny_checkpoint, write_sample_images
+from qinsight_sdk.train.config import TrainConfig
+from qinsight_sdk.train.grpo import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--window", type=int, default=8, help="steps averaged at each end")
     parser.add_argument("--seed", type=int, default=0)
@@ -52,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         train(config)
         elapsed = time.perf_counter() - started
-        steps = [json.loads(line) for line in (work / "run" / METRICS_FILE).read_text().splitlines()]
-        rewards = [row["reward"] for row in steps if "reward" in row]
+        rewards = [row["reward"] for row in read_metrics(work / "run") if "reward" in row]
 
     first, last = rewards[:args.window], rewards[-args.window:]
     print(f"steps: {len(rewards)} (group 8, 2 prompts per step, 32 new tokens), {elapsed:.0f} s on this CPU")

@@ -19,27 +19,20 @@ three are measured in interleaved rounds and each mode's best round counts.
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
-from typing import Any, Iterator
 
-import numpy as np
+from common import make_images, peak_memory, reference_loop, script_parser, timed, timed_forward
+
 import torch
-from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from qinsight_sdk import DecodingOptions, QualityJudge, prompts  # noqa: E402
-from qinsight_sdk.images import load_image  # noqa: E402
-from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.images import load_image
+from qinsight_sdk.testing import build_tiny_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--model", help="checkpoint folder or hub id (default: the tiny random model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -52,65 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     return parser.parse_args(argv)
-
-
-def make_images(count: int, size: str, seed: int = 0) -> list[Image.Image]:
-    width, height = (int(v) for v in size.lower().split("x"))
-    rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
-
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextmanager
-def timed_forward(model: Any, totals: dict[str, float], device: torch.device) -> Iterator[None]:
-    """Adds the time spent inside ``model.forward`` to ``totals["forward"]``."""
-    original = model.forward
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        synchronise(device)
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            synchronise(device)
-            totals["forward"] += time.perf_counter() - start
-
-    model.forward = forward
-    try:
-        yield
-    finally:
-        model.forward = original
-
-
-def reference_loop(judge: QualityJudge, images: list[Image.Image], new_tokens: int) -> None:
-    """The official demo: one image per call, sampled, with plain transformers calls."""
-    model, processor = judge.backend.model, judge.backend.processor
-    conversation = prompts.score_messages("text_first")
-    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    torch.manual_seed(42)
-    for image in images:
-        inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
-        with torch.inference_mode():
-            model.generate(**inputs, do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
-                           max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-
-
-def timed(run: Any, device: torch.device) -> float:
-    synchronise(device)
-    start = time.perf_counter()
-    run()
-    synchronise(device)
-    return time.perf_counter() - start
-
-
-def peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    return f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,15 +5,19 @@
     judge.score("photo.jpg").score                  # 1..5
 """
 
+from .backend import Backend
 from .decoding import DecodingOptions
-from .errors import ImageInputError, ModelLoadError, QInsightError
+from .errors import ImageInputError, ModelLoadError, QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
+from .profiles import PROFILES, JudgeProfile, TaskPrompt, register_profile
 from .prompts import PromptOrder
 from .results import ComparisonResult, DegradationResult, ScoreResult
+from .selection import Ranking
 
 __all__ = [
-    "QualityJudge", "ScoreResult", "DegradationResult", "ComparisonResult", "DecodingOptions",
-    "ImageBounds", "PromptOrder", "QInsightError", "ModelLoadError", "ImageInputError",
+    "QualityJudge", "ScoreResult", "DegradationResult", "ComparisonResult", "Ranking", "DecodingOptions",
+    "ImageBounds", "PromptOrder", "Backend", "JudgeProfile", "TaskPrompt", "PROFILES", "register_profile",
+    "QInsightError", "ModelLoadError", "ImageInputError", "UsageError",
 ]
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ DEFAULT_MODEL = "ByteDance/Q-Insight"
 SCORE_SUBFOLDER = "score_degradation"
 COMPARISON_SUBFOLDER = "comparison"
 MODEL_ENV_VAR = "QINSIGHT_MODEL"
+QWEN25_VL = "qwen2_5_vl"   # the model_type of Q-Insight's checkpoint family
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model")
 
@@ -35,8 +36,9 @@ def default_subfolder(model: str, comparison: bool = False) -> str | None:
 
 
 def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str | None = None,
-                       local_files_only: bool = False, cache_dir: str | None = None) -> Path:
-    """A local folder holding a validated checkpoint, downloading from the hub only for a hub id."""
+                       local_files_only: bool = False, cache_dir: str | None = None,
+                       model_type: str = QWEN25_VL) -> Path:
+    """A local folder holding a validated checkpoint of ``model_type``, downloading only for a hub id."""
     if subfolder and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
         raise ModelLoadError(f"subfolder {subfolder!r} must be a relative path inside the model")
     local = Path(model).expanduser()
@@ -46,7 +48,7 @@ def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str |
         folder = _download(model, subfolder, revision, local_files_only, cache_dir)
     else:
         raise ModelLoadError(f"model folder {model!r} does not exist")
-    validate_checkpoint(folder)
+    validate_checkpoint(folder, model_type)
     return folder
 
 
@@ -79,8 +81,8 @@ def _download_advice(repo_id: str, subfolder: str | None, exc: Exception, local_
             f"or download it with `hf download {repo_id}{include}` and pass the folder as the model.")
 
 
-def validate_checkpoint(folder: Path) -> None:
-    """Raise ``ModelLoadError`` unless ``folder`` holds a complete Qwen2.5-VL safetensors checkpoint."""
+def validate_checkpoint(folder: Path, model_type: str = QWEN25_VL) -> None:
+    """Raise ``ModelLoadError`` unless ``folder`` holds a complete safetensors checkpoint of ``model_type``."""
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
     config_path = folder / "config.json"
@@ -93,9 +95,9 @@ def validate_checkpoint(folder: Path) -> None:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{config_path} is not valid JSON ({exc}); the folder may be half-written: "
                              "download it again") from None
-    if config.get("model_type") != "qwen2_5_vl":
-        raise ModelLoadError(f"{folder} holds a {config.get('model_type')!r} model; qinsight needs a "
-                             "Qwen2.5-VL checkpoint (model_type 'qwen2_5_vl') such as ByteDance/Q-Insight")
+    if config.get("model_type") != model_type:
+        raise ModelLoadError(f"{folder} holds a {config.get('model_type')!r} model; this judge needs a "
+                             f"checkpoint with model_type {model_type!r}, such as {DEFAULT_MODEL}")
     _validate_weights(folder)
     _validate_processor_files(folder)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from .checkpoints import default_model, default_subfolder
-from .data import TASKS
+from .tasks import TASKS
 from .decoding import DecodingOptions
 from .errors import QInsightError, UsageError
 from .images import ImageBounds

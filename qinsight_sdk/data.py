@@ -25,10 +25,11 @@ from typing import Any, Iterable, Sequence
 from PIL import Image
 
 from .errors import QInsightError, UsageError
-from .prompts import (COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS, comparison_messages,
-                      degradation_messages, score_messages)
+from .profiles import QINSIGHT
+from .prompts import PromptOrder
+from .tasks import TASKS, normalise_mos
 
-TASKS = ("score", "degradation", "comparison")
+FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv")
 
 
 class DataError(QInsightError):
@@ -48,12 +49,8 @@ class Sample:
     origin: str = field(default="", compare=False)  # "file:row", for messages
 
     def conversation(self) -> list[dict[str, Any]]:
-        """The prompt the SDK uses at inference, image first as in training."""
-        if self.task == "score":
-            return score_messages()
-        if self.task == "degradation":
-            return degradation_messages()
-        return comparison_messages(with_reference=len(self.images) == 3)
+        """The prompt the SDK uses at inference with Q-Insight's profile, image first as in training."""
+        return QINSIGHT.prompt(self.task).messages(PromptOrder.IMAGE_FIRST, len(self.images) == 3)
 
     def columns(self) -> dict[str, Any]:
         """The label columns the reward functions read."""
@@ -61,33 +58,12 @@ class Sample:
                 "severity": self.severity, "answer": self.answer, "sample_id": self.origin}
 
 
-def normalise_mos(mos: float, low: float, high: float) -> float:
-    if not high > low:
-        raise UsageError(f"MOS range [{low}, {high}] is empty")
-    return 4.0 * (float(mos) - low) / (high - low) + 1.0
-
-
 def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
     task = record.get("task")
-    if task == "score":
-        mos = float(record["mos"])
-        if "mos_range" in record:
-            mos = normalise_mos(mos, *record["mos_range"])
-        if not 1.0 <= mos <= 5.0:
-            raise ValueError(f"mos {mos} is outside [1, 5]; give mos_range to normalise it")
-        return Sample("score", (root / record["image"],), mos=mos, origin=origin)
-    if task == "degradation":
-        label, severity = record["distortion_class"], record["severity"]
-        if label not in DISTORTION_CLASSES + (NO_DISTORTION,) or severity not in SEVERITY_LEVELS + (NO_DISTORTION,):
-            raise ValueError(f"unknown label {label!r} / {severity!r}")
-        return Sample("degradation", (root / record["image"],), distortion_class=label, severity=severity,
-                      origin=origin)
-    if task == "comparison":
-        if record["answer"] not in COMPARISON_ANSWERS:
-            raise ValueError(f"answer must be one of {COMPARISON_ANSWERS}, got {record['answer']!r}")
-        names = ([record["reference"]] if record.get("reference") else []) + [record["image_a"], record["image_b"]]
-        return Sample("comparison", tuple(root / n for n in names), answer=record["answer"], origin=origin)
-    raise ValueError(f"task must be score, degradation or comparison, got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be {', '.join(TASKS)}, got {task!r}")
+    names, labels = TASKS[task].read_record(record)
+    return Sample(task, tuple(root / name for name in names), origin=origin, **labels)
 
 
 def _unreadable(path: Path) -> str | None:
@@ -205,8 +181,8 @@ def read_source(path: str | Path, format: str = "qinsight", image_root: str | Pa
         return read_jsonl(path, root, skip_bad, check_images)
     importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
                  "csv": lambda p: from_csv(p, mos_range)}
-    if format not in importers:
-        raise UsageError(f"unknown data format {format!r}; use qinsight, {', '.join(importers)}")
+    if format not in FORMATS:
+        raise UsageError(f"unknown data format {format!r}; use {', '.join(FORMATS)}")
     try:
         records = importers[format](path)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -21,10 +21,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import TASKS, DataError, Sample, read_source
+from .data import DataError, Sample, read_source
 from .errors import UsageError
-from .metrics import comparison_metrics, degradation_metrics, score_metrics
-from .prompts import ANSWER_OF_WINNER, COMPARISON_ANSWERS, NO_DISTORTION
+from .tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -104,32 +103,15 @@ def read_predictions(path: str | Path, task: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _row(item: EvalItem, task: str, result: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": item.key, "task": task}
-    if task == "score":
-        row["score"] = result.score
-    elif task == "degradation":
-        row["distortion"], row["severity"] = result.distortion, result.severity
-    else:
-        row["winner"] = ANSWER_OF_WINNER.get(result.winner) if result.winner else None
-    row.update(error=result.error, raw=result.raw)
-    return row
-
-
 def predict(judge: Any, items: Sequence[EvalItem], task: str, sink: Callable[[dict[str, Any]], None],
             mode: str = "reason", batch_size: int = 8) -> None:
     """Run the judge over items, handing each row to ``sink`` as soon as it is ready, in order."""
-    def deliver(index: int, result: Any) -> None:
-        sink(_row(items[index], task, result))
+    spec = TASKS[task]
 
-    if task == "score":
-        judge.score([str(i.sample.images[0]) for i in items], batch_size=batch_size, mode=mode, on_result=deliver)
-    elif task == "degradation":
-        judge.degradation([str(i.sample.images[0]) for i in items], batch_size=batch_size, on_result=deliver)
-    else:
-        pairs = [(*map(str, i.sample.images[-2:]), str(i.sample.images[0]) if len(i.sample.images) == 3 else None)
-                 for i in items]
-        judge.compare_pairs(pairs, batch_size=batch_size, on_result=deliver)
+    def deliver(index: int, result: Any) -> None:
+        sink({"key": items[index].key, "task": task, **spec.row(result), "error": result.error, "raw": result.raw})
+
+    spec.ask(judge, [i.sample for i in items], mode=mode, batch_size=batch_size, on_result=deliver)
 
 
 # -- the whole evaluation ----------------------------------------------------------------------------
@@ -148,9 +130,9 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
     """
     items = load_items(data, image_root, task)
     task = items[0].sample.task
-    if mode != "reason" and task != "score":
+    if mode not in TASKS[task].modes:
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
-    if plot is not None and task == "comparison":
+    if plot is not None and TASKS[task].plot is None:
         raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
     if plot is not None:
         from .plots import pyplot
@@ -180,74 +162,28 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
            plot: str | Path | None = None, **about: Any) -> dict[str, Any]:
     """The metrics over judged items, and the failed ones (missing prediction or error) with reasons;
     ``plot`` also draws them."""
+    spec = TASKS[task]
     judged, failed = [], []
     for item in items:
         row = rows.get(item.key)
-        problem = "no prediction" if row is None else row.get("error") or _missing_value(row, task)
+        problem = "no prediction" if row is None else row.get("error") or spec.row_problem(row)
         if problem:
             failed.append({"item": item.key, "error": problem})
         else:
             judged.append((item.sample, row))
-    if task == "score":
-        metrics = score_metrics([r["score"] for _, r in judged], [s.mos for s, _ in judged], resamples)
-    elif task == "degradation":
-        metrics = degradation_metrics([r["distortion"] or NO_DISTORTION for _, r in judged],
-                                      [r["severity"] or NO_DISTORTION for _, r in judged],
-                                      [s.distortion_class for s, _ in judged], [s.severity for s, _ in judged])
-    else:
-        metrics = comparison_metrics([r["winner"] for _, r in judged], [s.answer for s, _ in judged])
+    samples, judged_rows = [s for s, _ in judged], [r for _, r in judged]
+    metrics = spec.metrics(samples, judged_rows, resamples)
     result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
               "metrics": metrics}
-    if plot is not None:
-        _plot(result, judged, Path(plot))
+    if plot is not None and spec.plot is not None:
+        spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data", "")).name)
     return result
-
-
-def _missing_value(row: dict[str, Any], task: str) -> str | None:
-    if task == "score":
-        return None if row.get("score") is not None else "the prediction row has no score"
-    if task == "comparison":
-        winner = row.get("winner")
-        return None if winner in COMPARISON_ANSWERS else f"the prediction row's winner is {winner!r}"
-    return None if "distortion" in row and "severity" in row else "the prediction row lacks distortion, severity"
-
-
-def _plot(result: dict[str, Any], judged: Sequence[tuple[Sample, dict[str, Any]]], path: Path) -> None:
-    from . import plots
-
-    title = Path(result.get("data", "")).name
-    if result["task"] == "score":
-        plots.score_scatter([r["score"] for _, r in judged], [s.mos for s, _ in judged], result["metrics"],
-                            path, title)
-    else:
-        plots.confusion_matrix(result["metrics"], path, title)
 
 
 def summary_lines(result: dict[str, Any]) -> Iterator[str]:
     """The report as a few readable lines (the JSON report has everything)."""
-    metrics, task = result["metrics"], result["task"]
-    yield f"{task}: {result['judged']} of {result['items']} items judged, {len(result['failed'])} failed"
-
-    def number(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
-    if task == "score":
-        for name in ("srcc", "plcc"):
-            interval = metrics[f"{name}_ci95"]
-            span = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
-            yield f"{name.upper()} {number(metrics[name])}{span}"
-        yield (f"PLCC after the 4-parameter logistic fit {number(metrics['plcc_logistic'])}; "
-               f"KRCC {number(metrics['krcc'])}; RMSE {number(metrics['rmse'])} "
-               f"(after the fit {number(metrics['rmse_logistic'])})")
-    elif task == "degradation":
-        yield "class         n  class acc  severity acc"
-        for label, row in metrics["per_class"].items():
-            yield f"{label:<12}{row['n']:>3}  {row['class_accuracy']:>9.3f}  {row['severity_accuracy']:>12.3f}"
-        mean = metrics["mean"]
-        yield f"{'mean':<15}  {number(mean['class_accuracy']):>9}  {number(mean['severity_accuracy']):>12}"
-    else:
-        yield f"accuracy {number(metrics['accuracy'])}; " + "; ".join(
-            f"{label} {row['accuracy']:.3f} (n={row['n']})" for label, row in metrics["per_label"].items())
+    yield f"{result['task']}: {result['judged']} of {result['items']} items judged, {len(result['failed'])} failed"
+    yield from TASKS[result["task"]].summary(result["metrics"])
     for failure in result["failed"][:5]:
         yield f"failed: {failure['item']}: {failure['error']}"
     if len(result["failed"]) > 5:

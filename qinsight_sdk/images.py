@@ -25,6 +25,8 @@ PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image to
 MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
 _FLOAT_TOLERANCE = 0.01  # resampling overshoot accepted on float inputs before they count as out of range
 _BACKGROUND = (255, 255, 255)
+PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training bounds on an image's pixel count
+PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
 
@@ -37,7 +39,7 @@ class ImageBounds:
     1024x768 image at its native resolution, about 1000 image tokens, and downsizes anything larger.
     """
 
-    min_pixels: int = 56 * 56
+    min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = 1280 * PATCH_GRID * PATCH_GRID
 
     def __post_init__(self) -> None:

@@ -56,8 +56,6 @@ DISTORTION_CLASSES = ("noise", "compression", "blur", "darken")
 SEVERITY_LEVELS = ("slight", "moderate", "obvious", "serious", "catastrophic")
 NO_DISTORTION = "null"   # the degradation prompt's word for "none", as class and as severity
 COMPARISON_ANSWERS = ("Image A", "Image B", "Similar")
-# the answer text for each verdict the parser returns ("A", "B", "similar")
-ANSWER_OF_WINNER = dict(zip(("A", "B", "similar"), COMPARISON_ANSWERS))
 
 
 class PromptOrder(str, Enum):

@@ -53,65 +53,30 @@ PREPROCESSOR_CONFIG = {  # as shipped with Qwen2.5-VL-7B-Instruct and Q-Insight
 }
 
 
-def qwen25_vl_7b_config() -> dict[str, Any]:
-    """The configuration of Qwen2.5-VL-7B-Instruct, the base of Q-Insight (for random-weight benchmarks)."""
+def tiny_config() -> dict[str, Any]:
+    """Qwen2.5-VL-7B-Instruct's keys, in its order, so loading takes the real model's path; the sizes
+    shrunk to under a million parameters, the vocabulary and special-token ids the tiny tokenizer's."""
+    ids = _special_token_ids()
     return {
         "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-        "attention_dropout": 0.0, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
-        "intermediate_size": 18944, "max_position_embeddings": 128000, "max_window_layers": 28,
-        "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
-        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
-        "use_sliding_window": False, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-        "use_cache": True, "vocab_size": 152064,
-        "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
-        "video_token_id": 151656,
-        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "attention_dropout": 0.0, "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "intermediate_size": 128, "max_position_embeddings": 4096, "max_window_layers": 2,
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 4096,
+        "use_sliding_window": False, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "use_cache": True, "vocab_size": -(-(max(ids.values()) + 1) // 64) * 64,
+        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},  # sums to head_dim // 2
         "vision_config": {
-            "depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
-            "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14,
+            "depth": 2, "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 128,
+            "num_heads": 4, "in_chans": 3, "out_hidden_size": 64, "patch_size": 14,
             "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2,
+            "fullatt_block_indexes": [1], "tokens_per_second": 2, "temporal_patch_size": 2,
         },
     }
-
-
-def tiny_config() -> dict[str, Any]:
-    """The 7B configuration shrunk to under a million parameters over a small byte-level vocabulary."""
-    ids = _special_token_ids()
-    config = qwen25_vl_7b_config()
-    config.update(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, max_window_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        sliding_window=4096, vocab_size=-(-(max(ids.values()) + 1) // 64) * 64, torch_dtype="float32",
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        vision_token_id=ids["<|vision_pad|>"], image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},  # sums to head_dim // 2
-    )
-    config["vision_config"].update(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
-                                   out_hidden_size=64, fullatt_block_indexes=[1])
-    return config
-
-
-def benchmark_config(seven_b: bool = True) -> dict[str, Any]:
-    """The 7B shape (or the tiny one) with the tiny tokenizer's token ids, for random-weight models that
-    sit behind the tiny checkpoint's tokenizer and processor files."""
-    tiny = tiny_config()
-    config = qwen25_vl_7b_config() if seven_b else tiny
-    for key in ("bos_token_id", "eos_token_id", "vision_start_token_id", "vision_end_token_id",
-                "vision_token_id", "image_token_id", "video_token_id"):
-        config[key] = tiny[key]
-    return config
-
-
-def spread(completions: Any, **columns: Any) -> list[float]:
-    """A GRPO reward that spreads the completions of a group apart (distinct characters / 50). A random
-    model earns nothing from the paper's rewards, so its weights would not move; with this they do."""
-    from .train.rewards import completion_text
-
-    return [len(set(completion_text(c))) / 50 for c in completions]
 
 
 def _write_json(path: Path, data: Any) -> None:

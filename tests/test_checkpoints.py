@@ -39,7 +39,7 @@ def test_half_written_config(model_copy):
 
 def test_wrong_architecture(model_copy):
     (model_copy / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ModelLoadError, match="Qwen2.5-VL"):
+    with pytest.raises(ModelLoadError, match="holds a .llama. model.*model_type .qwen2_5_vl."):
         resolve_checkpoint(str(model_copy))
 
 

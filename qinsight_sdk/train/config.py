@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import DEFAULT_MODEL
+from ..data import FORMATS
 from ..errors import QInsightError
-from ..images import ImageBounds
+from ..images import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, ImageBounds
+from .rewards import SCORE_EPSILON
 
-DATA_FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv")
 SCORE_REWARDS = ("threshold", "gaussian", "ranking")
-PAPER_MAX_PIXELS = 16384 * 28 * 28   # 12,845,056, Q-Insight's training bound
-PAPER_MIN_PIXELS = 56 * 56
 
 
 class ConfigError(QInsightError):
@@ -41,7 +41,7 @@ class DataSource:
 class TrainConfig:
     """A GRPO fine-tuning run. Defaults are Q-Insight's settings (the ``paper`` preset)."""
 
-    model: str = "ByteDance/Q-Insight"     # hub id or local folder to start from
+    model: str = DEFAULT_MODEL             # hub id or local folder to start from
     subfolder: str | None = None           # default: score_degradation for ByteDance/Q-Insight
     revision: str | None = None
     output_dir: str = "qinsight-run"
@@ -58,7 +58,7 @@ class TrainConfig:
     # rewards (each applies to the samples of its task; the total is their sum, as in the paper)
     format_reward: bool = True
     score_reward: str = "threshold"        # threshold (paper) | gaussian | ranking (VisualQuality-R1)
-    score_epsilon: float = 0.35
+    score_epsilon: float = SCORE_EPSILON
     score_sigma: float = 0.5               # gaussian only
     strict_parsing: bool = True            # read answers exactly as the paper's rewards did
 
@@ -109,7 +109,7 @@ class TrainConfig:
         _choice("precision", self.precision, ("auto", "bf16", "fp32"))
         _choice("vllm_mode", self.vllm_mode, ("colocate", "server"))
         for source in self.data:
-            _choice("data[].format", source.format, DATA_FORMATS)
+            _choice("data[].format", source.format, FORMATS)
             if source.weight < 0:
                 raise ConfigError(f"data[].weight must not be negative, got {source.weight} for {source.path}")
         if self.num_generations < 2:

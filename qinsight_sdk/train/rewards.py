@@ -18,10 +18,9 @@ import re
 from collections import defaultdict
 from typing import Any, Sequence
 
-from ..data import TASKS
 from ..errors import UsageError
 from ..parsing import parse_comparison, parse_degradation, parse_score
-from ..prompts import ANSWER_OF_WINNER
+from ..tasks import TASKS, answer_of_winner, degradation_label
 
 SCORE_EPSILON = 0.35  # the paper's tolerance on the normalised MOS (strict <)
 
@@ -124,7 +123,7 @@ def degradation_reward(completions: Sequence[Any], task: Sequence[str], distorti
             found = paper_degradation(text)
         else:
             parsed = parse_degradation(text)
-            found = None if parsed.error else (parsed.distortion or "null", parsed.severity or "null")
+            found = None if parsed.error else (degradation_label(parsed.distortion), degradation_label(parsed.severity))
         if found is None or found[0] != label_class:
             return 0.0
         return 1.0 if found[1] == label_severity else 0.25
@@ -137,7 +136,7 @@ def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: S
     """1.0 when the answer is exactly the label: "Image A", "Image B" or "Similar"."""
     def reward(completion: Any, label: str) -> float:
         text = completion_text(completion)
-        given = first_answer(text) if strict else ANSWER_OF_WINNER.get(parse_comparison(text).winner)
+        given = first_answer(text) if strict else answer_of_winner(parse_comparison(text).winner)
         return 1.0 if given is not None and given == label else 0.0
 
     return _per_sample(task, "comparison", (completions, answer), reward)

@@ -1,0 +1,183 @@
+"""What the benchmark scripts share, so that each figure they print is measured the same way and the
+random 7B model is built in one place. Not shipped: plugin developers get ``qinsight_sdk.testing``.
+
+The scripts run as ``python bench/NAME.py``, which puts this folder on ``sys.path``. Heavy libraries
+are imported inside the functions, so bench/comfyui_memory.py (a client of a server) stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded; fail fast instead of waiting
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Qwen2.5-VL-7B-Instruct's sizes (the base of Q-Insight), over the tiny config's other keys
+SEVEN_B_SIZES = {
+    "hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 128000,
+    "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
+    "sliding_window": 32768, "torch_dtype": "bfloat16", "vocab_size": 152064,
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+}
+SEVEN_B_VISION_SIZES = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                        "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31]}
+
+
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose --help shows the script's docstring as written (usage lines included)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def benchmark_config(seven_b: bool = True) -> dict[str, Any]:
+    """The 7B shape (or the tiny one) with the tiny tokenizer's token ids: random-weight models sit behind
+    the tiny checkpoint's tokenizer and processor files, whose prompt token counts are realistic."""
+    from qinsight_sdk.testing import tiny_config
+
+    config = tiny_config()
+    if seven_b:
+        config.update(copy.deepcopy(SEVEN_B_SIZES))
+        config["vision_config"].update(copy.deepcopy(SEVEN_B_VISION_SIZES))
+    return config
+
+
+def random_model(folder: Path, dry_run: bool) -> tuple[Any, dict[str, Any]]:
+    """The tiny checkpoint's files in ``folder`` and a random model of the 7B shape (bf16, on CUDA) to go
+    with them, or of the tiny shape on CPU for a dry run: no download, and the real model's code path.
+    The tiny weights are removed so the folder can hold the random model's."""
+    import torch
+    from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    from qinsight_sdk.loading import choose_attention
+    from qinsight_sdk.testing import build_tiny_checkpoint
+
+    build_tiny_checkpoint(folder)
+    for old in folder.glob("model*.safetensors*"):
+        old.unlink()
+    shape = benchmark_config(seven_b=not dry_run)
+    (folder / "config.json").write_text(json.dumps(shape))
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    device = torch.device("cpu" if dry_run else "cuda")
+    dtype = torch.float32 if dry_run else torch.bfloat16
+    config._attn_implementation = choose_attention(None, device, dtype)
+    torch.manual_seed(0)
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        torch.set_default_dtype(torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"], shape["bos_token_id"]],
+                                               pad_token_id=shape["bos_token_id"])  # the released stop tokens
+    return model, shape
+
+
+def cuda_missing(dry_run: bool, script: str) -> bool:
+    """True, after saying so, when a GPU benchmark finds no CUDA: its figures would mean nothing on CPU."""
+    import torch
+
+    if dry_run or torch.cuda.is_available():
+        return False
+    print(f"{script} needs CUDA (or --dry-run)", file=sys.stderr)
+    return True
+
+
+def device_name(dry_run: bool) -> str:
+    import torch
+
+    return "cpu" if dry_run else torch.cuda.get_device_name()
+
+
+def spread(completions: Any, **columns: Any) -> list[float]:
+    """A GRPO reward that spreads the completions of a group apart (distinct characters / 50). A random
+    model earns nothing from the paper's rewards, so its weights would not move; with this they do."""
+    from qinsight_sdk.train.rewards import completion_text
+
+    return [len(set(completion_text(c))) / 50 for c in completions]
+
+
+def read_metrics(run_folder: Path) -> list[dict[str, Any]]:
+    """The rows a training run logged, one per step or summary, as the trainer wrote them."""
+    from qinsight_sdk.train.grpo import METRICS_FILE
+
+    return [json.loads(line) for line in (run_folder / METRICS_FILE).read_text().splitlines()]
+
+
+def make_images(count: int, size: str, seed: int = 0) -> list[Any]:
+    """Seeded noise: every image costs the model the same, so timings do not depend on content."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = (int(v) for v in size.lower().split("x"))
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def synchronise(device: Any) -> None:
+    """CUDA calls return before the work is done; timings must wait for it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(run: Any, device: Any) -> float:
+    synchronise(device)
+    start = time.perf_counter()
+    run()
+    synchronise(device)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def timed_forward(model: Any, totals: dict[str, float], device: Any) -> Iterator[None]:
+    """Adds the time spent inside ``model.forward`` to ``totals["forward"]``, so the SDK's own overhead
+    (decoding, resizing, preprocessing, parsing) is what remains of a mode's time."""
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        synchronise(device)
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            synchronise(device)
+            totals["forward"] += time.perf_counter() - start
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        model.forward = original
+
+
+def reference_loop(judge: Any, images: list[Any], new_tokens: int) -> None:
+    """The official demo, the baseline of every ratio: one image per call, sampled, plain transformers."""
+    import torch
+
+    from qinsight_sdk import prompts
+
+    model, processor = judge.backend.model, judge.backend.processor
+    conversation = prompts.score_messages("text_first")
+    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    torch.manual_seed(42)
+    for image in images:
+        inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            model.generate(**inputs, do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
+                           max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+
+
+def peak_memory(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    return f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"

@@ -1,0 +1,275 @@
+"""The three tasks, one spec each: the table every other module looks a task up in.
+
+A ``TaskSpec`` says, for score, degradation or comparison, everything that does not depend on the model:
+the result type and how sampled answers are aggregated into one; how a result is spelled in data files
+and prediction rows (the winner "A" is "Image A" there, no distortion is "null"); how a labelled record
+is read; how the judge is asked for many items; and how predictions are measured against labels. The
+model-side half (which prompt, which parser) is a judge profile's (:mod:`qinsight_sdk.profiles`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from . import metrics
+from .backend import Generation, RatingDistribution
+from .errors import UsageError
+from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
+from .results import ComparisonResult, DegradationResult, ScoreResult
+
+ResultCallback = Callable[[int, Any], None]
+Parse = Callable[[str], Any]
+
+# The winners results hold, and the answers data files and the comparison prompt spell them as.
+ANSWER_OF_WINNER = dict(zip(("A", "B", "similar"), COMPARISON_ANSWERS))
+_SWAPPED = {"A": "B", "B": "A", "similar": "similar", None: None}
+
+
+def answer_of_winner(winner: str | None) -> str | None:
+    """ "Image A", "Image B" or "Similar" for a result's winner; None for none."""
+    return ANSWER_OF_WINNER.get(winner)  # type: ignore[arg-type]
+
+
+def degradation_label(value: str | None) -> str:
+    """A result's distortion class or severity as labels spell it: None (no distortion) is "null"."""
+    return value or NO_DISTORTION
+
+
+# -- aggregation: sampled answers to one result ------------------------------------------------------
+
+def _read_all(generations: list[Generation], parse: Parse,
+              readable: Callable[[Any], bool]) -> tuple[list[Any], list[tuple[Generation, Any]]]:
+    """Every answer parsed, and the (generation, parsed) pairs that gave a verdict."""
+    parsed = [parse(g.text) for g in generations]
+    return parsed, [(g, p) for g, p in zip(generations, parsed) if readable(p)]
+
+
+def _unreadable(parsed: list[Any], generations: list[Generation]) -> str:
+    cut = "" if generations[0].finished else " (the answer was cut off at max_new_tokens)"
+    return f"{parsed[0].error}{cut}"
+
+
+def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], Any]) -> tuple[Generation, Any]:
+    """The first answer carrying the most common verdict."""
+    verdict = Counter(verdict_of(p) for _, p in good).most_common(1)[0][0]
+    return next((g, p) for g, p in good if verdict_of(p) == verdict)
+
+
+def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
+    """A fast score: the expected rating, clamped to 1-5, with the distribution's spread as ``std``."""
+    mean, std = distribution.expected()
+    return ScoreResult(score=min(5.0, max(1.0, mean)), std=std)
+
+
+def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:
+    parsed, good = _read_all(generations, parse, lambda p: p.score is not None)
+    if not good:
+        return ScoreResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
+                           error=_unreadable(parsed, generations))
+    scores = [p.score for _, p in good]
+    generation, first = good[0]
+    several = len(generations) > 1
+    return ScoreResult(score=statistics.fmean(scores), reasoning=first.reasoning, raw=generation.text,
+                       std=statistics.pstdev(scores) if several else None, samples=scores if several else [])
+
+
+def _degradation_result(generations: list[Generation], parse: Parse) -> DegradationResult:
+    parsed, good = _read_all(generations, parse, lambda p: p.error is None)
+    if not good:
+        first = parsed[0]
+        return DegradationResult(first.distortion, first.severity, first.reasoning, generations[0].text,
+                                 _unreadable(parsed, generations))
+    generation, chosen = _majority(good, lambda p: (p.distortion, p.severity))
+    return DegradationResult(chosen.distortion, chosen.severity, chosen.reasoning, generation.text)
+
+
+def _comparison_result(generations: list[Generation], parse: Parse) -> ComparisonResult:
+    parsed, good = _read_all(generations, parse, lambda p: p.winner is not None)
+    if not good:
+        return ComparisonResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
+                                error=_unreadable(parsed, generations))
+    generation, chosen = _majority(good, lambda p: p.winner)
+    return ComparisonResult(winner=chosen.winner, reasoning=chosen.reasoning, raw=generation.text)
+
+
+def reconcile(forward: ComparisonResult, backward: ComparisonResult) -> ComparisonResult:
+    """Merge the (A, B) verdict with the (B, A) one, mapped back to the caller's labels."""
+    back_winner = _SWAPPED[backward.winner]
+    raw = f"[order A, B]\n{forward.raw}\n[order B, A]\n{backward.raw}"
+    reasoning = "\n\n".join(f"[{label}] {r.reasoning}" for label, r in
+                            (("order A, B", forward), ("order B, A", backward)) if r.reasoning) or None
+    if forward.winner is None and back_winner is None:
+        return ComparisonResult(reasoning=reasoning, raw=raw,
+                                error=f"neither order gave a verdict: {forward.error}; {backward.error}")
+    if forward.winner is None or back_winner is None:
+        return ComparisonResult(winner=forward.winner or back_winner, reasoning=reasoning, raw=raw)
+    agree = forward.winner == back_winner
+    return ComparisonResult(winner=forward.winner if agree else "similar", reasoning=reasoning, raw=raw,
+                            consistent=agree)
+
+
+# -- labelled records (data files) -------------------------------------------------------------------
+
+def _score_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    mos = float(record["mos"])
+    if "mos_range" in record:
+        mos = normalise_mos(mos, *record["mos_range"])
+    if not 1.0 <= mos <= 5.0:
+        raise ValueError(f"mos {mos} is outside [1, 5]; give mos_range to normalise it")
+    return [record["image"]], {"mos": mos}
+
+
+def normalise_mos(mos: float, low: float, high: float) -> float:
+    """The paper's min-max normalisation onto [1, 5]: 4 * (mos - low) / (high - low) + 1."""
+    if not high > low:
+        raise UsageError(f"MOS range [{low}, {high}] is empty")
+    return 4.0 * (float(mos) - low) / (high - low) + 1.0
+
+
+def _degradation_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    label, severity = record["distortion_class"], record["severity"]
+    if label not in DISTORTION_CLASSES + (NO_DISTORTION,) or severity not in SEVERITY_LEVELS + (NO_DISTORTION,):
+        raise ValueError(f"unknown label {label!r} / {severity!r}")
+    return [record["image"]], {"distortion_class": label, "severity": severity}
+
+
+def _comparison_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    if record["answer"] not in COMPARISON_ANSWERS:
+        raise ValueError(f"answer must be one of {COMPARISON_ANSWERS}, got {record['answer']!r}")
+    names = ([record["reference"]] if record.get("reference") else []) + [record["image_a"], record["image_b"]]
+    return names, {"answer": record["answer"]}
+
+
+# -- asking a judge about labelled samples (images in prompt order: [reference,] A, B) --------------------
+
+def _ask_score(judge: Any, samples: Sequence[Any], **options: Any) -> None:
+    judge.score([str(s.images[0]) for s in samples], **options)
+
+
+def _ask_degradation(judge: Any, samples: Sequence[Any], mode: str, **options: Any) -> None:
+    judge.degradation([str(s.images[0]) for s in samples], **options)
+
+
+def _ask_comparison(judge: Any, samples: Sequence[Any], mode: str, **options: Any) -> None:
+    pairs = [(str(s.images[-2]), str(s.images[-1]), str(s.images[0]) if len(s.images) == 3 else None)
+             for s in samples]
+    judge.compare_pairs(pairs, **options)
+
+
+# -- prediction rows: a result as data files spell it, and what makes a row unusable ---------------------
+
+def _score_row(result: ScoreResult) -> dict[str, Any]:
+    return {"score": result.score}
+
+
+def _degradation_row(result: DegradationResult) -> dict[str, Any]:
+    return {"distortion": result.distortion, "severity": result.severity}
+
+
+def _comparison_row(result: ComparisonResult) -> dict[str, Any]:
+    return {"winner": answer_of_winner(result.winner)}
+
+
+def _score_row_problem(row: dict[str, Any]) -> str | None:
+    return None if row.get("score") is not None else "the prediction row has no score"
+
+
+def _degradation_row_problem(row: dict[str, Any]) -> str | None:
+    return None if "distortion" in row and "severity" in row else "the prediction row lacks distortion, severity"
+
+
+def _comparison_row_problem(row: dict[str, Any]) -> str | None:
+    winner = row.get("winner")
+    return None if winner in COMPARISON_ANSWERS else f"the prediction row's winner is {winner!r}"
+
+
+# -- metrics over judged samples and their rows, and their summary ----------------------------------------
+
+def _score_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    return metrics.score_metrics([r["score"] for r in rows], [s.mos for s in samples], resamples)
+
+
+def _degradation_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    return metrics.degradation_metrics([degradation_label(r["distortion"]) for r in rows],
+                                       [degradation_label(r["severity"]) for r in rows],
+                                       [s.distortion_class for s in samples], [s.severity for s in samples])
+
+
+def _comparison_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    return metrics.comparison_metrics([r["winner"] for r in rows], [s.answer for s in samples])
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _score_summary(found: dict[str, Any]) -> Iterator[str]:
+    for name in ("srcc", "plcc"):
+        interval = found[f"{name}_ci95"]
+        span = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+        yield f"{name.upper()} {_number(found[name])}{span}"
+    yield (f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}; "
+           f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
+           f"(after the fit {_number(found['rmse_logistic'])})")
+
+
+def _degradation_summary(found: dict[str, Any]) -> Iterator[str]:
+    yield "class         n  class acc  severity acc"
+    for label, row in found["per_class"].items():
+        yield f"{label:<12}{row['n']:>3}  {row['class_accuracy']:>9.3f}  {row['severity_accuracy']:>12.3f}"
+    mean = found["mean"]
+    yield f"{'mean':<15}  {_number(mean['class_accuracy']):>9}  {_number(mean['severity_accuracy']):>12}"
+
+
+def _comparison_summary(found: dict[str, Any]) -> Iterator[str]:
+    yield f"accuracy {_number(found['accuracy'])}; " + "; ".join(
+        f"{label} {row['accuracy']:.3f} (n={row['n']})" for label, row in found["per_label"].items())
+
+
+def _score_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
+                title: str) -> None:
+    from . import plots
+
+    plots.score_scatter([r["score"] for r in rows], [s.mos for s in samples], found, path, title)
+
+
+def _degradation_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
+                      title: str) -> None:
+    from . import plots
+
+    plots.confusion_matrix(found, path, title)
+
+
+# -- the table ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything about one task that does not depend on the model; see the module docstring."""
+
+    name: str
+    result_type: type
+    aggregate: Callable[[list[Generation], Parse], Any]       # sampled answers -> one result
+    read_record: Callable[[dict[str, Any]], tuple[list[str], dict[str, Any]]]  # -> image names, label fields
+    ask: Callable[..., None]                                   # (judge, samples, mode=, batch_size=, on_result=)
+    row: Callable[[Any], dict[str, Any]]                       # a result's prediction-row values
+    row_problem: Callable[[dict[str, Any]], str | None]       # why a row holds no usable prediction
+    metrics: Callable[[Sequence[Any], Sequence[dict[str, Any]], int], dict[str, Any]]  # (samples, rows, resamples)
+    summary: Callable[[dict[str, Any]], Iterator[str]]        # metrics as readable lines
+    plot: Callable[..., None] | None = None                    # (samples, rows, metrics, path, title)
+    modes: tuple[str, ...] = ("reason",)
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("score", ScoreResult, _score_result, _score_record, _ask_score, _score_row, _score_row_problem,
+             _score_metrics, _score_summary, _score_plot, modes=("reason", "fast")),
+    TaskSpec("degradation", DegradationResult, _degradation_result, _degradation_record, _ask_degradation,
+             _degradation_row, _degradation_row_problem, _degradation_metrics, _degradation_summary,
+             _degradation_plot),
+    TaskSpec("comparison", ComparisonResult, _comparison_result, _comparison_record, _ask_comparison,
+             _comparison_row, _comparison_row_problem, _comparison_metrics, _comparison_summary),
+)}
+TASK_NAMES = tuple(TASKS)
