@@ -19,14 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from .checkpoints import default_model, default_subfolder
-from .tasks import TASKS
+from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, SCORE_SUBFOLDER, default_model,
+                          default_subfolder)
 from .decoding import DecodingOptions
 from .errors import QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
+from .profiles import PROFILES
 from .prompts import PromptOrder
 from .selection import STRATEGIES
+from .tasks import TASKS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -39,10 +41,13 @@ JudgeImages = Callable[[QualityJudge, list[str], Callable[[int, Any], None]], An
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="Hugging Face id or local folder (default: $QINSIGHT_MODEL, "
-                                       "else ByteDance/Q-Insight)")
-    group.add_argument("--subfolder", help="subfolder inside the model (default for ByteDance/Q-Insight: "
-                                           "score_degradation, or comparison with --reference)")
+    group.add_argument("--model", help=f"Hugging Face id or local folder (default: ${MODEL_ENV_VAR}, "
+                                       f"else {DEFAULT_MODEL})")
+    group.add_argument("--subfolder", help=f"subfolder inside the model (default for {DEFAULT_MODEL}: "
+                                           f"{SCORE_SUBFOLDER}, or {COMPARISON_SUBFOLDER} with --reference)")
+    group.add_argument("--profile", choices=sorted(PROFILES),
+                       help="the judge profile: prompts and answer format (default: the one whose released "
+                            "subfolder this is, else q-insight)")
     group.add_argument("--revision", help="hub branch, tag or commit")
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
     group.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
@@ -199,7 +204,8 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
     return QualityJudge.from_pretrained(
         model, subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
-        image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order)
+        image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
+        profile=args.profile)
 
 
 def _make_parent(path: str | Path) -> None:

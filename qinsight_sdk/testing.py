@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,7 @@ class ScriptedBackend:
         judge = QualityJudge(ScriptedBackend(lambda conversation, images: '<answer>{"rating": 4}</answer>'))
 
     Raising inside ``answer`` simulates a model failure on that input; fast scores are read from the
-    rating in the answer.
+    rating in the answer (Q-Insight's JSON, else the answer's last number, for other profiles' formats).
     """
 
     def __init__(self, answer: Any) -> None:
@@ -293,7 +294,9 @@ class ScriptedBackend:
         self.calls.append(len(conversations))
         found = []
         for conversation, group in zip(conversations, images):
-            rating = parse_score(self.answer(conversation, group)).score
+            text = self.answer(conversation, group)
+            numbers = re.findall(r"\d+(?:\.\d+)?", text)
+            rating = parse_score(text).score or (float(numbers[-1]) if numbers else None)
             if rating is None:
                 raise ValueError("the scripted answer has no rating")
             tenths = min(round(rating * 10), 59)
