@@ -33,15 +33,18 @@ MUTANTS = ROOT / "mutants"
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
 # module name -> (source file, mutant-name patterns). Only what decides an answer is in scope: loading a
-# checkpoint (QualityJudge.from_pretrained) and the model plumbing of backend.py are tested with the tiny
-# model instead, outside the quick loop.
+# checkpoint (QualityJudge.from_pretrained, loading.py) and the model plumbing of qwen_vl.py are tested with
+# the tiny model instead, outside the quick loop.
 SCOPE: dict[str, tuple[str, list[str]]] = {
     "parsing": ("qinsight_sdk/parsing.py", ["qinsight_sdk.parsing.*"]),
     "images": ("qinsight_sdk/images.py", ["qinsight_sdk.images.*"]),
     "decoding": ("qinsight_sdk/decoding.py", ["qinsight_sdk.decoding.*"]),
     "judge": ("qinsight_sdk/judge.py", ["qinsight_sdk.judge.*"]),
-    "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*",
-                                             "qinsight_sdk.backend.x__probabilities__*"]),
+    "batching": ("qinsight_sdk/batching.py", ["qinsight_sdk.batching.*"]),
+    "tasks": ("qinsight_sdk/tasks.py", ["qinsight_sdk.tasks.*"]),
+    "profiles": ("qinsight_sdk/profiles.py", ["qinsight_sdk.profiles.*"]),
+    "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*"]),
+    "fast-mode digits": ("qinsight_sdk/qwen_vl.py", ["qinsight_sdk.qwen_vl.x__probabilities__*"]),
     "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
@@ -56,7 +59,7 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_20": _LAST_AXIS,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
-    "qinsight_sdk.backend.x__probabilities__mutmut_5": _LAST_AXIS,
+    "qinsight_sdk.qwen_vl.x__probabilities__mutmut_5": _LAST_AXIS,
     **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "seek(0) on an image with a single frame changes nothing, "
        "so asking also when n_frames is 1 (or missing) is the same" for n in (9, 10)},
     **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "exif_transpose of an image with no orientation tag (or "
@@ -77,7 +80,7 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.judge.xǁQualityJudgeǁ__init____mutmut_12": "'' and None are both falsy: no cap yet",
     "qinsight_sdk.judge.xǁQualityJudgeǁ_plan_batches__mutmut_24": "the padded size is only read when there is a "
        "current batch",
-    **{f"qinsight_sdk.judge.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
+    **{f"qinsight_sdk.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
        "most common verdict as most_common(1)" for n in (2, 5)},
     **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
        "already" for n in (34, 36)},
@@ -108,9 +111,9 @@ NAMED: list[tuple[str, str, str, str]] = [
      "rating, error = _to_rating(match[-1])", "rating, error = _to_rating(match[0])"),
     ("the parser takes the first JSON object", "qinsight_sdk/parsing.py", "return found[::-1]", "return found"),
     ("the reward is squared", "qinsight_sdk/judge.py", "(result.score - 1.0) / 4.0)", "((result.score - 1.0) / 4.0) ** 2)"),
-    ("later batches ignore the size that fitted", "qinsight_sdk/judge.py",
-     "cap = min(batch_size, self._memory_cap or batch_size)", "cap = batch_size"),
-    ("both orders ignore the (B, A) verdict", "qinsight_sdk/judge.py",
+    ("later batches ignore the size that fitted", "qinsight_sdk/batching.py",
+     "cap = min(batch_size, self.memory_cap or batch_size)", "cap = batch_size"),
+    ("both orders ignore the (B, A) verdict", "qinsight_sdk/tasks.py",
      "winner=forward.winner or back_winner", "winner=forward.winner"),
     ("the 4PL multiplies by |b4|", "qinsight_sdk/metrics.py", "/ abs(b4)", "* abs(b4)"),
     ("the spread leaves out the decimals' variance", "qinsight_sdk/backend.py",

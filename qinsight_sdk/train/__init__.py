@@ -1,14 +1,14 @@
 """GRPO fine-tuning with Q-Insight's multi-task rewards (the ``[train]`` extra: TRL, PEFT).
 
-``config`` is what a run is (a dataclass read from YAML), ``data`` what it learns from, ``rewards``
-how answers are judged (plain functions, importable without TRL), ``grpo`` the run itself on TRL's
-GRPOTrainer. ``configs/`` holds the annotated example config and the DeepSpeed ZeRO-3 accelerate config.
+``config`` is what a run is (a dataclass read from YAML), ``rewards`` how answers are judged (plain
+functions, importable without TRL), ``grpo`` the run itself on TRL's GRPOTrainer; what a run learns from
+is read by the SDK's own ``qinsight_sdk.data``, which evaluation shares. ``configs/`` holds the annotated example config and the DeepSpeed ZeRO-3 accelerate config.
 """
 
 from importlib.resources import files
 
-from .config import ConfigError, DataSource, TrainConfig
 from ..data import DataError, Sample
+from .config import ConfigError, DataSource, TrainConfig
 from .grpo import TrainingError, train
 
 __all__ = ["ConfigError", "DataError", "DataSource", "Sample", "TrainConfig", "TrainingError", "config_template",
