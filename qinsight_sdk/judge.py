@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -24,11 +24,10 @@ from .images import ImageBounds, ImageInput, load_image, split_inputs
 from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
 from .qwen_vl import QwenVLBackend
-from .results import ComparisonResult, DegradationResult, ScoreResult
+from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
 from .selection import Ranking, rank_images
-from .tasks import TASKS, ResultCallback, reconcile, score_of_distribution
+from .tasks import TASKS, reconcile, score_of_distribution
 
-R = TypeVar("R")
 logger = logging.getLogger("qinsight")
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+# on_result(index, result): called once per finished item by every judge method, for progress and streaming
+ResultCallback = Callable[[int, Any], None]
 
 
 @dataclass

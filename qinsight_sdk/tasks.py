@@ -21,7 +21,6 @@ from .errors import UsageError
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 from .results import ComparisonResult, DegradationResult, ScoreResult
 
-ResultCallback = Callable[[int, Any], None]
 Parse = Callable[[str], Any]
 
 # The winners results hold, and the answers data files and the comparison prompt spell them as.
