@@ -30,6 +30,25 @@ class _Weights(torch.nn.Module):
         self.device = device
 
 
+def comfy_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype: an explicit choice as given; for "auto", ComfyUI's policy for ``device``.
+
+    ``should_use_bf16``/``should_use_fp16`` are the hardware policy ComfyUI's own dtype choices rest on
+    (they honour --force-fp32/--force-fp16, --cpu, MPS, XPU, old NVIDIA cards). ``text_encoder_dtype`` does
+    not fit: it gives fp16 on every device, CPU included, because ComfyUI's text encoders compute through
+    comfy.ops casts, which a plain transformers model lacks (and Qwen2.5-VL overflows in fp16).
+    ``unet_dtype`` would apply the --*-unet flags meant for diffusion models. So bf16 where ComfyUI says
+    the device has it, else fp16 where it allows that, else fp32.
+    """
+    if choice != "auto":
+        return choose_dtype(choice, device)
+    import comfy.model_management as mm
+
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float16 if mm.should_use_fp16(device) else torch.float32
+
+
 @dataclass
 class JudgeSpec:
     model: str
@@ -59,22 +78,22 @@ class JudgeHandle:
             offload_device = torch.device("cpu")
             judge = QualityJudge.from_pretrained(
                 self.spec.model, self.spec.subfolder or None, device=offload_device,
-                dtype=choose_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download)
+                dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download)
             weights = _Weights(judge.backend.model, offload_device)
             self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                             offload_device=offload_device)
             self.judge = judge
         # all or nothing: a transformers model cannot run with some layers left on the offload device
         mm.load_models_gpu([self.patcher], force_full_load=True)
-        self.judge.backend.device = self.patcher.load_device
-        return self.judge
+        # ComfyUI moved the weights; the judge must send its inputs to where they now are
+        return self.judge.to(self.patcher.load_device)
 
     def release(self) -> None:
         """Apply the user's after-run choice: keep, offload to the CPU, or free the weights."""
         if self.spec.after_run == "keep on GPU" or self.judge is None:
             return
         self.unregister()
-        self.judge.backend.device = self.patcher.offload_device
+        self.judge.to(self.patcher.offload_device)
         if self.spec.after_run == "unload":
             self.judge = self.patcher = None
             gc.collect()
@@ -82,24 +101,35 @@ class JudgeHandle:
 
         mm.soft_empty_cache()
 
-    def unregister(self) -> None:
-        """Take the judge out of ComfyUI's loaded models, moving its weights to the offload device."""
+    def registered(self) -> bool:
+        """Whether ComfyUI counts the judge among its loaded models (it may have evicted it since)."""
         import comfy.model_management as mm
 
-        for index in range(len(mm.current_loaded_models) - 1, -1, -1):
-            if mm.current_loaded_models[index].model is self.patcher:
-                mm.current_loaded_models.pop(index).model_unload()
+        return self.patcher is not None and any(p is self.patcher for p in mm.loaded_models())
+
+    def unregister(self) -> None:
+        """Take the judge out of ComfyUI's loaded models, moving its weights to the offload device.
+
+        ComfyUI v0.3.75 has no call that unloads one given model (``unload_all_models`` is
+        ``free_memory(1e30, device)``). ``free_memory`` is its one path that unloads a ``LoadedModel``
+        (``model_unload``: the patcher detaches and moves the weights) and drops it from its list, so
+        it is asked to free everything on the judge's device while keeping every other model loaded.
+        """
+        import comfy.model_management as mm
+
+        if not self.registered():
+            return  # ComfyUI evicted it already
+        others = [loaded for loaded in mm.current_loaded_models if loaded.model is not self.patcher]
+        mm.free_memory(1e30, self.patcher.load_device, keep_loaded=others)
 
     def status(self) -> dict[str, Any]:
-        import comfy.model_management as mm
-
-        registered = any(m.model is self.patcher for m in mm.current_loaded_models) if self.patcher else False
         devices = sorted({str(p.device) for p in self.judge.backend.model.parameters()}) if self.judge else []
+        dtype = str(self.judge.backend.dtype).removeprefix("torch.") if self.judge else None
         # what ComfyUI counts as loaded on its load device (0 once it has unloaded the judge), which tells
         # a free from a no-op even where load and offload device are both the CPU
         loaded_bytes = int(self.patcher.loaded_size()) if self.patcher is not None else 0
         return {"model": self.spec.model, "subfolder": self.spec.subfolder, "loaded": self.judge is not None,
-                "registered_with_comfyui": registered, "weight_devices": devices,
+                "registered_with_comfyui": self.registered(), "weight_devices": devices, "dtype": dtype,
                 "comfyui_loaded_bytes": loaded_bytes}
 
 
@@ -107,7 +137,7 @@ def all_status() -> dict[str, Any]:
     """What qinsight holds: each judge handle, and how many judges ComfyUI's model manager has loaded."""
     import comfy.model_management as mm
 
-    registered = sum(isinstance(getattr(m.model, "model", None), _Weights) for m in mm.current_loaded_models)
+    registered = sum(isinstance(getattr(patcher, "model", None), _Weights) for patcher in mm.loaded_models())
     allocated = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
     return {"judges": [handle.status() for handle in list(_HANDLES)], "registered_with_comfyui": registered,
             "cuda_bytes_allocated": allocated}

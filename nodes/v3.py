@@ -9,12 +9,13 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from ..qinsight_sdk.selection import STRATEGIES
+from ..qinsight_sdk.selection import STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
 
 CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
+HYBRID_POOL = 4  # how many of the best fast scores the hybrid strategy compares pairwise
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
 
@@ -104,7 +105,8 @@ class LoadQualityJudge(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cuda", "cpu", "mps"], default="auto",
                                tooltip="auto: ComfyUI's device"),
                 io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
-                               tooltip="auto: bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU"),
+                               tooltip="auto: ComfyUI's choice for the device (bf16 where it has it, else "
+                                       "fp16; fp32 on CPU)"),
                 io.Combo.Input("after_run", options=list(AFTER_RUN), default=AFTER_RUN[0],
                                tooltip="keep the judge on the GPU between runs (ComfyUI may still evict it), "
                                        "move it to the CPU after each run, or free it entirely"),
@@ -209,7 +211,8 @@ class CompareImages(io.ComfyNode):
                 reference: Any = None) -> io.NodeOutput:
         a, b = adapters.as_image_batch(image_a)[0], adapters.as_image_batch(image_b)[0]
         ref = adapters.as_image_batch(reference)[0] if reference is not None else None
-        result = run_judged(judge, lambda j, done: j.compare(a, b, reference=ref, both_orders=both_orders), 1)
+        result = run_judged(judge, lambda j, done: j.compare(a, b, reference=ref, both_orders=both_orders,
+                                                             on_result=done), 1)
         if result.error and not result.raw:
             raise ValueError(f"comparison failed: {result.error}")
         winner = result.winner or "unknown"
@@ -229,7 +232,7 @@ class BestOfN(io.ComfyNode):
                     io.Int.Input("top_k", default=1, min=1, max=4096, tooltip="how many images to keep"),
                     io.Combo.Input("strategy", options=list(STRATEGIES), default="score",
                                    tooltip="score: fast scores; tournament: pairwise knockout in both orders; "
-                                           "hybrid: fast scores, then pairwise among the top 4"),
+                                           f"hybrid: fast scores, then pairwise among the top {HYBRID_POOL}"),
                     io.Latent.Input("latent", optional=True, tooltip="optional: the latents of the images"),
                     io.Mask.Input("mask", optional=True, tooltip="optional: masks of the images")],
             outputs=[io.Image.Output(display_name="images", tooltip="the top_k images, best first"),
@@ -249,8 +252,9 @@ class BestOfN(io.ComfyNode):
                 mask: Any = None) -> io.NodeOutput:
         batch = adapters.as_image_batch(images)
         adapters.check_batch_sizes(batch, latent, mask)
-        ranking = run_judged(judge, lambda j, done: j.rank(list(batch), strategy=strategy, top_k=top_k),
-                             len(batch))
+        ranking = run_judged(judge, lambda j, done: j.rank(list(batch), strategy=strategy, top_k=top_k,
+                                                           pool=HYBRID_POOL, on_result=done),
+                             ranking_steps(len(batch), strategy, HYBRID_POOL))
         adapters.raise_for_errors(ranking.errors, len(batch), "ranking")
         order = ranking.order
         text = [f"#{rank + 1}: image {i} ({s:.2f})" for rank, (i, s) in enumerate(zip(order, ranking.scores))]
@@ -316,7 +320,7 @@ class QualityReward(io.ComfyNode):
     @classmethod
     def execute(cls, judge: JudgeHandle, images: Any) -> io.NodeOutput:
         batch = adapters.as_image_batch(images)
-        rewards = run_judged(judge, lambda j, done: j.reward(batch), len(batch)).tolist()
+        rewards = run_judged(judge, lambda j, done: j.reward(batch, on_result=done), len(batch)).tolist()
         return io.NodeOutput(sum(rewards) / len(rewards), rewards,
                              ui={"text": [f"reward {sum(rewards) / len(rewards):.4f}"], "qinsight_rewards": rewards})
 

@@ -6,6 +6,7 @@ downloaded once (without dependencies) and extracted into a cache folder, never 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,9 +16,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
+from typing import Callable
 
+import aiohttp
 import numpy as np
 from PIL import Image
 
@@ -139,17 +143,56 @@ class ComfyUI:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")
 
-    def run(self, graph: dict, timeout: float = 240.0) -> dict:
-        """Queue an API-format graph and wait for its history entry."""
-        status, answer = self.post("/prompt", {"prompt": graph, "client_id": "qinsight-tests"})
+    def queue(self, graph: dict, client_id: str = "qinsight-tests") -> str:
+        """Queue an API-format graph; its messages go to the websocket of ``client_id``. Returns its id."""
+        status, answer = self.post("/prompt", {"prompt": graph, "client_id": client_id})
         if status != 200:
             raise AssertionError(f"/prompt refused the graph ({status}): {answer}")
-        prompt_id = answer["prompt_id"]
+        return answer["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 240.0) -> dict:
+        """The prompt's history entry, once ComfyUI has recorded it as finished."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             history = self.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-                entry = history[prompt_id]
-                return entry
+                return history[prompt_id]
             time.sleep(0.3)
         raise TimeoutError(f"graph {prompt_id} did not finish in {timeout} s:\n{self.log()[-3000:]}")
+
+    def run(self, graph: dict, timeout: float = 240.0) -> dict:
+        """Queue an API-format graph and wait for its history entry."""
+        return self.wait(self.queue(graph), timeout)
+
+    def watch(self, graph: dict, on_message: Callable[[dict], None] | None = None,
+              timeout: float = 240.0) -> tuple[dict, list[dict]]:
+        """Run a graph while listening on ComfyUI's websocket, as its UI does: the history entry, and the
+        prompt's JSON messages in the order sent. ``on_message`` sees each as it arrives, so a test can
+        act at a known point of the run (POST /interrupt after the first progress event, say)."""
+        messages = asyncio.run(asyncio.wait_for(self._listen(graph, on_message or (lambda m: None)), timeout))
+        return self.wait(messages[0]["data"]["prompt_id"], timeout), messages
+
+    async def _listen(self, graph: dict, on_message: Callable[[dict], None]) -> list[dict]:
+        """The prompt's messages up to ``executing`` with no node, which ComfyUI sends when it is done."""
+        client_id = uuid.uuid4().hex
+        messages: list[dict] = []
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
+            prompt_id = self.queue(graph, client_id)  # after connecting: no message can be missed
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:  # binary frames are previews
+                    continue
+                message = json.loads(frame.data)
+                if message.get("data", {}).get("prompt_id") != prompt_id:
+                    continue
+                messages.append(message)
+                on_message(message)
+                if message["type"] == "executing" and message["data"].get("node") is None:
+                    return messages
+        raise ConnectionError(f"ComfyUI closed the websocket before prompt {prompt_id} finished")
+
+
+def progress_of(messages: list[dict], node: str) -> list[tuple[int, int]]:
+    """The (value, max) pairs of the ``progress`` messages a node sent."""
+    return [(m["data"]["value"], m["data"]["max"]) for m in messages
+            if m["type"] == "progress" and m["data"]["node"] == node]

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from comfyui_server import ComfyUI
+from comfyui_server import ComfyUI, progress_of
 from safetensors import safe_open
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
@@ -188,6 +188,21 @@ def test_freeing_memory_unloads_the_judge(comfy):
     assert all(judge["comfyui_loaded_bytes"] == 0 for judge in after["judges"])
 
 
+def test_offload_after_run_leaves_other_models_loaded(comfy):
+    images = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 4321}}
+    graph = {"1": loader(), "2": loader(after_run="offload to CPU", model="Q-Insight/comparison"), "3": images,
+             "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": ["3", 0]}},
+             "5": {"class_type": "QInsightReward", "inputs": {"judge": ["2", 0], "images": ["3", 0]}}}
+    succeeded(comfy.run(graph))
+    judges = comfy.get("/qinsight/status")["judges"]
+    kept = [j for j in judges if j["model"].endswith("tiny-qinsight")]
+    offloaded = [j for j in judges if j["model"].endswith("comparison")]
+    assert any(j["registered_with_comfyui"] for j in kept)  # the other judge's offload left this one loaded
+    assert offloaded and all(j["loaded"] and not j["registered_with_comfyui"] for j in offloaded)
+    assert all(j["comfyui_loaded_bytes"] == 0 and j["weight_devices"] == ["cpu"] for j in offloaded)
+    assert {j["dtype"] for j in kept + offloaded if j["loaded"]} == {"float32"}  # "auto" on a CPU ComfyUI
+
+
 def test_unload_after_run_frees_the_weights(comfy):
     graph, batch = image_batch(1)
     graph.update({"1": loader(after_run="unload", model="Q-Insight/score_degradation"),
@@ -248,3 +263,54 @@ def test_typed_hub_id_without_download_says_what_to_do(comfy):
     entry = comfy.run(graph)
     assert entry["status"]["status_str"] == "error"
     assert "hf download ByteDance/Q-Insight" in json.dumps(entry["status"]["messages"])
+
+
+def test_compare_best_of_n_and_reward_report_progress(comfy):
+    graph, batch = image_batch(4)
+    graph.update({
+        "1": loader(),
+        "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 1,
+                                                          "strategy": "tournament"}},
+        "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
+        "5": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["10", 0],
+                                                          "image_b": ["11", 0], "both_orders": False}}})
+    entry, messages = comfy.watch(graph)
+    succeeded(entry)
+    assert progress_of(messages, "3") == [(1, 3), (2, 3), (3, 3)]  # a knockout of 4 images: 3 matches
+    assert progress_of(messages, "4") == [(i, 4) for i in range(1, 5)]
+    assert progress_of(messages, "5") == [(1, 1)]
+
+
+def best_of_n_graph(count, size, color):
+    """Best of N ("3", strategy score) over ``count`` blank images: ``count / 8`` batches of the judge."""
+    return {"1": loader(),
+            "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": count,
+                                                         "color": color}},
+            "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["2", 0], "top_k": 1,
+                                                              "strategy": "score"}}}
+
+
+def test_interrupt_stops_best_of_n_between_batches(comfy):
+    """POST /interrupt as the UI does, once the first batch has reported progress.
+
+    Not a race: after that event four more batches of 768 px images remain (seconds on a CPU; the
+    whole run takes about 3 s here), while the interrupt lands within milliseconds. The node checks it
+    after each result, so it stops before another batch starts (here, still among the first batch's
+    results)."""
+    answers = []
+
+    def interrupt_once(message):
+        if message["type"] == "progress" and message["data"]["node"] == "3" and not answers:
+            answers.append(comfy.post("/interrupt", {"prompt_id": message["data"]["prompt_id"]})[0])
+
+    entry, messages = comfy.watch(best_of_n_graph(40, 768, 0x203040), interrupt_once)
+    assert answers == [200]
+    assert entry["status"]["status_str"] == "error" and "3" not in entry["outputs"]
+    events = dict(entry["status"]["messages"])
+    assert events["execution_interrupted"]["node_id"] == "3" and "execution_error" not in events
+    progress = progress_of(messages, "3")
+    assert progress[-1][1] == 40 and progress[-1][0] <= 16  # at most one batch after the interrupt
+    # the server carries on: the next prompt runs to the end
+    entry, messages = comfy.watch(best_of_n_graph(3, 64, 0x405060))
+    assert len(succeeded(entry)["3"]["qinsight_order"]) == 1
+    assert progress_of(messages, "3")[-1] == (3, 3)
