@@ -89,8 +89,9 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], strategy: str = "sco
                 on_result: ResultCallback | None = None) -> Ranking:
     """Rank ``images`` with ``judge``; see the module docstring for the strategies.
 
-    ``on_result(step, result)`` is called once per image scored (an unreadable one too, with its error)
-    and once per match, ``step`` counting from 0 across phases (:func:`ranking_steps` says how many).
+    ``on_result(step, result)`` is called once per unreadable image (first, with its error), once per
+    image scored and once per match, ``step`` counting from 0 across phases: with u unreadable images
+    of N, ``u + ranking_steps(N - u, strategy, pool)`` calls in all.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -98,13 +99,15 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], strategy: str = "sco
         raise UsageError(f"top_k must be at least 1, got {top_k}")
     steps = _Steps(on_result)
     loaded, errors = _load_all(judge, images)
+    for index in sorted(errors):  # reported first, so progress still reaches its total
+        steps(index, ScoreResult(error=errors[index]))
     valid = [i for i in range(len(images)) if i in loaded]
     if strategy == "tournament":
         order, rounds, asked = _knockout(judge, loaded, valid, batch_size, steps)
         key = {i: float(rounds[i]) for i in order}
         decided_by = f"knockout of {len(valid)} images, each pair asked in both orders"
     else:
-        results = _fast_scores(judge, loaded, errors, batch_size, steps)
+        results = _fast_scores(judge, loaded, batch_size, steps)
         key = {}
         for index, result in results.items():
             if result.ok:
@@ -136,11 +139,9 @@ def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any
     return loaded, errors
 
 
-def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], errors: dict[int, str], batch_size: int | None,
+def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], batch_size: int | None,
                  steps: _Steps) -> dict[int, ScoreResult]:
-    """Each loaded image's fast score. Unreadable images are reported first, so progress reaches its total."""
-    for index in sorted(errors):
-        steps(index, ScoreResult(error=errors[index]))
+    """Each loaded image's fast score, by input index."""
     valid = sorted(loaded)
     results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast", on_result=steps)
     return dict(zip(valid, results))

@@ -1,4 +1,4 @@
-"""QualityJudge end to end on the tiny model, and its aggregation logic on scripted answers."""
+"""QualityJudge's public API (score, degradation, compare, reward, on_result) on the tiny model and scripted answers."""
 
 import json
 
@@ -14,7 +14,10 @@ from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, 
 from qinsight_sdk.backend import Generation
 from qinsight_sdk.testing import ScriptedBackend
 
-# -- the real pipeline on the tiny random model ---------------------------------------------------
+IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
+
+
+# -- the real pipeline on the tiny random model ----------------------------------------------------
 
 
 def test_score_single_and_list(tiny_judge, image_files):
@@ -100,7 +103,32 @@ def test_repetition_penalty_ignores_left_padding():
     assert out.tolist() == [[4.0, 2.0, -8.0, 4.0]]
 
 
-# -- aggregation and robustness, with answers we choose ---------------------------------------------
+def test_fast_mode_reports_bad_images_per_item(tiny_judge):
+    results = tiny_judge.score([IMAGES[0], np.full((20, 20, 3), np.nan), IMAGES[1]], mode="fast")
+    assert results[0].score and results[2].score and "NaN" in results[1].error
+
+
+def test_unknown_mode_is_refused(tiny_judge):
+    with pytest.raises(ValueError, match="mode"):
+        tiny_judge.score(IMAGES[0], mode="quick")
+
+
+def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, image_files):
+    a, b, c, d, e = map(str, image_files)
+    seen = []
+    results = tiny_judge.compare_pairs([(a, b, c), (a, b), (d, e, "missing.png")], reference=None,
+                                       on_result=lambda i, r: seen.append(i))
+    assert seen == [0, 1, 2] and len(results) == 3
+    assert results[0].raw == tiny_judge.compare(a, b, reference=c).raw     # its own reference used
+    assert results[1].raw == tiny_judge.compare(a, b).raw                  # none: the two-image prompt
+    assert "missing.png" in results[2].error
+    both = tiny_judge.compare_pairs([(a, b, c), (d, e)], both_orders=True, on_result=lambda i, r: seen.append(i))
+    assert seen[3:] == [0, 1] and len(both) == 2
+    with pytest.raises(ValueError, match="a pair is"):
+        tiny_judge.compare_pairs([(a,)])
+
+
+# -- aggregation and robustness, with answers we choose --------------------------------------------
 
 
 def brightness_rating(conversation, images):
@@ -219,64 +247,8 @@ def test_compare_uses_reference_prompt_and_image_order():
     assert "Reference Image:" in seen["text"] and seen["sizes"] == [(56, 56), (112, 56), (168, 56)]
 
 
-def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
-    """Guards against transformers swapping in the checkpoint's near-greedy defaults (top_k 1)."""
-    from qinsight_sdk import prompts
-    from qinsight_sdk.images import load_image
+# -- the judge's own rules, stated exactly ---------------------------------------------------------
 
-    options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=4)
-    batch = tiny_judge.backend.encode([prompts.score_messages()], [[load_image(noise_image(5))]])
-    (answers,) = tiny_judge.backend.generate(batch, options)
-    assert len({a.text for a in answers}) > 1
-
-
-def test_image_only_processor_when_torchvision_is_missing(tiny_model, tiny_judge, image_files, monkeypatch):
-    """Users with a CPU torch often lack a working torchvision; transformers 5 then needs our fallback."""
-    from qinsight_sdk import loading
-
-    monkeypatch.setattr(loading, "_torchvision_works", lambda: False)
-    judge = QualityJudge.from_pretrained(tiny_model, device="cpu", decoding=tiny_judge.decoding)
-    assert type(judge.backend.processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
-    result = judge.score(image_files[0])
-    assert result.raw
-
-
-def test_direct_encoding_equals_the_processor(tiny_judge):
-    """The fast encoder must hand the model exactly what the checkpoint's processor would."""
-    from qinsight_sdk import prompts
-    from qinsight_sdk.images import load_image
-
-    backend = tiny_judge.backend
-    assert backend.encodes_directly  # the probe at load time accepted it
-    conversations = [prompts.score_messages(), prompts.comparison_messages(with_reference=False),
-                     prompts.degradation_messages()]
-    groups = [[load_image(noise_image(1, 300, 200))], [load_image(noise_image(2)), load_image(noise_image(3, 90))],
-              [load_image(noise_image(4, 64, 500))]]
-    ours = backend.encode(conversations, groups).inputs
-    texts = [backend.render(c) for c in conversations]
-    expected = backend.processor(text=texts, images=[i for g in groups for i in g], padding=True,
-                                 return_tensors="pt")
-    assert set(ours) == set(expected)
-    for key in expected:
-        assert torch.allclose(ours[key].float(), expected[key].float(), atol=1e-5), key
-
-
-def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, image_files):
-    a, b, c, d, e = map(str, image_files)
-    seen = []
-    results = tiny_judge.compare_pairs([(a, b, c), (a, b), (d, e, "missing.png")], reference=None,
-                                       on_result=lambda i, r: seen.append(i))
-    assert seen == [0, 1, 2] and len(results) == 3
-    assert results[0].raw == tiny_judge.compare(a, b, reference=c).raw     # its own reference used
-    assert results[1].raw == tiny_judge.compare(a, b).raw                  # none: the two-image prompt
-    assert "missing.png" in results[2].error
-    both = tiny_judge.compare_pairs([(a, b, c), (d, e)], both_orders=True, on_result=lambda i, r: seen.append(i))
-    assert seen[3:] == [0, 1] and len(both) == 2
-    with pytest.raises(ValueError, match="a pair is"):
-        tiny_judge.compare_pairs([(a,)])
-
-
-# -- the judge's own rules, stated exactly ---------------------------------------------------------------
 
 class CutOffBackend(ScriptedBackend):
     """Answers that ran out of tokens (``finished`` False)."""
@@ -517,3 +489,134 @@ def test_fast_scores_above_the_scale_are_clamped():
 
     result = QualityJudge(Overconfident(brightness_rating)).score(grey(1), mode="fast")
     assert (result.score, result.std) == (5.0, 0.0)
+
+
+# -- reward ----------------------------------------------------------------------------------------
+
+
+def brightness_answer(conversation, images):
+    if len(images) == 1:
+        return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
+    a, b = (np.asarray(i).mean() for i in images[-2:])
+    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
+
+
+def test_reward_shape_range_and_batch_independence(tiny_judge):
+    batch = torch.rand(6, 48, 64, 3)
+    rewards = tiny_judge.reward(batch, batch_size=6)
+    assert rewards.shape == (6,) and rewards.dtype == torch.float32
+    assert bool(((rewards >= 0) & (rewards <= 1)).all())
+    for batch_size in (1, 4):
+        assert torch.allclose(tiny_judge.reward(batch, batch_size=batch_size), rewards, atol=1e-4)
+    assert torch.equal(tiny_judge.reward(batch, batch_size=6), rewards)
+
+
+def test_reward_maps_scores_and_gives_zero_to_broken_images():
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    rewards = judge.reward([grey(0), grey(255), np.full((8, 8, 3), np.nan, np.float32)])
+    assert rewards.tolist() == pytest.approx([0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("value,reward", [(64, 0.25), (128, 0.5), (191, 0.75)])
+def test_reward_is_linear_in_the_score_between_the_ends(value, reward):
+    """Fast scores 2.0, 3.0, 4.0 (the scripted judge's 1 + 4 * brightness, to one decimal) map to 1/4, 1/2, 3/4."""
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    assert judge.reward(grey(value)).tolist() == pytest.approx([reward], abs=1e-6)
+
+
+def test_reward_of_an_unjudgeable_image_is_logged(caplog):
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    with caplog.at_level("WARNING", logger="qinsight"):
+        judge.reward([grey(0), np.full((8, 8, 3), np.nan, np.float32)])
+    assert "reward 0.0 for image 1" in caplog.text and "NaN" in caplog.text
+
+
+# -- batching and out-of-memory back-off -----------------------------------------------------------
+
+
+def test_out_of_memory_halves_the_batch_without_losing_or_repeating_images():
+    seen = []
+
+    def recorded(conversation, images):  # called only for the images of batches that fitted
+        seen.append(int(np.asarray(images[0]).mean()))
+        return brightness_answer(conversation, images)
+
+    judge = QualityJudge(TightMemory(recorded, fits=2), batch_size=8)
+    levels = [10, 40, 70, 100, 130, 160, 190, 220, 250]
+    results = judge.score([grey(v) for v in levels])
+    assert [r.score for r in results] == pytest.approx([1 + 4 * v / 255 for v in levels], abs=0.01)
+    assert sorted(seen) == levels  # each image judged exactly once
+
+
+def test_after_out_of_memory_later_batches_keep_the_size_that_fitted():
+    backend = TightMemory(brightness_answer, fits=2)
+    judge = QualityJudge(backend, batch_size=4)
+    images = [grey(v) for v in range(0, 240, 6)]  # 40 images, decoded and planned 16 at a time
+    assert all(r.ok for r in judge.score(images))
+    assert backend.refused == [4, 4, 4, 4]  # the first window's batches, planned before the error; none after
+    backend.refused.clear()
+    backend.calls.clear()
+    assert all(r.ok for r in judge.score(images[:8]))  # and the next call starts at the size that fitted
+    assert backend.refused == [] and backend.calls == [2, 2, 2, 2]
+
+
+def test_out_of_memory_on_a_single_image_is_that_images_error():
+    backend = TightMemory(brightness_answer, fits=0, message="CUDA error: out of memory", error=RuntimeError)
+    results = QualityJudge(backend).score([grey(1), grey(2)])
+    assert all(r.score is None and r.error.startswith("out of memory even alone") for r in results)
+
+
+def test_batches_group_similar_sizes_within_the_token_budget():
+    backend = ScriptedBackend(brightness_answer)
+    judge = QualityJudge(backend, batch_size=4, max_batch_tokens=40)
+    sizes = [(56, 56), (448, 56), (56, 56), (448, 56), (56, 56)]  # 4 and 32 image tokens
+    judge.score([Image.new("RGB", s, (99, 99, 99)) for s in sizes])
+    assert backend.calls == [3, 1, 1]  # the small ones together; two large ones would exceed 40 tokens
+
+
+# -- progress: on_result ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("both_orders", [False, True])
+@pytest.mark.parametrize("b,winner", [(220, "B"), (20, "A"), ("missing.png", None)])
+def test_compare_reports_its_one_result_at_index_0(both_orders, b, winner):
+    seen = []
+    judge = QualityJudge(ScriptedBackend(brighter_wins))
+    result = judge.compare(grey(100), grey(b) if isinstance(b, int) else b, both_orders=both_orders,
+                           on_result=lambda i, r: seen.append((i, r)))
+    assert len(seen) == 1 and seen[0][0] == 0 and seen[0][1] is result
+    assert type(result) is ComparisonResult and result.winner == winner
+    assert (result.error is None) == (winner is not None)
+
+
+def test_compare_with_a_reference_reports_once():
+    seen = []
+    judge = QualityJudge(ScriptedBackend(brighter_wins))
+    result = judge.compare(grey(10), grey(200), reference=grey(50), both_orders=True,
+                           on_result=lambda i, r: seen.append((i, r)))
+    assert seen == [(0, result)] and seen[0][1] is result and result.winner == "B"
+
+
+def test_reward_reports_each_image_in_input_order():
+    seen = []
+    judge = QualityJudge(ScriptedBackend(brightness_answer), batch_size=2)
+    images = [grey(0), "missing.png", grey(255), np.full((8, 8, 3), np.nan, np.float32), grey(128)]
+    rewards = judge.reward(images, on_result=lambda i, r: seen.append((i, r)))
+    assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
+    assert all(type(r) is ScoreResult for _, r in seen)
+    assert [r.score for _, r in seen] == pytest.approx([1.0, None, 5.0, None, 3.0])
+    assert seen[1][1].error == "missing.png: file not found" and "NaN" in seen[3][1].error
+    assert rewards.tolist() == pytest.approx([0.0 if r.score is None else (r.score - 1) / 4 for _, r in seen])
+
+
+def test_reward_of_a_tensor_batch_or_one_image_reports_each():
+    seen = []
+    judge = QualityJudge(ScriptedBackend(brightness_answer))
+    batch = torch.stack([torch.full((24, 32, 3), v) for v in (1.0, 0.0, 0.5)])  # ComfyUI's (B, H, W, C)
+    rewards = judge.reward(batch, on_result=lambda i, r: seen.append((i, r)))
+    assert [i for i, _ in seen] == [0, 1, 2] and all(type(r) is ScoreResult for _, r in seen)
+    assert rewards.tolist() == pytest.approx([(r.score - 1) / 4 for _, r in seen])
+    assert rewards[0] > rewards[2] > rewards[1]
+    seen.clear()
+    single = judge.reward(grey(255), on_result=lambda i, r: seen.append((i, r)))
+    assert [i for i, _ in seen] == [0] and seen[0][1].score == 5.0 and single.tolist() == [1.0]
