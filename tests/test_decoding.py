@@ -101,3 +101,17 @@ def test_seeded_repeats_and_leaves_the_callers_random_state_alone():
         unseeded = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(torch.rand(3), unseeded)  # None: no seeding, the caller's stream goes on
+
+
+def test_decoding_options_are_validated():
+    with pytest.raises(ValueError, match="needs do_sample"):
+        DecodingOptions(num_samples=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DecodingOptions(max_new_tokens=0)
+
+
+def test_repetition_penalty_ignores_left_padding():
+    penalty = PaddingBlindRepetitionPenalty(2.0, pad_token_id=0)
+    scores = torch.tensor([[4.0, 4.0, -4.0, 4.0]])
+    out = penalty(torch.tensor([[0, 0, 1, 2]]), scores)
+    assert out.tolist() == [[4.0, 2.0, -8.0, 4.0]]

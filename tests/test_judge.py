@@ -87,22 +87,6 @@ def test_seeded_sampling_repeats_and_num_samples_aggregates(tiny_judge, image_fi
     assert other_seed.raw != first.raw or other_seed.error != first.error
 
 
-def test_decoding_options_are_validated():
-    with pytest.raises(ValueError, match="needs do_sample"):
-        DecodingOptions(num_samples=2)
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        DecodingOptions(max_new_tokens=0)
-
-
-def test_repetition_penalty_ignores_left_padding():
-    from qinsight_sdk.decoding import PaddingBlindRepetitionPenalty
-
-    penalty = PaddingBlindRepetitionPenalty(2.0, pad_token_id=0)
-    scores = torch.tensor([[4.0, 4.0, -4.0, 4.0]])
-    out = penalty(torch.tensor([[0, 0, 1, 2]]), scores)
-    assert out.tolist() == [[4.0, 2.0, -8.0, 4.0]]
-
-
 def test_fast_mode_reports_bad_images_per_item(tiny_judge):
     results = tiny_judge.score([IMAGES[0], np.full((20, 20, 3), np.nan), IMAGES[1]], mode="fast")
     assert results[0].score and results[2].score and "NaN" in results[1].error
