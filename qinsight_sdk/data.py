@@ -27,7 +27,7 @@ from PIL import Image
 from .errors import QInsightError, UsageError
 from .profiles import QINSIGHT
 from .prompts import PromptOrder
-from .tasks import TASKS, normalise_mos
+from .tasks import TASKS
 
 FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv")
 

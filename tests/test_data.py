@@ -6,7 +6,7 @@ import pytest
 from samples import noise_image
 
 from qinsight_sdk.data import (DataError, from_csv, from_deqa, from_qinsight_comparison, load_records,
-                                     mix, normalise_mos, read_jsonl)
+                                     mix, read_jsonl)
 
 
 @pytest.fixture
@@ -75,10 +75,7 @@ def test_importers(root):
         [2.0, 4.0, 3.0]
 
 
-def test_normalisation_and_mixing(root):
-    assert normalise_mos(50, 0, 100) == 3.0
-    with pytest.raises(ValueError):
-        normalise_mos(1, 2, 2)
+def test_mixing(root):
     samples = read_jsonl(write_jsonl(root / "d.jsonl", [
         {"task": "score", "image": "a.png", "mos": 1 + i / 10} for i in range(10)]), root)
     mixed = mix([(samples[:4], 2.0), (samples[4:], 0.5)], seed=3)

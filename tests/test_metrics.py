@@ -1,0 +1,210 @@
+"""Metrics against scipy and against values worked by hand: correlations, the logistic fit, intervals."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from qinsight_sdk.errors import QInsightError
+from qinsight_sdk.metrics import comparison_metrics, degradation_metrics, fit_logistic, logistic4, score_metrics
+
+RNG = np.random.default_rng(7)
+PREDICTED = RNG.uniform(1, 5, 60)
+MOS = np.clip(PREDICTED + RNG.normal(0, 0.6, 60), 1, 5)
+
+
+def written_out_logistic(x, b1, b2, b3, b4):
+    """VQEG's 4-parameter logistic, written here independently of the code under test."""
+    return b2 + (b1 - b2) / (1.0 + np.exp((b3 - x) / abs(b4)))
+
+
+def test_score_metrics_equal_scipy():
+    found = score_metrics(PREDICTED, MOS, resamples=200)
+    assert found["srcc"] == pytest.approx(scipy.stats.spearmanr(PREDICTED, MOS)[0], abs=1e-12)
+    assert found["plcc"] == pytest.approx(scipy.stats.pearsonr(PREDICTED, MOS)[0], abs=1e-12)
+    assert found["krcc"] == pytest.approx(scipy.stats.kendalltau(PREDICTED, MOS)[0], abs=1e-12)
+    assert found["rmse"] == pytest.approx(float(np.sqrt(np.mean((PREDICTED - MOS) ** 2))), abs=1e-12)
+    assert found["n"] == 60
+    for name in ("srcc", "plcc"):
+        low, high = found[f"{name}_ci95"]
+        assert low < found[name] < high and high - low < 0.3
+    assert score_metrics(PREDICTED, MOS, resamples=200) == found   # seeded: the same report twice
+
+
+def test_logistic4_at_points_worked_by_hand():
+    b1, b2, b3, b4 = 4.0, 1.5, 6.0, 1.2
+    x = np.array([6.0, 6.0 + 1.2 * math.log(3), 6.0 - 1.2 * math.log(3), 1e6, -1e6])
+    # centre: halfway; b3 +- b4 ln 3: a quarter of the way from one end; far out: the ends themselves
+    expected = [2.75, 1.5 + 0.75 * 2.5, 1.5 + 0.25 * 2.5, 4.0, 1.5]
+    assert logistic4(x, b1, b2, b3, b4) == pytest.approx(expected, abs=1e-12)
+    assert logistic4(x, b1, b2, b3, -b4) == pytest.approx(expected, abs=1e-12)  # the sign of b4 is ignored
+
+
+def test_logistic_fit_recovers_the_parameters_of_an_independent_curve():
+    x = np.linspace(0, 10, 80)
+    truth = (4.0, 1.5, 6.0, 1.2)
+    y = written_out_logistic(x, *truth) + RNG.normal(0, 0.01, x.shape)
+    params = fit_logistic(x, y)
+    assert params[:3] == pytest.approx(truth[:3], abs=0.05) and abs(params[3]) == pytest.approx(1.2, abs=0.05)
+    found = score_metrics(x, y, resamples=0)
+    assert found["logistic_params"] == pytest.approx(list(params))
+    assert found["plcc_logistic"] > 0.999 > found["plcc"]          # the fit straightens the curve
+    fitted = written_out_logistic(x, *params)
+    assert found["rmse_logistic"] == pytest.approx(float(np.sqrt(np.mean((fitted - y) ** 2))), rel=1e-6)
+    assert found["plcc_logistic"] == pytest.approx(scipy.stats.pearsonr(fitted, y)[0], abs=1e-9)
+    assert found["rmse_logistic"] < 0.02 and found["srcc"] > 0.99
+    assert found["srcc_ci95"] is None                              # resamples=0: no interval
+
+
+def test_degenerate_scores_give_none_not_nan():
+    found = score_metrics([3.0] * 10, list(range(10)), resamples=50)
+    assert found["srcc"] is None and found["plcc"] is None and found["srcc_ci95"] is None
+    json.dumps(found, allow_nan=False)
+
+
+def test_degradation_metrics_table():
+    truth_class = ["noise", "noise", "blur", "blur", "null", "darken"]
+    truth_severity = ["slight", "serious", "moderate", "moderate", "null", "obvious"]
+    guess_class = ["noise", "blur", "blur", "blur", "null", "null"]
+    guess_severity = ["slight", "serious", "slight", "moderate", "null", "obvious"]
+    found = degradation_metrics(guess_class, guess_severity, truth_class, truth_severity)
+    assert found["per_class"]["noise"] == {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 1.0}
+    assert found["per_class"]["blur"] == {"n": 2, "class_accuracy": 1.0, "severity_accuracy": 0.5}
+    assert found["per_class"]["darken"] == {"n": 1, "class_accuracy": 0.0, "severity_accuracy": 1.0}
+    assert "compression" not in found["per_class"]
+    assert found["mean"]["class_accuracy"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    assert found["overall"]["class_accuracy"] == pytest.approx(4 / 6)
+    labels = found["labels"]
+    assert found["confusion"][labels.index("noise")][labels.index("blur")] == 1
+    assert sum(map(sum, found["confusion"])) == 6
+
+
+def test_comparison_metrics_per_label():
+    found = comparison_metrics(["Image A", "Image B", "Image A", "Similar"], ["Image A", "Image A", "Image A", "Similar"])
+    assert found["accuracy"] == 0.75
+    assert found["per_label"]["Image A"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert found["per_label"]["Similar"] == {"n": 1, "accuracy": 1.0}
+
+
+def test_degradation_metrics_in_full():
+    found = degradation_metrics(["noise", "blur", "null"], ["slight", "slight", "null"],
+                                ["noise", "noise", "null"], ["slight", "serious", "null"])
+    assert found == {
+        "n": 3,
+        "per_class": {"noise": {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5},
+                      "null": {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}},
+        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.75},
+        "overall": {"class_accuracy": 2 / 3, "severity_accuracy": 2 / 3},
+        "labels": ["noise", "compression", "blur", "darken", "null"],
+        "confusion": [[1, 0, 1, 0, 0], [0] * 5, [0] * 5, [0] * 5, [0, 0, 0, 0, 1]],
+        "severity_levels": ["slight", "moderate", "obvious", "serious", "catastrophic"],
+    }
+    empty = degradation_metrics([], [], [], [])
+    assert empty["mean"] == {"class_accuracy": None, "severity_accuracy": None}
+    assert empty["overall"] == {"class_accuracy": None, "severity_accuracy": None} and empty["n"] == 0
+
+
+def test_comparison_metrics_in_full():
+    found = comparison_metrics(["Image B", "Similar", "Image A"], ["Image B", "Image B", "Similar"])
+    assert found == {"n": 3, "accuracy": 1 / 3, "per_label": {"Image B": {"n": 2, "accuracy": 0.5},
+                                                               "Similar": {"n": 1, "accuracy": 0.0}}}
+    assert comparison_metrics([], []) == {"n": 0, "accuracy": None, "per_label": {}}
+
+
+def test_small_samples():
+    three = score_metrics([1.0, 2.0, 4.0], [1.5, 2.5, 3.0], resamples=100)
+    assert three["n"] == 3 and three["srcc"] == pytest.approx(1.0) and three["krcc"] == pytest.approx(1.0)
+    assert three["plcc"] == pytest.approx(scipy.stats.pearsonr([1, 2, 4], [1.5, 2.5, 3])[0], abs=1e-12)
+    assert three["rmse"] == pytest.approx(math.sqrt((0.25 + 0.25 + 1.0) / 3), abs=1e-12)
+    assert three["srcc_ci95"] is None and three["logistic_params"] is None and three["plcc_logistic"] is None
+    two = score_metrics([1.0, 2.0], [1.0, 3.0], resamples=100)
+    assert (two["srcc"], two["plcc"], two["krcc"]) == (None, None, None) and two["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert score_metrics([], [], resamples=10)["rmse"] is None
+    with pytest.raises(ValueError, match="2 predictions for 3 labels"):
+        score_metrics([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_constant_labels_give_none():
+    found = score_metrics([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3.0] * 6, resamples=50)
+    assert (found["srcc"], found["plcc"], found["krcc"], found["srcc_ci95"]) == (None, None, None, None)
+    assert found["rmse"] == pytest.approx(math.sqrt(np.mean((np.arange(1, 7) - 3.0) ** 2)))
+
+
+def test_bootstrap_intervals_equal_scipys_percentile_bootstrap():
+    found = score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=5)
+    for name, function in (("srcc", scipy.stats.spearmanr), ("plcc", scipy.stats.pearsonr)):
+        expected = scipy.stats.bootstrap((PREDICTED[:30], MOS[:30]), lambda a, b: function(a, b)[0], paired=True,
+                                         vectorized=False, n_resamples=300, confidence_level=0.95,
+                                         method="percentile", random_state=np.random.default_rng(5))
+        assert found[f"{name}_ci95"] == pytest.approx(list(expected.confidence_interval), abs=1e-12)
+    assert score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=6)["srcc_ci95"] != found["srcc_ci95"]
+
+
+def test_logistic_fit_that_fails_gives_none():
+    assert fit_logistic([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, float("nan"), 3.0, 4.0, 5.0]) is None  # scipy refuses NaN
+
+
+def test_metric_boundaries():
+    five = score_metrics([1.0, 2.0, 3.0, 5.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], resamples=1)
+    assert five["logistic_params"] is not None and len(five["srcc_ci95"]) == 2  # five items: fit and interval
+    four = score_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 4.0, 3.0], resamples=50)
+    assert four["srcc_ci95"] is None and four["logistic_params"] is None
+    unit = score_metrics([1.0, 1.5, 2.0], [2.0, 2.5, 3.0], resamples=0)  # a spread of exactly 1 is a spread
+    assert unit["srcc"] == pytest.approx(1.0) and unit["plcc"] == pytest.approx(1.0)
+
+
+def test_defaults_are_1000_resamples_and_seed_0():
+    x, y = PREDICTED[:20], MOS[:20]
+    assert score_metrics(x, y) == score_metrics(x, y, resamples=1000, seed=0)
+
+
+def test_infinite_predictions_give_none_not_nan():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, float("inf")]
+    found = score_metrics(x, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], resamples=50)
+    assert found["srcc"] == pytest.approx(1.0) and found["plcc"] is None and found["rmse"] is None
+    assert found["plcc_ci95"] is None and len(found["srcc_ci95"]) == 2
+    json.dumps(found, allow_nan=False)
+
+
+def test_a_resample_without_spread_counts_as_no_correlation():
+    """With x = [1, 1, 1, 1, 2], a third of resamples hold only 1s: their correlation is taken as 0."""
+    x = [1.0, 1.0, 1.0, 1.0, 2.0]
+    found = score_metrics(x, x, resamples=200)
+    assert found["srcc_ci95"] == [0.0, 1.0] and found["plcc_ci95"] == [0.0, 1.0]
+
+
+def test_confusion_counts_are_integers():
+    found = degradation_metrics(["noise"], ["slight"], ["blur"], ["slight"])
+    assert json.dumps(found["confusion"]) == "[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], " \
+                                             "[0, 0, 0, 0, 0]]"
+
+
+def test_missing_scipy_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+    with pytest.raises(QInsightError) as refused:
+        score_metrics([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert str(refused.value) == "evaluation needs scipy: pip install 'qinsight[eval]'"
+
+
+def test_the_fit_starts_from_the_data_so_any_scale_converges():
+    x = np.linspace(0, 1000, 60)  # predictions on a 0-1000 scale: a start at b3 = b4 = 1 would not converge
+    truth = (4.0, 1.5, 600.0, 80.0)
+    params = fit_logistic(x, written_out_logistic(x, *truth))
+    assert params == pytest.approx(truth, rel=1e-3)
+
+
+def test_single_precision_predictions_are_computed_in_double():
+    x32 = (PREDICTED[:20] / 3).astype(np.float32)
+    assert score_metrics(x32, MOS[:20], resamples=0) == score_metrics(x32.astype(np.float64), MOS[:20], resamples=0)
+    assert score_metrics(MOS[:20], x32, resamples=0) == score_metrics(MOS[:20], x32.astype(np.float64), resamples=0)
+
+
+def test_a_resample_with_one_side_constant_counts_as_no_correlation():
+    found = score_metrics([1.0, 1.0, 1.0, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0], resamples=200)
+    assert found["srcc_ci95"] is not None and found["srcc_ci95"][0] == 0.0

@@ -1,0 +1,126 @@
+"""The task table: spellings, records, prediction rows, aggregation, and what each task promises."""
+
+import pytest
+
+from qinsight_sdk.backend import Generation
+from qinsight_sdk.parsing import parse_comparison, parse_degradation, parse_score
+from qinsight_sdk.results import ComparisonResult, DegradationResult, ScoreResult
+from qinsight_sdk.tasks import TASK_NAMES, TASKS, answer_of_winner, degradation_label, normalise_mos, reconcile
+
+
+def test_the_table_holds_the_three_tasks_with_their_result_types_and_modes():
+    assert TASK_NAMES == ("score", "degradation", "comparison")
+    assert [TASKS[t].result_type for t in TASK_NAMES] == [ScoreResult, DegradationResult, ComparisonResult]
+    assert [TASKS[t].modes for t in TASK_NAMES] == [("reason", "fast"), ("reason",), ("reason",)]
+    assert [TASKS[t].plot is None for t in TASK_NAMES] == [False, False, True]
+    assert all(TASKS[name].name == name for name in TASK_NAMES)
+
+
+def test_spellings_between_results_and_labels():
+    assert [answer_of_winner(w) for w in ("A", "B", "similar", None)] == ["Image A", "Image B", "Similar", None]
+    assert [degradation_label(v) for v in ("blur", "slight", None)] == ["blur", "slight", "null"]
+
+
+def test_mos_is_normalised_as_the_paper_did():
+    assert normalise_mos(50, 0, 100) == 3.0
+    assert normalise_mos(0, 0, 100) == 1.0 and normalise_mos(100, 0, 100) == 5.0
+    assert normalise_mos(7, 2, 12) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match=r"MOS range \[2, 2\] is empty"):
+        normalise_mos(1, 2, 2)
+
+
+def test_records_give_image_names_in_prompt_order_and_checked_labels():
+    read = {name: TASKS[name].read_record for name in TASK_NAMES}
+    assert read["score"]({"image": "a.png", "mos": 60, "mos_range": [0, 100]}) == (["a.png"], {"mos": 3.4})
+    assert read["score"]({"image": "a.png", "mos": "4.5"}) == (["a.png"], {"mos": 4.5})
+    assert read["degradation"]({"image": "b.png", "distortion_class": "null", "severity": "null"}) == \
+        (["b.png"], {"distortion_class": "null", "severity": "null"})
+    assert read["comparison"]({"image_a": "x", "image_b": "y", "reference": "r", "answer": "Similar"}) == \
+        (["r", "x", "y"], {"answer": "Similar"})
+    assert read["comparison"]({"image_a": "x", "image_b": "y", "reference": None, "answer": "Image B"}) == \
+        (["x", "y"], {"answer": "Image B"})
+    with pytest.raises(ValueError, match="mos 5.5 is outside"):
+        read["score"]({"image": "a.png", "mos": 5.5})
+    with pytest.raises(ValueError, match="unknown label 'blurry' / 'slight'"):
+        read["degradation"]({"image": "b.png", "distortion_class": "blurry", "severity": "slight"})
+    with pytest.raises(ValueError, match="unknown label 'blur' / 'mild'"):
+        read["degradation"]({"image": "b.png", "distortion_class": "blur", "severity": "mild"})
+    with pytest.raises(ValueError, match="answer must be one of"):
+        read["comparison"]({"image_a": "x", "image_b": "y", "answer": "A"})
+
+
+def test_prediction_rows_spell_results_as_the_data_does():
+    assert TASKS["score"].row(ScoreResult(score=3.25, raw="r")) == {"score": 3.25}
+    assert TASKS["degradation"].row(DegradationResult("noise", "slight")) == {"distortion": "noise", "severity": "slight"}
+    assert TASKS["degradation"].row(DegradationResult()) == {"distortion": None, "severity": None}
+    assert TASKS["comparison"].row(ComparisonResult(winner="B")) == {"winner": "Image B"}
+    assert TASKS["comparison"].row(ComparisonResult()) == {"winner": None}
+
+
+def test_a_row_without_a_usable_prediction_says_why():
+    problem = {name: TASKS[name].row_problem for name in TASK_NAMES}
+    assert problem["score"]({"score": 1.0}) is None
+    assert problem["score"]({"score": None}) == problem["score"]({}) == "the prediction row has no score"
+    assert problem["degradation"]({"distortion": None, "severity": None}) is None
+    assert problem["degradation"]({"distortion": "blur"}) == "the prediction row lacks distortion, severity"
+    assert problem["comparison"]({"winner": "Similar"}) is None
+    assert problem["comparison"]({"winner": "A"}) == "the prediction row's winner is 'A'"
+
+
+class Labelled:
+    def __init__(self, **labels):
+        self.__dict__.update(labels)
+
+
+def test_metrics_read_each_tasks_rows_and_labels():
+    samples = [Labelled(mos=m) for m in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    found = TASKS["score"].metrics(samples, [{"score": s} for s in (1.5, 2.0, 2.5, 4.5, 5.0)], 0)
+    assert found["n"] == 5 and found["srcc"] == pytest.approx(1.0) and found["srcc_ci95"] is None
+    samples = [Labelled(distortion_class="null", severity="null"), Labelled(distortion_class="blur", severity="slight")]
+    rows = [{"distortion": None, "severity": None}, {"distortion": "blur", "severity": "obvious"}]
+    found = TASKS["degradation"].metrics(samples, rows, 0)
+    assert found["per_class"]["null"] == {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}
+    assert found["per_class"]["blur"] == {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 0.0}
+    found = TASKS["comparison"].metrics([Labelled(answer="Image A"), Labelled(answer="Similar")],
+                                        [{"winner": "Image A"}, {"winner": "Image B"}], 0)
+    assert found["accuracy"] == 0.5
+
+
+def test_summaries_are_readable_lines():
+    score = {"srcc": 0.91234, "srcc_ci95": [0.8, 0.95], "plcc": None, "plcc_ci95": None, "plcc_logistic": 0.5,
+             "krcc": 0.7, "rmse": 0.25, "rmse_logistic": None}
+    assert list(TASKS["score"].summary(score)) == [
+        "SRCC 0.9123 (95% CI 0.8000-0.9500)", "PLCC n/a",
+        "PLCC after the 4-parameter logistic fit 0.5000; KRCC 0.7000; RMSE 0.2500 (after the fit n/a)"]
+    degradation = {"per_class": {"blur": {"n": 4, "class_accuracy": 0.75, "severity_accuracy": 0.5}},
+                   "mean": {"class_accuracy": 0.75, "severity_accuracy": None}}
+    assert list(TASKS["degradation"].summary(degradation)) == [
+        "class         n  class acc  severity acc", "blur          4      0.750         0.500",
+        "mean                0.7500           n/a"]
+    comparison = {"accuracy": 0.5, "per_label": {"Image A": {"n": 2, "accuracy": 1.0}, "Similar": {"n": 2, "accuracy": 0.0}}}
+    assert list(TASKS["comparison"].summary(comparison)) == [
+        "accuracy 0.5000; Image A 1.000 (n=2); Similar 0.000 (n=2)"]
+
+
+def answers(*texts, finished=True):
+    return [Generation(text, finished) for text in texts]
+
+
+def test_aggregation_of_sampled_answers():
+    score = TASKS["score"].aggregate(answers('<answer>{"rating": 2}</answer>', "junk", '<answer>{"rating": 4}</answer>'),
+                                     parse_score)
+    assert (score.score, score.samples, score.std) == (3.0, [2.0, 4.0], 1.0)
+    kinds = ['<answer>{"distortion_class": "%s", "severity": "slight"}</answer>' % k for k in ("blur", "noise", "noise")]
+    assert TASKS["degradation"].aggregate(answers(*kinds), parse_degradation).distortion == "noise"
+    verdict = TASKS["comparison"].aggregate(answers("<answer>Image B</answer>"), parse_comparison)
+    assert (verdict.winner, verdict.raw, verdict.error) == ("B", "<answer>Image B</answer>", None)
+    cut = TASKS["comparison"].aggregate(answers("Image", finished=False), parse_comparison)
+    assert cut.winner is None and cut.error.endswith("(the answer was cut off at max_new_tokens)")
+
+
+def test_reconciling_both_orders_maps_the_swapped_verdict_back():
+    forward, backward = ComparisonResult(winner="A", raw="f"), ComparisonResult(winner="B", raw="b")
+    agreed = reconcile(forward, backward)
+    assert (agreed.winner, agreed.consistent, agreed.raw) == ("A", True, "[order A, B]\nf\n[order B, A]\nb")
+    disagreed = reconcile(forward, ComparisonResult(winner="A", reasoning="r"))
+    assert (disagreed.winner, disagreed.consistent, disagreed.reasoning) == ("similar", False, "[order B, A] r")
