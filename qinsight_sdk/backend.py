@@ -73,7 +73,7 @@ class Backend(Protocol):
         """The dtype of the model's weights."""
 
     def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str = "") -> EncodedBatch:
+               answer_prefix: str) -> EncodedBatch:
         """One batch's inputs; ``answer_prefix`` forces the start of each answer. Safe off the main thread."""
 
     def generate(self, batch: EncodedBatch, decoding: DecodingOptions) -> list[list[Generation]]:
