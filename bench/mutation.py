@@ -83,7 +83,7 @@ EQUIVALENT: dict[str, str] = {
     **{f"qinsight_sdk.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
        "most common verdict as most_common(1)" for n in (2, 5)},
     **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
-       "already" for n in (34, 36)},
+       "already" for n in (36, 38)},
     "qinsight_sdk.metrics.x__correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
        "turns into the same None",
     "qinsight_sdk.metrics.x_score_metrics__mutmut_106": "the mean of no items is NaN, which _finite turns into "

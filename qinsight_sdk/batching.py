@@ -69,7 +69,7 @@ class BatchRunner:
     bounds every later batch of this runner.
     """
 
-    def __init__(self, load: Callable[[ImageInput], Image.Image], max_batch_tokens: int = 16384) -> None:
+    def __init__(self, load: Callable[[ImageInput], Image.Image], max_batch_tokens: int) -> None:
         self.load = load
         self.max_batch_tokens = max_batch_tokens
         self.memory_cap: int | None = None

@@ -56,14 +56,14 @@ def run(runner, recorder, items, batch_size):
 
 def test_outputs_come_back_in_input_order_as_they_finish():
     recorder = Recorder()
-    results, finished = run(BatchRunner(load), recorder, requests(*(square(28 * k) for k in (3, 1, 2, 1))), 2)
+    results, finished = run(BatchRunner(load, 16384), recorder, requests(*(square(28 * k) for k in (3, 1, 2, 1))), 2)
     assert results == ["side 84", "side 28", "side 56", "side 28"]
     assert [i for i, _ in finished] == [0, 1, 2, 3]
 
 
 def test_batches_hold_similar_sizes_within_the_batch_size():
     recorder = Recorder()
-    run(BatchRunner(load), recorder, requests(*(square(28 * k) for k in (3, 1, 2, 1, 3))), 2)
+    run(BatchRunner(load, 16384), recorder, requests(*(square(28 * k) for k in (3, 1, 2, 1, 3))), 2)
     assert recorder.batches == [[28, 28], [56, 84], [84]]
 
 
@@ -76,14 +76,14 @@ def test_padded_tokens_bound_a_batch_inclusively():
 def test_images_are_read_a_window_at_a_time():
     recorder = Recorder()
     sides = [28 * (10 - k) for k in range(2 * WINDOW_BATCHES + 1)]  # decreasing: sorting would reverse them all
-    run(BatchRunner(load), recorder, requests(*map(square, sides)), 1)
+    run(BatchRunner(load, 16384), recorder, requests(*map(square, sides)), 1)
     window = sides[:WINDOW_BATCHES]
     assert [b[0] for b in recorder.batches[:WINDOW_BATCHES]] == sorted(window)
 
 
 def test_an_unreadable_input_is_a_failure_of_its_own():
     recorder = Recorder()
-    results, _ = run(BatchRunner(load), recorder, requests(square(28), "unreadable", square(56)), 8)
+    results, _ = run(BatchRunner(load, 16384), recorder, requests(square(28), "unreadable", square(56)), 8)
     assert results[0] == "side 28" and results[2] == "side 56"
     assert results[1] == Failure("image 'unreadable' is not a recognised image")
     assert recorder.batches == [[28, 56]]
@@ -91,7 +91,7 @@ def test_an_unreadable_input_is_a_failure_of_its_own():
 
 def test_a_model_failure_is_retried_request_by_request():
     recorder = Recorder(broken={56})
-    results, _ = run(BatchRunner(load), recorder, requests(square(28), square(56), square(84)), 8)
+    results, _ = run(BatchRunner(load, 16384), recorder, requests(square(28), square(56), square(84)), 8)
     assert results[0] == "side 28" and results[2] == "side 84"
     assert results[1] == Failure("the model failed on this input: RuntimeError: the kernel failed")
     assert recorder.batches == [[28], [84]]
@@ -99,17 +99,17 @@ def test_a_model_failure_is_retried_request_by_request():
 
 def test_a_failure_while_preparing_is_retried_request_by_request():
     recorder = Recorder(broken_prepare={56})
-    results, _ = run(BatchRunner(load), recorder, requests(square(28), square(56), square(84)), 8)
+    results, _ = run(BatchRunner(load, 16384), recorder, requests(square(28), square(56), square(84)), 8)
     assert results[1] == Failure("the model failed on this input: ValueError: cannot encode [56]")
     assert results[0] == "side 28" and results[2] == "side 84"
 
 
 def test_out_of_memory_halves_the_batch_and_later_runs_keep_the_size_that_fitted():
-    runner, recorder = BatchRunner(load), Recorder(fits=2)
+    runner, recorder = BatchRunner(load, 16384), Recorder(fits=2)
     results, _ = run(runner, recorder, requests(*[square(28)] * 5), 8)
     assert results == ["side 28"] * 5 and runner.memory_cap == 1  # 5 -> 2 + 3 -> 2 + (1 + 2): the last halving
     assert recorder.batches == [[28, 28], [28], [28, 28]]
-    runner, recorder = BatchRunner(load), Recorder(fits=2)
+    runner, recorder = BatchRunner(load, 16384), Recorder(fits=2)
     run(runner, recorder, requests(*[square(28)] * 4), 8)
     assert runner.memory_cap == 2 and recorder.batches == [[28, 28], [28, 28]]
     recorder.batches.clear()
@@ -118,7 +118,7 @@ def test_out_of_memory_halves_the_batch_and_later_runs_keep_the_size_that_fitted
 
 
 def test_out_of_memory_with_a_single_request_is_its_failure():
-    results, _ = run(BatchRunner(load), Recorder(fits=0), requests(square(28)), 8)
+    results, _ = run(BatchRunner(load, 16384), Recorder(fits=0), requests(square(28)), 8)
     assert isinstance(results[0], Failure)
     assert results[0].message.startswith("out of memory even alone (CUDA out of memory.")
 
@@ -126,12 +126,12 @@ def test_out_of_memory_with_a_single_request_is_its_failure():
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_batch_size_must_be_at_least_one(batch_size):
     with pytest.raises(UsageError, match=f"batch_size must be at least 1, got {batch_size}"):
-        BatchRunner(load).run(requests(square(28)), batch_size, Recorder().step(), lambda i, o: o)
+        BatchRunner(load, 16384).run(requests(square(28)), batch_size, Recorder().step(), lambda i, o: o)
 
 
 def test_decoded_pixels_are_dropped_after_their_batch():
     items = requests(square(28), square(56))
-    run(BatchRunner(load), Recorder(), items, 1)
+    run(BatchRunner(load, 16384), Recorder(), items, 1)
     assert all(r.images is None for r in items)
 
 

@@ -245,6 +245,7 @@ def test_defaults():
     backend = ScriptedBackend(brightness_rating)
     judge = QualityJudge(backend)
     assert judge.decoding == DecodingOptions() and judge.prompt_order.value == "image_first"
+    assert judge.batching.max_batch_tokens == 16384 and judge.batching.memory_cap is None
     judge.score([grey(v) for v in range(10)])
     assert backend.calls == [8, 2]  # batch_size 8
     backend.calls.clear()

@@ -8,7 +8,7 @@ from samples import grey
 
 from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.parsing import ParsedScore
+from qinsight_sdk.parsing import ParsedScore, parse_comparison, parse_degradation, parse_score
 from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_COMPARISON, find_profile
 from qinsight_sdk.prompts import PromptOrder
 from qinsight_sdk.testing import ScriptedBackend
@@ -88,6 +88,25 @@ def test_the_command_line_offers_a_new_profile_unchanged(plain, tiny_model, imag
     assert code == 0 and [r["image"] for r in ours] == paths
     assert all(1.0 <= r["score"] <= 5.0 for r in ours)
     assert [r["score"] for r in ours] != pytest.approx([r["score"] for r in default], abs=1e-6)
+
+
+def test_a_profile_is_asked_with_the_judges_order_and_whether_there_is_a_reference(monkeypatch):
+    asked = []
+
+    def recording(order, with_reference):
+        asked.append((order, with_reference))
+        return [{"role": "user", "content": [{"type": "text", "text": f"{order.value} {with_reference}"}]}]
+
+    profile = JudgeProfile("recording", {"score": TaskPrompt(recording, parse_score),
+                                         "degradation": TaskPrompt(recording, parse_degradation),
+                                         "comparison": TaskPrompt(recording, parse_comparison)})
+    judge = QualityJudge(ScriptedBackend(lambda c, i: "Score: 2"), profile=profile, prompt_order="text_first")
+    judge.score(grey(1))
+    judge.degradation(grey(1))
+    judge.compare(grey(1), grey(2))
+    judge.compare(grey(1), grey(2), reference=grey(3))
+    text_first = PromptOrder.TEXT_FIRST
+    assert asked == [(text_first, False), (text_first, False), (text_first, False), (text_first, True)]
 
 
 def test_profiles_are_found_by_name_then_by_released_subfolder():
