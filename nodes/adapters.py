@@ -11,7 +11,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-HUB_CHOICES = ("ByteDance/Q-Insight/score_degradation", "ByteDance/Q-Insight/comparison")
+# What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
+# it gave no readable verdict (data files and the model say "null" for the first: qinsight_sdk.tasks).
+SHOWN_NONE, SHOWN_UNKNOWN = "none", "unknown"
 
 
 def as_image_batch(images: torch.Tensor) -> torch.Tensor:
@@ -69,6 +71,11 @@ def split_by_threshold(scores: Sequence[float], threshold: float) -> tuple[list[
     return passed, [i for i in range(len(scores)) if i not in set(passed)]
 
 
+def shown_label(value: str | None, error: str | None) -> str:
+    """A distortion class, severity or winner as a node outputs it; see SHOWN_NONE."""
+    return value or (SHOWN_UNKNOWN if error else SHOWN_NONE)
+
+
 def errors_of(results: Sequence[Any]) -> dict[int, str]:
     return {i: r.error for i, r in enumerate(results) if r.error is not None}
 
@@ -110,9 +117,10 @@ def parse_hub_id(text: str) -> tuple[str, str | None]:
     return "/".join(parts[:2]), "/".join(parts[2:]) or None
 
 
-def resolve_model_choice(choice: str, roots: Iterable[str | Path]) -> tuple[str, str | None]:
-    """(model, subfolder) for a choice of the loader's list: a local folder, or a hub id with subfolder."""
-    if choice in HUB_CHOICES:
+def resolve_model_choice(choice: str, roots: Iterable[str | Path],
+                         hub_choices: Sequence[str]) -> tuple[str, str | None]:
+    """(model, subfolder) for a choice of the loader's list: a local folder, or one of ``hub_choices``."""
+    if choice in hub_choices:
         return parse_hub_id(choice)
     for root in roots:
         folder = Path(root) / choice

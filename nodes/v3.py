@@ -9,6 +9,7 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
+from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
 from ..qinsight_sdk.selection import STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
@@ -18,6 +19,7 @@ MODEL_FOLDER = "quality_models"
 HYBRID_POOL = 4  # how many of the best fast scores the hybrid strategy compares pairwise
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
+HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER)]
 
 if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
@@ -88,7 +90,7 @@ def check_choices(node: type[io.ComfyNode], **values: Any) -> bool | str:
 class LoadQualityJudge(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        choices = adapters.model_folders(model_roots()) + list(adapters.HUB_CHOICES)
+        choices = adapters.model_folders(model_roots()) + HUB_CHOICES
         return io.Schema(
             node_id="QInsightLoadJudge", display_name="Load Quality Judge", category=CATEGORY,
             description="Loads a Q-Insight quality judge from models/quality_models (or models/LLM), or from "
@@ -124,7 +126,7 @@ class LoadQualityJudge(io.ComfyNode):
         if hf_id.strip():
             repo, subfolder = adapters.parse_hub_id(hf_id)
         else:
-            repo, subfolder = adapters.resolve_model_choice(model, model_roots())
+            repo, subfolder = adapters.resolve_model_choice(model, model_roots(), HUB_CHOICES)
         return io.NodeOutput(JudgeHandle(JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download)))
 
 
@@ -182,8 +184,8 @@ class DetectDegradation(io.ComfyNode):
         if unreadable:  # bad inputs are the user's to fix; an answer without a verdict is reported
             errors = adapters.errors_of(results)
             adapters.raise_for_errors({i: errors[i] for i in unreadable}, len(results), "degradation detection")
-        distortion = [r.distortion or ("unknown" if r.error else "none") for r in results]
-        severity = [r.severity or ("unknown" if r.error else "none") for r in results]
+        distortion = [adapters.shown_label(r.distortion, r.error) for r in results]
+        severity = [adapters.shown_label(r.severity, r.error) for r in results]
         reasoning = [r.reasoning or r.error or "" for r in results]
         text = [f"image {i}: {d} / {s}" for i, (d, s) in enumerate(zip(distortion, severity))]
         return io.NodeOutput(distortion, severity, reasoning, ui={"text": text})
@@ -215,7 +217,7 @@ class CompareImages(io.ComfyNode):
                                                              on_result=done), 1)
         if result.error and not result.raw:
             raise ValueError(f"comparison failed: {result.error}")
-        winner = result.winner or "unknown"
+        winner = result.winner or adapters.SHOWN_UNKNOWN
         better = image_b[:1] if winner == "B" else image_a[:1]
         reasoning = result.reasoning or result.error or ""
         return io.NodeOutput(winner, better, reasoning, ui={"text": [f"winner: {winner}", reasoning]})

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("qinsight_node_adapters", ROOT / "nodes" / "adapters.py")
 adapters = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(adapters)
+HUB = ("ByteDance/Q-Insight/score_degradation", "ByteDance/Q-Insight/comparison")
 
 
 def test_image_batches_are_normalised_defensively():
@@ -62,14 +63,14 @@ def test_model_folders_and_choices(tmp_path):
     (root / "notes").mkdir()
     folders = adapters.model_folders([root, tmp_path / "missing"])
     assert folders == ["Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
-    assert adapters.resolve_model_choice("my-judge", [root]) == (str(root / "my-judge"), None)
-    assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root]) == \
+    assert adapters.resolve_model_choice("my-judge", [root], HUB) == (str(root / "my-judge"), None)
+    assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root], HUB) == \
         ("ByteDance/Q-Insight", "comparison")
     with pytest.raises(ValueError, match="neither"):
-        adapters.resolve_model_choice("../etc", [root])
+        adapters.resolve_model_choice("../etc", [root], HUB)
     shutil.rmtree(root / "my-judge")
     with pytest.raises(ValueError, match="neither"):
-        adapters.resolve_model_choice("my-judge", [root])
+        adapters.resolve_model_choice("my-judge", [root], HUB)
 
 
 def test_hub_ids():
@@ -78,3 +79,9 @@ def test_hub_ids():
     for bad in ("judge", "me/../x", ""):
         with pytest.raises(ValueError, match="hf_id"):
             adapters.parse_hub_id(bad)
+
+
+def test_labels_shown_for_no_distortion_and_no_verdict():
+    assert adapters.shown_label("blur", None) == "blur"
+    assert adapters.shown_label(None, None) == "none"            # the model found no distortion
+    assert adapters.shown_label(None, "no answer") == "unknown"  # the model gave no readable verdict
