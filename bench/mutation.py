@@ -70,16 +70,12 @@ EQUIVALENT: dict[str, str] = {
     **{f"qinsight_sdk.images.x__open_file__mutmut_{n}": "the only warning Image.open raises is the "
        "DecompressionBombWarning, so ignoring every warning there ignores the same one" for n in (2, 4)},
     "qinsight_sdk.images.x_load_image__mutmut_17": "channels_first=None is falsy like False: the same branch",
-    **{f"qinsight_sdk.judge.xǁQualityJudgeǁ_run__mutmut_{n}": "the next batch is prepared only after the last "
-       "one was taken, so one helper thread is all that ever runs; its name is for debuggers"
-       for n in range(28, 35)},
-    "qinsight_sdk.judge.xǁQualityJudgeǁ_run__mutmut_21": "an empty batch (a window of unreadable inputs) is "
+    **{f"qinsight_sdk.batching.xǁBatchRunnerǁrun__mutmut_{n}": "the next batch is prepared only after the "
+       "last one was taken, so one helper thread is all that ever runs; its name is for debuggers"
+       for n in range(26, 33)},
+    "qinsight_sdk.batching.xǁBatchRunnerǁrun__mutmut_21": "an empty batch (a window of unreadable inputs) is "
        "never run, so preparing it or not changes nothing",
-    "qinsight_sdk.judge.xǁQualityJudgeǁ_run__mutmut_54": "'' and None both drop the decoded pixels, which "
-       "nothing reads again",
-    "qinsight_sdk.judge.xǁQualityJudgeǁ__init____mutmut_12": "'' and None are both falsy: no cap yet",
-    "qinsight_sdk.judge.xǁQualityJudgeǁ_plan_batches__mutmut_24": "the padded size is only read when there is a "
-       "current batch",
+    "qinsight_sdk.batching.xǁBatchRunnerǁ__init____mutmut_3": "'' and None are both falsy: no cap yet",
     **{f"qinsight_sdk.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
        "most common verdict as most_common(1)" for n in (2, 5)},
     **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "

@@ -125,8 +125,8 @@ class BatchRunner:
         batches: list[list[int]] = []
         for index in sorted(indices, key=lambda i: (requests[i].image_tokens, i)):
             current = batches[-1] if batches else None
-            padded = (len(current) + 1) * requests[index].image_tokens if current else 0
-            if current is None or len(current) >= cap or padded > self.max_batch_tokens:
+            if (current is None or len(current) >= cap
+                    or (len(current) + 1) * requests[index].image_tokens > self.max_batch_tokens):
                 batches.append([index])
             else:
                 current.append(index)
