@@ -93,14 +93,15 @@ class QualityJudge:
         if mode == "fast":
             step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
             return self._single_image_task("score", images, step, score_of_distribution, batch_size, on_result)
-        return self._single_image_task("score", images, self._generate_step(decoding), None, batch_size, on_result)
+        return self._single_image_task("score", images, self._generate_step(decoding), self._aggregator("score"),
+                                       batch_size, on_result)
 
     def degradation(self, images: Any, batch_size: int | None = None,
                     decoding: DecodingOptions | None = None,
                     on_result: ResultCallback | None = None) -> DegradationResult | list[DegradationResult]:
         """The distortion (noise, compression, blur, darken or None) and its severity, per image."""
-        return self._single_image_task("degradation", images, self._generate_step(decoding), None, batch_size,
-                                       on_result)
+        return self._single_image_task("degradation", images, self._generate_step(decoding),
+                                       self._aggregator("degradation"), batch_size, on_result)
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, reference: ImageInput | None = None,
                 both_orders: bool = False, decoding: DecodingOptions | None = None,
@@ -137,9 +138,10 @@ class QualityJudge:
             if both_orders:
                 requests.append(Request(conversation, prefix + [image_b, image_a]))
         forward: dict[int, ComparisonResult] = {}
+        aggregate = self._aggregator("comparison")
 
         def finish(index: int, outcome: Outcome) -> ComparisonResult:
-            result = self._result("comparison", outcome, None)
+            result = self._result("comparison", outcome, aggregate)
             if both_orders:
                 if index % 2 == 0:
                     forward[index] = result
@@ -202,16 +204,19 @@ class QualityJudge:
         return lambda chosen: self.backend.encode([r.conversation for r in chosen], [r.images for r in chosen],
                                                   answer_prefix)
 
-    def _result(self, task: str, outcome: Outcome, aggregate: Callable[[Any], Any] | None) -> Any:
-        """The task's result for one request's outcome: its failure, or its aggregated answers."""
-        spec = TASKS[task]
-        if isinstance(outcome, Failure):
-            return spec.result_type(error=outcome.message)
-        if aggregate is not None:
-            return aggregate(outcome)
-        return spec.aggregate(outcome, self.profile.prompt(task).parse)
+    def _aggregator(self, task: str) -> Callable[[Any], Any]:
+        """The task's aggregation of sampled answers, read with this judge's parser for the task."""
+        parse = self.profile.prompt(task).parse
+        return lambda generations: TASKS[task].aggregate(generations, parse)
 
-    def _single_image_task(self, task: str, images: Any, step: Step, aggregate: Callable[[Any], Any] | None,
+    @staticmethod
+    def _result(task: str, outcome: Outcome, aggregate: Callable[[Any], Any]) -> Any:
+        """The task's result for one request's outcome: its failure, or its aggregated output."""
+        if isinstance(outcome, Failure):
+            return TASKS[task].result_type(error=outcome.message)
+        return aggregate(outcome)
+
+    def _single_image_task(self, task: str, images: Any, step: Step, aggregate: Callable[[Any], Any],
                            batch_size: int | None, on_result: ResultCallback | None) -> Any:
         conversation = self.profile.prompt(task).messages(self.prompt_order, False)
         sources, single = split_inputs(images)
