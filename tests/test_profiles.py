@@ -6,7 +6,7 @@ import re
 import pytest
 from samples import grey
 
-from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli
+from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli, register_profile
 from qinsight_sdk.errors import UsageError
 from qinsight_sdk.parsing import ParsedScore, parse_comparison, parse_degradation, parse_score
 from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_COMPARISON, find_profile
@@ -107,6 +107,15 @@ def test_a_profile_is_asked_with_the_judges_order_and_whether_there_is_a_referen
     judge.compare(grey(1), grey(2), reference=grey(3))
     text_first = PromptOrder.TEXT_FIRST
     assert asked == [(text_first, False), (text_first, False), (text_first, False), (text_first, True)]
+
+
+def test_registering_a_profile_makes_it_findable_by_name(monkeypatch):
+    monkeypatch.setitem(PROFILES, "two-tasks", None)  # restored (removed) after the test
+    two = register_profile(JudgeProfile("two-tasks", {"score": PLAIN.tasks["score"],
+                                                      "degradation": PLAIN.tasks["score"]}))
+    assert find_profile("two-tasks") is two and PROFILES["two-tasks"] is two
+    with pytest.raises(UsageError, match=r"'two-tasks' cannot do comparison \(it does score, degradation\)"):
+        two.prompt("comparison")
 
 
 def test_profiles_are_found_by_name_then_by_released_subfolder():

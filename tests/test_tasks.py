@@ -2,8 +2,11 @@
 
 import pytest
 
+from pathlib import Path
+
+from qinsight_sdk import plots
 from qinsight_sdk.backend import Generation
-from qinsight_sdk.parsing import parse_comparison, parse_degradation, parse_score
+from qinsight_sdk.parsing import ParsedDegradation, parse_comparison, parse_degradation, parse_score
 from qinsight_sdk.results import ComparisonResult, DegradationResult, ScoreResult
 from qinsight_sdk.tasks import TASK_NAMES, TASKS, answer_of_winner, degradation_label, normalise_mos, reconcile
 
@@ -76,11 +79,13 @@ def test_metrics_read_each_tasks_rows_and_labels():
     samples = [Labelled(mos=m) for m in (1.0, 2.0, 3.0, 4.0, 5.0)]
     found = TASKS["score"].metrics(samples, [{"score": s} for s in (1.5, 2.0, 2.5, 4.5, 5.0)], 0)
     assert found["n"] == 5 and found["srcc"] == pytest.approx(1.0) and found["srcc_ci95"] is None
-    samples = [Labelled(distortion_class="null", severity="null"), Labelled(distortion_class="blur", severity="slight")]
-    rows = [{"distortion": None, "severity": None}, {"distortion": "blur", "severity": "obvious"}]
+    samples = [Labelled(distortion_class="null", severity="null"), Labelled(distortion_class="blur", severity="slight"),
+               Labelled(distortion_class="blur", severity="serious")]
+    rows = [{"distortion": None, "severity": None}, {"distortion": "blur", "severity": "slight"},
+            {"distortion": "blur", "severity": "obvious"}]
     found = TASKS["degradation"].metrics(samples, rows, 0)
     assert found["per_class"]["null"] == {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}
-    assert found["per_class"]["blur"] == {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 0.0}
+    assert found["per_class"]["blur"] == {"n": 2, "class_accuracy": 1.0, "severity_accuracy": 0.5}
     found = TASKS["comparison"].metrics([Labelled(answer="Image A"), Labelled(answer="Similar")],
                                         [{"winner": "Image A"}, {"winner": "Image B"}], 0)
     assert found["accuracy"] == 0.5
@@ -88,15 +93,19 @@ def test_metrics_read_each_tasks_rows_and_labels():
 
 def test_summaries_are_readable_lines():
     score = {"srcc": 0.91234, "srcc_ci95": [0.8, 0.95], "plcc": None, "plcc_ci95": None, "plcc_logistic": 0.5,
-             "krcc": 0.7, "rmse": 0.25, "rmse_logistic": None}
+             "krcc": 0.7, "rmse": 0.25, "rmse_logistic": 0.125}
     assert list(TASKS["score"].summary(score)) == [
         "SRCC 0.9123 (95% CI 0.8000-0.9500)", "PLCC n/a",
-        "PLCC after the 4-parameter logistic fit 0.5000; KRCC 0.7000; RMSE 0.2500 (after the fit n/a)"]
+        "PLCC after the 4-parameter logistic fit 0.5000; KRCC 0.7000; RMSE 0.2500 (after the fit 0.1250)"]
+    score.update(rmse_logistic=None)
+    assert list(TASKS["score"].summary(score))[-1].endswith("(after the fit n/a)")
     degradation = {"per_class": {"blur": {"n": 4, "class_accuracy": 0.75, "severity_accuracy": 0.5}},
-                   "mean": {"class_accuracy": 0.75, "severity_accuracy": None}}
+                   "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5}}
     assert list(TASKS["degradation"].summary(degradation)) == [
         "class         n  class acc  severity acc", "blur          4      0.750         0.500",
-        "mean                0.7500           n/a"]
+        "mean                0.7500        0.5000"]
+    degradation["mean"] = {"class_accuracy": None, "severity_accuracy": None}
+    assert list(TASKS["degradation"].summary(degradation))[-1] == "mean                   n/a           n/a"
     comparison = {"accuracy": 0.5, "per_label": {"Image A": {"n": 2, "accuracy": 1.0}, "Similar": {"n": 2, "accuracy": 0.0}}}
     assert list(TASKS["comparison"].summary(comparison)) == [
         "accuracy 0.5000; Image A 1.000 (n=2); Similar 0.000 (n=2)"]
@@ -124,3 +133,57 @@ def test_reconciling_both_orders_maps_the_swapped_verdict_back():
     assert (agreed.winner, agreed.consistent, agreed.raw) == ("A", True, "[order A, B]\nf\n[order B, A]\nb")
     disagreed = reconcile(forward, ComparisonResult(winner="A", reasoning="r"))
     assert (disagreed.winner, disagreed.consistent, disagreed.reasoning) == ("similar", False, "[order B, A] r")
+
+
+def test_an_unreadable_answer_keeps_what_the_parser_did_read():
+    def unsure(text):
+        return ParsedDegradation("blur", "slight", "looks soft", "not sure of the severity")
+
+    result = TASKS["degradation"].aggregate(answers("anything"), unsure)
+    assert (result.distortion, result.severity, result.reasoning, result.raw) == ("blur", "slight", "looks soft", "anything")
+    assert result.error == "not sure of the severity"
+
+
+def test_one_order_without_a_verdict_keeps_both_reasonings():
+    forward = ComparisonResult(reasoning="cannot tell", raw="f", error="no verdict")
+    merged = reconcile(forward, ComparisonResult(winner="B", reasoning="B is sharper", raw="b"))
+    assert (merged.winner, merged.consistent, merged.error) == ("A", None, None)
+    assert merged.reasoning == "[order A, B] cannot tell\n\n[order B, A] B is sharper"
+
+
+class Asked:
+    """A judge that records how each task asked it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, images, **options):
+        self.calls.append(("score", images, options))
+
+    def degradation(self, images, **options):
+        self.calls.append(("degradation", images, options))
+
+    def compare_pairs(self, pairs, **options):
+        self.calls.append(("compare_pairs", pairs, options))
+
+
+def test_each_task_asks_the_judge_for_its_samples_images():
+    judge, options = Asked(), {"batch_size": 3, "on_result": print}
+    TASKS["score"].ask(judge, [Labelled(images=(Path("a.png"),))], mode="fast", **options)
+    TASKS["degradation"].ask(judge, [Labelled(images=(Path("b.png"),))], mode="reason", **options)
+    TASKS["comparison"].ask(judge, [Labelled(images=(Path("x"), Path("y"))),
+                                    Labelled(images=(Path("r"), Path("x"), Path("y")))], mode="reason", **options)
+    assert judge.calls == [("score", ["a.png"], {"mode": "fast", **options}),
+                           ("degradation", ["b.png"], options),
+                           ("compare_pairs", [("x", "y", None), ("x", "y", "r")], options)]
+
+
+def test_figures_are_drawn_from_the_judged_rows(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "score_scatter", lambda *args: drawn.append(("scatter", *args)))
+    monkeypatch.setattr(plots, "confusion_matrix", lambda *args: drawn.append(("confusion", *args)))
+    TASKS["score"].plot([Labelled(mos=2.0), Labelled(mos=4.0)], [{"score": 2.5}, {"score": 3.5}], {"n": 2},
+                        tmp_path / "s.png", "labels.csv")
+    TASKS["degradation"].plot([], [], {"n": 0}, tmp_path / "d.png", "deg.jsonl")
+    assert drawn == [("scatter", [2.5, 3.5], [2.0, 4.0], {"n": 2}, tmp_path / "s.png", "labels.csv"),
+                     ("confusion", {"n": 0}, tmp_path / "d.png", "deg.jsonl")]
