@@ -68,7 +68,7 @@ def ranking_steps(count: int, strategy: str, pool: int = 4) -> int:
         return count
     if strategy == "tournament":
         return max(count - 1, 0)
-    finalists = min(max(pool, 1), count) if count > 1 else 0
+    finalists = min(max(pool, 1), count)
     return count + finalists * (finalists - 1) // 2
 
 
@@ -79,14 +79,17 @@ class _Steps:
         self.on_result, self.done = on_result, 0
 
     def __call__(self, _index: int, result: Any) -> None:
+        """As an ``on_result`` of the judge's: its index is its phase's, so it is renumbered."""
+        self.report(result)
+
+    def report(self, result: Any) -> None:
         if self.on_result is not None:
             self.on_result(self.done, result)
         self.done += 1
 
 
-def rank_images(judge: RankingJudge, images: Sequence[Any], strategy: str = "score",
-                top_k: int | None = None, pool: int = 4, batch_size: int | None = None,
-                on_result: ResultCallback | None = None) -> Ranking:
+def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, top_k: int | None, pool: int,
+                batch_size: int | None, on_result: ResultCallback | None) -> Ranking:
     """Rank ``images`` with ``judge``; see the module docstring for the strategies.
 
     ``on_result(step, result)`` is called once per unreadable image (first, with its error), once per
@@ -100,7 +103,7 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], strategy: str = "sco
     steps = _Steps(on_result)
     loaded, errors = _load_all(judge, images)
     for index in sorted(errors):  # reported first, so progress still reaches its total
-        steps(index, ScoreResult(error=errors[index]))
+        steps.report(ScoreResult(error=errors[index]))
     valid = [i for i in range(len(images)) if i in loaded]
     if strategy == "tournament":
         order, rounds, asked = _knockout(judge, loaded, valid, batch_size, steps)

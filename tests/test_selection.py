@@ -173,6 +173,14 @@ def test_round_robin_ties_split_the_win():
     assert judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=3).order == [4, 3, 1, 0, 2]
 
 
+def test_a_tie_adds_half_a_win_to_the_wins_already_counted():
+    """250 beats 170, 130 beats 250, 170 and 130 tie: 130 has 1.5, 250 has 1, 170 has 0.5."""
+    judge = pairwise_judge({frozenset({250, 170}): 250, frozenset({250, 130}): 130, frozenset({170, 130}): None})
+    levels = [250, 170, 130]
+    assert [levels[i] for i in judge.rank([grey(v) for v in levels], strategy="hybrid", pool=3).order] == \
+        [130, 250, 170]
+
+
 def test_round_robin_wins_against_ties():
     """Scores rank 1, 3, 4, 0 (250, 170, 130, 90). Verdicts: 250 ties 170 and 130 and loses to 90; 170 and 130
     tie and both beat 90. Wins: 170 and 130 have 2, 250 and 90 have 1 (a win is worth two ties)."""
