@@ -324,7 +324,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     items = load_items(args.data, args.image_root, args.task)
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
-    with_reference = task == "comparison" and any(len(i.sample.images) == 3 for i in items)
+    with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
     load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
         result = evaluate(args.data, predictions, load,
