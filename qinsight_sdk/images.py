@@ -81,7 +81,30 @@ def split_inputs(images: Any) -> tuple[list[Any], bool]:
 
 
 def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds()) -> Image.Image:
-    """Decode and normalise one image to RGB on the patch grid; raises ``ImageInputError``."""
+    """Decode and normalise one image to RGB on the patch grid; raises ``ImageInputError``.
+
+    Any failure while reading or converting the input, whatever its exception type (a PNG chunk past
+    Pillow's limits, a closed image, a meta-device tensor), is this input's error, so it never takes
+    other inputs down with it.
+    """
+    try:
+        return _normalised(source, bounds)
+    except ImageInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise ImageInputError(f"{_described(source)} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _described(source: Any) -> str:
+    """How an error names an input: its path, or what kind of object it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return "the PIL image"
+    return "the tensor" if _is_tensor(source) else f"the {type(source).__name__}"
+
+
+def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         image = _open_file(Path(source), bounds)
     elif isinstance(source, Image.Image):

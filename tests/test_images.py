@@ -508,3 +508,34 @@ def test_a_corrupt_pil_image_is_named_as_such(tmp_path):
         with pytest.raises(ImageInputError) as refused:
             load_image(image)
     assert str(refused.value).startswith("the PIL image is truncated or corrupt (")
+
+
+def _png_with_chunk(path, kind, payload):
+    """A valid 8x8 PNG with one extra chunk inserted after the header."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    path.write_bytes(data[:33] + chunk + data[33:])
+    return path
+
+
+def _closed_image():
+    image = Image.new("RGB", (8, 8))
+    image.close()
+    return image
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda tmp: _png_with_chunk(tmp / "ztxt.png", b"zTXt", b"k\0\0" + zlib.compress(b"A" * 2_000_000)), "ztxt.png"),
+    (lambda tmp: _png_with_chunk(tmp / "iccp.png", b"iCCP", b"p\0\0" + zlib.compress(b"A" * 2_000_000)), "iccp.png"),
+    (lambda tmp: _closed_image(), "the PIL image"),
+    (lambda tmp: torch.rand(3, 8, 8, device="meta"), "the tensor"),
+    (lambda tmp: torch.rand(3, 8, 8).to_sparse(), "the tensor"),
+])
+def test_any_failure_reading_one_input_is_that_inputs_error(tmp_path, make, named):
+    """Issue 10, defect 2: these raised other exception types and took the whole batch down."""
+    with pytest.raises(ImageInputError, match=named):
+        load_image(make(tmp_path))

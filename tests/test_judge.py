@@ -605,3 +605,17 @@ def test_reward_of_a_tensor_batch_or_one_image_reports_each():
     seen.clear()
     single = judge.reward(grey(255), on_result=lambda i, r: seen.append((i, r)))
     assert [i for i, _ in seen] == [0] and seen[0][1].score == 5.0 and single.tolist() == [1.0]
+
+
+def test_inputs_that_fail_in_unusual_ways_fail_alone_in_every_method():
+    """Issue 10, defect 2: a closed PIL image or a meta-device tensor raised out of score, reward, rank, compare."""
+    closed = Image.new("RGB", (8, 8))
+    closed.close()
+    meta = torch.rand(3, 56, 56, device="meta")
+    judge = QualityJudge(ScriptedBackend(brightness_rating))
+    results = judge.score([grey(200), closed, meta])
+    assert results[0].ok and "the PIL image cannot be read" in results[1].error
+    assert "the tensor cannot be read" in results[2].error
+    assert judge.reward([grey(255), meta]).tolist() == [1.0, 0.0]
+    assert judge.rank([meta, grey(10), grey(250)]).order == [2, 1, 0]
+    assert "the tensor cannot be read" in judge.compare(grey(1), meta).error
