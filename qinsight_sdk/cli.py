@@ -30,7 +30,6 @@ from .prompts import PromptOrder
 from .selection import STRATEGIES
 from .tasks import TASKS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
@@ -178,17 +177,33 @@ def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
     """Files as given; folders replaced by the images inside them, sorted."""
     expanded: list[str] = []
     for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(str(p) for p in path.glob(pattern)
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if Path(given).is_dir():
+            found = _images_in(given, recursive)
             if not found:
                 raise UsageError(f"no images found in folder {given}")
             expanded.extend(found)
         else:
             expanded.append(given)  # missing or unreadable files become error rows
     return expanded
+
+
+def _images_in(folder: str, recursive: bool) -> list[str]:
+    """The regular files in ``folder`` (and below) with an extension Pillow opens.
+
+    os.walk does not enter linked folders, so a link loop cannot trap the scan, and only regular files
+    are taken, so a FIFO named like an image is never opened (reading it would wait forever).
+    """
+    from PIL import Image
+
+    Image.init()
+    suffixes = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+    found = []
+    for root, _, files in os.walk(folder):
+        found += [os.path.join(root, name) for name in files
+                  if Path(name).suffix.lower() in suffixes and os.path.isfile(os.path.join(root, name))]
+        if not recursive:
+            break
+    return sorted(found)
 
 
 def _decoding(args: argparse.Namespace) -> DecodingOptions:

@@ -174,3 +174,23 @@ def test_fast_score_and_rank_commands(tiny_model, image_files, capsys):
     by_fast = sorted(fast, key=lambda r: -r["score"])[:3]
     assert {r["image"] for r in ranked} == {r["image"] for r in by_fast}
     assert "3 in both orders" in err or "top 3" in err
+
+
+def test_folder_scans_take_every_format_pillow_opens_and_only_regular_files(tmp_path):
+    """Issue 10, defect 9: .avif and .jfif were skipped; a scan must not follow links into loops or FIFOs."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    image = Image.new("RGB", (16, 16), (120, 60, 30))
+    image.save(folder / "a.jfif", "JPEG")
+    image.save(folder / "b.avif", "AVIF")
+    image.save(folder / "sub" / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "d.pdf").write_bytes(b"%PDF-1.4")  # Pillow writes PDFs but cannot open them
+    os.mkfifo(folder / "e.png")                   # reading it would block forever
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    flat = cli.expand_paths([str(folder)], recursive=False)
+    assert flat == [str(folder / "a.jfif"), str(folder / "b.avif")]
+    deep = cli.expand_paths([str(folder)], recursive=True)
+    assert deep == [str(folder / "a.jfif"), str(folder / "b.avif"), str(folder / "sub" / "c.png")]
