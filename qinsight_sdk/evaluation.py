@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import DataError, Sample, read_source
 from .errors import UsageError
+from .metrics import require_scipy
 from .tasks import TASKS
 
 
@@ -134,10 +135,11 @@ def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[],
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
     if plot is not None and TASKS[task].plot is None:
         raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
+    require_scipy()   # a missing scipy (or matplotlib, for a plot) is reported now, not after a long run
     if plot is not None:
         from .plots import pyplot
 
-        pyplot()   # a missing matplotlib is reported now, not after a long run
+        pyplot()
     predictions = Path(predictions)
     known = read_predictions(predictions, task)
     todo = [i for i in items if i.key not in known or (retry_failed and known[i.key].get("error"))]

@@ -20,7 +20,8 @@ from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVE
 DEGRADATION_LABELS = DISTORTION_CLASSES + (NO_DISTORTION,)
 
 
-def _scipy() -> Any:
+def require_scipy() -> Any:
+    """scipy, or a MissingDependencyError saying how to install it."""
     try:
         import scipy.optimize
         import scipy.stats
@@ -46,7 +47,7 @@ def fit_logistic(predicted: Sequence[float], mos: Sequence[float]) -> tuple[floa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params, _ = _scipy().optimize.curve_fit(logistic4, x, y, p0=start, maxfev=20000)
+            params, _ = require_scipy().optimize.curve_fit(logistic4, x, y, p0=start, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
     return tuple(float(p) for p in params) if np.all(np.isfinite(params)) else None
@@ -55,7 +56,7 @@ def fit_logistic(predicted: Sequence[float], mos: Sequence[float]) -> tuple[floa
 def _correlation(name: str, x: np.ndarray, y: np.ndarray) -> float | None:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    stats = _scipy().stats
+    stats = require_scipy().stats
     function = {"srcc": stats.spearmanr, "plcc": stats.pearsonr, "krcc": stats.kendalltau}[name]
     return _finite(function(x, y)[0])
 
@@ -65,7 +66,7 @@ def _bootstrap_interval(name: str, x: np.ndarray, y: np.ndarray, resamples: int,
     """A 95% percentile bootstrap interval over items (pairs resampled together)."""
     if len(x) < 5 or np.ptp(x) == 0 or np.ptp(y) == 0 or resamples < 1:
         return None
-    stats = _scipy().stats
+    stats = require_scipy().stats
     seeded = ({"rng": np.random.default_rng(seed)} if "rng" in inspect.signature(stats.bootstrap).parameters
               else {"random_state": np.random.default_rng(seed)})
     function = {"srcc": stats.spearmanr, "plcc": stats.pearsonr}[name]

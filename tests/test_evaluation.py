@@ -167,3 +167,15 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
 
 # -- the metrics' edges, stated exactly ------------------------------------------------------------------
 
+
+
+def test_a_missing_scipy_is_reported_before_any_prediction(labelled, monkeypatch):
+    """Issue 10, defect 10: scipy was needed only after every item had been predicted."""
+    import sys
+
+    for name in ("scipy", "scipy.stats", "scipy.optimize"):
+        monkeypatch.setitem(sys.modules, name, None)
+    loader = Counting()
+    with pytest.raises(QInsightError, match=r"evaluation needs scipy: pip install 'qinsight\[eval\]'"):
+        evaluate(labelled / "labels.csv", labelled / "p.jsonl", loader, resamples=0, progress=False)
+    assert loader.loaded == 0 and not (labelled / "p.jsonl").exists()
