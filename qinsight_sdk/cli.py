@@ -36,6 +36,17 @@ EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JudgeImages = Callable[[QualityJudge, list[str], Callable[[int, Any], None]], Any]
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type for counts: a whole number of at least 1 (0 was once taken silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 # -- the parser -------------------------------------------------------------------------------------------
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +64,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow code shipped with the checkpoint to run (off by default)")
     group = parser.add_argument_group("decoding")
-    group.add_argument("--max-new-tokens", type=int, default=512)
+    group.add_argument("--max-new-tokens", type=_at_least_one, default=512)
     group.add_argument("--sample", action="store_true",
                        help="sample like the official demo (temperature 1.0, top-k 50, top-p 0.95) "
                             "instead of greedy decoding")
     group.add_argument("--seed", type=int, default=42, help="seed for --sample")
-    group.add_argument("--num-samples", type=int, default=1,
+    group.add_argument("--num-samples", type=_at_least_one, default=1,
                        help="answers per image, averaged (implies --sample)")
     group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder], default="image_first",
                        help="image before the question (as trained) or after it (as in the demo)")
@@ -73,7 +84,7 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=_at_least_one, default=8)
     parser.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
 
 
@@ -108,8 +119,8 @@ def _add_rank_command(commands: Any) -> None:
     sub.add_argument("--strategy", choices=STRATEGIES, default="score",
                      help="score: fast scores; tournament: pairwise knockout in both orders; "
                           "hybrid: fast scores, then every pair among the top --pool in both orders")
-    sub.add_argument("--top-k", type=int, help="keep only the best K")
-    sub.add_argument("--pool", type=int, default=4, help="finalists for --strategy hybrid")
+    sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K")
+    sub.add_argument("--pool", type=_at_least_one, default=4, help="finalists for --strategy hybrid")
     _add_model_options(sub)
     _add_output_option(sub)
 
@@ -143,7 +154,7 @@ def _add_eval_command(commands: Any) -> None:
     sub.add_argument("--predictions-only", action="store_true",
                      help="load no model: metrics from --predictions alone, missing items counted as failed")
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
-    sub.add_argument("--batch-size", type=int, default=8)
+    sub.add_argument("--batch-size", type=_at_least_one, default=8)
     _add_model_options(sub)
 
 
@@ -267,8 +278,6 @@ def _pending_images(args: argparse.Namespace) -> list[str]:
     """Checked before a model loads, so a mistake costs no loading time; with --output, a rerun skips
     the images that already have a good row."""
     images = expand_paths(args.paths, args.recursive)
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
     done = _resume(Path(args.output), args.overwrite) if args.output else set()
     pending = [image for image in images if image not in done]
     if done:

@@ -100,9 +100,9 @@ def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypat
 
 
 def test_an_sdk_usage_error_exits_two_with_its_message(scripted, image_files, capsys):
-    code, out, err = run(["rank", *map(str, image_files[:2]), "--top-k", "0"], capsys)
+    code, out, err = run(["rank", *map(str, image_files[:2]), "--max-pixels", "10"], capsys)
     assert code == 2 and out == ""
-    assert err.startswith("qinsight rank: error: ") and "top_k" in err
+    assert err.startswith("qinsight rank: error: need 784 <= min_pixels <= max_pixels")
 
 
 def test_eval_writes_its_report_to_report_and_has_no_output_option(image_files, tmp_path, capsys):
@@ -194,3 +194,16 @@ def test_folder_scans_take_every_format_pillow_opens_and_only_regular_files(tmp_
     assert flat == [str(folder / "a.jfif"), str(folder / "b.avif")]
     deep = cli.expand_paths([str(folder)], recursive=True)
     assert deep == [str(folder / "a.jfif"), str(folder / "b.avif"), str(folder / "sub" / "c.png")]
+
+
+@pytest.mark.parametrize("argv", [["score", "x.png", "--num-samples", "0"], ["score", "x.png", "--max-new-tokens", "0"],
+                                  ["rank", "x.png", "--pool", "0"], ["rank", "x.png", "--batch-size", "0"],
+                                  ["rank", "x.png", "--top-k", "0"], ["eval", "d.csv", "--batch-size", "0"],
+                                  ["degradation", "x.png", "--batch-size", "two"]])
+def test_counts_below_one_are_usage_errors(argv, capsys):
+    """Issue 10, defect 12: --num-samples 0, --pool 0 and --batch-size 0 for rank and eval were taken silently."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and f"argument {argv[2]}:" in err
+    assert "must be at least 1, got 0" in err or "'two' is not a whole number" in err
