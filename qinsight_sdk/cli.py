@@ -26,6 +26,7 @@ from .errors import QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
 from .profiles import PROFILES
+from .records import whole_lines
 from .prompts import PromptOrder
 from .selection import STRATEGIES
 from .tasks import TASKS
@@ -245,11 +246,11 @@ def _resume(output: Path, overwrite: bool) -> set[str]:
         output.write_text("", encoding="utf-8")
         return set()
     kept, done = [], set()
-    for line in output.read_text(encoding="utf-8").splitlines():
+    for line in whole_lines(output):
         try:
             row = json.loads(line)
         except ValueError:
-            continue  # a line cut short by an interrupted run
+            continue
         if isinstance(row, dict) and row.get("error") is None and "image" in row:
             kept.append(line)
             done.add(row["image"])

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .data import DataError, Sample, read_source
 from .errors import UsageError
 from .metrics import require_scipy
+from .records import whole_lines
 from .tasks import TASKS
 
 
@@ -87,12 +88,8 @@ def read_predictions(path: str | Path, task: str) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):  # a write interrupted mid-line: keep the file valid JSONL
-        text = text[:text.rfind("\n") + 1]
-        path.write_text(text, encoding="utf-8")
     rows: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(whole_lines(path), start=1):
         if not line.strip():
             continue
         try:

@@ -207,3 +207,14 @@ def test_counts_below_one_are_usage_errors(argv, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and f"argument {argv[2]}:" in err
     assert "must be at least 1, got 0" in err or "'two' is not a whole number" in err
+
+
+def test_a_last_line_torn_inside_a_character_is_repaired_on_resume(scripted, image_files, tmp_path, capsys):
+    """Issue 10, defect 7: a kill in the middle of a multi-byte character blocked every resume."""
+    output = tmp_path / "out.jsonl"
+    good = json.dumps({"image": str(image_files[0]), "score": 4.2, "error": None}, ensure_ascii=False)
+    torn = json.dumps({"image": "café.png", "score": 1.0, "error": None}, ensure_ascii=False).encode()
+    output.write_bytes(good.encode() + b"\n" + torn[:torn.index("é".encode()) + 1])  # cut after 1 of 2 bytes
+    code, _, err = run(["score", *map(str, image_files[:2]), "-o", str(output)], capsys)
+    assert code == 0 and "1 of 2 images already done" in err
+    assert [r["image"] for r in rows(output.read_text(encoding="utf-8"))] == [str(p) for p in image_files[:2]]

@@ -179,3 +179,12 @@ def test_a_missing_scipy_is_reported_before_any_prediction(labelled, monkeypatch
     with pytest.raises(QInsightError, match=r"evaluation needs scipy: pip install 'qinsight\[eval\]'"):
         evaluate(labelled / "labels.csv", labelled / "p.jsonl", loader, resamples=0, progress=False)
     assert loader.loaded == 0 and not (labelled / "p.jsonl").exists()
+
+
+def test_predictions_torn_inside_a_character_are_repaired(tmp_path):
+    """Issue 10, defect 7, for eval's predictions file."""
+    path = tmp_path / "p.jsonl"
+    torn = json.dumps({"key": "é.png", "task": "score", "score": 2.0}, ensure_ascii=False).encode()
+    path.write_bytes(b'{"key": "a.png", "task": "score", "score": 3.0}\n' + torn[:torn.index("é".encode()) + 1])
+    assert list(read_predictions(path, "score")) == ["a.png"]
+    assert path.read_bytes() == b'{"key": "a.png", "task": "score", "score": 3.0}\n'
