@@ -261,7 +261,7 @@ def _resume(output: Path, overwrite: bool) -> set[str]:
 
 
 def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
-    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stream.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")  # strict JSON: never NaN
     stream.flush()  # a row is on disk as soon as it is judged, so a killed run loses nothing
 
 

@@ -16,7 +16,8 @@ class _Result:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        """Strict JSON: a non-finite number is an error here, never a ``NaN`` other parsers reject."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,7 @@ model-side half (which prompt, which parser) is a judge profile's (:mod:`qinsigh
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -59,8 +60,15 @@ def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], An
 
 
 def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
-    """A fast score: the expected rating, clamped to 1-5, with the distribution's spread as ``std``."""
+    """A fast score: the expected rating, clamped to 1-5, with the distribution's spread as ``std``.
+
+    Probabilities that are not finite (a checkpoint with NaN or infinite weights) are an error, not a
+    rating: clamping NaN would report the worst score as if the model had given it.
+    """
     mean, std = distribution.expected()
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        return ScoreResult(error="the model's rating probabilities are not finite numbers: the checkpoint's "
+                                 "weights or its dtype are broken (NaN or infinite values)")
     return ScoreResult(score=min(5.0, max(1.0, mean)), std=std)
 
 

@@ -11,7 +11,7 @@ from scripted import TightMemory
 
 from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
                           ScoreResult)
-from qinsight_sdk.backend import Generation
+from qinsight_sdk.backend import Generation, RatingDistribution
 from qinsight_sdk.testing import ScriptedBackend
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
@@ -463,8 +463,6 @@ def test_out_of_memory_is_logged_with_the_sizes(caplog):
 
 
 def test_fast_scores_above_the_scale_are_clamped():
-    from qinsight_sdk.backend import RatingDistribution
-
     class Overconfident(ScriptedBackend):
         def rating_distributions(self, batch):
             decimals = torch.zeros(5, 10, dtype=torch.float64)
@@ -619,3 +617,37 @@ def test_inputs_that_fail_in_unusual_ways_fail_alone_in_every_method():
     assert judge.reward([grey(255), meta]).tolist() == [1.0, 0.0]
     assert judge.rank([meta, grey(10), grey(250)]).order == [2, 1, 0]
     assert "the tensor cannot be read" in judge.compare(grey(1), meta).error
+
+
+class NaNWeights(ScriptedBackend):
+    """A model whose weights are NaN: every probability it gives is NaN."""
+
+    def rating_distributions(self, batch):
+        found = super().rating_distributions(batch)
+        return [RatingDistribution(d.first * float("nan"), d.decimals) for d in found]
+
+
+def test_non_finite_rating_probabilities_are_an_error_not_the_worst_score(caplog):
+    """Issue 10, defect 3: a model with NaN weights scored 1.0 with no error, and the reward said nothing."""
+    judge = QualityJudge(NaNWeights(brightness_rating))
+    result = judge.score(grey(200), mode="fast")
+    assert result.score is None and result.std is None
+    assert result.error.startswith("the model's rating probabilities are not finite numbers")
+    result.to_json()  # strict JSON
+    with caplog.at_level("WARNING", logger="qinsight"):
+        assert judge.reward([grey(200)]).tolist() == [0.0]
+    assert "reward 0.0 for image 0: the model's rating probabilities are not finite" in caplog.text
+
+
+def test_results_serialise_as_strict_json():
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        ScoreResult(score=float("nan")).to_json()
+
+
+def test_a_checkpoint_with_nan_weights_gives_errors(tiny_model):
+    judge = QualityJudge.from_pretrained(tiny_model, device="cpu")
+    with torch.no_grad():
+        for parameter in judge.backend.model.parameters():
+            parameter.fill_(float("nan"))
+    results = judge.score([grey(90), noise_image(1)], mode="fast")
+    assert all(r.score is None and "not finite" in r.error for r in results)
