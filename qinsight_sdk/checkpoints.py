@@ -139,6 +139,8 @@ def _safetensors_names(path: Path) -> set[str]:
                 raise ValueError("header longer than the file")
             header = json.loads(handle.read(header_len))
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except OSError as exc:
+        raise ModelLoadError(f"weight file {path} cannot be read: {exc.strerror or exc}") from None
     except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
         raise ModelLoadError(f"weight file {path} is corrupt ({exc}); download it again") from None
     if 8 + header_len + end > size:

@@ -236,7 +236,13 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
 
 
 def _make_parent(path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Create the folder a result file goes in; a path that cannot be a file is a usage error."""
+    if Path(path).is_dir():
+        raise UsageError(f"{path} is a folder; name a file to write to")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder for {path}: {exc.strerror or exc}") from None
 
 
 def _resume(output: Path, overwrite: bool) -> set[str]:
@@ -394,6 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except QInsightError as exc:
         print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"qinsight {args.command}: interrupted; the rows written so far are kept (with --output, "
+              "rerun the same command to continue)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`| head -1`): say so, once
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print(f"qinsight {args.command}: error: the output pipe was closed; later rows were not written",
+              file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -24,7 +24,11 @@ _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.flo
 
 def choose_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) != "auto":
-        chosen = torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ModelLoadError(f"device {device!r} is not one torch knows: use auto, cpu, cuda, cuda:N or mps "
+                                 f"({exc})") from None
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available here")
         if chosen.type == "mps" and not torch.backends.mps.is_available():

@@ -189,7 +189,7 @@ def _random_state_dict(config_folder: Path, seed: int) -> dict[str, Any]:
 
 
 def _write_sharded_weights(folder: Path, tensors: dict[str, Any], shards: int = 2) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     names = sorted(tensors)
     per_shard = -(-len(names) // shards)
@@ -197,7 +197,8 @@ def _write_sharded_weights(folder: Path, tensors: dict[str, Any], shards: int = 
     for index in range(shards):
         part = names[index * per_shard:(index + 1) * per_shard]
         filename = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: tensors[n].contiguous() for n in part}, str(folder / filename), metadata={"format": "pt"})
+        # written like any other file, so the umask applies (save_file makes them readable by the owner only)
+        (folder / filename).write_bytes(save({n: tensors[n].contiguous() for n in part}, metadata={"format": "pt"}))
         for name in part:
             weight_map[name] = filename
             total += tensors[name].numel() * tensors[name].element_size()

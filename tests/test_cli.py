@@ -218,3 +218,71 @@ def test_a_last_line_torn_inside_a_character_is_repaired_on_resume(scripted, ima
     code, _, err = run(["score", *map(str, image_files[:2]), "-o", str(output)], capsys)
     assert code == 0 and "1 of 2 images already done" in err
     assert [r["image"] for r in rows(output.read_text(encoding="utf-8"))] == [str(p) for p in image_files[:2]]
+
+
+@pytest.mark.parametrize("where, message", [("folder", "is a folder; name a file to write to"),
+                                            ("under-a-file/out.jsonl", "cannot create the folder for")])
+def test_an_output_that_cannot_be_a_file_is_a_usage_error(scripted, image_files, tmp_path, capsys, where, message):
+    """Issue 10, defect 8: a folder, or a path below a file, as --output gave a traceback."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "under-a-file").write_text("a file")
+    code, out, err = run(["score", str(image_files[0]), "-o", str(tmp_path / where)], capsys)
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_an_unknown_device_is_a_usage_error(tiny_model, image_files, capsys):
+    code, _, err = run(["score", str(image_files[0]), "--model", str(tiny_model), "--device", "tpu"], capsys)
+    assert code == 2 and "device 'tpu' is not one torch knows" in err
+
+
+def test_ctrl_c_during_score_keeps_the_rows_and_exits_130(monkeypatch, image_files, tmp_path, capsys):
+    calls = []
+
+    def answer(conversation, images):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return '<answer>{"rating": 3}</answer>'
+
+    monkeypatch.setattr(QualityJudge, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
+    output = tmp_path / "out.jsonl"
+    code, _, err = run(["score", *map(str, image_files), "-o", str(output), "--batch-size", "1"], capsys)
+    assert code == 130 and "interrupted; the rows written so far are kept" in err
+    assert [r["image"] for r in rows(output.read_text())] == [str(p) for p in image_files[:2]]
+
+
+def test_a_closed_output_pipe_is_one_line_not_a_traceback(tiny_model, image_files):
+    command = (f"{sys.executable} -m qinsight_sdk score {' '.join(map(str, image_files))} --model {tiny_model} "
+               "--mode fast | true")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert "Traceback" not in done.stderr
+    assert "qinsight score: error: the output pipe was closed; later rows were not written" in done.stderr
+
+
+def test_an_unreadable_weight_file_is_a_model_error(tiny_model, monkeypatch):
+    """As root every file is readable, so the refusal is simulated where the shard is opened."""
+    from pathlib import Path
+
+    from qinsight_sdk.checkpoints import validate_checkpoint
+    from qinsight_sdk.errors import ModelLoadError
+
+    opened = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self.suffix == ".safetensors":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ModelLoadError, match="model-00001-of-00002.safetensors cannot be read: Permission denied"):
+        validate_checkpoint(tiny_model)
+
+
+def test_the_tiny_checkpoint_is_readable_by_others(tiny_model):
+    """Its shards were written owner-only (0600), so a model built by one user failed for another."""
+    import stat
+
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tiny_model.glob("*.safetensors")}
+    assert modes and all(mode & 0o044 == 0o044 for mode in modes.values()), modes
