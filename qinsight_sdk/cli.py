@@ -267,7 +267,11 @@ def _resume(output: Path, overwrite: bool) -> set[str]:
 
 
 def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
-    stream.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")  # strict JSON: never NaN
+    text = json.dumps(row, ensure_ascii=False, allow_nan=False)  # strict JSON: never NaN
+    if not text.isascii() and any("\udc80" <= c <= "\udcff" for c in text):
+        # a file name that is not UTF-8 (os.fsdecode's surrogates): escaped, it is valid text and round-trips
+        text = json.dumps(row, allow_nan=False)
+    stream.write(text + "\n")
     stream.flush()  # a row is on disk as soon as it is judged, so a killed run loses nothing
 
 

@@ -286,3 +286,21 @@ def test_the_tiny_checkpoint_is_readable_by_others(tiny_model):
 
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tiny_model.glob("*.safetensors")}
     assert modes and all(mode & 0o044 == 0o044 for mode in modes.values()), modes
+
+
+def test_a_file_name_that_is_not_utf8_round_trips_and_resumes(scripted, image_files, tmp_path, capsys):
+    """Issue 10, defect 1: such a name stopped score --output for good ("surrogates not allowed")."""
+    import shutil
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(image_files[0], folder / "good.png")
+    odd = os.path.join(os.fsdecode(bytes(folder)), os.fsdecode(b"bad_\xff.png"))
+    shutil.copy(image_files[1], odd)
+    output = tmp_path / "out.jsonl"
+    code, _, _ = run(["score", str(folder), "-o", str(output)], capsys)
+    written = rows(output.read_text(encoding="utf-8"))
+    assert code == 0 and sorted(r["image"] for r in written) == sorted([odd, str(folder / "good.png")])
+    assert os.fsencode(next(r["image"] for r in written if r["image"] == odd)).endswith(b"bad_\xff.png")
+    code, _, err = run(["score", str(folder), "-o", str(output)], capsys)
+    assert code == 0 and "2 of 2 images already done" in err
