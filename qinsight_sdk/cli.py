@@ -143,6 +143,8 @@ def _add_eval_command(commands: Any) -> None:
                        "is missing, and loads no model when nothing is.")
     sub.add_argument("data", help="labels: CSV, qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
     sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
+    sub.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="the scale of a CSV's MOS, normalised to 1-5 (default: the values as they are, in 1-5)")
     sub.add_argument("--task", choices=TASKS,
                      help="the task to evaluate (needed when the data holds several)")
     sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
@@ -356,7 +358,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     """Predictions are appended as they come, so Ctrl-C exits 130 with nothing lost and a rerun resumes."""
     from .evaluation import evaluate, load_items, summary_lines
 
-    items = load_items(args.data, args.image_root, args.task)
+    items = load_items(args.data, args.image_root, args.task, args.mos_range)
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
     with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
@@ -364,7 +366,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.data, predictions, load,
                           image_root=args.image_root, task=task, mode=args.mode, batch_size=args.batch_size,
-                          retry_failed=args.retry_failed, resamples=args.bootstrap, plot=args.plot)
+                          retry_failed=args.retry_failed, resamples=args.bootstrap, plot=args.plot,
+                          mos_range=args.mos_range)
     except KeyboardInterrupt:
         print(f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to "
               "continue", file=sys.stderr)

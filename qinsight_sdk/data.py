@@ -134,9 +134,14 @@ def from_qinsight_comparison(path: str | Path) -> list[dict[str, Any]]:
              "image_b": item["ImageB"], "answer": item["result"]} for item in items]
 
 
-def from_csv(path: str | Path, mos_range: Sequence[float] | None = None) -> list[dict[str, Any]]:
+def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
+             file_range: bool = True) -> list[dict[str, Any]]:
     """Records from a CSV with the columns of one task: ``image,mos``; ``image,distortion_class,severity``;
-    or ``image_a,image_b,answer`` (and optionally ``reference``). A MOS range defaults to the file's own."""
+    or ``image_a,image_b,answer`` (and optionally ``reference``).
+
+    MOS values are normalised from ``mos_range`` to [1, 5]. Without one, ``file_range`` (training: the
+    paper's per-data-set rule) normalises from the file's own min and max; without it (evaluation) the
+    values are taken as they are, so a judge is measured against the labels, not a stretch of them."""
     with Path(path).open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0]) if rows else set()
@@ -147,9 +152,10 @@ def from_csv(path: str | Path, mos_range: Sequence[float] | None = None) -> list
         return [{"task": "degradation", "image": row["image"], "distortion_class": row["distortion_class"],
                  "severity": row["severity"]} for row in rows]
     values = [float(row["mos"]) for row in rows]
-    low, high = mos_range if mos_range is not None else (min(values), max(values))
-    return [{"task": "score", "image": row["image"], "mos": float(row["mos"]), "mos_range": [low, high]}
-            for row in rows]
+    if mos_range is None and file_range:
+        mos_range = (min(values), max(values))
+    scale = {"mos_range": list(mos_range)} if mos_range is not None else {}
+    return [{"task": "score", "image": row["image"], "mos": value, **scale} for row, value in zip(rows, values)]
 
 
 def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> list[Sample]:
@@ -169,18 +175,18 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
 
 def read_source(path: str | Path, format: str = "qinsight", image_root: str | Path | None = None,
                 mos_range: Sequence[float] | None = None, skip_bad: bool = False,
-                check_images: bool = True) -> list[Sample]:
+                check_images: bool = True, file_range: bool = True) -> list[Sample]:
     """Samples from one data file in any supported format, checked like ``read_jsonl``.
 
     ``image_root`` defaults to the file's folder. Entries are numbered from 1 in messages (CSV: the
-    data row, not counting the header).
+    data row, not counting the header). ``mos_range`` and ``file_range`` are as for :func:`from_csv`.
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
     if format == "qinsight":
         return read_jsonl(path, root, skip_bad, check_images)
     importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
-                 "csv": lambda p: from_csv(p, mos_range)}
+                 "csv": lambda p: from_csv(p, mos_range, file_range)}
     if format not in FORMATS:
         raise UsageError(f"unknown data format {format!r}; use {', '.join(FORMATS)}")
     try:

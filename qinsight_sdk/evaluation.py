@@ -52,10 +52,15 @@ def guess_format(path: str | Path) -> str:
     raise DataError(f"{path}: a JSON list, but neither DeQA-Score (gt_score_norm) nor Q-Insight pairs (ImageA)")
 
 
-def load_items(data: str | Path, image_root: str | Path | None = None, task: str | None = None) -> list[EvalItem]:
-    """The data file's items of one task; images are not opened here (a bad one is a failed item)."""
+def load_items(data: str | Path, image_root: str | Path | None = None, task: str | None = None,
+               mos_range: Sequence[float] | None = None) -> list[EvalItem]:
+    """The data file's items of one task; images are not opened here (a bad one is a failed item).
+
+    A CSV's MOS values are taken as they are, or normalised from ``mos_range`` to [1, 5] when given;
+    never stretched to the file's own min and max, which would change the RMSE being measured.
+    """
     root = Path(image_root) if image_root is not None else Path(data).parent
-    samples = read_source(data, guess_format(data), root, check_images=False)
+    samples = read_source(data, guess_format(data), root, mos_range, check_images=False, file_range=False)
     tasks = sorted({s.task for s in samples})
     if task is None:
         if len(tasks) != 1:
@@ -117,16 +122,17 @@ def predict(judge: Any, items: Sequence[EvalItem], task: str, sink: Callable[[di
 def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[], Any] | None = None,
              image_root: str | Path | None = None, task: str | None = None, mode: str = "reason",
              batch_size: int = 8, retry_failed: bool = False, resamples: int = 1000,
-             progress: bool = True, plot: str | Path | None = None) -> dict[str, Any]:
+             progress: bool = True, plot: str | Path | None = None,
+             mos_range: Sequence[float] | None = None) -> dict[str, Any]:
     """Predict what ``predictions`` lacks (loading the judge only then), and report the task's metrics.
 
     Without ``load_judge`` nothing is predicted: items missing from ``predictions`` count as failed.
 
     ``retry_failed`` runs the model again on items whose row carries an error. Ctrl-C stops after the
     rows already written; a rerun continues from there. ``plot`` writes a PNG: score against MOS with
-    the fitted curve, or the degradation confusion matrix.
+    the fitted curve, or the degradation confusion matrix. ``mos_range`` as for :func:`load_items`.
     """
-    items = load_items(data, image_root, task)
+    items = load_items(data, image_root, task, mos_range)
     task = items[0].sample.task
     if mode not in TASKS[task].modes:
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")

@@ -23,7 +23,8 @@ def labelled(tmp_path):
     for i in range(8):
         Image.new("RGB", (64, 48), (30 * i,) * 3).save(tmp_path / f"g{i}.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    rows = [f"g{i}.png,{10 + 10 * i + (3 if i == 4 else 0)}" for i in range(8)] + ["broken.png,50", "gone.png,20"]
+    rows = [f"g{i}.png,{1.4 + 0.4 * i + (0.12 if i == 4 else 0):.2f}" for i in range(8)] + ["broken.png,3",
+                                                                                         "gone.png,1.8"]
     (tmp_path / "labels.csv").write_text("image,mos\n" + "\n".join(rows) + "\n")
     return tmp_path
 
@@ -140,7 +141,7 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
     report, figure = tmp_path / "score.json", tmp_path / "score.png"
     code = main(["eval", str(synthetic / "scores.csv"), "--model", str(tiny_model), "--mode", "fast",
                  "--predictions", str(tmp_path / "score.jsonl"), "--report", str(report), "--plot", str(figure),
-                 "--bootstrap", "100"])
+                 "--bootstrap", "100", "--mos-range", "0", "100"])
     assert code == 0
     found = json.loads(report.read_text())
     assert found["task"] == "score" and found["judged"] == 6 and found["failed"] == []
@@ -188,3 +189,24 @@ def test_predictions_torn_inside_a_character_are_repaired(tmp_path):
     path.write_bytes(b'{"key": "a.png", "task": "score", "score": 3.0}\n' + torn[:torn.index("é".encode()) + 1])
     assert list(read_predictions(path, "score")) == ["a.png"]
     assert path.read_bytes() == b'{"key": "a.png", "task": "score", "score": 3.0}\n'
+
+
+def test_eval_takes_csv_mos_as_it_is_unless_given_a_range(tmp_path):
+    """Issue 10, defect 4: eval stretched a CSV's MOS to the file's own min and max (2.5-4.1 became 1-5)."""
+    (tmp_path / "labels.csv").write_text("image,mos\na.png,2.5\nb.png,4.1\nc.png,3.3\n")
+    assert [i.sample.mos for i in load_items(tmp_path / "labels.csv")] == [2.5, 4.1, 3.3]
+    (tmp_path / "wide.csv").write_text("image,mos\na.png,25\nb.png,75\n")
+    assert [i.sample.mos for i in load_items(tmp_path / "wide.csv", mos_range=(0, 100))] == [2.0, 4.0]
+    with pytest.raises(QInsightError, match="mos 25.0 is outside"):
+        load_items(tmp_path / "wide.csv")
+    (tmp_path / "one.csv").write_text("image,mos\na.png,3.0\n")  # one row, or one constant value: accepted
+    assert [i.sample.mos for i in load_items(tmp_path / "one.csv")] == [3.0]
+
+
+def test_training_keeps_the_papers_per_file_normalisation(tmp_path):
+    from qinsight_sdk.data import read_source
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    (tmp_path / "labels.csv").write_text("image,mos\na.png,2.5\nb.png,4.1\n")
+    assert [s.mos for s in read_source(tmp_path / "labels.csv", "csv")] == [1.0, 5.0]
