@@ -70,7 +70,7 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.images.x_to_rgb__mutmut_85": "Pillow clips the fill value 256 to 255: the same opaque white",
     **{f"qinsight_sdk.images.x__open_file__mutmut_{n}": "the only warning Image.open raises is the "
        "DecompressionBombWarning, so ignoring every warning there ignores the same one" for n in (2, 4)},
-    "qinsight_sdk.images.x_load_image__mutmut_17": "channels_first=None is falsy like False: the same branch",
+    "qinsight_sdk.images.x__normalised__mutmut_17": "channels_first=None is falsy like False: the same branch",
     **{f"qinsight_sdk.batching.xǁBatchRunnerǁrun__mutmut_{n}": "the next batch is prepared only after the "
        "last one was taken, so one helper thread is all that ever runs; its name is for debuggers"
        for n in range(26, 33)},

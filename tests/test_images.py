@@ -539,3 +539,21 @@ def test_any_failure_reading_one_input_is_that_inputs_error(tmp_path, make, name
     """Issue 10, defect 2: these raised other exception types and took the whole batch down."""
     with pytest.raises(ImageInputError, match=named):
         load_image(make(tmp_path))
+
+
+class _BufferGone(np.ndarray):
+    """An array whose shape can no longer be read, as a view of a released buffer might fail."""
+
+    @property
+    def shape(self):
+        raise RuntimeError("its buffer is gone")
+
+
+def test_an_unexpected_failure_names_the_input_and_the_exception():
+    closed = _closed_image()
+    with pytest.raises(ImageInputError) as refused:
+        load_image(closed)
+    assert str(refused.value) == "the PIL image cannot be read (ValueError: Operation on closed image)"
+    with pytest.raises(ImageInputError) as refused:
+        load_image(np.zeros((8, 8, 3), np.uint8).view(_BufferGone))
+    assert str(refused.value) == "the _BufferGone cannot be read (RuntimeError: its buffer is gone)"
