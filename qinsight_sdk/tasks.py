@@ -66,7 +66,7 @@ def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
     rating: clamping NaN would report the worst score as if the model had given it.
     """
     mean, std = distribution.expected()
-    if not (math.isfinite(mean) and math.isfinite(std)):
+    if not math.isfinite(mean):  # NaN anywhere spreads to the mean (0 * NaN is NaN), so it is all to check
         return ScoreResult(error="the model's rating probabilities are not finite numbers: the checkpoint's "
                                  "weights or its dtype are broken (NaN or infinite values)")
     return ScoreResult(score=min(5.0, max(1.0, mean)), std=std)

@@ -632,7 +632,8 @@ def test_non_finite_rating_probabilities_are_an_error_not_the_worst_score(caplog
     judge = QualityJudge(NaNWeights(brightness_rating))
     result = judge.score(grey(200), mode="fast")
     assert result.score is None and result.std is None
-    assert result.error.startswith("the model's rating probabilities are not finite numbers")
+    assert result.error == ("the model's rating probabilities are not finite numbers: the checkpoint's weights or "
+                            "its dtype are broken (NaN or infinite values)")
     result.to_json()  # strict JSON
     with caplog.at_level("WARNING", logger="qinsight"):
         assert judge.reward([grey(200)]).tolist() == [0.0]
