@@ -10,13 +10,12 @@ from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
 from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
-from ..qinsight_sdk.selection import STRATEGIES, ranking_steps
+from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
 
 CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
-HYBRID_POOL = 4  # how many of the best fast scores the hybrid strategy compares pairwise
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
 HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER)]

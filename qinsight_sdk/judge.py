@@ -25,7 +25,7 @@ from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
 from .qwen_vl import QwenVLBackend
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
-from .selection import Ranking, rank_images
+from .selection import HYBRID_POOL, Ranking, rank_images
 from .tasks import TASKS, reconcile, score_of_distribution
 
 logger = logging.getLogger("qinsight")
@@ -156,7 +156,8 @@ class QualityJudge:
         return results[1::2] if both_orders else results
 
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
-             pool: int = 4, batch_size: int | None = None, on_result: ResultCallback | None = None) -> Ranking:
+             pool: int = HYBRID_POOL, batch_size: int | None = None,
+             on_result: ResultCallback | None = None) -> Ranking:
         """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies.
 
         ``on_result(step, result)`` follows each image scored and each match (a pair in both orders);

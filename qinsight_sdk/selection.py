@@ -13,16 +13,16 @@ Strategies:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from PIL import Image
 
 from .errors import ImageInputError, UsageError
 from .images import ImageInput
-from .results import ComparisonResult, ScoreResult
+from .results import ComparisonResult, ResultCallback, ScoreResult
 
 STRATEGIES = ("score", "tournament", "hybrid")
-ResultCallback = Callable[[int, Any], None]
+HYBRID_POOL = 4  # the default number of best fast scores that the hybrid strategy compares pairwise
 
 
 class RankingJudge(Protocol):
@@ -61,7 +61,7 @@ class Ranking:
         return asdict(self)
 
 
-def ranking_steps(count: int, strategy: str, pool: int = 4) -> int:
+def ranking_steps(count: int, strategy: str, pool: int = HYBRID_POOL) -> int:
     """How many times ranking ``count`` images calls ``on_result`` when every image loads: once per
     image scored, once per match (a pair asked in both orders). For sizing a progress bar."""
     if strategy == "score":
@@ -110,7 +110,7 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
         key = {i: float(rounds[i]) for i in order}
         decided_by = f"knockout of {len(valid)} images, each pair asked in both orders"
     else:
-        results = _fast_scores(judge, loaded, batch_size, steps)
+        results = _fast_scores(judge, loaded, valid, batch_size, steps)
         key = {}
         for index, result in results.items():
             if result.ok:
@@ -142,10 +142,9 @@ def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any
     return loaded, errors
 
 
-def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], batch_size: int | None,
+def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], valid: list[int], batch_size: int | None,
                  steps: _Steps) -> dict[int, ScoreResult]:
-    """Each loaded image's fast score, by input index."""
-    valid = sorted(loaded)
+    """Each loaded image's fast score, by input index (``valid``: the loaded indices, in order)."""
     results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast", on_result=steps)
     return dict(zip(valid, results))
 
