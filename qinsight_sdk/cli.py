@@ -27,9 +27,9 @@ from .errors import QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
 from .profiles import PROFILES
-from .records import whole_lines
 from .prompts import PromptOrder
-from .selection import STRATEGIES
+from .records import whole_lines
+from .selection import HYBRID_POOL, STRATEGIES
 from .tasks import TASKS
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -122,7 +122,7 @@ def _add_rank_command(commands: Any) -> None:
                      help="score: fast scores; tournament: pairwise knockout in both orders; "
                           "hybrid: fast scores, then every pair among the top --pool in both orders")
     sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K")
-    sub.add_argument("--pool", type=_at_least_one, default=4, help="finalists for --strategy hybrid")
+    sub.add_argument("--pool", type=_at_least_one, default=HYBRID_POOL, help="finalists for --strategy hybrid")
     _add_model_options(sub)
     _add_output_option(sub)
 
@@ -271,9 +271,11 @@ def _resume(output: Path, overwrite: bool) -> set[str]:
 
 def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
     text = json.dumps(row, ensure_ascii=False, allow_nan=False)  # strict JSON: never NaN
-    if not text.isascii() and any("\udc80" <= c <= "\udcff" for c in text):
-        # a file name that is not UTF-8 (os.fsdecode's surrogates): escaped, it is valid text and round-trips
-        text = json.dumps(row, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (os.fsdecode's surrogates): escaped,
+            text = json.dumps(row, allow_nan=False)  # it is valid text and round-trips
     stream.write(text + "\n")
     stream.flush()  # a row is on disk as soon as it is judged, so a killed run loses nothing
 
