@@ -13,12 +13,14 @@ good row are skipped. ``eval`` writes its JSON report to ``--report``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, SCORE_SUBFOLDER, default_model,
                           default_subfolder)
@@ -26,9 +28,10 @@ from .decoding import DecodingOptions
 from .errors import QInsightError, UsageError
 from .images import ImageBounds
 from .judge import QualityJudge
-from .profiles import PROFILES
+from .loading import choose_device, choose_dtype
+from .profiles import PROFILES, find_profile
 from .prompts import PromptOrder
-from .records import whole_lines
+from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
 from .selection import HYBRID_POOL, STRATEGIES
 from .tasks import TASKS
 
@@ -80,8 +83,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_output_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", help="write JSON lines here (appending and resuming) instead of to "
-                                               "standard output")
+    parser.add_argument("--output", "-o", help="write rows to this record file (appending and resuming) instead "
+                                               "of to standard output")
+    parser.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +105,7 @@ def _add_row_command(commands: Any, name: str, text: str,
                      handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     sub = _add_command(commands, name, text, handler)
     _add_image_options(sub)
-    sub.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
+    sub.add_argument("--retry-failed", action="store_true", help="judge again the images whose row has an error")
     _add_model_options(sub)
     _add_output_option(sub)
     return sub
@@ -155,6 +159,7 @@ def _add_eval_command(commands: Any) -> None:
                                     "confusion matrix (needs matplotlib)")
     sub.add_argument("--mode", choices=("reason", "fast"), default="reason", help="score mode, as for score")
     sub.add_argument("--retry-failed", action="store_true", help="predict again the items whose row has an error")
+    sub.add_argument("--overwrite", action="store_true", help="start --predictions afresh instead of resuming")
     sub.add_argument("--predictions-only", action="store_true",
                      help="load no model: metrics from --predictions alone, missing items counted as failed")
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
@@ -228,9 +233,13 @@ def _decoding(args: argparse.Namespace) -> DecodingOptions:
     return DecodingOptions(max_new_tokens=args.max_new_tokens)
 
 
-def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
+def _checkpoint(args: argparse.Namespace, comparison: bool) -> tuple[str, str | None]:
     model = args.model or default_model()
-    subfolder = args.subfolder if args.subfolder is not None else default_subfolder(model, comparison)
+    return model, args.subfolder if args.subfolder is not None else default_subfolder(model, comparison)
+
+
+def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
+    model, subfolder = _checkpoint(args, comparison)
     return QualityJudge.from_pretrained(
         model, subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
@@ -238,120 +247,122 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
         profile=args.profile)
 
 
-def _make_parent(path: str | Path) -> None:
-    """Create the folder a result file goes in; a path that cannot be a file is a usage error."""
-    if Path(path).is_dir():
-        raise UsageError(f"{path} is a folder; name a file to write to")
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the folder for {path}: {exc.strerror or exc}") from None
-
-
-def _resume(output: Path, overwrite: bool) -> set[str]:
-    """Keep the good rows of an earlier run (dropping error rows, to be retried); their images."""
-    _make_parent(output)
-    if overwrite or not output.exists():
-        output.write_text("", encoding="utf-8")
-        return set()
-    kept, done = [], set()
-    for line in whole_lines(output):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and row.get("error") is None and "image" in row:
-            kept.append(line)
-            done.add(row["image"])
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(temporary, output)
-    return done
-
-
-def _write_row(stream: TextIO, row: dict[str, Any]) -> None:
-    text = json.dumps(row, ensure_ascii=False, allow_nan=False)  # strict JSON: never NaN
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a file name that is not UTF-8 (os.fsdecode's surrogates): escaped,
-            text = json.dumps(row, allow_nan=False)  # it is valid text and round-trips
-    stream.write(text + "\n")
-    stream.flush()  # a row is on disk as soon as it is judged, so a killed run loses nothing
+def _settings(args: argparse.Namespace, comparison: bool = False, **task_settings: Any) -> dict[str, Any]:
+    """Everything that changes an answer, worked out before a model loads, so that a record file made
+    another way is refused at once. A local model is named by its real path. Fast scores generate no
+    text, so decoding options do not change them."""
+    model, subfolder = _checkpoint(args, comparison)
+    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
+                "revision": args.revision, "profile": find_profile(args.profile, subfolder).name,
+                "dtype": str(choose_dtype(args.dtype, choose_device(args.device))).removeprefix("torch."),
+                "prompt_order": args.prompt_order, "max_pixels": args.max_pixels, **task_settings}
+    if task_settings.get("mode") != "fast":
+        settings["decoding"] = asdict(_decoding(args))
+    return settings
 
 
 @contextmanager
-def _output_stream(output: str | None) -> Iterator[TextIO]:
-    if output is None:
-        yield sys.stdout
+def _record_store(args: argparse.Namespace, task: str, settings: dict[str, Any],
+                  retry_failed: bool = False) -> Iterator[RecordStore | None]:
+    """The --output record store, opened and locked (None: rows go to standard output)."""
+    if args.output is None:
+        yield None
         return
-    _make_parent(output)
-    with open(output, "a", encoding="utf-8") as handle:
-        yield handle
+    store = open_store(args.output, task, settings, overwrite=args.overwrite,
+                       retry_failed=retry_failed)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
-def _pending_images(args: argparse.Namespace) -> list[str]:
-    """Checked before a model loads, so a mistake costs no loading time; with --output, a rerun skips
-    the images that already have a good row."""
-    images = expand_paths(args.paths, args.recursive)
-    done = _resume(Path(args.output), args.overwrite) if args.output else set()
-    pending = [image for image in images if image not in done]
-    if done:
-        print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done",
-              file=sys.stderr)
-    return pending
+def _emit(store: RecordStore | None, task: str, settings: dict[str, Any], paths: Sequence[str],
+          result: dict[str, Any]) -> None:
+    """One row to the record store, or to standard output in the same schema."""
+    if store is not None:
+        store.write(paths, result)
+    else:
+        print(row_text(make_row(task, paths, settings, result)), flush=True)
 
 
-def _write_image_rows(args: argparse.Namespace, judge_images: JudgeImages) -> int:
-    """Score and degradation differ only in the judge's method; rows go out as each batch finishes."""
-    pending = _pending_images(args)
-    if not pending:
-        return EXIT_OK
-    judge = _load_judge(args, comparison=False)
-    errors = 0
-    with _output_stream(args.output) as stream:
+def _distinct(images: list[str]) -> list[str]:
+    """Each file once, however it was named (``a.png``, ``./a.png``, an absolute path, a link)."""
+    return list({key_of(image): image for image in reversed(images)}.values())[::-1]
+
+
+def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeImages,
+                      **task_settings: Any) -> int:
+    """Score and degradation differ only in the judge's method; rows go out as each batch finishes.
+    Everything that can be wrong with the paths or the output file is found before the model loads."""
+    images = _distinct(expand_paths(args.paths, args.recursive))
+    settings = _settings(args, **task_settings)
+    with _record_store(args, task, settings, args.retry_failed) as store:
+        pending = [image for image in images if store is None or not store.done(key_of(image))]
+        if store is not None and len(pending) < len(images):
+            failed = f", {store.failed()} of them with an error (--retry-failed judges those again)"
+            print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done"
+                  + (failed if store.failed() else ""), file=sys.stderr)
+        if not pending:
+            return EXIT_ROW_ERRORS if store is not None and store.failed() else EXIT_OK
+        judge = _load_judge(args, comparison=False)
+        errors = 0
 
         def write(index: int, result: Any) -> None:
             nonlocal errors
             errors += result.error is not None
-            _write_row(stream, {"image": pending[index], **result.to_dict()})
+            _emit(store, task, settings, [pending[index]], result.to_dict())
 
         judge_images(judge, pending, write)
+        earlier = store.failed() - errors if store is not None else 0
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
-    return EXIT_ROW_ERRORS if errors else EXIT_OK
+    return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
 
 
 # -- one handler per subcommand ---------------------------------------------------------------------------
 
 def _run_score(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, lambda judge, images, write: judge.score(
-        images, batch_size=args.batch_size, on_result=write, mode=args.mode))
+    return _write_image_rows(args, "score", lambda judge, images, write: judge.score(
+        images, batch_size=args.batch_size, on_result=write, mode=args.mode), mode=args.mode)
 
 
 def _run_degradation(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, lambda judge, images, write: judge.degradation(
+    return _write_image_rows(args, "degradation", lambda judge, images, write: judge.degradation(
         images, batch_size=args.batch_size, on_result=write))
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    judge = _load_judge(args, comparison=args.reference is not None)
-    result = judge.compare(args.image_a, args.image_b, reference=args.reference, both_orders=args.both_orders)
-    with _output_stream(args.output) as stream:
-        _write_row(stream, {"image_a": args.image_a, "image_b": args.image_b, "reference": args.reference,
-                            **result.to_dict()})
+    paths = ([args.reference] if args.reference else []) + [args.image_a, args.image_b]
+    settings = _settings(args, comparison=args.reference is not None, both_orders=args.both_orders)
+    with _record_store(args, "comparison", settings) as store:
+        if store is not None and store.done(key_of(*paths)):
+            row = store.rows[key_of(*paths)]
+            print(f"compare: {args.output} already holds this pair (winner {row.get('winner')})", file=sys.stderr)
+            return EXIT_ROW_ERRORS if row.get("error") else EXIT_OK
+        judge = _load_judge(args, comparison=args.reference is not None)
+        result = judge.compare(args.image_a, args.image_b, reference=args.reference, both_orders=args.both_orders)
+        _emit(store, "comparison", settings, paths, result.to_dict())
     return EXIT_ROW_ERRORS if result.error else EXIT_OK
 
 
 def _run_rank(args: argparse.Namespace) -> int:
-    """The order is known only once every image is judged, so rows are written at the end."""
-    images = expand_paths(args.paths, args.recursive)
-    judge = _load_judge(args, comparison=False)
-    ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
-                         batch_size=args.batch_size)
-    with _output_stream(args.output) as stream:
+    """The order is known only once every image is judged, so rows are written at the end; a rerun
+    finds the ranking whole (nothing to do) or judges it all again."""
+    images = _distinct(expand_paths(args.paths, args.recursive))
+    field = hashlib.sha256(json.dumps(sorted(key_of(image) for image in images)).encode()).hexdigest()
+    settings = _settings(args, strategy=args.strategy, top_k=args.top_k,
+                         pool=args.pool if args.strategy == "hybrid" else None, images=field[:16])
+    with _record_store(args, "rank", settings) as store:
+        if store is not None and len(store.rows) == min(args.top_k or len(images), len(images)):
+            print(f"rank: {args.output} already holds this ranking", file=sys.stderr)
+            return EXIT_ROW_ERRORS if store.failed() else EXIT_OK
+        if store is not None:
+            store.clear()
+        judge = _load_judge(args, comparison=False)
+        ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
+                             batch_size=args.batch_size)
         for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
-            _write_row(stream, {"rank": place, "image": images[index], "score": score,
-                                "error": ranking.errors.get(index)})
+            _emit(store, "rank", settings, [images[index]],
+                  {"rank": place, "score": score, "error": ranking.errors.get(index)})
     print(f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons; "
           f"{len(ranking.errors)} could not be judged", file=sys.stderr)
     return EXIT_ROW_ERRORS if ranking.errors else EXIT_OK
@@ -365,19 +376,22 @@ def _run_eval(args: argparse.Namespace) -> int:
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
     with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
+    if args.report:
+        check_writable(args.report)
+    task_settings = {"score": {"mode": args.mode}, "comparison": {"both_orders": False}}.get(task, {})
+    settings = None if args.predictions_only else _settings(args, comparison=with_reference, **task_settings)
     load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
-        result = evaluate(args.data, predictions, load,
-                          image_root=args.image_root, task=task, mode=args.mode, batch_size=args.batch_size,
-                          retry_failed=args.retry_failed, resamples=args.bootstrap, plot=args.plot,
-                          mos_range=args.mos_range)
+        result = evaluate(items, predictions, load, mode=args.mode, batch_size=args.batch_size,
+                          retry_failed=args.retry_failed, overwrite=args.overwrite, resamples=args.bootstrap,
+                          plot=args.plot, settings=settings, image_root=args.image_root or Path(args.data).parent)
     except KeyboardInterrupt:
         print(f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to "
               "continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+    result["data"] = args.data
     if args.report:
-        _make_parent(args.report)
-        Path(args.report).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        Path(args.report).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for line in summary_lines(result):
         print(line)
     print(f"eval: predictions in {predictions}" + (f", report in {args.report}" if args.report else "")

@@ -1,14 +1,11 @@
 """Evaluate a judge on labelled images, resumably: predictions are kept, metrics recomputed from them.
 
 ``evaluate`` reads a data file (CSV, our JSONL schema, DeQA-Score meta JSON, Q-Insight comparison JSON),
-appends one prediction row per item to a JSONL file as results arrive (flushed, so an interrupted run
-leaves a valid file), runs the model only on items that file does not already hold (and loads no
-model at all when it holds every item), then computes the task's metrics over the items that were
-judged, listing the failed ones by path.
-
-Prediction rows: ``{"key", "task", "error", "raw", ...}`` plus ``score``, or ``distortion`` and
-``severity``, or ``winner`` ("Image A", "Image B", "Similar"). ``key`` is the item's image path as the
-data file gives it (pairs: ``[reference|]image_a|image_b``), so predictions made elsewhere can be used.
+appends one row per item to a record file (:mod:`qinsight_sdk.records`: the same rows ``qinsight
+score -o``, ``degradation -o`` and ``compare -o`` write, so their output can be evaluated directly) as
+results arrive, runs the model only on items that file does not already hold (and loads no model at all
+when it holds every item), then computes the task's metrics over the items that were judged, listing
+the failed ones by path.
 """
 
 from __future__ import annotations
@@ -24,14 +21,20 @@ from tqdm.auto import tqdm
 from .data import DataError, Sample, read_source
 from .errors import UsageError
 from .metrics import require_scipy
-from .records import whole_lines
+from .records import check_writable, key_of, open_store
 from .tasks import TASKS
 
 
 @dataclass(frozen=True)
 class EvalItem:
-    key: str
+    """A labelled item: ``name`` as the data file gives its paths, ``key`` its record key."""
+
+    name: str
     sample: Sample
+
+    @property
+    def key(self) -> str:
+        return key_of(*self.sample.images)
 
 
 def guess_format(path: str | Path) -> str:
@@ -68,13 +71,13 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
         task = tasks[0]
     if task not in TASKS:
         raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    items = [EvalItem(_key(s, root), s) for s in samples if s.task == task]
+    items = [EvalItem(_name(s, root), s) for s in samples if s.task == task]
     if not items:
         raise DataError(f"{data} holds no {task} items")
     return items
 
 
-def _key(sample: Sample, root: Path) -> str:
+def _name(sample: Sample, root: Path) -> str:
     def relative(path: Path) -> str:
         try:
             return path.relative_to(root).as_posix()
@@ -84,83 +87,58 @@ def _key(sample: Sample, root: Path) -> str:
     return "|".join(relative(p) for p in sample.images)
 
 
-# -- the predictions file ----------------------------------------------------------------------------
-
-def read_predictions(path: str | Path, task: str) -> dict[str, dict[str, Any]]:
-    """The task's rows by key (the last row of a key wins; rows without a task count as this task's).
-
-    A line cut off by a kill is dropped from the file, so appending keeps it valid JSON lines."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    rows: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(whole_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if row.get("task", task) == task:
-                rows[str(row["key"])] = row
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}:{number}: not a prediction row ({exc})") from None
-    return rows
-
-
-def predict(judge: Any, items: Sequence[EvalItem], task: str, sink: Callable[[dict[str, Any]], None],
-            mode: str = "reason", batch_size: int = 8) -> None:
-    """Run the judge over items, handing each row to ``sink`` as soon as it is ready, in order."""
-    spec = TASKS[task]
-
-    def deliver(index: int, result: Any) -> None:
-        sink({"key": items[index].key, "task": task, **spec.row(result), "error": result.error, "raw": result.raw})
-
-    spec.ask(judge, [i.sample for i in items], mode=mode, batch_size=batch_size, on_result=deliver)
-
-
 # -- the whole evaluation ----------------------------------------------------------------------------
 
-def evaluate(data: str | Path, predictions: str | Path, load_judge: Callable[[], Any] | None = None,
-             image_root: str | Path | None = None, task: str | None = None, mode: str = "reason",
-             batch_size: int = 8, retry_failed: bool = False, resamples: int = 1000,
-             progress: bool = True, plot: str | Path | None = None,
-             mos_range: Sequence[float] | None = None) -> dict[str, Any]:
+def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
+             load_judge: Callable[[], Any] | None = None, image_root: str | Path | None = None,
+             task: str | None = None, mode: str = "reason", batch_size: int = 8, retry_failed: bool = False,
+             overwrite: bool = False, resamples: int = 1000, progress: bool = True, plot: str | Path | None = None,
+             mos_range: Sequence[float] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Predict what ``predictions`` lacks (loading the judge only then), and report the task's metrics.
 
-    Without ``load_judge`` nothing is predicted: items missing from ``predictions`` count as failed.
+    ``data`` is a data file, or its items as :func:`load_items` read them (``image_root``, ``task`` and
+    ``mos_range`` are then not needed). Without ``load_judge`` nothing is predicted: items missing from
+    ``predictions`` count as failed, and rows made with any settings are read. With it, ``settings``
+    says what the judge's answers depend on (as the CLI records them): rows made with other settings
+    are an error, never mixed in.
 
-    ``retry_failed`` runs the model again on items whose row carries an error. Ctrl-C stops after the
+    ``retry_failed`` runs the model again on items whose row carries an error; ``overwrite`` starts
+    ``predictions`` afresh. Ctrl-C stops after the
     rows already written; a rerun continues from there. ``plot`` writes a PNG: score against MOS with
-    the fitted curve, or the degradation confusion matrix. ``mos_range`` as for :func:`load_items`.
+    the fitted curve, or the degradation confusion matrix.
     """
-    items = load_items(data, image_root, task, mos_range)
+    items = data if isinstance(data, Sequence) and not isinstance(data, str) else \
+        load_items(data, image_root, task, mos_range)
     task = items[0].sample.task
-    if mode not in TASKS[task].modes:
+    spec = TASKS[task]
+    if mode not in spec.modes:
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
-    if plot is not None and TASKS[task].plot is None:
+    if plot is not None and spec.plot is None:
         raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
     require_scipy()   # a missing scipy (or matplotlib, for a plot) is reported now, not after a long run
     if plot is not None:
         from .plots import pyplot
 
         pyplot()
-    predictions = Path(predictions)
-    known = read_predictions(predictions, task)
-    todo = [i for i in items if i.key not in known or (retry_failed and known[i.key].get("error"))]
-    todo = list({i.key: i for i in todo}.values())   # an image listed twice is judged once
-    if todo and load_judge is not None:
-        judge = load_judge()
-        predictions.parent.mkdir(parents=True, exist_ok=True)
-        with predictions.open("a", encoding="utf-8") as handle, \
-                tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress) as bar:  # images/s, ETA
-            def sink(row: dict[str, Any]) -> None:
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                known[row["key"]] = row
-                bar.update(1)
+        check_writable(plot)
+    legacy_root = image_root if image_root is not None else \
+        (Path(data).parent if isinstance(data, (str, Path)) else ".")
+    store = open_store(predictions, task, settings if load_judge is not None else None,
+                       retry_failed=retry_failed, overwrite=overwrite, read_only=load_judge is None, legacy_root=legacy_root)
+    try:
+        todo = list({i.key: i for i in items if not store.done(i.key)}.values())  # listed twice: judged once
+        if todo and load_judge is not None:
+            judge = load_judge()
+            with tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress) as bar:  # images/s, ETA
+                def write(index: int, result: Any) -> None:
+                    store.write([str(p) for p in todo[index].sample.images], result.to_dict())
+                    bar.update(1)
 
-            predict(judge, todo, task, sink, mode=mode, batch_size=batch_size)
-    return report(items, known, task, resamples, plot, data=str(data), predictions=str(predictions),
-                  predicted_now=len(todo) if load_judge is not None else 0)
+                spec.ask(judge, [i.sample for i in todo], mode=mode, batch_size=batch_size, on_result=write)
+    finally:
+        store.close()
+    return report(items, store.rows, task, resamples, plot, data=str(data) if isinstance(data, (str, Path)) else
+                  None, predictions=str(predictions), predicted_now=len(todo) if load_judge is not None else 0)
 
 
 def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str, resamples: int = 1000,
@@ -173,7 +151,7 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
         row = rows.get(item.key)
         problem = "no prediction" if row is None else row.get("error") or spec.row_problem(row)
         if problem:
-            failed.append({"item": item.key, "error": problem})
+            failed.append({"item": item.name, "error": problem})
         else:
             judged.append((item.sample, row))
     samples, judged_rows = [s for s, _ in judged], [r for _, r in judged]
@@ -181,7 +159,7 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
     result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
               "metrics": metrics}
     if plot is not None and spec.plot is not None:
-        spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data", "")).name)
+        spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data") or result["predictions"]).name)
     return result
 
 

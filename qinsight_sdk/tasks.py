@@ -167,19 +167,7 @@ def _ask_comparison(judge: Any, samples: Sequence[Any], mode: str, **options: An
     judge.compare_pairs(pairs, **options)
 
 
-# -- prediction rows: a result as data files spell it, and what makes a row unusable ---------------------
-
-def _score_row(result: ScoreResult) -> dict[str, Any]:
-    return {"score": result.score}
-
-
-def _degradation_row(result: DegradationResult) -> dict[str, Any]:
-    return {"distortion": result.distortion, "severity": result.severity}
-
-
-def _comparison_row(result: ComparisonResult) -> dict[str, Any]:
-    return {"winner": answer_of_winner(result.winner)}
-
+# -- record rows (a result's fields, :mod:`qinsight_sdk.records`): what makes one unusable ----------------
 
 def _score_row_problem(row: dict[str, Any]) -> str | None:
     return None if row.get("score") is not None else "the prediction row has no score"
@@ -191,7 +179,7 @@ def _degradation_row_problem(row: dict[str, Any]) -> str | None:
 
 def _comparison_row_problem(row: dict[str, Any]) -> str | None:
     winner = row.get("winner")
-    return None if winner in COMPARISON_ANSWERS else f"the prediction row's winner is {winner!r}"
+    return None if winner in ANSWER_OF_WINNER else f"the prediction row's winner is {winner!r}"
 
 
 # -- metrics over judged samples and their rows, and their summary ----------------------------------------
@@ -207,7 +195,7 @@ def _degradation_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]],
 
 
 def _comparison_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
-    return metrics.comparison_metrics([r["winner"] for r in rows], [s.answer for s in samples])
+    return metrics.comparison_metrics([answer_of_winner(r["winner"]) for r in rows], [s.answer for s in samples])
 
 
 def _number(value: Any) -> str:
@@ -262,7 +250,6 @@ class TaskSpec:
     aggregate: Callable[[list[Generation], Parse], Any]       # sampled answers -> one result
     read_record: Callable[[dict[str, Any]], tuple[list[str], dict[str, Any]]]  # -> image names, label fields
     ask: Callable[..., None]                                   # (judge, samples, mode=, batch_size=, on_result=)
-    row: Callable[[Any], dict[str, Any]]                       # a result's prediction-row values
     row_problem: Callable[[dict[str, Any]], str | None]       # why a row holds no usable prediction
     metrics: Callable[[Sequence[Any], Sequence[dict[str, Any]], int], dict[str, Any]]  # (samples, rows, resamples)
     summary: Callable[[dict[str, Any]], Iterator[str]]        # metrics as readable lines
@@ -271,12 +258,12 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("score", ScoreResult, _score_result, _score_record, _ask_score, _score_row, _score_row_problem,
+    TaskSpec("score", ScoreResult, _score_result, _score_record, _ask_score, _score_row_problem,
              _score_metrics, _score_summary, _score_plot, modes=("reason", "fast")),
     TaskSpec("degradation", DegradationResult, _degradation_result, _degradation_record, _ask_degradation,
-             _degradation_row, _degradation_row_problem, _degradation_metrics, _degradation_summary,
+             _degradation_row_problem, _degradation_metrics, _degradation_summary,
              _degradation_plot),
     TaskSpec("comparison", ComparisonResult, _comparison_result, _comparison_record, _ask_comparison,
-             _comparison_row, _comparison_row_problem, _comparison_metrics, _comparison_summary),
+             _comparison_row_problem, _comparison_metrics, _comparison_summary),
 )}
 TASK_NAMES = tuple(TASKS)

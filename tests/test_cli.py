@@ -142,8 +142,11 @@ def test_output_file_resumes(scripted, image_files, tmp_path, capsys):
     from samples import noise_image
     noise_image(9).save(tmp_path / "late.png")
     code, _, err = run(["score", *first, str(image_files[2]), "-o", str(output)], capsys)
-    assert code == 0 and "2 of 4 images already done" in err
-    assert len(scripted) == 4  # only the failed and the new image were judged again
+    assert code == 1 and "3 of 4 images already done, 1 of them with an error" in err
+    assert len(scripted) == 3  # only the new image: a failed one waits for --retry-failed
+    code, _, err = run(["score", *first, str(image_files[2]), "-o", str(output), "--retry-failed"], capsys)
+    assert code == 0 and "3 of 4 images already done\n" in err
+    assert len(scripted) == 4  # the failed image, judged again
     final = rows(output.read_text())
     assert sorted(r["image"] for r in final) == sorted(first + [str(image_files[2])])
     assert all(r["error"] is None for r in final)

@@ -9,7 +9,8 @@ from PIL import Image
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
 from qinsight_sdk.errors import QInsightError
-from qinsight_sdk.evaluation import evaluate, guess_format, load_items, read_predictions
+from qinsight_sdk.evaluation import evaluate, guess_format, load_items
+from qinsight_sdk.records import open_store
 from qinsight_sdk.testing import ScriptedBackend, write_sample_images
 
 # -- the harness, with a scripted judge whose answers follow the image's brightness ----------------
@@ -94,11 +95,12 @@ def test_predictions_made_elsewhere(labelled):
     assert {f["error"] for f in result["failed"]} == {"no prediction"}   # no model: nothing predicted
 
 
-def test_rows_of_other_tasks_are_kept_apart(tmp_path):
+def test_reading_takes_the_rows_of_the_task_asked_for(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"key": "a.png", "task": "degradation", "distortion": "blur", "severity": "slight"})
                     + "\n" + json.dumps({"key": "a.png", "task": "score", "score": 3.0}) + "\n")
-    assert read_predictions(path, "score") == {"a.png": {"key": "a.png", "task": "score", "score": 3.0}}
+    rows = open_store(path, "score", None, read_only=True, legacy_root=tmp_path).rows
+    assert [row["score"] for row in rows.values()] == [3.0] and list(rows) == [str(tmp_path / "a.png")]
 
 
 def test_data_formats_are_recognised(tmp_path):
@@ -109,9 +111,10 @@ def test_data_formats_are_recognised(tmp_path):
     assert [guess_format(tmp_path / n) for n in ("deqa.json", "pairs.json", "deg.csv")] == \
         ["deqa", "qinsight-comparison", "csv"]
     (pair,) = load_items(tmp_path / "pairs.json")
-    assert pair.key == "r.png|a.png|b.png" and pair.sample.answer == "Image B"
+    assert pair.name == "r.png|a.png|b.png" and pair.sample.answer == "Image B"
+    assert pair.key == "|".join(str((tmp_path / n).resolve()) for n in ("r.png", "a.png", "b.png"))
     (item,) = load_items(tmp_path / "deg.csv")
-    assert item.sample.task == "degradation" and item.key == "a.png"
+    assert item.sample.task == "degradation" and item.name == "a.png"
     (tmp_path / "mixed.jsonl").write_text(json.dumps({"task": "score", "image": "a.png", "mos": 3}) + "\n"
                                           + json.dumps({"task": "degradation", "image": "a.png",
                                                         "distortion_class": "null", "severity": "null"}) + "\n")
@@ -163,7 +166,11 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model, synthetic, tmp_pa
     found = json.loads((tmp_path / "pairs.json").read_text())
     assert found["task"] == "comparison" and found["items"] == 4
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
-    assert [r["key"] for r in rows][0] == "sample_0.png|sample_0.png|sample_1.jpg"
+    first = {k: rows[0][k] for k in ("task", "key", "reference", "image_a", "image_b")}
+    assert first == {"task": "comparison", "key": "|".join(str((synthetic / n).resolve()) for n in (
+        "sample_0.png", "sample_0.png", "sample_1.jpg")), "reference": str(synthetic / "sample_0.png"),
+        "image_a": str(synthetic / "sample_0.png"), "image_b": str(synthetic / "sample_1.jpg")}
+    assert rows[0]["settings"]["subfolder"] is None and rows[0]["settings"]["both_orders"] is False
 
 
 # -- the metrics' edges, stated exactly ------------------------------------------------------------------
@@ -187,8 +194,9 @@ def test_predictions_torn_inside_a_character_are_repaired(tmp_path):
     path = tmp_path / "p.jsonl"
     torn = json.dumps({"key": "é.png", "task": "score", "score": 2.0}, ensure_ascii=False).encode()
     path.write_bytes(b'{"key": "a.png", "task": "score", "score": 3.0}\n' + torn[:torn.index("é".encode()) + 1])
-    assert list(read_predictions(path, "score")) == ["a.png"]
-    assert path.read_bytes() == b'{"key": "a.png", "task": "score", "score": 3.0}\n'
+    store = open_store(path, "score", {}, legacy_root=tmp_path)
+    store.close()
+    assert list(store.rows) == [str(tmp_path / "a.png")] and b"\xc3" not in path.read_bytes()
 
 
 def test_eval_takes_csv_mos_as_it_is_unless_given_a_range(tmp_path):
