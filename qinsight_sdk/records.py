@@ -205,9 +205,16 @@ def _parse(lines: list[str], path: Path) -> list[dict[str, Any]]:
 
 
 def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> str:
-    names = sorted(set(found) | set(wanted), key=lambda name: (name not in wanted, name))
-    return "; ".join(f"{name}: {found.get(name)!r} there, {wanted.get(name)!r} now"
-                     for name in names if found.get(name) != wanted.get(name))
+    """The settings that differ, plain values first ("mode: 'fast' there, 'reason' now")."""
+    def said(name: str) -> tuple[bool, str]:
+        there, now = found.get(name), wanted.get(name)
+        if isinstance(there, dict) or isinstance(now, dict):
+            return True, f"{name} " + ("not used there" if there is None else "not used now" if now is None
+                                       else "differs")
+        return False, f"{name}: {there!r} there, {now!r} now"
+
+    names = [name for name in {**found, **wanted} if found.get(name) != wanted.get(name)]
+    return "; ".join(text for _, text in sorted(map(said, names)))
 
 
 def _check_made_alike(row: dict[str, Any], task: str, settings: dict[str, Any], path: Path) -> None:

@@ -307,3 +307,82 @@ def test_a_file_name_that_is_not_utf8_round_trips_and_resumes(scripted, image_fi
     assert os.fsencode(next(r["image"] for r in written if r["image"] == odd)).endswith(b"bad_\xff.png")
     code, _, err = run(["score", str(folder), "-o", str(output)], capsys)
     assert code == 0 and "2 of 2 images already done" in err
+
+
+def test_a_rerun_made_another_way_is_refused_before_a_model_loads(scripted, image_files, tmp_path, capsys):
+    """Issue 10, defect 5: a reason-mode rerun on a fast-mode file said "already done" and kept the fast
+    rows; now the settings that change an answer are part of every row, and a mismatch is refused."""
+    output, images = tmp_path / "out.jsonl", [str(p) for p in image_files[:2]]
+    assert run(["score", *images, "--mode", "fast", "-o", str(output)], capsys)[0] == 0
+    before, asked = output.read_bytes(), len(scripted)
+    code, _, err = run(["score", *images, "-o", str(output)], capsys)
+    assert code == 2 and "other settings (mode: 'fast' there, 'reason' now" in err
+    code, _, err = run(["degradation", *images, "-o", str(output)], capsys)
+    assert code == 2 and "holds score rows, not degradation" in err
+    code, _, err = run(["score", *images, "--mode", "fast", "--max-pixels", "4096", "-o", str(output)], capsys)
+    assert code == 2 and "(max_pixels: 1003520 there, 4096 now)" in err
+    assert output.read_bytes() == before and len(scripted) == asked
+    code, _, err = run(["score", *images, "--mode", "fast", "--max-new-tokens", "7", "-o", str(output)], capsys)
+    assert code == 0 and "2 of 2 images already done" in err   # fast scores generate no text
+    code, _, _ = run(["score", *images, "-o", str(output), "--overwrite"], capsys)
+    assert code == 0 and [r["settings"]["mode"] for r in rows(output.read_text())] == ["reason", "reason"]
+
+
+def test_an_image_named_two_ways_is_one_row(scripted, image_files, tmp_path, capsys, monkeypatch):
+    """Issue 10, defect 5: the folder given as an absolute path and then a relative one appended duplicates."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(image_files[0], tmp_path / "link.png")
+    code, _, _ = run(["score", str(tmp_path), str(image_files[1]), "-o", "out.jsonl"], capsys)
+    assert code == 0 and len(scripted) == 5    # link.png is img0.png, and img1.png was given twice
+    code, _, err = run(["score", ".", "./link.png", "-o", "out.jsonl"], capsys)
+    assert code == 0 and "5 of 5 images already done" in err and len(scripted) == 5
+    assert len(rows((tmp_path / "out.jsonl").read_text())) == 5
+
+
+SLOW_WRITER = """import sys, time
+from qinsight_sdk import QualityJudge, cli
+from qinsight_sdk.testing import ScriptedBackend
+
+def answer(conversation, images):
+    time.sleep(1.0)
+    return '<answer>{"rating": 3}</answer>'
+
+QualityJudge.from_pretrained = classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer)))
+sys.exit(cli.main(["score", *sys.argv[1:], "--batch-size", "1"]))
+"""
+
+
+def test_a_second_writer_stops_with_a_message_and_the_first_loses_nothing(scripted, image_files, tmp_path, capsys):
+    """Issue 10, defect 6: two runs on one --output lost rows silently."""
+    import time
+
+    output = tmp_path / "out.jsonl"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *map(str, image_files), "-o", str(output)],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output.exists() and output.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)   # the first run is writing: it has its first row out
+        code, _, err = run(["score", *map(str, image_files), "-o", str(output)], capsys)
+        assert code == 2 and "is being written by another qinsight run; wait for it to finish" in err
+        assert len(scripted) == 0
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        first.kill()
+    assert sorted(r["image"] for r in rows(output.read_text())) == sorted(map(str, image_files))
+
+
+def test_eval_reads_what_score_wrote(scripted, image_files, tmp_path, capsys):
+    """One record store: `qinsight eval labels.csv --predictions scores.jsonl` failed ("not a prediction row")."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))
+    scores = tmp_path / "scores.jsonl"
+    assert run(["score", str(tmp_path), "-o", str(scores)], capsys)[0] == 0
+    asked = len(scripted)
+    code, out, err = run(["eval", str(labels), "--predictions", str(scores), "--bootstrap", "0"], capsys)
+    assert code == 0 and "score: 5 of 5 items judged, 0 failed" in out and len(scripted) == asked
+    code, out, err = run(["eval", str(labels), "--predictions", str(scores), "--mode", "fast"], capsys)
+    assert code == 2 and "mode: 'reason' there, 'fast' now" in err
+    code, out, _ = run(["eval", str(labels), "--predictions", str(scores), "--predictions-only", "--bootstrap", "0"],
+                       capsys)
+    assert code == 0 and "5 of 5 items judged" in out

@@ -1,0 +1,191 @@
+"""The record store every writing command shares: keys, settings, old rows, locking, repair, fsync."""
+
+import json
+import logging
+import math
+import os
+
+import pytest
+
+from qinsight_sdk import records
+from qinsight_sdk.errors import UsageError
+from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, row_text
+
+FAST = {"model": "m", "mode": "fast"}
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_row_names_the_item_as_given_and_keys_it_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").touch()
+    os.symlink(tmp_path / "a.png", tmp_path / "link.png")
+    row = make_row("score", ["./link.png"], FAST, {"score": 3.5, "error": None})
+    assert row == {"task": "score", "key": str((tmp_path / "a.png").resolve()), "image": "./link.png",
+                   "settings": FAST, "score": 3.5, "error": None}
+    pair = make_row("comparison", ["r.png", "a.png", "b.png"], {}, {"winner": "A"})
+    assert (pair["reference"], pair["image_a"], pair["image_b"]) == ("r.png", "a.png", "b.png")
+    assert pair["key"] == key_of("r.png", "a.png", "b.png") == "|".join(str(tmp_path / n) for n in ("r.png", "a.png", "b.png"))
+    assert make_row("comparison", ["a.png", "b.png"], {}, {})["reference"] is None
+
+
+def test_rows_are_strict_json_and_readable_unless_a_name_is_not_utf8():
+    assert row_text({"image": "é.png"}) == '{"image": "é.png"}'
+    odd = os.fsdecode(b"bad_\xff.png")
+    assert row_text({"image": odd}) == '{"image": "bad_\\udcff.png"}' and json.loads(row_text({"image": odd}))["image"] == odd
+    with pytest.raises(ValueError):
+        row_text({"score": math.nan})
+
+
+def test_written_rows_are_found_again_by_key(tmp_path):
+    path = tmp_path / "out.jsonl"
+    store = open_store(path, "score", FAST)
+    store.write([str(tmp_path / "a.png")], {"score": 2.0, "error": None})
+    store.write([str(tmp_path / "b.png")], {"score": None, "error": "broken"})
+    store.close()
+    again = open_store(path, "score", FAST)
+    again.close()
+    assert again.done(key_of(tmp_path / "a.png")) and again.done(key_of(tmp_path / "b.png"))
+    assert not again.done(key_of(tmp_path / "c.png")) and again.failed() == 1
+
+
+def test_retry_failed_forgets_error_rows_and_the_last_row_of_a_key_wins(tmp_path):
+    path = tmp_path / "out.jsonl"
+    a, b = key_of(tmp_path / "a.png"), key_of(tmp_path / "b.png")
+    rows = [make_row("score", [str(tmp_path / n)], FAST, {"score": s, "error": e})
+            for n, s, e in (("a.png", 1.0, None), ("b.png", None, "x"), ("a.png", 2.0, None))]
+    path.write_text("".join(row_text(r) + "\n" for r in rows))
+    store = open_store(path, "score", FAST, retry_failed=True)
+    store.close()
+    assert list(store.rows) == [a] and store.rows[a]["score"] == 2.0 and not store.done(b)
+    assert [r["score"] for r in lines(path)] == [2.0]   # the file itself holds one row per key
+
+
+def test_rows_made_another_way_are_refused_and_left_alone(tmp_path):
+    path = tmp_path / "out.jsonl"
+    store = open_store(path, "score", FAST)
+    store.write([str(tmp_path / "a.png")], {"score": 2.0, "error": None})
+    store.close()
+    before = path.read_bytes()
+    with pytest.raises(RecordFileError, match=r"other settings \(mode: 'fast' there, 'reason' now\)"):
+        open_store(path, "score", {"model": "m", "mode": "reason"})
+    with pytest.raises(RecordFileError, match="holds score rows, not degradation"):
+        open_store(path, "degradation", FAST)
+    assert path.read_bytes() == before
+    open_store(path, "score", {"model": "m", "mode": "reason"}, overwrite=True).close()
+    assert path.read_bytes() == b""
+
+
+def test_a_line_that_is_not_a_row_stops_with_its_line_number_and_loses_nothing(tmp_path):
+    path = tmp_path / "out.jsonl"
+    text = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0})) + "\n[1, 2]\n"
+    path.write_text(text)
+    with pytest.raises(RecordFileError, match=r"out.jsonl:2: not a qinsight row"):
+        open_store(path, "score", FAST)
+    assert path.read_text() == text
+
+
+def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
+    """Files the last release wrote still resume: score -o rows (keyed by image) and eval rows (keyed by
+    paths relative to the image root, winners spelled "Image A")."""
+    (tmp_path / "imgs").mkdir()
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps({"image": "imgs/a.png", "score": 3.0, "error": None}) + "\n")
+    with caplog.at_level(logging.WARNING, logger="qinsight"):
+        store = open_store(scores, "score", FAST, legacy_root=tmp_path)
+    store.close()
+    assert "1 rows written by qinsight 0.1 (no settings recorded) are taken as made with this run's settings" \
+        in caplog.text
+    assert lines(scores) == [{"task": "score", "image": "imgs/a.png", "score": 3.0, "error": None,
+                              "key": str(tmp_path / "imgs" / "a.png"), "settings": FAST}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"key": "r.png|a.png|b.png", "task": "comparison", "winner": "Image B"}) + "\n")
+    store = open_store(pairs, "comparison", {}, legacy_root=tmp_path / "imgs")
+    store.close()
+    (row,) = store.rows.values()
+    assert row["winner"] == "B" and row["key"] == key_of(*(tmp_path / "imgs" / n for n in ("r.png", "a.png", "b.png")))
+
+
+def test_a_torn_last_line_is_cut_even_inside_a_character(tmp_path):
+    """Issue 10, defect 7."""
+    path = tmp_path / "out.jsonl"
+    good = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0}))
+    torn = row_text(make_row("score", ["é.png"], FAST, {"score": 2.0})).encode()
+    path.write_bytes(good.encode() + b"\n" + torn[:torn.index("é".encode()) + 1])
+    store = open_store(path, "score", FAST)
+    store.write(["b.png"], {"score": 3.0})
+    store.close()
+    assert [r["image"] for r in lines(path)] == ["a.png", "b.png"]
+
+
+def test_reading_only_repairs_nothing_and_takes_any_one_settings(tmp_path):
+    path = tmp_path / "out.jsonl"
+    text = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0})) + "\n" + '{"task": "sc'
+    path.write_text(text)
+    store = open_store(path, "score", None, read_only=True)
+    assert list(store.rows) == [key_of("a.png")] and path.read_text() == text   # a writer may be mid-line
+    with pytest.raises(UsageError, match="opened for reading only"):
+        store.write(["b.png"], {})
+    assert open_store(tmp_path / "none.jsonl", "score", None, read_only=True).rows == {}
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_second_writer_stops_at_once(tmp_path):
+    """Issue 10, defect 6, at the store: the lock is held from open to close."""
+    path = tmp_path / "out.jsonl"
+    first = open_store(path, "score", FAST)
+    with pytest.raises(UsageError, match="is being written by another qinsight run"):
+        open_store(path, "score", FAST)
+    with pytest.raises(UsageError, match="is being written by another qinsight run"):
+        open_store(path, "score", None, read_only=True)
+    first.close()
+    open_store(path, "score", FAST).close()
+
+
+def test_a_lock_won_on_a_file_that_was_replaced_meanwhile_is_taken_again(tmp_path, monkeypatch):
+    """A run that rewrites the file replaces it; a writer that opened the old file just before must not
+    append to the replaced one, where its rows would be lost."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("")
+    lock = records._try_lock
+    replaced = []
+
+    def replace_first(handle, exclusive):
+        if not replaced:
+            (tmp_path / "new").write_text("")
+            os.replace(tmp_path / "new", path)
+            replaced.append(1)
+        return lock(handle, exclusive)
+
+    monkeypatch.setattr(records, "_try_lock", replace_first)
+    store = open_store(path, "score", FAST)
+    store.write(["a.png"], {"score": 1.0})
+    store.close()
+    assert [r["score"] for r in lines(path)] == [1.0]
+
+
+def test_rows_are_fsynced_a_second_apart_and_at_the_end(tmp_path, monkeypatch):
+    synced, now = [], [100.0]
+    monkeypatch.setattr(records.os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(records.time, "monotonic", lambda: now[0])
+    store = open_store(tmp_path / "out.jsonl", "score", FAST)
+    store.write(["a.png"], {"score": 1.0})
+    now[0] += 0.9
+    store.write(["b.png"], {"score": 1.0})
+    assert synced == []                                  # flushed, not yet synced
+    now[0] += 0.2
+    store.write(["c.png"], {"score": 1.0})
+    assert len(synced) == 1
+    store.close()
+    assert len(synced) == 2
+
+
+@pytest.mark.parametrize("where, message", [("folder", "is a folder; name a file"),
+                                            ("file/below.jsonl", "cannot create the folder for")])
+def test_a_path_that_cannot_be_a_record_file_is_a_usage_error(tmp_path, where, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").touch()
+    with pytest.raises(UsageError, match=message):
+        open_store(tmp_path / where, "score", FAST)
