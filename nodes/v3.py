@@ -258,7 +258,8 @@ class BestOfN(io.ComfyNode):
                              ranking_steps(len(batch), strategy, HYBRID_POOL))
         adapters.raise_for_errors(ranking.errors, len(batch), "ranking")
         order = ranking.order
-        text = [f"#{rank + 1}: image {i} ({s:.2f})" for rank, (i, s) in enumerate(zip(order, ranking.scores))]
+        text = [f"#{rank + 1}: image {i} ({s:.2f})" + (f"; {ranking.unjudged[i]}" if i in ranking.unjudged else "")
+                for rank, (i, s) in enumerate(zip(order, ranking.scores))]
         return io.NodeOutput(adapters.take(images, order), order, ranking.scores,
                              *carried_along(latent, mask, order, len(batch)),
                              ui={"text": text, "qinsight_order": order})

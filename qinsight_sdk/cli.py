@@ -1,8 +1,8 @@
 """The ``qinsight`` command: score, degradation, compare and rank, writing JSON lines as results arrive;
 eval and train.
 
-Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error (all rows
-are still written), 2 for a usage error or a model or data file that cannot be used (any
+Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error, or
+(rank) an image got no verdict in any of its matches (all rows are still written), 2 for a usage error or a model or data file that cannot be used (any
 ``QInsightError``, reported as ``qinsight <command>: error: <message>``; also a closed output pipe),
 130 when interrupted (Ctrl-C: the rows written so far are kept).
 Any other exception is a bug: it surfaces with its traceback (Python's exit code 1). With ``--output``,
@@ -354,18 +354,21 @@ def _run_rank(args: argparse.Namespace) -> int:
     with _record_store(args, "rank", settings) as store:
         if store is not None and len(store.rows) == min(args.top_k or len(images), len(images)):
             print(f"rank: {args.output} already holds this ranking", file=sys.stderr)
-            return EXIT_ROW_ERRORS if store.failed() else EXIT_OK
+            flagged = any(row.get("no_verdict") for row in store.rows.values())
+            return EXIT_ROW_ERRORS if store.failed() or flagged else EXIT_OK
         if store is not None:
             store.clear()
         judge = _load_judge(args, comparison=False)
         ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
                              batch_size=args.batch_size)
         for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
-            _emit(store, "rank", settings, [images[index]],
-                  {"rank": place, "score": score, "error": ranking.errors.get(index)})
-    print(f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons; "
-          f"{len(ranking.errors)} could not be judged", file=sys.stderr)
-    return EXIT_ROW_ERRORS if ranking.errors else EXIT_OK
+            _emit(store, "rank", settings, [images[index]], {"rank": place, "score": score,
+                                                             "error": ranking.errors.get(index),
+                                                             "no_verdict": ranking.unjudged.get(index)})
+    print(f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons, "
+          f"{ranking.failed_matches} matches without a verdict; {len(ranking.errors)} images could not be "
+          f"judged, {len(ranking.unjudged)} got no verdict in any match", file=sys.stderr)
+    return EXIT_ROW_ERRORS if ranking.errors or ranking.unjudged else EXIT_OK
 
 
 def _run_eval(args: argparse.Namespace) -> int:

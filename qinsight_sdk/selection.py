@@ -44,6 +44,9 @@ class Ranking:
     ``order`` holds input indices (cut to ``top_k``); ``scores`` is aligned with it and holds what
     ranked each image: its fast score (``score``, ``hybrid``) or the knockout rounds it survived
     (``tournament``). Images that could not be judged come last, with their reasons in ``errors``.
+    ``comparisons`` counts the questions asked (two per match); ``failed_matches`` the matches that gave
+    no verdict in either order (counted as ties); ``unjudged`` the images whose every match was such,
+    with the reason: their place rests on their seed (and score) alone.
     """
 
     order: list[int]
@@ -52,6 +55,8 @@ class Ranking:
     decided_by: str
     comparisons: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    failed_matches: int = 0
+    unjudged: dict[int, str] = field(default_factory=dict)
 
     @property
     def best(self) -> int | None:
@@ -70,6 +75,31 @@ def ranking_steps(count: int, strategy: str, pool: int = HYBRID_POOL) -> int:
         return max(count - 1, 0)
     finalists = min(max(pool, 1), count)
     return count + finalists * (finalists - 1) // 2
+
+
+class _Matches:
+    """The verdicts of every match so far: which gave none, and which images never got one."""
+
+    def __init__(self) -> None:
+        self.asked, self.failed = 0, 0
+        self.played: dict[int, int] = {}
+        self.reasons: dict[int, list[str]] = {}
+
+    def record(self, pairs: list[tuple[int, int]], verdicts: list[ComparisonResult]) -> None:
+        self.asked += 2 * len(pairs)   # each pair in both orders
+        for pair, verdict in zip(pairs, verdicts):
+            self.failed += verdict.error is not None
+            for index in pair:
+                self.played[index] = self.played.get(index, 0) + 1
+                if verdict.error is not None:
+                    self.reasons.setdefault(index, []).append(verdict.error)
+
+    def unjudged(self) -> dict[int, str]:
+        def matches(count: int) -> str:
+            return "its one match" if count == 1 else f"any of its {count} matches"
+
+        return {index: f"no verdict in {matches(self.played[index])}: {reasons[-1]}"
+                for index, reasons in sorted(self.reasons.items()) if len(reasons) == self.played[index]}
 
 
 class _Steps:
@@ -105,8 +135,9 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
     for index in sorted(errors):  # reported first, so progress still reaches its total
         steps.report(ScoreResult(error=errors[index]))
     valid = [i for i in range(len(images)) if i in loaded]
+    matches = _Matches()
     if strategy == "tournament":
-        order, rounds, asked = _knockout(judge, loaded, valid, batch_size, steps)
+        order, rounds = _knockout(judge, loaded, valid, batch_size, steps, matches)
         key = {i: float(rounds[i]) for i in order}
         decided_by = f"knockout of {len(valid)} images, each pair asked in both orders"
     else:
@@ -118,17 +149,18 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
             else:
                 errors[index] = result.error
         order = sorted(key, key=lambda i: (-key[i], i))
-        asked, decided_by = 0, "fast scores"
+        decided_by = "fast scores"
         if strategy == "hybrid" and len(order) > 1:
             finalists = order[:max(pool, 1)]
-            reordered, asked = _round_robin(judge, loaded, finalists, batch_size, steps)
+            reordered = _round_robin(judge, loaded, finalists, batch_size, steps, matches)
             order = reordered + order[len(finalists):]
             decided_by = f"fast scores, then all pairs among the top {len(finalists)} in both orders"
     order += sorted(errors)
     scores = [key.get(i) for i in order]
     if top_k is not None:
         order, scores = order[:top_k], scores[:top_k]
-    return Ranking(order, scores, strategy, decided_by, asked, dict(sorted(errors.items())))
+    return Ranking(order, scores, strategy, decided_by, matches.asked, dict(sorted(errors.items())),
+                   matches.failed, matches.unjudged())
 
 
 def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:
@@ -150,17 +182,17 @@ def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], valid: list[int], 
 
 
 def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
-              steps: _Steps) -> tuple[list[int], dict[int, int], int]:
-    """Order ``seeds`` by a knockout: rounds survived, then seed. Returns order, rounds, questions asked."""
+              steps: _Steps, matches: _Matches) -> tuple[list[int], dict[int, int]]:
+    """Order ``seeds`` by a knockout: rounds survived, then seed. Returns the order and the rounds."""
     rounds = {i: 0 for i in seeds}
-    alive, asked = list(seeds), 0
+    alive = list(seeds)
     for _ in seeds:  # each round at least halves the field, so this bound is never reached
         if len(alive) < 2:
             break
         pairs = [(alive[k], alive[k + 1]) for k in range(0, len(alive) - 1, 2)]
         verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
                                        batch_size=batch_size, on_result=steps)
-        asked += 2 * len(pairs)
+        matches.record(pairs, verdicts)
         survivors = [b if verdict.winner == "B" else a for (a, b), verdict in zip(pairs, verdicts)]
         if len(alive) % 2:
             survivors.append(alive[-1])  # a bye
@@ -168,15 +200,16 @@ def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], bat
             rounds[index] += 1
         alive = survivors
     position = {index: k for k, index in enumerate(seeds)}
-    return sorted(seeds, key=lambda i: (-rounds[i], position[i])), rounds, asked
+    return sorted(seeds, key=lambda i: (-rounds[i], position[i])), rounds
 
 
 def _round_robin(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
-                 steps: _Steps) -> tuple[list[int], int]:
+                 steps: _Steps, matches: _Matches) -> list[int]:
     """Order ``seeds`` by pairwise wins over each other (a tie is half a win each), then by seed."""
     pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
     verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
                                    batch_size=batch_size, on_result=steps)
+    matches.record(pairs, verdicts)
     wins = {i: 0.0 for i in seeds}
     for (a, b), verdict in zip(pairs, verdicts):
         if verdict.winner in ("A", "B"):
@@ -185,4 +218,4 @@ def _round_robin(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], 
             wins[a] += 0.5
             wins[b] += 0.5
     position = {index: k for k, index in enumerate(seeds)}
-    return sorted(seeds, key=lambda i: (-wins[i], position[i])), 2 * len(pairs)
+    return sorted(seeds, key=lambda i: (-wins[i], position[i]))

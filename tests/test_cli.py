@@ -173,10 +173,13 @@ def test_fast_score_and_rank_commands(tiny_model, image_files, capsys):
     code, out, err = run(["rank", *paths, "--top-k", "3", "--strategy", "hybrid", "--pool", "3",
                           "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
     ranked = rows(out)
-    assert code == 0 and [r["rank"] for r in ranked] == [1, 2, 3]
+    assert [r["rank"] for r in ranked] == [1, 2, 3]
     by_fast = sorted(fast, key=lambda r: -r["score"])[:3]
     assert {r["image"] for r in ranked} == {r["image"] for r in by_fast}
-    assert "3 in both orders" in err or "top 3" in err
+    assert "top 3 in both orders" in err
+    # a random model's comparisons give no verdict: each is counted, each finalist flagged, and it shows
+    assert "6 comparisons, 3 matches without a verdict; 0 images could not be judged, 3 got no verdict" in err
+    assert code == 1 and all(r["no_verdict"].startswith("no verdict in any of its 2 matches") for r in ranked)
 
 
 def test_folder_scans_take_every_format_pillow_opens_and_only_regular_files(tmp_path):
@@ -386,3 +389,24 @@ def test_eval_reads_what_score_wrote(scripted, image_files, tmp_path, capsys):
     code, out, _ = run(["eval", str(labels), "--predictions", str(scores), "--predictions-only", "--bootstrap", "0"],
                        capsys)
     assert code == 0 and "5 of 5 items judged" in out
+
+
+def test_rank_and_compare_write_the_same_record_files(scripted, image_files, tmp_path, capsys):
+    paths = list(map(str, image_files))
+    output = tmp_path / "rank.jsonl"
+    assert run(["rank", *paths, "-o", str(output)], capsys)[0] == 0
+    written, asked = rows(output.read_text()), len(scripted)
+    assert [r["rank"] for r in written] == [1, 2, 3, 4, 5] and {r["task"] for r in written} == {"rank"}
+    code, _, err = run(["rank", *reversed(paths), "-o", str(output)], capsys)
+    assert code == 0 and "already holds this ranking" in err and len(scripted) == asked
+    code, _, err = run(["rank", *paths[:3], "-o", str(output)], capsys)
+    assert code == 2 and "images: " in err                       # a ranking of other images is not mixed in
+    output.write_text("".join(json.dumps(r) + "\n" for r in written[:2]))   # a run killed while writing
+    assert run(["rank", *paths, "-o", str(output)], capsys)[0] == 0
+    assert rows(output.read_text()) == written and len(scripted) == 2 * asked
+    pairs = tmp_path / "pairs.jsonl"
+    assert run(["compare", paths[0], paths[1], "-o", str(pairs)], capsys)[0] == 1   # "rating" is no verdict
+    code, _, err = run(["compare", paths[0], paths[1], "-o", str(pairs)], capsys)
+    assert code == 1 and "already holds this pair" in err
+    (row,) = rows(pairs.read_text())
+    assert row["task"] == "comparison" and row["image_a"] == paths[0] and row["error"]

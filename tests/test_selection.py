@@ -108,7 +108,8 @@ def test_score_ranking_in_full():
     ranking = QualityJudge(ScriptedBackend(brightness_or_nothing)).rank([grey(v) for v in (90, 10, 250, 170)])
     assert ranking.to_dict() == {
         "order": [2, 3, 0, 1], "scores": [4.9, 3.7, 2.4, None], "strategy": "score", "decided_by": "fast scores",
-        "comparisons": 0, "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"}}
+        "comparisons": 0, "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"},
+        "failed_matches": 0, "unjudged": {}}
     assert ranking.best == 2
 
 
@@ -124,6 +125,31 @@ def test_tournament_ranking_in_full():
     assert ranking.order == [1, 4, 3, 0, 2, 5] and ranking.scores == [3.0, 2.0, 1.0, 0.0, 0.0, None]
     assert ranking.decided_by == "knockout of 5 images, each pair asked in both orders"
     assert ranking.comparisons == 8 and ranking.errors == {5: "missing.png: file not found"}
+
+
+def no_verdict_about_the_dark(conversation, images):
+    """Like brightness_answer, but a comparison with an image darker than 30 gets no verdict."""
+    if len(images) > 1 and min(np.asarray(i).mean() for i in images) < 30:
+        return "<answer>cannot tell</answer>"
+    return brightness_answer(conversation, images)
+
+
+NO_VERDICT = "neither order gave a verdict: the answer names none of Image A, Image B, Similar; the answer names " \
+    "none of Image A, Image B, Similar"
+
+
+def test_matches_without_a_verdict_are_counted_and_their_images_flagged():
+    """Issue 10, defect 11: rank counted such matches as ties and said "0 could not be judged"."""
+    images = [grey(v) for v in LEVELS]   # image 2 is the dark one
+    judge = QualityJudge(ScriptedBackend(no_verdict_about_the_dark))
+    ranking = judge.rank(images, strategy="tournament")
+    # round 1: (0, 1) -> 1, (2, 3) no verdict -> 2, 4 a bye; round 2: (1, 2) no verdict -> 1; round 3: (1, 4) -> 1
+    assert ranking.failed_matches == 2 and ranking.comparisons == 8 and ranking.errors == {}
+    assert ranking.unjudged == {2: f"no verdict in any of its 2 matches: {NO_VERDICT}",
+                                3: f"no verdict in its one match: {NO_VERDICT}"}
+    hybrid = judge.rank(images, strategy="hybrid", pool=5)
+    assert hybrid.failed_matches == 4 and list(hybrid.unjudged) == [2] and hybrid.comparisons == 20
+    assert judge.rank(images, strategy="hybrid", pool=3).failed_matches == 0   # the dark image is no finalist
 
 
 def test_hybrid_ranking_in_full():
