@@ -275,8 +275,11 @@ def test_compare_best_of_n_and_reward_report_progress(comfy):
         "5": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["10", 0],
                                                           "image_b": ["11", 0], "both_orders": False}}})
     entry, messages = comfy.watch(graph)
-    succeeded(entry)
+    outputs = succeeded(entry)
     assert progress_of(messages, "3") == [(1, 3), (2, 3), (3, 3)]  # a knockout of 4 images: 3 matches
+    # the random model never gives a verdict: image 0 goes through on its seed, and the node says so
+    (text,) = outputs["3"]["text"]
+    assert text.startswith("#1: image 0 (2.00); no verdict in any of its 2 matches: neither order gave a verdict: ")
     assert progress_of(messages, "4") == [(i, 4) for i in range(1, 5)]
     assert progress_of(messages, "5") == [(1, 1)]
 
