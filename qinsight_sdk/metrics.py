@@ -24,6 +24,7 @@ def require_scipy() -> Any:
     """scipy, or a MissingDependencyError saying how to install it."""
     try:
         import scipy.optimize
+        import scipy.special
         import scipy.stats
     except ImportError:
         raise MissingDependencyError("evaluation needs scipy: pip install 'qinsight[eval]'") from None
@@ -35,8 +36,9 @@ def _finite(value: float) -> float | None:
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """The 4-parameter logistic of IQA papers (VQEG): from b2 (low end) to b1 (high end), centred on b3."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / abs(b4))) + b2
+    """The 4-parameter logistic of IQA papers (VQEG): from b2 (low end) to b1 (high end), centred on b3.
+    Written with scipy's expit, which saturates where 1 / (1 + exp(-z)) would overflow and warn."""
+    return (b1 - b2) * require_scipy().special.expit((x - b3) / abs(b4)) + b2
 
 
 def fit_logistic(predicted: Sequence[float], mos: Sequence[float]) -> tuple[float, float, float, float] | None:

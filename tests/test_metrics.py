@@ -42,6 +42,15 @@ def test_logistic4_at_points_worked_by_hand():
     assert logistic4(x, b1, b2, b3, -b4) == pytest.approx(expected, abs=1e-12)  # the sign of b4 is ignored
 
 
+def test_the_logistic_far_out_warns_of_nothing():
+    """Issue 10, defect 12: a numpy overflow warning appeared during eval (exp of a huge argument)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert logistic4(np.array([-1e6, 1e6]), 4.0, 1.5, 0.0, 1e-6).tolist() == [1.5, 4.0]
+
+
 def test_logistic_fit_recovers_the_parameters_of_an_independent_curve():
     x = np.linspace(0, 10, 80)
     truth = (4.0, 1.5, 6.0, 1.2)
