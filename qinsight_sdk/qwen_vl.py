@@ -20,10 +20,10 @@ from PIL import Image
 
 from .backend import EncodedBatch, Generation, RatingDistribution
 from .decoding import DecodingOptions, seeded
-from .errors import UsageError
+from .errors import ModelLoadError, UsageError
 from .images import PatchSpec, patch_count, to_patches
 from .loading import load_model
-from .prompts import Message
+from .prompts import IMAGE_SLOT, Message
 
 logger = logging.getLogger("qinsight")
 
@@ -64,8 +64,25 @@ class QwenVLBackend:
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
              attn_implementation: str | None = None, trust_remote_code: bool = False) -> "QwenVLBackend":
-        """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses."""
-        return cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code))
+        """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses, and
+        checked to give finite logits."""
+        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code))
+        backend.check_logits(folder)
+        return backend
+
+    def check_logits(self, folder: Path) -> None:
+        """One forward pass over a small grey image and a few words. Logits that are not finite numbers
+        (NaN weights, or a float16 overflow) would turn every answer into garbage or every fast score into
+        an error, so such a checkpoint is refused at load instead of after a whole run."""
+        conversation = [{"role": "user", "content": [dict(IMAGE_SLOT), {"type": "text", "text": "Rate the image quality."}]}]
+        batch = self.encode([conversation], [[Image.new("RGB", (56, 56), (128, 128, 128))]])
+        with torch.inference_mode():
+            logits = self.model(**batch.inputs.to(self.device), **self._last_logits_only).logits
+        if not bool(torch.isfinite(logits).all()):
+            hint = "; float16 can overflow in this model: try dtype bf16 or fp32" if self.dtype == torch.float16 \
+                else ""
+            raise ModelLoadError(f"{folder}: the model's logits on a probe input are not finite numbers: its "
+                                 f"weights are broken (NaN or infinite values){hint}")
 
     @property
     def dtype(self) -> torch.dtype:

@@ -12,6 +12,7 @@ from scripted import TightMemory
 from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
                           ScoreResult)
 from qinsight_sdk.backend import Generation, RatingDistribution
+from qinsight_sdk.errors import ModelLoadError
 from qinsight_sdk.testing import ScriptedBackend
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
@@ -643,6 +644,24 @@ def test_non_finite_rating_probabilities_are_an_error_not_the_worst_score(caplog
 def test_results_serialise_as_strict_json():
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         ScoreResult(score=float("nan")).to_json()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_at_load(tiny_model, tmp_path):
+    """Issue 10, defect 3: such a model loaded and then scored everything 1.0 (now: each an error); the
+    load-time probe says so before any image is judged."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    for shard in broken.glob("*.safetensors"):
+        weights = load_file(shard)
+        save_file({name: w.fill_(float("nan")) if name.endswith("lm_head.weight") or "layers.0." in name else w
+                   for name, w in weights.items()}, shard, metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"broken: the model's logits on a probe input are not finite numbers: "
+                                             r"its weights are broken \(NaN or infinite values\)$"):
+        QualityJudge.from_pretrained(broken, device="cpu")
 
 
 def test_a_checkpoint_with_nan_weights_gives_errors(tiny_model):
