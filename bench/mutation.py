@@ -47,6 +47,7 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*"]),
     "fast-mode digits": ("qinsight_sdk/qwen_vl.py", ["qinsight_sdk.qwen_vl.x__probabilities__*"]),
     "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
+    "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
 }

@@ -18,7 +18,7 @@ A file holds JSON lines, one row per judged item::
   qinsight 0.1 (``score -o``, ``eval --predictions``): they are read as made with the current settings
   and converted in place, with a note.
 
-What is guaranteed: a row is flushed to the operating system as soon as its item is judged, so a run
+What is guaranteed: a row is written to the operating system (unbuffered) as soon as its item is judged, so a run
 that is killed (even with SIGKILL) loses only the row it was writing; a line cut off that way is cut from
 the file when it is next opened. Rows are also fsynced at most a second apart and when the run ends, so
 a power failure loses at most the last second. While a run writes a file it holds an exclusive lock on it
@@ -118,7 +118,10 @@ def _open_locked(path: Path, exclusive: bool) -> IO[bytes]:
 
     A run that rewrites the file replaces it: a lock won on the replaced file is retried on the new one."""
     while True:
-        handle = open(path, "a+b" if exclusive else "rb")
+        try:
+            handle = open(path, "a+b" if exclusive else "rb", buffering=0)
+        except OSError as exc:
+            raise RecordFileError(f"cannot open {path}: {exc.strerror or exc}") from None
         if not _try_lock(handle, exclusive):
             handle.close()
             raise UsageError(f"{path} is being written by another qinsight run; wait for it to finish or "
@@ -163,8 +166,11 @@ class RecordStore:
         if self._handle is None:
             raise UsageError(f"{self.path} was opened for reading only")
         row = make_row(self.task, paths, self.settings, result)
-        self._handle.write((row_text(row) + "\n").encode("utf-8"))
-        self._handle.flush()  # in the operating system now: a killed run keeps it
+        try:
+            _append(self._handle, (row_text(row) + "\n").encode("utf-8"))  # unbuffered: a killed run keeps it
+        except OSError as exc:
+            raise RecordFileError(f"cannot write to {self.path}: {exc.strerror or exc}; the rows written "
+                                  "before are kept, and rerunning the same command continues") from None
         if time.monotonic() - self._synced >= FSYNC_INTERVAL_S:
             self._sync()
         self.rows[row["key"]] = row
@@ -251,16 +257,31 @@ def _rewrite(path: Path, rows: list[dict[str, Any]]) -> IO[bytes]:
     """The rows written to a new file that replaces ``path`` once complete, so a kill mid-way loses
     nothing; the new file is locked before it is in place."""
     temporary = path.with_name(path.name + ".rewrite")
-    handle = open(temporary, "w+b")
-    if not _try_lock(handle, exclusive=True):
+    try:
+        handle = open(temporary, "w+b", buffering=0)
+    except OSError as exc:
+        raise RecordFileError(f"cannot rewrite {path}: {exc.strerror or exc}; it is left as it was") from None
+    try:
+        if not _try_lock(handle, exclusive=True):
+            raise UsageError(f"{path} is being rewritten by another qinsight run; wait for it to finish")
+        _append(handle, "".join(row_text(row) + "\n" for row in rows).encode("utf-8"))
+        os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
         handle.close()
-        raise UsageError(f"{path} is being rewritten by another qinsight run; wait for it to finish")
-    handle.write("".join(row_text(row) + "\n" for row in rows).encode("utf-8"))
-    handle.flush()
-    os.fsync(handle.fileno())
-    os.replace(temporary, path)
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise RecordFileError(f"cannot rewrite {path}: {exc.strerror or exc}; it is left as it was") from None
+        raise
     _sync_folder(path.parent)
     return handle
+
+
+def _append(handle: IO[bytes], data: bytes) -> None:
+    """All of ``data``, written straight to the file (an unbuffered write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view) or 0:]
 
 
 def _sync_folder(folder: Path) -> None:

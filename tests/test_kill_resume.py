@@ -108,3 +108,28 @@ def test_eval_killed_five_times_ends_as_if_never_stopped(tiny_model, hundred, tm
     assert found["judged"] == expected["judged"] == IMAGES and found["predicted_now"] < IMAGES
     names = ("srcc", "plcc", "krcc", "rmse")
     assert [found["metrics"][n] for n in names] == pytest.approx([expected["metrics"][n] for n in names], abs=1e-4)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_a_rerun_finishes(tiny_model, hundred, tmp_path):
+    """A write that fails (here: past a file-size limit, as on a full disk) ends the run with exit code 2
+    and a message, never a traceback; the rows before it are kept and a rerun completes the file."""
+    import resource
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    output = tmp_path / "out.jsonl"
+    argv = [sys.executable, "-m", "qinsight_sdk", "score", str(hundred / "images"), "--model", str(tiny_model),
+            "--mode", "fast", "-o", str(output)]
+    stopped = subprocess.run(argv, capture_output=True, text=True, preexec_fn=limited, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert f"qinsight score: error: cannot write to {output}: File too large; the rows written before are kept" \
+        in stopped.stderr
+    kept = lines_in(output)
+    assert 0 < kept < IMAGES
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert finished.returncode == 0 and f"{kept} of {IMAGES} images already done" in finished.stderr
+    rows = read_rows(output)
+    assert len(rows) == len({row["key"] for row in rows}) == IMAGES
