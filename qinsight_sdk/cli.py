@@ -197,7 +197,7 @@ def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
     """Files as given; folders replaced by the images inside them, sorted."""
     expanded: list[str] = []
     for given in paths:
-        if Path(given).is_dir():
+        if os.path.isdir(given):  # unlike Path.is_dir, never raises (a name too long is an error row)
             found = _images_in(given, recursive)
             if not found:
                 raise UsageError(f"no images found in folder {given}")

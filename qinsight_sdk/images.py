@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,15 @@ class ImageBounds:
                              f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
 
 
-def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds) -> tuple[int, int]:
-    """The (width, height) nearest the original that is a multiple of the patch grid within bounds."""
+def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds, name: str = "image") -> tuple[int, int]:
+    """The (width, height) nearest the original that is a multiple of the patch grid within bounds.
+
+    ``name`` is how a refusal names the image (``load_image`` passes the input's path or kind).
+    """
     if min(width, height) < 1:
-        raise ImageInputError(f"image is {width}x{height}: it has no pixels")
+        raise ImageInputError(f"{name} is {width}x{height}: it has no pixels")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ImageInputError(f"image is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
+        raise ImageInputError(f"{name} is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
                               "which the model cannot take; crop it first")
     w = max(PATCH_GRID, round(width / PATCH_GRID) * PATCH_GRID)
     h = max(PATCH_GRID, round(height / PATCH_GRID) * PATCH_GRID)
@@ -96,28 +100,32 @@ def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds()) -> Image
 
 
 def _described(source: Any) -> str:
-    """How an error names an input: its path, or what kind of object it is."""
+    """How an error names an input: its path as given, or what kind of object it is."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, Image.Image):
         return "the PIL image"
+    if type(source) is np.ndarray:
+        return "the array"
     return "the tensor" if _is_tensor(source) else f"the {type(source).__name__}"
 
 
 def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
-        image = _open_file(Path(source), bounds)
+        image = _open_file(source, bounds)
     elif isinstance(source, Image.Image):
         image = _loaded(source, "the PIL image")
     elif isinstance(source, np.ndarray):
-        image = _array_to_pil(source, channels_first=False)
+        image = _array_to_pil(source, False, f"array of shape {tuple(source.shape)} and dtype {source.dtype}")
     elif _is_tensor(source):
-        image = _array_to_pil(_tensor_to_numpy(source), channels_first=True)
+        dtype = str(source.dtype).removeprefix("torch.")  # the tensor's own, not the numpy copy's
+        described = f"tensor of shape {tuple(source.shape)} and dtype {dtype}"
+        image = _array_to_pil(_tensor_to_numpy(source), True, described)
     else:
         raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
                               "a PIL image, a numpy array or a torch tensor")
     rgb = to_rgb(image)
-    size = fit_to_patch_grid(rgb.width, rgb.height, bounds)
+    size = fit_to_patch_grid(rgb.width, rgb.height, bounds, _described(source))
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return rgb
@@ -131,25 +139,35 @@ def _loaded(image: Image.Image, name: str) -> Image.Image:
     return image
 
 
-def _open_file(path: Path, bounds: ImageBounds) -> Image.Image:
+def _open_file(source: str | os.PathLike, bounds: ImageBounds) -> Image.Image:
+    """Open a file; errors name the path as it was given (not as ``Path`` normalises it)."""
+    name = str(source)
+    if not name:
+        raise ImageInputError("an empty path names no image file")
     try:
+        kind = os.stat(source).st_mode  # follows links: a link to an image is that image
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError
+        if not stat.S_ISREG(kind):  # reading a FIFO waits for a writer forever; a device never ends
+            raise ImageInputError(f"{name}: not a regular file (a FIFO, socket or device), not an image file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(Path(source))
     except FileNotFoundError:
-        raise ImageInputError(f"{path}: file not found") from None
+        hint = " (URLs are not downloaded: save the image first)" if "://" in name else ""
+        raise ImageInputError(f"{name}: file not found{hint}") from None
     except IsADirectoryError:
-        raise ImageInputError(f"{path}: is a directory, not an image file") from None
+        raise ImageInputError(f"{name}: is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise ImageInputError(f"{path}: not a recognised image file") from None
+        raise ImageInputError(f"{name}: not a recognised image file") from None
     except Image.DecompressionBombError as exc:
-        raise ImageInputError(f"{path}: refused as a possible decompression bomb ({exc}); "
+        raise ImageInputError(f"{name}: refused as a possible decompression bomb ({exc}); "
                               "downscale it before judging") from None
-    except OSError as exc:
-        raise ImageInputError(f"{path}: cannot be read ({exc})") from None
+    except OSError as exc:  # permission denied, a link loop, a name too long: the reason, without the path again
+        raise ImageInputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     if image.format == "JPEG":  # decode huge JPEGs at a reduced scale: fast and memory-safe
         image.draft(image.mode, _draft_size(image.size, bounds))
-    return _loaded(image, str(path))
+    return _loaded(image, name)
 
 
 def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
@@ -212,8 +230,8 @@ def _tensor_to_numpy(tensor: Any) -> np.ndarray:
     return tensor.numpy()
 
 
-def _array_to_pil(array: np.ndarray, channels_first: bool) -> Image.Image:
-    described = f"array of shape {tuple(array.shape)} and dtype {array.dtype}"
+def _array_to_pil(array: np.ndarray, channels_first: bool, described: str) -> Image.Image:
+    """``described``: how errors name the input ("array of shape (50, 70, 3) and dtype float32")."""
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.size == 0:
