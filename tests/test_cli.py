@@ -410,3 +410,25 @@ def test_rank_and_compare_write_the_same_record_files(scripted, image_files, tmp
     assert code == 1 and "already holds this pair" in err
     (row,) = rows(pairs.read_text())
     assert row["task"] == "comparison" and row["image_a"] == paths[0] and row["error"]
+
+
+def test_eval_reads_what_degradation_and_compare_wrote(monkeypatch, image_files, tmp_path, capsys):
+    def answer(conversation, images):
+        if len(images) > 1:
+            return "<answer>Image A</answer>"
+        return '<answer>{"distortion_class": "blur", "severity": "slight"}</answer>'
+
+    monkeypatch.setattr(QualityJudge, "from_pretrained", classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
+    monkeypatch.chdir(tmp_path)
+    names = [p.name for p in image_files]
+    assert run(["degradation", *names[:3], "-o", "deg.jsonl"], capsys)[0] == 0
+    (tmp_path / "deg.csv").write_text("image,distortion_class,severity\n" + "".join(
+        f"{n},blur,{s}\n" for n, s in zip(names, ("slight", "slight", "serious"))))
+    code, out, _ = run(["eval", "deg.csv", "--predictions", "deg.jsonl", "--predictions-only"], capsys)
+    assert code == 0 and "degradation: 3 of 3 items judged" in out
+    for a, b in ((names[0], names[1]), (names[2], names[3])):
+        assert run(["compare", a, b, "-o", "pairs.jsonl"], capsys)[0] == 0
+    (tmp_path / "pairs.csv").write_text(f"image_a,image_b,answer\n{names[0]},{names[1]},Image A\n"
+                                        f"{names[2]},{names[3]},Image B\n")
+    code, out, _ = run(["eval", "pairs.csv", "--predictions", "pairs.jsonl", "--bootstrap", "0"], capsys)
+    assert code == 0 and "comparison: 2 of 2 items judged" in out and "accuracy 0.5000" in out
