@@ -95,20 +95,26 @@ def row_text(row: dict[str, Any]) -> str:
 # -- locking: flock where there is one (Linux, macOS), a byte-range lock on Windows ---------------------
 
 def _try_lock(handle: IO[bytes], exclusive: bool) -> bool:
+    """Lock the open file without waiting: whether the lock was had."""
     try:
         import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-        except OSError:
-            return False
-        return True
+    except ImportError:
+        return _try_lock_on_windows(handle)
     try:
         fcntl.flock(handle.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
+        return False
+    return True
+
+
+def _try_lock_on_windows(handle: IO[bytes]) -> bool:
+    """Windows has no flock: an exclusive lock on the first byte (readers too take it, briefly)."""
+    import msvcrt
+
+    handle.seek(0)
+    try:
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    except OSError:
         return False
     return True
 
@@ -279,9 +285,9 @@ def _rewrite(path: Path, rows: list[dict[str, Any]]) -> IO[bytes]:
 
 def _append(handle: IO[bytes], data: bytes) -> None:
     """All of ``data``, written straight to the file (an unbuffered write may take only part)."""
-    view = memoryview(data)
-    while view:
-        view = view[handle.write(view) or 0:]
+    written = 0
+    while written < len(data):
+        written += handle.write(data[written:])
 
 
 def _sync_folder(folder: Path) -> None:

@@ -97,8 +97,8 @@ def test_predictions_made_elsewhere(labelled):
 
 def test_reading_takes_the_rows_of_the_task_asked_for(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"key": "a.png", "task": "degradation", "distortion": "blur", "severity": "slight"})
-                    + "\n" + json.dumps({"key": "a.png", "task": "score", "score": 3.0}) + "\n")
+    path.write_text(json.dumps({"key": "a.png", "task": "score", "score": 3.0}) + "\n"
+                    + json.dumps({"key": "a.png", "task": "degradation", "distortion": "blur", "severity": "slight"}))
     rows = open_store(path, "score", None, read_only=True, legacy_root=tmp_path).rows
     assert [row["score"] for row in rows.values()] == [3.0] and list(rows) == [str(tmp_path / "a.png")]
 

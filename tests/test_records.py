@@ -8,7 +8,7 @@ import os
 import pytest
 
 from qinsight_sdk import records
-from qinsight_sdk.errors import UsageError
+from qinsight_sdk.errors import QInsightError, UsageError
 from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, row_text
 
 FAST = {"model": "m", "mode": "fast"}
@@ -56,11 +56,13 @@ def test_retry_failed_forgets_error_rows_and_the_last_row_of_a_key_wins(tmp_path
     a, b = key_of(tmp_path / "a.png"), key_of(tmp_path / "b.png")
     rows = [make_row("score", [str(tmp_path / n)], FAST, {"score": s, "error": e})
             for n, s, e in (("a.png", 1.0, None), ("b.png", None, "x"), ("a.png", 2.0, None))]
-    path.write_text("".join(row_text(r) + "\n" for r in rows))
+    path.write_text(row_text(rows[0]) + "\n\n" + "".join(row_text(r) + "\n" for r in rows[1:]))  # a blank line too
     store = open_store(path, "score", FAST, retry_failed=True)
+    assert [r["score"] for r in lines(path)] == [2.0]   # rewritten to one row per key, on disk before any write
+    with pytest.raises(UsageError, match="being written"):
+        open_store(path, "score", None, read_only=True)  # the new file is locked as the old one was
     store.close()
     assert list(store.rows) == [a] and store.rows[a]["score"] == 2.0 and not store.done(b)
-    assert [r["score"] for r in lines(path)] == [2.0]   # the file itself holds one row per key
 
 
 def test_rows_made_another_way_are_refused_and_left_alone(tmp_path):
@@ -69,10 +71,14 @@ def test_rows_made_another_way_are_refused_and_left_alone(tmp_path):
     store.write([str(tmp_path / "a.png")], {"score": 2.0, "error": None})
     store.close()
     before = path.read_bytes()
-    with pytest.raises(RecordFileError, match=r"other settings \(mode: 'fast' there, 'reason' now\)"):
+    with pytest.raises(RecordFileError) as refused:
         open_store(path, "score", {"model": "m", "mode": "reason"})
-    with pytest.raises(RecordFileError, match="holds score rows, not degradation"):
+    assert str(refused.value) == (f"{path} holds rows made with other settings (mode: 'fast' there, 'reason' now): "
+                                  "write to another file, or start afresh (--overwrite)")
+    with pytest.raises(RecordFileError) as refused:
         open_store(path, "degradation", FAST)
+    assert str(refused.value) == (f"{path} holds score rows, not degradation: write to another file, or start "
+                                  "afresh (--overwrite)")
     assert path.read_bytes() == before
     open_store(path, "score", {"model": "m", "mode": "reason"}, overwrite=True).close()
     assert path.read_bytes() == b""
@@ -82,9 +88,17 @@ def test_a_line_that_is_not_a_row_stops_with_its_line_number_and_loses_nothing(t
     path = tmp_path / "out.jsonl"
     text = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0})) + "\n[1, 2]\n"
     path.write_text(text)
-    with pytest.raises(RecordFileError, match=r"out.jsonl:2: not a qinsight row"):
+    with pytest.raises(RecordFileError) as refused:
         open_store(path, "score", FAST)
+    assert str(refused.value) == (f"{path}:2: not a qinsight row ([1, 2]); remove that line, or start afresh "
+                                  "(--overwrite)")
     assert path.read_text() == text
+    path.write_text(text.replace("[1, 2]", "{oops"))
+    with pytest.raises(RecordFileError, match=r"out.jsonl:2: not a qinsight row \(Expecting property name"):
+        open_store(path, "score", FAST)
+    path.write_bytes(b"\xff\xfe\n")
+    with pytest.raises(RecordFileError, match=r"out.jsonl: not UTF-8 text \(invalid start byte at byte 0\)"):
+        open_store(path, "score", FAST)
 
 
 def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
@@ -96,8 +110,8 @@ def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="qinsight"):
         store = open_store(scores, "score", FAST, legacy_root=tmp_path)
     store.close()
-    assert "1 rows written by qinsight 0.1 (no settings recorded) are taken as made with this run's settings" \
-        in caplog.text
+    assert caplog.messages == [f"{scores}: 1 rows written by qinsight 0.1 (no settings recorded) are taken as made "
+                               "with this run's settings and converted to today's rows"]
     assert lines(scores) == [{"task": "score", "image": "imgs/a.png", "score": 3.0, "error": None,
                               "key": str(tmp_path / "imgs" / "a.png"), "settings": FAST}]
     pairs = tmp_path / "pairs.jsonl"
@@ -106,6 +120,46 @@ def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
     store.close()
     (row,) = store.rows.values()
     assert row["winner"] == "B" and row["key"] == key_of(*(tmp_path / "imgs" / n for n in ("r.png", "a.png", "b.png")))
+
+
+@pytest.mark.parametrize("written, winner", [("Image A", "A"), ("Image B", "B"), ("Similar", "similar"),
+                                             ("A", "A"), (None, None)])
+def test_old_winners_are_spelled_as_today(tmp_path, written, winner):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"key": "a.png|b.png", "winner": written}) + "\n")
+    (row,) = open_store(path, "comparison", {}, read_only=True, legacy_root=tmp_path).rows.values()
+    assert row["winner"] == winner
+
+
+def test_old_compare_and_score_rows_are_keyed_where_they_ran(tmp_path, monkeypatch, caplog):
+    """compare -o and score -o rows named their images relative to the folder the command ran in."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"image_a": "a.png", "image_b": "b.png", "reference": "r.png", "winner": "A"}) + "\n"
+                    + json.dumps({"image_a": "c.png", "image_b": "d.png", "reference": None, "winner": "B"}) + "\n")
+    with caplog.at_level(logging.WARNING, logger="qinsight"):
+        store = open_store(path, "comparison", None, read_only=True)
+    assert list(store.rows) == [key_of("r.png", "a.png", "b.png"), key_of("c.png", "d.png")]
+    assert list(store.rows)[1] == f"{tmp_path}/c.png|{tmp_path}/d.png" and store.path == path
+    assert caplog.messages == [f"{path}: 2 rows written by qinsight 0.1 (no settings recorded) are taken as made "
+                               "with this run's settings"]             # read only: nothing converted
+    path.write_text(json.dumps({"score": 3.0}) + "\n")
+    with pytest.raises(RecordFileError) as refused:
+        open_store(path, "score", FAST)
+    assert str(refused.value) == f"{path}: a row without settings has no usable key (KeyError('image'))"
+
+
+def test_todays_rows_are_read_as_they_are(tmp_path, caplog):
+    path = tmp_path / "out.jsonl"
+    store = open_store(path, "score", FAST)
+    store.write(["a.png"], {"score": 1.0})
+    store.close()
+    before = path.stat().st_ino
+    with caplog.at_level(logging.WARNING, logger="qinsight"):
+        again = open_store(path, "score", FAST)
+    again.close()
+    assert caplog.messages == [] and path.stat().st_ino == before    # no note, not rewritten
+    assert again.rows[key_of("a.png")]["settings"] == FAST
 
 
 def test_a_torn_last_line_is_cut_even_inside_a_character(tmp_path):
@@ -174,18 +228,97 @@ def test_rows_are_fsynced_a_second_apart_and_at_the_end(tmp_path, monkeypatch):
     store.write(["a.png"], {"score": 1.0})
     now[0] += 0.9
     store.write(["b.png"], {"score": 1.0})
-    assert synced == []                                  # flushed, not yet synced
-    now[0] += 0.2
+    assert synced == []                                  # written, not yet synced
+    now[0] += 0.1
     store.write(["c.png"], {"score": 1.0})
     assert len(synced) == 1
     store.close()
     assert len(synced) == 2
 
 
-@pytest.mark.parametrize("where, message", [("folder", "is a folder; name a file"),
-                                            ("file/below.jsonl", "cannot create the folder for")])
+@pytest.mark.parametrize("where, message", [("folder", "{} is a folder; name a file to write to"),
+                                            ("file/below.jsonl", "cannot create the folder for {}: File exists"),
+                                            ("gone", "cannot open {}: No such file or directory")])
 def test_a_path_that_cannot_be_a_record_file_is_a_usage_error(tmp_path, where, message):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file").touch()
-    with pytest.raises(UsageError, match=message):
+    os.symlink(tmp_path / "nowhere" / "x.jsonl", tmp_path / "gone")   # a link into a missing folder
+    with pytest.raises(QInsightError) as refused:
         open_store(tmp_path / where, "score", FAST)
+    assert str(refused.value) == message.format(tmp_path / where)
+
+
+def test_a_record_file_in_folders_that_do_not_exist_yet(tmp_path):
+    open_store(tmp_path / "a" / "b" / "out.jsonl", "score", FAST).close()
+    assert (tmp_path / "a" / "b" / "out.jsonl").exists()
+
+
+def test_a_rewrite_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    text = json.dumps({"image": "a.png", "score": 1.0}) + "\n"     # an old row: opening it rewrites the file
+    path.write_text(text)
+
+    def full(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.os, "replace", full)
+    with pytest.raises(RecordFileError) as refused:
+        open_store(path, "score", FAST)
+    assert str(refused.value) == f"cannot rewrite {path}: No space left on device; it is left as it was"
+    assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    monkeypatch.undo()
+    open_store(path, "score", FAST).close()   # the lock was let go
+
+
+class Trickle:
+    """A file that takes at most three bytes per write, as an unbuffered write may."""
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, chunk):
+        self.data += bytes(chunk[:3])
+        return len(chunk[:3])
+
+
+def test_every_byte_of_a_row_is_written_even_a_few_at_a_time():
+    handle = Trickle()
+    records._append(handle, b"0123456789")
+    assert handle.data == b"0123456789"
+
+
+def test_readers_share_and_writers_exclude(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("")
+    first, second = records._open_locked(path, exclusive=False), records._open_locked(path, exclusive=False)
+    with pytest.raises(UsageError, match="being written by another qinsight run"):
+        records._open_locked(path, exclusive=True)
+    first.close(), second.close()
+
+
+def test_a_write_that_fails_says_so_and_keeps_the_rows_before(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    store = open_store(path, "score", FAST)
+    store.write(["a.png"], {"score": 1.0})
+
+    def full(handle, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records, "_append", full)
+    with pytest.raises(RecordFileError) as refused:
+        store.write(["b.png"], {"score": 2.0})
+    assert str(refused.value) == (f"cannot write to {path}: No space left on device; the rows written before are "
+                                  "kept, and rerunning the same command continues")
+    store.close()
+    assert [r["image"] for r in lines(path)] == ["a.png"]
+
+
+@pytest.mark.parametrize("there, now, said", [
+    ({"mode": "fast"}, {"mode": "reason", "decoding": {"max_new_tokens": 512}}, "mode: 'fast' there, 'reason' now; "
+                                                                                "decoding not used there"),
+    ({"decoding": {"max_new_tokens": 512}}, {}, "decoding not used now"),
+    ({"decoding": {"max_new_tokens": 512}, "dtype": "bfloat16"}, {"decoding": {"max_new_tokens": 64}, "dtype": "float32"},
+     "dtype: 'bfloat16' there, 'float32' now; decoding differs"),
+])
+def test_a_refusal_names_each_setting_that_differs(there, now, said):
+    assert records._differences(there, now) == said
