@@ -97,6 +97,24 @@ def test_comparison_metrics_per_label():
     assert found["per_label"]["Similar"] == {"n": 1, "accuracy": 1.0}
 
 
+def test_degradation_means_are_the_papers():
+    """Table 2 of the paper: class accuracy noise 1.000, blur 0.976, JPEG 1.000, darken 0.903, null 0.760,
+    mean 0.928 (over all five); the severity mean is over the four distortion classes (issue 11)."""
+    truth, guess, severity_truth, severity_guess = [], [], [], []
+    for label, right, severity_right in (("noise", 1000, 600), ("blur", 976, 400), ("compression", 1000, 500),
+                                         ("darken", 903, 420), ("null", 760, 1000)):
+        for i in range(1000):
+            truth.append(label)
+            guess.append(label if i < right else ("null" if label != "null" else "blur"))
+            severity = "null" if label == "null" else "slight"
+            severity_truth.append(severity)
+            severity_guess.append(severity if i < severity_right else "catastrophic")
+    found = degradation_metrics(guess, severity_guess, truth, severity_truth)
+    assert found["mean"]["class_accuracy"] == pytest.approx(0.9278)
+    assert found["mean"]["severity_accuracy"] == pytest.approx((0.6 + 0.4 + 0.5 + 0.42) / 4)
+    assert found["per_class"]["null"]["severity_accuracy"] == 1.0   # shown apart, in its own row
+
+
 def test_degradation_metrics_in_full():
     found = degradation_metrics(["noise", "blur", "null"], ["slight", "slight", "null"],
                                 ["noise", "noise", "null"], ["slight", "serious", "null"])
@@ -104,7 +122,7 @@ def test_degradation_metrics_in_full():
         "n": 3,
         "per_class": {"noise": {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5},
                       "null": {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}},
-        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.75},
+        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5},   # severity: null left out, as the paper
         "overall": {"class_accuracy": 2 / 3, "severity_accuracy": 2 / 3},
         "labels": ["noise", "compression", "blur", "darken", "null"],
         "confusion": [[1, 0, 1, 0, 0], [0] * 5, [0] * 5, [0] * 5, [0, 0, 0, 0, 1]],

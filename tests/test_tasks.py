@@ -95,9 +95,9 @@ def test_summaries_are_readable_lines():
                    "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5}}
     assert list(TASKS["degradation"].summary(degradation)) == [
         "class         n  class acc  severity acc", "blur          4      0.750         0.500",
-        "mean                0.7500        0.5000"]
+        "mean                0.7500        0.5000  (as the paper: severity over the four distortions, null apart)"]
     degradation["mean"] = {"class_accuracy": None, "severity_accuracy": None}
-    assert list(TASKS["degradation"].summary(degradation))[-1] == "mean                   n/a           n/a"
+    assert list(TASKS["degradation"].summary(degradation))[-1] == "mean                   n/a           n/a  (as the paper: severity over the four distortions, null apart)"
     comparison = {"accuracy": 0.5, "per_label": {"Image A": {"n": 2, "accuracy": 1.0}, "Similar": {"n": 2, "accuracy": 0.0}}}
     assert list(TASKS["comparison"].summary(comparison)) == [
         "accuracy 0.5000; Image A 1.000 (n=2); Similar 0.000 (n=2)"]
