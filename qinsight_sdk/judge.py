@@ -17,7 +17,8 @@ from PIL import Image
 
 from .backend import Backend
 from .batching import BatchRunner, Failure, Outcome, Request, Step
-from .checkpoints import default_model, default_subfolder, resolve_checkpoint
+from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, default_model, default_subfolder,
+                          resolve_checkpoint)
 from .decoding import DecodingOptions
 from .errors import UsageError
 from .images import ImageBounds, ImageInput, load_image, split_inputs
@@ -54,6 +55,7 @@ class QualityJudge:
         self.batch_size = batch_size
         self.profile = find_profile(profile)
         self.batching = BatchRunner(self.load_image, max_batch_tokens)
+        self._warned_zero_shot = False
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, subfolder: str | None = None, *,
@@ -133,6 +135,8 @@ class QualityJudge:
             image_a, image_b = pair[0], pair[1]
             chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
             conversation = prompt.messages(self.prompt_order, chosen is not None)
+            if chosen is not None:
+                self._warn_zero_shot_reference()
             prefix = [chosen] if chosen is not None else []
             requests.append(Request(conversation, prefix + [image_a, image_b]))
             if both_orders:
@@ -154,6 +158,17 @@ class QualityJudge:
 
         results = self.batching.run(requests, self._batch_size(batch_size), self._generate_step(decoding), finish)
         return results[1::2] if both_orders else results
+
+    def _warn_zero_shot_reference(self) -> None:
+        """Weights not trained to compare against a reference still answer, but in the paper's zero-shot
+        setting (75.5% on SRIQA-Bench where the comparison weights reach 82.8%): said once per judge."""
+        if self.profile.compares_with_reference or self._warned_zero_shot:
+            return
+        self._warned_zero_shot = True
+        logger.warning("comparing with a reference on weights not trained for it (profile %r): this is the paper's "
+                       "zero-shot setting (75.5%% accuracy vs 82.8%% with the comparison weights); load subfolder "
+                       "%r of %s, or pass profile='q-insight-comparison' if these weights were trained for it",
+                       self.profile.name, COMPARISON_SUBFOLDER, DEFAULT_MODEL)
 
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
              pool: int = HYBRID_POOL, batch_size: int | None = None,

@@ -35,6 +35,7 @@ class JudgeProfile:
     model_type: str = QWEN25_VL                 # the checkpoint's config.json model_type
     fast_score_prefix: str | None = None        # the answer up to a rating's digits; None: no fast scores
     subfolder: str | None = None                # where the released repository keeps these weights
+    compares_with_reference: bool = False       # trained to compare two images against a reference
     description: str = field(default="", compare=False)
 
     def prompt(self, task: str) -> TaskPrompt:
@@ -69,7 +70,8 @@ QINSIGHT = register_profile(JudgeProfile(
     description="Q-Insight's score and degradation model (also the paper's zero-shot comparisons)"))
 QINSIGHT_COMPARISON = register_profile(JudgeProfile(
     "q-insight-comparison", _QINSIGHT_TASKS, fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX,
-    subfolder=COMPARISON_SUBFOLDER, description="Q-Insight's reference-based comparison model"))
+    subfolder=COMPARISON_SUBFOLDER, compares_with_reference=True,
+    description="Q-Insight's reference-based comparison model"))
 
 
 def find_profile(name: str | JudgeProfile | None = None, subfolder: str | None = None) -> JudgeProfile:

@@ -671,3 +671,22 @@ def test_a_checkpoint_with_nan_weights_gives_errors(tiny_model):
             parameter.fill_(float("nan"))
     results = judge.score([grey(90), noise_image(1)], mode="fast")
     assert all(r.score is None and "not finite" in r.error for r in results)
+
+
+def test_a_reference_on_weights_not_trained_for_it_warns_once(caplog):
+    """Issue 11: compare(reference=...) on the score_degradation weights ran the zero-shot setting silently."""
+    answer = lambda conversation, images: "<answer>Image A</answer>"  # noqa: E731
+    judge = QualityJudge(ScriptedBackend(answer))
+    with caplog.at_level("WARNING", logger="qinsight"):
+        judge.compare(grey(10), grey(20))
+        assert caplog.messages == []                  # no reference: the paper's two-image prompt, as trained
+        judge.compare(grey(10), grey(20), reference=grey(15))
+        judge.compare_pairs([(grey(1), grey(2), grey(3))])
+    assert caplog.messages == [
+        "comparing with a reference on weights not trained for it (profile 'q-insight'): this is the paper's "
+        "zero-shot setting (75.5% accuracy vs 82.8% with the comparison weights); load subfolder 'comparison' of "
+        "ByteDance/Q-Insight, or pass profile='q-insight-comparison' if these weights were trained for it"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="qinsight"):
+        QualityJudge(ScriptedBackend(answer), profile="q-insight-comparison").compare(grey(1), grey(2), reference=grey(3))
+    assert caplog.messages == []
