@@ -28,10 +28,12 @@ class EncodedBatch:
 
 @dataclass(frozen=True)
 class Generation:
-    """One answer: its text, and whether the model ended it (False: cut at ``max_new_tokens``)."""
+    """One answer: its text, whether the model ended it (False: cut at ``max_new_tokens``), and how
+    many tokens it took (None where a backend does not count)."""
 
     text: str
     finished: bool
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)

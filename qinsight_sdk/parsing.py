@@ -73,12 +73,16 @@ def extract_answer(text: str) -> str | None:
 
 
 def _answer_or_tail(text: str) -> tuple[str, bool]:
-    """The answer block, else the text after ``</think>``, else the whole text; and whether tagged."""
+    """The answer block, else the text after ``</think>``, else (no ``<think>`` either) the whole text;
+    and whether it was tagged. Text that is all reasoning (a ``<think>`` never closed, as when an answer
+    is cut off) has no answer: a rating in the reasoning is not the model's verdict."""
     answer = extract_answer(text)
     if answer is not None:
         return answer, True
-    tail = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
-    return tail.strip(), False
+    parts = re.split(r"</think>", text, flags=re.IGNORECASE)
+    if len(parts) == 1 and re.search(r"<think>", text, re.IGNORECASE):
+        return "", False
+    return parts[-1].strip(), False
 
 
 def _json_objects(text: str) -> list[dict]:

@@ -193,10 +193,14 @@ class QwenVLBackend:
         answers = output[:, inputs["input_ids"].shape[1]:].cpu()
         with self._tokenizer_lock:
             decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
-        finished = [bool(self._end_ids & set(row.tolist())) for row in answers]
-        flat = [Generation(text, done) for text, done in zip(decoded, finished)]
+        flat = [Generation(text, *self._length(row.tolist())) for text, row in zip(decoded, answers)]
         n = decoding.num_samples
         return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
+
+    def _length(self, tokens: list[int]) -> tuple[bool, int]:
+        """Whether an answer's tokens hold an end token, and how many there are up to and with it."""
+        end = next((i for i, token in enumerate(tokens) if token in self._end_ids), None)
+        return end is not None, len(tokens) if end is None else end + 1
 
     @property
     def encodes_directly(self) -> bool:

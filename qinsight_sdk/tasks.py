@@ -49,8 +49,11 @@ def _read_all(generations: list[Generation], parse: Parse,
 
 
 def _unreadable(parsed: list[Any], generations: list[Generation]) -> str:
-    cut = "" if generations[0].finished else " (the answer was cut off at max_new_tokens)"
-    return f"{parsed[0].error}{cut}"
+    first = generations[0]
+    if first.finished:
+        return parsed[0].error
+    at = "max_new_tokens" if first.tokens is None else f"{first.tokens} tokens (max_new_tokens)"
+    return f"{parsed[0].error} (the answer was cut off at {at})"
 
 
 def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], Any]) -> tuple[Generation, Any]:

@@ -324,6 +324,20 @@ def test_a_cut_off_answer_says_so():
     assert finished.error == "no rating found in the answer"
 
 
+def test_a_rating_in_reasoning_cut_off_before_the_answer_is_no_score():
+    """Issue 11: an answer cut off before <answer> whose reasoning said "rating: 3" scored 3.0, no error."""
+    result = QualityJudge(CutOffBackend(lambda c, i: "<think>I would give it a rating: 3 since")).score(grey(1))
+    assert result.score is None and result.raw == "<think>I would give it a rating: 3 since"
+    assert result.error == "no rating found in the answer (no <answer> block found) " \
+                           "(the answer was cut off at max_new_tokens)"
+
+
+def test_the_tiny_model_says_at_how_many_tokens_it_was_cut_off(tiny_model):
+    judge = QualityJudge.from_pretrained(tiny_model, device="cpu", decoding=DecodingOptions(max_new_tokens=7))
+    result = judge.score(grey(100))
+    assert result.score is None and result.error.endswith("(the answer was cut off at 7 tokens (max_new_tokens))")
+
+
 def test_one_sample_has_no_spread_and_reasoning_comes_with_the_score():
     result = QualityJudge(ScriptedBackend(brightness_rating)).score(grey(255))
     assert (result.score, result.std, result.samples, result.reasoning) == (5.0, None, [], "brightness 1.00")

@@ -117,6 +117,9 @@ def test_aggregation_of_sampled_answers():
     assert (verdict.winner, verdict.raw, verdict.error) == ("B", "<answer>Image B</answer>", None)
     cut = TASKS["comparison"].aggregate(answers("Image", finished=False), parse_comparison)
     assert cut.winner is None and cut.error.endswith("(the answer was cut off at max_new_tokens)")
+    counted = TASKS["score"].aggregate([Generation("<think>rating: 3", False, 512)], parse_score)
+    assert counted.score is None and counted.error == ("no rating found in the answer (no <answer> block found) "
+                                                       "(the answer was cut off at 512 tokens (max_new_tokens))")
 
 
 def test_reconciling_both_orders_maps_the_swapped_verdict_back():
