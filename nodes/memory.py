@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..qinsight_sdk import QualityJudge
+from ..qinsight_sdk import ImageBounds, QualityJudge
 from ..qinsight_sdk.loading import choose_dtype
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
@@ -57,6 +57,7 @@ class JudgeSpec:
     dtype: str
     after_run: str
     allow_download: bool
+    image_size: str = "official"
 
 
 class JudgeHandle:
@@ -78,7 +79,8 @@ class JudgeHandle:
             offload_device = torch.device("cpu")
             judge = QualityJudge.from_pretrained(
                 self.spec.model, self.spec.subfolder or None, device=offload_device,
-                dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download)
+                dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
+                image_bounds=ImageBounds.preset(self.spec.image_size))
             weights = _Weights(judge.backend.model, offload_device)
             self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                             offload_device=offload_device)

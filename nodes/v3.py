@@ -10,6 +10,7 @@ from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
 from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
+from ..qinsight_sdk.images import IMAGE_SIZES
 from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
@@ -111,22 +112,29 @@ class LoadQualityJudge(io.ComfyNode):
                 io.Combo.Input("after_run", options=list(AFTER_RUN), default=AFTER_RUN[0],
                                tooltip="keep the judge on the GPU between runs (ComfyUI may still evict it), "
                                        "move it to the CPU after each run, or free it entirely"),
+                io.Combo.Input("image_size", options=list(IMAGE_SIZES), default="official", optional=True,
+                               tooltip="official: images up to 12.8 megapixels at native size, as the weights "
+                                       "were trained; fast: downscaled to about 1 megapixel (much faster and "
+                                       "lighter on large images, but fine noise and blur may be hidden)"),
             ],
             outputs=[Judge.Output(display_name="judge", tooltip="the judge, for the other qinsight nodes")],
         )
 
     @classmethod
-    def validate_inputs(cls, model: str, device: str, dtype: str, after_run: str) -> bool | str:
-        return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run)
+    def validate_inputs(cls, model: str, device: str, dtype: str, after_run: str,
+                        image_size: str | None = "official") -> bool | str:
+        return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run,
+                             image_size=image_size)
 
     @classmethod
     def execute(cls, model: str, hf_id: str, allow_download: bool, device: str, dtype: str,
-                after_run: str) -> io.NodeOutput:
+                after_run: str, image_size: str = "official") -> io.NodeOutput:
         if hf_id.strip():
             repo, subfolder = adapters.parse_hub_id(hf_id)
         else:
             repo, subfolder = adapters.resolve_model_choice(model, model_roots(), HUB_CHOICES)
-        return io.NodeOutput(JudgeHandle(JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download)))
+        spec = JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download, image_size)
+        return io.NodeOutput(JudgeHandle(spec))
 
 
 class ScoreImageQuality(io.ComfyNode):

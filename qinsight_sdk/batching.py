@@ -165,7 +165,7 @@ class BatchRunner:
                 self.memory_cap = half
                 logger.warning("out of memory with %d images per batch; retrying with %d", len(indices), half)
                 return again(indices[:half]) + again(indices[half:])
-            return [Failure(f"out of memory even alone ({exc}); lower max_pixels or use a larger device")]
+            return [Failure(f"out of memory even alone ({exc}); use the fast image size (--max-pixels fast, ImageBounds.fast()) or a larger device")]
         if len(indices) == 1:
             return [Failure(f"the model failed on this input: {type(exc).__name__}: {exc}")]
         return [again([i])[0] for i in indices]

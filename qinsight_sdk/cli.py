@@ -52,6 +52,14 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _max_pixels(text: str) -> int:
+    """argparse type for --max-pixels: a preset's pixel count, or a number."""
+    try:
+        return ImageBounds.preset(text).max_pixels
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # -- the parser -------------------------------------------------------------------------------------------
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +86,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="answers per image, averaged (implies --sample)")
     group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder], default="image_first",
                        help="image before the question (as trained) or after it (as in the demo)")
-    group.add_argument("--max-pixels", type=int, default=ImageBounds.max_pixels,
-                       help="larger images are downscaled to this many pixels")
+    group.add_argument("--max-pixels", type=_max_pixels, default="official",
+                       help="official (default: up to 12,845,056 pixels, as the weights were trained and "
+                            "released), fast (about 1 megapixel: much faster on large images, hides fine "
+                            "artefacts), or a pixel count; larger images are downscaled")
 
 
 def _add_output_option(parser: argparse.ArgumentParser) -> None:

@@ -26,8 +26,9 @@ PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image to
 MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
 _FLOAT_TOLERANCE = 0.01  # resampling overshoot accepted on float inputs before they count as out of range
 _BACKGROUND = (255, 255, 255)
-PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training bounds on an image's pixel count
-PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056
+PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training and inference bounds (qwen_vl_utils')
+PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056: up to 16,384 image tokens
+FAST_MAX_PIXELS = 1280 * PATCH_GRID * PATCH_GRID    # 1,003,520: a 1024x768 image stays native, larger shrink
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
 
@@ -36,17 +37,42 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Any]  # Any: torch
 class ImageBounds:
     """Pixel-count bounds an image is fitted into before tokenisation.
 
-    ``min_pixels`` is Q-Insight's training minimum. ``max_pixels`` (1280 tokens' worth) keeps a
-    1024x768 image at its native resolution, about 1000 image tokens, and downsizes anything larger.
+    The default is what the released weights saw in training and in the official inference code
+    (:meth:`official`): native resolution from 3,136 up to 12,845,056 pixels, so noise, blur and
+    compression artefacts reach the model as they are. :meth:`fast` caps at about 1 megapixel (a
+    1024x768 image is unchanged; a 4000x3000 photo gets 1,230 image tokens instead of 15,301): much
+    faster and lighter on large images, at the cost of hiding fine artefacts.
     """
 
     min_pixels: int = PAPER_MIN_PIXELS
-    max_pixels: int = 1280 * PATCH_GRID * PATCH_GRID
+    max_pixels: int = PAPER_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not PATCH_GRID * PATCH_GRID <= self.min_pixels <= self.max_pixels:
             raise UsageError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
                              f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
+
+    @classmethod
+    def official(cls) -> "ImageBounds":
+        return cls(PAPER_MIN_PIXELS, PAPER_MAX_PIXELS)
+
+    @classmethod
+    def fast(cls) -> "ImageBounds":
+        return cls(PAPER_MIN_PIXELS, FAST_MAX_PIXELS)
+
+    @classmethod
+    def preset(cls, size: str | int) -> "ImageBounds":
+        """``official``, ``fast``, or a pixel count (as a number or its digits) for ``max_pixels``."""
+        if size in IMAGE_SIZES:
+            return IMAGE_SIZES[str(size)]()
+        try:
+            pixels = int(size)
+        except ValueError:
+            raise UsageError(f"image size must be {', '.join(IMAGE_SIZES)} or a pixel count, got {size!r}") from None
+        return cls(max_pixels=pixels)
+
+
+IMAGE_SIZES: dict[str, Any] = {"official": ImageBounds.official, "fast": ImageBounds.fast}
 
 
 def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds, name: str = "image") -> tuple[int, int]:

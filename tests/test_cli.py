@@ -100,9 +100,18 @@ def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypat
 
 
 def test_an_sdk_usage_error_exits_two_with_its_message(scripted, image_files, capsys):
-    code, out, err = run(["rank", *map(str, image_files[:2]), "--max-pixels", "10"], capsys)
+    code, out, err = run(["score", *map(str, image_files[:2]), "--dtype", "fp8"], capsys)
     assert code == 2 and out == ""
-    assert err.startswith("qinsight rank: error: need 784 <= min_pixels <= max_pixels")
+    assert err.startswith("qinsight score: error: dtype 'fp8' is not one of auto, ")
+
+
+@pytest.mark.parametrize("given, message", [
+    ("10", "need 784 <= min_pixels <= max_pixels, got min_pixels=3136, max_pixels=10"),
+    ("huge", "image size must be official, fast or a pixel count, got 'huge'")])
+def test_an_image_size_that_cannot_be_is_a_usage_error(given, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["score", "x.png", "--max-pixels", given])
+    assert stopped.value.code == 2 and f"argument --max-pixels: {message}" in capsys.readouterr().err
 
 
 def test_eval_writes_its_report_to_report_and_has_no_output_option(image_files, tmp_path, capsys):
@@ -323,7 +332,7 @@ def test_a_rerun_made_another_way_is_refused_before_a_model_loads(scripted, imag
     code, _, err = run(["degradation", *images, "-o", str(output)], capsys)
     assert code == 2 and "holds score rows, not degradation" in err
     code, _, err = run(["score", *images, "--mode", "fast", "--max-pixels", "4096", "-o", str(output)], capsys)
-    assert code == 2 and "(max_pixels: 1003520 there, 4096 now)" in err
+    assert code == 2 and "(max_pixels: 12845056 there, 4096 now)" in err
     assert output.read_bytes() == before and len(scripted) == asked
     code, _, err = run(["score", *images, "--mode", "fast", "--max-new-tokens", "7", "-o", str(output)], capsys)
     assert code == 0 and "2 of 2 images already done" in err   # fast scores generate no text

@@ -56,11 +56,25 @@ def succeeded(entry):
     return entry["outputs"]
 
 
-def fast_scores(comfy, count):
+def fast_scores(comfy, count, **loader_inputs):
     graph, batch = image_batch(count)
-    graph.update({"1": loader(), "2": {"class_type": "QInsightScore",
-                                       "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    judge = loader()
+    judge["inputs"].update(loader_inputs)
+    graph.update({"1": judge, "2": {"class_type": "QInsightScore",
+                                    "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
     return succeeded(comfy.run(graph))["2"]["qinsight_scores"]
+
+
+def test_the_image_size_preset_is_chosen_on_the_loader(comfy):
+    """official (the default) or fast; the sample images are small, so both give the same scores."""
+    assert fast_scores(comfy, 2, image_size="fast") == pytest.approx(fast_scores(comfy, 2), abs=1e-4)
+    graph, batch = image_batch(1)
+    bad = loader()
+    bad["inputs"]["image_size"] = "huge"
+    graph.update({"1": bad, "2": {"class_type": "QInsightScore",
+                                  "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    status, answer = comfy.post("/prompt", {"prompt": graph})
+    assert status == 400 and "image_size must be one of official, fast" in json.dumps(answer["node_errors"]["1"])
 
 
 def test_every_node_is_registered_and_documented(comfy):

@@ -355,11 +355,12 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(tmp_path, monkeypatch)
                         lambda self, mode, size: asked.append((mode, size)) or original(self, mode, size))
     path = tmp_path / "big.jpg"
     Image.new("RGB", (4000, 3000), (50, 60, 70)).save(path, quality=90)
-    assert load_image(path).size == fit_to_patch_grid(4000, 3000, BOUNDS) == (1148, 840)
+    fast = ImageBounds.fast()
+    assert load_image(path, fast).size == fit_to_patch_grid(4000, 3000, fast) == (1148, 840)
     assert asked == [("RGB", (1148, 840))]  # decoded at 1/2 scale (2000x1500), not at 12 megapixels
     Image.new("RGB", (30000, 20), (50, 60, 70)).save(path)  # unfittable: asks for its own size, then refused
     with pytest.raises(ImageInputError, match="aspect ratio"):
-        load_image(path)
+        load_image(path, fast)
     assert asked[-1] == ("RGB", (30000, 20))
 
 
@@ -373,7 +374,21 @@ def test_bounds_at_their_limits():
     assert ImageBounds(min_pixels=784, max_pixels=784).max_pixels == 784  # one token, exactly
     with pytest.raises(ValueError) as refused:
         ImageBounds(min_pixels=783)
-    assert str(refused.value) == "need 784 <= min_pixels <= max_pixels, got min_pixels=783, max_pixels=1003520"
+    assert str(refused.value) == "need 784 <= min_pixels <= max_pixels, got min_pixels=783, max_pixels=12845056"
+
+
+@pytest.mark.parametrize("size, official, fast", [((1024, 768), 999, 999), ((4000, 3000), 15301, 1230),
+                                                  ((1920, 1080), 2691, 1222)])
+def test_image_tokens_under_each_size_preset(size, official, fast):
+    """Issue 11: the official code feeds images at native size up to 12,845,056 pixels; the fast preset
+    caps at about 1 megapixel. One image token per 28x28 pixels."""
+    def tokens(bounds):
+        width, height = fit_to_patch_grid(*size, bounds)
+        return width * height // 28 ** 2
+
+    assert (tokens(ImageBounds()), tokens(ImageBounds.official()), tokens(ImageBounds.fast())) == (official, official, fast)
+    assert ImageBounds.preset("official") == ImageBounds.official() and ImageBounds.preset("fast") == ImageBounds.fast()
+    assert ImageBounds.preset("2000000") == ImageBounds.preset(2000000) == ImageBounds(max_pixels=2000000)
 
 
 def test_file_errors_name_the_file(tmp_path):
