@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .data import DataError, Sample, read_source
 from .errors import UsageError
 from .metrics import require_scipy
-from .records import check_writable, key_of, open_store
+from .records import check_writable, key_of, open_store, read_store
 from .tasks import TASKS
 
 
@@ -123,8 +123,11 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
         check_writable(plot)
     legacy_root = image_root if image_root is not None else \
         (Path(data).parent if isinstance(data, (str, Path)) else ".")
-    store = open_store(predictions, task, settings if load_judge is not None else None,
-                       retry_failed=retry_failed, overwrite=overwrite, read_only=load_judge is None, legacy_root=legacy_root)
+    if load_judge is None:
+        store = read_store(predictions, task, legacy_root)
+    else:
+        store = open_store(predictions, task, settings or {}, retry_failed=retry_failed, overwrite=overwrite,
+                           legacy_root=legacy_root)
     try:
         todo = list({i.key: i for i in items if not store.done(i.key)}.values())  # listed twice: judged once
         if todo and load_judge is not None:

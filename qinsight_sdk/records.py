@@ -38,6 +38,7 @@ from typing import IO, Any, Sequence
 from .errors import QInsightError, UsageError
 
 FSYNC_INTERVAL_S = 1.0
+_LOCK_ATTEMPTS = 5
 logger = logging.getLogger("qinsight")
 
 
@@ -122,8 +123,9 @@ def _try_lock_on_windows(handle: IO[bytes]) -> bool:
 def _open_locked(path: Path, exclusive: bool) -> IO[bytes]:
     """The file opened (created when writing) and locked, or a usage error saying who holds it.
 
-    A run that rewrites the file replaces it: a lock won on the replaced file is retried on the new one."""
-    while True:
+    A run that rewrites the file replaces it: a lock won on the replaced file is retried on the new one
+    (a few times: a file replaced again and again is someone else's doing)."""
+    for _ in range(_LOCK_ATTEMPTS):
         try:
             handle = open(path, "a+b" if exclusive else "rb", buffering=0)
         except OSError as exc:
@@ -135,6 +137,7 @@ def _open_locked(path: Path, exclusive: bool) -> IO[bytes]:
         if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
             return handle
         handle.close()
+    raise UsageError(f"{path} keeps being replaced while qinsight opens it; is another program rewriting it?")
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
@@ -152,7 +155,8 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 # -- the store -------------------------------------------------------------------------------------------
 
 class RecordStore:
-    """An open record file: its rows by key, and where new rows are appended. Use :func:`open_store`."""
+    """An open record file: its rows by key, and where new rows are appended. Use :func:`open_store`
+    (or :func:`read_store`)."""
 
     def __init__(self, path: Path, handle: IO[bytes] | None, task: str, settings: dict[str, Any] | None,
                  rows: dict[str, dict[str, Any]]) -> None:
@@ -302,25 +306,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any] | None, *,
-               overwrite: bool = False, retry_failed: bool = False, read_only: bool = False,
-               legacy_root: str | os.PathLike[str] = ".") -> RecordStore:
-    """Open (and lock) the record file at ``path`` for rows of ``task`` made with ``settings``.
+def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any], *, overwrite: bool = False,
+               retry_failed: bool = False, legacy_root: str | os.PathLike[str] = ".") -> RecordStore:
+    """Open and lock the record file at ``path``, to add rows of ``task`` made with ``settings``.
 
-    Rows of the task made with other settings are an error, unless ``overwrite`` starts afresh.
-    ``retry_failed`` forgets rows that carry an error, so their items are judged again. ``read_only``
-    takes rows of ``task`` only, made with any one set of settings (``settings`` None), and writes nothing.
+    Rows of another task or made with other settings are an error, unless ``overwrite`` starts afresh.
+    ``retry_failed`` forgets rows that carry an error, so their items are judged again.
     ``legacy_root`` is the folder a qinsight 0.1 row's relative paths start from.
     """
     path = Path(path)
-    if read_only:
-        if not path.exists():
-            return RecordStore(path, None, task, settings, {})
-        with _open_locked(path, exclusive=False) as handle:
-            lines = _decode_lines(_whole_bytes(handle, repair=False), path)
-        found = [row for row in _parse(lines, path) if row.get("task", task) == task]
-        store, _ = _collect(path, None, task, settings, found, str(legacy_root), retry_failed=False)
-        return store
     check_writable(path)
     handle = _open_locked(path, exclusive=True)
     try:
@@ -332,12 +326,22 @@ def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any]
         if changed or len(found) != len(store.rows):  # one row per key, in today's schema
             store._handle = _rewrite(path, list(store.rows.values()))
             handle.close()
-        else:
-            handle.seek(0, os.SEEK_END)
-        return store
+        return store   # appends go to the end: the file is open for appending
     except BaseException:
         handle.close()
         raise
+
+
+def read_store(path: str | os.PathLike[str], task: str, legacy_root: str | os.PathLike[str] = ".") -> RecordStore:
+    """The rows of ``task`` in the record file at ``path``, made with any one set of settings, for
+    reading only (``eval --predictions-only``). Nothing is repaired: a writer may be mid-line."""
+    path = Path(path)
+    if not path.exists():
+        return RecordStore(path, None, task, None, {})
+    with _open_locked(path, exclusive=False) as handle:
+        lines = _decode_lines(_whole_bytes(handle, repair=False), path)
+    found = [row for row in _parse(lines, path) if row.get("task", task) == task]
+    return _collect(path, None, task, None, found, str(legacy_root), retry_failed=False)[0]
 
 
 def _collect(path: Path, handle: IO[bytes] | None, task: str, settings: dict[str, Any] | None,
@@ -345,14 +349,14 @@ def _collect(path: Path, handle: IO[bytes] | None, task: str, settings: dict[str
              retry_failed: bool) -> tuple[RecordStore, bool]:
     """The rows by key (checked to be made alike), and whether the file must be rewritten."""
     made = [row for row in found if "settings" in row]
-    expected = settings if settings is not None else (made[0]["settings"] if made else {})
-    for row in made:
-        _check_made_alike(row, task, expected, path)
     legacy = [row for row in found if "settings" not in row]
+    expected = settings if settings is not None else (made[0]["settings"] if made else {})
     try:
         current = [row if "settings" in row else _legacy(row, task, expected, legacy_root) for row in found]
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordFileError(f"{path}: a row without settings has no usable key ({exc!r})") from None
+    for row in current:   # old rows too: one file holds one task
+        _check_made_alike(row, task, expected, path)
     rows = {row["key"]: row for row in current}
     dropped = [k for k, row in rows.items() if retry_failed and row.get("error") is not None]
     for k in dropped:

@@ -10,7 +10,7 @@ from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
 from qinsight_sdk.errors import QInsightError
 from qinsight_sdk.evaluation import evaluate, guess_format, load_items
-from qinsight_sdk.records import open_store
+from qinsight_sdk.records import open_store, read_store
 from qinsight_sdk.testing import ScriptedBackend, write_sample_images
 
 # -- the harness, with a scripted judge whose answers follow the image's brightness ----------------
@@ -98,9 +98,12 @@ def test_predictions_made_elsewhere(labelled):
 def test_reading_takes_the_rows_of_the_task_asked_for(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"key": "a.png", "task": "score", "score": 3.0}) + "\n"
-                    + json.dumps({"key": "a.png", "task": "degradation", "distortion": "blur", "severity": "slight"}))
-    rows = open_store(path, "score", None, read_only=True, legacy_root=tmp_path).rows
+                    + json.dumps({"key": "a.png", "task": "degradation", "distortion": "blur", "severity": "slight"})
+                    + "\n")
+    rows = read_store(path, "score", legacy_root=tmp_path).rows
     assert [row["score"] for row in rows.values()] == [3.0] and list(rows) == [str(tmp_path / "a.png")]
+    with pytest.raises(QInsightError, match="holds degradation rows, not score"):
+        open_store(path, "score", {}, legacy_root=tmp_path)      # a file to write to holds one task
 
 
 def test_data_formats_are_recognised(tmp_path):

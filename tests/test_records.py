@@ -9,7 +9,7 @@ import pytest
 
 from qinsight_sdk import records
 from qinsight_sdk.errors import QInsightError, UsageError
-from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, row_text
+from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
 
 FAST = {"model": "m", "mode": "fast"}
 
@@ -37,6 +37,8 @@ def test_rows_are_strict_json_and_readable_unless_a_name_is_not_utf8():
     assert row_text({"image": odd}) == '{"image": "bad_\\udcff.png"}' and json.loads(row_text({"image": odd}))["image"] == odd
     with pytest.raises(ValueError):
         row_text({"score": math.nan})
+    with pytest.raises(ValueError):
+        row_text({"image": odd, "score": math.nan})
 
 
 def test_written_rows_are_found_again_by_key(tmp_path):
@@ -60,7 +62,7 @@ def test_retry_failed_forgets_error_rows_and_the_last_row_of_a_key_wins(tmp_path
     store = open_store(path, "score", FAST, retry_failed=True)
     assert [r["score"] for r in lines(path)] == [2.0]   # rewritten to one row per key, on disk before any write
     with pytest.raises(UsageError, match="being written"):
-        open_store(path, "score", None, read_only=True)  # the new file is locked as the old one was
+        read_store(path, "score")  # the new file is locked as the old one was
     store.close()
     assert list(store.rows) == [a] and store.rows[a]["score"] == 2.0 and not store.done(b)
 
@@ -80,8 +82,12 @@ def test_rows_made_another_way_are_refused_and_left_alone(tmp_path):
     assert str(refused.value) == (f"{path} holds score rows, not degradation: write to another file, or start "
                                   "afresh (--overwrite)")
     assert path.read_bytes() == before
-    open_store(path, "score", {"model": "m", "mode": "reason"}, overwrite=True).close()
-    assert path.read_bytes() == b""
+    afresh = open_store(path, "score", {"model": "m", "mode": "reason"}, overwrite=True)
+    assert path.read_bytes() == b"" and afresh.path == path
+    afresh.write(["b.png"], {"score": 4.0})
+    afresh.close()
+    afresh.close()                                        # closing twice is harmless
+    assert [(r["task"], r["settings"]["mode"]) for r in lines(path)] == [("score", "reason")]
 
 
 def test_a_line_that_is_not_a_row_stops_with_its_line_number_and_loses_nothing(tmp_path):
@@ -127,7 +133,7 @@ def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
 def test_old_winners_are_spelled_as_today(tmp_path, written, winner):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"key": "a.png|b.png", "winner": written}) + "\n")
-    (row,) = open_store(path, "comparison", {}, read_only=True, legacy_root=tmp_path).rows.values()
+    (row,) = read_store(path, "comparison", legacy_root=tmp_path).rows.values()
     assert row["winner"] == winner
 
 
@@ -138,7 +144,7 @@ def test_old_compare_and_score_rows_are_keyed_where_they_ran(tmp_path, monkeypat
     path.write_text(json.dumps({"image_a": "a.png", "image_b": "b.png", "reference": "r.png", "winner": "A"}) + "\n"
                     + json.dumps({"image_a": "c.png", "image_b": "d.png", "reference": None, "winner": "B"}) + "\n")
     with caplog.at_level(logging.WARNING, logger="qinsight"):
-        store = open_store(path, "comparison", None, read_only=True)
+        store = read_store(path, "comparison")
     assert list(store.rows) == [key_of("r.png", "a.png", "b.png"), key_of("c.png", "d.png")]
     assert list(store.rows)[1] == f"{tmp_path}/c.png|{tmp_path}/d.png" and store.path == path
     assert caplog.messages == [f"{path}: 2 rows written by qinsight 0.1 (no settings recorded) are taken as made "
@@ -178,11 +184,20 @@ def test_reading_only_repairs_nothing_and_takes_any_one_settings(tmp_path):
     path = tmp_path / "out.jsonl"
     text = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0})) + "\n" + '{"task": "sc'
     path.write_text(text)
-    store = open_store(path, "score", None, read_only=True)
+    store = read_store(path, "score")
     assert list(store.rows) == [key_of("a.png")] and path.read_text() == text   # a writer may be mid-line
     with pytest.raises(UsageError, match="opened for reading only"):
         store.write(["b.png"], {})
-    assert open_store(tmp_path / "none.jsonl", "score", None, read_only=True).rows == {}
+    missing = read_store(tmp_path / "none.jsonl", "score")
+    assert (missing.rows, missing.path, missing.task) == ({}, tmp_path / "none.jsonl", "score")
+    path.write_text(row_text(make_row("score", ["a.png"], FAST, {"score": None, "error": "broken"})) + "\n")
+    assert read_store(path, "score").failed() == 1       # an error row is read as it is
+    path.write_text("[]\n")
+    with pytest.raises(RecordFileError, match=f"^{path}:1: not a qinsight row"):
+        read_store(path, "score")
+    path.write_bytes(b"\xff\n")
+    with pytest.raises(RecordFileError, match=f"^{path}: not UTF-8 text"):
+        read_store(path, "score")
     assert not (tmp_path / "none.jsonl").exists()
 
 
@@ -193,7 +208,7 @@ def test_a_second_writer_stops_at_once(tmp_path):
     with pytest.raises(UsageError, match="is being written by another qinsight run"):
         open_store(path, "score", FAST)
     with pytest.raises(UsageError, match="is being written by another qinsight run"):
-        open_store(path, "score", None, read_only=True)
+        read_store(path, "score")
     first.close()
     open_store(path, "score", FAST).close()
 
@@ -232,6 +247,9 @@ def test_rows_are_fsynced_a_second_apart_and_at_the_end(tmp_path, monkeypatch):
     now[0] += 0.1
     store.write(["c.png"], {"score": 1.0})
     assert len(synced) == 1
+    now[0] += 0.5
+    store.write(["d.png"], {"score": 1.0})
+    assert len(synced) == 1                               # the second counts from the last sync
     store.close()
     assert len(synced) == 2
 
@@ -271,18 +289,21 @@ def test_a_rewrite_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
 
 
 class Trickle:
-    """A file that takes at most three bytes per write, as an unbuffered write may."""
+    """A file that takes at most three bytes per write, as an unbuffered write may (and complains when
+    written to more often than the data needs, so a loop that never ends fails instead)."""
 
-    def __init__(self):
-        self.data = b""
+    def __init__(self, calls):
+        self.data, self.calls = b"", calls
 
     def write(self, chunk):
+        self.calls -= 1
+        assert self.calls >= 0 and len(chunk), "written to after the data was all out"
         self.data += bytes(chunk[:3])
         return len(chunk[:3])
 
 
 def test_every_byte_of_a_row_is_written_even_a_few_at_a_time():
-    handle = Trickle()
+    handle = Trickle(calls=4)
     records._append(handle, b"0123456789")
     assert handle.data == b"0123456789"
 
@@ -291,9 +312,52 @@ def test_readers_share_and_writers_exclude(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("")
     first, second = records._open_locked(path, exclusive=False), records._open_locked(path, exclusive=False)
-    with pytest.raises(UsageError, match="being written by another qinsight run"):
-        records._open_locked(path, exclusive=True)
+    assert read_store(path, "score").rows == {}          # a reader while others read
+    with pytest.raises(UsageError) as refused:
+        open_store(path, "score", FAST)
+    assert str(refused.value) == (f"{path} is being written by another qinsight run; wait for it to finish or write "
+                                  "to another file")
     first.close(), second.close()
+
+
+def test_a_file_replaced_again_and_again_is_given_up_on(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    path.write_text("")
+    lock = records._try_lock
+
+    def replace_each_time(handle, exclusive):
+        (tmp_path / "new").write_text("")
+        os.replace(tmp_path / "new", path)
+        return lock(handle, exclusive)
+
+    monkeypatch.setattr(records, "_try_lock", replace_each_time)
+    with pytest.raises(UsageError, match="keeps being replaced while qinsight opens it"):
+        open_store(path, "score", FAST)
+
+
+def test_a_rewrite_that_cannot_start_says_why(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    text = json.dumps({"image": "a.png", "score": 1.0}) + "\n"
+    path.write_text(text)
+    temporary = tmp_path / "out.jsonl.rewrite"
+    temporary.write_text("")
+    held = records._open_locked(temporary, exclusive=True)     # someone holds the rewrite's file
+    with pytest.raises(UsageError) as refused:
+        open_store(path, "score", FAST)
+    assert str(refused.value) == f"{path} is being rewritten by another qinsight run; wait for it to finish"
+    held.close()
+    original_open = open
+
+    def no_new_files(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".rewrite"):
+            raise OSError(13, "Permission denied")
+        return original_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(records, "open", no_new_files, raising=False)
+    with pytest.raises(RecordFileError) as refused:
+        open_store(path, "score", FAST)
+    assert str(refused.value) == f"cannot rewrite {path}: Permission denied; it is left as it was"
+    assert path.read_text() == text
 
 
 def test_a_write_that_fails_says_so_and_keeps_the_rows_before(tmp_path, monkeypatch):
