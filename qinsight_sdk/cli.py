@@ -77,10 +77,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow code shipped with the checkpoint to run (off by default)")
     group = parser.add_argument_group("decoding")
-    group.add_argument("--max-new-tokens", type=_at_least_one, default=512)
+    group.add_argument("--max-new-tokens", type=_at_least_one,
+                       help="the longest answer (default: 512; 1024 with --sample, as the demo)")
     group.add_argument("--sample", action="store_true",
-                       help="sample like the official demo (temperature 1.0, top-k 50, top-p 0.95) "
-                            "instead of greedy decoding")
+                       help="sample exactly as the official demo (temperature 1.0, top-k 50, top-p 0.95, the "
+                            "checkpoint's repetition penalty, up to 1024 tokens) instead of greedy decoding")
     group.add_argument("--seed", type=int, default=42, help="seed for --sample")
     group.add_argument("--num-samples", type=_at_least_one, default=1,
                        help="answers per image, averaged (implies --sample)")
@@ -237,10 +238,10 @@ def _images_in(folder: str, recursive: bool) -> list[str]:
 
 
 def _decoding(args: argparse.Namespace) -> DecodingOptions:
+    length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     if args.num_samples > 1 or args.sample:
-        return DecodingOptions.official_demo(max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                             num_samples=args.num_samples)
-    return DecodingOptions(max_new_tokens=args.max_new_tokens)
+        return DecodingOptions.official_demo(seed=args.seed, num_samples=args.num_samples, **length)
+    return DecodingOptions(**length)
 
 
 def _checkpoint(args: argparse.Namespace, comparison: bool) -> tuple[str, str | None]:

@@ -441,3 +441,12 @@ def test_eval_reads_what_degradation_and_compare_wrote(monkeypatch, image_files,
                                         f"{names[2]},{names[3]},Image B\n")
     code, out, _ = run(["eval", "pairs.csv", "--predictions", "pairs.jsonl", "--bootstrap", "0"], capsys)
     assert code == 0 and "comparison: 2 of 2 items judged" in out and "accuracy 0.5000" in out
+
+
+@pytest.mark.parametrize("argv, length, sampled", [([], 512, False), (["--sample"], 1024, True),
+                                                   (["--sample", "--max-new-tokens", "64"], 64, True),
+                                                   (["--num-samples", "3"], 1024, True)])
+def test_sampling_on_the_command_line_is_the_demos(argv, length, sampled):
+    args = cli.build_parser().parse_args(["score", "x.png", *argv])
+    options = cli._decoding(args)
+    assert (options.max_new_tokens, options.do_sample) == (length, sampled)

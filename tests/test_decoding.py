@@ -44,9 +44,11 @@ def test_a_checkpoint_without_a_penalty_gets_none():
 
 
 def test_official_demo_settings():
-    options = DecodingOptions.official_demo(max_new_tokens=9)
+    options = DecodingOptions.official_demo()
     assert (options.do_sample, options.temperature, options.top_k, options.top_p, options.seed,
-            options.max_new_tokens, options.num_samples) == (True, 1.0, 50, 0.95, 42, 9, 1)
+            options.max_new_tokens, options.num_samples, options.repetition_penalty) == \
+        (True, 1.0, 50, 0.95, 42, 1024, 1, None)           # None: the checkpoint's penalty, as the demo had
+    assert DecodingOptions.official_demo(max_new_tokens=9).max_new_tokens == 9
     assert DecodingOptions() == DecodingOptions(max_new_tokens=512, min_new_tokens=0, do_sample=False, seed=42,
                                                 num_samples=1, repetition_penalty=None)
 
@@ -115,3 +117,37 @@ def test_repetition_penalty_ignores_left_padding():
     scores = torch.tensor([[4.0, 4.0, -4.0, 4.0]])
     out = penalty(torch.tensor([[0, 0, 1, 2]]), scores)
     assert out.tolist() == [[4.0, 2.0, -8.0, 4.0]]
+
+
+def test_official_demo_samples_exactly_as_the_demo_did(tiny_model):
+    """Issue 11: what did the demo's generate(do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
+    max_new_tokens=1024) really sample with, under a checkpoint whose generation_config.json says
+    temperature 0.1, top-k 1, top-p 0.001 and repetition penalty 1.05 (Qwen2.5-VL's, which the tiny
+    checkpoint ships)? Whatever each transformers release does with it, official_demo() must give the
+    same tokens from the same seed, and both must differ from the checkpoint's own near-greedy values."""
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from qinsight_sdk.qwen_vl import QwenVLBackend
+    from qinsight_sdk.prompts import PromptOrder, score_messages
+
+    conversation = score_messages(PromptOrder.TEXT_FIRST)
+    image = Image.new("RGB", (56, 56), (120, 80, 40))
+    backend = QwenVLBackend.load(tiny_model, device="cpu")
+    batch = backend.encode([conversation], [[image]])
+    new_tokens = 24
+
+    demo_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model).eval()  # as the demo loads it
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    inputs = batch.inputs.to("cpu")
+
+    def demo(**sampling):
+        with seeded(42, torch.device("cpu")), torch.inference_mode():
+            out = demo_model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **sampling)
+        return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    ours = backend.generate(batch, DecodingOptions.official_demo(max_new_tokens=new_tokens,
+                                                                 min_new_tokens=new_tokens))[0][0].text
+    assert ours == demo(do_sample=True, temperature=1.0, top_k=50, top_p=0.95)
+    assert ours != demo()   # the checkpoint's own settings sample differently: the demo's values were used
+    assert DecodingOptions.official_demo().max_new_tokens == 1024
