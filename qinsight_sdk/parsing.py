@@ -188,7 +188,12 @@ def _degradation_fields(body: str) -> tuple[object, object] | None:
 
 
 def parse_degradation(text: str) -> ParsedDegradation:
-    """Read the distortion class and severity; "null"/"none" mean no distortion."""
+    """Read the distortion class and severity; "null"/"none" mean no distortion (or no severity).
+
+    Each field is taken as the model stated it, as the paper's reward reads them: the training data
+    pairs a "null" class with a "null" severity, and an answer that does not (no distortion but
+    "slight"; "blur" but "null") is reported as said, so the metrics score its class and its severity
+    each on its own. A severity key that is missing altogether is an error (a format slip)."""
     try:
         body, tagged = _answer_or_tail(text)
         reasoning = extract_reasoning(text)
@@ -198,9 +203,7 @@ def parse_degradation(text: str) -> ParsedDegradation:
                                      "no distortion_class found in the answer" + _missing_answer_note(tagged))
         distortion, class_error = _read_distortion(fields[0])
         severity, severity_error = _read_severity(fields[1])
-        if distortion is None:
-            severity = None
-        elif severity is None and severity_error is None:
+        if fields[1] is None and distortion is not None and severity_error is None:
             severity_error = f"distortion {distortion!r} given without a severity"
         error = "; ".join(e for e in (class_error, severity_error) if e) or None
         return ParsedDegradation(distortion, severity, reasoning, error)

@@ -73,7 +73,8 @@ DEGRADATION_CASES = [
     ('<answer>{"distortion_class": "JPEG", "severity": "Serious"}</answer>', "compression", "serious"),
     ('<answer>{"distortion_class": "null", "severity": "null"}</answer>', None, None),
     ('<answer>{"distortion_class": null, "severity": null}</answer>', None, None),
-    ('<answer>{"distortion_class": "none", "severity": "slight"}</answer>', None, None),
+    ('<answer>{"distortion_class": "none", "severity": "slight"}</answer>', None, "slight"),   # as said
+    ('<answer>{"distortion_class": "blur", "severity": "null"}</answer>', "blur", None),       # as said
     ("<answer>{'distortion_class': 'blur', 'severity': 'obvious',}</answer>", "blur", "obvious"),
     ('<answer>{"distortion_class": " darken ", "severity": "catastrophic"}', "darken", "catastrophic"),
     ('<answer>distortion_class: blur, severity: slight</answer>', "blur", "slight"),
@@ -147,7 +148,7 @@ def test_parsers_never_raise(text):
     assert (score.score is None) == (score.error is not None)  # a missing score is always explained
     degradation = parse_degradation(text)
     assert degradation.distortion in (None, "noise", "compression", "blur", "darken")
-    assert degradation.severity is None or degradation.distortion is not None  # a severity needs a class
+    assert degradation.severity in (None, "slight", "moderate", "obvious", "serious", "catastrophic")
     comparison = parse_comparison(text)
     assert comparison.winner in (None, "A", "B", "similar")
     assert (comparison.winner is None) == (comparison.error is not None)  # a missing verdict is explained
