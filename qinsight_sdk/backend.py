@@ -27,16 +27,6 @@ class EncodedBatch:
 
 
 @dataclass(frozen=True)
-class Generation:
-    """One answer: its text, whether the model ended it (False: cut at ``max_new_tokens``), and how
-    many tokens it took (None where a backend does not count)."""
-
-    text: str
-    finished: bool
-    tokens: int | None = None
-
-
-@dataclass(frozen=True)
 class RatingDistribution:
     """The model's belief about a rating's first two digits, read after a forced answer prefix.
 
@@ -62,6 +52,18 @@ class RatingDistribution:
         return float(mean), float(variance.clamp_min(0).sqrt())
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One answer: its text, whether the model ended it (False: cut at ``max_new_tokens``), how many
+    tokens it took (None where a backend does not count), and, when asked, the model's probabilities at
+    the rating it wrote (None where it wrote none, or a backend cannot tell)."""
+
+    text: str
+    finished: bool
+    tokens: int | None = None
+    rating: RatingDistribution | None = None
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model a ``QualityJudge`` can ask questions about images."""
@@ -78,8 +80,11 @@ class Backend(Protocol):
                answer_prefix: str) -> EncodedBatch:
         """One batch's inputs; ``answer_prefix`` forces the start of each answer. Safe off the main thread."""
 
-    def generate(self, batch: EncodedBatch, decoding: DecodingOptions) -> list[list[Generation]]:
-        """``decoding.num_samples`` answers per row, rows in order."""
+    def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
+                 rating_key: str | None = None) -> list[list[Generation]]:
+        """``decoding.num_samples`` answers per row, rows in order. With ``rating_key`` (a regular
+        expression the answer matches just before its rating's first digit), each answer's ``rating``
+        holds the model's probabilities at the digits it wrote there."""
 
     def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
         """Per row, the rating's digit probabilities after the forced prefix (fast scores)."""

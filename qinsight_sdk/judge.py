@@ -95,8 +95,8 @@ class QualityJudge:
         if mode == "fast":
             step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
             return self._single_image_task("score", images, step, score_of_distribution, batch_size, on_result)
-        return self._single_image_task("score", images, self._generate_step(decoding), self._aggregator("score"),
-                                       batch_size, on_result)
+        return self._single_image_task("score", images, self._generate_step(decoding, self.profile.rating_key),
+                                       self._aggregator("score"), batch_size, on_result)
 
     def degradation(self, images: Any, batch_size: int | None = None,
                     decoding: DecodingOptions | None = None,
@@ -212,9 +212,9 @@ class QualityJudge:
     def _batch_size(self, batch_size: int | None) -> int:
         return self.batch_size if batch_size is None else batch_size
 
-    def _generate_step(self, decoding: DecodingOptions | None) -> Step:
+    def _generate_step(self, decoding: DecodingOptions | None, rating_key: str | None = None) -> Step:
         options = decoding or self.decoding
-        return Step(self._encoder(""), lambda batch: self.backend.generate(batch, options))
+        return Step(self._encoder(""), lambda batch: self.backend.generate(batch, options, rating_key))
 
     def _encoder(self, answer_prefix: str) -> Callable[[list[Request]], Any]:
         return lambda chosen: self.backend.encode([r.conversation for r in chosen], [r.images for r in chosen],

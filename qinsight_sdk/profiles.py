@@ -36,6 +36,7 @@ class JudgeProfile:
     fast_score_prefix: str | None = None        # the answer up to a rating's digits; None: no fast scores
     subfolder: str | None = None                # where the released repository keeps these weights
     compares_with_reference: bool = False       # trained to compare two images against a reference
+    rating_key: str | None = None               # regex an answer matches just before its rating's digits
     description: str = field(default="", compare=False)
 
     def prompt(self, task: str) -> TaskPrompt:
@@ -59,6 +60,9 @@ _QINSIGHT_TASKS = {
 PROFILES: dict[str, JudgeProfile] = {}
 
 
+QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""   # {"rating": 3.85}, as trained
+
+
 def register_profile(profile: JudgeProfile) -> JudgeProfile:
     """Add a profile to the table (a later entry with the same name replaces the earlier one)."""
     PROFILES[profile.name] = profile
@@ -67,10 +71,11 @@ def register_profile(profile: JudgeProfile) -> JudgeProfile:
 
 QINSIGHT = register_profile(JudgeProfile(
     "q-insight", _QINSIGHT_TASKS, fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX, subfolder=SCORE_SUBFOLDER,
+    rating_key=QINSIGHT_RATING_KEY,
     description="Q-Insight's score and degradation model (also the paper's zero-shot comparisons)"))
 QINSIGHT_COMPARISON = register_profile(JudgeProfile(
     "q-insight-comparison", _QINSIGHT_TASKS, fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX,
-    subfolder=COMPARISON_SUBFOLDER, compares_with_reference=True,
+    subfolder=COMPARISON_SUBFOLDER, compares_with_reference=True, rating_key=QINSIGHT_RATING_KEY,
     description="Q-Insight's reference-based comparison model"))
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from transformers import LogitsProcessor
 
 from .backend import EncodedBatch, Generation, RatingDistribution
 from .decoding import DecodingOptions, seeded
@@ -184,18 +186,40 @@ class QwenVLBackend:
             logger.info("direct image encoding differs from this processor; using the processor")
         return spec if same else None
 
-    def generate(self, batch: EncodedBatch, decoding: DecodingOptions) -> list[list[Generation]]:
-        """``decoding.num_samples`` answers per conversation, in order, as one batched call."""
+    def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
+                 rating_key: str | None = None) -> list[list[Generation]]:
+        """``decoding.num_samples`` answers per conversation, in order, as one batched call.
+
+        With ``rating_key``, the logits of the digit tokens are kept at every step (a few numbers per
+        row and step, recorded before any penalty or sampling filter changes them), and each answer's
+        ``rating`` is read from them at the digits it wrote after the key: no extra forward pass.
+        """
         inputs = batch.inputs.to(self.device)
         config, processors = decoding.generation_config(self.checkpoint_generation_config)
+        recorder = self._digit_recorder() if rating_key is not None else None
+        if recorder is not None:
+            processors.insert(0, recorder)
         with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
         answers = output[:, inputs["input_ids"].shape[1]:].cpu()
         with self._tokenizer_lock:
             decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
-        flat = [Generation(text, *self._length(row.tolist())) for text, row in zip(decoded, answers)]
+        ratings = recorder.ratings(answers, rating_key, self._decode_tail) if recorder is not None else \
+            [None] * len(decoded)
+        flat = [Generation(text, *self._length(row.tolist()), rating=rating)
+                for text, row, rating in zip(decoded, answers, ratings)]
         n = decoding.num_samples
         return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
+
+    def _digit_recorder(self) -> "_DigitLogits | None":
+        try:
+            return _DigitLogits(*self.rating_token_ids())
+        except UsageError:  # a tokenizer that writes digits several at a time: no rating probabilities
+            return None
+
+    def _decode_tail(self, ids: list[int]) -> str:
+        with self._tokenizer_lock:
+            return self.processor.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _length(self, tokens: list[int]) -> tuple[bool, int]:
         """Whether an answer's tokens hold an end token, and how many there are up to and with it."""
@@ -259,6 +283,45 @@ class QwenVLBackend:
             image += count
             positions.append(length)
         return torch.tensor(positions, dtype=torch.long)
+
+
+class _DigitLogits(LogitsProcessor):
+    """Keeps, at every generation step, the logits of the tokens "0".."9" and "." (changing nothing),
+    so the probabilities at a rating the model wrote can be read after it wrote it."""
+
+    _TAIL_TOKENS = 12   # how much text before a first digit is decoded to look for the rating's key
+
+    def __init__(self, digits: list[int], dot: int) -> None:
+        self.digits, self.dot = digits, dot
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.steps.append(scores[:, self.digits].float())
+        return scores
+
+    def ratings(self, answers: torch.Tensor, rating_key: str,
+                decode: Callable[[list[int]], str]) -> list[RatingDistribution | None]:
+        logits = torch.stack(self.steps, dim=1).cpu() if self.steps else torch.empty(len(answers), 0, 10)
+        key = re.compile(rating_key + r"$")
+        found = []
+        for row, ids in enumerate(answers.tolist()):
+            starts = [k for k, token in enumerate(ids[:logits.shape[1]]) if token in self.digits[1:6]
+                      and key.search(decode(ids[max(0, k - self._TAIL_TOKENS):k]))]
+            found.append(self._at(logits[row], ids, starts[-1]) if starts else None)
+        return found
+
+    def _at(self, logits: torch.Tensor, ids: list[int], start: int) -> RatingDistribution:
+        """The first digit's distribution where it was written, and the first decimal's after it (the
+        same for every first digit: only the written one was continued); no decimal written: ".0"."""
+        first = _probabilities(logits[start:start + 1], list(range(1, 6)))[0]
+        has_decimal = start + 2 < len(ids) and start + 2 < logits.shape[0] and ids[start + 1] == self.dot \
+            and ids[start + 2] in self.digits
+        if has_decimal:
+            decimals = _probabilities(logits[start + 2:start + 3], list(range(10)))[0]
+        else:
+            decimals = torch.zeros(10, dtype=torch.float64)
+            decimals[0] = 1.0
+        return RatingDistribution(first, decimals.expand(5, 10).clone())
 
 
 def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:

@@ -26,7 +26,13 @@ class _Result:
 
 @dataclass
 class ScoreResult(_Result):
-    """A 1-5 quality rating. With ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread."""
+    """A 1-5 quality rating. With ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread.
+
+    In reason mode ``expected_score`` is the continuous score read from the model's probabilities at
+    the rating it wrote, after its own reasoning (the fast-mode arithmetic: the expected first digit
+    plus the expected first decimal after the digit written), with ``expected_std`` its spread; None
+    when no rating was written or the backend cannot tell.
+    """
 
     score: float | None = None
     reasoning: str | None = None
@@ -34,6 +40,8 @@ class ScoreResult(_Result):
     error: str | None = None
     std: float | None = None
     samples: list[float] = field(default_factory=list)
+    expected_score: float | None = None
+    expected_std: float | None = None
 
 
 @dataclass

@@ -83,8 +83,12 @@ def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:
     scores = [p.score for _, p in good]
     generation, first = good[0]
     several = len(generations) > 1
+    expected = [score_of_distribution(g.rating) for g, _ in good if g.rating is not None]
+    expected = [e for e in expected if e.ok]
     return ScoreResult(score=statistics.fmean(scores), reasoning=first.reasoning, raw=generation.text,
-                       std=statistics.pstdev(scores) if several else None, samples=scores if several else [])
+                       std=statistics.pstdev(scores) if several else None, samples=scores if several else [],
+                       expected_score=statistics.fmean(e.score for e in expected) if expected else None,
+                       expected_std=statistics.fmean(e.std for e in expected) if expected else None)
 
 
 def _degradation_result(generations: list[Generation], parse: Parse) -> DegradationResult:
@@ -188,7 +192,13 @@ def _comparison_row_problem(row: dict[str, Any]) -> str | None:
 # -- metrics over judged samples and their rows, and their summary ----------------------------------------
 
 def _score_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
-    return metrics.score_metrics([r["score"] for r in rows], [s.mos for s in samples], resamples)
+    """The written scores' metrics; in reason mode also ``expected``: the same metrics for the
+    continuous score read at the written rating, over the items that have one."""
+    found = metrics.score_metrics([r["score"] for r in rows], [s.mos for s in samples], resamples)
+    expected = [(r["expected_score"], s.mos) for s, r in zip(samples, rows) if r.get("expected_score") is not None]
+    if expected:
+        found["expected"] = metrics.score_metrics([e for e, _ in expected], [m for _, m in expected], resamples)
+    return found
 
 
 def _degradation_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
@@ -213,6 +223,10 @@ def _score_summary(found: dict[str, Any]) -> Iterator[str]:
     yield (f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}; "
            f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
            f"(after the fit {_number(found['rmse_logistic'])})")
+    if "expected" in found:
+        expected = found["expected"]
+        yield (f"expected score at the written rating ({expected['n']} items): SRCC {_number(expected['srcc'])}, "
+               f"PLCC {_number(expected['plcc'])}, RMSE {_number(expected['rmse'])}")
 
 
 def _degradation_summary(found: dict[str, Any]) -> Iterator[str]:

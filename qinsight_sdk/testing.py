@@ -276,7 +276,8 @@ class ScriptedBackend:
 
         return EncodedBatch((list(conversations), list(images)), [len(group) for group in images])
 
-    def generate(self, batch: Any, decoding: Any) -> list[list[Any]]:
+    def generate(self, batch: Any, decoding: Any, rating_key: str | None = None) -> list[list[Any]]:
+        """The scripted answers; a script has no probabilities, so no rating distribution."""
         from .backend import Generation
 
         conversations, images = batch.inputs

@@ -15,9 +15,9 @@ class TightMemory(ScriptedBackend):
         self.fits, self.message, self.error = fits, message, error
         self.refused: list[int] = []
 
-    def generate(self, batch, decoding):
+    def generate(self, batch, decoding, rating_key=None):
         size = len(batch.inputs[0])
         if size > self.fits:
             self.refused.append(size)
             raise self.error(self.message)
-        return super().generate(batch, decoding)
+        return super().generate(batch, decoding, rating_key)

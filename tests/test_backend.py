@@ -39,7 +39,7 @@ class BrightnessBackend:
         a, b = values[-2:]
         return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
-    def generate(self, batch, decoding):
+    def generate(self, batch, decoding, rating_key=None):
         return [[Generation(self._answer(values), True)] * decoding.num_samples for values in batch.inputs]
 
     def rating_distributions(self, batch):

@@ -238,8 +238,8 @@ def test_compare_uses_reference_prompt_and_image_order():
 class CutOffBackend(ScriptedBackend):
     """Answers that ran out of tokens (``finished`` False)."""
 
-    def generate(self, batch, decoding):
-        return [[Generation(g.text, False) for g in row] for row in super().generate(batch, decoding)]
+    def generate(self, batch, decoding, rating_key=None):
+        return [[Generation(g.text, False) for g in row] for row in super().generate(batch, decoding, rating_key)]
 
 
 def test_defaults():

@@ -10,6 +10,7 @@ from samples import noise_image
 from qinsight_sdk import DecodingOptions, prompts
 from qinsight_sdk.backend import RatingDistribution
 from qinsight_sdk.images import load_image
+from qinsight_sdk.profiles import QINSIGHT_RATING_KEY
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
 
@@ -125,3 +126,70 @@ def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     batch = tiny_judge.backend.encode([prompts.score_messages()], [[load_image(noise_image(5))]])
     (answers,) = tiny_judge.backend.generate(batch, options)
     assert len({a.text for a in answers}) > 1
+
+
+class ForcedAnswer(DecodingOptions):
+    """Greedy decoding made to write ``FORCED`` token by token after a prompt of ``PROMPT`` tokens (a
+    test's stand-in for a trained judge): every other token is set to -inf after the model has scored
+    them, so the probabilities the judge records are still the model's own."""
+
+    FORCED: list[int] = []
+    PROMPT = 0
+
+    def generation_config(self, base):
+        from transformers import LogitsProcessor
+
+        config, processors = super().generation_config(base)
+        forced, prompt = self.FORCED, self.PROMPT
+
+        class Force(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                chosen = torch.full_like(scores, -math.inf)
+                chosen[:, forced[min(input_ids.shape[1] - prompt, len(forced) - 1)]] = 0.0
+                return chosen
+
+        processors.append(Force())
+        return config, processors
+
+
+@pytest.mark.parametrize("answer, decimal", [('<think>\nfine\n</think>\n<answer>\n{"rating": 3.7}\n</answer>', True),
+                                             ('<think>\nok\n</think>\n<answer>\n{"rating": 4}\n</answer>', False)])
+def test_the_expected_score_is_read_where_the_rating_was_written(tiny_judge, answer, decimal):
+    """Issue 11: reason mode's continuous score comes from the probabilities the model had at the
+    digits it wrote, with no extra forward pass; checked against a forward over the whole answer."""
+    backend = tiny_judge.backend
+    conversation = prompts.score_messages()
+    image = load_image(IMAGES[2])
+    batch = backend.encode([conversation], [[image]])
+    tokenizer = backend.processor.tokenizer
+    ids = tokenizer(answer, add_special_tokens=False).input_ids
+    ForcedAnswer.FORCED, ForcedAnswer.PROMPT = ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")], \
+        batch.inputs["input_ids"].shape[1]
+    ((generation,),) = backend.generate(batch, ForcedAnswer(max_new_tokens=len(ids) + 1), QINSIGHT_RATING_KEY)
+    assert generation.text == answer and generation.finished
+
+    digits, _ = backend.rating_token_ids()
+    start = next(k for k, token in enumerate(ids) if token in digits[1:6] and "rating" in tokenizer.decode(ids[:k]))
+    inputs = dict(backend.processor(text=[backend.render(conversation)], images=[image], return_tensors="pt"))
+    prompt = inputs["input_ids"].shape[1]
+    extra = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    for name, value in list(inputs.items()):   # per-token inputs (transformers 5 adds token types) grow too
+        if value.dim() == 2 and value.shape == (1, prompt):
+            inputs[name] = torch.cat([value, extra.get(name, torch.zeros(1, len(ids), dtype=value.dtype))], dim=1)
+    with torch.inference_mode():
+        logits = backend.model(**inputs).logits[0]
+    at = prompt + start - 1          # the logits that chose the first digit
+    assert torch.allclose(generation.rating.first, torch.softmax(logits[at, digits[1:6]].double(), -1), atol=1e-5)
+    if decimal:
+        tenths = torch.softmax(logits[at + 2, digits].double(), dim=-1)
+        assert all(torch.allclose(row, tenths, atol=1e-5) for row in generation.rating.decimals)
+    else:
+        assert generation.rating.decimals[:, 0].tolist() == [1.0] * 5
+    result = tiny_judge.score(image, decoding=ForcedAnswer(max_new_tokens=len(ids) + 1))
+    assert result.score == (3.7 if decimal else 4.0)
+    assert (result.expected_score, result.expected_std) == pytest.approx(generation.rating.expected(), abs=1e-9)
+
+
+def test_no_rating_written_no_expected_score(tiny_judge):
+    result = tiny_judge.score(IMAGES[0], decoding=DecodingOptions(max_new_tokens=6))
+    assert result.score is None and result.expected_score is None and result.expected_std is None

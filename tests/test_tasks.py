@@ -182,3 +182,15 @@ def test_figures_are_drawn_from_the_judged_rows(monkeypatch, tmp_path):
     TASKS["degradation"].plot([], [], {"n": 0}, tmp_path / "d.png", "deg.jsonl")
     assert drawn == [("scatter", [2.5, 3.5], [2.0, 4.0], {"n": 2}, tmp_path / "s.png", "labels.csv"),
                      ("confusion", {"n": 0}, tmp_path / "d.png", "deg.jsonl")]
+
+
+def test_reason_mode_metrics_cover_the_expected_score_too():
+    """Issue 11: eval --mode reason reports the written and the expected score."""
+    samples = [Labelled(mos=m) for m in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    rows = [{"score": s, "expected_score": e} for s, e in ((2.0, 1.4), (2.0, 2.1), (3.0, 2.9), (4.0, 4.2), (5.0, None))]
+    found = TASKS["score"].metrics(samples, rows, 0)
+    assert found["n"] == 5 and found["expected"]["n"] == 4 and found["expected"]["srcc"] == pytest.approx(1.0)
+    assert found["srcc"] < 1.0     # the written scores tie where the expected ones do not
+    lines = list(TASKS["score"].summary(found))
+    assert lines[-1] == "expected score at the written rating (4 items): SRCC 1.0000, PLCC 0.9886, RMSE 0.2345"
+    assert "expected" not in TASKS["score"].metrics(samples, [{"score": 1.0 + i} for i in range(5)], 0)
