@@ -386,3 +386,13 @@ def test_a_write_that_fails_says_so_and_keeps_the_rows_before(tmp_path, monkeypa
 ])
 def test_a_refusal_names_each_setting_that_differs(there, now, said):
     assert records._differences(there, now) == said
+
+
+def test_old_rows_are_keyed_from_the_folder_the_command_runs_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "scores.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "score": 3.0, "error": None}) + "\n")
+    written = open_store(path, "score", FAST)
+    written.close()
+    assert list(written.rows) == [str(tmp_path / "a.png")]
+    assert list(read_store(path, "score").rows) == [str(tmp_path / "a.png")]
