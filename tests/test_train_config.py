@@ -16,6 +16,12 @@ def test_defaults_are_the_paper_recipe():
     assert (config.temperature, config.max_completion_length, config.finetune) == (1.0, 256, "full")
     assert config.max_pixels == PAPER_MAX_PIXELS == 12_845_056 and config.min_pixels == 3136
     assert config.score_epsilon == 0.35 and config.strict_parsing and config.report_to == []
+    assert (config.top_k, config.top_p, config.kl_bias_correction) == (50, 1.0, False)   # issue 11
+
+
+def test_the_comparison_stage_preset():
+    config = TrainConfig.from_dict({"preset": "paper-comparison"})
+    assert (config.subfolder, config.epochs, config.finetune, config.beta) == ("score_degradation", 8, "full", 1e-3)
 
 
 def test_yaml_with_preset_overrides_and_relative_paths(tmp_path):

@@ -197,3 +197,12 @@ def test_two_processes_share_the_run(tiny_model, data, tmp_path):
     assert steps[0]["epoch"] == 1.0                             # both prompts in one step: 2 processes x 1
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert_scores_an_image(tmp_path / "run" / "final", data["score"].parent / "sample_0.png")
+
+
+def test_trl_gets_the_papers_sampling_and_kl():
+    """Issue 11: TRL samples with top-k 0 and an importance-weighted KL by default; the paper did neither."""
+    from qinsight_sdk.train.grpo import grpo_arguments
+
+    arguments = grpo_arguments(TrainConfig(output_dir="unused"))
+    assert (arguments.top_k, arguments.top_p, arguments.temperature, arguments.beta) == (50, 1.0, 1.0, 1e-3)
+    assert getattr(arguments, "use_bias_correction_kl", False) is False

@@ -68,6 +68,9 @@ class TrainConfig:
     loss_type: str = "grpo"
     clip_epsilon: float = 0.2
     temperature: float = 1.0
+    top_k: int = 50                        # the official generation's (transformers' default); TRL's is 0
+    top_p: float = 1.0
+    kl_bias_correction: bool = False       # TRL's importance-weighted KL (its default); the paper had none
     max_completion_length: int = 256
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
@@ -193,4 +196,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The same GRPO recipe on one GPU: LoRA on the language model, a learning rate LoRA needs.
     "lora": {"finetune": "lora", "learning_rate": 1e-5, "gradient_accumulation_steps": 4},
+    # Q-Insight's second stage, reference-based comparison: from the score and degradation model, 8
+    # epochs over DiffIQA pairs in Q-Insight's comparison JSON (data format qinsight-comparison), 32
+    # completions per step (e.g. 4 GPUs x 8).
+    "paper-comparison": {"subfolder": "score_degradation", "epochs": 8},
 }

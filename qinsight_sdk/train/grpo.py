@@ -149,9 +149,12 @@ def grpo_arguments(config: TrainConfig) -> Any:
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu)
     dtype = torch.bfloat16 if bf16 else torch.float32
     attention = choose_attention(config.attn_implementation, torch.device("cuda" if gpu else "cpu"), dtype)
+    known = {f.name for f in fields(GRPOConfig)}
     # TRL releases that cut prompts to a maximum length would cut image tokens: never let them
-    uncut = {"max_prompt_length": None} if "max_prompt_length" in {f.name for f in fields(GRPOConfig)} else {}
-    return GRPOConfig(**uncut,
+    uncut = {"max_prompt_length": None} if "max_prompt_length" in known else {}
+    # releases with an importance-weighted KL: as the config says (the paper's loss had none)
+    kl = {"use_bias_correction_kl": config.kl_bias_correction} if "use_bias_correction_kl" in known else {}
+    return GRPOConfig(**uncut, **kl, top_k=config.top_k, top_p=config.top_p,
         output_dir=config.output_dir, use_cpu=not gpu, bf16=bf16, seed=config.seed,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
