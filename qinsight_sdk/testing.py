@@ -7,7 +7,7 @@ the same keys as the 7B model's, sharded ``model-*.safetensors`` with an index a
 are drawn from a seeded generator in a fixed order, so the folder is byte-identical on every machine
 and every transformers version.
 
-    python -m qinsight_sdk.testing DIR [--sample-images IMAGE_DIR]
+    python -m qinsight_sdk.testing DIR [--sample-images IMAGE_DIR] [--trained]
 """
 
 from __future__ import annotations
@@ -315,10 +315,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="where to write the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
+    parser.add_argument("--trained", action="store_true",
+                        help="train it (about a minute on a CPU) to answer in Q-Insight's format about a "
+                             "visible property of synthetic images (qinsight_sdk.tiny_judge)")
     args = parser.parse_args(argv)
-    path = build_tiny_checkpoint(args.folder, seed=args.seed)
+    if args.trained:
+        from .tiny_judge import build_tiny_judge
+
+        path = build_tiny_judge(args.folder)
+    else:
+        path = build_tiny_checkpoint(args.folder, seed=args.seed)
     size = sum(f.stat().st_size for f in path.iterdir())
-    print(f"wrote a tiny Qwen2.5-VL checkpoint to {path} ({size / 1e6:.1f} MB)")
+    kind = "tiny Qwen2.5-VL judge trained to answer" if args.trained else "tiny Qwen2.5-VL checkpoint"
+    print(f"wrote a {kind} to {path} ({size / 1e6:.1f} MB)")
     if args.sample_images:
         images = write_sample_images(args.sample_images, seed=args.seed)
         print(f"wrote {len(images)} sample images to {args.sample_images}")

@@ -10,6 +10,7 @@ from samples import noise_image  # noqa: E402
 
 from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
 from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
+from qinsight_sdk.tiny_judge import cached_tiny_judge  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,13 @@ def tiny_judge(tiny_model):
                                         decoding=DecodingOptions(max_new_tokens=24))
 
 
+@pytest.fixture(scope="session")
+def tiny_judge_model(tmp_path_factory):
+    """The tiny checkpoint trained to answer in Q-Insight's format (about half a minute on this CPU),
+    kept between runs in pytest's own temporary root, keyed by the recipe and the library versions."""
+    return cached_tiny_judge(tmp_path_factory.getbasetemp().parent / "qinsight-cache")
+
+
 @pytest.fixture
 def image_files(tmp_path):
     """Five PNGs of different sizes, so batches need padding."""
@@ -34,7 +42,7 @@ def image_files(tmp_path):
     return paths
 
 
-_HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "comfy": "comfyui"}
+_HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "tiny_judge_model": "model", "comfy": "comfyui"}
 
 
 def pytest_collection_modifyitems(items):

@@ -9,6 +9,8 @@ import pytest
 from comfyui_server import ComfyUI, progress_of
 from safetensors import safe_open
 
+from qinsight_sdk.tiny_judge import brightness_image
+
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
             "QInsightGate", "QInsightReward"]
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
@@ -16,9 +18,13 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_judge_model):
     server = ComfyUI(tmp_path_factory.mktemp("comfyui"))
     server.prepare()
+    # the tiny judge that answers, and a bright and a dark image for it to tell apart
+    shutil.copytree(tiny_judge_model, server.models / "tiny-judge")
+    brightness_image(0.85, 1).save(server.input_dir / "bright.png")
+    brightness_image(0.15, 2).save(server.input_dir / "dark.png")
     # what the example workflows name: a checkpoint, an input image and the released model layout
     (server.workdir / "checkpoints").mkdir()
     (server.workdir / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").write_bytes(b"")
@@ -134,6 +140,25 @@ def test_best_of_n_passes_latents_through(comfy):
     saved = comfy.workdir / "output" / outputs["4"]["latents"][0]["subfolder"] / outputs["4"]["latents"][0]["filename"]
     with safe_open(str(saved), "pt") as latent:
         assert list(latent.get_tensor("latent_tensor").shape) == [2, 4, 6, 8]
+
+
+def test_the_nodes_on_a_judge_that_answers(comfy):
+    """Reason-mode scores, a comparison and a tournament on the tiny judge trained to answer: the
+    success paths the random model never reaches."""
+    graph = {"1": loader(model="tiny-judge"),
+             "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
+             "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
+             "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
+             "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
+             "3": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["10", 0],
+                                                               "image_b": ["11", 0], "both_orders": True}},
+             "4": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 1,
+                                                               "strategy": "tournament"}}}
+    outputs = succeeded(comfy.run(graph))
+    dark, bright = outputs["2"]["qinsight_scores"]
+    assert 1.0 <= dark < 2.5 < bright <= 5.0
+    assert outputs["3"]["text"][0] == "winner: B"
+    assert outputs["4"]["qinsight_order"] == [1] and "no verdict" not in outputs["4"]["text"][0]
 
 
 def gate_graph(threshold):

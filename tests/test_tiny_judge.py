@@ -1,0 +1,84 @@
+"""End to end on the tiny judge that answers (qinsight_sdk.tiny_judge): reason mode, expected scores,
+degradation, comparison, ranking and eval with answers that parse, where the random tiny model only
+ever writes gibberish. Its rating follows an image's brightness, so a right answer is known."""
+
+import json
+
+import pytest
+from scipy.stats import spearmanr
+
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.cli import main
+from qinsight_sdk.tiny_judge import DISTORTIONS, brightness_image, distorted_image, rating_of
+
+LEVELS = [0.05 + 0.9 * i / 29 for i in range(30)]   # a fixed test set, none of it seen in training
+MARGIN = 0.02   # how much worse than the written rating's the expected score's SRCC may be (a near tie)
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_judge_model):
+    return QualityJudge.from_pretrained(tiny_judge_model, device="cpu", decoding=DecodingOptions(max_new_tokens=40))
+
+
+def test_reason_mode_ratings_follow_the_property(judge):
+    results = judge.score([brightness_image(level, 10_000 + i) for i, level in enumerate(LEVELS)])
+    assert all(r.ok and r.reasoning == "ok" for r in results), [r.error for r in results if not r.ok]
+    written = spearmanr([r.score for r in results], LEVELS)[0]
+    expected = spearmanr([r.expected_score for r in results], LEVELS)[0]
+    assert written > 0.8 and expected >= written - MARGIN, (written, expected)
+    assert all(abs(r.expected_score - r.score) < 1.0 for r in results)   # the same rating, read two ways
+
+
+def test_degradation_names_the_distortion(judge):
+    truth = [d for i in range(3) for d in DISTORTIONS]
+    results = judge.degradation([distorted_image(d, 20_000 + i) for i, d in enumerate(truth)])
+    right = sum((r.distortion or "null") == t for r, t in zip(results, truth))
+    assert right >= 0.9 * len(truth) and all(r.ok for r in results)
+    assert all(r.severity == ("moderate" if r.distortion else None) for r in results)
+
+
+def test_comparisons_and_rankings_prefer_the_brighter_image(judge):
+    pairs = [(0.2, 0.8), (0.9, 0.3), (0.5, 0.1), (0.15, 0.6), (0.7, 0.95), (0.4, 0.05)]
+    results = judge.compare_pairs([(brightness_image(a, 1), brightness_image(b, 2)) for a, b in pairs],
+                                  both_orders=True)
+    right = ["A" if a > b else "B" for a, b in pairs]
+    assert sum(r.winner == w for r, w in zip(results, right)) >= 5      # a disagreement of the orders at most
+    assert all(r.winner in (w, "similar") for r, w in zip(results, right))   # never the darker image
+    images = [brightness_image(level, 30 + i) for i, level in enumerate((0.3, 0.9, 0.1, 0.6, 0.45))]
+    for strategy in ("score", "tournament", "hybrid"):
+        ranking = judge.rank(images, strategy=strategy)
+        assert ranking.best == 1 and ranking.failed_matches == 0 and not ranking.unjudged, strategy
+
+
+def test_eval_on_real_predictions(tiny_judge_model, tmp_path, capsys):
+    for i, level in enumerate(LEVELS[::2]):
+        brightness_image(level, 40_000 + i).save(tmp_path / f"b{i}.png")
+    (tmp_path / "labels.csv").write_text("image,mos\n" + "".join(
+        f"b{i}.png,{rating_of(level)}\n" for i, level in enumerate(LEVELS[::2])))
+    code = main(["eval", str(tmp_path / "labels.csv"), "--model", str(tiny_judge_model), "--max-new-tokens", "40",
+                 "--predictions", str(tmp_path / "p.jsonl"), "--report", str(tmp_path / "r.json"), "--bootstrap", "0"])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and report["judged"] == 15 and report["metrics"]["srcc"] > 0.8
+    assert report["metrics"]["expected"]["srcc"] >= report["metrics"]["srcc"] - MARGIN
+    assert "expected score at the written rating (15 items)" in capsys.readouterr().out
+
+
+def test_the_cache_builds_once_and_never_leaves_half_a_judge(tmp_path, monkeypatch):
+    from qinsight_sdk import tiny_judge
+
+    built = []
+
+    def build(folder):
+        built.append(folder)
+        if len(built) == 1:
+            raise RuntimeError("killed mid-build")
+        (folder / tiny_judge.MARKER).write_text("{}")
+        return folder
+
+    monkeypatch.setattr(tiny_judge, "build_tiny_judge", build)
+    with pytest.raises(RuntimeError):
+        tiny_judge.cached_tiny_judge(tmp_path)
+    assert list(tmp_path.iterdir()) == []                       # nothing half-made is left to be reused
+    first = tiny_judge.cached_tiny_judge(tmp_path)
+    assert tiny_judge.cached_tiny_judge(tmp_path) == first and len(built) == 2
+    assert first.name == f"tiny-judge-{tiny_judge.cache_key()}"
