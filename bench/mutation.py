@@ -106,6 +106,24 @@ EQUIVALENT: dict[str, str] = {
         "copy for deepcopy: the copy only has attributes assigned, never a shared value changed in place",
 }
 
+# records.py: spellings and falsy values that no input can tell apart
+_CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
+_FALSY = "None is as falsy as False where the argument is only tested for truth"
+EQUIVALENT.update({
+    **{f"qinsight_sdk.records.{name}": _CODEC for name in (
+        "x__decode_lines__mutmut_3", "x__rewrite__mutmut_36", "x_row_text__mutmut_12", "xǁRecordStoreǁwrite__mutmut_21")},
+    **{f"qinsight_sdk.records.{name}": _FALSY for name in (
+        "x_row_text__mutmut_3", "x_row_text__mutmut_4", "x_read_store__mutmut_14", "x_read_store__mutmut_24",
+        "x_read_store__mutmut_44")},
+    "qinsight_sdk.records.x__rewrite__mutmut_42": "the temporary file always exists when it is removed: missing_ok "
+                                                  "never matters",
+    "qinsight_sdk.records.x__rewrite__mutmut_43": "the temporary file always exists when it is removed: missing_ok "
+                                                  "never matters",
+    "qinsight_sdk.records.x__try_lock__mutmut_1": "reached only where fcntl is missing (Windows)",
+    "qinsight_sdk.records.x__whole_bytes__mutmut_4": "with no data both cut nothing: an empty file truncated to 0",
+    "qinsight_sdk.records.x__whole_bytes__mutmut_7": "data ending in a newline is cut at its last newline: itself",
+})
+
 # Small wrong changes the suite once let through (issue 16), applied by hand with --named: each must fail a test.
 NAMED: list[tuple[str, str, str, str]] = [
     ("the parser takes the first rating", "qinsight_sdk/parsing.py",

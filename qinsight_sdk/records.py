@@ -89,7 +89,7 @@ def row_text(row: dict[str, Any]) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(row, allow_nan=False)
+        text = json.dumps(row)  # ASCII escapes; a non-finite number was already refused above
     return text
 
 
