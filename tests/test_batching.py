@@ -121,6 +121,8 @@ def test_out_of_memory_with_a_single_request_is_its_failure():
     results, _ = run(BatchRunner(load, 16384), Recorder(fits=0), requests(square(28)), 8)
     assert isinstance(results[0], Failure)
     assert results[0].message.startswith("out of memory even alone (CUDA out of memory.")
+    assert results[0].message.endswith("; use the fast image size (--max-pixels fast, ImageBounds.fast()) or a "
+                                       "larger device")   # issue 11: the official size can be too big alone
 
 
 @pytest.mark.parametrize("batch_size", [0, -1])
