@@ -2,12 +2,13 @@
 eval and train.
 
 Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error, or
-(rank) an image got no verdict in any of its matches (all rows are still written), 2 for a usage error or a model or data file that cannot be used (any
-``QInsightError``, reported as ``qinsight <command>: error: <message>``; also a closed output pipe),
-130 when interrupted (Ctrl-C: the rows written so far are kept).
-Any other exception is a bug: it surfaces with its traceback (Python's exit code 1). With ``--output``,
-rows are appended to that file as each batch finishes and a rerun resumes: images that already have a
-good row are skipped. ``eval`` writes its JSON report to ``--report``.
+(rank) an image got no verdict in any of its matches (all rows are still written), 2 for a usage error
+or a model, data or record file that cannot be used (any ``QInsightError``, reported as
+``qinsight <command>: error: <message>``; also a closed output pipe), 130 when interrupted (Ctrl-C: the
+rows written so far are kept). Any other exception is a bug: it surfaces with its traceback (Python's
+exit code 1). With ``--output`` (``eval``: ``--predictions``), rows go to a record file
+(:mod:`qinsight_sdk.records`) as each item is judged, and a rerun judges only what the file lacks
+(``--retry-failed``: also its error rows). ``eval`` writes its JSON report to ``--report``.
 """
 
 from __future__ import annotations
