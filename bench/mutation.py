@@ -106,6 +106,16 @@ EQUIVALENT: dict[str, str] = {
         "copy for deepcopy: the copy only has attributes assigned, never a shared value changed in place",
 }
 
+# parsing.py: the reasoning-only check's case and its placeholder
+_IGNORED_CASE = "the pattern's case does not matter: the search ignores case"
+EQUIVALENT.update({
+    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": _IGNORED_CASE,
+    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_24": _IGNORED_CASE,
+    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_25": "an answer that is all reasoning reads as no answer "
+                                                         "whether its body is empty or 'XXXX': no rating, "
+                                                         "class or verdict is found in either",
+})
+
 # records.py: spellings and falsy values that no input can tell apart
 _CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
 _FALSY = "None is as falsy as False where the argument is only tested for truth"

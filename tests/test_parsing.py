@@ -165,6 +165,7 @@ EXACT_SCORES = [
     ("<think>fine</think><answer>3.5</answer>", ParsedScore(3.5, "fine", None)),
     ("<think>fine</think> 4.5", ParsedScore(None, "fine", "no rating found in the answer" + NOTE)),
     ("<think>so a rating: 3 fits", ParsedScore(None, "so a rating: 3 fits", "no rating found in the answer" + NOTE)),
+    ("<THINK>so rating: 3", ParsedScore(None, "so rating: 3", "no rating found in the answer" + NOTE)),
     ('{"rating": 2.5}', ParsedScore(2.5, None, None)),       # no tags at all: the whole text is the answer
     ("<think>fine</think><answer>good</answer>", ParsedScore(None, "fine", "no rating found in the answer")),
     ('<think>fine</think><answer>{"rating": "excellent"}</answer>',
