@@ -81,7 +81,7 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.batching.xǁBatchRunnerǁ__init____mutmut_3": "'' and None are both falsy: no cap yet",
     **{f"qinsight_sdk.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
        "most common verdict as most_common(1)" for n in (2, 5)},
-    "qinsight_sdk.selection.x__round_robin__mutmut_16": "every finalist starts with the same count of wins, "
+    "qinsight_sdk.selection.x__round_robin__mutmut_20": "every finalist starts with the same count of wins, "
        "and only their differences order them",
     **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
        "already" for n in (36, 38)},
