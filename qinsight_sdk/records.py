@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .errors import QInsightError, UsageError
+from .tasks import ANSWER_OF_WINNER
 
 FSYNC_INTERVAL_S = 1.0
 _LOCK_ATTEMPTS = 5
@@ -257,9 +258,9 @@ def _legacy_key(row: dict[str, Any], root: str) -> str:
 def _legacy(row: dict[str, Any], task: str, settings: dict[str, Any], root: str) -> dict[str, Any]:
     """A qinsight 0.1 row in today's schema (its winner was spelled "Image A"; it had no settings)."""
     converted = {"task": task, **row, "key": _legacy_key(row, root), "settings": settings}
-    words = {"Image A": "A", "Image B": "B", "Similar": "similar"}
-    if converted.get("winner") in words:
-        converted["winner"] = words[converted["winner"]]
+    winners = {answer: winner for winner, answer in ANSWER_OF_WINNER.items()}
+    if converted.get("winner") in winners:
+        converted["winner"] = winners[converted["winner"]]
     return converted
 
 
@@ -358,13 +359,11 @@ def _collect(path: Path, handle: IO[bytes] | None, task: str, settings: dict[str
     for row in current:   # old rows too: one file holds one task
         _check_made_alike(row, task, expected, path)
     rows = {row["key"]: row for row in current}
-    dropped = [k for k, row in rows.items() if retry_failed and row.get("error") is not None]
-    for k in dropped:
-        del rows[k]
-    store = RecordStore(path, handle, task, settings, rows)
+    kept = {key: row for key, row in rows.items() if not (retry_failed and row.get("error") is not None)}
+    store = RecordStore(path, handle, task, settings, kept)
     if legacy:
         logger.warning(f"{path}: {len(legacy)} rows written by qinsight 0.1 (no settings recorded) are "
                            "taken as made with this run's settings" + ("" if handle is None else
                                                                         " and converted to today's rows"))
-    return store, bool(legacy or dropped)
+    return store, bool(legacy) or len(kept) < len(rows)
 
