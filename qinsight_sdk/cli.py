@@ -297,9 +297,11 @@ def _emit(store: RecordStore | None, task: str, settings: dict[str, Any], paths:
         print(row_text(make_row(task, paths, settings, result)), flush=True)
 
 
-def _distinct(images: list[str]) -> list[str]:
-    """Each file once, however it was named (``a.png``, ``./a.png``, an absolute path, a link)."""
-    return list({key_of(image): image for image in reversed(images)}.values())[::-1]
+def _distinct(images: list[str]) -> dict[str, str]:
+    """Each file once, however it was named (``a.png``, ``./a.png``, an absolute path, a link): its
+    record key, and the name it was first given. Keys are worked out once here (each is a few syscalls)."""
+    named = {key_of(image): image for image in reversed(images)}
+    return dict(reversed(named.items()))
 
 
 def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeImages,
@@ -309,7 +311,7 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
     images = _distinct(expand_paths(args.paths, args.recursive))
     settings = _settings(args, **task_settings)
     with _record_store(args, task, settings, args.retry_failed) as store:
-        pending = [image for image in images if store is None or not store.done(key_of(image))]
+        pending = [image for key, image in images.items() if store is None or not store.done(key)]
         if store is not None and len(pending) < len(images):
             failed = f", {store.failed()} of them with an error (--retry-failed judges those again)"
             print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done"
@@ -346,8 +348,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     paths = ([args.reference] if args.reference else []) + [args.image_a, args.image_b]
     settings = _settings(args, comparison=args.reference is not None, both_orders=args.both_orders)
     with _record_store(args, "comparison", settings) as store:
-        if store is not None and store.done(key_of(*paths)):
-            row = store.rows[key_of(*paths)]
+        row = store.rows.get(key_of(*paths)) if store is not None else None
+        if row is not None:
             print(f"compare: {args.output} already holds this pair (winner {row.get('winner')})", file=sys.stderr)
             return EXIT_ROW_ERRORS if row.get("error") else EXIT_OK
         judge = _load_judge(args, comparison=args.reference is not None)
@@ -359,8 +361,9 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _run_rank(args: argparse.Namespace) -> int:
     """The order is known only once every image is judged, so rows are written at the end; a rerun
     finds the ranking whole (nothing to do) or judges it all again."""
-    images = _distinct(expand_paths(args.paths, args.recursive))
-    field = hashlib.sha256(json.dumps(sorted(key_of(image) for image in images)).encode()).hexdigest()
+    distinct = _distinct(expand_paths(args.paths, args.recursive))
+    images = list(distinct.values())
+    field = hashlib.sha256(json.dumps(sorted(distinct)).encode()).hexdigest()
     settings = _settings(args, strategy=args.strategy, top_k=args.top_k,
                          pool=args.pool if args.strategy == "hybrid" else None, images=field[:16])
     with _record_store(args, "rank", settings) as store:
