@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,8 +33,9 @@ class EvalItem:
     name: str
     sample: Sample
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Resolved once: evaluation looks each item up several times, and resolving costs syscalls."""
         return key_of(*self.sample.images)
 
 
