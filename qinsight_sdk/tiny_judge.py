@@ -93,12 +93,13 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
 def _train(folder: Path) -> None:
     """Fine-tune the tiny checkpoint in ``folder`` in place: cross-entropy on the answers only."""
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from .loading import load_model
 
     torch.manual_seed(SEED)
-    processor = AutoProcessor.from_pretrained(folder)
-    processor.tokenizer.padding_side = "left"    # so that each row's answer ends it
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, torch_dtype=torch.float32)
+    # the judge's own loading: safetensors only, and a processor that pads on the left, so that each
+    # row's answer ends it
+    model, processor, _ = load_model(folder, device="cpu", dtype=torch.float32)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / STEPS)
