@@ -286,17 +286,20 @@ class QwenVLBackend:
 
 
 class _DigitLogits(LogitsProcessor):
-    """Keeps, at every generation step, the logits of the tokens "0".."9" and "." (changing nothing),
-    so the probabilities at a rating the model wrote can be read after it wrote it."""
+    """Keeps, at every generation step, the logits of the tokens "0".."9" (changing nothing), so the
+    probabilities at a rating the model wrote can be read after it wrote it."""
 
     _TAIL_TOKENS = 12   # how much text before a first digit is decoded to look for the rating's key
 
     def __init__(self, digits: list[int], dot: int) -> None:
         self.digits, self.dot = digits, dot
         self.steps: list[torch.Tensor] = []
+        self._columns: torch.Tensor | None = None   # the digits' ids on the model's device, made once
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.steps.append(scores[:, self.digits].float())
+        if self._columns is None:  # not a list per step: that would copy it to the device every token
+            self._columns = torch.tensor(self.digits, device=scores.device)
+        self.steps.append(scores.index_select(1, self._columns).float())
         return scores
 
     def ratings(self, answers: torch.Tensor, rating_key: str,
