@@ -24,6 +24,7 @@ from .errors import UsageError
 from .images import ImageBounds, ImageInput, load_image, split_inputs
 from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
+from .quantization import Quantization
 from .qwen_vl import QwenVLBackend
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
 from .selection import HYBRID_POOL, Ranking, rank_images
@@ -63,12 +64,14 @@ class QualityJudge:
                         dtype: str | torch.dtype = "auto", attn_implementation: str | None = None,
                         trust_remote_code: bool = False, local_files_only: bool = False,
                         cache_dir: str | None = None, profile: JudgeProfile | str | None = None,
-                        **options: Any) -> "QualityJudge":
+                        quantization: Quantization = None, **options: Any) -> "QualityJudge":
         """Load a checkpoint: a Hugging Face id (with subfolder and revision) or a local folder.
 
         ``model`` defaults to ``$QINSIGHT_MODEL``, else ``ByteDance/Q-Insight``, whose subfolder
         defaults to ``score_degradation``. ``profile`` names the judge profile (default: the one whose
-        released subfolder this is, else Q-Insight's). Other keyword options go to the constructor.
+        released subfolder this is, else Q-Insight's). ``quantization`` "8bit" or "4bit" loads the
+        language model's weights quantized with bitsandbytes (the ``[quant]`` extra; what stays in full
+        precision and why: :mod:`qinsight_sdk.quantization`). Other keyword options go to the constructor.
         """
         model = str(model) if model is not None else default_model()
         if subfolder is None:
@@ -76,7 +79,7 @@ class QualityJudge:
         chosen = find_profile(profile, subfolder)
         folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir, chosen.model_type)
         backend = QwenVLBackend.load(folder, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, quantization=quantization)
         return cls(backend, profile=chosen, **options)
 
     # -- public tasks -------------------------------------------------------------------------------

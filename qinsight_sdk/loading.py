@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
+from .quantization import Quantization, quantization_config
 
 logger = logging.getLogger("qinsight")
 
@@ -136,11 +137,13 @@ def dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
 
 
 def load_model(folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-               attn_implementation: str | None = None,
-               trust_remote_code: bool = False) -> tuple[Any, Any, torch.device]:
+               attn_implementation: str | None = None, trust_remote_code: bool = False,
+               quantization: Quantization = None) -> tuple[Any, Any, torch.device]:
     """The checkpoint's model (in eval mode, on its device), its processor, and that device.
 
     Weights load from safetensors only; any failure becomes a ``ModelLoadError`` naming the folder.
+    ``quantization`` ("8bit", "4bit"): see :mod:`qinsight_sdk.quantization`; ``dtype`` is then the
+    dtype of the unquantized modules and of the computation.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -148,16 +151,31 @@ def load_model(folder: Path, device: str | torch.device = "auto", dtype: str | t
     chosen_device = choose_device(device)
     chosen_dtype = choose_dtype(dtype, chosen_device)
     attention = choose_attention(attn_implementation, chosen_device, chosen_dtype)
+    quantized = quantization_config(quantization, chosen_dtype)
+    # bitsandbytes quantizes while placing the weights: only a device map puts them on their device
+    placed = chosen_device.type == "cuda" or quantized is not None
     try:
         processor = load_processor(folder, trust_remote_code)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             folder, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
             attn_implementation=attention, low_cpu_mem_usage=True,
-            device_map={"": chosen_device} if chosen_device.type == "cuda" else None,
+            device_map={"": chosen_device} if placed else None, quantization_config=quantized,
             **dtype_argument(chosen_dtype))
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load the model from {folder}: {type(exc).__name__}: {exc}") from exc
-    model.to(chosen_device).eval()
-    return model, processor, chosen_device
+        raise ModelLoadError(f"could not load the model from {folder}: {type(exc).__name__}: {exc}"
+                             f"{_quantization_hint(quantized, chosen_device)}") from exc
+    if not placed:
+        model.to(chosen_device)
+    return model.eval(), processor, chosen_device
+
+
+def _quantization_hint(quantized: Any, device: torch.device) -> str:
+    import transformers
+    from packaging.version import Version
+
+    if quantized is not None and device.type == "cpu" and Version(transformers.__version__) < Version("4.57"):
+        return (f" (transformers {transformers.__version__} refuses bitsandbytes on the CPU; "
+                "4.57.1 and newer quantize there)")
+    return ""

@@ -26,6 +26,7 @@ from .errors import ModelLoadError, UsageError
 from .images import PatchSpec, patch_count, to_patches
 from .loading import load_model
 from .prompts import IMAGE_SLOT, Message
+from .quantization import Quantization, quantization_name
 
 logger = logging.getLogger("qinsight")
 
@@ -65,10 +66,11 @@ class QwenVLBackend:
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-             attn_implementation: str | None = None, trust_remote_code: bool = False) -> "QwenVLBackend":
+             attn_implementation: str | None = None, trust_remote_code: bool = False,
+             quantization: Quantization = None) -> "QwenVLBackend":
         """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses, and
         checked to give finite logits."""
-        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code))
+        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code, quantization))
         backend.check_logits(folder)
         return backend
 
@@ -89,6 +91,11 @@ class QwenVLBackend:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
+
+    @property
+    def quantization(self) -> str | None:
+        """"8bit" or "4bit" when the weights are quantized, else None."""
+        return quantization_name(self.model)
 
     def memory_footprint(self) -> int:
         return int(self.model.get_memory_footprint())
