@@ -19,8 +19,7 @@ precision. Pass a ``BitsAndBytesConfig`` of your own for other choices.
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
+import logging
 from typing import Any, Union
 
 import torch
@@ -36,8 +35,11 @@ Quantization = Union[str, Any, None]   # "8bit" | "4bit" | a transformers BitsAn
 
 
 def require_bitsandbytes() -> None:
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MissingDependencyError(f"quantized judges need bitsandbytes, which is not installed: {INSTALL_HINT}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"quantized judges need bitsandbytes, which could not be imported ({exc}): "
+                                     f"{INSTALL_HINT}") from None
 
 
 def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) -> Any:
@@ -54,8 +56,8 @@ def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) 
                                   bnb_4bit_compute_dtype=compute_dtype,
                                   llm_int8_skip_modules=list(UNQUANTIZED_MODULES))
     if quantization == "8bit":
-        # expected, not news: LLM.int8 multiplies in float16 whatever the compute dtype
-        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+        # bitsandbytes logs on every layer call that LLM.int8 multiplies in float16: by design, not news
+        logging.getLogger("bitsandbytes.autograd._functions").addFilter(_drop_float16_cast_notice)
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=0.0,
                                   llm_int8_skip_modules=list(UNQUANTIZED_MODULES))
     raise UsageError(f"quantization must be one of none, {', '.join(QUANTIZATIONS)} or a BitsAndBytesConfig, "
@@ -69,3 +71,7 @@ def quantization_name(model: Any) -> str | None:
     if getattr(model, "is_loaded_in_8bit", False):
         return "8bit"
     return None
+
+
+def _drop_float16_cast_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
