@@ -3,11 +3,17 @@
 The loader node returns a ``JudgeHandle``; each run ``acquire``s the judge, which registers its weights
 with ComfyUI through a ``ModelPatcher`` and ``load_models_gpu`` (so diffusion models and the judge evict
 each other as VRAM requires, and "free memory" unloads it), then ``release``s it by the user's choice.
+
+A quantized judge never moves between devices: it is quantized straight onto ComfyUI's device, and
+wherever ComfyUI would move it off (offload, eviction, "free memory") its weights are freed instead and
+loaded again from disk on next use. bitsandbytes' moves cannot be relied on: transformers before 4.57
+refuses to move an 8-bit model, and 4-bit weights that once ran on a CPU with AVX-512 BF16 are repacked
+for that CPU, which only ``.cuda()`` undoes, not the ``.to()`` ComfyUI moves models with. ComfyUI counts
+its real, quantized size (the weights' bytes as stored, quantization constants included).
 """
 
 from __future__ import annotations
 
-import gc
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +24,7 @@ from ..qinsight_sdk import ImageBounds, QualityJudge
 from ..qinsight_sdk.loading import choose_dtype
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
+QUANTIZATION = ("full", "8bit", "4bit")
 _HANDLES: "weakref.WeakSet[JudgeHandle]" = weakref.WeakSet()
 
 
@@ -58,6 +65,11 @@ class JudgeSpec:
     after_run: str
     allow_download: bool
     image_size: str = "official"
+    quantization: str = "full"
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "full"
 
 
 class JudgeHandle:
@@ -72,33 +84,70 @@ class JudgeHandle:
     def acquire(self) -> QualityJudge:
         """The judge with its weights on the device, loaded and registered on first use."""
         import comfy.model_management as mm
-        import comfy.model_patcher
 
         load_device = mm.get_torch_device() if self.spec.device == "auto" else torch.device(self.spec.device)
         if self.judge is None:
-            offload_device = torch.device("cpu")
-            judge = QualityJudge.from_pretrained(
-                self.spec.model, self.spec.subfolder or None, device=offload_device,
-                dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
-                image_bounds=ImageBounds.preset(self.spec.image_size))
-            weights = _Weights(judge.backend.model, offload_device)
-            self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
-                                                            offload_device=offload_device)
-            self.judge = judge
+            self._load(load_device)
         # all or nothing: a transformers model cannot run with some layers left on the offload device
         mm.load_models_gpu([self.patcher], force_full_load=True)
+        if self.spec.quantized:
+            return self.judge
         # ComfyUI moved the weights; the judge must send its inputs to where they now are
         return self.judge.to(self.patcher.load_device)
+
+    def _load(self, load_device: torch.device) -> None:
+        """Full precision: loaded on the CPU, for ComfyUI to move. Quantized: onto ``load_device`` for good."""
+        import comfy.model_patcher
+        from comfy.patcher_extension import CallbacksMP
+
+        offload_device = load_device if self.spec.quantized else torch.device("cpu")
+        judge = QualityJudge.from_pretrained(
+            self.spec.model, self.spec.subfolder or None, device=offload_device,
+            dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
+            image_bounds=ImageBounds.preset(self.spec.image_size),
+            quantization=self.spec.quantization if self.spec.quantized else None)
+        weights = _Weights(judge.backend.model, offload_device)
+        self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
+                                                        offload_device=offload_device)
+        if self.spec.quantized:
+            self.patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
+        self.judge = judge
+
+    def _on_detach(self, patcher: Any, unpatch_all: bool) -> None:
+        """ComfyUI has "moved" a quantized judge to its offload device, which is where it already is: free it
+        (a detach that unpatches nothing, as when ComfyUI registers the same model again, moves nothing).
+        The patcher is kept until the next load: dropping it inside ComfyUI's unloading loop would run
+        ComfyUI's cleanup of dead models in the middle of that loop."""
+        if unpatch_all and patcher is self.patcher:
+            self._free()
+
+    def _free(self) -> None:
+        """Free the weights' memory now, for a reload on next use.
+
+        A transformers model sits in reference cycles (bitsandbytes' layers add their own), which only a
+        later garbage collection would free, while a diffusion model may be waiting for that memory: so
+        every module lets go of its tensors, which frees them at once.
+        """
+        if self.judge is not None:
+            for module in list(self.judge.backend.model.modules()):
+                module._parameters.clear()
+                module._buffers.clear()
+        self.judge = None
+        import comfy.model_management as mm
+
+        mm.soft_empty_cache()
 
     def release(self) -> None:
         """Apply the user's after-run choice: keep, offload to the CPU, or free the weights."""
         if self.spec.after_run == "keep on GPU" or self.judge is None:
             return
         self.unregister()
-        self.judge.to(self.patcher.offload_device)
+        if self.judge is None:   # a quantized judge, freed by its detach callback
+            return
         if self.spec.after_run == "unload":
-            self.judge = self.patcher = None
-            gc.collect()
+            self._free()
+            return
+        self.judge.to(self.patcher.offload_device)
         import comfy.model_management as mm
 
         mm.soft_empty_cache()
@@ -131,6 +180,7 @@ class JudgeHandle:
         # a free from a no-op even where load and offload device are both the CPU
         loaded_bytes = int(self.patcher.loaded_size()) if self.patcher is not None else 0
         return {"model": self.spec.model, "subfolder": self.spec.subfolder, "loaded": self.judge is not None,
+                "quantization": self.judge.backend.quantization if self.judge else None,
                 "registered_with_comfyui": self.registered(), "weight_devices": devices, "dtype": dtype,
                 "comfyui_loaded_bytes": loaded_bytes}
 

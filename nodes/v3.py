@@ -13,7 +13,7 @@ from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCOR
 from ..qinsight_sdk.images import IMAGE_SIZES
 from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
-from .memory import AFTER_RUN, JudgeHandle, JudgeSpec, all_status
+from .memory import AFTER_RUN, QUANTIZATION, JudgeHandle, JudgeSpec, all_status
 
 CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
@@ -116,24 +116,30 @@ class LoadQualityJudge(io.ComfyNode):
                                tooltip="official: images up to 12.8 megapixels at native size, as the weights "
                                        "were trained; fast: downscaled to about 1 megapixel (much faster and "
                                        "lighter on large images, but fine noise and blur may be hidden)"),
+                io.Combo.Input("quantization", options=list(QUANTIZATION), default="full", optional=True,
+                               tooltip="full: the weights as released (16.6 GB for the 7B judge in bf16); 8bit "
+                                       "or 4bit: the language model quantized with bitsandbytes (about 10 or 7 "
+                                       "GB, beside a diffusion model on a 12-24 GB card; needs pip install "
+                                       "bitsandbytes). A quantized judge is never offloaded to the CPU: it is "
+                                       "freed instead and loaded again from disk on next use"),
             ],
             outputs=[Judge.Output(display_name="judge", tooltip="the judge, for the other qinsight nodes")],
         )
 
     @classmethod
     def validate_inputs(cls, model: str, device: str, dtype: str, after_run: str,
-                        image_size: str | None = "official") -> bool | str:
+                        image_size: str | None = "official", quantization: str | None = "full") -> bool | str:
         return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run,
-                             image_size=image_size)
+                             image_size=image_size, quantization=quantization)
 
     @classmethod
     def execute(cls, model: str, hf_id: str, allow_download: bool, device: str, dtype: str,
-                after_run: str, image_size: str = "official") -> io.NodeOutput:
+                after_run: str, image_size: str = "official", quantization: str = "full") -> io.NodeOutput:
         if hf_id.strip():
             repo, subfolder = adapters.parse_hub_id(hf_id)
         else:
             repo, subfolder = adapters.resolve_model_choice(model, model_roots(), HUB_CHOICES)
-        spec = JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download, image_size)
+        spec = JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download, image_size, quantization)
         return io.NodeOutput(JudgeHandle(spec))
 
 

@@ -27,7 +27,7 @@ import torch
 from .errors import MissingDependencyError, UsageError
 
 QUANTIZATIONS = ("8bit", "4bit")
-INSTALL_HINT = "pip install 'qinsight[quant]'"
+INSTALL_HINT = "pip install 'qinsight[quant]' (for the ComfyUI nodes: pip install bitsandbytes, in ComfyUI's Python)"
 # matched as a prefix of module names from transformers 4.52 on (model.visual...), as a substring before
 UNQUANTIZED_MODULES = ["visual", "model.visual", "lm_head"]
 

@@ -31,6 +31,17 @@ def tiny_judge_model(tmp_path_factory):
     return cached_tiny_judge(tmp_path_factory.getbasetemp().parent / "qinsight-cache")
 
 
+@pytest.fixture(scope="session")
+def cpu_quantization():
+    """Skips, saying why, where transformers refuses bitsandbytes on the CPU (4.51.3; 4.57.1 on do not)."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version("4.57"):
+        pytest.skip(f"transformers {transformers.__version__} refuses bitsandbytes on the CPU (4.57.1 and newer "
+                    "quantize there); test_quantization checks the message its users get")
+
+
 @pytest.fixture
 def image_files(tmp_path):
     """Five PNGs of different sizes, so batches need padding."""

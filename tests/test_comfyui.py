@@ -357,3 +357,35 @@ def test_interrupt_stops_best_of_n_between_batches(comfy):
     entry, messages = comfy.watch(best_of_n_graph(3, 64, 0x405060))
     assert len(succeeded(entry)["3"]["qinsight_order"]) == 1
     assert progress_of(messages, "3")[-1] == (3, 3)
+
+
+def test_a_quantized_judge_counts_at_its_size_and_is_freed_not_moved(comfy, cpu_quantization):
+    """ComfyUI sees the quantized bytes; where it would move the judge off its device, it is freed, and
+    the next run loads it again with the same scores."""
+    def judges(quantization):
+        return [j for j in comfy.get("/qinsight/status")["judges"]
+                if j["model"].endswith("tiny-judge") and j["loaded"] and j["quantization"] == quantization]
+
+    full = fast_scores(comfy, 3, model="tiny-judge")
+    full_bytes = judges(None)[0]["comfyui_loaded_bytes"]
+    four = fast_scores(comfy, 3, model="tiny-judge", quantization="4bit")
+    assert all(1 <= s <= 5 for s in four) and four != full
+    [loaded] = judges("4bit")
+    assert loaded["registered_with_comfyui"] and 0 < loaded["comfyui_loaded_bytes"] < full_bytes
+    assert comfy.post("/free", {"unload_models": True})[0] == 200
+    deadline = time.monotonic() + 30
+    while judges("4bit") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not judges("4bit")   # freed, where a full-precision judge only leaves ComfyUI's account
+    # the same loader (its handle reloads), two of the three images (so the scorer runs again)
+    assert fast_scores(comfy, 2, model="tiny-judge", quantization="4bit") == pytest.approx(four[:2], abs=1e-5)
+    assert judges("4bit")
+    eight = fast_scores(comfy, 3, model="tiny-judge", quantization="8bit", after_run="offload to CPU")
+    assert all(1 <= s <= 5 for s in eight) and not judges("8bit")   # offloading a quantized judge frees it
+    graph, batch = image_batch(1)
+    bad = loader()
+    bad["inputs"]["quantization"] = "2bit"
+    graph.update({"1": bad, "2": {"class_type": "QInsightScore",
+                                  "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    status, answer = comfy.post("/prompt", {"prompt": graph})
+    assert status == 400 and "quantization must be one of full, 8bit, 4bit" in json.dumps(answer["node_errors"]["1"])

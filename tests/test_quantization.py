@@ -19,9 +19,6 @@ from qinsight_sdk.errors import MissingDependencyError
 from qinsight_sdk.quantization import quantization_config
 from qinsight_sdk.tiny_judge import brightness_image, rating_of
 
-QUANTIZES_ON_CPU = Version(transformers.__version__) >= Version("4.57")
-CPU_REFUSAL = (f"transformers {transformers.__version__} refuses bitsandbytes on the CPU (4.57.1 and newer "
-               "quantize there); test_old_transformers_says_why_it_cannot_quantize_here checks the message")
 LAYERS = {"4bit": "Linear4bit", "8bit": "Linear8bitLt"}
 LEVELS = [i / 10 for i in range(11)]
 
@@ -38,9 +35,7 @@ def full_scores(tiny_judge_model, images):
 
 
 @pytest.fixture(scope="module", params=["4bit", "8bit"])
-def quantized(request, tiny_judge_model):
-    if not QUANTIZES_ON_CPU:
-        pytest.skip(CPU_REFUSAL)
+def quantized(request, tiny_judge_model, cpu_quantization):
     return request.param, QualityJudge.from_pretrained(tiny_judge_model, device="cpu", quantization=request.param,
                                                        decoding=DecodingOptions(max_new_tokens=40))
 
@@ -99,15 +94,15 @@ def test_without_bitsandbytes_the_error_names_the_extra(tiny_model, monkeypatch,
     assert "qinsight[quant]" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(QUANTIZES_ON_CPU, reason="this transformers quantizes on the CPU; the refusal is 4.51.3's")
+@pytest.mark.skipif(Version(transformers.__version__) >= Version("4.57"),
+                    reason="this transformers quantizes on the CPU; the refusal is 4.51.3's")
 def test_old_transformers_says_why_it_cannot_quantize_here(tiny_model):
     with pytest.raises(ModelLoadError, match="refuses bitsandbytes on the CPU; 4.57.1 and newer quantize there"):
         QualityJudge.from_pretrained(tiny_model, device="cpu", quantization="4bit")
 
 
-def test_command_line_records_the_quantization_and_never_mixes_rows(tiny_judge_model, tmp_path, capsys):
-    if not QUANTIZES_ON_CPU:
-        pytest.skip(CPU_REFUSAL)
+def test_command_line_records_the_quantization_and_never_mixes_rows(tiny_judge_model, cpu_quantization, tmp_path,
+                                                                     capsys):
     for i, level in enumerate(LEVELS[::2]):
         brightness_image(level, 60_000 + i).save(tmp_path / f"b{i}.png")
     rows = tmp_path / "rows.jsonl"
