@@ -24,6 +24,17 @@ def test_the_comparison_stage_preset():
     assert (config.subfolder, config.epochs, config.finetune, config.beta) == ("score_degradation", 8, "full", 1e-3)
 
 
+def test_the_qlora_preset_fits_groups_of_eight_in_steps_like_the_lora_presets():
+    config = TrainConfig.from_dict({"preset": "qlora"})
+    lora = TrainConfig.from_dict({"preset": "lora"})
+    assert (config.finetune, config.learning_rate, config.gradient_checkpointing) == ("qlora", lora.learning_rate, True)
+    completions = config.per_device_batch_size * config.gradient_accumulation_steps
+    assert completions % config.num_generations == 0
+    assert completions == lora.per_device_batch_size * lora.gradient_accumulation_steps == 32
+    assert config.per_device_batch_size < lora.per_device_batch_size and config.max_pixels < lora.max_pixels
+    assert TrainConfig(finetune="qlora").finetune == "qlora"    # accepted without the preset too
+
+
 def test_yaml_with_preset_overrides_and_relative_paths(tmp_path):
     (tmp_path / "cfg").mkdir()
     path = tmp_path / "cfg" / "run.yaml"
@@ -40,7 +51,7 @@ def test_yaml_with_preset_overrides_and_relative_paths(tmp_path):
 
 @pytest.mark.parametrize("text, named", [
     ("learning_rat: 1.0e-5\n", "learning_rat"),
-    ("finetune: qlora\n", "finetune"),
+    ("finetune: dora\n", "finetune"),
     ("score_reward: l1\n", "score_reward"),
     ("preset: fast\n", "preset"),
     ("num_generations: 1\n", "num_generations"),

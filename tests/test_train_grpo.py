@@ -1,4 +1,4 @@
-"""GRPO runs on the tiny model on CPU: every task and a mix, full and LoRA, checkpoints, resume, export.
+"""GRPO runs on the tiny model on CPU: every task and a mix, full, LoRA and QLoRA, checkpoints, resume, export.
 
 Training needs transformers 4.57.1 (TRL's floor is 4.56.2; 4.54-4.56 are excluded): at CI's inference
 floor (4.51.3) these tests report themselves skipped with that reason; the training floor (4.57.1) and
@@ -6,7 +6,9 @@ the newest releases run them all.
 """
 
 import json
+import logging
 import math
+import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -14,8 +16,9 @@ from safetensors.torch import load_file
 from qinsight_sdk import QualityJudge, ScoreResult
 from qinsight_sdk.cli import main
 from qinsight_sdk.testing import write_sample_images
-from qinsight_sdk.train import DataError, TrainConfig, TrainingError, train
-from qinsight_sdk.train.grpo import METRICS_FILE, build_dataset, check_training_stack, load_training_samples
+from qinsight_sdk.train import DataError, TrainConfig, TrainingError, grpo, train
+from qinsight_sdk.train.grpo import (METRICS_FILE, build_dataset, check_training_stack, grpo_arguments,
+                                    load_training_samples)
 from qinsight_sdk.train.rewards import completion_text
 
 try:
@@ -25,6 +28,7 @@ except TrainingError as exc:
     STACK_PROBLEM = str(exc)
 
 pytestmark = pytest.mark.skipif(STACK_PROBLEM is not None, reason=f"{STACK_PROBLEM}")
+NO_BITSANDBYTES = "finetune: qlora needs bitsandbytes (the [quant] extra), which is not installed"
 
 
 def spread(completions, **columns):
@@ -124,6 +128,71 @@ def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp
     assert changed_tensors(tiny_model, final) > 0     # the adapter is merged into the saved weights
     assert not (final / "adapter_config.json").exists()
     assert_scores_an_image(final, data["score"].parent / "sample_1.jpg")
+
+
+def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_base_unquantized(tiny_model, data, tmp_path,
+                                                                             monkeypatch, caplog):
+    bnb = pytest.importorskip("bitsandbytes", reason=NO_BITSANDBYTES)
+    import torch
+
+    kept = {}
+    export = grpo._export
+
+    def keep_trainer(trainer, config, base):
+        kept["trainer"] = trainer
+        return export(trainer, config, base)
+
+    monkeypatch.setattr(grpo, "_export", keep_trainer)
+    caplog.set_level(logging.INFO, logger="qinsight")
+    output = tmp_path / "run"
+    # r 32: the largest adapter matrices reach the 4096 values from which bitsandbytes keeps 8-bit states
+    config = config_for(tiny_model, output, [data["score"]], finetune="qlora", lora_r=32, lora_alpha=64)
+    # on the CPU bitsandbytes runs the paged 8-bit AdamW unpaged, and says so
+    with pytest.warns(UserWarning, match="Paged optimizers are not supported on CPU"):
+        final = train(config, extra_rewards=[spread])
+
+    trainer = kept["trainer"]
+    quantized = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 14       # the tiny language model's 2 layers x 7 projections; not visual, lm_head
+    assert all(m.weight.dtype == torch.uint8 for m in quantized)    # packed 4-bit weights, not a float copy
+    lora_b = [p for name, p in trainer.model.named_parameters() if "lora_B" in name]
+    assert len(lora_b) == 14 and all(p.abs().sum() > 0 for p in lora_b)   # they start at zero: trained
+    # fp32, not the bf16 TRL casts them to, which would round learning-rate-sized steps of lora_A away
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    optimizer = trainer.optimizer.optimizer   # inside accelerate's wrapper
+    assert type(optimizer) is bnb.optim.AdamW and optimizer.is_paged and optimizer.args.optim_bits == 8
+    assert torch.uint8 in {state["state1"].dtype for state in optimizer.state.values()}
+
+    saved = load_file(output / "adapter" / "adapter_model.safetensors")
+    assert all(tensor.abs().sum() > 0 for name, tensor in saved.items() if "lora_B" in name)
+    assert changed_tensors(tiny_model, final) > 0       # merged, and the same tensors as the base: full size
+    assert "quantization_config" not in json.loads((final / "config.json").read_text())
+    assert any("unquantized copy" in r.getMessage() for r in caplog.records)
+    judge = QualityJudge.from_pretrained(str(final), local_files_only=True)
+    modules = dict(judge.backend.model.named_modules())
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in modules.values())
+    assert sum(type(m) is torch.nn.Linear for name, m in modules.items() if "language_model" in name) == 14
+    result = judge.score(data["score"].parent / "sample_0.png", mode="fast")
+    assert isinstance(result, ScoreResult) and 1 <= result.score <= 5
+
+
+def test_qlora_arguments_load_the_base_4bit_on_the_training_device():
+    pytest.importorskip("bitsandbytes", reason=NO_BITSANDBYTES)
+    qlora = grpo_arguments(TrainConfig(output_dir="unused", finetune="qlora", device="cpu"))
+    loading = qlora.model_init_kwargs
+    assert loading["quantization_config"].load_in_4bit and loading["device_map"] == {"": "cpu"}
+    assert qlora.optim == "paged_adamw_8bit"
+    lora = grpo_arguments(TrainConfig(output_dir="unused", finetune="lora", device="cpu"))
+    assert "quantization_config" not in lora.model_init_kwargs and lora.optim != "paged_adamw_8bit"
+
+
+def test_qlora_without_bitsandbytes_fails_before_anything_is_loaded(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # importing it now fails
+    # no such model: a check made after the base is resolved would fail on that instead
+    config = config_for(tmp_path / "no-model", tmp_path / "run", [data["score"]], finetune="qlora")
+    with pytest.raises(TrainingError, match=r"qlora .*pip install 'qinsight\[quant\]'"):
+        train(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_command_line_run(tiny_model, data, tmp_path):

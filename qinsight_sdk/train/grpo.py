@@ -6,7 +6,12 @@ configured pixel bounds (TRL keeps every prompt token: no image token is ever cu
 code), runs GRPOTrainer, and writes a model folder that ``QualityJudge.from_pretrained`` loads: LoRA
 adapters are merged into it (the adapter alone is kept beside it).
 
-Needs the ``[train]`` extra (TRL, PEFT) and transformers >= 4.57.1.
+``finetune: qlora`` trains the same LoRA adapters on a base loaded 4-bit (NF4, the vision tower and lm_head
+unquantized: ``qinsight_sdk.quantization``) with paged 8-bit AdamW, so a 7B judge trains on one 24 GB GPU.
+Its export is not quantized: the adapters are merged into a full-precision copy of the base, a full-size
+folder like a lora run's, which ``QualityJudge.from_pretrained(..., quantization="4bit")`` loads 4-bit again.
+
+Needs the ``[train]`` extra (TRL, PEFT) and transformers >= 4.57.1; qlora also the ``[quant]`` extra.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..checkpoints import default_subfolder, resolve_checkpoint
-from ..errors import QInsightError
+from ..errors import MissingDependencyError, QInsightError
 from ..images import ImageBounds, load_image
+from ..quantization import quantization_config, require_bitsandbytes
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
 from ..data import DataError, Sample, mix, read_source
@@ -30,7 +36,11 @@ log = logging.getLogger("qinsight")
 
 MIN_TRANSFORMERS = "4.57.1"   # TRL's floor is 4.56.2; 4.54-4.56 generate wrongly in padded batches
 FINAL_FOLDER = "final"         # the trained model, loadable by QualityJudge
-ADAPTER_FOLDER = "adapter"     # LoRA runs: the adapter alone
+ADAPTER_FOLDER = "adapter"     # LoRA and QLoRA runs: the adapter alone
+ADAPTER_FINETUNES = ("lora", "qlora")   # runs that train LoRA adapters, exported merged into the base
+# bitsandbytes' paged 8-bit AdamW: optimizer states in 8 bits, paged to CPU memory when the GPU runs short.
+# On the CPU bitsandbytes keeps the 8-bit states but not the paging, with a warning.
+QLORA_OPTIMIZER = "paged_adamw_8bit"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
 _WEIGHT_FILES = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json")
@@ -46,8 +56,9 @@ class TrainingError(QInsightError):
     """A run that cannot start or finish; the message says what to change."""
 
 
-def check_training_stack() -> None:
-    """Raise with install advice unless TRL, PEFT and a new enough transformers are importable."""
+def check_training_stack(finetune: str = "full") -> None:
+    """Raise with install advice unless TRL, PEFT and a new enough transformers are importable (and, for
+    qlora, bitsandbytes): before any model, data or output folder is touched."""
     import transformers
     from packaging.version import Version
 
@@ -59,6 +70,11 @@ def check_training_stack() -> None:
         import trl  # noqa: F401
     except ImportError as exc:
         raise TrainingError(f"training needs the [train] extra ({exc}): pip install 'qinsight[train]'") from None
+    if finetune == "qlora":
+        try:
+            require_bitsandbytes()
+        except MissingDependencyError as exc:
+            raise TrainingError(f"finetune: qlora loads the base model 4-bit; {exc}") from None
 
 
 def load_training_samples(config: TrainConfig) -> list[Sample]:
@@ -154,7 +170,8 @@ def grpo_arguments(config: TrainConfig) -> Any:
     uncut = {"max_prompt_length": None} if "max_prompt_length" in known else {}
     # releases with an importance-weighted KL: as the config says (the paper's loss had none)
     kl = {"use_bias_correction_kl": config.kl_bias_correction} if "use_bias_correction_kl" in known else {}
-    return GRPOConfig(**uncut, **kl, top_k=config.top_k, top_p=config.top_p,
+    optimizer = {"optim": QLORA_OPTIMIZER} if config.finetune == "qlora" else {}
+    return GRPOConfig(**uncut, **kl, **optimizer, top_k=config.top_k, top_p=config.top_p,
         output_dir=config.output_dir, use_cpu=not gpu, bf16=bf16, seed=config.seed,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -169,8 +186,24 @@ def grpo_arguments(config: TrainConfig) -> Any:
         logging_steps=config.logging_steps, report_to=config.report_to or "none",
         remove_unused_columns=False,   # the reward functions read the label columns
         trust_remote_code=config.trust_remote_code,
-        model_init_kwargs={"dtype": dtype, "attn_implementation": attention, "use_safetensors": True},
+        model_init_kwargs=_model_init_kwargs(config, dtype, attention, gpu),
     )
+
+
+def _model_init_kwargs(config: TrainConfig, dtype: Any, attention: str, gpu: bool) -> dict[str, Any]:
+    """How GRPOTrainer loads the model it is given by path; for qlora, 4-bit on the training device.
+
+    The device map is explicit because bitsandbytes' loader otherwise picks the GPU whenever one is
+    visible, even for a run with device: cpu. Under several processes TRL replaces it with None, which
+    then means each process's own GPU.
+    """
+    kwargs = {"dtype": dtype, "attn_implementation": attention, "use_safetensors": True}
+    if config.finetune == "qlora":
+        import torch
+
+        device = torch.cuda.current_device() if gpu else "cpu"
+        kwargs.update(quantization_config=quantization_config("4bit", dtype), device_map={"": device})
+    return kwargs
 
 
 def lora_config(config: TrainConfig) -> Any:
@@ -189,7 +222,7 @@ def train(config: TrainConfig, resume: bool = False,
     already holds checkpoints is refused rather than overwritten. ``extra_rewards`` are added to the
     paper's, with TRL's reward-function signature.
     """
-    check_training_stack()
+    check_training_stack(config.finetune)
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
@@ -209,11 +242,17 @@ def train(config: TrainConfig, resume: bool = False,
     args = grpo_arguments(config)
     processor = load_processor(base, config.trust_remote_code)
     _set_pixel_bounds(processor, config.image_bounds())
+    # qlora: TRL readies the 4-bit base itself (input gradients for checkpointing; adapters in bf16, which
+    # _keep_adapters_in_fp32 undoes). PEFT's prepare_model_for_kbit_training would also upcast the unquantized
+    # vision tower, embeddings and lm_head to fp32, ~3.5 GB more on a 7B, for the stability of fp16 training,
+    # which bf16 does not need.
     trainer = GRPOTrainer(
         model=str(base), args=args, processing_class=processor,
         reward_funcs=build_rewards(config, {s.task for s in samples}) + list(extra_rewards),
         train_dataset=build_dataset(samples, config.image_bounds()),
-        peft_config=lora_config(config) if config.finetune == "lora" else None)
+        peft_config=lora_config(config) if config.finetune in ADAPTER_FINETUNES else None)
+    if config.finetune == "qlora":
+        _keep_adapters_in_fp32(trainer.model)
     _use_progress_log(trainer, output / METRICS_FILE)
     if trainer.is_world_process_zero():
         output.mkdir(parents=True, exist_ok=True)
@@ -221,6 +260,19 @@ def train(config: TrainConfig, resume: bool = False,
         log.info("training on %d samples (%s)", len(samples), _task_counts(samples))
     trainer.train(resume_from_checkpoint=last if resume else None)
     return _export(trainer, config, base)
+
+
+def _keep_adapters_in_fp32(model: Any) -> None:
+    """Undo TRL's cast of a 4-bit base's LoRA adapters to bf16 (before train() builds the optimizer).
+
+    bf16 is the QLoRA paper's choice, at its 1e-4 learning rates. At GRPO's 1e-5 an AdamW step is under
+    half a bf16 step for most lora_A weights (|w| up to 1/sqrt(hidden size), 0.017 on a 7B): rounded away,
+    so they would never change. In fp32 they train as a lora run's do (computed in bf16 under autocast on
+    a GPU), for ~0.6 GB more on a 7B at r 64.
+    """
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
 
 
 _CHANGEABLE_ON_RESUME = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "report_to"}
@@ -264,10 +316,14 @@ def _export(trainer: Any, config: TrainConfig, base: Path) -> Path:
     """Write the final model folder: weights in safetensors and the base checkpoint's processor files."""
     output = Path(config.output_dir)
     final = output / FINAL_FOLDER
-    if config.finetune == "lora":
+    if config.finetune in ADAPTER_FINETUNES:
         trainer.save_model(str(output / ADAPTER_FOLDER))
         if trainer.is_world_process_zero():
             _merge_adapter(base, output / ADAPTER_FOLDER, final)
+            if config.finetune == "qlora":
+                log.info("merged the LoRA adapters trained on the 4-bit base into an unquantized copy of it: "
+                         "%s is full size; QualityJudge.from_pretrained(..., quantization='4bit') loads it "
+                         "4-bit again", final)
     else:
         trainer.save_model(str(final))
     trainer.accelerator.wait_for_everyone()
@@ -277,7 +333,8 @@ def _export(trainer: Any, config: TrainConfig, base: Path) -> Path:
 
 
 def _merge_adapter(base: Path, adapter: Path, final: Path) -> None:
-    """Merge a LoRA adapter into a fresh CPU copy of the base model (works the same after multi-GPU runs)."""
+    """Merge a LoRA adapter into a fresh CPU copy of the base model, never quantized: the same after
+    multi-GPU runs, and after QLoRA a full-precision model rather than a 4-bit one's rounded weights."""
     from peft import PeftModel
     from transformers import Qwen2_5_VLForConditionalGeneration
 
