@@ -62,25 +62,30 @@ def succeeded(entry):
     return entry["outputs"]
 
 
-def fast_scores(comfy, count, **loader_inputs):
+def fast_score_graph(count, **loader_inputs):
     graph, batch = image_batch(count)
     judge = loader()
     judge["inputs"].update(loader_inputs)
     graph.update({"1": judge, "2": {"class_type": "QInsightScore",
                                     "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
-    return succeeded(comfy.run(graph))["2"]["qinsight_scores"]
+    return graph
+
+
+def fast_scores(comfy, count, **loader_inputs):
+    return succeeded(comfy.run(fast_score_graph(count, **loader_inputs)))["2"]["qinsight_scores"]
+
+
+def loader_refusal(comfy, **loader_inputs):
+    """The loader's validation error for these inputs (the prompt must be refused)."""
+    status, answer = comfy.post("/prompt", {"prompt": fast_score_graph(1, **loader_inputs)})
+    assert status == 400, answer
+    return json.dumps(answer["node_errors"]["1"])
 
 
 def test_the_image_size_preset_is_chosen_on_the_loader(comfy):
     """official (the default) or fast; the sample images are small, so both give the same scores."""
     assert fast_scores(comfy, 2, image_size="fast") == pytest.approx(fast_scores(comfy, 2), abs=1e-4)
-    graph, batch = image_batch(1)
-    bad = loader()
-    bad["inputs"]["image_size"] = "huge"
-    graph.update({"1": bad, "2": {"class_type": "QInsightScore",
-                                  "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
-    status, answer = comfy.post("/prompt", {"prompt": graph})
-    assert status == 400 and "image_size must be one of official, fast" in json.dumps(answer["node_errors"]["1"])
+    assert "image_size must be one of official, fast" in loader_refusal(comfy, image_size="huge")
 
 
 def test_every_node_is_registered_and_documented(comfy):
@@ -382,10 +387,4 @@ def test_a_quantized_judge_counts_at_its_size_and_is_freed_not_moved(comfy, cpu_
     assert judges("4bit")
     eight = fast_scores(comfy, 3, model="tiny-judge", quantization="8bit", after_run="offload to CPU")
     assert all(1 <= s <= 5 for s in eight) and not judges("8bit")   # offloading a quantized judge frees it
-    graph, batch = image_batch(1)
-    bad = loader()
-    bad["inputs"]["quantization"] = "2bit"
-    graph.update({"1": bad, "2": {"class_type": "QInsightScore",
-                                  "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
-    status, answer = comfy.post("/prompt", {"prompt": graph})
-    assert status == 400 and "quantization must be one of full, 8bit, 4bit" in json.dumps(answer["node_errors"]["1"])
+    assert "quantization must be one of full, 8bit, 4bit" in loader_refusal(comfy, quantization="2bit")
