@@ -49,6 +49,7 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
     "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
+    "quantization": ("qinsight_sdk/quantization.py", ["qinsight_sdk.quantization.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",

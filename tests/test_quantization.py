@@ -5,7 +5,9 @@ transformers 4.51.3 refuses bitsandbytes on the CPU, so the tests that load a qu
 """
 
 import json
+import logging
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from scipy.stats import spearmanr
 from qinsight_sdk import DecodingOptions, ModelLoadError, QualityJudge, UsageError
 from qinsight_sdk.cli import main
 from qinsight_sdk.errors import MissingDependencyError
-from qinsight_sdk.quantization import quantization_config
+from qinsight_sdk.quantization import _drop_float16_cast_notice, quantization_config, quantization_name
 from qinsight_sdk.tiny_judge import brightness_image, rating_of
 
 LAYERS = {"4bit": "Linear4bit", "8bit": "Linear8bitLt"}
@@ -86,8 +88,28 @@ def test_the_modes_are_what_the_module_says():
         quantization_config("3bit", torch.float32)
 
 
-def test_without_bitsandbytes_the_error_names_the_extra(tiny_model, monkeypatch, capsys, image_files):
+def test_the_mode_of_a_loaded_model_and_the_silenced_notice():
+    assert [quantization_name(SimpleNamespace(**flags)) for flags in
+            ({"is_loaded_in_4bit": True}, {"is_loaded_in_8bit": True}, {}, {"is_loaded_in_8bit": False})] \
+        == ["4bit", "8bit", None, None]
+    notice = logging.LogRecord("bitsandbytes", logging.WARNING, "", 0,
+                               "MatMul8bitLt: inputs will be cast from %s to float16 during quantization",
+                               (torch.float32,), None)
+    other = logging.LogRecord("bitsandbytes", logging.WARNING, "", 0, "something else", (), None)
+    assert not _drop_float16_cast_notice(notice) and _drop_float16_cast_notice(other)
+
+
+def test_without_bitsandbytes_asking_for_a_mode_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # what an environment without it imports
+    for mode in ("8bit", "4bit"):
+        with pytest.raises(MissingDependencyError, match=r"could not be imported .*pip install 'qinsight\[quant\]'"):
+            quantization_config(mode, torch.float32)
+    assert quantization_config("none", torch.float32) is None   # full precision needs no bitsandbytes
+
+
+def test_without_bitsandbytes_the_judge_and_the_command_line_name_the_extra(tiny_model, monkeypatch, capsys,
+                                                                            image_files):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'qinsight\[quant\]'"):
         QualityJudge.from_pretrained(tiny_model, device="cpu", quantization="4bit")
     assert main(["score", str(image_files[0]), "--model", str(tiny_model), "--quantization", "8bit"]) == 2
