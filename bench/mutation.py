@@ -59,6 +59,9 @@ OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
+    **{f"qinsight_sdk.quantization.x_quantization_name__mutmut_{n}":
+       "getattr's default None instead of False: both are false, and the default is all it is used for"
+       for n in (3, 14)},
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_12": _LAST_AXIS,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_20": _LAST_AXIS,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,

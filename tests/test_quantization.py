@@ -82,7 +82,8 @@ def test_the_modes_are_what_the_module_says():
     assert eight.load_in_8bit and not eight.load_in_4bit and eight.llm_int8_threshold == 0
     for config in (four, eight):
         assert {"visual", "lm_head"} <= set(config.llm_int8_skip_modules)
-    assert quantization_config(None, torch.float32) is None and quantization_config("none", torch.float32) is None
+    assert _drop_float16_cast_notice in logging.getLogger("bitsandbytes.autograd._functions").filters
+    assert all(quantization_config(full, torch.float32) is None for full in (None, "none", "full"))
     assert quantization_config(eight, torch.float16) is eight   # a config of one's own is used as given
     with pytest.raises(UsageError, match="quantization must be one of none, 8bit, 4bit.*'3bit'"):
         quantization_config("3bit", torch.float32)
