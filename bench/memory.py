@@ -5,7 +5,8 @@
     python bench/memory.py --seven-b --dry-run # the same code path on the CPU with the tiny shape (a check)
 
 For each mode (full; 8bit, our LLM.int8 without the outlier split; 8bit-outlier, LLM.int8 with
-bitsandbytes' default threshold 6, the alternative we did not choose; 4bit, NF4 with double quantization):
+bitsandbytes' default threshold 6, the alternative we did not choose; 4bit, NF4 with double quantization;
+4bit-all, which also quantizes the vision tower and lm_head, the other alternative):
 
 - load footprint: the weights as stored (``get_memory_footprint``), and what loading added to the GPU's
   allocated memory (CUDA) or to the process's resident memory (CPU);
@@ -39,7 +40,8 @@ from qinsight_sdk import DecodingOptions, QualityJudge
 from qinsight_sdk.quantization import UNQUANTIZED_MODULES, quantization_config
 from qinsight_sdk.tiny_judge import brightness_image, cached_tiny_judge
 
-MODES = ("full", "8bit", "8bit-outlier", "4bit")
+MODES = ("full", "8bit", "8bit-outlier", "4bit", "4bit-all")
+EVERYTHING = ["(none: every linear layer is quantized)"]   # a skip list that matches no module
 GIB = 2**30
 
 
@@ -60,6 +62,10 @@ def quantization(mode: str, dtype: torch.dtype) -> Any:
     if mode == "8bit-outlier":
         config = quantization_config("8bit", dtype)
         config.llm_int8_threshold = 6.0
+        return config
+    if mode == "4bit-all":
+        config = quantization_config("4bit", dtype)
+        config.llm_int8_skip_modules = EVERYTHING
         return config
     return quantization_config(mode, dtype)
 
@@ -131,7 +137,7 @@ def stored_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def weight_bytes(config: dict[str, Any], element: int = 2) -> dict[str, float]:
+def weight_bytes(config: dict[str, Any], element: int = 2, kept: list[str] = UNQUANTIZED_MODULES) -> dict[str, float]:
     """Bytes of the weights per mode for a model of this configuration, from its parameter counts.
 
     ``element`` bytes a value in full precision (2: bf16); quantized, the language model's linear layers
@@ -150,7 +156,7 @@ def weight_bytes(config: dict[str, Any], element: int = 2) -> dict[str, float]:
         model = Qwen2_5_VLForConditionalGeneration(shape)
     quantized_weights = quantized_rows = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not any(skip in name for skip in UNQUANTIZED_MODULES):
+        if isinstance(module, torch.nn.Linear) and not any(skip in name for skip in kept):
             quantized_weights += module.weight.numel()
             quantized_rows += module.out_features
     total = sum(p.numel() for p in model.parameters())
@@ -210,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nweights worked out from parameter counts (an estimate) | measured, this run")
     print("  tiny shape: " + ", ".join(f"{m} {size(tiny[m])} | {size(measured[m])}" for m in ("full", "8bit", "4bit")))
     seven = weight_bytes(benchmark_config(seven_b=True))
-    print("  7B shape:   " + ", ".join(f"{m} {seven[m] / 1e9:.1f} GB" for m in ("full", "8bit", "4bit")))
+    everything = weight_bytes(benchmark_config(seven_b=True), kept=EVERYTHING)
+    print("  7B shape:   " + ", ".join(f"{m} {seven[m] / 1e9:.1f} GB" for m in ("full", "8bit", "4bit"))
+          + f", 4bit-all {everything['4bit'] / 1e9:.1f} GB")
     return 0
 
 
