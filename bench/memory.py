@@ -8,8 +8,9 @@ For each mode (full; 8bit, our LLM.int8 without the outlier split; 8bit-outlier,
 bitsandbytes' default threshold 6, the alternative we did not choose; 4bit, NF4 with double quantization;
 4bit-all, which also quantizes the vision tower and lm_head, the other alternative):
 
-- load footprint: the weights as stored (``get_memory_footprint``), and what loading added to the GPU's
-  allocated memory (CUDA) or to the process's resident memory (CPU);
+- load footprint: the weights as stored (quantization constants included), and what loading added to the
+  GPU's allocated memory (CUDA) or to the process's resident memory (CPU; after a warm-up load, so the
+  first row does not carry the libraries' own start-up);
 - peak memory above the loaded weights of a fast-mode batch of 8 images at 1024x768, and of a reason-mode
   batch of the same 8 (at most --new-tokens tokens each);
 - agreement with full precision: Spearman's rho of fast scores over a fixed set of 16 images (brightness
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"qinsight memory benchmark: {model} on {device_name(device.type == 'cpu')}, batch of 8 at {args.size}, "
           f"reason mode up to {args.new_tokens} tokens, torch {torch.__version__}")
     try:
+        measure(folder, "full", device, batch[:1], agreement_set[:2], 1)   # warm-up: libraries' own start-up
         rows = [measure(folder, mode, device, batch, agreement_set, args.new_tokens) for mode in MODES]
     finally:
         if args.seven_b:
