@@ -101,8 +101,16 @@ class QwenVLBackend:
         return int(self.model.get_memory_footprint())
 
     def to(self, device: str | torch.device) -> "QwenVLBackend":
-        """Move the weights; later batches are sent to the same device."""
-        self.device = torch.device(device)
+        """Move the weights; later batches are sent to the same device.
+
+        A quantized model stays where it was quantized: bitsandbytes' moves are not reliable (4-bit
+        weights that ran on a CPU with AVX-512 BF16 are repacked for it, and ``.to()`` does not undo
+        that), so moving one is refused with what to do instead."""
+        device = torch.device(device)
+        if self.quantization and not _same_device(device, self.device):
+            raise UsageError(f"a {self.quantization} judge cannot move from {self.device} to {device}: load it "
+                             f"again there (QualityJudge.from_pretrained(..., device={str(device)!r}))")
+        self.device = device
         self.model.to(self.device)
         return self
 
@@ -290,6 +298,16 @@ class QwenVLBackend:
             image += count
             positions.append(length)
         return torch.tensor(positions, dtype=torch.long)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """"cuda" and "cuda:N" are one device when N is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 class _DigitLogits(LogitsProcessor):

@@ -66,6 +66,14 @@ def test_fast_scores_are_deterministic_batch_invariant_and_agree_with_full_preci
     assert spearmanr(by_batch[8], full_scores[0])[0] > 0.95
 
 
+def test_a_quantized_judge_stays_where_it_was_quantized(quantized):
+    mode, judge = quantized
+    assert judge.to("cpu") is judge   # where it is: nothing to move
+    with pytest.raises(UsageError, match=f"a {mode} judge cannot move from cpu to meta: load it again there"):
+        judge.to("meta")
+    assert judge.backend.device == torch.device("cpu")
+
+
 def test_reason_mode_answers_in_the_judges_format(quantized, images):
     _, judge = quantized
     results = judge.score(images[::5])
@@ -141,3 +149,13 @@ def test_command_line_records_the_quantization_and_never_mixes_rows(tiny_judge_m
                  "--predictions", str(tmp_path / "p.jsonl"), "--report", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["settings"]["quantization"] == "8bit" and report["metrics"]["srcc"] > 0.8
+
+
+def test_cuda_and_its_current_index_are_one_device(monkeypatch):
+    from qinsight_sdk.qwen_vl import _same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    cuda = torch.device
+    assert _same_device(cuda("cuda"), cuda("cuda:1")) and _same_device(cuda("cuda:1"), cuda("cuda"))
+    assert not _same_device(cuda("cuda"), cuda("cuda:0")) and not _same_device(cuda("cuda:0"), cuda("cuda:1"))
+    assert _same_device(cuda("cpu"), cuda("cpu")) and not _same_device(cuda("cpu"), cuda("cuda:1"))
