@@ -34,11 +34,12 @@ UNQUANTIZED_MODULES = ["visual", "model.visual", "lm_head"]
 Quantization = Union[str, Any, None]   # "8bit" | "4bit" | a transformers BitsAndBytesConfig | None (full)
 
 
-def require_bitsandbytes() -> None:
+def require_bitsandbytes(purpose: str = "quantization (8-bit and 4-bit judges)") -> None:
+    """A ``MissingDependencyError`` saying how to install bitsandbytes, unless it imports."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError(f"quantized judges need bitsandbytes, which could not be imported ({exc}): "
+        raise MissingDependencyError(f"{purpose} needs bitsandbytes, which could not be imported ({exc}): "
                                      f"{INSTALL_HINT}") from None
 
 

@@ -111,7 +111,8 @@ def test_the_mode_of_a_loaded_model_and_the_silenced_notice():
 def test_without_bitsandbytes_asking_for_a_mode_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # what an environment without it imports
     for mode in ("8bit", "4bit"):
-        with pytest.raises(MissingDependencyError, match=r"could not be imported .*pip install 'qinsight\[quant\]'"):
+        with pytest.raises(MissingDependencyError, match=r"^quantization \(8-bit and 4-bit judges\) needs bitsandbytes, "
+                                                         r"which could not be imported .*pip install 'qinsight\[quant\]'"):
             quantization_config(mode, torch.float32)
     assert quantization_config("none", torch.float32) is None   # full precision needs no bitsandbytes
 

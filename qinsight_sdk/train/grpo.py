@@ -72,9 +72,9 @@ def check_training_stack(finetune: str = "full") -> None:
         raise TrainingError(f"training needs the [train] extra ({exc}): pip install 'qinsight[train]'") from None
     if finetune == "qlora":
         try:
-            require_bitsandbytes()
+            require_bitsandbytes("finetune: qlora (LoRA on a base loaded 4-bit)")
         except MissingDependencyError as exc:
-            raise TrainingError(f"finetune: qlora loads the base model 4-bit; {exc}") from None
+            raise TrainingError(str(exc)) from None
 
 
 def load_training_samples(config: TrainConfig) -> list[Sample]:
