@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from ..qinsight_sdk import ImageBounds, QualityJudge
+from ..qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
 from ..qinsight_sdk.loading import choose_dtype
+from ..qinsight_sdk.quantization import quantized_size
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
 QUANTIZATION = ("full", "8bit", "4bit")
@@ -101,6 +103,8 @@ class JudgeHandle:
         from comfy.patcher_extension import CallbacksMP
 
         offload_device = load_device if self.spec.quantized else torch.device("cpu")
+        if self.spec.quantized:
+            self._make_room(load_device)
         judge = QualityJudge.from_pretrained(
             self.spec.model, self.spec.subfolder or None, device=offload_device,
             dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
@@ -112,6 +116,18 @@ class JudgeHandle:
         if self.spec.quantized:
             self.patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
         self.judge = judge
+
+    def _make_room(self, device: torch.device) -> None:
+        """Have ComfyUI free what a quantized judge will take on ``device`` before it is quantized there:
+        ComfyUI frees room for its own models before moving them, but this one is placed as it loads."""
+        import comfy.model_management as mm
+
+        if device.type == "cpu":
+            return
+        model = self.spec.model
+        folder = resolve_checkpoint(model, self.spec.subfolder or default_subfolder(model),
+                                    local_files_only=not self.spec.allow_download)
+        mm.free_memory(quantized_size(folder, self.spec.quantization) + mm.minimum_inference_memory(), device)
 
     def _on_detach(self, patcher: Any, unpatch_all: bool) -> None:
         """ComfyUI has "moved" a quantized judge to its offload device, which is where it already is: free it

@@ -20,6 +20,7 @@ precision. Pass a ``BitsAndBytesConfig`` of your own for other choices.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -27,6 +28,9 @@ import torch
 from .errors import MissingDependencyError, UsageError
 
 QUANTIZATIONS = ("8bit", "4bit")
+# the share of a bf16 checkpoint's bytes its weights keep once quantized: bench/memory.py's arithmetic over
+# the 7B shape (10.1 and 6.9 of 16.6 GB)
+KEPT_SHARE = {"8bit": 0.61, "4bit": 0.42}
 INSTALL_HINT = "pip install 'qinsight[quant]' (for the ComfyUI nodes: pip install bitsandbytes, in ComfyUI's Python)"
 # matched as a prefix of module names from transformers 4.52 on (model.visual...), as a substring before
 UNQUANTIZED_MODULES = ["visual", "model.visual", "lm_head"]
@@ -63,6 +67,14 @@ def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) 
                                   llm_int8_skip_modules=list(UNQUANTIZED_MODULES))
     raise UsageError(f"quantization must be one of none, {', '.join(QUANTIZATIONS)} or a BitsAndBytesConfig, "
                      f"got {quantization!r}")
+
+
+def quantized_size(folder: Path, quantization: str) -> int:
+    """About how many bytes the weights in ``folder`` take once quantized, before loading them: for making
+    room on a device first. From the safetensors files' size, as if bf16 (an fp32 checkpoint is
+    over-estimated, the safe side for making room)."""
+    stored = sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
+    return int(stored * KEPT_SHARE[quantization])
 
 
 def quantization_name(model: Any) -> str | None:

@@ -160,3 +160,12 @@ def test_cuda_and_its_current_index_are_one_device(monkeypatch):
     assert _same_device(cuda("cuda"), cuda("cuda:1")) and _same_device(cuda("cuda:1"), cuda("cuda"))
     assert not _same_device(cuda("cuda"), cuda("cuda:0")) and not _same_device(cuda("cuda:0"), cuda("cuda:1"))
     assert _same_device(cuda("cpu"), cuda("cpu")) and not _same_device(cuda("cpu"), cuda("cuda:1"))
+
+
+def test_the_room_a_quantized_checkpoint_needs_is_worked_out_from_its_files(tmp_path):
+    from qinsight_sdk.quantization import quantized_size
+
+    (tmp_path / "model-1.safetensors").write_bytes(b"\0" * 600)
+    (tmp_path / "model-2.safetensors").write_bytes(b"\0" * 400)
+    (tmp_path / "tokenizer.json").write_bytes(b"\0" * 5000)   # not weights
+    assert quantized_size(tmp_path, "8bit") == 610 and quantized_size(tmp_path, "4bit") == 420
