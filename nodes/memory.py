@@ -6,8 +6,8 @@ each other as VRAM requires, and "free memory" unloads it), then ``release``s it
 
 A quantized judge never moves between devices: it is quantized straight onto ComfyUI's device, and
 wherever ComfyUI would move it off (offload, eviction, "free memory") its weights are freed instead and
-loaded again from disk on next use. bitsandbytes' moves cannot be relied on: transformers before 4.57
-refuses to move an 8-bit model, and 4-bit weights that once ran on a CPU with AVX-512 BF16 are repacked
+loaded again from disk on next use. bitsandbytes' moves cannot be relied on: transformers 4.57 refuses
+to move an 8-bit model at all, and 4-bit weights that once ran on a CPU with AVX-512 BF16 are repacked
 for that CPU, which only ``.cuda()`` undoes, not the ``.to()`` ComfyUI moves models with. ComfyUI counts
 its real, quantized size (the weights' bytes as stored, quantization constants included).
 """

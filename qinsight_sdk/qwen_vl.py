@@ -103,11 +103,13 @@ class QwenVLBackend:
     def to(self, device: str | torch.device) -> "QwenVLBackend":
         """Move the weights; later batches are sent to the same device.
 
-        A quantized model stays where it was quantized: bitsandbytes' moves are not reliable (4-bit
-        weights that ran on a CPU with AVX-512 BF16 are repacked for it, and ``.to()`` does not undo
-        that), so moving one is refused with what to do instead."""
+        A quantized model stays where it was quantized: bitsandbytes' moves are not reliable (transformers
+        4.57 refuses to move an 8-bit model; 4-bit weights that ran on a CPU with AVX-512 BF16 are repacked
+        for it, and ``.to()`` does not undo that), so moving one is refused with what to do instead."""
         device = torch.device(device)
-        if self.quantization and not _same_device(device, self.device):
+        if self.quantization:
+            if _same_device(device, self.device):
+                return self   # not even a no-op .to(): transformers 4.57 refuses any for an 8-bit model
             raise UsageError(f"a {self.quantization} judge cannot move from {self.device} to {device}: load it "
                              f"again there (QualityJudge.from_pretrained(..., device={str(device)!r}))")
         self.device = device
