@@ -3,21 +3,34 @@
     from qinsight_sdk import QualityJudge
     judge = QualityJudge.from_pretrained()          # ByteDance/Q-Insight, subfolder score_degradation
     judge.score("photo.jpg").score                  # 1..5
+
+Names are imported on first use, so ``qinsight_sdk.client`` (standard library only) works in an
+environment without torch or transformers.
 """
 
-from .backend import Backend
-from .decoding import DecodingOptions
-from .errors import ImageInputError, ModelLoadError, QInsightError, UsageError
-from .images import ImageBounds
-from .judge import QualityJudge
-from .profiles import PROFILES, JudgeProfile, TaskPrompt, register_profile
-from .prompts import PromptOrder
-from .results import ComparisonResult, DegradationResult, ScoreResult
-from .selection import Ranking
+from __future__ import annotations
 
-__all__ = [
-    "QualityJudge", "ScoreResult", "DegradationResult", "ComparisonResult", "Ranking", "DecodingOptions",
-    "ImageBounds", "PromptOrder", "Backend", "JudgeProfile", "TaskPrompt", "PROFILES", "register_profile",
-    "QInsightError", "ModelLoadError", "ImageInputError", "UsageError",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "QualityJudge": "judge", "ScoreResult": "results", "DegradationResult": "results",
+    "ComparisonResult": "results", "Ranking": "results", "DecodingOptions": "decoding", "ImageBounds": "images",
+    "PromptOrder": "prompts", "Backend": "backend", "JudgeProfile": "profiles", "TaskPrompt": "profiles",
+    "PROFILES": "profiles", "register_profile": "profiles", "QInsightError": "errors", "ModelLoadError": "errors",
+    "ImageInputError": "errors", "UsageError": "errors",
+}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,6 +9,7 @@ on that one item without stopping the batch.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -30,7 +31,7 @@ PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training and infere
 PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056: up to 16,384 image tokens
 FAST_MAX_PIXELS = 1280 * PATCH_GRID * PATCH_GRID    # 1,003,520: a 1024x768 image stays native, larger shrink
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ def _described(source: Any) -> str:
         return str(source)
     if isinstance(source, Image.Image):
         return "the PIL image"
+    if isinstance(source, (bytes, bytearray)):
+        return f"the image bytes ({len(source)} bytes)"
     if type(source) is np.ndarray:
         return "the array"
     return "the tensor" if _is_tensor(source) else f"the {type(source).__name__}"
@@ -139,6 +142,10 @@ def _described(source: Any) -> str:
 def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         image = _open_file(source, bounds)
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageInputError("empty bytes hold no image")
+        image = _decoded(io.BytesIO(source), _described(source), bounds)
     elif isinstance(source, Image.Image):
         image = _loaded(source, "the PIL image")
     elif isinstance(source, np.ndarray):
@@ -149,7 +156,7 @@ def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
         image = _array_to_pil(_tensor_to_numpy(source), True, described)
     else:
         raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
-                              "a PIL image, a numpy array or a torch tensor")
+                              "image file bytes, a PIL image, a numpy array or a torch tensor")
     rgb = to_rgb(image)
     size = fit_to_patch_grid(rgb.width, rgb.height, bounds, _described(source))
     if size != rgb.size:
@@ -172,24 +179,30 @@ def _open_file(source: str | os.PathLike, bounds: ImageBounds) -> Image.Image:
         raise ImageInputError("an empty path names no image file")
     try:
         kind = os.stat(source).st_mode  # follows links: a link to an image is that image
-        if stat.S_ISDIR(kind):
-            raise IsADirectoryError
-        if not stat.S_ISREG(kind):  # reading a FIFO waits for a writer forever; a device never ends
-            raise ImageInputError(f"{name}: not a regular file (a FIFO, socket or device), not an image file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(Path(source))
     except FileNotFoundError:
         hint = " (URLs are not downloaded: save the image first)" if "://" in name else ""
         raise ImageInputError(f"{name}: file not found{hint}") from None
-    except IsADirectoryError:
-        raise ImageInputError(f"{name}: is a directory, not an image file") from None
+    except OSError as exc:  # permission denied, a link loop, a name too long: the reason, without the path again
+        raise ImageInputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(kind):
+        raise ImageInputError(f"{name}: is a directory, not an image file")
+    if not stat.S_ISREG(kind):  # reading a FIFO waits for a writer forever; a device never ends
+        raise ImageInputError(f"{name}: not a regular file (a FIFO, socket or device), not an image file")
+    return _decoded(Path(source), name, bounds)
+
+
+def _decoded(source: Path | io.BytesIO, name: str, bounds: ImageBounds) -> Image.Image:
+    """Pillow's decoding of a file or of bytes, with its failures as this input's errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not a recognised image file") from None
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"{name}: refused as a possible decompression bomb ({exc}); "
                               "downscale it before judging") from None
-    except OSError as exc:  # permission denied, a link loop, a name too long: the reason, without the path again
+    except OSError as exc:  # permission denied while reading, say: the reason, without the path again
         raise ImageInputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     if image.format == "JPEG":  # decode huge JPEGs at a reduced scale: fast and memory-safe
         image.draft(image.mode, _draft_size(image.size, bounds))
@@ -232,7 +245,6 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     profile = image.info.get("icc_profile")
     if profile:
         try:
-            import io
 
             from PIL import ImageCms
 

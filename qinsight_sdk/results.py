@@ -68,3 +68,32 @@ class ComparisonResult(_Result):
     raw: str = ""
     error: str | None = None
     consistent: bool | None = None
+
+
+@dataclass
+class Ranking:
+    """Images best first.
+
+    ``order`` holds input indices (cut to ``top_k``); ``scores`` is aligned with it and holds what
+    ranked each image: its fast score (``score``, ``hybrid``) or the knockout rounds it survived
+    (``tournament``). Images that could not be judged come last, with their reasons in ``errors``.
+    ``comparisons`` counts the questions asked (two per match); ``failed_matches`` the matches that gave
+    no verdict in either order (counted as ties); ``unjudged`` the images whose every match was such,
+    with the reason: their place rests on their seed (and score) alone.
+    """
+
+    order: list[int]
+    scores: list[float | None]
+    strategy: str
+    decided_by: str
+    comparisons: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+    failed_matches: int = 0
+    unjudged: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def best(self) -> int | None:
+        return self.order[0] if self.order else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

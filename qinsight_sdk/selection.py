@@ -12,14 +12,13 @@ Strategies:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence
 
 from PIL import Image
 
 from .errors import ImageInputError, UsageError
 from .images import ImageInput
-from .results import ComparisonResult, ResultCallback, ScoreResult
+from .results import ComparisonResult, Ranking, ResultCallback, ScoreResult
 
 STRATEGIES = ("score", "tournament", "hybrid")
 HYBRID_POOL = 4  # the default number of best fast scores that the hybrid strategy compares pairwise
@@ -35,35 +34,6 @@ class RankingJudge(Protocol):
 
     def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], *, both_orders: bool, batch_size: int | None,
                       on_result: ResultCallback | None) -> list[ComparisonResult]: ...
-
-
-@dataclass
-class Ranking:
-    """Images best first.
-
-    ``order`` holds input indices (cut to ``top_k``); ``scores`` is aligned with it and holds what
-    ranked each image: its fast score (``score``, ``hybrid``) or the knockout rounds it survived
-    (``tournament``). Images that could not be judged come last, with their reasons in ``errors``.
-    ``comparisons`` counts the questions asked (two per match); ``failed_matches`` the matches that gave
-    no verdict in either order (counted as ties); ``unjudged`` the images whose every match was such,
-    with the reason: their place rests on their seed (and score) alone.
-    """
-
-    order: list[int]
-    scores: list[float | None]
-    strategy: str
-    decided_by: str
-    comparisons: int = 0
-    errors: dict[int, str] = field(default_factory=dict)
-    failed_matches: int = 0
-    unjudged: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def best(self) -> int | None:
-        return self.order[0] if self.order else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def ranking_steps(count: int, strategy: str, pool: int = HYBRID_POOL) -> int:

@@ -258,7 +258,9 @@ API_KINDS = [
     Kind("pil_thin", lambda d: Image.new("RGB", (10000, 5)), "is 10000x5: aspect ratio above 200:1", "the PIL image"),
     Kind("none", lambda d: None, UNSUPPORTED, "of type NoneType"),
     Kind("int", lambda d: 7, UNSUPPORTED, "of type int"),
-    Kind("bytes", lambda d: _encoded(noise_image(0), "PNG"), UNSUPPORTED, "of type bytes"),
+    Kind("bytes_not_an_image", lambda d: b"GIF89a? no, just words", "not a recognised image file", "the image bytes"),
+    Kind("bytes_empty", lambda d: b"", "empty bytes hold no image", ""),
+    Kind("bytes_bomb", lambda d: _bomb_header(), "refused as a possible decompression bomb", "the image bytes"),
     Kind("file_object", lambda d: io.BytesIO(_encoded(noise_image(0), "PNG")), UNSUPPORTED, "of type BytesIO"),
     Kind("str_not_a_path", lambda d: "a photo of a cat", ": file not found", "a photo of a cat"),
     Kind("url", lambda d: "https://example.com/a.png", "file not found (URLs are not downloaded",
@@ -277,6 +279,8 @@ API_KINDS = [
     Kind("pil_ycbcr", lambda d: Image.new("YCbCr", (56, 56), (120, 128, 128)), None),
     Kind("pil_lab", lambda d: Image.new("LAB", (56, 56), (50, 128, 128)), None),
     Kind("path_object", lambda d: Path(_save(d / "as_path.png", noise_image(11))), None),
+    Kind("png_bytes", lambda d: _encoded(noise_image(12), "PNG"), None),
+    Kind("jpeg_bytearray", lambda d: bytearray(_encoded(noise_image(13), "JPEG")), None),
 ]
 
 # Scores the redness judge below must give, so that a good input is shown judged the right way

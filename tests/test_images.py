@@ -365,7 +365,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(tmp_path, monkeypatch)
 
 
 def test_an_unsupported_input_says_what_would_do():
-    with pytest.raises(ImageInputError, match="unsupported image input of type dict; pass a path, a PIL image, "
+    with pytest.raises(ImageInputError, match="unsupported image input of type dict; pass a path, image file bytes, a PIL image, "
                                               "a numpy array or a torch tensor"):
         load_image({"image": "a.png"})
 
