@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +37,10 @@ from .profiles import PROFILES, find_profile
 from .prompts import PromptOrder
 from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
 from .selection import HYBRID_POOL, STRATEGIES
+from .service import TOKEN_ENV_VAR
 from .tasks import TASKS
+
+logger = logging.getLogger("qinsight")
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -196,6 +201,30 @@ def _add_train_command(commands: Any) -> None:
     sub.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
 
 
+def _add_serve_command(commands: Any) -> None:
+    sub = _add_command(commands, "serve", "the judge as an HTTP service on Ray Serve (needs the [ray] extra)",
+                       _run_serve, description="Serve the judge over HTTP: POST /score, /degradation, /compare, "
+                       "/rank, /reward with image bytes (JSON base64 or multipart); requests arriving together "
+                       "are judged in one batch. qinsight_sdk.client.RemoteJudge is its client.")
+    _add_model_options(sub)
+    sub.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR),
+                     help=f"a bearer token every request must carry (default: ${TOKEN_ENV_VAR}; none: open)")
+    sub.add_argument("--allow-paths", metavar="DIR",
+                     help="let clients name files inside DIR instead of sending bytes (default: bytes only)")
+    sub.add_argument("--replicas", type=_at_least_one, default=1, help="copies of the judge (one per GPU)")
+    sub.add_argument("--gpus-per-replica", type=float,
+                     help="GPUs each replica reserves; fractions share a GPU (default: 1 where CUDA is, else 0)")
+    sub.add_argument("--max-batch-size", type=_at_least_one, default=8, help="requests judged together")
+    sub.add_argument("--batch-wait-ms", type=float, default=50.0,
+                     help="how long a request waits for others to batch with")
+    sub.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body")
+    sub.add_argument("--max-images", type=_at_least_one, default=64, help="the most images in one request")
+    sub.add_argument("--ray-address", default=None,
+                     help="a Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Each subcommand's parser sets ``func`` to its handler, so ``main`` needs no table of commands."""
     parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.")
@@ -205,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_command(commands)
     _add_eval_command(commands)
     _add_train_command(commands)
+    _add_serve_command(commands)
     return parser
 
 
@@ -256,12 +286,16 @@ def _checkpoint(args: argparse.Namespace, comparison: bool) -> tuple[str, str | 
 
 
 def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
+    return QualityJudge.from_pretrained(**_judge_options(args, comparison))
+
+
+def _judge_options(args: argparse.Namespace, comparison: bool = False) -> dict[str, Any]:
+    """``QualityJudge.from_pretrained``'s arguments from the model and decoding options."""
     model, subfolder = _checkpoint(args, comparison)
-    return QualityJudge.from_pretrained(
-        model, subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
-        image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
-        profile=args.profile, quantization=_quantization(args))
+    return dict(model=model, subfolder=subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
+                trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
+                image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
+                profile=args.profile, quantization=_quantization(args))
 
 
 def _quantization(args: argparse.Namespace) -> str | None:
@@ -441,6 +475,47 @@ def _run_train(args: argparse.Namespace) -> int:
     final = train(TrainConfig.from_yaml(args.config), resume=args.resume)
     print(f"train: the trained model is in {final}", file=sys.stderr)
     return EXIT_OK
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """Runs until Ctrl-C. Ray is imported only here: the other commands work without the [ray] extra."""
+    from .service import ServiceSettings, build_app, require_ray
+
+    require_ray()
+    import ray
+    from ray import serve
+
+    if args.host not in ("127.0.0.1", "::1", "localhost") and not args.token:
+        logger.warning("serving on %s without a token: anyone who can reach it can use it (--token)", args.host)
+    settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
+                               max_images=args.max_images, allow_paths=args.allow_paths,
+                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
+    gpus = args.gpus_per_replica if args.gpus_per_replica is not None else \
+        (1.0 if args.device in ("auto", "cuda") and _cuda_available() else 0.0)
+    ray.init(address=args.ray_address, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(_judge_options(args), settings, args.replicas, gpus), route_prefix="/",
+                  name="qinsight")
+        print(f"serve: the judge answers at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+        _wait_for_ctrl_c()
+    except KeyboardInterrupt:
+        print("serve: stopped", file=sys.stderr)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return EXIT_OK
+
+
+def _wait_for_ctrl_c() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,321 @@
+"""The judge as a service: request checking (quick), then a real Ray Serve service on loopback with the
+tiny judge, and its standard-library client in a process where torch cannot be imported."""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qinsight_sdk import QualityJudge
+from qinsight_sdk.client import RemoteError, RemoteJudge
+from qinsight_sdk.service import (Call, RequestError, ServiceSettings, check_size, check_token, judge_calls,
+                                  parse_call)
+from qinsight_sdk.testing import ScriptedBackend
+from qinsight_sdk.tiny_judge import brightness_image
+
+TOKEN = "s3cret-token"
+
+
+def png(level: float = 0.5, seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    brightness_image(level, seed).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> dict:
+    return {"base64": base64.b64encode(data).decode()}
+
+
+def refused(status: int, match: str, task: str, body, settings=ServiceSettings(), content_type="application/json"):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(RequestError, match=match) as caught:
+        parse_call(task, content_type, raw, settings)
+    assert caught.value.status == status
+
+
+# -- checking requests, without a server -------------------------------------------------------------------
+
+def test_a_good_json_request_becomes_a_call():
+    call = parse_call("score", "application/json", json.dumps({"images": [b64(b"abc")], "mode": "fast"}).encode(),
+                      ServiceSettings())
+    assert call == Call("score", [b"abc"], {"mode": "fast"})
+    pair = parse_call("compare", "application/json", json.dumps(
+        {"image_a": b64(b"a"), "image_b": b64(b"b"), "reference": b64(b"r"), "both_orders": True}).encode(),
+        ServiceSettings())
+    assert pair == Call("compare", [b"a", b"b", b"r"], {"both_orders": True})
+    ranked = parse_call("rank", "", json.dumps({"images": [b64(b"a")], "strategy": "hybrid", "top_k": 2,
+                                               "pool": None}).encode(), ServiceSettings())
+    assert ranked.options == {"strategy": "hybrid", "top_k": 2}   # a null option is the default
+
+
+def test_multipart_files_and_fields():
+    boundary = "XyZ"
+    parts = [("images", "a.png", b"AAA"), ("images", "b.png", b"BBB"), ("mode", None, b"fast")]
+    body = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        f"{f'; filename={chr(34)}{filename}{chr(34)}' if filename else ''}\r\n\r\n".encode() + data + b"\r\n"
+        for name, filename, data in parts) + f"--{boundary}--\r\n".encode()
+    call = parse_call("score", f"multipart/form-data; boundary={boundary}", body, ServiceSettings())
+    assert call == Call("score", [b"AAA", b"BBB"], {"mode": "fast"})
+    flags = parse_call("compare", f"multipart/form-data; boundary={boundary}", (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image_a\"; filename=\"a\"\r\n\r\nA\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image_b\"; filename=\"b\"\r\n\r\nB\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"both_orders\"\r\n\r\ntrue\r\n"
+        f"--{boundary}--\r\n").encode(), ServiceSettings())
+    assert flags == Call("compare", [b"A", b"B"], {"both_orders": True})
+    refused(400, "multipart body could not be read", "score", b"garbage", content_type="multipart/form-data")
+
+
+def test_malformed_requests_are_4xx_with_what_is_wrong():
+    refused(404, "no endpoint /nope: use one of /score, /degradation", "nope", {})
+    refused(400, "not JSON", "score", b"{nope")
+    refused(400, "must be a JSON object", "score", [1, 2])
+    refused(400, "send application/json or multipart/form-data, not text/plain", "score", {}, content_type="text/plain")
+    refused(400, "/score needs images: a non-empty list", "score", {"images": []})
+    refused(400, "/reward needs images", "reward", {"images": "x.png"})
+    refused(400, r"images\[1\]: not valid base64", "score", {"images": [b64(b"a"), {"base64": "@@@"}]})
+    refused(400, r"images\[0\]: an image is \{\"base64\"", "score", {"images": [42]})
+    refused(400, "/compare needs image_b", "compare", {"image_a": b64(b"a")})
+    refused(400, "/score takes no option colour .*takes: mode", "score", {"images": [b64(b"a")], "colour": 1})
+    refused(400, "/reward takes no option mode .*takes: none", "reward", {"images": [b64(b"a")], "mode": "fast"})
+    refused(400, "option top_k must be a int, got 'two'", "rank", {"images": [b64(b"a")], "top_k": "two"})
+    refused(400, "option top_k must be a int, got True", "rank", {"images": [b64(b"a")], "top_k": True})
+    refused(400, "option both_orders must be a bool", "compare",
+            {"image_a": b64(b"a"), "image_b": b64(b"b"), "both_orders": "maybe"})
+
+
+def test_size_limits():
+    small = ServiceSettings(max_request_bytes=100, max_images=2)
+    refused(413, "the request is 101 bytes; this service takes at most 100", "score", b" " * 101, small)
+    refused(413, "3 images in one request; this service takes at most 2", "score", {"images": [b64(b"a")] * 3},
+            ServiceSettings(max_images=2))
+    with pytest.raises(RequestError, match="is 5000 bytes") as caught:
+        check_size({"content-length": "5000"}, small)
+    assert caught.value.status == 413
+    check_size({"content-length": "100"}, small)
+    check_size({}, small)
+    with pytest.raises(RequestError, match="Content-Length is not a number"):
+        check_size({"content-length": "lots"}, small)
+
+
+def test_the_token_when_one_is_set():
+    settings = ServiceSettings(token=TOKEN)
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+        with pytest.raises(RequestError, match="needs its bearer token") as caught:
+            check_token(headers, settings)
+        assert caught.value.status == 401
+    check_token({"authorization": f"Bearer {TOKEN}"}, settings)
+    check_token({}, ServiceSettings())   # no token set: open
+
+
+def test_paths_only_inside_the_allowed_folder(tmp_path):
+    inside, outside = tmp_path / "allowed", tmp_path / "elsewhere"
+    inside.mkdir(), outside.mkdir()
+    (inside / "sub").mkdir()
+    (inside / "sub" / "a.png").write_bytes(png())
+    (outside / "secret.png").write_bytes(png())
+    (inside / "link.png").symlink_to(outside / "secret.png")
+    settings = ServiceSettings(allow_paths=str(inside))
+    call = parse_call("score", "", json.dumps({"images": [{"path": "sub/a.png"}]}).encode(), settings)
+    assert call.images == [inside.resolve() / "sub" / "a.png"]
+    refused(403, "reads no paths", "score", {"images": [{"path": "sub/a.png"}]})
+    refused(403, "may not contain ..", "score", {"images": [{"path": "sub/../../elsewhere/secret.png"}]}, settings)
+    refused(403, "link.png is outside the folder", "score", {"images": [{"path": "link.png"}]}, settings)
+    refused(403, "is outside the folder", "score", {"images": [{"path": str(outside / "secret.png")}]}, settings)
+
+
+def test_calls_judged_together_are_grouped_and_split_back():
+    def answer(conversation, images):
+        if len(images) == 2:
+            return "<think>ok</think><answer>Image A</answer>"
+        if "distortion" in str(conversation):
+            return '<answer>{"distortion_class": "noise", "severity": "slight"}</answer>'
+        return '<answer>{"rating": %.1f}</answer>' % (1 + 4 * np.asarray(images[-1]).mean() / 255)
+
+    backend = ScriptedBackend(answer)
+    judge = QualityJudge(backend)
+    grey = [Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 255, 128)]
+    as_png = []
+    for image in grey:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        as_png.append(buffer.getvalue())
+    calls = [Call("score", as_png[:2], {"mode": "fast"}), Call("reward", [as_png[2]]),
+             Call("score", [as_png[2]], {"mode": "fast"}), Call("score", [b"not an image"], {"mode": "reason"}),
+             Call("rank", as_png, {"strategy": "score"}), Call("rank", as_png, {"top_k": 0}),
+             Call("compare", as_png[:2], {}), Call("degradation", [as_png[0]])]
+    answers = judge_calls(judge, calls)
+    assert [r["score"] for r in answers[0]["results"]] == pytest.approx([1.0, 5.0], abs=0.06)
+    assert answers[1]["rewards"] == pytest.approx([0.5], abs=0.02)
+    assert answers[2]["results"][0]["score"] == pytest.approx(3.0, abs=0.06)
+    assert "not a recognised image file" in answers[3]["results"][0]["error"]
+    assert answers[4]["ranking"]["order"] == [1, 2, 0]
+    assert answers[5]["status"] == 400 and "top_k" in answers[5]["error"]
+    assert answers[6]["result"]["winner"] == "A" and answers[7]["results"][0]["distortion"] == "noise"
+    backend.calls.clear()
+    judge_calls(judge, [Call("score", as_png[:2], {"mode": "fast"}), Call("score", [as_png[2]], {"mode": "fast"})])
+    assert backend.calls == [3]   # two requests, one batch
+
+def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_path):
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    from ray import serve
+
+    from qinsight_sdk import cli, service
+
+    seen = {}
+    monkeypatch.setenv("QINSIGHT_TOKEN", "from-env")
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.setdefault("init", kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: seen.setdefault("ray_shutdown", True))
+    monkeypatch.setattr(serve, "start", lambda **kw: seen.setdefault("start", kw))
+    monkeypatch.setattr(serve, "run", lambda app, **kw: seen.setdefault("run", kw))
+    monkeypatch.setattr(serve, "shutdown", lambda: seen.setdefault("serve_shutdown", True))
+    monkeypatch.setattr(service, "build_app", lambda *a: seen.setdefault("app", a))
+    monkeypatch.setattr(cli, "_wait_for_ctrl_c", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    code = cli.main(["serve", "--model", str(tmp_path), "--port", "9123", "--allow-paths", str(tmp_path),
+                     "--max-batch-size", "4", "--batch-wait-ms", "20", "--max-request-mb", "1", "--max-images", "3",
+                     "--replicas", "2", "--gpus-per-replica", "0.5", "--quantization", "4bit", "--device", "cpu"])
+    assert code == 0 and seen["ray_shutdown"] and seen["serve_shutdown"]
+    assert seen["start"] == {"http_options": {"host": "127.0.0.1", "port": 9123}}
+    options, settings, replicas, gpus = seen["app"]
+    assert (options["model"], options["quantization"], options["device"]) == (str(tmp_path), "4bit", "cpu")
+    assert settings == ServiceSettings(token="from-env", max_request_bytes=2**20, max_images=3,
+                                       allow_paths=str(tmp_path), max_batch_size=4, batch_wait_s=0.02)
+    assert (replicas, gpus) == (2, 0.5) and seen["run"]["route_prefix"] == "/"
+
+
+# -- a real service on loopback ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_service(tiny_judge_model, tmp_path_factory):
+    """Ray Serve on 127.0.0.1 with the tiny judge, a token, small limits and a folder clients may name."""
+    import ray
+    from ray import serve
+
+    from comfyui_server import free_port
+    from qinsight_sdk.service import build_app
+
+    allowed = tmp_path_factory.mktemp("allowed")
+    brightness_image(0.8, 3).save(allowed / "inside.png")
+    brightness_image(0.2, 4).save(allowed.parent / "outside.png")
+    (allowed / "link.png").symlink_to(allowed.parent / "outside.png")
+    port = free_port()
+    settings = ServiceSettings(token=TOKEN, max_request_bytes=2 * 2**20, max_images=16, allow_paths=str(allowed),
+                               max_batch_size=8, batch_wait_s=0.3)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"model": str(tiny_judge_model), "device": "cpu", "local_files_only": True}, settings,
+                            cpus_per_replica=0.5), route_prefix="/", name="qinsight-test")
+        yield f"http://127.0.0.1:{port}", allowed
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def post(url: str, task: str, body, token: str | None = TOKEN, content_type: str = "application/json"):
+    """(status, answer) of one request, never raising for a 4xx/5xx."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{url}/{task}", data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_concurrent_clients_get_the_sdks_answers_in_shared_batches(ray_service, tiny_judge_model):
+    url, _ = ray_service
+    images = [brightness_image(level / 11, 80 + level) for level in range(12)]
+    local = QualityJudge.from_pretrained(tiny_judge_model, device="cpu")
+    remote = RemoteJudge(url, token=TOKEN)
+    answers = [None] * len(images)
+
+    def ask(index):
+        answers[index] = remote.score(images[index], mode="fast").score
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    expected = [r.score for r in local.score(images, mode="fast")]
+    assert answers == pytest.approx(expected, abs=1e-4)
+    sizes = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{url}/stats", headers={"Authorization": f"Bearer {TOKEN}"}), timeout=30).read())["batch_sizes"]
+    assert max(sizes) > 1 and sum(sizes) >= len(images), sizes   # the server formed shared batches
+    print("batch sizes the server formed:", sizes)
+    # every other method, against the SDK's own answers
+    pair = remote.compare(images[1], images[10], both_orders=True)
+    assert pair == local.compare(images[1], images[10], both_orders=True)
+    assert remote.degradation(images[:2]) == local.degradation(images[:2])
+    ranked, expected_ranking = (judge.rank(images[:5], strategy="hybrid", top_k=3) for judge in (remote, local))
+    assert ranked.order == expected_ranking.order and ranked.decided_by == expected_ranking.decided_by
+    assert ranked.scores == pytest.approx(expected_ranking.scores, abs=1e-4)
+    assert remote.reward(images[:3]).tolist() == pytest.approx(local.reward(images[:3]).tolist(), abs=1e-4)
+    reasoned = remote.score(images[:2])
+    assert [(r.score, r.raw) for r in reasoned] == [(r.score, r.raw) for r in local.score(images[:2])]
+
+
+def test_the_service_refuses_without_breaking(ray_service):
+    url, _ = ray_service
+    image = {"images": [b64(png())], "mode": "fast"}
+    assert post(url, "score", image, token=None)[0] == 401
+    assert post(url, "score", image, token="wrong")[0] == 401
+    with pytest.raises(RemoteError, match="needs its bearer token") as caught:
+        RemoteJudge(url).score(png(), mode="fast")
+    assert caught.value.status == 401
+    status, answer = post(url, "score", {"images": [{"base64": "A" * (3 * 2**20)}]})
+    assert status == 413 and "most" in answer["error"]
+    assert post(url, "score", {"images": [b64(png())] * 17})[0] == 413
+    assert post(url, "score", b"{not json")[0] == 400
+    assert post(url, "nope", image)[0] == 404
+    assert post(url, "rank", {"images": [b64(png())], "top_k": 0})[0] == 400
+    status, answer = post(url, "score", {"images": [b64(b"not an image"), b64(png())], "mode": "fast"})
+    assert status == 200 and "not a recognised image file" in answer["results"][0]["error"]
+    assert answer["results"][1]["score"] is not None   # the bad image took nothing else down
+    assert post(url, "score", image)[0] == 200          # and the service still answers
+
+
+def test_paths_inside_the_allowed_folder_only(ray_service):
+    url, allowed = ray_service
+    status, answer = post(url, "score", {"images": [{"path": "inside.png"}], "mode": "fast"})
+    assert status == 200 and answer["results"][0]["error"] is None
+    for path in ("../outside.png", "link.png", str(allowed.parent / "outside.png")):
+        status, answer = post(url, "score", {"images": [{"path": path}], "mode": "fast"})
+        assert status == 403, (path, answer)
+
+
+def test_remote_judge_where_torch_cannot_be_imported(ray_service, tmp_path):
+    url, allowed = ray_service
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import json, sys\n"
+        "class Blocked:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'PIL', 'numpy'):\n"
+        "            raise ImportError(name + ' is not installed here')\n"
+        "sys.meta_path.insert(0, Blocked())\n"
+        "from qinsight_sdk.client import RemoteJudge\n"
+        f"judge = RemoteJudge({url!r}, token={TOKEN!r})\n"
+        f"result = judge.score({str(allowed / 'inside.png')!r}, mode='fast')\n"
+        f"rewards = judge.reward([{str(allowed / 'inside.png')!r}])\n"
+        "print(json.dumps({'score': result.score, 'type': type(result).__name__, 'rewards': rewards,\n"
+        "                  'loaded': [m for m in ('torch', 'transformers', 'PIL', 'numpy') if m in sys.modules]}))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["type"] == "ScoreResult" and 1 <= answer["score"] <= 5 and answer["loaded"] == []
+    assert isinstance(answer["rewards"], list) and answer["rewards"][0] == pytest.approx((answer["score"] - 1) / 4,
+                                                                                         abs=1e-6)
