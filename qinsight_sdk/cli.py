@@ -130,6 +130,7 @@ def _add_row_command(commands: Any, name: str, text: str,
     sub.add_argument("--retry-failed", action="store_true", help="judge again the images whose row has an error")
     _add_model_options(sub)
     _add_output_option(sub)
+    _add_ray_options(sub)
     return sub
 
 
@@ -187,6 +188,7 @@ def _add_eval_command(commands: Any) -> None:
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
     sub.add_argument("--batch-size", type=_at_least_one, default=8)
     _add_model_options(sub)
+    _add_ray_options(sub)
 
 
 def _add_train_command(commands: Any) -> None:
@@ -221,8 +223,23 @@ def _add_serve_command(commands: Any) -> None:
                      help="how long a request waits for others to batch with")
     sub.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body")
     sub.add_argument("--max-images", type=_at_least_one, default=64, help="the most images in one request")
-    sub.add_argument("--ray-address", default=None,
-                     help="a Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+    _add_ray_address(sub)
+
+
+def _add_ray_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-address", default=None,
+                        help="a Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (the [ray] extra)")
+    group.add_argument("--ray", action="store_true",
+                       help="judge on a pool of judge actors on a Ray cluster (same rows, keys and resume)")
+    group.add_argument("--workers", type=_at_least_one, default=1, help="with --ray: judge actors (one per GPU)")
+    group.add_argument("--gpus-per-worker", type=float,
+                       help="with --ray: GPUs each actor reserves; fractions share a GPU (default: 1 where CUDA "
+                            "is, else 0)")
+    _add_ray_address(group)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,8 +302,22 @@ def _checkpoint(args: argparse.Namespace, comparison: bool) -> tuple[str, str | 
     return model, args.subfolder if args.subfolder is not None else default_subfolder(model, comparison)
 
 
-def _load_judge(args: argparse.Namespace, comparison: bool) -> QualityJudge:
+def _load_judge(args: argparse.Namespace, comparison: bool) -> Any:
+    """The judge, or with --ray a pool of judges on a Ray cluster with the same batch methods."""
+    if getattr(args, "ray", False):
+        from .distributed import DistributedJudge
+
+        return DistributedJudge(_judge_options(args, comparison), workers=args.workers,
+                                gpus_per_worker=_gpus(args, args.gpus_per_worker), batch_size=args.batch_size,
+                                address=args.ray_address)
     return QualityJudge.from_pretrained(**_judge_options(args, comparison))
+
+
+def _gpus(args: argparse.Namespace, given: float | None) -> float:
+    """GPUs per Ray actor: as given, else one where the judge would run on CUDA, else none."""
+    if given is not None:
+        return given
+    return 1.0 if args.device in ("auto", "cuda") and _cuda_available() else 0.0
 
 
 def _judge_options(args: argparse.Namespace, comparison: bool = False) -> dict[str, Any]:
@@ -479,9 +510,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_serve(args: argparse.Namespace) -> int:
     """Runs until Ctrl-C. Ray is imported only here: the other commands work without the [ray] extra."""
-    from .service import ServiceSettings, build_app, require_ray
+    from .distributed import require_ray
+    from .service import ServiceSettings, build_app
 
-    require_ray()
+    require_ray("serve")
     import ray
     from ray import serve
 
@@ -490,8 +522,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
                                max_images=args.max_images, allow_paths=args.allow_paths,
                                max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
-    gpus = args.gpus_per_replica if args.gpus_per_replica is not None else \
-        (1.0 if args.device in ("auto", "cuda") and _cuda_available() else 0.0)
+    gpus = _gpus(args, args.gpus_per_replica)
     ray.init(address=args.ray_address, include_dashboard=False)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})

@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any, Sequence
 
 from .errors import QInsightError
-from .service import result_from
+from .results import result_from
 
 Image = Any   # a path, bytes, a PIL image or a numpy array
 
@@ -56,7 +56,7 @@ class RemoteJudge:
         body = {"image_a": _encoded(image_a), "image_b": _encoded(image_b), "both_orders": both_orders}
         if reference is not None:
             body["reference"] = _encoded(reference)
-        return result_from("compare", self._post("compare", body)["result"])
+        return result_from("comparison", self._post("compare", body)["result"])
 
     def rank(self, images: Sequence[Image], strategy: str = "score", top_k: int | None = None,
              pool: int | None = None) -> Any:

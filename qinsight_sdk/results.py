@@ -97,3 +97,15 @@ class Ranking:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+RESULT_TYPES = {"score": ScoreResult, "degradation": DegradationResult, "comparison": ComparisonResult,
+                "rank": Ranking}
+
+
+def result_from(task: str, values: dict[str, Any]) -> Any:
+    """A task's result rebuilt from its ``to_dict()`` (after JSON, which makes a ranking's keys strings)."""
+    if task == "rank":
+        values = {**values, **{name: {int(k): v for k, v in values.get(name, {}).items()}
+                               for name in ("errors", "unjudged")}}
+    return RESULT_TYPES[task](**values)

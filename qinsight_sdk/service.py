@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import MissingDependencyError
-from .results import ComparisonResult, DegradationResult, Ranking, ScoreResult
 
 TASKS = ("score", "degradation", "compare", "rank", "reward")
 TOKEN_ENV_VAR = "QINSIGHT_TOKEN"
@@ -37,8 +35,6 @@ OPTIONS: dict[str, dict[str, type]] = {
     "compare": {"both_orders": bool}, "rank": {"strategy": str, "top_k": int, "pool": int},
 }
 IMAGE_FIELDS = {"compare": ("image_a", "image_b", "reference")}   # the other tasks: "images", a list
-RESULT_TYPES = {"score": ScoreResult, "degradation": DegradationResult, "compare": ComparisonResult,
-                "rank": Ranking}
 
 
 @dataclass
@@ -251,23 +247,7 @@ def _split(calls: Sequence[Call], values: list[Any], key: str) -> list[dict[str,
     return answers
 
 
-def result_from(task: str, values: dict[str, Any]) -> Any:
-    """A result dataclass from its JSON (a ranking's index keys were made strings by JSON)."""
-    if task == "rank":
-        for name in ("errors", "unjudged"):
-            values[name] = {int(k): v for k, v in values.get(name, {}).items()}
-    return RESULT_TYPES[task](**values)
-
-
 # -- on Ray Serve ---------------------------------------------------------------------------------------
-
-def require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-        from ray import serve  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(f"serving needs Ray Serve ({exc}): pip install 'qinsight[ray]'") from None
-
 
 def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas: int = 1,
               gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> Any:

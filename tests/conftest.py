@@ -54,7 +54,7 @@ def image_files(tmp_path):
 
 
 _HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "tiny_judge_model": "model", "comfy": "comfyui",
-                   "ray_service": "ray"}
+                   "ray_service": "ray", "ray_cluster": "ray"}
 # .ci/run sets this for its runs at the transformers floors: a Ray cluster is the same at every floor,
 # so those tests run once, at the newest releases
 FLOOR_RUN = os.environ.get("QINSIGHT_CI_FLOOR")
