@@ -136,7 +136,7 @@ def test_eval_writes_its_report_to_report_and_has_no_output_option(image_files, 
 def test_every_subcommand_has_its_own_handler():
     (commands,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     handlers = {name: sub.get_default("func") for name, sub in commands.choices.items()}
-    assert set(handlers) == {"score", "degradation", "compare", "rank", "eval", "train"}
+    assert set(handlers) == {"score", "degradation", "compare", "rank", "eval", "train", "serve"}
     assert all(callable(handler) for handler in handlers.values())
     assert len(set(handlers.values())) == len(handlers)
 
