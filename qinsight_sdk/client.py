@@ -7,8 +7,9 @@ other versions can use the judge as a reward:
     judge = RemoteJudge("http://127.0.0.1:8000", token=os.environ.get("QINSIGHT_TOKEN"))
     rewards = judge.reward(["a.png", "b.png"])        # a tensor when torch is importable, else floats
 
-Images are sent as bytes: a path is read here, ``bytes`` are sent as they are, and a PIL image or a
-numpy array is encoded as PNG (needing Pillow, where it came from anyway). Results are the SDK's own
+Images are sent as bytes: a path is read here, ``bytes`` are sent as they are, and a PIL image, a
+numpy array (HWC, uint8) or a torch tensor (CHW or HWC, 0..1; a batch is iterated) is encoded as PNG
+(needing Pillow, where those came from anyway). Results are the SDK's own
 types; an image the service could not judge has its ``error``, as with a local judge. A refused request
 raises ``RemoteError`` with the service's message and HTTP status.
 """
@@ -65,7 +66,8 @@ class RemoteJudge:
         return result_from("rank", answer["ranking"])
 
     def reward(self, images: Sequence[Image]) -> Any:
-        """Rewards in [0, 1], one per image: a float32 tensor when torch is importable, else a list."""
+        """Rewards in [0, 1], one per image: a float32 tensor when torch is importable, else a list.
+        A batch tensor ``(B, C, H, W)`` or ``(B, H, W, C)`` in 0..1 is taken as it is."""
         values = self._post("reward", {"images": [_encoded(i) for i in images]})["rewards"]
         try:
             import torch
@@ -117,6 +119,11 @@ def _image_bytes(image: Image) -> bytes:
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as handle:
             return handle.read()
+    if hasattr(image, "detach"):          # a torch tensor, CHW or HWC, in 0..1
+        pixels = image.detach().float().cpu().clamp(0, 1).mul(255).round().byte()
+        if pixels.ndim == 3 and pixels.shape[0] in (1, 3) and pixels.shape[-1] not in (1, 3):
+            pixels = pixels.permute(1, 2, 0)
+        return _image_bytes(pixels.squeeze(-1).numpy() if pixels.shape[-1] == 1 else pixels.numpy())
     if hasattr(image, "save"):            # a PIL image
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
@@ -125,5 +132,5 @@ def _image_bytes(image: Image) -> bytes:
         from PIL import Image as PILImage
 
         return _image_bytes(PILImage.fromarray(image))
-    raise TypeError(f"RemoteJudge sends images as bytes: give a path, bytes, a PIL image or an array, "
+    raise TypeError(f"RemoteJudge sends images as bytes: give a path, bytes, a PIL image, an array or a tensor, "
                     f"not {type(image).__name__}")

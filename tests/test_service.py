@@ -319,3 +319,20 @@ def test_remote_judge_where_torch_cannot_be_imported(ray_service, tmp_path):
     assert answer["type"] == "ScoreResult" and 1 <= answer["score"] <= 5 and answer["loaded"] == []
     assert isinstance(answer["rewards"], list) and answer["rewards"][0] == pytest.approx((answer["score"] - 1) / 4,
                                                                                          abs=1e-6)
+
+
+def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
+    import torch
+
+    from qinsight_sdk.client import _image_bytes
+    from qinsight_sdk.images import load_image
+
+    chw = torch.rand(3, 28, 42, generator=torch.Generator().manual_seed(0))
+    pil = brightness_image(0.4, 7)
+    path = tmp_path / "a.png"
+    pil.save(path)
+    for given in (chw, chw.permute(1, 2, 0), pil, np.asarray(pil), str(path), path.read_bytes()):
+        sent = load_image(_image_bytes(given))   # what the service's judge reads
+        assert np.array_equal(np.asarray(sent), np.asarray(load_image(given))), type(given)
+    with pytest.raises(TypeError, match="give a path, bytes, a PIL image, an array or a tensor, not dict"):
+        _image_bytes({})
