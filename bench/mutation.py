@@ -50,15 +50,30 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
     "quantization": ("qinsight_sdk/quantization.py", ["qinsight_sdk.quantization.*"]),
+    "service": ("qinsight_sdk/service.py", ["qinsight_sdk.service.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
+                # the Ray Serve layer: tested against a real service (tests/test_service.py, marked ray)
+                "qinsight_sdk.service.x_build_app__*", "qinsight_sdk.service.x_respond__*",
+                "qinsight_sdk.service.x__body__*",
                 "qinsight_sdk.records.x__try_lock_on_windows__*"]  # runs only on Windows; no Windows machine here
 
 # Equivalent mutants: no input can tell them from the original. Each with its reason.
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
+    **{f"qinsight_sdk.service.x__multipart_fields__mutmut_{n}": "email's header, parameter and codec names are "
+       "case-insensitive" for n in (7, 23, 25, 50)},
+    **{f"qinsight_sdk.service.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs reads "
+       "it as a truth value" for n in (24, 26)},
+    "qinsight_sdk.service.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
+                                                "the text was lower-cased, so only '-' can be stripped",
+    "qinsight_sdk.service.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
+    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the group key's default for an absent option: any "
+       "constant groups the calls without it together, as the original does" for n in (7, 9, 12, 15, 17, 20)},
+    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "a ranking's own group key: any first element, with the "
+       "call's index, is unique, and no other task's key has two elements" for n in (31, 32)},
     **{f"qinsight_sdk.quantization.x_quantization_name__mutmut_{n}":
        "getattr's default None instead of False: both are false, and the default is all it is used for"
        for n in (3, 14)},

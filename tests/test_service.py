@@ -36,11 +36,17 @@ def b64(data: bytes) -> dict:
     return {"base64": base64.b64encode(data).decode()}
 
 
-def refused(status: int, match: str, task: str, body, settings=ServiceSettings(), content_type="application/json"):
+def refused(status: int, message: str, task: str, body, settings=ServiceSettings(), content_type="application/json"):
+    """The request is refused with this status and exactly this message (a prefix, where it ends in ...)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    with pytest.raises(RequestError, match=match) as caught:
+    with pytest.raises(RequestError) as caught:
         parse_call(task, content_type, raw, settings)
     assert caught.value.status == status
+    if message.endswith("..."):
+        assert caught.value.message.startswith(message[:-3]), caught.value.message
+    else:
+        assert caught.value.message == message
+    assert str(caught.value) == caught.value.message
 
 
 # -- checking requests, without a server -------------------------------------------------------------------
@@ -58,62 +64,81 @@ def test_a_good_json_request_becomes_a_call():
     assert ranked.options == {"strategy": "hybrid", "top_k": 2}   # a null option is the default
 
 
+def multipart(parts, boundary="XyZ"):
+    """A multipart/form-data body of (name, filename or None, data) parts, and its content type."""
+    def header(name, filename):
+        given = f'; name="{name}"' if name is not None else ""
+        return f"Content-Disposition: form-data{given}{f'; filename={chr(34)}{filename}{chr(34)}' if filename else ''}"
+    body = b"".join(f"--{boundary}\r\n{header(name, filename)}\r\n\r\n".encode() + data + b"\r\n"
+                    for name, filename, data in parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def test_multipart_files_and_fields():
-    boundary = "XyZ"
-    parts = [("images", "a.png", b"AAA"), ("images", "b.png", b"BBB"), ("mode", None, b"fast")]
-    body = b"".join(
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
-        f"{f'; filename={chr(34)}{filename}{chr(34)}' if filename else ''}\r\n\r\n".encode() + data + b"\r\n"
-        for name, filename, data in parts) + f"--{boundary}--\r\n".encode()
-    call = parse_call("score", f"multipart/form-data; boundary={boundary}", body, ServiceSettings())
-    assert call == Call("score", [b"AAA", b"BBB"], {"mode": "fast"})
-    flags = parse_call("compare", f"multipart/form-data; boundary={boundary}", (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image_a\"; filename=\"a\"\r\n\r\nA\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image_b\"; filename=\"b\"\r\n\r\nB\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"both_orders\"\r\n\r\ntrue\r\n"
-        f"--{boundary}--\r\n").encode(), ServiceSettings())
-    assert flags == Call("compare", [b"A", b"B"], {"both_orders": True})
-    refused(400, "multipart body could not be read", "score", b"garbage", content_type="multipart/form-data")
+    body, kind = multipart([("images", "a.png", b"AAA"), ("images", "b.png", b""), ("mode", None, b"fast")])
+    assert parse_call("score", kind, body, ServiceSettings()) == Call("score", [b"AAA", b""], {"mode": "fast"})
+    for text, value in ((b"true", True), (b"1", True), (b"false", False), (b"0", False)):
+        body, kind = multipart([("image_a", "a", b"A"), ("image_b", "b", b"B"), ("both_orders", None, text)])
+        assert parse_call("compare", kind, body, ServiceSettings()) == Call("compare", [b"A", b"B"],
+                                                                           {"both_orders": value})
+    body, kind = multipart([("images", "a", b"A"), ("top_k", None, b"-3"), ("strategy", None, b"\xff\xfe")])
+    assert parse_call("rank", kind, body, ServiceSettings()).options == {"top_k": -3, "strategy": "\ufffd\ufffd"}
+    body, kind = multipart([("images", "a", b"A"), (None, None, b"x")])
+    refused(400, "a multipart part has no name", "score", body, content_type=kind)
+    refused(400, "the multipart body could not be read (is the boundary right?)", "score", b"garbage",
+            content_type="multipart/form-data")
 
 
 def test_malformed_requests_are_4xx_with_what_is_wrong():
-    refused(404, "no endpoint /nope: use one of /score, /degradation", "nope", {})
-    refused(400, "not JSON", "score", b"{nope")
-    refused(400, "must be a JSON object", "score", [1, 2])
+    one = [b64(b"a")]
+    refused(404, "no endpoint /nope: use one of /score, /degradation, /compare, /rank, /reward", "nope", {})
+    refused(400, "the body is not JSON (...", "score", b"{nope")
+    refused(400, "the body must be a JSON object", "score", [1, 2])
+    refused(400, "/score needs images: a non-empty list", "score", b"")   # an empty body is an empty object
     refused(400, "send application/json or multipart/form-data, not text/plain", "score", {}, content_type="text/plain")
     refused(400, "/score needs images: a non-empty list", "score", {"images": []})
-    refused(400, "/reward needs images", "reward", {"images": "x.png"})
-    refused(400, r"images\[1\]: not valid base64", "score", {"images": [b64(b"a"), {"base64": "@@@"}]})
-    refused(400, r"images\[0\]: an image is \{\"base64\"", "score", {"images": [42]})
+    refused(400, "/reward needs images: a non-empty list", "reward", {"images": "x.png"})
+    refused(400, "images[1]: not valid base64", "score", {"images": [b64(b"a"), {"base64": "@@@"}]})
+    refused(400, 'images[0]: an image is {"base64": ...} (or {"path": ...} where the server allows paths)', "score",
+            {"images": [42]})
     refused(400, "/compare needs image_b", "compare", {"image_a": b64(b"a")})
-    refused(400, "/score takes no option colour .*takes: mode", "score", {"images": [b64(b"a")], "colour": 1})
-    refused(400, "/reward takes no option mode .*takes: none", "reward", {"images": [b64(b"a")], "mode": "fast"})
-    refused(400, "option top_k must be a int, got 'two'", "rank", {"images": [b64(b"a")], "top_k": "two"})
-    refused(400, "option top_k must be a int, got True", "rank", {"images": [b64(b"a")], "top_k": True})
-    refused(400, "option both_orders must be a bool", "compare",
-            {"image_a": b64(b"a"), "image_b": b64(b"b"), "both_orders": "maybe"})
+    refused(400, "/compare needs image_a and image_b", "compare", {"reference": b64(b"a")})
+    refused(400, "/score takes no option colour, size (it takes: mode)", "score",
+            {"images": one, "size": 1, "colour": 1})
+    refused(400, "/reward takes no option mode (it takes: none)", "reward", {"images": one, "mode": "fast"})
+    refused(400, "/rank takes no option x (it takes: strategy, top_k, pool)", "rank", {"images": one, "x": 1})
+    refused(400, "option top_k must be a int, got 'two'", "rank", {"images": one, "top_k": "two"})
+    refused(400, "option top_k must be a int, got True", "rank", {"images": one, "top_k": True})
+    refused(400, "option both_orders must be a bool, got 'maybe'", "compare",
+            {"image_a": one[0], "image_b": one[0], "both_orders": "maybe"})
 
 
 def test_size_limits():
     small = ServiceSettings(max_request_bytes=100, max_images=2)
     refused(413, "the request is 101 bytes; this service takes at most 100", "score", b" " * 101, small)
+    at_limit = b'{"images": []}'.ljust(100)
+    refused(400, "/score needs images: a non-empty list", "score", at_limit, small)   # at the limit: read
     refused(413, "3 images in one request; this service takes at most 2", "score", {"images": [b64(b"a")] * 3},
             ServiceSettings(max_images=2))
-    with pytest.raises(RequestError, match="is 5000 bytes") as caught:
+    assert len(parse_call("score", "", json.dumps({"images": [b64(b"a")] * 2}).encode(), small).images) == 2
+    with pytest.raises(RequestError) as caught:
         check_size({"content-length": "5000"}, small)
-    assert caught.value.status == 413
+    assert (caught.value.status, caught.value.message) == (413, "the request is 5000 bytes; this service takes at "
+                                                                "most 100")
     check_size({"content-length": "100"}, small)
-    check_size({}, small)
-    with pytest.raises(RequestError, match="Content-Length is not a number"):
+    check_size({}, ServiceSettings(max_request_bytes=0))   # no length said: the reading limit applies
+    with pytest.raises(RequestError) as caught:
         check_size({"content-length": "lots"}, small)
+    assert (caught.value.status, caught.value.message) == (400, "Content-Length is not a number")
 
 
 def test_the_token_when_one_is_set():
     settings = ServiceSettings(token=TOKEN)
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
-        with pytest.raises(RequestError, match="needs its bearer token") as caught:
+        with pytest.raises(RequestError) as caught:
             check_token(headers, settings)
-        assert caught.value.status == 401
+        assert (caught.value.status, caught.value.message) == (
+            401, "this service needs its bearer token: Authorization: Bearer <token>")
     check_token({"authorization": f"Bearer {TOKEN}"}, settings)
     check_token({}, ServiceSettings())   # no token set: open
 
@@ -128,10 +153,14 @@ def test_paths_only_inside_the_allowed_folder(tmp_path):
     settings = ServiceSettings(allow_paths=str(inside))
     call = parse_call("score", "", json.dumps({"images": [{"path": "sub/a.png"}]}).encode(), settings)
     assert call.images == [inside.resolve() / "sub" / "a.png"]
-    refused(403, "reads no paths", "score", {"images": [{"path": "sub/a.png"}]})
-    refused(403, "may not contain ..", "score", {"images": [{"path": "sub/../../elsewhere/secret.png"}]}, settings)
-    refused(403, "link.png is outside the folder", "score", {"images": [{"path": "link.png"}]}, settings)
-    refused(403, "is outside the folder", "score", {"images": [{"path": str(outside / "secret.png")}]}, settings)
+    refused(403, "images[0]: this service reads no paths (send the image's bytes)", "score",
+            {"images": [{"path": "sub/a.png"}]})
+    refused(403, "images[0]: a path may not contain ..", "score",
+            {"images": [{"path": "sub/../../elsewhere/secret.png"}]}, settings)
+    refused(403, "images[0]: link.png is outside the folder this service may read", "score",
+            {"images": [{"path": "link.png"}]}, settings)
+    refused(403, f"image_b: {outside / 'secret.png'} is outside the folder this service may read", "compare",
+            {"image_a": {"path": "sub/a.png"}, "image_b": {"path": str(outside / "secret.png")}}, settings)
 
 
 def test_calls_judged_together_are_grouped_and_split_back():
@@ -140,31 +169,37 @@ def test_calls_judged_together_are_grouped_and_split_back():
             return "<think>ok</think><answer>Image A</answer>"
         if "distortion" in str(conversation):
             return '<answer>{"distortion_class": "noise", "severity": "slight"}</answer>'
-        return '<answer>{"rating": %.1f}</answer>' % (1 + 4 * np.asarray(images[-1]).mean() / 255)
+        return '<think>looked</think><answer>{"rating": %.1f}</answer>' % (1 + 4 * np.asarray(images[-1]).mean() / 255)
 
     backend = ScriptedBackend(answer)
     judge = QualityJudge(backend)
-    grey = [Image.new("RGB", (56, 56), (v, v, v)) for v in (0, 255, 128)]
     as_png = []
-    for image in grey:
+    for value in (0, 255, 128):
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        Image.new("RGB", (56, 56), (value, value, value)).save(buffer, format="PNG")
         as_png.append(buffer.getvalue())
     calls = [Call("score", as_png[:2], {"mode": "fast"}), Call("reward", [as_png[2]]),
-             Call("score", [as_png[2]], {"mode": "fast"}), Call("score", [b"not an image"], {"mode": "reason"}),
+             Call("score", [as_png[2]], {"mode": "fast"}), Call("score", [b"not an image", as_png[1]], {"mode": "reason"}),
              Call("rank", as_png, {"strategy": "score"}), Call("rank", as_png, {"top_k": 0}),
-             Call("compare", as_png[:2], {}), Call("degradation", [as_png[0]])]
+             Call("compare", as_png[:2], {}), Call("degradation", [as_png[0]]),
+             Call("compare", as_png[:2], {"both_orders": True}), Call("score", [as_png[0]], {"mode": "fast"})]
     answers = judge_calls(judge, calls)
     assert [r["score"] for r in answers[0]["results"]] == pytest.approx([1.0, 5.0], abs=0.06)
     assert answers[1]["rewards"] == pytest.approx([0.5], abs=0.02)
     assert answers[2]["results"][0]["score"] == pytest.approx(3.0, abs=0.06)
-    assert "not a recognised image file" in answers[3]["results"][0]["error"]
+    assert answers[9]["results"][0]["score"] == pytest.approx(1.0, abs=0.06)   # the third call of its batch
+    assert all(r["reasoning"] is None for a in (0, 2, 9) for r in answers[a]["results"])   # fast: no text
+    reasoned = answers[3]["results"]
+    assert "not a recognised image file" in reasoned[0]["error"] and reasoned[1]["reasoning"] == "looked"
     assert answers[4]["ranking"]["order"] == [1, 2, 0]
-    assert answers[5]["status"] == 400 and "top_k" in answers[5]["error"]
+    assert answers[5] == {"error": "top_k must be at least 1, got 0", "status": 400}
+    # both orders asked only where asked: this judge always says A, so swapped it contradicts itself
+    assert answers[6]["result"]["consistent"] is None and answers[8]["result"]["consistent"] is False
     assert answers[6]["result"]["winner"] == "A" and answers[7]["results"][0]["distortion"] == "noise"
     backend.calls.clear()
     judge_calls(judge, [Call("score", as_png[:2], {"mode": "fast"}), Call("score", [as_png[2]], {"mode": "fast"})])
     assert backend.calls == [3]   # two requests, one batch
+
 
 def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_path):
     ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
