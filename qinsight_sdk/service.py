@@ -21,11 +21,14 @@ import email.parser
 import email.policy
 import hmac
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+
+logger = logging.getLogger("qinsight")
 
 TASKS = ("score", "degradation", "compare", "rank", "reward")
 TOKEN_ENV_VAR = "QINSIGHT_TOKEN"
@@ -298,7 +301,12 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
         call = parse_call(task, request.headers.get("content-type", ""), body, settings)
     except RequestError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
-    answer = await service.judged(call)
+    try:
+        answer = await service.judged(call)
+    except Exception as exc:  # noqa: BLE001 - a fault of ours, not the request's: said, and the service goes on
+        logger.exception("judging a /%s request failed", task)
+        return JSONResponse({"error": f"the judge failed on this request ({type(exc).__name__}: {exc})"},
+                            status_code=500)
     return JSONResponse(answer, status_code=answer.pop("status", 200))
 
 
