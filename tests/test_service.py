@@ -371,3 +371,54 @@ def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
         assert np.array_equal(np.asarray(sent), np.asarray(load_image(given))), type(given)
     with pytest.raises(TypeError, match="give a path, bytes, a PIL image, an array or a tensor, not dict"):
         _image_bytes({})
+
+
+class FakeRequest:
+    """What respond() reads of a Starlette request."""
+
+    def __init__(self, path, method="POST", body=b"", headers=None, chunk=4):
+        self.url = type("URL", (), {"path": path})()
+        self.method, self.body, self.chunk = method, body, chunk
+        self.headers = {"content-type": "application/json", **(headers or {})}
+
+    async def stream(self):
+        for start in range(0, len(self.body), self.chunk):
+            yield self.body[start:start + self.chunk]
+
+
+def test_each_http_outcome_of_a_request():
+    """The HTTP layer without a server: statuses, and a judge that fails giving a 500 that says so."""
+    import asyncio
+
+    pytest.importorskip("starlette", reason="the [ray] extra is not installed")
+    from qinsight_sdk.service import respond
+
+    class Service:
+        batch_sizes = [2, 1]
+
+        def __init__(self, fail=False):
+            self.fail = fail
+
+        async def judged(self, call):
+            if self.fail:
+                raise RuntimeError("out of memory")
+            return {"results": [len(image) for image in call.images]}
+
+    def answer(request, service=Service(), settings=ServiceSettings(token=TOKEN, max_request_bytes=64)):
+        response = asyncio.run(respond(service, request, settings))
+        return response.status_code, json.loads(response.body)
+
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    good = json.dumps({"images": [b64(b"abc")]}).encode()
+    assert answer(FakeRequest("/score", body=good, headers=auth)) == (200, {"results": [3]})
+    assert answer(FakeRequest("/score", body=good))[0] == 401
+    assert answer(FakeRequest("/health", "GET", headers=auth)) == (200, {"status": "ok"})
+    assert answer(FakeRequest("/stats", "GET", headers=auth)) == (200, {"batch_sizes": [2, 1]})
+    assert answer(FakeRequest("/score", "GET", headers=auth)) == (405, {"error": "GET /score: judging endpoints "
+                                                                                "take POST"})
+    status, said = answer(FakeRequest("/score", body=b" " * 65, headers=auth))   # no Content-Length: read to the limit
+    assert (status, said["error"]) == (413, "the request is over 64 bytes, the most this service takes")
+    assert answer(FakeRequest("/score", body=good, headers={**auth, "content-length": "65"}))[0] == 413
+    assert answer(FakeRequest("/score", body=b"{", headers=auth))[0] == 400
+    status, said = answer(FakeRequest("/score", body=good, headers=auth), Service(fail=True))
+    assert (status, said) == (500, {"error": "the judge failed on this request (RuntimeError: out of memory)"})
