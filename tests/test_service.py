@@ -386,7 +386,7 @@ class FakeRequest:
             yield self.body[start:start + self.chunk]
 
 
-def test_each_http_outcome_of_a_request():
+def test_each_http_outcome_of_a_request(caplog):
     """The HTTP layer without a server: statuses, and a judge that fails giving a 500 that says so."""
     import asyncio
 
@@ -402,6 +402,8 @@ def test_each_http_outcome_of_a_request():
         async def judged(self, call):
             if self.fail:
                 raise RuntimeError("out of memory")
+            if call.task == "rank":
+                return {"error": "top_k must be at least 1, got 0", "status": 400}
             return {"results": [len(image) for image in call.images]}
 
     def answer(request, service=Service(), settings=ServiceSettings(token=TOKEN, max_request_bytes=64)):
@@ -411,14 +413,22 @@ def test_each_http_outcome_of_a_request():
     auth = {"authorization": f"Bearer {TOKEN}"}
     good = json.dumps({"images": [b64(b"abc")]}).encode()
     assert answer(FakeRequest("/score", body=good, headers=auth)) == (200, {"results": [3]})
+    assert answer(FakeRequest("/judge/v1/score/", body=good, headers=auth)) == (200, {"results": [3]})   # routed
     assert answer(FakeRequest("/score", body=good))[0] == 401
     assert answer(FakeRequest("/health", "GET", headers=auth)) == (200, {"status": "ok"})
     assert answer(FakeRequest("/stats", "GET", headers=auth)) == (200, {"batch_sizes": [2, 1]})
     assert answer(FakeRequest("/score", "GET", headers=auth)) == (405, {"error": "GET /score: judging endpoints "
                                                                                 "take POST"})
-    status, said = answer(FakeRequest("/score", body=b" " * 65, headers=auth))   # no Content-Length: read to the limit
+    form, kind = multipart([("images", "a.png", b"AB")])
+    assert answer(FakeRequest("/score", body=form, headers={**auth, "content-type": kind}), Service(),
+                  ServiceSettings(token=TOKEN)) == (200, {"results": [2]})
+    assert answer(FakeRequest("/score", body=good.ljust(64), headers=auth)) == (200, {"results": [3]})   # at the limit
+    status, said = answer(FakeRequest("/score", body=good.ljust(65), headers=auth))   # no Content-Length: read to it
     assert (status, said["error"]) == (413, "the request is over 64 bytes, the most this service takes")
     assert answer(FakeRequest("/score", body=good, headers={**auth, "content-length": "65"}))[0] == 413
     assert answer(FakeRequest("/score", body=b"{", headers=auth))[0] == 400
+    rank = json.dumps({"images": [b64(b"a")]}).encode()
+    assert answer(FakeRequest("/rank", body=rank, headers=auth)) == (400, {"error": "top_k must be at least 1, got 0"})
     status, said = answer(FakeRequest("/score", body=good, headers=auth), Service(fail=True))
     assert (status, said) == (500, {"error": "the judge failed on this request (RuntimeError: out of memory)"})
+    assert "judging a /score request failed" in [r.getMessage() for r in caplog.records]
