@@ -68,6 +68,10 @@ EQUIVALENT: dict[str, str] = {
        "it as a truth value" for n in (24, 26)},
     "qinsight_sdk.service.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
                                                 "the text was lower-cased, so only '-' can be stripped",
+    **{f"qinsight_sdk.service.x_respond__mutmut_{n}": "the last part of the path, whatever the number of splits"
+       for n in (5, 10)},
+    "qinsight_sdk.service.x_respond__mutmut_8": "stripping 'X' too changes only paths ending in a capital X, which "
+                                                "name no endpoint either way (404)",
     "qinsight_sdk.service.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
     **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the group key's default for an absent option: any "
        "constant groups the calls without it together, as the original does" for n in (7, 9, 12, 15, 17, 20)},

@@ -376,10 +376,10 @@ def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
 class FakeRequest:
     """What respond() reads of a Starlette request."""
 
-    def __init__(self, path, method="POST", body=b"", headers=None, chunk=4):
+    def __init__(self, path, method="POST", body=b"", headers=None, chunk=4, content_type="application/json"):
         self.url = type("URL", (), {"path": path})()
         self.method, self.body, self.chunk = method, body, chunk
-        self.headers = {"content-type": "application/json", **(headers or {})}
+        self.headers = {**({"content-type": content_type} if content_type else {}), **(headers or {})}
 
     async def stream(self):
         for start in range(0, len(self.body), self.chunk):
@@ -423,6 +423,7 @@ def test_each_http_outcome_of_a_request(caplog):
     assert answer(FakeRequest("/score", body=form, headers={**auth, "content-type": kind}), Service(),
                   ServiceSettings(token=TOKEN)) == (200, {"results": [2]})
     assert answer(FakeRequest("/score", body=good.ljust(64), headers=auth)) == (200, {"results": [3]})   # at the limit
+    assert answer(FakeRequest("/score", body=good, headers=auth, content_type=None)) == (200, {"results": [3]})
     status, said = answer(FakeRequest("/score", body=good.ljust(65), headers=auth))   # no Content-Length: read to it
     assert (status, said["error"]) == (413, "the request is over 64 bytes, the most this service takes")
     assert answer(FakeRequest("/score", body=good, headers={**auth, "content-length": "65"}))[0] == 413
