@@ -15,13 +15,10 @@ store writes each key once. If the driver itself dies, what it wrote stays; a re
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Callable, Sequence
 
 from .errors import MissingDependencyError, UsageError
 from .results import ResultCallback, result_from
-
-logger = logging.getLogger("qinsight")
 
 TASK_RESULTS = {"score": "score", "degradation": "degradation", "compare_pairs": "comparison"}
 ITEM = "_qinsight_item"   # the column the actors judge (dropped from what they return)
@@ -37,13 +34,13 @@ def require_ray(part: str = "data") -> None:
             from None
 
 
-def connect(address: str | None = None, cpus: int | None = None) -> None:
+def connect(address: str | None = None) -> None:
     """Join the cluster at ``address`` (else ``$RAY_ADDRESS``, else a new local one), once per process."""
     import ray
 
     require_ray()
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
 
 
 class _JudgeActor:
