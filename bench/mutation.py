@@ -73,10 +73,10 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.service.x_respond__mutmut_8": "stripping 'X' too changes only paths ending in a capital X, which "
                                                 "name no endpoint either way (404)",
     "qinsight_sdk.service.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
-    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the group key's default for an absent option: any "
-       "constant groups the calls without it together, as the original does" for n in (7, 9, 12, 15, 17, 20)},
-    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "a ranking's own group key: any first element, with the "
-       "call's index, is unique, and no other task's key has two elements" for n in (31, 32)},
+    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the options unsorted in the group key: no task "
+       "that is grouped takes two options, so no two orders can differ" for n in (7, 9, 10)},
+    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "another constant than -1 for calls that are not "
+       "rankings: a ranking's key has its own task, so the keys never meet" for n in (21, 22)},
     **{f"qinsight_sdk.quantization.x_quantization_name__mutmut_{n}":
        "getattr's default None instead of False: both are false, and the default is all it is used for"
        for n in (3, 14)},

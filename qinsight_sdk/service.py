@@ -206,14 +206,15 @@ def _typed(name: str, value: Any, kind: type) -> Any:
 # -- judging ------------------------------------------------------------------------------------------
 
 def judge_calls(judge: Any, calls: Sequence[Call]) -> list[dict[str, Any]]:
-    """The answers to calls judged together: the images of all score (one mode), degradation and reward
-    calls in one judge call each, all comparison pairs in one ``compare_pairs``; a ranking is its own.
+    """The answers to calls judged together: the images of all score, degradation and reward calls with
+    the same options in one judge call each, all comparison pairs with the same options in one
+    ``compare_pairs``; a ranking is its own.
     A call whose options the judge refuses gets its error; the others are judged."""
     answers: list[dict[str, Any] | None] = [None] * len(calls)
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, call in enumerate(calls):
-        key = (call.task, call.options.get("mode", ""), str(call.options.get("both_orders", "")))
-        groups.setdefault(key if call.task != "rank" else ("rank", str(index)), []).append(index)
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    for index, call in enumerate(calls):   # together: the same task with the same options, but not rankings
+        options = json.dumps(call.options, sort_keys=True)
+        groups.setdefault((call.task, options, index if call.task == "rank" else -1), []).append(index)
     for indices in groups.values():
         chosen = [calls[i] for i in indices]
         try:

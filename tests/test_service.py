@@ -199,6 +199,11 @@ def test_calls_judged_together_are_grouped_and_split_back():
     backend.calls.clear()
     judge_calls(judge, [Call("score", as_png[:2], {"mode": "fast"}), Call("score", [as_png[2]], {"mode": "fast"})])
     assert backend.calls == [3]   # two requests, one batch
+    twins = judge_calls(judge, [Call("rank", as_png, {}), Call("rank", as_png[:2], {})])   # each its own ranking
+    assert [a["ranking"]["order"] for a in twins] == [[1, 2, 0], [1, 0]]
+    # only calls with the same options share a judge call: an absent mode is not an empty one
+    alone, refused_mode = judge_calls(judge, [Call("score", [as_png[1]], {}), Call("score", [as_png[1]], {"mode": ""})])
+    assert alone["results"][0]["score"] == pytest.approx(5.0, abs=0.06) and refused_mode["status"] == 400
 
 
 def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_path):
