@@ -58,8 +58,6 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 
 def quantization(mode: str, dtype: torch.dtype) -> Any:
-    if mode == "full":
-        return None
     if mode == "8bit-outlier":
         config = quantization_config("8bit", dtype)
         config.llm_int8_threshold = 6.0

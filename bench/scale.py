@@ -17,14 +17,17 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from common import make_images, script_parser
+from common import make_images, script_parser, timed
+
+import torch
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.tiny_judge import cached_tiny_judge
+
+CPU = torch.device("cpu")   # the tiny judge runs on the CPU: nothing to synchronise
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
@@ -35,12 +38,6 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--requests", type=int, default=128, help="requests to the service, in all")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qinsight-bench-cache"))
     return parser.parse_args(argv)
-
-
-def timed(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def png_files(images: list[Any], folder: Path) -> list[str]:
@@ -55,9 +52,9 @@ def png_files(images: list[Any], folder: Path) -> list[str]:
 def actors(paths: list[str], options: dict[str, Any], local: QualityJudge) -> None:
     from qinsight_sdk.distributed import DistributedJudge
 
-    baseline = timed(lambda: local.score(paths, mode="fast"))
+    baseline = timed(lambda: local.score(paths, mode="fast"), CPU)
     seconds = {n: timed(lambda n=n: DistributedJudge(options, workers=n, cpus_per_worker=0.5).score(
-        paths, mode="fast")) for n in (1, 2)}
+        paths, mode="fast"), CPU) for n in (1, 2)}
     print(f"Ray Data, {len(paths)} images: in-process {len(paths) / baseline:.1f} images/s | 1 actor "
           f"{len(paths) / seconds[1]:.1f} | 2 actors {len(paths) / seconds[2]:.1f} images/s | "
           f"2 vs 1 actors: {seconds[1] / seconds[2]:.2f}x (start-up included)")
@@ -91,9 +88,9 @@ def service(images: list[Any], options: dict[str, Any], local: QualityJudge, cli
         for thread in threads:
             thread.join()
 
-    one_by_one = timed(lambda: [local.score(data, mode="fast") for data in encoded])
-    batched = timed(lambda: local.score(encoded, mode="fast"))
-    seconds = timed(served)
+    one_by_one = timed(lambda: [local.score(data, mode="fast") for data in encoded], CPU)
+    batched = timed(lambda: local.score(encoded, mode="fast"), CPU)
+    seconds = timed(served, CPU)
     print(f"Ray Serve, {len(encoded)} one-image requests from {clients} clients: {len(encoded) / seconds:.1f} "
           f"requests/s | in-process one call per image {len(encoded) / one_by_one:.1f}/s "
           f"(service {one_by_one / seconds:.2f}x) | in-process one batch {len(encoded) / batched:.1f}/s "

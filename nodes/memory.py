@@ -108,8 +108,7 @@ class JudgeHandle:
         judge = QualityJudge.from_pretrained(
             self.spec.model, self.spec.subfolder or None, device=offload_device,
             dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
-            image_bounds=ImageBounds.preset(self.spec.image_size),
-            quantization=self.spec.quantization if self.spec.quantized else None)
+            image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization)
         weights = _Weights(judge.backend.model, offload_device)
         self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                         offload_device=offload_device)

@@ -60,7 +60,7 @@ class _JudgeActor:
 
 def _plain(item: Any) -> Any:
     """A value as the judge takes it: Ray Data gives list columns back as arrays."""
-    return [_plain(part) for part in item] if hasattr(item, "tolist") and not isinstance(item, bytes) else item
+    return [_plain(part) for part in item] if hasattr(item, "tolist") else item
 
 
 class DistributedJudge:

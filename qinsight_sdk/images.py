@@ -245,7 +245,6 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     profile = image.info.get("icc_profile")
     if profile:
         try:
-
             from PIL import ImageCms
 
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
