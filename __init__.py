@@ -4,8 +4,18 @@ ComfyUI imports this file when the repository sits in ``custom_nodes/``. It stay
 nodes, and with them torch and transformers, load only when ComfyUI asks for the extension.
 """
 
+import logging
+
+# the front-end extension that shows each node's verdict on the node (served as /extensions/<pack>/)
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():
+    # An unsupported transformers or torch is logged, not raised: a failing entry point would hide every
+    # node as "(IMPORT FAILED)"; the judging nodes refuse to run with the same sentences instead.
+    from .qinsight_sdk.compatibility import warn_if_unsupported
+
+    warn_if_unsupported(logging.getLogger("qinsight"))
     from .nodes.v3 import QInsightExtension
 
     return QInsightExtension()

@@ -6,10 +6,16 @@ IMAGE is a float (B, H, W, C) tensor in 0..1, MASK (B, H, W) or (H, W), LATENT a
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
+
+from ..qinsight_sdk.annotation import annotate, score_label, short_reasoning
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
 # it gave no readable verdict (data files and the model say "null" for the first: qinsight_sdk.tasks).
@@ -87,14 +93,59 @@ def raise_for_errors(errors: dict[int, str], total: int, what: str) -> None:
         raise ValueError(f"{what} failed for {len(errors)} of {total} images; {details}")
 
 
+@dataclass
+class JudgedBatch:
+    """The QINSIGHT_SCORES value: each image's ScoreResult and the settings they were made with, so that
+    Quality Gate can filter by them and Save Image with Quality can keep them as record rows."""
+
+    results: list[Any]
+    settings: dict[str, Any]
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.results]
+
+
+def record_settings(model: str, subfolder: str | None, judge: Any, mode: str | None) -> dict[str, Any]:
+    """The record row's settings (see qinsight_sdk.records) of answers the loaded ``judge`` gave: the same
+    keys as the command line writes, so a file saved here and a record file read the same way."""
+    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
+                "revision": None, "profile": judge.profile.name,
+                "dtype": str(judge.backend.dtype).removeprefix("torch."),
+                "prompt_order": judge.prompt_order.value, "max_pixels": judge.image_bounds.max_pixels}
+    if mode is not None:
+        settings["mode"] = mode
+    if judge.backend.quantization:
+        settings["quantization"] = judge.backend.quantization
+    if mode != "fast":
+        settings["decoding"] = asdict(judge.decoding)
+    return settings
+
+
 def describe_scores(results: Sequence[Any]) -> list[str]:
+    """One line per image for the node's report: score, spread, and the reasoning cut short."""
     lines = []
     for index, result in enumerate(results):
-        spread = f" ± {result.std:.2f}" if result.std is not None else ""
-        line = f"image {index}: {result.score:.2f}{spread}" if result.score is not None else \
-            f"image {index}: no score ({result.error})"
-        lines.append(line + (f"\n{result.reasoning}" if result.reasoning else ""))
+        line = f"image {index}: " + score_label(result.score, result.std, error=result.error)
+        lines.append(line + (f" — {short_reasoning(result.reasoning)}" if result.reasoning else ""))
     return lines
+
+
+def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+    """RGB images from a float (B, H, W, C) batch in 0..1."""
+    pixels = (as_image_batch(batch).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).convert("RGB")
+            for image in pixels]
+
+
+def from_pil(images: Sequence[Image.Image]) -> torch.Tensor:
+    """A float (B, H, W, 3) batch in 0..1 from same-sized images."""
+    return torch.from_numpy(np.stack([np.asarray(i.convert("RGB"), dtype=np.float32) / 255 for i in images]))
+
+
+def annotated(batch: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
+    """The images with their labels drawn on them, for Preview Image."""
+    return from_pil([annotate(image, [label]) for image, label in zip(to_pil(batch), labels)])
 
 
 def model_folders(roots: Iterable[str | Path]) -> list[str]:

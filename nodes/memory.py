@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..qinsight_sdk import ImageBounds, QualityJudge
+from ..qinsight_sdk import compatibility
+from ..qinsight_sdk.images import ImageBounds
+
+if TYPE_CHECKING:  # imports transformers: loaded when a judge loads, so that the pack registers without it
+    from ..qinsight_sdk import QualityJudge
 from ..qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
 from ..qinsight_sdk.loading import choose_dtype
 from ..qinsight_sdk.quantization import quantized_size
@@ -84,7 +88,13 @@ class JudgeHandle:
         _HANDLES.add(self)
 
     def acquire(self) -> QualityJudge:
-        """The judge with its weights on the device, loaded and registered on first use."""
+        """The judge with its weights on the device, loaded and registered on first use.
+
+        Refuses first where transformers or torch is unsupported: the pack still loaded (see ``__init__``),
+        so this is where the user learns what to fix."""
+        found = compatibility.problems()
+        if found:
+            raise RuntimeError("qinsight cannot judge: " + "; ".join(found))
         import comfy.model_management as mm
 
         load_device = mm.get_torch_device() if self.spec.device == "auto" else torch.device(self.spec.device)
@@ -101,6 +111,8 @@ class JudgeHandle:
         """Full precision: loaded on the CPU, for ComfyUI to move. Quantized: onto ``load_device`` for good."""
         import comfy.model_patcher
         from comfy.patcher_extension import CallbacksMP
+
+        from ..qinsight_sdk import QualityJudge
 
         offload_device = load_device if self.spec.quantized else torch.device("cpu")
         if self.spec.quantized:

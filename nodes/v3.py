@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -9,8 +11,11 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
+from ..qinsight_sdk.annotation import score_label
 from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
+from ..qinsight_sdk.image_metadata import embed, write_sidecar
 from ..qinsight_sdk.images import IMAGE_SIZES
+from ..qinsight_sdk.records import make_row
 from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, QUANTIZATION, JudgeHandle, JudgeSpec, all_status
@@ -23,6 +28,18 @@ HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_
 
 if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+
+
+# Words people search the node menu with; ComfyUI has searched aliases only since 0.8 (detected, not assumed)
+SEARCH_ALIASES = ["IQA", "image quality", "aesthetic", "best of", "filter", "Q-Insight"]
+HAS_SEARCH_ALIASES = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
+
+
+def schema(**fields: Any) -> io.Schema:
+    """A node's schema in the pack's category, with the search aliases where ComfyUI has them."""
+    if HAS_SEARCH_ALIASES:
+        fields["search_aliases"] = SEARCH_ALIASES
+    return io.Schema(category=CATEGORY, **fields)
 
 
 def model_roots() -> list[str]:
@@ -63,11 +80,18 @@ def blocked_unless(value: Any, present: bool) -> Any:
     return value if present else ExecutionBlocker(None)
 
 
-def scored(handle: JudgeHandle, batch: Any, mode: str) -> list[Any]:
+def scored(handle: JudgeHandle, batch: Any, mode: str) -> adapters.JudgedBatch:
     """Each image's ScoreResult; any image that could not be scored stops the node with its reason."""
-    results = run_judged(handle, lambda j, done: j.score(batch, mode=mode, on_result=done), len(batch))
-    adapters.raise_for_errors(adapters.errors_of(results), len(results), "scoring")
-    return results
+    def task(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
+        return adapters.JudgedBatch(judge.score(batch, mode=mode, on_result=done), judge_settings(handle, judge, mode))
+
+    scores = run_judged(handle, task, len(batch))
+    adapters.raise_for_errors(adapters.errors_of(scores.results), len(batch), "scoring")
+    return scores
+
+
+def judge_settings(handle: JudgeHandle, judge: Any, mode: str | None) -> dict[str, Any]:
+    return adapters.record_settings(handle.spec.model, handle.spec.subfolder, judge, mode)
 
 
 def carried_along(latent: Any, mask: Any, indices: list[int], batch_size: int) -> tuple[Any, Any]:
@@ -91,8 +115,8 @@ class LoadQualityJudge(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         choices = adapters.model_folders(model_roots()) + HUB_CHOICES
-        return io.Schema(
-            node_id="QInsightLoadJudge", display_name="Load Quality Judge", category=CATEGORY,
+        return schema(
+            node_id="QInsightLoadJudge", display_name="Load Quality Judge",
             description="Loads a Q-Insight quality judge from models/quality_models (or models/LLM), or from "
                         "Hugging Face when downloads are allowed. The weights load when a judge node first runs.",
             inputs=[
@@ -146,8 +170,8 @@ class LoadQualityJudge(io.ComfyNode):
 class ScoreImageQuality(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightScore", display_name="Score Image Quality", category=CATEGORY, is_output_node=True,
+        return schema(
+            node_id="QInsightScore", display_name="Score Image Quality", is_output_node=True,
             description="Rates each image's quality from 1 (very poor) to 5 (excellent). fast reads the rating "
                         "from the model's probabilities; reason also writes the model's reasoning (slower).",
             inputs=[judge_input(), images_input(),
@@ -156,7 +180,11 @@ class ScoreImageQuality(io.ComfyNode):
             outputs=[io.Float.Output(display_name="scores", is_output_list=True, tooltip="one score per image"),
                      io.Float.Output(display_name="mean_score", tooltip="the batch's mean score"),
                      io.String.Output(display_name="reasoning", tooltip="each image's reasoning (reason mode)"),
-                     Scores.Output(display_name="score_batch", tooltip="the scores, for Quality Gate")],
+                     Scores.Output(display_name="score_batch",
+                                   tooltip="the scores with how they were made, for Quality Gate and Save Image "
+                                           "with Quality"),
+                     io.Image.Output(display_name="annotated",
+                                     tooltip="the images with their score drawn on them, for Preview Image")],
         )
 
     @classmethod
@@ -165,18 +193,21 @@ class ScoreImageQuality(io.ComfyNode):
 
     @classmethod
     def execute(cls, judge: JudgeHandle, images: Any, mode: str) -> io.NodeOutput:
-        results = scored(judge, adapters.as_image_batch(images), mode)
-        scores = [r.score for r in results]
+        batch = adapters.as_image_batch(images)
+        judged = scored(judge, batch, mode)
+        results, scores = judged.results, judged.scores
         reasoning = "\n\n".join(f"image {i}: {r.reasoning}" for i, r in enumerate(results) if r.reasoning)
         ui = {"text": adapters.describe_scores(results), "qinsight_scores": scores}
-        return io.NodeOutput(scores, sum(scores) / len(scores), reasoning, scores, ui=ui)
+        labels = [score_label(r.score, r.std) for r in results]
+        return io.NodeOutput(scores, sum(scores) / len(scores), reasoning, judged, adapters.annotated(batch, labels),
+                             ui=ui)
 
 
 class DetectDegradation(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightDegradation", display_name="Detect Degradation", category=CATEGORY,
+        return schema(
+            node_id="QInsightDegradation", display_name="Detect Degradation",
             is_output_node=True,
             description="Names each image's main distortion (noise, compression, blur, darken or none) and its "
                         "severity (slight to catastrophic), with the model's reasoning.",
@@ -207,8 +238,8 @@ class DetectDegradation(io.ComfyNode):
 class CompareImages(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightCompare", display_name="Compare Images", category=CATEGORY, is_output_node=True,
+        return schema(
+            node_id="QInsightCompare", display_name="Compare Images", is_output_node=True,
             description="Says which of two images is better. With a reference (the degraded input of a "
                         "restoration) it judges fidelity too; use the comparison model for that.",
             inputs=[judge_input(), images_input("image_a", "the first image (first of its batch)"),
@@ -239,8 +270,8 @@ class CompareImages(io.ComfyNode):
 class BestOfN(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightBestOfN", display_name="Best of N", category=CATEGORY, is_output_node=True,
+        return schema(
+            node_id="QInsightBestOfN", display_name="Best of N", is_output_node=True,
             description="Keeps the best images of a batch, best first. Latents and masks given alongside are "
                         "reordered the same way, so you can keep working on the chosen ones.",
             inputs=[judge_input(), images_input(),
@@ -255,7 +286,9 @@ class BestOfN(io.ComfyNode):
                      io.Float.Output(display_name="scores", is_output_list=True,
                                      tooltip="their scores (rounds won for tournament)"),
                      io.Latent.Output(display_name="latent", tooltip="the latents, reordered like the images"),
-                     io.Mask.Output(display_name="mask", tooltip="the masks, reordered like the images")],
+                     io.Mask.Output(display_name="mask", tooltip="the masks, reordered like the images"),
+                     io.Image.Output(display_name="annotated",
+                                     tooltip="the kept images with their rank and score drawn on them")],
         )
 
     @classmethod
@@ -274,16 +307,18 @@ class BestOfN(io.ComfyNode):
         order = ranking.order
         text = [f"#{rank + 1}: image {i} ({s:.2f})" + (f"; {ranking.unjudged[i]}" if i in ranking.unjudged else "")
                 for rank, (i, s) in enumerate(zip(order, ranking.scores))]
+        labels = [score_label(s, rank=rank + 1) for rank, s in enumerate(ranking.scores)]
         return io.NodeOutput(adapters.take(images, order), order, ranking.scores,
                              *carried_along(latent, mask, order, len(batch)),
+                             adapters.annotated(adapters.take(batch, order), labels),
                              ui={"text": text, "qinsight_order": order})
 
 
 class QualityGate(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightGate", display_name="Quality Gate", category=CATEGORY, is_output_node=True,
+        return schema(
+            node_id="QInsightGate", display_name="Quality Gate", is_output_node=True,
             description="Splits a batch into images scoring at least the threshold and the rest. An empty side "
                         "stops its branch (nothing downstream of it runs) instead of passing a placeholder.",
             inputs=[images_input(),
@@ -303,16 +338,18 @@ class QualityGate(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: Any, threshold: float, judge: JudgeHandle | None = None,
-                score_batch: list[float] | None = None, latent: Any = None, mask: Any = None) -> io.NodeOutput:
+                score_batch: adapters.JudgedBatch | None = None, latent: Any = None,
+                mask: Any = None) -> io.NodeOutput:
         batch = adapters.as_image_batch(images)
         adapters.check_batch_sizes(batch, latent, mask)
         if score_batch is None:
             if judge is None:
                 raise ValueError("Quality Gate needs a judge or a score_batch")
-            score_batch = [r.score for r in scored(judge, batch, "fast")]
-        if len(score_batch) != len(batch):
-            raise ValueError(f"score_batch has {len(score_batch)} scores but there are {len(batch)} images")
-        passed, rejected = adapters.split_by_threshold(score_batch, threshold)
+            score_batch = scored(judge, batch, "fast")
+        scores = score_batch.scores
+        if len(scores) != len(batch):
+            raise ValueError(f"score_batch has {len(scores)} scores but there are {len(batch)} images")
+        passed, rejected = adapters.split_by_threshold(scores, threshold)
         text = [f"{len(passed)} of {len(batch)} passed (threshold {threshold:.2f})"]
         return io.NodeOutput(
             blocked_unless(adapters.take(images, passed), bool(passed)),
@@ -321,11 +358,95 @@ class QualityGate(io.ComfyNode):
             ui={"text": text, "qinsight_passed": passed})
 
 
+class SaveImageWithQuality(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="QInsightSaveImage", display_name="Save Image with Quality", is_output_node=True,
+            description="Saves images as PNG, like Save Image, with each image's quality kept in the file: score, "
+                        "spread, reasoning, and optionally the distortion and its severity, with the judge and "
+                        "its settings (beside ComfyUI's workflow). Read them back without a model: "
+                        "qinsight score --from-metadata FOLDER.",
+            inputs=[images_input("images", "the images to save"),
+                    io.String.Input("filename_prefix", default="qinsight/quality",
+                                    tooltip="as for Save Image: a name, optionally in a subfolder of output"),
+                    Judge.Input("judge", optional=True, tooltip="scores the images (fast mode) when no "
+                                                                "score_batch is connected; names distortions"),
+                    Scores.Input("score_batch", optional=True, tooltip="scores from Score Image Quality"),
+                    io.Boolean.Input("degradation", default=False, optional=True,
+                                     tooltip="also name each image's distortion and severity (needs the judge; "
+                                             "writes reasoning text, so it is slower)"),
+                    io.Boolean.Input("score_in_name", default=True, optional=True,
+                                     tooltip="put the score in the file name (name_00001_q3.91.png)"),
+                    io.Boolean.Input("sidecar", default=False, optional=True,
+                                     tooltip="also write the rows to a JSON file beside each image (.png.json)")],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+        )
+
+    @classmethod
+    def execute(cls, images: Any, filename_prefix: str, judge: JudgeHandle | None = None,
+                score_batch: adapters.JudgedBatch | None = None, degradation: bool = False,
+                score_in_name: bool = True, sidecar: bool = False) -> io.NodeOutput:
+        batch = adapters.as_image_batch(images)
+        if score_batch is None and judge is None:
+            raise ValueError("Save Image with Quality needs a judge or a score_batch")
+        if degradation and judge is None:
+            raise ValueError("Save Image with Quality needs a judge to name distortions (degradation is on)")
+        scores = score_batch if score_batch is not None else scored(judge, batch, "fast")
+        if len(scores.results) != len(batch):
+            raise ValueError(f"score_batch has {len(scores.results)} scores but there are {len(batch)} images")
+        distortions = degraded(judge, batch) if degradation else None
+        saved, text = [], []
+        for index, image in enumerate(adapters.to_pil(batch)):
+            rows = [("score", scores.settings, scores.results[index])]
+            if distortions is not None:
+                rows.append(("degradation", distortions.settings, distortions.results[index]))
+            saved.append(save_with_quality(cls, image, filename_prefix, rows, score_in_name, sidecar))
+            text.append(f"{saved[-1]['filename']}: " + score_label(scores.results[index].score,
+                                                                   scores.results[index].std))
+        return io.NodeOutput(ui={"images": saved, "text": text})
+
+
+def degraded(handle: JudgeHandle, batch: Any) -> adapters.JudgedBatch:
+    """Each image's DegradationResult, with the settings it was made with."""
+    def task(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
+        return adapters.JudgedBatch(judge.degradation(batch, on_result=done), judge_settings(handle, judge, None))
+
+    return run_judged(handle, task, len(batch))
+
+
+def save_with_quality(node: type[io.ComfyNode], image: Any, filename_prefix: str,
+                      rows: list[tuple[str, dict[str, Any], Any]], score_in_name: bool,
+                      sidecar: bool) -> dict[str, str]:
+    """Save one PNG in ComfyUI's output folder with ComfyUI's metadata and our rows; its ui entry."""
+    from comfy.cli_args import args
+    from PIL.PngImagePlugin import PngInfo
+
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        filename_prefix, folder_paths.get_output_directory(), image.width, image.height)
+    score = rows[0][2].score
+    suffix = f"_q{score:.2f}" if score_in_name and score is not None else "_"
+    path = os.path.join(folder, f"{name}_{counter:05}{suffix}.png")
+    records = [make_row(task, [path], settings, result.to_dict()) for task, settings, result in rows]
+    info = PngInfo()
+    if not args.disable_metadata:  # ComfyUI's own switch for the prompt and workflow it embeds
+        if node.hidden.prompt is not None:
+            info.add_text("prompt", json.dumps(node.hidden.prompt))
+        for key, value in (node.hidden.extra_pnginfo or {}).items():
+            info.add_text(key, json.dumps(value))
+    embed(info, records)
+    image.save(path, pnginfo=info, compress_level=4)
+    if sidecar:
+        write_sidecar(path, records)
+    return {"filename": os.path.basename(path), "subfolder": subfolder, "type": "output"}
+
+
 class QualityReward(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="QInsightReward", display_name="Quality Reward", category=CATEGORY, is_output_node=True,
+        return schema(
+            node_id="QInsightReward", display_name="Quality Reward", is_output_node=True,
             description="A reward in [0, 1] from the fast score (1 -> 0, 5 -> 1), deterministic, for loops and "
                         "automation.",
             inputs=[judge_input(), images_input()],
@@ -342,7 +463,7 @@ class QualityReward(io.ComfyNode):
 
 
 NODES = [LoadQualityJudge, ScoreImageQuality, DetectDegradation, CompareImages, BestOfN, QualityGate,
-         QualityReward]
+         SaveImageWithQuality, QualityReward]
 
 
 class QInsightExtension(ComfyExtension):

@@ -9,6 +9,9 @@ rows written so far are kept). Any other exception is a bug: it surfaces with it
 exit code 1). With ``--output`` (``eval``: ``--predictions``), rows go to a record file
 (:mod:`qinsight_sdk.records`) as each item is judged, and a rerun judges only what the file lacks
 (``--retry-failed``: also its error rows). ``eval`` writes its JSON report to ``--report``.
+``score --from-metadata`` (and ``degradation``) judges nothing: it prints the rows saved in the images
+(:mod:`qinsight_sdk.image_metadata`). It needs neither torch nor transformers, so the modules that judge
+are imported only where a model loads.
 """
 
 from __future__ import annotations
@@ -23,29 +26,33 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, SCORE_SUBFOLDER, default_model,
                           default_subfolder)
-from .decoding import DecodingOptions
 from .errors import QInsightError, UsageError
+from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
-from .judge import QualityJudge
-from .loading import choose_device, choose_dtype
-from .quantization import QUANTIZATIONS
 from .profiles import PROFILES, find_profile
 from .prompts import PromptOrder
 from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
+from .results import RESULT_TYPES
 from .selection import HYBRID_POOL, STRATEGIES
 from .service import TOKEN_ENV_VAR
 from .tasks import TASKS
 
+if TYPE_CHECKING:
+    from .decoding import DecodingOptions
+    from .judge import QualityJudge
+
 logger = logging.getLogger("qinsight")
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# quantization.QUANTIZATIONS, spelled out because that module imports torch (a test keeps the two equal)
+QUANTIZATIONS = ("8bit", "4bit")
 
 # (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
-JudgeImages = Callable[[QualityJudge, list[str], Callable[[int, Any], None]], Any]
+JudgeImages = Callable[["QualityJudge", list[str], Callable[[int, Any], None]], Any]
 
 
 def _at_least_one(text: str) -> int:
@@ -128,6 +135,10 @@ def _add_row_command(commands: Any, name: str, text: str,
     sub = _add_command(commands, name, text, handler)
     _add_image_options(sub)
     sub.add_argument("--retry-failed", action="store_true", help="judge again the images whose row has an error")
+    sub.add_argument("--from-metadata", action="store_true",
+                     help=f"judge nothing and load no model: print the {name} rows saved in each image (its "
+                          "'qinsight' PNG text chunk, else its IMAGE.json sidecar), and an error row for an image "
+                          "without them; standard output only: not with --output (redirect instead) or --ray")
     _add_model_options(sub)
     _add_output_option(sub)
     _add_ray_options(sub)
@@ -291,6 +302,8 @@ def _images_in(folder: str, recursive: bool) -> list[str]:
 
 
 def _decoding(args: argparse.Namespace) -> DecodingOptions:
+    from .decoding import DecodingOptions
+
     length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     if args.num_samples > 1 or args.sample:
         return DecodingOptions.official_demo(seed=args.seed, num_samples=args.num_samples, **length)
@@ -310,6 +323,8 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> Any:
         return DistributedJudge(_judge_options(args, comparison), workers=args.workers,
                                 gpus_per_worker=_gpus(args, args.gpus_per_worker), batch_size=args.batch_size,
                                 address=args.ray_address)
+    from .judge import QualityJudge
+
     return QualityJudge.from_pretrained(**_judge_options(args, comparison))
 
 
@@ -337,6 +352,8 @@ def _settings(args: argparse.Namespace, comparison: bool = False, **task_setting
     """Everything that changes an answer, worked out before a model loads, so that a record file made
     another way is refused at once. A local model is named by its real path. Fast scores generate no
     text, so decoding options do not change them."""
+    from .loading import choose_device, choose_dtype
+
     model, subfolder = _checkpoint(args, comparison)
     settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
                 "revision": args.revision, "profile": find_profile(args.profile, subfolder).name,
@@ -384,6 +401,8 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
                       **task_settings: Any) -> int:
     """Score and degradation differ only in the judge's method; rows go out as each batch finishes.
     Everything that can be wrong with the paths or the output file is found before the model loads."""
+    if args.from_metadata:
+        return _list_saved_rows(args, task)
     images = _distinct(expand_paths(args.paths, args.recursive))
     settings = _settings(args, **task_settings)
     with _record_store(args, task, settings, args.retry_failed) as store:
@@ -406,6 +425,28 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
         earlier = store.failed() - errors if store is not None else 0
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
+
+
+def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
+    """--from-metadata: the rows saved in the images, printed as judging prints them, so one reader takes
+    both. An image without them is an error row naming why, like an image that could not be judged."""
+    if args.output is not None:
+        raise UsageError("--from-metadata prints the saved rows to standard output only: drop --output and "
+                         "redirect instead (> rows.jsonl)")
+    if args.ray:
+        raise UsageError("--from-metadata loads no model, so there is nothing to run on Ray: drop --ray")
+    missing = 0
+    images = list(_distinct(expand_paths(args.paths, args.recursive)).values())
+    for image in images:
+        try:
+            found = read_rows(image, task)
+        except MetadataError as exc:
+            missing += 1
+            found = [make_row(task, [image], None, RESULT_TYPES[task](error=str(exc)).to_dict())]
+        for row in found:
+            print(row_text(row), flush=True)
+    print(f"{args.command}: {len(images)} images, {missing} without qinsight {task} metadata", file=sys.stderr)
+    return EXIT_ROW_ERRORS if missing else EXIT_OK
 
 
 # -- one handler per subcommand ---------------------------------------------------------------------------
@@ -553,9 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     """Errors qinsight raises on purpose (a ``QInsightError``) are the user's to fix: a one-line message
     and exit code 2. Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
+    if not getattr(args, "from_metadata", False):   # listing saved rows needs no transformers
+        from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
+        transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
     try:
         return args.func(args)
     except QInsightError as exc:

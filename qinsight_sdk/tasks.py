@@ -14,13 +14,15 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import metrics
-from .backend import Generation, RatingDistribution
 from .errors import UsageError
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 from .results import ComparisonResult, DegradationResult, ScoreResult
+
+if TYPE_CHECKING:  # annotations only: the record store and rows saved in images are read without torch
+    from .backend import Generation, RatingDistribution
 
 Parse = Callable[[str], Any]
 

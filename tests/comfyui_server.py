@@ -7,6 +7,7 @@ downloaded once (without dependencies) and extracted into a cache folder, never 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -68,9 +70,10 @@ def free_port() -> int:
 class ComfyUI:
     """A running server: ``get``/``post`` JSON, ``run`` a graph to completion, ``stop`` by process id."""
 
-    def __init__(self, workdir: Path, cpu: bool = True) -> None:
+    def __init__(self, workdir: Path, cpu: bool = True, front_end: bool = False) -> None:
         self.workdir = workdir
         self.cpu = cpu
+        self.front_end = front_end  # serve ComfyUI's own front end (comfyui-frontend-package), for a browser
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.input_dir = workdir / "input"
@@ -98,7 +101,8 @@ class ComfyUI:
                    "--disable-auto-launch", "--dont-print-server", "--disable-api-nodes",
                    "--database-url", "sqlite:///:memory:", "--extra-model-paths-config",
                    str(self.workdir / "paths.yaml"), "--base-directory", str(self.workdir / "base"),
-                   "--front-end-root", str(self.workdir / "frontend"), "--input-directory", str(self.input_dir),
+                   *([] if self.front_end else ["--front-end-root", str(self.workdir / "frontend")]),
+                   "--input-directory", str(self.input_dir),
                    "--output-directory", str(self.workdir / "output"), "--temp-directory", str(self.workdir / "temp")]
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=self.log_path.open("w"),
@@ -132,6 +136,12 @@ class ComfyUI:
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
             return json.loads(response.read())
+
+    def view(self, image: dict) -> io.BytesIO:
+        """An image a node output (``{"filename", "subfolder", "type"}``), fetched as the page fetches it."""
+        query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
+        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=30) as response:
+            return io.BytesIO(response.read())
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),

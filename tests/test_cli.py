@@ -450,3 +450,157 @@ def test_sampling_on_the_command_line_is_the_demos(argv, length, sampled):
     args = cli.build_parser().parse_args(["score", "x.png", *argv])
     options = cli._decoding(args)
     assert (options.max_new_tokens, options.do_sample) == (length, sampled)
+
+
+# -- --from-metadata: the rows saved in images, listed without a model -----------------------------------
+
+def save_with_rows(path, image, rows):
+    from PIL.PngImagePlugin import PngInfo
+
+    from qinsight_sdk.image_metadata import embed
+
+    info = PngInfo()
+    info.add_text("prompt", "{}")
+    embed(info, rows)
+    image.save(path, pnginfo=info)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a judge is a failure: listing saved rows must never do it."""
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(QualityJudge, "from_pretrained", classmethod(refuse))
+
+
+def test_from_metadata_prints_the_rows_judging_printed(scripted, image_files, tmp_path, capsys, monkeypatch):
+    """Judge, save each image's rows in it, list them again: the same lines, and no model loaded."""
+    from PIL import Image
+
+    paths = [str(tmp_path / f"saved{i}.png") for i in range(2)]
+    for source, path in zip(image_files, paths):
+        Image.open(source).save(path)
+    judged = {}
+    for task in ("score", "degradation"):
+        code, out, _ = run([task, *paths], capsys)
+        judged[task] = out.splitlines()
+    for index, path in enumerate(paths):
+        save_with_rows(path, Image.open(path), [json.loads(judged[task][index]) for task in ("score", "degradation")])
+    monkeypatch.setattr(QualityJudge, "from_pretrained", classmethod(lambda cls, *a, **k: 1 / 0))
+    code, out, err = run(["score", "--from-metadata", *paths], capsys)
+    assert code == 0 and out.splitlines() == judged["score"] and json.loads(judged["score"][0])["score"] == 4.2
+    assert err == "score: 2 images, 0 without qinsight score metadata\n"
+    code, out, err = run(["degradation", "--from-metadata", *paths], capsys)
+    assert code == 0 and out.splitlines() == judged["degradation"]
+    assert [r["task"] for r in rows(out)] == ["degradation", "degradation"]
+
+
+def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_model, tmp_path, capsys):
+    from samples import noise_image
+
+    from qinsight_sdk.records import key_of, make_row
+
+    folder = tmp_path / "renders"
+    (folder / "sub").mkdir(parents=True)
+    for name, score in (("a.png", 4.5), ("c.png", 2.0), ("sub/d.png", 3.0)):
+        save_with_rows(folder / name, noise_image(1), [
+            make_row("score", [str(tmp_path / "old" / name)], {"mode": "fast"}, {"score": score, "error": None}),
+            make_row("degradation", [str(folder / name)], {}, {"distortion": "blur", "error": None})])
+    noise_image(2).save(folder / "b.png")      # never judged
+    (folder / "notes.txt").write_text("skipped: not an image")
+    code, out, err = run(["score", "--from-metadata", str(folder)], capsys)
+    found = rows(out)
+    assert code == 1 and err == "score: 3 images, 1 without qinsight score metadata\n"
+    assert [r["image"] for r in found] == [str(folder / n) for n in ("a.png", "b.png", "c.png")]
+    assert [r["score"] for r in found] == [4.5, None, 2.0] and {r["task"] for r in found} == {"score"}
+    assert [r["key"] for r in found] == [key_of(r["image"]) for r in found]   # where the file is now
+    missing = found[1]
+    assert missing["error"] == (f"{folder / 'b.png'}: no qinsight metadata (no 'qinsight' text chunk, and no "
+                                "sidecar b.png.json)")
+    assert missing["settings"] is None and {"reasoning", "std", "samples", "raw"} <= set(missing)
+    code, out, err = run(["score", "--from-metadata", str(folder), "--recursive"], capsys)
+    assert code == 1 and [r["score"] for r in rows(out)] == [4.5, None, 2.0, 3.0]
+    assert err == "score: 4 images, 1 without qinsight score metadata\n"
+    code, out, _ = run(["degradation", "--from-metadata", str(folder / "a.png"), str(folder / "c.png")], capsys)
+    assert code == 0 and [(r["task"], r["distortion"]) for r in rows(out)] == [("degradation", "blur")] * 2
+
+
+def test_from_metadata_of_a_task_not_judged_is_an_error_row(no_model, tmp_path, capsys):
+    from samples import noise_image
+
+    from qinsight_sdk.records import make_row
+
+    path = tmp_path / "a.png"
+    save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 4.0, "error": None})])
+    code, out, err = run(["degradation", "--from-metadata", str(path), str(tmp_path / "gone.png")], capsys)
+    found = rows(out)
+    assert code == 1 and err == "degradation: 2 images, 2 without qinsight degradation metadata\n"
+    assert found[0]["error"] == f"{path}: its qinsight metadata holds no degradation row (only score)"
+    assert found[1]["error"] == f"{tmp_path / 'gone.png'}: file not found"
+    assert all(r["distortion"] is None and r["task"] == "degradation" for r in found)
+
+
+TO_STDOUT_ONLY = ("--from-metadata prints the saved rows to standard output only: drop --output and redirect "
+                  "instead (> rows.jsonl)")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--output", "rows.jsonl"], TO_STDOUT_ONLY), (["-o", "rows.jsonl", "--overwrite"], TO_STDOUT_ONLY),
+    (["--ray"], "--from-metadata loads no model, so there is nothing to run on Ray: drop --ray")])
+def test_from_metadata_with_output_or_ray_is_a_usage_error(no_model, image_files, tmp_path, capsys, monkeypatch,
+                                                           extra, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["degradation", "--from-metadata", str(image_files[0]), *extra], capsys)
+    assert code == 2 and out == "" and err == f"qinsight degradation: error: {message}\n"
+    assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_from_metadata_is_in_the_help(capsys):
+    for command in ("score", "degradation"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert (f"--from-metadata judge nothing and load no model: print the {command} rows saved in each image "
+                "(its 'qinsight' PNG text chunk, else its IMAGE.json sidecar)") in text
+        assert "standard output only: not with --output (redirect instead) or --ray" in text
+
+
+def test_the_parsers_quantizations_are_the_loaders():
+    from qinsight_sdk import quantization
+
+    assert cli.QUANTIZATIONS == quantization.QUANTIZATIONS
+
+
+NO_TORCH = """import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers'):
+            raise ImportError(name + ' is not installed here')
+sys.meta_path.insert(0, Blocked())
+from qinsight_sdk import cli
+code = cli.main(sys.argv[1:])
+print('loaded:', [m for m in ('torch', 'transformers') if m in sys.modules], file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
+    from pathlib import Path
+
+    from samples import noise_image
+
+    from qinsight_sdk.records import make_row
+
+    path = tmp_path / "a.png"
+    save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 3.5, "error": None})])
+    noise_image(2).save(tmp_path / "b.jpg")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, "score", "--from-metadata", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr      # b.jpg has no rows: an error row, not a crash
+    assert [(r["image"], r["score"]) for r in rows(done.stdout)] == [(str(path), 3.5), (str(tmp_path / "b.jpg"), None)]
+    assert done.stderr.endswith("score: 2 images, 1 without qinsight score metadata\nloaded: []\n")
+    judging = subprocess.run([sys.executable, "-c", NO_TORCH, "score", str(path)], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert judging.returncode == 1 and "transformers is not installed here" in judging.stderr   # the block is real

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from comfyui_server import ComfyUI, progress_of
+from PIL import Image
 from safetensors import safe_open
 
 from qinsight_sdk.tiny_judge import brightness_image
@@ -164,6 +165,37 @@ def test_the_nodes_on_a_judge_that_answers(comfy):
     assert 1.0 <= dark < 2.5 < bright <= 5.0
     assert outputs["3"]["text"][0] == "winner: B"
     assert outputs["4"]["qinsight_order"] == [1] and "no verdict" not in outputs["4"]["text"][0]
+
+
+def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
+    """Reason-mode scores from Score Image Quality and the saver's own degradation verdicts, kept in each
+    PNG (and its sidecar) as record rows; Best of N and Score draw their labels on the annotated images."""
+    graph = {"1": loader(model="tiny-judge"),
+             "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
+             "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
+             "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
+             "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
+             "3": {"class_type": "QInsightSaveImage", "inputs": {
+                 "images": ["12", 0], "filename_prefix": "kept/q", "judge": ["1", 0], "score_batch": ["2", 3],
+                 "degradation": True, "score_in_name": True, "sidecar": True}},
+             "4": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 2,
+                                                               "strategy": "score"}},
+             "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 5]}},
+             "6": {"class_type": "PreviewImage", "inputs": {"images": ["2", 4]}}}
+    outputs = succeeded(comfy.run(graph))
+    scores = outputs["2"]["qinsight_scores"]
+    saved = [comfy.workdir / "output" / s["subfolder"] / s["filename"] for s in outputs["3"]["images"]]
+    assert [p.parent.name for p in saved] == ["kept", "kept"]
+    for path, score in zip(saved, scores):
+        assert path.name.endswith(f"_q{score:.2f}.png")
+        rows = json.loads(Image.open(path).text["qinsight"])
+        assert [r["task"] for r in rows] == ["score", "degradation"]
+        assert rows[0]["score"] == score and rows[0]["reasoning"] and rows[0]["settings"]["mode"] == "reason"
+        assert rows[0]["settings"]["model"].endswith("tiny-judge") and "decoding" in rows[0]["settings"]
+        assert rows[1]["distortion"] in ("noise", "compression", "blur", "darken", None) and rows[1]["raw"]
+        assert "mode" not in rows[1]["settings"] and rows[0]["key"] == str(path.resolve())
+        assert json.loads(path.with_name(path.name + ".json").read_text())["qinsight"] == rows
+    assert len(outputs["5"]["images"]) == 2 and len(outputs["6"]["images"]) == 2
 
 
 def gate_graph(threshold):

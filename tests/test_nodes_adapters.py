@@ -1,16 +1,22 @@
 """The node adapters without ComfyUI: conversions, reordering, gating, model folder discovery."""
 
+import dataclasses
+import importlib
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("qinsight_node_adapters", ROOT / "nodes" / "adapters.py")
-adapters = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(adapters)
+# the pack as ComfyUI imports it: a package whose nodes reach the SDK by relative imports
+spec = importlib.util.spec_from_file_location("qinsight_pack", ROOT / "__init__.py",
+                                              submodule_search_locations=[str(ROOT)])
+sys.modules.setdefault("qinsight_pack", importlib.util.module_from_spec(spec))
+spec.loader.exec_module(sys.modules["qinsight_pack"])
+adapters = importlib.import_module("qinsight_pack.nodes.adapters")
 HUB = ("ByteDance/Q-Insight/score_degradation", "ByteDance/Q-Insight/comparison")
 
 
@@ -85,3 +91,47 @@ def test_labels_shown_for_no_distortion_and_no_verdict():
     assert adapters.shown_label("blur", None) == "blur"
     assert adapters.shown_label(None, None) == "none"            # the model found no distortion
     assert adapters.shown_label(None, "no answer") == "unknown"  # the model gave no readable verdict
+
+
+def test_each_image_is_reported_on_one_line_with_its_reasoning_cut_short():
+    from qinsight_sdk.results import ScoreResult
+
+    lines = adapters.describe_scores([ScoreResult(score=3.914, std=0.25, reasoning="sharp   and\nclean " * 40),
+                                      ScoreResult(error="image is 1x1")])
+    assert lines[0].startswith("image 0: 3.91 ± 0.25 — sharp and clean sharp")
+    assert "\n" not in lines[0] and len(lines[0]) < 160 and lines[0].endswith("…")
+    assert lines[1].startswith("image 1: no score") and "1x1" in lines[1]
+
+
+def test_annotated_images_keep_size_and_order_and_change_only_where_the_label_is():
+    batch = torch.zeros(2, 64, 96, 3)
+    batch[1] += 1.0
+    drawn = adapters.annotated(batch, ["3.91", "#1  4.50"])
+    assert drawn.shape == (2, 64, 96, 3) and drawn.dtype == torch.float32
+    assert not torch.equal(drawn[0, :12, :40], batch[0, :12, :40])        # the label, top left
+    assert torch.equal(drawn[:, -8:, -8:], batch[:, -8:, -8:])             # the far corner untouched
+    assert drawn[1, -1, -1].tolist() == [1.0, 1.0, 1.0]                    # each image stays itself
+    round_trip = adapters.from_pil(adapters.to_pil(torch.rand(3, 5, 7, 3)))
+    assert round_trip.shape == (3, 5, 7, 3)
+
+
+def test_settings_recorded_from_the_loaded_judge(tmp_path):
+    from types import SimpleNamespace
+
+    from qinsight_sdk import ImageBounds
+    from qinsight_sdk.decoding import DecodingOptions
+    from qinsight_sdk.prompts import PromptOrder
+
+    judge = SimpleNamespace(profile=SimpleNamespace(name="q-insight"), prompt_order=PromptOrder("image_first"),
+                            backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),
+                            image_bounds=ImageBounds(max_pixels=100_000), decoding=DecodingOptions())
+    fast = adapters.record_settings(str(tmp_path), None, judge, "fast")
+    assert fast == {"model": str(tmp_path.resolve()), "subfolder": None, "revision": None, "profile": "q-insight",
+                    "dtype": "bfloat16", "prompt_order": "image_first", "max_pixels": 100_000, "mode": "fast"}
+    judge.backend.quantization = "4bit"
+    reason = adapters.record_settings("ByteDance/Q-Insight", "score_degradation", judge, "reason")
+    assert reason["model"] == "ByteDance/Q-Insight" and reason["quantization"] == "4bit"
+    assert reason["decoding"] == dataclasses.asdict(DecodingOptions()) and "decoding" not in fast
+    assert "mode" not in adapters.record_settings("m", None, judge, None)
+    batch = adapters.JudgedBatch([SimpleNamespace(score=2.5), SimpleNamespace(score=4.0)], fast)
+    assert batch.scores == [2.5, 4.0]

@@ -1,4 +1,4 @@
-"""The tiny checkpoint builder and the ComfyUI entry point."""
+"""The tiny checkpoint builder, the ComfyUI entry point, and what ComfyUI-Manager and the Registry read."""
 
 import hashlib
 import json
@@ -8,11 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from PIL import Image, ImageChops, ImageStat
 
+import qinsight_sdk
+from qinsight_sdk import compatibility
 from qinsight_sdk.testing import build_tiny_checkpoint
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -63,3 +75,85 @@ def test_comfyui_requirements_never_force_torch():
     names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line}
     assert names and not names & {"torch", "torchvision", "torchaudio"}
     assert "transformers" in names
+
+
+def requirements(lines: list[str]) -> dict[str, tuple]:
+    """Each requirement by its normalised name: its version specifiers, extras and environment marker."""
+    parsed = [Requirement(line) for line in lines]
+    return {canonicalize_name(r.name): (r.specifier, frozenset(r.extras), str(r.marker)) for r in parsed}
+
+
+def test_comfyui_requirements_are_pyprojects_less_torch():
+    """ComfyUI-Manager and comfy-cli install requirements.txt, pip install pyproject.toml: the two must
+    allow the same releases (once requirements.txt let in transformers 4.54-4.56, which answer wrongly)."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    pack = requirements([line for line in lines if line])
+    core = requirements(PYPROJECT["project"]["dependencies"])
+    assert "torch" in core
+    del core["torch"]
+    assert pack == core, (f"only in requirements.txt: {sorted(pack.keys() - core.keys())}, only in pyproject.toml: "
+                          f"{sorted(core.keys() - pack.keys())}, different: "
+                          f"{sorted(name for name in pack.keys() & core.keys() if pack[name] != core[name])}")
+
+
+def test_supported_ranges_are_pyprojects():
+    core = {canonicalize_name(r.name): r.specifier for r in map(Requirement, PYPROJECT["project"]["dependencies"])}
+    assert compatibility.SUPPORTED.keys() == {"transformers", "torch"}
+    for name, required in compatibility.SUPPORTED.items():
+        assert SpecifierSet(required) == core[name], name
+    fix = Requirement(compatibility.TRANSFORMERS_FIX).specifier
+    assert all(version in core["transformers"] and version in fix for version in ("4.57.1", "5.9.0"))
+    assert "6.0" not in fix
+
+
+def test_pack_version_is_semver_and_the_sdks():
+    """The Registry wants X.Y.Z, which ``comfy node validate`` does not check; the SDK reports the same."""
+    assert re.fullmatch(r"\d+\.\d+\.\d+", PYPROJECT["project"]["version"])
+    assert qinsight_sdk.__version__ == PYPROJECT["project"]["version"]
+
+
+def comfy_node_validate(folder: Path, home: Path) -> subprocess.CompletedProcess:
+    """comfy-cli's pre-publishing check, offline and without questions: no telemetry (DO_NOT_TRACK, and
+    --no-enable-telemetry should it ask anyway), no update check, its config in a fresh HOME, and the cache
+    of the ruff run it makes (its security check) there too rather than in the checkout."""
+    env = dict(os.environ, HOME=str(home), USERPROFILE=str(home), DO_NOT_TRACK="1", COMFY_NO_UPDATE_CHECK="1",
+               HF_HUB_OFFLINE="1", RUFF_CACHE_DIR=str(home / "ruff-cache"))
+    return subprocess.run([sys.executable, "-m", "comfy_cli", "--skip-prompt", "--no-enable-telemetry", "--no-json",
+                           "node", "validate"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_comfy_node_validate_accepts_the_pack(tmp_path):
+    done = comfy_node_validate(ROOT, tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    # warnings leave fields out of what is published; security warnings (exec, eval) will become errors
+    assert "All validation checks passed" in output and "Warning" not in output, output
+
+
+@pytest.mark.parametrize("good, bad, expected, fails", [
+    ('version = "0.1.0"', "version = 1", "project version is empty", True),
+    # only a warning (exit code 0), which the test above counts as a failure
+    ('requires-comfyui = ">=0.3.64"', 'requires-comfyui = ">=0.3"', "Warning: Invalid requires-comfyui format", False),
+])
+def test_comfy_node_validate_rejects_broken_metadata(tmp_path, good, bad, expected, fails):
+    text = (ROOT / "pyproject.toml").read_text()
+    assert text.count(good) == 1
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "pyproject.toml").write_text(text.replace(good, bad))
+    done = comfy_node_validate(tmp_path / "pack", tmp_path)
+    assert expected in done.stdout + done.stderr
+    assert (done.returncode != 0) == fails
+
+
+def test_registry_icon_is_the_drawn_square_png(tmp_path):
+    icon = PYPROJECT["tool"]["comfy"]["Icon"]
+    assert icon == "docs/icon.png" or icon.startswith("https://") and icon.endswith("/docs/icon.png")
+    with Image.open(ROOT / "docs" / "icon.png") as image:
+        assert image.format == "PNG" and image.width == image.height <= 400
+        committed = image.convert("RGBA")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "make_icon.py"), str(tmp_path / "icon.png")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "icon.png") as drawn:  # another Pillow may smooth edges a little differently
+        assert max(ImageStat.Stat(ImageChops.difference(drawn.convert("RGBA"), committed)).mean) < 1
