@@ -3,18 +3,22 @@
 
     python bench/screenshots.py [--out docs/screenshots] [--thumbnails workflows]
 
-Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/test_browser.py, on the tiny
-random model: the scores in the pictures show what the nodes display, not what the real judge says.
+Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/test_browser.py, with the tiny
+judge the tests teach on the CPU to answer in Q-Insight's format (about half a minute to build): the
+pictures show what the nodes display, not what the real judge would say about these images.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from qinsight_sdk.tiny_judge import build_tiny_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -47,13 +51,16 @@ def capture(out: Path, thumbnails: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as work:
         server = prepare_front_end_server(Path(work))
         example_photo().save(server.input_dir / "example.png")
+        judge = build_tiny_judge(Path(work) / "tiny-judge")
+        for name in ("score_degradation", "comparison"):   # where the workflows expect the released weights
+            shutil.rmtree(server.models / "Q-Insight" / name)
+            shutil.copytree(judge, server.models / "Q-Insight" / name)
         server.start()
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 for workflow in sorted(WORKFLOWS.glob("*.json")):
                     page = ComfyPage(server, browser)
-                    _close_banner(page)
                     page.open_workflow(workflow)
                     page.run()
                     page.page.wait_for_timeout(1500)   # previews load after the run ends
@@ -68,13 +75,6 @@ def capture(out: Path, thumbnails: Path) -> list[Path]:
         finally:
             server.stop()
     return written
-
-
-def _close_banner(page: ComfyPage) -> None:
-    """The front end's announcement banner, when it shows one."""
-    close = page.page.get_by_role("button", name="×")
-    if close.count():
-        close.first.click()
 
 
 def main() -> None:

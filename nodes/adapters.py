@@ -23,7 +23,11 @@ SHOWN_NONE, SHOWN_UNKNOWN = "none", "unknown"
 
 
 def as_image_batch(images: torch.Tensor) -> torch.Tensor:
-    """A float32 CPU (B, H, W, C) batch, whatever dtype, device or single-image shape came in."""
+    """A float32 CPU (B, H, W, C) batch in 0..1, whatever dtype, device or single-image shape came in.
+
+    Values are clamped to 0..1: ComfyUI's bicubic and lanczos scaling overshoot a little at edges
+    (-0.01 to 1.12 seen), and its own Save Image clips them the same way. NaN stays NaN, for the SDK to
+    name as the image's error."""
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"expected an IMAGE tensor, got {type(images).__name__}")
     batch = images.detach().to("cpu", torch.float32)
@@ -31,7 +35,7 @@ def as_image_batch(images: torch.Tensor) -> torch.Tensor:
         batch = batch.unsqueeze(0)
     if batch.ndim != 4 or batch.shape[0] == 0:
         raise ValueError(f"expected an IMAGE batch of shape (B, H, W, C), got {tuple(images.shape)}")
-    return batch
+    return batch.clamp(0.0, 1.0)
 
 
 def take(images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -133,7 +137,7 @@ def describe_scores(results: Sequence[Any]) -> list[str]:
 
 def to_pil(batch: torch.Tensor) -> list[Image.Image]:
     """RGB images from a float (B, H, W, C) batch in 0..1."""
-    pixels = (as_image_batch(batch).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pixels = (as_image_batch(batch) * 255).round().to(torch.uint8).numpy()
     return [Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).convert("RGB")
             for image in pixels]
 

@@ -30,14 +30,13 @@ if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
 
 
-# Words people search the node menu with; ComfyUI has searched aliases only since 0.8 (detected, not assumed)
+# Words people search the node menu with; ComfyUI has search aliases only since 0.8 (detected, not assumed)
 SEARCH_ALIASES = ["IQA", "image quality", "aesthetic", "best of", "filter", "Q-Insight"]
-HAS_SEARCH_ALIASES = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
 
 
 def schema(**fields: Any) -> io.Schema:
     """A node's schema in the pack's category, with the search aliases where ComfyUI has them."""
-    if HAS_SEARCH_ALIASES:
+    if "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}:
         fields["search_aliases"] = SEARCH_ALIASES
     return io.Schema(category=CATEGORY, **fields)
 
@@ -80,12 +79,19 @@ def blocked_unless(value: Any, present: bool) -> Any:
     return value if present else ExecutionBlocker(None)
 
 
+def judged(handle: JudgeHandle, batch: Any, task: str, mode: str | None = None) -> adapters.JudgedBatch:
+    """Each image's result of ``task`` (score or degradation), with the settings it was made with."""
+    def run(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
+        results = judge.score(batch, mode=mode, on_result=done) if task == "score" else \
+            judge.degradation(batch, on_result=done)
+        return adapters.JudgedBatch(results, judge_settings(handle, judge, mode))
+
+    return run_judged(handle, run, len(batch))
+
+
 def scored(handle: JudgeHandle, batch: Any, mode: str) -> adapters.JudgedBatch:
     """Each image's ScoreResult; any image that could not be scored stops the node with its reason."""
-    def task(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
-        return adapters.JudgedBatch(judge.score(batch, mode=mode, on_result=done), judge_settings(handle, judge, mode))
-
-    scores = run_judged(handle, task, len(batch))
+    scores = judged(handle, batch, "score", mode)
     adapters.raise_for_errors(adapters.errors_of(scores.results), len(batch), "scoring")
     return scores
 
@@ -396,7 +402,7 @@ class SaveImageWithQuality(io.ComfyNode):
         scores = score_batch if score_batch is not None else scored(judge, batch, "fast")
         if len(scores.results) != len(batch):
             raise ValueError(f"score_batch has {len(scores.results)} scores but there are {len(batch)} images")
-        distortions = degraded(judge, batch) if degradation else None
+        distortions = judged(judge, batch, "degradation") if degradation else None
         saved, text = [], []
         for index, image in enumerate(adapters.to_pil(batch)):
             rows = [("score", scores.settings, scores.results[index])]
@@ -406,14 +412,6 @@ class SaveImageWithQuality(io.ComfyNode):
             text.append(f"{saved[-1]['filename']}: " + score_label(scores.results[index].score,
                                                                    scores.results[index].std))
         return io.NodeOutput(ui={"images": saved, "text": text})
-
-
-def degraded(handle: JudgeHandle, batch: Any) -> adapters.JudgedBatch:
-    """Each image's DegradationResult, with the settings it was made with."""
-    def task(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
-        return adapters.JudgedBatch(judge.degradation(batch, on_result=done), judge_settings(handle, judge, None))
-
-    return run_judged(handle, task, len(batch))
 
 
 def save_with_quality(node: type[io.ComfyNode], image: Any, filename_prefix: str,

@@ -55,6 +55,8 @@ class ComfyPage:
         self.page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
         self.page_errors: list[str] = []
         self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        # the front end's announcement banner, dismissed as a user dismisses it (it remembers that here)
+        self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
         self.page.goto(server.url)
         # ready when the pack's nodes are registered with the front end
         self.page.wait_for_function("() => window.LiteGraph?.registered_node_types?.QInsightScore !== undefined",
@@ -122,11 +124,6 @@ class ComfyPage:
         self.page.wait_for_function("id => window.app.graph.getNodeById(id).imgs?.length > 0", arg=node_id,
                                     timeout=timeout * 1000)
         return self.page.evaluate("id => window.app.graph.getNodeById(id).imgs.map(i => i.src)", node_id)
-
-    def reports(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.page.evaluate(
-            "() => Object.fromEntries([...document.querySelectorAll('textarea.qinsight-report')]"
-            ".map(a => [a.dataset.qinsightNode, a.value]))").items()}
 
     def close(self) -> None:
         self.page.close()

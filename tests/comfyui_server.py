@@ -140,7 +140,11 @@ class ComfyUI:
     def view(self, image: dict) -> io.BytesIO:
         """An image a node output (``{"filename", "subfolder", "type"}``), fetched as the page fetches it."""
         query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
-        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=30) as response:
+        return self.view_path(f"/view?{query}")
+
+    def view_path(self, path: str) -> io.BytesIO:
+        """A file the server serves, as bytes."""
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
             return io.BytesIO(response.read())
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:

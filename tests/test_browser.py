@@ -84,8 +84,9 @@ def test_each_workflow_opens_and_runs(page, server, workflow):
     assert entry is not None and entry["status"]["status_str"] == "success", entry
     assert not page.error_toasts() and not page.error_dialogs()
     ours = [n["id"] for n in nodes if n["type"].startswith("QInsight") and n["type"] != "QInsightLoadJudge"]
-    for node in ours:   # every judging node shows its verdict on itself
-        assert page.report(node).strip()
+    for node in ours:   # every judging node shows its verdict on itself, never a complaint about its input
+        report = page.report(node)
+        assert report.strip() and "expected 0..1" not in report and "no score" not in report, report
 
 
 def test_a_batch_is_scored_and_shown_with_its_scores(page, server):
@@ -135,3 +136,11 @@ def test_saved_images_keep_their_quality(page, server):
     assert row["settings"]["model"].endswith("score_degradation") and row["settings"]["mode"] == "fast"
     assert json.loads(path.with_name(path.name + ".json").read_text())
     assert saved["filename"] in page.report(save["id"])
+
+
+def test_the_template_browser_lists_each_workflow_with_its_thumbnail(server):
+    listed = server.get("/api/workflow_templates")
+    assert sorted(listed["qinsight"]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    for name in listed["qinsight"]:
+        thumbnail = Image.open(server.view_path(f"/api/workflow_templates/qinsight/{name}.jpg"))
+        assert thumbnail.format == "JPEG" and thumbnail.width >= 320

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,8 +15,9 @@ from safetensors import safe_open
 from qinsight_sdk.tiny_judge import brightness_image
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
-            "QInsightGate", "QInsightReward"]
-WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+            "QInsightGate", "QInsightSaveImage", "QInsightReward"]
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -98,6 +101,41 @@ def test_every_node_is_registered_and_documented(comfy):
         for group in ("required", "optional"):
             for name, spec in node["input"].get(group, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+SEARCH_ALIASES = """
+import dataclasses, importlib, importlib.util, json, sys
+tree, root = sys.argv[1:]
+sys.path.insert(0, tree)
+sys.argv[1:] = ["--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+spec = importlib.util.spec_from_file_location("qinsight_pack", root + "/__init__.py", submodule_search_locations=[root])
+sys.modules["qinsight_pack"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sys.modules["qinsight_pack"])
+v3 = importlib.import_module("qinsight_pack.nodes.v3")
+before = [getattr(node.define_schema(), "search_aliases", None) for node in v3.NODES]
+
+@dataclasses.dataclass
+class NewerSchema(v3.io.Schema):   # a ComfyUI whose schema has search aliases (0.8 and later)
+    search_aliases: list = None
+
+v3.io.Schema = NewerSchema
+after = [node.define_schema().search_aliases for node in v3.NODES]
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def test_search_aliases_only_where_comfyui_has_them():
+    from comfyui_server import comfyui_tree
+
+    done = subprocess.run([sys.executable, "-c", SEARCH_ALIASES, str(comfyui_tree()), str(ROOT)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["before"] == [None] * len(NODE_IDS)    # v0.3.75 has none: the schema is left as it was
+    assert all({"IQA", "aesthetic", "best of", "filter"} <= set(aliases) for aliases in found["after"])
+    assert len(found["after"]) == len(NODE_IDS)
 
 
 def test_score_graph(comfy):
@@ -196,6 +234,12 @@ def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
         assert "mode" not in rows[1]["settings"] and rows[0]["key"] == str(path.resolve())
         assert json.loads(path.with_name(path.name + ".json").read_text())["qinsight"] == rows
     assert len(outputs["5"]["images"]) == 2 and len(outputs["6"]["images"]) == 2
+    # read back later, without a model: the command line lists the same rows
+    listed = subprocess.run([sys.executable, "-m", "qinsight_sdk", "score", "--from-metadata",
+                             str(comfy.workdir / "output" / "kept")], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted((r["image"], r["score"]) for r in rows) == sorted((str(p), s) for p, s in zip(saved, scores))
 
 
 def gate_graph(threshold):

@@ -28,6 +28,9 @@ def test_image_batches_are_normalised_defensively():
         adapters.as_image_batch(torch.rand(0, 8, 8, 3))
     with pytest.raises(ValueError, match="IMAGE tensor"):
         adapters.as_image_batch([1, 2])
+    # bicubic and lanczos scaling in ComfyUI overshoot 0..1 at edges; NaN is left for the SDK to report
+    overshot = adapters.as_image_batch(torch.tensor([-0.0105, 0.5, 1.12, float("nan")]).view(1, 1, 4, 1))
+    assert overshot.flatten()[:3].tolist() == [0.0, 0.5, 1.0] and overshot.flatten()[3].isnan()
 
 
 def test_latents_and_masks_follow_the_images():
