@@ -51,6 +51,9 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
     "quantization": ("qinsight_sdk/quantization.py", ["qinsight_sdk.quantization.*"]),
     "service": ("qinsight_sdk/service.py", ["qinsight_sdk.service.*"]),
+    "image_metadata": ("qinsight_sdk/image_metadata.py", ["qinsight_sdk.image_metadata.*"]),
+    "annotation": ("qinsight_sdk/annotation.py", ["qinsight_sdk.annotation.*"]),
+    "compatibility": ("qinsight_sdk/compatibility.py", ["qinsight_sdk.compatibility.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",

@@ -143,3 +143,50 @@ def test_a_line_break_inside_a_line_does_not_start_another_and_spaces_are_kept()
     font = annotation._font(20)
     assert annotation._fit("#1  3.91", font, 500) == "#1  3.91"
     assert annotation._fit("sharp\nand clear", font, 500) == "sharp and clear"
+
+
+def white(image):
+    """Where the text is: the pixels drawn pure white (the box under it is dark)."""
+    return (np.asarray(image, dtype=int) == 255).all(axis=2)
+
+
+def test_lines_go_one_under_another_in_white_inside_the_box():
+    image = grey(120, (420, 420))
+    one, two = annotate(image, ["3.91"]), annotate(image, ["3.91", "#1"])
+    rows_one, rows_two = np.flatnonzero(white(one).any(axis=1)), np.flatnonzero(white(two).any(axis=1))
+    assert rows_one.size and rows_two.max() > rows_one.max() + 10      # the second line sits lower
+    assert rows_two.min() == rows_one.min()                            # and the first stays where it was
+    box = changed(image, two)
+    assert box[white(two)].all()                                       # all text is inside the darkened box
+    box_rows = np.flatnonzero(box.any(axis=1))
+    assert box_rows.max() - rows_two.max() < 30                        # which ends just below the last line
+    assert box_rows.max() > np.flatnonzero(changed(image, one).any(axis=1)).max()   # and grows with it
+    darkened = np.asarray(two, dtype=int)[box & ~white(two)]
+    assert np.median(darkened) == 48                                   # 60% darker (120 -> 48) under the text
+
+
+def test_text_height_follows_the_image_size():
+    for side in (280, 840):
+        rows = np.flatnonzero(white(annotate(grey(100, (side, side)), ["Ag 3.91"])).any(axis=1))
+        height = rows.max() - rows.min() + 1
+        assert side / 14 * 0.5 <= height <= side / 14 * 1.6, (side, height)
+
+
+def test_a_shortened_line_is_the_longest_that_fits():
+    font = ImageFont.load_default(size=20)
+    line = "the model notices fine noise in the sky and slight blur along the edges of the lighthouse"
+    for width in (60, 120, 250, 400):
+        fitted = annotation._fit(line, font, width)
+        assert fitted.endswith("…") and font.getlength(fitted) <= width
+        kept = fitted[:-1]
+        longer = line[:len(kept) + 1].rstrip() + "…"
+        assert font.getlength(longer) > width or len(longer) <= len(fitted), (width, fitted)
+    assert annotation._fit(line, font, 10_000) == line
+    exact = font.getlength(line[:30])
+    assert annotation._fit(line[:30], font, exact) == line[:30]       # a line exactly as wide as the room fits
+
+
+def test_reasoning_is_cut_after_a_whole_word_near_its_limit():
+    text = "sharp " * 60
+    short = short_reasoning(text)
+    assert 114 <= len(short) <= 120 and short.endswith("sharp…") and " …" not in short

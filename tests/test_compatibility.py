@@ -90,8 +90,10 @@ def test_the_warning_is_one_line_naming_every_problem(installed, caplog):
         compatibility.warn_if_unsupported(logger)
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
-    assert "transformers 4.55.2 is installed" in record.getMessage()
-    assert "torch 2.3.1 is installed" in record.getMessage()
+    message = record.getMessage()
+    assert message.startswith("qinsight nodes are loaded, but they cannot judge until this is fixed: "
+                              "transformers 4.55.2 is installed")
+    assert "; torch 2.3.1 is installed" in message
 
 
 @pytest.fixture(scope="module")
