@@ -141,6 +141,26 @@ EQUIVALENT.update({
                                                          "class or verdict is found in either",
 })
 
+# image_metadata.py, annotation.py, compatibility.py (issue 14)
+EQUIVALENT.update({
+    **{f"qinsight_sdk.image_metadata.x__chunk__mutmut_{n}": "the filter only silences Pillow's warning about a "
+       "large image; what is read is the same" for n in (16, 18)},
+    **{f"qinsight_sdk.image_metadata.x__chunk__mutmut_{n}": "the chunks before the pixels are read again, with the "
+       "rest, from image.text: the same rows, only slower" for n in (22, 23)},
+    **{f"qinsight_sdk.image_metadata.{name}": "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
+       for name in ("x__saved_rows__mutmut_18", "x_write_sidecar__mutmut_27")},
+    **{f"qinsight_sdk.annotation.x__drawable__mutmut_{n}": "codec names are case-insensitive: 'LATIN-1' is "
+       "'latin-1'" for n in (13, 17)},
+    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "the box is pasted at (0, 0), which is also where "
+       "paste puts it without a position" for n in (68, 70)},
+    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "Pillow's default ink on an RGB image is white, the "
+       "colour given" for n in (90, 94)},
+    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "Pillow clips an ink channel of 256 to 255"
+       for n in (97, 98, 99)},
+    "qinsight_sdk.compatibility.x_problems__mutmut_17": "None is as falsy as False where the argument is only "
+                                                        "tested for truth",
+})
+
 # records.py: spellings and falsy values that no input can tell apart
 _CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
 _FALSY = "None is as falsy as False where the argument is only tested for truth"

@@ -103,4 +103,4 @@ def short_reasoning(text: str | None, limit: int = 120) -> str:
     cut = flat[:limit - 1]
     if flat[limit - 1] != " " and " " in cut:   # the cut fell inside a word: end at the word before it
         cut = cut[:cut.rfind(" ")]
-    return cut.rstrip() + "…"
+    return cut + "…"   # whitespace was collapsed to single spaces, so the cut never ends in one

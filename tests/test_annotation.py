@@ -120,6 +120,13 @@ def test_score_labels(arguments, label):
 def test_a_long_error_is_shortened_in_its_label():
     label = score_label(None, error="no rating found in the\nanswer " + "x" * 200)
     assert label == "no score: no rating found in the answer…"
+    wordy = score_label(None, error="the answer named no rating " * 10)
+    assert len(wordy) <= len("no score: ") + 48 and wordy.endswith("…")
+
+
+def test_a_line_keeps_what_the_scalable_font_can_draw():
+    font = ImageFont.load_default(size=20)
+    assert annotation._fit("清晰 sharp ± 0.12", font, 10_000) == "清晰 sharp ± 0.12"
 
 
 @pytest.mark.parametrize("text, limit, short", [
@@ -182,6 +189,10 @@ def test_a_shortened_line_is_the_longest_that_fits():
         longer = line[:len(kept) + 1].rstrip() + "…"
         assert font.getlength(longer) > width or len(longer) <= len(fitted), (width, fitted)
     assert annotation._fit(line, font, 10_000) == line
+    wide = line + " MWM"   # ends in letters wider than the ellipsis
+    all_but_one = wide[:-1] + "…"
+    assert font.getlength(wide) > font.getlength(all_but_one)
+    assert annotation._fit(wide, font, font.getlength(all_but_one)) == all_but_one   # up to the last character
     exact = font.getlength(line[:30])
     assert annotation._fit(line[:30], font, exact) == line[:30]       # a line exactly as wide as the room fits
 
@@ -190,3 +201,4 @@ def test_reasoning_is_cut_after_a_whole_word_near_its_limit():
     text = "sharp " * 60
     short = short_reasoning(text)
     assert 114 <= len(short) <= 120 and short.endswith("sharp…") and " …" not in short
+    assert short_reasoning("a" * 120 + " b") == "a" * 119 + "…"     # 120 characters at most, by default

@@ -207,3 +207,41 @@ def test_a_task_the_image_was_not_judged_for_is_an_error(tmp_path):
     assert read_rows(path) == []
     with pytest.raises(MetadataError, match=r"holds no score row \(no rows at all\)$"):
         read_rows(path, "score")
+
+
+def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from qinsight_sdk import image_metadata
+
+    image = tmp_path / "a.png"
+    save_png(image, saved_rows(str(image)))
+    denied = PermissionError(13, "Permission denied")
+    monkeypatch.setattr(image_metadata.Image, "open", lambda *a, **k: (_ for _ in ()).throw(denied))
+    with pytest.raises(MetadataError, match=r"a\.png: cannot be read \(Permission denied\)$"):
+        read_rows(image)
+    jpeg = tmp_path / "b.jpg"
+    jpeg.write_bytes(b"")
+    monkeypatch.setattr(image_metadata, "_chunk", lambda path: None)
+    sidecar_path(jpeg).write_text("{}")
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: (_ for _ in ()).throw(denied))
+    with pytest.raises(MetadataError, match=r"b\.jpg\.json: cannot be read \(Permission denied\)$"):
+        read_rows(jpeg)
+
+
+def test_asking_for_a_task_the_file_lacks_names_the_tasks_it_holds(tmp_path):
+    image = tmp_path / "a.png"
+    save_png(image, saved_rows(str(image)))
+    with pytest.raises(MetadataError, match=r"holds no comparison row \(only degradation, score\)$"):
+        read_rows(image, "comparison")
+
+
+def test_an_image_too_large_to_open_says_so(tmp_path, monkeypatch):
+    from qinsight_sdk import image_metadata
+
+    image = tmp_path / "a.png"
+    save_png(image, saved_rows(str(image)))
+    bomb = image_metadata.Image.DecompressionBombError("Image size (2000000000 pixels) exceeds limit")
+    monkeypatch.setattr(image_metadata.Image, "open", lambda *a, **k: (_ for _ in ()).throw(bomb))
+    with pytest.raises(MetadataError, match=r"a\.png: cannot be read \(Image size \(2000000000 pixels\)"):
+        read_rows(image)
