@@ -6,8 +6,7 @@ IMAGE is a float (B, H, W, C) tensor in 0..1, MASK (B, H, W) or (H, W), LATENT a
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..qinsight_sdk.annotation import annotate, score_label, short_reasoning
+from ..qinsight_sdk.records import answer_settings
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
 # it gave no readable verdict (data files and the model say "null" for the first: qinsight_sdk.tasks).
@@ -110,20 +110,11 @@ class JudgedBatch:
         return [r.score for r in self.results]
 
 
-def record_settings(model: str, subfolder: str | None, judge: Any, mode: str | None) -> dict[str, Any]:
-    """The record row's settings (see qinsight_sdk.records) of answers the loaded ``judge`` gave: the same
-    keys as the command line writes, so a file saved here and a record file read the same way."""
-    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
-                "revision": None, "profile": judge.profile.name,
-                "dtype": str(judge.backend.dtype).removeprefix("torch."),
-                "prompt_order": judge.prompt_order.value, "max_pixels": judge.image_bounds.max_pixels}
-    if mode is not None:
-        settings["mode"] = mode
-    if judge.backend.quantization:
-        settings["quantization"] = judge.backend.quantization
-    if mode != "fast":
-        settings["decoding"] = asdict(judge.decoding)
-    return settings
+def record_settings(model: str, subfolder: str | None, judge: Any, **task: Any) -> dict[str, Any]:
+    """The record rows' settings of answers the loaded ``judge`` gave, as the command line writes them."""
+    return answer_settings(model, subfolder, None, judge.profile.name, judge.backend.dtype,
+                           judge.prompt_order.value, judge.image_bounds.max_pixels, judge.backend.quantization,
+                           judge.decoding, **task)
 
 
 def describe_scores(results: Sequence[Any]) -> list[str]:
@@ -136,8 +127,8 @@ def describe_scores(results: Sequence[Any]) -> list[str]:
 
 
 def to_pil(batch: torch.Tensor) -> list[Image.Image]:
-    """RGB images from a float (B, H, W, C) batch in 0..1."""
-    pixels = (as_image_batch(batch) * 255).round().to(torch.uint8).numpy()
+    """RGB images from a batch as ``as_image_batch`` gives it (float, CPU, 0..1)."""
+    pixels = (batch * 255).round().to(torch.uint8).numpy()
     return [Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).convert("RGB")
             for image in pixels]
 

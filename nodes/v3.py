@@ -79,25 +79,23 @@ def blocked_unless(value: Any, present: bool) -> Any:
     return value if present else ExecutionBlocker(None)
 
 
-def judged(handle: JudgeHandle, batch: Any, task: str, mode: str | None = None) -> adapters.JudgedBatch:
-    """Each image's result of ``task`` (score or degradation), with the settings it was made with."""
+def judged(handle: JudgeHandle, batch: Any, task: str, **options: Any) -> adapters.JudgedBatch:
+    """Each image's result of ``task`` (score or degradation, with its ``options``: a score's mode), with
+    the settings it was made with."""
     def run(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
-        results = judge.score(batch, mode=mode, on_result=done) if task == "score" else \
-            judge.degradation(batch, on_result=done)
-        return adapters.JudgedBatch(results, judge_settings(handle, judge, mode))
+        method = judge.score if task == "score" else judge.degradation
+        results = method(batch, on_result=done, **options)
+        return adapters.JudgedBatch(results, adapters.record_settings(handle.spec.model, handle.spec.subfolder,
+                                                                      judge, **options))
 
     return run_judged(handle, run, len(batch))
 
 
 def scored(handle: JudgeHandle, batch: Any, mode: str) -> adapters.JudgedBatch:
     """Each image's ScoreResult; any image that could not be scored stops the node with its reason."""
-    scores = judged(handle, batch, "score", mode)
+    scores = judged(handle, batch, "score", mode=mode)
     adapters.raise_for_errors(adapters.errors_of(scores.results), len(batch), "scoring")
     return scores
-
-
-def judge_settings(handle: JudgeHandle, judge: Any, mode: str | None) -> dict[str, Any]:
-    return adapters.record_settings(handle.spec.model, handle.spec.subfolder, judge, mode)
 
 
 def carried_along(latent: Any, mask: Any, indices: list[int], batch_size: int) -> tuple[Any, Any]:
@@ -200,12 +198,12 @@ class ScoreImageQuality(io.ComfyNode):
     @classmethod
     def execute(cls, judge: JudgeHandle, images: Any, mode: str) -> io.NodeOutput:
         batch = adapters.as_image_batch(images)
-        judged = scored(judge, batch, mode)
-        results, scores = judged.results, judged.scores
+        made = scored(judge, batch, mode)
+        results, scores = made.results, made.scores
         reasoning = "\n\n".join(f"image {i}: {r.reasoning}" for i, r in enumerate(results) if r.reasoning)
         ui = {"text": adapters.describe_scores(results), "qinsight_scores": scores}
         labels = [score_label(r.score, r.std) for r in results]
-        return io.NodeOutput(scores, sum(scores) / len(scores), reasoning, judged, adapters.annotated(batch, labels),
+        return io.NodeOutput(scores, sum(scores) / len(scores), reasoning, made, adapters.annotated(batch, labels),
                              ui=ui)
 
 
@@ -403,41 +401,48 @@ class SaveImageWithQuality(io.ComfyNode):
         if len(scores.results) != len(batch):
             raise ValueError(f"score_batch has {len(scores.results)} scores but there are {len(batch)} images")
         distortions = judged(judge, batch, "degradation") if degradation else None
+        # one output folder and counter for the batch, as Save Image numbers its images
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), batch.shape[2], batch.shape[1])
+        chunks = comfyui_chunks(cls)
         saved, text = [], []
         for index, image in enumerate(adapters.to_pil(batch)):
-            rows = [("score", scores.settings, scores.results[index])]
+            score = scores.results[index]
+            suffix = f"_q{score.score:.2f}" if score_in_name and score.score is not None else "_"
+            path = os.path.join(folder, f"{name}_{counter + index:05}{suffix}.png")
+            rows = [make_row("score", [path], scores.settings, score.to_dict())]
             if distortions is not None:
-                rows.append(("degradation", distortions.settings, distortions.results[index]))
-            saved.append(save_with_quality(cls, image, filename_prefix, rows, score_in_name, sidecar))
-            text.append(f"{saved[-1]['filename']}: " + score_label(scores.results[index].score,
-                                                                   scores.results[index].std))
+                rows.append(make_row("degradation", [path], distortions.settings,
+                                     distortions.results[index].to_dict()))
+            save_with_quality(image, path, chunks, rows, sidecar)
+            saved.append({"filename": os.path.basename(path), "subfolder": subfolder, "type": "output"})
+            text.append(f"{saved[-1]['filename']}: " + score_label(score.score, score.std))
         return io.NodeOutput(ui={"images": saved, "text": text})
 
 
-def save_with_quality(node: type[io.ComfyNode], image: Any, filename_prefix: str,
-                      rows: list[tuple[str, dict[str, Any], Any]], score_in_name: bool,
-                      sidecar: bool) -> dict[str, str]:
-    """Save one PNG in ComfyUI's output folder with ComfyUI's metadata and our rows; its ui entry."""
+def comfyui_chunks(node: type[io.ComfyNode]) -> list[tuple[str, str]]:
+    """The prompt and workflow ComfyUI embeds in the PNGs it saves, as text chunks; none where ComfyUI was
+    told not to (--disable-metadata)."""
     from comfy.cli_args import args
+
+    if args.disable_metadata:
+        return []
+    chunks = [] if node.hidden.prompt is None else [("prompt", json.dumps(node.hidden.prompt))]
+    return chunks + [(key, json.dumps(value)) for key, value in (node.hidden.extra_pnginfo or {}).items()]
+
+
+def save_with_quality(image: Any, path: str, chunks: list[tuple[str, str]], rows: list[dict[str, Any]],
+                      sidecar: bool) -> None:
+    """One PNG with ComfyUI's chunks and our rows (and, when asked, the rows in a sidecar)."""
     from PIL.PngImagePlugin import PngInfo
 
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        filename_prefix, folder_paths.get_output_directory(), image.width, image.height)
-    score = rows[0][2].score
-    suffix = f"_q{score:.2f}" if score_in_name and score is not None else "_"
-    path = os.path.join(folder, f"{name}_{counter:05}{suffix}.png")
-    records = [make_row(task, [path], settings, result.to_dict()) for task, settings, result in rows]
     info = PngInfo()
-    if not args.disable_metadata:  # ComfyUI's own switch for the prompt and workflow it embeds
-        if node.hidden.prompt is not None:
-            info.add_text("prompt", json.dumps(node.hidden.prompt))
-        for key, value in (node.hidden.extra_pnginfo or {}).items():
-            info.add_text(key, json.dumps(value))
-    embed(info, records)
+    for key, text in chunks:
+        info.add_text(key, text)
+    embed(info, rows)
     image.save(path, pnginfo=info, compress_level=4)
     if sidecar:
-        write_sidecar(path, records)
-    return {"filename": os.path.basename(path), "subfolder": subfolder, "type": "output"}
+        write_sidecar(path, rows)
 
 
 class QualityReward(io.ComfyNode):

@@ -24,7 +24,6 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
@@ -35,7 +34,8 @@ from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
 from .profiles import PROFILES, find_profile
 from .prompts import PromptOrder
-from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
+from .quantization import QUANTIZATIONS
+from .records import RecordStore, answer_settings, check_writable, key_of, make_row, open_store, row_text
 from .results import RESULT_TYPES
 from .selection import HYBRID_POOL, STRATEGIES
 from .service import TOKEN_ENV_VAR
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qinsight")
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# quantization.QUANTIZATIONS, spelled out because that module imports torch (a test keeps the two equal)
-QUANTIZATIONS = ("8bit", "4bit")
 
 # (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
 JudgeImages = Callable[["QualityJudge", list[str], Callable[[int, Any], None]], Any]
@@ -349,21 +347,14 @@ def _quantization(args: argparse.Namespace) -> str | None:
 
 
 def _settings(args: argparse.Namespace, comparison: bool = False, **task_settings: Any) -> dict[str, Any]:
-    """Everything that changes an answer, worked out before a model loads, so that a record file made
-    another way is refused at once. A local model is named by its real path. Fast scores generate no
-    text, so decoding options do not change them."""
+    """The rows' settings (``records.answer_settings``), worked out before a model loads, so that a record
+    file made another way is refused at once."""
     from .loading import choose_device, choose_dtype
 
     model, subfolder = _checkpoint(args, comparison)
-    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
-                "revision": args.revision, "profile": find_profile(args.profile, subfolder).name,
-                "dtype": str(choose_dtype(args.dtype, choose_device(args.device))).removeprefix("torch."),
-                "prompt_order": args.prompt_order, "max_pixels": args.max_pixels, **task_settings}
-    if _quantization(args):  # absent in full precision: records made before quantization still resume
-        settings["quantization"] = _quantization(args)
-    if task_settings.get("mode") != "fast":
-        settings["decoding"] = asdict(_decoding(args))
-    return settings
+    return answer_settings(model, subfolder, args.revision, find_profile(args.profile, subfolder).name,
+                           choose_dtype(args.dtype, choose_device(args.device)), args.prompt_order,
+                           args.max_pixels, _quantization(args), _decoding(args), **task_settings)
 
 
 @contextmanager

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Union
 
 from .errors import MissingDependencyError, UsageError
 
@@ -34,6 +32,9 @@ KEPT_SHARE = {"8bit": 0.61, "4bit": 0.42}
 INSTALL_HINT = "pip install 'qinsight[quant]' (for the ComfyUI nodes: pip install bitsandbytes, in ComfyUI's Python)"
 # matched as a prefix of module names from transformers 4.52 on (model.visual...), as a substring before
 UNQUANTIZED_MODULES = ["visual", "model.visual", "lm_head"]
+
+if TYPE_CHECKING:  # annotations only: the command line reads QUANTIZATIONS without importing torch
+    import torch
 
 Quantization = Union[str, Any, None]   # "8bit" | "4bit" | a transformers BitsAndBytesConfig | None (full)
 

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, Sequence
 
@@ -81,6 +82,24 @@ def make_row(task: str, paths: Sequence[str], settings: dict[str, Any] | None,
         (image,) = paths
         given = {"image": image}
     return {"task": task, "key": key_of(*paths), **given, "settings": settings, **result}
+
+
+def answer_settings(model: str, subfolder: str | None, revision: str | None, profile: str, dtype: Any,
+                    prompt_order: str, max_pixels: int, quantization: str | None, decoding: Any,
+                    **task: Any) -> dict[str, Any]:
+    """A row's ``settings``: everything that changes an answer, the same whether it comes from the command
+    line's options (before a model loads) or from a loaded judge (the ComfyUI nodes), so rows made either
+    way compare equal. A local model is named by its real path. Full precision records no quantization, so
+    rows made before quantization existed still resume. Fast scores generate no text, so decoding options
+    (a ``DecodingOptions``) do not change them and are left out."""
+    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
+                "revision": revision, "profile": profile, "dtype": str(dtype).removeprefix("torch."),
+                "prompt_order": prompt_order, "max_pixels": max_pixels, **task}
+    if quantization:
+        settings["quantization"] = quantization
+    if task.get("mode") != "fast":
+        settings["decoding"] = asdict(decoding)
+    return settings
 
 
 def row_text(row: dict[str, Any]) -> str:

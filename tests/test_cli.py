@@ -566,12 +566,6 @@ def test_from_metadata_is_in_the_help(capsys):
         assert "standard output only: not with --output (redirect instead) or --ray" in text
 
 
-def test_the_parsers_quantizations_are_the_loaders():
-    from qinsight_sdk import quantization
-
-    assert cli.QUANTIZATIONS == quantization.QUANTIZATIONS
-
-
 NO_TORCH = """import sys
 class Blocked:
     def find_spec(self, name, path=None, target=None):

@@ -128,13 +128,13 @@ def test_settings_recorded_from_the_loaded_judge(tmp_path):
     judge = SimpleNamespace(profile=SimpleNamespace(name="q-insight"), prompt_order=PromptOrder("image_first"),
                             backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),
                             image_bounds=ImageBounds(max_pixels=100_000), decoding=DecodingOptions())
-    fast = adapters.record_settings(str(tmp_path), None, judge, "fast")
+    fast = adapters.record_settings(str(tmp_path), None, judge, mode="fast")
     assert fast == {"model": str(tmp_path.resolve()), "subfolder": None, "revision": None, "profile": "q-insight",
                     "dtype": "bfloat16", "prompt_order": "image_first", "max_pixels": 100_000, "mode": "fast"}
     judge.backend.quantization = "4bit"
-    reason = adapters.record_settings("ByteDance/Q-Insight", "score_degradation", judge, "reason")
+    reason = adapters.record_settings("ByteDance/Q-Insight", "score_degradation", judge, mode="reason")
     assert reason["model"] == "ByteDance/Q-Insight" and reason["quantization"] == "4bit"
     assert reason["decoding"] == dataclasses.asdict(DecodingOptions()) and "decoding" not in fast
-    assert "mode" not in adapters.record_settings("m", None, judge, None)
+    assert "mode" not in adapters.record_settings("m", None, judge)
     batch = adapters.JudgedBatch([SimpleNamespace(score=2.5), SimpleNamespace(score=4.0)], fast)
     assert batch.scores == [2.5, 4.0]
