@@ -11,6 +11,32 @@ MOS is min-max normalised to [1, 5] as the paper did: 4 * (mos - min) / (max - m
 reported with their source and row number before any training starts; a bad image is never silently
 replaced by another sample. Evaluation reads the same files without opening the images first: an
 unreadable image there is one failed item, reported by path.
+
+Formats (:data:`FORMATS`; image paths are relative to the image root, by default the file's folder):
+
+``qinsight``
+    the JSONL schema above.
+``deqa``
+    DeQA-Score's meta JSON: a list of ``{"image", "gt_score_norm", ...}``.
+``qinsight-comparison``
+    Q-Insight's comparison JSON: a list of ``{"ref_image", "ImageA", "ImageB", "result"}``.
+``csv``
+    our CSV, the columns of one task: ``image,mos``; ``image,distortion_class,severity``; or
+    ``image_a,image_b,answer`` (and optionally ``reference``).
+``pyiqa``
+    pyiqa (IQA-PyTorch) ``meta_info_*.csv``: the image is the ``dist_name`` column of full-reference
+    sets (``ref_name``/``hq_name`` is ignored: the distorted image is judged alone) or the name column
+    of no-reference sets (``img_name``, ``image_name``, ``Image name``, ``filename``, ...), the MOS the
+    score column (``mos``, ``MOS``, ``qmos``, ``mos_quality``, ``score``, ``elo_score``, ...); other
+    columns (std, splits, attributes) are not read. DMOS (lower is better) is refused, see
+    :func:`from_pyiqa`.
+``mos-list``
+    whitespace-separated lines ``image mos [std]`` or ``reference image mos [std]``, as
+    VisualQuality-R1 and several IQA repositories ship their labels; blank lines are skipped.
+``koniq``
+    KonIQ-10k's own ``koniq10k_scores_and_distributions.csv``: ``image_name`` and ``MOS`` (1-5).
+
+The schema holds no standard deviation, so the std columns of these files are not read.
 """
 
 from __future__ import annotations
@@ -18,9 +44,10 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
@@ -29,7 +56,7 @@ from .profiles import QINSIGHT
 from .prompts import PromptOrder
 from .tasks import TASKS
 
-FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv")
+FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq")
 
 
 class DataError(QInsightError):
@@ -50,7 +77,7 @@ class Sample:
 
     def conversation(self) -> list[dict[str, Any]]:
         """The prompt the SDK uses at inference with Q-Insight's profile, image first as in training."""
-        return QINSIGHT.prompt(self.task).messages(PromptOrder.IMAGE_FIRST, len(self.images) == 3)
+        return QINSIGHT.messages(self.task, PromptOrder.IMAGE_FIRST, len(self.images) == 3)
 
     def columns(self) -> dict[str, Any]:
         """The label columns the reward functions read."""
@@ -105,20 +132,23 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str 
     return samples
 
 
+def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append((number, json.loads(line)))
+            except ValueError as exc:
+                records.append((number, {"task": f"<invalid JSON: {exc}>"}))
+    return records
+
+
 def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False,
                check_images: bool = True) -> list[Sample]:
     """Samples from a file in qinsight's JSONL schema."""
     path = Path(path)
-
-    def records() -> Iterable[tuple[str, dict[str, Any]]]:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield f"{path.name}:{number}", json.loads(line)
-                except ValueError as exc:
-                    yield f"{path.name}:{number}", {"task": f"<invalid JSON: {exc}>"}
-
-    return load_records(records(), image_root, skip_bad, check_images)
+    return load_records(((f"{path.name}:{n}", r) for n, r in _jsonl_records(path)), image_root, skip_bad,
+                        check_images)
 
 
 def from_deqa(meta: str | Path) -> list[dict[str, Any]]:
@@ -142,7 +172,7 @@ def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
     MOS values are normalised from ``mos_range`` to [1, 5]. Without one, ``file_range`` (training: the
     paper's per-data-set rule) normalises from the file's own min and max; without it (evaluation) the
     values are taken as they are, so a judge is measured against the labels, not a stretch of them."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0]) if rows else set()
     if "answer" in columns:
@@ -151,11 +181,208 @@ def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
     if "distortion_class" in columns:
         return [{"task": "degradation", "image": row["image"], "distortion_class": row["distortion_class"],
                  "severity": row["severity"]} for row in rows]
-    values = [float(row["mos"]) for row in rows]
-    if mos_range is None and file_range:
-        mos_range = (min(values), max(values))
+    scores = [(number, row["image"], float(row["mos"])) for number, row in enumerate(rows, start=1)]
+    return [record for _, record in _scores(scores, mos_range, file_range)]
+
+
+# -- score tables that other tools write ---------------------------------------------------------------
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _is_number(text: str) -> bool:
+    """A plain decimal number (not nan, inf, or Python's 1_000): what a label file writes as a score."""
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _scores(rows: Sequence[tuple[int, str, float]], mos_range: Sequence[float] | None,
+            file_range: bool) -> list[tuple[int, dict[str, Any]]]:
+    """Score records from (row number, image, MOS as the file writes it), with the rule of :func:`from_csv`:
+    normalised from ``mos_range``, else (``file_range``) from the file's own min and max, else as they are.
+
+    A value outside its scale by a rounding error (SRIQA-Bench writes 100.00000000000001 on 0-100) is set
+    on the bound, so that it is not refused as outside [1, 5] once normalised."""
+    if mos_range is None and file_range and rows:
+        mos_range = (min(v for _, _, v in rows), max(v for _, _, v in rows))
+    low, high = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else (1.0, 5.0)
     scale = {"mos_range": list(mos_range)} if mos_range is not None else {}
-    return [{"task": "score", "image": row["image"], "mos": value, **scale} for row, value in zip(rows, values)]
+    slack = 1e-9 * max(high - low, 0.0)
+
+    def snap(value: float) -> float:
+        return low if low - slack <= value < low else high if high < value <= high + slack else value
+
+    return [(number, {"task": "score", "image": image, "mos": snap(value), **scale}) for number, image, value in rows]
+
+
+def _csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV's header (stripped) and its non-empty rows, numbered from 1 after the header."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        rows = [(n, row) for n, row in enumerate(reader, start=1) if any(cell.strip() for cell in row)]
+    return header, rows
+
+
+def _table_scores(path: Path, rows: Iterable[tuple[int, list[str]]], image: int, score: int,
+                  score_name: str) -> list[tuple[int, str, float]]:
+    """(row, image, MOS) from the given columns; a missing or non-numeric cell is an error naming file:row."""
+    found, problems = [], []
+    for number, row in rows:
+        name = row[image].strip() if image < len(row) else ""
+        value = row[score].strip() if score < len(row) else ""
+        if not name:
+            problems.append(f"{path.name}:{number}: no image name")
+        elif not _is_number(value):
+            problems.append(f"{path.name}:{number}: {score_name} {value!r} is not a number")
+        else:
+            found.append((number, name, float(value)))
+    if problems:
+        raise DataError(f"{path}: {len(problems)} bad rows:\n" + "\n".join(problems))
+    return found
+
+
+# pyiqa (IQA-PyTorch) reads its meta_info files by position: the image name first (no-reference sets) or
+# reference then distorted image (full-reference sets), then the score. The headers vary from file to
+# file (img_name / image_name / "Image name" / filename; ref_name or hq_name, dist_name; mos / MOS /
+# qmos / dmos / elo_score), so the columns are found by name, in this order of preference.
+_PYIQA_IMAGE = ("dist_name", "img_name", "image_name", "image name", "filename", "img_path", "img_name/patch_name",
+                "name", "image")
+_PYIQA_SCORE = ("mos", "mos_quality", "qmos", "score", "elo_score", "scaled_elo_score", "dmos")
+# Data sets whose score pyiqa's own configuration (default_dataset_configs.yml) marks ``lower_better: true``,
+# by the name of their meta_info file: CSIQ's and LIVE-MD's dmos, and LIVE IQA's DMOS in a column named mos.
+_PYIQA_LOWER_BETTER = {"csiq": "CSIQ", "liveiqa": "LIVE IQA", "livemd": "LIVE-MD"}
+
+
+def _pyiqa_columns(header: Sequence[str]) -> tuple[int, int] | None:
+    """The indexes of the image and score columns of a pyiqa meta_info header, or None."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        index.setdefault(name.lower(), i)
+    image = next((index[n] for n in _PYIQA_IMAGE if n in index), None)
+    score = next((index[n] for n in _PYIQA_SCORE if n in index), None)
+    return None if image is None or score is None else (image, score)
+
+
+def _read_pyiqa(path: Path, mos_range: Sequence[float] | None = None,
+                file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    columns = _pyiqa_columns(header)
+    if columns is None:
+        raise DataError(f"{path}: not a pyiqa meta_info CSV: its header {','.join(header)!r} has no image column "
+                        f"({', '.join(_PYIQA_IMAGE)}) or no score column ({', '.join(_PYIQA_SCORE)}); pairwise "
+                        "sets (PieAPP, BAPPS) hold preferences, not MOS")
+    image, score = columns
+    # qinsight measures a judge against MOS, where higher is better; DMOS (lower is better) read as MOS
+    # would turn every correlation's sign without a word, so it is refused, with what to do instead.
+    lower_better = next((label for key, label in _PYIQA_LOWER_BETTER.items() if key in path.name.lower()), None)
+    convert = ("Convert it to MOS first (mos = HIGH - dmos, e.g. in a CSV image,mos) and evaluate that file, "
+               "with --mos-range LOW HIGH")
+    if lower_better is not None:
+        raise DataError(f"{path}: {lower_better}'s {header[score]!r} column is DMOS, where lower means better "
+                        f"(pyiqa's configuration says lower_better: true); qinsight measures a judge against MOS, "
+                        f"where higher is better, and does not read DMOS as MOS. {convert}.")
+    if header[score].lower() == "dmos" and "kadid" not in path.name.lower():
+        # KADID-10k's 'dmos' is the mean of degradation category ratings, 1 (very annoying) to 5
+        # (imperceptible): higher is better (pyiqa: lower_better: false), so its meta_info is read as MOS.
+        raise DataError(f"{path}: the score column is {header[score]!r}, a differential MOS, where lower usually "
+                        f"means better (CSIQ, LIVE-MD); qinsight measures a judge against MOS, where higher is "
+                        f"better, and does not read DMOS as MOS. {convert}; if higher is better in this file "
+                        f"after all (as in KADID-10k's), rename the column to mos.")
+    return _scores(_table_scores(path, rows, image, score, header[score]), mos_range, file_range)
+
+
+def from_pyiqa(meta: str | Path, mos_range: Sequence[float] | None = None,
+               file_range: bool = True) -> list[dict[str, Any]]:
+    """Score records from a pyiqa (IQA-PyTorch) ``meta_info_*.csv``.
+
+    No-reference sets (KonIQ-10k: ``img_name,mos,std,...``; SPAQ: ``Image name,MOS,...``; LIVE Challenge:
+    ``img_name,mos,std``; KonIQ-10k++: ``filename,qmos,sd,...``) give the image and its MOS. Full-reference
+    sets (KADID-10k: ``ref_name,dist_name,dmos,std``; TID2013: ``ref_name,dist_name,mos,std``; PIPAL:
+    ``hq_name,dist_name,elo_score``) give the distorted image, which is judged alone: the reference is not
+    read. Std, split and attribute columns are not read either.
+
+    Scores where lower is better are refused rather than read as MOS: a ``dmos`` column (except KADID-10k's,
+    whose "dmos" is a 1-5 rating where higher is better), and the data sets pyiqa itself marks
+    ``lower_better`` (CSIQ, LIVE IQA, LIVE-MD), whatever their column is called. MOS is normalised as by
+    :func:`from_csv`."""
+    return [record for _, record in _read_pyiqa(Path(meta), mos_range, file_range)]
+
+
+def _parse_mos_line(tokens: Sequence[str]) -> tuple[str, float] | None:
+    """(image, MOS) from ``image mos [std]`` or ``reference image mos [std]``, or None if it is neither:
+    the second token being a number is what tells the two apart."""
+    if len(tokens) in (2, 3) and _is_number(tokens[1]):
+        image, numbers = tokens[0], tokens[1:]
+    elif len(tokens) in (3, 4) and not _is_number(tokens[1]):
+        image, numbers = tokens[1], tokens[2:]
+    else:
+        return None
+    return (image, float(numbers[0])) if all(_is_number(t) for t in numbers) else None
+
+
+def mos_list_line(line: str) -> tuple[str, float] | None:
+    """(image, MOS) if ``line`` is a line of a whitespace MOS list, else None (used to recognise one)."""
+    return _parse_mos_line(line.split())
+
+
+def _read_mos_list(path: Path, mos_range: Sequence[float] | None = None,
+                   file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    found, problems = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parsed = mos_list_line(line)
+        if parsed is None:
+            problems.append(f"{path.name}:{number}: expected 'image mos [std]' or 'reference image mos [std]', "
+                            f"got {line.strip()!r}")
+        else:
+            found.append((number, *parsed))
+    if problems:
+        raise DataError(f"{path}: {len(problems)} malformed lines:\n" + "\n".join(problems))
+    return _scores(found, mos_range, file_range)
+
+
+def from_mos_list(path: str | Path, mos_range: Sequence[float] | None = None,
+                  file_range: bool = True) -> list[dict[str, Any]]:
+    """Score records from a whitespace-separated list, one image a line, as VisualQuality-R1 ships its test
+    labels: ``image mos [std]``, or ``reference image mos [std]`` (Deblur, SRIQA-Bench, dehaze, KADID-10k),
+    told apart on each line by whether its second token is a number; the image judged is the one before
+    the MOS, a reference is not read. Blank lines are skipped; any other line is an error naming
+    ``file:line``. Scores are taken as MOS (higher is better); normalised as by :func:`from_csv`."""
+    return [record for _, record in _read_mos_list(Path(path), mos_range, file_range)]
+
+
+def _read_koniq(path: Path, mos_range: Sequence[float] | None = None,
+                file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    if "image_name" not in header or "MOS" not in header:
+        raise DataError(f"{path}: not KonIQ-10k's scores CSV: no image_name or MOS column in {','.join(header)!r}")
+    return _scores(_table_scores(path, rows, header.index("image_name"), header.index("MOS"), "MOS"), mos_range,
+                   file_range)
+
+
+def from_koniq(path: str | Path, mos_range: Sequence[float] | None = None,
+               file_range: bool = True) -> list[dict[str, Any]]:
+    """Score records from KonIQ-10k's ``koniq10k_scores_and_distributions.csv`` (``image_name``, ``c1``-``c5``,
+    ``c_total``, ``MOS``, ``SD``, ``MOS_zscore``): ``image_name`` and ``MOS``, on 1-5 already (not the
+    z-scores, nor SD: the schema has no std). Normalised as by :func:`from_csv`."""
+    return [record for _, record in _read_koniq(Path(path), mos_range, file_range)]
+
+
+def csv_format(path: str | Path) -> str | None:
+    """The format a CSV's header says it is in: ``csv`` (ours), ``koniq``, ``pyiqa``, or None."""
+    header = _csv_header(Path(path))
+    columns = set(header)
+    if {"image_name", "MOS", "c_total"} <= columns:
+        return "koniq"
+    if "answer" in columns or "distortion_class" in columns or {"image", "mos"} <= columns:
+        return "csv"
+    return "pyiqa" if _pyiqa_columns(header) is not None else None
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
 
 
 def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> list[Sample]:
@@ -173,25 +400,42 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
     return mixed
 
 
+_READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[int, dict[str, Any]]]]] = {
+    "qinsight": lambda path, mos_range, file_range: _jsonl_records(path),
+    "deqa": lambda path, mos_range, file_range: list(enumerate(from_deqa(path), start=1)),
+    "qinsight-comparison": lambda path, mos_range, file_range: list(enumerate(from_qinsight_comparison(path),
+                                                                              start=1)),
+    "csv": lambda path, mos_range, file_range: list(enumerate(from_csv(path, mos_range, file_range), start=1)),
+    "pyiqa": _read_pyiqa,
+    "mos-list": _read_mos_list,
+    "koniq": _read_koniq,
+}
+
+
+def read_records(path: str | Path, format: str = "qinsight", mos_range: Sequence[float] | None = None,
+                 file_range: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """(origin, record) pairs from one data file in any of :data:`FORMATS`, unchecked; the origin is
+    ``file:number``: the line of a JSONL file or a MOS list, the data row of a CSV (not counting the
+    header), the item of a JSON list, numbered from 1. ``mos_range`` and ``file_range`` are as for
+    :func:`from_csv`; a ``qinsight`` file carries its own."""
+    if format not in FORMATS:
+        raise UsageError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
+    path = Path(path)
+    try:
+        numbered = _READERS[format](path, mos_range, file_range)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read {path} as {format}: {type(exc).__name__}: {exc}") from None
+    return [(f"{path.name}:{number}", record) for number, record in numbered]
+
+
 def read_source(path: str | Path, format: str = "qinsight", image_root: str | Path | None = None,
                 mos_range: Sequence[float] | None = None, skip_bad: bool = False,
                 check_images: bool = True, file_range: bool = True) -> list[Sample]:
     """Samples from one data file in any supported format, checked like ``read_jsonl``.
 
-    ``image_root`` defaults to the file's folder. Entries are numbered from 1 in messages (CSV: the
-    data row, not counting the header). ``mos_range`` and ``file_range`` are as for :func:`from_csv`.
+    ``image_root`` defaults to the file's folder. Messages name entries as :func:`read_records` does.
+    ``mos_range`` and ``file_range`` are as for :func:`from_csv`.
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    if format == "qinsight":
-        return read_jsonl(path, root, skip_bad, check_images)
-    importers = {"deqa": from_deqa, "qinsight-comparison": from_qinsight_comparison,
-                 "csv": lambda p: from_csv(p, mos_range, file_range)}
-    if format not in FORMATS:
-        raise UsageError(f"unknown data format {format!r}; use {', '.join(FORMATS)}")
-    try:
-        records = importers[format](path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read {path} as {format}: {type(exc).__name__}: {exc}") from None
-    return load_records(((f"{path.name}:{i}", r) for i, r in enumerate(records, start=1)), root, skip_bad,
-                        check_images)
+    return load_records(read_records(path, format, mos_range, file_range), root, skip_bad, check_images)

@@ -1,6 +1,8 @@
 """Evaluate a judge on labelled images, resumably: predictions are kept, metrics recomputed from them.
 
-``evaluate`` reads a data file (CSV, our JSONL schema, DeQA-Score meta JSON, Q-Insight comparison JSON),
+``evaluate`` reads a data file in any of :data:`~qinsight_sdk.data.FORMATS` (our CSV and JSONL schema,
+DeQA-Score meta JSON, Q-Insight comparison JSON, pyiqa meta_info CSV, a whitespace ``image mos`` list,
+KonIQ-10k's scores CSV), recognised from the file or named,
 appends one row per item to a record file (:mod:`qinsight_sdk.records`: the same rows ``qinsight
 score -o``, ``degradation -o`` and ``compare -o`` write, so their output can be evaluated directly) as
 results arrive, runs the model only on items that file does not already hold (and loads no model at all
@@ -10,6 +12,7 @@ the failed ones by path.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import DataError, Sample, read_source
+from .data import FORMATS, DataError, Sample, csv_format, load_records, mos_list_line, read_records
 from .errors import UsageError
 from .metrics import require_scipy
 from .records import check_writable, key_of, open_store, read_store
@@ -40,16 +43,38 @@ class EvalItem:
 
 
 def guess_format(path: str | Path) -> str:
-    """The data format from the file: .csv, .jsonl (ours), or a .json list (DeQA-Score or Q-Insight pairs)."""
+    """The data format from the file: a .csv by its header (ours, pyiqa's meta_info, KonIQ-10k's scores),
+    .jsonl (ours), .txt (a whitespace MOS list), or else a JSON list (DeQA-Score or Q-Insight pairs) or a
+    text file whose first line reads as ``[reference] image mos [std]``."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return "csv"
-    if path.suffix.lower() == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        try:
+            found = csv_format(path)
+        except (OSError, ValueError, csv.Error) as exc:
+            raise DataError(f"{path}: cannot read its header ({exc})") from None
+        if found is None:
+            raise DataError(f"{path}: a CSV whose header is none that qinsight knows: ours (image,mos; "
+                            "image,distortion_class,severity; image_a,image_b,answer), pyiqa's meta_info (an image "
+                            "column such as img_name or dist_name and a score column such as mos), or KonIQ-10k's "
+                            f"scores (image_name,...,MOS); name its format with --format ({', '.join(FORMATS)})")
+        return found
+    if suffix == ".jsonl":
         return "qinsight"
+    if suffix == ".txt":
+        return "mos-list"
     try:
-        first = json.loads(path.read_text(encoding="utf-8"))[0]
-    except (OSError, ValueError, IndexError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not a CSV, a .jsonl file or a JSON list of items ({exc})") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+    try:
+        first = json.loads(text)[0]
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        line = next((line for line in text.splitlines() if line.strip()), "")
+        if mos_list_line(line) is not None:
+            return "mos-list"
+        raise DataError(f"{path}: not a CSV, a .jsonl file, a JSON list of items or an 'image mos' list ({exc}); "
+                        f"name its format with --format ({', '.join(FORMATS)})") from None
     if isinstance(first, dict) and "ImageA" in first:
         return "qinsight-comparison"
     if isinstance(first, dict) and "gt_score_norm" in first:
@@ -58,14 +83,20 @@ def guess_format(path: str | Path) -> str:
 
 
 def load_items(data: str | Path, image_root: str | Path | None = None, task: str | None = None,
-               mos_range: Sequence[float] | None = None) -> list[EvalItem]:
+               mos_range: Sequence[float] | None = None, format: str | None = None) -> list[EvalItem]:
     """The data file's items of one task; images are not opened here (a bad one is a failed item).
 
-    A CSV's MOS values are taken as they are, or normalised from ``mos_range`` to [1, 5] when given;
-    never stretched to the file's own min and max, which would change the RMSE being measured.
+    ``format`` (one of :data:`~qinsight_sdk.data.FORMATS`) overrides :func:`guess_format`. MOS values are
+    taken as they are, or normalised from ``mos_range`` to [1, 5] when given; never stretched to the
+    file's own min and max, which would change the RMSE being measured. MOS outside [1, 5] (or outside
+    the ``mos_range`` given) is an error naming the file and row and saying to pass ``--mos-range``.
     """
+    if format is not None and format not in FORMATS:
+        raise UsageError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
     root = Path(image_root) if image_root is not None else Path(data).parent
-    samples = read_source(data, guess_format(data), root, mos_range, check_images=False, file_range=False)
+    records = read_records(data, format or guess_format(data), mos_range, file_range=False)
+    _check_scale(records, mos_range)
+    samples = load_records(records, root, check_images=False)
     tasks = sorted({s.task for s in samples})
     if task is None:
         if len(tasks) != 1:
@@ -77,6 +108,41 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
     if not items:
         raise DataError(f"{data} holds no {task} items")
     return items
+
+
+def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Sequence[float] | None) -> None:
+    """MOS off the scale it is read on is one error, naming its first row and the way out, rather than a
+    "bad row" for each of a data set's thousands of 0-100 scores. A record is on the ``mos_range`` given
+    when an importer put it there, on [1, 5] when it has none; one with a scale of its own (our JSONL's
+    mos_range) is checked on that when loaded."""
+    given = [float(v) for v in mos_range] if mos_range is not None else None
+    values, outside = [], []
+    for origin, record in records:
+        if not isinstance(record, dict) or record.get("task") != "score":
+            continue
+        own = record.get("mos_range")
+        try:
+            scale = [1.0, 5.0] if own is None else [float(v) for v in own]
+            value = float(record["mos"])
+        except (KeyError, TypeError, ValueError):
+            continue   # reported when loaded, with its row
+        if own is not None and scale != given:
+            continue
+        values.append(value)
+        if not scale[0] <= value <= scale[1]:
+            outside.append((origin, value, scale))
+    if not outside:
+        return
+    origin, value, (low, high) = outside[0]
+    verb = "is" if len(outside) == 1 else "are"
+    extent = (f"{len(outside)} of the file's {len(values)} MOS values {verb} outside; they run from "
+              f"{min(values):g} to {max(values):g}" if len(values) > 1 else "the file's only MOS value")
+    if mos_range is None:
+        raise DataError(f"{origin}: mos {value} is outside [1, 5] ({extent}). Give the scale this file's MOS is on "
+                        "with --mos-range LOW HIGH (e.g. --mos-range 0 100; mos_range=(0, 100) in Python): it is "
+                        "then normalised to [1, 5].")
+    raise DataError(f"{origin}: mos {value} is outside the --mos-range {low:g} {high:g} given ({extent}). Give the "
+                    "scale this file's MOS is on with --mos-range LOW HIGH.")
 
 
 def _name(sample: Sample, root: Path) -> str:
@@ -95,11 +161,12 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
              load_judge: Callable[[], Any] | None = None, image_root: str | Path | None = None,
              task: str | None = None, mode: str = "reason", batch_size: int = 8, retry_failed: bool = False,
              overwrite: bool = False, resamples: int = 1000, progress: bool = True, plot: str | Path | None = None,
-             mos_range: Sequence[float] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+             mos_range: Sequence[float] | None = None, settings: dict[str, Any] | None = None,
+             format: str | None = None) -> dict[str, Any]:
     """Predict what ``predictions`` lacks (loading the judge only then), and report the task's metrics.
 
-    ``data`` is a data file, or its items as :func:`load_items` read them (``image_root``, ``task`` and
-    ``mos_range`` are then not needed). Without ``load_judge`` nothing is predicted: items missing from
+    ``data`` is a data file, or its items as :func:`load_items` read them (``image_root``, ``task``,
+    ``mos_range`` and ``format`` are then not needed). Without ``load_judge`` nothing is predicted: items missing from
     ``predictions`` count as failed, and rows made with any settings are read. With it, ``settings``
     says what the judge's answers depend on (as the CLI records them): rows made with other settings
     are an error, never mixed in.
@@ -110,7 +177,7 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
     the fitted curve, or the degradation confusion matrix.
     """
     items = data if isinstance(data, Sequence) and not isinstance(data, str) else \
-        load_items(data, image_root, task, mos_range)
+        load_items(data, image_root, task, mos_range, format)
     task = items[0].sample.task
     spec = TASKS[task]
     if mode not in spec.modes:

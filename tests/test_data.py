@@ -1,12 +1,13 @@
-"""Training data: the JSONL schema, importers, checks with row numbers, and weighted mixing."""
+"""Training data: the JSONL schema, importers (ours and other tools' label files), checks with row
+numbers, and weighted mixing."""
 
 import json
 
 import pytest
 from samples import noise_image
 
-from qinsight_sdk.data import (DataError, from_csv, from_deqa, from_qinsight_comparison, load_records,
-                                     mix, read_jsonl)
+from qinsight_sdk.data import (DataError, from_csv, from_deqa, from_koniq, from_mos_list, from_pyiqa,
+                               from_qinsight_comparison, load_records, mix, read_jsonl, read_records, read_source)
 
 
 @pytest.fixture
@@ -84,3 +85,153 @@ def test_mixing(root):
     assert mix([(samples[:4], 2.0), (samples[4:], 0.5)], seed=3) == mixed  # seeded
     with pytest.raises(ValueError):
         mix([(samples, -1.0)])
+
+
+# -- label files other tools write: pyiqa meta_info, whitespace MOS lists, KonIQ-10k's scores ----------
+
+SPAQ_HEADER = ("Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness,Animal,Cityscape,Human,"
+               "Indoor scene,Landscape,Night scene,Plant,Still-life,Others,Focal length,F-number,Exposure time,ISO,"
+               "Brightness,Flash,Time0,Time1")
+
+
+def scores(records):
+    return [(r["image"], r["mos"]) for r in records]
+
+
+def test_pyiqa_meta_info_of_no_reference_sets(tmp_path):
+    koniq = tmp_path / "meta_info_KonIQ10kDataset.csv"
+    koniq.write_text("img_name,mos,std,split,c1,c2,c3,c4,c5,c_total\n"
+                     "10004473376.jpg,77.3836206897,0.527277894494,0,0.0,0.0,0.238095238095,0.695238095238,"
+                     "0.0666666666667,105\n"
+                     "10007357496.jpg,68.7285714286,0.580003024795,2,0.0,0.03125,0.46875,0.489583333333,"
+                     "0.0104166666667,96\n")
+    livec = tmp_path / "meta_info_LIVEChallengeDataset.csv"
+    livec.write_text("img_name,mos,std\nt1.bmp,63.963406174124174,18.376200073180403\n"
+                     "t2.bmp,25.335306406685238,13.651431474621623\n")
+    spaq = tmp_path / "meta_info_SPAQDataset.csv"
+    spaq.write_text(SPAQ_HEADER + "\n00001.jpg,48.86,47.43,55.57,55.71,37.86,42.57,0.0,0.333333,0.0,0.0,0.0,"
+                    "0.333333,0.0,0.333333,0.0,4.2,1.7,0.1,200,-1.21,0,-0.965926,-0.258819\n")
+    koniq_plus = tmp_path / "meta_info_KonIQ10k++Dataset.csv"
+    koniq_plus.write_text('"filename","qmos","sd","votes","artifacts","blur","contrast","colors","other",'
+                          '"degraded.amount"\n"826373.jpg",3.953125,1.03017470393857,64,0.046875,0.046875,0.234375,'
+                          '0.109375,0,0.0875\n')
+    agiqa = tmp_path / "data.csv"    # AGIQA-3K's own labels: the quality MOS, not the text alignment one
+    agiqa.write_text("name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align\n"
+                     "AttnGAN_normal_000.jpg,a cat,,,,1.0820,0.2230,2.3250,0.6771\n")
+    assert scores(from_pyiqa(koniq, file_range=False)) == [("10004473376.jpg", 77.3836206897),
+                                                           ("10007357496.jpg", 68.7285714286)]
+    assert scores(from_pyiqa(livec, file_range=False)) == [("t1.bmp", 63.963406174124174),
+                                                           ("t2.bmp", 25.335306406685238)]
+    assert scores(from_pyiqa(spaq, file_range=False)) == [("00001.jpg", 48.86)]
+    assert scores(from_pyiqa(koniq_plus, file_range=False)) == [("826373.jpg", 3.953125)]
+    assert scores(from_pyiqa(agiqa, file_range=False)) == [("AttnGAN_normal_000.jpg", 1.082)]
+    assert from_pyiqa(koniq, mos_range=(0, 100))[0] == {"task": "score", "image": "10004473376.jpg",
+                                                         "mos": 77.3836206897, "mos_range": [0, 100]}
+    samples = read_source(livec, "pyiqa", mos_range=(0, 100), check_images=False)
+    assert [s.images for s in samples] == [(tmp_path / "t1.bmp",), (tmp_path / "t2.bmp",)]
+    assert [s.mos for s in samples] == [pytest.approx(1 + 4 * 0.63963406174124174),
+                                        pytest.approx(1 + 4 * 0.25335306406685238)]
+    assert [s.mos for s in read_source(livec, "pyiqa", check_images=False)] == [5.0, 1.0]  # training: per file
+
+
+def test_pyiqa_full_reference_rows_give_the_distorted_image(tmp_path):
+    kadid = tmp_path / "meta_info_KADID10kDataset.csv"
+    kadid.write_text("ref_name,dist_name,dmos,std\nI01.png,I01_01_01.png,4.57,0.496\n"
+                     "I01.png,I01_01_02.png,4.33,0.869\n")
+    tid = tmp_path / "meta_info_TID2013Dataset.csv"
+    tid.write_text("ref_name,dist_name,mos,std\nI01.BMP,I01_01_1.bmp,5.51429,0.13013\nI01.BMP,i01_01_2.bmp,5.56757,"
+                   "0.16008\n")
+    pipal = tmp_path / "meta_info_PIPALDataset.csv"
+    pipal.write_text("hq_name,dist_name,elo_score\nA0001.bmp,A0001_00_00.bmp,1520.0648\nA0001.bmp,A0001_00_01.bmp,"
+                     "1437.0798\n")
+    # KADID-10k's "dmos" is a 1-5 degradation rating, higher is better: read as MOS
+    assert scores(from_pyiqa(kadid, file_range=False)) == [("I01_01_01.png", 4.57), ("I01_01_02.png", 4.33)]
+    assert scores(from_pyiqa(tid, file_range=False)) == [("I01_01_1.bmp", 5.51429), ("i01_01_2.bmp", 5.56757)]
+    assert scores(from_pyiqa(pipal, file_range=False)) == [("A0001_00_00.bmp", 1520.0648),
+                                                           ("A0001_00_01.bmp", 1437.0798)]
+    (first, _) = read_source(kadid, "pyiqa", image_root=tmp_path / "images", check_images=False, file_range=False)
+    assert first.images == (tmp_path / "images" / "I01_01_01.png",) and first.mos == 4.57
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("meta_info_CSIQDataset.csv", "ref_name,dist_name,dmos\n1600.png,1600.AWGN.1.png,0.061989\n", "CSIQ's 'dmos'"),
+    ("meta_info_LIVEIQADataset.csv", "ref_name,dist_name,mos\nrefimgs/studentsculpture.bmp,jp2k/img2.bmp,28.0\n",
+     "LIVE IQA's 'mos' column is DMOS"),
+    ("meta_info_LIVEMDDataset.csv", "ref_name,dist_name,dmos\nPart 1/blurjpeg/babygirl.bmp,"
+     "Part 1/blurjpeg/babygirl_blur1.bmp,21.57894736842105\n", "LIVE-MD's 'dmos'"),
+    ("my_labels.csv", "ref_name,dist_name,dmos\nr.png,d.png,0.2\n", "rename the column to mos"),
+])
+def test_pyiqa_dmos_where_lower_is_better_is_refused(tmp_path, name, text, fragment):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        from_pyiqa(path)
+    assert fragment in str(error.value) and "does not read DMOS as MOS" in str(error.value)
+    assert "mos = HIGH - dmos" in str(error.value)
+
+
+def test_pyiqa_bad_rows_and_foreign_headers(tmp_path):
+    path = tmp_path / "meta_info_LIVEChallengeDataset.csv"
+    path.write_text("img_name,mos,std\nt1.bmp,63.9,18.3\nt2.bmp,n/a,13.6\n,25.3,1.0\n")
+    with pytest.raises(DataError) as error:
+        read_records(path, "pyiqa")
+    assert "2 bad rows" in str(error.value)
+    assert "meta_info_LIVEChallengeDataset.csv:2: mos 'n/a' is not a number" in str(error.value)
+    assert "meta_info_LIVEChallengeDataset.csv:3: no image name" in str(error.value)
+    pairs = tmp_path / "meta_info_PieAPPDataset.csv"
+    pairs.write_text("ref_img_path,dist_imgA_path,dist_imgB_path,raw preference for A\nr.png,a.png,b.png,0.3\n")
+    with pytest.raises(DataError, match="not a pyiqa meta_info CSV"):
+        from_pyiqa(pairs)
+
+
+def test_whitespace_mos_lists(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("10004473376.jpg 4.478899486428679 0.527277894494\n"   # image mos std (KonIQ, SPAQ)
+                    "DatabaseImage0190.JPG 52.28900832768076\n"             # image mos (BID)
+                    "\n"
+                    "0_0.png 0_1.png 4.569234903368079\n"                  # reference image mos (Deblur)
+                    "I01.png I01_01_01.png 4.13 0.7063993204979744\n"      # reference image mos std (KADID)
+                    "  t1.bmp\t68.01712128701747   18.3762  \n")
+    records = read_records(path, "mos-list", file_range=False)
+    assert [(origin, r["image"], r["mos"]) for origin, r in records] == [
+        ("labels.txt:1", "10004473376.jpg", 4.478899486428679),
+        ("labels.txt:2", "DatabaseImage0190.JPG", 52.28900832768076),
+        ("labels.txt:4", "0_1.png", 4.569234903368079),
+        ("labels.txt:5", "I01_01_01.png", 4.13),
+        ("labels.txt:6", "t1.bmp", 68.01712128701747)]
+    assert all("mos_range" not in r for _, r in records)
+    assert scores(from_mos_list(path, mos_range=(0, 100)))[0] == ("10004473376.jpg", 4.478899486428679)
+    assert from_mos_list(path, mos_range=(0, 100))[0]["mos_range"] == [0, 100]
+
+
+def test_a_malformed_mos_list_line_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("a.png 3.2\n\nb.png\nc.png 3.1 high\nr.png d.png e.png 2.0\nf.png 1_000\n")
+    with pytest.raises(DataError) as error:
+        read_records(path, "mos-list")
+    message = str(error.value)
+    assert "4 malformed lines" in message
+    for line in (3, 4, 5, 6):
+        assert f"bad.txt:{line}: expected 'image mos [std]' or 'reference image mos [std]'" in message
+    assert "bad.txt:1:" not in message
+
+
+def test_rounding_past_the_scale_is_not_an_error(tmp_path):
+    path = tmp_path / "SRIQA-Bench_test_all.txt"
+    path.write_text("online50_Original.png online50_SeeSRx4.png 100.00000000000001\nx.png y.png 0.0\n")
+    samples = read_source(path, "mos-list", mos_range=(0, 100), check_images=False, file_range=False)
+    assert [s.mos for s in samples] == [5.0, 1.0]
+
+
+def test_koniq_scores_and_distributions(tmp_path):
+    path = tmp_path / "koniq10k_scores_and_distributions.csv"
+    path.write_text('"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"\n'
+                    '"10004473376.jpg",0,0,25,73,7,105,3.828571429,0.527277894,77.38362069\n'
+                    '"10007357496.jpg",0,3,45,47,1,96,3.479166667,0.580003025,68.72857143\n')
+    assert from_koniq(path, file_range=False) == [{"task": "score", "image": "10004473376.jpg", "mos": 3.828571429},
+                                                  {"task": "score", "image": "10007357496.jpg", "mos": 3.479166667}]
+    assert [s.mos for s in read_source(path, "koniq", check_images=False, file_range=False)] == \
+        [3.828571429, 3.479166667]
+    (tmp_path / "other.csv").write_text("image,mos\na.png,3\n")
+    with pytest.raises(DataError, match="not KonIQ-10k's scores CSV"):
+        from_koniq(tmp_path / "other.csv")

@@ -8,7 +8,8 @@ from PIL import Image
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
-from qinsight_sdk.errors import QInsightError
+from qinsight_sdk.data import DataError
+from qinsight_sdk.errors import QInsightError, UsageError
 from qinsight_sdk.evaluation import evaluate, guess_format, load_items
 from qinsight_sdk.records import open_store, read_store
 from qinsight_sdk.testing import ScriptedBackend, write_sample_images
@@ -124,6 +125,79 @@ def test_data_formats_are_recognised(tmp_path):
     with pytest.raises(QInsightError, match="--task"):
         load_items(tmp_path / "mixed.jsonl")
     assert len(load_items(tmp_path / "mixed.jsonl", task="degradation")) == 1
+
+
+def test_label_files_are_recognised_by_header_and_suffix(tmp_path):
+    files = {
+        "ours.csv": "image,mos\na.png,3.1\n",
+        "pairs.csv": "image_a,image_b,answer\na.png,b.png,Image A\n",
+        "koniq10k_scores_and_distributions.csv": '"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD",'
+                                                 '"MOS_zscore"\n"a.png",0,0,25,73,7,105,3.83,0.53,77.38\n',
+        "meta_info_KonIQ10kDataset.csv": "img_name,mos,std,split,c1,c2,c3,c4,c5,c_total\na.png,77.4,0.53,0,0,0,0.2,"
+                                         "0.7,0.1,105\n",
+        "meta_info_KADID10kDataset.csv": "ref_name,dist_name,dmos,std\nr.png,a.png,4.57,0.496\n",
+        "meta_info_PIPALDataset.csv": "hq_name,dist_name,elo_score\nr.bmp,a.bmp,1520.0648\n",
+        "KONIQ-10K_test_all.txt": "a.png 4.48 0.53\n",
+        "dehaze_test_all.txt": "r.png a.png 3.35\n",
+        "labels": "r.png a.png 3.35 0.2\n",                     # no suffix: told by its first line
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert [guess_format(tmp_path / name) for name in files] == [
+        "csv", "csv", "koniq", "pyiqa", "pyiqa", "pyiqa", "mos-list", "mos-list", "mos-list"]
+    (tmp_path / "strange.csv").write_text("picture,rating\na.png,3\n")
+    with pytest.raises(QInsightError, match="name its format with --format .*pyiqa, mos-list, koniq"):
+        guess_format(tmp_path / "strange.csv")
+    (tmp_path / "notes").write_text("these are not labels at all\n")
+    with pytest.raises(QInsightError, match="--format"):
+        guess_format(tmp_path / "notes")
+
+
+def test_a_named_format_overrides_recognition(tmp_path):
+    (tmp_path / "labels.txt").write_text("ref_name,dist_name,mos,std\nI01.BMP,I01_01_1.bmp,5.51429,0.13013\n")
+    with pytest.raises(QInsightError, match="labels.txt:1: expected 'image mos"):
+        load_items(tmp_path / "labels.txt")                  # read as a whitespace list, by its suffix
+    (item,) = load_items(tmp_path / "labels.txt", format="pyiqa", mos_range=(0, 9))
+    assert item.name == "I01_01_1.bmp" and item.sample.mos == pytest.approx(1 + 4 * 5.51429 / 9)
+    (tmp_path / "koniq.csv").write_text('"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"\n'
+                                        '"a.png",0,0,25,73,7,105,3.83,0.53,77.38\n')
+    assert [i.sample.mos for i in load_items(tmp_path / "koniq.csv")] == [3.83]
+    assert [i.sample.mos for i in load_items(tmp_path / "koniq.csv", format="pyiqa")] == [3.83]
+    with pytest.raises(QInsightError, match="cannot read .* as csv"):
+        load_items(tmp_path / "koniq.csv", format="csv")
+    with pytest.raises(UsageError, match="unknown data format 'meta'; use one of qinsight, deqa, "
+                                         "qinsight-comparison, csv, pyiqa, mos-list, koniq"):
+        load_items(tmp_path / "koniq.csv", format="meta")
+
+
+def test_mos_off_the_scale_says_to_pass_mos_range_naming_file_and_row(tmp_path):
+    (tmp_path / "meta_info_LIVEChallengeDataset.csv").write_text(
+        "img_name,mos,std\nt1.bmp,3.9,18.3\nt2.bmp,25.335306406685238,13.65\nt3.bmp,63.96,18.37\n")
+    with pytest.raises(DataError) as error:
+        load_items(tmp_path / "meta_info_LIVEChallengeDataset.csv")
+    message = str(error.value)
+    assert message.startswith("meta_info_LIVEChallengeDataset.csv:2: mos 25.335306406685238 is outside [1, 5] "
+                              "(2 of the file's 3 MOS values are outside; they run from 3.9 to 63.96)")
+    assert "--mos-range LOW HIGH (e.g. --mos-range 0 100" in message
+    items = load_items(tmp_path / "meta_info_LIVEChallengeDataset.csv", mos_range=(0, 100))
+    assert [i.sample.mos for i in items] == pytest.approx([1.156, 1 + 4 * 0.25335306406685238, 3.5584])
+    (tmp_path / "BID_test_all.txt").write_text("a.JPG 3.0\n\nb.JPG 94.54154862145197\n")
+    with pytest.raises(DataError, match=r"^BID_test_all.txt:3: mos 94.54154862145197 is outside \[1, 5\] \(1 of "
+                                        r"the file's 2 MOS values is outside; they run from 3 to 94.5415\)\. "
+                                        r".*--mos-range LOW HIGH"):
+        load_items(tmp_path / "BID_test_all.txt")
+    with pytest.raises(DataError, match=r"BID_test_all.txt:3: mos 94.54154862145197 is outside the --mos-range 0 "
+                                        r"10 given .*--mos-range LOW HIGH"):
+        load_items(tmp_path / "BID_test_all.txt", mos_range=(0, 10))
+
+
+def test_eval_judges_the_distorted_image_of_a_reference_list(labelled):
+    """A `reference image mos std` list: the item is the image after the reference, never the reference."""
+    (labelled / "ref.png").write_bytes(b"not an image either")
+    (labelled / "list.txt").write_text("".join(f"ref.png g{i}.png {1.4 + 0.4 * i:.2f} 0.5\n" for i in range(8)))
+    result = evaluate(labelled / "list.txt", labelled / "p.jsonl", Counting(), resamples=0, progress=False)
+    assert result["items"] == result["judged"] == 8 and result["failed"] == []
+    assert result["metrics"]["srcc"] == pytest.approx(1.0)
 
 
 # -- end to end on the tiny model, through the command line -------------------------------------------
