@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -63,27 +63,35 @@ def _correlation(name: str, x: np.ndarray, y: np.ndarray) -> float | None:
     return _finite(function(x, y)[0])
 
 
-def _bootstrap_interval(name: str, x: np.ndarray, y: np.ndarray, resamples: int,
-                        seed: int) -> list[float] | None:
-    """A 95% percentile bootstrap interval over items (pairs resampled together)."""
-    if len(x) < 5 or np.ptp(x) == 0 or np.ptp(y) == 0 or resamples < 1:
+def _resample_correlation(name: str, x: np.ndarray, y: np.ndarray) -> float:
+    """A correlation inside the bootstrap: a resample without spread counts as no correlation (0.0)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    stats = require_scipy().stats
+    return float({"srcc": stats.spearmanr, "plcc": stats.pearsonr}[name](x, y)[0])
+
+
+def _percentile_bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., float], resamples: int,
+                          seed: int) -> list[float] | None:
+    """A seeded 95% percentile bootstrap over items: one resample of indices applies to every array in
+    ``data`` (paired), so an item's prediction(s) and label stay together."""
+    if len(data[0]) < 5 or any(np.ptp(values) == 0 for values in data) or resamples < 1:
         return None
     stats = require_scipy().stats
     seeded = ({"rng": np.random.default_rng(seed)} if "rng" in inspect.signature(stats.bootstrap).parameters
               else {"random_state": np.random.default_rng(seed)})
-    function = {"srcc": stats.spearmanr, "plcc": stats.pearsonr}[name]
-
-    def statistic(a: np.ndarray, b: np.ndarray) -> float:
-        if np.ptp(a) == 0 or np.ptp(b) == 0:
-            return 0.0
-        return float(function(a, b)[0])
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = stats.bootstrap((x, y), statistic, paired=True, vectorized=False, n_resamples=resamples,
+        result = stats.bootstrap(data, statistic, paired=True, vectorized=False, n_resamples=resamples,
                                  confidence_level=0.95, method="percentile", **seeded)
     low, high = result.confidence_interval
     return [float(low), float(high)] if math.isfinite(low) and math.isfinite(high) else None
+
+
+def _bootstrap_interval(name: str, x: np.ndarray, y: np.ndarray, resamples: int,
+                        seed: int) -> list[float] | None:
+    """A 95% percentile bootstrap interval of one correlation over items (pairs resampled together)."""
+    return _percentile_bootstrap((x, y), lambda a, b: _resample_correlation(name, a, b), resamples, seed)
 
 
 def score_metrics(predicted: Sequence[float], mos: Sequence[float], resamples: int = 1000,
@@ -163,3 +171,39 @@ def comparison_metrics(predicted: Sequence[str], truth: Sequence[str]) -> dict[s
             per_label[label] = {"n": len(chosen), "accuracy": sum(predicted[i] == label for i in chosen) / len(chosen)}
     return {"n": n, "accuracy": sum(p == t for p, t in zip(predicted, truth)) / n if n else None,
             "per_label": per_label}
+
+
+def _verdict(interval: list[float] | None) -> str | None:
+    if interval is None:
+        return None
+    return "A" if interval[0] > 0 else "B" if interval[1] < 0 else "neither"
+
+
+def _paired_metric(name: str, a: np.ndarray, b: np.ndarray, y: np.ndarray, resamples: int,
+                   seed: int) -> dict[str, Any]:
+    """One metric's A-minus-B difference, its paired interval and the verdict it supports."""
+    of_a, of_b = _correlation(name, a, y), _correlation(name, b, y)
+
+    def statistic(ra: np.ndarray, rb: np.ndarray, ry: np.ndarray) -> float:
+        return _resample_correlation(name, ra, ry) - _resample_correlation(name, rb, ry)
+
+    interval = _percentile_bootstrap((a, b, y), statistic, resamples, seed)
+    return {"difference": _finite(of_a - of_b) if of_a is not None and of_b is not None else None,
+            "ci95": interval, "verdict": _verdict(interval)}
+
+
+def paired_difference(predicted_a: Sequence[float], predicted_b: Sequence[float], mos: Sequence[float],
+                      resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """SRCC and PLCC of judge A minus judge B on the same items, with a paired 95% bootstrap interval.
+
+    Paired because both judges scored the same images: their errors are correlated (an image hard for one
+    is often hard for the other), so each resample of items is applied to A, B and the MOS together.
+    Two separate intervals, one per judge, ignore that correlation and often overlap where the paired
+    difference is clearly away from 0. ``verdict``: "A" when the interval lies above 0, "B" when below,
+    "neither" when it holds 0, None when there is no interval (under 5 items, constant input, resamples < 1).
+    """
+    a, b, y = (np.asarray(values, float) for values in (predicted_a, predicted_b, mos))
+    if not a.shape == b.shape == y.shape:
+        raise UsageError(f"{len(a)} and {len(b)} predictions for {len(y)} labels")
+    return {"n": int(len(y)), "srcc": _paired_metric("srcc", a, b, y, resamples, seed),
+            "plcc": _paired_metric("plcc", a, b, y, resamples, seed)}

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from qinsight_sdk.errors import QInsightError
-from qinsight_sdk.metrics import comparison_metrics, degradation_metrics, fit_logistic, logistic4, score_metrics
+from qinsight_sdk.errors import QInsightError, UsageError
+from qinsight_sdk.metrics import (comparison_metrics, degradation_metrics, fit_logistic, logistic4, paired_difference,
+                                  score_metrics)
 
 RNG = np.random.default_rng(7)
 PREDICTED = RNG.uniform(1, 5, 60)
@@ -235,3 +236,98 @@ def test_single_precision_predictions_are_computed_in_double():
 def test_a_resample_with_one_side_constant_counts_as_no_correlation():
     found = score_metrics([1.0, 1.0, 1.0, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0], resamples=200)
     assert found["srcc_ci95"] is not None and found["srcc_ci95"][0] == 0.0
+
+
+# Paired comparison of two judges on the same items.
+JUDGE_B = np.clip(MOS + RNG.normal(0, 0.9, 60), 1, 5)   # a noisier judge than PREDICTED
+
+
+def test_paired_difference_equals_scipys_paired_bootstrap():
+    a, b, y = PREDICTED[:40], JUDGE_B[:40], MOS[:40]
+    found = paired_difference(a, b, y, resamples=300, seed=3)
+    for name, function in (("srcc", scipy.stats.spearmanr), ("plcc", scipy.stats.pearsonr)):
+        expected = scipy.stats.bootstrap((a, b, y), lambda ra, rb, ry: function(ra, ry)[0] - function(rb, ry)[0],
+                                         paired=True, vectorized=False, n_resamples=300, confidence_level=0.95,
+                                         method="percentile", random_state=np.random.default_rng(3))
+        assert found[name]["ci95"] == pytest.approx(list(expected.confidence_interval), abs=1e-12)
+        assert found[name]["difference"] == function(a, y)[0] - function(b, y)[0]   # exactly, not approximately
+    assert found["n"] == 40 and found["srcc"]["verdict"] in ("A", "B", "neither")
+    json.dumps(found, allow_nan=False)
+
+
+def test_paired_difference_resamples_the_same_items_for_both_judges():
+    """Written out by hand: one draw of indices (as scipy draws them) indexes a, b and the MOS alike."""
+    a, b, y = PREDICTED[:40], JUDGE_B[:40], MOS[:40]
+    indices = np.random.default_rng(3).integers(0, 40, (300, 40))
+    spread = [scipy.stats.spearmanr(a[i], y[i])[0] - scipy.stats.spearmanr(b[i], y[i])[0] for i in indices]
+    expected = np.percentile(spread, [2.5, 97.5])
+    assert paired_difference(a, b, y, resamples=300, seed=3)["srcc"]["ci95"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_judge_equal_to_the_mos_beats_a_noisy_one():
+    y = MOS[:40]
+    found = paired_difference(y, JUDGE_B[:40], y, resamples=300)
+    for name in ("srcc", "plcc"):
+        low, high = found[name]["ci95"]
+        assert found[name]["difference"] > 0 and 0 < low <= found[name]["difference"] <= high
+        assert found[name]["verdict"] == "A"
+    assert paired_difference(JUDGE_B[:40], y, y, resamples=300)["srcc"]["verdict"] == "B"
+
+
+def test_swapping_the_judges_negates_the_difference_and_flips_the_interval():
+    forward = paired_difference(PREDICTED, JUDGE_B, MOS, resamples=200)
+    backward = paired_difference(JUDGE_B, PREDICTED, MOS, resamples=200)
+    for name in ("srcc", "plcc"):
+        assert forward[name]["difference"] > 0                     # PREDICTED is the closer judge
+        assert backward[name]["difference"] == pytest.approx(-forward[name]["difference"], abs=1e-15)
+        low, high = forward[name]["ci95"]
+        assert backward[name]["ci95"] == pytest.approx([-high, -low], abs=1e-12)
+        assert {forward[name]["verdict"], backward[name]["verdict"]} == {"A", "B"}
+
+
+def test_near_identical_judges_are_neither():
+    twin = PREDICTED + np.random.default_rng(1).normal(0, 0.01, 60)
+    found = paired_difference(PREDICTED, twin, MOS, resamples=300)
+    for name in ("srcc", "plcc"):
+        low, high = found[name]["ci95"]
+        assert low <= 0 <= high and high - low < 0.02 and found[name]["verdict"] == "neither"
+
+
+def test_pairing_finds_a_difference_that_separate_intervals_hide():
+    """Both judges share most of their error (the same images are hard for both); A adds none of its own,
+    B a little. Each judge's own interval overlaps the other's, the paired difference lies clear of 0."""
+    rng = np.random.default_rng(0)
+    y = rng.uniform(1, 5, 150)
+    shared = y + rng.normal(0, 0.8, 150)
+    a, b = shared, shared + rng.normal(0, 0.5, 150)
+    found = paired_difference(a, b, y, resamples=500)
+    alone_a, alone_b = score_metrics(a, y, resamples=500), score_metrics(b, y, resamples=500)
+    for name in ("srcc", "plcc"):
+        assert alone_a[f"{name}_ci95"][0] < alone_b[f"{name}_ci95"][1]   # the separate intervals overlap
+        assert found[name]["ci95"][0] > 0.02 and found[name]["verdict"] == "A"
+
+
+def test_paired_difference_without_an_interval_gives_none():
+    four = paired_difference([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0], resamples=100)
+    assert four["n"] == 4 and four["srcc"]["difference"] == pytest.approx(0.2)   # 1 - 0.8: still computable
+    assert (four["srcc"]["ci95"], four["srcc"]["verdict"], four["plcc"]["ci95"]) == (None, None, None)
+    two = paired_difference([1.0, 2.0], [2.0, 1.0], [1.0, 2.0])
+    assert two == {"n": 2, "srcc": {"difference": None, "ci95": None, "verdict": None},
+                   "plcc": {"difference": None, "ci95": None, "verdict": None}}
+    constant = paired_difference([3.0] * 10, PREDICTED[:10], MOS[:10], resamples=50)
+    assert constant["srcc"] == {"difference": None, "ci95": None, "verdict": None}
+    unresampled = paired_difference(PREDICTED, JUDGE_B, MOS, resamples=0)
+    assert unresampled["srcc"]["difference"] > 0 and unresampled["srcc"]["ci95"] is None
+    assert unresampled["srcc"]["verdict"] is None
+    json.dumps([four, two, constant, unresampled], allow_nan=False)
+
+
+def test_paired_difference_refuses_mismatched_lengths():
+    with pytest.raises(UsageError, match="3 and 2 predictions for 3 labels"):
+        paired_difference([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_paired_difference_is_seeded_with_1000_resamples_by_default():
+    a, b, y = PREDICTED[:20], JUDGE_B[:20], MOS[:20]
+    assert paired_difference(a, b, y) == paired_difference(a, b, y, resamples=1000, seed=0)
+    assert paired_difference(a, b, y, seed=1)["srcc"]["ci95"] != paired_difference(a, b, y)["srcc"]["ci95"]
