@@ -162,10 +162,10 @@ def reference_loop(judge: Any, images: list[Any], new_tokens: int) -> None:
     """The official demo, the baseline of every ratio: one image per call, sampled, plain transformers."""
     import torch
 
-    from qinsight_sdk import prompts
+    from qinsight_sdk.profiles import QINSIGHT
 
     model, processor = judge.backend.model, judge.backend.processor
-    conversation = prompts.score_messages("text_first")
+    conversation = QINSIGHT.messages("score", "text_first")
     text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     torch.manual_seed(42)
     for image in images:

@@ -112,7 +112,7 @@ class JudgedBatch:
 
 def record_settings(model: str, subfolder: str | None, judge: Any, **task: Any) -> dict[str, Any]:
     """The record rows' settings of answers the loaded ``judge`` gave, as the command line writes them."""
-    return answer_settings(model, subfolder, None, judge.profile.name, judge.backend.dtype,
+    return answer_settings(model, subfolder, None, judge.profile.settings_name(), judge.backend.dtype,
                            judge.prompt_order.value, judge.image_bounds.max_pixels, judge.backend.quantization,
                            judge.decoding, **task)
 

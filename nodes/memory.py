@@ -72,6 +72,7 @@ class JudgeSpec:
     allow_download: bool
     image_size: str = "official"
     quantization: str = "full"
+    judge: str = "auto"          # a profile name, or auto: the one the checkpoint brings or is known by
 
     @property
     def quantized(self) -> bool:
@@ -120,7 +121,8 @@ class JudgeHandle:
         judge = QualityJudge.from_pretrained(
             self.spec.model, self.spec.subfolder or None, device=offload_device,
             dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
-            image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization)
+            image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization,
+            profile=None if self.spec.judge == "auto" else self.spec.judge)
         weights = _Weights(judge.backend.model, offload_device)
         self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                         offload_device=offload_device)

@@ -15,6 +15,7 @@ from ..qinsight_sdk.annotation import score_label
 from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
 from ..qinsight_sdk.image_metadata import embed, write_sidecar
 from ..qinsight_sdk.images import IMAGE_SIZES
+from ..qinsight_sdk.profiles import PROFILES, VISUALQUALITY_R1
 from ..qinsight_sdk.records import make_row
 from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
@@ -24,7 +25,9 @@ CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
-HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER)]
+HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER)] + \
+    [VISUALQUALITY_R1.hub_ids[0]]
+JUDGE_CHOICES = ["auto", *sorted(PROFILES)]
 
 if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
@@ -150,24 +153,30 @@ class LoadQualityJudge(io.ComfyNode):
                                        "GB, beside a diffusion model on a 12-24 GB card; needs pip install "
                                        "bitsandbytes). A quantized judge is never offloaded to the CPU: it is "
                                        "freed instead and loaded again from disk on next use"),
+                io.Combo.Input("judge", options=JUDGE_CHOICES, default="auto", optional=True,
+                               tooltip="the judge's prompts and answer format. auto: the checkpoint's own "
+                                       "qinsight_judge.json (a model fine-tuned with qinsight train has one), "
+                                       "else the profile of a known model, else q-insight"),
             ],
             outputs=[Judge.Output(display_name="judge", tooltip="the judge, for the other qinsight nodes")],
         )
 
     @classmethod
     def validate_inputs(cls, model: str, device: str, dtype: str, after_run: str,
-                        image_size: str | None = "official", quantization: str | None = "full") -> bool | str:
+                        image_size: str | None = "official", quantization: str | None = "full",
+                        judge: str | None = "auto") -> bool | str:
         return check_choices(cls, model=model, device=device, dtype=dtype, after_run=after_run,
-                             image_size=image_size, quantization=quantization)
+                             image_size=image_size, quantization=quantization, judge=judge)
 
     @classmethod
     def execute(cls, model: str, hf_id: str, allow_download: bool, device: str, dtype: str,
-                after_run: str, image_size: str = "official", quantization: str = "full") -> io.NodeOutput:
+                after_run: str, image_size: str = "official", quantization: str = "full",
+                judge: str = "auto") -> io.NodeOutput:
         if hf_id.strip():
             repo, subfolder = adapters.parse_hub_id(hf_id)
         else:
             repo, subfolder = adapters.resolve_model_choice(model, model_roots(), HUB_CHOICES)
-        spec = JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download, image_size, quantization)
+        spec = JudgeSpec(repo, subfolder, device, dtype, after_run, allow_download, image_size, quantization, judge)
         return io.NodeOutput(JudgeHandle(spec))
 
 

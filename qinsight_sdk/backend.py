@@ -9,7 +9,7 @@ images into encoded batches (on the CPU, possibly in a helper thread), and encod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from PIL import Image
@@ -77,8 +77,9 @@ class Backend(Protocol):
         """The dtype of the model's weights."""
 
     def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str) -> EncodedBatch:
-        """One batch's inputs; ``answer_prefix`` forces the start of each answer. Safe off the main thread."""
+               answer_prefix: str, template_options: Mapping[str, Any] | None = None) -> EncodedBatch:
+        """One batch's inputs; ``answer_prefix`` forces the start of each answer; ``template_options`` go to
+        the chat template (a judge profile's, such as ``add_vision_id``). Safe off the main thread."""
 
     def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
                  rating_key: str | None = None) -> list[list[Generation]]:

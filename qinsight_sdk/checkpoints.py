@@ -19,6 +19,7 @@ SCORE_SUBFOLDER = "score_degradation"
 COMPARISON_SUBFOLDER = "comparison"
 MODEL_ENV_VAR = "QINSIGHT_MODEL"
 QWEN25_VL = "qwen2_5_vl"   # the model_type of Q-Insight's checkpoint family
+PROFILE_FILE = "qinsight_judge.json"   # a judge's profile (:mod:`qinsight_sdk.profiles`), beside its weights
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model")
 
@@ -50,6 +51,26 @@ def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str |
         raise ModelLoadError(f"model folder {model!r} does not exist")
     validate_checkpoint(folder, model_type)
     return folder
+
+
+def profile_file_of(model: str, subfolder: str | None = None, revision: str | None = None,
+                    cache_dir: str | None = None) -> Path | None:
+    """The checkpoint's own profile file, if it has one, found without loading (or downloading) the weights:
+    a local folder's, or the one file fetched from the hub (from the cache when offline). None: it has none,
+    or the hub cannot be asked; the weights' folder is checked again when they load."""
+    local = Path(model).expanduser()
+    if local.exists():
+        path = (local / subfolder if subfolder else local) / PROFILE_FILE
+        return path if path.is_file() else None
+    if not _REPO_ID.match(model):
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model, PROFILE_FILE, subfolder=subfolder, revision=revision,
+                                    cache_dir=cache_dir))
+    except Exception:  # none in the repository, or no network and not cached: hub errors vary by version
+        return None
 
 
 def _download(repo_id: str, subfolder: str | None, revision: str | None, local_files_only: bool,

@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, SCORE_SUBFOLDER, default_model,
-                          default_subfolder)
+from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
+                          default_model, default_subfolder, profile_file_of)
 from .errors import QInsightError, UsageError
 from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
-from .profiles import PROFILES, find_profile
+from .profiles import PROFILES, JudgeProfile, choose_profile
 from .prompts import PromptOrder
 from .quantization import QUANTIZATIONS
 from .records import RecordStore, answer_settings, check_writable, key_of, make_row, open_store, row_text
@@ -80,9 +80,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                                        f"else {DEFAULT_MODEL})")
     group.add_argument("--subfolder", help=f"subfolder inside the model (default for {DEFAULT_MODEL}: "
                                            f"{SCORE_SUBFOLDER}, or {COMPARISON_SUBFOLDER} with --reference)")
-    group.add_argument("--profile", choices=sorted(PROFILES),
-                       help="the judge profile: prompts and answer format (default: the one whose released "
-                            "subfolder this is, else q-insight)")
+    group.add_argument("--judge", metavar="NAME|FILE",
+                       help=f"the judge profile (prompts, answer format, rating scale): one of "
+                            f"{', '.join(sorted(PROFILES))}, or a profile file (default: the model's own "
+                            f"{PROFILE_FILE}, else the profile of a known model id or subfolder, else q-insight)")
     group.add_argument("--revision", help="hub branch, tag or commit")
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
     group.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32 (quantized: of the layers "
@@ -101,8 +102,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=42, help="seed for --sample")
     group.add_argument("--num-samples", type=_at_least_one, default=1,
                        help="answers per image, averaged (implies --sample)")
-    group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder], default="image_first",
-                       help="image before the question (as trained) or after it (as in the demo)")
+    group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder],
+                       help="image before the question or after it (default: where the judge's profile puts "
+                            "it: first for Q-Insight, as trained; its demo put it after)")
     group.add_argument("--max-pixels", type=_max_pixels, default="official",
                        help="official (default: up to 12,845,056 pixels, as the weights were trained and "
                             "released), fast (about 1 megapixel: much faster on large images, hides fine "
@@ -339,7 +341,7 @@ def _judge_options(args: argparse.Namespace, comparison: bool = False) -> dict[s
     return dict(model=model, subfolder=subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
                 trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
                 image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
-                profile=args.profile, quantization=_quantization(args))
+                profile=args.judge, quantization=_quantization(args))
 
 
 def _quantization(args: argparse.Namespace) -> str | None:
@@ -352,9 +354,19 @@ def _settings(args: argparse.Namespace, comparison: bool = False, **task_setting
     from .loading import choose_device, choose_dtype
 
     model, subfolder = _checkpoint(args, comparison)
-    return answer_settings(model, subfolder, args.revision, find_profile(args.profile, subfolder).name,
-                           choose_dtype(args.dtype, choose_device(args.device)), args.prompt_order,
-                           args.max_pixels, _quantization(args), _decoding(args), **task_settings)
+    profile = _profile(args, model, subfolder)
+    return answer_settings(model, subfolder, args.revision, profile.settings_name(),
+                           choose_dtype(args.dtype, choose_device(args.device)),
+                           args.prompt_order or profile.own_order().value, args.max_pixels, _quantization(args),
+                           _decoding(args), **task_settings)
+
+
+def _profile(args: argparse.Namespace, model: str, subfolder: str | None) -> JudgeProfile:
+    """The judge profile the model will load with (as ``QualityJudge.from_pretrained`` chooses it), said on
+    standard error so that a user sees which prompts and answer format their scores come from."""
+    profile, why = choose_profile(args.judge, model, subfolder, profile_file_of(model, subfolder, args.revision))
+    print(f"qinsight {args.command}: judge profile {profile.name!r} ({why})", file=sys.stderr)
+    return profile
 
 
 @contextmanager

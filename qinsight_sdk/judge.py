@@ -22,7 +22,7 @@ from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, default_model, de
 from .decoding import DecodingOptions
 from .errors import UsageError
 from .images import ImageBounds, ImageInput, load_image, split_inputs
-from .profiles import JudgeProfile, find_profile
+from .profiles import PROFILE_FILE, JudgeProfile, choose_profile, find_profile
 from .prompts import PromptOrder
 from .quantization import Quantization
 from .qwen_vl import QwenVLBackend
@@ -47,14 +47,18 @@ class QualityJudge:
 
     def __init__(self, backend: Backend, *, decoding: DecodingOptions | None = None,
                  image_bounds: ImageBounds | None = None,
-                 prompt_order: PromptOrder | str = PromptOrder.IMAGE_FIRST, batch_size: int = 8,
-                 max_batch_tokens: int = 16384, profile: JudgeProfile | str | None = None) -> None:
+                 prompt_order: PromptOrder | str | None = None, batch_size: int = 8,
+                 max_batch_tokens: int = 16384, profile: JudgeProfile | str | Path | None = None,
+                 profile_source: str | None = None) -> None:
         self.backend = backend
         self.decoding = decoding or DecodingOptions()
         self.image_bounds = image_bounds or ImageBounds()
-        self.prompt_order = PromptOrder(prompt_order)
-        self.batch_size = batch_size
         self.profile = find_profile(profile)
+        self.profile_source = profile_source or ("given" if profile is not None else "the default")
+        # None: each prompt's image where the profile puts it; the recorded order is then the profile's own
+        self.prompt_order = PromptOrder(prompt_order) if prompt_order is not None else self.profile.own_order()
+        self._reorder = prompt_order is not None
+        self.batch_size = batch_size
         self.batching = BatchRunner(self.load_image, max_batch_tokens)
         self._warned_zero_shot = False
 
@@ -63,24 +67,28 @@ class QualityJudge:
                         revision: str | None = None, device: str | torch.device = "auto",
                         dtype: str | torch.dtype = "auto", attn_implementation: str | None = None,
                         trust_remote_code: bool = False, local_files_only: bool = False,
-                        cache_dir: str | None = None, profile: JudgeProfile | str | None = None,
+                        cache_dir: str | None = None, profile: JudgeProfile | str | Path | None = None,
                         quantization: Quantization = None, **options: Any) -> "QualityJudge":
         """Load a checkpoint: a Hugging Face id (with subfolder and revision) or a local folder.
 
         ``model`` defaults to ``$QINSIGHT_MODEL``, else ``ByteDance/Q-Insight``, whose subfolder
-        defaults to ``score_degradation``. ``profile`` names the judge profile (default: the one whose
-        released subfolder this is, else Q-Insight's). ``quantization`` "8bit" or "4bit" loads the
+        defaults to ``score_degradation``. ``profile`` is the judge profile: a name, a profile file, or a
+        ``JudgeProfile`` (default: the checkpoint's own ``qinsight_judge.json``, else the profile of a known
+        id or released subfolder, else Q-Insight's; ``profile_source`` says which, and it is logged).
+        ``quantization`` "8bit" or "4bit" loads the
         language model's weights quantized with bitsandbytes (the ``[quant]`` extra; what stays in full
         precision and why: :mod:`qinsight_sdk.quantization`). Other keyword options go to the constructor.
         """
         model = str(model) if model is not None else default_model()
         if subfolder is None:
             subfolder = default_subfolder(model)
-        chosen = find_profile(profile, subfolder)
-        folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir, chosen.model_type)
+        expected = choose_profile(profile, model, subfolder)[0]
+        folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir, expected.model_type)
+        chosen, why = choose_profile(profile, model, subfolder, folder / PROFILE_FILE)
+        logger.info("judge profile %r (%s)", chosen.name, why)
         backend = QwenVLBackend.load(folder, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                      trust_remote_code=trust_remote_code, quantization=quantization)
-        return cls(backend, profile=chosen, **options)
+        return cls(backend, profile=chosen, profile_source=why, **options)
 
     # -- public tasks -------------------------------------------------------------------------------
 
@@ -97,7 +105,8 @@ class QualityJudge:
             raise UsageError(f"mode must be 'reason' or 'fast', got {mode!r}")
         if mode == "fast":
             step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
-            return self._single_image_task("score", images, step, score_of_distribution, batch_size, on_result)
+            return self._single_image_task("score", images, step, score_of_distribution, batch_size, on_result,
+                                           fast=True)
         return self._single_image_task("score", images, self._generate_step(decoding, self.profile.rating_key),
                                        self._aggregator("score"), batch_size, on_result)
 
@@ -130,14 +139,14 @@ class QualityJudge:
         ``reference`` is shared by the pairs that bring none. ``on_result(index, result)`` is called
         in input order as results are ready (once per pair, after both orders when asked).
         """
-        prompt = self.profile.prompt("comparison")
+        self.profile.prompt("comparison")   # a judge that does not compare says so before any image loads
         requests = []
         for pair in pairs:
             if len(pair) not in (2, 3):
                 raise UsageError(f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items")
             image_a, image_b = pair[0], pair[1]
             chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
-            conversation = prompt.messages(self.prompt_order, chosen is not None)
+            conversation = self.profile.messages("comparison", with_reference=chosen is not None)
             if chosen is not None:
                 self._warn_zero_shot_reference()
             prefix = [chosen] if chosen is not None else []
@@ -186,13 +195,17 @@ class QualityJudge:
 
     def reward(self, images: Any, batch_size: int | None = None,
                on_result: ResultCallback | None = None) -> torch.Tensor:
-        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5].
+        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (for a judge
+        whose profile has no fast mode, the greedily decoded score: slower, as deterministic).
 
         Deterministic and independent of batch size and order. An image that cannot be judged (NaN
         pixels, say) gets 0.0, the worst reward, and a logged warning, so a loop never breaks on it.
         ``on_result(index, score_result)`` follows each image, as for :meth:`score`.
         """
-        results = self.score(images, batch_size=batch_size, mode="fast", on_result=on_result)
+        if self.profile.fast_score_prefix is not None:
+            results = self.score(images, batch_size=batch_size, mode="fast", on_result=on_result)
+        else:
+            results = self.score(images, batch_size=batch_size, decoding=DecodingOptions(), on_result=on_result)
         results = results if isinstance(results, list) else [results]
         rewards = []
         for index, result in enumerate(results):
@@ -220,12 +233,13 @@ class QualityJudge:
         return Step(self._encoder(""), lambda batch: self.backend.generate(batch, options, rating_key))
 
     def _encoder(self, answer_prefix: str) -> Callable[[list[Request]], Any]:
+        options = dict(self.profile.chat_template_options)
         return lambda chosen: self.backend.encode([r.conversation for r in chosen], [r.images for r in chosen],
-                                                  answer_prefix)
+                                                  answer_prefix, options)
 
     def _aggregator(self, task: str) -> Callable[[Any], Any]:
         """The task's aggregation of sampled answers, read with this judge's parser for the task."""
-        parse = self.profile.prompt(task).parse
+        parse = self.profile.parser(task)
         return lambda generations: TASKS[task].aggregate(generations, parse)
 
     @staticmethod
@@ -236,8 +250,8 @@ class QualityJudge:
         return aggregate(outcome)
 
     def _single_image_task(self, task: str, images: Any, step: Step, aggregate: Callable[[Any], Any],
-                           batch_size: int | None, on_result: ResultCallback | None) -> Any:
-        conversation = self.profile.prompt(task).messages(self.prompt_order, False)
+                           batch_size: int | None, on_result: ResultCallback | None, fast: bool = False) -> Any:
+        conversation = self.profile.messages(task, self.prompt_order if self._reorder else None, fast=fast)
         sources, single = split_inputs(images)
 
         def finish(index: int, outcome: Outcome) -> Any:

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS
 
@@ -27,6 +28,10 @@ _CLASS_ALIASES = {"jpeg": "compression", "jpg": "compression", "jpeg compression
                   "noisy": "noise", "dark": "darken", "darkness": "darken", "low light": "darken"}
 _LABELS = {"image a": "A", "a": "A", "image b": "B", "b": "B", "similar": "similar"}
 _MENTIONS = {"imagea": "A", "imageb": "B", "similar": "similar"}
+
+
+Scale = tuple[float, float]
+FULL_SCALE: Scale = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ def _lower_keys(obj: dict) -> dict:
     return {str(k).strip().lower(): v for k, v in obj.items()}
 
 
-def _to_rating(value: object) -> tuple[float | None, str | None]:
+def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float | None, str | None]:
+    """A rating clamped to the judge's scale and mapped linearly onto 1-5, the scale results use."""
     if isinstance(value, bool) or value is None:
         return None, f"rating {value!r} is not a number"
     try:
@@ -121,33 +127,72 @@ def _to_rating(value: object) -> tuple[float | None, str | None]:
         return None, f"rating {value!r} is not a number"
     if not math.isfinite(rating):
         return None, f"rating {value!r} is not a finite number"
-    return min(5.0, max(1.0, rating)), None
+    low, high = rating_range
+    return 1.0 + 4.0 * (min(high, max(low, rating)) - low) / (high - low), None
 
 
 def _missing_answer_note(tagged: bool) -> str:
     return "" if tagged else " (no <answer> block found)"
 
 
-def parse_score(text: str) -> ParsedScore:
-    """Read a 1-5 rating; out-of-range numbers are clamped, anything else is an error."""
+def parse_score(text: str, rating_range: Scale = FULL_SCALE) -> ParsedScore:
+    """Read Q-Insight's ``{"rating": ...}``; out-of-range numbers are clamped, anything else is an error."""
     try:
         body, tagged = _answer_or_tail(text)
         reasoning = extract_reasoning(text)
         for obj in _json_objects(body):
             keys = _lower_keys(obj)
             if "rating" in keys:
-                rating, error = _to_rating(keys["rating"])
+                rating, error = _to_rating(keys["rating"], rating_range)
                 return ParsedScore(rating, reasoning, error)
         match = _RATING.findall(body)
         if match:
-            rating, error = _to_rating(match[-1])
+            rating, error = _to_rating(match[-1], rating_range)
             return ParsedScore(rating, reasoning, error)
         if tagged and re.fullmatch(_NUMBER, body):
-            rating, error = _to_rating(body)
+            rating, error = _to_rating(body, rating_range)
             return ParsedScore(rating, reasoning, error)
         return ParsedScore(None, reasoning, "no rating found in the answer" + _missing_answer_note(tagged))
     except Exception as exc:  # a parser must never take a batch down
         return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+
+def parse_first_number(text: str, rating_range: Scale = FULL_SCALE) -> ParsedScore:
+    """VisualQuality-R1's rule: the first number in the last ``<answer>`` block.
+
+    Its demo code falls back to the first number anywhere in the text, and to a random score when there
+    is none. Here an answer cut off inside its reasoning has no rating (a number in the reasoning is not
+    the verdict), and no rating is an error, as for every judge.
+    """
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        number = re.search(r"\d+(\.\d+)?", body)
+        if number is None:
+            return ParsedScore(None, reasoning, "no number found in the answer" + _missing_answer_note(tagged))
+        rating, error = _to_rating(number.group(), rating_range)
+        return ParsedScore(rating, reasoning, error)
+    except Exception as exc:  # a parser must never take a batch down
+        return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+
+def pattern_reader(pattern: str, rating_range: Scale = FULL_SCALE) -> Callable[[str], ParsedScore]:
+    """A score reader for a judge described by a profile file: the rating is the first group of the
+    pattern's last match in the answer."""
+    compiled = re.compile(pattern)
+
+    def read(text: str) -> ParsedScore:
+        try:
+            matches = list(compiled.finditer(text))
+            reasoning = extract_reasoning(text)
+            if not matches:
+                return ParsedScore(None, reasoning, f"the answer does not match the judge's pattern {pattern!r}")
+            rating, error = _to_rating(matches[-1].group(1), rating_range)
+            return ParsedScore(rating, reasoning, error)
+        except Exception as exc:  # a parser must never take a batch down
+            return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+    return read
 
 
 def _normalise_label(value: object) -> str | None:

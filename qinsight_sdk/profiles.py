@@ -1,43 +1,80 @@
-"""Judge profiles: the model-side half of the task table. A new judge is one entry here.
+"""Judge profiles: the model-side half of the task table. A new judge is one entry here, or one file.
 
-A profile says which checkpoint family a judge loads, how it asks each task it can do (the conversation)
-and how it reads the answers (the parser), and where its answer is forced for a fast score. Q-Insight's
-two released models are the first entries; both were trained on the same prompts, so they share them
-and differ in the subfolder of the released repository that holds them.
+A profile says how a judge is asked each task it can do (the conversation, image slots included, and
+the chat template's options), how its answer is read (a named reader, or a pattern), the scale it
+rates on, and where its answer is forced for a fast score. It is data, not code, so that a fine-tuned
+judge can carry its own as a small JSON file beside its weights (:data:`PROFILE_FILE`, written by
+``qinsight train``) and a user can write one for a judge qinsight has never seen.
+
+Which profile a checkpoint gets (:func:`choose_profile`): the one asked for (a name or a file), else the
+file beside the weights, else the profile of a known Hugging Face id or released subfolder, else
+Q-Insight's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import prompts
-from .checkpoints import COMPARISON_SUBFOLDER, QWEN25_VL, SCORE_SUBFOLDER
+from .checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
 from .errors import UsageError
-from .parsing import parse_comparison, parse_degradation, parse_score
-from .prompts import Message, PromptOrder
+from .parsing import parse_comparison, parse_degradation, parse_first_number, parse_score, pattern_reader
+from .prompts import IMAGE, Message, PromptOrder
+
+FILE_FORMAT = 1                        # the version of that file's layout
+IMAGES_PER_PROMPT = {"score": 1, "degradation": 1, "comparison": 2}
+FULL_SCALE = (1.0, 5.0)                # the scale results, thresholds and rewards use
+
+# Answer readers by task and name; a score may also be read by a pattern (``answer_pattern``).
+ANSWER_READERS: dict[str, dict[str, Callable[..., Any]]] = {
+    "score": {"q-insight": parse_score, "last-answer-first-number": parse_first_number},
+    "degradation": {"q-insight": parse_degradation},
+    "comparison": {"q-insight": parse_comparison},
+}
 
 
 @dataclass(frozen=True)
 class TaskPrompt:
-    """How a profile asks one task, and reads the answer into the task's parsed type (never raising)."""
+    """How a profile asks one task: the user turn as texts and :data:`IMAGE` slots, in order, and how the
+    answer is read: a reader named in :data:`ANSWER_READERS`, or (scores) a regular expression whose
+    first group is the rating, its last match in the answer counting."""
 
-    messages: Callable[[PromptOrder, bool], list[Message]]  # (image order, with a reference) -> conversation
-    parse: Callable[[str], Any]
+    content: tuple[str, ...]
+    answer: str = "q-insight"
+    answer_pattern: str | None = None
+    with_reference: tuple[str, ...] | None = None   # comparison against a reference: its own user turn
+
+    def turn(self, with_reference: bool) -> tuple[str, ...]:
+        return self.with_reference if with_reference and self.with_reference else self.content
 
 
 @dataclass(frozen=True)
 class JudgeProfile:
-    """One judge: its checkpoint family, its prompts and parsers per task, and its fast-score prefix."""
+    """One judge: how it is asked and read per task, its rating scale, and its fast-score prefix."""
 
     name: str
     tasks: Mapping[str, TaskPrompt]
-    model_type: str = QWEN25_VL                 # the checkpoint's config.json model_type
+    system_prompt: str | None = None            # None: the chat template's own (Qwen's "helpful assistant")
+    chat_template_options: Mapping[str, Any] = field(default_factory=dict)   # e.g. add_vision_id
+    rating_range: tuple[float, float] = FULL_SCALE   # the scale it rates on; results are mapped onto 1-5
+    reasons: bool = True                        # whether its answers hold reasoning
+    fast_score: TaskPrompt | None = None        # what fast scores ask (default: the score prompt)
     fast_score_prefix: str | None = None        # the answer up to a rating's digits; None: no fast scores
-    subfolder: str | None = None                # where the released repository keeps these weights
-    compares_with_reference: bool = False       # trained to compare two images against a reference
     rating_key: str | None = None               # regex an answer matches just before its rating's digits
+    compares_with_reference: bool = False       # trained to compare two images against a reference
+    model_type: str = QWEN25_VL                 # the checkpoint's config.json model_type
+    subfolder: str | None = field(default=None, compare=False)   # where a released repository keeps it
+    hub_ids: tuple[str, ...] = field(default=(), compare=False)  # Hugging Face ids that hold this judge
     description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _check_profile(self)
 
     def prompt(self, task: str) -> TaskPrompt:
         if task not in self.tasks:
@@ -49,18 +86,201 @@ class JudgeProfile:
             raise UsageError(f"judge profile {self.name!r} has no fast score mode; use mode='reason'")
         return self.fast_score_prefix
 
+    def messages(self, task: str, order: PromptOrder | str | None = None, with_reference: bool = False,
+                 fast: bool = False) -> list[Message]:
+        """The conversation asking ``task``. ``order`` moves a single image before or after the text (the
+        official Q-Insight demo put it after); None keeps the profile's own place."""
+        prompt = (self.fast_score or self.prompt("score")) if fast else self.prompt(task)
+        turn = list(prompt.turn(with_reference))
+        if order is not None and IMAGES_PER_PROMPT[task] == 1:
+            texts = [part for part in turn if part != IMAGE]
+            turn = [IMAGE, *texts] if PromptOrder(order) is PromptOrder.IMAGE_FIRST else [*texts, IMAGE]
+        user = {"role": "user", "content": [dict(prompts.IMAGE_SLOT) if part == IMAGE else
+                                            {"type": "text", "text": part} for part in turn]}
+        system = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        return [*system, user]
 
-_QINSIGHT_TASKS = {
-    "score": TaskPrompt(lambda order, _: prompts.score_messages(order), parse_score),
-    "degradation": TaskPrompt(lambda order, _: prompts.degradation_messages(order), parse_degradation),
-    "comparison": TaskPrompt(lambda _, with_reference: prompts.comparison_messages(with_reference),
-                             parse_comparison),
-}
+    def own_order(self) -> PromptOrder:
+        """Where the profile's score (else first) prompt puts its image."""
+        content = next(iter(self.tasks.values())).content if "score" not in self.tasks else \
+            self.tasks["score"].content
+        return PromptOrder.IMAGE_FIRST if content[0] == IMAGE else PromptOrder.TEXT_FIRST
+
+    def parser(self, task: str) -> Callable[[str], Any]:
+        """The task's answer reader, on this profile's rating scale (never raising)."""
+        prompt = self.prompt(task)
+        if prompt.answer_pattern is not None:
+            return pattern_reader(prompt.answer_pattern, self.rating_range)
+        reader = ANSWER_READERS[task][prompt.answer]
+        return partial(reader, rating_range=self.rating_range) if task == "score" else reader
+
+    # -- as a file ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as :data:`PROFILE_FILE` holds it."""
+        data: dict[str, Any] = {"qinsight_judge_profile": FILE_FORMAT, "name": self.name,
+                                "description": self.description, "system_prompt": self.system_prompt,
+                                "chat_template_options": dict(self.chat_template_options),
+                                "rating_range": list(self.rating_range), "reasons": self.reasons,
+                                "tasks": {task: _prompt_dict(p) for task, p in self.tasks.items()}}
+        optional = {"fast_score": _prompt_dict(self.fast_score) if self.fast_score else None,
+                    "fast_score_prefix": self.fast_score_prefix, "rating_key": self.rating_key,
+                    "compares_with_reference": self.compares_with_reference or None,
+                    "model_type": self.model_type if self.model_type != QWEN25_VL else None}
+        return {**data, **{key: value for key, value in optional.items() if value is not None}}
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes an answer (not the description)."""
+        data = {k: v for k, v in self.to_dict().items() if k != "description"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def settings_name(self) -> str:
+        """The name rows record: a built-in profile's name, else the name and its fingerprint, so that rows
+        asked with an edited profile file are never mixed with older ones."""
+        return self.name if PROFILES.get(self.name) == self else f"{self.name}@{self.fingerprint()}"
+
+    def save(self, folder: str | Path) -> Path:
+        """Write :data:`PROFILE_FILE` into ``folder`` (a model folder); returns its path."""
+        path = Path(folder) / PROFILE_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+# -- reading and checking a profile file ------------------------------------------------------------------
+
+_PROFILE_KEYS = {"qinsight_judge_profile", "name", "description", "system_prompt", "chat_template_options",
+                 "rating_range", "reasons", "tasks", "fast_score", "fast_score_prefix", "rating_key",
+                 "compares_with_reference", "model_type"}
+_PROMPT_KEYS = {"content", "answer", "answer_pattern", "with_reference"}
+
+
+def _prompt_dict(prompt: TaskPrompt) -> dict[str, Any]:
+    data: dict[str, Any] = {"content": list(prompt.content), "answer": prompt.answer}
+    if prompt.answer_pattern is not None:
+        data = {"content": list(prompt.content), "answer_pattern": prompt.answer_pattern}
+    if prompt.with_reference is not None:
+        data["with_reference"] = list(prompt.with_reference)
+    return data
+
+
+def _prompt_of(data: Any, where: str) -> TaskPrompt:
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} must be an object with {', '.join(sorted(_PROMPT_KEYS))}")
+    _no_unknown_keys(data, _PROMPT_KEYS, where)
+    content, reference = data.get("content"), data.get("with_reference")
+    for key, value in (("content", content), ("with_reference", reference)):
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise UsageError(f"{where}.{key} must be a list of texts and {IMAGE!r} slots")
+    if content is None:
+        raise UsageError(f"{where} has no content")
+    return TaskPrompt(tuple(content), data.get("answer", "q-insight"), data.get("answer_pattern"),
+                      tuple(reference) if reference is not None else None)
+
+
+def _no_unknown_keys(data: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
+
+
+def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
+    """A profile from :data:`PROFILE_FILE`'s contents; every mistake is a ``UsageError`` naming ``source``."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: a judge profile is a JSON object")
+    _no_unknown_keys(data, _PROFILE_KEYS, source)
+    if data.get("qinsight_judge_profile", FILE_FORMAT) != FILE_FORMAT:
+        raise UsageError(f"{source}: profile format {data['qinsight_judge_profile']!r} is newer than this "
+                         f"qinsight reads ({FILE_FORMAT}): upgrade qinsight")
+    tasks = data.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise UsageError(f"{source}: 'tasks' must map at least one of {', '.join(IMAGES_PER_PROMPT)} to a prompt")
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise UsageError(f"{source}: 'name' must be a non-empty text")
+    scale = data.get("rating_range", list(FULL_SCALE))
+    if not (isinstance(scale, list) and len(scale) == 2 and all(_is_number(v) for v in scale)):
+        raise UsageError(f"{source}: rating_range must be two numbers [low, high], got {scale!r}")
+    options = data.get("chat_template_options", {})
+    if not isinstance(options, dict):
+        raise UsageError(f"{source}: chat_template_options must be an object")
+    try:
+        return JudgeProfile(
+            data["name"], {task: _prompt_of(p, f"{source}: tasks.{task}") for task, p in tasks.items()},
+            system_prompt=data.get("system_prompt"), chat_template_options=options,
+            rating_range=(float(scale[0]), float(scale[1])), reasons=bool(data.get("reasons", True)),
+            fast_score=_prompt_of(data["fast_score"], f"{source}: fast_score") if "fast_score" in data else None,
+            fast_score_prefix=data.get("fast_score_prefix"), rating_key=data.get("rating_key"),
+            compares_with_reference=bool(data.get("compares_with_reference", False)),
+            model_type=data.get("model_type", QWEN25_VL), description=str(data.get("description", "")))
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def load_profile_file(path: str | Path) -> JudgeProfile:
+    """A profile file (JSON), checked."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"judge profile {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"judge profile {path} is not valid JSON: {exc}") from None
+    return profile_from_dict(data, str(path))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_profile(profile: JudgeProfile) -> None:
+    """Refuse a profile that could not work, when it is made rather than on the first image."""
+    low, high = profile.rating_range
+    if not low < high:
+        raise UsageError(f"judge profile {profile.name!r}: rating_range [{low}, {high}] is empty")
+    if (profile.fast_score_prefix is not None or profile.rating_key is not None) and \
+            tuple(profile.rating_range) != FULL_SCALE:
+        raise UsageError(f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
+                         "rating from 1 to 5, so they need rating_range [1, 5]")
+    prompts_to_check = [(task, p) for task, p in profile.tasks.items()]
+    if profile.fast_score is not None:
+        prompts_to_check.append(("score", profile.fast_score))
+    for task, prompt in prompts_to_check:
+        _check_prompt(profile.name, task, prompt)
+    if profile.rating_key is not None:
+        _compiled(profile.rating_key, f"judge profile {profile.name!r}: rating_key")
+
+
+def _check_prompt(name: str, task: str, prompt: TaskPrompt) -> None:
+    where = f"judge profile {name!r}, task {task}"
+    if task not in IMAGES_PER_PROMPT:
+        raise UsageError(f"{where}: unknown task; tasks are {', '.join(IMAGES_PER_PROMPT)}")
+    turns = [(prompt.content, IMAGES_PER_PROMPT[task])]
+    if prompt.with_reference is not None:
+        if task != "comparison":
+            raise UsageError(f"{where}: only comparison has a with_reference prompt")
+        turns.append((prompt.with_reference, 3))
+    for turn, images in turns:
+        if sum(part == IMAGE for part in turn) != images:
+            raise UsageError(f"{where}: the prompt needs exactly {images} {IMAGE!r} slot(s), got {list(turn)!r}")
+    if prompt.answer_pattern is not None:
+        if task != "score":
+            raise UsageError(f"{where}: answer_pattern reads ratings; {task} answers use a named reader")
+        if _compiled(prompt.answer_pattern, f"{where}: answer_pattern").groups < 1:
+            raise UsageError(f"{where}: answer_pattern needs a group around the rating, e.g. 'Score: ([0-9.]+)'")
+    elif prompt.answer not in ANSWER_READERS[task]:
+        raise UsageError(f"{where}: unknown answer reader {prompt.answer!r}; {task} answers are read by "
+                         f"{', '.join(ANSWER_READERS[task])}" + (" or an answer_pattern" if task == "score" else ""))
+
+
+def _compiled(pattern: str, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise UsageError(f"{where} is not a valid regular expression: {exc}") from None
+
+
+# -- the built-in judges ----------------------------------------------------------------------------------
 
 PROFILES: dict[str, JudgeProfile] = {}
-
-
-QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""   # {"rating": 3.85}, as trained
 
 
 def register_profile(profile: JudgeProfile) -> JudgeProfile:
@@ -69,22 +289,76 @@ def register_profile(profile: JudgeProfile) -> JudgeProfile:
     return profile
 
 
+QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""   # {"rating": 3.85}, as trained
+
+_QINSIGHT_TASKS = {
+    "score": TaskPrompt((IMAGE, prompts.SCORE_QUESTION)),
+    "degradation": TaskPrompt((IMAGE, prompts.DEGRADATION_QUESTION)),
+    "comparison": TaskPrompt((IMAGE, IMAGE, prompts.NO_REFERENCE_COMPARISON_QUESTION), with_reference=(
+        prompts.REFERENCE_COMPARISON_INTRO, IMAGE, "Image A:", IMAGE, "Image B:", IMAGE,
+        prompts.REFERENCE_COMPARISON_QUESTION)),
+}
+
 QINSIGHT = register_profile(JudgeProfile(
-    "q-insight", _QINSIGHT_TASKS, fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX, subfolder=SCORE_SUBFOLDER,
-    rating_key=QINSIGHT_RATING_KEY,
+    "q-insight", _QINSIGHT_TASKS, system_prompt=prompts.SYSTEM_PROMPT,
+    fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX, rating_key=QINSIGHT_RATING_KEY,
+    subfolder=SCORE_SUBFOLDER,
     description="Q-Insight's score and degradation model (also the paper's zero-shot comparisons)"))
-QINSIGHT_COMPARISON = register_profile(JudgeProfile(
-    "q-insight-comparison", _QINSIGHT_TASKS, fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX,
-    subfolder=COMPARISON_SUBFOLDER, compares_with_reference=True, rating_key=QINSIGHT_RATING_KEY,
+QINSIGHT_COMPARISON = register_profile(replace(
+    QINSIGHT, name="q-insight-comparison", compares_with_reference=True, subfolder=COMPARISON_SUBFOLDER,
     description="Q-Insight's reference-based comparison model"))
 
+_VQ_R1_THINKING = TaskPrompt((IMAGE, prompts.VQ_R1_THINKING_QUESTION), answer="last-answer-first-number")
+_VQ_R1_NON_THINKING = TaskPrompt((IMAGE, prompts.VQ_R1_NON_THINKING_QUESTION), answer="last-answer-first-number")
+_VQ_R1_IDS = ("TianheWu/VisualQuality-R1-7B", "TianheWu/VisualQuality-R1-7B-preview")
 
-def find_profile(name: str | JudgeProfile | None = None, subfolder: str | None = None) -> JudgeProfile:
-    """A profile by name; without one, the profile whose released subfolder is ``subfolder``, else Q-Insight."""
-    if isinstance(name, JudgeProfile):
-        return name
-    if name is not None:
-        if name not in PROFILES:
-            raise UsageError(f"unknown judge profile {name!r}; known: {', '.join(PROFILES)}")
-        return PROFILES[name]
-    return next((p for p in PROFILES.values() if subfolder and p.subfolder == subfolder), QINSIGHT)
+VISUALQUALITY_R1 = register_profile(JudgeProfile(
+    "visualquality-r1", {"score": _VQ_R1_THINKING}, chat_template_options={"add_vision_id": True},
+    fast_score=_VQ_R1_NON_THINKING, fast_score_prefix=prompts.VQ_R1_FAST_SCORE_ANSWER_PREFIX,
+    rating_key=prompts.VQ_R1_RATING_KEY, hub_ids=_VQ_R1_IDS,
+    description="VisualQuality-R1-7B: scores only, reasoning first (its thinking prompt)"))
+VISUALQUALITY_R1_NON_THINKING = register_profile(replace(
+    VISUALQUALITY_R1, name="visualquality-r1-non-thinking", tasks={"score": _VQ_R1_NON_THINKING}, reasons=False,
+    hub_ids=(), description="VisualQuality-R1-7B asked for the score alone (its non-thinking prompt, "
+                            "recommended for rewards)"))
+
+
+# -- choosing a checkpoint's profile ------------------------------------------------------------------------
+
+def find_profile(name: str | Path | JudgeProfile | None = None, subfolder: str | None = None,
+                 model: str | None = None) -> JudgeProfile:
+    """The profile asked for (a name, a profile file, or a profile); without one, the profile of a known
+    Hugging Face ``model`` id or released ``subfolder``, else Q-Insight's. See :func:`choose_profile`."""
+    return choose_profile(name, model, subfolder)[0]
+
+
+def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | None = None,
+                   subfolder: str | None = None, profile_file: Path | None = None) -> tuple[JudgeProfile, str]:
+    """The profile for a checkpoint, and why it was chosen (for the message that says which is used).
+
+    In order: ``judge`` (a profile, a built-in name, or the path of a profile file); the checkpoint's own
+    ``profile_file``; the profile whose Hugging Face ids hold ``model``; the one whose released subfolder
+    is ``subfolder``; Q-Insight's.
+    """
+    if isinstance(judge, JudgeProfile):
+        return judge, "given"
+    if judge is not None:
+        if str(judge) in PROFILES:
+            return PROFILES[str(judge)], "asked for"
+        if Path(judge).expanduser().is_file():
+            return load_profile_file(Path(judge).expanduser()), f"from {judge}"
+        raise UsageError(f"unknown judge {str(judge)!r}: neither a profile file nor one of {', '.join(PROFILES)}")
+    if profile_file is not None and profile_file.is_file():
+        return load_profile_file(profile_file), f"from the checkpoint's {PROFILE_FILE}"
+    by_folder = next((p for p in PROFILES.values() if subfolder and p.subfolder == subfolder), None)
+    if by_folder is not None:
+        return by_folder, f"the released subfolder {subfolder}"
+    known = _by_hub_id(model) if model else None
+    if known is not None:
+        return known, f"the known profile of {model}"
+    return QINSIGHT, "the default"
+
+
+def _by_hub_id(model: str) -> JudgeProfile | None:
+    wanted = model.strip("/").lower()
+    return next((p for p in PROFILES.values() if wanted in (i.lower() for i in p.hub_ids)), None)

@@ -1,8 +1,9 @@
-"""The exact prompt interface the Q-Insight weights were trained on.
+"""The exact prompt texts the released judges were trained or published with.
 
-This module is the single source of truth for every string the model sees, at inference and in
-training. The strings are byte-for-byte those of the released model (including its odd punctuation);
-changing one silently degrades the weights, so tests pin them.
+This module is the single source of truth for every string a built-in judge sees, at inference and in
+training; the judge profiles (:mod:`qinsight_sdk.profiles`) put them into conversations. The strings are
+byte-for-byte those of the released models (including their odd punctuation); changing one silently
+degrades the weights, so tests pin them against fixtures that say where each comes from.
 """
 
 from __future__ import annotations
@@ -52,6 +53,23 @@ NO_REFERENCE_COMPARISON_QUESTION = (
 # read the digits' probabilities instead of generating text.
 FAST_SCORE_ANSWER_PREFIX = '<think>\n\n</think>\n<answer>\n{"rating": '
 
+# VisualQuality-R1 (github TianheWu/VisualQuality-R1, README "Quick Start"): one question, asked with its
+# "thinking" template, or its "non-thinking" one (recommended there for rewards: the score alone).
+VQ_R1_QUESTION = (
+    "You are doing the image quality assessment task. Here is the question: What is your overall rating on "
+    "the quality of this picture? The rating should be a float between 1 and 5, rounded to two decimal "
+    "places, with 1 representing very poor quality and 5 representing excellent quality."
+)
+VQ_R1_THINKING_QUESTION = (
+    VQ_R1_QUESTION + " First output the thinking process in <think> </think> tags and then output the final "
+    "answer with only one score in <answer> </answer> tags."
+)
+VQ_R1_NON_THINKING_QUESTION = (
+    VQ_R1_QUESTION + " Please only output the final answer with only one score in <answer> </answer> tags."
+)
+VQ_R1_FAST_SCORE_ANSWER_PREFIX = "<answer>"   # its non-thinking answer, up to the rating
+VQ_R1_RATING_KEY = r"<answer>\s*"             # its rating is the first number of its answer block
+
 DISTORTION_CLASSES = ("noise", "compression", "blur", "darken")
 SEVERITY_LEVELS = ("slight", "moderate", "obvious", "serious", "catastrophic")
 NO_DISTORTION = "null"   # the degradation prompt's word for "none", as class and as severity
@@ -69,48 +87,5 @@ class PromptOrder(str, Enum):
 
 
 Message = dict[str, Any]
+IMAGE = "<image>"                      # an image's place in a profile's prompt (:mod:`qinsight_sdk.profiles`)
 IMAGE_SLOT: dict[str, str] = {"type": "image"}
-
-
-def _text(text: str) -> dict[str, str]:
-    return {"type": "text", "text": text}
-
-
-def _conversation(user_content: list[dict[str, str]]) -> list[Message]:
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_content},
-    ]
-
-
-def _single_image(question: str, order: PromptOrder | str) -> list[Message]:
-    if PromptOrder(order) is PromptOrder.IMAGE_FIRST:
-        return _conversation([IMAGE_SLOT, _text(question)])
-    return _conversation([_text(question), IMAGE_SLOT])
-
-
-def score_messages(order: PromptOrder | str = PromptOrder.IMAGE_FIRST) -> list[Message]:
-    """Conversation asking for a 1-5 rating of one image."""
-    return _single_image(SCORE_QUESTION, order)
-
-
-def degradation_messages(order: PromptOrder | str = PromptOrder.IMAGE_FIRST) -> list[Message]:
-    """Conversation asking for the distortion class and severity of one image."""
-    return _single_image(DEGRADATION_QUESTION, order)
-
-
-def comparison_messages(with_reference: bool) -> list[Message]:
-    """Conversation comparing two images (images in the order: [reference,] A, B).
-
-    The no-reference prompt names the images only in its text (the paper's zero-shot setting), so the
-    two images come first, A then B. The reference prompt interleaves labels and images exactly as the
-    comparison weights were trained.
-    """
-    if with_reference:
-        return _conversation([
-            _text(REFERENCE_COMPARISON_INTRO), IMAGE_SLOT,
-            _text("Image A:"), IMAGE_SLOT,
-            _text("Image B:"), IMAGE_SLOT,
-            _text(REFERENCE_COMPARISON_QUESTION),
-        ])
-    return _conversation([IMAGE_SLOT, IMAGE_SLOT, _text(NO_REFERENCE_COMPARISON_QUESTION)])

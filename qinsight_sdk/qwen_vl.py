@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -116,21 +116,23 @@ class QwenVLBackend:
         self.model.to(self.device)
         return self
 
-    def render(self, conversation: Sequence[Message]) -> str:
-        """The prompt text the chat template makes of one conversation (image placeholders unexpanded)."""
-        key = json.dumps(conversation, sort_keys=True)
+    def render(self, conversation: Sequence[Message], template_options: Mapping[str, Any] | None = None) -> str:
+        """The prompt text the chat template makes of one conversation (image placeholders unexpanded),
+        with a judge profile's template options (VisualQuality-R1's ``add_vision_id``, say)."""
+        options = dict(template_options or {})
+        key = json.dumps([conversation, options], sort_keys=True)
         if key not in self._rendered:  # a task asks the same conversation of every image
             self._rendered[key] = self.processor.apply_chat_template(list(conversation), tokenize=False,
-                                                                     add_generation_prompt=True)
+                                                                     add_generation_prompt=True, **options)
         return self._rendered[key]
 
     def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str = "") -> EncodedBatch:
+               answer_prefix: str = "", template_options: Mapping[str, Any] | None = None) -> EncodedBatch:
         """Model inputs for a batch: left-padded token ids, patch vectors and image grids (on the CPU).
 
         Safe to call from a helper thread while the model runs: tokenizer use is serialised.
         """
-        texts = [self.render(c) + answer_prefix for c in conversations]
+        texts = [self.render(c, template_options) + answer_prefix for c in conversations]
         flat_images = [image for group in images for image in group]
         if self._patch_spec is None:
             with self._tokenizer_lock:

@@ -271,7 +271,7 @@ class ScriptedBackend:
         self.device = torch.device(device)
         return self
 
-    def encode(self, conversations: Any, images: Any, answer_prefix: str = "") -> Any:
+    def encode(self, conversations: Any, images: Any, answer_prefix: str = "", template_options: Any = None) -> Any:
         from .backend import EncodedBatch
 
         return EncodedBatch((list(conversations), list(images)), [len(group) for group in images])

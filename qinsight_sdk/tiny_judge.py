@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import prompts
+from .profiles import QINSIGHT
 
 RECIPE = "qinsight-tiny-judge-1"          # change when the recipe changes: the cache key follows it
 STEPS, BATCH, LEARNING_RATE, SEED = 240, 12, 3e-3, 0
@@ -74,19 +74,19 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
         if kind == "score":
             level = rng.uniform(0.03, 0.97)
             answer = f'{{"rating": {rating_of(level):.2f}}}'
-            batch.append((prompts.score_messages(), [brightness_image(level, seed)], answer))
+            batch.append((QINSIGHT.messages("score"), [brightness_image(level, seed)], answer))
         elif kind == "degradation":
             label = rng.choice(DISTORTIONS)
             severity = "null" if label == "null" else "moderate"
             answer = f'{{"distortion_class": "{label}", "severity": "{severity}"}}'
-            batch.append((prompts.degradation_messages(), [distorted_image(label, seed)], answer))
+            batch.append((QINSIGHT.messages("degradation"), [distorted_image(label, seed)], answer))
         else:
             first, second = rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95)
             if abs(first - second) < 0.2:
                 second = (first + 0.5) % 1.0
             answer = "Image A" if first > second else "Image B"
             images = [brightness_image(first, seed), brightness_image(second, seed + 7)]
-            batch.append((prompts.comparison_messages(with_reference=False), images, answer))
+            batch.append((QINSIGHT.messages("comparison"), images, answer))
     return [(conversation, images, f"{THINK}<answer>\n{answer}\n</answer>") for conversation, images, answer in batch]
 
 

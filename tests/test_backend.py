@@ -28,7 +28,7 @@ class BrightnessBackend:
         self.device = torch.device(device)
         return self
 
-    def encode(self, conversations, images, answer_prefix=""):
+    def encode(self, conversations, images, answer_prefix="", template_options=None):
         brightness = [[sum(image.convert("L").getdata()) / (image.width * image.height) for image in group]
                       for group in images]
         return EncodedBatch(brightness, [len(group) for group in images])

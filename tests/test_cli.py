@@ -102,7 +102,9 @@ def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypat
 def test_an_sdk_usage_error_exits_two_with_its_message(scripted, image_files, capsys):
     code, out, err = run(["score", *map(str, image_files[:2]), "--dtype", "fp8"], capsys)
     assert code == 2 and out == ""
-    assert err.startswith("qinsight score: error: dtype 'fp8' is not one of auto, ")
+    said, error = err.splitlines()
+    assert said == "qinsight score: judge profile 'q-insight' (the released subfolder score_degradation)"
+    assert error.startswith("qinsight score: error: dtype 'fp8' is not one of auto, ")
 
 
 @pytest.mark.parametrize("given, message", [

@@ -129,9 +129,10 @@ def test_official_demo_samples_exactly_as_the_demo_did(tiny_model):
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from qinsight_sdk.qwen_vl import QwenVLBackend
-    from qinsight_sdk.prompts import PromptOrder, score_messages
+    from qinsight_sdk.prompts import PromptOrder
+    from qinsight_sdk.profiles import QINSIGHT
 
-    conversation = score_messages(PromptOrder.TEXT_FIRST)
+    conversation = QINSIGHT.messages("score", PromptOrder.TEXT_FIRST)
     image = Image.new("RGB", (56, 56), (120, 80, 40))
     backend = QwenVLBackend.load(tiny_model, device="cpu")
     batch = backend.encode([conversation], [[image]])

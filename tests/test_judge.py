@@ -13,6 +13,7 @@ from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, 
                           ScoreResult)
 from qinsight_sdk.backend import Generation, RatingDistribution
 from qinsight_sdk.errors import ModelLoadError
+from qinsight_sdk.profiles import QINSIGHT
 from qinsight_sdk.testing import ScriptedBackend
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
@@ -298,10 +299,10 @@ def test_a_failure_inside_the_model_names_its_type_and_message():
 
 def test_a_failure_while_encoding_is_retried_per_item():
     class FragileEncoder(ScriptedBackend):
-        def encode(self, conversations, images, answer_prefix=""):
+        def encode(self, conversations, images, answer_prefix="", template_options=None):
             if any(np.asarray(g[0]).mean() == 13 for g in images):
                 raise ValueError("cannot encode")
-            return super().encode(conversations, images, answer_prefix)
+            return super().encode(conversations, images, answer_prefix, template_options)
 
     results = QualityJudge(FragileEncoder(brightness_rating)).score([grey(0), grey(13), grey(255)])
     assert [r.score for r in results] == [1.0, None, 5.0]
@@ -441,17 +442,17 @@ def test_each_task_sends_its_own_prompt_and_answer_prefix():
     seen = []
 
     class Spy(ScriptedBackend):
-        def encode(self, conversations, images, answer_prefix=""):
+        def encode(self, conversations, images, answer_prefix="", template_options=None):
             seen.append((json.dumps(conversations[0]), answer_prefix))
-            return super().encode(conversations, images, answer_prefix)
+            return super().encode(conversations, images, answer_prefix, template_options)
 
     judge = QualityJudge(Spy(brightness_rating))
     judge.score(grey(1))
     judge.score(grey(1), mode="fast")
     judge.degradation(grey(1))
-    assert seen == [(json.dumps(prompts.score_messages()), ""),
-                    (json.dumps(prompts.score_messages()), prompts.FAST_SCORE_ANSWER_PREFIX),
-                    (json.dumps(prompts.degradation_messages()), "")]
+    assert seen == [(json.dumps(QINSIGHT.messages("score")), ""),
+                    (json.dumps(QINSIGHT.messages("score")), prompts.FAST_SCORE_ANSWER_PREFIX),
+                    (json.dumps(QINSIGHT.messages("degradation")), "")]
 
 
 def test_degradation_takes_batch_size_and_reports_progress():

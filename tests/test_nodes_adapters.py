@@ -125,7 +125,9 @@ def test_settings_recorded_from_the_loaded_judge(tmp_path):
     from qinsight_sdk.decoding import DecodingOptions
     from qinsight_sdk.prompts import PromptOrder
 
-    judge = SimpleNamespace(profile=SimpleNamespace(name="q-insight"), prompt_order=PromptOrder("image_first"),
+    from qinsight_sdk.profiles import QINSIGHT
+
+    judge = SimpleNamespace(profile=QINSIGHT, prompt_order=PromptOrder("image_first"),
                             backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),
                             image_bounds=ImageBounds(max_pixels=100_000), decoding=DecodingOptions())
     fast = adapters.record_settings(str(tmp_path), None, judge, mode="fast")

@@ -1,35 +1,40 @@
-"""Judge profiles: a new judge is one entry, used by the judge and the command line unchanged."""
+"""Judge profiles: built-in judges (Q-Insight, VisualQuality-R1), profile files beside a checkpoint or given
+by path, and how a checkpoint's profile is chosen; a new judge is one entry, or one file, and no code."""
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from samples import grey
 
 from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli, register_profile
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.parsing import ParsedScore, parse_comparison, parse_degradation, parse_score
-from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_COMPARISON, find_profile
-from qinsight_sdk.prompts import PromptOrder
+from qinsight_sdk.parsing import parse_first_number
+from qinsight_sdk.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
+                                   VISUALQUALITY_R1_NON_THINKING, choose_profile, find_profile, load_profile_file,
+                                   profile_from_dict)
+from qinsight_sdk.prompts import IMAGE, PromptOrder
 from qinsight_sdk.testing import ScriptedBackend
 
 PLAIN_QUESTION = "Rate this picture from 1 to 5. Reply with the number only."
-
-
-def parse_plain(text):
-    """A different answer format: "Score: 3.7" and nothing else (no tags, no JSON)."""
-    match = re.fullmatch(r"\s*Score:\s*([0-9.]+)\s*", text)
-    if match is None:
-        return ParsedScore(None, None, "no 'Score: N' answer")
-    return ParsedScore(min(5.0, max(1.0, float(match.group(1)))), None, None)
-
-
-def plain_messages(order, with_reference):
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PLAIN_QUESTION}]}]
-
-
-PLAIN = JudgeProfile("plain-score", {"score": TaskPrompt(plain_messages, parse_plain)},
+PLAIN = JudgeProfile("plain-score", {"score": TaskPrompt((IMAGE, PLAIN_QUESTION), answer_pattern=r"Score:\s*([0-9.]+)")},
                      fast_score_prefix="Score: ")
+RENDERED = json.loads((Path(__file__).parent / "fixtures" / "rendered_prompts.json").read_text(encoding="utf-8"))
+
+# A profile file as a user would write it by hand for a judge qinsight has never seen: its own question
+# with the image last, a 0-10 scale, "Score: N" answers, no reasoning.
+HAND_WRITTEN = """{
+  "name": "ten-point",
+  "description": "a judge answering 'Score: N' on a 0-10 scale",
+  "rating_range": [0, 10],
+  "reasons": false,
+  "tasks": {
+    "score": {"content": ["How good is this photo, from 0 to 10?", "<image>"], "answer_pattern": "Score: ([0-9.]+)"}
+  }
+}
+"""
 
 
 @pytest.fixture
@@ -39,22 +44,32 @@ def plain(monkeypatch):
     return PLAIN
 
 
-def test_a_new_profile_asks_its_own_prompt_and_reads_its_own_format(plain):
+def recorded(answer):
+    """A scripted backend that keeps each conversation it is asked, with its template options and prefix."""
     asked = []
 
-    def answer(conversation, images):
-        asked.append(conversation)
-        return "Score: 3.7"
+    class Recording(ScriptedBackend):
+        def encode(self, conversations, images, answer_prefix="", template_options=None):
+            asked.extend((c, dict(template_options or {}), answer_prefix) for c in conversations)
+            return super().encode(conversations, images, answer_prefix, template_options)
 
-    judge = QualityJudge(ScriptedBackend(answer), profile="plain-score")
+    return Recording(lambda c, i: answer), asked
+
+
+# -- asking and reading ------------------------------------------------------------------------------------
+
+def test_a_new_profile_asks_its_own_prompt_and_reads_its_own_format(plain):
+    backend, asked = recorded("Score: 3.7")
+    judge = QualityJudge(backend, profile="plain-score")
     assert judge.score(grey(100)).score == pytest.approx(3.7)
-    assert asked == [plain_messages(PromptOrder.IMAGE_FIRST, False)]
     assert judge.score(grey(100), mode="fast").score == pytest.approx(3.7)
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PLAIN_QUESTION}]}]
+    assert asked == [(conversation, {}, ""), (conversation, {}, "Score: ")]
 
 
 def test_q_insight_answers_are_unreadable_under_the_new_profile(plain):
     judge = QualityJudge(ScriptedBackend(lambda c, i: '<answer>{"rating": 4}</answer>'), profile=plain)
-    assert judge.score(grey(100)).error == "no 'Score: N' answer"
+    assert judge.score(grey(100)).error == r"the answer does not match the judge's pattern 'Score:\\s*([0-9.]+)'"
 
 
 def test_a_task_the_profile_cannot_do_is_a_usage_error(plain):
@@ -66,87 +81,292 @@ def test_a_task_the_profile_cannot_do_is_a_usage_error(plain):
         QualityJudge(ScriptedBackend(lambda c, i: "Score: 2"), profile=without_fast).score(grey(1), mode="fast")
 
 
-def test_a_new_profile_runs_on_the_tiny_model(plain, tiny_model, tiny_judge):
-    judge = QualityJudge.from_pretrained(tiny_model, device="cpu", profile="plain-score",
-                                         decoding=tiny_judge.decoding)
-    rendered = judge.backend.render(plain_messages(PromptOrder.IMAGE_FIRST, False))
-    assert PLAIN_QUESTION in rendered and "<think>" not in rendered
-    image = grey(90, (84, 56))
-    ours, qinsight = judge.score(image, mode="fast"), tiny_judge.score(image, mode="fast")
-    assert 1.0 <= ours.score <= 5.0 and ours.error is None
-    assert ours.score != pytest.approx(qinsight.score, abs=1e-6)  # another prompt, another belief
-    reasoned = judge.score(image)
-    assert reasoned.raw and (reasoned.score is not None or reasoned.error.startswith("no 'Score: N' answer"))
+def test_visualquality_r1_scores_only_and_says_so():
+    judge = QualityJudge(ScriptedBackend(lambda c, i: "<answer>3</answer>"), profile="visualquality-r1")
+    with pytest.raises(UsageError, match=r"judge profile 'visualquality-r1' cannot do degradation \(it does score\)"):
+        judge.degradation(grey(1))
+    with pytest.raises(UsageError, match=r"'visualquality-r1' cannot do comparison \(it does score\)"):
+        judge.compare(grey(1), grey(2))
+    with pytest.raises(UsageError, match="cannot do comparison"):
+        judge.rank([grey(1), grey(2)], strategy="tournament")
 
 
-def test_the_command_line_offers_a_new_profile_unchanged(plain, tiny_model, image_files, capsys):
-    paths = [str(p) for p in image_files[:2]]
-    code = cli.main(["score", *paths, "--model", str(tiny_model), "--mode", "fast", "--profile", "plain-score"])
-    ours = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    cli.main(["score", *paths, "--model", str(tiny_model), "--mode", "fast"])
-    default = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == 0 and [r["image"] for r in ours] == paths
-    assert all(1.0 <= r["score"] <= 5.0 for r in ours)
-    assert [r["score"] for r in ours] != pytest.approx([r["score"] for r in default], abs=1e-6)
+def test_visualquality_r1_asks_its_thinking_prompt_and_its_non_thinking_one_for_fast_scores():
+    from qinsight_sdk import prompts
+
+    backend, asked = recorded("<think>sharp</think><answer>4.25</answer>")
+    judge = QualityJudge(backend, profile="visualquality-r1")
+    assert judge.score(grey(50)).score == pytest.approx(4.25)
+    assert judge.score(grey(50), mode="fast").score == pytest.approx(4.2)   # the script's digits, to 0.1
+    (thinking, options, prefix), (non_thinking, fast_options, fast_prefix) = asked
+    assert thinking == [{"role": "user", "content": [{"type": "image"},
+                                                     {"type": "text", "text": prompts.VQ_R1_THINKING_QUESTION}]}]
+    assert non_thinking[0]["content"][1]["text"] == prompts.VQ_R1_NON_THINKING_QUESTION
+    assert options == fast_options == {"add_vision_id": True}
+    assert (prefix, fast_prefix) == ("", "<answer>")
+    asked.clear()
+    QualityJudge(backend, profile="visualquality-r1-non-thinking").score(grey(50))
+    assert asked[0][0] == non_thinking and asked[0][1] == {"add_vision_id": True}
 
 
-def test_a_profile_is_asked_with_the_judges_order_and_whether_there_is_a_reference(monkeypatch):
-    asked = []
+@pytest.mark.parametrize("answer, score", [
+    ("<think>I see 3 birds and noise.</think><answer>2.75</answer>", 2.75),
+    ("<answer>The rating is 3.5 out of 5</answer>", 3.5),
+    ("<answer>1.5</answer> then <answer>4.10</answer>", 4.1),   # the last block
+    ("<answer>4</answer>", 4.0),
+    ("3.33", 3.33),                                            # untagged: the whole answer
+    ("<answer>7.5</answer>", 5.0),                             # clamped to the scale
+    ("<answer>-2</answer>", 2.0),                              # its pattern has no sign, as in its code
+])
+def test_visualquality_r1_reads_the_first_number_of_its_last_answer_block(answer, score):
+    assert parse_first_number(answer).score == pytest.approx(score)
 
-    def recording(order, with_reference):
-        asked.append((order, with_reference))
-        return [{"role": "user", "content": [{"type": "text", "text": f"{order.value} {with_reference}"}]}]
 
-    profile = JudgeProfile("recording", {"score": TaskPrompt(recording, parse_score),
-                                         "degradation": TaskPrompt(recording, parse_degradation),
-                                         "comparison": TaskPrompt(recording, parse_comparison)})
-    judge = QualityJudge(ScriptedBackend(lambda c, i: "Score: 2"), profile=profile, prompt_order="text_first")
-    judge.score(grey(1))
-    judge.degradation(grey(1))
+@pytest.mark.parametrize("answer, error", [
+    ("<answer>excellent</answer>", "no number found in the answer"),
+    ("<think>There are 3 people and it is", "no number found in the answer (no <answer> block found)"),
+    ("", "no number found in the answer (no <answer> block found)"),
+])
+def test_visualquality_r1_without_a_rating_is_an_error_never_a_random_score(answer, error):
+    parsed = parse_first_number(answer)
+    assert parsed.score is None and parsed.error == error
+
+
+def test_a_profile_follows_the_judges_order_only_when_one_is_given():
+    backend, asked = recorded('<answer>{"rating": 2}</answer>')
+    QualityJudge(backend, profile=QINSIGHT, prompt_order="text_first").score(grey(1))
+    QualityJudge(backend, profile=QINSIGHT).score(grey(1))
+    ten = load_profile_file_from_text(HAND_WRITTEN)
+    QualityJudge(backend, profile=ten).score(grey(1))
+    QualityJudge(backend, profile=ten, prompt_order="image_first").score(grey(1))
+    parts = [[c.get("type") for c in conversation[-1]["content"]] for conversation, _, _ in asked]
+    assert parts == [["text", "image"], ["image", "text"], ["text", "image"], ["image", "text"]]
+    assert QualityJudge(backend, profile=ten).prompt_order is PromptOrder.TEXT_FIRST   # what rows record
+
+
+def test_a_comparison_is_asked_with_or_without_its_reference_prompt():
+    backend, asked = recorded("<answer>Image A</answer>")
+    judge = QualityJudge(backend, profile=QINSIGHT_COMPARISON, prompt_order="text_first")
     judge.compare(grey(1), grey(2))
     judge.compare(grey(1), grey(2), reference=grey(3))
-    text_first = PromptOrder.TEXT_FIRST
-    assert asked == [(text_first, False), (text_first, False), (text_first, False), (text_first, True)]
+    (plain_turn, _, _), (reference_turn, _, _) = asked
+    assert [c["type"] for c in plain_turn[1]["content"]] == ["image", "image", "text"]   # order: single images only
+    assert [c.get("text", "<image>") for c in reference_turn[1]["content"]] == list(
+        QINSIGHT.tasks["comparison"].with_reference)
+
+
+# -- rendering, byte for byte ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["q-insight", "visualquality-r1", "visualquality-r1-non-thinking"])
+def test_each_profile_renders_exactly_as_its_own_code_does(tiny_judge, name):
+    profile = PROFILES[name]
+    assert RENDERED[name]["source"]
+    rendered = tiny_judge.backend.render(profile.messages("score"), profile.chat_template_options)
+    assert rendered == RENDERED[name]["text"]
+
+
+def test_fast_scores_render_the_non_thinking_prompt_then_the_answer_prefix(tiny_judge):
+    text = tiny_judge.backend.render(VISUALQUALITY_R1.messages("score", fast=True),
+                                     VISUALQUALITY_R1.chat_template_options) + VISUALQUALITY_R1.fast_prefix()
+    assert text == RENDERED["visualquality-r1-non-thinking"]["text"] + "<answer>"
+
+
+@pytest.mark.parametrize("name", ["q-insight", "q-insight-comparison", "visualquality-r1",
+                                  "visualquality-r1-non-thinking", "ten-point"])
+def test_the_tiny_model_scores_in_both_modes_under_each_profile(tiny_model, tiny_judge, name):
+    profile = PROFILES.get(name) or load_profile_file_from_text(HAND_WRITTEN)
+    judge = QualityJudge(tiny_judge.backend, profile=profile, decoding=tiny_judge.decoding)
+    image = grey(90, (84, 56))
+    reasoned = judge.score(image)
+    assert reasoned.raw and (reasoned.score is not None or reasoned.error.startswith(("no ", "the answer")))
+    if profile.fast_score_prefix is None:
+        with pytest.raises(UsageError, match="has no fast score mode"):
+            judge.score(image, mode="fast")
+        return
+    fast = judge.score(image, mode="fast")
+    assert fast.error is None and 1.0 <= fast.score <= 5.0
+    if profile.messages("score", fast=True) != QINSIGHT.messages("score", fast=True):
+        assert fast.score != pytest.approx(tiny_judge.score(image, mode="fast").score, abs=1e-6)
+
+
+# -- profile files -----------------------------------------------------------------------------------------
+
+def load_profile_file_from_text(text):
+    return profile_from_dict(json.loads(text), "hand-written")
+
+
+def test_a_hand_written_profile_reads_its_scale_onto_one_to_five():
+    ten = load_profile_file_from_text(HAND_WRITTEN)
+    judge = QualityJudge(ScriptedBackend(lambda c, i: "Score: 7.5"), profile=ten)
+    assert judge.score(grey(1)).score == pytest.approx(4.0)     # 1 + 4 * 7.5 / 10
+    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 12"), profile=ten).score(grey(1)).score == 5.0
+    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 0"), profile=ten).score(grey(1)).score == 1.0
+    assert judge.reward([grey(1)]).tolist() == [pytest.approx(0.75)]
+
+
+@pytest.mark.parametrize("profile", [QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1, VISUALQUALITY_R1_NON_THINKING,
+                                     PLAIN])
+def test_every_profile_round_trips_through_its_file(tmp_path, profile):
+    path = profile.save(tmp_path)
+    assert path == tmp_path / PROFILE_FILE
+    loaded = load_profile_file(path)
+    assert loaded == profile and loaded.to_dict() == profile.to_dict()
+    assert loaded.messages("score") == profile.messages("score")
+
+
+def test_a_file_profile_records_its_fingerprint_so_an_edit_is_never_mixed_in():
+    assert QINSIGHT.settings_name() == "q-insight"
+    edited = JudgeProfile("q-insight", {**QINSIGHT.tasks, "score": TaskPrompt((IMAGE, "Rate it."))},
+                          system_prompt=QINSIGHT.system_prompt)
+    assert re.fullmatch(r"q-insight@[0-9a-f]{12}", edited.settings_name())
+    ten = load_profile_file_from_text(HAND_WRITTEN)
+    other = load_profile_file_from_text(HAND_WRITTEN.replace("0 to 10", "zero to ten"))
+    assert ten.settings_name() != other.settings_name()
+    assert ten.fingerprint() == load_profile_file_from_text(HAND_WRITTEN.replace("a judge answering", "x")).fingerprint()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, r"unknown keys \['colour'\]"),
+    ({"tasks": {}}, "'tasks' must map at least one of score, degradation, comparison"),
+    ({"name": ""}, "'name' must be a non-empty text"),
+    ({"rating_range": [5, 1]}, r"rating_range \[5.0, 1.0\] is empty"),
+    ({"rating_range": "1-5"}, "rating_range must be two numbers"),
+    ({"qinsight_judge_profile": 2}, "profile format 2 is newer than this qinsight reads"),
+    ({"fast_score_prefix": "Score: "}, "fast scores and rating_key read the digits of a rating from 1 to 5"),
+    ({"tasks": {"score": {"content": ["Rate it."], "answer_pattern": "([0-9]+)"}}}, r"exactly 1 '<image>' slot"),
+    ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "[0-9]+"}}}, "needs a group around the rating"),
+    ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "(["}}}, "is not a valid regular expression"),
+    ({"tasks": {"score": {"content": ["<image>"], "answer": "guess"}}}, "unknown answer reader 'guess'"),
+    ({"tasks": {"blur": {"content": ["<image>"]}}}, "unknown task"),
+    ({"tasks": {"comparison": {"content": ["<image>", "A or B?"]}}}, r"exactly 2 '<image>' slot"),
+    ({"tasks": {"score": {"content": "<image> Rate it"}}}, "content must be a list of texts"),
+    ({"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}}, r"unknown keys \['prompt'\]"),
+])
+def test_a_broken_profile_file_says_what_is_wrong_and_where(tmp_path, change, message):
+    data = {**json.loads(HAND_WRITTEN), **change}
+    path = tmp_path / "judge.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}: .*{message}"):
+        load_profile_file(path)
+
+
+def test_a_profile_file_that_is_not_json_or_missing_says_so(tmp_path):
+    (tmp_path / "bad.json").write_text("{name: ")
+    with pytest.raises(UsageError, match="bad.json is not valid JSON"):
+        load_profile_file(tmp_path / "bad.json")
+    with pytest.raises(UsageError, match="cannot be read"):
+        load_profile_file(tmp_path)
+
+
+# -- choosing a checkpoint's profile -------------------------------------------------------------------------
+
+def test_a_profile_is_chosen_by_name_file_checkpoint_id_subfolder_then_default(tmp_path):
+    file = tmp_path / "mine.json"
+    file.write_text(HAND_WRITTEN)
+    beside = PLAIN.save(tmp_path)
+    assert choose_profile("visualquality-r1", "ByteDance/Q-Insight", None, beside) == (VISUALQUALITY_R1, "asked for")
+    assert choose_profile(str(file), None, None, beside)[0].name == "ten-point"
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", None, beside) == \
+        (PLAIN, f"from the checkpoint's {PROFILE_FILE}")
+    assert choose_profile(None, "tianhewu/visualquality-r1-7b/", None) == \
+        (VISUALQUALITY_R1, "the known profile of tianhewu/visualquality-r1-7b/")
+    assert choose_profile(None, "ByteDance/Q-Insight", "comparison") == \
+        (QINSIGHT_COMPARISON, "the released subfolder comparison")
+    assert choose_profile(None, "someone/else", None, tmp_path / "absent.json") == (QINSIGHT, "the default")
+    assert find_profile(PLAIN) is PLAIN and find_profile() is QINSIGHT
+    with pytest.raises(UsageError, match="unknown judge 'nope': neither a profile file nor one of q-insight, "):
+        find_profile("nope")
 
 
 def test_registering_a_profile_makes_it_findable_by_name(monkeypatch):
     monkeypatch.setitem(PROFILES, "two-tasks", None)  # restored (removed) after the test
     two = register_profile(JudgeProfile("two-tasks", {"score": PLAIN.tasks["score"],
-                                                      "degradation": PLAIN.tasks["score"]}))
+                                                      "degradation": TaskPrompt((IMAGE, "Which distortion?"))}))
     assert find_profile("two-tasks") is two and PROFILES["two-tasks"] is two
     with pytest.raises(UsageError, match=r"'two-tasks' cannot do comparison \(it does score, degradation\)"):
         two.prompt("comparison")
-
-
-def test_profiles_are_found_by_name_then_by_released_subfolder():
-    assert find_profile() is QINSIGHT
-    assert find_profile(subfolder="comparison") is QINSIGHT_COMPARISON
-    assert find_profile(subfolder="score_degradation") is QINSIGHT
-    assert find_profile(subfolder="elsewhere") is QINSIGHT
-    assert find_profile("q-insight-comparison", subfolder="score_degradation") is QINSIGHT_COMPARISON
-    assert find_profile(PLAIN) is PLAIN
-    with pytest.raises(UsageError, match="unknown judge profile 'nope'; known: q-insight, q-insight-comparison"):
-        find_profile("nope")
 
 
 def test_q_insight_profiles_ask_the_trained_prompts():
     from qinsight_sdk import prompts
 
     for profile in (QINSIGHT, QINSIGHT_COMPARISON):
-        assert profile.prompt("score").messages(PromptOrder.TEXT_FIRST, False) == \
-            prompts.score_messages(PromptOrder.TEXT_FIRST)
-        assert profile.prompt("degradation").messages(PromptOrder.IMAGE_FIRST, True) == \
-            prompts.degradation_messages(PromptOrder.IMAGE_FIRST)
-        for reference in (True, False):
-            assert profile.prompt("comparison").messages(PromptOrder.TEXT_FIRST, reference) == \
-                prompts.comparison_messages(reference)
+        system = {"role": "system", "content": prompts.SYSTEM_PROMPT}
+        assert profile.messages("score") == [system, {"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": prompts.SCORE_QUESTION}]}]
+        assert profile.messages("degradation", "text_first")[1]["content"] == [
+            {"type": "text", "text": prompts.DEGRADATION_QUESTION}, {"type": "image"}]
         assert profile.fast_prefix() == prompts.FAST_SCORE_ANSWER_PREFIX and profile.model_type == "qwen2_5_vl"
+        assert profile.chat_template_options == {} and profile.rating_range == (1.0, 5.0)
     assert (QINSIGHT.subfolder, QINSIGHT_COMPARISON.subfolder) == ("score_degradation", "comparison")
 
 
 def test_the_judge_loaded_from_the_comparison_subfolder_uses_its_profile(tiny_model, tmp_path):
-    import shutil
-
     shutil.copytree(tiny_model, tmp_path / "comparison")
     judge = QualityJudge.from_pretrained(tmp_path, "comparison", device="cpu")
-    assert judge.profile is QINSIGHT_COMPARISON
+    assert judge.profile is QINSIGHT_COMPARISON and judge.profile_source == "the released subfolder comparison"
+
+
+def test_a_checkpoint_brings_its_own_profile_file_and_a_named_judge_overrides_it(tiny_model, tmp_path):
+    folder = tmp_path / "ten-point-judge"
+    shutil.copytree(tiny_model, folder)
+    (folder / PROFILE_FILE).write_text(HAND_WRITTEN)
+    judge = QualityJudge.from_pretrained(folder, device="cpu")
+    assert judge.profile.name == "ten-point" and judge.profile_source == f"from the checkpoint's {PROFILE_FILE}"
+    assert judge.prompt_order is PromptOrder.TEXT_FIRST
+    named = QualityJudge.from_pretrained(folder, device="cpu", profile="q-insight")
+    assert named.profile is QINSIGHT and named.profile_source == "asked for"
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
+def test_the_command_line_takes_a_judge_by_name(plain, tiny_model, image_files, capsys):
+    paths = [str(p) for p in image_files[:2]]
+    code, ours, err = run(["score", *paths, "--model", str(tiny_model), "--mode", "fast", "--judge", "plain-score"],
+                          capsys)
+    assert "judge profile 'plain-score' (asked for)" in err
+    _, default, _ = run(["score", *paths, "--model", str(tiny_model), "--mode", "fast"], capsys)
+    assert code == 0 and [r["image"] for r in ours] == paths
+    assert all(1.0 <= r["score"] <= 5.0 for r in ours) and {r["settings"]["profile"] for r in ours} == {"plain-score"}
+    assert [r["score"] for r in ours] != pytest.approx([r["score"] for r in default], abs=1e-6)
+
+
+def test_the_command_line_uses_a_checkpoints_profile_file_and_a_judge_file(tiny_model, image_files, tmp_path,
+                                                                           capsys):
+    folder = tmp_path / "judge"
+    shutil.copytree(tiny_model, folder)
+    (folder / PROFILE_FILE).write_text(HAND_WRITTEN)
+    image = str(image_files[0])
+    code, rows, err = run(["score", image, "--model", str(folder), "--max-new-tokens", "8"], capsys)
+    assert f"judge profile 'ten-point' (from the checkpoint's {PROFILE_FILE})" in err
+    assert rows[0]["settings"]["profile"].startswith("ten-point@") and rows[0]["settings"]["prompt_order"] == "text_first"
+    assert rows[0]["error"] is None or rows[0]["error"].startswith("the answer does not match")
+    given = tmp_path / "vq.json"
+    VISUALQUALITY_R1.save(tmp_path).rename(given)
+    code, rows, err = run(["score", image, "--model", str(folder), "--judge", str(given), "--mode", "fast"], capsys)
+    assert code == 0 and f"judge profile 'visualquality-r1' (from {given})" in err
+    assert rows[0]["settings"]["profile"] == "visualquality-r1" and 1 <= rows[0]["score"] <= 5
+
+
+def test_an_unknown_judge_is_a_usage_error_before_any_model_loads(image_files, capsys):
+    code, rows, err = run(["score", str(image_files[0]), "--model", "/nowhere", "--judge", "nope"], capsys)
+    assert code == 2 and rows == []
+    assert "qinsight score: error: unknown judge 'nope': neither a profile file nor one of " in err
+
+
+def test_rows_made_with_another_version_of_a_profile_file_are_refused(tiny_model, image_files, tmp_path, capsys):
+    folder = tmp_path / "judge"
+    shutil.copytree(tiny_model, folder)
+    (folder / PROFILE_FILE).write_text(HAND_WRITTEN)
+    output = tmp_path / "rows.jsonl"
+    argv = ["score", str(image_files[0]), "--model", str(folder), "--max-new-tokens", "4", "-o", str(output)]
+    assert run(argv, capsys)[0] in (0, 1)
+    (folder / PROFILE_FILE).write_text(HAND_WRITTEN.replace("from 0 to 10", "out of ten"))
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "settings" in err

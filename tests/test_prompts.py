@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from qinsight_sdk import prompts
+from qinsight_sdk.profiles import QINSIGHT
 from qinsight_sdk.loading import load_processor
 
 # The expected strings live in a fixture that records where each comes from (the official code or the
@@ -38,24 +39,24 @@ def _render(tiny_model, conversation):
 
 
 def test_score_prompt_renders_image_first_as_trained(tiny_model):
-    rendered = _render(tiny_model, prompts.score_messages())
+    rendered = _render(tiny_model, QINSIGHT.messages("score"))
     assert rendered == (f"<|im_start|>system\n{EXPECTED_SYSTEM}<|im_end|>\n"
                         f"<|im_start|>user\n{VISION}{EXPECTED_SCORE}<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_demo_order_puts_text_first(tiny_model):
-    rendered = _render(tiny_model, prompts.degradation_messages("text_first"))
+    rendered = _render(tiny_model, QINSIGHT.messages("degradation", "text_first"))
     assert f"<|im_start|>user\n{EXPECTED_DEGRADATION}{VISION}<|im_end|>" in rendered
 
 
 def test_reference_comparison_interleaves_labels_and_images(tiny_model):
-    rendered = _render(tiny_model, prompts.comparison_messages(with_reference=True))
+    rendered = _render(tiny_model, QINSIGHT.messages("comparison", with_reference=True))
     user = rendered.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
     assert user == (f"{EXPECTED_REFERENCE_INTRO}{VISION}Image A:{VISION}Image B:{VISION}"
                     f"{EXPECTED_REFERENCE_QUESTION}")
 
 
 def test_no_reference_comparison_has_two_images_then_question(tiny_model):
-    rendered = _render(tiny_model, prompts.comparison_messages(with_reference=False))
+    rendered = _render(tiny_model, QINSIGHT.messages("comparison", with_reference=False))
     user = rendered.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
     assert user == f"{VISION}{VISION}{EXPECTED_NO_REFERENCE}"

@@ -10,7 +10,7 @@ from samples import noise_image
 from qinsight_sdk import DecodingOptions, prompts
 from qinsight_sdk.backend import RatingDistribution
 from qinsight_sdk.images import load_image
-from qinsight_sdk.profiles import QINSIGHT_RATING_KEY
+from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_RATING_KEY
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
 
@@ -38,7 +38,7 @@ def test_fast_scores_independent_of_batch_size_and_order(tiny_judge, batch_size)
 def test_cached_digit_step_equals_a_full_forward(tiny_judge):
     """The cached two-token step must place tokens exactly as a forward over the whole text would."""
     backend = tiny_judge.backend
-    conversation = prompts.score_messages()
+    conversation = QINSIGHT.messages("score")
     images = [load_image(IMAGES[1]), load_image(IMAGES[4])]
     batch = backend.encode([conversation] * 2, [[i] for i in images], prompts.FAST_SCORE_ANSWER_PREFIX)
     distributions = backend.rating_distributions(batch)
@@ -99,13 +99,12 @@ def test_expected_rating_equals_enumerating_every_rating(seed):
 
 def test_direct_encoding_equals_the_processor(tiny_judge):
     """The fast encoder must hand the model exactly what the checkpoint's processor would."""
-    from qinsight_sdk import prompts
     from qinsight_sdk.images import load_image
 
     backend = tiny_judge.backend
     assert backend.encodes_directly  # the probe at load time accepted it
-    conversations = [prompts.score_messages(), prompts.comparison_messages(with_reference=False),
-                     prompts.degradation_messages()]
+    conversations = [QINSIGHT.messages("score"), QINSIGHT.messages("comparison", with_reference=False),
+                     QINSIGHT.messages("degradation")]
     groups = [[load_image(noise_image(1, 300, 200))], [load_image(noise_image(2)), load_image(noise_image(3, 90))],
               [load_image(noise_image(4, 64, 500))]]
     ours = backend.encode(conversations, groups).inputs
@@ -119,11 +118,10 @@ def test_direct_encoding_equals_the_processor(tiny_judge):
 
 def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     """Guards against transformers swapping in the checkpoint's near-greedy defaults (top_k 1)."""
-    from qinsight_sdk import prompts
     from qinsight_sdk.images import load_image
 
     options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=4)
-    batch = tiny_judge.backend.encode([prompts.score_messages()], [[load_image(noise_image(5))]])
+    batch = tiny_judge.backend.encode([QINSIGHT.messages("score")], [[load_image(noise_image(5))]])
     (answers,) = tiny_judge.backend.generate(batch, options)
     assert len({a.text for a in answers}) > 1
 
@@ -158,7 +156,7 @@ def test_the_expected_score_is_read_where_the_rating_was_written(tiny_judge, ans
     """Issue 11: reason mode's continuous score comes from the probabilities the model had at the
     digits it wrote, with no extra forward pass; checked against a forward over the whole answer."""
     backend = tiny_judge.backend
-    conversation = prompts.score_messages()
+    conversation = QINSIGHT.messages("score")
     image = load_image(IMAGES[2])
     batch = backend.encode([conversation], [[image]])
     tokenizer = backend.processor.tokenizer

@@ -9,12 +9,18 @@ import json
 import logging
 import math
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from safetensors.torch import load_file
 
 from qinsight_sdk import QualityJudge, ScoreResult
 from qinsight_sdk.cli import main
+from qinsight_sdk.data import Sample
+from qinsight_sdk.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
+                                   load_profile_file)
+from qinsight_sdk.prompts import SCORE_QUESTION
 from qinsight_sdk.testing import write_sample_images
 from qinsight_sdk.train import DataError, TrainConfig, TrainingError, grpo, train
 from qinsight_sdk.train.grpo import (METRICS_FILE, build_dataset, check_training_stack, grpo_arguments,
@@ -90,10 +96,43 @@ def _legacy(name, before):
     raise KeyError(name)
 
 
-def assert_scores_an_image(final, image):
+def assert_scores_an_image(final, image, with_reference=False):
+    """The exported judge reloads with the profile it was trained with, written beside its weights (the
+    comparison profile when a training pair had a reference)."""
     judge = QualityJudge.from_pretrained(final, device="cpu")
+    assert judge.profile_source == f"from the checkpoint's {PROFILE_FILE}"
+    assert judge.profile == (QINSIGHT_COMPARISON if with_reference else QINSIGHT)
+    assert judge.profile.settings_name() == judge.profile.name   # a built-in's rows, resumable as such
+    assert json.loads((final / PROFILE_FILE).read_text())["tasks"]["score"]["content"] == ["<image>", SCORE_QUESTION]
     result = judge.score(image)
     assert isinstance(result, ScoreResult) and isinstance(result.raw, str)
+
+
+def test_the_export_writes_the_trained_interface_over_a_base_judges_own_profile(tmp_path):
+    """A base with its own profile file (VisualQuality-R1's, say) is trained on Q-Insight's prompts, so the
+    exported judge's file must say so, not carry the base's file along with the processor files."""
+    base, output = tmp_path / "base", tmp_path / "out"
+    base.mkdir()
+    (base / "tokenizer.json").write_text("{}")
+    VISUALQUALITY_R1.save(base)
+
+    class Trainer:
+        accelerator = type("Accelerator", (), {"wait_for_everyone": staticmethod(lambda: None)})
+
+        def save_model(self, folder):
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"weights")
+
+        def is_world_process_zero(self):
+            return True
+
+    samples = [Sample("comparison", (base / "r.png", base / "a.png", base / "b.png"), answer="Image A")]
+    config = SimpleNamespace(output_dir=str(output), finetune="full")
+    final = grpo._export(Trainer(), config, base, grpo.trained_profile(samples, base))
+    assert (final / "tokenizer.json").is_file() and (final / "model.safetensors").read_bytes() == b"weights"
+    written = load_profile_file(final / PROFILE_FILE)
+    assert written == QINSIGHT_COMPARISON and "fine-tuned with qinsight train from base" in written.description
+    assert grpo.trained_profile([Sample("score", (base / "a.png",), mos=3.0)], base) == QINSIGHT
 
 
 @pytest.mark.parametrize("task", ["score", "degradation", "comparison"])
@@ -107,7 +146,7 @@ def test_two_full_finetuning_steps_per_task(tiny_model, data, tmp_path, task):
     assert all("kl" in row and "completions/mean_length" in row for row in steps)
     assert (output / "checkpoint-2" / "model.safetensors").is_file()
     assert changed_tensors(tiny_model, final) > 10
-    assert_scores_an_image(final, data[task].parent / "sample_0.png")
+    assert_scores_an_image(final, data[task].parent / "sample_0.png", with_reference=task == "comparison")
 
 
 def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp_path, caplog):
@@ -127,7 +166,7 @@ def test_lora_on_mixed_data_checkpoints_resumes_and_merges(tiny_model, data, tmp
     assert (output / "adapter" / "adapter_model.safetensors").is_file()
     assert changed_tensors(tiny_model, final) > 0     # the adapter is merged into the saved weights
     assert not (final / "adapter_config.json").exists()
-    assert_scores_an_image(final, data["score"].parent / "sample_1.jpg")
+    assert_scores_an_image(final, data["score"].parent / "sample_1.jpg", with_reference=True)
 
 
 def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_base_unquantized(tiny_model, data, tmp_path,
@@ -138,9 +177,9 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_base_unquantized(t
     kept = {}
     export = grpo._export
 
-    def keep_trainer(trainer, config, base):
+    def keep_trainer(trainer, config, base, profile):
         kept["trainer"] = trainer
-        return export(trainer, config, base)
+        return export(trainer, config, base, profile)
 
     monkeypatch.setattr(grpo, "_export", keep_trainer)
     caplog.set_level(logging.INFO, logger="qinsight")

@@ -20,13 +20,14 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..checkpoints import default_subfolder, resolve_checkpoint
 from ..errors import MissingDependencyError, QInsightError
 from ..images import ImageBounds, load_image
+from ..profiles import QINSIGHT, QINSIGHT_COMPARISON, JudgeProfile
 from ..quantization import quantization_config, require_bitsandbytes
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
@@ -259,7 +260,7 @@ def train(config: TrainConfig, resume: bool = False,
         (output / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
         log.info("training on %d samples (%s)", len(samples), _task_counts(samples))
     trainer.train(resume_from_checkpoint=last if resume else None)
-    return _export(trainer, config, base)
+    return _export(trainer, config, base, trained_profile(samples, base))
 
 
 def _keep_adapters_in_fp32(model: Any) -> None:
@@ -312,8 +313,18 @@ def _task_counts(samples: Sequence[Sample]) -> str:
     return ", ".join(f"{task} {n}" for task, n in sorted(counts.items()))
 
 
-def _export(trainer: Any, config: TrainConfig, base: Path) -> Path:
-    """Write the final model folder: weights in safetensors and the base checkpoint's processor files."""
+def trained_profile(samples: Sequence[Sample], base: Path) -> JudgeProfile:
+    """The interface the trained judge learned: Q-Insight's prompts and answer format, which training asks
+    (:meth:`Sample.conversation`) whatever the base judge was; its comparison profile if any training pair
+    had a reference."""
+    with_reference = any(s.task == "comparison" and len(s.images) == 3 for s in samples)
+    return replace(QINSIGHT_COMPARISON if with_reference else QINSIGHT,
+                   description=f"fine-tuned with qinsight train from {base.name}, on Q-Insight's prompts")
+
+
+def _export(trainer: Any, config: TrainConfig, base: Path, profile: JudgeProfile) -> Path:
+    """Write the final model folder: weights in safetensors, the base checkpoint's processor files, and the
+    judge profile it was trained with (so it loads with its own interface wherever it goes)."""
     output = Path(config.output_dir)
     final = output / FINAL_FOLDER
     if config.finetune in ADAPTER_FINETUNES:
@@ -329,6 +340,7 @@ def _export(trainer: Any, config: TrainConfig, base: Path) -> Path:
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         _copy_processor_files(base, final)
+        profile.save(final)   # after the copy: a base judge's own profile file is not this judge's
     return final
 
 
