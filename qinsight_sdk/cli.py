@@ -21,14 +21,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
                           default_model, default_subfolder, profile_file_of)
+from .data import FORMATS
 from .errors import QInsightError, UsageError
 from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
@@ -180,17 +183,24 @@ def _add_eval_command(commands: Any) -> None:
                        _run_eval, description="Judge labelled images and report the paper's metrics. "
                        "Predictions are appended to --predictions as they come; a rerun predicts only what "
                        "is missing, and loads no model when nothing is.")
-    sub.add_argument("data", help="labels: CSV, qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
+    sub.add_argument("data", help="labels: CSV (ours, pyiqa's meta_info, KonIQ-10k's scores), a whitespace list "
+                                  "'image mos [std]', qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
+    sub.add_argument("--format", choices=FORMATS, help="the data's format (default: recognised from the file)")
+    sub.add_argument("--models", nargs="+", metavar="MODEL|LIST",
+                     help="compare judges side by side on scores: each a model (Hugging Face id or folder), or a "
+                          "file listing one per line as 'MODEL [subfolder=S] [judge=NAME|FILE] [name=LABEL]'; each "
+                          "runs in turn into its own predictions file, then one table with paired differences")
     sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
     sub.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="the scale of a CSV's MOS, normalised to 1-5 (default: the values as they are, in 1-5)")
     sub.add_argument("--task", choices=TASKS,
                      help="the task to evaluate (needed when the data holds several)")
     sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
-                                           "DATA_NAME.predictions.jsonl in the current folder)")
+                                           "DATA_NAME.predictions.jsonl in the current folder; with --models, a "
+                                           "folder for DATA_NAME.LABEL.predictions.jsonl, one per judge)")
     sub.add_argument("--report", help="write the report (JSON) here")
-    sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, or the degradation "
-                                    "confusion matrix (needs matplotlib)")
+    sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, the degradation "
+                                    "confusion matrix, or with --models SRCC and PLCC per judge (needs matplotlib)")
     sub.add_argument("--mode", choices=("reason", "fast"), default="reason", help="score mode, as for score")
     sub.add_argument("--retry-failed", action="store_true", help="predict again the items whose row has an error")
     sub.add_argument("--overwrite", action="store_true", help="start --predictions afresh instead of resuming")
@@ -510,7 +520,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     """Predictions are appended as they come, so Ctrl-C exits 130 with nothing lost and a rerun resumes."""
     from .evaluation import evaluate, load_items, summary_lines
 
-    items = load_items(args.data, args.image_root, args.task, args.mos_range)
+    items = load_items(args.data, args.image_root, args.task, args.mos_range, args.format)
+    if args.models:
+        return _run_eval_of_judges(args, items)
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
     with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
@@ -536,6 +548,102 @@ def _run_eval(args: argparse.Namespace) -> int:
     print(f"eval: predictions in {predictions}" + (f", report in {args.report}" if args.report else "")
           + (f", figure in {args.plot}" if args.plot else ""), file=sys.stderr)
     return EXIT_ROW_ERRORS if result["failed"] else EXIT_OK
+
+
+def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
+    """``eval --models``: each judge in turn, then the side-by-side table."""
+    from .evaluation import JudgeRun, compare_judges, comparison_lines
+
+    if args.model is not None:
+        raise UsageError("--model names one judge; with --models list them all there")
+    folder = Path(args.predictions or ".")
+    if folder.is_file():
+        raise UsageError(f"with --models, --predictions is a folder for one predictions file per judge; "
+                         f"{folder} is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        check_writable(args.report)
+    runs = []
+    for entry in judge_entries(args.models, args.subfolder, args.judge):
+        options = argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder,
+                                        "judge": entry.judge})
+        settings = None if args.predictions_only else _settings(options, mode=args.mode)
+        load = None if args.predictions_only else (lambda options=options: _load_judge(options, comparison=False))
+        runs.append(JudgeRun(entry.name, folder / f"{Path(args.data).stem}.{_slug(entry.name)}.predictions.jsonl",
+                             load, settings))
+    try:
+        result = compare_judges(items, runs, mode=args.mode, batch_size=args.batch_size,
+                                retry_failed=args.retry_failed, overwrite=args.overwrite, resamples=args.bootstrap,
+                                plot=args.plot, image_root=args.image_root or Path(args.data).parent)
+    except KeyboardInterrupt:
+        print(f"eval: interrupted; the predictions so far are in {folder}: rerun the same command to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    result["data"] = args.data
+    if args.report:
+        Path(args.report).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    for line in comparison_lines(result):
+        print(line)
+    print(f"eval: predictions in {', '.join(str(r.predictions) for r in runs)}"
+          + (f", report in {args.report}" if args.report else "") + (f", figure in {args.plot}" if args.plot else ""),
+          file=sys.stderr)
+    return EXIT_ROW_ERRORS if any(j["failed"] for j in result["judges"]) else EXIT_OK
+
+
+@dataclass(frozen=True)
+class JudgeEntry:
+    """One judge of ``eval --models``: where its weights are, its profile, and its name in the table."""
+
+    model: str
+    subfolder: str | None
+    judge: str | None
+    name: str
+
+
+def judge_entries(given: Sequence[str], subfolder: str | None = None, judge: str | None = None) -> list[JudgeEntry]:
+    """The judges ``--models`` names: each value a model, or a list file of ``MODEL [key=value ...]`` lines
+    (keys subfolder, judge, name; ``#`` starts a comment). ``subfolder`` and ``judge`` are the defaults of
+    entries that set none. Names default to the model (and subfolder), made unique."""
+    entries: list[JudgeEntry] = []
+    for value in given:
+        if os.path.isfile(value):
+            entries.extend(_listed_judges(Path(value), subfolder, judge))
+        else:
+            entries.append(_judge_entry(value, {}, subfolder, judge, value))
+    seen: dict[str, int] = {}
+    unique = []
+    for entry in entries:
+        seen[entry.name] = seen.get(entry.name, 0) + 1
+        unique.append(entry if seen[entry.name] == 1 else replace(entry, name=f"{entry.name}#{seen[entry.name]}"))
+    return unique
+
+
+def _listed_judges(path: Path, subfolder: str | None, judge: str | None) -> list[JudgeEntry]:
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        options = dict(word.split("=", 1) for word in words[1:] if "=" in word)
+        wrong = [w for w in words[1:] if "=" not in w] + sorted(set(options) - {"subfolder", "judge", "name"})
+        if wrong:
+            raise UsageError(f"{path}:{number}: expected 'MODEL [subfolder=S] [judge=J] [name=N]', not {wrong[0]!r}")
+        entries.append(_judge_entry(words[0], options, subfolder, judge, f"{path}:{number}"))
+    if not entries:
+        raise UsageError(f"{path} lists no models")
+    return entries
+
+
+def _judge_entry(model: str, options: dict[str, str], subfolder: str | None, judge: str | None,
+                 where: str) -> JudgeEntry:
+    chosen = options.get("subfolder", subfolder if subfolder is not None else default_subfolder(model))
+    name = options.get("name") or (Path(model).name if os.path.isdir(model) else model) + (
+        f"/{chosen}" if chosen else "")
+    return JudgeEntry(model, chosen, options.get("judge", judge), name)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "judge"
 
 
 def _run_train(args: argparse.Namespace) -> int:

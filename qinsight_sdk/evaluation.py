@@ -13,10 +13,12 @@ the failed ones by path.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import sys
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .data import FORMATS, DataError, Sample, csv_format, load_records, mos_list_line, read_records
 from .errors import UsageError
-from .metrics import require_scipy
+from .metrics import paired_difference, require_scipy
 from .records import check_writable, key_of, open_store, read_store
 from .tasks import TASKS
 
@@ -243,3 +245,107 @@ def summary_lines(result: dict[str, Any]) -> Iterator[str]:
         yield f"failed: {failure['item']}: {failure['error']}"
     if len(result["failed"]) > 5:
         yield f"... and {len(result['failed']) - 5} more failed items (see the report)"
+
+
+# -- several judges on the same items --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JudgeRun:
+    """One judge of a side-by-side evaluation: its name in the table, its own predictions file, how to load
+    it (None: read its predictions only) and the settings its rows must carry."""
+
+    name: str
+    predictions: Path
+    load: Callable[[], Any] | None = None
+    settings: dict[str, Any] | None = None
+
+
+def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: str = "reason", batch_size: int = 8,
+                   retry_failed: bool = False, overwrite: bool = False, resamples: int = 1000,
+                   progress: bool = True, plot: str | Path | None = None,
+                   image_root: str | Path = ".") -> dict[str, Any]:
+    """Evaluate each judge in turn on the same scored items (one in memory at a time, each resumable in its
+    own predictions file), then compare every pair on the items both judged: the SRCC and PLCC difference
+    with a paired bootstrap interval (:func:`~qinsight_sdk.metrics.paired_difference`), so that a user sees
+    whether one judge is really better on their images or only by chance. ``plot``: a bar chart of SRCC
+    and PLCC per judge with their intervals."""
+    if items[0].sample.task != "score":
+        raise UsageError(f"comparing judges measures scores (SRCC, PLCC); this data holds {items[0].sample.task} "
+                         "items: evaluate those one model at a time")
+    names = [run.name for run in runs]
+    if len(runs) < 2 or len(set(names)) != len(names):
+        raise UsageError(f"comparing judges needs at least two, each with its own name; got {names}")
+    require_scipy()
+    if plot is not None:
+        from .plots import pyplot
+
+        pyplot()
+        check_writable(plot)
+    judges = []
+    for run in runs:
+        found = evaluate(items, run.predictions, run.load, mode=mode, batch_size=batch_size,
+                         retry_failed=retry_failed, overwrite=overwrite, resamples=resamples, progress=progress,
+                         settings=run.settings, image_root=image_root)
+        judges.append({"name": run.name, **found, "settings": run.settings})
+        _release_memory()   # the judge just used is unreferenced now: free it before the next one loads
+    scores = {run.name: _scores_by_key(run.predictions, image_root) for run in runs}
+    pairs = [_paired(a, b, items, scores, resamples) for a, b in combinations(names, 2)]
+    if plot is not None:
+        from .plots import judges_chart
+
+        judges_chart([{"name": j["name"], "n": j["judged"], **{k: j["metrics"][k] for k in JUDGE_COLUMNS}}
+                      for j in judges], plot, "judges compared")
+    return {"task": "score", "items": len(items), "judges": judges, "pairs": pairs}
+
+
+JUDGE_COLUMNS = ("srcc", "srcc_ci95", "plcc", "plcc_ci95")
+
+
+def _scores_by_key(predictions: Path, image_root: str | Path) -> dict[str, float]:
+    rows = read_store(predictions, "score", image_root).rows
+    return {key: row["score"] for key, row in rows.items() if not row.get("error") and row.get("score") is not None}
+
+
+def _paired(a: str, b: str, items: Sequence[EvalItem], scores: dict[str, dict[str, float]],
+            resamples: int) -> dict[str, Any]:
+    both = [i for i in items if i.key in scores[a] and i.key in scores[b]]
+    found = paired_difference([scores[a][i.key] for i in both], [scores[b][i.key] for i in both],
+                              [i.sample.mos for i in both], resamples)
+    return {"a": a, "b": b, **found}
+
+
+def _release_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def comparison_lines(result: dict[str, Any]) -> Iterator[str]:
+    """The side-by-side table, then one line per pair of judges (the JSON report has everything)."""
+    width = max(len(j["name"]) for j in result["judges"])
+    yield f"{'judge':<{width}}  {'judged':>9}  {'SRCC (95% CI)':<22}  {'PLCC (95% CI)':<22}"
+    for judge in result["judges"]:
+        metrics = judge["metrics"]
+        yield (f"{judge['name']:<{width}}  {judge['judged']:>4}/{judge['items']:<4}  "
+               f"{_with_interval(metrics['srcc'], metrics['srcc_ci95']):<22}  "
+               f"{_with_interval(metrics['plcc'], metrics['plcc_ci95']):<22}")
+    for pair in result["pairs"]:
+        yield f"{pair['a']} vs {pair['b']} on the {pair['n']} items both judged:"
+        for name in ("srcc", "plcc"):
+            found = pair[name]
+            yield f"  {name.upper()} difference {_with_interval(found['difference'], found['ci95'], sign=True)}: " \
+                  + _verdict_words(found["verdict"], pair["a"], pair["b"])
+
+
+def _with_interval(value: float | None, interval: Sequence[float] | None, sign: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:+.4f}" if sign else f"{value:.4f}"
+    return text + (f" ({interval[0]:+.3f} to {interval[1]:+.3f})" if sign and interval else
+                   f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+
+
+def _verdict_words(verdict: str | None, a: str, b: str) -> str:
+    return {"A": f"{a} is better", "B": f"{b} is better",
+            "neither": "no clear difference (the interval holds 0)"}.get(verdict or "", "too few items to tell")
