@@ -324,12 +324,12 @@ def _release_memory() -> None:
 def comparison_lines(result: dict[str, Any]) -> Iterator[str]:
     """The side-by-side table, then one line per pair of judges (the JSON report has everything)."""
     width = max(len(j["name"]) for j in result["judges"])
-    yield f"{'judge':<{width}}  {'judged':>9}  {'SRCC (95% CI)':<22}  {'PLCC (95% CI)':<22}"
+    yield f"{'judge':<{width}}  {'judged':<9}  {'SRCC (95% CI)':<27}  PLCC (95% CI)"
     for judge in result["judges"]:
         metrics = judge["metrics"]
-        yield (f"{judge['name']:<{width}}  {judge['judged']:>4}/{judge['items']:<4}  "
-               f"{_with_interval(metrics['srcc'], metrics['srcc_ci95']):<22}  "
-               f"{_with_interval(metrics['plcc'], metrics['plcc_ci95']):<22}")
+        yield (f"{judge['name']:<{width}}  {str(judge['judged']) + '/' + str(judge['items']):<9}  "
+               f"{_with_interval(metrics['srcc'], metrics['srcc_ci95']):<27}  "
+               f"{_with_interval(metrics['plcc'], metrics['plcc_ci95'])}")
     for pair in result["pairs"]:
         yield f"{pair['a']} vs {pair['b']} on the {pair['n']} items both judged:"
         for name in ("srcc", "plcc"):
@@ -341,9 +341,9 @@ def comparison_lines(result: dict[str, Any]) -> Iterator[str]:
 def _with_interval(value: float | None, interval: Sequence[float] | None, sign: bool = False) -> str:
     if value is None:
         return "n/a"
+    form = "+.3f" if sign else ".3f"
     text = f"{value:+.4f}" if sign else f"{value:.4f}"
-    return text + (f" ({interval[0]:+.3f} to {interval[1]:+.3f})" if sign and interval else
-                   f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+    return text + (f" ({interval[0]:{form}} to {interval[1]:{form}})" if interval else "")
 
 
 def _verdict_words(verdict: str | None, a: str, b: str) -> str:
