@@ -17,7 +17,8 @@ _EXPORTS = {
     "QualityJudge": "judge", "ScoreResult": "results", "DegradationResult": "results",
     "ComparisonResult": "results", "Ranking": "results", "DecodingOptions": "decoding", "ImageBounds": "images",
     "PromptOrder": "prompts", "Backend": "backend", "JudgeProfile": "profiles", "TaskPrompt": "profiles",
-    "PROFILES": "profiles", "register_profile": "profiles", "QInsightError": "errors", "ModelLoadError": "errors",
+    "PROFILES": "profiles", "register_profile": "profiles", "load_profile_file": "profiles",
+    "QInsightError": "errors", "ModelLoadError": "errors",
     "ImageInputError": "errors", "UsageError": "errors",
 }
 __all__ = list(_EXPORTS)

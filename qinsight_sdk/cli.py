@@ -358,13 +358,19 @@ def _quantization(args: argparse.Namespace) -> str | None:
     return None if args.quantization == "none" else args.quantization
 
 
-def _settings(args: argparse.Namespace, comparison: bool = False, **task_settings: Any) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = False, fast: bool = False,
+              **task_settings: Any) -> dict[str, Any]:
     """The rows' settings (``records.answer_settings``), worked out before a model loads, so that a record
-    file made another way is refused at once."""
+    file made another way is refused at once, as is a judge that cannot do a task it ``asks`` (or a fast
+    score, with mode fast)."""
     from .loading import choose_device, choose_dtype
 
     model, subfolder = _checkpoint(args, comparison)
     profile = _profile(args, model, subfolder)
+    for task in asks:
+        profile.prompt(task)
+    if fast or task_settings.get("mode") == "fast":
+        profile.fast_prefix()
     return answer_settings(model, subfolder, args.revision, profile.settings_name(),
                            choose_dtype(args.dtype, choose_device(args.device)),
                            args.prompt_order or profile.own_order().value, args.max_pixels, _quantization(args),
@@ -417,7 +423,7 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
     if args.from_metadata:
         return _list_saved_rows(args, task)
     images = _distinct(expand_paths(args.paths, args.recursive))
-    settings = _settings(args, **task_settings)
+    settings = _settings(args, [task], **task_settings)
     with _record_store(args, task, settings, args.retry_failed) as store:
         pending = [image for key, image in images.items() if store is None or not store.done(key)]
         if store is not None and len(pending) < len(images):
@@ -476,7 +482,7 @@ def _run_degradation(args: argparse.Namespace) -> int:
 
 def _run_compare(args: argparse.Namespace) -> int:
     paths = ([args.reference] if args.reference else []) + [args.image_a, args.image_b]
-    settings = _settings(args, comparison=args.reference is not None, both_orders=args.both_orders)
+    settings = _settings(args, ["comparison"], comparison=args.reference is not None, both_orders=args.both_orders)
     with _record_store(args, "comparison", settings) as store:
         row = store.rows.get(key_of(*paths)) if store is not None else None
         if row is not None:
@@ -494,7 +500,8 @@ def _run_rank(args: argparse.Namespace) -> int:
     distinct = _distinct(expand_paths(args.paths, args.recursive))
     images = list(distinct.values())
     field = hashlib.sha256(json.dumps(sorted(distinct)).encode()).hexdigest()
-    settings = _settings(args, strategy=args.strategy, top_k=args.top_k,
+    asks = {"score": ["score"], "tournament": ["comparison"]}.get(args.strategy, ["score", "comparison"])
+    settings = _settings(args, asks, fast="score" in asks, strategy=args.strategy, top_k=args.top_k,
                          pool=args.pool if args.strategy == "hybrid" else None, images=field[:16])
     with _record_store(args, "rank", settings) as store:
         if store is not None and len(store.rows) == min(args.top_k or len(images), len(images)):
@@ -529,7 +536,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.report:
         check_writable(args.report)
     task_settings = {"score": {"mode": args.mode}, "comparison": {"both_orders": False}}.get(task, {})
-    settings = None if args.predictions_only else _settings(args, comparison=with_reference, **task_settings)
+    settings = None if args.predictions_only else _settings(args, [task], comparison=with_reference,
+                                                            **task_settings)
     load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
         result = evaluate(items, predictions, load, mode=args.mode, batch_size=args.batch_size,
@@ -567,7 +575,7 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
     for entry in judge_entries(args.models, args.subfolder, args.judge):
         options = argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder,
                                         "judge": entry.judge})
-        settings = None if args.predictions_only else _settings(options, mode=args.mode)
+        settings = None if args.predictions_only else _settings(options, ["score"], mode=args.mode)
         load = None if args.predictions_only else (lambda options=options: _load_judge(options, comparison=False))
         runs.append(JudgeRun(entry.name, folder / f"{Path(args.data).stem}.{_slug(entry.name)}.predictions.jsonl",
                              load, settings))

@@ -145,6 +145,7 @@ def two_tiny_judges(tmp_path_factory):
     return build_tiny_checkpoint(root / "seed0", seed=0), build_tiny_checkpoint(root / "seed1", seed=1)
 
 
+@pytest.mark.model
 def test_eval_of_two_tiny_judges_prints_the_table_with_the_paired_comparison(two_tiny_judges, tmp_path, capsys):
     for i in range(8):
         Image.new("RGB", (56, 56), (30 * i, 20 + 25 * i, 200 - 20 * i)).save(tmp_path / f"g{i}.png")

@@ -370,3 +370,22 @@ def test_rows_made_with_another_version_of_a_profile_file_are_refused(tiny_model
     (folder / PROFILE_FILE).write_text(HAND_WRITTEN.replace("from 0 to 10", "out of ten"))
     code, _, err = run(argv, capsys)
     assert code == 2 and "settings" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["degradation", "IMG"], "judge profile 'visualquality-r1' cannot do degradation (it does score)"),
+    (["compare", "IMG", "IMG"], "judge profile 'visualquality-r1' cannot do comparison (it does score)"),
+    (["rank", "IMG", "--strategy", "hybrid"], "judge profile 'visualquality-r1' cannot do comparison (it does score)"),
+])
+def test_a_task_the_judge_cannot_do_is_refused_before_its_model_loads(image_files, capsys, argv, message):
+    argv = [str(image_files[0]) if a == "IMG" else a for a in argv]
+    code = cli.main([*argv, "--model", "TianheWu/VisualQuality-R1-7B"])   # not in the cache: loading would fail
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {message}" in err and "not in the local Hugging Face cache" not in err
+
+
+def test_a_fast_score_from_a_judge_without_one_is_refused_before_its_model_loads(image_files, tmp_path, capsys):
+    (tmp_path / "ten.json").write_text(HAND_WRITTEN)
+    for argv in (["score", "--mode", "fast"], ["rank"]):
+        code = cli.main([*argv, str(image_files[0]), "--model", "/nowhere", "--judge", str(tmp_path / "ten.json")])
+        assert code == 2 and "judge profile 'ten-point' has no fast score mode" in capsys.readouterr().err
