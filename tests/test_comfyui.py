@@ -12,6 +12,7 @@ from comfyui_server import ComfyUI, progress_of
 from PIL import Image
 from safetensors import safe_open
 
+from qinsight_sdk.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
 from qinsight_sdk.tiny_judge import brightness_image
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
@@ -35,6 +36,9 @@ def comfy(tmp_path_factory, tiny_judge_model):
     shutil.copy(server.input_dir / "sample_0.png", server.input_dir / "example.png")
     for name in ("score_degradation", "comparison"):
         shutil.copytree(server.models / "tiny-qinsight", server.models / "Q-Insight" / name)
+    # a checkpoint that brings its own judge profile, as 'qinsight train' writes one beside the weights
+    shutil.copytree(server.models / "tiny-qinsight", server.models / "tiny-own-profile")
+    VISUALQUALITY_R1_NON_THINKING.save(server.models / "tiny-own-profile")
     paths = json.loads((server.workdir / "paths.yaml").read_text())
     paths["qinsight_test"]["checkpoints"] = str(server.workdir / "checkpoints")
     (server.workdir / "paths.yaml").write_text(json.dumps(paths))
@@ -90,6 +94,56 @@ def test_the_image_size_preset_is_chosen_on_the_loader(comfy):
     """official (the default) or fast; the sample images are small, so both give the same scores."""
     assert fast_scores(comfy, 2, image_size="fast") == pytest.approx(fast_scores(comfy, 2), abs=1e-4)
     assert "image_size must be one of official, fast" in loader_refusal(comfy, image_size="huge")
+
+
+def test_the_judge_choice_reaches_the_loaded_judge_and_its_rows(comfy):
+    """auto: Q-Insight's profile for a plain checkpoint, the checkpoint's own qinsight_judge.json where it
+    has one; a named profile as asked. Score Image Quality's rows name the profile, and its prompts are the
+    ones used: VisualQuality-R1's fast score asks its non-thinking prompt, as its non-thinking profile does,
+    so the same weights give the same scores under both and others under Q-Insight's."""
+    cases = {"q-insight": ("tiny-qinsight", "auto"), "visualquality-r1": ("tiny-qinsight", "visualquality-r1"),
+             "visualquality-r1-non-thinking": ("tiny-own-profile", "auto")}
+    graph = {"10": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}}}
+    for n, (model, judge) in enumerate(cases.values()):
+        load, score, save = str(n + 1), str(n + 4), str(n + 7)
+        graph[load] = loader(model=model)
+        graph[load]["inputs"]["judge"] = judge
+        graph[score] = {"class_type": "QInsightScore", "inputs": {"judge": [load, 0], "images": ["10", 0],
+                                                                  "mode": "fast"}}
+        graph[save] = {"class_type": "QInsightSaveImage", "inputs": {
+            "images": ["10", 0], "filename_prefix": f"profiles/{n}", "score_batch": [score, 3],
+            "score_in_name": False}}
+    outputs = succeeded(comfy.run(graph))
+    scores, recorded = {}, {}
+    for n, (expected, (model, _)) in enumerate(cases.items()):
+        (saved,) = outputs[str(n + 7)]["images"]
+        (row,) = json.loads(Image.open(comfy.workdir / "output" / saved["subfolder"] / saved["filename"])
+                            .text["qinsight"])
+        assert row["settings"]["model"].endswith(model) and row["settings"]["mode"] == "fast"
+        recorded[expected] = row["settings"]["profile"]
+        (scores[expected],) = outputs[str(n + 4)]["qinsight_scores"]
+        assert row["score"] == scores[expected]
+    assert recorded == {name: name for name in cases}
+    assert scores["visualquality-r1"] == pytest.approx(scores["visualquality-r1-non-thinking"], abs=1e-5)
+    assert abs(scores["visualquality-r1"] - scores["q-insight"]) > 1e-3
+
+
+def test_the_judge_choice_is_checked(comfy):
+    assert f"judge must be one of auto, {', '.join(sorted(PROFILES))}, got 'gpt-judge'" in \
+        loader_refusal(comfy, judge="gpt-judge")
+
+
+def test_a_judge_that_cannot_do_the_task_is_a_clear_node_error(comfy):
+    """VisualQuality-R1 only scores: Detect Degradation on it stops with why, not with unknown verdicts."""
+    graph, batch = image_batch(1)
+    graph.update({"1": loader(), "2": {"class_type": "QInsightDegradation",
+                                       "inputs": {"judge": ["1", 0], "images": [batch, 0]}}})
+    graph["1"]["inputs"]["judge"] = "visualquality-r1"
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    [error] = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
+    assert error["node_id"] == "2" and error["node_type"] == "QInsightDegradation"
+    assert "judge profile 'visualquality-r1' cannot do degradation (it does score)" in error["exception_message"]
 
 
 def test_every_node_is_registered_and_documented(comfy):
