@@ -355,10 +355,20 @@ def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | 
         return by_folder, f"the released subfolder {subfolder}"
     known = _by_hub_id(model) if model else None
     if known is not None:
-        return known, f"the known profile of {model}"
+        return known
     return QINSIGHT, "the default"
 
 
-def _by_hub_id(model: str) -> JudgeProfile | None:
+def _by_hub_id(model: str) -> tuple[JudgeProfile, str] | None:
+    """The profile whose Hugging Face ids hold ``model``: the id itself, or a local copy of it, named as the
+    hub names it (``hf download ID --local-dir .../NAME``, or the hub cache's ``models--OWNER--NAME``)."""
     wanted = model.strip("/").lower()
-    return next((p for p in PROFILES.values() if wanted in (i.lower() for i in p.hub_ids)), None)
+    parts = [part.lower() for part in Path(model).expanduser().parts]
+    for profile in PROFILES.values():
+        for hub_id in profile.hub_ids:
+            if wanted == hub_id.lower():
+                return profile, f"the known profile of {model}"
+            owner, name = hub_id.lower().split("/")
+            if Path(model).expanduser().is_dir() and (parts[-1:] == [name] or f"models--{owner}--{name}" in parts):
+                return profile, f"its folder is named like {hub_id}"
+    return None

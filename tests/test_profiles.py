@@ -273,6 +273,15 @@ def test_a_profile_is_chosen_by_name_file_checkpoint_id_subfolder_then_default(t
     assert choose_profile(None, "ByteDance/Q-Insight", "comparison") == \
         (QINSIGHT_COMPARISON, "the released subfolder comparison")
     assert choose_profile(None, "someone/else", None, tmp_path / "absent.json") == (QINSIGHT, "the default")
+    downloaded = tmp_path / "quality_models" / "VisualQuality-R1-7B"
+    cached = tmp_path / "hub" / "models--TianheWu--VisualQuality-R1-7B" / "snapshots" / "0123abcd"
+    for folder in (downloaded, cached):
+        folder.mkdir(parents=True)
+        assert choose_profile(None, str(folder)) == (VISUALQUALITY_R1, "its folder is named like "
+                                                                       "TianheWu/VisualQuality-R1-7B")
+    assert choose_profile(None, str(tmp_path / "VisualQuality-R1-7B-preview-missing"))[0] is QINSIGHT
+    (downloaded / PROFILE_FILE).write_text(HAND_WRITTEN)   # a profile file beats the name
+    assert choose_profile(None, str(downloaded), None, downloaded / PROFILE_FILE)[0].name == "ten-point"
     assert find_profile(PLAIN) is PLAIN and find_profile() is QINSIGHT
     with pytest.raises(UsageError, match="unknown judge 'nope': neither a profile file nor one of q-insight, "):
         find_profile("nope")
