@@ -107,12 +107,16 @@ class JudgeProfile:
         return PromptOrder.IMAGE_FIRST if content[0] == IMAGE else PromptOrder.TEXT_FIRST
 
     def parser(self, task: str) -> Callable[[str], Any]:
-        """The task's answer reader, on this profile's rating scale (never raising)."""
+        """The task's answer reader, on this profile's rating scale (never raising). A judge that does not
+        reason reports no reasoning: text around its answer is not an explanation of it."""
         prompt = self.prompt(task)
         if prompt.answer_pattern is not None:
-            return pattern_reader(prompt.answer_pattern, self.rating_range)
-        reader = ANSWER_READERS[task][prompt.answer]
-        return partial(reader, rating_range=self.rating_range) if task == "score" else reader
+            reader = pattern_reader(prompt.answer_pattern, self.rating_range)
+        elif task == "score":
+            reader = partial(ANSWER_READERS[task][prompt.answer], rating_range=self.rating_range)
+        else:
+            reader = ANSWER_READERS[task][prompt.answer]
+        return reader if self.reasons else lambda text: replace(reader(text), reasoning=None)
 
     # -- as a file ------------------------------------------------------------------------------------
 

@@ -132,6 +132,17 @@ def test_visualquality_r1_without_a_rating_is_an_error_never_a_random_score(answ
     assert parsed.score is None and parsed.error == error
 
 
+def test_only_a_judge_that_reasons_reports_reasoning():
+    answer = "<think>crisp edges, no noise</think><answer>4.5</answer>"
+    thinking = QualityJudge(ScriptedBackend(lambda c, i: answer), profile="visualquality-r1").score(grey(1))
+    alone = QualityJudge(ScriptedBackend(lambda c, i: answer), profile="visualquality-r1-non-thinking").score(grey(1))
+    assert (thinking.score, thinking.reasoning) == (4.5, "crisp edges, no noise")
+    assert (alone.score, alone.reasoning) == (4.5, None)
+    ten = load_profile_file_from_text(HAND_WRITTEN)
+    chatty = QualityJudge(ScriptedBackend(lambda c, i: "Nice photo. Score: 5"), profile=ten).score(grey(1))
+    assert (chatty.score, chatty.reasoning, chatty.error) == (3.0, None, None)
+
+
 def test_a_profile_follows_the_judges_order_only_when_one_is_given():
     backend, asked = recorded('<answer>{"rating": 2}</answer>')
     QualityJudge(backend, profile=QINSIGHT, prompt_order="text_first").score(grey(1))
