@@ -122,8 +122,14 @@ class QwenVLBackend:
         options = dict(template_options or {})
         key = json.dumps([conversation, options], sort_keys=True)
         if key not in self._rendered:  # a task asks the same conversation of every image
-            self._rendered[key] = self.processor.apply_chat_template(list(conversation), tokenize=False,
-                                                                     add_generation_prompt=True, **options)
+            if options:  # the processor of transformers 4.51 drops template variables; the tokenizer passes them on
+                text = self.processor.tokenizer.apply_chat_template(
+                    list(conversation), chat_template=self.processor.chat_template, tokenize=False,
+                    add_generation_prompt=True, **options)
+            else:
+                text = self.processor.apply_chat_template(list(conversation), tokenize=False,
+                                                          add_generation_prompt=True)
+            self._rendered[key] = text
         return self._rendered[key]
 
     def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
