@@ -179,10 +179,22 @@ EQUIVALENT.update({
     "qinsight_sdk.records.x__whole_bytes__mutmut_7": "data ending in a newline is cut at its last newline: itself",
 })
 
+# profiles.py: spellings and falsy defaults that no profile file can tell apart; parsing.py's empty answer
+EQUIVALENT.update({
+    **{f"qinsight_sdk.profiles.{name}": _CODEC for name in (
+        "x_load_profile_file__mutmut_7", "xǁJudgeProfileǁsave__mutmut_19")},
+    "qinsight_sdk.profiles.xǁJudgeProfileǁsave__mutmut_11": "ensure_ascii=None is as falsy as False: json.dumps "
+                                                           "only tests it for truth, so the same text",
+    **{f"qinsight_sdk.profiles.x_profile_from_dict__mutmut_{n}": "a missing compares_with_reference read as None "
+       "instead of False: bool() of either is False" for n in (128, 130)},
+    "qinsight_sdk.parsing.x_parse_comparison__mutmut_9": "an empty answer is looked up as '' or as 'XXXX': "
+                                                        "neither is a label, so both name no verdict",
+})
+
 # Small wrong changes the suite once let through (issue 16), applied by hand with --named: each must fail a test.
 NAMED: list[tuple[str, str, str, str]] = [
     ("the parser takes the first rating", "qinsight_sdk/parsing.py",
-     "rating, error = _to_rating(match[-1])", "rating, error = _to_rating(match[0])"),
+     "rating, error = _to_rating(match[-1], rating_range)", "rating, error = _to_rating(match[0], rating_range)"),
     ("the parser takes the first JSON object", "qinsight_sdk/parsing.py", "return found[::-1]", "return found"),
     ("the reward is squared", "qinsight_sdk/judge.py", "(result.score - 1.0) / 4.0)", "((result.score - 1.0) / 4.0) ** 2)"),
     ("later batches ignore the size that fitted", "qinsight_sdk/batching.py",

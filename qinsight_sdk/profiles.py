@@ -206,13 +206,13 @@ def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
     options = data.get("chat_template_options", {})
     if not isinstance(options, dict):
         raise UsageError(f"{source}: chat_template_options must be an object")
-    try:
+    prompts_by_task = {task: _prompt_of(p, f"{source}: tasks.{task}") for task, p in tasks.items()}
+    fast_score = _prompt_of(data["fast_score"], f"{source}: fast_score") if "fast_score" in data else None
+    try:  # what the profile itself refuses (_check_profile) does not name the file yet
         return JudgeProfile(
-            data["name"], {task: _prompt_of(p, f"{source}: tasks.{task}") for task, p in tasks.items()},
-            system_prompt=data.get("system_prompt"), chat_template_options=options,
+            data["name"], prompts_by_task, system_prompt=data.get("system_prompt"), chat_template_options=options,
             rating_range=(float(scale[0]), float(scale[1])), reasons=bool(data.get("reasons", True)),
-            fast_score=_prompt_of(data["fast_score"], f"{source}: fast_score") if "fast_score" in data else None,
-            fast_score_prefix=data.get("fast_score_prefix"), rating_key=data.get("rating_key"),
+            fast_score=fast_score, fast_score_prefix=data.get("fast_score_prefix"), rating_key=data.get("rating_key"),
             compares_with_reference=bool(data.get("compares_with_reference", False)),
             model_type=data.get("model_type", QWEN25_VL), description=str(data.get("description", "")))
     except UsageError as exc:
@@ -341,8 +341,8 @@ def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | 
     """The profile for a checkpoint, and why it was chosen (for the message that says which is used).
 
     In order: ``judge`` (a profile, a built-in name, or the path of a profile file); the checkpoint's own
-    ``profile_file``; the profile whose Hugging Face ids hold ``model``; the one whose released subfolder
-    is ``subfolder``; Q-Insight's.
+    ``profile_file``; the one whose released subfolder is ``subfolder`` (Q-Insight's repository holds two
+    judges); the profile whose Hugging Face ids hold ``model``, or whose name a local copy bears; Q-Insight's.
     """
     if isinstance(judge, JudgeProfile):
         return judge, "given"

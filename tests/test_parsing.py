@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from qinsight_sdk import parsing
 from qinsight_sdk.parsing import (ParsedComparison, ParsedDegradation, ParsedScore, extract_answer,
-                                  parse_comparison, parse_degradation, parse_score)
+                                  parse_comparison, parse_degradation, parse_first_number, parse_score)
 
 TRAINED_SCORE = '<think>\nThe image is sharp with good exposure.\n</think>\n<answer>\n{"rating": 3.85}\n</answer>'
 
@@ -245,3 +245,77 @@ def test_a_parser_that_fails_inside_returns_an_error(monkeypatch, parse, result)
 
     monkeypatch.setattr(parsing, "_answer_or_tail", boom)
     assert parse("<answer>anything</answer>") == result
+
+
+# -- a judge's own scale, and the readers of judges other than Q-Insight (profiles) ---------------------------
+
+ON_SCALE = [   # (the judge's scale, its rating, the rating on 1-5)
+    ((1.0, 5.0), "3.85", 3.85),
+    ((0.0, 10.0), "7.5", 4.0),
+    ((0.0, 10.0), "0", 1.0),
+    ((0.0, 10.0), "10", 5.0),
+    ((0.0, 10.0), "12", 5.0),       # clamped to the top of its scale
+    ((0.0, 10.0), "-3", 1.0),       # and to the bottom
+    ((10.0, 20.0), "15", 3.0),
+    ((10.0, 20.0), "12.5", 2.0),
+    ((10.0, 20.0), "5", 1.0),
+    ((10.0, 20.0), "25", 5.0),
+    ((-1.0, 1.0), "0.5", 4.0),
+]
+
+
+@pytest.mark.parametrize("rating_range, rating, expected", ON_SCALE)
+def test_a_rating_is_clamped_to_the_judges_scale_then_mapped_onto_one_to_five(rating_range, rating, expected):
+    for parsed in (parse_score(f'<answer>{{"rating": {rating}}}</answer>', rating_range),
+                   parse_score(f"<answer>rating: {rating}</answer>", rating_range),
+                   parse_score(f"<answer>{rating}</answer>", rating_range),
+                   parsing.pattern_reader(r"Score: (-?[0-9.]+)", rating_range)(f"Score: {rating}")):
+        assert (parsed.score, parsed.reasoning, parsed.error) == (pytest.approx(expected), None, None)
+    if not rating.startswith("-"):     # VisualQuality-R1's number has no sign
+        parsed = parse_first_number(f"<answer>{rating}</answer>", rating_range)
+        assert (parsed.score, parsed.reasoning, parsed.error) == (pytest.approx(expected), None, None)
+
+
+EXACT_FIRST_NUMBERS = [
+    ("<think>3 birds</think><answer>3.75, or 4</answer>", ParsedScore(3.75, "3 birds", None)),
+    ("<answer>Score 4.</answer>", ParsedScore(4.0, None, None)),
+    ("<answer>rated 2.5/5</answer>", ParsedScore(2.5, None, None)),
+    ("<think>sharp</think> 4.5", ParsedScore(4.5, "sharp", None)),               # after the reasoning
+    ("<think>sharp</think> good", ParsedScore(None, "sharp", "no number found in the answer" + NOTE)),
+    ("<think>so 3 fits", ParsedScore(None, "so 3 fits", "no number found in the answer" + NOTE)),
+    ("<answer>good</answer>", ParsedScore(None, None, "no number found in the answer")),
+    ("<answer>1e999</answer>", ParsedScore(1.0, None, None)),                    # its pattern reads the 1
+    ("<answer>" + "9" * 400 + "</answer>", ParsedScore(None, None, f"rating '{'9' * 400}' is not a finite number")),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXACT_FIRST_NUMBERS)
+def test_first_number_results_exactly(text, expected):
+    assert parse_first_number(text) == expected
+
+
+EXACT_PATTERNS = [
+    ("<think>fine</think> Score: 2 then Score: 4.5", ParsedScore(4.5, "fine", None)),   # the last match
+    ("Score: 3", ParsedScore(3.0, None, None)),
+    ("Score: many", ParsedScore(None, None, r"the answer does not match the judge's pattern 'Score: ([0-9.]+)'")),
+    ("<think>hm</think>", ParsedScore(None, "hm", r"the answer does not match the judge's pattern 'Score: ([0-9.]+)'")),
+    ("Score: 1.2.3", ParsedScore(None, None, "rating '1.2.3' is not a number")),
+]
+
+
+@pytest.mark.parametrize("text,expected", EXACT_PATTERNS)
+def test_pattern_results_exactly(text, expected):
+    assert parsing.pattern_reader(r"Score: ([0-9.]+)")(text) == expected
+
+
+def test_a_pattern_reader_that_fails_inside_returns_an_error():
+    assert parsing.pattern_reader(r"Score: [0-9]+")("Score: 3") == \
+        ParsedScore(None, None, "could not parse the answer: no such group")
+
+
+def test_the_first_number_reader_that_fails_inside_returns_an_error(monkeypatch):
+    def boom(text):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(parsing, "_answer_or_tail", boom)
+    assert parse_first_number("<answer>3</answer>") == ParsedScore(None, None, "could not parse the answer: boom")

@@ -4,6 +4,7 @@ by path, and how a checkpoint's profile is chosen; a new judge is one entry, or 
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from samples import grey
 
 from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli, register_profile
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.parsing import parse_first_number
+from qinsight_sdk.parsing import ParsedComparison, ParsedDegradation, ParsedScore, parse_first_number
 from qinsight_sdk.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
                                    VISUALQUALITY_R1_NON_THINKING, choose_profile, find_profile, load_profile_file,
                                    profile_from_dict)
@@ -409,3 +410,221 @@ def test_a_fast_score_from_a_judge_without_one_is_refused_before_its_model_loads
     for argv in (["score", "--mode", "fast"], ["rank"]):
         code = cli.main([*argv, str(image_files[0]), "--model", "/nowhere", "--judge", str(tmp_path / "ten.json")])
         assert code == 2 and "judge profile 'ten-point' has no fast score mode" in capsys.readouterr().err
+
+
+# -- exact answers: what a profile file holds, every refusal's message, and which rule picks a profile --------
+
+SCORE_ONLY = {"score": TaskPrompt((IMAGE, "Rate it."))}
+
+
+def test_a_minimal_profile_file_takes_the_documented_defaults():
+    profile = profile_from_dict({"name": "bare", "tasks": {"score": {"content": ["<image>", "Rate it."]}}})
+    assert profile == JudgeProfile("bare", SCORE_ONLY)
+    assert (profile.description, profile.reasons, profile.rating_range, profile.model_type,
+            profile.compares_with_reference, profile.system_prompt, profile.chat_template_options) == \
+        ("", True, (1.0, 5.0), "qwen2_5_vl", False, None, {})
+    assert profile.to_dict() == {"qinsight_judge_profile": 1, "name": "bare", "description": "",
+                                 "system_prompt": None, "chat_template_options": {}, "rating_range": [1.0, 5.0],
+                                 "reasons": True, "tasks": {"score": {"content": ["<image>", "Rate it."],
+                                                                      "answer": "q-insight"}}}
+
+
+def test_every_optional_field_is_written_and_read_back():
+    full = JudgeProfile("full", {"score": TaskPrompt((IMAGE, "Rate it."), answer="last-answer-first-number"),
+                                 "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"),
+                                                          with_reference=("Ref:", IMAGE, IMAGE, IMAGE, "Which?"))},
+                        system_prompt="Be strict.", chat_template_options={"add_vision_id": True}, reasons=False,
+                        fast_score=TaskPrompt((IMAGE, "Score:"), answer_pattern=r"([0-9.]+)"),
+                        fast_score_prefix="Score: ", rating_key="Score:\\s*", compares_with_reference=True,
+                        model_type="qwen2_vl", description="every field")
+    expected = {"qinsight_judge_profile": 1, "name": "full", "description": "every field",
+                "system_prompt": "Be strict.", "chat_template_options": {"add_vision_id": True},
+                "rating_range": [1.0, 5.0], "reasons": False,
+                "tasks": {"score": {"content": ["<image>", "Rate it."], "answer": "last-answer-first-number"},
+                          "comparison": {"content": ["<image>", "<image>", "A or B?"], "answer": "q-insight",
+                                         "with_reference": ["Ref:", "<image>", "<image>", "<image>", "Which?"]}},
+                "fast_score": {"content": ["<image>", "Score:"], "answer_pattern": "([0-9.]+)"},
+                "fast_score_prefix": "Score: ", "rating_key": "Score:\\s*", "compares_with_reference": True,
+                "model_type": "qwen2_vl"}
+    assert full.to_dict() == expected
+    loaded = profile_from_dict(json.loads(json.dumps(expected)))
+    assert loaded == full and loaded.model_type == "qwen2_vl" and loaded.description == "every field"
+    assert "model_type" not in QINSIGHT.to_dict() and "compares_with_reference" not in QINSIGHT.to_dict()
+
+
+def test_a_saved_profile_file_is_indented_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    import io
+
+    # a Windows-like locale: text files opened without an encoding would be cp1252
+    real = io.text_encoding
+    monkeypatch.setattr(io, "text_encoding", lambda encoding, stacklevel=2: real(encoding or "cp1252"))
+    profile = JudgeProfile("café", SCORE_ONLY, description="noté à la main")
+    path = profile.save(tmp_path)
+    text = path.read_bytes().decode("utf-8")
+    assert text == json.dumps(profile.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    assert '\n  "name": "café",\n' in text
+    loaded = load_profile_file(path)
+    assert loaded == profile and loaded.description == "noté à la main"
+
+
+def test_a_fingerprint_ignores_the_order_of_a_files_keys():
+    one = JudgeProfile("ordered", SCORE_ONLY, chat_template_options={"add_vision_id": True, "min_pixels": 4})
+    other = JudgeProfile("ordered", SCORE_ONLY, chat_template_options={"min_pixels": 4, "add_vision_id": True})
+    assert one == other and one.fingerprint() == other.fingerprint()
+    assert one.settings_name() == f"ordered@{one.fingerprint()}"
+    assert one.fingerprint() != replace(one, chat_template_options={"add_vision_id": False}).fingerprint()
+
+
+def _refusal(make):
+    with pytest.raises(UsageError) as raised:
+        make()
+    return str(raised.value)
+
+
+WHERE = "judge profile 'x', task"
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ({"blur": TaskPrompt((IMAGE, "Blurred?"))},
+     f"{WHERE} blur: unknown task; tasks are score, degradation, comparison"),
+    ({"score": TaskPrompt(("Rate it.",))},
+     f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"),
+    ({"comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"), with_reference=(IMAGE, IMAGE, "A or B?"))},
+     f"{WHERE} comparison: the prompt needs exactly 3 '<image>' slot(s), got ['<image>', '<image>', 'A or B?']"),
+    ({"score": TaskPrompt((IMAGE, "Rate it."), with_reference=(IMAGE, IMAGE, IMAGE))},
+     f"{WHERE} score: only comparison has a with_reference prompt"),
+    ({"degradation": TaskPrompt((IMAGE, "Which?"), answer_pattern="(blur)")},
+     f"{WHERE} degradation: answer_pattern reads ratings; degradation answers use a named reader"),
+    ({"score": TaskPrompt((IMAGE,), answer_pattern="[0-9]+")},
+     f"{WHERE} score: answer_pattern needs a group around the rating, e.g. 'Score: ([0-9.]+)'"),
+    ({"score": TaskPrompt((IMAGE,), answer="guess")},
+     (f"{WHERE} score: unknown answer reader 'guess'; score answers are read by q-insight, "
+      "last-answer-first-number or an answer_pattern")),
+    ({"degradation": TaskPrompt((IMAGE,), answer="guess")},
+     f"{WHERE} degradation: unknown answer reader 'guess'; degradation answers are read by q-insight"),
+    ({"comparison": TaskPrompt((IMAGE, IMAGE), answer="last-answer-first-number")},
+     (f"{WHERE} comparison: unknown answer reader 'last-answer-first-number'; comparison answers are read "
+      "by q-insight")),
+])
+def test_each_broken_prompt_is_refused_with_its_own_message(tasks, message):
+    assert _refusal(lambda: JudgeProfile("x", tasks)) == message
+
+
+def test_each_broken_profile_setting_is_refused_with_its_own_message():
+    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(3.0, 3.0))) == \
+        "judge profile 'x': rating_range [3.0, 3.0] is empty"
+    needs_full = ("judge profile 'x': fast scores and rating_key read the digits of a rating from 1 to 5, so they "
+                  "need rating_range [1, 5]")
+    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), fast_score_prefix="S: ")) == \
+        needs_full
+    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), rating_key="S: ")) == needs_full
+    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, fast_score=TaskPrompt(("Rate it.",)))) == \
+        f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"
+    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_key="([")).startswith(
+        "judge profile 'x': rating_key is not a valid regular expression: ")
+    assert _refusal(lambda: JudgeProfile("x", {"score": TaskPrompt((IMAGE,), answer_pattern="(")})).startswith(
+        f"{WHERE} score: answer_pattern is not a valid regular expression: ")
+    assert JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 0.5)).rating_range == (0.0, 0.5)   # any non-empty scale
+
+
+PROMPT_KEYS = "answer, answer_pattern, content, with_reference"
+PROFILE_KEYS = ("chat_template_options, compares_with_reference, description, fast_score, fast_score_prefix, "
+                "model_type, name, qinsight_judge_profile, rating_key, rating_range, reasons, system_prompt, tasks")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, f"unknown keys ['colour']; known: {PROFILE_KEYS}"),
+    ({"tasks": {"score": "<image> Rate it"}}, f"tasks.score must be an object with {PROMPT_KEYS}"),
+    ({"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}},
+     f"tasks.score: unknown keys ['prompt']; known: {PROMPT_KEYS}"),
+    ({"tasks": {"score": {"answer_pattern": "Score: ([0-9.]+)"}}}, "tasks.score has no content"),
+    ({"tasks": {"score": {"content": ["<image>", 5]}}},
+     "tasks.score.content must be a list of texts and '<image>' slots"),
+    ({"tasks": {"comparison": {"content": ["<image>", "<image>"], "with_reference": "<image> <image> <image>"}}},
+     "tasks.comparison.with_reference must be a list of texts and '<image>' slots"),
+    ({"fast_score": ["<image>"]}, f"fast_score must be an object with {PROMPT_KEYS}"),
+    ({"chat_template_options": ["add_vision_id"]}, "chat_template_options must be an object"),
+    ({"rating_range": 10}, "rating_range must be two numbers [low, high], got 10"),
+    ({"rating_range": []}, "rating_range must be two numbers [low, high], got []"),
+    ({"rating_range": [0, 5, 10]}, "rating_range must be two numbers [low, high], got [0, 5, 10]"),
+    ({"rating_range": ["0", "10"]}, "rating_range must be two numbers [low, high], got ['0', '10']"),
+    ({"rating_range": [False, True]}, "rating_range must be two numbers [low, high], got [False, True]"),
+    ({"name": " "}, "'name' must be a non-empty text"),
+    ({"tasks": {"blur": {"content": ["<image>"]}}},
+     "judge profile 'ten-point', task blur: unknown task; tasks are score, degradation, comparison"),
+])
+def test_a_broken_profile_file_gets_its_exact_message(change, message):
+    data = {**json.loads(HAND_WRITTEN), **change}
+    assert _refusal(lambda: profile_from_dict(data, "hand-written")) == f"hand-written: {message}"
+
+
+def test_a_profile_that_is_not_an_object_or_cannot_be_read_says_exactly_that(tmp_path):
+    assert _refusal(lambda: profile_from_dict(["not", "an", "object"])) == "profile: a judge profile is a JSON object"
+    missing = tmp_path / "missing.json"
+    assert _refusal(lambda: load_profile_file(missing)) == \
+        f"judge profile {missing} cannot be read: No such file or directory"
+
+
+def test_own_order_is_where_the_score_prompt_puts_its_image_else_the_first_prompt():
+    def profile(**tasks):
+        return JudgeProfile("order", tasks)
+
+    image_first, text_first = TaskPrompt((IMAGE, "Which?")), TaskPrompt(("Which?", IMAGE))
+    assert profile(score=image_first).own_order() is PromptOrder.IMAGE_FIRST
+    assert profile(score=text_first).own_order() is PromptOrder.TEXT_FIRST
+    assert profile(degradation=image_first, score=text_first).own_order() is PromptOrder.TEXT_FIRST
+    assert profile(degradation=text_first, score=image_first).own_order() is PromptOrder.IMAGE_FIRST
+    assert profile(degradation=text_first).own_order() is PromptOrder.TEXT_FIRST          # no score task
+    assert profile(degradation=image_first).own_order() is PromptOrder.IMAGE_FIRST
+    assert QINSIGHT.own_order() is VISUALQUALITY_R1.own_order() is PromptOrder.IMAGE_FIRST
+
+
+def test_a_comparison_is_asked_without_its_reference_unless_told():
+    turn = QINSIGHT_COMPARISON.messages("comparison")[1]["content"]
+    assert [part.get("text", "<image>") for part in turn] == list(QINSIGHT.tasks["comparison"].content)
+
+
+def test_each_task_is_read_by_its_reader_on_the_profiles_scale():
+    ten = JudgeProfile("ten", {"score": TaskPrompt((IMAGE, "Rate it.")),
+                               "degradation": TaskPrompt((IMAGE, "Which?")),
+                               "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"))}, rating_range=(0.0, 10.0))
+    answer = '<think>sharp</think><answer>{"rating": 7.5}</answer>'
+    assert ten.parser("score")(answer) == ParsedScore(4.0, "sharp", None)
+    assert replace(ten, reasons=False).parser("score")(answer) == ParsedScore(4.0, None, None)
+    assert ten.parser("degradation")('<think>grain</think><answer>{"distortion_class": "noise", "severity": '
+                                     '"slight"}</answer>') == ParsedDegradation("noise", "slight", "grain", None)
+    assert ten.parser("comparison")("<think>A</think><answer>Image A</answer>") == ParsedComparison("A", "A", None)
+    pattern = replace(ten, tasks={"score": TaskPrompt((IMAGE,), answer_pattern=r"Score: ([0-9.]+)")})
+    assert pattern.parser("score")("<think>fine</think> Score: 2 then Score: 5") == ParsedScore(3.0, "fine", None)
+    first_number = replace(ten, tasks={"score": TaskPrompt((IMAGE,), answer="last-answer-first-number")})
+    assert first_number.parser("score")("<answer>2.5 of 10</answer>") == ParsedScore(2.0, None, None)
+    assert QINSIGHT.parser("score")(answer) == ParsedScore(5.0, "sharp", None)   # 7.5 on a 1-5 scale: clamped
+    assert VISUALQUALITY_R1_NON_THINKING.parser("score")("<think>x</think><answer>3</answer>") == \
+        ParsedScore(3.0, None, None)
+
+
+def test_the_rules_choosing_a_profile_apply_in_their_order(tmp_path, monkeypatch):
+    assert choose_profile(PLAIN, "TianheWu/VisualQuality-R1-7B", "comparison") == (PLAIN, "given")
+    beside = QINSIGHT.save(tmp_path)
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison", beside) == \
+        (QINSIGHT, f"from the checkpoint's {PROFILE_FILE}")
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison") == \
+        (QINSIGHT_COMPARISON, "the released subfolder comparison")
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "elsewhere") == \
+        (VISUALQUALITY_R1, "the known profile of TianheWu/VisualQuality-R1-7B")
+    assert choose_profile(None, None, None, None) == (QINSIGHT, "the default")
+    assert find_profile(subfolder="comparison") is QINSIGHT_COMPARISON
+    assert find_profile(model="TianheWu/VisualQuality-R1-7B-preview") is VISUALQUALITY_R1
+    # a hub id is matched whole, whatever letters it begins or ends with
+    x_judge = JudgeProfile("x-judge", SCORE_ONLY, hub_ids=("Xlab/ModelX",))
+    monkeypatch.setitem(PROFILES, "x-judge", x_judge)
+    assert choose_profile(None, "Xlab/ModelX/") == (x_judge, "the known profile of Xlab/ModelX/")
+
+
+def test_a_folder_is_named_like_a_hub_id_only_when_it_exists_and_its_name_matches(tmp_path):
+    # another owner's model of the same name on the hub is not VisualQuality-R1
+    assert choose_profile(None, "someone/VisualQuality-R1-7B") == (QINSIGHT, "the default")
+    assert choose_profile(None, str(tmp_path / "VisualQuality-R1-7B")) == (QINSIGHT, "the default")   # not there
+    other = tmp_path / "my-judge"
+    other.mkdir()
+    assert choose_profile(None, str(other)) == (QINSIGHT, "the default")
