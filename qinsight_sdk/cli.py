@@ -617,7 +617,7 @@ def judge_entries(given: Sequence[str], subfolder: str | None = None, judge: str
         if os.path.isfile(value):
             entries.extend(_listed_judges(Path(value), subfolder, judge))
         else:
-            entries.append(_judge_entry(value, {}, subfolder, judge, value))
+            entries.append(_judge_entry(value, {}, subfolder, judge))
     seen: dict[str, int] = {}
     unique = []
     for entry in entries:
@@ -636,14 +636,13 @@ def _listed_judges(path: Path, subfolder: str | None, judge: str | None) -> list
         wrong = [w for w in words[1:] if "=" not in w] + sorted(set(options) - {"subfolder", "judge", "name"})
         if wrong:
             raise UsageError(f"{path}:{number}: expected 'MODEL [subfolder=S] [judge=J] [name=N]', not {wrong[0]!r}")
-        entries.append(_judge_entry(words[0], options, subfolder, judge, f"{path}:{number}"))
+        entries.append(_judge_entry(words[0], options, subfolder, judge))
     if not entries:
         raise UsageError(f"{path} lists no models")
     return entries
 
 
-def _judge_entry(model: str, options: dict[str, str], subfolder: str | None, judge: str | None,
-                 where: str) -> JudgeEntry:
+def _judge_entry(model: str, options: dict[str, str], subfolder: str | None, judge: str | None) -> JudgeEntry:
     chosen = options.get("subfolder", subfolder if subfolder is not None else default_subfolder(model))
     name = options.get("name") or (Path(model).name if os.path.isdir(model) else model) + (
         f"/{chosen}" if chosen else "")

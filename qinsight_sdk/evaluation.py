@@ -182,8 +182,7 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
         load_items(data, image_root, task, mos_range, format)
     task = items[0].sample.task
     spec = TASKS[task]
-    if mode not in spec.modes:
-        raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
+    _check_mode(task, mode)
     if plot is not None and spec.plot is None:
         raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
     require_scipy()   # a missing scipy (or matplotlib, for a plot) is reported now, not after a long run
@@ -194,6 +193,23 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
         check_writable(plot)
     legacy_root = image_root if image_root is not None else \
         (Path(data).parent if isinstance(data, (str, Path)) else ".")
+    rows, predicted_now = _predict(items, predictions, load_judge, settings, mode, batch_size, retry_failed,
+                                   overwrite, progress, legacy_root)
+    return report(items, rows, task, resamples, plot, data=str(data) if isinstance(data, (str, Path)) else None,
+                  predictions=str(predictions), predicted_now=predicted_now)
+
+
+def _check_mode(task: str, mode: str) -> None:
+    if mode not in TASKS[task].modes:
+        raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
+
+
+def _predict(items: Sequence[EvalItem], predictions: str | Path, load_judge: Callable[[], Any] | None,
+             settings: dict[str, Any] | None, mode: str, batch_size: int, retry_failed: bool, overwrite: bool,
+             progress: bool, legacy_root: str | Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The rows of ``predictions`` once what they lack is predicted (only with ``load_judge``, and loading
+    the judge only then), and how many items were sent to the model."""
+    task = items[0].sample.task
     if load_judge is None:
         store = read_store(predictions, task, legacy_root)
     else:
@@ -208,11 +224,10 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
                     store.write([str(p) for p in todo[index].sample.images], result.to_dict())
                     bar.update(1)
 
-                spec.ask(judge, [i.sample for i in todo], mode=mode, batch_size=batch_size, on_result=write)
+                TASKS[task].ask(judge, [i.sample for i in todo], mode=mode, batch_size=batch_size, on_result=write)
     finally:
         store.close()
-    return report(items, store.rows, task, resamples, plot, data=str(data) if isinstance(data, (str, Path)) else
-                  None, predictions=str(predictions), predicted_now=len(todo) if load_judge is not None else 0)
+    return store.rows, len(todo) if load_judge is not None else 0
 
 
 def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str, resamples: int = 1000,
@@ -281,14 +296,17 @@ def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: st
 
         pyplot()
         check_writable(plot)
-    judges = []
+    _check_mode("score", mode)
+    judges, scores = [], {}
     for run in runs:
-        found = evaluate(items, run.predictions, run.load, mode=mode, batch_size=batch_size,
-                         retry_failed=retry_failed, overwrite=overwrite, resamples=resamples, progress=progress,
-                         settings=run.settings, image_root=image_root)
-        judges.append({"name": run.name, **found, "settings": run.settings})
+        rows, predicted_now = _predict(items, run.predictions, run.load, run.settings, mode, batch_size,
+                                       retry_failed, overwrite, progress, image_root)
         _release_memory()   # the judge just used is unreferenced now: free it before the next one loads
-    scores = {run.name: _scores_by_key(run.predictions, image_root) for run in runs}
+        found = report(items, rows, "score", resamples, data=None, predictions=str(run.predictions),
+                       predicted_now=predicted_now)
+        judges.append({"name": run.name, **found, "settings": run.settings})
+        scores[run.name] = {key: row["score"] for key, row in rows.items()
+                            if not row.get("error") and row.get("score") is not None}
     pairs = [_paired(a, b, items, scores, resamples) for a, b in combinations(names, 2)]
     if plot is not None:
         from .plots import judges_chart
@@ -299,11 +317,6 @@ def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: st
 
 
 JUDGE_COLUMNS = ("srcc", "srcc_ci95", "plcc", "plcc_ci95")
-
-
-def _scores_by_key(predictions: Path, image_root: str | Path) -> dict[str, float]:
-    rows = read_store(predictions, "score", image_root).rows
-    return {key: row["score"] for key, row in rows.items() if not row.get("error") and row.get("score") is not None}
 
 
 def _paired(a: str, b: str, items: Sequence[EvalItem], scores: dict[str, dict[str, float]],
