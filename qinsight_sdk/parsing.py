@@ -31,7 +31,7 @@ _MENTIONS = {"imagea": "A", "imageb": "B", "similar": "similar"}
 
 
 Scale = tuple[float, float]
-FULL_SCALE: Scale = (1.0, 5.0)
+FULL_SCALE: Scale = (1.0, 5.0)   # the scale results, thresholds and rewards use; a judge's own is mapped onto it
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from typing import Any, Callable, Mapping
 from . import prompts
 from .checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
 from .errors import UsageError
-from .parsing import parse_comparison, parse_degradation, parse_first_number, parse_score, pattern_reader
+from .parsing import (FULL_SCALE, parse_comparison, parse_degradation, parse_first_number, parse_score,
+                      pattern_reader)
 from .prompts import IMAGE, Message, PromptOrder
 
 FILE_FORMAT = 1                        # the version of that file's layout
 IMAGES_PER_PROMPT = {"score": 1, "degradation": 1, "comparison": 2}
-FULL_SCALE = (1.0, 5.0)                # the scale results, thresholds and rewards use
 
 # Answer readers by task and name; a score may also be read by a pattern (``answer_pattern``).
 ANSWER_READERS: dict[str, dict[str, Callable[..., Any]]] = {
@@ -102,9 +102,8 @@ class JudgeProfile:
 
     def own_order(self) -> PromptOrder:
         """Where the profile's score (else first) prompt puts its image."""
-        content = next(iter(self.tasks.values())).content if "score" not in self.tasks else \
-            self.tasks["score"].content
-        return PromptOrder.IMAGE_FIRST if content[0] == IMAGE else PromptOrder.TEXT_FIRST
+        prompt = self.tasks.get("score") or next(iter(self.tasks.values()))
+        return PromptOrder.IMAGE_FIRST if prompt.content[0] == IMAGE else PromptOrder.TEXT_FIRST
 
     def parser(self, task: str) -> Callable[[str], Any]:
         """The task's answer reader, on this profile's rating scale (never raising). A judge that does not
@@ -159,9 +158,8 @@ _PROMPT_KEYS = {"content", "answer", "answer_pattern", "with_reference"}
 
 
 def _prompt_dict(prompt: TaskPrompt) -> dict[str, Any]:
-    data: dict[str, Any] = {"content": list(prompt.content), "answer": prompt.answer}
-    if prompt.answer_pattern is not None:
-        data = {"content": list(prompt.content), "answer_pattern": prompt.answer_pattern}
+    reader = {"answer": prompt.answer} if prompt.answer_pattern is None else {"answer_pattern": prompt.answer_pattern}
+    data: dict[str, Any] = {"content": list(prompt.content), **reader}
     if prompt.with_reference is not None:
         data["with_reference"] = list(prompt.with_reference)
     return data
@@ -244,7 +242,7 @@ def _check_profile(profile: JudgeProfile) -> None:
             tuple(profile.rating_range) != FULL_SCALE:
         raise UsageError(f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
                          "rating from 1 to 5, so they need rating_range [1, 5]")
-    prompts_to_check = [(task, p) for task, p in profile.tasks.items()]
+    prompts_to_check = list(profile.tasks.items())
     if profile.fast_score is not None:
         prompts_to_check.append(("score", profile.fast_score))
     for task, prompt in prompts_to_check:
