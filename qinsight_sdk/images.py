@@ -327,7 +327,7 @@ class PatchSpec:
     merge: int = 2
 
 
-def to_patches(image: Image.Image, spec: PatchSpec, out: Any = None) -> tuple[Any, tuple[int, int, int]]:
+def to_patches(image: Image.Image, spec: PatchSpec, out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The model's pixel input for one RGB image already on the patch grid, and its (t, h, w) grid.
 
     The same arithmetic as Qwen2-VL's image processor (rescale, normalise, repeat the frame over the
@@ -335,22 +335,27 @@ def to_patches(image: Image.Image, spec: PatchSpec, out: Any = None) -> tuple[An
     into the float output followed by one normalisation pass: several times faster, and checked
     against the checkpoint's own processor when the model loads. ``out``, if given, receives the
     patches (a slice of the batch's buffer, saving a copy).
-    """
-    import torch
 
-    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    NumPy, not torch: this runs in the helper thread that prepares the next batch, and a torch
+    operation there starts a second OpenMP team, after which every small operation of the model's
+    thread pays for threads that no longer fit the cores (generation ran at half speed on 2 cores).
+    """
+    pixels = np.asarray(image).transpose(2, 0, 1)
     channels, height, width = pixels.shape
     grid_h, grid_w = height // spec.patch, width // spec.patch
-    blocks = pixels.unsqueeze(0).expand(spec.temporal, channels, height, width).reshape(
+    blocks = np.broadcast_to(pixels, (spec.temporal, channels, height, width)).reshape(
         1, spec.temporal, channels, grid_h // spec.merge, spec.merge, spec.patch,
-        grid_w // spec.merge, spec.merge, spec.patch).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        grid_w // spec.merge, spec.merge, spec.patch).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
     if out is None:
-        out = torch.empty(grid_h * grid_w, channels * spec.temporal * spec.patch * spec.patch)
-    out.view(blocks.shape).copy_(blocks)  # converts to float on the way
+        out = np.empty((grid_h * grid_w, channels * spec.temporal * spec.patch * spec.patch), dtype=np.float32)
+    shaped = out.view()
+    shaped.shape = blocks.shape  # a view of ``out``, or an error: never a silent copy
+    shaped[...] = blocks  # converts to float on the way
     per_channel = spec.temporal * spec.patch * spec.patch  # each patch vector is channel-major
-    scale = torch.tensor([spec.rescale / s for s in spec.std]).repeat_interleave(per_channel)
-    shift = torch.tensor([m / s for m, s in zip(spec.mean, spec.std)]).repeat_interleave(per_channel)
-    out.mul_(scale).sub_(shift)  # (x * rescale - mean) / std
+    scale = np.repeat(np.array([spec.rescale / s for s in spec.std], dtype=np.float32), per_channel)
+    shift = np.repeat(np.array([m / s for m, s in zip(spec.mean, spec.std)], dtype=np.float32), per_channel)
+    out *= scale
+    out -= shift  # (x * rescale - mean) / std
     return out, (1, grid_h, grid_w)
 
 

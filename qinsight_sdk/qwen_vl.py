@@ -157,7 +157,7 @@ class QwenVLBackend:
         from transformers import BatchFeature
 
         sizes = [patch_count(image, spec) for image in flat_images]
-        pixel_values = torch.empty(sum(sizes), 3 * spec.temporal * spec.patch ** 2)
+        pixel_values = np.empty((sum(sizes), 3 * spec.temporal * spec.patch ** 2), dtype=np.float32)
         starts = np.cumsum([0] + sizes)
         grids = [to_patches(image, spec, out=pixel_values[starts[k]:starts[k + 1]])[1]
                  for k, image in enumerate(flat_images)]
@@ -178,7 +178,7 @@ class QwenVLBackend:
         if self._wants_token_types:
             data["mm_token_type_ids"] = (input_ids == self._image_token_id).long()
         if grids:
-            data["pixel_values"] = pixel_values
+            data["pixel_values"] = torch.from_numpy(pixel_values)
             data["image_grid_thw"] = torch.tensor(grids)
         return BatchFeature(data)
 

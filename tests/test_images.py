@@ -265,7 +265,7 @@ def test_patches_equal_the_qwen_image_processor():
         patches, grid = to_patches(image, spec)
         assert grid == tuple(expected["image_grid_thw"][0].tolist())
         assert patches.shape == expected["pixel_values"].shape
-        assert torch.allclose(patches, expected["pixel_values"].float(), atol=1e-5)
+        assert torch.allclose(torch.from_numpy(patches), expected["pixel_values"].float(), atol=1e-5)
         assert patch_count(image, spec) == patches.shape[0] == (height // 14) * (width // 14)
 
 
