@@ -110,14 +110,19 @@ def read_metrics(run_folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_folder / METRICS_FILE).read_text().splitlines()]
 
 
+SMALL_SIZES = [(64, 200), (96, 96), (128, 80), (160, 160), (200, 64), (112, 144), (80, 128), (144, 112)]
+
+
 def make_images(count: int, size: str, seed: int = 0) -> list[Any]:
-    """Seeded noise: every image costs the model the same, so timings do not depend on content."""
+    """Seeded noise: every image costs the model the same, so timings do not depend on content.
+    ``size`` is WIDTHxHEIGHT, or "small": a mix from 64x200 to 160x160 (thumbnails, icons, crops)."""
     import numpy as np
     from PIL import Image
 
-    width, height = (int(v) for v in size.lower().split("x"))
+    sizes = SMALL_SIZES if size == "small" else [tuple(int(v) for v in size.lower().split("x"))]
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            for width, height in (sizes[k % len(sizes)] for k in range(count))]
 
 
 def synchronise(device: Any) -> None:
@@ -136,35 +141,82 @@ def timed(run: Any, device: Any) -> float:
     return time.perf_counter() - start
 
 
+def model_parts(model: Any) -> tuple[Any, Any]:
+    """The vision tower and the language model: ``model.model.visual`` / ``.language_model`` from
+    transformers 4.52 on, ``model.visual`` / ``model.model`` before."""
+    inner = model.model
+    return getattr(inner, "visual", None) or model.visual, getattr(inner, "language_model", inner)
+
+
 @contextmanager
-def timed_forward(model: Any, totals: dict[str, float], device: Any) -> Iterator[None]:
-    """Adds the time spent inside ``model.forward`` to ``totals["forward"]``, so the SDK's own overhead
-    (decoding, resizing, preprocessing, parsing) is what remains of a mode's time."""
-    original = model.forward
+def time_shares(model: Any, totals: dict[str, float], device: Any) -> Iterator[None]:
+    """Adds to ``totals`` the seconds spent in the vision tower ("vision"), in the language model
+    ("language"), in transformers' generation loop outside both ("loop"), and the image patches the tower
+    embedded ("patches": encodings, counted where they happen). What remains of a mode's time is ours:
+    reading images, encoding prompts, batching, parsing. Each wrapper replaces an instance's attribute and
+    calls what was there, so whatever the judge installed is timed too, and is put back after."""
+    tower, language = model_parts(model)
+    for name in ("vision", "language", "loop", "patches"):
+        totals.setdefault(name, 0.0)
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        synchronise(device)
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
+    def timing(name: str, call: Any) -> Any:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
             synchronise(device)
-            totals["forward"] += time.perf_counter() - start
+            start, inside = time.perf_counter(), totals["vision"] + totals["language"]
+            try:
+                return call(*args, **kwargs)
+            finally:
+                synchronise(device)
+                seconds = time.perf_counter() - start
+                totals[name] += seconds - (totals["vision"] + totals["language"] - inside if name == "loop" else 0)
+        return timed_call
 
-    model.forward = forward
+    def counting(call: Any) -> Any:
+        def embed(hidden_states: Any) -> Any:
+            totals["patches"] += hidden_states.shape[0]
+            return call(hidden_states)
+        return embed
+
+    wrapped = [(tower, "forward", timing("vision", tower.forward)),
+               (language, "forward", timing("language", language.forward)),
+               (model, "generate", timing("loop", model.generate)),
+               (tower.patch_embed, "forward", counting(tower.patch_embed.forward))]
+    before = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in wrapped]
+    for owner, name, replacement in wrapped:
+        setattr(owner, name, replacement)
     try:
         yield
     finally:
-        model.forward = original
+        for owner, name, previous in before:
+            if previous is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, previous)
 
 
-def reference_loop(judge: Any, images: list[Any], new_tokens: int) -> None:
+def share_line(totals: dict[str, float], seconds: float) -> str:
+    """Where a mode's time went, as shares of it."""
+    ours = seconds - totals["vision"] - totals["language"] - totals["loop"]
+    parts = {"vision tower": totals["vision"], "language model": totals["language"],
+             "transformers' generation loop": totals["loop"], "qinsight's own code": ours}
+    return ", ".join(f"{name} {100 * part / seconds:.0f}%" for name, part in parts.items())
+
+
+def stock_pipeline(folder: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """A second copy of the checkpoint, loaded by plain transformers and never given to a judge: the
+    baseline of every ratio, which no change of ours can speed up."""
+    from qinsight_sdk.loading import load_model
+
+    model, processor, _ = load_model(folder, device=device, dtype=dtype)
+    return model, processor
+
+
+def reference_loop(model: Any, processor: Any, images: list[Any], new_tokens: int) -> None:
     """The official demo, the baseline of every ratio: one image per call, sampled, plain transformers."""
     import torch
 
     from qinsight_sdk.profiles import QINSIGHT
 
-    model, processor = judge.backend.model, judge.backend.processor
     conversation = QINSIGHT.messages("score", "text_first")
     text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     torch.manual_seed(42)
@@ -173,6 +225,13 @@ def reference_loop(judge: Any, images: list[Any], new_tokens: int) -> None:
         with torch.inference_mode():
             model.generate(**inputs, do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
                            max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+
+
+def spread_line(ratios: list[float]) -> str:
+    """A ratio over interleaved rounds: the lowest (what a target is held to), the median and the highest."""
+    ordered = sorted(ratios)
+    return (f"lowest {ordered[0]:.1f}x, median {ordered[len(ordered) // 2]:.1f}x, highest {ordered[-1]:.1f}x "
+            f"over {len(ordered)} rounds")
 
 
 def peak_memory(device: Any) -> str:

@@ -9,7 +9,7 @@ images into encoded batches (on the CPU, possibly in a helper thread), and encod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, ContextManager, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from PIL import Image
@@ -24,6 +24,7 @@ class EncodedBatch:
 
     inputs: Any                # for QwenVLBackend a BatchFeature: input_ids, attention_mask, pixel_values, ...
     images_per_row: list[int]
+    image_keys: tuple[str, ...] = ()  # each image's pixels' digest, for a backend that encodes an image once
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Backend(Protocol):
 
     def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
         """Per row, the rating's digit probabilities after the forced prefix (fast scores)."""
+
+    def reusing_images(self) -> ContextManager[None]:
+        """A block within which an image's encoding may be reused by later batches (a ranking asks about
+        the same images many times); a backend that cannot returns ``contextlib.nullcontext()``."""
 
     def memory_footprint(self) -> int:
         """Bytes the weights take on their device."""

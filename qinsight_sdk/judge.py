@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 from PIL import Image
@@ -168,7 +168,8 @@ class QualityJudge:
                 on_result(index, result)
             return result
 
-        results = self.batching.run(requests, self._batch_size(batch_size), self._generate_step(decoding), finish)
+        with self.reusing_images():  # both orders of a pair, and a pair's shared reference, encode once
+            results = self.batching.run(requests, self._batch_size(batch_size), self._generate_step(decoding), finish)
         return results[1::2] if both_orders else results
 
     def _warn_zero_shot_reference(self) -> None:
@@ -190,8 +191,16 @@ class QualityJudge:
         ``on_result(step, result)`` follows each image scored and each match (a pair in both orders);
         :func:`qinsight_sdk.selection.ranking_steps` says how many there will be.
         """
-        return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size,
-                           on_result=on_result)
+        with self.reusing_images():
+            return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size,
+                               on_result=on_result)
+
+    def reusing_images(self) -> ContextManager[None]:
+        """Within this block each image is encoded by the vision tower once, however many questions are
+        asked about it: ``with judge.reusing_images(): judge.score(images); judge.degradation(images)``.
+        Rankings and comparisons do this themselves. The features are kept on the model's device until
+        the block ends (up to :data:`qinsight_sdk.vision.MEMORY_BUDGET`; the oldest go first)."""
+        return self.backend.reusing_images()
 
     def reward(self, images: Any, batch_size: int | None = None,
                on_result: ResultCallback | None = None) -> torch.Tensor:

@@ -7,6 +7,7 @@ ended or ran out of tokens. Loading itself (device, dtype, attention) is :mod:`q
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -27,6 +28,7 @@ from .images import PatchSpec, patch_count, to_patches
 from .loading import load_model
 from .prompts import IMAGE_SLOT, Message
 from .quantization import Quantization, quantization_name
+from .vision import VisionMemory, image_key, install_fast_paths, vision_tower
 
 logger = logging.getLogger("qinsight")
 
@@ -34,7 +36,9 @@ logger = logging.getLogger("qinsight")
 class QwenVLBackend:
     """A loaded Qwen2.5-VL model and processor that turn conversations with images into answers."""
 
-    def __init__(self, model: Any, processor: Any, device: torch.device) -> None:
+    def __init__(self, model: Any, processor: Any, device: torch.device, stock_vision: bool = False) -> None:
+        """``stock_vision`` keeps transformers' own vision path and encodes every image anew, as a baseline
+        to compare with (otherwise :mod:`qinsight_sdk.vision` makes it faster, checked on a probe first)."""
         from transformers import GenerationConfig
 
         self.model = model
@@ -63,14 +67,18 @@ class QwenVLBackend:
         self._image_token_id = processor.tokenizer.convert_tokens_to_ids(self._image_token)
         self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
         self._patch_spec = self._choose_encoder()  # None: the processor encodes
+        tower = vision_tower(model)
+        self.fast_vision = not stock_vision and install_fast_paths(tower, self._vision_probe)
+        self.vision = None if stock_vision else VisionMemory(tower)
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
              attn_implementation: str | None = None, trust_remote_code: bool = False,
-             quantization: Quantization = None) -> "QwenVLBackend":
+             quantization: Quantization = None, stock_vision: bool = False) -> "QwenVLBackend":
         """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses, and
         checked to give finite logits."""
-        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code, quantization))
+        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code, quantization),
+                      stock_vision=stock_vision)
         backend.check_logits(folder)
         return backend
 
@@ -80,7 +88,7 @@ class QwenVLBackend:
         an error, so such a checkpoint is refused at load instead of after a whole run."""
         conversation = [{"role": "user", "content": [dict(IMAGE_SLOT), {"type": "text", "text": "Rate the image quality."}]}]
         batch = self.encode([conversation], [[Image.new("RGB", (56, 56), (128, 128, 128))]])
-        with torch.inference_mode():
+        with torch.inference_mode(), self._expecting(batch):
             logits = self.model(**batch.inputs.to(self.device), **self._last_logits_only).logits
         if not bool(torch.isfinite(logits).all()):
             hint = "; float16 can overflow in this model: try dtype bf16 or fp32" if self.dtype == torch.float16 \
@@ -146,7 +154,25 @@ class QwenVLBackend:
                                         return_tensors="pt")
         else:
             inputs = self._encode_directly(texts, flat_images, self._patch_spec)
-        return EncodedBatch(inputs, [len(group) for group in images])
+        return EncodedBatch(inputs, [len(group) for group in images], tuple(image_key(i) for i in flat_images))
+
+    def reusing_images(self) -> Any:
+        """Within this block an image's features, once computed, are reused (see :mod:`qinsight_sdk.vision`)."""
+        return self.vision.remembering() if self.vision is not None else contextlib.nullcontext()
+
+    def _expecting(self, batch: EncodedBatch) -> Any:
+        """Tells the vision memory which images the next model call holds."""
+        return self.vision.expecting(batch.image_keys) if self.vision is not None else contextlib.nullcontext()
+
+    def _vision_probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels of two images whose windows differ in length (and from each other's), on the tower's device."""
+        rng = np.random.default_rng(1)
+        images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((252, 168), (84, 140))]
+        conversation = [{"role": "user", "content": [dict(IMAGE_SLOT)]}]
+        inputs = self.encode([conversation] * 2, [[image] for image in images]).inputs
+        tower = vision_tower(self.model)
+        pixels = inputs["pixel_values"].to(self.device, next(tower.parameters()).dtype)
+        return pixels, inputs["image_grid_thw"].to(self.device)
 
     def _encode_directly(self, texts: list[str], flat_images: list[Image.Image], spec: PatchSpec) -> Any:
         """What the processor returns, built from :func:`to_patches` and cached token ids.
@@ -224,7 +250,8 @@ class QwenVLBackend:
         recorder = self._digit_recorder() if rating_key is not None else None
         if recorder is not None:
             processors.insert(0, recorder)
-        with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device):
+        with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device), \
+                self._expecting(batch):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
         answers = output[:, inputs["input_ids"].shape[1]:].cpu()
         with self._tokenizer_lock:
@@ -274,7 +301,7 @@ class QwenVLBackend:
         inputs = batch.inputs.to(self.device)
         mask = inputs["attention_mask"]
         rows, length = mask.shape
-        with torch.inference_mode():
+        with torch.inference_mode(), self._expecting(batch):
             prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
             cache = getattr(prefill, "cache", None) or prefill.past_key_values
             first = _probabilities(prefill.logits[:, -1], digits[1:6])

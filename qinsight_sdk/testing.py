@@ -13,6 +13,7 @@ and every transformers version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -261,6 +262,9 @@ class ScriptedBackend:
         self.calls: list[int] = []  # batch sizes seen, for tests of batching
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+
+    def reusing_images(self) -> Any:
+        return contextlib.nullcontext()
 
     def memory_footprint(self) -> int:
         return 0  # no weights
