@@ -59,7 +59,8 @@ class QualityJudge:
         self.prompt_order = PromptOrder(prompt_order) if prompt_order is not None else self.profile.own_order()
         self._reorder = prompt_order is not None
         self.batch_size = batch_size
-        self.batching = BatchRunner(self.load_image, max_batch_tokens)
+        self.batching = BatchRunner(self.load_image, max_batch_tokens,
+                                    overlap=lambda: self.backend.device.type != "cpu")
         self._warned_zero_shot = False
 
     @classmethod

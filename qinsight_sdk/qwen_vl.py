@@ -68,6 +68,7 @@ class QwenVLBackend:
         self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
         self._patch_spec = self._choose_encoder()  # None: the processor encodes
         tower = vision_tower(model)
+        self.vision: VisionMemory | None = None
         self.fast_vision = not stock_vision and install_fast_paths(tower, self._vision_probe)
         self.vision = None if stock_vision else VisionMemory(tower)
 
@@ -154,7 +155,9 @@ class QwenVLBackend:
                                         return_tensors="pt")
         else:
             inputs = self._encode_directly(texts, flat_images, self._patch_spec)
-        return EncodedBatch(inputs, [len(group) for group in images], tuple(image_key(i) for i in flat_images))
+        remembering = self.vision is not None and self.vision.remembering_now
+        keys = tuple(image_key(image) for image in flat_images) if remembering else ()
+        return EncodedBatch(inputs, [len(group) for group in images], keys)
 
     def reusing_images(self) -> Any:
         """Within this block an image's features, once computed, are reused (see :mod:`qinsight_sdk.vision`)."""

@@ -215,6 +215,12 @@ class VisionMemory:
                 self._kept.clear()
                 self._kept_bytes = 0
 
+    @property
+    def remembering_now(self) -> bool:
+        """Whether images are keyed now: only inside :meth:`remembering`, where an image can come back
+        (hashing the pixels of every image would slow plain scoring for nothing)."""
+        return self._depth > 0
+
     def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs: Any) -> Any:
         keys, self._keys = self._keys, None  # one call per announcement: generation calls the tower once
         if keys is None or len(keys) != len(grid_thw):

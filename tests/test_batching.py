@@ -1,5 +1,7 @@
 """The batching engine through its own interface: a Step that records what it is given, no model."""
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
@@ -140,3 +142,21 @@ def test_decoded_pixels_are_dropped_after_their_batch():
 def test_image_tokens_count_merged_patches():
     request = Request([], [], images=[Image.new("RGB", (56, 84)), Image.new("RGB", (28, 28))])
     assert request.image_tokens == 2 * 3 + 1
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_batches_are_prepared_in_a_helper_thread_only_when_asked_and_give_the_same_results(overlap):
+    threads = []
+
+    class Where(Recorder):
+        def prepare(self, requests):
+            threads.append(threading.current_thread().name)
+            return super().prepare(requests)
+
+    recorder = Where()
+    results, _ = run(BatchRunner(load, 16384, overlap=lambda: overlap), recorder,
+                     requests(*(square(28 * k) for k in (3, 1, 2))), 1)
+    assert results == ["side 84", "side 28", "side 56"]
+    assert len(threads) == 3
+    assert all(name.startswith("qinsight-prepare") for name in threads) == overlap
+    assert all(name == threading.current_thread().name for name in threads) == (not overlap)

@@ -101,12 +101,15 @@ def test_a_pair_in_both_orders_with_a_reference_encodes_three_images(judges):
     assert count == 3
 
 
-def test_an_image_twice_in_one_batch_is_encoded_once_and_scored_alike(judges):
+def test_an_image_twice_in_one_batch_is_encoded_once_inside_a_block_and_scored_alike(judges):
     fast, _ = judges
     a, b = images(2, offset=70)
-    results, count = encodings(fast, lambda judge: judge.score([a, b, a.copy()], mode="fast"))
+    with fast.reusing_images():
+        results, count = encodings(fast, lambda judge: judge.score([a, b, a.copy()], mode="fast"))
     assert count == 2
     assert results[0].score == pytest.approx(results[2].score, abs=1e-6)
+    _, count = encodings(fast, lambda judge: judge.score([a, b, a.copy()], mode="fast"))
+    assert count == 3  # outside a block images are not even hashed: plain scoring pays nothing for it
 
 
 def test_score_then_degradation_reuse_features_only_inside_the_block(judges):
