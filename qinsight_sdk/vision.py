@@ -109,7 +109,8 @@ def _patch_embedding(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.
     def forward(hidden_states: torch.Tensor) -> torch.Tensor:
         embed, channels, frames = weight.shape[:3]
         rows = hidden_states.reshape(-1, channels, frames, weight[0, 0, 0].numel())
-        if weight.dtype == torch.float32 and frames > 1 and torch.equal(rows, rows[:, :, :1].expand_as(rows)):
+        still = frames > 1 and all(torch.equal(rows[:, :, 0], rows[:, :, t]) for t in range(1, frames))
+        if weight.dtype == torch.float32 and still:
             key = (weight.data_ptr(), weight.device, weight._version)
             if key not in folded:
                 folded.clear()
