@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -232,6 +233,69 @@ def spread_line(ratios: list[float]) -> str:
     ordered = sorted(ratios)
     return (f"lowest {ordered[0]:.1f}x, median {ordered[len(ordered) // 2]:.1f}x, highest {ordered[-1]:.1f}x "
             f"over {len(ordered)} rounds")
+
+
+MODES = ("reference", "reason", "fast")
+
+
+def compare_modes(judge: Any, stock: tuple[Any, Any], size: str, args: Any) -> dict[str, list[float]]:
+    """Times (a), (b) and (c) of bench/throughput.py in interleaved rounds on ``args.images`` images of
+    ``size``; prints rates, ratios with their spread and where the time went; returns each mode's seconds."""
+    from qinsight_sdk import DecodingOptions
+
+    device = judge.backend.device
+    images = make_images(args.images, size)
+    fitted = [judge.load_image(image) for image in images]  # the reference gets what the judge's resizing gives
+    forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    count = min(args.reference_images, args.images)
+    runs = {"reference": lambda: reference_loop(*stock, fitted[:count], args.new_tokens),
+            "reason": lambda: judge.score(images, decoding=forced),
+            "fast": lambda: judge.score(images, mode="fast")}
+    reference_loop(*stock, fitted[:1], 4)  # warm-up (kernels, caches, lazy imports), not timed
+    judge.score(images[:args.batch_size], decoding=DecodingOptions(max_new_tokens=4))
+    judge.score(images[:args.batch_size], mode="fast")
+    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    shares: dict[str, tuple[dict[str, float], float]] = {}
+    for _ in range(args.rounds):
+        for mode in MODES:
+            totals: dict[str, float] = {}
+            with time_shares(judge.backend.model, totals, device):
+                took = timed(runs[mode], device) * (args.images / count if mode == "reference" else 1)
+            seconds[mode].append(took)
+            if mode != "reference" and took <= min(seconds[mode]):
+                shares[mode] = (totals, took)
+    pixels = sum(image.width * image.height for image in fitted) // len(fitted)
+    print(f"--- {size}: {args.images} images ({pixels} pixels each on average after fitting), batch "
+          f"{args.batch_size}, {args.new_tokens} new tokens in (a) and (b), {args.rounds} rounds")
+    names = {"reference": "(a) reference loop (demo: batch 1, sampling, stock model)",
+             "reason": f"(b) reason mode, batch {args.batch_size}", "fast": f"(c) fast mode, batch {args.batch_size}"}
+    for mode in MODES:
+        rates = [args.images / s for s in seconds[mode]]
+        print(f"{names[mode]}: {statistics.median(rates):.2f} images/s median ({min(rates):.2f}-{max(rates):.2f})")
+    for mode in ("reason", "fast"):
+        ratios = [reference / own for reference, own in zip(seconds["reference"], seconds[mode])]
+        print(f"ratio {mode} / reference: {spread_line(ratios)}")
+        print(f"  {mode} time: {share_line(*shares[mode])}")
+    return seconds
+
+
+def tournament(judge: Any, args: Any) -> None:
+    """A tournament over 8 images of 448x448: its best time, and how many images the tower encoded."""
+    from qinsight_sdk import DecodingOptions
+
+    images = make_images(8, "448x448", seed=1)
+    patches_per_image = judge.load_image(images[0]).width * judge.load_image(images[0]).height // 14 ** 2
+    judge.decoding = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    best, encoded = float("inf"), 0.0
+    for _ in range(args.rounds):
+        totals: dict[str, float] = {}
+        with time_shares(judge.backend.model, totals, judge.backend.device):
+            took = timed(lambda: judge.rank(images, strategy="tournament", batch_size=args.batch_size),
+                         judge.backend.device)
+        best, encoded = min(best, took), totals["patches"] / patches_per_image
+    print(f"--- tournament over 8 images of 448x448 (7 matches, both orders: 28 images asked about), "
+          f"{args.new_tokens} new tokens: best {best:.2f} s of {args.rounds}; the vision tower encoded "
+          f"{encoded:.0f} images")
 
 
 def peak_memory(device: Any) -> str:

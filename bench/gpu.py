@@ -5,9 +5,11 @@
 
 No download: the 7B configuration is built in memory with random bf16 weights (about 16 GB of GPU
 memory) behind the tiny checkpoint's processor files, whose prompt token counts are realistic. For each
-image size it prints, as bench/throughput.py does, images/s of (a) the official demo's loop, (b) reason
-mode batched and (c) fast mode batched, the ratios to (a), peak memory, and fast-mode images/s as a
-fraction of the GPU's bf16 FLOP bound (dense tensor-core peak; --peak-tflops to override).
+image size it prints, as bench/throughput.py does, images/s of (a) the official demo's loop (on a second
+copy of the weights that no judge touches), (b) reason mode batched and (c) fast mode batched, the
+ratios to (a) with their spread over rounds, where each mode's time went, peak memory, and fast-mode
+images/s as a fraction of the GPU's bf16 FLOP bound (dense tensor-core peak; --peak-tflops to
+override); then a tournament's time and image encodings.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (cuda_missing, device_name, make_images, peak_memory, random_model, reference_loop,
-                    script_parser, timed, timed_forward)
+from common import (compare_modes, cuda_missing, device_name, make_images, peak_memory, random_model,
+                    script_parser, tournament)
 
 import torch
 
-from qinsight_sdk import DecodingOptions, QualityJudge
-from qinsight_sdk.images import load_image
+from qinsight_sdk import QualityJudge
 from qinsight_sdk.loading import load_processor
 from qinsight_sdk.qwen_vl import QwenVLBackend
 
@@ -39,15 +40,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-images", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--peak-tflops", type=float, help="bf16 peak of this GPU, if not in the table")
     parser.add_argument("--dry-run", action="store_true", help="tiny shape on CPU, to check the script")
     return parser.parse_args(argv)
 
 
-def random_judge(dry_run: bool) -> tuple[QualityJudge, dict]:
+def random_judge(dry_run: bool) -> tuple[QualityJudge, tuple, dict]:
+    """The judge on a random 7B-shaped model, and a second copy of the same weights (same seed) for the
+    baseline, loaded apart and never given to a judge."""
     folder = Path(tempfile.mkdtemp(prefix="qinsight-gpu-bench-"))
     model, shape = random_model(folder, dry_run)
-    return QualityJudge(QwenVLBackend(model, load_processor(folder), model.device)), shape
+    processor = load_processor(folder)
+    stock_model, _ = random_model(Path(tempfile.mkdtemp(prefix="qinsight-gpu-stock-")), dry_run)
+    return QualityJudge(QwenVLBackend(model, processor, model.device)), (stock_model, processor), shape
 
 
 def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: int) -> float:
@@ -67,36 +73,21 @@ def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: i
     return lm + patches * per_patch + attention + merger
 
 
-def bench_size(judge: QualityJudge, shape: dict, size: str, args: argparse.Namespace, peak: float | None) -> None:
+def bench_size(judge: QualityJudge, stock: tuple, shape: dict, size: str, args: argparse.Namespace,
+               peak: float | None) -> None:
     device = judge.backend.device
-    images = make_images(args.images, size)
-    fitted = [load_image(image, judge.image_bounds) for image in images]
-    forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-    count = min(args.reference_images, args.images)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    reference_loop(judge, fitted[:1], 4)
-    judge.score(images[: args.batch_size], mode="fast")
-    reference = timed(lambda: reference_loop(judge, fitted[:count], args.new_tokens), device) * args.images / count
-    reason = timed(lambda: judge.score(images, batch_size=args.batch_size, decoding=forced), device)
-    totals = {"forward": 0.0}
-    with timed_forward(judge.backend.model, totals, device):
-        fast = timed(lambda: judge.score(images, batch_size=args.batch_size, mode="fast"), device)
-    patches = fitted[0].width * fitted[0].height // (14 * 14)
-    text_tokens = 180  # the score prompt's text tokens with this tokenizer, answer prefix included
-    bound = (peak * 1e12 / flops_per_image(shape, patches // 4, patches, text_tokens)) if peak else None
-    print(f"--- {size} ({fitted[0].width}x{fitted[0].height} fitted, {patches // 4} image tokens), "
-          f"{args.images} images, batch {args.batch_size}, {args.new_tokens} new tokens")
-    print(f"(a) reference loop (demo: batch 1, sampling): {args.images / reference:.3f} images/s "
-          f"(timed on {count})")
-    print(f"(b) reason mode, batch {args.batch_size}: {args.images / reason:.3f} images/s")
-    print(f"(c) fast mode, batch {args.batch_size}: {args.images / fast:.2f} images/s")
-    print(f"SDK overhead outside the model in fast mode: {100 * (fast - totals['forward']) / fast:.1f}%")
+    seconds = compare_modes(judge, stock, size, args)
     print(peak_memory(device))
-    if bound:
-        print(f"fast mode at {100 * (args.images / fast) / bound:.1f}% of the bf16 FLOP bound "
-              f"({bound:.1f} images/s at {peak:.0f} TFLOP/s)")
-    print(f"ratio (b) / (a): {reference / reason:.1f}x; ratio (c) / (a): {reference / fast:.1f}x")
+    fitted = judge.load_image(make_images(1, size)[0])
+    patches = fitted.width * fitted.height // (14 * 14)
+    text_tokens = 180  # the score prompt's text tokens with this tokenizer, answer prefix included
+    if peak:
+        bound = peak * 1e12 / flops_per_image(shape, patches // 4, patches, text_tokens)
+        fast = args.images / min(seconds["fast"])
+        print(f"fast mode at {100 * fast / bound:.1f}% of the bf16 FLOP bound ({bound:.1f} images/s at "
+              f"{peak:.0f} TFLOP/s; {patches // 4} image tokens)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     if cuda_missing(args.dry_run, "bench/gpu.py"):
         return 2
     start = time.perf_counter()
-    judge, shape = random_judge(args.dry_run)
+    judge, stock, shape = random_judge(args.dry_run)
     name = device_name(args.dry_run)
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     print(f"device {name}, {sum(p.numel() for p in judge.backend.model.parameters()) / 1e9:.2f} B parameters "
           f"({judge.backend.dtype}), attention {judge.backend.model.config._attn_implementation}, "
           f"built in {time.perf_counter() - start:.0f} s")
     for size in args.sizes.split(","):
-        bench_size(judge, shape, size, args, peak)
+        bench_size(judge, stock, shape, size, args, peak)
+    tournament(judge, args)
     return 0
 
 

@@ -24,20 +24,16 @@ vision tower encoded (counted from the patches it embedded).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 
-from common import (make_images, peak_memory, reference_loop, script_parser, share_line, spread_line,
-                    stock_pipeline, time_shares, timed)
+from common import compare_modes, peak_memory, script_parser, stock_pipeline, tournament
 
 import torch
 
-from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk import QualityJudge
 from qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
 from qinsight_sdk.testing import build_tiny_checkpoint
-
-MODES = ("reference", "reason", "fast")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,58 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def bench_size(judge: QualityJudge, stock: tuple, size: str, args: argparse.Namespace) -> None:
-    device = judge.backend.device
-    images = make_images(args.images, size)
-    fitted = [judge.load_image(image) for image in images]  # the reference gets what the judge's resizing gives
-    forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-    count = min(args.reference_images, args.images)
-    runs = {"reference": lambda: reference_loop(*stock, fitted[:count], args.new_tokens),
-            "reason": lambda: judge.score(images, decoding=forced),
-            "fast": lambda: judge.score(images, mode="fast")}
-    reference_loop(*stock, fitted[:1], 4)  # warm-up (kernels, caches, lazy imports), not timed
-    judge.score(images[:args.batch_size], decoding=DecodingOptions(max_new_tokens=4))
-    judge.score(images[:args.batch_size], mode="fast")
-    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
-    shares: dict[str, tuple[dict[str, float], float]] = {}
-    for _ in range(args.rounds):
-        for mode in MODES:
-            totals: dict[str, float] = {}
-            with time_shares(judge.backend.model, totals, device):
-                took = timed(runs[mode], device) * (args.images / count if mode == "reference" else 1)
-            seconds[mode].append(took)
-            if mode != "reference" and took <= min(seconds[mode]):
-                shares[mode] = (totals, took)
-    pixels = sum(image.width * image.height for image in fitted) // len(fitted)
-    print(f"--- {size}: {args.images} images ({pixels} pixels each on average after fitting), batch "
-          f"{args.batch_size}, {args.new_tokens} new tokens in (a) and (b), {args.rounds} rounds")
-    names = {"reference": "(a) reference loop (demo: batch 1, sampling, stock model)",
-             "reason": f"(b) reason mode, batch {args.batch_size}", "fast": f"(c) fast mode, batch {args.batch_size}"}
-    for mode in MODES:
-        rates = [args.images / s for s in seconds[mode]]
-        print(f"{names[mode]}: {statistics.median(rates):.2f} images/s median ({min(rates):.2f}-{max(rates):.2f})")
-    for mode in ("reason", "fast"):
-        ratios = [reference / own for reference, own in zip(seconds["reference"], seconds[mode])]
-        print(f"ratio {mode} / reference: {spread_line(ratios)}")
-        print(f"  {mode} time: {share_line(*shares[mode])}")
-
-
-def bench_tournament(judge: QualityJudge, args: argparse.Namespace) -> None:
-    images = make_images(8, "448x448", seed=1)
-    patches_per_image = judge.load_image(images[0]).width * judge.load_image(images[0]).height // 14 ** 2
-    judge.decoding = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-    best, encoded = float("inf"), 0.0
-    for _ in range(args.rounds):
-        totals: dict[str, float] = {}
-        with time_shares(judge.backend.model, totals, judge.backend.device):
-            took = timed(lambda: judge.rank(images, strategy="tournament", batch_size=args.batch_size),
-                         judge.backend.device)
-        best, encoded = min(best, took), totals["patches"] / patches_per_image
-    print(f"--- tournament over 8 images of 448x448 (7 matches, both orders: 28 images asked about), "
-          f"{args.new_tokens} new tokens: best {best:.2f} s of {args.rounds}; the vision tower encoded "
-          f"{encoded:.0f} images")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -119,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model} on {judge.backend.device} ({judge.backend.dtype}), torch threads {torch.get_num_threads()}, "
           f"faster vision path: {getattr(judge.backend, 'fast_vision', False)}")
     for size in args.sizes.split(","):
-        bench_size(judge, stock, size, args)
-    bench_tournament(judge, args)
+        compare_modes(judge, stock, size, args)
+    tournament(judge, args)
     print(peak_memory(judge.backend.device))
     return 0
 

@@ -211,7 +211,13 @@ class JudgeHandle:
         return {"model": self.spec.model, "subfolder": self.spec.subfolder, "loaded": self.judge is not None,
                 "quantization": self.judge.backend.quantization if self.judge else None,
                 "registered_with_comfyui": self.registered(), "weight_devices": devices, "dtype": dtype,
-                "comfyui_loaded_bytes": loaded_bytes}
+                "comfyui_loaded_bytes": loaded_bytes, "images_encoded": self.images_encoded()}
+
+    def images_encoded(self) -> int | None:
+        """How many images this judge's vision tower has encoded (a ranking or the saver's score and
+        degradation encode each image once); None before it loads."""
+        vision = getattr(self.judge.backend, "vision", None) if self.judge else None
+        return vision.encoded if vision is not None else None
 
 
 def all_status() -> dict[str, Any]:

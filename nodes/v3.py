@@ -82,22 +82,28 @@ def blocked_unless(value: Any, present: bool) -> Any:
     return value if present else ExecutionBlocker(None)
 
 
-def judged(handle: JudgeHandle, batch: Any, task: str, **options: Any) -> adapters.JudgedBatch:
-    """Each image's result of ``task`` (score or degradation, with its ``options``: a score's mode), with
-    the settings it was made with."""
-    def run(judge: Any, done: Callable[[int, Any], None]) -> adapters.JudgedBatch:
-        method = judge.score if task == "score" else judge.degradation
-        results = method(batch, on_result=done, **options)
-        return adapters.JudgedBatch(results, adapters.record_settings(handle.spec.model, handle.spec.subfolder,
-                                                                      judge, **options))
+def judged(handle: JudgeHandle, batch: Any, *tasks: tuple[str, dict[str, Any]]) -> list[adapters.JudgedBatch]:
+    """Each image's results of each ``(task, options)`` (score with its mode, or degradation), with the
+    settings they were made with: one load of the judge, and each image through its vision tower once."""
+    def run(judge: Any, done: Callable[[int, Any], None]) -> list[adapters.JudgedBatch]:
+        found = []
+        with judge.reusing_images():
+            for task, options in tasks:
+                method = judge.score if task == "score" else judge.degradation
+                settings = adapters.record_settings(handle.spec.model, handle.spec.subfolder, judge, **options)
+                found.append(adapters.JudgedBatch(method(batch, on_result=done, **options), settings))
+        return found
 
-    return run_judged(handle, run, len(batch))
+    return run_judged(handle, run, len(batch) * len(tasks))
 
 
 def scored(handle: JudgeHandle, batch: Any, mode: str) -> adapters.JudgedBatch:
     """Each image's ScoreResult; any image that could not be scored stops the node with its reason."""
-    scores = judged(handle, batch, "score", mode=mode)
-    adapters.raise_for_errors(adapters.errors_of(scores.results), len(batch), "scoring")
+    return checked_scores(judged(handle, batch, ("score", {"mode": mode}))[0], len(batch))
+
+
+def checked_scores(scores: adapters.JudgedBatch, count: int) -> adapters.JudgedBatch:
+    adapters.raise_for_errors(adapters.errors_of(scores.results), count, "scoring")
     return scores
 
 
@@ -406,10 +412,13 @@ class SaveImageWithQuality(io.ComfyNode):
             raise ValueError("Save Image with Quality needs a judge or a score_batch")
         if degradation and judge is None:
             raise ValueError("Save Image with Quality needs a judge to name distortions (degradation is on)")
-        scores = score_batch if score_batch is not None else scored(judge, batch, "fast")
-        if len(scores.results) != len(batch):
-            raise ValueError(f"score_batch has {len(scores.results)} scores but there are {len(batch)} images")
-        distortions = judged(judge, batch, "degradation") if degradation else None
+        if score_batch is not None and len(score_batch.results) != len(batch):
+            raise ValueError(f"score_batch has {len(score_batch.results)} scores but there are {len(batch)} images")
+        asked = ([] if score_batch is not None else [("score", {"mode": "fast"})]) + \
+            ([("degradation", {})] if degradation else [])
+        found = judged(judge, batch, *asked) if asked else []  # both at once: each image encoded once
+        scores = score_batch if score_batch is not None else checked_scores(found.pop(0), len(batch))
+        distortions = found[0] if degradation else None
         # one output folder and counter for the batch, as Save Image numbers its images
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), batch.shape[2], batch.shape[1])

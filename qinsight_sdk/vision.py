@@ -111,7 +111,8 @@ def _patch_embedding(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.
         rows = hidden_states.reshape(-1, channels, frames, weight[0, 0, 0].numel())
         still = frames > 1 and all(torch.equal(rows[:, :, 0], rows[:, :, t]) for t in range(1, frames))
         if weight.dtype == torch.float32 and still:
-            key = (weight.data_ptr(), weight.device, weight._version)
+            key = (weight.data_ptr(), weight.device)  # moved weights get a new key (no version counter:
+            # weights loaded under inference mode, as ComfyUI loads them, have none)
             if key not in folded:
                 folded.clear()
                 folded[key] = weight.sum(dim=2).reshape(embed, -1)

@@ -296,6 +296,24 @@ def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
     assert sorted((r["image"], r["score"]) for r in rows) == sorted((str(p), s) for p, s in zip(saved, scores))
 
 
+def test_the_saver_scores_and_names_distortions_with_each_image_encoded_once(comfy):
+    """Save Image with Quality's own fast score and degradation share one pass of the vision tower."""
+    def encoded():
+        return sum(j["images_encoded"] or 0 for j in comfy.get("/qinsight/status")["judges"]
+                   if j["model"].endswith("tiny-judge"))
+
+    graph, batch = image_batch(3)
+    graph["1"] = loader(model="tiny-judge")
+    graph["2"] = {"class_type": "QInsightSaveImage", "inputs": {
+        "images": [batch, 0], "filename_prefix": "once/q", "judge": ["1", 0], "degradation": True}}
+    succeeded(comfy.run(graph))  # loads the judge (its load-time probe encodes images too)
+    before = encoded()
+    graph["2"]["inputs"]["filename_prefix"] = "once/r"  # a changed input: the saver runs again
+    outputs = succeeded(comfy.run(graph))
+    assert len(outputs["2"]["images"]) == 3
+    assert encoded() - before == 3  # not 6: the score and the degradation share each image's features
+
+
 def gate_graph(threshold):
     graph, batch = image_batch(3)
     graph.update({

@@ -182,3 +182,18 @@ def test_the_patch_embedding_equals_the_convolution_for_still_and_for_moving_fra
         for rows in (still, moving):
             expected = embedding(rows)
             assert torch.allclose(ours(rows), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_patch_embedding_works_on_weights_loaded_in_inference_mode(tiny_model):
+    """ComfyUI loads models under torch.inference_mode: such weights have no version counter."""
+    from types import SimpleNamespace
+
+    backend = QwenVLBackend.load(tiny_model, device="cpu", stock_vision=True)
+    embedding = vision_tower(backend.model).patch_embed
+    with torch.inference_mode():
+        weights = SimpleNamespace(proj=SimpleNamespace(weight=embedding.proj.weight.clone()))
+        still = torch.randn(40, 3, 1, 14 * 14).expand(40, 3, 2, 14 * 14).reshape(40, -1)
+        expected = embedding(still)
+    found = vision_module._patch_embedding(weights)(still)
+    assert torch.allclose(found, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
