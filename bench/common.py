@@ -152,7 +152,8 @@ def model_parts(model: Any) -> tuple[Any, Any]:
 @contextmanager
 def time_shares(model: Any, totals: dict[str, float], device: Any) -> Iterator[None]:
     """Adds to ``totals`` the seconds spent in the vision tower ("vision"), in the language model
-    ("language"), in transformers' generation loop outside both ("loop"), and the image patches the tower
+    ("language"), in transformers' ``generate`` outside both ("loop": its loop, the rotary positions, the
+    output head), and the image patches the tower
     embedded ("patches": encodings, counted where they happen). What remains of a mode's time is ours:
     reading images, encoding prompts, batching, parsing. Each wrapper replaces an instance's attribute and
     calls what was there, so whatever the judge installed is timed too, and is put back after."""
@@ -199,7 +200,7 @@ def share_line(totals: dict[str, float], seconds: float) -> str:
     """Where a mode's time went, as shares of it."""
     ours = seconds - totals["vision"] - totals["language"] - totals["loop"]
     parts = {"vision tower": totals["vision"], "language model": totals["language"],
-             "transformers' generation loop": totals["loop"], "qinsight's own code": ours}
+             "generate() around them (loop, positions, output head)": totals["loop"], "qinsight's own code": ours}
     return ", ".join(f"{name} {100 * part / seconds:.0f}%" for name, part in parts.items())
 
 

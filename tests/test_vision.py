@@ -123,7 +123,10 @@ def test_score_then_degradation_reuse_features_only_inside_the_block(judges):
         inside, count = encodings(fast, both)
     assert count == 4
     outside, count = encodings(fast, both)
-    assert count == 8  # the block ended: nothing is kept
+    assert count == 8  # outside a block nothing is kept
+    with fast.reusing_images():
+        _, count = encodings(fast, both)
+    assert count == 4  # a new block starts empty: the last one's features went with it
     expected = both(stock)
     for found in (inside, outside):
         assert np.allclose(found[0], expected[0], atol=1e-5) and found[1] == expected[1]
@@ -196,4 +199,24 @@ def test_the_patch_embedding_works_on_weights_loaded_in_inference_mode(tiny_mode
         expected = embedding(still)
     found = vision_module._patch_embedding(weights)(still)
     assert torch.allclose(found, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_past_the_budget_the_earliest_kept_image_goes_first(judges, monkeypatch):
+    fast, _ = judges
+    a, b, c = (noise_image(100 + k, 448, 448) for k in range(3))
+    size = 64 * (448 // 28) ** 2 * 4  # one 448x448 image's features: 256 tokens of 64 floats
+    monkeypatch.setattr(fast.backend.vision, "budget", 2 * size)
+    with fast.reusing_images():
+        _, first = encodings(fast, lambda judge: judge.score([a, b, c], mode="fast", batch_size=1))
+        _, again = encodings(fast, lambda judge: judge.score([c, b], mode="fast"))
+        _, oldest = encodings(fast, lambda judge: judge.score([a], mode="fast"))
+    assert (first, again, oldest) == (3, 0, 1)
+
+
+def test_eager_attention_keeps_the_stock_tower(tiny_model):
+    """Asking for eager attention means asking for transformers' own arithmetic."""
+    backend = QwenVLBackend.load(tiny_model, device="cpu", attn_implementation="eager")
+    tower = vision_tower(backend.model)
+    assert backend.fast_vision is False
+    assert "forward" not in vars(tower.patch_embed) and all("forward" not in vars(b.attn) for b in tower.blocks)
 
