@@ -73,25 +73,19 @@ def test_greedy_answers_are_the_stock_paths_word_for_word(judges):
     assert ours == theirs
 
 
-def test_a_tournament_of_eight_encodes_each_image_once_and_ranks_as_the_stock_path(judges):
+@pytest.mark.parametrize("strategy, count, options", [("tournament", 8, {"batch_size": 4}),
+                                                     ("hybrid", 6, {"pool": 4})])
+def test_a_ranking_encodes_each_image_once_and_ranks_as_the_stock_path(judges, strategy, count, options):
+    """A tournament of 8 asks about 28 images (7 matches, both orders); hybrid asks about each image in
+    its fast-score phase and again in its pool's matches."""
     fast, stock = judges
-    group = images(8, offset=20)
-    ranking, count = encodings(fast, lambda judge: judge.rank(group, strategy="tournament", batch_size=4))
-    assert count == 8
-    expected = stock.rank(group, strategy="tournament", batch_size=4)
-    assert (ranking.order, ranking.scores, ranking.comparisons) == (expected.order, expected.scores,
-                                                                    expected.comparisons)
-    assert ranking.comparisons == 14  # 7 matches, both orders: 28 images asked about, 8 encoded
-
-
-def test_hybrid_ranking_encodes_each_image_once_across_its_two_phases(judges):
-    fast, stock = judges
-    group = images(6, offset=40)
-    ranking, count = encodings(fast, lambda judge: judge.rank(group, strategy="hybrid", pool=4))
-    assert count == 6
-    expected = stock.rank(group, strategy="hybrid", pool=4)
-    assert ranking.order == expected.order
+    group = images(count, offset=20)
+    ranking, encoded = encodings(fast, lambda judge: judge.rank(group, strategy=strategy, **options))
+    assert encoded == count
+    expected = stock.rank(group, strategy=strategy, **options)
+    assert (ranking.order, ranking.comparisons) == (expected.order, expected.comparisons)
     assert np.allclose(ranking.scores, expected.scores, atol=1e-5)
+    assert ranking.comparisons == {"tournament": 14, "hybrid": 12}[strategy]
 
 
 def test_a_pair_in_both_orders_with_a_reference_encodes_three_images(judges):
