@@ -13,10 +13,10 @@ ours over the module's own weights (the classes, and every other model, stay sto
 Both are checked when the model loads: the tower's output on probe images of awkward sizes (windows of
 unequal lengths) must equal the stock tower's within the weights' rounding, or the stock path is kept.
 
-And one change to what is computed: :class:`VisionMemory` keys every image by its pixels, so an image
-that appears twice in a batch (a pair asked in both orders) is encoded once, and inside
-:meth:`VisionMemory.remembering` (a ranking, a score then a degradation of the same images) an image
-encoded by an earlier batch is not encoded again.
+And one change to what is computed: inside :meth:`VisionMemory.remembering` (a ranking, a comparison,
+a score then a degradation of the same images) every image is keyed by its pixels, and one that appears
+twice in a batch (a pair asked in both orders) or was encoded by an earlier batch is not encoded again.
+Outside such a block nothing is hashed or kept: plain scoring pays nothing for it.
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ def _patch_embedding(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.
     (a video, whose frames differ, takes the whole product). Half-precision weights take the whole
     product too: their summed kernel would be rounded once more.
     """
-    weight = module.proj.weight  # (embed, channels, temporal, patch, patch): flattened as each input row is
     folded: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def forward(hidden_states: torch.Tensor) -> torch.Tensor:
+        weight = module.proj.weight  # (embed, channels, temporal, patch, patch): flattened as each row is
         embed, channels, frames = weight.shape[:3]
         rows = hidden_states.reshape(-1, channels, frames, weight[0, 0, 0].numel())
         still = frames > 1 and all(torch.equal(rows[:, :, 0], rows[:, :, t]) for t in range(1, frames))
