@@ -144,7 +144,8 @@ def timed(run: Any, device: Any) -> float:
 
 def model_parts(model: Any) -> tuple[Any, Any]:
     """The vision tower and the language model: ``model.model.visual`` / ``.language_model`` from
-    transformers 4.52 on, ``model.visual`` / ``model.model`` before."""
+    transformers 4.52 on, ``model.visual`` / ``model.model`` before. Looked up here rather than through
+    ``qinsight_sdk.vision.vision_tower`` so the script also measures commits from before that module."""
     inner = model.model
     return getattr(inner, "visual", None) or model.visual, getattr(inner, "language_model", inner)
 
@@ -153,8 +154,8 @@ def model_parts(model: Any) -> tuple[Any, Any]:
 def time_shares(model: Any, totals: dict[str, float], device: Any) -> Iterator[None]:
     """Adds to ``totals`` the seconds spent in the vision tower ("vision"), in the language model
     ("language"), in transformers' ``generate`` outside both ("loop": its loop, the rotary positions, the
-    output head), and the image patches the tower
-    embedded ("patches": encodings, counted where they happen). What remains of a mode's time is ours:
+    output head), and the image patches the tower embedded ("patches": encodings, counted where they
+    happen). What remains of a mode's time is ours:
     reading images, encoding prompts, batching, parsing. Each wrapper replaces an instance's attribute and
     calls what was there, so whatever the judge installed is timed too, and is put back after."""
     tower, language = model_parts(model)
@@ -285,7 +286,8 @@ def tournament(judge: Any, args: Any) -> None:
     from qinsight_sdk import DecodingOptions
 
     images = make_images(8, "448x448", seed=1)
-    patches_per_image = judge.load_image(images[0]).width * judge.load_image(images[0]).height // 14 ** 2
+    fitted = judge.load_image(images[0])
+    patches_per_image = fitted.width * fitted.height // 14 ** 2
     judge.decoding = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     best, encoded = float("inf"), 0.0
     for _ in range(args.rounds):

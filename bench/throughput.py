@@ -15,7 +15,8 @@ For each image size (default: 448x448, and "small", a mix from 64x200 to 160x160
 measures the pipeline, not where a random model happens to stop. Each round gives each mode's ratio to
 (a) in that round; the lowest, median and highest over the rounds are printed (the machine is shared
 and noisy; a target is held to the lowest), with where each mode's time went: the vision tower, the
-language model, transformers' generation loop outside both, and our own code (the rest).
+language model, transformers' generate() around them (its loop, positions, output head), and our own
+code (the rest).
 
 Then a tournament over 8 images (reason mode, --new-tokens each): its time, and how many images the
 vision tower encoded (counted from the patches it embedded).

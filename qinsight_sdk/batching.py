@@ -95,9 +95,9 @@ class BatchRunner:
             batch, failed = planned
             return batch, failed, self._try_prepare(step, [requests[i] for i in batch]) if batch else None
 
-        helper_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinsight-prepare") if self.overlap() \
+        preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinsight-prepare") if self.overlap() \
             else _InTurn()
-        with helper_thread as helper:
+        with preparer as helper:
             ahead = helper.submit(prepare_next)
             while (prepared := ahead.result()) is not None:
                 ahead = helper.submit(prepare_next)

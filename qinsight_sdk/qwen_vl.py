@@ -68,7 +68,7 @@ class QwenVLBackend:
         self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
         self._patch_spec = self._choose_encoder()  # None: the processor encodes
         tower = vision_tower(model)
-        self.vision: VisionMemory | None = None
+        self.vision: VisionMemory | None = None  # none yet while the probe below is encoded
         self.fast_vision = not stock_vision and install_fast_paths(tower, self._vision_probe)
         self.vision = None if stock_vision else VisionMemory(tower)
 

@@ -138,12 +138,9 @@ class _WindowGroups:
         for start, end in zip(bounds, bounds[1:]):
             if end > start:
                 starts.setdefault(end - start, []).append(start)
-        if len(starts) == 1:
-            length, first = next(iter(starts.items()))
-            groups: list[tuple[int, torch.Tensor | None]] = [(length, None)] if first[0] == 0 else []
+        if len(starts) == 1:  # chunks cover the rows from 0 in order: all alike means plain views
+            groups: list[tuple[int, torch.Tensor | None]] = [(next(iter(starts)), None)]
         else:
-            groups = []
-        if not groups:
             groups = [(length, (torch.tensor(firsts)[:, None] + torch.arange(length)).reshape(-1)
                        .to(cu_seqlens.device)) for length, firsts in starts.items()]
         self._last = (cu_seqlens, groups)  # holding the tensor keeps its identity from being reused
@@ -160,8 +157,9 @@ def _grouped_attention(module: torch.nn.Module, rotate: Callable[..., Any], wind
             position_embeddings = (angles.cos(), angles.sin())
         query, key = rotate(query, key, *position_embeddings)
         heads, width = query.shape[1], query.shape[2]
-        attended = torch.empty_like(query) if len(windows.of(cu_seqlens)) > 1 else None
-        for length, index in windows.of(cu_seqlens):
+        groups = windows.of(cu_seqlens)
+        attended = torch.empty_like(query) if len(groups) > 1 else None
+        for length, index in groups:
             def stacked(states: torch.Tensor) -> torch.Tensor:
                 chosen = states if index is None else states.index_select(0, index)
                 return chosen.reshape(-1, length, heads, width).transpose(1, 2)
@@ -236,7 +234,7 @@ class VisionMemory:
             output = self._encode(hidden_states, grid_thw, **kwargs)
             self._keep(keys, _merged(output).split([n // self._merge_unit for n in patches]))
             return output
-        features = dict(self._kept)
+        features = dict(self._kept)  # a snapshot: keeping the new features may evict some of these
         if firsts:
             chosen = sorted(firsts.values())
             starts = np.cumsum([0] + patches)
