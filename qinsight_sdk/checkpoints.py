@@ -55,20 +55,25 @@ def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str |
 
 def profile_file_of(model: str, subfolder: str | None = None, revision: str | None = None,
                     cache_dir: str | None = None) -> Path | None:
-    """The checkpoint's own profile file, if it has one, found without loading (or downloading) the weights:
-    a local folder's, or the one file fetched from the hub (from the cache when offline). None: it has none,
-    or the hub cannot be asked; the weights' folder is checked again when they load."""
+    """The checkpoint's own profile file, if it has one (see :func:`checkpoint_file`)."""
+    return checkpoint_file(model, PROFILE_FILE, subfolder, revision, cache_dir)
+
+
+def checkpoint_file(model: str, name: str, subfolder: str | None = None, revision: str | None = None,
+                    cache_dir: str | None = None) -> Path | None:
+    """One small file of a checkpoint, found without loading (or downloading) the weights: a local folder's,
+    or the one file fetched from the hub (from the cache when offline). None: it has none, or the hub cannot
+    be asked; the weights' folder is checked again when they load."""
     local = Path(model).expanduser()
     if local.exists():
-        path = (local / subfolder if subfolder else local) / PROFILE_FILE
+        path = (local / subfolder if subfolder else local) / name
         return path if path.is_file() else None
     if not _REPO_ID.match(model):
         return None
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(model, PROFILE_FILE, subfolder=subfolder, revision=revision,
-                                    cache_dir=cache_dir))
+        return Path(hf_hub_download(model, name, subfolder=subfolder, revision=revision, cache_dir=cache_dir))
     except Exception:  # none in the repository, or no network and not cached: hub errors vary by version
         return None
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
-                          default_model, default_subfolder, profile_file_of)
+                          checkpoint_file, default_model, default_subfolder, profile_file_of)
 from .data import FORMATS
 from .errors import QInsightError, UsageError
 from .image_metadata import MetadataError, read_rows
@@ -311,12 +311,18 @@ def _images_in(folder: str, recursive: bool) -> list[str]:
     return sorted(found)
 
 
-def _decoding(args: argparse.Namespace) -> DecodingOptions:
-    from .decoding import DecodingOptions
+def _decoding(args: argparse.Namespace, comparison: bool = False, say: bool = False) -> DecodingOptions:
+    """Greedy, or with --sample what the official demo sampled with on this checkpoint (``say``: print
+    which case of the demo's decoding applied on standard error)."""
+    from .decoding import DecodingOptions, official_demo_sampling
 
     length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     if args.num_samples > 1 or args.sample:
-        return DecodingOptions.official_demo(seed=args.seed, num_samples=args.num_samples, **length)
+        model, subfolder = _checkpoint(args, comparison)
+        config = checkpoint_file(model, "generation_config.json", subfolder, args.revision) or {}
+        if say:
+            print(f"qinsight {args.command}: --sample: {official_demo_sampling(config)[1]}", file=sys.stderr)
+        return DecodingOptions.official_demo(config, seed=args.seed, num_samples=args.num_samples, **length)
     return DecodingOptions(**length)
 
 
@@ -349,7 +355,7 @@ def _judge_options(args: argparse.Namespace, comparison: bool = False) -> dict[s
     """``QualityJudge.from_pretrained``'s arguments from the model and decoding options."""
     model, subfolder = _checkpoint(args, comparison)
     return dict(model=model, subfolder=subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
-                trust_remote_code=args.trust_remote_code, decoding=_decoding(args),
+                trust_remote_code=args.trust_remote_code, decoding=_decoding(args, comparison),
                 image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
                 profile=args.judge, quantization=_quantization(args))
 
@@ -374,7 +380,7 @@ def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = 
     return answer_settings(model, subfolder, args.revision, profile.settings_name(),
                            choose_dtype(args.dtype, choose_device(args.device)),
                            args.prompt_order or profile.own_order().value, args.max_pixels, _quantization(args),
-                           _decoding(args), **task_settings)
+                           _decoding(args, comparison, say=True), **task_settings)
 
 
 def _profile(args: argparse.Namespace, model: str, subfolder: str | None) -> JudgeProfile:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .errors import UsageError
+from .errors import ModelLoadError, UsageError
+
+logger = logging.getLogger("qinsight")
+
+# The sampling values the official demos passed in their GenerationConfig object, and transformers 4.51.3's
+# library defaults for the same keys (written out: later releases changed some defaults to None).
+DEMO_SAMPLING = {"temperature": 1.0, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0}
+LIBRARY_DEFAULTS_4_51 = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+FIRST_RELEASE_WITH_MODEL_DEFAULTS = (4, 50)   # 4.51.3: "model_base_version >= 4.50.0" swaps defaults
 
 
 @dataclass(frozen=True)
@@ -44,13 +55,23 @@ class DecodingOptions:
             raise UsageError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
 
     @classmethod
-    def official_demo(cls, **overrides: Any) -> "DecodingOptions":
-        """Exactly what Q-Insight's demo scripts sampled with: ``generate(do_sample=True, temperature=1.0,
-        top_k=50, top_p=0.95, max_new_tokens=1024)`` after seeding 42. Keyword arguments win over the
-        checkpoint's generation_config.json (temperature 0.1, top-k 1, top-p 0.001), except the one the demo
-        did not pass, the repetition penalty: the checkpoint's 1.05 applies. A test checks token for token
-        that this gives what the demo's call gives, under each supported transformers release."""
-        return replace(cls(do_sample=True, max_new_tokens=1024), **overrides)
+    def official_demo(cls, checkpoint: GenerationConfig | Mapping[str, Any] | str | Path, **overrides: Any
+                      ) -> "DecodingOptions":
+        """What Q-Insight's demo scripts really sampled with on ``checkpoint`` (its folder, its
+        generation_config.json read as a mapping, or a loaded ``GenerationConfig``), after seeding 42.
+
+        The demos pass an object, ``generate(generation_config=GenerationConfig(do_sample=True,
+        temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=1024))``, under transformers 4.51.3, which
+        replaces every value of such an object that equals the library's default with the checkpoint's own
+        when the checkpoint's generation_config.json was saved by transformers 4.50 or later. On a
+        checkpoint saved so with Qwen2.5-VL's values (temperature 0.1, top-k 1, repetition penalty 1.05),
+        the demo therefore sampled at top-k 1: the most likely token after the penalty, i.e. our greedy
+        answer. On an older save the object's values stand (and no repetition penalty). The values here are
+        resolved the way 4.51.3 resolved them, whatever transformers is installed;
+        :func:`official_demo_sampling` says which case applied."""
+        values, why = official_demo_sampling(checkpoint)
+        logger.info("official demo decoding: %s", why)
+        return replace(cls(do_sample=True, max_new_tokens=1024, **values), **overrides)
 
     def generation_config(self, base: GenerationConfig) -> tuple[GenerationConfig, LogitsProcessorList]:
         """The checkpoint's generation config with these options applied, plus extra logits processors."""
@@ -104,3 +125,62 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def official_demo_sampling(checkpoint: GenerationConfig | Mapping[str, Any] | str | Path
+                           ) -> tuple[dict[str, float], str]:
+    """The sampling values the demo's call resolved to on ``checkpoint`` under transformers 4.51.3, and which
+    case applied, in words.
+
+    4.51.3's ``_prepare_generation_config``: when ``generation_config=`` is given and the model's own
+    generation config records transformers >= 4.50 (a generation_config.json without a version is read as
+    the running 4.51.3), each value of the given object that equals the library default is replaced by the
+    model's value where that differs from the default. Otherwise only token ids are filled in."""
+    saved, version = _saved_generation_values(checkpoint)
+    if version is not None and _release(version) < FIRST_RELEASE_WITH_MODEL_DEFAULTS:
+        return dict(DEMO_SAMPLING), (f"the checkpoint's generation_config.json was saved by transformers {version} "
+                                     "(before 4.50), so the demo's own values stood: temperature 1.0, top-k 50, "
+                                     "top-p 0.95, no repetition penalty")
+    values, replaced = dict(DEMO_SAMPLING), []
+    for key, default in LIBRARY_DEFAULTS_4_51.items():
+        own = saved.get(key)
+        if DEMO_SAMPLING[key] == default and own is not None and own != default:
+            values[key] = own
+            replaced.append(f"{key.replace('_', ' ')} {default:g} -> {own:g}")
+    saved_by = f"saved by transformers {version}" if version else "with no transformers version"
+    if not replaced:
+        return values, (f"the checkpoint's generation_config.json ({saved_by}) sets none of the demo's default "
+                        "values, so the demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, "
+                        "no repetition penalty")
+    return values, (f"the checkpoint's generation_config.json was {saved_by} (4.50 or later), so transformers "
+                    f"4.51.3 replaced the demo's default values with the checkpoint's: {', '.join(replaced)}; "
+                    "top-p 0.95 stood")
+
+
+def _saved_generation_values(checkpoint: GenerationConfig | Mapping[str, Any] | str | Path
+                             ) -> tuple[dict[str, Any], str | None]:
+    """The sampling values a checkpoint's generation config sets (None where unset) and the transformers
+    release that saved it (None: not recorded; no file at all reads as a file setting nothing)."""
+    if isinstance(checkpoint, GenerationConfig):
+        return {key: getattr(checkpoint, key, None) for key in DEMO_SAMPLING}, checkpoint.transformers_version
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(checkpoint)
+        path = path / "generation_config.json" if path.is_dir() else path
+        if not path.exists():
+            return {}, None
+        try:
+            checkpoint = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: cannot read the generation config: {exc}") from None
+        if not isinstance(checkpoint, Mapping):
+            raise ModelLoadError(f"{path}: the generation config is not a JSON object")
+    return {key: checkpoint.get(key) for key in DEMO_SAMPLING}, checkpoint.get("transformers_version")
+
+
+def _release(version: str) -> tuple[int, int]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(str(version)).release[:2]  # type: ignore[return-value]
+    except InvalidVersion:
+        raise ModelLoadError(f"the generation config's transformers_version {version!r} is not a version") from None

@@ -80,12 +80,12 @@ def test_compare_bad_image_is_an_error_not_an_exception(tiny_judge):
 
 
 def test_seeded_sampling_repeats_and_num_samples_aggregates(tiny_judge, image_files):
-    options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=3)
+    options = DecodingOptions(do_sample=True, max_new_tokens=12, num_samples=3)
     first = tiny_judge.score(image_files[0], decoding=options)
     again = tiny_judge.score(image_files[0], decoding=options)
     assert first.to_dict() == again.to_dict()
-    other_seed = tiny_judge.score(image_files[0], decoding=DecodingOptions.official_demo(
-        max_new_tokens=12, num_samples=3, seed=7))
+    other_seed = tiny_judge.score(image_files[0], decoding=DecodingOptions(
+        do_sample=True, max_new_tokens=12, num_samples=3, seed=7))
     assert other_seed.raw != first.raw or other_seed.error != first.error
 
 
@@ -153,7 +153,7 @@ def test_a_model_failure_on_one_image_spares_the_batch():
 def test_num_samples_average_and_spread():
     answers = iter(['<answer>{"rating": 2}</answer>', '<answer>{"rating": 4}</answer>', "garbage"])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.score(noise_image(0), decoding=DecodingOptions.official_demo(num_samples=3))
+    result = judge.score(noise_image(0), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert result.score == 3.0 and result.std == 1.0 and result.samples == [2.0, 4.0]
 
 
@@ -162,7 +162,7 @@ def test_degradation_majority_vote():
                     '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
                     '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.degradation(noise_image(0), decoding=DecodingOptions.official_demo(num_samples=3))
+    result = judge.degradation(noise_image(0), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.distortion, result.severity) == ("noise", "serious")
 
 
@@ -349,7 +349,7 @@ def test_samples_keep_the_first_readable_answers_reasoning():
     answers = iter(["garbage", '<think>two</think><answer>{"rating": 2}</answer>',
                     '<think>four</think><answer>{"rating": 4}</answer>'])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=3))
+    result = judge.score(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.reasoning, result.raw) == ("two", '<think>two</think><answer>{"rating": 2}</answer>')
 
 
@@ -364,7 +364,7 @@ def test_degradation_ties_go_to_the_first_answer_and_unreadable_answers_explain(
     answers = iter(['<think>b</think><answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
                     '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.degradation(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    result = judge.degradation(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=2))
     assert (result.distortion, result.severity, result.reasoning, result.error) == ("blur", "slight", "b", None)
     assert result.raw.startswith("<think>b</think>")
     bad = QualityJudge(ScriptedBackend(lambda c, i: '<think>t</think><answer>{"distortion_class": "blur"}</answer>'))
@@ -377,7 +377,7 @@ def test_comparison_majority_and_unreadable_verdicts():
     answers = iter(["<answer>Image B</answer>", "<think>a</think><answer>Image A</answer>",
                     "<think>a2</think><answer>Image A</answer>"])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.compare(grey(1), grey(2), decoding=DecodingOptions.official_demo(num_samples=3))
+    result = judge.compare(grey(1), grey(2), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.winner, result.reasoning, result.raw) == ("A", "a", "<think>a</think><answer>Image A</answer>")
     bad = QualityJudge(ScriptedBackend(lambda c, i: "<think>t</think><answer>both</answer>")).compare(grey(1), grey(2))
     assert (bad.winner, bad.reasoning, bad.raw) == (None, "t", "<think>t</think><answer>both</answer>")
@@ -403,14 +403,14 @@ def test_rank_passes_its_options_on():
 def test_two_samples_have_a_spread():
     answers = iter(['<answer>{"rating": 2}</answer>', '<answer>{"rating": 3}</answer>'])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    result = judge.score(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=2))
     assert (result.score, result.std, result.samples) == (2.5, 0.5, [2.0, 3.0])
 
 
 def test_unreadable_samples_report_the_first_answer():
     answers = iter(["<think>one</think>nothing", "<think>two</think>nothing either"])
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
-    result = judge.score(grey(1), decoding=DecodingOptions.official_demo(num_samples=2))
+    result = judge.score(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=2))
     assert (result.score, result.reasoning, result.raw) == (None, "one", "<think>one</think>nothing")
     assert result.error == "no rating found in the answer (no <answer> block found)"
 

@@ -120,7 +120,7 @@ def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     """Guards against transformers swapping in the checkpoint's near-greedy defaults (top_k 1)."""
     from qinsight_sdk.images import load_image
 
-    options = DecodingOptions.official_demo(max_new_tokens=12, num_samples=4)
+    options = DecodingOptions(do_sample=True, max_new_tokens=12, num_samples=4)
     batch = tiny_judge.backend.encode([QINSIGHT.messages("score")], [[load_image(noise_image(5))]])
     (answers,) = tiny_judge.backend.generate(batch, options)
     assert len({a.text for a in answers}) > 1
