@@ -42,9 +42,16 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 
 
 def fit_logistic(predicted: Sequence[float], mos: Sequence[float]) -> tuple[float, float, float, float] | None:
-    """Least-squares parameters mapping predictions onto the MOS scale, or None if the fit fails."""
+    """Least-squares parameters mapping predictions onto the MOS scale, or None if the fit fails (or the
+    predictions are all equal: no curve runs through one x).
+
+    The fit starts where DeQA-Score's evaluator starts it (``fit_curve`` in its
+    src/evaluate/cal_plcc_srcc.py): b1 = max(MOS), b2 = min(MOS), b3 = mean(predictions),
+    b4 = std(predictions) / 4, so that its numbers and ours come from the same optimum."""
     x, y = np.asarray(predicted, float), np.asarray(mos, float)
-    spread = float(np.std(x)) or 1.0
+    spread = float(np.std(x)) / 4
+    if not spread > 0:
+        return None
     start = (float(np.max(y)), float(np.min(y)), float(np.mean(x)), spread)
     try:
         with warnings.catch_warnings():
@@ -53,6 +60,24 @@ def fit_logistic(predicted: Sequence[float], mos: Sequence[float]) -> tuple[floa
     except (RuntimeError, ValueError):
         return None
     return tuple(float(p) for p in params) if np.all(np.isfinite(params)) else None
+
+
+def logistic_direction(params: Sequence[float] | None) -> str | None:
+    """Which way a fitted logistic runs: "increasing" (higher predictions, higher MOS: b1 above b2),
+    "decreasing" (an anti-correlated judge), "flat", or None without a fit."""
+    if not params:
+        return None
+    b1, b2 = params[0], params[1]
+    return "increasing" if b1 > b2 else "decreasing" if b1 < b2 else "flat"
+
+
+def format_interval(interval: Sequence[float] | None, sign: bool = False) -> str:
+    """A 95% interval as printed everywhere: "0.610 to 0.800" ("+0.010 to +0.080" with ``sign``), never
+    two numbers joined by a hyphen that reads as a minus sign; "" without one."""
+    if interval is None:
+        return ""
+    form = "+.3f" if sign else ".3f"
+    return f"{interval[0]:{form}} to {interval[1]:{form}}"
 
 
 def _correlation(name: str, x: np.ndarray, y: np.ndarray) -> float | None:
@@ -99,38 +124,56 @@ def score_metrics(predicted: Sequence[float], mos: Sequence[float], resamples: i
     """SRCC, KRCC, PLCC (raw, and after the logistic fit), RMSE (raw, and after the fit), 95% CIs.
 
     ``plcc`` correlates the predictions as they are; ``plcc_logistic`` correlates the fitted logistic of
-    the predictions, as DeQA-Score's evaluator and most IQA papers do. ``rmse`` is on the label scale
-    (meaningful when the MOS is normalised to 1-5 like the predictions); ``rmse_logistic`` after the fit.
+    the predictions with the MOS, as DeQA-Score's evaluator and most IQA papers do, signed by the fit's
+    ``logistic_direction``: a least-squares curve correlates positively with the MOS whichever way it
+    runs, so a decreasing fit (higher predictions, lower MOS: an anti-correlated judge) gets the negative
+    of that correlation, the same sign as its SRCC, and never a positive PLCC that hides it. ``rmse`` is
+    on the label scale (meaningful when the MOS is normalised to 1-5 like the predictions);
+    ``rmse_logistic`` after the fit, whichever way it runs.
     """
     x, y = np.asarray(predicted, float), np.asarray(mos, float)
     if x.shape != y.shape:
         raise UsageError(f"{len(x)} predictions for {len(y)} labels")
     params = fit_logistic(x, y) if len(x) >= 5 else None
     fitted = logistic4(x, *params) if params else None
+    direction = logistic_direction(params)
+    plcc_fitted = _correlation("plcc", fitted, y) if fitted is not None else None
+    if plcc_fitted is not None and direction == "decreasing":
+        plcc_fitted = -plcc_fitted
     return {
         "n": int(len(x)),
         "srcc": _correlation("srcc", x, y),
         "srcc_ci95": _bootstrap_interval("srcc", x, y, resamples, seed),
         "plcc": _correlation("plcc", x, y),
         "plcc_ci95": _bootstrap_interval("plcc", x, y, resamples, seed),
-        "plcc_logistic": _correlation("plcc", fitted, y) if fitted is not None else None,
+        "plcc_logistic": plcc_fitted,
         "krcc": _correlation("krcc", x, y),
         "rmse": _finite(float(np.sqrt(np.mean((x - y) ** 2)))) if len(x) else None,
         "rmse_logistic": _finite(float(np.sqrt(np.mean((fitted - y) ** 2)))) if fitted is not None else None,
         "logistic_params": list(params) if params else None,
+        "logistic_direction": direction,
     }
 
 
 def degradation_metrics(predicted_class: Sequence[str], predicted_severity: Sequence[str],
                         true_class: Sequence[str], true_severity: Sequence[str]) -> dict[str, Any]:
-    """Per true class: class accuracy, and severity accuracy (the severity right, whatever the class),
-    as in Q-Insight's Table 2; their ``mean`` as the paper takes it (class accuracy over every class,
-    "null" included: its 0.928; severity accuracy over the four distortion classes only, as "null" has no
-    severity: its 0.480); their mean over items (``overall``); and the confusion matrix of classes (rows:
-    truth, columns: prediction, in ``labels`` order). "null" = no distortion."""
+    """Per true class: class accuracy, and severity accuracy, as in Q-Insight's Table 2; their ``mean`` as
+    the paper takes it (class accuracy over every class, "null" included: its 0.928; severity accuracy
+    over the four distortion classes only, as "null" has no severity: its 0.480); their mean over items
+    (``overall``); and the confusion matrix of classes (rows: truth, columns: prediction, in ``labels``
+    order). "null" = no distortion.
+
+    A severity counts as right only together with the right class, as Q-Insight's training reward
+    credits it (``score_reward`` in src/open-r1-multimodal/src/open_r1/qinsight_multi_task.py: +0.25 for
+    the class, and the +0.75 for the severity only inside the class match): "serious" is no right answer
+    about a blurred image that the judge called noisy. So severity accuracy never exceeds class accuracy."""
     labels = list(DEGRADATION_LABELS)
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     per_class: dict[str, dict[str, Any]] = {}
+
+    def both_right(i: int) -> bool:
+        return predicted_class[i] == true_class[i] and predicted_severity[i] == true_severity[i]
+
     for label in labels:
         chosen = [i for i, t in enumerate(true_class) if t == label]
         if not chosen:
@@ -138,7 +181,7 @@ def degradation_metrics(predicted_class: Sequence[str], predicted_severity: Sequ
         per_class[label] = {
             "n": len(chosen),
             "class_accuracy": sum(predicted_class[i] == label for i in chosen) / len(chosen),
-            "severity_accuracy": sum(predicted_severity[i] == true_severity[i] for i in chosen) / len(chosen),
+            "severity_accuracy": sum(both_right(i) for i in chosen) / len(chosen),
         }
     for truth, guess in zip(true_class, predicted_class):
         confusion[labels.index(truth), labels.index(guess)] += 1
@@ -154,7 +197,7 @@ def degradation_metrics(predicted_class: Sequence[str], predicted_severity: Sequ
                  "severity_accuracy": mean_of("severity_accuracy", DISTORTION_CLASSES)},
         "overall": {
             "class_accuracy": sum(p == t for p, t in zip(predicted_class, true_class)) / n if n else None,
-            "severity_accuracy": sum(p == t for p, t in zip(predicted_severity, true_severity)) / n if n else None,
+            "severity_accuracy": sum(both_right(i) for i in range(n)) / n if n else None,
         },
         "labels": labels, "confusion": confusion.tolist(),
         "severity_levels": list(SEVERITY_LEVELS),

@@ -32,9 +32,11 @@ def score_scatter(predicted: Sequence[float], mos: Sequence[float], metrics: dic
     params = metrics.get("logistic_params")
     if params and len(predicted):
         xs = np.linspace(min(predicted), max(predicted), 200)
-        plcc = metrics.get("plcc_logistic")
+        plcc = metrics.get("plcc_logistic")   # negative for a decreasing fit: the legend says so
+        falls = metrics.get("logistic_direction") == "decreasing"
         axes.plot(xs, logistic4(xs, *params), color="C3",
-                  label="4-parameter logistic" + (f" (PLCC {plcc:.3f})" if plcc is not None else ""))
+                  label="4-parameter logistic" + (", decreasing" if falls else "")
+                  + (f" (PLCC {plcc:.3f})" if plcc is not None else ""))
     srcc = metrics.get("srcc")
     axes.set_xlabel("predicted score")
     axes.set_ylabel("MOS")

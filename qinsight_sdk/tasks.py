@@ -220,9 +220,11 @@ def _number(value: Any) -> str:
 def _score_summary(found: dict[str, Any]) -> Iterator[str]:
     for name in ("srcc", "plcc"):
         interval = found[f"{name}_ci95"]
-        span = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+        span = f" (95% CI {metrics.format_interval(interval)})" if interval else ""
         yield f"{name.upper()} {_number(found[name])}{span}"
-    yield (f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}; "
+    falls = found.get("logistic_direction") == "decreasing"   # its PLCC is negative: say why
+    yield (f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}"
+           + (" (the fit decreases: higher scores go with lower MOS)" if falls else "") + "; "
            f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
            f"(after the fit {_number(found['rmse_logistic'])})")
     if "expected" in found:
@@ -237,7 +239,7 @@ def _degradation_summary(found: dict[str, Any]) -> Iterator[str]:
         yield f"{label:<12}{row['n']:>3}  {row['class_accuracy']:>9.3f}  {row['severity_accuracy']:>12.3f}"
     mean = found["mean"]
     yield f"{'mean':<15}  {_number(mean['class_accuracy']):>9}  {_number(mean['severity_accuracy']):>12}  " \
-          "(as the paper: severity over the four distortions, null apart)"
+          "(as the paper: a severity right only with its class; over the four distortions, null apart)"
 
 
 def _comparison_summary(found: dict[str, Any]) -> Iterator[str]:

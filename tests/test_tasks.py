@@ -87,7 +87,7 @@ def test_summaries_are_readable_lines():
     score = {"srcc": 0.91234, "srcc_ci95": [0.8, 0.95], "plcc": None, "plcc_ci95": None, "plcc_logistic": 0.5,
              "krcc": 0.7, "rmse": 0.25, "rmse_logistic": 0.125}
     assert list(TASKS["score"].summary(score)) == [
-        "SRCC 0.9123 (95% CI 0.8000-0.9500)", "PLCC n/a",
+        "SRCC 0.9123 (95% CI 0.800 to 0.950)", "PLCC n/a",
         "PLCC after the 4-parameter logistic fit 0.5000; KRCC 0.7000; RMSE 0.2500 (after the fit 0.1250)"]
     score.update(rmse_logistic=None)
     assert list(TASKS["score"].summary(score))[-1].endswith("(after the fit n/a)")
@@ -95,9 +95,9 @@ def test_summaries_are_readable_lines():
                    "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5}}
     assert list(TASKS["degradation"].summary(degradation)) == [
         "class         n  class acc  severity acc", "blur          4      0.750         0.500",
-        "mean                0.7500        0.5000  (as the paper: severity over the four distortions, null apart)"]
+        "mean                0.7500        0.5000  (as the paper: a severity right only with its class; over the four distortions, null apart)"]
     degradation["mean"] = {"class_accuracy": None, "severity_accuracy": None}
-    assert list(TASKS["degradation"].summary(degradation))[-1] == "mean                   n/a           n/a  (as the paper: severity over the four distortions, null apart)"
+    assert list(TASKS["degradation"].summary(degradation))[-1] == "mean                   n/a           n/a  (as the paper: a severity right only with its class; over the four distortions, null apart)"
     comparison = {"accuracy": 0.5, "per_label": {"Image A": {"n": 2, "accuracy": 1.0}, "Similar": {"n": 2, "accuracy": 0.0}}}
     assert list(TASKS["comparison"].summary(comparison)) == [
         "accuracy 0.5000; Image A 1.000 (n=2); Similar 0.000 (n=2)"]
