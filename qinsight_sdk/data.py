@@ -8,9 +8,11 @@ Schema, one object per line (paths relative to the image root):
     {"task": "comparison", "image_a": "x.png", "image_b": "y.png", "reference": "lq.png", "answer": "Image A"}
 
 MOS is min-max normalised to [1, 5] as the paper did: 4 * (mos - min) / (max - min) + 1. Problems are
-reported with their source and row number before any training starts; a bad image is never silently
-replaced by another sample. Evaluation reads the same files without opening the images first: an
-unreadable image there is one failed item, reported by path.
+reported with their file and line (a CSV's header is line 1; a JSON list's items are numbered) before any
+training starts; a bad image is never silently replaced by another sample. A table row is never read two
+ways: more fields than its header, a column read twice, a MOS that is not a plain finite number, a file
+without labels and a reversed ``mos_range`` are errors, not guesses. Evaluation reads the same files
+without opening the images first: an unreadable image there is one failed item, reported by path.
 
 Formats (:data:`FORMATS`; image paths are relative to the image root, by default the file's folder):
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -86,9 +89,20 @@ class Sample:
 
 
 def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
+    if not isinstance(record, dict):
+        raise TypeError(f"not a JSON object: {record!r}")
     task = record.get("task")
     if task not in TASKS:
         raise ValueError(f"task must be {', '.join(TASKS)}, got {task!r}")
+    if task == "score" and "mos" in record:   # NaN would pass as a label and turn every metric to n/a
+        try:
+            value = float(record["mos"])
+        except (TypeError, ValueError):
+            value = 0.0   # not a number: the task's reader says so
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ValueError(f"mos {value} is not a finite number")
     names, labels = TASKS[task].read_record(record)
     return Sample(task, tuple(root / name for name in names), origin=origin, **labels)
 
@@ -171,18 +185,46 @@ def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
 
     MOS values are normalised from ``mos_range`` to [1, 5]. Without one, ``file_range`` (training: the
     paper's per-data-set rule) normalises from the file's own min and max; without it (evaluation) the
-    values are taken as they are, so a judge is measured against the labels, not a stretch of them."""
-    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = set(rows[0]) if rows else set()
-    if "answer" in columns:
-        return [{"task": "comparison", "image_a": row["image_a"], "image_b": row["image_b"],
-                 "reference": row.get("reference") or None, "answer": row["answer"]} for row in rows]
-    if "distortion_class" in columns:
-        return [{"task": "degradation", "image": row["image"], "distortion_class": row["distortion_class"],
-                 "severity": row["severity"]} for row in rows]
-    scores = [(number, row["image"], float(row["mos"])) for number, row in enumerate(rows, start=1)]
-    return [record for _, record in _scores(scores, mos_range, file_range)]
+    values are taken as they are, so a judge is measured against the labels, not a stretch of them.
+
+    A row is never read two ways: one with more fields than the header (an unquoted decimal comma,
+    ``a.png,3,5``) or fewer, a column the header names twice, or a MOS that is not a plain number (empty,
+    ``nan``) is a ``DataError`` naming the file's line (the header is line 1)."""
+    return [record for _, record in _read_csv(Path(path), mos_range, file_range)]
+
+
+_OUR_COLUMNS = {"comparison": ("image_a", "image_b", "answer"),
+                "degradation": ("image", "distortion_class", "severity"), "score": ("image", "mos")}
+
+
+def _read_csv(path: Path, mos_range: Sequence[float] | None = None,
+              file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    task = "comparison" if "answer" in header else "degradation" if "distortion_class" in header else "score"
+    missing = [name for name in _OUR_COLUMNS[task] if name not in header]
+    if missing:
+        raise DataError(f"cannot read {path} as csv: its header ({','.join(header)}) has no {', '.join(missing)} "
+                        "column; ours is image,mos; image,distortion_class,severity; or image_a,image_b,answer "
+                        "(and optionally reference)")
+    _refuse_repeated_columns(path, header, _OUR_COLUMNS[task] + ("reference",))
+    column = {name: header.index(name) for name in header}
+    rows, problems = _whole_rows(path, header, rows, needed=1 + max(column[name] for name in _OUR_COLUMNS[task]))
+    if task == "score":
+        return _scores(_table_scores(path, rows, column["image"], column["mos"], "mos", problems), mos_range,
+                       file_range)
+    if problems:
+        raise DataError(_bad_rows(path, problems))
+
+    def cell(row: list[str], name: str) -> str | None:   # None: no such column, or the row ends before it
+        index = column.get(name, len(row))
+        return row[index] if index < len(row) else None
+
+    if task == "comparison":
+        return [(n, {"task": "comparison", "image_a": cell(row, "image_a"), "image_b": cell(row, "image_b"),
+                     "reference": cell(row, "reference") or None, "answer": cell(row, "answer")}) for n, row in rows]
+    return [(n, {"task": "degradation", "image": cell(row, "image"),
+                 "distortion_class": cell(row, "distortion_class"), "severity": cell(row, "severity")})
+            for n, row in rows]
 
 
 # -- score tables that other tools write ---------------------------------------------------------------
@@ -202,6 +244,7 @@ def _scores(rows: Sequence[tuple[int, str, float]], mos_range: Sequence[float] |
 
     A value outside its scale by a rounding error (SRIQA-Bench writes 100.00000000000001 on 0-100) is set
     on the bound, so that it is not refused as outside [1, 5] once normalised."""
+    check_mos_range(mos_range)
     if mos_range is None and file_range and rows:
         mos_range = (min(v for _, _, v in rows), max(v for _, _, v in rows))
     low, high = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else (1.0, 5.0)
@@ -214,31 +257,93 @@ def _scores(rows: Sequence[tuple[int, str, float]], mos_range: Sequence[float] |
     return [(number, {"task": "score", "image": image, "mos": snap(value), **scale}) for number, image, value in rows]
 
 
+def check_mos_range(mos_range: Sequence[float] | None) -> None:
+    """A ``UsageError`` unless ``mos_range`` is None or two finite numbers, LOW below HIGH: a reversed or
+    empty scale would turn every MOS upside down or divide by zero."""
+    if mos_range is None:
+        return
+    try:
+        low, high = (float(value) for value in mos_range)
+    except (TypeError, ValueError):
+        raise UsageError(f"--mos-range needs two numbers, LOW and HIGH; got {mos_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UsageError(f"--mos-range {low:g} {high:g}: LOW must be a number below HIGH (the scale the labels' MOS "
+                         "is on, e.g. --mos-range 0 100)")
+
+
 def _csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """A CSV's header (stripped) and its non-empty rows, numbered from 1 after the header."""
+    """A CSV's header (stripped) and its non-empty rows, each with the file line it starts on (the header is
+    line 1; a quoted value may hold line breaks). A file without a header or without rows is a ``DataError``."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
-        rows = [(n, row) for n, row in enumerate(reader, start=1) if any(cell.strip() for cell in row)]
+        rows, start = [], reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append((start, row))
+            start = reader.line_num + 1
+    if not any(header):
+        raise DataError(f"{path}: empty, no header and no labels")
+    if not rows:
+        raise DataError(f"{path}: a header (line 1) and no rows of labels")
     return header, rows
 
 
+def _refuse_repeated_columns(path: Path, header: Sequence[str], names: Iterable[str], fold: bool = False) -> None:
+    """A header naming a column that is read twice is a ``DataError``: which of the two is meant cannot be told
+    (``fold``: names compared ignoring case, as pyiqa's columns are found)."""
+    said = [name.lower() for name in header] if fold else list(header)
+    for name in names:
+        columns = [i + 1 for i, found in enumerate(said) if found == name]
+        if len(columns) > 1:
+            times = "twice" if len(columns) == 2 else f"{len(columns)} times"
+            where = ", ".join(map(str, columns[:-1])) + f" and {columns[-1]}"
+            raise DataError(f"{path.name}:1: the header names {name!r} {times} (columns {where}); which one holds "
+                            "the labels cannot be told: rename or remove the other")
+
+
+def _whole_rows(path: Path, header: Sequence[str], rows: Iterable[tuple[int, list[str]]],
+                needed: int = 0) -> tuple[list[tuple[int, list[str]]], list[tuple[int, str]]]:
+    """The rows whose fields match the header, and a problem for each other one. More fields (other than
+    empty ones at the end) means a value holds an unquoted comma, so the columns after it are shifted;
+    fewer than ``needed`` means the row lacks a column that is read (the cells of fewer otherwise read as
+    empty)."""
+    kept, problems = [], []
+    for number, row in rows:
+        longer = any(cell.strip() for cell in row[len(header):])
+        if longer or len(row) < needed:
+            fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
+            why = (": an unquoted comma (a decimal comma?) splits a value; quote the value or write a decimal "
+                   "point" if longer else "")
+            problems.append((number, f"{fields}, but the header (line 1) has {len(header)}{why}"))
+        else:
+            kept.append((number, row))
+    return kept, problems
+
+
 def _table_scores(path: Path, rows: Iterable[tuple[int, list[str]]], image: int, score: int,
-                  score_name: str) -> list[tuple[int, str, float]]:
-    """(row, image, MOS) from the given columns; a missing or non-numeric cell is an error naming file:row."""
-    found, problems = [], []
+                  score_name: str, problems: Sequence[tuple[int, str]] = ()) -> list[tuple[int, str, float]]:
+    """(line, image, MOS) from the given columns; a missing or non-numeric cell is an error naming file:line,
+    listed with the ``problems`` found before."""
+    found, problems = [], list(problems)
     for number, row in rows:
         name = row[image].strip() if image < len(row) else ""
         value = row[score].strip() if score < len(row) else ""
         if not name:
-            problems.append(f"{path.name}:{number}: no image name")
+            problems.append((number, "no image name"))
         elif not _is_number(value):
-            problems.append(f"{path.name}:{number}: {score_name} {value!r} is not a number")
+            problems.append((number, f"{score_name} {value!r} is not a number"))
         else:
             found.append((number, name, float(value)))
     if problems:
-        raise DataError(f"{path}: {len(problems)} bad rows:\n" + "\n".join(problems))
+        raise DataError(_bad_rows(path, problems))
     return found
+
+
+def _bad_rows(path: Path, problems: Iterable[tuple[int, str]]) -> str:
+    """One message for a file's bad rows, each named ``file:line``, in the file's order."""
+    problems = sorted(problems, key=lambda problem: problem[0])
+    return f"{path}: {len(problems)} bad rows:\n" + "\n".join(f"{path.name}:{n}: {text}" for n, text in problems)
 
 
 # pyiqa (IQA-PyTorch) reads its meta_info files by position: the image name first (no-reference sets) or
@@ -288,7 +393,9 @@ def _read_pyiqa(path: Path, mos_range: Sequence[float] | None = None,
                         f"means better (CSIQ, LIVE-MD); qinsight measures a judge against MOS, where higher is "
                         f"better, and does not read DMOS as MOS. {convert}; if higher is better in this file "
                         f"after all (as in KADID-10k's), rename the column to mos.")
-    return _scores(_table_scores(path, rows, image, score, header[score]), mos_range, file_range)
+    _refuse_repeated_columns(path, header, (header[image].lower(), header[score].lower()), fold=True)
+    rows, problems = _whole_rows(path, header, rows)
+    return _scores(_table_scores(path, rows, image, score, header[score], problems), mos_range, file_range)
 
 
 def from_pyiqa(meta: str | Path, mos_range: Sequence[float] | None = None,
@@ -357,8 +464,10 @@ def _read_koniq(path: Path, mos_range: Sequence[float] | None = None,
     header, rows = _csv_table(path)
     if "image_name" not in header or "MOS" not in header:
         raise DataError(f"{path}: not KonIQ-10k's scores CSV: no image_name or MOS column in {','.join(header)!r}")
-    return _scores(_table_scores(path, rows, header.index("image_name"), header.index("MOS"), "MOS"), mos_range,
-                   file_range)
+    _refuse_repeated_columns(path, header, ("image_name", "MOS"))
+    rows, problems = _whole_rows(path, header, rows)
+    return _scores(_table_scores(path, rows, header.index("image_name"), header.index("MOS"), "MOS", problems),
+                   mos_range, file_range)
 
 
 def from_koniq(path: str | Path, mos_range: Sequence[float] | None = None,
@@ -405,7 +514,7 @@ _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[in
     "deqa": lambda path, mos_range, file_range: list(enumerate(from_deqa(path), start=1)),
     "qinsight-comparison": lambda path, mos_range, file_range: list(enumerate(from_qinsight_comparison(path),
                                                                               start=1)),
-    "csv": lambda path, mos_range, file_range: list(enumerate(from_csv(path, mos_range, file_range), start=1)),
+    "csv": _read_csv,
     "pyiqa": _read_pyiqa,
     "mos-list": _read_mos_list,
     "koniq": _read_koniq,
@@ -415,16 +524,20 @@ _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[in
 def read_records(path: str | Path, format: str = "qinsight", mos_range: Sequence[float] | None = None,
                  file_range: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """(origin, record) pairs from one data file in any of :data:`FORMATS`, unchecked; the origin is
-    ``file:number``: the line of a JSONL file or a MOS list, the data row of a CSV (not counting the
-    header), the item of a JSON list, numbered from 1. ``mos_range`` and ``file_range`` are as for
-    :func:`from_csv`; a ``qinsight`` file carries its own."""
+    ``file:number``: the line of the file (a JSONL file, a MOS list, or a CSV, whose header is line 1 and
+    whose row is named by the line it starts on), or the item of a JSON list, numbered from 1.
+    ``mos_range`` and ``file_range`` are as for :func:`from_csv`; a ``qinsight`` file carries its own.
+    A file without labels is a ``DataError``; a reversed or empty ``mos_range`` a ``UsageError``."""
     if format not in FORMATS:
         raise UsageError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
+    check_mos_range(mos_range)
     path = Path(path)
     try:
         numbered = _READERS[format](path, mos_range, file_range)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
         raise DataError(f"cannot read {path} as {format}: {type(exc).__name__}: {exc}") from None
+    if not numbered:
+        raise DataError(f"{path}: empty, no labels in it")
     return [(f"{path.name}:{number}", record) for number, record in numbered]
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import logging
+import math
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,11 +26,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import FORMATS, DataError, Sample, csv_format, load_records, mos_list_line, read_records
+from .data import (FORMATS, DataError, Sample, check_mos_range, csv_format, load_records, mos_list_line,
+                   read_records)
 from .errors import UsageError
 from .metrics import paired_difference, require_scipy
 from .records import check_writable, key_of, open_store, read_store
 from .tasks import TASKS
+
+logger = logging.getLogger("qinsight")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ def guess_format(path: str | Path) -> str:
             found = csv_format(path)
         except (OSError, ValueError, csv.Error) as exc:
             raise DataError(f"{path}: cannot read its header ({exc})") from None
+        if found is None and not path.read_text(encoding="utf-8-sig", errors="replace").strip():
+            raise DataError(f"{path}: empty, no header and no labels")
         if found is None:
             raise DataError(f"{path}: a CSV whose header is none that qinsight knows: ours (image,mos; "
                             "image,distortion_class,severity; image_a,image_b,answer), pyiqa's meta_info (an image "
@@ -69,9 +76,13 @@ def guess_format(path: str | Path) -> str:
         text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty, no labels in it")
     try:
         first = json.loads(text)[0]
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
+    except IndexError:
+        raise DataError(f"{path}: empty, no labels in it") from None    # an empty JSON list
+    except (ValueError, KeyError, TypeError) as exc:
         line = next((line for line in text.splitlines() if line.strip()), "")
         if mos_list_line(line) is not None:
             return "mos-list"
@@ -91,10 +102,13 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
     ``format`` (one of :data:`~qinsight_sdk.data.FORMATS`) overrides :func:`guess_format`. MOS values are
     taken as they are, or normalised from ``mos_range`` to [1, 5] when given; never stretched to the
     file's own min and max, which would change the RMSE being measured. MOS outside [1, 5] (or outside
-    the ``mos_range`` given) is an error naming the file and row and saying to pass ``--mos-range``.
+    the ``mos_range`` given) is an error naming the file and line and saying to pass ``--mos-range``.
+    An item listed twice with two labels is an error naming both lines; listed twice with one label, it is
+    counted once, with a warning.
     """
     if format is not None and format not in FORMATS:
         raise UsageError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
+    check_mos_range(mos_range)
     root = Path(image_root) if image_root is not None else Path(data).parent
     records = read_records(data, format or guess_format(data), mos_range, file_range=False)
     _check_scale(records, mos_range)
@@ -109,7 +123,7 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
     items = [EvalItem(_name(s, root), s) for s in samples if s.task == task]
     if not items:
         raise DataError(f"{data} holds no {task} items")
-    return items
+    return _listed_once(items)
 
 
 def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Sequence[float] | None) -> None:
@@ -126,8 +140,10 @@ def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Seque
         try:
             scale = [1.0, 5.0] if own is None else [float(v) for v in own]
             value = float(record["mos"])
-        except (KeyError, TypeError, ValueError):
-            continue   # reported when loaded, with its row
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue   # reported when loaded, with its line
+        if not math.isfinite(value):
+            continue   # likewise: not a number, rather than off the scale
         if own is not None and scale != given:
             continue
         values.append(value)
@@ -145,6 +161,40 @@ def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Seque
                         "then normalised to [1, 5].")
     raise DataError(f"{origin}: mos {value} is outside the --mos-range {low:g} {high:g} given ({extent}). Give the "
                     "scale this file's MOS is on with --mos-range LOW HIGH.")
+
+
+def _listed_once(items: list[EvalItem]) -> list[EvalItem]:
+    """Each item once. An item the file lists twice (its images the same files, however named) with two labels
+    cannot be measured against either: an error naming both lines. With the same label it would only weigh
+    twice in the metrics: kept once, with a warning."""
+    first: dict[str, EvalItem] = {}
+    again: list[tuple[EvalItem, EvalItem]] = []
+    for item in items:
+        earlier = first.setdefault(item.key, item)
+        if earlier is item:
+            continue
+        if _label(item.sample) != _label(earlier.sample):
+            what = "pair" if item.sample.task == "comparison" else "image"
+            raise DataError(f"{item.sample.origin}: {item.name} is labelled {_label(item.sample)}, but "
+                            f"{earlier.sample.origin} labels the same {what} {_label(earlier.sample)}: keep one "
+                            "of the two")
+        again.append((item, earlier))
+    if again:
+        item, earlier = again[0]
+        logger.warning(f"{item.sample.origin}: {item.name} is listed again, with the same label as "
+                       f"{earlier.sample.origin}; it is counted once" if len(again) == 1 else
+                       f"{len(again)} items are listed again with the same label (the first: {item.sample.origin}, "
+                       f"as {earlier.sample.origin}); each is counted once")
+    return list(first.values())
+
+
+def _label(sample: Sample) -> str:
+    """A sample's label as a data file says it."""
+    if sample.task == "score":
+        return f"mos {sample.mos:g}"
+    if sample.task == "degradation":
+        return f"{sample.distortion_class}/{sample.severity}"
+    return str(sample.answer)
 
 
 def _name(sample: Sample, root: Path) -> str:
@@ -234,15 +284,15 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
            plot: str | Path | None = None, **about: Any) -> dict[str, Any]:
     """The metrics over judged items, and the failed ones (missing prediction or error) with reasons;
     ``plot`` also draws them."""
-    spec = TASKS[task]
     judged, failed = [], []
     for item in items:
         row = rows.get(item.key)
-        problem = "no prediction" if row is None else row.get("error") or spec.row_problem(row)
+        problem = "no prediction" if row is None else row_problem(row, task)
         if problem:
             failed.append({"item": item.name, "error": problem})
         else:
             judged.append((item.sample, row))
+    spec = TASKS[task]
     samples, judged_rows = [s for s, _ in judged], [r for _, r in judged]
     metrics = spec.metrics(samples, judged_rows, resamples)
     result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
@@ -250,6 +300,37 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
     if plot is not None and spec.plot is not None:
         spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data") or result["predictions"]).name)
     return result
+
+
+# A score no quality scale reaches (1-5, 0-1, 0-100, Elo's ~1500 all lie far inside): a row beyond it is
+# corrupt, not a judge's opinion, and its square (RMSE, PLCC) would overflow to inf and poison every metric.
+SCORE_BOUND = 1e6
+
+
+def row_problem(row: dict[str, Any], task: str) -> str | None:
+    """Why a prediction row gives no usable prediction (its error, a field missing, a score that is not a
+    finite number within ``SCORE_BOUND``), or None. Rows from elsewhere (``--predictions-only``) may hold
+    anything JSON can: NaN and Infinity included."""
+    problem = row.get("error") or TASKS[task].row_problem(row)
+    if problem or task != "score":
+        return problem
+    return _number_problem("score", row["score"]) or (
+        None if row.get("expected_score") is None else _number_problem("expected_score", row["expected_score"]))
+
+
+def _number_problem(field: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the prediction's {field} {value!r} is not a number"
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"the prediction's {field} is an integer of {value.bit_length()} bits, outside any quality scale"
+    if not math.isfinite(number):
+        spelled = "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"   # as JSON writes it
+        return f"the prediction's {field} {spelled} is not a finite number"
+    if abs(number) > SCORE_BOUND:
+        return f"the prediction's {field} {number:g} is outside any quality scale (beyond ±{SCORE_BOUND:g})"
+    return None
 
 
 def summary_lines(result: dict[str, Any]) -> Iterator[str]:
@@ -305,8 +386,7 @@ def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: st
         found = report(items, rows, "score", resamples, data=None, predictions=str(run.predictions),
                        predicted_now=predicted_now)
         judges.append({"name": run.name, **found, "settings": run.settings})
-        scores[run.name] = {key: row["score"] for key, row in rows.items()
-                            if not row.get("error") and row.get("score") is not None}
+        scores[run.name] = {key: row["score"] for key, row in rows.items() if row_problem(row, "score") is None}
     pairs = [_paired(a, b, items, scores, resamples) for a, b in combinations(names, 2)]
     if plot is not None:
         from .plots import judges_chart

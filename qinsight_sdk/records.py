@@ -20,10 +20,11 @@ A file holds JSON lines, one row per judged item::
 
 What is guaranteed: a row is written to the operating system (unbuffered) as soon as its item is judged, so a run
 that is killed (even with SIGKILL) loses only the row it was writing; a line cut off that way is cut from
-the file when it is next opened. Rows are also fsynced at most a second apart and when the run ends, so
-a power failure loses at most the last second. While a run writes a file it holds an exclusive lock on it
-(POSIX ``flock``; on Windows a byte-range lock): a second run on the same file stops at once with a
-message instead of losing rows. Strict JSON: a non-finite number is never written.
+the file when it is next opened (a last line that parses whole only lacks its newline: it is kept). Rows
+are also fsynced at most a second apart and when the run ends, so a power failure loses at most the last
+second. While a run writes a file it holds an exclusive lock on it (POSIX ``flock``; on Windows a
+byte-range lock): a second run on the same file stops at once with a message instead of losing rows.
+Strict JSON: a non-finite number is never written.
 """
 
 from __future__ import annotations
@@ -55,14 +56,31 @@ def key_of(*paths: str | os.PathLike[str]) -> str:
 
 def _whole_bytes(handle: IO[bytes], repair: bool) -> bytes:
     """The file's complete lines. A last line cut off by a kill, even inside a multi-byte character, is
-    cut from the file itself (``repair``), so that what is appended next starts on a line of its own."""
+    cut from the file itself (``repair``), so that what is appended next starts on a line of its own. A
+    last line that is whole JSON only lacks its newline (an editor or another tool wrote it; a row cut
+    short never parses): it is kept, and (``repair``) its newline added."""
     handle.seek(0)
     data = handle.read()
     if data and not data.endswith(b"\n"):
-        data = data[:data.rfind(b"\n") + 1]
-        if repair:
-            handle.truncate(len(data))
+        start = data.rfind(b"\n") + 1
+        if _parses(data[start:]):
+            data += b"\n"
+            if repair:
+                _append(handle, b"\n")   # the file is open for appending: this goes at its end
+        else:
+            data = data[:start]
+            if repair:
+                handle.truncate(len(data))
     return data
+
+
+def _parses(line: bytes) -> bool:
+    """Whether ``line`` is one JSON value (UTF-8): a row written whole, not the start of one."""
+    try:
+        json.loads(line.decode("utf-8"))
+    except ValueError:   # UnicodeDecodeError included: a kill inside a character
+        return False
+    return True
 
 
 def _decode_lines(data: bytes, path: Path) -> list[str]:
@@ -354,10 +372,12 @@ def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any]
 
 def read_store(path: str | os.PathLike[str], task: str, legacy_root: str | os.PathLike[str] = ".") -> RecordStore:
     """The rows of ``task`` in the record file at ``path``, made with any one set of settings, for
-    reading only (``eval --predictions-only``). Nothing is repaired: a writer may be mid-line."""
+    reading only (``eval --predictions-only``). Nothing is repaired: a writer may be mid-line. A file that
+    is not there is an error (a mistyped name would otherwise read as no predictions at all)."""
     path = Path(path)
     if not path.exists():
-        return RecordStore(path, None, task, None, {})
+        raise RecordFileError(f"{path}: no such predictions file (--predictions-only reads predictions, it makes "
+                              "none)")
     with _open_locked(path, exclusive=False) as handle:
         lines = _decode_lines(_whole_bytes(handle, repair=False), path)
     found = [row for row in _parse(lines, path) if row.get("task", task) == task]

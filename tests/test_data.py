@@ -176,8 +176,8 @@ def test_pyiqa_bad_rows_and_foreign_headers(tmp_path):
     with pytest.raises(DataError) as error:
         read_records(path, "pyiqa")
     assert "2 bad rows" in str(error.value)
-    assert "meta_info_LIVEChallengeDataset.csv:2: mos 'n/a' is not a number" in str(error.value)
-    assert "meta_info_LIVEChallengeDataset.csv:3: no image name" in str(error.value)
+    assert "meta_info_LIVEChallengeDataset.csv:3: mos 'n/a' is not a number" in str(error.value)   # file lines,
+    assert "meta_info_LIVEChallengeDataset.csv:4: no image name" in str(error.value)               # header is 1
     pairs = tmp_path / "meta_info_PieAPPDataset.csv"
     pairs.write_text("ref_img_path,dist_imgA_path,dist_imgB_path,raw preference for A\nr.png,a.png,b.png,0.3\n")
     with pytest.raises(DataError, match="not a pyiqa meta_info CSV"):

@@ -176,7 +176,7 @@ def test_mos_off_the_scale_says_to_pass_mos_range_naming_file_and_row(tmp_path):
     with pytest.raises(DataError) as error:
         load_items(tmp_path / "meta_info_LIVEChallengeDataset.csv")
     message = str(error.value)
-    assert message.startswith("meta_info_LIVEChallengeDataset.csv:2: mos 25.335306406685238 is outside [1, 5] "
+    assert message.startswith("meta_info_LIVEChallengeDataset.csv:3: mos 25.335306406685238 is outside [1, 5] "
                               "(2 of the file's 3 MOS values are outside; they run from 3.9 to 63.96)")
     assert "--mos-range LOW HIGH (e.g. --mos-range 0 100" in message
     items = load_items(tmp_path / "meta_info_LIVEChallengeDataset.csv", mos_range=(0, 100))

@@ -188,8 +188,8 @@ def test_reading_only_repairs_nothing_and_takes_any_one_settings(tmp_path):
     assert list(store.rows) == [key_of("a.png")] and path.read_text() == text   # a writer may be mid-line
     with pytest.raises(UsageError, match="opened for reading only"):
         store.write(["b.png"], {})
-    missing = read_store(tmp_path / "none.jsonl", "score")
-    assert (missing.rows, missing.path, missing.task) == ({}, tmp_path / "none.jsonl", "score")
+    with pytest.raises(RecordFileError, match=f"^{tmp_path / 'none.jsonl'}: no such predictions file"):
+        read_store(tmp_path / "none.jsonl", "score")      # a mistyped name is not "no predictions"
     path.write_text(row_text(make_row("score", ["a.png"], FAST, {"score": None, "error": "broken"})) + "\n")
     assert read_store(path, "score").failed() == 1       # an error row is read as it is
     path.write_text("[]\n")
