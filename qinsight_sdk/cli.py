@@ -4,9 +4,11 @@ eval and train.
 Exit codes: 0 when every image got a result, 1 when any row (eval: any item) carries an error, or
 (rank) an image got no verdict in any of its matches (all rows are still written), 2 for a usage error
 or a model, data or record file that cannot be used (any ``QInsightError``, reported as
-``qinsight <command>: error: <message>``; also a closed output pipe), 130 when interrupted (Ctrl-C: the
-rows written so far are kept). Any other exception is a bug: it surfaces with its traceback (Python's
-exit code 1). With ``--output`` (``eval``: ``--predictions``), rows go to a record file
+``qinsight <command>: error: <message>``; also output that cannot be written: standard output on a full
+disk, past a file-size limit or into a closed pipe, or a file named by ``--output``, ``--report``,
+``--predictions`` or ``--plot`` that cannot be written, each one line naming what and why), 130 when
+interrupted (Ctrl-C: the rows written so far are kept). Any other exception is a bug: it surfaces with
+its traceback (Python's exit code 1). With ``--output`` (``eval``: ``--predictions``), rows go to a record file
 (:mod:`qinsight_sdk.records`) as each item is judged, and a rerun judges only what the file lacks
 (``--retry-failed``: also its error rows). ``eval`` writes its JSON report to ``--report``.
 ``score --from-metadata`` (and ``degradation``) judges nothing: it prints the rows saved in the images
@@ -398,6 +400,7 @@ def _record_store(args: argparse.Namespace, task: str, settings: dict[str, Any],
     if args.output is None:
         yield None
         return
+    _check_output(args.output, "the rows")
     store = open_store(args.output, task, settings, overwrite=args.overwrite,
                        retry_failed=retry_failed)
     try:
@@ -413,6 +416,117 @@ def _emit(store: RecordStore | None, task: str, settings: dict[str, Any], paths:
         store.write(paths, result)
     else:
         print(row_text(make_row(task, paths, settings, result)), flush=True)
+
+
+class OutputError(QInsightError):
+    """Output that cannot be written: standard output (a full disk, a file-size limit, a closed pipe) or a
+    file the command was told to write (a name too long, a folder that cannot be made, a full disk). The
+    message names which, and why; exit code 2."""
+
+    def __init__(self, message: str, stdout: bool = False) -> None:
+        super().__init__(message)
+        self.stdout = stdout
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A path for a one-line message: a name too long to be a file is cut in the middle, with its length."""
+    text = str(path)
+    return text if len(text) <= 160 else f"{text[:60]}...{text[-60:]} ({len(text)} characters)"
+
+
+def _check_output(path: str | os.PathLike[str], what: str) -> None:
+    """Before a model loads: a file to be written whose name the system refuses (too long, a loop of
+    links) is one line, as a folder or a path below a file already is (``records.check_writable``)."""
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} to {_shown(path)}: {_reason(exc)}") from None
+
+
+def _check_outputs(args: argparse.Namespace, predictions: Path | None = None) -> None:
+    """eval's files, checked before anything is predicted: the predictions (only read with
+    --predictions-only, so nothing is created for them then), the report and the figure."""
+    if predictions is not None and args.predictions_only:
+        try:
+            os.stat(predictions)
+        except (FileNotFoundError, NotADirectoryError):
+            pass   # no predictions: every item counts as failed, as the report says
+        except OSError as exc:
+            raise UsageError(f"cannot read the predictions {_shown(predictions)}: {_reason(exc)}") from None
+    elif predictions is not None:
+        _check_output(predictions, "the predictions")
+    if args.report:
+        _check_output(args.report, "the report")
+    if args.plot:
+        _check_output(args.plot, "the figure")
+
+
+def _write_report(path: str, result: dict[str, Any], predictions: Path) -> None:
+    try:
+        Path(path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write the report to {_shown(path)}: {_reason(exc)}; the predictions are kept "
+                          f"in {predictions}") from None
+
+
+class _GuardedStdout:
+    """Standard output for the length of one command: a write or flush that fails (a full disk, a
+    file-size limit, whose SIGXFSZ Python ignores so that it fails with EFBIG, a closed pipe) raises an
+    :class:`OutputError` naming standard output. Neither argparse, which drops an OSError while printing
+    help, nor a handler's own ``except OSError`` takes it for something else."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _stdout_failed(exc: OSError) -> OutputError:
+    if isinstance(exc, BrokenPipeError):   # the reader went away (`| head -1`)
+        return OutputError("the output pipe was closed; later rows were not written", stdout=True)
+    return OutputError(f"cannot write to standard output: {_reason(exc)}", stdout=True)
+
+
+def _discard_stdout(stream: Any) -> None:
+    """After standard output failed: what is still buffered goes nowhere, so that Python's flush at exit
+    adds no second error (a stream without a descriptor, as under pytest, is left alone)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _say(line: str) -> None:
+    """One line on standard error; if that fails too, there is no one left to tell."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _distinct(images: list[str]) -> dict[str, str]:
@@ -539,8 +653,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     task = items[0].sample.task
     predictions = Path(args.predictions or f"{Path(args.data).stem}.predictions.jsonl")
     with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
-    if args.report:
-        check_writable(args.report)
+    _check_outputs(args, predictions)
     task_settings = {"score": {"mode": args.mode}, "comparison": {"both_orders": False}}.get(task, {})
     settings = None if args.predictions_only else _settings(args, [task], comparison=with_reference,
                                                             **task_settings)
@@ -556,9 +669,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     result["data"] = args.data
     result["settings"] = settings   # what the predictions were made with (None: only read, never made)
     if args.report:
-        Path(args.report).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        _write_report(args.report, result, predictions)
     for line in summary_lines(result):
         print(line)
+    _flush_stdout()   # the metrics written, or their failure said, before the note on where the files are
     print(f"eval: predictions in {predictions}" + (f", report in {args.report}" if args.report else "")
           + (f", figure in {args.plot}" if args.plot else ""), file=sys.stderr)
     return EXIT_ROW_ERRORS if result["failed"] else EXIT_OK
@@ -571,12 +685,14 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
     if args.model is not None:
         raise UsageError("--model names one judge; with --models list them all there")
     folder = Path(args.predictions or ".")
-    if folder.is_file():
-        raise UsageError(f"with --models, --predictions is a folder for one predictions file per judge; "
-                         f"{folder} is a file")
-    folder.mkdir(parents=True, exist_ok=True)
-    if args.report:
-        check_writable(args.report)
+    try:
+        if folder.is_file():
+            raise UsageError(f"with --models, --predictions is a folder for one predictions file per judge; "
+                             f"{folder} is a file")
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write the predictions to the folder {_shown(folder)}: {_reason(exc)}") from None
+    _check_outputs(args)
     runs = []
     for entry in judge_entries(args.models, args.subfolder, args.judge):
         options = argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder,
@@ -595,9 +711,10 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
         return EXIT_INTERRUPTED
     result["data"] = args.data
     if args.report:
-        Path(args.report).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        _write_report(args.report, result, folder)
     for line in comparison_lines(result):
         print(line)
+    _flush_stdout()   # the metrics written, or their failure said, before the note on where the files are
     print(f"eval: predictions in {', '.join(str(r.predictions) for r in runs)}"
           + (f", report in {args.report}" if args.report else "") + (f", figure in {args.plot}" if args.plot else ""),
           file=sys.stderr)
@@ -716,25 +833,50 @@ def _cuda_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Errors qinsight raises on purpose (a ``QInsightError``) are the user's to fix: a one-line message
-    and exit code 2. Anything else is a bug and keeps its traceback."""
-    args = build_parser().parse_args(argv)
-    if not getattr(args, "from_metadata", False):   # listing saved rows needs no transformers
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
+    and exit code 2; so is output that cannot be written (standard output, or a file the command was
+    told to write), and any other error of the system about a named file. Anything else is a bug and
+    keeps its traceback."""
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = _GuardedStdout(stdout)
     try:
-        return args.func(args)
+        return _run(argv, stdout)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(argv: list[str] | None, stdout: Any) -> int:
+    name = "qinsight"
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            _flush_stdout()   # --help's text is written only now: its failure is an OutputError, not lost
+            raise
+        name = f"qinsight {args.command}"
+        if not getattr(args, "from_metadata", False):   # listing saved rows needs no transformers
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
+        code = args.func(args)
+        _flush_stdout()   # output still buffered fails here, while the exit code can still say so
+        return code
     except QInsightError as exc:
-        print(f"qinsight {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OutputError) and exc.stdout:
+            _discard_stdout(stdout)
+        _say(f"{name}: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"qinsight {args.command}: interrupted; the rows written so far are kept (with --output, "
-              "rerun the same command to continue)", file=sys.stderr)
+        _say(f"{name}: interrupted; the rows written so far are kept (with --output, rerun the same command to "
+             "continue)")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader of our output went away (`| head -1`): say so, once
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        print(f"qinsight {args.command}: error: the output pipe was closed; later rows were not written",
-              file=sys.stderr)
+    except BrokenPipeError:  # a pipe other than standard output's, which is an OutputError
+        _say(f"{name}: error: the output pipe was closed; later rows were not written")
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.filename is None:
+            raise   # nothing to name: not known to be the user's to fix, so it keeps its traceback
+        _say(f"{name}: error: {_shown(exc.filename)}: {_reason(exc)}")
         return EXIT_USAGE
 
 

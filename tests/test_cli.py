@@ -600,3 +600,163 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
     judging = subprocess.run([sys.executable, "-c", NO_TORCH, "score", str(path)], capture_output=True, text=True,
                              timeout=120, env=env)
     assert judging.returncode == 1 and "transformers is not installed here" in judging.stderr   # the block is real
+
+
+# -- issue 26, item 8: what eval prints, and output that cannot be written ----------------------------------
+
+def backwards_judge(tmp_path, image_files):
+    """Labels with MOS 1 to 5, and the predictions of a judge that scores them backwards."""
+    from qinsight_sdk.records import make_row, row_text
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(row_text(make_row("score", [str(p)], {"mode": "reason"}, {"score": s, "error": None}))
+                                   + "\n" for p, s in zip(image_files, (4.6, 4.1, 2.9, 2.2, 1.4))))
+    return labels, predictions
+
+
+def test_an_anti_correlated_judge_is_shown_as_one(image_files, tmp_path, capsys):
+    """It was shown "PLCC after the 4-parameter logistic fit 0.99" beside SRCC -1, and its intervals as
+    "(95% CI -1.0000--0.9721)"."""
+    import re
+
+    labels, predictions = backwards_judge(tmp_path, image_files)
+    report = tmp_path / "report.json"
+    code, out, _ = run(["eval", str(labels), "--predictions", str(predictions), "--predictions-only",
+                        "--bootstrap", "200", "--report", str(report)], capsys)
+    found = json.loads(report.read_text())["metrics"]
+    assert code == 0 and found["logistic_direction"] == "decreasing" and found["plcc_logistic"] < -0.9
+    lines = out.splitlines()
+    assert lines[1] == f"SRCC -1.0000 (95% CI {found['srcc_ci95'][0]:.3f} to {found['srcc_ci95'][1]:.3f})"
+    assert lines[2] == f"PLCC {found['plcc']:.4f} (95% CI {found['plcc_ci95'][0]:.3f} to {found['plcc_ci95'][1]:.3f})"
+    assert lines[3].startswith(f"PLCC after the 4-parameter logistic fit {found['plcc_logistic']:.4f} (the fit "
+                               "decreases: higher scores go with lower MOS); KRCC -1.0000")
+    assert not re.search(r"\d-\d", out)   # no interval written as two numbers joined by a hyphen
+
+
+def qinsight(argv, **options):
+    return subprocess.run([sys.executable, "-m", "qinsight_sdk", *map(str, argv)], stderr=subprocess.PIPE, text=True,
+                          timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1"),
+                          check=False, **options)
+
+
+def one_error_line(done, line):
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == line and done.stderr.count("error") == 1, done.stderr
+
+
+def commands_without_a_model(tmp_path, image_files):
+    labels, predictions = backwards_judge(tmp_path, image_files)
+    return {"eval": ["eval", labels, "--predictions", predictions, "--predictions-only", "--bootstrap", "0"],
+            "score": ["score", "--from-metadata", image_files[0]], "train": ["train", "--example-config"],
+            "": ["--help"]}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", ["eval", "score", "train", ""])
+def test_standard_output_on_a_full_disk_is_one_line_and_exit_two(image_files, tmp_path, command):
+    """`qinsight ... > /dev/full` ended in a traceback and exit code 1 (--help: exit code 0, its text lost)."""
+    with open("/dev/full", "w") as full:
+        done = qinsight(commands_without_a_model(tmp_path, image_files)[command], stdout=full)
+    one_error_line(done, f"qinsight{' ' + command if command else ''}: error: cannot write to standard output: "
+                         "No space left on device")
+
+
+def test_standard_output_past_a_file_size_limit_is_one_line_and_exit_two(image_files, tmp_path):
+    import resource
+    import signal
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    with open(tmp_path / "out.txt", "w") as out:
+        done = qinsight(commands_without_a_model(tmp_path, image_files)["eval"], stdout=out, preexec_fn=limited)
+    one_error_line(done, "qinsight eval: error: cannot write to standard output: File too large")
+    assert (tmp_path / "out.txt").stat().st_size == 100
+
+
+def test_a_closed_pipe_without_a_model_is_one_line(image_files, tmp_path):
+    reader = subprocess.Popen([sys.executable, "-m", "qinsight_sdk",
+                               *map(str, commands_without_a_model(tmp_path, image_files)["eval"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader.stdout.close()   # before the command writes a byte: it starts in seconds
+    _, err = reader.communicate(timeout=300)
+    one_error_line(subprocess.CompletedProcess([], reader.returncode, None, err),
+                   "qinsight eval: error: the output pipe was closed; later rows were not written")
+
+
+LONG = "x" * 300   # longer than a file name may be (255 bytes on Linux filesystems)
+
+
+@pytest.mark.parametrize("option, what", [("--report", "write the report to"), ("--plot", "write the figure to"),
+                                          ("--predictions", "read the predictions")])
+def test_a_file_name_too_long_for_eval_is_one_line(image_files, tmp_path, capsys, option, what):
+    labels, predictions = backwards_judge(tmp_path, image_files)
+    argv = ["eval", str(labels), "--predictions", str(predictions), "--predictions-only", "--bootstrap", "0"]
+    code, out, err = run(argv + [option, str(tmp_path / f"{LONG}.out")], capsys)
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"qinsight eval: error: cannot {what} {str(tmp_path)[:40]}")
+    assert line.endswith(f"x.out ({len(str(tmp_path / LONG)) + 4} characters): File name too long")
+
+
+def test_a_file_name_too_long_for_rows_or_predictions_being_written_is_one_line(scripted, image_files, tmp_path,
+                                                                               capsys):
+    too_long = str(tmp_path / f"{LONG}.jsonl")
+    code, out, err = run(["score", str(image_files[0]), "-o", too_long], capsys)
+    assert code == 2 and out == "" and err.splitlines()[-1].startswith("qinsight score: error: cannot write the rows to ")
+    assert err.endswith("characters): File name too long\n") and len(scripted) == 0
+    labels, _ = backwards_judge(tmp_path, image_files)
+    code, out, err = run(["eval", str(labels), "--predictions", too_long], capsys)
+    assert code == 2 and err.splitlines()[-1].startswith("qinsight eval: error: cannot write the predictions to ")
+    code, out, err = run(["eval", str(labels), "--models", "a", "b", "--predictions", too_long], capsys)
+    assert code == 2 and err.splitlines()[-1].startswith("qinsight eval: error: cannot write the predictions to the "
+                                                         "folder ")
+    assert err.endswith("characters): File name too long\n") and len(scripted) == 0
+
+
+def test_a_report_that_cannot_be_written_keeps_the_predictions_and_says_so(image_files, tmp_path, capsys,
+                                                                          monkeypatch):
+    from pathlib import Path
+
+    labels, predictions = backwards_judge(tmp_path, image_files)
+    written = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.suffix == ".json":
+            raise OSError(28, "No space left on device", str(self))
+        return written(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, out, err = run(["eval", str(labels), "--predictions", str(predictions), "--predictions-only",
+                          "--bootstrap", "0", "--report", str(tmp_path / "r.json")], capsys)
+    assert code == 2 and out == "" and err == (f"qinsight eval: error: cannot write the report to {tmp_path / 'r.json'}: "
+                                               f"No space left on device; the predictions are kept in {predictions}\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_scores_to_a_full_disk_are_one_line(tiny_model, image_files):
+    with open("/dev/full", "w") as full:
+        done = qinsight(["score", image_files[0], "--model", tiny_model, "--mode", "fast"], stdout=full)
+    one_error_line(done, "qinsight score: error: cannot write to standard output: No space left on device")
+
+
+def test_an_error_of_the_system_about_a_named_file_is_one_line(monkeypatch, capsys):
+    """Wherever it comes from, it names the file and why; one that names no file keeps its traceback."""
+    import errno
+
+    def refused(args):
+        raise OSError(errno.EROFS, "Read-only file system", "/data/out.yaml")
+
+    monkeypatch.setattr(cli, "_run_train", refused)
+    code, out, err = run(["train", "--example-config"], capsys)
+    assert (code, out, err) == (2, "", "qinsight train: error: /data/out.yaml: Read-only file system\n")
+
+    def unnamed(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cli, "_run_train", unnamed)
+    with pytest.raises(OSError, match="Input/output error"):
+        cli.main(["train", "--example-config"])
