@@ -206,7 +206,9 @@ class QualityJudge:
     def reward(self, images: Any, batch_size: int | None = None,
                on_result: ResultCallback | None = None) -> torch.Tensor:
         """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (for a judge
-        whose profile has no fast mode, the greedily decoded score: slower, as deterministic).
+        whose profile has no fast mode, the greedily decoded score: slower, as deterministic). A score a
+        little beyond the scale (a fast score can reach 5.99) gives the bound, 1.0 or 0.0: the reward's
+        range is part of its contract, the score itself is kept as it is.
 
         Deterministic and independent of batch size and order. An image that cannot be judged (NaN
         pixels, say) gets 0.0, the worst reward, and a logged warning, so a loop never breaks on it.
@@ -221,7 +223,7 @@ class QualityJudge:
         for index, result in enumerate(results):
             if result.score is None:
                 logger.warning("reward 0.0 for image %d: %s", index, result.error)
-            rewards.append(0.0 if result.score is None else (result.score - 1.0) / 4.0)
+            rewards.append(0.0 if result.score is None else min(1.0, max(0.0, (result.score - 1.0) / 4.0)))
         return torch.tensor(rewards, dtype=torch.float32)
 
     def load_image(self, source: ImageInput) -> Image.Image:

@@ -117,8 +117,16 @@ def _lower_keys(obj: dict) -> dict:
     return {str(k).strip().lower(): v for k, v in obj.items()}
 
 
+OVERSHOOT = 0.25   # how far beyond its scale, as a share of the scale's span, a rating is still taken as written
+
+
 def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float | None, str | None]:
-    """A rating clamped to the judge's scale and mapped linearly onto 1-5, the scale results use."""
+    """A rating mapped linearly from the judge's scale onto 1-5, the scale results use, never clamped.
+
+    A small overshoot (up to a quarter of the span beyond either end: 5.2 on 1-5) is taken as written, as
+    the judges' own evaluation code takes it (VisualQuality-R1's reads the number as it is; Q-Insight's
+    reward compares it as it is). A rating further out (36, 7.2 or -3 on 1-5) means the answer is broken:
+    it is an error that keeps the number, never a confident end of the scale."""
     if isinstance(value, bool) or value is None:
         return None, f"rating {value!r} is not a number"
     try:
@@ -128,7 +136,13 @@ def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float |
     if not math.isfinite(rating):
         return None, f"rating {value!r} is not a finite number"
     low, high = rating_range
-    return 1.0 + 4.0 * (min(high, max(low, rating)) - low) / (high - low), None
+    margin = OVERSHOOT * (high - low)
+    if not low - margin < rating < high + margin:
+        return None, (f"rating {rating:g} is far outside the judge's scale {low:g}-{high:g} (more than {margin:g} "
+                      "beyond it): the answer is broken")
+    if (low, high) == FULL_SCALE:
+        return rating, None   # exactly as written
+    return 1.0 + 4.0 * (rating - low) / (high - low), None
 
 
 def _missing_answer_note(tagged: bool) -> str:
@@ -136,7 +150,7 @@ def _missing_answer_note(tagged: bool) -> str:
 
 
 def parse_score(text: str, rating_range: Scale = FULL_SCALE) -> ParsedScore:
-    """Read Q-Insight's ``{"rating": ...}``; out-of-range numbers are clamped, anything else is an error."""
+    """Read Q-Insight's ``{"rating": ...}``; a number far outside the scale or anything else is an error."""
     try:
         body, tagged = _answer_or_tail(text)
         reasoning = extract_reasoning(text)
@@ -158,14 +172,16 @@ def parse_score(text: str, rating_range: Scale = FULL_SCALE) -> ParsedScore:
 
 
 def parse_first_number(text: str, rating_range: Scale = FULL_SCALE) -> ParsedScore:
-    """VisualQuality-R1's rule: the first number in the last ``<answer>`` block.
+    """VisualQuality-R1's rule: the first number in the last closed ``<answer>`` block.
 
-    Its demo code falls back to the first number anywhere in the text, and to a random score when there
-    is none. Here an answer cut off inside its reasoning has no rating (a number in the reasoning is not
-    the verdict), and no rating is an error, as for every judge.
+    Its evaluation code reads the last block closed by ``</answer>`` (so an unclosed last block is passed
+    over for the closed one before it), and, with no closed block, the first number anywhere in the text,
+    then a random score when there is none. Here, with no closed block, an unclosed one is read (tolerant,
+    as for every judge) but a number in the reasoning is not the verdict, and no rating is an error.
     """
     try:
-        body, tagged = _answer_or_tail(text)
+        closed = re.findall(r"<answer>(.*?)</answer>", text, re.IGNORECASE | re.DOTALL)
+        body, tagged = (closed[-1].strip(), True) if closed else _answer_or_tail(text)
         reasoning = extract_reasoning(text)
         number = re.search(r"\d+(\.\d+)?", body)
         if number is None:

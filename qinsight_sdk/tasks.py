@@ -65,16 +65,17 @@ def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], An
 
 
 def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
-    """A fast score: the expected rating, clamped to 1-5, with the distribution's spread as ``std``.
+    """A fast score: the expected rating (1.00 to 5.99: never clamped), with the distribution's spread as
+    ``std``.
 
     Probabilities that are not finite (a checkpoint with NaN or infinite weights) are an error, not a
-    rating: clamping NaN would report the worst score as if the model had given it.
+    rating: NaN must never read as a score.
     """
     mean, std = distribution.expected()
     if not math.isfinite(mean):  # NaN anywhere spreads to the mean (0 * NaN is NaN), so it is all to check
         return ScoreResult(error="the model's rating probabilities are not finite numbers: the checkpoint's "
                                  "weights or its dtype are broken (NaN or infinite values)")
-    return ScoreResult(score=min(5.0, max(1.0, mean)), std=std)
+    return ScoreResult(score=mean, std=std)
 
 
 def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:

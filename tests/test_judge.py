@@ -353,9 +353,9 @@ def test_samples_keep_the_first_readable_answers_reasoning():
     assert (result.reasoning, result.raw) == ("two", '<think>two</think><answer>{"rating": 2}</answer>')
 
 
-def test_fast_scores_are_clamped_to_the_scale():
+def test_fast_scores_are_never_clamped():
     result = QualityJudge(ScriptedBackend(lambda c, i: '<answer>{"rating": 5.9}</answer>')).score(grey(1), mode="fast")
-    assert (result.score, result.std, result.error) == (5.0, 0.0, None)
+    assert (result.score, result.std, result.error) == (pytest.approx(5.9), 0.0, None)
     with pytest.raises(ValueError, match="mode must be 'reason' or 'fast', got 'quick'"):
         QualityJudge(ScriptedBackend(brightness_rating)).score(grey(1), mode="quick")
 
@@ -478,7 +478,7 @@ def test_out_of_memory_is_logged_with_the_sizes(caplog):
     assert [r.getMessage() for r in caplog.records] == ["out of memory with 4 images per batch; retrying with 2"]
 
 
-def test_fast_scores_above_the_scale_are_clamped():
+def test_fast_scores_above_the_scale_are_kept_and_their_reward_is_bounded():
     class Overconfident(ScriptedBackend):
         def rating_distributions(self, batch):
             decimals = torch.zeros(5, 10, dtype=torch.float64)
@@ -486,8 +486,10 @@ def test_fast_scores_above_the_scale_are_clamped():
             return [RatingDistribution(torch.tensor([0, 0, 0, 0, 1.0], dtype=torch.float64), decimals)
                     for _ in batch.inputs[0]]  # surely 5.9
 
-    result = QualityJudge(Overconfident(brightness_rating)).score(grey(1), mode="fast")
-    assert (result.score, result.std) == (5.0, 0.0)
+    judge = QualityJudge(Overconfident(brightness_rating))
+    result = judge.score(grey(1), mode="fast")
+    assert (result.score, result.std) == (pytest.approx(5.9), pytest.approx(0.0))
+    assert judge.reward([grey(1)]).tolist() == [1.0]
 
 
 # -- reward ----------------------------------------------------------------------------------------

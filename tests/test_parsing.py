@@ -16,8 +16,8 @@ SCORE_CASES = [
     ("<think>ok</think>\n<answer>{'rating': 2.5}</answer>", 2.5),                # single quotes
     ('<answer>{"rating": 3.1,}</answer>', 3.1),                                   # trailing comma
     ('<answer>{"rating": "4.10"}</answer>', 4.1),                                 # quoted number
-    ('<answer>{"rating": 7.3}</answer>', 5.0),                                    # clamped high
-    ('<answer>{"rating": -2}</answer>', 1.0),                                     # clamped low
+    ('<answer>{"rating": 5.2}</answer>', 5.2),                                    # a small overshoot, as written
+    ('<answer>{"rating": 0.4}</answer>', 0.4),                                    # and below
     ('<answer>{"rating": 3.0}</answer> <answer>{"rating": 4.5}</answer>', 4.5),  # last answer wins
     ('<think>hmm</think>\n<answer>\n{"rating": 3.75}\n', 3.75),                   # no closing tag
     ('<answer>{"rating": 3.2} The image is decent.</answer>', 3.2),               # trailing text
@@ -44,6 +44,10 @@ SCORE_ERRORS = [
     '<answer>{"score": 3.5}</answer>',
     "<answer></answer>",
     '<answer>{"rating": true}</answer>',
+    '<answer>{"rating": 36}</answer>',                                            # far outside the scale
+    '<answer>{"rating": 7.2}</answer>',
+    '<answer>{"rating": -3}</answer>',
+    '<answer>{"rating": 6}</answer>',
 ]
 
 
@@ -254,18 +258,18 @@ ON_SCALE = [   # (the judge's scale, its rating, the rating on 1-5)
     ((0.0, 10.0), "7.5", 4.0),
     ((0.0, 10.0), "0", 1.0),
     ((0.0, 10.0), "10", 5.0),
-    ((0.0, 10.0), "12", 5.0),       # clamped to the top of its scale
-    ((0.0, 10.0), "-3", 1.0),       # and to the bottom
+    ((0.0, 10.0), "12", 5.8),       # a small overshoot: as written, never clamped
+    ((0.0, 10.0), "-2", 0.2),       # and below
     ((10.0, 20.0), "15", 3.0),
     ((10.0, 20.0), "12.5", 2.0),
-    ((10.0, 20.0), "5", 1.0),
-    ((10.0, 20.0), "25", 5.0),
+    ((10.0, 20.0), "8", 0.2),
+    ((10.0, 20.0), "22", 5.8),
     ((-1.0, 1.0), "0.5", 4.0),
 ]
 
 
 @pytest.mark.parametrize("rating_range, rating, expected", ON_SCALE)
-def test_a_rating_is_clamped_to_the_judges_scale_then_mapped_onto_one_to_five(rating_range, rating, expected):
+def test_a_rating_on_the_judges_scale_is_mapped_onto_one_to_five_as_written(rating_range, rating, expected):
     for parsed in (parse_score(f'<answer>{{"rating": {rating}}}</answer>', rating_range),
                    parse_score(f"<answer>rating: {rating}</answer>", rating_range),
                    parse_score(f"<answer>{rating}</answer>", rating_range),
@@ -318,4 +322,33 @@ def test_the_first_number_reader_that_fails_inside_returns_an_error(monkeypatch)
         raise RuntimeError("boom")
 
     monkeypatch.setattr(parsing, "_answer_or_tail", boom)
-    assert parse_first_number("<answer>3</answer>") == ParsedScore(None, None, "could not parse the answer: boom")
+    assert parse_first_number("<answer>3") == ParsedScore(None, None, "could not parse the answer: boom")
+
+
+FAR_OUTSIDE = [   # (the judge's scale, its rating, the error): the number is kept, never read as an end of the scale
+    ((1.0, 5.0), "36", "rating 36 is far outside the judge's scale 1-5 (more than 1 beyond it): the answer is broken"),
+    ((1.0, 5.0), "7.2", "rating 7.2 is far outside the judge's scale 1-5 (more than 1 beyond it): the answer is broken"),
+    ((1.0, 5.0), "6", "rating 6 is far outside the judge's scale 1-5 (more than 1 beyond it): the answer is broken"),
+    ((1.0, 5.0), "0", "rating 0 is far outside the judge's scale 1-5 (more than 1 beyond it): the answer is broken"),
+    ((0.0, 10.0), "12.5", "rating 12.5 is far outside the judge's scale 0-10 (more than 2.5 beyond it): the answer is "
+                          "broken"),
+]
+
+
+@pytest.mark.parametrize("rating_range, rating, error", FAR_OUTSIDE)
+def test_a_rating_far_outside_the_scale_is_the_items_error_with_the_number_kept(rating_range, rating, error):
+    """Issue 26: {"rating": 36} once read as a confident 5.0."""
+    for parsed in (parse_score(f'<answer>{{"rating": {rating}}}</answer>', rating_range),
+                   parse_score(f"<answer>{rating}</answer>", rating_range),
+                   parse_first_number(f"<answer>{rating}</answer>", rating_range),
+                   parsing.pattern_reader(r"Score: (-?[0-9.]+)", rating_range)(f"Score: {rating}")):
+        assert (parsed.score, parsed.error) == (None, error)
+    assert parse_score('<answer>{"rating": 5.99}</answer>').score == 5.99        # just inside: as written
+    assert parse_score('<answer>{"rating": 0.01}</answer>').score == 0.01
+
+
+def test_visualquality_r1_reads_the_last_closed_answer_block_as_its_code_does():
+    """Its code: re.findall(r'<answer>(.*?)</answer>', text, re.DOTALL)[-1]; an unclosed last block is passed over."""
+    assert parse_first_number("<answer>3.5</answer> on reflection <answer>4.8") == ParsedScore(3.5, None, None)
+    assert parse_first_number("<answer>2</answer><answer>4.25</answer>") == ParsedScore(4.25, None, None)
+    assert parse_first_number("<think>a</think><answer>4.1") == ParsedScore(4.1, "a", None)   # none closed: tolerant
