@@ -17,11 +17,23 @@ def test_defaults_are_the_paper_recipe():
     assert config.max_pixels == PAPER_MAX_PIXELS == 12_845_056 and config.min_pixels == 3136
     assert config.score_epsilon == 0.35 and config.strict_parsing and config.report_to == []
     assert (config.top_k, config.top_p, config.kl_bias_correction) == (50, 1.0, False)   # issue 11
+    # issue 26: as run_qinsight_score_and_dist.sh: from the instruct model, 8 per device x 2 accumulation
+    assert (config.model, config.subfolder, config.epochs) == ("Qwen/Qwen2.5-VL-7B-Instruct", None, 10)
+    assert (config.per_device_batch_size, config.gradient_accumulation_steps) == (8, 2)
+    assert TrainConfig.from_dict({}) == config == TrainConfig.from_dict({"preset": "paper"})
 
 
 def test_the_comparison_stage_preset():
+    """As run_qinsight_comparison.sh: from the score and degradation model, 2 per device x 2, 10 epochs."""
     config = TrainConfig.from_dict({"preset": "paper-comparison"})
-    assert (config.subfolder, config.epochs, config.finetune, config.beta) == ("score_degradation", 8, "full", 1e-3)
+    assert (config.model, config.subfolder, config.epochs, config.finetune, config.beta) == \
+        ("ByteDance/Q-Insight", "score_degradation", 10, "full", 1e-3)
+    assert (config.per_device_batch_size, config.gradient_accumulation_steps) == (2, 2)
+
+
+@pytest.mark.parametrize("preset", ["lora", "qlora"])
+def test_the_one_gpu_presets_adapt_the_released_judge(preset):
+    assert TrainConfig.from_dict({"preset": preset}).model == "ByteDance/Q-Insight"
 
 
 def test_the_qlora_preset_fits_groups_of_eight_in_steps_like_the_lora_presets():
@@ -60,7 +72,7 @@ def test_yaml_with_preset_overrides_and_relative_paths(tmp_path):
     ("data:\n  - path: a.jsonl\n    weigth: 2\n", "weigth"),
     ("data:\n  - image_root: x\n", "data[0]"),
     ("- just\n- a list\n", "mapping"),
-    ("score_reward: ranking\n", "score_reward ranking"),   # 8 completions per device: one image, no order
+    ("score_reward: ranking\ngradient_accumulation_steps: 1\n", "score_reward ranking"),   # 8: one image, no order
 ])
 def test_bad_config_names_the_field(tmp_path, text, named):
     path = tmp_path / "bad.yaml"

@@ -19,6 +19,8 @@ from ..errors import QInsightError
 from ..images import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, ImageBounds
 from .rewards import SCORE_EPSILON
 
+PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"   # where run_qinsight_score_and_dist.sh starts
+
 SCORE_REWARDS = ("threshold", "gaussian", "ranking")
 FINETUNES = ("full", "lora", "qlora")
 
@@ -42,7 +44,7 @@ class DataSource:
 class TrainConfig:
     """A GRPO fine-tuning run. Defaults are Q-Insight's settings (the ``paper`` preset)."""
 
-    model: str = DEFAULT_MODEL             # hub id or local folder to start from
+    model: str = PAPER_BASE_MODEL          # hub id or local folder to start from
     subfolder: str | None = None           # default: score_degradation for ByteDance/Q-Insight
     revision: str | None = None
     output_dir: str = "qinsight-run"
@@ -83,7 +85,7 @@ class TrainConfig:
     # completions per device per step; per_device_batch_size x devices x gradient_accumulation_steps
     # must be a multiple of num_generations (a group may span devices and steps)
     per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 2
     epochs: float = 10
     max_steps: int = -1                    # > 0 overrides epochs
     max_grad_norm: float = 1.0
@@ -192,11 +194,13 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Q-Insight: full fine-tuning, G=8, beta 1e-3, AdamW 1e-6 decaying linearly, temperature 1.0, 256 new
-    # tokens, up to 16384 image tokens, 10 epochs, 128 completions per step (16 GPUs x 8).
+    # Q-Insight, as run_qinsight_score_and_dist.sh ran it: full fine-tuning of Qwen2.5-VL-7B-Instruct, G=8,
+    # beta 1e-3, AdamW 1e-6 decaying linearly, temperature 1.0, 256 new tokens, up to 16384 image tokens,
+    # 10 epochs, 8 completions per device x 2 accumulation steps (x 16 GPUs: 256 completions per step).
     "paper": {},
-    # The same GRPO recipe on one GPU: LoRA on the language model, a learning rate LoRA needs.
-    "lora": {"finetune": "lora", "learning_rate": 1e-5, "gradient_accumulation_steps": 4},
+    # The same GRPO recipe on one GPU, adapting the released judge: LoRA on the language model, a learning
+    # rate LoRA needs, 32 completions (4 groups) per step.
+    "lora": {"model": DEFAULT_MODEL, "finetune": "lora", "learning_rate": 1e-5, "gradient_accumulation_steps": 4},
     # The lora preset on one 24 GB GPU: the same 32 completions (4 groups) per step and learning rate, with
     # the base model 4-bit. An estimate for a 7B judge, not a measurement: the base ~7 GB (language linear
     # layers in NF4 ~3.4 GB; the vision tower, embeddings and lm_head kept in bf16 ~3.5 GB); LoRA r=64
@@ -205,10 +209,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # completions of a step at once, ~3 GB of KV cache: ~13-16 GB in all, the rest headroom. Images up to
     # 1280 image tokens (KonIQ's 1024x768 and smaller pass unchanged): the paper's bound, 16384, would make
     # one completion's activations over 10x larger.
-    "qlora": {"finetune": "qlora", "learning_rate": 1e-5, "per_device_batch_size": 4,
+    "qlora": {"model": DEFAULT_MODEL, "finetune": "qlora", "learning_rate": 1e-5, "per_device_batch_size": 4,
               "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "max_pixels": 1280 * 28 * 28},
-    # Q-Insight's second stage, reference-based comparison: from the score and degradation model, 8
-    # epochs over DiffIQA pairs in Q-Insight's comparison JSON (data format qinsight-comparison), 32
-    # completions per step (e.g. 4 GPUs x 8).
-    "paper-comparison": {"subfolder": "score_degradation", "epochs": 8},
+    # Q-Insight's second stage, reference-based comparison, as run_qinsight_comparison.sh ran it: from the
+    # score and degradation model, 10 epochs over DiffIQA pairs (data format qinsight-comparison),
+    # 2 completions per device x 2 accumulation steps.
+    "paper-comparison": {"model": DEFAULT_MODEL, "subfolder": "score_degradation", "epochs": 10,
+                         "per_device_batch_size": 2, "gradient_accumulation_steps": 2},
 }
