@@ -66,7 +66,7 @@ def config_for(tiny_model, output, sources, **overrides):
     values = dict(model=str(tiny_model), output_dir=str(output), device="cpu",
                   data=[{"path": str(p)} for p in sources], num_generations=4, per_device_batch_size=4,
                   max_completion_length=12, learning_rate=1e-3, max_steps=2, save_steps=1,
-                  lora_r=4, lora_alpha=8)
+                  lora_r=4, lora_alpha=8, gradient_accumulation_steps=1)
     return TrainConfig(**{**values, **overrides})
 
 
