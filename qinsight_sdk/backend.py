@@ -29,27 +29,30 @@ class EncodedBatch:
 
 @dataclass(frozen=True)
 class RatingDistribution:
-    """The model's belief about a rating's first two digits, read after a forced answer prefix.
+    """The model's belief about a rating "d.ef", read where the rating starts.
 
     ``first[i]`` is the probability that the rating starts with the digit ``i + 1`` (1..5, renormalised
-    over those five); ``decimals[i, k]`` that the first decimal is ``k`` given that first digit.
+    over those five); ``decimals[i, k]`` that the first decimal is ``k`` given that first digit;
+    ``hundredths[i, k, m]`` that the second decimal is ``m`` given both (None: not read, counted as 0).
+    Each is a distribution over digit tokens only, as if the model wrote a rating with two decimals, as
+    the prompt asks.
     """
 
     first: torch.Tensor     # (5,) float64
     decimals: torch.Tensor  # (5, 10) float64
+    hundredths: torch.Tensor | None = None  # (5, 10, 10) float64
 
     def expected(self) -> tuple[float, float]:
-        """Mean and standard deviation of the rating "d.k" under this distribution.
-
-        Each first digit d contributes d + E[k | d] / 10; the spread adds the decimals' own variance
-        to the spread between first digits (the law of total variance).
-        """
-        tenths = torch.arange(10, dtype=torch.float64) / 10
-        within_mean = (self.decimals * tenths).sum(-1)
-        within_var = (self.decimals * tenths ** 2).sum(-1) - within_mean ** 2
-        means = torch.arange(1, 6, dtype=torch.float64) + within_mean
-        mean = (self.first * means).sum()
-        variance = (self.first * (within_var + (means - mean) ** 2)).sum()
+        """Mean and standard deviation of the rating d + e/10 + f/100 under this distribution: the exact
+        expectation over all 500 two-decimal ratings (each first digit with its own decimals)."""
+        digits = torch.arange(10, dtype=torch.float64)
+        values = (torch.arange(1, 6, dtype=torch.float64)[:, None, None] + digits[None, :, None] / 10
+                  + digits[None, None, :] / 100)
+        hundredths = self.hundredths if self.hundredths is not None else \
+            torch.nn.functional.one_hot(torch.zeros(5, 10, dtype=torch.long), 10).double()
+        joint = self.first[:, None, None] * self.decimals[:, :, None] * hundredths
+        mean = (joint * values).sum()
+        variance = (joint * (values - mean) ** 2).sum()
         return float(mean), float(variance.clamp_min(0).sqrt())
 
 

@@ -246,25 +246,61 @@ class QwenVLBackend:
 
         With ``rating_key``, the logits of the digit tokens are kept at every step (a few numbers per
         row and step, recorded before any penalty or sampling filter changes them), and each answer's
-        ``rating`` is read from them at the digits it wrote after the key: no extra forward pass.
+        ``rating`` is read where the digits it wrote after the key start: the first digit's probabilities
+        from those logits, then each first digit's own decimals from a few cached steps that continue the
+        generation's cache (:meth:`_rating_tree`); no second prefill.
         """
         inputs = batch.inputs.to(self.device)
         config, processors = decoding.generation_config(self.checkpoint_generation_config)
         recorder = self._digit_recorder() if rating_key is not None else None
         if recorder is not None:
             processors.insert(0, recorder)
+            config.return_dict_in_generate = True   # with the cache, which the rating's decimals continue
         with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device), \
                 self._expecting(batch):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
-        answers = output[:, inputs["input_ids"].shape[1]:].cpu()
+        sequences = output.sequences if recorder is not None else output
+        width = inputs["input_ids"].shape[1]
+        answers = sequences[:, width:].cpu()
         with self._tokenizer_lock:
             decoded = self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
-        ratings = recorder.ratings(answers, rating_key, self._decode_tail) if recorder is not None else \
-            [None] * len(decoded)
+        ratings: list[RatingDistribution | None] = [None] * len(decoded)
+        if recorder is not None:
+            starts = recorder.rating_starts(answers, rating_key, self._decode_tail)
+            ratings = self._ratings_after_generation(_cache_of(output), inputs, batch, decoding.num_samples,
+                                                     recorder, starts)
         flat = [Generation(text, *self._length(row.tolist()), rating=rating)
                 for text, row, rating in zip(decoded, answers, ratings)]
         n = decoding.num_samples
         return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
+
+    def _ratings_after_generation(self, cache: Any, inputs: Any, batch: EncodedBatch, samples: int,
+                                  recorder: "_DigitLogits", starts: list[int | None]) -> list[RatingDistribution | None]:
+        """Each answer's rating distribution where its rating starts (None where it wrote none), continuing
+        the generation's own cache: the answer's later tokens are masked out, not cropped, since each row's
+        rating starts elsewhere."""
+        rows = [row for row, start in enumerate(starts) if start is not None]
+        if not rows:
+            return [None] * len(starts)
+        width = inputs["input_ids"].shape[1]
+        prompt_mask = inputs["attention_mask"].repeat_interleave(samples, dim=0)
+        length = cache.get_seq_length()
+        mask = torch.zeros(len(starts), length, dtype=prompt_mask.dtype, device=self.device)
+        mask[:, :width] = prompt_mask
+        for row in rows:
+            mask[row, width:width + starts[row]] = 1
+        next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
+        positions = next_position.repeat_interleave(samples) + torch.tensor(
+            [start or 0 for start in starts], device=self.device)
+        first = torch.stack([recorder.first_digit(row, starts[row]) for row in rows])
+        chosen = torch.tensor(rows, device=self.device)
+        with torch.inference_mode():
+            cache.batch_select_indices(chosen)
+            found = self._rating_tree(cache, mask[chosen], positions[chosen], first)
+        ratings: list[RatingDistribution | None] = [None] * len(starts)
+        for row, rating in zip(rows, found):
+            ratings[row] = rating
+        return ratings
 
     def _digit_recorder(self) -> "_DigitLogits | None":
         try:
@@ -294,32 +330,75 @@ class QwenVLBackend:
         return [i[0] for i in ids[:10]], ids[10][0]
 
     def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
-        """Each row's rating digits, read from one prefill plus one two-token cached step.
+        """Each row's rating digits, read from one prefill plus two short cached steps.
 
         The batch must be encoded with the answer forced up to the rating (``answer_prefix``). The
-        prefill gives the first digit; then the cache is repeated five times per row and the tokens
-        "d." for d = 1..5 appended in one step, which gives the first decimal under each first digit.
+        prefill gives the first digit; :meth:`_rating_tree` gives the decimals under each first digit.
         """
-        digits, dot = self.rating_token_ids()
+        digits, _ = self.rating_token_ids()
         inputs = batch.inputs.to(self.device)
-        mask = inputs["attention_mask"]
-        rows, length = mask.shape
         with torch.inference_mode(), self._expecting(batch):
             prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
-            cache = getattr(prefill, "cache", None) or prefill.past_key_values
+            cache = _cache_of(prefill)
             first = _probabilities(prefill.logits[:, -1], digits[1:6])
-            # one step for all five first digits: each row's cache repeated five times
-            next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
-            next_position = next_position.repeat_interleave(5).view(-1, 1)
-            positions = (next_position + torch.arange(2, device=self.device)).unsqueeze(0).expand(3, -1, 2)
-            step_mask = torch.cat([mask, mask.new_ones(rows, 2)], dim=1).repeat_interleave(5, dim=0)
-            step = torch.tensor([[digit, dot] for digit in digits[1:6]], device=self.device).repeat(rows, 1)
-            cache.batch_repeat_interleave(5)
-            out = self.model(input_ids=step, attention_mask=step_mask, position_ids=positions,
-                             cache_position=torch.arange(length, length + 2, device=self.device),
-                             use_cache=True, **{self._cache_argument: cache}, **self._last_logits_only)
-            decimals = _probabilities(out.logits[:, -1], digits).view(rows, 5, 10)
-        return [RatingDistribution(first[i], decimals[i]) for i in range(rows)]
+            positions = self._next_positions(inputs, batch.images_per_row).to(self.device)
+            return self._rating_tree(cache, inputs["attention_mask"], positions, first)
+
+    def _rating_tree(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor, first: torch.Tensor
+                     ) -> list[RatingDistribution]:
+        """The decimals of a rating under each of its first digits, read by continuing ``cache``.
+
+        ``cache`` holds one row per rating (``mask`` says which of its columns each row sees), the rating
+        starts at rotary position ``positions[row]``, and ``first`` (rows, 5) is its first digit's
+        distribution. One cached step appends "d." for each first digit d (each row's cache repeated per
+        branch), a second appends each first decimal e after "d."; so each first digit gets its own first
+        decimal and each "d.e" its own second decimal. Branches whose probabilities together are below
+        :data:`PRUNED_MASS` per row are not continued (their unread digits count as uniform, which moves
+        the mean by less than 1e-7), so a confident model continues a few branches, not 5 + 50.
+        """
+        digits, dot = self.rating_token_ids()
+        rows = len(first)
+        decimals = torch.full((rows, 5, 10), 0.1, dtype=torch.float64)
+        hundredths = torch.full((rows, 5, 10, 10), 0.1, dtype=torch.float64)
+        first_branches = _likely_branches(first)                        # [(row, d)]
+        if not first_branches:  # probabilities that are not numbers: the judge reports the error
+            return [RatingDistribution(first[i].cpu(), decimals[i], hundredths[i]) for i in range(rows)]
+        length = mask.shape[1]
+        out = self._continue(cache, mask, [row for row, _ in first_branches],
+                             [[digits[d + 1], dot] for _, d in first_branches],
+                             positions[[row for row, _ in first_branches]], length)
+        step_one = _probabilities(out, digits)
+        for k, (row, d) in enumerate(first_branches):
+            decimals[row, d] = step_one[k]
+        weights = first[:, :, None] * decimals                        # p(d, e), (rows, 5, 10)
+        likely = set(_likely_branches(weights.view(rows, 50)))
+        second = [(k, e) for k, (row, d) in enumerate(first_branches) for e in range(10) if (row, d * 10 + e) in likely]
+        if second:
+            step_mask = torch.cat([mask[[row for row, _ in first_branches]],
+                                   mask.new_ones(len(first_branches), 2)], dim=1)
+            parents = [k for k, _ in second]
+            out = self._continue(cache, step_mask, parents, [[digits[e]] for _, e in second],
+                                 positions[[first_branches[k][0] for k in parents]] + 2, length + 2)
+            step_two = _probabilities(out, digits)
+            for j, (k, e) in enumerate(second):
+                row, d = first_branches[k]
+                hundredths[row, d, e] = step_two[j]
+        return [RatingDistribution(first[i].cpu(), decimals[i], hundredths[i]) for i in range(rows)]
+
+    def _continue(self, cache: Any, mask: torch.Tensor, parents: list[int], tokens: list[list[int]],
+                  positions: torch.Tensor, length: int) -> torch.Tensor:
+        """The next-token logits after appending ``tokens[j]`` to cache row ``parents[j]`` (the cache is
+        re-indexed in place to one row per continuation), the first token at rotary ``positions[j]``."""
+        index = torch.tensor(parents, device=self.device)
+        cache.batch_select_indices(index)
+        count, steps = len(tokens), len(tokens[0])
+        step_positions = (positions.view(-1, 1) + torch.arange(steps, device=self.device)).unsqueeze(0)
+        out = self.model(input_ids=torch.tensor(tokens, device=self.device),
+                         attention_mask=torch.cat([mask[index], mask.new_ones(count, steps)], dim=1),
+                         position_ids=step_positions.expand(3, -1, -1),
+                         cache_position=torch.arange(length, length + steps, device=self.device),
+                         use_cache=True, **{self._cache_argument: cache}, **self._last_logits_only)
+        return out.logits[:, -1]
 
     def _next_positions(self, inputs: Any, images_per_row: list[int]) -> torch.Tensor:
         """Per row, the rotary position that follows the prompt under Qwen2.5-VL's 3-D positions.
@@ -367,29 +446,45 @@ class _DigitLogits(LogitsProcessor):
         self.steps.append(scores.index_select(1, self._columns).float())
         return scores
 
-    def ratings(self, answers: torch.Tensor, rating_key: str,
-                decode: Callable[[list[int]], str]) -> list[RatingDistribution | None]:
-        logits = torch.stack(self.steps, dim=1).cpu() if self.steps else torch.empty(len(answers), 0, 10)
+    def rating_starts(self, answers: torch.Tensor, rating_key: str,
+                      decode: Callable[[list[int]], str]) -> list[int | None]:
+        """Per answer, the step where the last rating after ``rating_key`` starts (None: no rating)."""
         key = re.compile(rating_key + r"$")
         found = []
-        for row, ids in enumerate(answers.tolist()):
-            starts = [k for k, token in enumerate(ids[:logits.shape[1]]) if token in self.digits[1:6]
+        for ids in answers.tolist():
+            starts = [k for k, token in enumerate(ids[:len(self.steps)]) if token in self.digits[1:6]
                       and key.search(decode(ids[max(0, k - self._TAIL_TOKENS):k]))]
-            found.append(self._at(logits[row], ids, starts[-1]) if starts else None)
+            found.append(starts[-1] if starts else None)
         return found
 
-    def _at(self, logits: torch.Tensor, ids: list[int], start: int) -> RatingDistribution:
-        """The first digit's distribution where it was written, and the first decimal's after it (the
-        same for every first digit: only the written one was continued); no decimal written: ".0"."""
-        first = _probabilities(logits[start:start + 1], list(range(1, 6)))[0]
-        has_decimal = start + 2 < len(ids) and start + 2 < logits.shape[0] and ids[start + 1] == self.dot \
-            and ids[start + 2] in self.digits
-        if has_decimal:
-            decimals = _probabilities(logits[start + 2:start + 3], list(range(10)))[0]
-        else:
-            decimals = torch.zeros(10, dtype=torch.float64)
-            decimals[0] = 1.0
-        return RatingDistribution(first, decimals.expand(5, 10).clone())
+    def first_digit(self, row: int, step: int) -> torch.Tensor:
+        """The first digit's distribution (1..5) where it was written."""
+        return _probabilities(self.steps[step][row:row + 1], list(range(1, 6)))[0]
+
+
+PRUNED_MASS = 1e-7   # per rating, the most probability whose branches are not continued
+
+
+def _likely_branches(weights: torch.Tensor) -> list[tuple[int, int]]:
+    """(row, column) of the branches worth continuing: all but the least likely ones, which together hold
+    at most :data:`PRUNED_MASS` of a row's probability."""
+    kept = []
+    for row, values in enumerate(weights.tolist()):
+        order = sorted(range(len(values)), key=lambda k: values[k])
+        dropped, mass = set(), 0.0
+        for k in order:
+            if mass + values[k] > PRUNED_MASS:
+                break
+            mass += values[k]
+            dropped.add(k)
+        kept += [(row, k) for k in range(len(values)) if k not in dropped]
+    return kept
+
+
+def _cache_of(output: Any) -> Any:
+    """A model or generate() output's key-value cache (transformers 5 renamed ``past_key_values`` to ``cache``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:

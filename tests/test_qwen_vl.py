@@ -1,13 +1,14 @@
 """QwenVLBackend on the tiny model; also RatingDistribution.expected, backend.py's value type read from its digits."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from samples import noise_image
 
-from qinsight_sdk import DecodingOptions, prompts
+from qinsight_sdk import DecodingOptions, QualityJudge, prompts
 from qinsight_sdk.backend import RatingDistribution
 from qinsight_sdk.images import load_image
 from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_RATING_KEY
@@ -150,42 +151,91 @@ class ForcedAnswer(DecodingOptions):
         return config, processors
 
 
-@pytest.mark.parametrize("answer, decimal", [('<think>\nfine\n</think>\n<answer>\n{"rating": 3.7}\n</answer>', True),
-                                             ('<think>\nok\n</think>\n<answer>\n{"rating": 4}\n</answer>', False)])
-def test_the_expected_score_is_read_where_the_rating_was_written(tiny_judge, answer, decimal):
-    """Issue 11: reason mode's continuous score comes from the probabilities the model had at the
-    digits it wrote, with no extra forward pass; checked against a forward over the whole answer."""
-    backend = tiny_judge.backend
-    conversation = QINSIGHT.messages("score")
-    image = load_image(IMAGES[2])
-    batch = backend.encode([conversation], [[image]])
-    tokenizer = backend.processor.tokenizer
-    ids = tokenizer(answer, add_special_tokens=False).input_ids
-    ForcedAnswer.FORCED, ForcedAnswer.PROMPT = ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")], \
-        batch.inputs["input_ids"].shape[1]
-    ((generation,),) = backend.generate(batch, ForcedAnswer(max_new_tokens=len(ids) + 1), QINSIGHT_RATING_KEY)
-    assert generation.text == answer and generation.finished
-
-    digits, _ = backend.rating_token_ids()
-    start = next(k for k, token in enumerate(ids) if token in digits[1:6] and "rating" in tokenizer.decode(ids[:k]))
-    inputs = dict(backend.processor(text=[backend.render(conversation)], images=[image], return_tensors="pt"))
-    prompt = inputs["input_ids"].shape[1]
-    extra = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
-    for name, value in list(inputs.items()):   # per-token inputs (transformers 5 adds token types) grow too
-        if value.dim() == 2 and value.shape == (1, prompt):
-            inputs[name] = torch.cat([value, extra.get(name, torch.zeros(1, len(ids), dtype=value.dtype))], dim=1)
+def brute_force_expectation(backend, conversation, image, prefix):
+    """The expected two-decimal rating "d.ef" after ``prefix``, by forcing every digit token by token: one
+    uncached forward over prompt + prefix + "d.e" for each of the 50 (d, e), probabilities over digit
+    tokens only (the first digit over 1-5), as qinsight defines the expected score."""
+    digits, dot = backend.rating_token_ids()
+    text = backend.render(conversation) + prefix
+    inputs = dict(backend.processor(text=[text], images=[image], return_tensors="pt"))
+    length = inputs["input_ids"].shape[1]
+    branches = [(d, e) for d in range(1, 6) for e in range(10)]
+    tails = torch.tensor([[digits[d], dot, digits[e]] for d, e in branches])
+    count = len(branches)
+    batch = {"pixel_values": inputs["pixel_values"].repeat(count, 1),
+             "image_grid_thw": inputs["image_grid_thw"].repeat(count, 1)}
+    for name, value in inputs.items():   # per-token inputs (transformers 5 adds token types) grow too
+        if value.dim() == 2 and value.shape == (1, length):
+            tail = tails if name == "input_ids" else torch.full((count, 3), int(name == "attention_mask"))
+            batch[name] = torch.cat([value.expand(count, -1), tail.to(value.dtype)], dim=1)
     with torch.inference_mode():
-        logits = backend.model(**inputs).logits[0]
-    at = prompt + start - 1          # the logits that chose the first digit
-    assert torch.allclose(generation.rating.first, torch.softmax(logits[at, digits[1:6]].double(), -1), atol=1e-5)
-    if decimal:
-        tenths = torch.softmax(logits[at + 2, digits].double(), dim=-1)
-        assert all(torch.allclose(row, tenths, atol=1e-5) for row in generation.rating.decimals)
-    else:
-        assert generation.rating.decimals[:, 0].tolist() == [1.0] * 5
-    result = tiny_judge.score(image, decoding=ForcedAnswer(max_new_tokens=len(ids) + 1))
-    assert result.score == (3.7 if decimal else 4.0)
-    assert (result.expected_score, result.expected_std) == pytest.approx(generation.rating.expected(), abs=1e-9)
+        logits = backend.model(**batch).logits.double()
+    first = torch.softmax(logits[0, length - 1, digits[1:6]], -1)
+    total = 0.0
+    for k, (d, e) in enumerate(branches):
+        tenth = torch.softmax(logits[k, length + 1, digits], -1)[e]
+        hundredth = torch.softmax(logits[k, length + 2, digits], -1)
+        total += float(first[d - 1] * tenth * (hundredth * (d + e / 10 + torch.arange(10) / 100)).sum())
+    return total
+
+
+SIZES = [(56, 56), (84, 84), (112, 112), (70, 70)]
+
+
+@pytest.fixture(scope="module")
+def trained_judge(tiny_judge_model):
+    return QualityJudge.from_pretrained(tiny_judge_model, device="cpu", decoding=DecodingOptions(max_new_tokens=40))
+
+
+def test_the_expected_score_is_the_brute_force_expectation_in_reason_mode(trained_judge):
+    """Issue 26: the expected score is a true expectation over two-decimal ratings: each first digit with
+    its own decimals and each first decimal with its own second decimal, read by continuing the
+    generation's cache. Checked, in a padded batch of images of several sizes, against forcing every digit
+    token by token with uncached forwards, to 1e-6."""
+    from qinsight_sdk.tiny_judge import brightness_image
+
+    images = [brightness_image(level, 500 + i).resize(size) for i, (level, size) in
+              enumerate(zip((0.2, 0.45, 0.7, 0.9), SIZES))]
+    results = trained_judge.score(images, batch_size=4)
+    conversation = QINSIGHT.messages("score")
+    for image, result in zip(images, results):
+        assert result.ok, result.error
+        cut = list(re.finditer(r'"rating": (?=[1-5])', result.raw))[-1]
+        answer_prefix = result.raw[:cut.end()]
+        expected = brute_force_expectation(trained_judge.backend, conversation, trained_judge.load_image(image),
+                                           answer_prefix)
+        assert result.expected_score == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_fast_score_is_the_brute_force_expectation(trained_judge):
+    from qinsight_sdk.tiny_judge import brightness_image
+
+    images = [brightness_image(level, 600 + i).resize(size) for i, (level, size) in
+              enumerate(zip((0.1, 0.35, 0.6, 0.95), SIZES))]
+    results = trained_judge.score(images, batch_size=4, mode="fast")
+    conversation = QINSIGHT.messages("score", fast=True)
+    for image, result in zip(images, results):
+        expected = brute_force_expectation(trained_judge.backend, conversation, trained_judge.load_image(image),
+                                           QINSIGHT.fast_prefix())
+        assert result.score == pytest.approx(expected, abs=1e-6)
+
+
+def test_each_first_digit_has_its_own_decimals():
+    """The issue's example: p(3) = 0.6, p(4) = 0.4, "3.9" likely after 3 and "4.0" after 4 is about 3.94, not
+    the 4.30 that reusing the written digit's decimals for both gave."""
+    first = torch.tensor([0, 0, 0.6, 0.4, 0], dtype=torch.float64)
+    decimals = torch.zeros(5, 10, dtype=torch.float64)
+    decimals[2, 9], decimals[3, 0] = 1.0, 1.0
+    decimals[[0, 1, 4], 0] = 1.0
+    hundredths = torch.zeros(5, 10, 10, dtype=torch.float64)
+    hundredths[..., 0] = 1.0
+    hundredths[2, 9] = torch.tensor([0.5, 0.5] + [0.0] * 8, dtype=torch.float64)
+    mean, std = RatingDistribution(first, decimals, hundredths).expected()
+    assert mean == pytest.approx(0.6 * 3.905 + 0.4 * 4.0)
+    values = torch.tensor([3.9, 3.91, 4.0], dtype=torch.float64)
+    weights = torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64)
+    assert std == pytest.approx(float((weights * (values - mean) ** 2).sum().sqrt()))
+    assert RatingDistribution(first, decimals).expected()[0] == pytest.approx(0.6 * 3.9 + 0.4 * 4.0)
 
 
 def test_no_rating_written_no_expected_score(tiny_judge):
