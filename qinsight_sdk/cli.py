@@ -102,8 +102,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-new-tokens", type=_at_least_one,
                        help="the longest answer (default: 512; 1024 with --sample, as the demo)")
     group.add_argument("--sample", action="store_true",
-                       help="sample exactly as the official demo (temperature 1.0, top-k 50, top-p 0.95, the "
-                            "checkpoint's repetition penalty, up to 1024 tokens) instead of greedy decoding")
+                       help="decode as the official demo's call did on this checkpoint under transformers 4.51.3 "
+                            "(up to 1024 tokens; on a checkpoint saved by transformers >= 4.50 that is top-k 1, "
+                            "i.e. greedy; says which case applies) instead of greedy decoding")
     group.add_argument("--seed", type=int, default=42, help="seed for --sample")
     group.add_argument("--num-samples", type=_at_least_one, default=1,
                        help="answers per image, averaged (implies --sample)")

@@ -26,12 +26,12 @@ class _Result:
 
 @dataclass
 class ScoreResult(_Result):
-    """A 1-5 quality rating. With ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread.
+    """A 1-5 quality rating (a rating a little beyond the scale is kept as written, never clamped). With
+    ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread.
 
-    In reason mode ``expected_score`` is the continuous score read from the model's probabilities at
-    the rating it wrote, after its own reasoning (the fast-mode arithmetic: the expected first digit
-    plus the expected first decimal after the digit written), with ``expected_std`` its spread; None
-    when no rating was written or the backend cannot tell.
+    In reason mode ``expected_score`` is the expected two-decimal rating where the model wrote its rating,
+    after its own reasoning (as fast mode: each first digit with its own decimals), with ``expected_std``
+    its spread; None when no rating was written or the backend cannot tell.
     """
 
     score: float | None = None
