@@ -175,8 +175,6 @@ EQUIVALENT.update({
     "qinsight_sdk.records.x__rewrite__mutmut_43": "the temporary file always exists when it is removed: missing_ok "
                                                   "never matters",
     "qinsight_sdk.records.x__try_lock__mutmut_1": "reached only where fcntl is missing (Windows)",
-    "qinsight_sdk.records.x__whole_bytes__mutmut_4": "with no data both cut nothing: an empty file truncated to 0",
-    "qinsight_sdk.records.x__whole_bytes__mutmut_7": "data ending in a newline is cut at its last newline: itself",
 })
 
 # profiles.py: spellings and falsy defaults that no profile file can tell apart; parsing.py's empty answer
