@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import io
+import logging
 import math
 import os
 import stat
@@ -25,9 +26,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError, UsageError
 
+logger = logging.getLogger("qinsight")
+
 PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image token
 MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
 _FLOAT_TOLERANCE = 0.01  # resampling overshoot accepted on float inputs before they count as out of range
+_SIXTEEN_BIT_FROM = 512  # an I, I;16 or F image with a value this high is 16-bit data (see _high_bit_depth_to_l)
 _BACKGROUND = (255, 255, 255)
 PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training and inference bounds (qwen_vl_utils')
 PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056: up to 16,384 image tokens
@@ -159,7 +163,7 @@ def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
     else:
         raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
                               "image file bytes, a PIL image, a numpy array or a torch tensor")
-    rgb = to_rgb(image)
+    rgb = to_rgb(image, _described(source))
     size = fit_to_patch_grid(rgb.width, rgb.height, bounds, _described(source))
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -218,14 +222,17 @@ def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
         return size
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB with EXIF orientation applied and transparency composited over white."""
+def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
+    """8-bit RGB with EXIF orientation applied and transparency composited over white.
+
+    Integer and float images are read as :func:`_high_bit_depth_to_l` says; ``name`` is how its
+    refusal names the image."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animations and multi-page files: judge the first frame
     if image.getexif().get(0x0112, 1) != 1:
         image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        image = _high_bit_depth_to_l(image)
+        image = _high_bit_depth_to_l(image, name)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode == "CMYK":
@@ -237,10 +244,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+def _high_bit_depth_to_l(image: Image.Image, name: str) -> Image.Image:
+    """An integer or float image (modes I, I;16*, F) as 8-bit grayscale, its range read from its values.
+
+    Pillow's own conversions take these modes as 0..255 data: ``convert("F")``, ``convert("I")`` and
+    ``convert("I;16")`` of an 8-bit image keep its values, and converting back to L or RGB clips to
+    0..255 (values below 0 become 0, above 255 become 255). So does this, with two readings Pillow lacks:
+
+    - a float (F) image whose values all lie within 0..1 (with the float arrays' tolerance) is 0..1
+      data, scaled by 255 like a float array (a Pillow-made F image whose every pixel is 0 or 1 out of
+      255, black to the eye, is read that way too);
+    - an image whose values reach ``_SIXTEEN_BIT_FROM`` (512) or more is 16-bit data (a 16-bit PNG
+      or TIFF, which Pillow opens as I;16 or I) and is scaled from 0..65535, clipping outside it:
+      Pillow's clipping would turn such an image white. Values of 256-511 are still read as 0..255 and
+      clipped, so 8-bit data that overshot in resampling stays as bright as it was; a 16-bit image whose
+      brightest pixel is below 512 (2 in 8 bits) is black either way.
+
+    The rounding is to nearest (Pillow truncates F), so an RGB image converted to I or I;16 gives the
+    same pixels as converting it to L directly, and converted to F the same within 1 (F keeps the luma
+    unrounded). NaN or infinite values are refused, as in float arrays. A debug log says which reading
+    an image got.
+    """
     values = np.asarray(image, dtype=np.float64)
-    top = 1.0 if image.mode == "F" and values.size and values.max() <= 1.0 else 65535.0
-    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8))
+    if image.mode == "F" and values.size and not np.isfinite(values).all():
+        raise ImageInputError(f"{name} is a float (F) image with NaN or infinite values")
+    high = float(values.max()) if values.size else 0.0
+    if image.mode == "F" and high <= 1.0 + _FLOAT_TOLERANCE:
+        scale, read_as = 255.0, "0..1"
+    elif high < _SIXTEEN_BIT_FROM:
+        scale, read_as = 1.0, "0..255"
+    else:
+        scale, read_as = 255.0 / 65535.0, "0..65535"
+    logger.debug("a mode-%s image with values in [%g, %g] is read as %s data", image.mode,
+                 float(values.min()) if values.size else 0.0, high, read_as)
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
 
 
 def _cmyk_to_rgb(image: Image.Image) -> Image.Image:

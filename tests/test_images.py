@@ -289,9 +289,9 @@ def test_palette_without_transparency_keeps_its_colours():
 
 
 @pytest.mark.parametrize("mode,value,expected", [("F", 0.5, 128), ("F", 1.0, 255), ("F", 32768.0, 128),
-                                                 ("I", 65535, 255), ("I", 257, 1)])
+                                                 ("I", 65535, 255), ("I", 257, 255), ("I", 514, 2)])
 def test_high_bit_depth_images(mode, value, expected):
-    """Float images in 0..1 are scaled by 255; larger floats and 32-bit integers are taken as 16-bit."""
+    """Float images in 0..1 are scaled by 255; values from 512 up are 16-bit; between, 0..255 clipped."""
     image = Image.new(mode, (56, 56), value)
     assert load_image(image).getpixel((0, 0)) == (expected,) * 3
 
@@ -407,7 +407,7 @@ def test_file_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("mode,value,expected", [("I", 60000, 233), ("I", 32768, 128), ("I", -10000, 0), ("I", 0, 0), ("I", 65407, 255),
-                                                 ("I", 70000, 255), ("F", 1.5, 0), ("I;16B", 32768, 128)])
+                                                 ("I", 70000, 255), ("F", 1.5, 2), ("I;16B", 32768, 128)])
 def test_deep_values_map_from_the_16_bit_scale(mode, value, expected):
     if mode == "I;16B":
         image = Image.frombytes(mode, (56, 56), np.full((56, 56), value, ">u2").tobytes())
@@ -572,3 +572,77 @@ def test_an_unexpected_failure_names_the_input_and_the_exception():
     with pytest.raises(ImageInputError) as refused:
         load_image(np.zeros((8, 8, 3), np.uint8).view(_BufferGone))
     assert str(refused.value) == "the _BufferGone cannot be read (RuntimeError: its buffer is gone)"
+
+
+@pytest.mark.parametrize("mode", ["F", "I", "I;16"])
+def test_an_image_pillow_converted_to_a_deep_mode_keeps_its_pixels(mode):
+    """Pillow's convert("F"), ("I") and ("I;16") keep 8-bit values: judged as the same image in L (a
+    4.6 image once scored 1.6, read as 16-bit data and so nearly black)."""
+    colours = np.random.default_rng(8).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    colours[0, 0] = 255   # the brightest value an 8-bit image holds
+    rgb = Image.fromarray(colours)
+    gray = np.asarray(rgb.convert("L")).astype(int)
+    judged = np.asarray(load_image(rgb.convert(mode))).astype(int)
+    assert np.abs(judged - gray[..., None]).max() <= 1   # F holds the luma unrounded; L rounds it
+    assert (judged[..., 0] == gray).mean() > 0.99
+
+
+def _stripes(values, mode: str) -> Image.Image:
+    """One 56x56 square per value, side by side: on the patch grid already, so never resampled."""
+    row = np.repeat(np.asarray(values, np.float64), 56)
+    data = np.tile(row, (56, 1))
+    return Image.fromarray(data.astype({"F": np.float32, "I": np.int32, "I;16": np.uint16}[mode]))
+
+
+def _stripe_values(image: Image.Image) -> list[int]:
+    pixels = np.asarray(image)
+    return [int(v) for v in (pixels[0, ::56, 0] if pixels.ndim == 3 else pixels[0, ::56])]
+
+
+@pytest.mark.parametrize("mode", ["F", "I"])
+def test_values_outside_0_255_are_clipped_as_pillow_clips_them(mode):
+    """Below 0 is black and 256-511 white, as Pillow's own conversion gives (whole numbers, where
+    Pillow's truncation of floats and our rounding agree)."""
+    image = _stripes([-300, -1, 0, 1, 100, 254, 255, 256, 300, 511], mode)
+    assert image.mode == mode
+    expected = [0, 0, 0, 1, 100, 254, 255, 255, 255, 255]
+    assert _stripe_values(image.convert("L")) == expected   # Pillow's reading
+    assert _stripe_values(load_image(image)) == expected
+
+
+@pytest.mark.parametrize("mode", ["F", "I", "I;16"])
+def test_from_512_up_an_image_is_16_bit_data(mode):
+    """A 16-bit PNG or TIFF reaches 512 unless it is black: then 0..65535 is the range (Pillow's
+    clipping would make it white); 511 still reads as 8-bit data that overshot."""
+    assert _stripe_values(load_image(_stripes([100, 257, 511], mode))) == [100, 255, 255]
+    assert _stripe_values(load_image(_stripes([100, 257, 512, 32768, 65535], mode))) == [0, 1, 2, 128, 255]
+
+
+@pytest.mark.parametrize("values,expected", [([0.0, 0.5, 1.0], [0, 128, 255]),
+                                             ([-0.5, 0.2, 1.01], [0, 51, 255]),      # the float arrays' tolerance
+                                             ([0.0, 0.6, 1.02], [0, 1, 1]),          # past it: 0..255 data
+                                             ([0.4, 1.5, 2.0], [0, 2, 2])])
+def test_float_images_within_0_1_are_0_1_data(values, expected):
+    assert _stripe_values(load_image(_stripes(values, "F"))) == expected
+
+
+def test_the_reading_of_a_deep_image_is_logged(caplog):
+    with caplog.at_level("DEBUG", logger="qinsight"):
+        load_image(_stripes([3, 200], "I"))
+        load_image(_stripes([0.25, 0.75], "F"))
+        load_image(_stripes([3, 40000], "I;16"))
+    assert [r.getMessage() for r in caplog.records if "data" in r.getMessage()] == [
+        "a mode-I image with values in [3, 200] is read as 0..255 data",
+        "a mode-F image with values in [0.25, 0.75] is read as 0..1 data",
+        "a mode-I;16 image with values in [3, 40000] is read as 0..65535 data"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_image_with_nan_or_infinity_is_refused_naming_it(tmp_path, value):
+    image = _stripes([0.5, value], "F")
+    with pytest.raises(ImageInputError, match=r"^the PIL image is a float \(F\) image with NaN or infinite values$"):
+        load_image(image)
+    path = tmp_path / "float.tif"
+    image.save(path)
+    with pytest.raises(ImageInputError, match=rf"^{path} is a float \(F\) image with NaN or infinite values$"):
+        load_image(path)
