@@ -15,12 +15,28 @@ whole batch's activations, so with the default threshold an image's fast score c
 batched beside it (measured on the tiny judge: by up to 5e-2; with 0, under 2e-7). The split exists to keep
 very large models accurate; ``bench/memory.py`` measures how far each mode's fast scores agree with full
 precision. Pass a ``BitsAndBytesConfig`` of your own for other choices.
+
+On a CPU with AVX-512 BF16, bitsandbytes runs a 4-bit layer at inference through its own kernel, in bf16
+whatever the compute dtype: the layer's input is rounded to bf16. That kernel computes every row alike,
+whatever the batch; the float32 parts before it do not quite: PyTorch's matrix products differ in the last
+bits with the number of rows (first in the vision merger's MLP: 6e-6 between one image's 4 rows and 8
+images' 32), and where such a difference straddles a bf16 rounding boundary, the layer's input moves by a
+whole bf16 step (0.4%). So on such CPUs a few images' 4-bit fast scores depend on the batch size: on the
+tiny judge 3 of 64 images moved by 1.2e-3 to 1.3e-3 between batch sizes 1 and 8, the others by under 3e-6
+(the most seen: 1.6e-3); the tests allow 5e-3. Elsewhere (4-bit layers dequantized to the compute dtype),
+and in full precision and 8-bit, fast scores stay within 2e-6 of each other across batch sizes. Keeping
+bitsandbytes' float32 path on such CPUs would give that too, but it dequantizes the whole weight at each
+call: one generated token through a 7B-shaped 4-bit MLP layer took 288 ms instead of 12 (2-core CPU), so
+the bf16 kernel stays.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import MissingDependencyError, UsageError
@@ -39,10 +55,53 @@ if TYPE_CHECKING:  # annotations only: the command line reads QUANTIZATIONS with
 Quantization = Union[str, Any, None]   # "8bit" | "4bit" | a transformers BitsAndBytesConfig | None (full)
 
 
+# bitsandbytes' CPU backend asks the `kernels` package for this kernel when it is imported (see import_bitsandbytes)
+_HUB_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+_HUB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+_importing = threading.Lock()
+_ABSENT = object()
+
+
+def import_bitsandbytes() -> ModuleType:
+    """bitsandbytes, imported without fetching a CPU kernel from the Hugging Face Hub; ``ImportError`` if absent.
+
+    On a CPU with AVX-512 BF16 (also the host CPU of many GPU machines), bitsandbytes (0.50.2, say) asks
+    the ``kernels`` package, when it is installed (transformers 5 installs it), for
+    ``kernels-community/quantization-bitsandbytes`` while being imported: a network round trip on every
+    import (the publisher check; a download the first time), and a logged warning whenever that fails,
+    offline or with ``HF_HUB_OFFLINE=1``. qinsight keeps runs offline and quiet: during its own import of
+    bitsandbytes, ``kernels`` cannot be imported, so bitsandbytes falls back to the 4-bit kernel it ships,
+    and its notice about that fallback is dropped. Nothing else changes: ``kernels`` imports as before
+    afterwards, and ``HF_HUB_OFFLINE`` is not touched.
+
+    The shipped kernel computes each row of a batch on its own (a test checks it bitwise from 1 to 300
+    rows); the Hub's switches arithmetic with the number of rows (above 4 rows, and above 100), so with it
+    a fast score would depend on the batch size more. A bitsandbytes already imported (by your own code,
+    say) is returned as it is, with whichever kernel it chose.
+    """
+    with _importing:
+        if sys.modules.get("bitsandbytes") is not None:
+            return sys.modules["bitsandbytes"]
+        kernels = sys.modules.get("kernels", _ABSENT)
+        sys.modules["kernels"] = None   # `from kernels import get_kernel` raises ImportError: no Hub lookup
+        notice = logging.getLogger(_HUB_KERNEL_LOGGER)
+        notice.addFilter(_drop_hub_kernel_notice)
+        try:
+            import bitsandbytes
+        finally:
+            notice.removeFilter(_drop_hub_kernel_notice)
+            if kernels is _ABSENT:
+                del sys.modules["kernels"]
+            else:
+                sys.modules["kernels"] = kernels
+        return bitsandbytes
+
+
 def require_bitsandbytes(purpose: str = "quantization (8-bit and 4-bit judges)") -> None:
-    """A ``MissingDependencyError`` saying how to install bitsandbytes, unless it imports."""
+    """A ``MissingDependencyError`` saying how to install bitsandbytes, unless it imports (as
+    :func:`import_bitsandbytes` does: offline and quiet)."""
     try:
-        import bitsandbytes  # noqa: F401
+        import_bitsandbytes()
     except ImportError as exc:
         raise MissingDependencyError(f"{purpose} needs bitsandbytes, which could not be imported ({exc}): "
                                      f"{INSTALL_HINT}") from None
@@ -89,3 +148,7 @@ def quantization_name(model: Any) -> str | None:
 
 def _drop_float16_cast_notice(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _drop_hub_kernel_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_HUB_KERNEL_NOTICE)
