@@ -314,3 +314,42 @@ def test_trl_gets_the_papers_sampling_and_kl():
     arguments = grpo_arguments(TrainConfig(output_dir="unused"))
     assert (arguments.top_k, arguments.top_p, arguments.temperature, arguments.beta) == (50, 1.0, 1.0, 1e-3)
     assert getattr(arguments, "use_bias_correction_kl", False) is False
+
+
+_TRAIN_OFFLINE = """
+import json, logging, socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[:2]))
+    raise OSError("no network in this test")
+socket.getaddrinfo = refuse
+socket.socket.connect = lambda self, address: refuse(address)
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(f"{record.name}: {record.getMessage()}")
+logging.getLogger().addHandler(Keep(logging.WARNING))
+from qinsight_sdk.train.grpo import check_training_stack
+check_training_stack()
+print(json.dumps({"attempts": attempts, "records": records, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_training_stack_imports_bitsandbytes_without_the_hub(tmp_path):
+    """Issue 26: peft imports bitsandbytes, which (transformers 5 installs `kernels`) looked up a CPU kernel on
+    the Hub at import and warned before every `qinsight train`. Online settings, sockets that refuse and record."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes", reason="needs bitsandbytes")
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env["HF_HOME"] = str(tmp_path / "hf-home")
+    done = subprocess.run([sys.executable, "-c", _TRAIN_OFFLINE], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert "bitsandbytes" in seen["modules"] and "trl" in seen["modules"]
+    assert seen["attempts"] == []
+    assert [r for r in seen["records"] if "kernel" in r.lower() or r.startswith(("bitsandbytes", "huggingface"))] == []
+    assert "kernel" not in done.stderr.lower()

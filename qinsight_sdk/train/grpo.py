@@ -16,6 +16,7 @@ Needs the ``[train]`` extra (TRL, PEFT) and transformers >= 4.57.1; qlora also t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from ..checkpoints import default_subfolder, resolve_checkpoint
 from ..errors import MissingDependencyError, QInsightError
 from ..images import ImageBounds, load_image
 from ..profiles import QINSIGHT, QINSIGHT_COMPARISON, JudgeProfile
-from ..quantization import quantization_config, require_bitsandbytes
+from ..quantization import import_bitsandbytes, quantization_config, require_bitsandbytes
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
 from ..data import DataError, Sample, mix, read_source
@@ -67,6 +68,8 @@ def check_training_stack(finetune: str = "full") -> None:
         raise TrainingError(f"training needs transformers>={MIN_TRANSFORMERS}; this environment "
                             f"has {transformers.__version__}: pip install -U 'qinsight[train]'")
     try:
+        with contextlib.suppress(ImportError):  # peft imports bitsandbytes: first without its hub lookup
+            import_bitsandbytes()
         import peft  # noqa: F401
         import trl  # noqa: F401
     except ImportError as exc:
