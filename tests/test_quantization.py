@@ -17,6 +17,7 @@ import torch
 import transformers
 from packaging.version import Version
 from scipy.stats import spearmanr
+from offline import NO_NETWORK
 
 from qinsight_sdk import DecodingOptions, ModelLoadError, QualityJudge, UsageError
 from qinsight_sdk.cli import main
@@ -240,19 +241,7 @@ def test_bitsandbytes_is_imported_without_the_hub_kernel_lookup(tmp_path, monkey
     assert [r.getMessage() for r in caplog.records] == ["Failed to load CPU gemm_4bit_forward: later"]
 
 
-_LOAD_OFFLINE = """
-import json, logging, socket, sys, warnings
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[:2]))
-    raise OSError("no network in this test")
-socket.getaddrinfo = refuse
-socket.socket.connect = lambda self, address: refuse(address)
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append(f"{record.name}: {record.getMessage()}")
-logging.getLogger().addHandler(Keep(logging.WARNING))
+_LOAD_OFFLINE = NO_NETWORK + """
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     from qinsight_sdk import QualityJudge

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from safetensors.torch import load_file
+from offline import NO_NETWORK
 
 from qinsight_sdk import QualityJudge, ScoreResult
 from qinsight_sdk.cli import main
@@ -316,19 +317,7 @@ def test_trl_gets_the_papers_sampling_and_kl():
     assert getattr(arguments, "use_bias_correction_kl", False) is False
 
 
-_TRAIN_OFFLINE = """
-import json, logging, socket, sys
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[:2]))
-    raise OSError("no network in this test")
-socket.getaddrinfo = refuse
-socket.socket.connect = lambda self, address: refuse(address)
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append(f"{record.name}: {record.getMessage()}")
-logging.getLogger().addHandler(Keep(logging.WARNING))
+_TRAIN_OFFLINE = NO_NETWORK + """
 from qinsight_sdk.train.grpo import check_training_stack
 check_training_stack()
 print(json.dumps({"attempts": attempts, "records": records, "modules": sorted(sys.modules)}))
