@@ -116,7 +116,7 @@ def test_visualquality_r1_asks_its_thinking_prompt_and_its_non_thinking_one_for_
     ("<answer>1.5</answer> then <answer>4.10</answer>", 4.1),   # the last block
     ("<answer>4</answer>", 4.0),
     ("3.33", 3.33),                                            # untagged: the whole answer
-    ("<answer>7.5</answer>", 5.0),                             # clamped to the scale
+    ("<answer>5.2</answer>", 5.2),                             # a small overshoot, as its code takes it
     ("<answer>-2</answer>", 2.0),                              # its pattern has no sign, as in its code
 ])
 def test_visualquality_r1_reads_the_first_number_of_its_last_answer_block(answer, score):
@@ -190,7 +190,7 @@ def test_the_tiny_model_scores_in_both_modes_under_each_profile(tiny_model, tiny
     judge = QualityJudge(tiny_judge.backend, profile=profile, decoding=tiny_judge.decoding)
     image = grey(90, (84, 56))
     reasoned = judge.score(image)
-    assert reasoned.raw and (reasoned.score is not None or reasoned.error.startswith(("no ", "the answer")))
+    assert reasoned.raw and (reasoned.score is not None or reasoned.error.startswith(("no ", "the answer", "rating ")))
     if profile.fast_score_prefix is None:
         with pytest.raises(UsageError, match="has no fast score mode"):
             judge.score(image, mode="fast")
@@ -211,8 +211,12 @@ def test_a_hand_written_profile_reads_its_scale_onto_one_to_five():
     ten = load_profile_file_from_text(HAND_WRITTEN)
     judge = QualityJudge(ScriptedBackend(lambda c, i: "Score: 7.5"), profile=ten)
     assert judge.score(grey(1)).score == pytest.approx(4.0)     # 1 + 4 * 7.5 / 10
-    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 12"), profile=ten).score(grey(1)).score == 5.0
+    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 10.5"), profile=ten).score(grey(1)).score == \
+        pytest.approx(5.2)                                      # a small overshoot: as written
     assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 0"), profile=ten).score(grey(1)).score == 1.0
+    far = QualityJudge(ScriptedBackend(lambda c, i: "Score: 36"), profile=ten).score(grey(1))
+    assert far.score is None and far.error.startswith("rating 36 is far outside the judge's scale 0-10")
+    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 10.5"), profile=ten).reward([grey(1)]).tolist() == [1.0]
     assert judge.reward([grey(1)]).tolist() == [pytest.approx(0.75)]
 
 
@@ -598,7 +602,8 @@ def test_each_task_is_read_by_its_reader_on_the_profiles_scale():
     assert pattern.parser("score")("<think>fine</think> Score: 2 then Score: 5") == ParsedScore(3.0, "fine", None)
     first_number = replace(ten, tasks={"score": TaskPrompt((IMAGE,), answer="last-answer-first-number")})
     assert first_number.parser("score")("<answer>2.5 of 10</answer>") == ParsedScore(2.0, None, None)
-    assert QINSIGHT.parser("score")(answer) == ParsedScore(5.0, "sharp", None)   # 7.5 on a 1-5 scale: clamped
+    assert QINSIGHT.parser("score")(answer) == ParsedScore(None, "sharp", "rating 7.5 is far outside the judge's "
+                                                           "scale 1-5 (more than 1 beyond it): the answer is broken")
     assert VISUALQUALITY_R1_NON_THINKING.parser("score")("<think>x</think><answer>3</answer>") == \
         ParsedScore(3.0, None, None)
 
