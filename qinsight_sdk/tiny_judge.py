@@ -127,10 +127,14 @@ def _train(folder: Path) -> None:
 
 
 def cache_key() -> str:
+    """The recipe, the conversations it teaches (a changed prompt changes the judge) and the versions."""
     import torch
     import transformers
 
-    return hashlib.sha256(f"{RECIPE}|{torch.__version__}|{transformers.__version__}".encode()).hexdigest()[:16]
+    taught = json.dumps([QINSIGHT.messages("score"), QINSIGHT.messages("degradation"),
+                         QINSIGHT.messages("comparison"), QINSIGHT.messages("comparison", with_reference=True)])
+    return hashlib.sha256(f"{RECIPE}|{taught}|{torch.__version__}|{transformers.__version__}".encode()
+                          ).hexdigest()[:16]
 
 
 def build_tiny_judge(folder: str | Path) -> Path:
