@@ -246,6 +246,17 @@ def test_command_line_run(tiny_model, data, tmp_path):
     assert [row["step"] for row in steps_logged(tmp_path / "run")] == [1]
 
 
+def test_data_smaller_than_one_step_is_refused_not_trained_for_zero_steps(tiny_model, data, tmp_path):
+    # 4 x 1 process x 2 / 2 generations = 4 prompts a step; the file holds 2
+    config = config_for(tiny_model, tmp_path / "run", [data["score"]], num_generations=2,
+                        gradient_accumulation_steps=2)
+    with pytest.raises(TrainingError, match="one optimizer step takes 4 prompts .* the data holds 2"):
+        train(config)
+    train(config_for(tiny_model, tmp_path / "fits", [data["score"]], num_generations=4,
+                     gradient_accumulation_steps=2, max_steps=1))                     # exactly 2: one step
+    assert [row["step"] for row in steps_logged(tmp_path / "fits")] == [1]
+
+
 def test_resume_needs_a_checkpoint(tiny_model, data, tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(config_for(tiny_model, tmp_path / "empty", [data["score"]]), resume=True)
@@ -296,6 +307,7 @@ def test_two_processes_share_the_run(tiny_model, data, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {tiny_model}\noutput_dir: run\ndevice: cpu\nmax_steps: 2\nsave_steps: 1\n"
                       "finetune: lora\nlora_r: 4\nlora_alpha: 8\nnum_generations: 4\nper_device_batch_size: 4\n"
+                      "gradient_accumulation_steps: 1\n"
                       f"max_completion_length: 8\ndata:\n  - path: {data['score']}\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "qinsight_sdk", "train", "--config", str(config)],

@@ -244,6 +244,7 @@ def train(config: TrainConfig, resume: bool = False,
     base = _resolve_base(config)
     samples = load_training_samples(config)
     args = grpo_arguments(config)
+    _check_one_step_fits(len(samples), config, args.world_size)
     processor = load_processor(base, config.trust_remote_code)
     _set_pixel_bounds(processor, config.image_bounds())
     # qlora: TRL readies the 4-bit base itself (input gradients for checkpointing; adapters in bf16, which
@@ -264,6 +265,19 @@ def train(config: TrainConfig, resume: bool = False,
         log.info("training on %d samples (%s)", len(samples), _task_counts(samples))
     trainer.train(resume_from_checkpoint=last if resume else None)
     return _export(trainer, config, base, trained_profile(samples, base))
+
+
+def _check_one_step_fits(prompts: int, config: TrainConfig, processes: int) -> None:
+    """Refuse data smaller than one optimizer step: the trainer would finish at step 0 and save an unchanged
+    model without a word."""
+    completions = config.per_device_batch_size * processes * config.gradient_accumulation_steps
+    needed = completions // config.num_generations
+    if prompts < needed:
+        raise TrainingError(
+            f"one optimizer step takes {needed} prompts (per_device_batch_size {config.per_device_batch_size} x "
+            f"{processes} process(es) x gradient_accumulation_steps {config.gradient_accumulation_steps} / "
+            f"num_generations {config.num_generations}) but the data holds {prompts}: add data or lower "
+            "per_device_batch_size or gradient_accumulation_steps")
 
 
 def _keep_adapters_in_fp32(model: Any) -> None:
