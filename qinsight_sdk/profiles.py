@@ -293,10 +293,15 @@ def register_profile(profile: JudgeProfile) -> JudgeProfile:
 
 QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""   # {"rating": 3.85}, as trained
 
+def _with_images(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Texts with an image slot between each two: the paper's comparison template with its images inline."""
+    return tuple(part for k, text in enumerate(texts) for part in ((IMAGE, text) if k else (text,)))
+
+
 _QINSIGHT_TASKS = {
     "score": TaskPrompt((IMAGE, prompts.SCORE_QUESTION)),
     "degradation": TaskPrompt((IMAGE, prompts.DEGRADATION_QUESTION)),
-    "comparison": TaskPrompt((IMAGE, IMAGE, prompts.NO_REFERENCE_COMPARISON_QUESTION), with_reference=(
+    "comparison": TaskPrompt(_with_images(prompts.NO_REFERENCE_COMPARISON_PARTS), with_reference=(
         prompts.REFERENCE_COMPARISON_INTRO, IMAGE, "Image A:", IMAGE, "Image B:", IMAGE,
         prompts.REFERENCE_COMPARISON_QUESTION)),
 }

@@ -1,9 +1,16 @@
 """The exact prompt texts the released judges were trained or published with.
 
 This module is the single source of truth for every string a built-in judge sees, at inference and in
-training; the judge profiles (:mod:`qinsight_sdk.profiles`) put them into conversations. The strings are
-byte-for-byte those of the released models (including their odd punctuation); changing one silently
-degrades the weights, so tests pin them against fixtures that say where each comes from.
+training; the judge profiles (:mod:`qinsight_sdk.profiles`) put them into conversations. Changing one
+silently degrades the weights, so tests pin each against a fixture (tests/fixtures/prompts.json) that says
+where it comes from. Two kinds of source:
+
+- byte-checked against released code: ``SYSTEM_PROMPT``, ``SCORE_QUESTION``, ``DEGRADATION_QUESTION``,
+  ``REFERENCE_COMPARISON_INTRO`` and ``REFERENCE_COMPARISON_QUESTION`` (Q-Insight's training code, odd
+  punctuation included), ``VQ_R1_*_QUESTION`` (VisualQuality-R1's README code);
+- taken from the paper, as no code asks it: ``NO_REFERENCE_COMPARISON_QUESTION``, Q-Insight's zero-shot
+  comparison template, whose ``<image A>`` and ``<image B>`` mark where the images go
+  (``NO_REFERENCE_COMPARISON_PARTS``: the same text with the images inline).
 """
 
 from __future__ import annotations
@@ -48,6 +55,21 @@ NO_REFERENCE_COMPARISON_QUESTION = (
     "Image B, explain and justify which one is better considering composition and degradation. Your answer "
     'should be "Image A" or "Image B".'
 )
+IMAGE_MARKS = ("<image A>", "<image B>")   # where the paper's template places each image
+
+
+def _split_at_marks(template: str, marks: tuple[str, ...]) -> tuple[str, ...]:
+    """The template's text between the image marks: text, (image), text, (image), text."""
+    parts, rest = [], template
+    for mark in marks:
+        before, rest = rest.split(mark, 1)
+        parts.append(before)
+    return (*parts, rest)
+
+
+# "Given Image A: ", image A, " and Image B: ", image B, ", assess the visual quality ...": the paper's text
+# byte for byte, each image where the text names it
+NO_REFERENCE_COMPARISON_PARTS = _split_at_marks(NO_REFERENCE_COMPARISON_QUESTION, IMAGE_MARKS)
 
 # Fast scores force the answer up to where the rating's digits start (an empty reasoning block), then
 # read the digits' probabilities instead of generating text.

@@ -162,7 +162,7 @@ def test_a_comparison_is_asked_with_or_without_its_reference_prompt():
     judge.compare(grey(1), grey(2))
     judge.compare(grey(1), grey(2), reference=grey(3))
     (plain_turn, _, _), (reference_turn, _, _) = asked
-    assert [c["type"] for c in plain_turn[1]["content"]] == ["image", "image", "text"]   # order: single images only
+    assert [c["type"] for c in plain_turn[1]["content"]] == ["text", "image", "text", "image", "text"]  # the paper's
     assert [c.get("text", "<image>") for c in reference_turn[1]["content"]] == list(
         QINSIGHT.tasks["comparison"].with_reference)
 

@@ -56,7 +56,11 @@ def test_reference_comparison_interleaves_labels_and_images(tiny_model):
                     f"{EXPECTED_REFERENCE_QUESTION}")
 
 
-def test_no_reference_comparison_has_two_images_then_question(tiny_model):
+def test_no_reference_comparison_puts_each_image_where_the_papers_template_names_it(tiny_model):
+    """The paper's template, "Given Image A: <image A> and Image B: <image B>, assess ...", with the images
+    inline: no literal "<image A>" reaches the model."""
     rendered = _render(tiny_model, QINSIGHT.messages("comparison", with_reference=False))
     user = rendered.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
-    assert user == f"{VISION}{VISION}{EXPECTED_NO_REFERENCE}"
+    assert user == EXPECTED_NO_REFERENCE.replace("<image A>", VISION).replace("<image B>", VISION)
+    assert user.startswith(f"Given Image A: {VISION} and Image B: {VISION}, assess the visual quality")
+    assert "<image" not in user
