@@ -1,12 +1,14 @@
-"""A tiny judge that answers: the tiny checkpoint taught, on the CPU in a minute or two, to write
-Q-Insight's format about a visible property of synthetic images.
+"""A tiny judge that answers: the tiny checkpoint taught, on the CPU in under a minute, to write
+Q-Insight's format about a visible property of synthetic images, at the sizes users send.
 
 The random tiny checkpoint (:mod:`qinsight_sdk.testing`) only writes gibberish, so on its own it tests
 the pipeline's failure paths. This one is fine-tuned (supervised, a few hundred small steps) to answer
 as the real weights do: a ``<think>`` block, then ``{"rating": X.YZ}`` with the rating following the
 image's brightness (1 + 4 x mean level), ``{"distortion_class": ..., "severity": "moderate"}`` naming a
 synthetic distortion of a striped image (noise, blur, darken, or "null" for none), and "Image A" or
-"Image B" for the brighter of two images. It is for end-to-end tests of reason mode, parsing, rankings,
+"Image B" for the brighter of two images (with or without a reference image first). It learns on images of
+28 to 1036 pixels on the long side, any pixel count, aspect ratios up to 4:1 either way, one to three
+images per prompt, mostly small ones (they cost the least). It is for end-to-end tests of reason mode, parsing, rankings,
 evaluation and nodes, and for plugin developers' CI:
 
     python -m qinsight_sdk.testing DIR --trained
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -28,34 +31,63 @@ from typing import Any
 
 from .profiles import QINSIGHT
 
-RECIPE = "qinsight-tiny-judge-1"          # change when the recipe changes: the cache key follows it
-STEPS, BATCH, LEARNING_RATE, SEED = 240, 12, 3e-3, 0
+RECIPE = "qinsight-tiny-judge-2"          # change when the recipe changes: the cache key follows it
+STEPS, BATCH, SEED = 460, 12, 0
+LEARNING_RATE, WARMUP, CLIP = 1e-2, 20, 1.0
+# the random tiny checkpoint's attention scores start large for its width: shrunk, its language model
+# learns to look at the image tokens instead of locking onto the text at this learning rate
+ATTENTION_INIT_SCALE = 0.1
+STEP_TOKENS = 2400                        # a batch's rows x its longest row, roughly (see _tokens)
+PROMPT_TOKENS = 180                       # a prompt's text tokens with the tiny tokenizer, roughly
+MAX_ASPECT = 4
+# (shortest long side, longest long side, share of steps): mostly small images, some up to 1036 pixels
+SIZE_BUCKETS = ((28, 140, 0.6), (141, 364, 0.2), (365, 700, 0.12), (701, 1036, 0.08))
+# the tasks a batch takes in turn, from a seeded start: comparisons and degradations learn slowest
+TASKS = ("comparison", "degradation", "score", "comparison-reference", "degradation", "comparison", "degradation")
+TRAINING_SEEDS = 1_000_000                # image seeds from here on are training's; tests use smaller ones
+COMPARISON_GAP = 0.15                     # the least brightness difference of a taught comparison
 DISTORTIONS = ("null", "noise", "blur", "darken")
 THINK = "<think>\nok\n</think>\n"
 MARKER = "qinsight-tiny-judge.json"
 
 
-def brightness_image(level: float, seed: int, size: int = 56) -> Any:
-    """A grey image of mean ``level`` (0..1) with a little texture; its true rating is 1 + 4 x level."""
+def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of ``size``: a side for a square, or (width, height) as PIL gives sizes."""
+    width, height = (size, size) if isinstance(size, int) else size
+    return int(height), int(width)
+
+
+def _texture(rng: Any, height: int, width: int, spread: int) -> Any:
+    """Pixel noise of standard deviation about ``spread`` / sqrt(3) (uniform integers: cheap at 12 MP)."""
+    import numpy as np
+
+    return rng.integers(-spread, spread + 1, (height, width, 3), dtype=np.int16)
+
+
+def brightness_image(level: float, seed: int, size: int | tuple[int, int] = 56) -> Any:
+    """A grey image of mean ``level`` (0..1) with a little texture; its true rating is 1 + 4 x level.
+    ``size``: a side, or (width, height)."""
     import numpy as np
     from PIL import Image
 
-    pixels = np.full((size, size, 3), level * 255.0) + np.random.default_rng(seed).normal(0, 6, (size, size, 3))
+    height, width = _shape(size)
+    pixels = _texture(np.random.default_rng(seed), height, width, 10) + np.int16(round(level * 255))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def distorted_image(distortion: str, seed: int, size: int = 56) -> Any:
-    """Vertical stripes, clean ("null") or with one synthetic distortion."""
+def distorted_image(distortion: str, seed: int, size: int | tuple[int, int] = 56) -> Any:
+    """Vertical stripes, clean ("null") or with one synthetic distortion. ``size``: a side, or (width, height)."""
     import numpy as np
     from PIL import Image, ImageFilter
 
     rng = np.random.default_rng(seed)
-    stripes = np.where((np.arange(size) // 4) % 2, 200.0, 60.0)[None, :, None] * np.ones((size, 1, 3))
-    stripes += rng.normal(0, 3, stripes.shape)
+    height, width = _shape(size)
+    columns = np.where((np.arange(width) // 4) % 2, 200, 60).astype(np.int16)
+    stripes = _texture(rng, height, width, 5) + columns[None, :, None]
     if distortion == "noise":
-        stripes += rng.normal(0, 70, stripes.shape)
+        stripes += _texture(rng, height, width, 121)
     elif distortion == "darken":
-        stripes *= 0.15
+        stripes = stripes * 0.15
     image = Image.fromarray(np.clip(stripes, 0, 255).astype(np.uint8))
     return image.filter(ImageFilter.GaussianBlur(3)) if distortion == "blur" else image
 
@@ -64,29 +96,66 @@ def rating_of(level: float) -> float:
     return round(1 + 4 * level, 2)
 
 
+def training_size(rng: random.Random, low: int, high: int) -> tuple[int, int]:
+    """A (width, height) whose long side is ``low``..``high`` pixels and whose aspect ratio is up to
+    :data:`MAX_ASPECT` (log-uniform, either orientation); any pixel count, as users send them."""
+    long_side = rng.randint(low, high)
+    short_side = max(1, round(long_side / math.exp(rng.uniform(0.0, math.log(MAX_ASPECT)))))
+    return (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
+
+
+def _fitted(image: Any) -> Any:
+    """The image as the judge sees it (on the 28-pixel grid, tiny ones upscaled): the same resampling."""
+    from .images import load_image
+
+    return load_image(image)
+
+
+def _example(kind: str, rng: random.Random, seed: int, low: int, high: int) -> tuple[list[dict[str, Any]], list[Any], str]:
+    if kind == "score":
+        level = rng.uniform(0.02, 0.98)
+        answer = f'{{"rating": {rating_of(level):.2f}}}'
+        return QINSIGHT.messages("score"), [brightness_image(level, seed, training_size(rng, low, high))], answer
+    if kind == "degradation":
+        label = rng.choice(DISTORTIONS)
+        severity = "null" if label == "null" else "moderate"
+        answer = f'{{"distortion_class": "{label}", "severity": "{severity}"}}'
+        return QINSIGHT.messages("degradation"), [distorted_image(label, seed, training_size(rng, low, high))], answer
+    first, second = rng.uniform(0.03, 0.97), rng.uniform(0.03, 0.97)
+    if abs(first - second) < COMPARISON_GAP:
+        second = (first + 0.5) % 1.0
+    answer = "Image A" if first > second else "Image B"
+    size = training_size(rng, low, high)   # a pair of the same size mostly, as restorations are
+    sizes = [size, size] if rng.random() < 0.7 else [size, training_size(rng, low, high)]
+    images = [brightness_image(first, seed, sizes[0]), brightness_image(second, seed + 1, sizes[1])]
+    if kind == "comparison":
+        return QINSIGHT.messages("comparison"), images, answer
+    # against a reference (the degraded input): the answer is still the brighter of A and B
+    reference = brightness_image(rng.uniform(0.0, 1.0), seed + 2, sizes[0] if rng.random() < 0.7 else
+                                 training_size(rng, low, high))
+    return QINSIGHT.messages("comparison", with_reference=True), [reference, *images], answer
+
+
+def _tokens(images: list[Any]) -> int:
+    """What one example costs, roughly: its prompt and its image tokens."""
+    return PROMPT_TOKENS + sum(image.width * image.height // 784 for image in images)
+
+
 def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
-    """One training batch: half scores, a quarter degradations, a quarter comparisons; all seeded."""
+    """One training batch, all seeded: its images from one size bucket (so rows pad little), as many
+    examples as fit :data:`STEP_TOKENS` (at least one), the tasks in turn from a seeded start."""
     rng = random.Random(SEED * 1_000_003 + step)
-    batch = []
+    low, high, _ = rng.choices(SIZE_BUCKETS, weights=[share for _, _, share in SIZE_BUCKETS])[0]
+    batch: list[tuple[list[dict[str, Any]], list[Any], str]] = []
+    longest, start = 0, rng.randrange(len(TASKS))
     for index in range(BATCH):
-        seed = step * BATCH + index
-        kind = ("score", "score", "degradation", "comparison")[index % 4]
-        if kind == "score":
-            level = rng.uniform(0.03, 0.97)
-            answer = f'{{"rating": {rating_of(level):.2f}}}'
-            batch.append((QINSIGHT.messages("score"), [brightness_image(level, seed)], answer))
-        elif kind == "degradation":
-            label = rng.choice(DISTORTIONS)
-            severity = "null" if label == "null" else "moderate"
-            answer = f'{{"distortion_class": "{label}", "severity": "{severity}"}}'
-            batch.append((QINSIGHT.messages("degradation"), [distorted_image(label, seed)], answer))
-        else:
-            first, second = rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95)
-            if abs(first - second) < 0.2:
-                second = (first + 0.5) % 1.0
-            answer = "Image A" if first > second else "Image B"
-            images = [brightness_image(first, seed), brightness_image(second, seed + 7)]
-            batch.append((QINSIGHT.messages("comparison"), images, answer))
+        seed = TRAINING_SEEDS + (step * BATCH + index) * 3   # images of seeds the tests never use
+        conversation, images, answer = _example(TASKS[(start + index) % len(TASKS)], rng, seed, low, high)
+        images = [_fitted(image) for image in images]
+        longest = max(longest, _tokens(images))
+        if batch and longest * (len(batch) + 1) > STEP_TOKENS:
+            break
+        batch.append((conversation, images, answer))
     return [(conversation, images, f"{THINK}<answer>\n{answer}\n</answer>") for conversation, images, answer in batch]
 
 
@@ -94,15 +163,18 @@ def _train(folder: Path) -> None:
     """Fine-tune the tiny checkpoint in ``folder`` in place: cross-entropy on the answers only."""
     import torch
 
-    from .loading import load_model
+    from .qwen_vl import QwenVLBackend
 
     torch.manual_seed(SEED)
-    # the judge's own loading: safetensors only, and a processor that pads on the left, so that each
-    # row's answer ends it
-    model, processor, _ = load_model(folder, device="cpu", dtype=torch.float32)
+    # the judge's own loading: safetensors only, a processor that pads on the left (so that each row's
+    # answer ends it), and the faster vision tower (4.51.3's attends over all of a batch's patches at once)
+    backend = QwenVLBackend.load(folder, device="cpu", dtype=torch.float32)
+    model, processor = backend.model, backend.processor
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / STEPS)
+    _ready_for_training(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE,
+                                  betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / WARMUP, 1 - step / STEPS))
     end = "<|im_end|>"
     for step in range(STEPS):
         examples = _examples(step)
@@ -118,12 +190,30 @@ def _train(folder: Path) -> None:
         loss = model(**inputs, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
         schedule.step()
     model.eval()
     for old in list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json")):
         old.unlink()
     model.save_pretrained(folder, safe_serialization=True)
+
+
+def _ready_for_training(model: Any) -> None:
+    """Freeze the vision encoder but its merger (random features are features enough for brightness and
+    stripes; the merger maps them into the language model) and shrink the language model's attention logits."""
+    import torch
+
+    from .vision import vision_tower
+
+    tower = vision_tower(model)
+    for name, parameter in tower.named_parameters():
+        parameter.requires_grad_(name.startswith("merger."))
+    in_tower = {id(parameter) for parameter in tower.parameters()}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if id(parameter) not in in_tower and name.endswith(("q_proj.weight", "k_proj.weight")):
+                parameter.mul_(ATTENTION_INIT_SCALE)
 
 
 def cache_key() -> str:

@@ -9,10 +9,67 @@ from scipy.stats import spearmanr
 
 from qinsight_sdk import DecodingOptions, QualityJudge
 from qinsight_sdk.cli import main
-from qinsight_sdk.tiny_judge import DISTORTIONS, brightness_image, distorted_image, rating_of
+from qinsight_sdk.tiny_judge import (
+    DISTORTIONS,
+    brightness_image,
+    distorted_image,
+    rating_of,
+)
 
 LEVELS = [0.05 + 0.9 * i / 29 for i in range(30)]   # a fixed test set, none of it seen in training
 MARGIN = 0.02   # how much worse than the written rating's the expected score's SRCC may be (a near tie)
+COUNT = 40      # images per task at the sizes users send
+
+
+def unseen_sizes(count=COUNT):
+    """(width, height): long sides log-spaced from 28 to 1024 pixels, aspect ratios 1:1 to 4:1 in both
+    orientations, spread so that size and aspect vary independently; seeds below training's."""
+    sizes = []
+    for i in range(count):
+        long_side = round(28 * (1024 / 28) ** (i / (count - 1)))
+        short_side = max(1, round(long_side / 4 ** (((i * 7) % count) / (count - 1))))
+        sizes.append((long_side, short_side) if i % 2 else (short_side, long_side))
+    return sizes
+
+
+def spread_level(i, count=COUNT):
+    """Brightness levels 0.05-0.95, permuted so that they do not follow the size."""
+    return 0.05 + 0.9 * ((i * 17) % count) / (count - 1)
+
+
+def score_at_sizes(judge):
+    """(answers that parse, SRCC of the written ratings against brightness) over COUNT unseen sizes."""
+    levels = [spread_level(i) for i in range(COUNT)]
+    results = judge.score([brightness_image(level, 50_000 + i, size) for i, (level, size) in
+                           enumerate(zip(levels, unseen_sizes()))])
+    judged = [(r.score, level) for r, level in zip(results, levels) if r.ok]
+    return len(judged), spearmanr(*zip(*judged))[0]
+
+
+def degradation_at_sizes(judge):
+    """(answers that parse, distortions named right) over COUNT unseen sizes, each distortion in turn."""
+    truth = [DISTORTIONS[i % len(DISTORTIONS)] for i in range(COUNT)]
+    results = judge.degradation([distorted_image(d, 60_000 + i, size) for i, (d, size) in
+                                 enumerate(zip(truth, unseen_sizes()))])
+    return sum(r.ok for r in results), sum(r.ok and (r.distortion or "null") == d for r, d in zip(results, truth))
+
+
+def comparisons_at_sizes(judge, with_reference):
+    """(verdicts, right verdicts) over COUNT // 2 unseen pairs: the same size for even pairs, the next size
+    for odd ones (a reference, when given, of the first image's size); brightness gaps of 0.2 to 0.65."""
+    sizes, pairs, right = unseen_sizes(), [], []
+    for i in range(COUNT // 2):
+        first, second = spread_level(2 * i), spread_level(2 * i + 1)
+        if abs(first - second) < 0.2:
+            second = (first + 0.5) % 1.0
+        images = [brightness_image(first, 70_000 + 3 * i, sizes[2 * i]),
+                  brightness_image(second, 70_001 + 3 * i, sizes[2 * i + (i % 2)])]
+        if with_reference:
+            images.append(brightness_image(spread_level(i + 7), 70_002 + 3 * i, sizes[2 * i]))
+        pairs.append(tuple(images))
+        right.append("A" if first > second else "B")
+    results = judge.compare_pairs(pairs)
+    return sum(r.ok for r in results), sum(r.ok and r.winner == w for r, w in zip(results, right))
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +105,22 @@ def test_comparisons_and_rankings_prefer_the_brighter_image(judge):
     for strategy in ("score", "tournament", "hybrid"):
         ranking = judge.rank(images, strategy=strategy)
         assert ranking.best == 1 and ranking.failed_matches == 0 and not ranking.unjudged, strategy
+
+
+def test_scores_at_the_sizes_users_send(judge):
+    parsed, srcc = score_at_sizes(judge)
+    assert parsed >= 0.95 * COUNT and srcc >= 0.9, (parsed, srcc)
+
+
+def test_degradations_at_the_sizes_users_send(judge):
+    parsed, right = degradation_at_sizes(judge)
+    assert parsed >= 0.95 * COUNT and right >= 0.8 * COUNT, (parsed, right)
+
+
+@pytest.mark.parametrize("with_reference", [False, True], ids=["no-reference", "reference"])
+def test_comparisons_at_the_sizes_users_send(judge, with_reference):
+    answered, right = comparisons_at_sizes(judge, with_reference)
+    assert answered >= 0.95 * COUNT // 2 and right >= 0.85 * COUNT // 2, (answered, right)
 
 
 def test_eval_on_real_predictions(tiny_judge_model, tmp_path, capsys):
