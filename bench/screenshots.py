@@ -4,7 +4,7 @@
     python bench/screenshots.py [--out docs/screenshots] [--thumbnails workflows]
 
 Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/test_browser.py, with the tiny
-judge the tests teach on the CPU to answer in Q-Insight's format (under a minute to build): the
+judge the tests teach on the CPU to answer in Q-Insight's format (about a minute to build): the
 pictures show what the nodes display, not what the real judge would say about these images.
 """
 
