@@ -14,7 +14,7 @@ evaluation and nodes, and for plugin developers' CI:
     python -m qinsight_sdk.testing DIR --trained
 
 Training is seeded and the image set fixed, so a build repeats; a built judge is reused from a cache
-folder keyed by the recipe and the torch and transformers versions.
+folder keyed by the recipe's code, the prompts it teaches and the torch and transformers versions.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any
 
 from .profiles import QINSIGHT
 
-RECIPE = "qinsight-tiny-judge-2"          # change when the recipe changes: the cache key follows it
 STEPS, BATCH, SEED = 460, 12, 0
 LEARNING_RATE, WARMUP, CLIP = 1e-2, 20, 1.0
 # the random tiny checkpoint's attention scores start large for its width: shrunk, its language model
@@ -227,14 +226,31 @@ def _ready_for_training(model: Any) -> None:
                 parameter.mul_(ATTENTION_INIT_SCALE)
 
 
+def recipe_files() -> tuple[Path, ...]:
+    """The code that makes the judge: this module and the random checkpoint it starts from."""
+    from . import testing
+
+    return Path(__file__), Path(testing.__file__)
+
+
+def recipe_digest(files: tuple[Path, ...]) -> str:
+    """A digest of ``files``' bytes: any edit to the recipe, however small, is a new judge (a key kept by
+    hand was forgotten once, and CI tested a judge the code no longer made)."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key() -> str:
-    """The recipe, the conversations it teaches (a changed prompt changes the judge) and the versions."""
+    """The recipe's code, the conversations it teaches (a changed prompt changes the judge) and the versions."""
     import torch
     import transformers
 
     taught = json.dumps([QINSIGHT.messages("score"), QINSIGHT.messages("degradation"),
                          QINSIGHT.messages("comparison"), QINSIGHT.messages("comparison", with_reference=True)])
-    return hashlib.sha256(f"{RECIPE}|{taught}|{torch.__version__}|{transformers.__version__}".encode()
+    recipe = recipe_digest(recipe_files())
+    return hashlib.sha256(f"{recipe}|{taught}|{torch.__version__}|{transformers.__version__}".encode()
                           ).hexdigest()[:16]
 
 
@@ -245,7 +261,7 @@ def build_tiny_judge(folder: str | Path) -> Path:
     folder = Path(folder)
     build_tiny_checkpoint(folder, seed=SEED)
     _train(folder)
-    (folder / MARKER).write_text(json.dumps({"recipe": RECIPE, "key": cache_key()}) + "\n", encoding="utf-8")
+    (folder / MARKER).write_text(json.dumps({"key": cache_key()}) + "\n", encoding="utf-8")
     return folder
 
 

@@ -3,6 +3,7 @@ degradation, comparison, ranking and eval with answers that parse, where the ran
 ever writes gibberish. Its rating follows an image's brightness, so a right answer is known."""
 
 import json
+from pathlib import Path
 
 import pytest
 from scipy.stats import spearmanr
@@ -155,3 +156,14 @@ def test_the_cache_builds_once_and_never_leaves_half_a_judge(tmp_path, monkeypat
     first = tiny_judge.cached_tiny_judge(tmp_path)
     assert tiny_judge.cached_tiny_judge(tmp_path) == first and len(built) == 2
     assert first.name == f"tiny-judge-{tiny_judge.cache_key()}"
+
+
+def test_the_cache_key_follows_every_byte_of_the_recipe(tmp_path):
+    from qinsight_sdk import testing, tiny_judge
+
+    assert set(tiny_judge.recipe_files()) == {Path(tiny_judge.__file__), Path(testing.__file__)}
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text("STEPS = 460\n")
+    before = tiny_judge.recipe_digest((recipe,))
+    recipe.write_text("STEPS = 461\n")
+    assert tiny_judge.recipe_digest((recipe,)) != before
