@@ -186,7 +186,7 @@ def _train(folder: Path) -> None:
             answer_length = len(processor.tokenizer(answer + end, add_special_tokens=False).input_ids)
             labels[row, :labels.shape[1] - answer_length] = -100
         labels[inputs["attention_mask"] == 0] = -100
-        loss = _answer_loss(model(**inputs).logits, labels)
+        loss = model(**inputs, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -196,17 +196,6 @@ def _train(folder: Path) -> None:
     for old in list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json")):
         old.unlink()
     model.save_pretrained(folder, safe_serialization=True)
-
-
-def _answer_loss(logits: Any, labels: Any) -> Any:
-    """Cross-entropy per answer, then the mean over answers: a two-token "Image A" counts as much as a
-    fifteen-token distortion answer (a mean over tokens would teach comparisons least)."""
-    import torch.nn.functional as F
-
-    targets = labels[:, 1:]
-    per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
-    answered = targets != -100
-    return ((per_token * answered).sum(1) / answered.sum(1)).mean()
 
 
 def _ready_for_training(model: Any) -> None:
