@@ -103,13 +103,6 @@ def training_size(rng: random.Random, low: int, high: int) -> tuple[int, int]:
     return (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
 
 
-def _fitted(image: Any) -> Any:
-    """The image as the judge sees it (on the 28-pixel grid, tiny ones upscaled): the same resampling."""
-    from .images import load_image
-
-    return load_image(image)
-
-
 def _example(kind: str, rng: random.Random, seed: int, low: int, high: int) -> tuple[list[dict[str, Any]], list[Any], str]:
     if kind == "score":
         level = rng.uniform(0.02, 0.98)
@@ -143,6 +136,8 @@ def _tokens(images: list[Any]) -> int:
 def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     """One training batch, all seeded: its images from one size bucket (so rows pad little), as many
     examples as fit :data:`STEP_TOKENS` (at least one), the tasks in turn from a seeded start."""
+    from .images import load_image
+
     rng = random.Random(SEED * 1_000_003 + step)
     low, high, _ = rng.choices(SIZE_BUCKETS, weights=[share for _, _, share in SIZE_BUCKETS])[0]
     batch: list[tuple[list[dict[str, Any]], list[Any], str]] = []
@@ -150,7 +145,7 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     for index in range(BATCH):
         seed = TRAINING_SEEDS + (step * BATCH + index) * 3   # images of seeds the tests never use
         conversation, images, answer = _example(TASKS[(start + index) % len(TASKS)], rng, seed, low, high)
-        images = [_fitted(image) for image in images]
+        images = [load_image(image) for image in images]   # as the judge sees them: the same resampling
         longest = max(longest, _tokens(images))
         if batch and longest * (len(batch) + 1) > STEP_TOKENS:
             break
