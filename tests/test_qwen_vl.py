@@ -179,7 +179,7 @@ def brute_force_expectation(backend, conversation, image, prefix):
     return total
 
 
-SIZES = [(56, 56), (56, 84), (84, 56), (56, 56)]   # sizes the trained tiny judge answers at; padded together
+SIZES = [(56, 56), (84, 84), (112, 112), (70, 70)]   # padded together in one batch
 
 
 # In float64 the two computations agree to about 1e-7 (generate() hands logits on in float32); a wrong
