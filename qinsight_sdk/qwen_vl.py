@@ -147,7 +147,20 @@ class QwenVLBackend:
 
         Safe to call from a helper thread while the model runs: tokenizer use is serialised.
         """
-        texts = [self.render(c, template_options) + answer_prefix for c in conversations]
+        return self.encode_texts([self.render(c, template_options) + answer_prefix for c in conversations], images)
+
+    def encode_texts(self, texts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> EncodedBatch:
+        """Model inputs for conversations already rendered (:meth:`render`, then anything appended: the
+        tiny judge's training appends each row's answer), and each one's images.
+
+        Args:
+            texts: one rendered text per row, each with its image placeholders.
+            images: each row's images, in the order of its placeholders.
+
+        Returns:
+            The batch, left-padded.
+        """
+        texts = list(texts)
         flat_images = [image for group in images for image in group]
         if self._patch_spec is None:
             with self._tokenizer_lock:
