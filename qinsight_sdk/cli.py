@@ -796,15 +796,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     from .distributed import require_ray
     from .service import ServiceSettings, build_app
 
+    settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
+                               max_images=args.max_images, allow_paths=args.allow_paths,
+                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
     require_ray("serve")
     import ray
     from ray import serve
 
     if args.host not in ("127.0.0.1", "::1", "localhost") and not args.token:
         logger.warning("serving on %s without a token: anyone who can reach it can use it (--token)", args.host)
-    settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
-                               max_images=args.max_images, allow_paths=args.allow_paths,
-                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
     gpus = _gpus(args, args.gpus_per_replica)
     ray.init(address=args.ray_address, include_dashboard=False)
     try:

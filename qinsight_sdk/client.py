@@ -42,6 +42,9 @@ class RemoteJudge:
     """The methods of ``QualityJudge`` that judge images, answered by a service at ``url``."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 600.0) -> None:
+        from .service import check_token_value
+
+        check_token_value(token, "RemoteJudge's token")
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout

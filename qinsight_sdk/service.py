@@ -51,6 +51,19 @@ class ServiceSettings:
     max_batch_size: int = 8                # requests judged together
     batch_wait_s: float = 0.05             # how long the first request of a batch waits for company
 
+    def __post_init__(self) -> None:
+        check_token_value(self.token, "the service's token")
+
+
+def check_token_value(token: str | None, name: str) -> None:
+    """Refuse a token no client could send: empty (an unset variable in a script, ``QINSIGHT_TOKEN=""``),
+    or with spaces at its ends (HTTP strips them from the header, so every request would be refused)."""
+    from .errors import UsageError
+
+    if token is not None and (not token or token != token.strip()):
+        raise UsageError(f"{name} is {'empty' if not token.strip() else 'padded with spaces'}: give a token, "
+                         f"or none (no {TOKEN_ENV_VAR}, no --token) for a service without one")
+
 
 class RequestError(Exception):
     """A request the service refuses: an HTTP status and a message for the client."""
@@ -89,10 +102,14 @@ def check_size(headers: Mapping[str, str], settings: ServiceSettings) -> None:
                                 f"{settings.max_request_bytes}")
 
 
-def parse_call(task: str, content_type: str, body: bytes, settings: ServiceSettings) -> Call:
-    """The checked call a request body makes, or a ``RequestError`` saying what is wrong with it."""
+def check_task(task: str) -> None:
     if task not in TASKS:
         raise RequestError(404, f"no endpoint /{task}: use one of {', '.join('/' + t for t in TASKS)}")
+
+
+def parse_call(task: str, content_type: str, body: bytes, settings: ServiceSettings) -> Call:
+    """The checked call a request body makes, or a ``RequestError`` saying what is wrong with it."""
+    check_task(task)
     if len(body) > settings.max_request_bytes:
         raise RequestError(413, f"the request is {len(body)} bytes; this service takes at most "
                                 f"{settings.max_request_bytes}")
@@ -112,6 +129,8 @@ def _json_fields(body: bytes) -> dict[str, Any]:
         fields = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(fields, dict):
         raise RequestError(400, "the body must be a JSON object")
     return fields
@@ -171,6 +190,8 @@ def allowed_path(given: str, name: str, settings: ServiceSettings) -> Path:
     """A file inside ``allow_paths``, links resolved; anything else is refused (403)."""
     if settings.allow_paths is None:
         raise RequestError(403, f"{name}: this service reads no paths (send the image's bytes)")
+    if "\x00" in given:
+        raise RequestError(400, f"{name}: a path may not contain a NUL byte")
     root = os.path.realpath(settings.allow_paths)
     if ".." in Path(given).parts:
         raise RequestError(403, f"{name}: a path may not contain ..")
@@ -290,11 +311,12 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
     """One HTTP request (a Starlette ``Request``) answered: refused with a 4xx, or judged in a batch."""
     from starlette.responses import JSONResponse
 
-    task = request.url.path.strip("/").rsplit("/", 1)[-1]
+    task = request.url.path[1:]   # routed exactly: /score, not /x/score or /score/
     try:
         check_token(request.headers, settings)
         if request.method == "GET" and task in ("health", "stats"):
             return JSONResponse({"status": "ok"} if task == "health" else {"batch_sizes": service.batch_sizes})
+        check_task(task)
         if request.method != "POST":
             raise RequestError(405, f"{request.method} /{task}: judging endpoints take POST")
         check_size(request.headers, settings)

@@ -143,6 +143,32 @@ def test_the_token_when_one_is_set():
     check_token({}, ServiceSettings())   # no token set: open
 
 
+@pytest.mark.parametrize("token", ["", " ", f"{TOKEN} ", f" {TOKEN}"])
+def test_a_token_no_client_could_send_is_refused_at_start(token):
+    # QINSIGHT_TOKEN="" (or a padded one, whose spaces HTTP strips) made every request a 401, without a word
+    from qinsight_sdk.errors import UsageError
+
+    with pytest.raises(UsageError, match="the service's token is (empty|padded with spaces)"):
+        ServiceSettings(token=token)
+    with pytest.raises(UsageError, match="RemoteJudge's token is (empty|padded with spaces)"):
+        RemoteJudge("http://127.0.0.1:1", token=token)
+
+
+def test_an_empty_token_variable_stops_serve_before_ray_starts(monkeypatch, capsys):
+    from qinsight_sdk import cli
+
+    monkeypatch.setenv("QINSIGHT_TOKEN", "")
+    monkeypatch.setattr(cli, "_judge_options", lambda args: pytest.fail("serve went on with an empty token"))
+    assert cli.main(["serve", "--model", "unused-model-folder"]) == 2
+    assert "the service's token is empty" in capsys.readouterr().err
+
+
+def test_hostile_shapes_are_400s_not_500s(tmp_path):
+    refused(400, "the body's JSON is nested too deeply", "score", b"[" * 100_000)
+    refused(400, "images[0]: a path may not contain a NUL byte", "score", {"images": [{"path": "a\x00.png"}]},
+            ServiceSettings(allow_paths=str(tmp_path)))
+
+
 def test_paths_only_inside_the_allowed_folder(tmp_path):
     inside, outside = tmp_path / "allowed", tmp_path / "elsewhere"
     inside.mkdir(), outside.mkdir()
@@ -418,7 +444,8 @@ def test_each_http_outcome_of_a_request(caplog):
     auth = {"authorization": f"Bearer {TOKEN}"}
     good = json.dumps({"images": [b64(b"abc")]}).encode()
     assert answer(FakeRequest("/score", body=good, headers=auth)) == (200, {"results": [3]})
-    assert answer(FakeRequest("/judge/v1/score/", body=good, headers=auth)) == (200, {"results": [3]})   # routed
+    for path in ("/judge/v1/score", "/score/", "score", "//score"):   # routed exactly
+        assert answer(FakeRequest(path, body=good, headers=auth))[0] == 404, path
     assert answer(FakeRequest("/score", body=good))[0] == 401
     assert answer(FakeRequest("/health", "GET", headers=auth)) == (200, {"status": "ok"})
     assert answer(FakeRequest("/stats", "GET", headers=auth)) == (200, {"batch_sizes": [2, 1]})
