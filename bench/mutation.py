@@ -65,16 +65,10 @@ OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
-    **{f"qinsight_sdk.service.x__multipart_fields__mutmut_{n}": "email's header, parameter and codec names are "
-       "case-insensitive" for n in (7, 23, 25, 50)},
     **{f"qinsight_sdk.service.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs reads "
        "it as a truth value" for n in (24, 26)},
     "qinsight_sdk.service.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
                                                 "the text was lower-cased, so only '-' can be stripped",
-    **{f"qinsight_sdk.service.x_respond__mutmut_{n}": "the last part of the path, whatever the number of splits"
-       for n in (5, 10)},
-    "qinsight_sdk.service.x_respond__mutmut_8": "stripping 'X' too changes only paths ending in a capital X, which "
-                                                "name no endpoint either way (404)",
     "qinsight_sdk.service.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
     **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the options unsorted in the group key: no task "
        "that is grouped takes two options, so no two orders can differ" for n in (7, 9, 10)},

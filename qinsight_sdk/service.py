@@ -15,17 +15,16 @@ names unless started with ``allow_paths``, and then only inside that folder, lin
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import email.parser
-import email.policy
 import hmac
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 
 logger = logging.getLogger("qinsight")
@@ -38,6 +37,7 @@ OPTIONS: dict[str, dict[str, type]] = {
     "compare": {"both_orders": bool}, "rank": {"strategy": str, "top_k": int, "pool": int},
 }
 IMAGE_FIELDS = {"compare": ("image_a", "image_b", "reference")}   # the other tasks: "images", a list
+MAX_FORM_FIELDS = 16   # text fields in a multipart request: options (three at most today), with room
 
 
 @dataclass
@@ -107,21 +107,40 @@ def check_task(task: str) -> None:
         raise RequestError(404, f"no endpoint /{task}: use one of {', '.join('/' + t for t in TASKS)}")
 
 
-def parse_call(task: str, content_type: str, body: bytes, settings: ServiceSettings) -> Call:
-    """The checked call a request body makes, or a ``RequestError`` saying what is wrong with it."""
+async def read_call(task: str, request: Any, settings: ServiceSettings) -> Call:
+    """The checked call an HTTP request makes (a Starlette ``Request``), or a ``RequestError`` saying what
+    is wrong with it.
+
+    The body is read as it arrives and refused at the first byte past the size limit; a multipart body is
+    parsed as it arrives and refused at the first part past the limits (a body of 50,000 tiny parts is
+    not read to its end); JSON, base64 and the checks run in a worker thread, so that a large body does
+    not hold up the event loop, and with it every other request of the replica.
+    """
     check_task(task)
-    if len(body) > settings.max_request_bytes:
-        raise RequestError(413, f"the request is {len(body)} bytes; this service takes at most "
-                                f"{settings.max_request_bytes}")
+    check_size(request.headers, settings)
+    content_type = request.headers.get("content-type", "")
+    body = _limited(request, settings.max_request_bytes)
     if content_type.startswith("multipart/form-data"):
-        fields = _multipart_fields(content_type, body)
+        fields = await _multipart_fields(content_type, body, settings)
     elif content_type.startswith("application/json") or not content_type:
-        fields = _json_fields(body)
+        fields = await asyncio.to_thread(_json_fields, b"".join([chunk async for chunk in body]))
     else:
         raise RequestError(400, f"send application/json or multipart/form-data, not {content_type}")
-    images = _images(task, fields, settings)
-    options = _options(task, fields)
-    return Call(task, images, options)
+    return await asyncio.to_thread(_call, task, fields, settings)
+
+
+def _call(task: str, fields: dict[str, Any], settings: ServiceSettings) -> Call:
+    return Call(task, _images(task, fields, settings), _options(task, fields))
+
+
+async def _limited(request: Any, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks, refused (413) at the first byte over ``limit`` (a chunked upload says no size)."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the request is over {limit} bytes, the most this service takes")
+        yield chunk
 
 
 def _json_fields(body: bytes) -> dict[str, Any]:
@@ -136,23 +155,34 @@ def _json_fields(body: bytes) -> dict[str, Any]:
     return fields
 
 
-def _multipart_fields(content_type: str, body: bytes) -> dict[str, Any]:
-    """Form fields by name: files as ``{"bytes": ...}``, repeated names as lists, text as strings."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body)
-    if not message.is_multipart():
-        raise RequestError(400, "the multipart body could not be read (is the boundary right?)")
+async def _multipart_fields(content_type: str, body: AsyncIterator[bytes], settings: ServiceSettings
+                            ) -> dict[str, Any]:
+    """Form fields by name: files as ``{"bytes": ...}``, repeated names as lists, text as strings.
+    Starlette's streaming parser (python-multipart) counts the parts as they arrive."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    files = max(settings.max_images, len(IMAGE_FIELDS["compare"]))
+    parser = MultiPartParser(Headers({"content-type": content_type}), body, max_files=files,
+                             max_fields=MAX_FORM_FIELDS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if str(exc).startswith("Too many files"):
+            raise RequestError(413, f"more than {files} files in one request; this service takes at most "
+                                    f"{settings.max_images} images") from None
+        if str(exc).startswith("Too many fields"):
+            raise RequestError(400, f"more than {MAX_FORM_FIELDS} text fields: a request takes an endpoint's "
+                                    "options, a few at most") from None
+        raise RequestError(400, f"the multipart body could not be read ({exc})") from None
     fields: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            raise RequestError(400, "a multipart part has no name")
-        data = part.get_payload(decode=True) or b""
-        value: Any = {"bytes": data} if part.get_filename() is not None else data.decode("utf-8", "replace")
+    for name, value in form.multi_items():
+        field = {"bytes": await value.read()} if isinstance(value, UploadFile) else value
         if name == "images":
-            fields.setdefault(name, []).append(value)
+            fields.setdefault(name, []).append(field)
         else:
-            fields[name] = value
+            fields[name] = field
+    await form.close()
     return fields
 
 
@@ -281,7 +311,6 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
     ``judge_options`` are ``QualityJudge.from_pretrained``'s arguments; each replica loads the judge once.
     Ray places the replicas on the cluster's GPUs (``gpus_per_replica``, fractions allowed) or CPUs.
     """
-    import asyncio
 
     from ray import serve
 
@@ -319,9 +348,7 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
         check_task(task)
         if request.method != "POST":
             raise RequestError(405, f"{request.method} /{task}: judging endpoints take POST")
-        check_size(request.headers, settings)
-        body = await _body(request, settings.max_request_bytes)
-        call = parse_call(task, request.headers.get("content-type", ""), body, settings)
+        call = await read_call(task, request, settings)
     except RequestError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     try:
@@ -331,14 +358,3 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
         return JSONResponse({"error": f"the judge failed on this request ({type(exc).__name__}: {exc})"},
                             status_code=500)
     return JSONResponse(answer, status_code=answer.pop("status", 200))
-
-
-async def _body(request: Any, limit: int) -> bytes:
-    """The body, read only up to the limit (a chunked upload says no size beforehand)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the request is over {limit} bytes, the most this service takes")
-        chunks.append(chunk)
-    return b"".join(chunks)
