@@ -3,7 +3,8 @@
 ``POST /score``, ``/degradation``, ``/compare``, ``/rank``, ``/reward`` take images as bytes: a JSON body
 ``{"images": [{"base64": "..."}], "mode": "fast"}`` (compare: ``image_a``, ``image_b``, optional
 ``reference``), or ``multipart/form-data`` with file fields of the same names and options as fields.
-``GET /health`` answers when the judge is loaded; ``GET /stats`` lists the batch sizes the replica formed.
+``GET /health`` answers when the judge is loaded; ``GET /stats`` counts the batches of each size the replica
+formed.
 
 Requests that arrive together are judged as one batch (Ray Serve's ``@serve.batch``: up to a maximum
 size, waiting at most a set time), so many clients cost little more than one. A bad image is an error in
@@ -22,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
@@ -321,7 +323,9 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
             from qinsight_sdk.judge import QualityJudge
 
             self.judge = QualityJudge.from_pretrained(**judge_options)
-            self.batch_sizes: list[int] = []
+            # how many batches of each size this replica formed: one entry per size, not per batch,
+            # so a long-running service's /stats stays small
+            self.batch_sizes: Counter[int] = Counter()
             self.judged.set_max_batch_size(settings.max_batch_size)
             self.judged.set_batch_wait_timeout_s(settings.batch_wait_s)
 
@@ -330,7 +334,7 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)   # set from settings in __init__
         async def judged(self, calls: list[Call]) -> list[dict[str, Any]]:
-            self.batch_sizes.append(len(calls))
+            self.batch_sizes[len(calls)] += 1
             return await asyncio.get_running_loop().run_in_executor(None, judge_calls, self.judge, calls)
 
     return JudgeService.bind()
@@ -344,7 +348,8 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
     try:
         check_token(request.headers, settings)
         if request.method == "GET" and task in ("health", "stats"):
-            return JSONResponse({"status": "ok"} if task == "health" else {"batch_sizes": service.batch_sizes})
+            return JSONResponse({"status": "ok"} if task == "health" else
+                                {"batch_sizes": {str(size): count for size, count in sorted(service.batch_sizes.items())}})
         check_task(task)
         if request.method != "POST":
             raise RequestError(405, f"{request.method} /{task}: judging endpoints take POST")
