@@ -313,7 +313,6 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
     ``judge_options`` are ``QualityJudge.from_pretrained``'s arguments; each replica loads the judge once.
     Ray places the replicas on the cluster's GPUs (``gpus_per_replica``, fractions allowed) or CPUs.
     """
-
     from ray import serve
 
     @serve.deployment(num_replicas=replicas, max_ongoing_requests=4 * settings.max_batch_size,
@@ -348,8 +347,8 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
     try:
         check_token(request.headers, settings)
         if request.method == "GET" and task in ("health", "stats"):
-            return JSONResponse({"status": "ok"} if task == "health" else
-                                {"batch_sizes": {str(size): count for size, count in sorted(service.batch_sizes.items())}})
+            counts = {str(size): count for size, count in sorted(service.batch_sizes.items())}
+            return JSONResponse({"status": "ok"} if task == "health" else {"batch_sizes": counts})
         check_task(task)
         if request.method != "POST":
             raise RequestError(405, f"{request.method} /{task}: judging endpoints take POST")
