@@ -3,8 +3,8 @@
 ``POST /score``, ``/degradation``, ``/compare``, ``/rank``, ``/reward`` take images as bytes: a JSON body
 ``{"images": [{"base64": "..."}], "mode": "fast"}`` (compare: ``image_a``, ``image_b``, optional
 ``reference``), or ``multipart/form-data`` with file fields of the same names and options as fields.
-``GET /health`` answers when the judge is loaded; ``GET /stats`` counts the batches of each size the replica
-formed.
+``GET /health`` answers when the judge is loaded, without the token (for load balancers); ``GET /stats``
+counts the batches of each size the replica formed.
 
 Requests that arrive together are judged as one batch (Ray Serve's ``@serve.batch``: up to a maximum
 size, waiting at most a set time), so many clients cost little more than one. A bad image is an error in
@@ -344,11 +344,13 @@ async def respond(service: Any, request: Any, settings: ServiceSettings) -> Any:
     from starlette.responses import JSONResponse
 
     task = request.url.path[1:]   # routed exactly: /score, not /x/score or /score/
+    if request.method == "GET" and task == "health":   # for load balancers, which carry no token; says nothing
+        return JSONResponse({"status": "ok"})
     try:
         check_token(request.headers, settings)
-        if request.method == "GET" and task in ("health", "stats"):
+        if request.method == "GET" and task == "stats":
             counts = {str(size): count for size, count in sorted(service.batch_sizes.items())}
-            return JSONResponse({"status": "ok"} if task == "health" else {"batch_sizes": counts})
+            return JSONResponse({"batch_sizes": counts})
         check_task(task)
         if request.method != "POST":
             raise RequestError(405, f"{request.method} /{task}: judging endpoints take POST")

@@ -473,6 +473,9 @@ def test_each_http_outcome_of_a_request(caplog):
         assert answer(FakeRequest(path, body=good, headers=auth))[0] == 404, path
     assert answer(FakeRequest("/score", body=good))[0] == 401
     assert answer(FakeRequest("/health", "GET", headers=auth)) == (200, {"status": "ok"})
+    assert answer(FakeRequest("/health", "GET")) == (200, {"status": "ok"})   # a load balancer's check, no token
+    assert answer(FakeRequest("/stats", "GET"))[0] == 401                     # but nothing else
+    assert answer(FakeRequest("/health", "POST"))[0] == 401
     assert answer(FakeRequest("/stats", "GET", headers=auth)) == (200, {"batch_sizes": {"1": 1, "2": 5}})
     assert answer(FakeRequest("/score", "GET", headers=auth)) == (405, {"error": "GET /score: judging endpoints "
                                                                                 "take POST"})
