@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from .errors import QInsightError
 from .results import result_from
+from .service import check_token_value
 
 Image = Any   # a path, bytes, a PIL image or a numpy array
 
@@ -42,8 +43,6 @@ class RemoteJudge:
     """The methods of ``QualityJudge`` that judge images, answered by a service at ``url``."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 600.0) -> None:
-        from .service import check_token_value
-
         check_token_value(token, "RemoteJudge's token")
         self.url = url.rstrip("/")
         self.token = token

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
 
+from .errors import UsageError
+
 
 logger = logging.getLogger("qinsight")
 
@@ -60,8 +62,6 @@ class ServiceSettings:
 def check_token_value(token: str | None, name: str) -> None:
     """Refuse a token no client could send: empty (an unset variable in a script, ``QINSIGHT_TOKEN=""``),
     or with spaces at its ends (HTTP strips them from the header, so every request would be refused)."""
-    from .errors import UsageError
-
     if token is not None and (not token or token != token.strip()):
         raise UsageError(f"{name} is {'empty' if not token.strip() else 'padded with spaces'}: give a token, "
                          f"or none (no {TOKEN_ENV_VAR}, no --token) for a service without one")

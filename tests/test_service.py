@@ -9,9 +9,9 @@ import os
 import subprocess
 import sys
 import threading
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
