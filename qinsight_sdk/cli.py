@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -56,6 +57,17 @@ EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
 JudgeImages = Callable[["QualityJudge", list[str], Callable[[int, Any], None]], Any]
+
+
+def _positive(text: str) -> float:
+    """argparse type for sizes and durations: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def _at_least_one(text: str) -> int:
@@ -247,6 +259,23 @@ def _add_serve_command(commands: Any) -> None:
                      help="how long a request waits for others to batch with")
     sub.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body")
     sub.add_argument("--max-images", type=_at_least_one, default=64, help="the most images in one request")
+    limits = sub.add_argument_group("limits on each request, and on all of them together")
+    limits.add_argument("--max-image-mp", type=_positive, default=50.0,
+                        help="megapixels of one image, read from its header before decoding (default: 50)")
+    limits.add_argument("--max-request-mp", type=_positive, default=400.0,
+                        help="megapixels of all the images of one request (default: 400)")
+    limits.add_argument("--max-pool", type=_at_least_one, default=8,
+                        help="the largest hybrid ranking pool: pool x (pool - 1) comparisons (default: 8)")
+    limits.add_argument("--body-timeout-s", type=_positive, default=30.0,
+                        help="a request's whole body must arrive within this, or it gets 408 (default: 30)")
+    limits.add_argument("--request-timeout-s", type=_positive, default=300.0,
+                        help="judging a request stops after this, and it gets 504 (default: 300)")
+    limits.add_argument("--max-inflight-mb", type=_positive, default=256.0,
+                        help="request bodies held at once; past it a request gets 503 and Retry-After (default: 256)")
+    limits.add_argument("--keep-alive-s", type=_positive, default=5.0,
+                        help="an idle kept-alive connection is closed after this (default: 5)")
+    limits.add_argument("--drain-s", type=_positive, default=30.0,
+                        help="on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default: 30)")
     _add_ray_address(sub)
 
 
@@ -792,13 +821,23 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    """Runs until Ctrl-C. Ray is imported only here: the other commands work without the [ray] extra."""
+    """Runs until SIGTERM or Ctrl-C, then drains: requests in flight finish (up to ``--drain-s``), new ones
+    get 503, and Serve and Ray shut down. Ray is imported only here: the other commands work without it."""
     from .distributed import require_ray
     from .service import ServiceSettings, build_app
 
     settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
                                max_images=args.max_images, allow_paths=args.allow_paths,
-                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000)
+                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
+                               max_image_pixels=int(args.max_image_mp * 1e6),
+                               max_request_pixels=int(args.max_request_mp * 1e6), max_pool=args.max_pool,
+                               body_timeout_s=args.body_timeout_s, request_timeout_s=args.request_timeout_s,
+                               max_inflight_bytes=int(args.max_inflight_mb * 2**20), keep_alive_s=args.keep_alive_s,
+                               drain_s=args.drain_s)
+    if not (args.ray_address or os.environ.get("RAY_ADDRESS")):
+        # the Ray started here serves this machine alone: all its own ports, metrics included, on loopback
+        # (Ray's switch for single-machine clusters; read when Ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     require_ray("serve")
     import ray
     from ray import serve
@@ -807,18 +846,34 @@ def _run_serve(args: argparse.Namespace) -> int:
         logger.warning("serving on %s without a token: anyone who can reach it can use it (--token)", args.host)
     gpus = _gpus(args, args.gpus_per_replica)
     ray.init(address=args.ray_address, include_dashboard=False)
+    signal.signal(signal.SIGTERM, _interrupt)   # what systemd and Kubernetes send: stopped as Ctrl-C is
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(build_app(_judge_options(args), settings, args.replicas, gpus), route_prefix="/",
-                  name="qinsight")
+        serve.start(http_options={"host": args.host, "port": args.port, "keep_alive_timeout_s": settings.keep_alive_s})
+        serve.run(build_app(_judge_options(args), settings, args.replicas, gpus), route_prefix="/", name=SERVE_APP)
         print(f"serve: the judge answers at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
         _wait_for_ctrl_c()
     except KeyboardInterrupt:
-        print("serve: stopped", file=sys.stderr)
+        print(f"serve: stopping: requests in flight have {settings.drain_s:g} s to finish", file=sys.stderr)
+        _drain(serve.get_app_handle(SERVE_APP), settings.drain_s)
     finally:
         serve.shutdown()
         ray.shutdown()
+    print("serve: stopped", file=sys.stderr)
     return EXIT_OK
+
+
+SERVE_APP = "qinsight"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _drain(gateway: Any, grace_s: float) -> None:
+    """New requests refused from now on; wait for those in flight, up to ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    while gateway.drain.remote().result(timeout_s=grace_s) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _wait_for_ctrl_c() -> None:

@@ -12,14 +12,23 @@ numpy array (HWC, uint8) or a torch tensor (CHW or HWC, 0..1; a batch is iterate
 (needing Pillow, where those came from anyway). Results are the SDK's own
 types; an image the service could not judge has its ``error``, as with a local judge. A refused request
 raises ``RemoteError`` with the service's message and HTTP status.
+
+Every request is safe to repeat, so a request the service could not answer for a while (it could not be
+reached, its connection broke, or it answered 502 or 503: full, stopping, or a judge replica died) is sent
+again, ``retries`` times at most, after ``backoff_s``, then twice that, and so on (or the ``Retry-After`` the
+service asked for); anything else is raised at once. ``timeout`` bounds each attempt: the time to connect and
+then between two reads of the answer (so a request the service judges for longer than ``timeout`` fails,
+and is not repeated: the service's own deadline, 300 s by default, is the one to set).
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Sequence
@@ -42,11 +51,22 @@ class RemoteError(QInsightError):
 class RemoteJudge:
     """The methods of ``QualityJudge`` that judge images, answered by a service at ``url``."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0, retries: int = 3,
+                 backoff_s: float = 0.5) -> None:
+        """
+        Args:
+            url: the service, ``http://host:port``.
+            token: its bearer token, if it has one.
+            timeout: seconds each attempt may wait to connect, and then between two reads of the answer.
+            retries: how many times a request the service could not answer for a while is sent again.
+            backoff_s: the first wait before sending it again; each further wait doubles.
+        """
         check_token_value(token, "RemoteJudge's token")
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
 
     def score(self, images: Image | Sequence[Image], mode: str = "reason") -> Any:
         return self._each("score", images, {"mode": mode})
@@ -91,6 +111,16 @@ class RemoteJudge:
         return self._request("POST", task, json.dumps(body).encode())
 
     def _request(self, method: str, task: str, data: bytes | None = None) -> dict[str, Any]:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._attempt(method, task, data)
+            except _Unanswered as exc:
+                if attempt == self.retries:
+                    raise exc.error from None
+                time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _attempt(self, method: str, task: str, data: bytes | None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -99,9 +129,36 @@ class RemoteJudge:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise RemoteError(exc.code, _message(exc.read())) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise RemoteError(0, f"cannot reach the judge service at {self.url}: {exc}") from None
+            error = RemoteError(exc.code, _message(exc.read()))
+            if exc.code in RETRIED_STATUSES:
+                raise _Unanswered(error, _retry_after(exc.headers.get("Retry-After"))) from None
+            raise error from None
+        except TimeoutError as exc:   # the service is slow, not gone: sending it again doubles its work
+            raise RemoteError(0, f"no answer from the judge service at {self.url} within {self.timeout:g} s "
+                                 f"({exc})") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise _Unanswered(RemoteError(0, f"cannot reach the judge service at {self.url}: {exc}")) from None
+
+
+RETRIED_STATUSES = (502, 503)
+MAX_RETRY_AFTER_S = 30.0   # a longer wait asked for is cut to this: the caller's loop should not hang
+
+
+class _Unanswered(Exception):
+    """An attempt the service could not answer for a while; ``error`` is raised when retries run out."""
+
+    def __init__(self, error: RemoteError, retry_after: float | None = None) -> None:
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` of seconds (the service sends no dates), bounded; ``None`` if absent or unreadable."""
+    try:
+        seconds = float(value)   # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S) if seconds >= 0 else None   # NaN and negatives: none given
 
 
 def _message(body: bytes) -> str:

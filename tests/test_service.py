@@ -98,6 +98,66 @@ def test_multipart_files_and_fields():
             content_type="multipart/form-data")
 
 
+def test_a_group_nobody_waits_for_stops_at_its_next_result():
+    calls_seen = []
+    backend = ScriptedBackend(lambda conversation, images: '<answer>{"rating": 3.0}</answer>')
+    judge = QualityJudge(backend, batch_size=1)
+    images = [png(level / 6, level) for level in range(6)]
+    waiting, gone = Call("score", images[:3], {"mode": "fast"}), Call("score", images[3:], {"mode": "fast"})
+
+    def leave_after_two(index, result):   # the client of both calls goes away after two images
+        calls_seen.append(index)
+        if len(calls_seen) == 2:
+            waiting.cancelled = gone.cancelled = True
+
+    original = judge.score
+    judge.score = lambda images, on_result, **kw: original(
+        images, on_result=lambda i, r: (leave_after_two(i, r), on_result(i, r)), **kw)
+    assert judge_calls(judge, [waiting, gone]) == [{"error": "cancelled", "http_status": 499}] * 2
+    assert backend.calls == [1, 1]   # two images judged of six: stopped at the next result, not at the end
+    backend.calls.clear()
+    one_left = [Call("score", images[:2], {"mode": "fast"}, cancelled=True), Call("score", images[2:3], {"mode": "fast"})]
+    answers = judge_calls(judge, one_left)   # one client still waits: the group is judged for it
+    assert backend.calls == [1, 1, 1] and answers[1]["results"][0]["score"] == pytest.approx(3.0)
+    backend.calls.clear()
+    assert judge_calls(judge, [Call("rank", images, {}, cancelled=True)])[0]["http_status"] == 499
+    assert backend.calls == []   # cancelled before its batch ran: not started at all
+
+
+def test_images_too_large_are_refused_from_their_headers_before_decoding(tmp_path):
+    bomb = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(bomb, format="PNG")   # 169 MP in a few KB: +1.5 GB once decoded
+    assert len(bomb.getvalue()) < 64 * 1024
+    refused(413, "images[1] has 169,000,000 pixels; this service takes at most 50,000,000 per image (downscale it "
+                 "first)", "score", {"images": [b64(png()), b64(bomb.getvalue())]})
+    huge = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(huge, format="PNG")   # past Pillow's own bomb limit
+    refused(413, "images[0] is far over 50,000,000 pixels (Pillow refuses it as a possible decompression bomb)",
+            "score", {"images": [b64(huge.getvalue())]})
+    small = ServiceSettings(max_image_pixels=56 * 56, max_request_pixels=2 * 56 * 56 + 1, allow_paths=str(tmp_path))
+    image = png()   # 56 x 56
+    tiny_file = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny_file, format="PNG")
+    tiny = tiny_file.getvalue()
+    assert parse_call("score", "application/json", json.dumps({"images": [b64(image)] * 2}).encode(), small).images
+    refused(413, "the images have 9,408 pixels together; this service takes at most 6,273 in one request", "score",
+            {"images": [b64(image)] * 3}, small)
+    refused(413, "reference has 3,136 pixels; this service takes at most 3,135 per image (downscale it first)",
+            "compare", {"image_a": b64(tiny), "image_b": b64(tiny), "reference": b64(image)},
+            ServiceSettings(max_image_pixels=56 * 56 - 1))
+    brightness_image(0.5, 0).resize((57, 56)).save(tmp_path / "wide.png")
+    refused(413, "images[0] has 3,192 pixels; ...", "score", {"images": [{"path": "wide.png"}]}, small)
+    unreadable = parse_call("score", "application/json", json.dumps({"images": [b64(b"not an image")]}).encode(), small)
+    assert unreadable.images == [b"not an image"]   # the judge says what is wrong with it, in its own result
+
+
+def test_a_rankings_pool_is_capped():
+    one = [b64(png())]
+    assert parse_call("rank", "application/json", json.dumps({"images": one, "pool": 8}).encode(),
+                      ServiceSettings()).options == {"pool": 8}
+    refused(413, "pool 9: this service compares at most 8 finalists pairwise", "rank", {"images": one, "pool": 9})
+
+
 @pytest.mark.parametrize("filename", ["x.png", None], ids=["files", "fields"])
 def test_a_body_of_many_tiny_parts_is_refused_at_the_first_part_over_the_limit(filename):
     # 50,000 parts took 13 s of the replica's event loop to parse whole before the image count was checked
@@ -240,7 +300,7 @@ def test_calls_judged_together_are_grouped_and_split_back():
     reasoned = answers[3]["results"]
     assert "not a recognised image file" in reasoned[0]["error"] and reasoned[1]["reasoning"] == "looked"
     assert answers[4]["ranking"]["order"] == [1, 2, 0]
-    assert answers[5] == {"error": "top_k must be at least 1, got 0", "status": 400}
+    assert answers[5] == {"error": "top_k must be at least 1, got 0", "http_status": 400}
     # both orders asked only where asked: this judge always says A, so swapped it contradicts itself
     assert answers[6]["result"]["consistent"] is None and answers[8]["result"]["consistent"] is False
     assert answers[6]["result"]["winner"] == "A" and answers[7]["results"][0]["distortion"] == "noise"
@@ -251,34 +311,69 @@ def test_calls_judged_together_are_grouped_and_split_back():
     assert [a["ranking"]["order"] for a in twins] == [[1, 2, 0], [1, 0]]
     # only calls with the same options share a judge call: an absent mode is not an empty one
     alone, refused_mode = judge_calls(judge, [Call("score", [as_png[1]], {}), Call("score", [as_png[1]], {"mode": ""})])
-    assert alone["results"][0]["score"] == pytest.approx(5.0, abs=0.06) and refused_mode["status"] == 400
+    assert alone["results"][0]["score"] == pytest.approx(5.0, abs=0.06) and refused_mode["http_status"] == 400
 
 
 def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_path):
     ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    import signal
+
     from ray import serve
 
     from qinsight_sdk import cli, service
 
     seen = {}
+    drains = iter([2, 1, 0])
+
+    class Gateway:   # what cli reaches through serve.get_app_handle: drain() counts down the requests in flight
+        class drain:
+            @staticmethod
+            def remote():
+                return type("Response", (), {"result": lambda self, timeout_s: next(drains)})()
+
     monkeypatch.setenv("QINSIGHT_TOKEN", "from-env")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: seen.setdefault("signal", (signum, handler)))
     monkeypatch.setattr(ray, "init", lambda **kw: seen.setdefault("init", kw))
     monkeypatch.setattr(ray, "shutdown", lambda: seen.setdefault("ray_shutdown", True))
     monkeypatch.setattr(serve, "start", lambda **kw: seen.setdefault("start", kw))
     monkeypatch.setattr(serve, "run", lambda app, **kw: seen.setdefault("run", kw))
-    monkeypatch.setattr(serve, "shutdown", lambda: seen.setdefault("serve_shutdown", True))
+    monkeypatch.setattr(serve, "get_app_handle", lambda name: seen.setdefault("handle", name) and Gateway)
+    monkeypatch.setattr(serve, "shutdown", lambda: seen.setdefault("serve_shutdown", "drained" if
+                                                                    next(drains, "done") == "done" else "early"))
     monkeypatch.setattr(service, "build_app", lambda *a: seen.setdefault("app", a))
-    monkeypatch.setattr(cli, "_wait_for_ctrl_c", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(cli, "_wait_for_ctrl_c", lambda: seen["signal"][1](signal.SIGTERM, None))
     code = cli.main(["serve", "--model", str(tmp_path), "--port", "9123", "--allow-paths", str(tmp_path),
                      "--max-batch-size", "4", "--batch-wait-ms", "20", "--max-request-mb", "1", "--max-images", "3",
-                     "--replicas", "2", "--gpus-per-replica", "0.5", "--quantization", "4bit", "--device", "cpu"])
-    assert code == 0 and seen["ray_shutdown"] and seen["serve_shutdown"]
-    assert seen["start"] == {"http_options": {"host": "127.0.0.1", "port": 9123}}
+                     "--replicas", "2", "--gpus-per-replica", "0.5", "--quantization", "4bit", "--device", "cpu",
+                     "--max-image-mp", "2", "--max-request-mp", "5", "--max-pool", "3", "--body-timeout-s", "4",
+                     "--request-timeout-s", "6", "--max-inflight-mb", "7", "--keep-alive-s", "8", "--drain-s", "9"])
+    # SIGTERM stops it as Ctrl-C does: drained (until no request is in flight), then Serve and Ray shut down
+    assert code == 0 and seen["ray_shutdown"] and seen["serve_shutdown"] == "drained"
+    assert seen["signal"][0] == signal.SIGTERM and seen["handle"] == "qinsight"
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"   # the Ray it starts listens on loopback only
+    assert seen["start"] == {"http_options": {"host": "127.0.0.1", "port": 9123, "keep_alive_timeout_s": 8.0}}
     options, settings, replicas, gpus = seen["app"]
     assert (options["model"], options["quantization"], options["device"]) == (str(tmp_path), "4bit", "cpu")
     assert settings == ServiceSettings(token="from-env", max_request_bytes=2**20, max_images=3,
-                                       allow_paths=str(tmp_path), max_batch_size=4, batch_wait_s=0.02)
+                                       allow_paths=str(tmp_path), max_batch_size=4, batch_wait_s=0.02,
+                                       max_image_pixels=2_000_000, max_request_pixels=5_000_000, max_pool=3,
+                                       body_timeout_s=4.0, request_timeout_s=6.0, max_inflight_bytes=7 * 2**20,
+                                       keep_alive_s=8.0, drain_s=9.0)
     assert (replicas, gpus) == (2, 0.5) and seen["run"]["route_prefix"] == "/"
+
+
+def test_serve_joins_a_given_cluster_as_it_is(monkeypatch, tmp_path):
+    """Only a Ray it starts itself is put on loopback: a cluster it joins keeps its own addresses."""
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    from qinsight_sdk import cli
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError(f"init {kw['address']}")))
+    with pytest.raises(RuntimeError, match="init ray://head:10001"):
+        cli.main(["serve", "--model", str(tmp_path), "--ray-address", "ray://head:10001", "--device", "cpu"])
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 # -- a real service on loopback ----------------------------------------------------------------------------
@@ -298,10 +393,10 @@ def ray_service(tiny_judge_model, tmp_path_factory):
     (allowed / "link.png").symlink_to(allowed.parent / "outside.png")
     port = free_port()
     settings = ServiceSettings(token=TOKEN, max_request_bytes=2 * 2**20, max_images=16, allow_paths=str(allowed),
-                               max_batch_size=8, batch_wait_s=0.3)
+                               max_batch_size=8, batch_wait_s=0.3, body_timeout_s=3.0, keep_alive_s=2.0)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port, "keep_alive_timeout_s": settings.keep_alive_s})
         serve.run(build_app({"model": str(tiny_judge_model), "device": "cpu", "local_files_only": True}, settings,
                             cpus_per_replica=0.5), route_prefix="/", name="qinsight-test")
         yield f"http://127.0.0.1:{port}", allowed
@@ -428,68 +523,297 @@ def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
 
 
 class FakeRequest:
-    """What respond() reads of a Starlette request."""
+    """What the gateway reads of a Starlette request; ``pause`` seconds before each chunk of the body."""
 
-    def __init__(self, path, method="POST", body=b"", headers=None, chunk=4, content_type="application/json"):
+    def __init__(self, path, method="POST", body=b"", headers=None, chunk=4, content_type="application/json",
+                 pause=0.0):
         self.url = type("URL", (), {"path": path})()
-        self.method, self.body, self.chunk = method, body, chunk
+        self.method, self.body, self.chunk, self.pause = method, body, chunk, pause
         self.headers = {**({"content-type": content_type} if content_type else {}), **(headers or {})}
 
     async def stream(self):
         self.read = 0
         for start in range(0, len(self.body), self.chunk):
+            await asyncio.sleep(self.pause)
             self.read += len(self.body[start:start + self.chunk])
             yield self.body[start:start + self.chunk]
 
 
-def test_each_http_outcome_of_a_request(caplog):
-    """The HTTP layer without a server: statuses, and a judge that fails giving a 500 that says so."""
-    import asyncio
+class FakeJudges:
+    """What the gateway reaches of the judge replicas through a Serve handle: ``answer(call)`` after
+    ``delay`` seconds, or ``error`` raised; the cancelled responses counted."""
 
+    def __init__(self, answer=None, error=None, delay=0.0, ready=True):
+        self.answer = answer or (lambda call: {"results": [len(image) for image in call.images]})
+        self.error, self.delay, self.cancelled, self.calls = error, delay, 0, []
+        self.ready = type("Ready", (), {"remote": lambda _: self._response(lambda: True if ready else 1 / 0)})()
+
+    def remote(self, call):
+        self.calls.append(call)
+        return self._response(lambda: self.answer(call))
+
+    def _response(self, value):
+        judges = self
+
+        class Response:
+            def __await__(self):
+                return self.run().__await__()
+
+            async def run(self):
+                await asyncio.sleep(judges.delay)
+                if judges.error is not None:
+                    raise judges.error
+                return value()
+
+            def cancel(self):
+                judges.cancelled += 1
+        return Response()
+
+
+def gateway_answer(request, judges=None, settings=None, gateway=None):
+    """(status, JSON answer, headers) of one request through a gateway (made here, unless given)."""
     pytest.importorskip("starlette", reason="the [ray] extra is not installed")
-    from qinsight_sdk.service import respond
+    from qinsight_sdk.service import Gateway
 
-    class Service:
-        batch_sizes = Counter({2: 5, 1: 1})
+    gateway = gateway or Gateway(judges or FakeJudges(), settings or ServiceSettings(token=TOKEN, max_request_bytes=64))
+    response = asyncio.run(gateway(request))
+    return response.status_code, json.loads(response.body), response.headers
 
-        def __init__(self, fail=False):
-            self.fail = fail
 
-        async def judged(self, call):
-            if self.fail:
-                raise RuntimeError("out of memory")
-            if call.task == "rank":
-                return {"error": "top_k must be at least 1, got 0", "status": 400}
-            return {"results": [len(image) for image in call.images]}
+def answer(request, judges=None, settings=None):
+    return gateway_answer(request, judges, settings)[:2]
 
-    def answer(request, service=Service(), settings=ServiceSettings(token=TOKEN, max_request_bytes=64)):
-        response = asyncio.run(respond(service, request, settings))
-        return response.status_code, json.loads(response.body)
 
-    auth = {"authorization": f"Bearer {TOKEN}"}
-    good = json.dumps({"images": [b64(b"abc")]}).encode()
-    assert answer(FakeRequest("/score", body=good, headers=auth)) == (200, {"results": [3]})
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+GOOD = json.dumps({"images": [b64(b"abc")]}).encode()
+
+
+def test_each_http_outcome_of_a_request(caplog):
+    """The gateway without a server: statuses, and a judge that fails giving a 500 that says so."""
+    assert answer(FakeRequest("/score", body=GOOD, headers=AUTH)) == (200, {"results": [3]})
     for path in ("/judge/v1/score", "/score/", "score", "//score"):   # routed exactly
-        assert answer(FakeRequest(path, body=good, headers=auth))[0] == 404, path
-    assert answer(FakeRequest("/score", body=good))[0] == 401
-    assert answer(FakeRequest("/health", "GET", headers=auth)) == (200, {"status": "ok"})
+        assert answer(FakeRequest(path, body=GOOD, headers=AUTH))[0] == 404, path
+    assert answer(FakeRequest("/score", body=GOOD))[0] == 401
+    assert answer(FakeRequest("/health", "GET", headers=AUTH)) == (200, {"status": "ok"})
     assert answer(FakeRequest("/health", "GET")) == (200, {"status": "ok"})   # a load balancer's check, no token
+    assert answer(FakeRequest("/health", "GET"), FakeJudges(ready=False)) == (503, {"error": "no judge replica "
+                                                                                             "answers"})
     assert answer(FakeRequest("/stats", "GET"))[0] == 401                     # but nothing else
     assert answer(FakeRequest("/health", "POST"))[0] == 401
-    assert answer(FakeRequest("/stats", "GET", headers=auth)) == (200, {"batch_sizes": {"1": 1, "2": 5}})
-    assert answer(FakeRequest("/score", "GET", headers=auth)) == (405, {"error": "GET /score: judging endpoints "
+    assert answer(FakeRequest("/score", "GET", headers=AUTH)) == (405, {"error": "GET /score: judging endpoints "
                                                                                 "take POST"})
     form, kind = multipart([("images", "a.png", b"AB")])
-    assert answer(FakeRequest("/score", body=form, headers={**auth, "content-type": kind}), Service(),
+    assert answer(FakeRequest("/score", body=form, headers={**AUTH, "content-type": kind}), FakeJudges(),
                   ServiceSettings(token=TOKEN)) == (200, {"results": [2]})
-    assert answer(FakeRequest("/score", body=good.ljust(64), headers=auth)) == (200, {"results": [3]})   # at the limit
-    assert answer(FakeRequest("/score", body=good, headers=auth, content_type=None)) == (200, {"results": [3]})
-    status, said = answer(FakeRequest("/score", body=good.ljust(65), headers=auth))   # no Content-Length: read to it
+    assert answer(FakeRequest("/score", body=GOOD.ljust(64), headers=AUTH)) == (200, {"results": [3]})   # at the limit
+    assert answer(FakeRequest("/score", body=GOOD, headers=AUTH, content_type=None)) == (200, {"results": [3]})
+    status, said = answer(FakeRequest("/score", body=GOOD.ljust(65), headers=AUTH))   # no Content-Length: read to it
     assert (status, said["error"]) == (413, "the request is over 64 bytes, the most this service takes")
-    assert answer(FakeRequest("/score", body=good, headers={**auth, "content-length": "65"}))[0] == 413
-    assert answer(FakeRequest("/score", body=b"{", headers=auth))[0] == 400
-    rank = json.dumps({"images": [b64(b"a")]}).encode()
-    assert answer(FakeRequest("/rank", body=rank, headers=auth)) == (400, {"error": "top_k must be at least 1, got 0"})
-    status, said = answer(FakeRequest("/score", body=good, headers=auth), Service(fail=True))
-    assert (status, said) == (500, {"error": "the judge failed on this request (RuntimeError: out of memory)"})
+    assert answer(FakeRequest("/score", body=GOOD, headers={**AUTH, "content-length": "65"}))[0] == 413
+    assert answer(FakeRequest("/score", body=b"{", headers=AUTH))[0] == 400
+    refusing = FakeJudges(answer=lambda call: {"error": "top_k must be at least 1, got 0", "http_status": 400})
+    assert answer(FakeRequest("/rank", body=GOOD, headers=AUTH), refusing) == (400, {"error": "top_k must be at "
+                                                                                              "least 1, got 0"})
+    status, said = answer(FakeRequest("/score", body=GOOD, headers=AUTH), FakeJudges(error=RuntimeError("boom")))
+    assert (status, said) == (500, {"error": "the judge failed on this request (RuntimeError: boom)"})
     assert "judging a /score request failed" in [r.getMessage() for r in caplog.records]
+
+
+def test_stats_count_each_batch_once_across_replicas():
+    from qinsight_sdk.service import Gateway
+
+    sizes = iter([3, None, None, 1, 3])   # the first answer of each batch says its size, whichever replica
+    judges = FakeJudges(answer=lambda call: {"results": [], **({"batch_size": size} if (size := next(sizes)) else {})})
+    gateway = Gateway(judges, ServiceSettings(token=TOKEN))
+    for _ in range(5):
+        assert gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH), gateway=gateway)[:2] == (200, {
+            "results": []})   # the size is the gateway's, not the client's
+    assert gateway_answer(FakeRequest("/stats", "GET", headers=AUTH), gateway=gateway)[:2] == (
+        200, {"batch_sizes": {"1": 1, "3": 2}})
+
+
+def test_a_judge_replica_that_dies_is_a_json_503_to_retry():
+    from ray.exceptions import ActorDiedError
+
+    status, said, headers = gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH),
+                                           FakeJudges(error=ActorDiedError()))
+    assert status == 503 and headers["retry-after"] == "1"
+    assert said == {"error": "the judge replica stopped while judging this request; retry (a request is safe to "
+                             "repeat)"}
+
+
+def test_past_its_deadline_a_request_is_504_and_its_judging_cancelled():
+    judges = FakeJudges(delay=5)
+    status, said = answer(FakeRequest("/score", body=GOOD, headers=AUTH), judges,
+                          ServiceSettings(token=TOKEN, request_timeout_s=0.2))
+    assert (status, judges.cancelled) == (504, 1)
+    assert said == {"error": "judging took longer than 0.2 s, the most this service allows, and was stopped"}
+
+
+def test_a_client_that_goes_away_cancels_its_judging():
+    from qinsight_sdk.service import Gateway
+
+    judges = FakeJudges(delay=5)
+    gateway = Gateway(judges, ServiceSettings(token=TOKEN))
+
+    async def leave():
+        asked = asyncio.ensure_future(gateway(FakeRequest("/score", body=GOOD, headers=AUTH)))
+        while not judges.calls:
+            await asyncio.sleep(0.01)
+        asked.cancel()   # what Serve does when the HTTP client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await asked
+
+    asyncio.run(leave())
+    assert judges.cancelled == 1 and gateway.in_flight == 0 and gateway.budget.used == 0
+
+
+def test_a_slow_upload_is_408_and_holds_nothing():
+    from qinsight_sdk.service import Gateway
+
+    judges = FakeJudges()
+    gateway = Gateway(judges, ServiceSettings(token=TOKEN, body_timeout_s=0.3))
+    slow = FakeRequest("/score", body=GOOD, headers={**AUTH, "content-length": str(len(GOOD))}, pause=0.1)
+    status, said, _ = gateway_answer(slow, gateway=gateway)
+    assert (status, said) == (408, {"error": "the body did not arrive within 0.3 s"})
+    assert (judges.calls, gateway.budget.used, gateway.in_flight) == ([], 0, 0)
+    assert gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH, pause=0.01), gateway=gateway)[0] == 200
+
+
+def test_bodies_held_at_once_are_bounded_503_with_retry_after():
+    from qinsight_sdk.service import Gateway
+
+    settings = ServiceSettings(token=TOKEN, max_request_bytes=100, max_inflight_bytes=140)
+    gateway = Gateway(FakeJudges(delay=0.3), settings)
+
+    def request(body=GOOD, size=None):
+        return FakeRequest("/score", body=body, headers={**AUTH, **({"content-length": str(size)} if size else {})})
+
+    async def beside_one_of_100(*others, full=False):
+        answers = await asyncio.gather(gateway(request(size=100)), *map(gateway, others))
+        return answers if full else [r.status_code for r in answers]
+
+    held, refused = asyncio.run(beside_one_of_100(request(size=100), full=True))   # refused before a byte is read
+    assert (held.status_code, refused.status_code, refused.headers["retry-after"]) == (200, 503, "1")
+    assert json.loads(refused.body) == {"error": "the service holds as much request data as it may (140 bytes in "
+                                                 "flight); retry shortly"}
+    # without a Content-Length, counted as the chunks arrive: 100 + 40 fits, 100 + 41 not
+    assert asyncio.run(beside_one_of_100(request(GOOD.ljust(40)))) == [200, 200]
+    assert asyncio.run(beside_one_of_100(request(GOOD.ljust(41)))) == [200, 503]
+    assert gateway.budget.used == 0 and gateway.in_flight == 0   # all given back
+    with pytest.raises(ValueError, match="must be at least one request's"):
+        ServiceSettings(max_request_bytes=10, max_inflight_bytes=9)
+
+
+def test_a_stopping_service_refuses_new_requests_and_says_so():
+    from qinsight_sdk.service import Gateway
+
+    gateway = Gateway(FakeJudges(), ServiceSettings(token=TOKEN))
+    assert asyncio.run(gateway.drain()) == 0
+    status, said, headers = gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH), gateway=gateway)
+    assert (status, headers["retry-after"]) == (503, "1") and "stopping" in said["error"]
+    assert gateway_answer(FakeRequest("/health", "GET"), gateway=gateway)[0] == 503   # load balancers look away
+
+
+def test_errors_name_paths_relative_to_the_allowed_folder(tmp_path):
+    root = str(tmp_path)
+    judges = FakeJudges(answer=lambda call: {"results": [{"error": f"{call.images[0]}: file not found"}],
+                                             "ranking": {"errors": {"0": f"{root}/sub/b.png: cannot be read"}}})
+    body = json.dumps({"images": [{"path": "sub/a.png"}]}).encode()
+    status, said = answer(FakeRequest("/score", body=body, headers=AUTH), judges,
+                          ServiceSettings(token=TOKEN, allow_paths=root))
+    assert status == 200 and root not in json.dumps(said)
+    assert said == {"results": [{"error": "sub/a.png: file not found"}],
+                    "ranking": {"errors": {"0": "sub/b.png: cannot be read"}}}
+
+
+# -- the client's retries, against a scripted server on loopback ---------------------------------------------
+
+class ScriptedServer:
+    """An HTTP server on 127.0.0.1 answering each POST with the next reply: ``(status, headers)``, "drop" (the
+    connection closed unanswered) or ("slow", seconds); the requests it got counted."""
+
+    def __init__(self, replies):
+        import http.server
+
+        self.replies, self.requests = list(replies), 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests += 1
+                reply = server.replies.pop(0)
+                if reply == "drop":
+                    self.close_connection = True
+                    return
+                if reply[0] == "slow":
+                    threading.Event().wait(reply[1])
+                    reply = (200, {})
+                status, headers = reply
+                body = json.dumps({"rewards": [0.25]} if status == 200 else {"error": f"said {status}"}).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.handle_error = lambda request, address: None   # a client that gave up: nothing to report
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The client's waits between attempts, recorded instead of slept."""
+    from qinsight_sdk import client
+
+    slept = []
+    monkeypatch.setattr(client.time, "sleep", slept.append)
+    return slept
+
+
+def test_the_client_retries_what_the_service_could_not_answer_for_a_while(waits):
+    replies = [(503, {"Retry-After": "2"}), "drop", (502, {}), (200, {})]
+    with ScriptedServer(replies) as server:
+        assert RemoteJudge(server.url, retries=3, backoff_s=0.1).reward([b"png"], ) == pytest.approx([0.25])
+    assert server.requests == 4 and waits == [2.0, 0.2, 0.4]   # as asked, then doubling from backoff_s
+    waits.clear()
+    with ScriptedServer([(503, {"Retry-After": "86400"}), (503, {"Retry-After": "nan"}), (503, {})]) as server:
+        with pytest.raises(RemoteError, match=r"said 503 \(HTTP 503\)") as caught:
+            RemoteJudge(server.url, retries=2, backoff_s=0.1).reward([b"png"])
+    assert caught.value.status == 503 and server.requests == 3 and waits == [30.0, 0.2]   # capped; NaN ignored
+
+
+@pytest.mark.parametrize("reply", [(400, {}), (401, {}), (413, {}), (500, {}), (504, {})])
+def test_the_client_raises_other_refusals_at_once(reply, waits):
+    with ScriptedServer([reply]) as server:
+        with pytest.raises(RemoteError, match=f"said {reply[0]}"):
+            RemoteJudge(server.url).reward([b"png"])
+    assert server.requests == 1 and waits == []
+
+
+def test_the_client_does_not_repeat_a_request_the_service_is_slow_to_answer(waits):
+    with ScriptedServer([("slow", 2.0)]) as server:
+        with pytest.raises(RemoteError, match="no answer from the judge service at .* within 0.3 s") as caught:
+            RemoteJudge(server.url, timeout=0.3).reward([b"png"])
+    assert caught.value.status == 0 and server.requests == 1 and waits == []
+
+
+def test_the_client_retries_a_service_it_cannot_reach(waits):
+    from comfyui_server import free_port
+
+    with pytest.raises(RemoteError, match="cannot reach the judge service at http://127.0.0.1:") as caught:
+        RemoteJudge(f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.5).health()
+    assert caught.value.status == 0 and waits == [0.5, 1.0]
