@@ -405,13 +405,14 @@ def ray_service(tiny_judge_model, tmp_path_factory):
         ray.shutdown()
 
 
-def post(url: str, task: str, body, token: str | None = TOKEN, content_type: str = "application/json"):
+def post(url: str, task: str, body, token: str | None = TOKEN, content_type: str = "application/json",
+         timeout: float = 120):
     """(status, answer) of one request, never raising for a 4xx/5xx."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(f"{url}/{task}", data=data, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -503,6 +504,74 @@ def test_remote_judge_where_torch_cannot_be_imported(ray_service, tmp_path):
     assert answer["type"] == "ScoreResult" and 1 <= answer["score"] <= 5 and answer["loaded"] == []
     assert isinstance(answer["rewards"], list) and answer["rewards"][0] == pytest.approx((answer["score"] - 1) / 4,
                                                                                          abs=1e-6)
+
+
+def http_reply(connection) -> tuple[int, dict]:
+    """The status and JSON body of one HTTP/1.1 reply read from a socket."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += connection.recv(65536)
+    head, body = reply.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_slow_uploads_and_idle_connections_stall_no_one(ray_service):
+    """40 uploads sending nothing after their headers, and 300 connections sending nothing at all: a
+    request beside them is answered, the uploads are cut at the body deadline, and a kept-alive
+    connection is closed once idle. (bench/service_load.py measures the latencies, with 5,000 idle.)"""
+    import socket
+
+    url, _ = ray_service
+    port = int(url.rsplit(":", 1)[1])
+    head = (f"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: "
+            "application/json\r\nContent-Length: 100000\r\n\r\n{").encode()
+    slow, idle = [], []
+    try:
+        for _ in range(40):
+            slow.append(socket.create_connection(("127.0.0.1", port), timeout=15))
+            slow[-1].sendall(head)
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=15) for _ in range(300)]
+        status, answer = post(url, "score", {"images": [b64(png())], "mode": "fast"}, timeout=20)
+        assert status == 200 and answer["results"][0]["score"] is not None
+        for upload in slow:   # each told why, in JSON, at the 3 s body deadline
+            assert http_reply(upload) == (408, {"error": "the body did not arrive within 3 s"})
+        kept = socket.create_connection(("127.0.0.1", port), timeout=15)
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert http_reply(kept) == (200, {"status": "ok"})
+        assert kept.recv(65536) == b""   # closed by the service once idle for its 2 s keep-alive
+        kept.close()
+    finally:
+        for connection in slow + idle:
+            connection.close()
+
+
+def test_a_killed_replica_is_a_json_503_and_the_client_retries_it_to_success(ray_service):
+    import ray
+
+    url, _ = ray_service
+    images = []
+    for level in range(16):   # 448 px, reasoned: eight such requests keep the replica busy for seconds
+        buffer = io.BytesIO()
+        brightness_image(level / 15, level).resize((448, 448), Image.NEAREST).save(buffer, format="PNG")
+        images.append(b64(buffer.getvalue()))
+    answers = []
+    asking = [threading.Thread(target=lambda: answers.append(post(url, "score", {"images": images}, timeout=60)))
+              for _ in range(8)]
+    for thread in asking:
+        thread.start()
+    threading.Event().wait(1.5)   # past the batch wait: on the replica, in its batch or its queue
+    replica = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "JudgeReplica" in a["name"])
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    for thread in asking:
+        thread.join(timeout=60)
+    lost = (503, {"error": "the judge replica stopped while judging this request; retry (a request is safe to "
+                           "repeat)"})
+    assert lost in answers and all(a == lost or a[0] == 200 for a in answers), [a[0] for a in answers]
+    # Serve starts another replica; until it answers, the retries wait for it
+    assert RemoteJudge(url, token=TOKEN, retries=8, backoff_s=1.0).score(png(), mode="fast").score is not None
 
 
 def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
