@@ -50,7 +50,8 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
     "quantization": ("qinsight_sdk/quantization.py", ["qinsight_sdk.quantization.*"]),
-    "service": ("qinsight_sdk/service.py", ["qinsight_sdk.service.*"]),
+    **{f"service {part}": (f"qinsight_sdk/service/{part}.py", [f"qinsight_sdk.service.{part}.*"])
+       for part in ("settings", "requests", "admission", "judging", "app")},
     "image_metadata": ("qinsight_sdk/image_metadata.py", ["qinsight_sdk.image_metadata.*"]),
     "annotation": ("qinsight_sdk/annotation.py", ["qinsight_sdk.annotation.*"]),
     "compatibility": ("qinsight_sdk/compatibility.py", ["qinsight_sdk.compatibility.*"]),
@@ -58,21 +59,21 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
                 # the Ray Serve deployment: tested against a real service (tests/test_service.py, marked ray)
-                "qinsight_sdk.service.x_build_app__*",
+                "qinsight_sdk.service.app.x_build_app__*",
                 "qinsight_sdk.records.x__try_lock_on_windows__*"]  # runs only on Windows; no Windows machine here
 
 # Equivalent mutants: no input can tell them from the original. Each with its reason.
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
-    **{f"qinsight_sdk.service.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs reads "
+    **{f"qinsight_sdk.service.judging.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs reads "
        "it as a truth value" for n in (24, 26)},
-    "qinsight_sdk.service.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
+    "qinsight_sdk.service.requests.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
                                                 "the text was lower-cased, so only '-' can be stripped",
-    "qinsight_sdk.service.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
-    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "the options unsorted in the group key: no task "
+    "qinsight_sdk.service.requests.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",
+    **{f"qinsight_sdk.service.judging.x_judge_calls__mutmut_{n}": "the options unsorted in the group key: no task "
        "that is grouped takes two options, so no two orders can differ" for n in (7, 9, 10)},
-    **{f"qinsight_sdk.service.x_judge_calls__mutmut_{n}": "another constant than -1 for calls that are not "
+    **{f"qinsight_sdk.service.judging.x_judge_calls__mutmut_{n}": "another constant than -1 for calls that are not "
        "rankings: a ranking's key has its own task, so the keys never meet" for n in (21, 22)},
     **{f"qinsight_sdk.quantization.x_quantization_name__mutmut_{n}":
        "getattr's default None instead of False: both are false, and the default is all it is used for"

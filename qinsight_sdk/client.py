@@ -98,7 +98,12 @@ class RemoteJudge:
         return torch.tensor(values, dtype=torch.float32)
 
     def health(self) -> bool:
-        return self._request("GET", "health").get("status") == "ok"
+        """True when the service answers that a judge replica is up; False while it starts or stops, or
+        when it cannot be reached. Asked once: a health check reports, it does not wait."""
+        try:
+            return self._attempt("GET", "health", None).get("status") == "ok"
+        except (RemoteError, _Unanswered):
+            return False
 
     def _each(self, task: str, images: Any, options: dict[str, Any]) -> Any:
         single = not isinstance(images, (list, tuple))

@@ -800,12 +800,13 @@ def test_errors_name_paths_relative_to_the_allowed_folder(tmp_path):
 
 class ScriptedServer:
     """An HTTP server on 127.0.0.1 answering each POST with the next reply: ``(status, headers)``, "drop" (the
-    connection closed unanswered) or ("slow", seconds); the requests it got counted."""
+    connection closed unanswered) or ("slow", seconds); the requests it got counted. GETs are answered
+    from ``replies_get``: ``(status, JSON body)``."""
 
     def __init__(self, replies):
         import http.server
 
-        self.replies, self.requests = list(replies), 0
+        self.replies, self.requests, self.replies_get = list(replies), 0, []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -826,6 +827,14 @@ class ScriptedServer:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self):
+                status, body = server.replies_get.pop(0)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *args):
                 pass
@@ -883,6 +892,17 @@ def test_the_client_does_not_repeat_a_request_the_service_is_slow_to_answer(wait
 def test_the_client_retries_a_service_it_cannot_reach(waits):
     from comfyui_server import free_port
 
+    nobody = RemoteJudge(f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.5)
     with pytest.raises(RemoteError, match="cannot reach the judge service at http://127.0.0.1:") as caught:
-        RemoteJudge(f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.5).health()
+        nobody.reward([b"png"])
     assert caught.value.status == 0 and waits == [0.5, 1.0]
+    assert nobody.health() is False and waits == [0.5, 1.0]   # a health check reports at once
+
+
+def test_the_clients_health_check(waits):
+    with ScriptedServer([]) as server:
+        server.replies_get = [(200, {"status": "ok"}), (503, {"error": "no judge replica answers"}),
+                              (404, {"error": "no"})]
+        judge = RemoteJudge(server.url)
+        assert [judge.health(), judge.health(), judge.health()] == [True, False, False]
+    assert waits == []

@@ -4,11 +4,13 @@ and stopping the work of calls nobody waits for any more."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Sequence
 
 from ..results import ResultCallback
 from .settings import Call
 
+logger = logging.getLogger("qinsight")
 CANCELLED_STATUS = 499   # nginx's "client closed request": never sent, as nobody waits for it
 STATUS = "http_status"   # an answer's own HTTP status, where it is not 200 (taken out before it is sent)
 
@@ -34,6 +36,7 @@ def judge_calls(judge: Any, calls: Sequence[Call]) -> list[dict[str, Any]]:
             for i, answer in zip(indices, _judge_group(judge, chosen, _stop_when_cancelled(chosen))):
                 answers[i] = answer
         except Cancelled:
+            logger.info("stopped judging %d /%s request(s): nobody waits for them", len(indices), chosen[0].task)
             for i in indices:
                 answers[i] = {"error": "cancelled", STATUS: CANCELLED_STATUS}
         except ValueError as exc:   # a UsageError: options the judge refuses (a top_k of 0, say)
