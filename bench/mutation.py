@@ -66,8 +66,20 @@ OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
-    **{f"qinsight_sdk.service.judging.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs reads "
-       "it as a truth value" for n in (24, 26)},
+    **{f"qinsight_sdk.service.judging.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs "
+       "reads it as a truth value" for n in (28, 30)},
+    **{f"qinsight_sdk.service.judging.x__stop_when_cancelled__mutmut_{n}": "the check ignores the index it is "
+       "given: any value asks the same" for n in (2, 5, 6)},
+    "qinsight_sdk.service.requests.x__multipart_fields__mutmut_17": "Starlette's Headers match names without "
+                                                                    "regard to case",
+    "qinsight_sdk.service.requests.x__pixels__mutmut_4": "the only warning Image.open raises is the "
+                                                         "DecompressionBombWarning: ignoring all ignores the same one",
+    "qinsight_sdk.service.admission.xǁHoldǁgrow_to__mutmut_3": "growing by 0 bytes adds 0 to the budget, which is "
+                                                              "never over its limit: the same as returning",
+    **{f"qinsight_sdk.service.app.xǁGatewayǁ__call____mutmut_{n}": "HTTP header names are case-insensitive; "
+       "Starlette sends them lower-cased whatever their case here" for n in (26, 27)},
+    "qinsight_sdk.service.app.xǁGatewayǁ__init____mutmut_8": "draining None instead of False: only its truth is "
+                                                            "read",
     "qinsight_sdk.service.requests.x__typed__mutmut_22": "lstrip strips a set of characters: 'XX-XX' is {'X', '-'}, and "
                                                 "the text was lower-cased, so only '-' can be stripped",
     "qinsight_sdk.service.requests.x_check_token__mutmut_9": "a missing header as 'XXXX' instead of '': neither is a token",

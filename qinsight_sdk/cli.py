@@ -872,8 +872,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _drain(gateway: Any, grace_s: float) -> None:
     """New requests refused from now on; wait for those in flight, up to ``grace_s``."""
     deadline = time.monotonic() + grace_s
-    while gateway.drain.remote().result(timeout_s=grace_s) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    try:
+        while gateway.drain.remote().result(timeout_s=grace_s) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except Exception as exc:  # noqa: BLE001 - a gateway that cannot say: nothing left to wait for, stop anyway
+        logger.warning("serve: could not drain the requests in flight (%s); stopping", exc)
 
 
 def _wait_for_ctrl_c() -> None:

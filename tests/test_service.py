@@ -3,6 +3,7 @@ tiny judge, and its standard-library client in a process where torch cannot be i
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -124,6 +125,36 @@ def test_a_group_nobody_waits_for_stops_at_its_next_result():
     assert backend.calls == []   # cancelled before its batch ran: not started at all
 
 
+@pytest.mark.parametrize("task, options, full", [("rank", {"strategy": "hybrid"}, 6 + 12), ("reward", {}, 6),
+                                                 ("compare", {"both_orders": True}, 6)])
+def test_every_kind_of_call_stops_when_nobody_waits(task, options, full, caplog):
+    """A ranking, rewards and comparisons stop at their next result once their clients went away."""
+    import logging
+
+    images = [png(level / 6, level) for level in range(6)]
+    calls = [Call(task, images[:2], options) for _ in range(3)] if task == "compare" else [Call(task, images, options)]
+    backend = ScriptedBackend(lambda conversation, shown: ("<answer>Image A</answer>" if len(shown) == 2 else
+                                                           '<answer>{"rating": 3.0}</answer>'))
+    judge = QualityJudge(backend, batch_size=1)
+    judge_calls(judge, calls)
+    assert sum(backend.calls) == full   # every image, match or pair, when someone waits
+    backend.calls.clear()
+
+    def leave(conversation, shown):   # the clients go away while the first answer is being made
+        for call in calls:
+            call.cancelled = True
+        return "<answer>Image A</answer>" if len(shown) == 2 else '<answer>{"rating": 3.0}</answer>'
+
+    for call in calls:
+        call.cancelled = False
+    backend.answer = leave
+    with caplog.at_level(logging.INFO, logger="qinsight"):
+        answers = judge_calls(judge, calls)
+    assert answers == [{"error": "cancelled", "http_status": 499}] * len(calls)
+    assert sum(backend.calls) < full / 2, backend.calls
+    assert f"stopped judging {len(calls)} /{task} request(s): nobody waits for them" in caplog.messages
+
+
 def test_images_too_large_are_refused_from_their_headers_before_decoding(tmp_path):
     bomb = io.BytesIO()
     Image.new("1", (13000, 13000)).save(bomb, format="PNG")   # 169 MP in a few KB: +1.5 GB once decoded
@@ -134,21 +165,27 @@ def test_images_too_large_are_refused_from_their_headers_before_decoding(tmp_pat
     Image.new("1", (20000, 20000)).save(huge, format="PNG")   # past Pillow's own bomb limit
     refused(413, "images[0] is far over 50,000,000 pixels (Pillow refuses it as a possible decompression bomb)",
             "score", {"images": [b64(huge.getvalue())]})
-    small = ServiceSettings(max_image_pixels=56 * 56, max_request_pixels=2 * 56 * 56 + 1, allow_paths=str(tmp_path))
+    small = ServiceSettings(max_image_pixels=56 * 56, max_request_pixels=2 * 56 * 56, allow_paths=str(tmp_path))
     image = png()   # 56 x 56
     tiny_file = io.BytesIO()
     Image.new("RGB", (8, 8)).save(tiny_file, format="PNG")
     tiny = tiny_file.getvalue()
     assert parse_call("score", "application/json", json.dumps({"images": [b64(image)] * 2}).encode(), small).images
-    refused(413, "the images have 9,408 pixels together; this service takes at most 6,273 in one request", "score",
+    refused(413, "the images have 9,408 pixels together; this service takes at most 6,272 in one request", "score",
             {"images": [b64(image)] * 3}, small)
     refused(413, "reference has 3,136 pixels; this service takes at most 3,135 per image (downscale it first)",
             "compare", {"image_a": b64(tiny), "image_b": b64(tiny), "reference": b64(image)},
             ServiceSettings(max_image_pixels=56 * 56 - 1))
     brightness_image(0.5, 0).resize((57, 56)).save(tmp_path / "wide.png")
     refused(413, "images[0] has 3,192 pixels; ...", "score", {"images": [{"path": "wide.png"}]}, small)
-    unreadable = parse_call("score", "application/json", json.dumps({"images": [b64(b"not an image")]}).encode(), small)
-    assert unreadable.images == [b"not an image"]   # the judge says what is wrong with it, in its own result
+    unreadable = parse_call("score", "application/json",
+                            json.dumps({"images": [b64(image), b64(b"not an image"), b64(image)]}).encode(), small)
+    assert unreadable.images[1] == b"not an image"   # no pixels counted: the judge says what is wrong with it
+
+
+def test_the_size_the_headers_give():
+    assert check_size({"content-length": "64"}, ServiceSettings()) == 64
+    assert check_size({}, ServiceSettings()) == check_size({"content-length": "-5"}, ServiceSettings()) == 0
 
 
 def test_a_rankings_pool_is_capped():
@@ -230,9 +267,10 @@ def test_a_token_no_client_could_send_is_refused_at_start(token):
     # QINSIGHT_TOKEN="" (or a padded one, whose spaces HTTP strips) made every request a 401, without a word
     from qinsight_sdk.errors import UsageError
 
-    with pytest.raises(UsageError, match="the service's token is (empty|padded with spaces)"):
+    said = "empty" if not token.strip() else "padded with spaces"
+    with pytest.raises(UsageError, match=f"the service's token is {said}: give a token"):
         ServiceSettings(token=token)
-    with pytest.raises(UsageError, match="RemoteJudge's token is (empty|padded with spaces)"):
+    with pytest.raises(UsageError, match=f"RemoteJudge's token is {said}: give a token"):
         RemoteJudge("http://127.0.0.1:1", token=token)
 
 
@@ -362,6 +400,19 @@ def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_pat
                                        body_timeout_s=4.0, request_timeout_s=6.0, max_inflight_bytes=7 * 2**20,
                                        keep_alive_s=8.0, drain_s=9.0)
     assert (replicas, gpus) == (2, 0.5) and seen["run"]["route_prefix"] == "/"
+
+
+def test_a_drain_that_cannot_ask_the_gateway_stops_anyway(caplog):
+    from qinsight_sdk import cli
+
+    class Gone:
+        class drain:
+            @staticmethod
+            def remote():
+                raise RuntimeError("the gateway's actor died")
+
+    cli._drain(Gone, 5.0)   # returns: the shutdown that follows must not be skipped
+    assert "serve: could not drain the requests in flight (the gateway's actor died); stopping" in caplog.text
 
 
 def test_serve_joins_a_given_cluster_as_it_is(monkeypatch, tmp_path):
@@ -701,11 +752,32 @@ def test_stats_count_each_batch_once_across_replicas():
         200, {"batch_sizes": {"1": 1, "3": 2}})
 
 
+@contextlib.contextmanager
+def caplog_at_warning():
+    """The qinsight logger's warnings while the block runs, as messages."""
+    import logging
+
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger("qinsight").addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger("qinsight").removeHandler(handler)
+
+
 def test_a_judge_replica_that_dies_is_a_json_503_to_retry():
     from ray.exceptions import ActorDiedError
 
-    status, said, headers = gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH),
-                                           FakeJudges(error=ActorDiedError()))
+    with caplog_at_warning() as logged:
+        status, said, headers = gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH),
+                                               FakeJudges(error=ActorDiedError()))
+    assert logged == ["a judge replica could not answer (ActorDiedError): 503"]
     assert status == 503 and headers["retry-after"] == "1"
     assert said == {"error": "the judge replica stopped while judging this request; retry (a request is safe to "
                              "repeat)"}
@@ -772,16 +844,57 @@ def test_bodies_held_at_once_are_bounded_503_with_retry_after():
     assert gateway.budget.used == 0 and gateway.in_flight == 0   # all given back
     with pytest.raises(ValueError, match="must be at least one request's"):
         ServiceSettings(max_request_bytes=10, max_inflight_bytes=9)
+    assert ServiceSettings(max_request_bytes=10, max_inflight_bytes=10).max_inflight_bytes == 10
+
+
+def test_a_hold_grows_gives_back_and_starts_again_empty():
+    from qinsight_sdk.service.admission import ByteBudget
+
+    budget = ByteBudget(100)
+    with budget.hold() as hold:
+        hold.grow_to(60)
+        hold.grow_to(30)   # never shrinks: it holds what was read
+        assert (hold.size, budget.used) == (60, 60)
+        hold.grow_to(100)
+        with pytest.raises(RequestError, match="holds as much request data as it may"):
+            budget.hold().grow_to(1)
+    assert (hold.size, budget.used) == (0, 0)
+    with hold:   # what a hold gave back is gone from it too: held again, it counts from nothing
+        hold.grow_to(40)
+        assert budget.used == 40
+    assert budget.used == 0
 
 
 def test_a_stopping_service_refuses_new_requests_and_says_so():
     from qinsight_sdk.service import Gateway
 
     gateway = Gateway(FakeJudges(), ServiceSettings(token=TOKEN))
+    assert gateway_answer(FakeRequest("/health", "GET"), gateway=gateway)[:2] == (200, {"status": "ok"})
     assert asyncio.run(gateway.drain()) == 0
     status, said, headers = gateway_answer(FakeRequest("/score", body=GOOD, headers=AUTH), gateway=gateway)
-    assert (status, headers["retry-after"]) == (503, "1") and "stopping" in said["error"]
-    assert gateway_answer(FakeRequest("/health", "GET"), gateway=gateway)[0] == 503   # load balancers look away
+    assert (status, said, headers["retry-after"]) == (503, {"error": "the service is stopping; retry on another "
+                                                                     "replica"}, "1")
+    # load balancers look away
+    assert with_retry_after(gateway_answer(FakeRequest("/health", "GET"), gateway=gateway)) == (
+        503, {"error": "the service is stopping"}, "1")
+
+
+def with_retry_after(status_said_headers):
+    status, said, headers = status_said_headers
+    return status, said, headers.get("retry-after")
+
+
+def test_health_is_503_when_no_judge_replica_answers_in_time(monkeypatch):
+    from qinsight_sdk.service import app
+
+    class Silent(FakeJudges):   # a replica that takes the call and never answers
+        def __init__(self):
+            super().__init__(delay=3600)
+
+    monkeypatch.setattr(app, "HEALTH_TIMEOUT_S", 0.2)
+    for judges in (Silent(), FakeJudges(ready=False)):
+        assert with_retry_after(gateway_answer(FakeRequest("/health", "GET"), judges)) == (
+            503, {"error": "no judge replica answers"}, "1")
 
 
 def test_errors_name_paths_relative_to_the_allowed_folder(tmp_path):

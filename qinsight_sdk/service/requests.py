@@ -79,9 +79,9 @@ async def read_call(task: str, request: Any, settings: ServiceSettings,
 def _call(task: str, fields: dict[str, Any], settings: ServiceSettings) -> Call:
     call = Call(task, _images(task, fields, settings), _options(task, fields))
     check_pixels(call, settings)
-    if call.options.get("pool", 0) > settings.max_pool:
-        raise RequestError(413, f"pool {call.options['pool']}: this service compares at most {settings.max_pool} "
-                                "finalists pairwise")
+    pool = call.options.get("pool")
+    if pool is not None and pool > settings.max_pool:
+        raise RequestError(413, f"pool {pool}: this service compares at most {settings.max_pool} finalists pairwise")
     return call
 
 
