@@ -44,7 +44,7 @@ from .quantization import QUANTIZATIONS
 from .records import RecordStore, answer_settings, check_writable, key_of, make_row, open_store, row_text
 from .results import RESULT_TYPES
 from .selection import HYBRID_POOL, STRATEGIES
-from .service import TOKEN_ENV_VAR
+from .service import TOKEN_ENV_VAR, ServiceSettings
 from .tasks import TASKS
 
 if TYPE_CHECKING:
@@ -260,22 +260,24 @@ def _add_serve_command(commands: Any) -> None:
     sub.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body")
     sub.add_argument("--max-images", type=_at_least_one, default=64, help="the most images in one request")
     limits = sub.add_argument_group("limits on each request, and on all of them together")
-    limits.add_argument("--max-image-mp", type=_positive, default=50.0,
-                        help="megapixels of one image, read from its header before decoding (default: 50)")
-    limits.add_argument("--max-request-mp", type=_positive, default=400.0,
-                        help="megapixels of all the images of one request (default: 400)")
-    limits.add_argument("--max-pool", type=_at_least_one, default=8,
-                        help="the largest hybrid ranking pool: pool x (pool - 1) comparisons (default: 8)")
-    limits.add_argument("--body-timeout-s", type=_positive, default=30.0,
-                        help="a request's whole body must arrive within this, or it gets 408 (default: 30)")
-    limits.add_argument("--request-timeout-s", type=_positive, default=300.0,
-                        help="judging a request stops after this, and it gets 504 (default: 300)")
-    limits.add_argument("--max-inflight-mb", type=_positive, default=256.0,
-                        help="request bodies held at once; past it a request gets 503 and Retry-After (default: 256)")
-    limits.add_argument("--keep-alive-s", type=_positive, default=5.0,
-                        help="an idle kept-alive connection is closed after this (default: 5)")
-    limits.add_argument("--drain-s", type=_positive, default=30.0,
-                        help="on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default: 30)")
+    default = ServiceSettings()   # the flags' defaults are the service's own, so the two cannot drift
+    for flag, kind, value, text in (
+            ("--max-image-mp", _positive, default.max_image_pixels / 1e6,
+             "megapixels of one image, read from its header before decoding"),
+            ("--max-request-mp", _positive, default.max_request_pixels / 1e6,
+             "megapixels of all the images of one request"),
+            ("--max-pool", _at_least_one, default.max_pool,
+             "the largest hybrid ranking pool: pool x (pool - 1) comparisons"),
+            ("--body-timeout-s", _positive, default.body_timeout_s,
+             "a request's whole body must arrive within this, or it gets 408"),
+            ("--request-timeout-s", _positive, default.request_timeout_s,
+             "judging a request stops after this, and it gets 504"),
+            ("--max-inflight-mb", _positive, default.max_inflight_bytes / 2**20,
+             "request bodies held at once; past it a request gets 503 and Retry-After"),
+            ("--keep-alive-s", _positive, default.keep_alive_s, "an idle kept-alive connection is closed after this"),
+            ("--drain-s", _positive, default.drain_s,
+             "on SIGTERM or Ctrl-C, how long requests in flight may take to finish")):
+        limits.add_argument(flag, type=kind, default=value, help=f"{text} (default: {value:g})")
     _add_ray_address(sub)
 
 
@@ -824,7 +826,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     """Runs until SIGTERM or Ctrl-C, then drains: requests in flight finish (up to ``--drain-s``), new ones
     get 503, and Serve and Ray shut down. Ray is imported only here: the other commands work without it."""
     from .distributed import require_ray
-    from .service import ServiceSettings, build_app
+    from .service import build_app
 
     settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
                                max_images=args.max_images, allow_paths=args.allow_paths,

@@ -116,14 +116,15 @@ class RemoteJudge:
         return self._request("POST", task, json.dumps(body).encode())
 
     def _request(self, method: str, task: str, data: bytes | None = None) -> dict[str, Any]:
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.retries):
             try:
                 return self._attempt(method, task, data)
             except _Unanswered as exc:
-                if attempt == self.retries:
-                    raise exc.error from None
                 time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff_s * 2 ** attempt)
-        raise AssertionError("unreachable")
+        try:
+            return self._attempt(method, task, data)
+        except _Unanswered as exc:   # retries spent: what the last attempt met
+            raise exc.error from None
 
     def _attempt(self, method: str, task: str, data: bytes | None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from .admission import ByteBudget, Hold
-from .judging import STATUS, judge_calls
+from .judging import STATUS, judge_calls, judge_failed
 from .requests import check_task, check_token, read_call
 from .settings import Call, RequestError, ServiceSettings
 
@@ -49,6 +49,8 @@ class Gateway:
         self.batch_sizes: Counter[int] = Counter()
         self.in_flight = 0
         self.draining = False
+        # the allowed folder as the judge names its files, resolved once: cut from every answer's texts
+        self.root = os.path.realpath(settings.allow_paths) + os.sep if settings.allow_paths is not None else None
 
     async def __call__(self, request: Any) -> Any:
         """One HTTP request (a Starlette ``Request``) answered: refused with a 4xx/5xx, or judged."""
@@ -91,7 +93,7 @@ class Gateway:
         size = answer.pop("batch_size", None)
         if size is not None:
             self.batch_sizes[size] += 1
-        return _without_root(answer, self.settings.allow_paths)
+        return _without_root(answer, self.root)
 
     async def _health(self) -> dict[str, Any]:
         """200 when a judge replica answers (and the service is not stopping); says nothing else."""
@@ -121,8 +123,7 @@ class Gateway:
             raise RequestError(503, "the judge replica stopped while judging this request; retry (a request is "
                                     "safe to repeat)", retry_after=1) from None
         except Exception as exc:  # noqa: BLE001 - a fault of ours, not the request's: said, and the service goes on
-            logger.exception("judging a /%s request failed", call.task)
-            raise RequestError(500, f"the judge failed on this request ({type(exc).__name__}: {exc})") from None
+            raise RequestError(500, judge_failed(call, exc)) from None
 
 
 async def _awaited(response: Any) -> Any:
@@ -138,8 +139,8 @@ def _unavailable() -> tuple[type[BaseException], ...]:
 
 
 def _without_root(answer: Any, root: str | None) -> Any:
-    """The answer with the allowed folder's own path cut from its texts: clients named files relative to
-    it, and where it lies on the server is none of their business."""
+    """The answer with ``root`` (the allowed folder's resolved path, ending in a separator) cut from its
+    texts: clients named files relative to it, and where it lies on the server is none of their business."""
     if root is None:
         return answer
     if isinstance(answer, dict):
@@ -147,7 +148,7 @@ def _without_root(answer: Any, root: str | None) -> Any:
     if isinstance(answer, list):
         return [_without_root(value, root) for value in answer]
     if isinstance(answer, str):
-        return answer.replace(os.path.realpath(root) + os.sep, "")
+        return answer.replace(root, "")
     return answer
 
 
@@ -178,8 +179,7 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
                 call.cancelled = True
                 raise
             except Exception as exc:  # noqa: BLE001 - a fault of ours, not the request's: said, and it goes on
-                logger.exception("judging a /%s request failed", call.task)
-                return {"error": f"the judge failed on this request ({type(exc).__name__}: {exc})", STATUS: 500}
+                return {"error": judge_failed(call, exc), STATUS: 500}
 
         async def ready(self) -> bool:
             return True

@@ -45,6 +45,12 @@ def judge_calls(judge: Any, calls: Sequence[Call]) -> list[dict[str, Any]]:
     return answers   # type: ignore[return-value]
 
 
+def judge_failed(call: Call, exc: Exception) -> str:
+    """A fault of ours, not the request's, logged with its traceback: what the client is told (500)."""
+    logger.exception("judging a /%s request failed", call.task)
+    return f"the judge failed on this request ({type(exc).__name__}: {exc})"
+
+
 def _stop_when_cancelled(calls: Sequence[Call]) -> ResultCallback:
     def check(index: int, result: Any) -> None:
         if all(call.cancelled for call in calls):
