@@ -58,7 +58,7 @@ def random_model(folder: Path, dry_run: bool) -> tuple[Any, dict[str, Any]]:
     import torch
     from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from qinsight_sdk.loading import choose_attention
+    from qinsight_sdk.backends.qwen2_5_vl.loading import choose_attention
     from qinsight_sdk.testing import build_tiny_checkpoint
 
     build_tiny_checkpoint(folder)
@@ -145,7 +145,7 @@ def timed(run: Any, device: Any) -> float:
 def model_parts(model: Any) -> tuple[Any, Any]:
     """The vision tower and the language model: ``model.model.visual`` / ``.language_model`` from
     transformers 4.52 on, ``model.visual`` / ``model.model`` before. Looked up here rather than through
-    ``qinsight_sdk.vision.vision_tower`` so the script also measures commits from before that module."""
+    ``qinsight_sdk.backends.qwen2_5_vl.vision.vision_tower`` so the script also measures commits from before that module."""
     inner = model.model
     return getattr(inner, "visual", None) or model.visual, getattr(inner, "language_model", inner)
 
@@ -208,7 +208,7 @@ def share_line(totals: dict[str, float], seconds: float) -> str:
 def stock_pipeline(folder: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
     """A second copy of the checkpoint, loaded by plain transformers and never given to a judge: the
     baseline of every ratio, which no change of ours can speed up."""
-    from qinsight_sdk.loading import load_model
+    from qinsight_sdk.backends.qwen2_5_vl.loading import load_model
 
     model, processor, _ = load_model(folder, device=device, dtype=dtype)
     return model, processor

@@ -26,8 +26,8 @@ from common import (compare_modes, cuda_missing, device_name, make_images, peak_
 import torch
 
 from qinsight_sdk import QualityJudge
-from qinsight_sdk.loading import load_processor
-from qinsight_sdk.qwen_vl import QwenVLBackend
+from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
+from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}

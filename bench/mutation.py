@@ -45,7 +45,7 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "tasks": ("qinsight_sdk/tasks.py", ["qinsight_sdk.tasks.*"]),
     "profiles": ("qinsight_sdk/profiles.py", ["qinsight_sdk.profiles.*"]),
     "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*"]),
-    "fast-mode digits": ("qinsight_sdk/qwen_vl.py", ["qinsight_sdk.qwen_vl.x__probabilities__*"]),
+    "fast-mode digits": ("qinsight_sdk/backends/qwen2_5_vl/backend.py", ["qinsight_sdk.backends.qwen2_5_vl.backend.x__probabilities__*"]),
     "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
     "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
     "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
@@ -94,7 +94,7 @@ EQUIVALENT: dict[str, str] = {
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_20": _LAST_AXIS,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
     "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
-    "qinsight_sdk.qwen_vl.x__probabilities__mutmut_5": _LAST_AXIS,
+    "qinsight_sdk.backends.qwen2_5_vl.backend.x__probabilities__mutmut_5": _LAST_AXIS,
     **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "seek(0) on an image with a single frame changes nothing, "
        "so asking also when n_frames is 1 (or missing) is the same" for n in (9, 10)},
     **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "exif_transpose of an image with no orientation tag (or "

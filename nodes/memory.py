@@ -23,7 +23,7 @@ import torch
 from ..qinsight_sdk import compatibility
 from ..qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
 from ..qinsight_sdk.images import ImageBounds
-from ..qinsight_sdk.loading import choose_dtype
+from ..qinsight_sdk.backends.devices import choose_dtype
 from ..qinsight_sdk.quantization import quantized_size
 
 if TYPE_CHECKING:  # imports transformers: loaded when a judge loads, so that the pack registers without it

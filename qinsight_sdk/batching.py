@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .errors import ImageInputError, UsageError
-from .images import PATCH_GRID, ImageInput
+from .images import PATCH_GRID_GEOMETRY, ImageInput
 from .prompts import Message
 
 R = TypeVar("R")
@@ -50,10 +50,6 @@ class Request:
     images: list[Image.Image] | None = None
     failure: Failure | None = None
 
-    @property
-    def image_tokens(self) -> int:
-        return sum(i.width * i.height for i in self.images or []) // (PATCH_GRID * PATCH_GRID)
-
 
 @dataclass(frozen=True)
 class Step:
@@ -72,8 +68,10 @@ class BatchRunner:
     """
 
     def __init__(self, load: Callable[[ImageInput], Image.Image], max_batch_tokens: int,
-                 overlap: Callable[[], bool] = lambda: True) -> None:
+                 overlap: Callable[[], bool] = lambda: True,
+                 tokens: Callable[[int, int], int] = PATCH_GRID_GEOMETRY.tokens) -> None:
         self.load = load
+        self.tokens = tokens    # an image's cost by its (width, height), in the unit of max_batch_tokens
         self.max_batch_tokens = max_batch_tokens
         self.overlap = overlap  # asked per run: whether to prepare the next batch in a helper thread
         self.memory_cap: int | None = None
@@ -129,10 +127,12 @@ class BatchRunner:
         """Similar sizes together, each batch within the request and padded-token budgets."""
         cap = min(batch_size, self.memory_cap or batch_size)
         batches: list[list[int]] = []
-        for index in sorted(indices, key=lambda i: (requests[i].image_tokens, i)):
+        cost = {i: sum(self.tokens(image.width, image.height) for image in requests[i].images or [])
+                for i in indices}
+        for index in sorted(indices, key=lambda i: (cost[i], i)):
             current = batches[-1] if batches else None
             if (current is None or len(current) >= cap
-                    or (len(current) + 1) * requests[index].image_tokens > self.max_batch_tokens):
+                    or (len(current) + 1) * cost[index] > self.max_batch_tokens):
                 batches.append([index])
             else:
                 current.append(index)

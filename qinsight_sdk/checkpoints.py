@@ -21,7 +21,7 @@ MODEL_ENV_VAR = "QINSIGHT_MODEL"
 QWEN25_VL = "qwen2_5_vl"   # the model_type of Q-Insight's checkpoint family
 PROFILE_FILE = "qinsight_judge.json"   # a judge's profile (:mod:`qinsight_sdk.profiles`), beside its weights
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model")
+DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model")   # a transformers checkpoint
 
 
 def default_model() -> str:
@@ -38,18 +38,22 @@ def default_subfolder(model: str, comparison: bool = False) -> str | None:
 
 def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str | None = None,
                        local_files_only: bool = False, cache_dir: str | None = None,
-                       model_type: str = QWEN25_VL) -> Path:
-    """A local folder holding a validated checkpoint of ``model_type``, downloading only for a hub id."""
+                       model_type: str | None = QWEN25_VL, patterns: tuple[str, ...] = DOWNLOAD_PATTERNS) -> Path:
+    """A local folder holding a checkpoint, downloading only for a hub id (the files ``patterns`` match).
+
+    It is validated as a safetensors checkpoint of ``model_type``; None leaves the check to the caller
+    (a model family's own, :func:`qinsight_sdk.backends.locate`)."""
     if subfolder and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
         raise ModelLoadError(f"subfolder {subfolder!r} must be a relative path inside the model")
     local = Path(model).expanduser()
     if local.exists():
         folder = local / subfolder if subfolder else local
     elif _REPO_ID.match(model) and not model.startswith((".", "/", "~")):
-        folder = _download(model, subfolder, revision, local_files_only, cache_dir)
+        folder = _download(model, subfolder, revision, local_files_only, cache_dir, patterns)
     else:
         raise ModelLoadError(f"model folder {model!r} does not exist")
-    validate_checkpoint(folder, model_type)
+    if model_type is not None:
+        validate_checkpoint(folder, model_type)
     return folder
 
 
@@ -79,14 +83,14 @@ def checkpoint_file(model: str, name: str, subfolder: str | None = None, revisio
 
 
 def _download(repo_id: str, subfolder: str | None, revision: str | None, local_files_only: bool,
-              cache_dir: str | None) -> Path:
+              cache_dir: str | None, patterns: tuple[str, ...]) -> Path:
     from huggingface_hub import snapshot_download
 
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
     try:
         root = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
                                  local_files_only=local_files_only,
-                                 allow_patterns=[prefix + p for p in _DOWNLOAD_PATTERNS])
+                                 allow_patterns=[prefix + p for p in patterns])
     except Exception as exc:  # hub errors differ between huggingface_hub versions
         raise ModelLoadError(_download_advice(repo_id, subfolder, exc, local_files_only)) from None
     folder = Path(root) / subfolder if subfolder else Path(root)

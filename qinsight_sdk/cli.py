@@ -38,6 +38,7 @@ from .data import FORMATS
 from .errors import QInsightError, UsageError
 from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
+from .backends import ModelFamily, expected_family
 from .profiles import PROFILES, JudgeProfile, choose_profile
 from .prompts import PromptOrder
 from .quantization import QUANTIZATIONS
@@ -165,9 +166,9 @@ def _add_row_command(commands: Any, name: str, text: str,
 
 def _add_row_commands(commands: Any) -> None:
     score = _add_row_command(commands, "score", "rate image quality from 1 to 5, with reasoning", _run_score)
-    score.add_argument("--mode", choices=("reason", "fast"), default="reason",
-                       help="reason: generate the reasoning (default); fast: read the rating's "
-                            "probabilities without generating text")
+    score.add_argument("--mode", choices=("reason", "fast"),
+                       help="reason: generate the reasoning; fast: read the rating's probabilities without "
+                            "generating text (default: reason, or fast for a judge that writes no text, RALI)")
     _add_row_command(commands, "degradation", "name the distortion and its severity", _run_degradation)
 
 
@@ -179,6 +180,10 @@ def _add_rank_command(commands: Any) -> None:
                           "hybrid: fast scores, then every pair among the top --pool in both orders")
     sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K")
     sub.add_argument("--pool", type=_at_least_one, default=HYBRID_POOL, help="finalists for --strategy hybrid")
+    sub.add_argument("--prefilter", metavar="MODEL",
+                     help="a cheaper judge that scores every image first (a model id or folder, or a released "
+                          "subfolder such as RALI); the judge then ranks only the --keep best")
+    sub.add_argument("--keep", type=_at_least_one, default=8, help="images the --prefilter passes on (default 8)")
     _add_model_options(sub)
     _add_output_option(sub)
 
@@ -216,7 +221,8 @@ def _add_eval_command(commands: Any) -> None:
     sub.add_argument("--report", help="write the report (JSON) here")
     sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, the degradation "
                                     "confusion matrix, or with --models SRCC and PLCC per judge (needs matplotlib)")
-    sub.add_argument("--mode", choices=("reason", "fast"), default="reason", help="score mode, as for score")
+    sub.add_argument("--mode", choices=("reason", "fast"),
+                     help="score mode, as for score (default: each judge's own: reason, or fast for RALI)")
     sub.add_argument("--retry-failed", action="store_true", help="predict again the items whose row has an error")
     sub.add_argument("--overwrite", action="store_true", help="start --predictions afresh instead of resuming")
     sub.add_argument("--predictions-only", action="store_true",
@@ -403,12 +409,14 @@ def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = 
     """The rows' settings (``records.answer_settings``), worked out before a model loads, so that a record
     file made another way is refused at once, as is a judge that cannot do a task it ``asks`` (or a fast
     score, with mode fast)."""
-    from .loading import choose_device, choose_dtype
+    from .backends.devices import choose_device, choose_dtype
 
     model, subfolder = _checkpoint(args, comparison)
-    profile = _profile(args, model, subfolder)
+    profile, family = _profile(args, model, subfolder)
     for task in asks:
         profile.prompt(task)
+    if "mode" in task_settings:   # resolved here once: the rows record the mode the judge is then asked for
+        args.mode = task_settings["mode"] = _mode(args, family)
     if fast or task_settings.get("mode") == "fast":
         profile.fast_prefix()
     return answer_settings(model, subfolder, args.revision, profile.settings_name(),
@@ -417,12 +425,23 @@ def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = 
                            _decoding(args, comparison, say=True), **task_settings)
 
 
-def _profile(args: argparse.Namespace, model: str, subfolder: str | None) -> JudgeProfile:
-    """The judge profile the model will load with (as ``QualityJudge.from_pretrained`` chooses it), said on
-    standard error so that a user sees which prompts and answer format their scores come from."""
-    profile, why = choose_profile(args.judge, model, subfolder, profile_file_of(model, subfolder, args.revision))
+def _profile(args: argparse.Namespace, model: str, subfolder: str | None) -> tuple[JudgeProfile, ModelFamily]:
+    """The judge profile and model family the model will load with (as ``QualityJudge.from_pretrained``
+    chooses them), said on standard error so that a user sees which prompts and answer format their scores
+    come from."""
+    family = expected_family(model, subfolder, choose_profile(args.judge, model, subfolder)[0].model_type)
+    profile, why = choose_profile(args.judge, model, subfolder, profile_file_of(model, subfolder, args.revision),
+                                  family.default_profile)
     print(f"qinsight {args.command}: judge profile {profile.name!r} ({why})", file=sys.stderr)
-    return profile
+    return profile, family
+
+
+def _mode(args: argparse.Namespace, family: ModelFamily) -> str:
+    """--mode as given, else the judge's default: reason mode, or fast for a judge that writes no text."""
+    if args.mode == "reason" and not family.writes_text:
+        raise UsageError(f"--mode reason: this {family.name} judge writes no text, so it has no reasoning to "
+                         "give; use --mode fast (its default)")
+    return args.mode or ("reason" if family.writes_text else "fast")
 
 
 @contextmanager
@@ -653,8 +672,10 @@ def _run_rank(args: argparse.Namespace) -> int:
     images = list(distinct.values())
     field = hashlib.sha256(json.dumps(sorted(distinct)).encode()).hexdigest()
     asks = {"score": ["score"], "tournament": ["comparison"]}.get(args.strategy, ["score", "comparison"])
+    prefilter = _prefilter_options(args)
+    cascade = {} if prefilter is None else {"keep": args.keep, "prefilter": _settings(prefilter, ["score"], fast=True)}
     settings = _settings(args, asks, fast="score" in asks, strategy=args.strategy, top_k=args.top_k,
-                         pool=args.pool if args.strategy == "hybrid" else None, images=field[:16])
+                         pool=args.pool if args.strategy == "hybrid" else None, images=field[:16], **cascade)
     with _record_store(args, "rank", settings) as store:
         if store is not None and len(store.rows) == min(args.top_k or len(images), len(images)):
             print(f"rank: {args.output} already holds this ranking", file=sys.stderr)
@@ -664,7 +685,8 @@ def _run_rank(args: argparse.Namespace) -> int:
             store.clear()
         judge = _load_judge(args, comparison=False)
         ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, keep=args.keep,
+                             prefilter=None if prefilter is None else _load_judge(prefilter, comparison=False))
         for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
             _emit(store, "rank", settings, [images[index]], {"rank": place, "score": score,
                                                              "error": ranking.errors.get(index),
@@ -673,6 +695,17 @@ def _run_rank(args: argparse.Namespace) -> int:
           f"{ranking.failed_matches} matches without a verdict; {len(ranking.errors)} images could not be "
           f"judged, {len(ranking.unjudged)} got no verdict in any match", file=sys.stderr)
     return EXIT_ROW_ERRORS if ranking.errors or ranking.unjudged else EXIT_OK
+
+
+def _prefilter_options(args: argparse.Namespace) -> argparse.Namespace | None:
+    """The --prefilter judge's options: the judge's own, with its model and the profile its files choose."""
+    if args.prefilter is None:
+        return None
+    if getattr(args, "ray", False):
+        raise UsageError("--prefilter runs both judges on this machine: drop --ray")
+    entry = _judge_entry(args.prefilter, {}, None, None)
+    return argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder, "judge": None,
+                                 "quantization": "none"})
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -763,6 +796,10 @@ class JudgeEntry:
     name: str
 
 
+# a released subfolder of ByteDance/Q-Insight names its judge on its own (--models RALI, --prefilter RALI)
+_RELEASED_SUBFOLDERS = {p.subfolder for p in PROFILES.values() if p.subfolder}
+
+
 def judge_entries(given: Sequence[str], subfolder: str | None = None, judge: str | None = None) -> list[JudgeEntry]:
     """The judges ``--models`` names: each value a model, or a list file of ``MODEL [key=value ...]`` lines
     (keys subfolder, judge, name; ``#`` starts a comment). ``subfolder`` and ``judge`` are the defaults of
@@ -798,6 +835,8 @@ def _listed_judges(path: Path, subfolder: str | None, judge: str | None) -> list
 
 
 def _judge_entry(model: str, options: dict[str, str], subfolder: str | None, judge: str | None) -> JudgeEntry:
+    if not os.path.exists(model) and model in _RELEASED_SUBFOLDERS and "subfolder" not in options:
+        model, options = DEFAULT_MODEL, {**options, "subfolder": model}   # "RALI": the released judge of that name
     chosen = options.get("subfolder", subfolder if subfolder is not None else default_subfolder(model))
     name = options.get("name") or (Path(model).name if os.path.isdir(model) else model) + (
         f"/{chosen}" if chosen else "")

@@ -68,8 +68,9 @@ class RemoteJudge:
         self.retries = retries
         self.backoff_s = backoff_s
 
-    def score(self, images: Image | Sequence[Image], mode: str = "reason") -> Any:
-        return self._each("score", images, {"mode": mode})
+    def score(self, images: Image | Sequence[Image], mode: str | None = None) -> Any:
+        """Scores as ``QualityJudge.score`` gives them; ``mode`` None: the served judge's default."""
+        return self._each("score", images, {} if mode is None else {"mode": mode})
 
     def degradation(self, images: Image | Sequence[Image]) -> Any:
         return self._each("degradation", images, {})

@@ -79,7 +79,7 @@ class DistributedJudge:
         self.batch_size = batch_size
         connect(address)
 
-    def score(self, images: Sequence[Any], batch_size: int | None = None, mode: str = "reason",
+    def score(self, images: Sequence[Any], batch_size: int | None = None, mode: str | None = None,
               on_result: ResultCallback | None = None) -> list[Any]:
         return self._judged("score", list(images), {"mode": mode}, batch_size, on_result)
 

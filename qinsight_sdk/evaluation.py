@@ -211,7 +211,7 @@ def _name(sample: Sample, root: Path) -> str:
 
 def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
              load_judge: Callable[[], Any] | None = None, image_root: str | Path | None = None,
-             task: str | None = None, mode: str = "reason", batch_size: int = 8, retry_failed: bool = False,
+             task: str | None = None, mode: str | None = None, batch_size: int = 8, retry_failed: bool = False,
              overwrite: bool = False, resamples: int = 1000, progress: bool = True, plot: str | Path | None = None,
              mos_range: Sequence[float] | None = None, settings: dict[str, Any] | None = None,
              format: str | None = None) -> dict[str, Any]:
@@ -249,8 +249,8 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
                   predictions=str(predictions), predicted_now=predicted_now)
 
 
-def _check_mode(task: str, mode: str) -> None:
-    if mode not in TASKS[task].modes:
+def _check_mode(task: str, mode: str | None) -> None:
+    if mode is not None and mode not in TASKS[task].modes:
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
 
 
@@ -356,7 +356,7 @@ class JudgeRun:
     settings: dict[str, Any] | None = None
 
 
-def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: str = "reason", batch_size: int = 8,
+def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: str | None = None, batch_size: int = 8,
                    retry_failed: bool = False, overwrite: bool = False, resamples: int = 1000,
                    progress: bool = True, plot: str | Path | None = None,
                    image_root: str | Path = ".") -> dict[str, Any]:

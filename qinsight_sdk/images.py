@@ -19,7 +19,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -105,6 +105,40 @@ def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds, name: str = 
     return w, h
 
 
+def fit_within(width: int, height: int, max_pixels: int, name: str = "image") -> tuple[int, int]:
+    """(width, height) as it is, or shrunk with its aspect ratio kept to at most ``max_pixels`` (for a
+    model whose own processor resizes, so only memory needs a bound)."""
+    if min(width, height) < 1:
+        raise ImageInputError(f"{name} is {width}x{height}: it has no pixels")
+    if width * height <= max_pixels:
+        return width, height
+    shrink = math.sqrt(width * height / max_pixels)
+    return max(1, math.floor(width / shrink)), max(1, math.floor(height / shrink))
+
+
+class ImageGeometry(Protocol):
+    """How a model family takes images: the size an image is fitted to, and what it costs in a batch."""
+
+    def fit(self, width: int, height: int, bounds: ImageBounds, name: str = "image") -> tuple[int, int]:
+        """The size to resize a ``width`` x ``height`` image to (``name`` names it in a refusal)."""
+
+    def tokens(self, width: int, height: int) -> int:
+        """The image's cost in a batch, in the unit of ``max_batch_tokens``."""
+
+
+class PatchGrid:
+    """Qwen2-VL's geometry: sides on the 28-pixel grid within the bounds, a token per grid cell."""
+
+    def fit(self, width: int, height: int, bounds: ImageBounds, name: str = "image") -> tuple[int, int]:
+        return fit_to_patch_grid(width, height, bounds, name)
+
+    def tokens(self, width: int, height: int) -> int:
+        return width * height // (PATCH_GRID * PATCH_GRID)
+
+
+PATCH_GRID_GEOMETRY = PatchGrid()
+
+
 def split_inputs(images: Any) -> tuple[list[Any], bool]:
     """The list of single images in ``images`` and whether the caller passed just one.
 
@@ -117,15 +151,17 @@ def split_inputs(images: Any) -> tuple[list[Any], bool]:
     return [images], True
 
 
-def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds()) -> Image.Image:
-    """Decode and normalise one image to RGB on the patch grid; raises ``ImageInputError``.
+def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds(),
+               geometry: ImageGeometry = PATCH_GRID_GEOMETRY) -> Image.Image:
+    """Decode and normalise one image to RGB, sized as ``geometry`` fits it (default: Qwen2-VL's patch
+    grid) within ``bounds``; raises ``ImageInputError``.
 
     Any failure while reading or converting the input, whatever its exception type (a PNG chunk past
     Pillow's limits, a closed image, a meta-device tensor), is this input's error, so it never takes
     other inputs down with it.
     """
     try:
-        return _normalised(source, bounds)
+        return _normalised(source, bounds, geometry)
     except ImageInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -145,13 +181,13 @@ def _described(source: Any) -> str:
     return "the tensor" if _is_tensor(source) else f"the {type(source).__name__}"
 
 
-def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
+def _normalised(source: ImageInput, bounds: ImageBounds, geometry: ImageGeometry) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
-        image = _open_file(source, bounds)
+        image = _open_file(source, bounds, geometry)
     elif isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageInputError("empty bytes hold no image")
-        image = _decoded(io.BytesIO(source), _described(source), bounds)
+        image = _decoded(io.BytesIO(source), _described(source), bounds, geometry)
     elif isinstance(source, Image.Image):
         image = _loaded(source, "the PIL image")
     elif isinstance(source, np.ndarray):
@@ -164,7 +200,7 @@ def _normalised(source: ImageInput, bounds: ImageBounds) -> Image.Image:
         raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
                               "image file bytes, a PIL image, a numpy array or a torch tensor")
     rgb = to_rgb(image, _described(source))
-    size = fit_to_patch_grid(rgb.width, rgb.height, bounds, _described(source))
+    size = geometry.fit(rgb.width, rgb.height, bounds, _described(source))
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return rgb
@@ -178,7 +214,7 @@ def _loaded(image: Image.Image, name: str) -> Image.Image:
     return image
 
 
-def _open_file(source: str | os.PathLike, bounds: ImageBounds) -> Image.Image:
+def _open_file(source: str | os.PathLike, bounds: ImageBounds, geometry: ImageGeometry) -> Image.Image:
     """Open a file; errors name the path as it was given (not as ``Path`` normalises it)."""
     name = str(source)
     if not name:
@@ -194,10 +230,10 @@ def _open_file(source: str | os.PathLike, bounds: ImageBounds) -> Image.Image:
         raise ImageInputError(f"{name}: is a directory, not an image file")
     if not stat.S_ISREG(kind):  # reading a FIFO waits for a writer forever; a device never ends
         raise ImageInputError(f"{name}: not a regular file (a FIFO, socket or device), not an image file")
-    return _decoded(Path(source), name, bounds)
+    return _decoded(Path(source), name, bounds, geometry)
 
 
-def _decoded(source: Path | io.BytesIO, name: str, bounds: ImageBounds) -> Image.Image:
+def _decoded(source: Path | io.BytesIO, name: str, bounds: ImageBounds, geometry: ImageGeometry) -> Image.Image:
     """Pillow's decoding of a file or of bytes, with its failures as this input's errors."""
     try:
         with warnings.catch_warnings():
@@ -211,13 +247,13 @@ def _decoded(source: Path | io.BytesIO, name: str, bounds: ImageBounds) -> Image
     except OSError as exc:  # permission denied while reading, say: the reason, without the path again
         raise ImageInputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     if image.format == "JPEG":  # decode huge JPEGs at a reduced scale: fast and memory-safe
-        image.draft(image.mode, _draft_size(image.size, bounds))
+        image.draft(image.mode, _draft_size(image.size, bounds, geometry))
     return _loaded(image, name)
 
 
-def _draft_size(size: tuple[int, int], bounds: ImageBounds) -> tuple[int, int]:
+def _draft_size(size: tuple[int, int], bounds: ImageBounds, geometry: ImageGeometry) -> tuple[int, int]:
     try:
-        return fit_to_patch_grid(*size, bounds)
+        return geometry.fit(*size, bounds)
     except ImageInputError:  # refused once decoded, with the reason
         return size
 

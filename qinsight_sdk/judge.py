@@ -16,18 +16,17 @@ import torch
 from PIL import Image
 
 from .backend import Backend
+from .backends import locate
 from .batching import BatchRunner, Failure, Outcome, Request, Step
-from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, default_model, default_subfolder,
-                          resolve_checkpoint)
+from .checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, default_model, default_subfolder
 from .decoding import DecodingOptions
-from .errors import UsageError
-from .images import ImageBounds, ImageInput, load_image, split_inputs
+from .errors import ModelLoadError, UsageError
+from .images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
 from .profiles import PROFILE_FILE, JudgeProfile, choose_profile, find_profile
 from .prompts import PromptOrder
 from .quantization import Quantization
-from .qwen_vl import QwenVLBackend
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
-from .selection import HYBRID_POOL, Ranking, rank_images
+from .selection import HYBRID_POOL, Ranking, cascade, rank_images
 from .tasks import TASKS, reconcile, score_of_distribution
 
 logger = logging.getLogger("qinsight")
@@ -59,8 +58,10 @@ class QualityJudge:
         self.prompt_order = PromptOrder(prompt_order) if prompt_order is not None else self.profile.own_order()
         self._reorder = prompt_order is not None
         self.batch_size = batch_size
+        # how this model family sizes images and what each costs (Qwen2-VL's patch grid unless it says)
+        self.geometry = getattr(backend, "geometry", PATCH_GRID_GEOMETRY)
         self.batching = BatchRunner(self.load_image, max_batch_tokens,
-                                    overlap=lambda: self.backend.device.type != "cpu")
+                                    overlap=lambda: self.backend.device.type != "cpu", tokens=self.geometry.tokens)
         self._warned_zero_shot = False
 
     @classmethod
@@ -84,30 +85,48 @@ class QualityJudge:
         if subfolder is None:
             subfolder = default_subfolder(model)
         expected = choose_profile(profile, model, subfolder)[0]
-        folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir, expected.model_type)
-        chosen, why = choose_profile(profile, model, subfolder, folder / PROFILE_FILE)
+        folder, family = locate(model, subfolder, revision, local_files_only, cache_dir, expected.model_type)
+        chosen, why = choose_profile(profile, model, subfolder, folder / PROFILE_FILE, family.default_profile)
+        if chosen.model_type != family.name:
+            raise ModelLoadError(f"{folder} holds a {family.name} model, but judge profile {chosen.name!r} "
+                                 f"({why}) is for {chosen.model_type} models")
         logger.info("judge profile %r (%s)", chosen.name, why)
-        backend = QwenVLBackend.load(folder, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                                     trust_remote_code=trust_remote_code, quantization=quantization)
+        backend = family.load(folder, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                              trust_remote_code=trust_remote_code, quantization=quantization)
         return cls(backend, profile=chosen, profile_source=why, **options)
 
     # -- public tasks -------------------------------------------------------------------------------
 
     def score(self, images: Any, batch_size: int | None = None, decoding: DecodingOptions | None = None,
-              on_result: ResultCallback | None = None, mode: str = "reason") -> ScoreResult | list[ScoreResult]:
+              on_result: ResultCallback | None = None, mode: str | None = None) -> ScoreResult | list[ScoreResult]:
         """A 1-5 quality rating for one image or each of many.
 
-        ``mode="reason"`` generates the model's reasoning and reads the rating from its answer.
-        ``mode="fast"`` generates nothing: the answer is forced up to the rating and the score is the
-        expected value of the rating's digits under the model's probabilities (continuous, deterministic,
-        one prefill plus a short cached step), with ``std`` the spread of that distribution.
+        Args:
+            images: one image (a path, bytes, PIL image, array or tensor) or a list or batch of them.
+            batch_size: images per batch (default: the judge's).
+            decoding: how reason mode samples (default: the judge's).
+            on_result: called as ``on_result(index, result)`` once per finished image.
+            mode: ``"reason"`` generates the model's reasoning and reads the rating from its answer.
+                ``"fast"`` generates nothing: the score is the expected value of the model's distribution
+                over ratings (for a vision-language judge, the rating's digits after an answer forced up to
+                them; for RALI, its prototypes' scores), continuous and deterministic, with ``std`` its
+                spread. Default: reason mode, or fast for a judge that writes no text (RALI).
+
+        Returns:
+            A ``ScoreResult`` for one image, else a list of them in input order.
         """
+        writes = getattr(self.backend, "writes_text", True)
+        mode = mode or ("reason" if writes else "fast")
         if mode not in TASKS["score"].modes:
             raise UsageError(f"mode must be 'reason' or 'fast', got {mode!r}")
+        if mode == "reason" and not writes:
+            raise UsageError(f"judge profile {self.profile.name!r} scores without writing text, so it has no "
+                             "reasoning to give: use mode='fast' (its default)")
         if mode == "fast":
             step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
-            return self._single_image_task("score", images, step, score_of_distribution, batch_size, on_result,
-                                           fast=True)
+            scale = self.profile.rating_range
+            return self._single_image_task("score", images, step, lambda d: score_of_distribution(d, scale),
+                                           batch_size, on_result, fast=True)
         return self._single_image_task("score", images, self._generate_step(decoding, self.profile.rating_key),
                                        self._aggregator("score"), batch_size, on_result)
 
@@ -186,12 +205,28 @@ class QualityJudge:
 
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
              pool: int = HYBRID_POOL, batch_size: int | None = None,
-             on_result: ResultCallback | None = None) -> Ranking:
+             on_result: ResultCallback | None = None, prefilter: Any = None, keep: int = 8) -> Ranking:
         """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies.
 
-        ``on_result(step, result)`` follows each image scored and each match (a pair in both orders);
-        :func:`qinsight_sdk.selection.ranking_steps` says how many there will be.
+        Args:
+            images: the candidates (paths, PIL images, arrays or tensors).
+            strategy: ``score``, ``tournament`` or ``hybrid``.
+            top_k: keep only the best ``top_k`` in the ranking.
+            pool: finalists compared pairwise by ``hybrid``.
+            batch_size: images per batch (default: the judge's).
+            on_result: ``on_result(step, result)`` follows each image scored and each match (a pair in both
+                orders); :func:`qinsight_sdk.selection.ranking_steps` says how many there will be.
+            prefilter: a cheaper judge (RALI, say) that scores all images first; this judge then ranks only
+                the ``keep`` best of them (:func:`qinsight_sdk.selection.cascade`).
+            keep: how many images the prefilter passes on.
+
+        Returns:
+            A ``Ranking``; with a prefilter, its ``stages`` say which images each judge saw.
         """
+        if prefilter is not None:
+            with self.reusing_images():
+                return cascade(self, prefilter, images, keep=keep, strategy=strategy, top_k=top_k, pool=pool,
+                               batch_size=batch_size, on_result=on_result)
         with self.reusing_images():
             return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size,
                                on_result=on_result)
@@ -200,7 +235,7 @@ class QualityJudge:
         """Within this block each image is encoded by the vision tower once, however many questions are
         asked about it: ``with judge.reusing_images(): judge.score(images); judge.degradation(images)``.
         Rankings and comparisons do this themselves. The features are kept on the model's device until
-        the block ends (up to :data:`qinsight_sdk.vision.MEMORY_BUDGET`; the oldest go first)."""
+        the block ends (up to :data:`qinsight_sdk.backends.qwen2_5_vl.vision.MEMORY_BUDGET`; the oldest go first)."""
         return self.backend.reusing_images()
 
     def reward(self, images: Any, batch_size: int | None = None,
@@ -228,7 +263,7 @@ class QualityJudge:
 
     def load_image(self, source: ImageInput) -> Image.Image:
         """One input decoded and fitted to this judge's image bounds, as every task does it."""
-        return load_image(source, self.image_bounds)
+        return load_image(source, self.image_bounds, self.geometry)
 
     def to(self, device: str | torch.device) -> "QualityJudge":
         """Move the model to ``device`` (for callers that manage memory, such as ComfyUI); returns self."""

@@ -238,8 +238,8 @@ def _check_profile(profile: JudgeProfile) -> None:
     low, high = profile.rating_range
     if not low < high:
         raise UsageError(f"judge profile {profile.name!r}: rating_range [{low}, {high}] is empty")
-    if (profile.fast_score_prefix is not None or profile.rating_key is not None) and \
-            tuple(profile.rating_range) != FULL_SCALE:
+    # an empty prefix: a judge with its own distribution over scores (RALI), not one whose digits are read
+    if (profile.fast_score_prefix or profile.rating_key is not None) and tuple(profile.rating_range) != FULL_SCALE:
         raise UsageError(f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
                          "rating from 1 to 5, so they need rating_range [1, 5]")
     prompts_to_check = list(profile.tasks.items())
@@ -330,6 +330,15 @@ VISUALQUALITY_R1_NON_THINKING = register_profile(replace(
                             "recommended for rewards)"))
 
 
+# RALI writes no text: one image in, a number out. Its prototype scores are taken to be on 0-1 (their
+# initialisation is U(0.3, 0.7), a normalised MOS); the range is logged at load, and a profile file with
+# another rating_range maps differently.
+RALI = register_profile(JudgeProfile(
+    "rali", {"score": TaskPrompt((IMAGE,))}, system_prompt=None, rating_range=(0.0, 1.0), reasons=False,
+    fast_score_prefix="", model_type="rali", subfolder="RALI",
+    description="RALI: a CLIP-based scorer from the Q-Insight family, at metric speed (scores only, no text)"))
+
+
 # -- choosing a checkpoint's profile ------------------------------------------------------------------------
 
 def find_profile(name: str | Path | JudgeProfile | None = None, subfolder: str | None = None,
@@ -340,12 +349,14 @@ def find_profile(name: str | Path | JudgeProfile | None = None, subfolder: str |
 
 
 def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | None = None,
-                   subfolder: str | None = None, profile_file: Path | None = None) -> tuple[JudgeProfile, str]:
+                   subfolder: str | None = None, profile_file: Path | None = None,
+                   family_default: str | None = None) -> tuple[JudgeProfile, str]:
     """The profile for a checkpoint, and why it was chosen (for the message that says which is used).
 
     In order: ``judge`` (a profile, a built-in name, or the path of a profile file); the checkpoint's own
     ``profile_file``; the one whose released subfolder is ``subfolder`` (Q-Insight's repository holds two
-    judges); the profile whose Hugging Face ids hold ``model``, or whose name a local copy bears; Q-Insight's.
+    judges); the profile whose Hugging Face ids hold ``model``, or whose name a local copy bears; the model
+    family's ``family_default`` (RALI's for a RALI folder); Q-Insight's.
     """
     if isinstance(judge, JudgeProfile):
         return judge, "given"
@@ -363,6 +374,8 @@ def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | 
     known = _by_hub_id(model) if model else None
     if known is not None:
         return known
+    if family_default is not None and family_default != QINSIGHT.name:
+        return PROFILES[family_default], "the default of its model family"
     return QINSIGHT, "the default"
 
 

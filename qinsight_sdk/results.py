@@ -32,6 +32,9 @@ class ScoreResult(_Result):
     In reason mode ``expected_score`` is the expected two-decimal rating where the model wrote its rating,
     after its own reasoning (as fast mode: each first digit with its own decimals), with ``expected_std``
     its spread; None when no rating was written or the backend cannot tell.
+
+    ``raw_score`` is the judge's own number where its scale is not 1-5 (RALI's prototype-weighted score,
+    mapped onto 1-5 by its profile's ``rating_range``); None otherwise.
     """
 
     score: float | None = None
@@ -42,6 +45,7 @@ class ScoreResult(_Result):
     samples: list[float] = field(default_factory=list)
     expected_score: float | None = None
     expected_std: float | None = None
+    raw_score: float | None = None
 
 
 @dataclass
@@ -80,6 +84,11 @@ class Ranking:
     ``comparisons`` counts the questions asked (two per match); ``failed_matches`` the matches that gave
     no verdict in either order (counted as ties); ``unjudged`` the images whose every match was such,
     with the reason: their place rests on their seed (and score) alone.
+
+    A cascade (``rank(..., prefilter=cheap_judge, keep=k)``) has ``stages``: per stage, the judge's profile
+    and the input indices it judged (the cheap judge all that loaded, the judge the ``keep`` best of those).
+    The ``keep`` images come first, ordered by the judge; the rest follow by the cheap judge's score, which
+    is then their ``scores`` entry.
     """
 
     order: list[int]
@@ -90,6 +99,7 @@ class Ranking:
     errors: dict[int, str] = field(default_factory=dict)
     failed_matches: int = 0
     unjudged: dict[int, str] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best(self) -> int | None:

@@ -8,6 +8,9 @@ Strategies:
   below it follow the round each image went out in, which is only a rough order.
 - ``hybrid``: fast scores for all, then every pair among the ``pool`` best compared in both orders;
   the pool is ordered by wins, ties by score. Best for best-of-N: cheap for all, careful at the top.
+
+Any strategy can follow a cheaper judge (:func:`cascade`): RALI scores all N, and the judge ranks only
+the ``keep`` best of them, so its reasoning or comparisons are spent where the choice is made.
 """
 
 from __future__ import annotations
@@ -131,6 +134,45 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
         order, scores = order[:top_k], scores[:top_k]
     return Ranking(order, scores, strategy, decided_by, matches.asked, dict(sorted(errors.items())),
                    matches.failed, matches.unjudged())
+
+
+def cascade(judge: RankingJudge, prefilter: Any, images: Sequence[Any], *, keep: int, strategy: str,
+            top_k: int | None, pool: int, batch_size: int | None, on_result: ResultCallback | None) -> Ranking:
+    """Rank ``images`` in two stages: ``prefilter`` (a cheaper judge) scores them all, ``judge`` ranks the
+    ``keep`` best by ``strategy``; the rest follow in the prefilter's order, unreadable images last.
+
+    ``on_result(step, result)`` follows each image the prefilter scores, then each step of the ranking.
+    """
+    if keep < 1:
+        raise UsageError(f"keep must be at least 1, got {keep}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top_k must be at least 1, got {top_k}")
+    steps = _Steps(on_result)
+    first = prefilter.score(list(images), batch_size=batch_size, mode="fast", on_result=steps)
+    scores = {i: r.score for i, r in enumerate(first) if r.ok}
+    errors = {i: r.error for i, r in enumerate(first) if not r.ok}
+    by_prefilter = sorted(scores, key=lambda i: (-scores[i], i))
+    kept = by_prefilter[:keep]
+    inner = rank_images(judge, [images[i] for i in kept], strategy=strategy, top_k=None, pool=pool,
+                        batch_size=batch_size, on_result=lambda _index, result: steps.report(result))
+    judged = [(kept[i], score) for i, score in zip(inner.order, inner.scores) if i not in inner.errors]
+    order = [i for i, _ in judged] + by_prefilter[keep:]
+    ranked = [score for _, score in judged] + [scores[i] for i in by_prefilter[keep:]]
+    errors.update({kept[i]: message for i, message in inner.errors.items()})
+    order += sorted(errors)
+    ranked += [None] * len(errors)
+    if top_k is not None:
+        order, ranked = order[:top_k], ranked[:top_k]
+    stages = [{"judge": _profile_name(prefilter), "judged": sorted(scores)},
+              {"judge": _profile_name(judge), "judged": sorted(kept)}]
+    return Ranking(order, ranked, strategy, f"{_profile_name(prefilter)} fast scores for all, then "
+                   f"{inner.decided_by} among the best {len(kept)}", inner.comparisons, dict(sorted(errors.items())),
+                   inner.failed_matches, {kept[i]: why for i, why in inner.unjudged.items()}, stages)
+
+
+def _profile_name(judge: Any) -> str:
+    profile = getattr(judge, "profile", None)
+    return getattr(profile, "name", type(judge).__name__)
 
 
 def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any], dict[int, str]]:

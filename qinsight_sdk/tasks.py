@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import metrics
 from .errors import UsageError
+from .parsing import FULL_SCALE
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 from .results import ComparisonResult, DegradationResult, ScoreResult
 
@@ -64,9 +65,10 @@ def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], An
     return next((g, p) for g, p in good if verdict_of(p) == verdict)
 
 
-def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
+def score_of_distribution(distribution: RatingDistribution, scale: tuple[float, float] = FULL_SCALE) -> ScoreResult:
     """A fast score: the expected rating (1.00 to 5.99: never clamped), with the distribution's spread as
-    ``std``.
+    ``std``. On a judge whose own ``scale`` is not 1-5 (RALI's 0-1) both are mapped linearly onto 1-5, and
+    the expectation as the judge gave it is kept as ``raw_score``.
 
     Probabilities that are not finite (a checkpoint with NaN or infinite weights) are an error, not a
     rating: NaN must never read as a score.
@@ -75,7 +77,11 @@ def score_of_distribution(distribution: RatingDistribution) -> ScoreResult:
     if not math.isfinite(mean):  # NaN anywhere spreads to the mean (0 * NaN is NaN), so it is all to check
         return ScoreResult(error="the model's rating probabilities are not finite numbers: the checkpoint's "
                                  "weights or its dtype are broken (NaN or infinite values)")
-    return ScoreResult(score=mean, std=std)
+    low, high = scale
+    if (low, high) == FULL_SCALE:
+        return ScoreResult(score=mean, std=std)
+    stretch = (FULL_SCALE[1] - FULL_SCALE[0]) / (high - low)
+    return ScoreResult(score=FULL_SCALE[0] + (mean - low) * stretch, std=std * stretch, raw_score=mean)
 
 
 def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:

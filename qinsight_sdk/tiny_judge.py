@@ -171,7 +171,7 @@ def _train(folder: Path) -> None:
     weights saved are an average of the last steps' (see :data:`AVERAGE_DECAY`)."""
     import torch
 
-    from .qwen_vl import QwenVLBackend
+    from .backends.qwen2_5_vl.backend import QwenVLBackend
 
     torch.manual_seed(SEED)
     # the judge's own loading and encoding: safetensors only, rows padded on the left (so that each row's
@@ -248,7 +248,7 @@ def _ready_for_training(model: Any) -> None:
     stripes; the merger maps them into the language model) and shrink the language model's attention logits."""
     import torch
 
-    from .vision import vision_tower
+    from .backends.qwen2_5_vl.vision import vision_tower
 
     tower = vision_tower(model)
     for name, parameter in tower.named_parameters():

@@ -9,7 +9,7 @@ from samples import grey
 
 from qinsight_sdk import Backend, QualityJudge
 from qinsight_sdk.backend import EncodedBatch, Generation, RatingDistribution
-from qinsight_sdk.qwen_vl import QwenVLBackend
+from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 from qinsight_sdk.testing import ScriptedBackend
 
 

@@ -8,6 +8,7 @@ from PIL import Image
 
 from qinsight_sdk.batching import WINDOW_BATCHES, BatchRunner, Failure, Request, Step
 from qinsight_sdk.errors import ImageInputError, UsageError
+from qinsight_sdk.images import PATCH_GRID_GEOMETRY
 
 
 def square(side):
@@ -140,8 +141,15 @@ def test_decoded_pixels_are_dropped_after_their_batch():
 
 
 def test_image_tokens_count_merged_patches():
-    request = Request([], [], images=[Image.new("RGB", (56, 84)), Image.new("RGB", (28, 28))])
-    assert request.image_tokens == 2 * 3 + 1
+    assert PATCH_GRID_GEOMETRY.tokens(56, 84) == 2 * 3 and PATCH_GRID_GEOMETRY.tokens(28, 28) == 1
+
+
+def test_a_geometry_s_token_count_decides_the_batches():
+    """A family whose images all cost the same (RALI) packs them by count, whatever their sizes."""
+    recorder = Recorder()
+    run(BatchRunner(load, max_batch_tokens=3, tokens=lambda w, h: 1), recorder,
+        requests(square(280), square(28), square(560), square(56)), 8)
+    assert [len(b) for b in recorder.batches] == [3, 1]
 
 
 @pytest.mark.parametrize("overlap", [True, False])

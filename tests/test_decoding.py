@@ -191,7 +191,7 @@ def test_official_demo_samples_as_the_demos_own_call_did(tiny_model, tmp_path, v
 
     from qinsight_sdk.profiles import QINSIGHT
     from qinsight_sdk.prompts import PromptOrder
-    from qinsight_sdk.qwen_vl import QwenVLBackend
+    from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
     checkpoint = _tiny_copy(tiny_model, tmp_path / "ckpt", version)
     conversation = QINSIGHT.messages("score", PromptOrder.TEXT_FIRST)

@@ -7,7 +7,7 @@ import pytest
 
 from qinsight_sdk import prompts
 from qinsight_sdk.profiles import QINSIGHT
-from qinsight_sdk.loading import load_processor
+from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 
 # The expected strings live in a fixture that records where each comes from (the official code or the
 # paper, as quoted in shared/reference/q-insight.md), not in the code under test.

@@ -168,7 +168,7 @@ def test_command_line_records_the_quantization_and_never_mixes_rows(tiny_judge_m
 
 
 def test_cuda_and_its_current_index_are_one_device(monkeypatch):
-    from qinsight_sdk.qwen_vl import _same_device
+    from qinsight_sdk.backends.qwen2_5_vl.backend import _same_device
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     cuda = torch.device

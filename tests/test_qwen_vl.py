@@ -55,7 +55,7 @@ def test_cached_digit_step_equals_a_full_forward(tiny_judge):
 
 
 def test_rating_digit_probabilities_are_a_softmax_over_the_chosen_tokens():
-    from qinsight_sdk.qwen_vl import _probabilities
+    from qinsight_sdk.backends.qwen2_5_vl.backend import _probabilities
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 9.0], [3.0, 0.0, 0.0, -9.0]], dtype=torch.float16)
     found = _probabilities(logits, [2, 0])

@@ -175,7 +175,7 @@ def test_the_answer_only_loss_is_the_models_own_loss_on_the_answers(tiny_model):
     import torch
 
     from qinsight_sdk import tiny_judge
-    from qinsight_sdk.qwen_vl import QwenVLBackend
+    from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
     backend = QwenVLBackend.load(tiny_model, device="cpu", dtype=torch.float32)
     examples = tiny_judge._examples(0)

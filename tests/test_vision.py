@@ -12,9 +12,9 @@ from PIL import Image
 from samples import noise_image
 
 from qinsight_sdk import DecodingOptions, QualityJudge
-from qinsight_sdk import vision as vision_module
-from qinsight_sdk.qwen_vl import QwenVLBackend
-from qinsight_sdk.vision import VisionMemory, install_fast_paths, vision_tower
+from qinsight_sdk.backends.qwen2_5_vl import vision as vision_module
+from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
+from qinsight_sdk.backends.qwen2_5_vl.vision import VisionMemory, install_fast_paths, vision_tower
 
 # 448x448 (windows of one length), odd sizes (windows of several lengths), a small one, a wide one
 SIZES = [(448, 448), (252, 168), (140, 84), (56, 56), (392, 112), (200, 64)]

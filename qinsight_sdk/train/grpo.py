@@ -163,7 +163,7 @@ def grpo_arguments(config: TrainConfig) -> Any:
     import torch
     from trl import GRPOConfig
 
-    from ..loading import choose_attention
+    from ..backends.qwen2_5_vl.loading import choose_attention
 
     gpu = _on_gpu(config)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu)
@@ -230,7 +230,7 @@ def train(config: TrainConfig, resume: bool = False,
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
-    from ..loading import load_processor
+    from ..backends.qwen2_5_vl.loading import load_processor
 
     output = Path(config.output_dir)
     last = get_last_checkpoint(str(output)) if output.is_dir() else None

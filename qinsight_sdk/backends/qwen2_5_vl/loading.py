@@ -1,8 +1,8 @@
 """Loading a Qwen2.5-VL checkpoint: the device, dtype and attention choices, and the workarounds that
 differ between transformers releases, in one place for the judge, training, the nodes and the benchmarks.
 
-Defaults: the device is CUDA, then MPS, then CPU; the dtype bf16 where the GPU has it, fp16 on other
-GPUs, fp32 on CPU; attention FlashAttention-2 when installed and usable, else SDPA.
+Defaults: the device and dtype as :mod:`qinsight_sdk.backends.devices` chooses them; attention
+FlashAttention-2 when installed and usable, else SDPA.
 """
 
 from __future__ import annotations
@@ -14,47 +14,11 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError
-from .quantization import Quantization, quantization_config
+from ...errors import ModelLoadError
+from ..devices import choose_device, choose_dtype
+from ...quantization import Quantization, quantization_config
 
 logger = logging.getLogger("qinsight")
-
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-
-
-def choose_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) != "auto":
-        try:
-            chosen = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ModelLoadError(f"device {device!r} is not one torch knows: use auto, cpu, cuda, cuda:N or mps "
-                                 f"({exc})") from None
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available here")
-        if chosen.type == "mps" and not torch.backends.mps.is_available():
-            raise ModelLoadError(f"device {device!r} asked for, but MPS is not available here")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def choose_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype != "auto":
-        if dtype not in _DTYPES:
-            raise ModelLoadError(f"dtype {dtype!r} is not one of auto, {', '.join(sorted(_DTYPES))}")
-        return _DTYPES[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
-
 
 def choose_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
     if requested:

@@ -1,0 +1,95 @@
+"""Model families: one folder each, chosen from the checkpoint, all behind the ``Backend`` protocol.
+
+A family says how to recognise its checkpoint folder, which files to download, how to check a folder
+before loading it (so a half-written download fails with a message, not a stack trace), how to load it,
+and which judge profile its checkpoints get by default. ``QualityJudge.from_pretrained`` asks
+:func:`locate` for the folder and its family, and the family for its backend; nothing else names a family.
+
+Built in: ``qwen2_5_vl`` (Q-Insight, VisualQuality-R1: :mod:`.qwen2_5_vl`) and ``rali`` (:mod:`.rali`).
+Another family is one :func:`register_family` call, from any module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..checkpoints import resolve_checkpoint
+from ..errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One kind of checkpoint and how to load it.
+
+    Attributes:
+        name: the family's name, which profiles name as their ``model_type``.
+        holds: whether a local folder holds a checkpoint of this family (a cheap look at its files).
+        validate: raises ``ModelLoadError`` saying what is missing or broken in a folder of this family.
+        load: ``load(folder, device=..., dtype=..., attn_implementation=..., trust_remote_code=...,
+            quantization=...)`` -> a ``Backend``; options a family has no use for are ignored.
+        files: glob patterns of the files to download from the Hugging Face hub.
+        default_profile: the profile its checkpoints get when nothing else names one.
+        writes_text: whether it answers in text (reasoning); one that does not scores in fast mode only.
+    """
+
+    name: str
+    holds: Callable[[Path], bool]
+    validate: Callable[[Path], None]
+    load: Callable[..., Any]
+    files: tuple[str, ...]
+    default_profile: str
+    writes_text: bool = True
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add a model family (a later one with the same name replaces the earlier); returns it."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def family_named(name: str) -> ModelFamily:
+    """The registered family ``name``; an unknown one is a ``ModelLoadError`` listing the known."""
+    if name not in FAMILIES:
+        raise ModelLoadError(f"no model family {name!r} is registered (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def family_of(folder: Path, expected: str) -> ModelFamily:
+    """The family whose checkpoint ``folder`` holds, checked complete; ``expected`` (the family the judge
+    profile asked for) when the folder is recognised by none, so its check says what is wrong."""
+    found = next((f for f in FAMILIES.values() if f.holds(folder)), None) or family_named(expected)
+    found.validate(folder)
+    return found
+
+
+def expected_family(model: str, subfolder: str | None, expected: str) -> ModelFamily:
+    """The family a checkpoint will load as, known before loading (and downloading): a local folder's by
+    its files, else ``expected`` (the family of the judge profile asked for, or of a released subfolder)."""
+    local = Path(model).expanduser()
+    local = local / subfolder if subfolder and local.exists() else local
+    if local.is_dir():
+        found = next((f for f in FAMILIES.values() if f.holds(local)), None)
+        if found is not None:
+            return found
+    return family_named(expected)
+
+
+def locate(model: str, subfolder: str | None, revision: str | None, local_files_only: bool,
+           cache_dir: str | None, expected: str) -> tuple[Path, ModelFamily]:
+    """A checkpoint's local folder (downloaded from the hub for an id, with ``expected``'s files) and its
+    family, found from its files and checked complete."""
+    folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir,
+                                model_type=None, patterns=family_named(expected).files)
+    return folder, family_of(folder, expected)
+
+
+def _register_builtins() -> None:
+    from . import qwen2_5_vl, rali   # noqa: F401 - each registers itself
+
+
+_register_builtins()

@@ -1,0 +1,335 @@
+"""RALI: its pickled files read by allowlists, its forward equal to the official formulas, and the judge
+it makes (fast scores only, batched, per-item errors), on tiny checkpoints in the released layout."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+from sklearn.decomposition import PCA, IncrementalPCA
+
+from qinsight_sdk import QualityJudge
+from qinsight_sdk.backends import FAMILIES, expected_family, family_of
+from qinsight_sdk.backends.rali.files import read_basis, read_checkpoint, read_pca, read_pca_mean
+from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
+from qinsight_sdk.errors import ModelLoadError, UsageError
+
+
+@pytest.fixture(scope="module")
+def rali_folder(tmp_path_factory):
+    return build_tiny_rali(tmp_path_factory.mktemp("rali") / "RALI", seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained_rali(tmp_path_factory):
+    return build_tiny_rali(tmp_path_factory.mktemp("rali-trained") / "RALI", trained=True)
+
+
+@pytest.fixture(scope="module")
+def rali(rali_folder):
+    return QualityJudge.from_pretrained(rali_folder, device="cpu")
+
+
+class RunsCommand:
+    """Unpickling this runs a shell command that creates ``marker``: what a hostile file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+# -- the files, read safely ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", [PCA, IncrementalPCA])
+@pytest.mark.parametrize("form", ["joblib", "joblib-zlib", "joblib-gzip", "pickle"])
+def test_a_real_pca_loads_in_each_form_without_scikit_learn_code(tmp_path, kind, form):
+    fitted = kind(n_components=3).fit(np.random.default_rng(0).normal(size=(40, 6)))
+    path = tmp_path / "pca.pkl"
+    if form == "pickle":
+        path.write_bytes(pickle.dumps(fitted))
+    else:
+        joblib.dump(fitted, path, compress={"joblib": 0, "joblib-zlib": 3, "joblib-gzip": ("gzip", 3)}[form])
+    loaded = read_pca(path)
+    assert type(loaded).__module__.startswith("qinsight_sdk")    # a plain holder, not scikit-learn's class
+    np.testing.assert_array_equal(loaded.mean_, fitted.mean_)
+    np.testing.assert_array_equal(loaded.components_, fitted.components_)
+    assert read_pca_mean(path).dtype == np.float32
+
+
+@pytest.mark.parametrize("form", ["joblib", "joblib-zlib", "pickle", "inside-a-dict"])
+def test_a_pca_file_that_would_run_a_command_is_refused_and_nothing_runs(tmp_path, form):
+    marker, path = tmp_path / "ran", tmp_path / "pca.pkl"
+    payload = RunsCommand(marker)
+    if form == "pickle":
+        path.write_bytes(pickle.dumps(payload))
+    elif form == "inside-a-dict":
+        joblib.dump({"mean_": np.zeros(3), "hook": payload}, path)
+    else:
+        joblib.dump(payload, path, compress=3 if form == "joblib-zlib" else 0)
+    with pytest.raises(ModelLoadError, match="system.*loading it could run code"):
+        read_pca(path)
+    assert not marker.exists()
+
+
+def test_an_array_of_python_objects_in_a_joblib_file_is_refused(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "pca.pkl"
+    joblib.dump(np.array([RunsCommand(marker)], dtype=object), path)
+    with pytest.raises(ModelLoadError, match="array of Python objects"):
+        read_pca(path)
+    assert not marker.exists()
+
+
+def test_a_pca_file_holding_something_else_or_no_mean_is_refused(tmp_path):
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ModelLoadError, match="holds a list, not a PCA"):
+        read_pca(tmp_path / "list.pkl")
+    fitted = PCA(2).fit(np.eye(4))
+    del fitted.mean_
+    joblib.dump(fitted, tmp_path / "nomean.pkl")
+    with pytest.raises(ModelLoadError, match="no float vector 'mean_'"):
+        read_pca_mean(tmp_path / "nomean.pkl")
+    (tmp_path / "cut.pkl").write_bytes(pickle.dumps(PCA(2).fit(np.eye(4)))[:40])
+    with pytest.raises(ModelLoadError, match="cannot be read as a PCA"):
+        read_pca(tmp_path / "cut.pkl")
+
+
+def test_a_checkpoint_whose_pickle_imports_more_than_tensors_is_refused_before_loading(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hook": RunsCommand(marker)}, path)
+    with pytest.raises(ModelLoadError, match="imports posix.system|imports nt.system"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_tensors_loads_and_broken_ones_say_why(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}}, path)
+    assert torch.equal(read_checkpoint(path)["w"], torch.arange(3.0))
+    torch.save({"weights": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(ModelLoadError, match="holds no 'state_dict'"):
+        read_checkpoint(path)
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(ModelLoadError, match="not a readable torch checkpoint"):
+        read_checkpoint(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/other.txt", "x")
+    with pytest.raises(ModelLoadError, match="holds no data.pkl"):
+        read_checkpoint(path)
+
+
+def test_a_basis_file_with_pickled_objects_is_refused(tmp_path):
+    np.savez(tmp_path / "basis.npz", vectors=np.zeros((2, 3)), scores=np.array([object(), 1], dtype=object))
+    with pytest.raises(ModelLoadError, match="refused"):
+        read_basis(tmp_path / "basis.npz")
+    np.savez(tmp_path / "good.npz", vectors=np.ones((2, 3)))
+    assert read_basis(tmp_path / "good.npz")["vectors"].shape == (2, 3)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # scikit-learn's note on the version the file names
+def test_the_tiny_pca_file_is_what_joblib_and_scikit_learn_write(rali_folder):
+    """The tiny writer names scikit-learn's class without importing it; scikit-learn reads it as its own."""
+    real = joblib.load(rali_folder / "pca.pkl")
+    assert type(real) is PCA and real.mean_.shape == (16,)
+    np.testing.assert_array_equal(read_pca_mean(rali_folder / "pca.pkl"), real.mean_.astype(np.float32))
+
+
+# -- the forward pass, against the formulas ---------------------------------------------------------------
+
+def _layer_norm(x, state, prefix, eps):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], state[f"{prefix}.weight"], state[f"{prefix}.bias"], eps)
+
+
+def official_forward(pixels, folder):
+    """RALI's score from ckpt.pt, pca.pkl and best/config.json, written from the formulas: a ViT in plain
+    tensor operations (no transformers module), then the PCA, the cosine prototypes and the softmax."""
+    state = torch.load(folder / "ckpt.pt", weights_only=True)["state_dict"]
+    config = json.loads((folder / "best" / "config.json").read_text())["vision_config"]
+    v = lambda name: state[f"clip.vision_model.{name}"].double()   # noqa: E731
+    heads, eps, patch = config["num_attention_heads"], 1e-5, config["patch_size"]
+    x = torch.nn.functional.conv2d(pixels.double(), v("embeddings.patch_embedding.weight"), stride=patch)
+    x = torch.cat([v("embeddings.class_embedding").expand(len(x), 1, -1), x.flatten(2).transpose(1, 2)], 1)
+    x = x + v("embeddings.position_embedding.weight")
+    vstate = {k.removeprefix("clip.vision_model."): t.double() for k, t in state.items()
+              if k.startswith("clip.vision_model.")}
+    x = _layer_norm(x, vstate, "pre_layrnorm", eps)
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layers.{i}"
+        h = _layer_norm(x, vstate, f"{p}.layer_norm1", eps)
+        q, k, w = (h @ v(f"{p}.self_attn.{n}_proj.weight").T + v(f"{p}.self_attn.{n}_proj.bias") for n in "qkv")
+        split = lambda t: t.view(len(t), t.shape[1], heads, -1).transpose(1, 2)   # noqa: E731
+        q, k, w = split(q), split(k), split(w)
+        attention = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ w
+        attention = attention.transpose(1, 2).reshape(h.shape)
+        x = x + attention @ v(f"{p}.self_attn.out_proj.weight").T + v(f"{p}.self_attn.out_proj.bias")
+        h = _layer_norm(x, vstate, f"{p}.layer_norm2", eps) @ v(f"{p}.mlp.fc1.weight").T + v(f"{p}.mlp.fc1.bias")
+        h = h * torch.sigmoid(1.702 * h)   # quick_gelu
+        x = x + h @ v(f"{p}.mlp.fc2.weight").T + v(f"{p}.mlp.fc2.bias")
+    f = _layer_norm(x[:, 0], vstate, "post_layernorm", eps) @ state["clip.visual_projection.weight"].double().T
+    f = f.numpy()
+    s = {name: state[f"scorer.{name}"].double().numpy() for name in
+         ("pca_scale", "pca_components", "prototypes", "proto_scores", "logit_scale")}
+    mean = joblib.load(folder / "pca.pkl").mean_
+    z = ((f - mean) / np.abs(s["pca_scale"])) @ s["pca_components"].T
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    p = s["prototypes"] / np.linalg.norm(s["prototypes"], axis=1, keepdims=True)
+    logits = max(float(s["logit_scale"]), 1e-6) * z @ p.T
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    return w @ s["proto_scores"]
+
+
+def official_pixels(image, side, mean, std):
+    """CLIP's preprocessing as the demo's processor does it: shortest edge to ``side`` (PIL bicubic), the
+    centre ``side`` x ``side`` crop, 1/255, then the mean and standard deviation."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    size = (side, int(side * long / short)) if width <= height else (int(side * long / short), side)
+    resized = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
+    top, left = (resized.shape[0] - side) // 2, (resized.shape[1] - side) // 2
+    crop = resized[top:top + side, left:left + side] / 255
+    return torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1).copy())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_score_equals_the_official_formulas_to_1e5(rali, rali_folder):
+    images = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for seed, (w, h) in enumerate([(56, 56), (112, 84), (64, 160), (300, 200)])]
+    processor = json.loads((rali_folder / "best" / "preprocessor_config.json").read_text())
+    pixels = torch.stack([official_pixels(i, 56, np.array(processor["image_mean"]), np.array(processor["image_std"]))
+                          for i in images])
+    expected = official_forward(pixels, rali_folder)
+    results = rali.score(images)
+    assert [r.error for r in results] == [None] * 4
+    np.testing.assert_allclose([r.raw_score for r in results], expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose([r.score for r in results], 1 + 4 * expected, atol=4e-5, rtol=0)
+    assert len(set(np.round(expected, 6))) == 4   # the images are told apart: the check is not vacuous
+
+
+def test_the_processor_gives_the_official_pixels(rali, rali_folder):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (84, 112, 3), dtype=np.uint8))
+    processor = json.loads((rali_folder / "best" / "preprocessor_config.json").read_text())
+    ours = rali.backend.encode([[]], [[image]]).inputs[0]
+    theirs = official_pixels(image, 56, np.array(processor["image_mean"]), np.array(processor["image_std"]))
+    torch.testing.assert_close(ours.double(), theirs, atol=1e-5, rtol=0)
+
+
+# -- the judge it makes --------------------------------------------------------------------------------------
+
+def test_scores_are_deterministic_batch_and_order_invariant(rali):
+    images, _ = brightness_images(9, seed=11)
+    one_by_one = [rali.score(i, batch_size=1).raw_score for i in images]
+    batched = [r.raw_score for r in rali.score(images, batch_size=8)]
+    reversed_order = [r.raw_score for r in rali.score(images[::-1], batch_size=4)][::-1]
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(reversed_order, one_by_one, atol=1e-6, rtol=0)
+    assert len({round(s, 6) for s in one_by_one}) > 1
+
+
+def test_a_bad_image_is_that_item_s_error_only(rali, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    images, _ = brightness_images(2, seed=2)
+    results = rali.score([images[0], str(tmp_path / "broken.png"), images[1],
+                          np.full((8, 8, 3), np.nan, dtype=np.float32)])
+    assert results[0].ok and results[2].ok
+    assert "broken.png" in results[1].error and results[3].error
+
+
+def test_what_rali_cannot_do_is_refused_with_what_to_use(rali):
+    image = brightness_images(1, seed=0)[0][0]
+    assert rali.score(image).ok   # fast, its default
+    with pytest.raises(UsageError, match="use mode='fast'"):
+        rali.score(image, mode="reason")
+    with pytest.raises(UsageError, match="cannot do degradation"):
+        rali.degradation(image)
+    with pytest.raises(UsageError, match="cannot do comparison"):
+        rali.compare(image, image)
+    with pytest.raises(UsageError, match="cannot do comparison"):
+        rali.rank([image, image], strategy="hybrid")
+
+
+def test_large_images_are_judged_as_given_up_to_the_pixel_bound(rali):
+    big = Image.new("RGB", (4000, 3000), (90, 90, 90))
+    assert rali.load_image(big).size == (4000, 3000)   # its processor resizes: nothing to fit beforehand
+    tight = QualityJudge(rali.backend, profile=rali.profile, image_bounds=rali.image_bounds.__class__(
+        max_pixels=1_000_000))
+    width, height = tight.load_image(big).size
+    assert width * height <= 1_000_000 and abs(width / height - 4 / 3) < 0.01
+
+
+def test_the_trained_tiny_rali_rates_brightness(trained_rali):
+    judge = QualityJudge.from_pretrained(trained_rali, device="cpu")
+    images, levels = brightness_images(24, seed=99)
+    results = judge.score(images)
+    assert spearmanr([r.score for r in results], levels).statistic > 0.9
+    rewards = judge.reward(images)
+    assert torch.all((rewards >= 0) & (rewards <= 1))
+    np.testing.assert_allclose(rewards.numpy(), np.clip([r.raw_score for r in results], 0, 1), atol=1e-6)
+    ranking = judge.rank(images, strategy="score")
+    assert ranking.order[0] == int(np.argmax([r.score for r in results]))
+    assert levels[ranking.order[0]] >= sorted(levels)[-3]
+
+
+# -- the family, chosen from the files ---------------------------------------------------------------------
+
+def test_the_family_is_chosen_from_the_folder_s_files(rali_folder, tiny_model):
+    assert family_of(rali_folder, "qwen2_5_vl").name == "rali"
+    assert family_of(tiny_model, "rali").name == "qwen2_5_vl"
+    assert expected_family(str(rali_folder.parent), "RALI", "qwen2_5_vl").name == "rali"
+    assert expected_family("ByteDance/Q-Insight", "RALI", "rali") is FAMILIES["rali"]
+
+
+def test_a_half_written_rali_folder_names_what_is_missing(rali_folder, tmp_path):
+    partial = tmp_path / "RALI"
+    (partial / "best").mkdir(parents=True)
+    for name in ("ckpt.pt", "best/config.json"):
+        (partial / name).write_bytes((rali_folder / name).read_bytes())
+    with pytest.raises(ModelLoadError, match="pca.pkl, best/preprocessor_config.json missing"):
+        QualityJudge.from_pretrained(partial, profile="rali")
+
+
+def test_a_profile_for_another_family_is_refused(rali_folder):
+    with pytest.raises(ModelLoadError, match="holds a rali model, but judge profile 'q-insight'"):
+        QualityJudge.from_pretrained(rali_folder, profile="q-insight")
+
+
+def test_files_that_do_not_fit_together_are_refused(rali_folder, tmp_path):
+    folder = tmp_path / "RALI"
+    (folder / "best").mkdir(parents=True)
+    for name in ("ckpt.pt", "pca.pkl", "best/config.json", "best/preprocessor_config.json"):
+        (folder / name).write_bytes((rali_folder / name).read_bytes())
+    np.savez(folder / "basis.npz", vectors=np.zeros((9, 8)), scores=np.zeros(9))
+    with pytest.raises(ModelLoadError, match="basis.npz has 9 prototype scores, ckpt.pt 6"):
+        QualityJudge.from_pretrained(folder)
+    state = torch.load(rali_folder / "ckpt.pt", weights_only=True)
+    state["state_dict"]["scorer.logit_scale"] = torch.tensor(float("nan"))
+    torch.save(state, folder / "ckpt.pt")
+    (folder / "basis.npz").unlink()
+    with pytest.raises(ModelLoadError, match="not all finite"):
+        QualityJudge.from_pretrained(folder)
+
+
+def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path):
+    images = brightness_images(3, seed=4)[0]
+    for k, image in enumerate(images):
+        image.save(tmp_path / f"{k}.png")
+    rows = tmp_path / "rows.jsonl"
+    command = [sys.executable, "-m", "qinsight_sdk", "score", str(tmp_path), "--model", str(trained_rali),
+               "-o", str(rows), "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    written = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(written) == 3 and all(r["settings"]["profile"] == "rali" and r["settings"]["mode"] == "fast"
+                                     and r["error"] is None for r in written)
+    refused = subprocess.run(command[:-2] + ["--mode", "reason"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "writes no text" in refused.stderr
