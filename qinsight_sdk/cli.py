@@ -441,7 +441,9 @@ def _mode(args: argparse.Namespace, family: ModelFamily) -> str:
     if args.mode == "reason" and not family.writes_text:
         raise UsageError(f"--mode reason: this {family.name} judge writes no text, so it has no reasoning to "
                          "give; use --mode fast (its default)")
-    return args.mode or ("reason" if family.writes_text else "fast")
+    if args.mode is not None:
+        return args.mode
+    return "reason" if family.writes_text else "fast"
 
 
 @contextmanager

@@ -116,7 +116,8 @@ class QualityJudge:
             A ``ScoreResult`` for one image, else a list of them in input order.
         """
         writes = getattr(self.backend, "writes_text", True)
-        mode = mode or ("reason" if writes else "fast")
+        if mode is None:
+            mode = "reason" if writes else "fast"
         if mode not in TASKS["score"].modes:
             raise UsageError(f"mode must be 'reason' or 'fast', got {mode!r}")
         if mode == "reason" and not writes:

@@ -109,7 +109,7 @@ def test_score_ranking_in_full():
     assert ranking.to_dict() == {
         "order": [2, 3, 0, 1], "scores": [4.9, 3.7, 2.4, None], "strategy": "score", "decided_by": "fast scores",
         "comparisons": 0, "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"},
-        "failed_matches": 0, "unjudged": {}}
+        "failed_matches": 0, "unjudged": {}, "stages": []}
     assert ranking.best == 2
 
 
