@@ -240,6 +240,86 @@ def spread_line(ratios: list[float]) -> str:
 MODES = ("reference", "reason", "fast")
 
 
+def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: int) -> float:
+    """Matrix-multiply FLOPs of one fast-mode prefill (2 per multiply-add; attention scores included)."""
+    hidden, layers, inter = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"]
+    kv = hidden * shape["num_key_value_heads"] // shape["num_attention_heads"]
+    tokens = image_tokens + text_tokens
+    per_token_lm = layers * (2 * hidden * (hidden + 2 * kv) + 2 * hidden * hidden + 6 * hidden * inter)
+    lm = tokens * per_token_lm + layers * 4 * tokens * tokens * hidden
+    vision = shape["vision_config"]
+    vh, vi, depth = vision["hidden_size"], vision["intermediate_size"], vision["depth"]
+    per_patch = depth * (8 * vh * vh + 6 * vh * vi) + 2 * 1176 * vh
+    full_blocks = len(vision["fullatt_block_indexes"])
+    window = (vision["window_size"] // 14) ** 2
+    attention = 4 * vh * patches * (full_blocks * patches + (depth - full_blocks) * window)
+    merger = image_tokens * 2 * (4 * vh * 4 * vh + 4 * vh * hidden)
+    return lm + patches * per_patch + attention + merger
+
+
+# RALI's vision tower, ViT-L/14 (its best/config.json: CLIP, projection 768); the demo's 336x336 dummy image
+# suggests the 336-pixel variant, unverified, so both sizes are counted
+RALI_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "patch_size": 14, "projection_dim": 768}
+
+
+def rali_flops(side: int) -> float:
+    """Matrix-multiply FLOPs of RALI's forward on one image cropped to ``side`` (2 per multiply-add): the
+    patch embedding, each layer's attention (projections and scores) and MLP, the projection; the PCA and
+    prototype head (a few 768-wide products) are negligible and left out."""
+    hidden, inter, layers = RALI_VISION["hidden_size"], RALI_VISION["intermediate_size"], RALI_VISION["num_hidden_layers"]
+    patches = (side // RALI_VISION["patch_size"]) ** 2
+    tokens = patches + 1
+    per_layer = tokens * (8 * hidden * hidden + 4 * hidden * inter) + 4 * tokens * tokens * hidden
+    return 2 * patches * 3 * RALI_VISION["patch_size"] ** 2 * hidden + layers * per_layer + \
+        2 * hidden * RALI_VISION["projection_dim"]
+
+
+def parameter_counts() -> dict[str, int]:
+    """Parameters of Q-Insight's model (the 7B shape) and of RALI's CLIP vision tower, counted on the meta
+    device (no memory, no download)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Qwen2_5_VLConfig, \
+        Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        qinsight = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**benchmark_config(seven_b=True)))
+        rali = CLIPVisionModelWithProjection(CLIPVisionConfig(**RALI_VISION, image_size=336))
+    return {"q-insight": sum(p.numel() for p in qinsight.parameters()),
+            "rali": sum(p.numel() for p in rali.parameters())}
+
+
+def flop_lines(size: str = "448x448", text_tokens: int = 180) -> list[str]:
+    """RALI against Q-Insight's fast mode at real shapes: parameters and FLOPs per image, and their ratios."""
+    width, height = (int(v) for v in size.split("x"))
+    patches = (width // 14) * (height // 14)
+    fast = flops_per_image(benchmark_config(seven_b=True), patches // 4, patches, text_tokens)
+    counts = parameter_counts()
+    lines = [f"parameters: Q-Insight {counts['q-insight'] / 1e9:.2f} B, RALI's vision tower "
+             f"{counts['rali'] / 1e6:.0f} M ({100 * counts['rali'] / counts['q-insight']:.1f}%)"]
+    for side in (224, 336):
+        rali = rali_flops(side)
+        lines.append(f"FLOPs per image: RALI at {side}x{side} {rali / 1e9:.1f} G, Q-Insight fast mode at {size} "
+                     f"{fast / 1e9:.0f} G: RALI is {100 * rali / fast:.2f}% ({fast / rali:.0f}x fewer)")
+    return lines
+
+
+def compare_rali(judge: Any, rali: Any, size: str, args: Any) -> None:
+    """RALI's images/s against ``judge``'s fast mode on the same images, in interleaved rounds."""
+    images = make_images(args.images, size)
+    judge.score(images[:args.batch_size], mode="fast")   # warm-up, not timed
+    rali.score(images[:args.batch_size])
+    seconds: dict[str, list[float]] = {"fast": [], "rali": []}
+    for _ in range(args.rounds):
+        seconds["fast"].append(timed(lambda: judge.score(images, mode="fast"), judge.backend.device))
+        seconds["rali"].append(timed(lambda: rali.score(images), rali.backend.device))
+    for name, label in (("fast", "(c) fast mode"), ("rali", "(d) RALI")):
+        rates = [args.images / s for s in seconds[name]]
+        print(f"{label}, batch {args.batch_size}: {statistics.median(rates):.2f} images/s median "
+              f"({min(rates):.2f}-{max(rates):.2f})")
+    print(f"ratio RALI / fast mode: {spread_line([f / r for f, r in zip(seconds['fast'], seconds['rali'])])}")
+
+
 def compare_modes(judge: Any, stock: tuple[Any, Any], size: str, args: Any) -> dict[str, list[float]]:
     """Times (a), (b) and (c) of bench/throughput.py in interleaved rounds on ``args.images`` images of
     ``size``; prints rates, ratios with their spread and where the time went; returns each mode's seconds."""

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (compare_modes, cuda_missing, device_name, make_images, peak_memory, random_model,
+from common import (compare_modes, cuda_missing, device_name, flops_per_image, make_images, peak_memory, random_model,
                     script_parser, tournament)
 
 import torch
@@ -54,23 +54,6 @@ def random_judge(dry_run: bool) -> tuple[QualityJudge, tuple, dict]:
     processor = load_processor(folder)
     stock_model, _ = random_model(Path(tempfile.mkdtemp(prefix="qinsight-gpu-stock-")), dry_run)
     return QualityJudge(QwenVLBackend(model, processor, model.device)), (stock_model, processor), shape
-
-
-def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: int) -> float:
-    """Matrix-multiply FLOPs of one fast-mode prefill (2 per multiply-add; attention scores included)."""
-    hidden, layers, inter = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"]
-    kv = hidden * shape["num_key_value_heads"] // shape["num_attention_heads"]
-    tokens = image_tokens + text_tokens
-    per_token_lm = layers * (2 * hidden * (hidden + 2 * kv) + 2 * hidden * hidden + 6 * hidden * inter)
-    lm = tokens * per_token_lm + layers * 4 * tokens * tokens * hidden
-    vision = shape["vision_config"]
-    vh, vi, depth = vision["hidden_size"], vision["intermediate_size"], vision["depth"]
-    per_patch = depth * (8 * vh * vh + 6 * vh * vi) + 2 * 1176 * vh
-    full_blocks = len(vision["fullatt_block_indexes"])
-    window = (vision["window_size"] // 14) ** 2
-    attention = 4 * vh * patches * (full_blocks * patches + (depth - full_blocks) * window)
-    merger = image_tokens * 2 * (4 * vh * 4 * vh + 4 * vh * hidden)
-    return lm + patches * per_patch + attention + merger
 
 
 def bench_size(judge: QualityJudge, stock: tuple, shape: dict, size: str, args: argparse.Namespace,

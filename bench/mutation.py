@@ -56,6 +56,11 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
     "annotation": ("qinsight_sdk/annotation.py", ["qinsight_sdk.annotation.*"]),
     "compatibility": ("qinsight_sdk/compatibility.py", ["qinsight_sdk.compatibility.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
+    "backends registry": ("qinsight_sdk/backends/__init__.py", ["qinsight_sdk.backends.x_*", "qinsight_sdk.backends.xǁ*"]),
+    "judge_config": ("qinsight_sdk/judge_config.py", ["qinsight_sdk.judge_config.*"]),
+    **{f"rali {part}": (f"qinsight_sdk/backends/rali/{part}.py", [f"qinsight_sdk.backends.rali.{part}.*"])
+       for part in ("files", "model", "backend")},
+    "rali family": ("qinsight_sdk/backends/rali/__init__.py", ["qinsight_sdk.backends.rali.x_*"]),
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
                 # the Ray Serve deployment: tested against a real service (tests/test_service.py, marked ray)

@@ -25,7 +25,7 @@ from common import make_images, script_parser, timed
 import torch
 
 from qinsight_sdk import QualityJudge
-from qinsight_sdk.tiny_judge import cached_tiny_judge
+from qinsight_sdk.testing import cached_tiny_judge
 
 CPU = torch.device("cpu")   # the tiny judge runs on the CPU: nothing to synchronise
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from qinsight_sdk.tiny_judge import build_tiny_judge
+from qinsight_sdk.testing import build_tiny_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

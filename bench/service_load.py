@@ -29,7 +29,7 @@ from typing import Any
 
 from common import make_images, script_parser
 
-from qinsight_sdk.tiny_judge import cached_tiny_judge
+from qinsight_sdk.testing import cached_tiny_judge
 
 PORT = 8797
 

@@ -18,8 +18,11 @@ and noisy; a target is held to the lowest), with where each mode's time went: th
 language model, transformers' generate() around them (its loop, positions, output head), and our own
 code (the rest).
 
-Then a tournament over 8 images (reason mode, --new-tokens each): its time, and how many images the
-vision tower encoded (counted from the patches it embedded).
+Then, per size, (d) RALI (the tiny random RALI, or --rali DIR) against (c) on the same images, in
+interleaved rounds: images/s and the ratio. Then a tournament over 8 images (reason mode, --new-tokens
+each): its time, and how many images the vision tower encoded (counted from the patches it embedded).
+Last, at real shapes (counted on the meta device, nothing run): parameters and FLOPs per image of RALI
+(ViT-L/14 at 224 and 336) and of Q-Insight's fast mode (7B, 448x448).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import argparse
 import sys
 import tempfile
 
-from common import compare_modes, peak_memory, script_parser, stock_pipeline, tournament
+from common import compare_modes, compare_rali, flop_lines, peak_memory, script_parser, stock_pipeline, tournament
 
 import torch
 
 from qinsight_sdk import QualityJudge
+from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 from qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
 from qinsight_sdk.testing import build_tiny_checkpoint
 
@@ -40,6 +44,7 @@ from qinsight_sdk.testing import build_tiny_checkpoint
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--model", help="checkpoint folder or hub id (default: the tiny random model)")
+    parser.add_argument("--rali", help="RALI folder (default: the tiny random RALI, built on the fly)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--images", type=int, default=32)
@@ -63,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     stock = stock_pipeline(folder, judge.backend.device, judge.backend.dtype)
     print(f"model {model} on {judge.backend.device} ({judge.backend.dtype}), torch threads {torch.get_num_threads()}, "
           f"faster vision path: {getattr(judge.backend, 'fast_vision', False)}")
+    rali = QualityJudge.from_pretrained(args.rali or build_tiny_rali(tempfile.mkdtemp(prefix="qinsight-bench-")),
+                                        device=args.device, batch_size=args.batch_size)
     for size in args.sizes.split(","):
         compare_modes(judge, stock, size, args)
+        compare_rali(judge, rali, size, args)
     tournament(judge, args)
     print(peak_memory(judge.backend.device))
+    print("--- at real shapes, from parameter counts")
+    for line in flop_lines():
+        print(line)
     return 0
 
 

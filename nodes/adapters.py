@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..qinsight_sdk.annotation import annotate, score_label, short_reasoning
+from ..qinsight_sdk.backends import FAMILIES
 from ..qinsight_sdk.records import answer_settings
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
@@ -111,7 +112,10 @@ class JudgedBatch:
 
 
 def record_settings(model: str, subfolder: str | None, judge: Any, **task: Any) -> dict[str, Any]:
-    """The record rows' settings of answers the loaded ``judge`` gave, as the command line writes them."""
+    """The record rows' settings of answers the loaded ``judge`` gave, as the command line writes them: from
+    the configuration it was loaded with, else (a judge built from a backend) from the judge itself."""
+    if getattr(judge, "config", None) is not None:
+        return judge.config.settings(**task)
     return answer_settings(model, subfolder, None, judge.profile.settings_name(), judge.backend.dtype,
                            judge.prompt_order.value, judge.image_bounds.max_pixels, judge.backend.quantization,
                            judge.decoding, **task)
@@ -144,14 +148,19 @@ def annotated(batch: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
 
 
 def model_folders(roots: Iterable[str | Path]) -> list[str]:
-    """Checkpoint folders (holding a config.json) up to two levels below each root, as relative names."""
+    """Checkpoint folders up to two levels below each root, as relative names: those a model family
+    recognises (RALI's layout, say), and those holding a config.json (so a broken one is listed, and its
+    load says what is wrong) unless they sit inside a recognised one (RALI's own CLIP folder)."""
     found = set()
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             continue
-        for config in list(root.glob("*/config.json")) + list(root.glob("*/*/config.json")):
-            found.add(config.parent.relative_to(root).as_posix())
+        for folder in sorted(list(root.glob("*/")) + list(root.glob("*/*/"))):
+            held = any(family.holds(folder) for family in FAMILIES.values())
+            inside = any(family.holds(folder.parent) for family in FAMILIES.values())
+            if held or ((folder / "config.json").is_file() and not inside):
+                found.add(folder.relative_to(root).as_posix())
     return sorted(found)
 
 

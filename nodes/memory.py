@@ -79,6 +79,15 @@ class JudgeSpec:
         return self.quantization != "full"
 
 
+def _module_of(judge: QualityJudge) -> torch.nn.Module:
+    """The judge's weights as one module, which ComfyUI's model management holds."""
+    module = getattr(judge.backend, "module", None)
+    if module is None:
+        raise RuntimeError(f"this judge's backend ({type(judge.backend).__name__}) holds no weights for ComfyUI "
+                           "to manage (a remote or engine-managed model): use it from Python instead")
+    return module
+
+
 class JudgeHandle:
     """The custom QINSIGHT_JUDGE value: what to load, and the loaded judge while it is loaded."""
 
@@ -123,7 +132,7 @@ class JudgeHandle:
             dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
             image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization,
             profile=None if self.spec.judge == "auto" else self.spec.judge)
-        weights = _Weights(judge.backend.model, offload_device)
+        weights = _Weights(_module_of(judge), offload_device)
         self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                         offload_device=offload_device)
         if self.spec.quantized:
@@ -158,7 +167,7 @@ class JudgeHandle:
         every module lets go of its tensors, which frees them at once.
         """
         if self.judge is not None:
-            for module in list(self.judge.backend.model.modules()):
+            for module in list(_module_of(self.judge).modules()):
                 module._parameters.clear()
                 module._buffers.clear()
         self.judge = None
@@ -203,7 +212,7 @@ class JudgeHandle:
         mm.free_memory(1e30, self.patcher.load_device, keep_loaded=others)
 
     def status(self) -> dict[str, Any]:
-        devices = sorted({str(p.device) for p in self.judge.backend.model.parameters()}) if self.judge else []
+        devices = sorted({str(p.device) for p in _module_of(self.judge).parameters()}) if self.judge else []
         dtype = str(self.judge.backend.dtype).removeprefix("torch.") if self.judge else None
         # what ComfyUI counts as loaded on its load device (0 once it has unloaded the judge), which tells
         # a free from a no-op even where load and offload device are both the CPU

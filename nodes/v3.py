@@ -15,7 +15,7 @@ from ..qinsight_sdk.annotation import score_label
 from ..qinsight_sdk.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
 from ..qinsight_sdk.image_metadata import embed, write_sidecar
 from ..qinsight_sdk.images import IMAGE_SIZES
-from ..qinsight_sdk.profiles import PROFILES, VISUALQUALITY_R1
+from ..qinsight_sdk.profiles import PROFILES, RALI, VISUALQUALITY_R1
 from ..qinsight_sdk.records import make_row
 from ..qinsight_sdk.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
@@ -25,7 +25,7 @@ CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
-HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER)] + \
+HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER, RALI.subfolder)] + \
     [VISUALQUALITY_R1.hub_ids[0]]
 JUDGE_CHOICES = ["auto", *sorted(PROFILES)]
 
@@ -299,7 +299,12 @@ class BestOfN(io.ComfyNode):
                                    tooltip="score: fast scores; tournament: pairwise knockout in both orders; "
                                            f"hybrid: fast scores, then pairwise among the top {HYBRID_POOL}"),
                     io.Latent.Input("latent", optional=True, tooltip="optional: the latents of the images"),
-                    io.Mask.Input("mask", optional=True, tooltip="optional: masks of the images")],
+                    io.Mask.Input("mask", optional=True, tooltip="optional: masks of the images"),
+                    Judge.Input("prefilter", optional=True,
+                                tooltip="optional: a cheaper judge (RALI) that scores every image first; the judge "
+                                        "then ranks only the best `keep` of them"),
+                    io.Int.Input("keep", default=8, min=1, max=4096, optional=True,
+                                 tooltip="with a prefilter: how many images it passes on to the judge")],
             outputs=[io.Image.Output(display_name="images", tooltip="the top_k images, best first"),
                      io.Int.Output(display_name="indices", is_output_list=True, tooltip="their input indices"),
                      io.Float.Output(display_name="scores", is_output_list=True,
@@ -316,12 +321,22 @@ class BestOfN(io.ComfyNode):
 
     @classmethod
     def execute(cls, judge: JudgeHandle, images: Any, top_k: int, strategy: str, latent: Any = None,
-                mask: Any = None) -> io.NodeOutput:
+                mask: Any = None, prefilter: JudgeHandle | None = None, keep: int = 8) -> io.NodeOutput:
         batch = adapters.as_image_batch(images)
         adapters.check_batch_sizes(batch, latent, mask)
-        ranking = run_judged(judge, lambda j, done: j.rank(list(batch), strategy=strategy, top_k=top_k,
-                                                           pool=HYBRID_POOL, on_result=done),
-                             ranking_steps(len(batch), strategy, HYBRID_POOL))
+        if prefilter is None:
+            ranking = run_judged(judge, lambda j, done: j.rank(list(batch), strategy=strategy, top_k=top_k,
+                                                               pool=HYBRID_POOL, on_result=done),
+                                 ranking_steps(len(batch), strategy, HYBRID_POOL))
+        else:
+            cheap = prefilter.acquire()
+            try:
+                ranking = run_judged(judge, lambda j, done: j.rank(
+                    list(batch), strategy=strategy, top_k=top_k, pool=HYBRID_POOL, on_result=done,
+                    prefilter=cheap, keep=keep), len(batch) + ranking_steps(min(keep, len(batch)), strategy,
+                                                                             HYBRID_POOL))
+            finally:
+                prefilter.release()
         adapters.raise_for_errors(ranking.errors, len(batch), "ranking")
         order = ranking.order
         text = [f"#{rank + 1}: image {i} ({s:.2f})" + (f"; {ranking.unjudged[i]}" if i in ranking.unjudged else "")

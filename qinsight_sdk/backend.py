@@ -4,6 +4,11 @@
 scripted stand-in (``testing.ScriptedBackend``) can sit behind it. A backend turns conversations with
 images into encoded batches (on the CPU, possibly in a helper thread), and encoded batches into answers
 (``generate``) or into the probabilities of a rating's digits (``rating_distributions``, fast scores).
+
+Optional, where a backend has them: ``module`` (its weights as one ``torch.nn.Module``, which ComfyUI's
+model management holds), ``geometry`` (an :class:`~qinsight_sdk.images.ImageGeometry`; default Qwen2-VL's
+patch grid), ``writes_text`` (False: it scores in fast mode only) and ``quantization``. A remote or
+engine-managed backend leaves them out rather than faking them.
 """
 
 from __future__ import annotations

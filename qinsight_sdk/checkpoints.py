@@ -57,10 +57,29 @@ def resolve_checkpoint(model: str, subfolder: str | None = None, revision: str |
     return folder
 
 
-def profile_file_of(model: str, subfolder: str | None = None, revision: str | None = None,
-                    cache_dir: str | None = None) -> Path | None:
-    """The checkpoint's own profile file, if it has one (see :func:`checkpoint_file`)."""
-    return checkpoint_file(model, PROFILE_FILE, subfolder, revision, cache_dir)
+def profile_lookup(model: str, subfolder: str | None = None, revision: str | None = None,
+                   cache_dir: str | None = None) -> tuple[Path | None, bool]:
+    """The checkpoint's own profile file (None: it has none), and whether that could be found out: False
+    when the hub could not be asked (offline and not cached, or unreachable), so that the caller can say so
+    and check again once the weights are downloaded."""
+    local = Path(model).expanduser()
+    if local.exists():
+        path = (local / subfolder if subfolder else local) / PROFILE_FILE
+        return (path if path.is_file() else None), True
+    if not _REPO_ID.match(model):
+        return None, True
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(model, PROFILE_FILE, subfolder=subfolder, revision=revision,
+                                    cache_dir=cache_dir)), True
+    except LocalEntryNotFoundError:   # offline and not cached (a subclass of the next in some releases)
+        return None, False
+    except EntryNotFoundError:        # asked: the repository has no such file
+        return None, True
+    except Exception:  # noqa: BLE001 - no network, an unknown repository: hub errors vary by version
+        return None, False
 
 
 def checkpoint_file(model: str, name: str, subfolder: str | None = None, revision: str | None = None,

@@ -33,16 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
-                          checkpoint_file, default_model, default_subfolder, profile_file_of)
+                          checkpoint_file, default_model, default_subfolder)
 from .data import FORMATS
 from .errors import QInsightError, UsageError
 from .image_metadata import MetadataError, read_rows
 from .images import ImageBounds
-from .backends import ModelFamily, expected_family
-from .profiles import PROFILES, JudgeProfile, choose_profile
+from .judge_config import JudgeConfig, resolve_judge_config
+from .profiles import PROFILES
 from .prompts import PromptOrder
 from .quantization import QUANTIZATIONS
-from .records import RecordStore, answer_settings, check_writable, key_of, make_row, open_store, row_text
+from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
 from .results import RESULT_TYPES
 from .selection import HYBRID_POOL, STRATEGIES
 from .service import TOKEN_ENV_VAR, ServiceSettings
@@ -372,16 +372,17 @@ def _checkpoint(args: argparse.Namespace, comparison: bool) -> tuple[str, str | 
 
 
 def _load_judge(args: argparse.Namespace, comparison: bool) -> Any:
-    """The judge, or with --ray a pool of judges on a Ray cluster with the same batch methods."""
+    """The judge, or with --ray a pool of judges on a Ray cluster with the same batch methods, built from the
+    configuration the rows' settings came from."""
+    config = _judge_config(args, comparison)
     if getattr(args, "ray", False):
         from .distributed import DistributedJudge
 
-        return DistributedJudge(_judge_options(args, comparison), workers=args.workers,
-                                gpus_per_worker=_gpus(args, args.gpus_per_worker), batch_size=args.batch_size,
-                                address=args.ray_address)
+        return DistributedJudge(config, workers=args.workers, gpus_per_worker=_gpus(args, args.gpus_per_worker),
+                                batch_size=args.batch_size, address=args.ray_address)
     from .judge import QualityJudge
 
-    return QualityJudge.from_pretrained(**_judge_options(args, comparison))
+    return QualityJudge.from_config(config)
 
 
 def _gpus(args: argparse.Namespace, given: float | None) -> float:
@@ -391,13 +392,21 @@ def _gpus(args: argparse.Namespace, given: float | None) -> float:
     return 1.0 if args.device in ("auto", "cuda") and _cuda_available() else 0.0
 
 
-def _judge_options(args: argparse.Namespace, comparison: bool = False) -> dict[str, Any]:
-    """``QualityJudge.from_pretrained``'s arguments from the model and decoding options."""
-    model, subfolder = _checkpoint(args, comparison)
-    return dict(model=model, subfolder=subfolder, revision=args.revision, device=args.device, dtype=args.dtype,
-                trust_remote_code=args.trust_remote_code, decoding=_decoding(args, comparison),
-                image_bounds=ImageBounds(max_pixels=args.max_pixels), prompt_order=args.prompt_order,
-                profile=args.judge, quantization=_quantization(args))
+def _judge_config(args: argparse.Namespace, comparison: bool = False) -> JudgeConfig:
+    """The judgement's configuration from the model and decoding options, resolved once per command (and
+    said on standard error: which profile, so a user sees which prompts and answer format scores come from)."""
+    cached = vars(args).setdefault("_judge_configs", {})
+    if comparison not in cached:
+        model, subfolder = _checkpoint(args, comparison)
+        config = resolve_judge_config(model, subfolder, revision=args.revision, profile=args.judge, device=args.device,
+                                      dtype=args.dtype, quantization=_quantization(args),
+                                      image_bounds=ImageBounds(max_pixels=args.max_pixels),
+                                      prompt_order=args.prompt_order, decoding=_decoding(args, comparison, say=True),
+                                      trust_remote_code=args.trust_remote_code)
+        print(f"qinsight {args.command}: judge profile {config.profile.name!r} ({config.profile_source})",
+              file=sys.stderr)
+        cached[comparison] = config
+    return cached[comparison]
 
 
 def _quantization(args: argparse.Namespace) -> str | None:
@@ -406,44 +415,17 @@ def _quantization(args: argparse.Namespace) -> str | None:
 
 def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = False, fast: bool = False,
               **task_settings: Any) -> dict[str, Any]:
-    """The rows' settings (``records.answer_settings``), worked out before a model loads, so that a record
-    file made another way is refused at once, as is a judge that cannot do a task it ``asks`` (or a fast
-    score, with mode fast)."""
-    from .backends.devices import choose_device, choose_dtype
-
-    model, subfolder = _checkpoint(args, comparison)
-    profile, family = _profile(args, model, subfolder)
+    """The rows' settings, worked out before a model loads (from the same configuration the judge is then
+    built from), so that a record file made another way is refused at once, as is a judge that cannot do a
+    task it ``asks`` (or a fast score, with mode fast)."""
+    config = _judge_config(args, comparison)
     for task in asks:
-        profile.prompt(task)
+        config.profile.prompt(task)
     if "mode" in task_settings:   # resolved here once: the rows record the mode the judge is then asked for
-        args.mode = task_settings["mode"] = _mode(args, family)
+        args.mode = task_settings["mode"] = config.mode(args.mode)
     if fast or task_settings.get("mode") == "fast":
-        profile.fast_prefix()
-    return answer_settings(model, subfolder, args.revision, profile.settings_name(),
-                           choose_dtype(args.dtype, choose_device(args.device)),
-                           args.prompt_order or profile.own_order().value, args.max_pixels, _quantization(args),
-                           _decoding(args, comparison, say=True), **task_settings)
-
-
-def _profile(args: argparse.Namespace, model: str, subfolder: str | None) -> tuple[JudgeProfile, ModelFamily]:
-    """The judge profile and model family the model will load with (as ``QualityJudge.from_pretrained``
-    chooses them), said on standard error so that a user sees which prompts and answer format their scores
-    come from."""
-    family = expected_family(model, subfolder, choose_profile(args.judge, model, subfolder)[0].model_type)
-    profile, why = choose_profile(args.judge, model, subfolder, profile_file_of(model, subfolder, args.revision),
-                                  family.default_profile)
-    print(f"qinsight {args.command}: judge profile {profile.name!r} ({why})", file=sys.stderr)
-    return profile, family
-
-
-def _mode(args: argparse.Namespace, family: ModelFamily) -> str:
-    """--mode as given, else the judge's default: reason mode, or fast for a judge that writes no text."""
-    if args.mode == "reason" and not family.writes_text:
-        raise UsageError(f"--mode reason: this {family.name} judge writes no text, so it has no reasoning to "
-                         "give; use --mode fast (its default)")
-    if args.mode is not None:
-        return args.mode
-    return "reason" if family.writes_text else "fast"
+        config.profile.fast_prefix()
+    return config.settings(**task_settings)
 
 
 @contextmanager
@@ -706,8 +688,12 @@ def _prefilter_options(args: argparse.Namespace) -> argparse.Namespace | None:
     if getattr(args, "ray", False):
         raise UsageError("--prefilter runs both judges on this machine: drop --ray")
     entry = _judge_entry(args.prefilter, {}, None, None)
-    return argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder, "judge": None,
-                                 "quantization": "none"})
+    return _for_judge(args, model=entry.model, subfolder=entry.subfolder, judge=None, quantization="none")
+
+
+def _for_judge(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
+    """``args`` for another judge: its own options, and none of the configuration resolved for this one."""
+    return argparse.Namespace(**{**{k: v for k, v in vars(args).items() if k != "_judge_configs"}, **changes})
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -762,8 +748,7 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
     _check_outputs(args)
     runs = []
     for entry in judge_entries(args.models, args.subfolder, args.judge):
-        options = argparse.Namespace(**{**vars(args), "model": entry.model, "subfolder": entry.subfolder,
-                                        "judge": entry.judge})
+        options = _for_judge(args, model=entry.model, subfolder=entry.subfolder, judge=entry.judge)
         settings = None if args.predictions_only else _settings(options, ["score"], mode=args.mode)
         load = None if args.predictions_only else (lambda options=options: _load_judge(options, comparison=False))
         runs.append(JudgeRun(entry.name, folder / f"{Path(args.data).stem}.{_slug(entry.name)}.predictions.jsonl",
@@ -892,7 +877,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)   # what systemd and Kubernetes send: stopped as Ctrl-C is
     try:
         serve.start(http_options={"host": args.host, "port": args.port, "keep_alive_timeout_s": settings.keep_alive_s})
-        serve.run(build_app(_judge_options(args), settings, args.replicas, gpus), route_prefix="/", name=SERVE_APP)
+        serve.run(build_app(_judge_config(args), settings, args.replicas, gpus), route_prefix="/", name=SERVE_APP)
         print(f"serve: the judge answers at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
         _wait_for_ctrl_c()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import json
 from typing import Any, Callable, Sequence
 
 from .errors import MissingDependencyError, UsageError
+from .judge_config import JudgeConfig
 from .results import ResultCallback, result_from
 
 TASK_RESULTS = {"score": "score", "degradation": "degradation", "compare_pairs": "comparison"}
@@ -46,10 +47,10 @@ def connect(address: str | None = None) -> None:
 class _JudgeActor:
     """One judge, loaded once per actor, judging the batches Ray Data hands it."""
 
-    def __init__(self, judge_options: dict[str, Any], method: str, options: dict[str, Any]) -> None:
-        from .judge import QualityJudge
+    def __init__(self, judge_options: JudgeConfig | dict[str, Any], method: str, options: dict[str, Any]) -> None:
+        from .judge import load_judge
 
-        self.judge = QualityJudge.from_pretrained(**judge_options)
+        self.judge = load_judge(judge_options)
         self.method, self.options = method, options
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -66,15 +67,16 @@ def _plain(item: Any) -> Any:
 class DistributedJudge:
     """``QualityJudge``'s batch methods on a pool of ``workers`` judge actors.
 
-    ``judge_options`` are ``QualityJudge.from_pretrained``'s arguments (each actor loads it once).
+    ``judge_options``: a resolved ``JudgeConfig`` (:mod:`qinsight_sdk.judge_config`), or
+    ``QualityJudge.from_pretrained``'s arguments; each actor loads the judge once.
     Results come back as the actors finish batches, in any order; ``on_result`` sees each once.
     """
 
-    def __init__(self, judge_options: dict[str, Any], workers: int = 1, gpus_per_worker: float = 0.0,
+    def __init__(self, judge_options: JudgeConfig | dict[str, Any], workers: int = 1, gpus_per_worker: float = 0.0,
                  cpus_per_worker: float = 1.0, batch_size: int = 8, address: str | None = None) -> None:
         if workers < 1 or batch_size < 1:
             raise UsageError(f"workers and batch_size must be at least 1, got {workers} and {batch_size}")
-        self.judge_options = dict(judge_options)
+        self.judge_options = judge_options if isinstance(judge_options, JudgeConfig) else dict(judge_options)
         self.workers, self.gpus_per_worker, self.cpus_per_worker = workers, gpus_per_worker, cpus_per_worker
         self.batch_size = batch_size
         connect(address)
@@ -120,7 +122,7 @@ class DistributedJudge:
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker)
 
 
-def judge_dataset(dataset: Any, judge_options: dict[str, Any], column: str, task: str = "score",
+def judge_dataset(dataset: Any, judge_options: JudgeConfig | dict[str, Any], column: str, task: str = "score",
                   mode: str = "fast", workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
                   batch_size: int = 8) -> Any:
     """A Ray Dataset with a ``result`` column (each row's result as JSON) added to ``dataset``'s rows.

@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 
 from .backend import Backend
-from .backends import locate
 from .batching import BatchRunner, Failure, Outcome, Request, Step
-from .checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, default_model, default_subfolder
+from .checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL
 from .decoding import DecodingOptions
-from .errors import ModelLoadError, UsageError
+from .errors import UsageError
 from .images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
-from .profiles import PROFILE_FILE, JudgeProfile, choose_profile, find_profile
+from .judge_config import JudgeConfig, resolve_judge_config
+from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
 from .quantization import Quantization
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
@@ -48,8 +48,9 @@ class QualityJudge:
                  image_bounds: ImageBounds | None = None,
                  prompt_order: PromptOrder | str | None = None, batch_size: int = 8,
                  max_batch_tokens: int = 16384, profile: JudgeProfile | str | Path | None = None,
-                 profile_source: str | None = None) -> None:
+                 profile_source: str | None = None, config: JudgeConfig | None = None) -> None:
         self.backend = backend
+        self.config = config   # the resolved settings it was loaded with (None: built from a backend directly)
         self.decoding = decoding or DecodingOptions()
         self.image_bounds = image_bounds or ImageBounds()
         self.profile = find_profile(profile)
@@ -79,21 +80,26 @@ class QualityJudge:
         id or released subfolder, else Q-Insight's; ``profile_source`` says which, and it is logged).
         ``quantization`` "8bit" or "4bit" loads the
         language model's weights quantized with bitsandbytes (the ``[quant]`` extra; what stays in full
-        precision and why: :mod:`qinsight_sdk.quantization`). Other keyword options go to the constructor.
+        precision and why: :mod:`qinsight_sdk.quantization`). ``decoding``, ``image_bounds`` and
+        ``prompt_order`` are part of the judgement's settings; other keyword options (``batch_size``,
+        ``max_batch_tokens``) go to the constructor. The settings are resolved first, by
+        :func:`qinsight_sdk.judge_config.resolve_judge_config`, and kept as ``judge.config``.
         """
-        model = str(model) if model is not None else default_model()
-        if subfolder is None:
-            subfolder = default_subfolder(model)
-        expected = choose_profile(profile, model, subfolder)[0]
-        folder, family = locate(model, subfolder, revision, local_files_only, cache_dir, expected.model_type)
-        chosen, why = choose_profile(profile, model, subfolder, folder / PROFILE_FILE, family.default_profile)
-        if chosen.model_type != family.name:
-            raise ModelLoadError(f"{folder} holds a {family.name} model, but judge profile {chosen.name!r} "
-                                 f"({why}) is for {chosen.model_type} models")
-        logger.info("judge profile %r (%s)", chosen.name, why)
-        backend = family.load(folder, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                              trust_remote_code=trust_remote_code, quantization=quantization)
-        return cls(backend, profile=chosen, profile_source=why, **options)
+        settings = {k: options.pop(k) for k in ("decoding", "image_bounds", "prompt_order") if k in options}
+        config = resolve_judge_config(model, subfolder, revision=revision, profile=profile, device=str(device),
+                                      dtype=dtype, quantization=quantization, attn_implementation=attn_implementation,
+                                      trust_remote_code=trust_remote_code, local_files_only=local_files_only,
+                                      cache_dir=cache_dir, **settings)
+        logger.info("judge profile %r (%s)", config.profile.name, config.profile_source)
+        return cls.from_config(config, **options)
+
+    @classmethod
+    def from_config(cls, config: JudgeConfig, **options: Any) -> "QualityJudge":
+        """The judge a resolved configuration describes (:func:`qinsight_sdk.judge_config.resolve_judge_config`),
+        its model loaded; ``options`` (``batch_size``, ``max_batch_tokens``) go to the constructor."""
+        return cls(config.load_backend(), decoding=config.decoding, image_bounds=config.image_bounds,
+                   prompt_order=config.prompt_order, profile=config.profile, profile_source=config.profile_source,
+                   config=config, **options)
 
     # -- public tasks -------------------------------------------------------------------------------
 
@@ -311,3 +317,11 @@ class QualityJudge:
         results = self.batching.run([Request(conversation, [s]) for s in sources], self._batch_size(batch_size),
                                     step, finish)
         return results[0] if single else results
+
+
+def load_judge(spec: JudgeConfig | dict[str, Any]) -> QualityJudge:
+    """A judge from a resolved configuration, or from ``QualityJudge.from_pretrained``'s arguments (what
+    Ray workers and service replicas are given)."""
+    if isinstance(spec, JudgeConfig):
+        return QualityJudge.from_config(spec)
+    return QualityJudge.from_pretrained(**spec)

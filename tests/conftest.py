@@ -10,7 +10,7 @@ from samples import noise_image  # noqa: E402
 
 from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
 from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
-from qinsight_sdk.tiny_judge import cached_tiny_judge  # noqa: E402
+from qinsight_sdk.testing import cached_tiny_judge  # noqa: E402
 
 
 @pytest.fixture(scope="session")

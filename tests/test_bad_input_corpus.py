@@ -433,7 +433,7 @@ def test_api_degradation_reward_and_rank_keep_going(judge, corpus):
 @pytest.fixture
 def scripted_cli(monkeypatch):
     """The command line with the redness judge instead of a checkpoint."""
-    monkeypatch.setattr(QualityJudge, "from_pretrained",
+    monkeypatch.setattr(QualityJudge, "from_config",
                         classmethod(lambda cls, *a, **k: cls(ScriptedBackend(redness_answer), batch_size=4)))
 
 

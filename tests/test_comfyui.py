@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from qinsight_sdk.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
-from qinsight_sdk.tiny_judge import brightness_image
+from qinsight_sdk.testing import brightness_image
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
             "QInsightGate", "QInsightSaveImage", "QInsightReward"]

@@ -13,7 +13,7 @@ import pytest
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
-from qinsight_sdk.tiny_judge import brightness_image
+from qinsight_sdk.testing import brightness_image
 
 pytestmark = pytest.mark.ray   # Ray clusters: once in CI, at the newest transformers
 ACTOR_CLASS = "MapWorker(MapBatches(_JudgeActor))"

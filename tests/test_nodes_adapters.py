@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from qinsight_sdk.testing import build_tiny_rali
+
 ROOT = Path(__file__).resolve().parents[1]
 # the pack as ComfyUI imports it: a package whose nodes reach the SDK by relative imports
 spec = importlib.util.spec_from_file_location("qinsight_pack", ROOT / "__init__.py",
@@ -70,8 +72,9 @@ def test_model_folders_and_choices(tmp_path):
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text("{}")
     (root / "notes").mkdir()
+    build_tiny_rali(root / "Q-Insight" / "RALI")   # its layout, not its CLIP folder's config.json, makes it one
     folders = adapters.model_folders([root, tmp_path / "missing"])
-    assert folders == ["Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
+    assert folders == ["Q-Insight/RALI", "Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
     assert adapters.resolve_model_choice("my-judge", [root], HUB) == (str(root / "my-judge"), None)
     assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root], HUB) == \
         ("ByteDance/Q-Insight", "comparison")

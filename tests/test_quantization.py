@@ -24,7 +24,7 @@ from qinsight_sdk.cli import main
 from qinsight_sdk.errors import MissingDependencyError
 from qinsight_sdk.quantization import (_drop_float16_cast_notice, import_bitsandbytes, quantization_config,
                                        quantization_name)
-from qinsight_sdk.tiny_judge import brightness_image, rating_of
+from qinsight_sdk.testing import brightness_image, rating_of
 
 LAYERS = {"4bit": "Linear4bit", "8bit": "Linear8bitLt"}
 LEVELS = [i / 10 for i in range(11)]

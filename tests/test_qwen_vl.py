@@ -199,7 +199,7 @@ def test_the_expected_score_is_the_brute_force_expectation_in_reason_mode(traine
     its own decimals and each first decimal with its own second decimal, read by continuing the
     generation's cache. Checked, in a padded batch of images of several sizes, against forcing every digit
     token by token with uncached forwards, to 1e-6 in float64."""
-    from qinsight_sdk.tiny_judge import brightness_image
+    from qinsight_sdk.testing import brightness_image
 
     images = [brightness_image(level, 500 + i).resize(size) for i, (level, size) in
               enumerate(zip((0.2, 0.45, 0.7, 0.9), SIZES))]
@@ -215,7 +215,7 @@ def test_the_expected_score_is_the_brute_force_expectation_in_reason_mode(traine
 
 
 def test_the_fast_score_is_the_brute_force_expectation(trained_judge):
-    from qinsight_sdk.tiny_judge import brightness_image
+    from qinsight_sdk.testing import brightness_image
 
     images = [brightness_image(level, 600 + i).resize(size) for i, (level, size) in
               enumerate(zip((0.1, 0.35, 0.6, 0.95), SIZES))]

@@ -24,7 +24,7 @@ from qinsight_sdk.client import RemoteError, RemoteJudge
 from qinsight_sdk.service import (Call, RequestError, ServiceSettings, check_size, check_token, judge_calls,
                                   read_call)
 from qinsight_sdk.testing import ScriptedBackend
-from qinsight_sdk.tiny_judge import brightness_image
+from qinsight_sdk.testing import brightness_image
 
 TOKEN = "s3cret-token"
 
@@ -278,7 +278,7 @@ def test_an_empty_token_variable_stops_serve_before_ray_starts(monkeypatch, caps
     from qinsight_sdk import cli
 
     monkeypatch.setenv("QINSIGHT_TOKEN", "")
-    monkeypatch.setattr(cli, "_judge_options", lambda args: pytest.fail("serve went on with an empty token"))
+    monkeypatch.setattr(cli, "_judge_config", lambda *args: pytest.fail("serve went on with an empty token"))
     assert cli.main(["serve", "--model", "unused-model-folder"]) == 2
     assert "the service's token is empty" in capsys.readouterr().err
 
@@ -393,7 +393,7 @@ def test_the_serve_command_wires_its_options_into_ray_serve(monkeypatch, tmp_pat
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"   # the Ray it starts listens on loopback only
     assert seen["start"] == {"http_options": {"host": "127.0.0.1", "port": 9123, "keep_alive_timeout_s": 8.0}}
     options, settings, replicas, gpus = seen["app"]
-    assert (options["model"], options["quantization"], options["device"]) == (str(tmp_path), "4bit", "cpu")
+    assert (options.model, options.quantization, options.device) == (str(tmp_path), "4bit", "cpu")   # a JudgeConfig
     assert settings == ServiceSettings(token="from-env", max_request_bytes=2**20, max_images=3,
                                        allow_paths=str(tmp_path), max_batch_size=4, batch_wait_s=0.02,
                                        max_image_pixels=2_000_000, max_request_pixels=5_000_000, max_pool=3,

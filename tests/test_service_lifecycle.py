@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from comfyui_server import free_port
-from qinsight_sdk.tiny_judge import brightness_image
+from qinsight_sdk.testing import brightness_image
 
 pytestmark = pytest.mark.ray
 TOKEN = "lifecycle-token"

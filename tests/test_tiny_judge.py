@@ -1,4 +1,4 @@
-"""End to end on the tiny judge that answers (qinsight_sdk.tiny_judge): reason mode, expected scores,
+"""End to end on the tiny judge that answers (qinsight_sdk.backends.qwen2_5_vl.tiny_judge): reason mode, expected scores,
 degradation, comparison, ranking and eval with answers that parse, where the random tiny model only
 ever writes gibberish. Its rating follows an image's brightness, so a right answer is known."""
 
@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from qinsight_sdk import DecodingOptions, QualityJudge
 from qinsight_sdk.cli import main
-from qinsight_sdk.tiny_judge import (
+from qinsight_sdk.backends.qwen2_5_vl.tiny_judge import (
     DISTORTIONS,
     brightness_image,
     distorted_image,
@@ -138,7 +138,7 @@ def test_eval_on_real_predictions(tiny_judge_model, tmp_path, capsys):
 
 
 def test_the_cache_builds_once_and_never_leaves_half_a_judge(tmp_path, monkeypatch):
-    from qinsight_sdk import tiny_judge
+    from qinsight_sdk.backends.qwen2_5_vl import tiny_judge
 
     built = []
 
@@ -159,9 +159,9 @@ def test_the_cache_builds_once_and_never_leaves_half_a_judge(tmp_path, monkeypat
 
 
 def test_the_cache_key_follows_every_byte_of_the_recipe(tmp_path):
-    from qinsight_sdk import testing, tiny_judge
+    from qinsight_sdk.backends.qwen2_5_vl import tiny, tiny_judge
 
-    assert set(tiny_judge.recipe_files()) == {Path(tiny_judge.__file__), Path(testing.__file__)}
+    assert set(tiny_judge.recipe_files()) == {Path(tiny_judge.__file__), Path(tiny.__file__)}
     recipe = tmp_path / "recipe.py"
     recipe.write_text("STEPS = 460\n")
     before = tiny_judge.recipe_digest((recipe,))
@@ -174,7 +174,7 @@ def test_the_answer_only_loss_is_the_models_own_loss_on_the_answers(tiny_model):
     # every position labelled -100 but the answers', for rows whose answers differ in length
     import torch
 
-    from qinsight_sdk import tiny_judge
+    from qinsight_sdk.backends.qwen2_5_vl import tiny_judge
     from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
     backend = QwenVLBackend.load(tiny_model, device="cpu", dtype=torch.float32)

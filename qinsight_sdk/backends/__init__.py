@@ -31,6 +31,7 @@ class ModelFamily:
             quantization=...)`` -> a ``Backend``; options a family has no use for are ignored.
         files: glob patterns of the files to download from the Hugging Face hub.
         default_profile: the profile its checkpoints get when nothing else names one.
+        dtype: ``dtype(requested, device)`` -> the torch dtype it loads in ("auto" or a name requested).
         writes_text: whether it answers in text (reasoning); one that does not scores in fast mode only.
     """
 
@@ -40,6 +41,7 @@ class ModelFamily:
     load: Callable[..., Any]
     files: tuple[str, ...]
     default_profile: str
+    dtype: Callable[[Any, Any], Any]
     writes_text: bool = True
 
 

@@ -16,12 +16,15 @@ import logging
 import math
 import os
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .admission import ByteBudget, Hold
 from .judging import STATUS, judge_calls, judge_failed
 from .requests import check_task, check_token, read_call
 from .settings import Call, RequestError, ServiceSettings
+
+if TYPE_CHECKING:   # the client imports this package and stays standard-library only
+    from ..judge_config import JudgeConfig
 
 logger = logging.getLogger("qinsight")
 
@@ -152,11 +155,12 @@ def _without_root(answer: Any, root: str | None) -> Any:
     return answer
 
 
-def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas: int = 1,
+def build_app(judge_options: JudgeConfig | dict[str, Any], settings: ServiceSettings, replicas: int = 1,
               gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> Any:
     """The Ray Serve application: the gateway in front of ``replicas`` copies of the judge.
 
-    ``judge_options`` are ``QualityJudge.from_pretrained``'s arguments; each replica loads the judge once.
+    ``judge_options``: a resolved ``JudgeConfig``, or ``QualityJudge.from_pretrained``'s arguments; each
+    replica loads the judge once.
     Ray places the replicas on the cluster's GPUs (``gpus_per_replica``, fractions allowed) or CPUs.
     """
     from ray import serve
@@ -166,9 +170,9 @@ def build_app(judge_options: dict[str, Any], settings: ServiceSettings, replicas
                       ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica})
     class JudgeReplica:
         def __init__(self) -> None:
-            from qinsight_sdk.judge import QualityJudge
+            from qinsight_sdk.judge import load_judge
 
-            self.judge = QualityJudge.from_pretrained(**judge_options)
+            self.judge = load_judge(judge_options)
             self.judged.set_max_batch_size(settings.max_batch_size)
             self.judged.set_batch_wait_timeout_s(settings.batch_wait_s)
 

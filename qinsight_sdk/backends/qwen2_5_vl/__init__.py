@@ -18,6 +18,12 @@ def _holds(folder: Path) -> bool:
         return False
 
 
+def _dtype(requested: Any, device: Any) -> Any:
+    from ..devices import choose_dtype
+
+    return choose_dtype(requested, device)
+
+
 def _load(folder: Path, **options: Any) -> Any:
     from .backend import QwenVLBackend
 
@@ -25,4 +31,4 @@ def _load(folder: Path, **options: Any) -> Any:
 
 
 FAMILY = register_family(ModelFamily(QWEN25_VL, _holds, lambda folder: validate_checkpoint(folder, QWEN25_VL),
-                                     _load, DOWNLOAD_PATTERNS, default_profile="q-insight"))
+                                     _load, DOWNLOAD_PATTERNS, default_profile="q-insight", dtype=_dtype))

@@ -102,6 +102,11 @@ class QwenVLBackend:
         return self.model.dtype
 
     @property
+    def module(self) -> torch.nn.Module:
+        """The weights as one module, for a memory manager (ComfyUI's) to move, offload and free."""
+        return self.model
+
+    @property
     def quantization(self) -> str | None:
         """"8bit" or "4bit" when the weights are quantized, else None."""
         return quantization_name(self.model)

@@ -31,6 +31,16 @@ def validate(folder: Path) -> None:
                              f"it again (hf download ByteDance/Q-Insight --include '{SUBFOLDER}/*')")
 
 
+def _dtype(requested: Any, device: Any) -> Any:
+    """fp32, as the official demo runs it; asking for another is refused rather than ignored."""
+    import torch
+
+    if str(requested) not in ("auto", "fp32", "float32", "torch.float32"):
+        raise ModelLoadError(f"dtype {requested}: RALI runs in fp32, as its official demo does (its forward is "
+                             "checked in fp32); leave dtype at auto")
+    return torch.float32
+
+
 def _load(folder: Path, **options: Any) -> Any:
     from .backend import RaliBackend
 
@@ -38,4 +48,4 @@ def _load(folder: Path, **options: Any) -> Any:
 
 
 FAMILY = register_family(ModelFamily(RALI, is_rali_folder, validate, _load, FILES, default_profile="rali",
-                                     writes_text=False))
+                                     dtype=_dtype, writes_text=False))

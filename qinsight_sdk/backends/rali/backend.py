@@ -65,6 +65,11 @@ class RaliBackend:
         return torch.float32
 
     @property
+    def module(self) -> torch.nn.Module:
+        """The weights as one module, for a memory manager (ComfyUI's) to move, offload and free."""
+        return self.model
+
+    @property
     def quantization(self) -> str | None:
         return None
 

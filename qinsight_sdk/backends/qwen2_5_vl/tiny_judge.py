@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .profiles import QINSIGHT
+from ...profiles import QINSIGHT
 
 STEPS, BATCH, SEED = 460, 12, 0
 LEARNING_RATE, WARMUP, CLIP = 1e-2, 20, 1.0
@@ -144,7 +144,7 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     Each comparison comes in both orders, side by side: a judge taught one order per pair learned to
     favour a place (of 12 pairs of 56-pixel images asked both ways, 6 to 8 got the same verdict both times;
     taught both, 11 or 12, at transformers 4.51.3 and 5.25.0)."""
-    from .images import load_image
+    from ...images import load_image
 
     rng = random.Random(SEED * 1_000_003 + step)
     low, high, _ = rng.choices(SIZE_BUCKETS, weights=[share for _, _, share in SIZE_BUCKETS])[0]
@@ -171,7 +171,7 @@ def _train(folder: Path) -> None:
     weights saved are an average of the last steps' (see :data:`AVERAGE_DECAY`)."""
     import torch
 
-    from .backends.qwen2_5_vl.backend import QwenVLBackend
+    from .backend import QwenVLBackend
 
     torch.manual_seed(SEED)
     # the judge's own loading and encoding: safetensors only, rows padded on the left (so that each row's
@@ -248,7 +248,7 @@ def _ready_for_training(model: Any) -> None:
     stripes; the merger maps them into the language model) and shrink the language model's attention logits."""
     import torch
 
-    from .backends.qwen2_5_vl.vision import vision_tower
+    from .vision import vision_tower
 
     tower = vision_tower(model)
     for name, parameter in tower.named_parameters():
@@ -262,9 +262,9 @@ def _ready_for_training(model: Any) -> None:
 
 def recipe_files() -> tuple[Path, ...]:
     """The code that makes the judge: this module and the random checkpoint it starts from."""
-    from . import testing
+    from . import tiny
 
-    return Path(__file__), Path(testing.__file__)
+    return Path(__file__), Path(tiny.__file__)
 
 
 def recipe_digest(files: tuple[Path, ...]) -> str:
@@ -290,7 +290,7 @@ def cache_key() -> str:
 
 def build_tiny_judge(folder: str | Path) -> Path:
     """Write the trained tiny judge into ``folder`` (created if needed) and return its path."""
-    from .testing import build_tiny_checkpoint
+    from .tiny import build_tiny_checkpoint
 
     folder = Path(folder)
     build_tiny_checkpoint(folder, seed=SEED)

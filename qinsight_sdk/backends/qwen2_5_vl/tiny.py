@@ -1,4 +1,5 @@
-"""A tiny random-weight Qwen2.5-VL checkpoint, built offline, for tests and for plugin developers' CI.
+"""A tiny random-weight Qwen2.5-VL checkpoint, built offline, for tests and for plugin developers' CI
+(``python -m qinsight_sdk.testing DIR``; the package :mod:`qinsight_sdk.testing` gathers the test tools).
 
 The folder is laid out like the released Q-Insight / Qwen2.5-VL checkpoints: a flat ``config.json`` with
 the same keys as the 7B model's, sharded ``model-*.safetensors`` with an index and the original
@@ -6,16 +7,11 @@ the same keys as the 7B model's, sharded ``model-*.safetensors`` with an index a
 ``chat_template.json``. Loading it therefore takes exactly the code path real weights take. The weights
 are drawn from a seeded generator in a fixed order, so the folder is byte-identical on every machine
 and every transformers version.
-
-    python -m qinsight_sdk.testing DIR [--sample-images IMAGE_DIR] [--trained]
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +88,7 @@ QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p
 
 def _corpus() -> list[str]:
     """Text the tiny tokenizer gives whole-word tokens to, so prompts have realistic token counts."""
-    from . import prompts
+    from ... import prompts
 
     return [prompts.SYSTEM_PROMPT, prompts.SCORE_QUESTION, prompts.DEGRADATION_QUESTION,
             prompts.REFERENCE_COMPARISON_INTRO, prompts.REFERENCE_COMPARISON_QUESTION,
@@ -223,128 +219,3 @@ def build_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     _write_tokenizer(folder)
     _write_sharded_weights(folder, _random_state_dict(folder, seed))
     return folder
-
-
-def write_sample_images(folder: str | Path, count: int = 4, seed: int = 0) -> list[Path]:
-    """Seeded images of several sizes and formats (smooth gradients with noise) to try the judge on."""
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for index in range(count):
-        width, height = 96 + 40 * index, 72 + 24 * index
-        ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
-        noisy = ramp + rng.normal(0, 12 * index, (height, width, 3))
-        path = folder / f"sample_{index}.{'png' if index % 2 == 0 else 'jpg'}"
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
-class ScriptedBackend:
-    """A stand-in for the model that answers from a function of the conversation and its images.
-
-    For testing code built on ``QualityJudge`` (nodes, ranking, pipelines) with answers you choose:
-
-        judge = QualityJudge(ScriptedBackend(lambda conversation, images: '<answer>{"rating": 4}</answer>'))
-
-    Raising inside ``answer`` simulates a model failure on that input; fast scores are read from the
-    rating in the answer (Q-Insight's JSON, else the answer's last number, for other profiles' formats).
-    """
-
-    def __init__(self, answer: Any) -> None:
-        import torch
-
-        self.answer = answer
-        self.calls: list[int] = []  # batch sizes seen, for tests of batching
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-
-    def reusing_images(self) -> Any:
-        return contextlib.nullcontext()
-
-    def memory_footprint(self) -> int:
-        return 0  # no weights
-
-    def to(self, device: Any) -> "ScriptedBackend":
-        import torch
-
-        self.device = torch.device(device)
-        return self
-
-    def encode(self, conversations: Any, images: Any, answer_prefix: str = "", template_options: Any = None) -> Any:
-        from .backend import EncodedBatch
-
-        return EncodedBatch((list(conversations), list(images)), [len(group) for group in images])
-
-    def generate(self, batch: Any, decoding: Any, rating_key: str | None = None) -> list[list[Any]]:
-        """The scripted answers; a script has no probabilities, so no rating distribution."""
-        from .backend import Generation
-
-        conversations, images = batch.inputs
-        self.calls.append(len(conversations))
-        return [[Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
-                for conversation, group in zip(conversations, images)]
-
-    def rating_distributions(self, batch: Any) -> list[Any]:
-        """Fast-mode digits certain of the scripted answer's rating, to one decimal."""
-        import torch
-
-        from .backend import RatingDistribution
-        from .parsing import parse_score
-
-        conversations, images = batch.inputs
-        self.calls.append(len(conversations))
-        found = []
-        for conversation, group in zip(conversations, images):
-            text = self.answer(conversation, group)
-            numbers = re.findall(r"\d+(?:\.\d+)?", text)
-            rating = parse_score(text).score or (float(numbers[-1]) if numbers else None)
-            if rating is None:
-                raise ValueError("the scripted answer has no rating")
-            tenths = min(round(rating * 10), 59)
-            first, decimals = torch.zeros(5, dtype=torch.float64), torch.zeros(5, 10, dtype=torch.float64)
-            first[tenths // 10 - 1] = 1.0
-            decimals[:, tenths % 10] = 1.0
-            found.append(RatingDistribution(first, decimals))
-        return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qinsight_sdk.testing",
-                                     description="Write a tiny Qwen2.5-VL checkpoint or judge, or a tiny RALI.")
-    parser.add_argument("folder", help="where to write the checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
-    parser.add_argument("--trained", action="store_true",
-                        help="train it (about a minute on a CPU) to answer in Q-Insight's format about a "
-                             "visible property of synthetic images (qinsight_sdk.tiny_judge); with --rali, "
-                             "fit RALI to rate brightness (seconds)")
-    parser.add_argument("--rali", action="store_true",
-                        help="write a tiny RALI in the released file layout instead (ckpt.pt, pca.pkl, "
-                             "basis.npz, best/; needs joblib)")
-    args = parser.parse_args(argv)
-    if args.rali:
-        from .backends.rali.tiny import build_tiny_rali
-
-        path = build_tiny_rali(args.folder, seed=args.seed, trained=args.trained)
-        kind = "tiny RALI fitted to rate brightness" if args.trained else "tiny RALI with random weights"
-    elif args.trained:
-        from .tiny_judge import build_tiny_judge
-
-        path, kind = build_tiny_judge(args.folder), "tiny Qwen2.5-VL judge trained to answer"
-    else:
-        path, kind = build_tiny_checkpoint(args.folder, seed=args.seed), "tiny Qwen2.5-VL checkpoint"
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    print(f"wrote a {kind} to {path} ({size / 1e6:.1f} MB)")
-    if args.sample_images:
-        images = write_sample_images(args.sample_images, seed=args.seed)
-        print(f"wrote {len(images)} sample images to {args.sample_images}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

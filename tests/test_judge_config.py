@@ -1,0 +1,94 @@
+"""One judgement configuration (judge_config.py): resolved before loading, recorded as loaded."""
+
+import pickle
+
+import pytest
+import torch
+
+from qinsight_sdk import QualityJudge
+from qinsight_sdk import judge_config as judge_config_module
+from qinsight_sdk.backends.rali.tiny import build_tiny_rali
+from qinsight_sdk.checkpoints import PROFILE_FILE, profile_lookup
+from qinsight_sdk.errors import ModelLoadError, UsageError
+from qinsight_sdk.images import ImageBounds
+from qinsight_sdk.judge import load_judge
+from qinsight_sdk.judge_config import JudgeConfig, resolve_judge_config
+from qinsight_sdk.profiles import VISUALQUALITY_R1
+
+
+@pytest.fixture(scope="module")
+def rali_folder(tmp_path_factory):
+    return build_tiny_rali(tmp_path_factory.mktemp("rali") / "RALI")
+
+
+def test_what_is_recorded_is_what_loads(tiny_model):
+    config = resolve_judge_config(tiny_model, device="cpu", image_bounds=ImageBounds(max_pixels=200_000))
+    judge = QualityJudge.from_config(config, batch_size=3)
+    assert judge.config is config and judge.batch_size == 3 and judge.image_bounds.max_pixels == 200_000
+    assert judge.profile == config.profile and judge.backend.dtype == config.dtype == torch.float32
+    assert config.settings(mode="fast") == {
+        "model": str(tiny_model.resolve()), "subfolder": None, "revision": None, "profile": "q-insight",
+        "dtype": "float32", "prompt_order": "image_first", "max_pixels": 200_000, "mode": "fast"}
+    assert "decoding" in config.settings(mode="reason")
+    assert QualityJudge.from_pretrained(tiny_model, device="cpu").config.settings() == \
+        resolve_judge_config(tiny_model, device="cpu").settings()
+
+
+def test_a_rali_judge_records_fp32_and_refuses_what_it_cannot_do(rali_folder):
+    config = resolve_judge_config(rali_folder, device="cpu")
+    assert (config.family, config.profile.name, config.dtype, config.default_mode) == ("rali", "rali", torch.float32,
+                                                                                        "fast")
+    assert config.mode(None) == "fast" and config.mode("fast") == "fast"
+    with pytest.raises(UsageError, match="writes no text"):
+        config.mode("reason")
+    with pytest.raises(ModelLoadError, match="RALI runs in fp32"):
+        resolve_judge_config(rali_folder, dtype="bf16")
+    with pytest.raises(UsageError, match="quantization '4bit' applies to Qwen2.5-VL judges"):
+        resolve_judge_config(rali_folder, quantization="4bit")
+    with pytest.raises(ModelLoadError, match="'visualquality-r1'.*is for qwen2_5_vl models"):
+        resolve_judge_config(rali_folder, profile=VISUALQUALITY_R1)
+
+
+def test_the_default_mode_of_a_writing_judge_is_reason(tiny_model):
+    config = resolve_judge_config(tiny_model, device="cpu")
+    assert config.default_mode == "reason" and config.mode(None) == "reason" and config.mode("fast") == "fast"
+
+
+def test_an_empty_model_is_an_error_not_the_default_download():
+    with pytest.raises(UsageError, match="the model is empty"):
+        resolve_judge_config("")
+
+
+def test_a_profile_that_could_not_be_looked_up_is_said_and_checked_after_download(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(judge_config_module, "profile_lookup", lambda *args: (None, False))
+    config = resolve_judge_config(tiny_model, device="cpu")
+    assert "could not be asked" in config.profile_source and config.profile.name == "q-insight"
+    assert QualityJudge.from_config(config).profile.name == "q-insight"   # no file there: nothing differs
+    copy = tmp_path / "judge"
+    copy.mkdir()
+    for path in tiny_model.iterdir():
+        (copy / path.name).symlink_to(path)
+    VISUALQUALITY_R1.save(copy)
+    assert (copy / PROFILE_FILE).is_file()
+    with pytest.raises(ModelLoadError, match="brings its own judge profile"):
+        QualityJudge.from_config(resolve_judge_config(copy, device="cpu"))
+    monkeypatch.undo()
+    assert QualityJudge.from_config(resolve_judge_config(copy, device="cpu")).profile.name == "visualquality-r1"
+
+
+def test_profile_lookup_tells_a_missing_file_from_a_question_not_asked(tiny_model, tmp_path, monkeypatch):
+    assert profile_lookup(str(tiny_model)) == (None, True)
+    (tmp_path / PROFILE_FILE).write_text("{}")
+    assert profile_lookup(str(tmp_path)) == (tmp_path / PROFILE_FILE, True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert profile_lookup("someone/not-cached-anywhere", cache_dir=str(tmp_path / "cache")) == (None, False)
+    assert profile_lookup("not a repository id") == (None, True)
+
+
+def test_a_configuration_travels_to_workers_and_loads_there(tiny_model):
+    config = resolve_judge_config(tiny_model, device="cpu")
+    travelled = pickle.loads(pickle.dumps(config))
+    assert isinstance(travelled, JudgeConfig) and travelled == config
+    assert load_judge(travelled).config == config
+    judge = load_judge({"model": str(tiny_model), "device": "cpu", "batch_size": 2, "profile": "q-insight"})
+    assert judge.batch_size == 2 and judge.config.profile_source == "asked for"
