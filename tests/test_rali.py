@@ -1,9 +1,11 @@
 """RALI: its pickled files read by allowlists, its forward equal to the official formulas, and the judge
 it makes (fast scores only, batched, per-item errors), on tiny checkpoints in the released layout."""
 
+import collections
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import zipfile
@@ -18,8 +20,10 @@ from scipy.stats import spearmanr
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from qinsight_sdk import QualityJudge
+from qinsight_sdk import backends as backends_module
 from qinsight_sdk.backends import FAMILIES, expected_family, family_of
-from qinsight_sdk.backends.rali.files import read_basis, read_checkpoint, read_pca, read_pca_mean
+from qinsight_sdk.backends.rali import files as rali_files
+from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
 from qinsight_sdk.errors import ModelLoadError, UsageError
 
@@ -126,6 +130,130 @@ def test_a_checkpoint_of_tensors_loads_and_broken_ones_say_why(tmp_path):
         archive.writestr("archive/other.txt", "x")
     with pytest.raises(ModelLoadError, match="holds no data.pkl"):
         read_checkpoint(path)
+
+
+def globals_of(data):
+    return _pickle_globals(data, Path("ckpt.pt"))
+
+
+def _unicode(opcode, text):
+    body = text.encode()
+    return {"SHORT_BINUNICODE": b"\x8c" + bytes([len(body)]), "BINUNICODE": b"X" + struct.pack("<I", len(body)),
+            "BINUNICODE8": b"\x8d" + struct.pack("<Q", len(body))}[opcode] + body
+
+
+@pytest.mark.parametrize("opcode", ["SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"])
+def test_the_scanner_reads_stack_global_names_however_their_strings_are_written(opcode):
+    data = b"\x80\x04" + _unicode(opcode, "posix") + _unicode(opcode, "system") + b"\x93."
+    assert globals_of(data) == [("posix", "system")]
+    assert globals_of(b"\x80\x04Vposix\nVsystem\n\x93.") == [("posix", "system")]   # UNICODE, protocol 0 style
+
+
+def test_the_scanner_follows_names_fetched_from_the_memo_and_old_opcodes():
+    # protocol 4 memoizes both names; a later STACK_GLOBAL may fetch them with BINGET
+    data = (b"\x80\x04" + _unicode("SHORT_BINUNICODE", "posix") + b"\x94" + _unicode("SHORT_BINUNICODE", "system")
+            + b"\x94\x93" + b"0" + b"h\x00h\x01\x93.")
+    assert globals_of(data) == [("posix", "system"), ("posix", "system")]
+    put = b"\x80\x02" + _unicode("BINUNICODE", "os") + b"q\x05" + _unicode("BINUNICODE", "system") + b"q\x06" + \
+        b"0" + b"h\x05h\x06\x93."
+    assert globals_of(put) == [("os", "system")]
+    assert globals_of(b"(S'echo'\nios\nsystem\n.") == [("os", "system")]        # INST names it inline
+    assert globals_of(b"cos\nsystem\n.") == [("os", "system")]                     # GLOBAL
+    assert globals_of(pickle.dumps(collections.OrderedDict(a=1), protocol=4)) == [("collections", "OrderedDict")]
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x04" + _unicode("SHORT_BINUNICODE", "posix") + b"K\x01" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.",
+    b"\x80\x04" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.",
+    b"\x80\x04h\x00h\x01\x93.",
+], ids=["something-between", "one-name", "names-not-in-the-memo"])
+def test_a_stack_global_whose_names_are_not_spelled_out_is_refused(data):
+    with pytest.raises(ModelLoadError, match="^ckpt.pt: refused: its pickle imports a name it does not spell out$"):
+        globals_of(data)
+
+
+def test_a_corrupt_pickle_is_said_to_be_corrupt():
+    with pytest.raises(ModelLoadError, match="^ckpt.pt: its pickle is corrupt"):
+        globals_of(b"\x80\x04\x8c\x05pos")
+
+
+def test_weights_only_refuses_a_hostile_checkpoint_even_past_the_scan(tmp_path, monkeypatch):
+    """Two locks: with the scan switched off, torch's weights-only unpickler still refuses the payload."""
+    marker, path = tmp_path / "ran", tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hook": RunsCommand(marker)}, path)
+    monkeypatch.setattr(rali_files, "_scan_checkpoint_pickle", lambda path: None)
+    with pytest.raises(ModelLoadError, match="cannot be read as a weights-only torch checkpoint"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    """The released ckpt.pt may hold CUDA tensors: they are mapped to the CPU (here, where CUDA is absent)."""
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}}, path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    name = next(n for n in members if n.endswith("data.pkl"))
+    assert members[name].count(b"X\x03\x00\x00\x00cpu") == 1   # torch.save's protocol 2 writes it so
+    members[name] = members[name].replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):
+            torch.load(path, weights_only=True)   # the tag is honoured: the check would be vacuous otherwise
+    assert torch.equal(read_checkpoint(path)["w"], torch.arange(3.0))
+
+
+def test_the_messages_name_the_file_and_the_problem(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match=r"ckpt.pt: not a readable torch checkpoint \(.*\); the file may be "
+                                             r"half-downloaded, or saved in torch's legacy format \(load and save "
+                                             r"it again\)$"):
+        read_checkpoint(path)
+    torch.save({"state_dict": {}, "hook": RunsCommand(tmp_path / "x")}, path)
+    with pytest.raises(ModelLoadError, match=r"refused: its pickle imports (posix|nt).system, which a checkpoint of "
+                                             r"tensors never needs \(loading it could run code\)$"):
+        read_checkpoint(path)
+    (tmp_path / "pca.pkl").write_bytes(pickle.dumps(RunsCommand(tmp_path / "x")))
+    with pytest.raises(ModelLoadError, match=r"pca.pkl: cannot be read as a PCA \(UnpicklingError: refused: the "
+                                             r"pickle imports (posix|nt).system, which a PCA never needs \(loading it "
+                                             r"could run code\)\)$"):
+        read_pca(tmp_path / "pca.pkl")
+    (tmp_path / "basis.npz").write_bytes(b"PK\x03\x04 broken")
+    with pytest.raises(ModelLoadError, match=r"basis.npz: not a readable .npz file \("):
+        read_basis(tmp_path / "basis.npz")
+
+
+def test_a_pca_s_state_must_be_a_dict_and_its_mean_a_float_vector(tmp_path):
+    with pytest.raises(pickle.UnpicklingError, match="^a PCA's state is a dict, not a list$"):
+        rali_files.FittedPCA().__setstate__([1])
+    for mean, found in ((np.zeros((2, 3)), "ndarray"), (np.arange(3), "ndarray"), ([0.5, 0.5], "list")):
+        fitted = PCA(2).fit(np.eye(4))
+        fitted.mean_ = mean
+        joblib.dump(fitted, tmp_path / "pca.pkl")
+        with pytest.raises(ModelLoadError, match=rf"pca.pkl: the PCA has no float vector 'mean_' \(found {found}\)$"):
+            read_pca_mean(tmp_path / "pca.pkl")
+
+
+def test_arrays_come_back_in_this_machine_s_byte_order(tmp_path):
+    fitted = PCA(2).fit(np.random.default_rng(0).normal(size=(6, 3)))
+    fitted.mean_ = fitted.mean_.astype(">f8" if sys.byteorder == "little" else "<f8")
+    joblib.dump(fitted, tmp_path / "pca.pkl")
+    loaded = read_pca(tmp_path / "pca.pkl").mean_
+    assert loaded.dtype.isnative and np.array_equal(loaded, fitted.mean_)
+
+
+def test_a_numpy_name_this_numpy_lacks_is_refused_not_crashed_on(tmp_path):
+    (tmp_path / "pca.pkl").write_bytes(b"\x80\x04\x8c\x15numpy.core.multiarray\x8c\x08nothings\x93.")
+    with pytest.raises(ModelLoadError, match="refused: the pickle imports numpy.core.multiarray.nothings"):
+        read_pca(tmp_path / "pca.pkl")
+    (tmp_path / "pca.pkl").write_bytes(b"\x80\x04\x8c\x16numpy._core.multiarray\x8c\x06scalar\x93.")
+    monkeypatch_module = rali_files._import("numpy", "dtype")
+    assert monkeypatch_module is np.dtype
+    with pytest.raises(pickle.UnpicklingError, match="^numpy.nowhere.thing does not exist in this numpy$"):
+        rali_files._import("numpy.nowhere", "thing")
 
 
 def test_a_basis_file_with_pickled_objects_is_refused(tmp_path):
@@ -285,8 +413,31 @@ def test_the_trained_tiny_rali_rates_brightness(trained_rali):
 def test_the_family_is_chosen_from_the_folder_s_files(rali_folder, tiny_model):
     assert family_of(rali_folder, "qwen2_5_vl").name == "rali"
     assert family_of(tiny_model, "rali").name == "qwen2_5_vl"
+
+
+def test_the_family_is_known_before_loading_from_a_local_folder_or_the_profile(rali_folder, tmp_path):
     assert expected_family(str(rali_folder.parent), "RALI", "qwen2_5_vl").name == "rali"
+    assert expected_family(str(rali_folder), None, "qwen2_5_vl").name == "rali"
+    assert expected_family(str(tmp_path), None, "rali").name == "rali"            # recognised by nothing
+    assert expected_family(str(tmp_path), "RALI", "qwen2_5_vl").name == "qwen2_5_vl"   # no such subfolder
     assert expected_family("ByteDance/Q-Insight", "RALI", "rali") is FAMILIES["rali"]
+    with pytest.raises(ModelLoadError, match=r"^no model family 'video' is registered \(known: qwen2_5_vl, rali"):
+        expected_family("ByteDance/Q-Insight", "x", "video")
+
+
+def test_locate_downloads_the_expected_family_s_files_and_checks_what_arrived(rali_folder, monkeypatch):
+    asked = {}
+
+    def resolve(*args, **kwargs):
+        asked.update(args=args, kwargs=kwargs)
+        return rali_folder
+
+    monkeypatch.setattr(backends_module, "resolve_checkpoint", resolve)
+    folder, family = backends_module.locate("ByteDance/Q-Insight", "RALI", "abc123", True, "/cache", "rali")
+    assert folder == rali_folder and family.name == "rali"
+    assert asked == {"args": ("ByteDance/Q-Insight", "RALI", "abc123", True, "/cache"),
+                     "kwargs": {"model_type": None, "patterns": FAMILIES["rali"].files}}
+    assert FAMILIES["rali"].files == ("ckpt.pt", "pca.pkl", "basis.npz", "best/*.json", "best/*.txt")
 
 
 def test_a_half_written_rali_folder_names_what_is_missing(rali_folder, tmp_path):

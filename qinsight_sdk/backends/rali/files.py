@@ -93,20 +93,41 @@ def _scan_checkpoint_pickle(path: Path) -> None:
                                  "tensors never needs (loading it could run code)")
 
 
+_STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8")
+_MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
 def _pickle_globals(data: bytes, path: Path) -> list[tuple[str, str]]:
-    """Every (module, name) a pickle imports, read opcode by opcode without running it."""
-    found, strings = [], []
+    """Every (module, name) a pickle imports, read opcode by opcode without running it.
+
+    ``STACK_GLOBAL`` takes its two names from the stack: they must be the two strings pushed just before
+    it (written out, or fetched from the memo), as every pickler writes them; anything else could hide
+    what it imports, so it is refused."""
+    found: list[tuple[str, str]] = []
+    pushed: list[Any] = []           # strings pushed since the last other opcode (None: not a string)
+    memo: dict[int, Any] = {}
     try:
         for opcode, argument, _ in pickletools.genops(data):
-            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(argument)
-            elif opcode.name in ("GLOBAL", "INST"):   # "module name" in the opcode itself
-                module, _, name = str(argument).partition(" ")
-                found.append((module, name))
+            if opcode.name in _STRINGS:
+                pushed.append(argument)
+            elif opcode.name in _MEMO_GETS:
+                pushed.append(memo.get(argument))
+            elif opcode.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif opcode.name in _MEMO_PUTS:
+                memo[argument] = pushed[-1] if pushed else None
             elif opcode.name == "STACK_GLOBAL":
-                if len(strings) < 2:
-                    raise ModelLoadError(f"{path}: its pickle imports a name it does not spell out")
-                found.append((strings[-2], strings[-1]))
+                names = pushed[-2:]
+                if len(names) < 2 or not all(isinstance(name, str) for name in names):
+                    raise ModelLoadError(f"{path}: refused: its pickle imports a name it does not spell out")
+                found.append((names[0], names[1]))
+                pushed = []
+            else:
+                if opcode.name in ("GLOBAL", "INST"):   # "module name" in the opcode itself
+                    module, _, name = str(argument).partition(" ")
+                    found.append((module, name))
+                pushed = []
     except ValueError as exc:  # pickletools' word for a truncated or corrupt stream
         raise ModelLoadError(f"{path}: its pickle is corrupt ({exc})") from None
     return found
@@ -197,7 +218,7 @@ def _read_joblib(path: Path, handle: Any) -> Any:
             return _allowed(module, name, {_JOBLIB_WRAPPER})
 
         def load_build(self) -> None:
-            # an object array's bytes are a nested pickle, which joblib before 1.5 reads without find_class
+            # an object array's bytes are a nested pickle (joblib before 1.6 read it without find_class)
             if len(self.stack) > 1 and isinstance(self.stack[-2], wrapper):
                 state = self.stack[-1]
                 dtype = state.get("dtype") if isinstance(state, dict) else None
@@ -207,11 +228,9 @@ def _read_joblib(path: Path, handle: Any) -> Any:
 
         dispatch[pickle.BUILD[0]] = load_build
 
-    if hasattr(numpy_pickle, "_validate_fileobject_and_memmap"):   # joblib >= 1.5
-        with numpy_pickle._validate_fileobject_and_memmap(handle, str(path), None) as (stream, _):
-            return _Allowlisted(str(path), stream, True).load()
-    with numpy_pickle._read_fileobject(handle, str(path), None) as stream:
-        return _Allowlisted(str(path), stream).load()
+    # joblib's own reading: it undoes the compression, and arrays come back in this machine's byte order
+    with numpy_pickle._validate_fileobject_and_memmap(handle, str(path), None) as (stream, _):
+        return _Allowlisted(str(path), stream, True).load()
 
 
 def read_basis(path: Path) -> dict[str, np.ndarray]:
