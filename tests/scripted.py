@@ -1,8 +1,17 @@
 """Scripted stand-ins for the model that tests share."""
 
+import numpy as np
 import torch
 
 from qinsight_sdk.testing import ScriptedBackend
+
+
+def brightness_answer(conversation, images):
+    """A judge that prefers bright images: one image rated 1 + 4 x its mean level, two compared by level."""
+    if len(images) == 1:
+        return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
+    a, b = (np.asarray(i).mean() for i in images[-2:])
+    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
 
 class TightMemory(ScriptedBackend):

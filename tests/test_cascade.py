@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from samples import grey
+from scripted import brightness_answer
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.backends.rali.tiny import build_tiny_rali
@@ -15,13 +16,6 @@ from qinsight_sdk.errors import UsageError
 from qinsight_sdk.testing import ScriptedBackend
 
 LEVELS = [90, 250, 10, 170, 130, 60, 220, 30]   # brightest: 1, then 6, 3, 4, 0, 5, 7, 2
-
-
-def level_answer(conversation, images):
-    if len(images) == 1:
-        return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
-    a, b = (np.asarray(i).mean() for i in images[-2:])
-    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
 
 class Counting(ScriptedBackend):
@@ -36,8 +30,8 @@ class Counting(ScriptedBackend):
         return super().encode(conversations, images, answer_prefix, template_options)
 
 
-def judges(prefilter_answer=level_answer):
-    main, cheap = Counting(level_answer), Counting(prefilter_answer)
+def judges(prefilter_answer=brightness_answer):
+    main, cheap = Counting(brightness_answer), Counting(prefilter_answer)
     return QualityJudge(main), QualityJudge(cheap), main, cheap
 
 

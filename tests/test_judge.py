@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 from samples import grey, noise_image
-from scripted import TightMemory
+from scripted import TightMemory, brightness_answer
 
 from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
                           ScoreResult)
@@ -493,13 +493,6 @@ def test_fast_scores_above_the_scale_are_kept_and_their_reward_is_bounded():
 
 
 # -- reward ----------------------------------------------------------------------------------------
-
-
-def brightness_answer(conversation, images):
-    if len(images) == 1:
-        return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
-    a, b = (np.asarray(i).mean() for i in images[-2:])
-    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
 
 def test_reward_shape_range_and_batch_independence(tiny_judge):

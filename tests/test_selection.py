@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from samples import grey, noise_image
+from scripted import brightness_answer
 
 from qinsight_sdk import ComparisonResult, QualityJudge, ScoreResult
 from qinsight_sdk.selection import ranking_steps
@@ -30,13 +31,6 @@ def test_strategies_on_the_tiny_model_return_a_permutation(tiny_judge, strategy)
         else:
             assert set(ranking.order[:4]) == set(sorted(range(5), key=lambda i: -fast[i].score)[:4])
             assert ranking.comparisons == 2 * 6  # all pairs among the top 4, both orders
-
-
-def brightness_answer(conversation, images):
-    if len(images) == 1:
-        return f'<answer>{{"rating": {1 + 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
-    a, b = (np.asarray(i).mean() for i in images[-2:])
-    return "<answer>Image A</answer>" if a > b else "<answer>Image B</answer>"
 
 
 LEVELS = [90, 250, 10, 170, 130]  # image 1 is the brightest, then 3, 4, 0, 2
