@@ -13,7 +13,7 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     # An unsupported transformers or torch is logged, not raised: a failing entry point would hide every
     # node as "(IMPORT FAILED)"; the judging nodes refuse to run with the same sentences instead.
-    from .qinsight_sdk.compatibility import warn_if_unsupported
+    from .qinsight_sdk.backends.compatibility import warn_if_unsupported
 
     warn_if_unsupported(logging.getLogger("qinsight"))
     from .nodes.v3 import QInsightExtension

@@ -218,7 +218,7 @@ def reference_loop(model: Any, processor: Any, images: list[Any], new_tokens: in
     """The official demo, the baseline of every ratio: one image per call, sampled, plain transformers."""
     import torch
 
-    from qinsight_sdk.profiles import QINSIGHT
+    from qinsight_sdk.judging.profiles import QINSIGHT
 
     conversation = QINSIGHT.messages("score", "text_first")
     text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)

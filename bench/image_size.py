@@ -20,7 +20,7 @@ from common import make_images, peak_memory, script_parser, timed
 import torch
 
 from qinsight_sdk import ImageBounds, QualityJudge
-from qinsight_sdk.images import PATCH_GRID, fit_to_patch_grid
+from qinsight_sdk.io.images import PATCH_GRID, fit_to_patch_grid
 from qinsight_sdk.testing import build_tiny_checkpoint
 
 PRESETS = ("official", "fast")

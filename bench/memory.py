@@ -38,7 +38,7 @@ import torch
 from scipy.stats import spearmanr
 
 from qinsight_sdk import DecodingOptions, QualityJudge
-from qinsight_sdk.quantization import UNQUANTIZED_MODULES, quantization_config
+from qinsight_sdk.backends.quantization import UNQUANTIZED_MODULES, quantization_config
 from qinsight_sdk.testing import brightness_image, cached_tiny_judge
 
 MODES = ("full", "8bit", "8bit-outlier", "4bit", "4bit-all")

@@ -37,35 +37,35 @@ MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 # checkpoint (QualityJudge.from_pretrained, loading.py) and the model plumbing of qwen_vl.py are tested with
 # the tiny model instead, outside the quick loop.
 SCOPE: dict[str, tuple[str, list[str]]] = {
-    "parsing": ("qinsight_sdk/parsing.py", ["qinsight_sdk.parsing.*"]),
-    "images": ("qinsight_sdk/images.py", ["qinsight_sdk.images.*"]),
-    "decoding": ("qinsight_sdk/decoding.py", ["qinsight_sdk.decoding.*"]),
-    "judge": ("qinsight_sdk/judge.py", ["qinsight_sdk.judge.*"]),
-    "batching": ("qinsight_sdk/batching.py", ["qinsight_sdk.batching.*"]),
-    "tasks": ("qinsight_sdk/tasks.py", ["qinsight_sdk.tasks.*"]),
-    "profiles": ("qinsight_sdk/profiles.py", ["qinsight_sdk.profiles.*"]),
-    "fast-mode": ("qinsight_sdk/backend.py", ["qinsight_sdk.backend.xǁRatingDistributionǁ*"]),
+    "parsing": ("qinsight_sdk/judging/parsing.py", ["qinsight_sdk.judging.parsing.*"]),
+    "images": ("qinsight_sdk/io/images.py", ["qinsight_sdk.io.images.*"]),
+    "decoding": ("qinsight_sdk/judging/decoding.py", ["qinsight_sdk.judging.decoding.*"]),
+    "judge": ("qinsight_sdk/judging/judge.py", ["qinsight_sdk.judging.judge.*"]),
+    "batching": ("qinsight_sdk/judging/batching.py", ["qinsight_sdk.judging.batching.*"]),
+    "tasks": ("qinsight_sdk/judging/tasks.py", ["qinsight_sdk.judging.tasks.*"]),
+    "profiles": ("qinsight_sdk/judging/profiles.py", ["qinsight_sdk.judging.profiles.*"]),
+    "fast-mode": ("qinsight_sdk/backends/base.py", ["qinsight_sdk.backends.base.xǁRatingDistributionǁ*"]),
     "fast-mode digits": ("qinsight_sdk/backends/qwen2_5_vl/backend.py", ["qinsight_sdk.backends.qwen2_5_vl.backend.x__probabilities__*"]),
-    "selection": ("qinsight_sdk/selection.py", ["qinsight_sdk.selection.*"]),
-    "records": ("qinsight_sdk/records.py", ["qinsight_sdk.records.*"]),
-    "metrics": ("qinsight_sdk/metrics.py", ["qinsight_sdk.metrics.*"]),
-    "quantization": ("qinsight_sdk/quantization.py", ["qinsight_sdk.quantization.*"]),
+    "selection": ("qinsight_sdk/judging/selection.py", ["qinsight_sdk.judging.selection.*"]),
+    "records": ("qinsight_sdk/io/records.py", ["qinsight_sdk.io.records.*"]),
+    "metrics": ("qinsight_sdk/evaluation/metrics.py", ["qinsight_sdk.evaluation.metrics.*"]),
+    "quantization": ("qinsight_sdk/backends/quantization.py", ["qinsight_sdk.backends.quantization.*"]),
     **{f"service {part}": (f"qinsight_sdk/service/{part}.py", [f"qinsight_sdk.service.{part}.*"])
        for part in ("settings", "requests", "admission", "judging", "app")},
-    "image_metadata": ("qinsight_sdk/image_metadata.py", ["qinsight_sdk.image_metadata.*"]),
-    "annotation": ("qinsight_sdk/annotation.py", ["qinsight_sdk.annotation.*"]),
-    "compatibility": ("qinsight_sdk/compatibility.py", ["qinsight_sdk.compatibility.*"]),
+    "image_metadata": ("qinsight_sdk/io/image_metadata.py", ["qinsight_sdk.io.image_metadata.*"]),
+    "annotation": ("qinsight_sdk/io/annotation.py", ["qinsight_sdk.io.annotation.*"]),
+    "compatibility": ("qinsight_sdk/backends/compatibility.py", ["qinsight_sdk.backends.compatibility.*"]),
     "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
     "backends registry": ("qinsight_sdk/backends/__init__.py", ["qinsight_sdk.backends.x_*", "qinsight_sdk.backends.xǁ*"]),
-    "judge_config": ("qinsight_sdk/judge_config.py", ["qinsight_sdk.judge_config.*"]),
+    "judge_config": ("qinsight_sdk/judging/judge_config.py", ["qinsight_sdk.judging.judge_config.*"]),
     **{f"rali {part}": (f"qinsight_sdk/backends/rali/{part}.py", [f"qinsight_sdk.backends.rali.{part}.*"])
        for part in ("files", "model", "backend")},
     "rali family": ("qinsight_sdk/backends/rali/__init__.py", ["qinsight_sdk.backends.rali.x_*"]),
 }
-OUT_OF_SCOPE = ["qinsight_sdk.judge.xǁQualityJudgeǁfrom_pretrained__*",
+OUT_OF_SCOPE = ["qinsight_sdk.judging.judge.xǁQualityJudgeǁfrom_pretrained__*",
                 # the Ray Serve deployment: tested against a real service (tests/test_service.py, marked ray)
                 "qinsight_sdk.service.app.x_build_app__*",
-                "qinsight_sdk.records.x__try_lock_on_windows__*"]  # runs only on Windows; no Windows machine here
+                "qinsight_sdk.io.records.x__try_lock_on_windows__*"]  # runs only on Windows; no Windows machine here
 
 # Equivalent mutants: no input can tell them from the original. Each with its reason.
 _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
@@ -92,84 +92,84 @@ EQUIVALENT: dict[str, str] = {
        "that is grouped takes two options, so no two orders can differ" for n in (7, 9, 10)},
     **{f"qinsight_sdk.service.judging.x_judge_calls__mutmut_{n}": "another constant than -1 for calls that are not "
        "rankings: a ranking's key has its own task, so the keys never meet" for n in (21, 22)},
-    **{f"qinsight_sdk.quantization.x_quantization_name__mutmut_{n}":
+    **{f"qinsight_sdk.backends.quantization.x_quantization_name__mutmut_{n}":
        "getattr's default None instead of False: both are false, and the default is all it is used for"
        for n in (3, 14)},
-    "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_12": _LAST_AXIS,
-    "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_20": _LAST_AXIS,
-    "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
-    "qinsight_sdk.backend.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
+    "qinsight_sdk.backends.base.xǁRatingDistributionǁexpected__mutmut_12": _LAST_AXIS,
+    "qinsight_sdk.backends.base.xǁRatingDistributionǁexpected__mutmut_20": _LAST_AXIS,
+    "qinsight_sdk.backends.base.xǁRatingDistributionǁexpected__mutmut_28": _PROMOTED,
+    "qinsight_sdk.backends.base.xǁRatingDistributionǁexpected__mutmut_31": _PROMOTED,
     "qinsight_sdk.backends.qwen2_5_vl.backend.x__probabilities__mutmut_5": _LAST_AXIS,
-    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "seek(0) on an image with a single frame changes nothing, "
+    **{f"qinsight_sdk.io.images.x_to_rgb__mutmut_{n}": "seek(0) on an image with a single frame changes nothing, "
        "so asking also when n_frames is 1 (or missing) is the same" for n in (9, 10)},
-    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "exif_transpose of an image with no orientation tag (or "
+    **{f"qinsight_sdk.io.images.x_to_rgb__mutmut_{n}": "exif_transpose of an image with no orientation tag (or "
        "tag 1) returns the same pixels, so calling it for those too is the same" for n in (15, 16, 17, 19)},
-    **{f"qinsight_sdk.images.x_to_rgb__mutmut_{n}": "convert('RGB') of an RGB image is a copy with the same "
+    **{f"qinsight_sdk.io.images.x_to_rgb__mutmut_{n}": "convert('RGB') of an RGB image is a copy with the same "
        "pixels" for n in (92, 97, 98)},
-    "qinsight_sdk.images.x_to_rgb__mutmut_85": "Pillow clips the fill value 256 to 255: the same opaque white",
-    **{f"qinsight_sdk.images.x__open_file__mutmut_{n}": "the only warning Image.open raises is the "
+    "qinsight_sdk.io.images.x_to_rgb__mutmut_85": "Pillow clips the fill value 256 to 255: the same opaque white",
+    **{f"qinsight_sdk.io.images.x__open_file__mutmut_{n}": "the only warning Image.open raises is the "
        "DecompressionBombWarning, so ignoring every warning there ignores the same one" for n in (2, 4)},
-    "qinsight_sdk.images.x__normalised__mutmut_17": "channels_first=None is falsy like False: the same branch",
-    **{f"qinsight_sdk.batching.xǁBatchRunnerǁrun__mutmut_{n}": "the next batch is prepared only after the "
+    "qinsight_sdk.io.images.x__normalised__mutmut_17": "channels_first=None is falsy like False: the same branch",
+    **{f"qinsight_sdk.judging.batching.xǁBatchRunnerǁrun__mutmut_{n}": "the next batch is prepared only after the "
        "last one was taken, so one helper thread is all that ever runs; its name is for debuggers"
        for n in range(26, 33)},
-    "qinsight_sdk.batching.xǁBatchRunnerǁrun__mutmut_21": "an empty batch (a window of unreadable inputs) is "
+    "qinsight_sdk.judging.batching.xǁBatchRunnerǁrun__mutmut_21": "an empty batch (a window of unreadable inputs) is "
        "never run, so preparing it or not changes nothing",
-    "qinsight_sdk.batching.xǁBatchRunnerǁ__init____mutmut_3": "'' and None are both falsy: no cap yet",
-    **{f"qinsight_sdk.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
+    "qinsight_sdk.judging.batching.xǁBatchRunnerǁ__init____mutmut_3": "'' and None are both falsy: no cap yet",
+    **{f"qinsight_sdk.judging.tasks.x__majority__mutmut_{n}": "most_common(None) and most_common(2) start with the same "
        "most common verdict as most_common(1)" for n in (2, 5)},
-    "qinsight_sdk.selection.x__round_robin__mutmut_20": "every finalist starts with the same count of wins, "
+    "qinsight_sdk.judging.selection.x__round_robin__mutmut_20": "every finalist starts with the same count of wins, "
        "and only their differences order them",
-    **{f"qinsight_sdk.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
+    **{f"qinsight_sdk.judging.judge.xǁQualityJudgeǁreward__mutmut_{n}": "torch.tensor of Python floats is float32 "
        "already" for n in (36, 38)},
-    "qinsight_sdk.metrics.x__correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
+    "qinsight_sdk.evaluation.metrics.x__correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
        "turns into the same None",
-    "qinsight_sdk.metrics.x_score_metrics__mutmut_106": "the mean of no items is NaN, which _finite turns into "
+    "qinsight_sdk.evaluation.metrics.x_score_metrics__mutmut_106": "the mean of no items is NaN, which _finite turns into "
        "the same None",
-    **{f"qinsight_sdk.metrics.x__bootstrap_interval__mutmut_{n}": "scipy infers vectorized=False from the "
+    **{f"qinsight_sdk.evaluation.metrics.x__bootstrap_interval__mutmut_{n}": "scipy infers vectorized=False from the "
        "statistic's signature, its confidence level defaults to 0.95 and it reads the method in any case"
        for n in (54, 61, 63, 70)},
-    **{f"qinsight_sdk.metrics.x__bootstrap_interval__mutmut_{n}": "with the installed scipy (1.15 and newer) "
+    **{f"qinsight_sdk.evaluation.metrics.x__bootstrap_interval__mutmut_{n}": "with the installed scipy (1.15 and newer) "
        "bootstrap takes the generator as rng and as random_state alike: the same resamples either way"
        for n in (16, 17, 21, 22, 23)},
-    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": "'</THINK>' under re.IGNORECASE matches what '</think>' does",
-    "qinsight_sdk.parsing.x_parse_comparison__mutmut_32": "an upper-case pattern under re.I matches what the original does",
-    "qinsight_sdk.parsing.x__normalise_label__mutmut_13":
+    "qinsight_sdk.judging.parsing.x__answer_or_tail__mutmut_13": "'</THINK>' under re.IGNORECASE matches what '</think>' does",
+    "qinsight_sdk.judging.parsing.x_parse_comparison__mutmut_32": "an upper-case pattern under re.I matches what the original does",
+    "qinsight_sdk.judging.parsing.x__normalise_label__mutmut_13":
         "also stripping a capital X from the ends: no label, class or severity begins or ends with one, and what "
         "is left either way names the same verdict",
-    "qinsight_sdk.decoding.xǁPaddingBlindRepetitionPenaltyǁ__call____mutmut_16":
+    "qinsight_sdk.judging.decoding.xǁPaddingBlindRepetitionPenaltyǁ__call____mutmut_16":
         "seen <= 0 for seen < 0: at exactly 0, 0 * penalty and 0 / penalty are both 0",
-    "qinsight_sdk.decoding.xǁDecodingOptionsǁgeneration_config__mutmut_3":
+    "qinsight_sdk.judging.decoding.xǁDecodingOptionsǁgeneration_config__mutmut_3":
         "copy for deepcopy: the copy only has attributes assigned, never a shared value changed in place",
 }
 
 # parsing.py: the reasoning-only check's case and its placeholder
 _IGNORED_CASE = "the pattern's case does not matter: the search ignores case"
 EQUIVALENT.update({
-    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_13": _IGNORED_CASE,
-    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_24": _IGNORED_CASE,
-    "qinsight_sdk.parsing.x__answer_or_tail__mutmut_25": "an answer that is all reasoning reads as no answer "
+    "qinsight_sdk.judging.parsing.x__answer_or_tail__mutmut_13": _IGNORED_CASE,
+    "qinsight_sdk.judging.parsing.x__answer_or_tail__mutmut_24": _IGNORED_CASE,
+    "qinsight_sdk.judging.parsing.x__answer_or_tail__mutmut_25": "an answer that is all reasoning reads as no answer "
                                                          "whether its body is empty or 'XXXX': no rating, "
                                                          "class or verdict is found in either",
 })
 
 # image_metadata.py, annotation.py, compatibility.py (issue 14)
 EQUIVALENT.update({
-    **{f"qinsight_sdk.image_metadata.x__chunk__mutmut_{n}": "the filter only silences Pillow's warning about a "
+    **{f"qinsight_sdk.io.image_metadata.x__chunk__mutmut_{n}": "the filter only silences Pillow's warning about a "
        "large image; what is read is the same" for n in (16, 18)},
-    **{f"qinsight_sdk.image_metadata.x__chunk__mutmut_{n}": "the chunks before the pixels are read again, with the "
+    **{f"qinsight_sdk.io.image_metadata.x__chunk__mutmut_{n}": "the chunks before the pixels are read again, with the "
        "rest, from image.text: the same rows, only slower" for n in (22, 23)},
-    **{f"qinsight_sdk.image_metadata.{name}": "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
+    **{f"qinsight_sdk.io.image_metadata.{name}": "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
        for name in ("x__saved_rows__mutmut_18", "x_write_sidecar__mutmut_27")},
-    **{f"qinsight_sdk.annotation.x__drawable__mutmut_{n}": "codec names are case-insensitive: 'LATIN-1' is "
+    **{f"qinsight_sdk.io.annotation.x__drawable__mutmut_{n}": "codec names are case-insensitive: 'LATIN-1' is "
        "'latin-1'" for n in (13, 17)},
-    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "the box is pasted at (0, 0), which is also where "
+    **{f"qinsight_sdk.io.annotation.x_annotate__mutmut_{n}": "the box is pasted at (0, 0), which is also where "
        "paste puts it without a position" for n in (68, 70)},
-    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "Pillow's default ink on an RGB image is white, the "
+    **{f"qinsight_sdk.io.annotation.x_annotate__mutmut_{n}": "Pillow's default ink on an RGB image is white, the "
        "colour given" for n in (90, 94)},
-    **{f"qinsight_sdk.annotation.x_annotate__mutmut_{n}": "Pillow clips an ink channel of 256 to 255"
+    **{f"qinsight_sdk.io.annotation.x_annotate__mutmut_{n}": "Pillow clips an ink channel of 256 to 255"
        for n in (97, 98, 99)},
-    "qinsight_sdk.compatibility.x_problems__mutmut_17": "None is as falsy as False where the argument is only "
+    "qinsight_sdk.backends.compatibility.x_problems__mutmut_17": "None is as falsy as False where the argument is only "
                                                         "tested for truth",
 })
 
@@ -177,44 +177,44 @@ EQUIVALENT.update({
 _CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
 _FALSY = "None is as falsy as False where the argument is only tested for truth"
 EQUIVALENT.update({
-    **{f"qinsight_sdk.records.{name}": _CODEC for name in (
+    **{f"qinsight_sdk.io.records.{name}": _CODEC for name in (
         "x__decode_lines__mutmut_3", "x__rewrite__mutmut_36", "x_row_text__mutmut_12", "xǁRecordStoreǁwrite__mutmut_21")},
-    **{f"qinsight_sdk.records.{name}": _FALSY for name in (
+    **{f"qinsight_sdk.io.records.{name}": _FALSY for name in (
         "x_row_text__mutmut_3", "x_row_text__mutmut_4", "x_read_store__mutmut_14", "x_read_store__mutmut_24",
         "x_read_store__mutmut_44")},
-    "qinsight_sdk.records.x__rewrite__mutmut_42": "the temporary file always exists when it is removed: missing_ok "
+    "qinsight_sdk.io.records.x__rewrite__mutmut_42": "the temporary file always exists when it is removed: missing_ok "
                                                   "never matters",
-    "qinsight_sdk.records.x__rewrite__mutmut_43": "the temporary file always exists when it is removed: missing_ok "
+    "qinsight_sdk.io.records.x__rewrite__mutmut_43": "the temporary file always exists when it is removed: missing_ok "
                                                   "never matters",
-    "qinsight_sdk.records.x__try_lock__mutmut_1": "reached only where fcntl is missing (Windows)",
+    "qinsight_sdk.io.records.x__try_lock__mutmut_1": "reached only where fcntl is missing (Windows)",
 })
 
 # profiles.py: spellings and falsy defaults that no profile file can tell apart; parsing.py's empty answer
 EQUIVALENT.update({
-    **{f"qinsight_sdk.profiles.{name}": _CODEC for name in (
+    **{f"qinsight_sdk.judging.profiles.{name}": _CODEC for name in (
         "x_load_profile_file__mutmut_7", "xǁJudgeProfileǁsave__mutmut_19")},
-    "qinsight_sdk.profiles.xǁJudgeProfileǁsave__mutmut_11": "ensure_ascii=None is as falsy as False: json.dumps "
+    "qinsight_sdk.judging.profiles.xǁJudgeProfileǁsave__mutmut_11": "ensure_ascii=None is as falsy as False: json.dumps "
                                                            "only tests it for truth, so the same text",
-    **{f"qinsight_sdk.profiles.x_profile_from_dict__mutmut_{n}": "a missing compares_with_reference read as None "
+    **{f"qinsight_sdk.judging.profiles.x_profile_from_dict__mutmut_{n}": "a missing compares_with_reference read as None "
        "instead of False: bool() of either is False" for n in (128, 130)},
-    "qinsight_sdk.parsing.x_parse_comparison__mutmut_9": "an empty answer is looked up as '' or as 'XXXX': "
+    "qinsight_sdk.judging.parsing.x_parse_comparison__mutmut_9": "an empty answer is looked up as '' or as 'XXXX': "
                                                         "neither is a label, so both name no verdict",
 })
 
 # Small wrong changes the suite once let through (issue 16), applied by hand with --named: each must fail a test.
 NAMED: list[tuple[str, str, str, str]] = [
-    ("the parser takes the first rating", "qinsight_sdk/parsing.py",
+    ("the parser takes the first rating", "qinsight_sdk/judging/parsing.py",
      "rating, error = _to_rating(match[-1], rating_range)", "rating, error = _to_rating(match[0], rating_range)"),
-    ("the parser takes the first JSON object", "qinsight_sdk/parsing.py", "return found[::-1]", "return found"),
-    ("the reward is squared", "qinsight_sdk/judge.py", "(result.score - 1.0) / 4.0)", "((result.score - 1.0) / 4.0) ** 2)"),
-    ("later batches ignore the size that fitted", "qinsight_sdk/batching.py",
+    ("the parser takes the first JSON object", "qinsight_sdk/judging/parsing.py", "return found[::-1]", "return found"),
+    ("the reward is squared", "qinsight_sdk/judging/judge.py", "(result.score - 1.0) / 4.0)", "((result.score - 1.0) / 4.0) ** 2)"),
+    ("later batches ignore the size that fitted", "qinsight_sdk/judging/batching.py",
      "cap = min(batch_size, self.memory_cap or batch_size)", "cap = batch_size"),
-    ("both orders ignore the (B, A) verdict", "qinsight_sdk/tasks.py",
+    ("both orders ignore the (B, A) verdict", "qinsight_sdk/judging/tasks.py",
      "winner=forward.winner or back_winner", "winner=forward.winner"),
-    ("the 4PL multiplies by |b4|", "qinsight_sdk/metrics.py", "/ abs(b4)", "* abs(b4)"),
-    ("the spread leaves out the decimals' variance", "qinsight_sdk/backend.py",
+    ("the 4PL multiplies by |b4|", "qinsight_sdk/evaluation/metrics.py", "/ abs(b4)", "* abs(b4)"),
+    ("the spread leaves out the decimals' variance", "qinsight_sdk/backends/base.py",
      "(within_var + (means - mean) ** 2)", "((means - mean) ** 2)"),
-    ("uint16 is scaled by 256", "qinsight_sdk/images.py", "np.rint(array / 257.0)", "np.rint(array / 256.0)"),
+    ("uint16 is scaled by 256", "qinsight_sdk/io/images.py", "np.rint(array / 257.0)", "np.rint(array / 256.0)"),
 ]
 
 KILLED = {1, 3}  # pytest's exit codes for failed tests and internal errors

@@ -37,7 +37,7 @@ import torch
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.backends.rali.tiny import build_tiny_rali
-from qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
+from qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
 from qinsight_sdk.testing import build_tiny_checkpoint
 
 

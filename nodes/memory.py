@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..qinsight_sdk import compatibility
-from ..qinsight_sdk.checkpoints import default_subfolder, resolve_checkpoint
-from ..qinsight_sdk.images import ImageBounds
+from ..qinsight_sdk.backends import compatibility
+from ..qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
+from ..qinsight_sdk.io.images import ImageBounds
 from ..qinsight_sdk.backends.devices import choose_dtype
-from ..qinsight_sdk.quantization import quantized_size
+from ..qinsight_sdk.backends.quantization import quantized_size
 
 if TYPE_CHECKING:  # imports transformers: loaded when a judge loads, so that the pack registers without it
     from ..qinsight_sdk import QualityJudge

@@ -14,10 +14,10 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "QualityJudge": "judge", "ScoreResult": "results", "DegradationResult": "results",
-    "ComparisonResult": "results", "Ranking": "results", "DecodingOptions": "decoding", "ImageBounds": "images",
-    "PromptOrder": "prompts", "Backend": "backend", "JudgeProfile": "profiles", "TaskPrompt": "profiles",
-    "PROFILES": "profiles", "register_profile": "profiles", "load_profile_file": "profiles",
+    "QualityJudge": "judging.judge", "ScoreResult": "judging.results", "DegradationResult": "judging.results",
+    "ComparisonResult": "judging.results", "Ranking": "judging.results", "DecodingOptions": "judging.decoding", "ImageBounds": "io.images",
+    "PromptOrder": "judging.prompts", "Backend": "backends.base", "JudgeProfile": "judging.profiles", "TaskPrompt": "judging.profiles",
+    "PROFILES": "judging.profiles", "register_profile": "judging.profiles", "load_profile_file": "judging.profiles",
     "QInsightError": "errors", "ModelLoadError": "errors",
     "ImageInputError": "errors", "UsageError": "errors",
 }

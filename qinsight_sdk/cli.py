@@ -9,10 +9,10 @@ disk, past a file-size limit or into a closed pipe, or a file named by ``--outpu
 ``--predictions`` or ``--plot`` that cannot be written, each one line naming what and why), 130 when
 interrupted (Ctrl-C: the rows written so far are kept). Any other exception is a bug: it surfaces with
 its traceback (Python's exit code 1). With ``--output`` (``eval``: ``--predictions``), rows go to a record file
-(:mod:`qinsight_sdk.records`) as each item is judged, and a rerun judges only what the file lacks
+(:mod:`qinsight_sdk.io.records`) as each item is judged, and a rerun judges only what the file lacks
 (``--retry-failed``: also its error rows). ``eval`` writes its JSON report to ``--report``.
 ``score --from-metadata`` (and ``degradation``) judges nothing: it prints the rows saved in the images
-(:mod:`qinsight_sdk.image_metadata`). It needs neither torch nor transformers, so the modules that judge
+(:mod:`qinsight_sdk.io.image_metadata`). It needs neither torch nor transformers, so the modules that judge
 are imported only where a model loads.
 """
 
@@ -32,25 +32,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from .checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
+from .backends.checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
                           checkpoint_file, default_model, default_subfolder)
-from .data import FORMATS
+from .evaluation.data import FORMATS
 from .errors import QInsightError, UsageError
-from .image_metadata import MetadataError, read_rows
-from .images import ImageBounds
-from .judge_config import JudgeConfig, resolve_judge_config
-from .profiles import PROFILES
-from .prompts import PromptOrder
-from .quantization import QUANTIZATIONS
-from .records import RecordStore, check_writable, key_of, make_row, open_store, row_text
-from .results import RESULT_TYPES
-from .selection import HYBRID_POOL, STRATEGIES
+from .io.image_metadata import MetadataError, read_rows
+from .io.images import ImageBounds
+from .judging.judge_config import JudgeConfig, resolve_judge_config
+from .judging.profiles import PROFILES
+from .judging.prompts import PromptOrder
+from .backends.quantization import QUANTIZATIONS
+from .io.records import RecordStore, check_writable, key_of, make_row, open_store, row_text
+from .judging.results import RESULT_TYPES
+from .judging.selection import HYBRID_POOL, STRATEGIES
 from .service import TOKEN_ENV_VAR, ServiceSettings
-from .tasks import TASKS
+from .judging.tasks import TASKS
 
 if TYPE_CHECKING:
-    from .decoding import DecodingOptions
-    from .judge import QualityJudge
+    from .judging.decoding import DecodingOptions
+    from .judging.judge import QualityJudge
 
 logger = logging.getLogger("qinsight")
 
@@ -354,7 +354,7 @@ def _images_in(folder: str, recursive: bool) -> list[str]:
 def _decoding(args: argparse.Namespace, comparison: bool = False, say: bool = False) -> DecodingOptions:
     """Greedy, or with --sample what the official demo sampled with on this checkpoint (``say``: print
     which case of the demo's decoding applied on standard error)."""
-    from .decoding import DecodingOptions, official_demo_sampling
+    from .judging.decoding import DecodingOptions, official_demo_sampling
 
     length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     if args.num_samples > 1 or args.sample:
@@ -380,7 +380,7 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> Any:
 
         return DistributedJudge(config, workers=args.workers, gpus_per_worker=_gpus(args, args.gpus_per_worker),
                                 batch_size=args.batch_size, address=args.ray_address)
-    from .judge import QualityJudge
+    from .judging.judge import QualityJudge
 
     return QualityJudge.from_config(config)
 
@@ -698,7 +698,7 @@ def _for_judge(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
 
 def _run_eval(args: argparse.Namespace) -> int:
     """Predictions are appended as they come, so Ctrl-C exits 130 with nothing lost and a rerun resumes."""
-    from .evaluation import evaluate, load_items, summary_lines
+    from .evaluation.runner import evaluate, load_items, summary_lines
 
     items = load_items(args.data, args.image_root, args.task, args.mos_range, args.format)
     if args.models:
@@ -733,7 +733,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
     """``eval --models``: each judge in turn, then the side-by-side table."""
-    from .evaluation import JudgeRun, compare_judges, comparison_lines
+    from .evaluation.runner import JudgeRun, compare_judges, comparison_lines
 
     if args.model is not None:
         raise UsageError("--model names one judge; with --models list them all there")

@@ -34,7 +34,7 @@ import urllib.request
 from typing import Any, Sequence
 
 from .errors import QInsightError
-from .results import result_from
+from .judging.results import result_from
 from .service import check_token_value
 
 Image = Any   # a path, bytes, a PIL image or a numpy array

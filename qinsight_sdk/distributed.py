@@ -18,8 +18,8 @@ import json
 from typing import Any, Callable, Sequence
 
 from .errors import MissingDependencyError, UsageError
-from .judge_config import JudgeConfig
-from .results import ResultCallback, result_from
+from .judging.judge_config import JudgeConfig
+from .judging.results import ResultCallback, result_from
 
 TASK_RESULTS = {"score": "score", "degradation": "degradation", "compare_pairs": "comparison"}
 ITEM = "_qinsight_item"   # the column the actors judge (dropped from what they return)
@@ -48,7 +48,7 @@ class _JudgeActor:
     """One judge, loaded once per actor, judging the batches Ray Data hands it."""
 
     def __init__(self, judge_options: JudgeConfig | dict[str, Any], method: str, options: dict[str, Any]) -> None:
-        from .judge import load_judge
+        from .judging.judge import load_judge
 
         self.judge = load_judge(judge_options)
         self.method, self.options = method, options
@@ -67,7 +67,7 @@ def _plain(item: Any) -> Any:
 class DistributedJudge:
     """``QualityJudge``'s batch methods on a pool of ``workers`` judge actors.
 
-    ``judge_options``: a resolved ``JudgeConfig`` (:mod:`qinsight_sdk.judge_config`), or
+    ``judge_options``: a resolved ``JudgeConfig`` (:mod:`qinsight_sdk.judging.judge_config`), or
     ``QualityJudge.from_pretrained``'s arguments; each actor loads the judge once.
     Results come back as the actors finish batches, in any order; ``on_result`` sees each once.
     """

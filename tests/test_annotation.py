@@ -5,8 +5,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from samples import grey, noise_image
 
-from qinsight_sdk import annotation
-from qinsight_sdk.annotation import annotate, score_label, short_reasoning
+from qinsight_sdk.io import annotation
+from qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
 from qinsight_sdk.errors import UsageError
 
 

@@ -8,7 +8,7 @@ import torch
 from samples import grey
 
 from qinsight_sdk import Backend, QualityJudge
-from qinsight_sdk.backend import EncodedBatch, Generation, RatingDistribution
+from qinsight_sdk.backends.base import EncodedBatch, Generation, RatingDistribution
 from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 from qinsight_sdk.testing import ScriptedBackend
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qinsight_sdk.batching import WINDOW_BATCHES, BatchRunner, Failure, Request, Step
+from qinsight_sdk.judging.batching import WINDOW_BATCHES, BatchRunner, Failure, Request, Step
 from qinsight_sdk.errors import ImageInputError, UsageError
-from qinsight_sdk.images import PATCH_GRID_GEOMETRY
+from qinsight_sdk.io.images import PATCH_GRID_GEOMETRY
 
 
 def square(side):

@@ -7,7 +7,7 @@ import pytest
 from comfyui_browser import WORKFLOWS, ComfyPage, browser_unavailable, prepare_front_end_server
 from PIL import Image
 
-from qinsight_sdk.image_metadata import read_rows
+from qinsight_sdk.io.image_metadata import read_rows
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser,
               pytest.mark.skipif(browser_unavailable() is not None, reason=str(browser_unavailable()))]

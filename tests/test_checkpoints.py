@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from qinsight_sdk import ModelLoadError, QualityJudge
-from qinsight_sdk.checkpoints import default_model, default_subfolder, resolve_checkpoint
+from qinsight_sdk.backends.checkpoints import default_model, default_subfolder, resolve_checkpoint
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ def test_an_unreadable_weight_file_is_a_model_error(tiny_model, monkeypatch):
     """As root every file is readable, so the refusal is simulated where the shard is opened."""
     from pathlib import Path
 
-    from qinsight_sdk.checkpoints import validate_checkpoint
+    from qinsight_sdk.backends.checkpoints import validate_checkpoint
     from qinsight_sdk.errors import ModelLoadError
 
     opened = Path.open
@@ -458,7 +458,7 @@ def test_sampling_on_the_command_line_is_the_demos(argv, length, sampled):
 def save_with_rows(path, image, rows):
     from PIL.PngImagePlugin import PngInfo
 
-    from qinsight_sdk.image_metadata import embed
+    from qinsight_sdk.io.image_metadata import embed
 
     info = PngInfo()
     info.add_text("prompt", "{}")
@@ -500,7 +500,7 @@ def test_from_metadata_prints_the_rows_judging_printed(scripted, image_files, tm
 def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_model, tmp_path, capsys):
     from samples import noise_image
 
-    from qinsight_sdk.records import key_of, make_row
+    from qinsight_sdk.io.records import key_of, make_row
 
     folder = tmp_path / "renders"
     (folder / "sub").mkdir(parents=True)
@@ -530,7 +530,7 @@ def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_
 def test_from_metadata_of_a_task_not_judged_is_an_error_row(no_model, tmp_path, capsys):
     from samples import noise_image
 
-    from qinsight_sdk.records import make_row
+    from qinsight_sdk.io.records import make_row
 
     path = tmp_path / "a.png"
     save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 4.0, "error": None})])
@@ -585,7 +585,7 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
 
     from samples import noise_image
 
-    from qinsight_sdk.records import make_row
+    from qinsight_sdk.io.records import make_row
 
     path = tmp_path / "a.png"
     save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 3.5, "error": None})])
@@ -605,7 +605,7 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
 
 def backwards_judge(tmp_path, image_files):
     """Labels with MOS 1 to 5, and the predictions of a judge that scores them backwards."""
-    from qinsight_sdk.records import make_row, row_text
+    from qinsight_sdk.io.records import make_row, row_text
 
     labels = tmp_path / "labels.csv"
     labels.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))

@@ -12,7 +12,7 @@ from comfyui_server import ComfyUI, progress_of
 from PIL import Image
 from safetensors import safe_open
 
-from qinsight_sdk.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
+from qinsight_sdk.judging.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
 from qinsight_sdk.testing import brightness_image
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",

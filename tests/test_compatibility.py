@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qinsight_sdk import compatibility
+from qinsight_sdk.backends import compatibility
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"transformers": "4.57.1", "torch": "2.6.0+cu124"}

@@ -6,7 +6,7 @@ import json
 import pytest
 from samples import noise_image
 
-from qinsight_sdk.data import (DataError, from_csv, from_deqa, from_koniq, from_mos_list, from_pyiqa,
+from qinsight_sdk.evaluation.data import (DataError, from_csv, from_deqa, from_koniq, from_mos_list, from_pyiqa,
                                from_qinsight_comparison, load_records, mix, read_jsonl, read_records, read_source)
 
 

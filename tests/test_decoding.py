@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from qinsight_sdk.decoding import DecodingOptions, PaddingBlindRepetitionPenalty, official_demo_sampling, seeded
+from qinsight_sdk.judging.decoding import DecodingOptions, PaddingBlindRepetitionPenalty, official_demo_sampling, seeded
 
 
 def checkpoint_config(**values):
@@ -189,8 +189,8 @@ def test_official_demo_samples_as_the_demos_own_call_did(tiny_model, tmp_path, v
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
     import transformers
 
-    from qinsight_sdk.profiles import QINSIGHT
-    from qinsight_sdk.prompts import PromptOrder
+    from qinsight_sdk.judging.profiles import QINSIGHT
+    from qinsight_sdk.judging.prompts import PromptOrder
     from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
     checkpoint = _tiny_copy(tiny_model, tmp_path / "ckpt", version)

@@ -10,10 +10,10 @@ import logging
 import pytest
 
 from qinsight_sdk import cli
-from qinsight_sdk.data import DataError, read_records
+from qinsight_sdk.evaluation.data import DataError, read_records
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.evaluation import JudgeRun, compare_judges, evaluate, load_items
-from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
+from qinsight_sdk.evaluation.runner import JudgeRun, compare_judges, evaluate, load_items
+from qinsight_sdk.io.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
 
 
 def run(argv, capsys):

@@ -12,8 +12,8 @@ from PIL import Image
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import JudgeEntry, judge_entries, main
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.evaluation import JudgeRun, compare_judges, comparison_lines, load_items
-from qinsight_sdk.metrics import paired_difference
+from qinsight_sdk.evaluation.runner import JudgeRun, compare_judges, comparison_lines, load_items
+from qinsight_sdk.evaluation.metrics import paired_difference
 from qinsight_sdk.testing import ScriptedBackend, build_tiny_checkpoint
 
 

@@ -8,10 +8,10 @@ from PIL import Image
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
-from qinsight_sdk.data import DataError
+from qinsight_sdk.evaluation.data import DataError
 from qinsight_sdk.errors import QInsightError, UsageError
-from qinsight_sdk.evaluation import evaluate, guess_format, load_items
-from qinsight_sdk.records import open_store, read_store
+from qinsight_sdk.evaluation.runner import evaluate, guess_format, load_items
+from qinsight_sdk.io.records import open_store, read_store
 from qinsight_sdk.testing import ScriptedBackend, write_sample_images
 
 # -- the harness, with a scripted judge whose answers follow the image's brightness ----------------
@@ -289,7 +289,7 @@ def test_eval_takes_csv_mos_as_it_is_unless_given_a_range(tmp_path):
 
 
 def test_training_keeps_the_papers_per_file_normalisation(tmp_path):
-    from qinsight_sdk.data import read_source
+    from qinsight_sdk.evaluation.data import read_source
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "b.png")

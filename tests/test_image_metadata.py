@@ -14,9 +14,9 @@ from PIL.PngImagePlugin import PngInfo
 from samples import noise_image
 
 from qinsight_sdk.errors import QInsightError
-from qinsight_sdk.image_metadata import (METADATA_KEY, MetadataError, embed, read_rows, sidecar_path,
+from qinsight_sdk.io.image_metadata import (METADATA_KEY, MetadataError, embed, read_rows, sidecar_path,
                                          write_sidecar)
-from qinsight_sdk.records import key_of, make_row, row_text
+from qinsight_sdk.io.records import key_of, make_row, row_text
 
 SETTINGS = {"model": "m", "mode": "reason"}
 
@@ -212,7 +212,7 @@ def test_a_task_the_image_was_not_judged_for_is_an_error(tmp_path):
 def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from qinsight_sdk import image_metadata
+    from qinsight_sdk.io import image_metadata
 
     image = tmp_path / "a.png"
     save_png(image, saved_rows(str(image)))
@@ -237,7 +237,7 @@ def test_asking_for_a_task_the_file_lacks_names_the_tasks_it_holds(tmp_path):
 
 
 def test_an_image_too_large_to_open_says_so(tmp_path, monkeypatch):
-    from qinsight_sdk import image_metadata
+    from qinsight_sdk.io import image_metadata
 
     image = tmp_path / "a.png"
     save_png(image, saved_rows(str(image)))

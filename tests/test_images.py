@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from qinsight_sdk.errors import ImageInputError
-from qinsight_sdk.images import PATCH_GRID, ImageBounds, fit_to_patch_grid, load_image, split_inputs
+from qinsight_sdk.io.images import PATCH_GRID, ImageBounds, fit_to_patch_grid, load_image, split_inputs
 
 BOUNDS = ImageBounds()
 
@@ -250,7 +250,7 @@ def test_patches_equal_the_qwen_image_processor():
     """The direct patch encoder against the stock processor, on the tiny checkpoint's settings."""
     from transformers import Qwen2VLImageProcessor
 
-    from qinsight_sdk.images import PatchSpec, patch_count, to_patches
+    from qinsight_sdk.io.images import PatchSpec, patch_count, to_patches
     from qinsight_sdk.testing import PREPROCESSOR_CONFIG
 
     settings = {k: v for k, v in PREPROCESSOR_CONFIG.items() if k not in ("image_processor_type", "processor_class")}
@@ -484,7 +484,7 @@ def test_a_broken_colour_profile_falls_back_to_the_plain_conversion():
 
 
 def test_patch_counts_are_integers():
-    from qinsight_sdk.images import PatchSpec, patch_count
+    from qinsight_sdk.io.images import PatchSpec, patch_count
 
     count = patch_count(Image.new("RGB", (56, 84)), PatchSpec(mean=(0, 0, 0), std=(1, 1, 1)))
     assert count == 24 and isinstance(count, int)

@@ -11,9 +11,9 @@ from scripted import TightMemory, brightness_answer
 
 from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
                           ScoreResult)
-from qinsight_sdk.backend import Generation, RatingDistribution
+from qinsight_sdk.backends.base import Generation, RatingDistribution
 from qinsight_sdk.errors import ModelLoadError
-from qinsight_sdk.profiles import QINSIGHT
+from qinsight_sdk.judging.profiles import QINSIGHT
 from qinsight_sdk.testing import ScriptedBackend
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
@@ -251,7 +251,7 @@ def test_defaults():
     judge.score([grey(v) for v in range(10)])
     assert backend.calls == [8, 2]  # batch_size 8
     backend.calls.clear()
-    from qinsight_sdk.images import ImageBounds
+    from qinsight_sdk.io.images import ImageBounds
 
     big = QualityJudge(backend, image_bounds=ImageBounds(max_pixels=1792 * 1792))
     big.score([grey(v, (1792, 1792)) for v in range(5)])  # 4096 tokens each: 16384 holds exactly four
@@ -437,7 +437,7 @@ def test_compare_pairs_asks_one_order_by_default_and_checks_its_pairs():
 
 
 def test_each_task_sends_its_own_prompt_and_answer_prefix():
-    from qinsight_sdk import prompts
+    from qinsight_sdk.judging import prompts
 
     seen = []
 

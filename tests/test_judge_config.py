@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from qinsight_sdk import QualityJudge
-from qinsight_sdk import judge_config as judge_config_module
+from qinsight_sdk.judging import judge_config as judge_config_module
 from qinsight_sdk.backends.rali.tiny import build_tiny_rali
-from qinsight_sdk.checkpoints import PROFILE_FILE, profile_lookup
+from qinsight_sdk.backends.checkpoints import PROFILE_FILE, profile_lookup
 from qinsight_sdk.errors import ModelLoadError, UsageError
-from qinsight_sdk.images import ImageBounds
-from qinsight_sdk.judge import load_judge
-from qinsight_sdk.judge_config import JudgeConfig, resolve_judge_config
-from qinsight_sdk.profiles import VISUALQUALITY_R1
+from qinsight_sdk.io.images import ImageBounds
+from qinsight_sdk.judging.judge import load_judge
+from qinsight_sdk.judging.judge_config import JudgeConfig, resolve_judge_config
+from qinsight_sdk.judging.profiles import VISUALQUALITY_R1
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from qinsight_sdk.errors import QInsightError, UsageError
-from qinsight_sdk.metrics import (comparison_metrics, degradation_metrics, fit_logistic, format_interval, logistic4,
+from qinsight_sdk.evaluation.metrics import (comparison_metrics, degradation_metrics, fit_logistic, format_interval, logistic4,
                                   logistic_direction, paired_difference, score_metrics)
 
 RNG = np.random.default_rng(7)

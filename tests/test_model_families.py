@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from qinsight_sdk import QualityJudge, cli
-from qinsight_sdk.backend import EncodedBatch
+from qinsight_sdk.backends.base import EncodedBatch
 from qinsight_sdk.backends import FAMILIES, ModelFamily, register_family
 from qinsight_sdk.errors import ModelLoadError
-from qinsight_sdk.evaluation import evaluate
-from qinsight_sdk.profiles import PROFILES, JudgeProfile, TaskPrompt, register_profile
-from qinsight_sdk.prompts import IMAGE
+from qinsight_sdk.evaluation.runner import evaluate
+from qinsight_sdk.judging.profiles import PROFILES, JudgeProfile, TaskPrompt, register_profile
+from qinsight_sdk.judging.prompts import IMAGE
 from qinsight_sdk.service.judging import judge_calls
 from qinsight_sdk.service.settings import Call
 

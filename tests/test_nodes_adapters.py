@@ -100,7 +100,7 @@ def test_labels_shown_for_no_distortion_and_no_verdict():
 
 
 def test_each_image_is_reported_on_one_line_with_its_reasoning_cut_short():
-    from qinsight_sdk.results import ScoreResult
+    from qinsight_sdk.judging.results import ScoreResult
 
     lines = adapters.describe_scores([ScoreResult(score=3.914, std=0.25, reasoning="sharp   and\nclean " * 40),
                                       ScoreResult(error="image is 1x1")])
@@ -125,10 +125,10 @@ def test_settings_recorded_from_the_loaded_judge(tmp_path):
     from types import SimpleNamespace
 
     from qinsight_sdk import ImageBounds
-    from qinsight_sdk.decoding import DecodingOptions
-    from qinsight_sdk.prompts import PromptOrder
+    from qinsight_sdk.judging.decoding import DecodingOptions
+    from qinsight_sdk.judging.prompts import PromptOrder
 
-    from qinsight_sdk.profiles import QINSIGHT
+    from qinsight_sdk.judging.profiles import QINSIGHT
 
     judge = SimpleNamespace(profile=QINSIGHT, prompt_order=PromptOrder("image_first"),
                             backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from PIL import Image, ImageChops, ImageStat
 
 import qinsight_sdk
-from qinsight_sdk import compatibility
+from qinsight_sdk.backends import compatibility
 from qinsight_sdk.testing import build_tiny_checkpoint
 
 try:

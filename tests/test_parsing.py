@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qinsight_sdk import parsing
-from qinsight_sdk.parsing import (ParsedComparison, ParsedDegradation, ParsedScore, extract_answer,
+from qinsight_sdk.judging import parsing
+from qinsight_sdk.judging.parsing import (ParsedComparison, ParsedDegradation, ParsedScore, extract_answer,
                                   parse_comparison, parse_degradation, parse_first_number, parse_score)
 
 TRAINED_SCORE = '<think>\nThe image is sharp with good exposure.\n</think>\n<answer>\n{"rating": 3.85}\n</answer>'

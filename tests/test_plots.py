@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from qinsight_sdk.plots import judges_chart
+from qinsight_sdk.evaluation.plots import judges_chart
 
 pytest.importorskip("matplotlib")   # the optional [plot] extra
 

@@ -12,11 +12,11 @@ from samples import grey
 
 from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli, register_profile
 from qinsight_sdk.errors import UsageError
-from qinsight_sdk.parsing import ParsedComparison, ParsedDegradation, ParsedScore, parse_first_number
-from qinsight_sdk.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
+from qinsight_sdk.judging.parsing import ParsedComparison, ParsedDegradation, ParsedScore, parse_first_number
+from qinsight_sdk.judging.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
                                    VISUALQUALITY_R1_NON_THINKING, choose_profile, find_profile, load_profile_file,
                                    profile_from_dict)
-from qinsight_sdk.prompts import IMAGE, PromptOrder
+from qinsight_sdk.judging.prompts import IMAGE, PromptOrder
 from qinsight_sdk.testing import ScriptedBackend
 
 PLAIN_QUESTION = "Rate this picture from 1 to 5. Reply with the number only."
@@ -93,7 +93,7 @@ def test_visualquality_r1_scores_only_and_says_so():
 
 
 def test_visualquality_r1_asks_its_thinking_prompt_and_its_non_thinking_one_for_fast_scores():
-    from qinsight_sdk import prompts
+    from qinsight_sdk.judging import prompts
 
     backend, asked = recorded("<think>sharp</think><answer>4.25</answer>")
     judge = QualityJudge(backend, profile="visualquality-r1")
@@ -313,7 +313,7 @@ def test_registering_a_profile_makes_it_findable_by_name(monkeypatch):
 
 
 def test_q_insight_profiles_ask_the_trained_prompts():
-    from qinsight_sdk import prompts
+    from qinsight_sdk.judging import prompts
 
     for profile in (QINSIGHT, QINSIGHT_COMPARISON):
         system = {"role": "system", "content": prompts.SYSTEM_PROMPT}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from qinsight_sdk import prompts
-from qinsight_sdk.profiles import QINSIGHT
+from qinsight_sdk.judging import prompts
+from qinsight_sdk.judging.profiles import QINSIGHT
 from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 
 # The expected strings live in a fixture that records where each comes from (the official code or the

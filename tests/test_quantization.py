@@ -22,7 +22,7 @@ from offline import NO_NETWORK
 from qinsight_sdk import DecodingOptions, ModelLoadError, QualityJudge, UsageError
 from qinsight_sdk.cli import main
 from qinsight_sdk.errors import MissingDependencyError
-from qinsight_sdk.quantization import (_drop_float16_cast_notice, import_bitsandbytes, quantization_config,
+from qinsight_sdk.backends.quantization import (_drop_float16_cast_notice, import_bitsandbytes, quantization_config,
                                        quantization_name)
 from qinsight_sdk.testing import brightness_image, rating_of
 
@@ -178,7 +178,7 @@ def test_cuda_and_its_current_index_are_one_device(monkeypatch):
 
 
 def test_the_room_a_quantized_checkpoint_needs_is_worked_out_from_its_files(tmp_path):
-    from qinsight_sdk.quantization import quantized_size
+    from qinsight_sdk.backends.quantization import quantized_size
 
     (tmp_path / "model-1.safetensors").write_bytes(b"\0" * 600)
     (tmp_path / "model-2.safetensors").write_bytes(b"\0" * 400)

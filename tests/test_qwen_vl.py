@@ -8,10 +8,11 @@ import pytest
 import torch
 from samples import noise_image
 
-from qinsight_sdk import DecodingOptions, QualityJudge, prompts
-from qinsight_sdk.backend import RatingDistribution
-from qinsight_sdk.images import load_image
-from qinsight_sdk.profiles import QINSIGHT, QINSIGHT_RATING_KEY
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.judging import prompts
+from qinsight_sdk.backends.base import RatingDistribution
+from qinsight_sdk.io.images import load_image
+from qinsight_sdk.judging.profiles import QINSIGHT, QINSIGHT_RATING_KEY
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
 
@@ -100,7 +101,7 @@ def test_expected_rating_equals_enumerating_every_rating(seed):
 
 def test_direct_encoding_equals_the_processor(tiny_judge):
     """The fast encoder must hand the model exactly what the checkpoint's processor would."""
-    from qinsight_sdk.images import load_image
+    from qinsight_sdk.io.images import load_image
 
     backend = tiny_judge.backend
     assert backend.encodes_directly  # the probe at load time accepted it
@@ -119,7 +120,7 @@ def test_direct_encoding_equals_the_processor(tiny_judge):
 
 def test_sampling_really_samples_with_the_requested_settings(tiny_judge):
     """Guards against transformers swapping in the checkpoint's near-greedy defaults (top_k 1)."""
-    from qinsight_sdk.images import load_image
+    from qinsight_sdk.io.images import load_image
 
     options = DecodingOptions(do_sample=True, max_new_tokens=12, num_samples=4)
     batch = tiny_judge.backend.encode([QINSIGHT.messages("score")], [[load_image(noise_image(5))]])

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from qinsight_sdk import records
+from qinsight_sdk.io import records
 from qinsight_sdk.errors import QInsightError, UsageError
-from qinsight_sdk.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
+from qinsight_sdk.io.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
 
 FAST = {"model": "m", "mode": "fast"}
 

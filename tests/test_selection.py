@@ -6,7 +6,7 @@ from samples import grey, noise_image
 from scripted import brightness_answer
 
 from qinsight_sdk import ComparisonResult, QualityJudge, ScoreResult
-from qinsight_sdk.selection import ranking_steps
+from qinsight_sdk.judging.selection import ranking_steps
 from qinsight_sdk.testing import ScriptedBackend
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
@@ -224,7 +224,7 @@ def test_ranking_options():
 
 @pytest.mark.parametrize("strategy", ["score", "tournament", "hybrid"])
 def test_ranking_uses_the_judges_image_bounds_and_batch_size(strategy):
-    from qinsight_sdk.images import ImageBounds
+    from qinsight_sdk.io.images import ImageBounds
 
     sizes = set()
 

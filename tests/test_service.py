@@ -629,7 +629,7 @@ def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
     import torch
 
     from qinsight_sdk.client import _image_bytes
-    from qinsight_sdk.images import load_image
+    from qinsight_sdk.io.images import load_image
 
     chw = torch.rand(3, 28, 42, generator=torch.Generator().manual_seed(0))
     pil = brightness_image(0.4, 7)

@@ -4,11 +4,11 @@ import pytest
 
 from pathlib import Path
 
-from qinsight_sdk import plots
-from qinsight_sdk.backend import Generation
-from qinsight_sdk.parsing import ParsedDegradation, parse_comparison, parse_degradation, parse_score
-from qinsight_sdk.results import ComparisonResult, DegradationResult, ScoreResult
-from qinsight_sdk.tasks import TASK_NAMES, TASKS, answer_of_winner, degradation_label, normalise_mos, reconcile
+from qinsight_sdk.evaluation import plots
+from qinsight_sdk.backends.base import Generation
+from qinsight_sdk.judging.parsing import ParsedDegradation, parse_comparison, parse_degradation, parse_score
+from qinsight_sdk.judging.results import ComparisonResult, DegradationResult, ScoreResult
+from qinsight_sdk.judging.tasks import TASK_NAMES, TASKS, answer_of_winner, degradation_label, normalise_mos, reconcile
 
 
 def test_the_table_holds_the_three_tasks_with_their_result_types_and_modes():

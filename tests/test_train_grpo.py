@@ -18,10 +18,10 @@ from offline import NO_NETWORK
 
 from qinsight_sdk import QualityJudge, ScoreResult
 from qinsight_sdk.cli import main
-from qinsight_sdk.data import Sample
-from qinsight_sdk.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
+from qinsight_sdk.evaluation.data import Sample
+from qinsight_sdk.judging.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
                                    load_profile_file)
-from qinsight_sdk.prompts import SCORE_QUESTION
+from qinsight_sdk.judging.prompts import SCORE_QUESTION
 from qinsight_sdk.testing import write_sample_images
 from qinsight_sdk.train import DataError, TrainConfig, TrainingError, grpo, train
 from qinsight_sdk.train.grpo import (METRICS_FILE, build_dataset, check_training_stack, grpo_arguments,

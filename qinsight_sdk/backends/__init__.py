@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..checkpoints import resolve_checkpoint
+from .checkpoints import resolve_checkpoint
 from ..errors import ModelLoadError
 
 

@@ -24,7 +24,7 @@ from .requests import check_task, check_token, read_call
 from .settings import Call, RequestError, ServiceSettings
 
 if TYPE_CHECKING:   # the client imports this package and stays standard-library only
-    from ..judge_config import JudgeConfig
+    from ..judging.judge_config import JudgeConfig
 
 logger = logging.getLogger("qinsight")
 
@@ -170,7 +170,7 @@ def build_app(judge_options: JudgeConfig | dict[str, Any], settings: ServiceSett
                       ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica})
     class JudgeReplica:
         def __init__(self) -> None:
-            from qinsight_sdk.judge import load_judge
+            from qinsight_sdk.judging.judge import load_judge
 
             self.judge = load_judge(judge_options)
             self.judged.set_max_batch_size(settings.max_batch_size)

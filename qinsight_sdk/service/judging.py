@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any, Sequence
 
-from ..results import ResultCallback
+from ..judging.results import ResultCallback
 from .settings import Call
 
 logger = logging.getLogger("qinsight")

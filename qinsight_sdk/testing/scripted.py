@@ -39,13 +39,13 @@ class ScriptedBackend:
         return self
 
     def encode(self, conversations: Any, images: Any, answer_prefix: str = "", template_options: Any = None) -> Any:
-        from ..backend import EncodedBatch
+        from ..backends.base import EncodedBatch
 
         return EncodedBatch((list(conversations), list(images)), [len(group) for group in images])
 
     def generate(self, batch: Any, decoding: Any, rating_key: str | None = None) -> list[list[Any]]:
         """The scripted answers; a script has no probabilities, so no rating distribution."""
-        from ..backend import Generation
+        from ..backends.base import Generation
 
         conversations, images = batch.inputs
         self.calls.append(len(conversations))
@@ -56,8 +56,8 @@ class ScriptedBackend:
         """Fast-mode digits certain of the scripted answer's rating, to one decimal."""
         import torch
 
-        from ..backend import RatingDistribution
-        from ..parsing import parse_score
+        from ..backends.base import RatingDistribution
+        from ..judging.parsing import parse_score
 
         conversations, images = batch.inputs
         self.calls.append(len(conversations))

@@ -2,13 +2,13 @@
 
 ``config`` is what a run is (a dataclass read from YAML), ``rewards`` how answers are judged (plain
 functions, importable without TRL), ``grpo`` the run itself on TRL's GRPOTrainer; what a run learns from
-is read by the SDK's own ``qinsight_sdk.data``, which evaluation shares. ``configs/`` holds the annotated
+is read by the SDK's own ``qinsight_sdk.evaluation.data``, which evaluation shares. ``configs/`` holds the annotated
 example config and the DeepSpeed ZeRO-3 accelerate config.
 """
 
 from importlib.resources import files
 
-from ..data import DataError, Sample
+from ..evaluation.data import DataError, Sample
 from .config import ConfigError, DataSource, TrainConfig
 from .grpo import TrainingError, train
 

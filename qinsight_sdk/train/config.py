@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import DEFAULT_MODEL
-from ..data import FORMATS
+from ..backends.checkpoints import DEFAULT_MODEL
+from ..evaluation.data import FORMATS
 from ..errors import QInsightError
-from ..images import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, ImageBounds
+from ..io.images import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, ImageBounds
 from .rewards import SCORE_EPSILON
 
 PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"   # where run_qinsight_score_and_dist.sh starts

@@ -1,13 +1,13 @@
 """GRPO fine-tuning on TRL's GRPOTrainer, with Q-Insight's multi-task rewards.
 
-``train(config)`` checks the data, builds a dataset whose prompts come from ``qinsight_sdk.prompts``
+``train(config)`` checks the data, builds a dataset whose prompts come from ``qinsight_sdk.judging.prompts``
 (the strings the SDK uses at inference) and whose images are loaded on access, fitted whole into the
 configured pixel bounds (TRL keeps every prompt token: no image token is ever cut, unlike the official
 code), runs GRPOTrainer, and writes a model folder that ``QualityJudge.from_pretrained`` loads: LoRA
 adapters are merged into it (the adapter alone is kept beside it).
 
 ``finetune: qlora`` trains the same LoRA adapters on a base loaded 4-bit (NF4, the vision tower and lm_head
-unquantized: ``qinsight_sdk.quantization``) with paged 8-bit AdamW, so a 7B judge trains on one 24 GB GPU.
+unquantized: ``qinsight_sdk.backends.quantization``) with paged 8-bit AdamW, so a 7B judge trains on one 24 GB GPU.
 Its export is not quantized: the adapters are merged into a full-precision copy of the base, a full-size
 folder like a lora run's, which ``QualityJudge.from_pretrained(..., quantization="4bit")`` loads 4-bit again.
 
@@ -25,14 +25,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..checkpoints import default_subfolder, resolve_checkpoint
+from ..backends.checkpoints import default_subfolder, resolve_checkpoint
 from ..errors import MissingDependencyError, QInsightError
-from ..images import ImageBounds, load_image
-from ..profiles import QINSIGHT, QINSIGHT_COMPARISON, JudgeProfile
-from ..quantization import import_bitsandbytes, quantization_config, require_bitsandbytes
+from ..io.images import ImageBounds, load_image
+from ..judging.profiles import QINSIGHT, QINSIGHT_COMPARISON, JudgeProfile
+from ..backends.quantization import import_bitsandbytes, quantization_config, require_bitsandbytes
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
-from ..data import DataError, Sample, mix, read_source
+from ..evaluation.data import DataError, Sample, mix, read_source
 
 log = logging.getLogger("qinsight")
 

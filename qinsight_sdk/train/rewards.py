@@ -19,8 +19,8 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from ..parsing import parse_comparison, parse_degradation, parse_score
-from ..tasks import TASKS, answer_of_winner, degradation_label
+from ..judging.parsing import parse_comparison, parse_degradation, parse_score
+from ..judging.tasks import TASKS, answer_of_winner, degradation_label
 
 SCORE_EPSILON = 0.35  # the paper's tolerance on the normalised MOS (strict <)
 

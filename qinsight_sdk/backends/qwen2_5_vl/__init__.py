@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...checkpoints import DOWNLOAD_PATTERNS, QWEN25_VL, validate_checkpoint
+from ..checkpoints import DOWNLOAD_PATTERNS, QWEN25_VL, validate_checkpoint
 from .. import ModelFamily, register_family
 
 

@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessor
 
-from ...backend import EncodedBatch, Generation, RatingDistribution
-from ...decoding import DecodingOptions, seeded
+from ..base import EncodedBatch, Generation, RatingDistribution
+from ...judging.decoding import DecodingOptions, seeded
 from ...errors import ModelLoadError, UsageError
-from ...images import PatchSpec, patch_count, to_patches
+from ...io.images import PatchSpec, patch_count, to_patches
 from .loading import load_model
-from ...prompts import IMAGE_SLOT, Message
-from ...quantization import Quantization, quantization_name
+from ...judging.prompts import IMAGE_SLOT, Message
+from ..quantization import Quantization, quantization_name
 from .vision import VisionMemory, image_key, install_fast_paths, vision_tower
 
 logger = logging.getLogger("qinsight")

@@ -16,7 +16,7 @@ import torch
 
 from ...errors import ModelLoadError
 from ..devices import choose_device, choose_dtype
-from ...quantization import Quantization, quantization_config
+from ..quantization import Quantization, quantization_config
 
 logger = logging.getLogger("qinsight")
 
@@ -106,7 +106,7 @@ def load_model(folder: Path, device: str | torch.device = "auto", dtype: str | t
     """The checkpoint's model (in eval mode, on its device), its processor, and that device.
 
     Weights load from safetensors only; any failure becomes a ``ModelLoadError`` naming the folder.
-    ``quantization`` ("8bit", "4bit"): see :mod:`qinsight_sdk.quantization`; ``dtype`` is then the
+    ``quantization`` ("8bit", "4bit"): see :mod:`qinsight_sdk.backends.quantization`; ``dtype`` is then the
     dtype of the unquantized modules and of the computation.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration

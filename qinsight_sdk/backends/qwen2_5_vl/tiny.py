@@ -88,7 +88,7 @@ QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p
 
 def _corpus() -> list[str]:
     """Text the tiny tokenizer gives whole-word tokens to, so prompts have realistic token counts."""
-    from ... import prompts
+    from ...judging import prompts
 
     return [prompts.SYSTEM_PROMPT, prompts.SCORE_QUESTION, prompts.DEGRADATION_QUESTION,
             prompts.REFERENCE_COMPARISON_INTRO, prompts.REFERENCE_COMPARISON_QUESTION,

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ...profiles import QINSIGHT
+from ...judging.profiles import QINSIGHT
 
 STEPS, BATCH, SEED = 460, 12, 0
 LEARNING_RATE, WARMUP, CLIP = 1e-2, 20, 1.0
@@ -144,7 +144,7 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     Each comparison comes in both orders, side by side: a judge taught one order per pair learned to
     favour a place (of 12 pairs of 56-pixel images asked both ways, 6 to 8 got the same verdict both times;
     taught both, 11 or 12, at transformers 4.51.3 and 5.25.0)."""
-    from ...images import load_image
+    from ...io.images import load_image
 
     rng = random.Random(SEED * 1_000_003 + step)
     low, high, _ = rng.choices(SIZE_BUCKETS, weights=[share for _, _, share in SIZE_BUCKETS])[0]

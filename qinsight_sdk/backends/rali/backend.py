@@ -14,12 +14,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from PIL import Image
 
-from ...backend import EncodedBatch, Generation
-from ...decoding import DecodingOptions
+from ..base import EncodedBatch, Generation
+from ...judging.decoding import DecodingOptions
 from ...errors import ModelLoadError, UsageError
-from ...images import ImageBounds, fit_within
+from ...io.images import ImageBounds, fit_within
 from ..devices import choose_device
-from ...prompts import Message
+from ...judging.prompts import Message
 from . import CLIP_FOLDER
 from .model import PrototypeDistribution, RaliScorer, load_scorer
 

@@ -37,8 +37,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .errors import QInsightError, UsageError
-from .tasks import ANSWER_OF_WINNER
+from ..errors import QInsightError, UsageError
+from ..judging.tasks import ANSWER_OF_WINNER
 
 FSYNC_INTERVAL_S = 1.0
 _LOCK_ATTEMPTS = 5

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import MissingDependencyError, UsageError
+from ..errors import MissingDependencyError, UsageError
 
 QUANTIZATIONS = ("8bit", "4bit")
 # the share of a bf16 checkpoint's bytes its weights keep once quantized: bench/memory.py's arithmetic over

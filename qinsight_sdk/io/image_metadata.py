@@ -1,7 +1,7 @@
 """Scores people can keep: the rows of a judged image saved with the image itself, so that a folder of
 renders can be sorted or filtered later (``qinsight score --from-metadata``) without loading a model.
 
-What is saved is a JSON list of record rows (:func:`qinsight_sdk.records.make_row`), one per task the
+What is saved is a JSON list of record rows (:func:`qinsight_sdk.io.records.make_row`), one per task the
 image was judged for (``score``, and ``degradation`` when it was asked), in strict JSON:
 
 - in a PNG, as an iTXt text chunk with the keyword :data:`METADATA_KEY` (UTF-8, so any reasoning and
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from .errors import QInsightError
+from ..errors import QInsightError
 from .records import key_of, row_text
 
 METADATA_KEY = "qinsight"

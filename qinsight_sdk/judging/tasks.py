@@ -4,7 +4,7 @@ A ``TaskSpec`` says, for score, degradation or comparison, everything that does 
 the result type and how sampled answers are aggregated into one; how a result is spelled in data files
 and prediction rows (the winner "A" is "Image A" there, no distortion is "null"); how a labelled record
 is read; how the judge is asked for many items; and how predictions are measured against labels. The
-model-side half (which prompt, which parser) is a judge profile's (:mod:`qinsight_sdk.profiles`).
+model-side half (which prompt, which parser) is a judge profile's (:mod:`qinsight_sdk.judging.profiles`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from . import metrics
-from .errors import UsageError
+from ..evaluation import metrics
+from ..errors import UsageError
 from .parsing import FULL_SCALE
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 from .results import ComparisonResult, DegradationResult, ScoreResult
 
 if TYPE_CHECKING:  # annotations only: the record store and rows saved in images are read without torch
-    from .backend import Generation, RatingDistribution
+    from ..backends.base import Generation, RatingDistribution
 
 Parse = Callable[[str], Any]
 
@@ -183,7 +183,7 @@ def _ask_comparison(judge: Any, samples: Sequence[Any], mode: str, **options: An
     judge.compare_pairs(pairs, **options)
 
 
-# -- record rows (a result's fields, :mod:`qinsight_sdk.records`): what makes one unusable ----------------
+# -- record rows (a result's fields, :mod:`qinsight_sdk.io.records`): what makes one unusable ----------------
 
 def _score_row_problem(row: dict[str, Any]) -> str | None:
     return None if row.get("score") is not None else "the prediction row has no score"
@@ -256,14 +256,14 @@ def _comparison_summary(found: dict[str, Any]) -> Iterator[str]:
 
 def _score_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
                 title: str) -> None:
-    from . import plots
+    from ..evaluation import plots
 
     plots.score_scatter([r["score"] for r in rows], [s.mos for s in samples], found, path, title)
 
 
 def _degradation_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
                       title: str) -> None:
-    from . import plots
+    from ..evaluation import plots
 
     plots.confusion_matrix(found, path, title)
 

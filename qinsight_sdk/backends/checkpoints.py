@@ -12,14 +12,14 @@ import re
 import struct
 from pathlib import Path
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 DEFAULT_MODEL = "ByteDance/Q-Insight"
 SCORE_SUBFOLDER = "score_degradation"
 COMPARISON_SUBFOLDER = "comparison"
 MODEL_ENV_VAR = "QINSIGHT_MODEL"
 QWEN25_VL = "qwen2_5_vl"   # the model_type of Q-Insight's checkpoint family
-PROFILE_FILE = "qinsight_judge.json"   # a judge's profile (:mod:`qinsight_sdk.profiles`), beside its weights
+PROFILE_FILE = "qinsight_judge.json"   # a judge's profile (:mod:`qinsight_sdk.judging.profiles`), beside its weights
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model")   # a transformers checkpoint
 

@@ -1,9 +1,9 @@
 """Evaluate a judge on labelled images, resumably: predictions are kept, metrics recomputed from them.
 
-``evaluate`` reads a data file in any of :data:`~qinsight_sdk.data.FORMATS` (our CSV and JSONL schema,
+``evaluate`` reads a data file in any of :data:`~qinsight_sdk.evaluation.data.FORMATS` (our CSV and JSONL schema,
 DeQA-Score meta JSON, Q-Insight comparison JSON, pyiqa meta_info CSV, a whitespace ``image mos`` list,
 KonIQ-10k's scores CSV), recognised from the file or named,
-appends one row per item to a record file (:mod:`qinsight_sdk.records`: the same rows ``qinsight
+appends one row per item to a record file (:mod:`qinsight_sdk.io.records`: the same rows ``qinsight
 score -o``, ``degradation -o`` and ``compare -o`` write, so their output can be evaluated directly) as
 results arrive, runs the model only on items that file does not already hold (and loads no model at all
 when it holds every item), then computes the task's metrics over the items that were judged, listing
@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 from .data import (FORMATS, DataError, Sample, check_mos_range, csv_format, load_records, mos_list_line,
                    read_records)
-from .errors import UsageError
+from ..errors import UsageError
 from .metrics import paired_difference, require_scipy
-from .records import check_writable, key_of, open_store, read_store
-from .tasks import TASKS
+from ..io.records import check_writable, key_of, open_store, read_store
+from ..judging.tasks import TASKS
 
 logger = logging.getLogger("qinsight")
 
@@ -99,7 +99,7 @@ def load_items(data: str | Path, image_root: str | Path | None = None, task: str
                mos_range: Sequence[float] | None = None, format: str | None = None) -> list[EvalItem]:
     """The data file's items of one task; images are not opened here (a bad one is a failed item).
 
-    ``format`` (one of :data:`~qinsight_sdk.data.FORMATS`) overrides :func:`guess_format`. MOS values are
+    ``format`` (one of :data:`~qinsight_sdk.evaluation.data.FORMATS`) overrides :func:`guess_format`. MOS values are
     taken as they are, or normalised from ``mos_range`` to [1, 5] when given; never stretched to the
     file's own min and max, which would change the RMSE being measured. MOS outside [1, 5] (or outside
     the ``mos_range`` given) is an error naming the file and line and saying to pass ``--mos-range``.
@@ -362,7 +362,7 @@ def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: st
                    image_root: str | Path = ".") -> dict[str, Any]:
     """Evaluate each judge in turn on the same scored items (one in memory at a time, each resumable in its
     own predictions file), then compare every pair on the items both judged: the SRCC and PLCC difference
-    with a paired bootstrap interval (:func:`~qinsight_sdk.metrics.paired_difference`), so that a user sees
+    with a paired bootstrap interval (:func:`~qinsight_sdk.evaluation.metrics.paired_difference`), so that a user sees
     whether one judge is really better on their images or only by chance. ``plot``: a bar chart of SRCC
     and PLCC per judge with their intervals."""
     if items[0].sample.task != "score":

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import UsageError
+from ..errors import UsageError
 from .images import to_rgb
 
 FONT_SHARE = 1 / 14      # text height as a share of the image's shorter side

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .errors import ModelLoadError, UsageError
+from ..errors import ModelLoadError, UsageError
 
 logger = logging.getLogger("qinsight")
 

@@ -6,7 +6,7 @@ images into encoded batches (on the CPU, possibly in a helper thread), and encod
 (``generate``) or into the probabilities of a rating's digits (``rating_distributions``, fast scores).
 
 Optional, where a backend has them: ``module`` (its weights as one ``torch.nn.Module``, which ComfyUI's
-model management holds), ``geometry`` (an :class:`~qinsight_sdk.images.ImageGeometry`; default Qwen2-VL's
+model management holds), ``geometry`` (an :class:`~qinsight_sdk.io.images.ImageGeometry`; default Qwen2-VL's
 patch grid), ``writes_text`` (False: it scores in fast mode only) and ``quantization``. A remote or
 engine-managed backend leaves them out rather than faking them.
 """
@@ -19,8 +19,8 @@ from typing import Any, ContextManager, Mapping, Protocol, Sequence, runtime_che
 import torch
 from PIL import Image
 
-from .decoding import DecodingOptions
-from .prompts import Message
+from ..judging.decoding import DecodingOptions
+from ..judging.prompts import Message
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """``QualityJudge``: the one entry point for scoring, degradation perception, comparison and ranking.
 
 Every task runs the same pipeline: the profile builds the conversation, the batching engine
-(:mod:`qinsight_sdk.batching`) normalises each input and runs the good ones through the backend, the
-profile's parser reads each answer, and the task's spec (:mod:`qinsight_sdk.tasks`) aggregates the
+(:mod:`qinsight_sdk.judging.batching`) normalises each input and runs the good ones through the backend, the
+profile's parser reads each answer, and the task's spec (:mod:`qinsight_sdk.judging.tasks`) aggregates the
 samples into a result. A bad input or an unreadable answer becomes an error on that item only.
 """
 
@@ -15,16 +15,16 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from PIL import Image
 
-from .backend import Backend
+from ..backends.base import Backend
 from .batching import BatchRunner, Failure, Outcome, Request, Step
-from .checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL
+from ..backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL
 from .decoding import DecodingOptions
-from .errors import UsageError
-from .images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
+from ..errors import UsageError
+from ..io.images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
 from .judge_config import JudgeConfig, resolve_judge_config
 from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
-from .quantization import Quantization
+from ..backends.quantization import Quantization
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
 from .selection import HYBRID_POOL, Ranking, cascade, rank_images
 from .tasks import TASKS, reconcile, score_of_distribution
@@ -33,7 +33,7 @@ logger = logging.getLogger("qinsight")
 
 
 class QualityJudge:
-    """Judges image quality with a vision-language model behind a :class:`~qinsight_sdk.backend.Backend`.
+    """Judges image quality with a vision-language model behind a :class:`~qinsight_sdk.backends.base.Backend`.
 
     Build it with :meth:`from_pretrained`. Results never raise for bad images or unreadable answers:
     each carries ``error`` instead, and the rest of the batch is judged as usual. Every method takes
@@ -80,10 +80,10 @@ class QualityJudge:
         id or released subfolder, else Q-Insight's; ``profile_source`` says which, and it is logged).
         ``quantization`` "8bit" or "4bit" loads the
         language model's weights quantized with bitsandbytes (the ``[quant]`` extra; what stays in full
-        precision and why: :mod:`qinsight_sdk.quantization`). ``decoding``, ``image_bounds`` and
+        precision and why: :mod:`qinsight_sdk.backends.quantization`). ``decoding``, ``image_bounds`` and
         ``prompt_order`` are part of the judgement's settings; other keyword options (``batch_size``,
         ``max_batch_tokens``) go to the constructor. The settings are resolved first, by
-        :func:`qinsight_sdk.judge_config.resolve_judge_config`, and kept as ``judge.config``.
+        :func:`qinsight_sdk.judging.judge_config.resolve_judge_config`, and kept as ``judge.config``.
         """
         settings = {k: options.pop(k) for k in ("decoding", "image_bounds", "prompt_order") if k in options}
         config = resolve_judge_config(model, subfolder, revision=revision, profile=profile, device=str(device),
@@ -95,7 +95,7 @@ class QualityJudge:
 
     @classmethod
     def from_config(cls, config: JudgeConfig, **options: Any) -> "QualityJudge":
-        """The judge a resolved configuration describes (:func:`qinsight_sdk.judge_config.resolve_judge_config`),
+        """The judge a resolved configuration describes (:func:`qinsight_sdk.judging.judge_config.resolve_judge_config`),
         its model loaded; ``options`` (``batch_size``, ``max_batch_tokens``) go to the constructor."""
         return cls(config.load_backend(), decoding=config.decoding, image_bounds=config.image_bounds,
                    prompt_order=config.prompt_order, profile=config.profile, profile_source=config.profile_source,
@@ -213,7 +213,7 @@ class QualityJudge:
     def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
              pool: int = HYBRID_POOL, batch_size: int | None = None,
              on_result: ResultCallback | None = None, prefilter: Any = None, keep: int = 8) -> Ranking:
-        """Order images best first; see :mod:`qinsight_sdk.selection` for the strategies.
+        """Order images best first; see :mod:`qinsight_sdk.judging.selection` for the strategies.
 
         Args:
             images: the candidates (paths, PIL images, arrays or tensors).
@@ -222,9 +222,9 @@ class QualityJudge:
             pool: finalists compared pairwise by ``hybrid``.
             batch_size: images per batch (default: the judge's).
             on_result: ``on_result(step, result)`` follows each image scored and each match (a pair in both
-                orders); :func:`qinsight_sdk.selection.ranking_steps` says how many there will be.
+                orders); :func:`qinsight_sdk.judging.selection.ranking_steps` says how many there will be.
             prefilter: a cheaper judge (RALI, say) that scores all images first; this judge then ranks only
-                the ``keep`` best of them (:func:`qinsight_sdk.selection.cascade`).
+                the ``keep`` best of them (:func:`qinsight_sdk.judging.selection.cascade`).
             keep: how many images the prefilter passes on.
 
         Returns:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageInputError, UsageError
+from ..errors import ImageInputError, UsageError
 
 logger = logging.getLogger("qinsight")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import prompts
-from .checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
-from .errors import UsageError
+from ..backends.checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
+from ..errors import UsageError
 from .parsing import (FULL_SCALE, parse_comparison, parse_degradation, parse_first_number, parse_score,
                       pattern_reader)
 from .prompts import IMAGE, Message, PromptOrder

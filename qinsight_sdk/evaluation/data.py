@@ -54,10 +54,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
-from .errors import QInsightError, UsageError
-from .profiles import QINSIGHT
-from .prompts import PromptOrder
-from .tasks import TASKS
+from ..errors import QInsightError, UsageError
+from ..judging.profiles import QINSIGHT
+from ..judging.prompts import PromptOrder
+from ..judging.tasks import TASKS
 
 FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq")
 

@@ -6,7 +6,7 @@ record rows' settings (:meth:`JudgeConfig.settings`) and the judge (``QualityJud
 :meth:`JudgeConfig.load_backend`) come from the result. The command line, the service, Ray workers, evaluation and ``QualityJudge.from_pretrained``
 all go through it, so what a row records is what was loaded.
 
-The profile is chosen as :func:`qinsight_sdk.profiles.choose_profile` says; a checkpoint's own profile
+The profile is chosen as :func:`qinsight_sdk.judging.profiles.choose_profile` says; a checkpoint's own profile
 file is looked up before downloading the weights. When the hub cannot be asked (offline, not cached), that
 is said in ``profile_source``, and the file is checked again once the weights are local: a profile there
 that differs from the one chosen is an error, never a silent difference.
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends import ModelFamily, expected_family, family_named, locate
-from .checkpoints import PROFILE_FILE, default_model, default_subfolder, profile_lookup
-from .errors import ModelLoadError, UsageError
-from .images import ImageBounds
+from ..backends import ModelFamily, expected_family, family_named, locate
+from ..backends.checkpoints import PROFILE_FILE, default_model, default_subfolder, profile_lookup
+from ..errors import ModelLoadError, UsageError
+from ..io.images import ImageBounds
 from .profiles import JudgeProfile, choose_profile, load_profile_file
 from .prompts import PromptOrder
-from .records import answer_settings
+from ..io.records import answer_settings
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions
@@ -122,7 +122,7 @@ def resolve_judge_config(model: str | Path | None = None, subfolder: str | None 
     Returns:
         The resolved ``JudgeConfig``.
     """
-    from .backends.devices import choose_device
+    from ..backends.devices import choose_device
     from .decoding import DecodingOptions
 
     model = str(model) if model is not None else default_model()

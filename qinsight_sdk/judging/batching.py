@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, TypeVar, Union
 import torch
 from PIL import Image
 
-from .errors import ImageInputError, UsageError
-from .images import PATCH_GRID_GEOMETRY, ImageInput
+from ..errors import ImageInputError, UsageError
+from ..io.images import PATCH_GRID_GEOMETRY, ImageInput
 from .prompts import Message
 
 R = TypeVar("R")

@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import MissingDependencyError, UsageError
-from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
+from ..errors import MissingDependencyError, UsageError
+from ..judging.prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 
 DEGRADATION_LABELS = DISTORTION_CLASSES + (NO_DISTORTION,)
 

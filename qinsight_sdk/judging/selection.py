@@ -19,8 +19,8 @@ from typing import Any, Protocol, Sequence
 
 from PIL import Image
 
-from .errors import ImageInputError, UsageError
-from .images import ImageInput
+from ..errors import ImageInputError, UsageError
+from ..io.images import ImageInput
 from .results import ComparisonResult, Ranking, ResultCallback, ScoreResult
 
 STRATEGIES = ("score", "tournament", "hybrid")

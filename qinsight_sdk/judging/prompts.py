@@ -1,7 +1,7 @@
 """The exact prompt texts the released judges were trained or published with.
 
 This module is the single source of truth for every string a built-in judge sees, at inference and in
-training; the judge profiles (:mod:`qinsight_sdk.profiles`) put them into conversations. Changing one
+training; the judge profiles (:mod:`qinsight_sdk.judging.profiles`) put them into conversations. Changing one
 silently degrades the weights, so tests pin each against a fixture (tests/fixtures/prompts.json) that says
 where it comes from. Two kinds of source:
 
@@ -109,5 +109,5 @@ class PromptOrder(str, Enum):
 
 
 Message = dict[str, Any]
-IMAGE = "<image>"                      # an image's place in a profile's prompt (:mod:`qinsight_sdk.profiles`)
+IMAGE = "<image>"                      # an image's place in a profile's prompt (:mod:`qinsight_sdk.judging.profiles`)
 IMAGE_SLOT: dict[str, str] = {"type": "image"}

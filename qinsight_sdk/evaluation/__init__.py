@@ -1,0 +1,1 @@
+"""Evaluation: labelled data, resumable runs against it, the paper's metrics, figures."""
