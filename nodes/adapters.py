@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
-from ..qinsight_sdk.backends import FAMILIES
+from ..qinsight_sdk.backends import families
 from ..qinsight_sdk.io.records import answer_settings
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
@@ -157,8 +157,8 @@ def model_folders(roots: Iterable[str | Path]) -> list[str]:
         if not root.is_dir():
             continue
         for folder in sorted(list(root.glob("*/")) + list(root.glob("*/*/"))):
-            held = any(family.holds(folder) for family in FAMILIES.values())
-            inside = any(family.holds(folder.parent) for family in FAMILIES.values())
+            held = any(family.holds(folder) for family in families())
+            inside = any(family.holds(folder.parent) for family in families())
             if held or ((folder / "config.json").is_file() and not inside):
                 found.add(folder.relative_to(root).as_posix())
     return sorted(found)
@@ -178,7 +178,6 @@ def resolve_model_choice(choice: str, roots: Iterable[str | Path],
     if choice in hub_choices:
         return parse_hub_id(choice)
     for root in roots:
-        folder = Path(root) / choice
-        if (folder / "config.json").is_file() and ".." not in Path(choice).parts:
-            return str(folder), None
+        if choice in model_folders([root]):   # the list's own rule: what is listed loads, RALI's layout too
+            return str(Path(root) / choice), None
     raise ValueError(f"model {choice!r} is neither a Hugging Face choice nor a folder in the model folders")

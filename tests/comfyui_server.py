@@ -70,8 +70,10 @@ def free_port() -> int:
 class ComfyUI:
     """A running server: ``get``/``post`` JSON, ``run`` a graph to completion, ``stop`` by process id."""
 
-    def __init__(self, workdir: Path, cpu: bool = True, front_end: bool = False) -> None:
+    def __init__(self, workdir: Path, cpu: bool = True, front_end: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1")
         self.cpu = cpu
         self.front_end = front_end  # serve ComfyUI's own front end (comfyui-frontend-package), for a browser
         self.port = free_port()
@@ -104,9 +106,15 @@ class ComfyUI:
                    *([] if self.front_end else ["--front-end-root", str(self.workdir / "frontend")]),
                    "--input-directory", str(self.input_dir),
                    "--output-directory", str(self.workdir / "output"), "--temp-directory", str(self.workdir / "temp")]
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=self.log_path.open("w"),
+        self.process = subprocess.Popen(command, cwd=tree, env=self.env, stdout=self.log_path.open("w"),
                                         stderr=subprocess.STDOUT)
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.stop()   # a server that failed to come up is not left running
+            raise
+
+    def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

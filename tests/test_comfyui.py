@@ -7,13 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from brightness_family import MARKER, install_as_plugin
 from comfyui_server import ComfyUI, progress_of
 from PIL import Image
 from safetensors import safe_open
 
 from qinsight_sdk.judging.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
-from qinsight_sdk.testing import brightness_image
+from qinsight_sdk import QualityJudge
+from qinsight_sdk.testing import brightness_image, build_tiny_rali
 
 NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
             "QInsightGate", "QInsightSaveImage", "QInsightReward"]
@@ -24,8 +27,12 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory, tiny_judge_model):
-    server = ComfyUI(tmp_path_factory.mktemp("comfyui"))
+    # a model family installed as a plugin (an entry point), which ComfyUI's process reads with no edit
+    server = ComfyUI(tmp_path_factory.mktemp("comfyui"), env=install_as_plugin(tmp_path_factory.mktemp("site")))
     server.prepare()
+    (server.models / "meter").mkdir()
+    (server.models / "meter" / MARKER).write_text("{}")
+    build_tiny_rali(server.models / "rali")   # RALI's released layout: no config.json of its own
     # the tiny judge that answers, and a bright and a dark image for it to tell apart
     shutil.copytree(tiny_judge_model, server.models / "tiny-judge")
     brightness_image(0.85, 1).save(server.input_dir / "bright.png")
@@ -66,7 +73,8 @@ def image_batch(count):
 
 
 def succeeded(entry):
-    assert entry["status"]["status_str"] == "success", entry["status"]
+    errors = [m[1].get("exception_message") for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", errors or entry["status"]
     return entry["outputs"]
 
 
@@ -190,6 +198,48 @@ def test_search_aliases_only_where_comfyui_has_them():
     assert found["before"] == [None] * len(NODE_IDS)    # v0.3.75 has none: the schema is left as it was
     assert all({"IQA", "aesthetic", "best of", "filter"} <= set(aliases) for aliases in found["after"])
     assert len(found["after"]) == len(NODE_IDS)
+
+
+def test_a_family_installed_as_a_plugin_is_listed(comfy):
+    """ComfyUI's process reads the plugin's entry point: the loader lists a folder of that family."""
+    model = comfy.get("/object_info/QInsightLoadJudge")["QInsightLoadJudge"]["input"]["required"]["model"]
+    assert "meter" in model[1]["options"] and "tiny-qinsight" in model[1]["options"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29: with qinsight_sdk installed and the pack cloned, the pack's copy "
+                   "of the SDK is a second module, whose profile registry does not know the plugin's profile class")
+def test_a_family_installed_as_a_plugin_judges_in_the_nodes(comfy):
+    """Its scores in the Score node and its ranking in Best of N."""
+    graph, batch = image_batch(4)
+    graph.update({"1": loader(model="meter"),
+                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
+                                                                  "mode": "fast"}},
+                  "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0],
+                                                                    "top_k": 2, "strategy": "score"}}})
+    outputs = succeeded(comfy.run(graph))
+    levels = [float(np.asarray(Image.open(comfy.input_dir / f"sample_{i}.png").convert("RGB")).mean()) / 255
+              for i in range(4)]
+    assert outputs["2"]["qinsight_scores"] == pytest.approx([1 + 4 * level for level in levels], abs=0.05)
+    assert outputs["3"]["qinsight_order"] == sorted(range(4), key=lambda i: -levels[i])[:2]
+
+
+def test_rali_scores_in_the_nodes_as_in_python_and_prefilters_best_of_n(comfy):
+    """A RALI folder loads in the loader (full precision, fp32), its fast scores are the SDK's on the same
+    files, and as Best of N's prefilter it passes on only its best `keep`."""
+    graph, batch = image_batch(4)
+    graph.update({"1": loader(model="rali"), "4": loader(),
+                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
+                                                                  "mode": "fast"}},
+                  "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["4", 0], "images": [batch, 0],
+                                                                    "top_k": 4, "strategy": "score",
+                                                                    "prefilter": ["1", 0], "keep": 2}}})
+    outputs = succeeded(comfy.run(graph))
+    judge = QualityJudge.from_pretrained(comfy.models / "rali", device="cpu")
+    expected = [r.score for r in judge.score([comfy.input_dir / f"sample_{i}.png" for i in range(4)])]
+    assert outputs["2"]["qinsight_scores"] == pytest.approx(expected, abs=1e-4)
+    by_rali = sorted(range(4), key=lambda i: -expected[i])
+    assert sorted(outputs["3"]["qinsight_order"][:2]) == sorted(by_rali[:2])
+    assert outputs["3"]["qinsight_order"][2:] == by_rali[2:]   # past keep: in RALI's order
 
 
 def test_score_graph(comfy):

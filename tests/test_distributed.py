@@ -55,6 +55,25 @@ def test_a_killed_driver_leaves_its_rows_and_the_rerun_resumes(tiny_judge_model,
     assert f"resuming {output}: " in done.stderr
 
 
+def test_ray_workers_take_a_family_installed_as_a_plugin(tmp_path):
+    """Workers are other processes: a model family reaches them as an installed plugin (an entry point),
+    with no edit of ours. Runs before the module's own cluster, as the driver starts its own."""
+    from brightness_family import MARKER, install_as_plugin
+
+    folder = tmp_path / "meter"
+    folder.mkdir()
+    (folder / MARKER).write_text("{}")
+    images = images_in(tmp_path / "images", 4)
+    output = tmp_path / "rows.jsonl"
+    done = subprocess.run([sys.executable, "-m", "qinsight_sdk", "score", str(images), "--model", str(folder),
+                           "-o", str(output), "--ray", "--workers", "1"], capture_output=True, text=True,
+                          timeout=300, env=install_as_plugin(tmp_path / "site"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = sorted(rows(output), key=lambda r: r["image"])
+    assert [r["error"] for r in written] == [None] * 4 and {r["settings"]["profile"] for r in written} == {"brightness"}
+    assert [r["score"] for r in written] == sorted(r["score"] for r in written) and written[0]["score"] < written[-1]["score"]
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     import ray

@@ -45,6 +45,8 @@ def test_a_rali_judge_records_fp32_and_refuses_what_it_cannot_do(rali_folder):
         resolve_judge_config(rali_folder, dtype="bf16")
     with pytest.raises(UsageError, match="quantization '4bit' applies to Qwen2.5-VL judges"):
         resolve_judge_config(rali_folder, quantization="4bit")
+    # full precision, however it is spelt (the loader node's "full", the command line's "none"), is no quantization
+    assert {resolve_judge_config(rali_folder, quantization=q).quantization for q in ("full", "none", None)} == {None}
     with pytest.raises(ModelLoadError, match="'visualquality-r1'.*is for qwen2_5_vl models"):
         resolve_judge_config(rali_folder, profile=VISUALQUALITY_R1)
 

@@ -1,87 +1,35 @@
-"""A model family registered from this file alone runs through the command line, the service's judging,
-evaluation and the cascade, with no edit to any of them: the registry is the only seam."""
+"""A model family that is not qinsight's (``brightness_family.py``, about 50 lines) runs through the command
+line, the service's judging, evaluation and the cascade with no edit to any of them, registered in this
+process or installed as a plugin that every process (a new command, Ray workers, ComfyUI) reads."""
 
-import contextlib
 import io
 import json
-from dataclasses import dataclass
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
 
-import numpy as np
 import pytest
-import torch
+from brightness_family import FAMILY, IMPOSTOR, MARKER, install_as_plugin
 from PIL import Image
 
-from qinsight_sdk import QualityJudge, cli
-from qinsight_sdk.backends.base import EncodedBatch
-from qinsight_sdk.backends import FAMILIES, ModelFamily, register_family
+from qinsight_sdk import QualityJudge, backends, cli
+from qinsight_sdk.backends import ENTRY_POINT_GROUP, FAMILIES, families, family_named, register_family
 from qinsight_sdk.errors import ModelLoadError
 from qinsight_sdk.evaluation.runner import evaluate
-from qinsight_sdk.judging.profiles import PROFILES, JudgeProfile, TaskPrompt, register_profile
-from qinsight_sdk.judging.prompts import IMAGE
+from qinsight_sdk.judging.profiles import PROFILES
 from qinsight_sdk.service.judging import judge_calls
 from qinsight_sdk.service.settings import Call
 
-# -- the whole family: a brightness meter, in about 40 lines ------------------------------------------------
-
-MARKER = "brightness.json"
-
-
-@dataclass(frozen=True)
-class Level:
-    level: float
-
-    def expected(self):
-        return self.level, 0.0
-
-
-class BrightnessBackend:
-    writes_text = False
-    quantization = None
-
-    def __init__(self, device="cpu"):
-        self.device, self.dtype = torch.device("cpu" if device == "auto" else device), torch.float32
-
-    def encode(self, conversations, images, answer_prefix="", template_options=None):
-        return EncodedBatch([float(np.asarray(row[0]).mean() / 255) for row in images], [1] * len(images))
-
-    def rating_distributions(self, batch):
-        return [Level(level) for level in batch.inputs]
-
-    def generate(self, batch, decoding, rating_key=None):
-        raise AssertionError("a brightness meter writes nothing")
-
-    def reusing_images(self):
-        return contextlib.nullcontext()
-
-    def memory_footprint(self):
-        return 0
-
-    def to(self, device):
-        self.device = torch.device(device)
-        return self
-
-
-def _validate(folder):
-    if not (folder / MARKER).is_file():
-        raise ModelLoadError(f"{folder} has no {MARKER}")
+LEVELS = [30, 200, 120, 250, 80]
 
 
 @pytest.fixture
 def brightness_family():
-    family = register_family(ModelFamily(
-        "brightness", lambda folder: (folder / MARKER).is_file(), _validate,
-        lambda folder, **options: BrightnessBackend(options.get("device", "cpu")), (MARKER,), "brightness",
-        dtype=lambda requested, device: torch.float32, writes_text=False))
-    register_profile(JudgeProfile("brightness", {"score": TaskPrompt((IMAGE,))}, rating_range=(0.0, 1.0),
-                                  reasons=False, fast_score_prefix="", model_type="brightness"))
-    yield family
+    register_family(FAMILY)
+    assert PROFILES["brightness"] is FAMILY.profiles[0]   # a family brings its profiles
+    yield FAMILY
     FAMILIES.pop("brightness")
     PROFILES.pop("brightness")
-
-
-# -- through everything, unedited ----------------------------------------------------------------------------
-
-LEVELS = [30, 200, 120, 250, 80]
 
 
 @pytest.fixture
@@ -143,3 +91,61 @@ def test_it_prefilters_another_judge(brightness_family, meter):
     meter_judge = QualityJudge.from_pretrained(folder)
     ranking = meter_judge.rank(sorted(str(p) for p in images.iterdir()), prefilter=meter_judge, keep=2)
     assert ranking.order[:2] == [3, 1] and ranking.stages[1]["judged"] == [1, 3]
+
+
+# -- installed as a plugin: read from entry points, in every process ------------------------------------------
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """``plugins({"name": "module:attr"})``: entry points this process's registry reads as if installed; the
+    registry and the profiles are as before afterwards. Returns how many times entry points were listed."""
+    saved_families, saved_profiles, listed = dict(FAMILIES), dict(PROFILES), []
+
+    def install(named):
+        points = [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in named.items()]
+        monkeypatch.setattr(backends, "entry_points", lambda group: listed.append(group) or points)
+        monkeypatch.setattr(backends, "_plugins_read", False)
+        return listed
+
+    yield install
+    FAMILIES.clear(), FAMILIES.update(saved_families)
+    PROFILES.clear(), PROFILES.update(saved_profiles)
+
+
+def test_an_installed_family_is_read_on_the_first_look_once(plugins, meter):
+    listed = plugins({"brightness": "brightness_family:FAMILY"})
+    assert "brightness" not in FAMILIES and listed == []   # importing qinsight reads no plugin
+    judge = QualityJudge.from_pretrained(meter[0])
+    assert judge.config.family == "brightness" and judge.profile is FAMILY.profiles[0]
+    assert FAMILY in families() and listed == [ENTRY_POINT_GROUP]
+
+
+def test_a_broken_plugin_is_a_warning_naming_it_and_the_others_load(plugins):
+    plugins({"missing": "no_such_module_here:FAMILY", "wrong": "brightness_family:MARKER",
+             "impostor": "brightness_family:IMPOSTOR", "brightness": "brightness_family:FAMILY"})
+    with pytest.warns(UserWarning) as caught:
+        names = [family.name for family in families()]
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 3 and all("was not loaded" in m for m in messages)
+    assert "'impostor' (brightness_family:IMPOSTOR)" in messages[0] and "built-in family 'qwen2_5_vl'" in messages[0]
+    assert "'missing' (no_such_module_here:FAMILY)" in messages[1] and "no_such_module_here" in messages[1]
+    assert "'wrong' (brightness_family:MARKER)" in messages[2] and "a str, not a ModelFamily" in messages[2]
+    assert sorted(names) == ["brightness", "qwen2_5_vl", "rali"] and family_named("qwen2_5_vl") is not IMPOSTOR
+    with pytest.raises(ModelLoadError, match="no model family 'nope' is registered.*brightness"):
+        family_named("nope")
+
+
+def test_a_new_process_finds_the_installed_family_and_only_then(meter, tmp_path):
+    """The real discovery: a distribution's entry_points.txt on the path of a fresh ``qinsight score``."""
+    folder, images = meter
+    rows = tmp_path / "rows.jsonl"
+    command = [sys.executable, "-m", "qinsight_sdk", "score", str(images), "--model", str(folder), "-o", str(rows)]
+    without = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                             env=install_as_plugin(tmp_path / "other", other="brightness_family:MARKER"))
+    assert without.returncode == 2 and "meter has no config.json" in without.stderr   # taken for a Qwen folder
+    assert not rows.exists() or rows.read_text() == ""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=install_as_plugin(tmp_path / "site"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = sorted((json.loads(line) for line in rows.read_text().splitlines()), key=lambda r: r["image"])
+    assert [round(r["raw_score"] * 255) for r in written] == LEVELS
+    assert {r["settings"]["profile"] for r in written} == {"brightness"}

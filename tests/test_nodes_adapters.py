@@ -76,6 +76,11 @@ def test_model_folders_and_choices(tmp_path):
     folders = adapters.model_folders([root, tmp_path / "missing"])
     assert folders == ["Q-Insight/RALI", "Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
     assert adapters.resolve_model_choice("my-judge", [root], HUB) == (str(root / "my-judge"), None)
+    # what is listed loads: RALI's folder has no config.json of its own; its CLIP folder is not a choice
+    assert adapters.resolve_model_choice("Q-Insight/RALI", [tmp_path / "missing", root], HUB) == \
+        (str(root / "Q-Insight" / "RALI"), None)
+    with pytest.raises(ValueError, match="neither"):
+        adapters.resolve_model_choice("Q-Insight/RALI/best", [root], HUB)
     assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root], HUB) == \
         ("ByteDance/Q-Insight", "comparison")
     with pytest.raises(ValueError, match="neither"):

@@ -112,7 +112,7 @@ def resolve_judge_config(model: str | Path | None = None, subfolder: str | None 
         profile: a profile name, file or ``JudgeProfile`` (default: as ``choose_profile`` picks it).
         device: auto, cpu, cuda, cuda:N or mps.
         dtype: auto or a dtype name; resolved for the device as the model family does it.
-        quantization: "8bit", "4bit" or None (Qwen2.5-VL judges only).
+        quantization: "8bit", "4bit" (Qwen2.5-VL judges only), or None ("none" and "full" mean None).
         image_bounds: the pixel bounds images are fitted to.
         prompt_order: where a single image goes in the prompt (None: the profile's own place).
         decoding: how answers are sampled.
@@ -137,6 +137,7 @@ def resolve_judge_config(model: str | Path | None = None, subfolder: str | None 
     if chosen.model_type != family.name:
         raise ModelLoadError(f"judge profile {chosen.name!r} ({why}) is for {chosen.model_type} models, but "
                              f"{model}{'/' + subfolder if subfolder else ''} holds a {family.name} model")
+    quantization = None if quantization in ("none", "full") else quantization   # the node's and CLI's spellings
     if quantization and family.name != "qwen2_5_vl":
         raise UsageError(f"quantization {quantization!r} applies to Qwen2.5-VL judges; a {family.name} judge "
                          "loads in full precision")
