@@ -275,6 +275,17 @@ def rali_flops(side: int) -> float:
         2 * hidden * RALI_VISION["projection_dim"]
 
 
+def rali_clip_config(side: int = 336) -> dict[str, Any]:
+    """A CLIPModel config with RALI's vision tower (ViT-L/14 at ``side``) and a toy text tower, which RALI's
+    scoring never runs: random weights of the real shape, for timing."""
+    from qinsight_sdk.backends.rali.tiny import tiny_clip_config
+
+    config = tiny_clip_config()
+    config["projection_dim"] = config["text_config"]["projection_dim"] = RALI_VISION["projection_dim"]
+    config["vision_config"] = {**RALI_VISION, "image_size": side, "hidden_act": "quick_gelu"}
+    return config
+
+
 def parameter_counts() -> dict[str, int]:
     """Parameters of Q-Insight's model (the 7B shape) and of RALI's CLIP vision tower, counted on the meta
     device (no memory, no download)."""

@@ -9,7 +9,8 @@ image size it prints, as bench/throughput.py does, images/s of (a) the official 
 copy of the weights that no judge touches), (b) reason mode batched and (c) fast mode batched, the
 ratios to (a) with their spread over rounds, where each mode's time went, peak memory, and fast-mode
 images/s as a fraction of the GPU's bf16 FLOP bound (dense tensor-core peak; --peak-tflops to
-override); then a tournament's time and image encodings.
+override); then (d) RALI at its real shape (ViT-L/14 at 336x336, random weights, fp32 as it runs)
+against (c) on the same images, with the ratio; then a tournament's time and image encodings.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (compare_modes, cuda_missing, device_name, flops_per_image, make_images, peak_memory, random_model,
-                    script_parser, tournament)
+from common import (compare_modes, compare_rali, cuda_missing, device_name, flops_per_image, make_images, peak_memory,
+                    rali_clip_config, random_model, script_parser, tournament)
 
 import torch
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
+from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -54,6 +56,13 @@ def random_judge(dry_run: bool) -> tuple[QualityJudge, tuple, dict]:
     processor = load_processor(folder)
     stock_model, _ = random_model(Path(tempfile.mkdtemp(prefix="qinsight-gpu-stock-")), dry_run)
     return QualityJudge(QwenVLBackend(model, processor, model.device)), (stock_model, processor), shape
+
+
+def random_rali(device: torch.device, dry_run: bool) -> QualityJudge:
+    """RALI with random weights: the real shape on a GPU, the tiny one for --dry-run."""
+    folder = Path(tempfile.mkdtemp(prefix="qinsight-gpu-rali-"))
+    build_tiny_rali(folder, clip_config=None if dry_run else rali_clip_config())
+    return QualityJudge.from_pretrained(folder, device=device)
 
 
 def bench_size(judge: QualityJudge, stock: tuple, shape: dict, size: str, args: argparse.Namespace,
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
           f"built in {time.perf_counter() - start:.0f} s")
     for size in args.sizes.split(","):
         bench_size(judge, stock, shape, size, args, peak)
+    rali = random_rali(judge.backend.device, args.dry_run)
+    for size in args.sizes.split(","):
+        print(f"-- RALI against fast mode at {size}")
+        compare_rali(judge, rali, size, args)
     tournament(judge, args)
     return 0
 

@@ -57,7 +57,8 @@ logger = logging.getLogger("qinsight")
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # (judge, images, on_result): judges the images, calling on_result(index, result) as each one is done
-JudgeImages = Callable[["QualityJudge", list[str], Callable[[int, Any], None]], Any]
+# (judge, images, write each result, the rows' settings): the settings carry what the judge is asked for (mode)
+JudgeImages = Callable[["QualityJudge", list[str], Callable[[int, Any], None], dict[str, Any]], Any]
 
 
 def _positive(text: str) -> float:
@@ -421,8 +422,8 @@ def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = 
     config = _judge_config(args, comparison)
     for task in asks:
         config.profile.prompt(task)
-    if "mode" in task_settings:   # resolved here once: the rows record the mode the judge is then asked for
-        args.mode = task_settings["mode"] = config.mode(args.mode)
+    if "mode" in task_settings:   # resolved here once: the judge is then asked for the mode the rows record
+        task_settings["mode"] = config.mode(task_settings["mode"])
     if fast or task_settings.get("mode") == "fast":
         config.profile.fast_prefix()
     return config.settings(**task_settings)
@@ -595,7 +596,7 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
             errors += result.error is not None
             _emit(store, task, settings, [pending[index]], result.to_dict())
 
-        judge_images(judge, pending, write)
+        judge_images(judge, pending, write, settings)
         earlier = store.failed() - errors if store is not None else 0
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
@@ -626,12 +627,12 @@ def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
 # -- one handler per subcommand ---------------------------------------------------------------------------
 
 def _run_score(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, "score", lambda judge, images, write: judge.score(
-        images, batch_size=args.batch_size, on_result=write, mode=args.mode), mode=args.mode)
+    return _write_image_rows(args, "score", lambda judge, images, write, settings: judge.score(
+        images, batch_size=args.batch_size, on_result=write, mode=settings["mode"]), mode=args.mode)
 
 
 def _run_degradation(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, "degradation", lambda judge, images, write: judge.degradation(
+    return _write_image_rows(args, "degradation", lambda judge, images, write, settings: judge.degradation(
         images, batch_size=args.batch_size, on_result=write))
 
 
@@ -712,7 +713,8 @@ def _run_eval(args: argparse.Namespace) -> int:
                                                             **task_settings)
     load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
-        result = evaluate(items, predictions, load, mode=args.mode, batch_size=args.batch_size,
+        mode = settings.get("mode") if settings else args.mode   # as resolved for the rows
+        result = evaluate(items, predictions, load, mode=mode, batch_size=args.batch_size,
                           retry_failed=args.retry_failed, overwrite=args.overwrite, resamples=args.bootstrap,
                           plot=args.plot, settings=settings, image_root=args.image_root or Path(args.data).parent)
     except KeyboardInterrupt:

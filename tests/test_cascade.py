@@ -74,10 +74,15 @@ def test_keep_larger_than_the_field_and_bad_arguments():
     judge, prefilter, _, _ = judges()
     ranking = judge.rank([grey(v) for v in LEVELS[:3]], prefilter=prefilter, keep=10)
     assert ranking.order == [1, 0, 2] and ranking.stages[1]["judged"] == [0, 1, 2]
-    with pytest.raises(UsageError, match="keep must be at least 1"):
+    judge, prefilter, _, cheap = judges()
+    with pytest.raises(UsageError, match="keep must be at least 1, got 0"):
         judge.rank([grey(1)], prefilter=prefilter, keep=0)
-    with pytest.raises(UsageError, match="top_k must be at least 1"):
+    with pytest.raises(UsageError, match="top_k must be at least 1, got 0"):
         judge.rank([grey(1)], prefilter=prefilter, top_k=0)
+    with pytest.raises(UsageError, match="strategy must be one of"):
+        judge.rank([grey(1)], prefilter=prefilter, strategy="vibes")
+    assert cheap.seen == []   # refused before the prefilter judged anything
+    assert judge.rank([grey(10), grey(250)], prefilter=prefilter, keep=1, top_k=1).order == [1]   # 1 is enough
 
 
 def test_progress_counts_the_prefilter_then_the_ranking():

@@ -129,7 +129,7 @@ def test_a_broken_plugin_is_a_warning_naming_it_and_the_others_load(plugins):
     assert len(messages) == 3 and all("was not loaded" in m for m in messages)
     assert "'impostor' (brightness_family:IMPOSTOR)" in messages[0] and "built-in family 'qwen2_5_vl'" in messages[0]
     assert "'missing' (no_such_module_here:FAMILY)" in messages[1] and "no_such_module_here" in messages[1]
-    assert "'wrong' (brightness_family:MARKER)" in messages[2] and "a str, not a ModelFamily" in messages[2]
+    assert "'wrong' (brightness_family:MARKER)" in messages[2] and "a str, not a ModelFamily (no name, holds," in messages[2]
     assert sorted(names) == ["brightness", "qwen2_5_vl", "rali"] and family_named("qwen2_5_vl") is not IMPOSTOR
     with pytest.raises(ModelLoadError, match="no model family 'nope' is registered.*brightness"):
         family_named("nope")

@@ -99,10 +99,7 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
     image scored and once per match, ``step`` counting from 0 across phases: with u unreadable images
     of N, ``u + ranking_steps(N - u, strategy, pool)`` calls in all.
     """
-    if strategy not in STRATEGIES:
-        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"top_k must be at least 1, got {top_k}")
+    _check_request(strategy, top_k)
     steps = _Steps(on_result)
     loaded, errors = _load_all(judge, images)
     for index in sorted(errors):  # reported first, so progress still reaches its total
@@ -143,10 +140,7 @@ def cascade(judge: RankingJudge, prefilter: Any, images: Sequence[Any], *, keep:
 
     ``on_result(step, result)`` follows each image the prefilter scores, then each step of the ranking.
     """
-    if keep < 1:
-        raise UsageError(f"keep must be at least 1, got {keep}")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"top_k must be at least 1, got {top_k}")
+    _check_request(strategy, top_k, keep=keep)   # before the prefilter's work, not after it
     steps = _Steps(on_result)
     first = prefilter.score(list(images), batch_size=batch_size, mode="fast", on_result=steps)
     scores = {i: r.score for i, r in enumerate(first) if r.ok}
@@ -168,6 +162,15 @@ def cascade(judge: RankingJudge, prefilter: Any, images: Sequence[Any], *, keep:
     return Ranking(order, ranked, strategy, f"{_profile_name(prefilter)} fast scores for all, then "
                    f"{inner.decided_by} among the best {len(kept)}", inner.comparisons, dict(sorted(errors.items())),
                    inner.failed_matches, {kept[i]: why for i, why in inner.unjudged.items()}, stages)
+
+
+def _check_request(strategy: str, top_k: int | None, **counts: int) -> None:
+    """A ``UsageError`` for a strategy there is not, or a ``top_k`` (or other count) below 1."""
+    if strategy not in STRATEGIES:
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    for name, value in {"top_k": top_k, **counts}.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
 
 
 def _profile_name(judge: Any) -> str:

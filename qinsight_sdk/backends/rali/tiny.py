@@ -45,13 +45,16 @@ def tiny_clip_config() -> dict[str, Any]:
     }
 
 
-def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False) -> Path:
+def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False,
+                    clip_config: dict[str, Any] | None = None) -> Path:
     """Write a tiny RALI checkpoint to ``folder`` (see the module docstring); returns the folder.
 
     Args:
         folder: where to write it (created; files in it are replaced).
         seed: seeds the weights, so a build repeats exactly.
         trained: fit the PCA and the prototype head to rate brightness.
+        clip_config: a ``CLIPModel`` config in place of the toy one (``bench/gpu.py`` times RALI's real
+            ViT-L/14 shape with random weights this way); its vision ``image_size`` is the processor's crop.
 
     Returns:
         ``folder`` as a ``Path``.
@@ -60,11 +63,12 @@ def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False) ->
 
     folder = Path(folder)
     (folder / CLIP_FOLDER).mkdir(parents=True, exist_ok=True)
-    config = tiny_clip_config()
+    config = clip_config or tiny_clip_config()
+    side = config["vision_config"]["image_size"]
     _write_json(folder / CLIP_FOLDER / "config.json", config)
     _write_json(folder / CLIP_FOLDER / "preprocessor_config.json", {
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": SIDE},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": SIDE, "width": SIDE}, "do_rescale": True,
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": side},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": side, "width": side}, "do_rescale": True,
         "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": OPENAI_MEAN, "image_std": OPENAI_STD,
         "do_convert_rgb": True})
     torch.manual_seed(seed)
@@ -79,7 +83,7 @@ def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False) ->
             "logit_scale": torch.tensor(10.0)}
     mean = torch.randn(width, generator=generator) * 0.1
     if trained:
-        mean, head = _fit_to_brightness(clip, head, seed)
+        mean, head = _fit_to_brightness(clip, head, seed, side)
     state = OrderedDict((f"clip.{k}", v.contiguous()) for k, v in clip.state_dict().items())
     state.update((f"scorer.{k}", v.detach().clone()) for k, v in head.items())
     torch.save({"state_dict": state}, folder / CHECKPOINT)
@@ -103,13 +107,13 @@ def brightness_images(count: int, seed: int, side: int = 64) -> tuple[list[Any],
     return images, levels
 
 
-def _fit_to_brightness(clip: Any, head: dict[str, torch.Tensor], seed: int) -> tuple[torch.Tensor,
-                                                                                        dict[str, torch.Tensor]]:
+def _fit_to_brightness(clip: Any, head: dict[str, torch.Tensor], seed: int,
+                       side: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PCA of the tiny CLIP's features of synthetic images, and a prototype head fitted to their levels."""
     from transformers import CLIPImageProcessor
 
     images, levels = brightness_images(192, seed)
-    processor = CLIPImageProcessor(size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE},
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
                                    image_mean=OPENAI_MEAN, image_std=OPENAI_STD)
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
