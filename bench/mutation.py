@@ -143,6 +143,31 @@ EQUIVALENT: dict[str, str] = {
         "copy for deepcopy: the copy only has attributes assigned, never a shared value changed in place",
 }
 
+# rali/files.py (issue 28): library defaults spelt out, and names used only in messages a file never reaches
+_RALI = "qinsight_sdk.backends.rali.files"
+_WEIGHTS_ONLY = ("weights_only left to torch's default: True from torch 2.6, and below it the pickle scan before "
+                 "the load refuses every import outside the allowlist first; no file tells the two apart here")
+_MMAP = "mmap off or left out: the same tensors, read into memory instead of mapped"
+_JOBLIB_NAME = ("the file name joblib is given: used for memory-mapped and pre-0.10 split files, which a "
+                "loaded-in-memory read with the allowlist never reaches, so only for messages nobody sees")
+EQUIVALENT.update({
+    **{f"{_RALI}.x_read_checkpoint__mutmut_{n}": _WEIGHTS_ONLY for n in (5, 9)},
+    **{f"{_RALI}.x_read_checkpoint__mutmut_{n}": _MMAP for n in (6, 10, 14)},
+    **{f"{_RALI}.x_read_basis__mutmut_{n}": "allow_pickle None or left out: numpy's default is False, and None is "
+       "as false" for n in (2, 4)},
+    **{f"{_RALI}.x_read_pca__mutmut_{n}": "the head read to tell joblib from a plain pickle: only its first bytes "
+       "are compared, so 3 bytes or all of them decide the same" for n in (8, 9)},
+    f"{_RALI}.x_read_pca__mutmut_14": "a plain pickle read by joblib: joblib's unpickler, with the same allowlist, "
+                                      "reads a plain pickle as the plain reader does",
+    **{f"{_RALI}.x__read_joblib__mutmut_{n}": _JOBLIB_NAME for n in (34, 36, 37, 38, 45)},
+    f"{_RALI}.x__read_joblib__mutmut_13": "BUILD always has an object and its state on the stack: never fewer "
+                                          "than 2, so > 1 and >= 1 agree",
+    f"{_RALI}.x__read_joblib__mutmut_20": "a wrapper whose state is not a dict is refused either way (the "
+                                          "AttributeError is reported as an unreadable PCA)",
+    f"{_RALI}.x__pickle_globals__mutmut_47": "GLOBAL's argument is 'module name' with one space (names have "
+                                             "none): partition and rpartition split it alike",
+})
+
 # parsing.py: the reasoning-only check's case and its placeholder
 _IGNORED_CASE = "the pattern's case does not matter: the search ignores case"
 EQUIVALENT.update({

@@ -1,11 +1,14 @@
 """One judgement configuration (judge_config.py): resolved before loading, recorded as loaded."""
 
+import dataclasses
 import pickle
 
 import pytest
 import torch
+from brightness_family import FAMILY, MARKER
 
-from qinsight_sdk import QualityJudge
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.backends import FAMILIES, register_family
 from qinsight_sdk.judging import judge_config as judge_config_module
 from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 from qinsight_sdk.backends.checkpoints import PROFILE_FILE, profile_lookup
@@ -13,7 +16,19 @@ from qinsight_sdk.errors import ModelLoadError, UsageError
 from qinsight_sdk.io.images import ImageBounds
 from qinsight_sdk.judging.judge import load_judge
 from qinsight_sdk.judging.judge_config import JudgeConfig, resolve_judge_config
-from qinsight_sdk.judging.profiles import VISUALQUALITY_R1
+from qinsight_sdk.judging.profiles import PROFILES, QINSIGHT, VISUALQUALITY_R1
+
+
+@pytest.fixture
+def brightness(tmp_path):
+    """A folder of the test family of tests/brightness_family.py, registered for the test."""
+    register_family(FAMILY)
+    folder = tmp_path / "meter"
+    folder.mkdir()
+    (folder / MARKER).write_text("{}")
+    yield folder
+    FAMILIES.pop("brightness")
+    PROFILES.pop("brightness")
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +109,83 @@ def test_a_configuration_travels_to_workers_and_loads_there(tiny_model):
     assert load_judge(travelled).config == config
     judge = load_judge({"model": str(tiny_model), "device": "cpu", "batch_size": 2, "profile": "q-insight"})
     assert judge.batch_size == 2 and judge.config.profile_source == "asked for"
+
+
+# -- quick: resolving touches no weights, so a folder with a config.json (or a test family) is enough ---------
+
+@pytest.fixture
+def qwen_folder(tmp_path):
+    """What resolving reads of a Qwen2.5-VL checkpoint: its config.json's model_type (no weights)."""
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    return folder
+
+
+def test_every_option_is_resolved_and_kept(qwen_folder):
+    decoding = DecodingOptions(max_new_tokens=7)
+    config = resolve_judge_config(qwen_folder, "", revision="abc", device="cpu", dtype="bf16", quantization="8bit",
+                                  image_bounds=ImageBounds(max_pixels=300_000), prompt_order="text_first",
+                                  decoding=decoding, attn_implementation="eager", trust_remote_code=True,
+                                  local_files_only=True, cache_dir="/c")
+    assert config == JudgeConfig(str(qwen_folder), "", "abc", QINSIGHT, "the default", "qwen2_5_vl",
+                                 "cpu", torch.bfloat16, "8bit", ImageBounds(max_pixels=300_000), "text_first",
+                                 decoding, "eager", True, True, "/c")
+    assert config.settings(mode="reason") == {
+        "model": str(qwen_folder.resolve()), "subfolder": "", "revision": "abc", "profile": "q-insight",
+        "dtype": "bfloat16", "prompt_order": "text_first", "max_pixels": 300_000, "mode": "reason",
+        "quantization": "8bit", "decoding": dataclasses.asdict(decoding)}
+
+
+def test_the_defaults_are_the_profile_s_and_greedy(qwen_folder):
+    config = resolve_judge_config(qwen_folder, device="cpu")
+    assert (config.subfolder, config.dtype, config.quantization, config.prompt_order, config.decoding) == \
+        (None, torch.float32, None, None, DecodingOptions())
+    assert config.settings(mode="fast")["prompt_order"] == "image_first"   # Q-Insight's own place for the image
+    assert config.settings(mode="fast")["max_pixels"] == ImageBounds().max_pixels
+
+
+def test_the_released_comparison_weights_are_the_default_for_a_comparison():
+    """Offline (as tests run), the hub cannot be asked for a profile file: said, never a silent default."""
+    config = resolve_judge_config("ByteDance/Q-Insight", comparison=True, device="cpu")
+    assert config.subfolder == "comparison" and config.family == "qwen2_5_vl"
+    assert config.profile_source.endswith("could not be asked for its qinsight_judge.json, so it is checked "
+                                          "after the download")
+    assert resolve_judge_config("ByteDance/Q-Insight", device="cpu").subfolder == "score_degradation"
+    assert "could not be asked" not in resolve_judge_config("ByteDance/Q-Insight", device="cpu",
+                                                            profile="q-insight").profile_source
+
+
+def test_loading_passes_every_option_to_the_family_and_checks_what_is_there(brightness, tmp_path, rali_folder):
+    loaded = []
+    register_family(dataclasses.replace(FAMILY, load=lambda folder, **options: loaded.append((folder, options))))
+    config = resolve_judge_config(brightness, device="cpu", attn_implementation="eager", trust_remote_code=True)
+    config.load_backend()
+    assert loaded == [(brightness, {"device": "cpu", "dtype": torch.float32, "attn_implementation": "eager",
+                                    "trust_remote_code": True, "quantization": None})]
+    moved = dataclasses.replace(config, model=str(rali_folder))   # the folder changed after resolving
+    with pytest.raises(ModelLoadError, match=rf"{rali_folder} holds a rali model, but judge profile 'brightness' "
+                                             r"\(the default of its model family\) is for brightness models$"):
+        moved.load_backend()
+
+
+def test_a_profile_file_found_after_the_download_must_be_the_one_resolved(brightness, monkeypatch):
+    monkeypatch.setattr(judge_config_module, "profile_lookup", lambda *args: (None, False))
+    config = resolve_judge_config(brightness, device="cpu")
+    config.load_backend()   # no file there: nothing to differ
+    dataclasses.replace(FAMILY.profiles[0]).save(brightness)
+    config.load_backend()   # the same profile: fine
+    dataclasses.replace(FAMILY.profiles[0], rating_range=(0.0, 2.0)).save(brightness)
+    with pytest.raises(ModelLoadError, match=r"brings its own judge profile \(qinsight_judge.json\), which could "
+                                             r"not be read before the download .* with 'brightness'"):
+        config.load_backend()
+    asked = dataclasses.replace(config, profile_source="asked for")   # looked up before: not checked again
+    asked.load_backend()
+
+
+def test_modes_name_the_family_and_what_to_use(brightness):
+    config = resolve_judge_config(brightness, device="cpu")
+    with pytest.raises(UsageError, match="^mode reason: this brightness judge writes no text, so it has no "
+                                         "reasoning to give; use mode fast \\(its default\\)$"):
+        config.mode("reason")
+    assert config.mode("fast") == "fast" and config.mode(None) == "fast"

@@ -25,7 +25,7 @@ from qinsight_sdk.backends import FAMILIES, expected_family, family_of
 from qinsight_sdk.backends.rali import files as rali_files
 from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
-from qinsight_sdk.errors import ModelLoadError, UsageError
+from qinsight_sdk.errors import MissingDependencyError, ModelLoadError, UsageError
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,8 @@ def test_a_pca_file_that_would_run_a_command_is_refused_and_nothing_runs(tmp_pat
 def test_an_array_of_python_objects_in_a_joblib_file_is_refused(tmp_path):
     marker, path = tmp_path / "ran", tmp_path / "pca.pkl"
     joblib.dump(np.array([RunsCommand(marker)], dtype=object), path)
-    with pytest.raises(ModelLoadError, match="array of Python objects"):
+    with pytest.raises(ModelLoadError, match=r"cannot be read as a PCA \(UnpicklingError: refused: an array of Python "
+                                             r"objects \(read by a nested unpickler\)\)$"):
         read_pca(path)
     assert not marker.exists()
 
@@ -185,6 +186,59 @@ def test_weights_only_refuses_a_hostile_checkpoint_even_past_the_scan(tmp_path, 
     with pytest.raises(ModelLoadError, match="cannot be read as a weights-only torch checkpoint"):
         read_checkpoint(path)
     assert not marker.exists()
+
+
+def with_data_pkl(path, data, name=None):
+    """Rewrite the torch checkpoint at ``path`` with ``data`` as its pickle (at ``name``: its own place)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {member: archive.read(member) for member in archive.namelist()}
+    own = next(n for n in members if n.endswith("data.pkl"))
+    members.pop(own)
+    members[name or own] = data
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, body in members.items():
+            archive.writestr(member, body)
+
+
+def test_the_names_are_the_two_strings_just_before_stack_global_whatever_comes_around_them():
+    """Pickles other writers make: a string before the two names is no name, and a string straight after a
+    STACK_GLOBAL, or as a pickle's first opcode (protocol 1 has no PROTO), is read like any other."""
+    name = lambda text: _unicode("SHORT_BINUNICODE", text)   # noqa: E731
+    assert globals_of(b"\x80\x04" + name("key") + name("posix") + name("system") + b"\x93.") == [("posix", "system")]
+    assert globals_of(b"\x80\x04" + name("posix") + name("system") + b"\x93" + name("after") + b"\x86.") == \
+        [("posix", "system")]
+    assert globals_of(pickle.dumps("state_dict", protocol=1)) == []
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_said_to_hold_no_state_dict(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    for saved in ([torch.zeros(1)], torch.zeros(1), {"state_dict": [torch.zeros(1)]}):
+        torch.save(saved, path)
+        with pytest.raises(ModelLoadError, match=r"holds no 'state_dict' \(RALI's ckpt.pt is \{'state_dict': ...\}\)$"):
+            read_checkpoint(path)
+
+
+def test_a_pickle_at_the_zip_s_root_is_scanned_too(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {}, "hook": RunsCommand(marker)}, path)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    with_data_pkl(path, data, name="data.pkl")
+    with pytest.raises(ModelLoadError, match=f"^{path}: refused: its pickle imports (posix|nt).system"):
+        read_checkpoint(path)
+    with_data_pkl(path, b"\x80\x04" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.", name="data.pkl")
+    with pytest.raises(ModelLoadError, match=f"^{path}: refused: its pickle imports a name it does not spell out$"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_joblib_file_without_joblib_says_how_to_get_it(tmp_path, monkeypatch):
+    path = tmp_path / "pca.pkl"
+    joblib.dump(PCA(2).fit(np.eye(4)), path)
+    monkeypatch.setitem(sys.modules, "joblib", None)
+    with pytest.raises(MissingDependencyError, match=rf"^{path} is a joblib file: reading RALI's PCA needs joblib "
+                                                     r"\(pip install 'qinsight\[rali\]', or pip install joblib\)$"):
+        read_pca(path)
 
 
 def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
