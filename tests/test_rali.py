@@ -3,8 +3,10 @@ it makes (fast scores only, batched, per-item errors), on tiny checkpoints in th
 
 import collections
 import json
+import logging
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from qinsight_sdk import backends as backends_module
 from qinsight_sdk.backends import FAMILIES, expected_family, family_of
 from qinsight_sdk.backends.rali import files as rali_files
 from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
+from qinsight_sdk.backends.rali.model import PrototypeDistribution, RaliScorer, _check_sizes, _first_line, load_scorer
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
 from qinsight_sdk.errors import MissingDependencyError, ModelLoadError, UsageError
 
@@ -514,15 +517,125 @@ def test_files_that_do_not_fit_together_are_refused(rali_folder, tmp_path):
     (folder / "best").mkdir(parents=True)
     for name in ("ckpt.pt", "pca.pkl", "best/config.json", "best/preprocessor_config.json"):
         (folder / name).write_bytes((rali_folder / name).read_bytes())
-    np.savez(folder / "basis.npz", vectors=np.zeros((9, 8)), scores=np.zeros(9))
-    with pytest.raises(ModelLoadError, match="basis.npz has 9 prototype scores, ckpt.pt 6"):
-        QualityJudge.from_pretrained(folder)
+    for scores in (np.zeros(9), np.zeros((6, 1)), np.float64(0.5)):
+        np.savez(folder / "basis.npz", vectors=np.zeros((6, 8)), scores=scores)
+        with pytest.raises(ModelLoadError, match=re.escape(f"basis.npz holds prototype scores of shape "
+                                                           f"{np.shape(scores)}, ckpt.pt 6 prototypes")):
+            QualityJudge.from_pretrained(folder)
     state = torch.load(rali_folder / "ckpt.pt", weights_only=True)
     state["state_dict"]["scorer.logit_scale"] = torch.tensor(float("nan"))
     torch.save(state, folder / "ckpt.pt")
     (folder / "basis.npz").unlink()
     with pytest.raises(ModelLoadError, match="not all finite"):
         QualityJudge.from_pretrained(folder)
+
+
+def copy_of(rali_folder, folder, leave_out=()):
+    (folder / "best").mkdir(parents=True)
+    for name in ("ckpt.pt", "pca.pkl", "basis.npz", "best/config.json", "best/preprocessor_config.json"):
+        if name not in leave_out:
+            (folder / name).write_bytes((rali_folder / name).read_bytes())
+    return folder
+
+
+def test_the_scorer_itself_names_what_is_missing(rali_folder, tmp_path):
+    """load_scorer checks on its own, for callers that come without the family's check first."""
+    folder = copy_of(rali_folder, tmp_path / "RALI", leave_out=("pca.pkl", "best/config.json"))
+    with pytest.raises(ModelLoadError, match=rf"^{folder}: not a complete RALI checkpoint: pca.pkl, best/config.json "
+                                             r"missing \(it needs ckpt.pt, pca.pkl and best/ with CLIP's config and "
+                                             r"processor\)$"):
+        load_scorer(folder)
+
+
+def test_the_scorer_head_must_hold_every_value_as_floats(rali_folder, tmp_path):
+    folder = copy_of(rali_folder, tmp_path / "RALI")
+    saved = torch.load(rali_folder / "ckpt.pt", weights_only=True)
+    for broken in (None, torch.arange(6)):   # missing, or a tensor of integers
+        state = dict(saved["state_dict"])
+        state.pop("scorer.prototypes") if broken is None else state.update({"scorer.prototypes": broken})
+        torch.save({"state_dict": state}, folder / "ckpt.pt")
+        with pytest.raises(ModelLoadError, match=rf"^{folder / 'ckpt.pt'}: 'scorer.prototypes' is missing or not a "
+                                                 r"float tensor$"):
+            load_scorer(folder)
+
+
+def test_vision_weights_that_do_not_fit_the_config_are_refused(rali_folder, tmp_path):
+    """The official load is strict: a weight the config has no place for is an error, not ignored."""
+    folder = copy_of(rali_folder, tmp_path / "RALI")
+    saved = torch.load(rali_folder / "ckpt.pt", weights_only=True)
+    saved["state_dict"]["clip.vision_model.extra.weight"] = torch.zeros(2)
+    torch.save(saved, folder / "ckpt.pt")
+    with pytest.raises(ModelLoadError, match=rf"^{folder / 'ckpt.pt'}: its CLIP vision weights do not fit "
+                                             r"best/config.json \(Error\(s\) in loading state_dict"):
+        load_scorer(folder)
+
+
+def test_the_prototype_scores_range_is_logged_at_load(rali_folder, caplog):
+    scores = torch.load(rali_folder / "ckpt.pt", weights_only=True)["state_dict"]["scorer.proto_scores"]
+    with caplog.at_level(logging.INFO, logger="qinsight"):
+        load_scorer(rali_folder)
+    assert [r.getMessage() for r in caplog.records if r.name == "qinsight"] == [
+        f"RALI: 6 prototypes in 8 PCA dimensions, prototype scores {float(scores.min()):.4g} to "
+        f"{float(scores.max()):.4g}"]
+
+
+def head_of(components=(8, 16), scale=16, mean=16, prototypes=(6, 8), scores=6, logit=()):
+    return ({"pca_components": torch.zeros(components), "pca_scale": torch.ones(scale),
+             "prototypes": torch.zeros(prototypes), "proto_scores": torch.zeros(scores),
+             "logit_scale": torch.ones(logit)}, torch.zeros(mean))
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"scale": 15}, "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the components' rows"),
+    ({"mean": 15}, "pca_scale (16,) and the PCA's mean (15,) should be (16,) like the components' rows"),
+    ({"components": (16,), "prototypes": (6, 0)},
+     "pca_scale (16,) and the PCA's mean (16,) should be (0,) like the components' rows"),
+    ({"prototypes": (6, 7)}, "prototypes (6, 7) should be (K, 8)"),
+    ({"prototypes": (8,), "scores": 8}, "prototypes (8,) should be (K, 8)"),
+    ({"scores": 5}, "proto_scores (5,) should be (6,) and logit_scale one number"),
+    ({"logit": (2,)}, "proto_scores (6,) should be (6,) and logit_scale one number"),
+    ({"scale": 15, "prototypes": (6, 7)}, "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the "
+                                          "components' rows; prototypes (6, 7) should be (K, 8)"),
+])
+def test_each_size_that_does_not_fit_is_named(tmp_path, changes, problem):
+    head, mean = head_of(**changes)
+    with pytest.raises(ModelLoadError, match=f"^{tmp_path}: RALI's files do not fit together: {re.escape(problem)}$"):
+        _check_sizes(tmp_path, head, mean)
+    _check_sizes(tmp_path, *head_of())   # the sizes that fit: no error
+
+
+def test_the_spread_is_the_weighted_standard_deviation_of_the_prototype_scores():
+    spread = PrototypeDistribution(torch.tensor([0.25, 0.75], dtype=torch.float64),
+                                   torch.tensor([0.2, 0.6], dtype=torch.float64))
+    assert spread.expected() == pytest.approx((0.5, 0.03 ** 0.5), abs=1e-12)
+
+
+class FeaturesAsGiven(torch.nn.Module):
+    """Stands in for CLIP's tower: the "pixels" given are the features."""
+
+    def __init__(self):
+        super().__init__()
+        self.vision_model = lambda pixel_values: type("Output", (), {"pooler_output": pixel_values})()
+        self.visual_projection = torch.nn.Identity()
+
+
+@pytest.mark.parametrize("logit_scale", [0.5, -3.0])
+def test_the_temperature_is_the_checkpoint_s_floored_at_1e_6(logit_scale):
+    """softmax(max(s, 1e-6) x cos(z, prototypes)): a small scale is kept as it is, a negative one floored (uniform
+    weights), as the official head does."""
+    generator = torch.Generator().manual_seed(0)
+    features, prototypes = torch.randn(3, 4, generator=generator), torch.randn(5, 2, generator=generator)
+    head = {"pca_scale": torch.ones(4), "pca_components": torch.randn(2, 4, generator=generator),
+            "prototypes": prototypes, "proto_scores": torch.rand(5, generator=generator),
+            "logit_scale": torch.tensor(logit_scale)}
+    weights = RaliScorer(FeaturesAsGiven(), torch.zeros(4), head)(features)
+    z = features @ head["pca_components"].T
+    cosine = (z / z.norm(dim=1, keepdim=True)) @ (prototypes / prototypes.norm(dim=1, keepdim=True)).T
+    assert torch.allclose(weights, torch.softmax(max(logit_scale, 1e-6) * cosine, dim=1), atol=1e-7)
+
+
+def test_an_error_without_words_is_named_by_its_type():
+    assert _first_line(RuntimeError()) == "RuntimeError" and _first_line(RuntimeError(" a\n b ")) == "a"
 
 
 def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path):

@@ -133,9 +133,9 @@ def _check_sizes(folder: Path, head: dict[str, torch.Tensor], mean: torch.Tensor
                         "and logit_scale one number")
     if (folder / BASIS).is_file():
         scores = read_basis(folder / BASIS).get("scores")
-        if scores is not None and np.asarray(scores).shape[:1] != tuple(prototypes.shape[:1]):
-            problems.append(f"{BASIS} has {np.asarray(scores).shape[0]} prototype scores, {CHECKPOINT} "
-                            f"{prototypes.shape[0]}")
+        if scores is not None and np.shape(scores) != tuple(prototypes.shape[:1]):
+            problems.append(f"{BASIS} holds prototype scores of shape {np.shape(scores)}, {CHECKPOINT} "
+                            f"{prototypes.shape[0]} prototypes")
     if problems:
         raise ModelLoadError(f"{folder}: RALI's files do not fit together: " + "; ".join(problems))
 
