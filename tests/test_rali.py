@@ -10,6 +10,7 @@ import re
 import struct
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from qinsight_sdk import backends as backends_module
 from qinsight_sdk.backends import FAMILIES, expected_family, family_of
 from qinsight_sdk.backends.rali import files as rali_files
 from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
+from qinsight_sdk.backends.rali.backend import RaliBackend
 from qinsight_sdk.backends.rali.model import PrototypeDistribution, RaliScorer, _check_sizes, _first_line, load_scorer
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
 from qinsight_sdk.errors import MissingDependencyError, ModelLoadError, UsageError
@@ -636,6 +638,29 @@ def test_the_temperature_is_the_checkpoint_s_floored_at_1e_6(logit_scale):
 
 def test_an_error_without_words_is_named_by_its_type():
     assert _first_line(RuntimeError()) == "RuntimeError" and _first_line(RuntimeError(" a\n b ")) == "a"
+
+
+@pytest.mark.parametrize("processor, side", [
+    (types.SimpleNamespace(crop_size={"height": 56, "width": 56}), 56),
+    (types.SimpleNamespace(crop_size={"shortest_edge": 40}), 40),
+    (types.SimpleNamespace(crop_size=None), 224),
+    (object(), 224),   # a processor without a crop: CLIP's usual 224
+])
+def test_an_image_s_cost_follows_the_processor_s_crop(rali, processor, side):
+    backend = RaliBackend(rali.backend.model, processor, torch.device("cpu"))
+    assert backend.geometry.side == side and backend.geometry.tokens(10, 5000) == side * side // 196
+
+
+def test_the_backend_s_size_device_and_refusal_to_write(rali_folder):
+    backend = RaliBackend.load(rali_folder, device="cpu")
+    tensors = [*backend.model.parameters(), *backend.model.buffers()]
+    assert backend.memory_footprint() == sum(t.nbytes for t in tensors) > 4 * 37_000   # the weights, buffers too
+    assert backend.to("meta") is backend and backend.device == torch.device("meta")
+    assert {t.device.type for t in [*backend.model.parameters(), *backend.model.buffers()]} == {"meta"}
+    with pytest.raises(UsageError, match=r"^RALI scores images without writing text: use mode='fast' for scores "
+                                         r"\(there is no reasoning, degradation or comparison\); load a Q-Insight "
+                                         r"checkpoint for those$"):
+        backend.generate(None, None)
 
 
 def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path):
