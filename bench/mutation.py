@@ -170,14 +170,16 @@ EQUIVALENT.update({
 
 # rali/model.py (issue 28)
 _RALI_MODEL = "qinsight_sdk.backends.rali.model"
+_LOCAL_FOLDER = ("local_files_only on a local folder: from_pretrained of a directory reads it and never asks "
+                 "the hub, whatever the flag")
 EQUIVALENT.update({
     **{f"{_RALI_MODEL}.xǁRaliScorerǁforward__mutmut_{n}": _LAST_AXIS for n in (12, 18, 27)},
     **{f"{_RALI_MODEL}.xǁRaliScorerǁforward__mutmut_{n}": "F.normalize's default dim is 1, the last axis of these "
        "2-D tensors" for n in (11, 17)},
     f"{_RALI_MODEL}.xǁRaliScorerǁforward__mutmut_3": "pixels cast to the scorer's dtype or left as they are: RALI's "
                                                     "processor gives fp32 and the scorer is fp32, always",
-    **{f"{_RALI_MODEL}.x_load_scorer__mutmut_{n}": "local_files_only on a local folder: from_pretrained of a "
-       "directory reads it and never asks the hub, whatever the flag" for n in (28, 30, 32)},
+    **{f"{_RALI_MODEL}.x_load_scorer__mutmut_{n}": _LOCAL_FOLDER for n in (28, 30, 32)},
+    **{f"qinsight_sdk.backends.rali.backend.x__image_processor__mutmut_{n}": _LOCAL_FOLDER for n in (12, 14)},
 })
 
 # parsing.py: the reasoning-only check's case and its placeholder
