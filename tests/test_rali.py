@@ -27,10 +27,11 @@ from qinsight_sdk import backends as backends_module
 from qinsight_sdk.backends import FAMILIES, expected_family, family_of
 from qinsight_sdk.backends.rali import files as rali_files
 from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
-from qinsight_sdk.backends.rali.backend import RaliBackend
+from qinsight_sdk.backends.rali.backend import NativeSize, RaliBackend
 from qinsight_sdk.backends.rali.model import PrototypeDistribution, RaliScorer, _check_sizes, _first_line, load_scorer
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
-from qinsight_sdk.errors import MissingDependencyError, ModelLoadError, UsageError
+from qinsight_sdk.errors import ImageInputError, MissingDependencyError, ModelLoadError, UsageError
+from qinsight_sdk.io.images import ImageBounds
 
 
 @pytest.fixture(scope="module")
@@ -661,6 +662,25 @@ def test_the_backend_s_size_device_and_refusal_to_write(rali_folder):
                                          r"\(there is no reasoning, degradation or comparison\); load a Q-Insight "
                                          r"checkpoint for those$"):
         backend.generate(None, None)
+
+
+def test_images_are_taken_as_they_are_up_to_the_pixel_bound_and_named_when_empty():
+    geometry, bounds = NativeSize(57), ImageBounds(max_pixels=10_000)
+    assert geometry.fit(90, 100, bounds) == (90, 100) and geometry.fit(400, 100, bounds) == (200, 50)
+    assert geometry.tokens(1, 1) == 57 * 57 // 196 == 16   # each image the same cost, whatever its size
+    with pytest.raises(ImageInputError, match="^image is 0x5: it has no pixels$"):
+        geometry.fit(0, 5, bounds)
+    with pytest.raises(ImageInputError, match="^a.png is 0x5: it has no pixels$"):
+        geometry.fit(0, 5, bounds, "a.png")
+
+
+def test_encoding_takes_one_image_per_row_on_the_default_device(rali_folder):
+    backend = RaliBackend.load(rali_folder)   # device auto: the CPU here
+    batch = backend.encode([[]] * 2, [[Image.new("RGB", (60, 60))], [Image.new("RGB", (70, 50))]])
+    assert backend.device == torch.device("cpu") and batch.images_per_row == [1, 1]
+    assert tuple(batch.inputs.shape) == (2, 3, 56, 56)
+    with pytest.raises(UsageError, match="^RALI judges one image at a time; it cannot compare images$"):
+        backend.encode([[]], [[Image.new("RGB", (8, 8))] * 2])
 
 
 def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path):
