@@ -180,6 +180,8 @@ EQUIVALENT.update({
                                                     "processor gives fp32 and the scorer is fp32, always",
     **{f"{_RALI_MODEL}.x_load_scorer__mutmut_{n}": _LOCAL_FOLDER for n in (28, 30, 32)},
     **{f"qinsight_sdk.backends.rali.backend.x__image_processor__mutmut_{n}": _LOCAL_FOLDER for n in (12, 14)},
+    "qinsight_sdk.backends.rali.backend.xǁRaliBackendǁencode__mutmut_1": "the answer prefix's default: RALI writes "
+                                                                       "nothing, so encode never reads it",
 })
 
 # parsing.py: the reasoning-only check's case and its placeholder
