@@ -683,6 +683,21 @@ def test_encoding_takes_one_image_per_row_on_the_default_device(rali_folder):
         backend.encode([[]], [[Image.new("RGB", (8, 8))] * 2])
 
 
+def test_fp32_however_it_is_spelt_and_nothing_else(rali_folder):
+    for spelling in ("auto", "fp32", "float32", torch.float32, "torch.float32"):
+        assert FAMILIES["rali"].dtype(spelling, torch.device("cpu")) is torch.float32
+    for other in ("bf16", torch.float16, "float64"):
+        with pytest.raises(ModelLoadError, match=rf"^dtype {other}: RALI runs in fp32, as its official demo does "
+                                                 r"\(its forward is checked in fp32\); leave dtype at auto$"):
+            FAMILIES["rali"].dtype(other, torch.device("cpu"))
+
+
+def test_the_family_loads_on_the_device_it_is_given(rali_folder):
+    backend = FAMILIES["rali"].load(rali_folder, device="meta", dtype=torch.float32, quantization=None)
+    assert backend.device == torch.device("meta")
+    assert {t.device.type for t in backend.model.parameters()} == {"meta"}
+
+
 def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path):
     images = brightness_images(3, seed=4)[0]
     for k, image in enumerate(images):
