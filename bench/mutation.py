@@ -184,6 +184,10 @@ EQUIVALENT.update({
                                                                        "nothing, so encode never reads it",
 })
 
+# selection.py's round robin (issue 28's rerun): only the order of the wins is returned
+EQUIVALENT["qinsight_sdk.judging.selection.x__round_robin__mutmut_20"] = (
+    "every finalist's wins starting at 1 instead of 0: the same offset for all, and only their order is returned")
+
 # parsing.py: the reasoning-only check's case and its placeholder
 _IGNORED_CASE = "the pattern's case does not matter: the search ignores case"
 EQUIVALENT.update({

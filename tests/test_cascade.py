@@ -93,6 +93,33 @@ def test_progress_counts_the_prefilter_then_the_ranking():
     assert steps == list(range(8 + 3 + 1))   # 8 prefilter scores, 3 scores, one match among the top 2
 
 
+def test_the_ranking_says_how_it_was_decided_and_each_stage_keeps_the_batch_size():
+    judge, prefilter, main, cheap = judges()
+    results = []
+    ranking = judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=2, prefilter=prefilter, keep=3,
+                         batch_size=2, on_result=lambda step, result: results.append(type(result).__name__))
+    assert (ranking.strategy, ranking.decided_by) == ("hybrid", "q-insight fast scores for all, then fast scores, "
+                                                      "then all pairs among the top 2 in both orders among the best 3")
+    assert (ranking.comparisons, ranking.failed_matches, ranking.unjudged) == (2, 0, {})
+    assert cheap.calls == [2, 2, 2, 2] and max(main.calls) == 2   # batch_size reaches both judges
+    assert results == ["ScoreResult"] * 11 + ["ComparisonResult"]   # each step passes its result on
+
+
+class BrightnessMeter:
+    """A prefilter that is not a QualityJudge: anything with score(images, batch_size, mode, on_result)."""
+
+    def score(self, images, batch_size=None, mode=None, on_result=None):
+        judge = QualityJudge(ScriptedBackend(brightness_answer))
+        return judge.score(images, batch_size=batch_size, mode=mode, on_result=on_result)
+
+
+def test_a_prefilter_without_a_profile_is_named_by_its_type():
+    judge, _, _, _ = judges()
+    ranking = judge.rank([grey(v) for v in LEVELS[:4]], prefilter=BrightnessMeter(), keep=2)
+    assert ranking.stages[0]["judge"] == "BrightnessMeter" and ranking.decided_by.startswith("BrightnessMeter fast")
+    assert ranking.order[:2] == [1, 3]
+
+
 # -- on the trained tiny models ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
