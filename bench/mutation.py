@@ -179,7 +179,10 @@ EQUIVALENT.update({
     f"{_RALI_MODEL}.xǁRaliScorerǁforward__mutmut_3": "pixels cast to the scorer's dtype or left as they are: RALI's "
                                                     "processor gives fp32 and the scorer is fp32, always",
     **{f"{_RALI_MODEL}.x_load_scorer__mutmut_{n}": _LOCAL_FOLDER for n in (28, 30, 32)},
-    **{f"qinsight_sdk.backends.rali.backend.x__image_processor__mutmut_{n}": _LOCAL_FOLDER for n in (12, 14)},
+    **{f"qinsight_sdk.backends.rali.backend.x__image_processor__mutmut_{n}": _LOCAL_FOLDER for n in (12, 14, 15)},
+    **{f"qinsight_sdk.backends.rali.backend.xǁRaliBackendǁ__init____mutmut_{n}": "a crop key that is missing read "
+       "as None instead of 0: both are false, so the next choice is taken alike" for n in (18, 20, 25, 27)},
+    f"{_RALI_MODEL}.x_load_scorer__mutmut_50": "strict left to load_state_dict's default, which is True",
     "qinsight_sdk.backends.rali.backend.xǁRaliBackendǁencode__mutmut_1": "the answer prefix's default: RALI writes "
                                                                        "nothing, so encode never reads it",
 })
