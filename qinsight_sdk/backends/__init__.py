@@ -105,10 +105,10 @@ def _read_plugins() -> None:
 
 def family_named(name: str) -> ModelFamily:
     """The registered family ``name``; an unknown one is a ``ModelLoadError`` listing the known."""
-    known = {family.name: family for family in families()}
-    if name not in known:
-        raise ModelLoadError(f"no model family {name!r} is registered (known: {', '.join(known)})")
-    return known[name]
+    _read_plugins()
+    if name not in FAMILIES:
+        raise ModelLoadError(f"no model family {name!r} is registered (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
 
 
 def family_of(folder: Path, expected: str) -> ModelFamily:
