@@ -400,7 +400,7 @@ def _judge_config(args: argparse.Namespace, comparison: bool = False) -> JudgeCo
     if comparison not in cached:
         model, subfolder = _checkpoint(args, comparison)
         config = resolve_judge_config(model, subfolder, revision=args.revision, profile=args.judge, device=args.device,
-                                      dtype=args.dtype, quantization=_quantization(args),
+                                      dtype=args.dtype, quantization=args.quantization,
                                       image_bounds=ImageBounds(max_pixels=args.max_pixels),
                                       prompt_order=args.prompt_order, decoding=_decoding(args, comparison, say=True),
                                       trust_remote_code=args.trust_remote_code)
@@ -408,10 +408,6 @@ def _judge_config(args: argparse.Namespace, comparison: bool = False) -> JudgeCo
               file=sys.stderr)
         cached[comparison] = config
     return cached[comparison]
-
-
-def _quantization(args: argparse.Namespace) -> str | None:
-    return None if args.quantization == "none" else args.quantization
 
 
 def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = False, fast: bool = False,
