@@ -33,34 +33,42 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
+
+def _module(name: str, *patterns: str) -> tuple[str, list[str]]:
+    """A module's source file (a package's ``__init__.py``) and its mutants' names: all of them, or those
+    matching ``patterns`` after the module's name."""
+    path = name.replace(".", "/")
+    source = f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
+    return source, [f"{name}.{pattern}" for pattern in patterns or ("*",)]
+
+
 # module name -> (source file, mutant-name patterns). Only what decides an answer is in scope: loading a
 # checkpoint (QualityJudge.from_pretrained, loading.py) and the model plumbing of qwen_vl.py are tested with
 # the tiny model instead, outside the quick loop.
 SCOPE: dict[str, tuple[str, list[str]]] = {
-    "parsing": ("qinsight_sdk/judging/parsing.py", ["qinsight_sdk.judging.parsing.*"]),
-    "images": ("qinsight_sdk/io/images.py", ["qinsight_sdk.io.images.*"]),
-    "decoding": ("qinsight_sdk/judging/decoding.py", ["qinsight_sdk.judging.decoding.*"]),
-    "judge": ("qinsight_sdk/judging/judge.py", ["qinsight_sdk.judging.judge.*"]),
-    "batching": ("qinsight_sdk/judging/batching.py", ["qinsight_sdk.judging.batching.*"]),
-    "tasks": ("qinsight_sdk/judging/tasks.py", ["qinsight_sdk.judging.tasks.*"]),
-    "profiles": ("qinsight_sdk/judging/profiles.py", ["qinsight_sdk.judging.profiles.*"]),
-    "fast-mode": ("qinsight_sdk/backends/base.py", ["qinsight_sdk.backends.base.xǁRatingDistributionǁ*"]),
-    "fast-mode digits": ("qinsight_sdk/backends/qwen2_5_vl/backend.py", ["qinsight_sdk.backends.qwen2_5_vl.backend.x__probabilities__*"]),
-    "selection": ("qinsight_sdk/judging/selection.py", ["qinsight_sdk.judging.selection.*"]),
-    "records": ("qinsight_sdk/io/records.py", ["qinsight_sdk.io.records.*"]),
-    "metrics": ("qinsight_sdk/evaluation/metrics.py", ["qinsight_sdk.evaluation.metrics.*"]),
-    "quantization": ("qinsight_sdk/backends/quantization.py", ["qinsight_sdk.backends.quantization.*"]),
-    **{f"service {part}": (f"qinsight_sdk/service/{part}.py", [f"qinsight_sdk.service.{part}.*"])
+    "parsing": _module("qinsight_sdk.judging.parsing"),
+    "images": _module("qinsight_sdk.io.images"),
+    "decoding": _module("qinsight_sdk.judging.decoding"),
+    "judge": _module("qinsight_sdk.judging.judge"),
+    "batching": _module("qinsight_sdk.judging.batching"),
+    "tasks": _module("qinsight_sdk.judging.tasks"),
+    "profiles": _module("qinsight_sdk.judging.profiles"),
+    "fast-mode": _module("qinsight_sdk.backends.base", "xǁRatingDistributionǁ*"),
+    "fast-mode digits": _module("qinsight_sdk.backends.qwen2_5_vl.backend", "x__probabilities__*"),
+    "selection": _module("qinsight_sdk.judging.selection"),
+    "records": _module("qinsight_sdk.io.records"),
+    "metrics": _module("qinsight_sdk.evaluation.metrics"),
+    "quantization": _module("qinsight_sdk.backends.quantization"),
+    **{f"service {part}": _module(f"qinsight_sdk.service.{part}")
        for part in ("settings", "requests", "admission", "judging", "app")},
-    "image_metadata": ("qinsight_sdk/io/image_metadata.py", ["qinsight_sdk.io.image_metadata.*"]),
-    "annotation": ("qinsight_sdk/io/annotation.py", ["qinsight_sdk.io.annotation.*"]),
-    "compatibility": ("qinsight_sdk/backends/compatibility.py", ["qinsight_sdk.backends.compatibility.*"]),
-    "rewards": ("qinsight_sdk/train/rewards.py", ["qinsight_sdk.train.rewards.*"]),
-    "backends registry": ("qinsight_sdk/backends/__init__.py", ["qinsight_sdk.backends.x_*", "qinsight_sdk.backends.xǁ*"]),
-    "judge_config": ("qinsight_sdk/judging/judge_config.py", ["qinsight_sdk.judging.judge_config.*"]),
-    **{f"rali {part}": (f"qinsight_sdk/backends/rali/{part}.py", [f"qinsight_sdk.backends.rali.{part}.*"])
-       for part in ("files", "model", "backend")},
-    "rali family": ("qinsight_sdk/backends/rali/__init__.py", ["qinsight_sdk.backends.rali.x_*"]),
+    "image_metadata": _module("qinsight_sdk.io.image_metadata"),
+    "annotation": _module("qinsight_sdk.io.annotation"),
+    "compatibility": _module("qinsight_sdk.backends.compatibility"),
+    "rewards": _module("qinsight_sdk.train.rewards"),
+    "backends registry": _module("qinsight_sdk.backends", "x_*", "xǁ*"),
+    "judge_config": _module("qinsight_sdk.judging.judge_config"),
+    **{f"rali {part}": _module(f"qinsight_sdk.backends.rali.{part}") for part in ("files", "model", "backend")},
+    "rali family": _module("qinsight_sdk.backends.rali", "x_*"),
 }
 OUT_OF_SCOPE = ["qinsight_sdk.judging.judge.xǁQualityJudgeǁfrom_pretrained__*",
                 # the Ray Serve deployment: tested against a real service (tests/test_service.py, marked ray)
