@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
-from ..qinsight_sdk.backends import families
-from ..qinsight_sdk.io.records import answer_settings
+from qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
+from qinsight_sdk.backends import families
+from qinsight_sdk.io.records import answer_settings
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
 # it gave no readable verdict (data files and the model say "null" for the first: qinsight_sdk.judging.tasks).

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..qinsight_sdk.backends import compatibility
-from ..qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
-from ..qinsight_sdk.io.images import ImageBounds
-from ..qinsight_sdk.backends.devices import choose_dtype
-from ..qinsight_sdk.backends.quantization import quantized_size
+from qinsight_sdk.backends import compatibility
+from qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
+from qinsight_sdk.io.images import ImageBounds
+from qinsight_sdk.backends.devices import choose_dtype
+from qinsight_sdk.backends.quantization import quantized_size
 
 if TYPE_CHECKING:  # imports transformers: loaded when a judge loads, so that the pack registers without it
-    from ..qinsight_sdk import QualityJudge
+    from qinsight_sdk import QualityJudge
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
 QUANTIZATION = ("full", "8bit", "4bit")
@@ -79,13 +79,10 @@ class JudgeSpec:
         return self.quantization != "full"
 
 
-def _module_of(judge: QualityJudge) -> torch.nn.Module:
-    """The judge's weights as one module, which ComfyUI's model management holds."""
-    module = getattr(judge.backend, "module", None)
-    if module is None:
-        raise RuntimeError(f"this judge's backend ({type(judge.backend).__name__}) holds no weights for ComfyUI "
-                           "to manage (a remote or engine-managed model): use it from Python instead")
-    return module
+def _module_of(judge: QualityJudge) -> torch.nn.Module | None:
+    """The judge's weights as one module, which ComfyUI's model management holds; None for a backend that
+    holds none for it to manage (a remote or engine-managed model, a metric), which the handle keeps as is."""
+    return getattr(judge.backend, "module", None)
 
 
 class JudgeHandle:
@@ -110,6 +107,8 @@ class JudgeHandle:
         load_device = mm.get_torch_device() if self.spec.device == "auto" else torch.device(self.spec.device)
         if self.judge is None:
             self._load(load_device)
+        if self.patcher is None:     # nothing for ComfyUI to manage: the backend keeps its own memory
+            return self.judge.to(load_device) if hasattr(self.judge.backend, "to") else self.judge
         # all or nothing: a transformers model cannot run with some layers left on the offload device
         mm.load_models_gpu([self.patcher], force_full_load=True)
         if self.spec.quantized:
@@ -122,7 +121,7 @@ class JudgeHandle:
         import comfy.model_patcher
         from comfy.patcher_extension import CallbacksMP
 
-        from ..qinsight_sdk import QualityJudge
+        from qinsight_sdk import QualityJudge
 
         offload_device = load_device if self.spec.quantized else torch.device("cpu")
         if self.spec.quantized:
@@ -132,12 +131,15 @@ class JudgeHandle:
             dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
             image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization,
             profile=None if self.spec.judge == "auto" else self.spec.judge)
-        weights = _Weights(_module_of(judge), offload_device)
+        self.judge = judge
+        module = _module_of(judge)
+        if module is None:
+            return
+        weights = _Weights(module, offload_device)
         self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
                                                         offload_device=offload_device)
         if self.spec.quantized:
             self.patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
-        self.judge = judge
 
     def _make_room(self, device: torch.device) -> None:
         """Have ComfyUI free what a quantized judge will take on ``device`` before it is quantized there:
@@ -166,8 +168,9 @@ class JudgeHandle:
         later garbage collection would free, while a diffusion model may be waiting for that memory: so
         every module lets go of its tensors, which frees them at once.
         """
-        if self.judge is not None:
-            for module in list(_module_of(self.judge).modules()):
+        weights = _module_of(self.judge) if self.judge is not None else None
+        if weights is not None:
+            for module in list(weights.modules()):
                 module._parameters.clear()
                 module._buffers.clear()
         self.judge = None
@@ -184,6 +187,10 @@ class JudgeHandle:
             return
         if self.spec.after_run == "unload":
             self._free()
+            return
+        if self.patcher is None:
+            if hasattr(self.judge.backend, "to"):
+                self.judge.to("cpu")
             return
         self.judge.to(self.patcher.offload_device)
         import comfy.model_management as mm
@@ -212,7 +219,9 @@ class JudgeHandle:
         mm.free_memory(1e30, self.patcher.load_device, keep_loaded=others)
 
     def status(self) -> dict[str, Any]:
-        devices = sorted({str(p.device) for p in _module_of(self.judge).parameters()}) if self.judge else []
+        weights = _module_of(self.judge) if self.judge else None
+        devices = (sorted({str(p.device) for p in weights.parameters()}) if weights is not None
+                   else [str(self.judge.backend.device)] if self.judge else [])
         dtype = str(self.judge.backend.dtype).removeprefix("torch.") if self.judge else None
         # what ComfyUI counts as loaded on its load device (0 once it has unloaded the judge), which tells
         # a free from a no-op even where load and offload device are both the CPU

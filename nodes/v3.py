@@ -11,13 +11,13 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from ..qinsight_sdk.io.annotation import score_label
-from ..qinsight_sdk.backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
-from ..qinsight_sdk.io.image_metadata import embed, write_sidecar
-from ..qinsight_sdk.io.images import IMAGE_SIZES
-from ..qinsight_sdk.judging.profiles import PROFILES, RALI, VISUALQUALITY_R1
-from ..qinsight_sdk.io.records import make_row
-from ..qinsight_sdk.judging.selection import HYBRID_POOL, STRATEGIES, ranking_steps
+from qinsight_sdk.io.annotation import score_label
+from qinsight_sdk.backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
+from qinsight_sdk.io.image_metadata import embed, write_sidecar
+from qinsight_sdk.io.images import IMAGE_SIZES
+from qinsight_sdk.judging.profiles import PROFILES, RALI, VISUALQUALITY_R1
+from qinsight_sdk.io.records import make_row
+from qinsight_sdk.judging.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from . import adapters
 from .memory import AFTER_RUN, QUANTIZATION, JudgeHandle, JudgeSpec, all_status
 

@@ -98,7 +98,7 @@ def test_the_warning_is_one_line_naming_every_problem(installed, caplog):
 
 @pytest.fixture(scope="module")
 def memory():
-    """nodes/memory.py inside the pack, imported as ComfyUI does (it imports ``..qinsight_sdk``)."""
+    """nodes/memory.py inside the pack, imported as ComfyUI does (under the pack's own name)."""
     name = "qinsight_pack_compat"
     spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     sys.modules[name] = importlib.util.module_from_spec(spec)
