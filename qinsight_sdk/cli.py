@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from .backends.checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
                           checkpoint_file, default_model, default_subfolder)
 from .evaluation.data import FORMATS
+from . import __version__
 from .errors import QInsightError, UsageError
 from .io.image_metadata import MetadataError, read_rows
 from .io.images import ImageBounds
@@ -83,6 +84,25 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _named(text: str) -> str:
+    """argparse type for a model or profile name: not empty (an unset shell variable would otherwise fall
+    back, silently, to downloading the 16 GB default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a Hugging Face id or a folder")
+    return text
+
+
+def _port(text: str) -> int:
+    """argparse type for --port: a TCP port number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
+    return value
+
+
 def _max_pixels(text: str) -> int:
     """argparse type for --max-pixels: a preset's pixel count, or a number."""
     try:
@@ -93,13 +113,30 @@ def _max_pixels(text: str) -> int:
 
 # -- the parser -------------------------------------------------------------------------------------------
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default where it has one and the text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return help_with_default(action)
+
+
+def help_with_default(action: argparse.Action) -> str:
+    """``action``'s help as ``--help`` shows it (a ``%(default)s`` placeholder left for argparse)."""
+    text = action.help or ""
+    default = action.default
+    if default in (None, False, argparse.SUPPRESS) or action.option_strings == [] or "default" in text:
+        return text
+    return f"{text} (default: %(default)s)"
+
+
+def _add_model_options(parser: argparse.ArgumentParser, reference: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help=f"Hugging Face id or local folder (default: ${MODEL_ENV_VAR}, "
-                                       f"else {DEFAULT_MODEL})")
+    group.add_argument("--model", type=_named, help=f"Hugging Face id or local folder (default: ${MODEL_ENV_VAR}, "
+                                                    f"else {DEFAULT_MODEL})")
+    with_reference = f", or {COMPARISON_SUBFOLDER} with --reference" if reference else ""
     group.add_argument("--subfolder", help=f"subfolder inside the model (default for {DEFAULT_MODEL}: "
-                                           f"{SCORE_SUBFOLDER}, or {COMPARISON_SUBFOLDER} with --reference)")
-    group.add_argument("--judge", metavar="NAME|FILE",
+                                           f"{SCORE_SUBFOLDER}{with_reference})")
+    group.add_argument("--judge", metavar="NAME|FILE", type=_named,
                        help=f"the judge profile (prompts, answer format, rating scale): one of "
                             f"{', '.join(sorted(PROFILES))}, or a profile file (default: the model's own "
                             f"{PROFILE_FILE}, else the profile of a known model id or subfolder, else q-insight)")
@@ -139,13 +176,18 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--batch-size", type=_at_least_one, default=8)
+    _add_batch_size(parser)
     parser.add_argument("--recursive", "-r", action="store_true", help="look into subfolders too")
+
+
+def _add_batch_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=_at_least_one, default=8,
+                        help="images judged together (more: faster on a GPU, more memory)")
 
 
 def _add_command(commands: Any, name: str, text: str, handler: Callable[[argparse.Namespace], int],
                  description: str | None = None) -> argparse.ArgumentParser:
-    sub = commands.add_parser(name, help=text, description=description or text)
+    sub = commands.add_parser(name, help=text, description=description or text, formatter_class=_HelpFormatter)
     sub.set_defaults(func=handler)
     return sub
 
@@ -179,23 +221,24 @@ def _add_rank_command(commands: Any) -> None:
     sub.add_argument("--strategy", choices=STRATEGIES, default="score",
                      help="score: fast scores; tournament: pairwise knockout in both orders; "
                           "hybrid: fast scores, then every pair among the top --pool in both orders")
-    sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K")
-    sub.add_argument("--pool", type=_at_least_one, default=HYBRID_POOL, help="finalists for --strategy hybrid")
-    sub.add_argument("--prefilter", metavar="MODEL",
+    sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K (default: rank them all)")
+    sub.add_argument("--pool", type=_at_least_one, default=HYBRID_POOL,
+                     help="finalists for --strategy hybrid, compared pair by pair in both orders")
+    sub.add_argument("--prefilter", metavar="MODEL", type=_named,
                      help="a cheaper judge that scores every image first (a model id or folder, or a released "
                           "subfolder such as RALI); the judge then ranks only the --keep best")
-    sub.add_argument("--keep", type=_at_least_one, default=8, help="images the --prefilter passes on (default 8)")
+    sub.add_argument("--keep", type=_at_least_one, default=8, help="images the --prefilter passes on")
     _add_model_options(sub)
     _add_output_option(sub)
 
 
 def _add_compare_command(commands: Any) -> None:
     sub = _add_command(commands, "compare", "which of two images is better", _run_compare)
-    sub.add_argument("image_a")
-    sub.add_argument("image_b")
+    sub.add_argument("image_a", help="the first image (answers call it A)")
+    sub.add_argument("image_b", help="the second image (B)")
     sub.add_argument("--reference", help="the degraded input both images were restored from")
     sub.add_argument("--both-orders", action="store_true", help="ask with A and B swapped too and reconcile")
-    _add_model_options(sub)
+    _add_model_options(sub, reference=True)
     _add_output_option(sub)
 
 
@@ -229,7 +272,7 @@ def _add_eval_command(commands: Any) -> None:
     sub.add_argument("--predictions-only", action="store_true",
                      help="load no model: metrics from --predictions alone, missing items counted as failed")
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
-    sub.add_argument("--batch-size", type=_at_least_one, default=8)
+    _add_batch_size(sub)
     _add_model_options(sub)
     _add_ray_options(sub)
 
@@ -253,12 +296,13 @@ def _add_serve_command(commands: Any) -> None:
                        "are judged in one batch. qinsight_sdk.client.RemoteJudge is its client.")
     _add_model_options(sub)
     sub.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
-    sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--port", type=_port, default=8000, help="the TCP port to listen on")
     sub.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR),
                      help=f"a bearer token every request must carry (default: ${TOKEN_ENV_VAR}; none: open)")
     sub.add_argument("--allow-paths", metavar="DIR",
                      help="let clients name files inside DIR instead of sending bytes (default: bytes only)")
-    sub.add_argument("--replicas", type=_at_least_one, default=1, help="copies of the judge (one per GPU)")
+    sub.add_argument("--replicas", type=_at_least_one, default=1,
+                     help="copies of the judge serving requests (one per GPU)")
     sub.add_argument("--gpus-per-replica", type=float,
                      help="GPUs each replica reserves; fractions share a GPU (default: 1 where CUDA is, else 0)")
     sub.add_argument("--max-batch-size", type=_at_least_one, default=8, help="requests judged together")
@@ -306,7 +350,9 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Each subcommand's parser sets ``func`` to its handler, so ``main`` needs no table of commands."""
-    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.")
+    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_row_commands(commands)
     _add_rank_command(commands)

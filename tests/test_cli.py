@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import qinsight_sdk
 from qinsight_sdk import QualityJudge, cli
 from qinsight_sdk.testing import ScriptedBackend
 
@@ -759,3 +760,59 @@ def test_an_error_of_the_system_about_a_named_file_is_one_line(monkeypatch, caps
     monkeypatch.setattr(cli, "_run_train", unnamed)
     with pytest.raises(OSError, match="Input/output error"):
         cli.main(["train", "--example-config"])
+
+
+def parsers(parser):
+    """``parser`` and every subcommand's parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from parsers(sub)
+
+
+def test_every_flag_of_every_command_says_what_it_does_and_shows_its_default():
+    walked = list(parsers(cli.build_parser()))
+    assert {p.prog.split()[-1] for p in walked} >= {"score", "degradation", "rank", "compare", "eval", "train",
+                                                    "serve"}
+    for parser in walked:
+        shown = " ".join(parser.format_help().split())    # a stray % in a help text raises here
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and len(action.help) > 10, f"{name} has no help text"
+            if action.option_strings and action.default not in (None, False) and "default" not in action.help:
+                assert f"(default: {action.default})" in shown, f"{name} does not show its default"
+
+
+def test_help_shows_the_defaults_users_asked_for_and_never_a_token(monkeypatch):
+    monkeypatch.setenv("QINSIGHT_TOKEN", "s3cret-token")
+    walked = {p.prog.split()[-1]: " ".join(p.format_help().split()) for p in parsers(cli.build_parser())}
+    assert "images judged together (more: faster on a GPU, more memory) (default: 8)" in walked["score"]
+    assert "the TCP port to listen on (default: 8000)" in walked["serve"]
+    assert f"compared pair by pair in both orders (default: {cli.HYBRID_POOL})" in walked["rank"]
+    assert "(one per GPU) (default: 1)" in walked["serve"]
+    assert "--reference" not in walked["score"] and "or comparison with --reference" in walked["compare"]
+    assert all("s3cret-token" not in text for text in walked.values())
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out == f"qinsight {qinsight_sdk.__version__}\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "x.png", "--model", ""], "argument --model: is empty: name a Hugging Face id or a folder"),
+    (["score", "x.png", "--model", "  "], "argument --model: is empty"),
+    (["rank", "x.png", "--prefilter", ""], "argument --prefilter: is empty"),
+    (["serve", "--port", "0"], "argument --port: must be from 1 to 65535, got 0"),
+    (["serve", "--port", "65536"], "argument --port: must be from 1 to 65535, got 65536"),
+    (["serve", "--port", "http"], "argument --port: 'http' is not a port number"),
+    (["score", "x.png", "--max-pixels", "12845057"],
+     "argument --max-pixels: max_pixels=12,845,057 is above 12,845,056, the most the model's image processor")])
+def test_flags_refuse_what_cannot_be_meant(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err

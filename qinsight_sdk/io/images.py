@@ -58,6 +58,11 @@ class ImageBounds:
         if not PATCH_GRID * PATCH_GRID <= self.min_pixels <= self.max_pixels:
             raise UsageError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
                              f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
+        # past the processor's own ceiling the judge sees images it never saw in training, and one image's
+        # tokens (16,384 here) already take the 7B model to tens of GB of attention activations
+        if self.max_pixels > PAPER_MAX_PIXELS:
+            raise UsageError(f"max_pixels={self.max_pixels:,} is above {PAPER_MAX_PIXELS:,}, the most the "
+                             "model's image processor takes (16,384 image tokens, as the weights were trained)")
 
     @classmethod
     def official(cls) -> "ImageBounds":
