@@ -157,3 +157,13 @@ def test_registry_icon_is_the_drawn_square_png(tmp_path):
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "icon.png") as drawn:  # another Pillow may smooth edges a little differently
         assert max(ImageStat.Stat(ImageChops.difference(drawn.convert("RGBA"), committed)).mean) < 1
+
+
+def test_the_declared_license_is_the_one_shipped():
+    text = " ".join((ROOT / "LICENSE").read_text().split())
+    assert PYPROJECT["project"]["license"] == "Apache-2.0" and PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    assert text.startswith("Apache License Version 2.0, January 2004") and "END OF TERMS AND CONDITIONS" in text
+    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == LICENSE_SHA256   # the text, unedited
+
+
+LICENSE_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
