@@ -632,16 +632,26 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
             return EXIT_ROW_ERRORS if store is not None and store.failed() else EXIT_OK
         judge = _load_judge(args, comparison=False)
         errors = 0
+        with _progress(len(pending), rows_on_terminal=store is None) as bar:
+            def write(index: int, result: Any) -> None:
+                nonlocal errors
+                errors += result.error is not None
+                _emit(store, task, settings, [pending[index]], result.to_dict())
+                bar.update()
 
-        def write(index: int, result: Any) -> None:
-            nonlocal errors
-            errors += result.error is not None
-            _emit(store, task, settings, [pending[index]], result.to_dict())
-
-        judge_images(judge, pending, write, settings)
+            judge_images(judge, pending, write, settings)
         earlier = store.failed() - errors if store is not None else 0
     print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
+
+
+def _progress(total: int, rows_on_terminal: bool) -> Any:
+    """A progress bar of images on standard error (count, rate, time left), shown only on a terminal and
+    not over rows that standard output is printing to the same terminal."""
+    from tqdm.auto import tqdm
+
+    quiet = not sys.stderr.isatty() or (rows_on_terminal and sys.stdout.isatty())
+    return tqdm(total=total, unit="image", file=sys.stderr, disable=quiet, dynamic_ncols=True)
 
 
 def _list_saved_rows(args: argparse.Namespace, task: str) -> int:

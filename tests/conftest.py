@@ -56,7 +56,8 @@ def image_files(tmp_path):
 _HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "tiny_judge_model": "model", "comfy": "comfyui",
                    "ray_service": "ray", "ray_cluster": "ray"}
 # .ci/run sets this for its runs at the transformers floors: a Ray cluster and a browser on ComfyUI's front
-# end are the same at every floor, so those tests run once, at the newest releases
+# end are the same at every floor, and so are a wheel and README's first run: those tests run once, at the
+# newest releases
 FLOOR_RUN = os.environ.get("QINSIGHT_CI_FLOOR")
 
 
@@ -67,7 +68,7 @@ def pytest_collection_modifyitems(items):
         for fixture, marker in _HEAVY_FIXTURES.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
-        heavy = [kind for kind in ("ray", "browser") if kind in item.keywords]
+        heavy = [kind for kind in ("ray", "browser", "install") if kind in item.keywords]
         if FLOOR_RUN and heavy:
             item.add_marker(pytest.mark.skip(reason=f"a {heavy[0]} integration test: CI runs it once, at the "
                                                     f"newest transformers, not at the {FLOOR_RUN} floor"))

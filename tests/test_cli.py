@@ -1,6 +1,7 @@
 """The qinsight command: rows, exit codes, folders, resuming, and the installed entry point."""
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -816,3 +817,25 @@ def test_flags_refuse_what_cannot_be_meant(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stderr_is_terminal, output, shown", [
+    (True, "file", True),              # score -o on a terminal: the bar
+    (True, "terminal", False),         # rows printed to the same terminal: no bar over them
+    (True, "pipe", True),              # rows piped on, the bar on the terminal
+    (False, "file", False)])           # a log file or CI: no bar
+def test_a_progress_bar_only_on_a_terminal_and_never_over_rows(scripted, image_files, tmp_path, monkeypatch,
+                                                               stderr_is_terminal, output, shown):
+    err = Terminal() if stderr_is_terminal else io.StringIO()
+    out = Terminal() if output == "terminal" else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    argv = ["score", *map(str, image_files)] + (["-o", str(tmp_path / "rows.jsonl")] if output == "file" else [])
+    assert cli.main(argv) == 0
+    assert ("5/5" in err.getvalue() and "image/s" in err.getvalue()) is shown, err.getvalue()
+    assert err.getvalue().endswith("score: 5 images, 0 with errors\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..backends.qwen2_5_vl.tiny import build_tiny_checkpoint
 from .samples import write_sample_images
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a tiny RALI in the released file layout instead (ckpt.pt, pca.pkl, "
                              "basis.npz, best/; needs joblib)")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()   # its weight loading and saving bars say nothing here
     if args.rali:
         from ..backends.rali.tiny import build_tiny_rali
 
@@ -30,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.trained:
         from ..backends.qwen2_5_vl.tiny_judge import build_tiny_judge
 
-        path, kind = build_tiny_judge(args.folder), "tiny Qwen2.5-VL judge trained to answer"
+        print("training a tiny judge: about a minute on a free CPU core", file=sys.stderr, flush=True)
+        path = build_tiny_judge(args.folder, progress=sys.stderr.isatty())
+        kind = "tiny Qwen2.5-VL judge trained to answer"
     else:
         path, kind = build_tiny_checkpoint(args.folder, seed=args.seed), "tiny Qwen2.5-VL checkpoint"
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

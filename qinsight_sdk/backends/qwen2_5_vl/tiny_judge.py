@@ -166,10 +166,13 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     return [(conversation, images, f"{THINK}<answer>\n{answer}\n</answer>") for conversation, images, answer in batch]
 
 
-def _train(folder: Path) -> None:
+def _train(folder: Path, progress: bool) -> None:
     """Fine-tune the tiny checkpoint in ``folder`` in place: cross-entropy on the answers only, and the
     weights saved are an average of the last steps' (see :data:`AVERAGE_DECAY`)."""
+    import sys
+
     import torch
+    from tqdm.auto import tqdm
 
     from .backend import QwenVLBackend
 
@@ -186,17 +189,26 @@ def _train(folder: Path) -> None:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / WARMUP, 1 - step / STEPS))
     average = [p.detach().clone() for p in trained]
     tail = _AnswerTail(model)
-    for step in range(STEPS):
-        inputs, answer_ids = _batch(backend, _examples(step))
-        loss = tail.loss(inputs, answer_ids)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            for averaged, parameter in zip(average, trained):
-                averaged.lerp_(parameter, 1 - AVERAGE_DECAY)
+    # one thread: the same weights on any machine (the order of a sum follows the thread count), and no
+    # collapse on a busy one (two builds, each a spinning OpenMP team of two on two cores, took 11 minutes
+    # instead of one; alone, one thread costs 70 s instead of 51)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in tqdm(range(STEPS), desc="training the tiny judge", unit="step", file=sys.stderr,
+                         disable=not progress):
+            inputs, answer_ids = _batch(backend, _examples(step))
+            loss = tail.loss(inputs, answer_ids)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                for averaged, parameter in zip(average, trained):
+                    averaged.lerp_(parameter, 1 - AVERAGE_DECAY)
+    finally:
+        torch.set_num_threads(threads)
     tail.remove()
     with torch.no_grad():
         for parameter, averaged in zip(trained, average):
@@ -288,13 +300,21 @@ def cache_key() -> str:
                           ).hexdigest()[:16]
 
 
-def build_tiny_judge(folder: str | Path) -> Path:
-    """Write the trained tiny judge into ``folder`` (created if needed) and return its path."""
+def build_tiny_judge(folder: str | Path, progress: bool = False) -> Path:
+    """Write the trained tiny judge into ``folder`` (created if needed) and return its path.
+
+    Args:
+        folder: where to write it.
+        progress: show a progress bar of the training steps on standard error.
+
+    Returns:
+        ``folder``, as a path.
+    """
     from .tiny import build_tiny_checkpoint
 
     folder = Path(folder)
     build_tiny_checkpoint(folder, seed=SEED)
-    _train(folder)
+    _train(folder, progress)
     (folder / MARKER).write_text(json.dumps({"key": cache_key()}) + "\n", encoding="utf-8")
     return folder
 

@@ -1,4 +1,5 @@
-"""The wheel and sdist as PyPI would get them, and the wheel installed where nothing else of qinsight is.
+"""As a user meets the package: README's first run, the wheel and sdist as PyPI would get them, and the
+wheel installed where nothing else of qinsight is.
 
 The wheel goes into a fresh virtual environment whose only package is qinsight; its dependencies (torch,
 transformers, ...) come from this environment's site-packages on PYTHONPATH, which Python reads without its
@@ -7,6 +8,8 @@ transformers, ...) come from this environment's site-packages on PYTHONPATH, whi
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -17,7 +20,7 @@ import pytest
 
 import qinsight_sdk
 
-pytestmark = pytest.mark.model     # builds the tiny checkpoint in the installed copy
+pytestmark = [pytest.mark.model, pytest.mark.install]     # each builds a tiny checkpoint as a user would
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = qinsight_sdk.__version__
 
@@ -85,3 +88,30 @@ def test_the_installed_wheel_runs_its_command_builds_a_judge_and_scores(installe
     assert scored.returncode == 0, scored.stderr[-3000:]
     rows = [json.loads(line) for line in scored.stdout.splitlines()]
     assert len(rows) == 4 and all(1 <= row["score"] <= 5 and row["error"] is None for row in rows)
+
+
+def readme_first_run() -> list[str]:
+    """The commands of README's offline first run, after its set-up (venv, pip install)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("The same on a machine without the weights or a network")
+    block = re.search(r"```bash\n(.+?)\n```", readme[start:], re.DOTALL).group(1)
+    steps = [step.strip() for step in block.split("&&")]
+    assert steps[:3] == ["python3 -m venv .venv", ". .venv/bin/activate", "pip install -e ."], steps
+    return steps[3:]
+
+
+def test_readmes_first_run_scores_with_reasoning_and_exits_zero(tmp_path):
+    """What a newcomer without the weights sees: a score and reasoning per sample image, no error, exit 0."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PATH=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                      os.environ["PATH"]]))
+    for step in readme_first_run():
+        step = step.replace("/tmp/qinsight-tiny", str(tmp_path / "tiny")).replace("/tmp/qinsight-images",
+                                                                                  str(tmp_path / "images"))
+        argv = shlex.split(step)
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 4 and all(row["error"] is None and 1 <= row["score"] <= 5 and row["reasoning"]
+                                  for row in rows), rows
+    assert "it/s" not in done.stderr      # no library's progress bars (and none of ours: not a terminal)
