@@ -13,8 +13,9 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     # An unsupported transformers or torch is logged, not raised: a failing entry point would hide every
     # node as "(IMPORT FAILED)"; the judging nodes refuse to run with the same sentences instead.
-    from . import nodes  # noqa: F401  (binds the one qinsight_sdk of this process: nodes/sdk.py)
     from qinsight_sdk.backends.compatibility import warn_if_unsupported
+
+    from . import nodes  # noqa: F401  (binds the one qinsight_sdk of this process: nodes/sdk.py)
 
     warn_if_unsupported(logging.getLogger("qinsight"))
     from .nodes.v3 import QInsightExtension

@@ -24,18 +24,29 @@ from common import ROOT, script_parser
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from comfyui_server import ComfyUI  # noqa: E402
+from comfyui_server import ComfyUI
 
 
 def graph(quantization: str, images: int) -> dict[str, Any]:
-    nodes = {"1": {"class_type": "QInsightLoadJudge",
-                   "inputs": {"model": "tiny-qinsight", "hf_id": "", "allow_download": False, "device": "auto",
-                              "dtype": "auto", "after_run": "keep on GPU", "quantization": quantization}},
-             "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
-             "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},
-             "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
-             "5": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["4", 0], "mode": "fast"}}}
-    if images == 1:   # a different batch, so ComfyUI runs the scorer again instead of reusing its output
+    nodes = {
+        "1": {
+            "class_type": "QInsightLoadJudge",
+            "inputs": {
+                "model": "tiny-qinsight",
+                "hf_id": "",
+                "allow_download": False,
+                "device": "auto",
+                "dtype": "auto",
+                "after_run": "keep on GPU",
+                "quantization": quantization,
+            },
+        },
+        "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
+        "5": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["4", 0], "mode": "fast"}},
+    }
+    if images == 1:  # a different batch, so ComfyUI runs the scorer again instead of reusing its output
         nodes["5"]["inputs"]["images"] = ["2", 0]
         del nodes["3"], nodes["4"]
     return nodes
@@ -65,8 +76,10 @@ def check(server: ComfyUI, quantization: str, cuda: bool) -> bool:
     again = scores(server, quantization, 1)
     same = bool(first) and bool(again) and abs(first[0] - again[0]) < 1e-4
     ok = freed and released and same and after["registered_with_comfyui"] == 0
-    print(f"  off the GPU: {freed} | CUDA bytes {during['cuda_bytes_allocated']} -> {after['cuda_bytes_allocated']} "
-          f"| reloaded with the same score: {same} | {'ok' if ok else 'FAILED'}")
+    print(
+        f"  off the GPU: {freed} | CUDA bytes {during['cuda_bytes_allocated']} -> {after['cuda_bytes_allocated']} "
+        f"| reloaded with the same score: {same} | {'ok' if ok else 'FAILED'}"
+    )
     return ok
 
 

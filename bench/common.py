@@ -15,9 +15,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded; fail fast instead of waiting
 
@@ -25,13 +26,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Qwen2.5-VL-7B-Instruct's sizes (the base of Q-Insight), over the tiny config's other keys
 SEVEN_B_SIZES = {
-    "hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 128000,
-    "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
-    "sliding_window": 32768, "torch_dtype": "bfloat16", "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 128000,
+    "max_window_layers": 28,
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "sliding_window": 32768,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 152064,
     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
 }
-SEVEN_B_VISION_SIZES = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                        "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31]}
+SEVEN_B_VISION_SIZES = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "out_hidden_size": 3584,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+}
 
 
 def script_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -75,8 +89,9 @@ def random_model(folder: Path, dry_run: bool) -> tuple[Any, dict[str, Any]]:
         torch.set_default_dtype(dtype)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
         torch.set_default_dtype(torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=[shape["eos_token_id"], shape["bos_token_id"]],
-                                               pad_token_id=shape["bos_token_id"])  # the released stop tokens
+    model.generation_config = GenerationConfig(
+        eos_token_id=[shape["eos_token_id"], shape["bos_token_id"]], pad_token_id=shape["bos_token_id"]
+    )  # the released stop tokens
     return model, shape
 
 
@@ -122,8 +137,10 @@ def make_images(count: int, size: str, seed: int = 0) -> list[Any]:
 
     sizes = SMALL_SIZES if size == "small" else [tuple(int(v) for v in size.lower().split("x"))]
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-            for width, height in (sizes[k % len(sizes)] for k in range(count))]
+    return [
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for width, height in (sizes[k % len(sizes)] for k in range(count))
+    ]
 
 
 def synchronise(device: Any) -> None:
@@ -145,7 +162,8 @@ def timed(run: Any, device: Any) -> float:
 def model_parts(model: Any) -> tuple[Any, Any]:
     """The vision tower and the language model: ``model.model.visual`` / ``.language_model`` from
     transformers 4.52 on, ``model.visual`` / ``model.model`` before. Looked up here rather than through
-    ``qinsight_sdk.backends.qwen2_5_vl.vision.vision_tower`` so the script also measures commits from before that module."""
+    ``qinsight_sdk.backends.qwen2_5_vl.vision.vision_tower`` so the script also measures commits from before
+    that module."""
     inner = model.model
     return getattr(inner, "visual", None) or model.visual, getattr(inner, "language_model", inner)
 
@@ -172,18 +190,22 @@ def time_shares(model: Any, totals: dict[str, float], device: Any) -> Iterator[N
                 synchronise(device)
                 seconds = time.perf_counter() - start
                 totals[name] += seconds - (totals["vision"] + totals["language"] - inside if name == "loop" else 0)
+
         return timed_call
 
     def counting(call: Any) -> Any:
         def embed(hidden_states: Any) -> Any:
             totals["patches"] += hidden_states.shape[0]
             return call(hidden_states)
+
         return embed
 
-    wrapped = [(tower, "forward", timing("vision", tower.forward)),
-               (language, "forward", timing("language", language.forward)),
-               (model, "generate", timing("loop", model.generate)),
-               (tower.patch_embed, "forward", counting(tower.patch_embed.forward))]
+    wrapped = [
+        (tower, "forward", timing("vision", tower.forward)),
+        (language, "forward", timing("language", language.forward)),
+        (model, "generate", timing("loop", model.generate)),
+        (tower.patch_embed, "forward", counting(tower.patch_embed.forward)),
+    ]
     before = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in wrapped]
     for owner, name, replacement in wrapped:
         setattr(owner, name, replacement)
@@ -200,8 +222,12 @@ def time_shares(model: Any, totals: dict[str, float], device: Any) -> Iterator[N
 def share_line(totals: dict[str, float], seconds: float) -> str:
     """Where a mode's time went, as shares of it."""
     ours = seconds - totals["vision"] - totals["language"] - totals["loop"]
-    parts = {"vision tower": totals["vision"], "language model": totals["language"],
-             "generate() around them (loop, positions, output head)": totals["loop"], "qinsight's own code": ours}
+    parts = {
+        "vision tower": totals["vision"],
+        "language model": totals["language"],
+        "generate() around them (loop, positions, output head)": totals["loop"],
+        "qinsight's own code": ours,
+    }
     return ", ".join(f"{name} {100 * part / seconds:.0f}%" for name, part in parts.items())
 
 
@@ -226,15 +252,24 @@ def reference_loop(model: Any, processor: Any, images: list[Any], new_tokens: in
     for image in images:
         inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
         with torch.inference_mode():
-            model.generate(**inputs, do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
-                           max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+            model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=1.0,
+                top_k=50,
+                top_p=0.95,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+            )
 
 
 def spread_line(ratios: list[float]) -> str:
     """A ratio over interleaved rounds: the lowest (what a target is held to), the median and the highest."""
     ordered = sorted(ratios)
-    return (f"lowest {ordered[0]:.1f}x, median {ordered[len(ordered) // 2]:.1f}x, highest {ordered[-1]:.1f}x "
-            f"over {len(ordered)} rounds")
+    return (
+        f"lowest {ordered[0]:.1f}x, median {ordered[len(ordered) // 2]:.1f}x, highest {ordered[-1]:.1f}x "
+        f"over {len(ordered)} rounds"
+    )
 
 
 MODES = ("reference", "reason", "fast")
@@ -259,20 +294,33 @@ def flops_per_image(shape: dict, image_tokens: int, patches: int, text_tokens: i
 
 # RALI's vision tower, ViT-L/14 (its best/config.json: CLIP, projection 768); the demo's 336x336 dummy image
 # suggests the 336-pixel variant, unverified, so both sizes are counted
-RALI_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-               "patch_size": 14, "projection_dim": 768}
+RALI_VISION = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
 
 
 def rali_flops(side: int) -> float:
     """Matrix-multiply FLOPs of RALI's forward on one image cropped to ``side`` (2 per multiply-add): the
     patch embedding, each layer's attention (projections and scores) and MLP, the projection; the PCA and
     prototype head (a few 768-wide products) are negligible and left out."""
-    hidden, inter, layers = RALI_VISION["hidden_size"], RALI_VISION["intermediate_size"], RALI_VISION["num_hidden_layers"]
+    hidden, inter, layers = (
+        RALI_VISION["hidden_size"],
+        RALI_VISION["intermediate_size"],
+        RALI_VISION["num_hidden_layers"],
+    )
     patches = (side // RALI_VISION["patch_size"]) ** 2
     tokens = patches + 1
     per_layer = tokens * (8 * hidden * hidden + 4 * hidden * inter) + 4 * tokens * tokens * hidden
-    return 2 * patches * 3 * RALI_VISION["patch_size"] ** 2 * hidden + layers * per_layer + \
-        2 * hidden * RALI_VISION["projection_dim"]
+    return (
+        2 * patches * 3 * RALI_VISION["patch_size"] ** 2 * hidden
+        + layers * per_layer
+        + 2 * hidden * RALI_VISION["projection_dim"]
+    )
 
 
 def rali_clip_config(side: int = 336) -> dict[str, Any]:
@@ -290,14 +338,20 @@ def parameter_counts() -> dict[str, int]:
     """Parameters of Q-Insight's model (the 7B shape) and of RALI's CLIP vision tower, counted on the meta
     device (no memory, no download)."""
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Qwen2_5_VLConfig, \
-        Qwen2_5_VLForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
     with torch.device("meta"):
         qinsight = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**benchmark_config(seven_b=True)))
         rali = CLIPVisionModelWithProjection(CLIPVisionConfig(**RALI_VISION, image_size=336))
-    return {"q-insight": sum(p.numel() for p in qinsight.parameters()),
-            "rali": sum(p.numel() for p in rali.parameters())}
+    return {
+        "q-insight": sum(p.numel() for p in qinsight.parameters()),
+        "rali": sum(p.numel() for p in rali.parameters()),
+    }
 
 
 def flop_lines(size: str = "448x448", text_tokens: int = 180) -> list[str]:
@@ -306,28 +360,34 @@ def flop_lines(size: str = "448x448", text_tokens: int = 180) -> list[str]:
     patches = (width // 14) * (height // 14)
     fast = flops_per_image(benchmark_config(seven_b=True), patches // 4, patches, text_tokens)
     counts = parameter_counts()
-    lines = [f"parameters: Q-Insight {counts['q-insight'] / 1e9:.2f} B, RALI's vision tower "
-             f"{counts['rali'] / 1e6:.0f} M ({100 * counts['rali'] / counts['q-insight']:.1f}%)"]
+    lines = [
+        f"parameters: Q-Insight {counts['q-insight'] / 1e9:.2f} B, RALI's vision tower "
+        f"{counts['rali'] / 1e6:.0f} M ({100 * counts['rali'] / counts['q-insight']:.1f}%)"
+    ]
     for side in (224, 336):
         rali = rali_flops(side)
-        lines.append(f"FLOPs per image: RALI at {side}x{side} {rali / 1e9:.1f} G, Q-Insight fast mode at {size} "
-                     f"{fast / 1e9:.0f} G: RALI is {100 * rali / fast:.2f}% ({fast / rali:.0f}x fewer)")
+        lines.append(
+            f"FLOPs per image: RALI at {side}x{side} {rali / 1e9:.1f} G, Q-Insight fast mode at {size} "
+            f"{fast / 1e9:.0f} G: RALI is {100 * rali / fast:.2f}% ({fast / rali:.0f}x fewer)"
+        )
     return lines
 
 
 def compare_rali(judge: Any, rali: Any, size: str, args: Any) -> None:
     """RALI's images/s against ``judge``'s fast mode on the same images, in interleaved rounds."""
     images = make_images(args.images, size)
-    judge.score(images[:args.batch_size], mode="fast")   # warm-up, not timed
-    rali.score(images[:args.batch_size])
+    judge.score(images[: args.batch_size], mode="fast")  # warm-up, not timed
+    rali.score(images[: args.batch_size])
     seconds: dict[str, list[float]] = {"fast": [], "rali": []}
     for _ in range(args.rounds):
         seconds["fast"].append(timed(lambda: judge.score(images, mode="fast"), judge.backend.device))
         seconds["rali"].append(timed(lambda: rali.score(images), rali.backend.device))
     for name, label in (("fast", "(c) fast mode"), ("rali", "(d) RALI")):
         rates = [args.images / s for s in seconds[name]]
-        print(f"{label}, batch {args.batch_size}: {statistics.median(rates):.2f} images/s median "
-              f"({min(rates):.2f}-{max(rates):.2f})")
+        print(
+            f"{label}, batch {args.batch_size}: {statistics.median(rates):.2f} images/s median "
+            f"({min(rates):.2f}-{max(rates):.2f})"
+        )
     print(f"ratio RALI / fast mode: {spread_line([f / r for f, r in zip(seconds['fast'], seconds['rali'])])}")
 
 
@@ -341,12 +401,14 @@ def compare_modes(judge: Any, stock: tuple[Any, Any], size: str, args: Any) -> d
     fitted = [judge.load_image(image) for image in images]  # the reference gets what the judge's resizing gives
     forced = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     count = min(args.reference_images, args.images)
-    runs = {"reference": lambda: reference_loop(*stock, fitted[:count], args.new_tokens),
-            "reason": lambda: judge.score(images, decoding=forced),
-            "fast": lambda: judge.score(images, mode="fast")}
+    runs = {
+        "reference": lambda: reference_loop(*stock, fitted[:count], args.new_tokens),
+        "reason": lambda: judge.score(images, decoding=forced),
+        "fast": lambda: judge.score(images, mode="fast"),
+    }
     reference_loop(*stock, fitted[:1], 4)  # warm-up (kernels, caches, lazy imports), not timed
-    judge.score(images[:args.batch_size], decoding=DecodingOptions(max_new_tokens=4))
-    judge.score(images[:args.batch_size], mode="fast")
+    judge.score(images[: args.batch_size], decoding=DecodingOptions(max_new_tokens=4))
+    judge.score(images[: args.batch_size], mode="fast")
     seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
     shares: dict[str, tuple[dict[str, float], float]] = {}
     for _ in range(args.rounds):
@@ -358,10 +420,15 @@ def compare_modes(judge: Any, stock: tuple[Any, Any], size: str, args: Any) -> d
             if mode != "reference" and took <= min(seconds[mode]):
                 shares[mode] = (totals, took)
     pixels = sum(image.width * image.height for image in fitted) // len(fitted)
-    print(f"--- {size}: {args.images} images ({pixels} pixels each on average after fitting), batch "
-          f"{args.batch_size}, {args.new_tokens} new tokens in (a) and (b), {args.rounds} rounds")
-    names = {"reference": "(a) reference loop (demo: batch 1, sampling, stock model)",
-             "reason": f"(b) reason mode, batch {args.batch_size}", "fast": f"(c) fast mode, batch {args.batch_size}"}
+    print(
+        f"--- {size}: {args.images} images ({pixels} pixels each on average after fitting), batch "
+        f"{args.batch_size}, {args.new_tokens} new tokens in (a) and (b), {args.rounds} rounds"
+    )
+    names = {
+        "reference": "(a) reference loop (demo: batch 1, sampling, stock model)",
+        "reason": f"(b) reason mode, batch {args.batch_size}",
+        "fast": f"(c) fast mode, batch {args.batch_size}",
+    }
     for mode in MODES:
         rates = [args.images / s for s in seconds[mode]]
         print(f"{names[mode]}: {statistics.median(rates):.2f} images/s median ({min(rates):.2f}-{max(rates):.2f})")
@@ -378,18 +445,21 @@ def tournament(judge: Any, args: Any) -> None:
 
     images = make_images(8, "448x448", seed=1)
     fitted = judge.load_image(images[0])
-    patches_per_image = fitted.width * fitted.height // 14 ** 2
+    patches_per_image = fitted.width * fitted.height // 14**2
     judge.decoding = DecodingOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     best, encoded = float("inf"), 0.0
     for _ in range(args.rounds):
         totals: dict[str, float] = {}
         with time_shares(judge.backend.model, totals, judge.backend.device):
-            took = timed(lambda: judge.rank(images, strategy="tournament", batch_size=args.batch_size),
-                         judge.backend.device)
+            took = timed(
+                lambda: judge.rank(images, strategy="tournament", batch_size=args.batch_size), judge.backend.device
+            )
         best, encoded = min(best, took), totals["patches"] / patches_per_image
-    print(f"--- tournament over 8 images of 448x448 (7 matches, both orders: 28 images asked about), "
-          f"{args.new_tokens} new tokens: best {best:.2f} s of {args.rounds}; the vision tower encoded "
-          f"{encoded:.0f} images")
+    print(
+        f"--- tournament over 8 images of 448x448 (7 matches, both orders: 28 images asked about), "
+        f"{args.new_tokens} new tokens: best {best:.2f} s of {args.rounds}; the vision tower encoded "
+        f"{encoded:.0f} images"
+    )
 
 
 def peak_memory(device: Any) -> str:

@@ -21,14 +21,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (compare_modes, compare_rali, cuda_missing, device_name, flops_per_image, make_images, peak_memory,
-                    rali_clip_config, random_model, script_parser, tournament)
-
 import torch
+from common import (
+    compare_modes,
+    compare_rali,
+    cuda_missing,
+    device_name,
+    flops_per_image,
+    make_images,
+    peak_memory,
+    rali_clip_config,
+    random_model,
+    script_parser,
+    tournament,
+)
 
 from qinsight_sdk import QualityJudge
-from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
+from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 
 # dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity)
@@ -65,8 +75,9 @@ def random_rali(device: torch.device, dry_run: bool) -> QualityJudge:
     return QualityJudge.from_pretrained(folder, device=device)
 
 
-def bench_size(judge: QualityJudge, stock: tuple, shape: dict, size: str, args: argparse.Namespace,
-               peak: float | None) -> None:
+def bench_size(
+    judge: QualityJudge, stock: tuple, shape: dict, size: str, args: argparse.Namespace, peak: float | None
+) -> None:
     device = judge.backend.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -78,8 +89,10 @@ def bench_size(judge: QualityJudge, stock: tuple, shape: dict, size: str, args: 
     if peak:
         bound = peak * 1e12 / flops_per_image(shape, patches // 4, patches, text_tokens)
         fast = args.images / min(seconds["fast"])
-        print(f"fast mode at {100 * fast / bound:.1f}% of the bf16 FLOP bound ({bound:.1f} images/s at "
-              f"{peak:.0f} TFLOP/s; {patches // 4} image tokens)")
+        print(
+            f"fast mode at {100 * fast / bound:.1f}% of the bf16 FLOP bound ({bound:.1f} images/s at "
+            f"{peak:.0f} TFLOP/s; {patches // 4} image tokens)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     judge, stock, shape = random_judge(args.dry_run)
     name = device_name(args.dry_run)
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    print(f"device {name}, {sum(p.numel() for p in judge.backend.model.parameters()) / 1e9:.2f} B parameters "
-          f"({judge.backend.dtype}), attention {judge.backend.model.config._attn_implementation}, "
-          f"built in {time.perf_counter() - start:.0f} s")
+    print(
+        f"device {name}, {sum(p.numel() for p in judge.backend.model.parameters()) / 1e9:.2f} B parameters "
+        f"({judge.backend.dtype}), attention {judge.backend.model.config._attn_implementation}, "
+        f"built in {time.perf_counter() - start:.0f} s"
+    )
     for size in args.sizes.split(","):
         bench_size(judge, stock, shape, size, args, peak)
     rali = random_rali(judge.backend.device, args.dry_run)

@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cuda_missing, device_name, random_model, read_metrics, script_parser, spread
-
 import torch
+from common import cuda_missing, device_name, random_model, read_metrics, script_parser, spread
 
 from qinsight_sdk.train import TrainConfig, train
 
@@ -58,10 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"task": "score", "image": f"{i}.png", "mos": 1 + i / 2})
     (work / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     print(f"checkpoint written in {time.perf_counter() - started:.0f} s")
-    config = TrainConfig(model=str(model), output_dir=str(work / "run"), data=[{"path": str(work / "data.jsonl")}],
-                         finetune=args.finetune, device="cpu" if args.dry_run else "auto",
-                         num_generations=8, per_device_batch_size=8, max_completion_length=args.new_tokens,
-                         max_steps=args.steps, save_steps=10 ** 6, learning_rate=1e-5, lora_r=64, lora_alpha=128)
+    config = TrainConfig(
+        model=str(model),
+        output_dir=str(work / "run"),
+        data=[{"path": str(work / "data.jsonl")}],
+        finetune=args.finetune,
+        device="cpu" if args.dry_run else "auto",
+        num_generations=8,
+        per_device_batch_size=8,
+        max_completion_length=args.new_tokens,
+        max_steps=args.steps,
+        save_steps=10**6,
+        learning_rate=1e-5,
+        lora_r=64,
+        lora_alpha=128,
+    )
     if not args.dry_run:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -70,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = read_metrics(work / "run")
     times = [row["step_time"] for row in steps if "step_time" in row]
     name = device_name(args.dry_run)
-    peak = 0.0 if args.dry_run else torch.cuda.max_memory_allocated() / 2 ** 30
+    peak = 0.0 if args.dry_run else torch.cuda.max_memory_allocated() / 2**30
     print(f"device {name}: {args.finetune}, group 8 x {args.new_tokens} new tokens, {args.size} images")
     print(f"steps {len(times)}, seconds per step {', '.join(f'{t:.1f}' for t in times)}; whole run {elapsed:.0f} s")
     losses = ", ".join(f"{r['loss']:.3g}" for r in steps if "loss" in r)
     print(f"peak GPU memory {peak:.1f} GiB; losses {losses}")
-    print(f"final model folder: {sum(p.stat().st_size for p in final.iterdir()) / 2 ** 30:.1f} GiB")
+    print(f"final model folder: {sum(p.stat().st_size for p in final.iterdir()) / 2**30:.1f} GiB")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -37,22 +37,36 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = build_tiny_checkpoint(work / "tiny")
         images = write_sample_images(work / "images", count=4, seed=args.seed)
-        rows = [{"task": "comparison", "image_a": a.name, "image_b": b.name, "answer": "Similar"}
-                for a, b in zip(images, images[1:] + images[:1])]
+        rows = [
+            {"task": "comparison", "image_a": a.name, "image_b": b.name, "answer": "Similar"}
+            for a, b in zip(images, images[1:] + images[:1])
+        ]
         (work / "images" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
         config = TrainConfig(
-            model=str(model), output_dir=str(work / "run"), device="cpu", seed=args.seed,
+            model=str(model),
+            output_dir=str(work / "run"),
+            device="cpu",
+            seed=args.seed,
             data=[{"path": str(work / "images" / "pairs.jsonl")}],
-            format_reward=False, strict_parsing=False,
-            num_generations=8, per_device_batch_size=16, max_completion_length=32,
-            learning_rate=5e-3, lr_scheduler="constant", beta=0.0, epochs=1000, max_steps=args.steps,
-            save_steps=10 ** 6, gradient_checkpointing=False)
+            format_reward=False,
+            strict_parsing=False,
+            num_generations=8,
+            per_device_batch_size=16,
+            max_completion_length=32,
+            learning_rate=5e-3,
+            lr_scheduler="constant",
+            beta=0.0,
+            epochs=1000,
+            max_steps=args.steps,
+            save_steps=10**6,
+            gradient_checkpointing=False,
+        )
         started = time.perf_counter()
         train(config)
         elapsed = time.perf_counter() - started
         rewards = [row["reward"] for row in read_metrics(work / "run") if "reward" in row]
 
-    first, last = rewards[:args.window], rewards[-args.window:]
+    first, last = rewards[: args.window], rewards[-args.window :]
     print(f"steps: {len(rewards)} (group 8, 2 prompts per step, 32 new tokens), {elapsed:.0f} s on this CPU")
     print(f"mean reward, first {len(first)} steps: {statistics.mean(first):.3f}")
     print(f"mean reward, last {len(last)} steps:  {statistics.mean(last):.3f}")

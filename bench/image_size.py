@@ -15,9 +15,8 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from common import make_images, peak_memory, script_parser, timed
-
 import torch
+from common import make_images, peak_memory, script_parser, timed
 
 from qinsight_sdk import ImageBounds, QualityJudge
 from qinsight_sdk.io.images import PATCH_GRID, fit_to_patch_grid
@@ -36,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     model = args.model or build_tiny_checkpoint(tempfile.mkdtemp(prefix="qinsight-bench-"))
-    judges = {name: QualityJudge.from_pretrained(model, device=args.device, dtype=args.dtype, batch_size=1,
-                                                 image_bounds=ImageBounds.preset(name)) for name in PRESETS}
+    judges = {
+        name: QualityJudge.from_pretrained(
+            model, device=args.device, dtype=args.dtype, batch_size=1, image_bounds=ImageBounds.preset(name)
+        )
+        for name in PRESETS
+    }
     device = judges["official"].backend.device
     print(f"model {model} on {device}, {args.images} images per size, fast mode, batch 1, best of {args.rounds}")
     print("| size | tokens official | tokens fast | official images/s | fast images/s | fast / official |")
@@ -51,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         best = {name: float("inf") for name in PRESETS}
         for _ in range(args.rounds):
             for name in PRESETS:
-                best[name] = min(best[name], timed(lambda: judges[name].score(images, mode="fast"), device))
+                best[name] = min(best[name], timed(lambda: judges[name].score(images, mode="fast"), device))  # noqa: B023 (called at once)
         rate = {name: args.images / best[name] for name in PRESETS}
-        print(f"| {size} | {tokens['official']} | {tokens['fast']} | {rate['official']:.2f} | {rate['fast']:.2f} "
-              f"| {rate['fast'] / rate['official']:.1f}x |")
+        print(
+            f"| {size} | {tokens['official']} | {tokens['fast']} | {rate['official']:.2f} | {rate['fast']:.2f} "
+            f"| {rate['fast'] / rate['official']:.1f}x |"
+        )
         if device.type == "cuda":
             for name in PRESETS:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tokens(width: int, height: int, bounds: ImageBounds) -> int:
     fitted_width, fitted_height = fit_to_patch_grid(width, height, bounds)
-    return fitted_width * fitted_height // PATCH_GRID ** 2
+    return fitted_width * fitted_height // PATCH_GRID**2
 
 
 if __name__ == "__main__":

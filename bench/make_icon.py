@@ -31,7 +31,7 @@ def draw_icon() -> Image.Image:
     draw.rounded_rectangle(_box(8, 8, 392, 392), radius=72 * SCALE, fill=BACKGROUND)
     draw.ellipse(_box(68, 82, 300, 314), outline=LETTER, width=36 * SCALE)
     draw.line(_box(228, 244, 306, 322), fill=LETTER, width=38 * SCALE)
-    draw.ellipse(_box(287, 303, 325, 341), fill=LETTER)   # the tail's rounded end
+    draw.ellipse(_box(287, 303, 325, 341), fill=LETTER)  # the tail's rounded end
     draw.polygon(_star(centre=(318, 92), outer=46, inner=19), fill=STAR)
     return canvas.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
@@ -46,8 +46,7 @@ def _star(centre: tuple[float, float], outer: float, inner: float) -> list[tuple
     for index in range(10):
         radius = outer if index % 2 == 0 else inner
         angle = -math.pi / 2 + index * math.pi / 5
-        corners.append(((centre[0] + radius * math.cos(angle)) * SCALE,
-                        (centre[1] + radius * math.sin(angle)) * SCALE))
+        corners.append(((centre[0] + radius * math.cos(angle)) * SCALE, (centre[1] + radius * math.sin(angle)) * SCALE))
     return corners
 
 

@@ -29,12 +29,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from common import benchmark_config, cuda_missing, device_name, make_images, random_model, script_parser
+from typing import Any
 
 import torch
+from common import benchmark_config, cuda_missing, device_name, make_images, random_model, script_parser
 from scipy.stats import spearmanr
 
 from qinsight_sdk import DecodingOptions, QualityJudge
@@ -42,7 +42,7 @@ from qinsight_sdk.backends.quantization import UNQUANTIZED_MODULES, quantization
 from qinsight_sdk.testing import brightness_image, cached_tiny_judge
 
 MODES = ("full", "8bit", "8bit-outlier", "4bit", "4bit-all")
-EVERYTHING = ["(none: every linear layer is quantized)"]   # a skip list that matches no module
+EVERYTHING = ["(none: every linear layer is quantized)"]  # a skip list that matches no module
 GIB = 2**30
 
 
@@ -52,8 +52,11 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--dry-run", action="store_true", help="with --seven-b: the tiny shape on the CPU")
     parser.add_argument("--size", default="1024x768", help="the batch's image size")
     parser.add_argument("--new-tokens", type=int, default=64, help="reason mode's longest answer")
-    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qinsight-bench-cache"),
-                        help="where the trained tiny judge is kept")
+    parser.add_argument(
+        "--cache",
+        default=str(Path(tempfile.gettempdir()) / "qinsight-bench-cache"),
+        help="where the trained tiny judge is kept",
+    )
     return parser.parse_args(argv)
 
 
@@ -111,24 +114,30 @@ class MemoryProbe:
             time.sleep(0.001)
 
 
-def measure(folder: Path, mode: str, device: torch.device, batch: list[Any], agreement_set: list[Any],
-            new_tokens: int) -> dict[str, Any]:
+def measure(
+    folder: Path, mode: str, device: torch.device, batch: list[Any], agreement_set: list[Any], new_tokens: int
+) -> dict[str, Any]:
     probe = MemoryProbe(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     before = probe.now()
-    judge = QualityJudge.from_pretrained(folder, device=device, dtype=dtype, local_files_only=True,
-                                         quantization=quantization(mode, dtype),
-                                         decoding=DecodingOptions(max_new_tokens=new_tokens))
+    judge = QualityJudge.from_pretrained(
+        folder,
+        device=device,
+        dtype=dtype,
+        local_files_only=True,
+        quantization=quantization(mode, dtype),
+        decoding=DecodingOptions(max_new_tokens=new_tokens),
+    )
     row = {"mode": mode, "footprint": stored_bytes(judge.backend.model), "loaded": probe.now() - before}
     row["fast_peak"] = probe.peak_during(lambda: judge.score(batch, mode="fast", batch_size=8))
     row["reason_peak"] = probe.peak_during(lambda: judge.score(batch, batch_size=8))
     row["scores"] = [r.score for r in judge.score(agreement_set, mode="fast", batch_size=8)]
     alone = [r.score for r in judge.score(agreement_set, mode="fast", batch_size=1)]
     row["batch_change"] = max(abs(a - b) for a, b in zip(row["scores"], alone))
-    return row   # the judge goes with this frame; the next measurement collects it first
+    return row  # the judge goes with this frame; the next measurement collects it first
 
 
 def stored_bytes(model: torch.nn.Module) -> int:
@@ -161,8 +170,11 @@ def weight_bytes(config: dict[str, Any], element: int = 2, kept: list[str] = UNQ
     total = sum(p.numel() for p in model.parameters())
     rest = element * (total - quantized_weights)
     blocks = quantized_weights / 64
-    return {"full": element * total, "8bit": quantized_weights + 4 * quantized_rows + rest,
-            "4bit": quantized_weights / 2 + blocks + 4 * blocks / 256 + rest}
+    return {
+        "full": element * total,
+        "8bit": quantized_weights + 4 * quantized_rows + rest,
+        "4bit": quantized_weights / 2 + blocks + 4 * blocks / 256 + rest,
+    }
 
 
 def seven_b_folder(dry_run: bool) -> Path:
@@ -178,14 +190,18 @@ def seven_b_folder(dry_run: bool) -> Path:
 
 def print_rows(rows: list[dict[str, Any]], device: torch.device) -> None:
     where = "GPU allocated" if device.type == "cuda" else "process RSS"
-    print(f"{'mode':<13} {'weights':>9} {'load (' + where + ')':>22} {'fast batch 8':>13} {'reason batch 8':>15} "
-          f"{'rho vs full':>12} {'max |diff|':>11} {'batch 8 vs 1':>13}")
+    print(
+        f"{'mode':<13} {'weights':>9} {'load (' + where + ')':>22} {'fast batch 8':>13} {'reason batch 8':>15} "
+        f"{'rho vs full':>12} {'max |diff|':>11} {'batch 8 vs 1':>13}"
+    )
     full = rows[0]["scores"]
     for row in rows:
         rho = spearmanr(full, row["scores"])[0]
         diff = max(abs(a - b) for a, b in zip(full, row["scores"]))
-        print(f"{row['mode']:<13} {size(row['footprint']):>9} {size(row['loaded']):>22} {size(row['fast_peak']):>13} "
-              f"{size(row['reason_peak']):>15} {rho:>12.4f} {diff:>11.2e} {row['batch_change']:>13.1e}")
+        print(
+            f"{row['mode']:<13} {size(row['footprint']):>9} {size(row['loaded']):>22} {size(row['fast_peak']):>13} "
+            f"{size(row['reason_peak']):>15} {rho:>12.4f} {diff:>11.2e} {row['batch_change']:>13.1e}"
+        )
 
 
 def size(value: float) -> str:
@@ -200,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     folder = seven_b_folder(args.dry_run) if args.seven_b else cached_tiny_judge(args.cache)
     batch = make_images(8, args.size)
     agreement_set = [brightness_image(level / 15, 70_000 + i, size=112) for i, level in enumerate(range(16))]
-    model = ("random tiny shape (dry run)" if args.dry_run else "random 7B shape") if args.seven_b else \
-        "trained tiny judge"
-    print(f"qinsight memory benchmark: {model} on {device_name(device.type == 'cpu')}, batch of 8 at {args.size}, "
-          f"reason mode up to {args.new_tokens} tokens, torch {torch.__version__}")
+    model = (
+        ("random tiny shape (dry run)" if args.dry_run else "random 7B shape") if args.seven_b else "trained tiny judge"
+    )
+    print(
+        f"qinsight memory benchmark: {model} on {device_name(device.type == 'cpu')}, batch of 8 at {args.size}, "
+        f"reason mode up to {args.new_tokens} tokens, torch {torch.__version__}"
+    )
     try:
-        measure(folder, "full", device, batch[:1], agreement_set[:2], 1)   # warm-up: libraries' own start-up
+        measure(folder, "full", device, batch[:1], agreement_set[:2], 1)  # warm-up: libraries' own start-up
         rows = [measure(folder, mode, device, batch, agreement_set, args.new_tokens) for mode in MODES]
     finally:
         if args.seven_b:
@@ -217,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     print("  tiny shape: " + ", ".join(f"{m} {size(tiny[m])} | {size(measured[m])}" for m in ("full", "8bit", "4bit")))
     seven = weight_bytes(benchmark_config(seven_b=True))
     everything = weight_bytes(benchmark_config(seven_b=True), kept=EVERYTHING)
-    print("  7B shape:   " + ", ".join(f"{m} {seven[m] / 1e9:.1f} GB" for m in ("full", "8bit", "4bit"))
-          + f", 4bit-all {everything['4bit'] / 1e9:.1f} GB")
+    print(
+        "  7B shape:   "
+        + ", ".join(f"{m} {seven[m] / 1e9:.1f} GB" for m in ("full", "8bit", "4bit"))
+        + f", 4bit-all {everything['4bit'] / 1e9:.1f} GB"
+    )
     return 0
 
 

@@ -20,14 +20,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from common import make_images, script_parser, timed
-
 import torch
+from common import make_images, script_parser, timed
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.testing import cached_tiny_judge
 
-CPU = torch.device("cpu")   # the tiny judge runs on the CPU: nothing to synchronise
+CPU = torch.device("cpu")  # the tiny judge runs on the CPU: nothing to synchronise
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
@@ -53,11 +52,15 @@ def actors(paths: list[str], options: dict[str, Any], local: QualityJudge) -> No
     from qinsight_sdk.distributed import DistributedJudge
 
     baseline = timed(lambda: local.score(paths, mode="fast"), CPU)
-    seconds = {n: timed(lambda n=n: DistributedJudge(options, workers=n, cpus_per_worker=0.5).score(
-        paths, mode="fast"), CPU) for n in (1, 2)}
-    print(f"Ray Data, {len(paths)} images: in-process {len(paths) / baseline:.1f} images/s | 1 actor "
-          f"{len(paths) / seconds[1]:.1f} | 2 actors {len(paths) / seconds[2]:.1f} images/s | "
-          f"2 vs 1 actors: {seconds[1] / seconds[2]:.2f}x (start-up included)")
+    seconds = {
+        n: timed(lambda n=n: DistributedJudge(options, workers=n, cpus_per_worker=0.5).score(paths, mode="fast"), CPU)
+        for n in (1, 2)
+    }
+    print(
+        f"Ray Data, {len(paths)} images: in-process {len(paths) / baseline:.1f} images/s | 1 actor "
+        f"{len(paths) / seconds[1]:.1f} | 2 actors {len(paths) / seconds[2]:.1f} images/s | "
+        f"2 vs 1 actors: {seconds[1] / seconds[2]:.2f}x (start-up included)"
+    )
 
 
 def service(images: list[Any], options: dict[str, Any], local: QualityJudge, clients: int, requests: int) -> None:
@@ -67,15 +70,18 @@ def service(images: list[Any], options: dict[str, Any], local: QualityJudge, cli
     from qinsight_sdk.service import ServiceSettings, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8799})
-    serve.run(build_app(options, ServiceSettings(max_batch_size=clients, batch_wait_s=0.02), cpus_per_replica=0.5),
-              route_prefix="/", name="qinsight-bench")
+    serve.run(
+        build_app(options, ServiceSettings(max_batch_size=clients, batch_wait_s=0.02), cpus_per_replica=0.5),
+        route_prefix="/",
+        name="qinsight-bench",
+    )
     remote = RemoteJudge("http://127.0.0.1:8799")
     encoded = []
     for image in images[:requests]:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         encoded.append(buffer.getvalue())
-    remote.score(encoded[0], mode="fast")   # warm: the replica's first batch
+    remote.score(encoded[0], mode="fast")  # warm: the replica's first batch
 
     def client(share: list[bytes]) -> None:
         for data in share:
@@ -91,10 +97,12 @@ def service(images: list[Any], options: dict[str, Any], local: QualityJudge, cli
     one_by_one = timed(lambda: [local.score(data, mode="fast") for data in encoded], CPU)
     batched = timed(lambda: local.score(encoded, mode="fast"), CPU)
     seconds = timed(served, CPU)
-    print(f"Ray Serve, {len(encoded)} one-image requests from {clients} clients: {len(encoded) / seconds:.1f} "
-          f"requests/s | in-process one call per image {len(encoded) / one_by_one:.1f}/s "
-          f"(service {one_by_one / seconds:.2f}x) | in-process one batch {len(encoded) / batched:.1f}/s "
-          f"(service {batched / seconds:.2f}x of it)")
+    print(
+        f"Ray Serve, {len(encoded)} one-image requests from {clients} clients: {len(encoded) / seconds:.1f} "
+        f"requests/s | in-process one call per image {len(encoded) / one_by_one:.1f}/s "
+        f"(service {one_by_one / seconds:.2f}x) | in-process one batch {len(encoded) / batched:.1f}/s "
+        f"(service {batched / seconds:.2f}x of it)"
+    )
     serve.shutdown()
 
 
@@ -107,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     local = QualityJudge.from_pretrained(**options)
     images = make_images(args.images, args.size)
     ray.init(include_dashboard=False, log_to_driver=False)
-    print(f"qinsight scale benchmark: trained tiny judge, fast mode, {args.size} images, "
-          f"{int(ray.cluster_resources().get('CPU', 0))} CPUs")
+    print(
+        f"qinsight scale benchmark: trained tiny judge, fast mode, {args.size} images, "
+        f"{int(ray.cluster_resources().get('CPU', 0))} CPUs"
+    )
     with tempfile.TemporaryDirectory() as folder:
         actors(png_files(images, Path(folder)), options, local)
     service(images, options, local, args.clients, args.requests)

@@ -37,10 +37,14 @@ def example_photo(size: tuple[int, int] = (512, 384)) -> Image.Image:
         t = y / height
         draw.line([(0, y), (width, y)], fill=(int(90 + 140 * t), int(150 + 70 * t), int(230 - 40 * t)))
     draw.ellipse([width * 0.68, height * 0.12, width * 0.84, height * 0.33], fill=(255, 214, 120))
-    draw.polygon([(0, height * 0.7), (width * 0.35, height * 0.45), (width * 0.7, height * 0.72), (0, height)],
-                 fill=(60, 120, 70))
-    draw.polygon([(width * 0.3, height), (width * 0.75, height * 0.55), (width, height * 0.68), (width, height)],
-                 fill=(40, 95, 55))
+    draw.polygon(
+        [(0, height * 0.7), (width * 0.35, height * 0.45), (width * 0.7, height * 0.72), (0, height)],
+        fill=(60, 120, 70),
+    )
+    draw.polygon(
+        [(width * 0.3, height), (width * 0.75, height * 0.55), (width, height * 0.68), (width, height)],
+        fill=(40, 95, 55),
+    )
     return image
 
 
@@ -52,7 +56,7 @@ def capture(out: Path, thumbnails: Path) -> list[Path]:
         server = prepare_front_end_server(Path(work))
         example_photo().save(server.input_dir / "example.png")
         judge = build_tiny_judge(Path(work) / "tiny-judge")
-        for name in ("score_degradation", "comparison"):   # where the workflows expect the released weights
+        for name in ("score_degradation", "comparison"):  # where the workflows expect the released weights
             shutil.rmtree(server.models / "Q-Insight" / name)
             shutil.copytree(judge, server.models / "Q-Insight" / name)
         server.start()
@@ -63,7 +67,7 @@ def capture(out: Path, thumbnails: Path) -> list[Path]:
                     page = ComfyPage(server, browser)
                     page.open_workflow(workflow)
                     page.run()
-                    page.page.wait_for_timeout(1500)   # previews load after the run ends
+                    page.page.wait_for_timeout(1500)  # previews load after the run ends
                     shot = out / f"{workflow.stem}.png"
                     page.page.screenshot(path=str(shot))
                     thumbnail = Image.open(shot).convert("RGB")

@@ -40,9 +40,13 @@ def parse_args(argv: list[str] | None = None) -> Any:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured time per cell of the table")
     parser.add_argument("--slow", type=int, default=40, help="slow-upload attackers")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections")
-    parser.add_argument("--attack-seconds", type=float, default=40.0,
-                        help="how long the legitimate client is measured beside the attackers (past the 30 s "
-                             "body deadline, so that cut-off uploads reconnect)")
+    parser.add_argument(
+        "--attack-seconds",
+        type=float,
+        default=40.0,
+        help="how long the legitimate client is measured beside the attackers (past the 30 s "
+        "body deadline, so that cut-off uploads reconnect)",
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qinsight-bench-cache"))
     return parser.parse_args(argv)
 
@@ -100,12 +104,14 @@ def table(images: list[bytes], counts: list[int], seconds: float) -> dict[tuple[
     for per_request in (1, 8):
         body = request_body(images[:per_request])
         for clients in counts:
-            load(clients, body, min(1.0, seconds))   # warm: connections, the batch queue
+            load(clients, body, min(1.0, seconds))  # warm: connections, the batch queue
             answered, failed, latencies = load(clients, body, seconds)
             throughput[clients, per_request] = answered / seconds
-            print(f"| {clients} | {per_request} | {answered / seconds:.1f} | {answered * per_request / seconds:.1f} | "
-                  f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.99) * 1000:.0f} | {failed} |",
-                  flush=True)
+            print(
+                f"| {clients} | {per_request} | {answered / seconds:.1f} | {answered * per_request / seconds:.1f} | "
+                f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.99) * 1000:.0f} | {failed} |",
+                flush=True,
+            )
     return throughput
 
 
@@ -113,8 +119,9 @@ class Attackers:
     """``slow`` uploads that declare 100,000 bytes and send one every 3 s (reconnecting when cut off), and
     ``idle`` connections that send nothing."""
 
-    HEAD = (b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100000\r\n\r\n{")
+    HEAD = (
+        b"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
 
     def __init__(self, slow: int, idle: int) -> None:
         self.idle = [socket.create_connection(("127.0.0.1", PORT)) for _ in range(idle)]
@@ -134,13 +141,13 @@ class Attackers:
             time.sleep(3)
             for index, connection in enumerate(self.slow):
                 try:
-                    connection.recv(65536, socket.MSG_DONTWAIT)   # the service's 408, or its closing
-                except BlockingIOError:   # nothing from the service yet: one more byte
+                    connection.recv(65536, socket.MSG_DONTWAIT)  # the service's 408, or its closing
+                except BlockingIOError:  # nothing from the service yet: one more byte
                     connection.sendall(b" ")
                     continue
                 except OSError:
                     pass
-                connection.close()   # cut off at the body deadline: back again, as an attacker would
+                connection.close()  # cut off at the body deadline: back again, as an attacker would
                 self.slow[index] = self._upload()
                 self.reconnects += 1
 
@@ -169,17 +176,21 @@ def attacked(images: list[bytes], slow: int, idle: int, seconds: float) -> None:
     body = request_body(images[:1])
     alone = one_client(body, min(seconds, 10.0))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # this process holds the attackers' sockets
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds the attackers' sockets
     attackers = Attackers(slow, idle)
     try:
         beside = one_client(body, seconds)
     finally:
         attackers.close()
     for name, latencies in (("alone", alone), (f"beside {slow} slow uploads and {idle} idle connections", beside)):
-        print(f"one client, {name}: {len(latencies)} requests, p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms")
-    print(f"slow uploads cut off at the body deadline and reconnected: {attackers.reconnects}; "
-          f"worst beside them / median alone: {max(beside) / statistics.median(alone):.1f}x")
+        print(
+            f"one client, {name}: {len(latencies)} requests, p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms"
+        )
+    print(
+        f"slow uploads cut off at the body deadline and reconnected: {attackers.reconnects}; "
+        f"worst beside them / median alone: {max(beside) / statistics.median(alone):.1f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,12 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         image.save(buffer, format="PNG")
         images.append(buffer.getvalue())
     ray.init(include_dashboard=False, log_to_driver=False)
-    print(f"qinsight service load benchmark: trained tiny judge, fast mode, one replica, "
-          f"{int(ray.cluster_resources().get('CPU', 0))} CPUs, {args.seconds:g} s per cell")
+    print(
+        f"qinsight service load benchmark: trained tiny judge, fast mode, one replica, "
+        f"{int(ray.cluster_resources().get('CPU', 0))} CPUs, {args.seconds:g} s per cell"
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PORT, "keep_alive_timeout_s": 5.0})
-        serve.run(build_app({"model": str(model), "device": "cpu", "local_files_only": True}, ServiceSettings()),
-                  route_prefix="/", name="qinsight-load")
+        serve.run(
+            build_app({"model": str(model), "device": "cpu", "local_files_only": True}, ServiceSettings()),
+            route_prefix="/",
+            name="qinsight-load",
+        )
         counts = [int(c) for c in args.clients.split(",")]
         throughput = table(images, counts, args.seconds)
         if (16, 1) in throughput and (64, 1) in throughput:

@@ -31,13 +31,12 @@ import argparse
 import sys
 import tempfile
 
+import torch
 from common import compare_modes, compare_rali, flop_lines, peak_memory, script_parser, stock_pipeline, tournament
 
-import torch
-
 from qinsight_sdk import QualityJudge
-from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 from qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
+from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 from qinsight_sdk.testing import build_tiny_checkpoint
 
 
@@ -48,8 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--reference-images", type=int, default=8,
-                        help="images for the reference loop, which treats each image alike (slow)")
+    parser.add_argument(
+        "--reference-images",
+        type=int,
+        default=8,
+        help="images for the reference loop, which treats each image alike (slow)",
+    )
     parser.add_argument("--sizes", default="448x448,small", help="WIDTHxHEIGHT or small, comma-separated")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=256)
@@ -66,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     judge = QualityJudge.from_pretrained(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     folder = resolve_checkpoint(str(model), default_subfolder(str(model)))
     stock = stock_pipeline(folder, judge.backend.device, judge.backend.dtype)
-    print(f"model {model} on {judge.backend.device} ({judge.backend.dtype}), torch threads {torch.get_num_threads()}, "
-          f"faster vision path: {getattr(judge.backend, 'fast_vision', False)}")
-    rali = QualityJudge.from_pretrained(args.rali or build_tiny_rali(tempfile.mkdtemp(prefix="qinsight-bench-")),
-                                        device=args.device, batch_size=args.batch_size)
+    print(
+        f"model {model} on {judge.backend.device} ({judge.backend.dtype}), torch threads {torch.get_num_threads()}, "
+        f"faster vision path: {getattr(judge.backend, 'fast_vision', False)}"
+    )
+    rali = QualityJudge.from_pretrained(
+        args.rali or build_tiny_rali(tempfile.mkdtemp(prefix="qinsight-bench-")),
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     for size in args.sizes.split(","):
         compare_modes(judge, stock, size, args)
         compare_rali(judge, rali, size, args)

@@ -6,16 +6,17 @@ IMAGE is a float (B, H, W, C) tensor in 0..1, MASK (B, H, W) or (H, W), LATENT a
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
 from qinsight_sdk.backends import families
+from qinsight_sdk.io.annotation import annotate, score_label, short_reasoning
 from qinsight_sdk.io.records import answer_settings
 
 # What ComfyUI shows where a result holds None: "none" when the model found no distortion, "unknown" when
@@ -116,9 +117,18 @@ def record_settings(model: str, subfolder: str | None, judge: Any, **task: Any) 
     the configuration it was loaded with, else (a judge built from a backend) from the judge itself."""
     if getattr(judge, "config", None) is not None:
         return judge.config.settings(**task)
-    return answer_settings(model, subfolder, None, judge.profile.settings_name(), judge.backend.dtype,
-                           judge.prompt_order.value, judge.image_bounds.max_pixels, judge.backend.quantization,
-                           judge.decoding, **task)
+    return answer_settings(
+        model,
+        subfolder,
+        None,
+        judge.profile.settings_name(),
+        judge.backend.dtype,
+        judge.prompt_order.value,
+        judge.image_bounds.max_pixels,
+        judge.backend.quantization,
+        judge.decoding,
+        **task,
+    )
 
 
 def describe_scores(results: Sequence[Any]) -> list[str]:
@@ -133,8 +143,9 @@ def describe_scores(results: Sequence[Any]) -> list[str]:
 def to_pil(batch: torch.Tensor) -> list[Image.Image]:
     """RGB images from a batch as ``as_image_batch`` gives it (float, CPU, 0..1)."""
     pixels = (batch * 255).round().to(torch.uint8).numpy()
-    return [Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).convert("RGB")
-            for image in pixels]
+    return [
+        Image.fromarray(image[..., :3] if image.shape[-1] >= 3 else image[..., 0]).convert("RGB") for image in pixels
+    ]
 
 
 def from_pil(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -172,12 +183,13 @@ def parse_hub_id(text: str) -> tuple[str, str | None]:
     return "/".join(parts[:2]), "/".join(parts[2:]) or None
 
 
-def resolve_model_choice(choice: str, roots: Iterable[str | Path],
-                         hub_choices: Sequence[str]) -> tuple[str, str | None]:
+def resolve_model_choice(
+    choice: str, roots: Iterable[str | Path], hub_choices: Sequence[str]
+) -> tuple[str, str | None]:
     """(model, subfolder) for a choice of the loader's list: a local folder, or one of ``hub_choices``."""
     if choice in hub_choices:
         return parse_hub_id(choice)
     for root in roots:
-        if choice in model_folders([root]):   # the list's own rule: what is listed loads, RALI's layout too
+        if choice in model_folders([root]):  # the list's own rule: what is listed loads, RALI's layout too
             return str(Path(root) / choice), None
     raise ValueError(f"model {choice!r} is neither a Hugging Face choice nor a folder in the model folders")

@@ -22,16 +22,16 @@ import torch
 
 from qinsight_sdk.backends import compatibility
 from qinsight_sdk.backends.checkpoints import default_subfolder, resolve_checkpoint
-from qinsight_sdk.io.images import ImageBounds
 from qinsight_sdk.backends.devices import choose_dtype
 from qinsight_sdk.backends.quantization import quantized_size
+from qinsight_sdk.io.images import ImageBounds
 
 if TYPE_CHECKING:  # imports transformers: loaded when a judge loads, so that the pack registers without it
     from qinsight_sdk import QualityJudge
 
 AFTER_RUN = ("keep on GPU", "offload to CPU", "unload")
 QUANTIZATION = ("full", "8bit", "4bit")
-_HANDLES: "weakref.WeakSet[JudgeHandle]" = weakref.WeakSet()
+_HANDLES: weakref.WeakSet[JudgeHandle] = weakref.WeakSet()
 
 
 class _Weights(torch.nn.Module):
@@ -72,7 +72,7 @@ class JudgeSpec:
     allow_download: bool
     image_size: str = "official"
     quantization: str = "full"
-    judge: str = "auto"          # a profile name, or auto: the one the checkpoint brings or is known by
+    judge: str = "auto"  # a profile name, or auto: the one the checkpoint brings or is known by
 
     @property
     def quantized(self) -> bool:
@@ -107,7 +107,7 @@ class JudgeHandle:
         load_device = mm.get_torch_device() if self.spec.device == "auto" else torch.device(self.spec.device)
         if self.judge is None:
             self._load(load_device)
-        if self.patcher is None:     # nothing for ComfyUI to manage: the backend keeps its own memory
+        if self.patcher is None:  # nothing for ComfyUI to manage: the backend keeps its own memory
             return self.judge.to(load_device) if hasattr(self.judge.backend, "to") else self.judge
         # all or nothing: a transformers model cannot run with some layers left on the offload device
         mm.load_models_gpu([self.patcher], force_full_load=True)
@@ -127,17 +127,21 @@ class JudgeHandle:
         if self.spec.quantized:
             self._make_room(load_device)
         judge = QualityJudge.from_pretrained(
-            self.spec.model, self.spec.subfolder or None, device=offload_device,
-            dtype=comfy_dtype(self.spec.dtype, load_device), local_files_only=not self.spec.allow_download,
-            image_bounds=ImageBounds.preset(self.spec.image_size), quantization=self.spec.quantization,
-            profile=None if self.spec.judge == "auto" else self.spec.judge)
+            self.spec.model,
+            self.spec.subfolder or None,
+            device=offload_device,
+            dtype=comfy_dtype(self.spec.dtype, load_device),
+            local_files_only=not self.spec.allow_download,
+            image_bounds=ImageBounds.preset(self.spec.image_size),
+            quantization=self.spec.quantization,
+            profile=None if self.spec.judge == "auto" else self.spec.judge,
+        )
         self.judge = judge
         module = _module_of(judge)
         if module is None:
             return
         weights = _Weights(module, offload_device)
-        self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device,
-                                                        offload_device=offload_device)
+        self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device, offload_device=offload_device)
         if self.spec.quantized:
             self.patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
 
@@ -149,8 +153,9 @@ class JudgeHandle:
         if device.type == "cpu":
             return
         model = self.spec.model
-        folder = resolve_checkpoint(model, self.spec.subfolder or default_subfolder(model),
-                                    local_files_only=not self.spec.allow_download)
+        folder = resolve_checkpoint(
+            model, self.spec.subfolder or default_subfolder(model), local_files_only=not self.spec.allow_download
+        )
         mm.free_memory(quantized_size(folder, self.spec.quantization) + mm.minimum_inference_memory(), device)
 
     def _on_detach(self, patcher: Any, unpatch_all: bool) -> None:
@@ -183,7 +188,7 @@ class JudgeHandle:
         if self.spec.after_run == "keep on GPU" or self.judge is None:
             return
         self.unregister()
-        if self.judge is None:   # a quantized judge, freed by its detach callback
+        if self.judge is None:  # a quantized judge, freed by its detach callback
             return
         if self.spec.after_run == "unload":
             self._free()
@@ -220,16 +225,28 @@ class JudgeHandle:
 
     def status(self) -> dict[str, Any]:
         weights = _module_of(self.judge) if self.judge else None
-        devices = (sorted({str(p.device) for p in weights.parameters()}) if weights is not None
-                   else [str(self.judge.backend.device)] if self.judge else [])
+        devices = (
+            sorted({str(p.device) for p in weights.parameters()})
+            if weights is not None
+            else [str(self.judge.backend.device)]
+            if self.judge
+            else []
+        )
         dtype = str(self.judge.backend.dtype).removeprefix("torch.") if self.judge else None
         # what ComfyUI counts as loaded on its load device (0 once it has unloaded the judge), which tells
         # a free from a no-op even where load and offload device are both the CPU
         loaded_bytes = int(self.patcher.loaded_size()) if self.patcher is not None else 0
-        return {"model": self.spec.model, "subfolder": self.spec.subfolder, "loaded": self.judge is not None,
-                "quantization": self.judge.backend.quantization if self.judge else None,
-                "registered_with_comfyui": self.registered(), "weight_devices": devices, "dtype": dtype,
-                "comfyui_loaded_bytes": loaded_bytes, "images_encoded": self.images_encoded()}
+        return {
+            "model": self.spec.model,
+            "subfolder": self.spec.subfolder,
+            "loaded": self.judge is not None,
+            "quantization": self.judge.backend.quantization if self.judge else None,
+            "registered_with_comfyui": self.registered(),
+            "weight_devices": devices,
+            "dtype": dtype,
+            "comfyui_loaded_bytes": loaded_bytes,
+            "images_encoded": self.images_encoded(),
+        }
 
     def images_encoded(self) -> int | None:
         """How many images this judge's vision tower has encoded (a ranking or the saver's score and
@@ -244,5 +261,8 @@ def all_status() -> dict[str, Any]:
 
     registered = sum(isinstance(getattr(patcher, "model", None), _Weights) for patcher in mm.loaded_models())
     allocated = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    return {"judges": [handle.status() for handle in list(_HANDLES)], "registered_with_comfyui": registered,
-            "cuda_bytes_allocated": allocated}
+    return {
+        "judges": [handle.status() for handle in list(_HANDLES)],
+        "registered_with_comfyui": registered,
+        "cuda_bytes_allocated": allocated,
+    }

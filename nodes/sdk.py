@@ -39,14 +39,15 @@ def bind_sdk() -> ModuleType:
 
 
 def _load_pack_copy() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(NAME, PACK_COPY / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_COPY)])
+    spec = importlib.util.spec_from_file_location(
+        NAME, PACK_COPY / "__init__.py", submodule_search_locations=[str(PACK_COPY)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[NAME] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[NAME]          # a half-run module must not pass for the SDK on the next try
+        del sys.modules[NAME]  # a half-run module must not pass for the SDK on the next try
         raise
     return module
 
@@ -64,6 +65,10 @@ def pack_version() -> str | None:
 def _warn_if_versions_differ(module: ModuleType) -> None:
     theirs, ours = getattr(module, "__version__", None), pack_version()
     if theirs != ours:
-        log.warning("qinsight: the nodes use qinsight_sdk %s from %s, imported before the pack, not the pack's "
-                    "own %s; install the same version (pip install -U qinsight) or remove one of them",
-                    theirs, Path(module.__file__ or "?").parent, ours)
+        log.warning(
+            "qinsight: the nodes use qinsight_sdk %s from %s, imported before the pack, not the pack's "
+            "own %s; install the same version (pip install -U qinsight) or remove one of them",
+            theirs,
+            Path(module.__file__ or "?").parent,
+            ours,
+        )

@@ -14,12 +14,24 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "QualityJudge": "judging.judge", "ScoreResult": "judging.results", "DegradationResult": "judging.results",
-    "ComparisonResult": "judging.results", "Ranking": "judging.results", "DecodingOptions": "judging.decoding", "ImageBounds": "io.images",
-    "PromptOrder": "judging.prompts", "Backend": "backends.base", "JudgeProfile": "judging.profiles", "TaskPrompt": "judging.profiles",
-    "PROFILES": "judging.profiles", "register_profile": "judging.profiles", "load_profile_file": "judging.profiles",
-    "QInsightError": "errors", "ModelLoadError": "errors",
-    "ImageInputError": "errors", "UsageError": "errors",
+    "QualityJudge": "judging.judge",
+    "ScoreResult": "judging.results",
+    "DegradationResult": "judging.results",
+    "ComparisonResult": "judging.results",
+    "Ranking": "judging.results",
+    "DecodingOptions": "judging.decoding",
+    "ImageBounds": "io.images",
+    "PromptOrder": "judging.prompts",
+    "Backend": "backends.base",
+    "JudgeProfile": "judging.profiles",
+    "TaskPrompt": "judging.profiles",
+    "PROFILES": "judging.profiles",
+    "register_profile": "judging.profiles",
+    "load_profile_file": "judging.profiles",
+    "QInsightError": "errors",
+    "ModelLoadError": "errors",
+    "ImageInputError": "errors",
+    "UsageError": "errors",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

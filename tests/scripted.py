@@ -18,8 +18,9 @@ class TightMemory(ScriptedBackend):
     """A scripted model that holds at most ``fits`` images a batch: a larger batch raises ``error(message)``,
     as a GPU out of memory does, and its size is recorded in ``refused``."""
 
-    def __init__(self, answer, fits, message="CUDA out of memory. Tried to allocate 2.00 GiB",
-                 error=torch.OutOfMemoryError):
+    def __init__(
+        self, answer, fits, message="CUDA out of memory. Tried to allocate 2.00 GiB", error=torch.OutOfMemoryError
+    ):
         super().__init__(answer)
         self.fits, self.message, self.error = fits, message, error
         self.refused: list[int] = []

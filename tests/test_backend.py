@@ -33,8 +33,9 @@ class BrightnessBackend:
         return self
 
     def encode(self, conversations, images, answer_prefix="", template_options=None):
-        brightness = [[sum(image.convert("L").getdata()) / (image.width * image.height) for image in group]
-                      for group in images]
+        brightness = [
+            [sum(image.convert("L").getdata()) / (image.width * image.height) for image in group] for group in images
+        ]
         return EncodedBatch(brightness, [len(group) for group in images])
 
     def _answer(self, values):

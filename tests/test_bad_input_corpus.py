@@ -26,10 +26,11 @@ import struct
 import threading
 import warnings
 import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,12 +48,13 @@ CANNOT_MAKE = object()  # what a maker returns for a kind this platform or user 
 class Kind:
     name: str
     make: Callable[[Path], Any]  # the input, built under a folder (file kinds return the path as a str)
-    cause: str | None            # a substring of the error that says why; None: a good input, judged
-    names: str | None = None     # how the error names an API object (a file is named by its path)
-    cli: bool = True             # file kinds: also through the command line
+    cause: str | None  # a substring of the error that says why; None: a good input, judged
+    names: str | None = None  # how the error names an API object (a file is named by its path)
+    cli: bool = True  # file kinds: also through the command line
 
 
 # -- making files -------------------------------------------------------------------------------------------
+
 
 def _encoded(image: Image.Image, kind: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
@@ -140,42 +142,70 @@ def _webp(path: Path) -> Any:
 
 
 FILE_KINDS = [
-    Kind("random_bytes_png", lambda d: _write(d / "random.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2),
-         ": not a recognised image file"),
+    Kind(
+        "random_bytes_png",
+        lambda d: _write(d / "random.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2),
+        ": not a recognised image file",
+    ),
     Kind("empty_png", lambda d: _write(d / "empty.png", b""), ": not a recognised image file"),
     Kind("zero_length_jpg", lambda d: _write(d / "zero.jpg", b""), ": not a recognised image file"),
-    Kind("truncated_png", lambda d: _write(d / "cut.png", _encoded(noise_image(1, 100, 100), "PNG")[:300]),
-         " is truncated or corrupt"),
-    Kind("truncated_jpeg", lambda d: _write(d / "cut.jpg", _encoded(noise_image(2, 200, 200), "JPEG")[:3000]),
-         " is truncated or corrupt"),
-    Kind("truncated_bmp", lambda d: _write(d / "cut.bmp", _encoded(noise_image(3), "BMP")[:100]),
-         " is truncated or corrupt"),
+    Kind(
+        "truncated_png",
+        lambda d: _write(d / "cut.png", _encoded(noise_image(1, 100, 100), "PNG")[:300]),
+        " is truncated or corrupt",
+    ),
+    Kind(
+        "truncated_jpeg",
+        lambda d: _write(d / "cut.jpg", _encoded(noise_image(2, 200, 200), "JPEG")[:3000]),
+        " is truncated or corrupt",
+    ),
+    Kind(
+        "truncated_bmp",
+        lambda d: _write(d / "cut.bmp", _encoded(noise_image(3), "BMP")[:100]),
+        " is truncated or corrupt",
+    ),
     Kind("text_named_png", lambda d: _write(d / "notes.png", "hello, I am text\n"), ": not a recognised image file"),
-    Kind("html_error_page_named_jpg", lambda d: _write(d / "download.jpg", "<html><body>403 Forbidden</body></html>"),
-         ": not a recognised image file"),
-    Kind("decompression_bomb_header", lambda d: _write(d / "bomb.png", _bomb_header()),
-         ": refused as a possible decompression bomb"),
+    Kind(
+        "html_error_page_named_jpg",
+        lambda d: _write(d / "download.jpg", "<html><body>403 Forbidden</body></html>"),
+        ": not a recognised image file",
+    ),
+    Kind(
+        "decompression_bomb_header",
+        lambda d: _write(d / "bomb.png", _bomb_header()),
+        ": refused as a possible decompression bomb",
+    ),
     Kind("ztxt_chunk_bomb", lambda d: _write(d / "ztxt.png", _ztxt_bomb()), "Decompressed data too large"),
-    Kind("thin_1x5000", lambda d: _save(d / "thin.png", Image.new("RGB", (1, 5000), (9, 9, 9))),
-         " is 1x5000: aspect ratio above 200:1"),
+    Kind(
+        "thin_1x5000",
+        lambda d: _save(d / "thin.png", Image.new("RGB", (1, 5000), (9, 9, 9))),
+        " is 1x5000: aspect ratio above 200:1",
+    ),
     Kind("missing_file", lambda d: str(d / "missing.png"), ": file not found"),
     Kind("broken_symlink", lambda d: _link(d / "dangling.png", d / "nowhere.png"), ": file not found"),
     Kind("symlink_loop", lambda d: _link(d / "loop.png", d / "loop.png"), "Too many levels of symbolic links"),
-    Kind("path_through_a_file", lambda d: str(Path(_save(d / "plain.png", noise_image(4))) / "x.png"),
-         ": cannot be read (Not a directory)"),
+    Kind(
+        "path_through_a_file",
+        lambda d: str(Path(_save(d / "plain.png", noise_image(4))) / "x.png"),
+        ": cannot be read (Not a directory)",
+    ),
     Kind("fifo_named_png", lambda d: _fifo(d / "pipe.png"), ": not a regular file"),
     Kind("unreadable_file", lambda d: _unreadable(d / "locked.png"), ": cannot be read (Permission denied)"),
     # the command line reads a folder argument as the images in it (and stops on an empty one), so a
     # directory named like an image is a file kind for the API only
-    Kind("directory_named_png", lambda d: (d / "folder.png").mkdir() or str(d / "folder.png"),
-         ": is a directory, not an image file", cli=False),
+    Kind(
+        "directory_named_png",
+        lambda d: (d / "folder.png").mkdir() or str(d / "folder.png"),
+        ": is a directory, not an image file",
+        cli=False,
+    ),
     # cli.expand_paths stops on it (Path.is_dir raises ENAMETOOLONG): see test_cli_survives_a_name_too_long
-    Kind("name_too_long", lambda d: str(d / ("x" * 300 + ".png")), ": cannot be read (File name too long)",
-         cli=False),
+    Kind("name_too_long", lambda d: str(d / ("x" * 300 + ".png")), ": cannot be read (File name too long)", cli=False),
     # good files: normalised and judged
     Kind("one_pixel", lambda d: _save(d / "dot.png", Image.new("RGB", (1, 1), (9, 9, 9))), None),
-    Kind("grey_16_bit_png", lambda d: _save(d / "deep.png", Image.fromarray(np.full((60, 80), 40000, np.uint16))),
-         None),
+    Kind(
+        "grey_16_bit_png", lambda d: _save(d / "deep.png", Image.fromarray(np.full((60, 80), 40000, np.uint16))), None
+    ),
     Kind("int32_tiff", lambda d: _save(d / "int32.tif", Image.new("I", (80, 60), 30000)), None),
     Kind("float_tiff", lambda d: _save(d / "float.tif", Image.new("F", (80, 60), 0.5)), None),
     Kind("cmyk_jpeg", lambda d: _save(d / "cmyk.jpg", Image.new("CMYK", (80, 60), (0, 255, 255, 0))), None),
@@ -192,6 +222,7 @@ FILE_KINDS = [
 
 
 # -- making objects -----------------------------------------------------------------------------------------
+
 
 def _closed_image() -> Image.Image:
     image = Image.new("RGB", (8, 8))
@@ -217,42 +248,83 @@ UNSUPPORTED = "unsupported image input of type"
 API_KINDS = [
     Kind("array_1d", lambda d: _array((100,), 0, np.uint8), "is not an image", "array of shape (100,)"),
     Kind("array_0d", lambda d: np.array(5, np.uint8), "is not an image", "array of shape ()"),
-    Kind("array_5d", lambda d: _array((2, 2, 5, 5, 3), 0, np.uint8), "is not an image",
-         "array of shape (2, 2, 5, 5, 3)"),
+    Kind(
+        "array_5d", lambda d: _array((2, 2, 5, 5, 3), 0, np.uint8), "is not an image", "array of shape (2, 2, 5, 5, 3)"
+    ),
     Kind("array_zero_size", lambda d: _array((0, 70, 3), 0, np.uint8), "is empty", "array of shape (0, 70, 3)"),
-    Kind("array_nan", lambda d: _array((50, 70, 3), np.nan, np.float32), "contains NaN or infinite values",
-         "array of shape (50, 70, 3) and dtype float32"),
-    Kind("array_inf", lambda d: _array((50, 70, 3), -np.inf, np.float64), "contains NaN or infinite values",
-         "array of shape (50, 70, 3) and dtype float64"),
-    Kind("array_5_channels", lambda d: _array((50, 70, 5), 0, np.uint8), "has no channel axis of size 1, 2, 3 or 4",
-         "array of shape (50, 70, 5)"),
-    Kind("array_complex", lambda d: _array((50, 70, 3), 0, np.complex64), "has an unsupported dtype",
-         "dtype complex64"),
+    Kind(
+        "array_nan",
+        lambda d: _array((50, 70, 3), np.nan, np.float32),
+        "contains NaN or infinite values",
+        "array of shape (50, 70, 3) and dtype float32",
+    ),
+    Kind(
+        "array_inf",
+        lambda d: _array((50, 70, 3), -np.inf, np.float64),
+        "contains NaN or infinite values",
+        "array of shape (50, 70, 3) and dtype float64",
+    ),
+    Kind(
+        "array_5_channels",
+        lambda d: _array((50, 70, 5), 0, np.uint8),
+        "has no channel axis of size 1, 2, 3 or 4",
+        "array of shape (50, 70, 5)",
+    ),
+    Kind(
+        "array_complex", lambda d: _array((50, 70, 3), 0, np.complex64), "has an unsupported dtype", "dtype complex64"
+    ),
     Kind("array_object", lambda d: _array((50, 70, 3), None, object), "has an unsupported dtype", "dtype object"),
     Kind("array_strings", lambda d: _array((50, 70, 3), "a", "<U1"), "has an unsupported dtype", "dtype <U1"),
-    Kind("array_float_0_to_255", lambda d: _array((50, 70, 3), 200.0, np.float32), "expected 0..1 (divide 0..255",
-         "array of shape (50, 70, 3) and dtype float32"),
-    Kind("array_negative_float", lambda d: _array((50, 70, 3), -0.5, np.float32), "expected 0..1",
-         "array of shape (50, 70, 3) and dtype float32"),
-    Kind("array_int_out_of_range", lambda d: _array((50, 70, 3), 300, np.int32),
-         "values in [300, 300]; expected 0..255", "dtype int32"),
-    Kind("array_thin", lambda d: _array((1, 5000, 3), 0, np.uint8), "is 5000x1: aspect ratio above 200:1",
-         "the array"),
-    Kind("tensor_nan", lambda d: torch.full((3, 50, 70), float("nan")), "contains NaN or infinite values",
-         "tensor of shape (3, 50, 70) and dtype float32"),
-    Kind("tensor_bf16_inf", lambda d: torch.full((3, 50, 70), float("inf"), dtype=torch.bfloat16),
-         "contains NaN or infinite values", "tensor of shape (3, 50, 70) and dtype bfloat16"),
+    Kind(
+        "array_float_0_to_255",
+        lambda d: _array((50, 70, 3), 200.0, np.float32),
+        "expected 0..1 (divide 0..255",
+        "array of shape (50, 70, 3) and dtype float32",
+    ),
+    Kind(
+        "array_negative_float",
+        lambda d: _array((50, 70, 3), -0.5, np.float32),
+        "expected 0..1",
+        "array of shape (50, 70, 3) and dtype float32",
+    ),
+    Kind(
+        "array_int_out_of_range",
+        lambda d: _array((50, 70, 3), 300, np.int32),
+        "values in [300, 300]; expected 0..255",
+        "dtype int32",
+    ),
+    Kind("array_thin", lambda d: _array((1, 5000, 3), 0, np.uint8), "is 5000x1: aspect ratio above 200:1", "the array"),
+    Kind(
+        "tensor_nan",
+        lambda d: torch.full((3, 50, 70), float("nan")),
+        "contains NaN or infinite values",
+        "tensor of shape (3, 50, 70) and dtype float32",
+    ),
+    Kind(
+        "tensor_bf16_inf",
+        lambda d: torch.full((3, 50, 70), float("inf"), dtype=torch.bfloat16),
+        "contains NaN or infinite values",
+        "tensor of shape (3, 50, 70) and dtype bfloat16",
+    ),
     Kind("tensor_wrong_shape", lambda d: torch.zeros(7, 50, 70), "has no channel axis", "tensor of shape (7, 50, 70)"),
     Kind("tensor_zero_size", lambda d: torch.zeros(3, 0, 70), "is empty", "tensor of shape (3, 0, 70)"),
-    Kind("tensor_int64_out_of_range", lambda d: torch.full((3, 50, 70), 10**12), "expected 0..255",
-         "tensor of shape (3, 50, 70) and dtype int64"),
-    Kind("tensor_meta", lambda d: torch.rand(3, 8, 8, device="meta"), "cannot be read (NotImplementedError",
-         "the tensor"),
+    Kind(
+        "tensor_int64_out_of_range",
+        lambda d: torch.full((3, 50, 70), 10**12),
+        "expected 0..255",
+        "tensor of shape (3, 50, 70) and dtype int64",
+    ),
+    Kind(
+        "tensor_meta", lambda d: torch.rand(3, 8, 8, device="meta"), "cannot be read (NotImplementedError", "the tensor"
+    ),
     Kind("tensor_sparse", lambda d: torch.rand(3, 8, 8).to_sparse(), "cannot be read (TypeError", "the tensor"),
-    Kind("tensor_nested", lambda d: _nested_tensor(),
-         "cannot be read (RuntimeError", "the tensor"),
-    Kind("pil_closed", lambda d: _closed_image(), "cannot be read (ValueError: Operation on closed image)",
-         "the PIL image"),
+    Kind("tensor_nested", lambda d: _nested_tensor(), "cannot be read (RuntimeError", "the tensor"),
+    Kind(
+        "pil_closed",
+        lambda d: _closed_image(),
+        "cannot be read (ValueError: Operation on closed image)",
+        "the PIL image",
+    ),
     Kind("pil_zero_size", lambda d: Image.new("RGB", (0, 0)), "is 0x0: it has no pixels", "the PIL image"),
     Kind("pil_truncated_lazy", lambda d: _lazy_truncated_image(), "is truncated or corrupt", "the PIL image"),
     Kind("pil_thin", lambda d: Image.new("RGB", (10000, 5)), "is 10000x5: aspect ratio above 200:1", "the PIL image"),
@@ -263,8 +335,12 @@ API_KINDS = [
     Kind("bytes_bomb", lambda d: _bomb_header(), "refused as a possible decompression bomb", "the image bytes"),
     Kind("file_object", lambda d: io.BytesIO(_encoded(noise_image(0), "PNG")), UNSUPPORTED, "of type BytesIO"),
     Kind("str_not_a_path", lambda d: "a photo of a cat", ": file not found", "a photo of a cat"),
-    Kind("url", lambda d: "https://example.com/a.png", "file not found (URLs are not downloaded",
-         "https://example.com/a.png"),
+    Kind(
+        "url",
+        lambda d: "https://example.com/a.png",
+        "file not found (URLs are not downloaded",
+        "https://example.com/a.png",
+    ),
     Kind("empty_str", lambda d: "", "an empty path names no image file", ""),  # nothing to name but its index
     # good objects: normalised and judged
     Kind("array_2_channels_grey_alpha", lambda d: _array((50, 70, 2), 200, np.uint8), None),
@@ -285,12 +361,13 @@ API_KINDS = [
 
 # Scores the redness judge below must give, so that a good input is shown judged the right way
 EXPECTED_SCORES = {
-    "animated_gif": (5.0, 5.0),        # its first frame (red), not its last (blue, 1.0)
-    "exif_rotated_jpeg": (4.5, 5.0),   # upright: the red half on top (stored sideways: 3.0)
+    "animated_gif": (5.0, 5.0),  # its first frame (red), not its last (blue, 1.0)
+    "exif_rotated_jpeg": (4.5, 5.0),  # upright: the red half on top (stored sideways: 3.0)
 }
 
 
 # -- the judges and the corpus ---------------------------------------------------------------------------
+
 
 def redness_answer(conversation: Any, images: list[Image.Image]) -> str:
     """A scripted model: rates an image by the redness of its top half (1: none, 5: full red) and
@@ -335,7 +412,7 @@ class Item:
     name: str
     source: Any
     cause: str | None  # None: must be judged
-    names: str = ""    # what the error must contain to name the input
+    names: str = ""  # what the error must contain to name the input
     cli: bool = False
 
 
@@ -395,6 +472,7 @@ def _scores_as_expected(items: list[Item], scores: list[float | None]) -> list[s
 
 # -- the tests ----------------------------------------------------------------------------------------------
 
+
 def test_the_corpus_has_at_least_30_kinds_of_bad_input(corpus):
     bad = {item.name for item in corpus if item.cause is not None}
     good_kinds = {item.name for item in corpus if item.cause is None and not item.name.startswith("good_")}
@@ -424,17 +502,19 @@ def test_api_degradation_reward_and_rank_keep_going(judge, corpus):
     assert [s is None for s in scores] == [item.cause is not None for item in corpus]
 
     ranking = judge.rank(sources, strategy="score")
-    assert sorted(ranking.order[:len(good)]) == good and ranking.order[len(good):] == bad  # the bad ones last
-    assert ranking.scores[len(good):] == [None] * len(bad)
-    _nothing_wrong(_mismatches([corpus[i] for i in bad], [ranking.errors.get(i) for i in bad],
-                               [False] * len(bad)))
+    assert sorted(ranking.order[: len(good)]) == good and ranking.order[len(good) :] == bad  # the bad ones last
+    assert ranking.scores[len(good) :] == [None] * len(bad)
+    _nothing_wrong(_mismatches([corpus[i] for i in bad], [ranking.errors.get(i) for i in bad], [False] * len(bad)))
 
 
 @pytest.fixture
 def scripted_cli(monkeypatch):
     """The command line with the redness judge instead of a checkpoint."""
-    monkeypatch.setattr(QualityJudge, "from_config",
-                        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(redness_answer), batch_size=4)))
+    monkeypatch.setattr(
+        QualityJudge,
+        "from_config",
+        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(redness_answer), batch_size=4)),
+    )
 
 
 def test_cli_writes_a_row_per_file_and_exits_one(scripted_cli, corpus, tmp_path, capsys):
@@ -465,5 +545,6 @@ def test_the_real_pipeline_keeps_going(tiny_judge, corpus):
     """The tiny checkpoint in fast mode: the same outcomes, so nothing in the real pipeline raises."""
     results = tiny_judge.score([item.source for item in corpus], mode="fast")
     assert len(results) == len(corpus)
-    _nothing_wrong(_mismatches(corpus, [r.error for r in results],
-                               [r.score is not None and 1 <= r.score <= 5 for r in results]))
+    _nothing_wrong(
+        _mismatches(corpus, [r.error for r in results], [r.score is not None and 1 <= r.score <= 5 for r in results])
+    )

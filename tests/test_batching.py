@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qinsight_sdk.judging.batching import WINDOW_BATCHES, BatchRunner, Failure, Request, Step
 from qinsight_sdk.errors import ImageInputError, UsageError
 from qinsight_sdk.io.images import PATCH_GRID_GEOMETRY
+from qinsight_sdk.judging.batching import WINDOW_BATCHES, BatchRunner, Failure, Request, Step
 
 
 def square(side):
@@ -124,8 +124,9 @@ def test_out_of_memory_with_a_single_request_is_its_failure():
     results, _ = run(BatchRunner(load, 16384), Recorder(fits=0), requests(square(28)), 8)
     assert isinstance(results[0], Failure)
     assert results[0].message.startswith("out of memory even alone (CUDA out of memory.")
-    assert results[0].message.endswith("; use the fast image size (--max-pixels fast, ImageBounds.fast()) or a "
-                                       "larger device")   # issue 11: the official size can be too big alone
+    assert results[0].message.endswith(
+        "; use the fast image size (--max-pixels fast, ImageBounds.fast()) or a larger device"
+    )  # issue 11: the official size can be too big alone
 
 
 @pytest.mark.parametrize("batch_size", [0, -1])
@@ -147,8 +148,12 @@ def test_image_tokens_count_merged_patches():
 def test_a_geometry_s_token_count_decides_the_batches():
     """A family whose images all cost the same (RALI) packs them by count, whatever their sizes."""
     recorder = Recorder()
-    run(BatchRunner(load, max_batch_tokens=3, tokens=lambda w, h: 1), recorder,
-        requests(square(280), square(28), square(560), square(56)), 8)
+    run(
+        BatchRunner(load, max_batch_tokens=3, tokens=lambda w, h: 1),
+        recorder,
+        requests(square(280), square(28), square(560), square(56)),
+        8,
+    )
     assert [len(b) for b in recorder.batches] == [3, 1]
 
 
@@ -162,8 +167,9 @@ def test_batches_are_prepared_in_a_helper_thread_only_when_asked_and_give_the_sa
             return super().prepare(requests)
 
     recorder = Where()
-    results, _ = run(BatchRunner(load, 16384, overlap=lambda: overlap), recorder,
-                     requests(*(square(28 * k) for k in (3, 1, 2))), 1)
+    results, _ = run(
+        BatchRunner(load, 16384, overlap=lambda: overlap), recorder, requests(*(square(28 * k) for k in (3, 1, 2))), 1
+    )
     assert results == ["side 84", "side 28", "side 56"]
     assert len(threads) == 3
     assert all(name.startswith("qinsight-prepare") for name in threads) == overlap

@@ -9,9 +9,12 @@ from PIL import Image
 
 from qinsight_sdk.io.image_metadata import read_rows
 
-pytestmark = [pytest.mark.comfyui, pytest.mark.browser,
-              pytest.mark.skipif(browser_unavailable() is not None, reason=str(browser_unavailable()))]
-NEEDS_SD_CHECKPOINT = {"best_of_n_generations.json"}   # text to image: the tests have no SD checkpoint
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.browser,
+    pytest.mark.skipif(browser_unavailable() is not None, reason=str(browser_unavailable())),
+]
+NEEDS_SD_CHECKPOINT = {"best_of_n_generations.json"}  # text to image: the tests have no SD checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def browser(server):
 def page(server, browser):
     tab = ComfyPage(server, browser)
     yield tab
-    assert not tab.page_errors, tab.page_errors   # no uncaught JavaScript error, ours or the front end's
+    assert not tab.page_errors, tab.page_errors  # no uncaught JavaScript error, ours or the front end's
     tab.close()
 
 
@@ -50,8 +53,11 @@ def test_the_front_end_is_the_one_this_comfyui_asks_for(server):
 
     from comfyui_server import comfyui_tree
 
-    wanted = [line.split("==")[1].strip() for line in (comfyui_tree() / "requirements.txt").read_text().splitlines()
-              if line.startswith("comfyui-frontend-package==")]
+    wanted = [
+        line.split("==")[1].strip()
+        for line in (comfyui_tree() / "requirements.txt").read_text().splitlines()
+        if line.startswith("comfyui-frontend-package==")
+    ]
     assert wanted == [version("comfyui-frontend-package")]
 
 
@@ -84,7 +90,7 @@ def test_each_workflow_opens_and_runs(page, server, workflow):
     assert entry is not None and entry["status"]["status_str"] == "success", entry
     assert not page.error_toasts() and not page.error_dialogs()
     ours = [n["id"] for n in nodes if n["type"].startswith("QInsight") and n["type"] != "QInsightLoadJudge"]
-    for node in ours:   # every judging node shows its verdict on itself, never a complaint about its input
+    for node in ours:  # every judging node shows its verdict on itself, never a complaint about its input
         report = page.report(node)
         assert report.strip() and "expected 0..1" not in report and "no score" not in report, report
 
@@ -101,11 +107,11 @@ def test_a_batch_is_scored_and_shown_with_its_scores(page, server):
     assert all(f"{s:.2f}" in line for s, line in zip(scores, report))
     preview = node_of(page, "PreviewImage")
     shown = outputs[str(preview["id"])]["images"]
-    assert len(shown) == 4   # the annotated images reach Preview Image
+    assert len(shown) == 4  # the annotated images reach Preview Image
     original = Image.open(server.input_dir / "example.png").convert("RGB")
     first = Image.open(server.view(shown[0])).convert("RGB")
-    assert first.size == original.size and first.tobytes() != original.tobytes()   # the score is drawn on it
-    assert shown[0]["filename"] in page.previews(preview["id"])[0]   # and the page shows them on the node
+    assert first.size == original.size and first.tobytes() != original.tobytes()  # the score is drawn on it
+    assert shown[0]["filename"] in page.previews(preview["id"])[0]  # and the page shows them on the node
 
 
 def test_a_gate_at_the_maximum_leaves_the_passed_branch_unrun(page, server):
@@ -115,7 +121,7 @@ def test_a_gate_at_the_maximum_leaves_the_passed_branch_unrun(page, server):
     saved_before = sorted((server.workdir / "output").rglob("*.png"))
     entry = page.run()
     assert entry["status"]["status_str"] == "success"
-    assert str(save["id"]) not in entry["outputs"]      # the Save node never ran
+    assert str(save["id"]) not in entry["outputs"]  # the Save node never ran
     assert sorted((server.workdir / "output").rglob("*.png")) == saved_before
     assert page.report(gate["id"]).startswith("0 of 1 passed")
     assert not page.error_toasts() and not page.error_dialogs()
@@ -130,7 +136,7 @@ def test_saved_images_keep_their_quality(page, server):
     (saved,) = entry["outputs"][str(save["id"])]["images"]
     path = server.workdir / "output" / saved["subfolder"] / saved["filename"]
     text = Image.open(path).text
-    assert {"prompt", "workflow", "qinsight"} <= set(text)   # ComfyUI's metadata is kept beside ours
+    assert {"prompt", "workflow", "qinsight"} <= set(text)  # ComfyUI's metadata is kept beside ours
     (row,) = read_rows(path, "score")
     assert path.name.endswith(f"_q{row['score']:.2f}.png")
     assert row["settings"]["model"].endswith("score_degradation") and row["settings"]["mode"] == "fast"

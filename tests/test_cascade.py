@@ -15,7 +15,7 @@ from qinsight_sdk.backends.rali.tiny import build_tiny_rali
 from qinsight_sdk.errors import UsageError
 from qinsight_sdk.testing import ScriptedBackend
 
-LEVELS = [90, 250, 10, 170, 130, 60, 220, 30]   # brightest: 1, then 6, 3, 4, 0, 5, 7, 2
+LEVELS = [90, 250, 10, 170, 130, 60, 220, 30]  # brightest: 1, then 6, 3, 4, 0, 5, 7, 2
 
 
 class Counting(ScriptedBackend):
@@ -40,17 +40,20 @@ def test_the_judge_sees_only_the_kept_images_and_the_best_wins(strategy):
     judge, prefilter, main, cheap = judges()
     ranking = judge.rank([grey(v) for v in LEVELS], strategy=strategy, prefilter=prefilter, keep=3)
     assert ranking.best == 1 and set(ranking.order[:3]) == {1, 6, 3}
-    assert strategy == "tournament" or ranking.order[:3] == [1, 6, 3]   # a knockout's places are rough
-    assert ranking.order[3:] == [4, 0, 5, 7, 2]   # the rest by the prefilter's scores
+    assert strategy == "tournament" or ranking.order[:3] == [1, 6, 3]  # a knockout's places are rough
+    assert ranking.order[3:] == [4, 0, 5, 7, 2]  # the rest by the prefilter's scores
     assert sorted(cheap.seen) == sorted(LEVELS) and set(main.seen) == {250, 220, 170}
-    assert ranking.stages == [{"judge": "q-insight", "judged": list(range(8))},
-                              {"judge": "q-insight", "judged": [1, 3, 6]}]
+    assert ranking.stages == [
+        {"judge": "q-insight", "judged": list(range(8))},
+        {"judge": "q-insight", "judged": [1, 3, 6]},
+    ]
     cheap_scores = [r.score for r in prefilter.score([grey(LEVELS[i]) for i in ranking.order[3:]], mode="fast")]
     assert ranking.scores[3:] == cheap_scores and cheap_scores == sorted(cheap_scores, reverse=True)
 
 
 def test_the_judge_can_overrule_the_prefilter_among_the_kept():
     """A prefilter that prefers dark images still passes the kept ones on; the judge orders them its way."""
+
     def darkness(conversation, images):
         return f'<answer>{{"rating": {5 - 4 * np.asarray(images[0]).mean() / 255:.2f}}}</answer>'
 
@@ -81,28 +84,44 @@ def test_keep_larger_than_the_field_and_bad_arguments():
         judge.rank([grey(1)], prefilter=prefilter, top_k=0)
     with pytest.raises(UsageError, match="strategy must be one of"):
         judge.rank([grey(1)], prefilter=prefilter, strategy="vibes")
-    assert cheap.seen == []   # refused before the prefilter judged anything
-    assert judge.rank([grey(10), grey(250)], prefilter=prefilter, keep=1, top_k=1).order == [1]   # 1 is enough
+    assert cheap.seen == []  # refused before the prefilter judged anything
+    assert judge.rank([grey(10), grey(250)], prefilter=prefilter, keep=1, top_k=1).order == [1]  # 1 is enough
 
 
 def test_progress_counts_the_prefilter_then_the_ranking():
     judge, prefilter, _, _ = judges()
     steps = []
-    judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=2, prefilter=prefilter, keep=3,
-               on_result=lambda step, result: steps.append(step))
-    assert steps == list(range(8 + 3 + 1))   # 8 prefilter scores, 3 scores, one match among the top 2
+    judge.rank(
+        [grey(v) for v in LEVELS],
+        strategy="hybrid",
+        pool=2,
+        prefilter=prefilter,
+        keep=3,
+        on_result=lambda step, result: steps.append(step),
+    )
+    assert steps == list(range(8 + 3 + 1))  # 8 prefilter scores, 3 scores, one match among the top 2
 
 
 def test_the_ranking_says_how_it_was_decided_and_each_stage_keeps_the_batch_size():
     judge, prefilter, main, cheap = judges()
     results = []
-    ranking = judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=2, prefilter=prefilter, keep=3,
-                         batch_size=2, on_result=lambda step, result: results.append(type(result).__name__))
-    assert (ranking.strategy, ranking.decided_by) == ("hybrid", "q-insight fast scores for all, then fast scores, "
-                                                      "then all pairs among the top 2 in both orders among the best 3")
+    ranking = judge.rank(
+        [grey(v) for v in LEVELS],
+        strategy="hybrid",
+        pool=2,
+        prefilter=prefilter,
+        keep=3,
+        batch_size=2,
+        on_result=lambda step, result: results.append(type(result).__name__),
+    )
+    assert (ranking.strategy, ranking.decided_by) == (
+        "hybrid",
+        "q-insight fast scores for all, then fast scores, "
+        "then all pairs among the top 2 in both orders among the best 3",
+    )
     assert (ranking.comparisons, ranking.failed_matches, ranking.unjudged) == (2, 0, {})
-    assert cheap.calls == [2, 2, 2, 2] and max(main.calls) == 2   # batch_size reaches both judges
-    assert results == ["ScoreResult"] * 11 + ["ComparisonResult"]   # each step passes its result on
+    assert cheap.calls == [2, 2, 2, 2] and max(main.calls) == 2  # batch_size reaches both judges
+    assert results == ["ScoreResult"] * 11 + ["ComparisonResult"]  # each step passes its result on
 
 
 class BrightnessMeter:
@@ -122,13 +141,15 @@ def test_a_prefilter_without_a_profile_is_named_by_its_type():
 
 # -- on the trained tiny models ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained_rali(tmp_path_factory):
     return build_tiny_rali(tmp_path_factory.mktemp("rali") / "RALI", trained=True)
 
 
-def test_best_of_8_with_rali_first_picks_the_brightest_and_reasons_on_keep_only(tiny_judge_model, trained_rali,
-                                                                                 tmp_path):
+def test_best_of_8_with_rali_first_picks_the_brightest_and_reasons_on_keep_only(
+    tiny_judge_model, trained_rali, tmp_path
+):
     levels = [40, 200, 90, 150, 15, 120, 65, 175]
     paths = []
     for k, level in enumerate(levels):
@@ -147,9 +168,23 @@ def test_best_of_8_with_rali_first_picks_the_brightest_and_reasons_on_keep_only(
     assert ranking.stages[1]["judged"] == sorted([1, 7, 3])
 
     rows = tmp_path / "rank.jsonl"
-    command = [sys.executable, "-m", "qinsight_sdk", "rank", str(tmp_path / "images"), "--model",
-               str(tiny_judge_model), "--prefilter", str(trained_rali), "--keep", "3", "-o", str(rows),
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "qinsight_sdk",
+        "rank",
+        str(tmp_path / "images"),
+        "--model",
+        str(tiny_judge_model),
+        "--prefilter",
+        str(trained_rali),
+        "--keep",
+        "3",
+        "-o",
+        str(rows),
+        "--device",
+        "cpu",
+    ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     written = [json.loads(line) for line in rows.read_text().splitlines()]

@@ -25,8 +25,19 @@ def run(argv, capsys):
 
 
 def test_score_on_tiny_model_writes_a_row_per_image(tiny_model, image_files, capsys):
-    code, out, err = run(["score", *map(str, image_files[:3]), "--model", str(tiny_model),
-                          "--max-new-tokens", "16", "--batch-size", "2"], capsys)
+    code, out, err = run(
+        [
+            "score",
+            *map(str, image_files[:3]),
+            "--model",
+            str(tiny_model),
+            "--max-new-tokens",
+            "16",
+            "--batch-size",
+            "2",
+        ],
+        capsys,
+    )
     found = rows(out)
     assert [r["image"] for r in found] == [str(p) for p in image_files[:3]]
     assert all({"image", "score", "reasoning", "error"} <= set(r) for r in found)
@@ -37,8 +48,7 @@ def test_folder_argument_and_bad_file(tiny_model, image_files, capsys):
     folder = image_files[0].parent
     (folder / "notes.txt").write_text("not an image, and skipped in folders")
     (folder / "broken.png").write_bytes(b"garbage")
-    code, out, _ = run(["degradation", str(folder), "--model", str(tiny_model), "--max-new-tokens", "8"],
-                       capsys)
+    code, out, _ = run(["degradation", str(folder), "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
     found = rows(out)
     assert len(found) == 6 and code == 1
     broken = next(r for r in found if r["image"].endswith("broken.png"))
@@ -47,8 +57,20 @@ def test_folder_argument_and_bad_file(tiny_model, image_files, capsys):
 
 
 def test_compare_row(tiny_model, image_files, capsys):
-    code, out, _ = run(["compare", str(image_files[0]), str(image_files[1]), "--reference",
-                        str(image_files[2]), "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
+    code, out, _ = run(
+        [
+            "compare",
+            str(image_files[0]),
+            str(image_files[1]),
+            "--reference",
+            str(image_files[2]),
+            "--model",
+            str(tiny_model),
+            "--max-new-tokens",
+            "8",
+        ],
+        capsys,
+    )
     (row,) = rows(out)
     assert row["image_a"] == str(image_files[0]) and row["image_b"] == str(image_files[1])
     # the random tiny model writes no verdict: the row says why, and the exit code reports a failed item
@@ -64,8 +86,7 @@ def scripted(monkeypatch):
         asked.append(1)
         return '<think>\nfine\n</think>\n<answer>\n{"rating": 4.2}\n</answer>'
 
-    monkeypatch.setattr(QualityJudge, "from_config",
-                        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
+    monkeypatch.setattr(QualityJudge, "from_config", classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
     return asked
 
 
@@ -92,6 +113,7 @@ def test_usage_errors_exit_two(tmp_path, capsys):
 
 def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypatch):
     """A plain ValueError from inside a handler keeps its traceback instead of becoming exit code 2."""
+
     def broken(self, *args, **kwargs):
         raise ValueError("bug")
 
@@ -104,13 +126,17 @@ def test_a_bug_is_not_reported_as_a_usage_error(scripted, image_files, monkeypat
 def test_an_sdk_usage_error_exits_two_with_its_message(scripted, image_files, capsys):
     code, out, err = run(["score", *map(str, image_files[:2]), "--dtype", "fp8"], capsys)
     assert code == 2 and out == ""
-    [error] = err.splitlines()   # found while the settings are resolved, before a profile is named
+    [error] = err.splitlines()  # found while the settings are resolved, before a profile is named
     assert error.startswith("qinsight score: error: dtype 'fp8' is not one of auto, ")
 
 
-@pytest.mark.parametrize("given, message", [
-    ("10", "need 784 <= min_pixels <= max_pixels, got min_pixels=3136, max_pixels=10"),
-    ("huge", "image size must be official, fast or a pixel count, got 'huge'")])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("10", "need 784 <= min_pixels <= max_pixels, got min_pixels=3136, max_pixels=10"),
+        ("huge", "image size must be official, fast or a pixel count, got 'huge'"),
+    ],
+)
 def test_an_image_size_that_cannot_be_is_a_usage_error(given, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["score", "x.png", "--max-pixels", given])
@@ -121,11 +147,24 @@ def test_eval_writes_its_report_to_report_and_has_no_output_option(image_files, 
     data = tmp_path / "labels.csv"
     data.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))
     predictions = tmp_path / "predictions.jsonl"
-    predictions.write_text("".join(json.dumps({"key": p.name, "score": 1.5 + i}) + "\n"
-                                   for i, p in enumerate(image_files)))
+    predictions.write_text(
+        "".join(json.dumps({"key": p.name, "score": 1.5 + i}) + "\n" for i, p in enumerate(image_files))
+    )
     report = tmp_path / "reports" / "r.json"
-    code, out, err = run(["eval", str(data), "--predictions", str(predictions), "--predictions-only",
-                          "--bootstrap", "0", "--report", str(report)], capsys)
+    code, out, err = run(
+        [
+            "eval",
+            str(data),
+            "--predictions",
+            str(predictions),
+            "--predictions-only",
+            "--bootstrap",
+            "0",
+            "--report",
+            str(report),
+        ],
+        capsys,
+    )
     found = json.loads(report.read_text())
     assert code == 0 and found["judged"] == 5 and found["failed"] == []
     assert f"report in {report}" in err and "SRCC" in out
@@ -152,6 +191,7 @@ def test_output_file_resumes(scripted, image_files, tmp_path, capsys):
     with output.open("a") as handle:
         handle.write('{"image": "half-writ')  # an interrupted run's last line
     from samples import noise_image
+
     noise_image(9).save(tmp_path / "late.png")
     code, _, err = run(["score", *first, str(image_files[2]), "-o", str(output)], capsys)
     assert code == 1 and "3 of 4 images already done, 1 of them with an error" in err
@@ -170,8 +210,13 @@ def test_installed_entry_point(tiny_model, image_files):
     """The console script users run, as a separate process with the hub switched off."""
     script = os.path.join(os.path.dirname(sys.executable), "qinsight")
     env = dict(os.environ, HF_HUB_OFFLINE="1", QINSIGHT_MODEL=str(tiny_model))
-    done = subprocess.run([script, "score", str(image_files[0]), "--max-new-tokens", "8"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [script, "score", str(image_files[0]), "--max-new-tokens", "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr  # the random tiny model writes no rating
     (row,) = rows(done.stdout)
     assert row["image"] == str(image_files[0]) and row["raw"] and "no rating found" in row["error"]
@@ -182,8 +227,23 @@ def test_fast_score_and_rank_commands(tiny_model, image_files, capsys):
     code, out, _ = run(["score", *paths, "--mode", "fast", "--model", str(tiny_model)], capsys)
     fast = rows(out)
     assert code == 0 and all(1 <= r["score"] <= 5 and r["std"] > 0 and r["error"] is None for r in fast)
-    code, out, err = run(["rank", *paths, "--top-k", "3", "--strategy", "hybrid", "--pool", "3",
-                          "--model", str(tiny_model), "--max-new-tokens", "8"], capsys)
+    code, out, err = run(
+        [
+            "rank",
+            *paths,
+            "--top-k",
+            "3",
+            "--strategy",
+            "hybrid",
+            "--pool",
+            "3",
+            "--model",
+            str(tiny_model),
+            "--max-new-tokens",
+            "8",
+        ],
+        capsys,
+    )
     ranked = rows(out)
     assert [r["rank"] for r in ranked] == [1, 2, 3]
     by_fast = sorted(fast, key=lambda r: -r["score"])[:3]
@@ -206,7 +266,7 @@ def test_folder_scans_take_every_format_pillow_opens_and_only_regular_files(tmp_
     image.save(folder / "sub" / "c.png")
     (folder / "notes.txt").write_text("not an image")
     (folder / "d.pdf").write_bytes(b"%PDF-1.4")  # Pillow writes PDFs but cannot open them
-    os.mkfifo(folder / "e.png")                   # reading it would block forever
+    os.mkfifo(folder / "e.png")  # reading it would block forever
     (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
     flat = cli.expand_paths([str(folder)], recursive=False)
     assert flat == [str(folder / "a.jfif"), str(folder / "b.avif")]
@@ -214,10 +274,18 @@ def test_folder_scans_take_every_format_pillow_opens_and_only_regular_files(tmp_
     assert deep == [str(folder / "a.jfif"), str(folder / "b.avif"), str(folder / "sub" / "c.png")]
 
 
-@pytest.mark.parametrize("argv", [["score", "x.png", "--num-samples", "0"], ["score", "x.png", "--max-new-tokens", "0"],
-                                  ["rank", "x.png", "--pool", "0"], ["rank", "x.png", "--batch-size", "0"],
-                                  ["rank", "x.png", "--top-k", "0"], ["eval", "d.csv", "--batch-size", "0"],
-                                  ["degradation", "x.png", "--batch-size", "two"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["score", "x.png", "--num-samples", "0"],
+        ["score", "x.png", "--max-new-tokens", "0"],
+        ["rank", "x.png", "--pool", "0"],
+        ["rank", "x.png", "--batch-size", "0"],
+        ["rank", "x.png", "--top-k", "0"],
+        ["eval", "d.csv", "--batch-size", "0"],
+        ["degradation", "x.png", "--batch-size", "two"],
+    ],
+)
 def test_counts_below_one_are_usage_errors(argv, capsys):
     """Issue 10, defect 12: --num-samples 0, --pool 0 and --batch-size 0 for rank and eval were taken silently."""
     with pytest.raises(SystemExit) as stopped:
@@ -232,14 +300,16 @@ def test_a_last_line_torn_inside_a_character_is_repaired_on_resume(scripted, ima
     output = tmp_path / "out.jsonl"
     good = json.dumps({"image": str(image_files[0]), "score": 4.2, "error": None}, ensure_ascii=False)
     torn = json.dumps({"image": "café.png", "score": 1.0, "error": None}, ensure_ascii=False).encode()
-    output.write_bytes(good.encode() + b"\n" + torn[:torn.index("é".encode()) + 1])  # cut after 1 of 2 bytes
+    output.write_bytes(good.encode() + b"\n" + torn[: torn.index("é".encode()) + 1])  # cut after 1 of 2 bytes
     code, _, err = run(["score", *map(str, image_files[:2]), "-o", str(output)], capsys)
     assert code == 0 and "1 of 2 images already done" in err
     assert [r["image"] for r in rows(output.read_text(encoding="utf-8"))] == [str(p) for p in image_files[:2]]
 
 
-@pytest.mark.parametrize("where, message", [("folder", "is a folder; name a file to write to"),
-                                            ("under-a-file/out.jsonl", "cannot create the folder for")])
+@pytest.mark.parametrize(
+    "where, message",
+    [("folder", "is a folder; name a file to write to"), ("under-a-file/out.jsonl", "cannot create the folder for")],
+)
 def test_an_output_that_cannot_be_a_file_is_a_usage_error(scripted, image_files, tmp_path, capsys, where, message):
     """Issue 10, defect 8: a folder, or a path below a file, as --output gave a traceback."""
     (tmp_path / "folder").mkdir()
@@ -262,8 +332,7 @@ def test_ctrl_c_during_score_keeps_the_rows_and_exits_130(monkeypatch, image_fil
             raise KeyboardInterrupt
         return '<answer>{"rating": 3}</answer>'
 
-    monkeypatch.setattr(QualityJudge, "from_config",
-                        classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
+    monkeypatch.setattr(QualityJudge, "from_config", classmethod(lambda cls, *a, **k: cls(ScriptedBackend(answer))))
     output = tmp_path / "out.jsonl"
     code, _, err = run(["score", *map(str, image_files), "-o", str(output), "--batch-size", "1"], capsys)
     assert code == 130 and "interrupted; the rows written so far are kept" in err
@@ -271,10 +340,13 @@ def test_ctrl_c_during_score_keeps_the_rows_and_exits_130(monkeypatch, image_fil
 
 
 def test_a_closed_output_pipe_is_one_line_not_a_traceback(tiny_model, image_files):
-    command = (f"{sys.executable} -m qinsight_sdk score {' '.join(map(str, image_files))} --model {tiny_model} "
-               "--mode fast | true")
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    command = (
+        f"{sys.executable} -m qinsight_sdk score {' '.join(map(str, image_files))} --model {tiny_model} "
+        "--mode fast | true"
+    )
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     assert "Traceback" not in done.stderr
     assert "qinsight score: error: the output pipe was closed; later rows were not written" in done.stderr
 
@@ -338,7 +410,7 @@ def test_a_rerun_made_another_way_is_refused_before_a_model_loads(scripted, imag
     assert code == 2 and "(max_pixels: 12845056 there, 4096 now)" in err
     assert output.read_bytes() == before and len(scripted) == asked
     code, _, err = run(["score", *images, "--mode", "fast", "--max-new-tokens", "7", "-o", str(output)], capsys)
-    assert code == 0 and "2 of 2 images already done" in err   # fast scores generate no text
+    assert code == 0 and "2 of 2 images already done" in err  # fast scores generate no text
     code, _, _ = run(["score", *images, "-o", str(output), "--overwrite"], capsys)
     assert code == 0 and [r["settings"]["mode"] for r in rows(output.read_text())] == ["reason", "reason"]
 
@@ -348,7 +420,7 @@ def test_an_image_named_two_ways_is_one_row(scripted, image_files, tmp_path, cap
     monkeypatch.chdir(tmp_path)
     os.symlink(image_files[0], tmp_path / "link.png")
     code, _, _ = run(["score", str(tmp_path), str(image_files[1]), "-o", "out.jsonl"], capsys)
-    assert code == 0 and len(scripted) == 5    # link.png is img0.png, and img1.png was given twice
+    assert code == 0 and len(scripted) == 5  # link.png is img0.png, and img1.png was given twice
     code, _, err = run(["score", ".", "./link.png", "-o", "out.jsonl"], capsys)
     assert code == 0 and "5 of 5 images already done" in err and len(scripted) == 5
     assert len(rows((tmp_path / "out.jsonl").read_text())) == 5
@@ -372,12 +444,15 @@ def test_a_second_writer_stops_with_a_message_and_the_first_loses_nothing(script
     import time
 
     output = tmp_path / "out.jsonl"
-    first = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *map(str, image_files), "-o", str(output)],
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, *map(str, image_files), "-o", str(output)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (output.exists() and output.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)   # the first run is writing: it has its first row out
+            time.sleep(0.05)  # the first run is writing: it has its first row out
         code, _, err = run(["score", *map(str, image_files), "-o", str(output)], capsys)
         assert code == 2 and "is being written by another qinsight run; wait for it to finish" in err
         assert len(scripted) == 0
@@ -398,8 +473,9 @@ def test_eval_reads_what_score_wrote(scripted, image_files, tmp_path, capsys):
     assert code == 0 and "score: 5 of 5 items judged, 0 failed" in out and len(scripted) == asked
     code, out, err = run(["eval", str(labels), "--predictions", str(scores), "--mode", "fast"], capsys)
     assert code == 2 and "mode: 'reason' there, 'fast' now" in err
-    code, out, _ = run(["eval", str(labels), "--predictions", str(scores), "--predictions-only", "--bootstrap", "0"],
-                       capsys)
+    code, out, _ = run(
+        ["eval", str(labels), "--predictions", str(scores), "--predictions-only", "--bootstrap", "0"], capsys
+    )
     assert code == 0 and "5 of 5 items judged" in out
 
 
@@ -412,12 +488,12 @@ def test_rank_and_compare_write_the_same_record_files(scripted, image_files, tmp
     code, _, err = run(["rank", *reversed(paths), "-o", str(output)], capsys)
     assert code == 0 and "already holds this ranking" in err and len(scripted) == asked
     code, _, err = run(["rank", *paths[:3], "-o", str(output)], capsys)
-    assert code == 2 and "images: " in err                       # a ranking of other images is not mixed in
-    output.write_text("".join(json.dumps(r) + "\n" for r in written[:2]))   # a run killed while writing
+    assert code == 2 and "images: " in err  # a ranking of other images is not mixed in
+    output.write_text("".join(json.dumps(r) + "\n" for r in written[:2]))  # a run killed while writing
     assert run(["rank", *paths, "-o", str(output)], capsys)[0] == 0
     assert rows(output.read_text()) == written and len(scripted) == 2 * asked
     pairs = tmp_path / "pairs.jsonl"
-    assert run(["compare", paths[0], paths[1], "-o", str(pairs)], capsys)[0] == 1   # "rating" is no verdict
+    assert run(["compare", paths[0], paths[1], "-o", str(pairs)], capsys)[0] == 1  # "rating" is no verdict
     code, _, err = run(["compare", paths[0], paths[1], "-o", str(pairs)], capsys)
     assert code == 1 and "already holds this pair" in err
     (row,) = rows(pairs.read_text())
@@ -434,21 +510,30 @@ def test_eval_reads_what_degradation_and_compare_wrote(monkeypatch, image_files,
     monkeypatch.chdir(tmp_path)
     names = [p.name for p in image_files]
     assert run(["degradation", *names[:3], "-o", "deg.jsonl"], capsys)[0] == 0
-    (tmp_path / "deg.csv").write_text("image,distortion_class,severity\n" + "".join(
-        f"{n},blur,{s}\n" for n, s in zip(names, ("slight", "slight", "serious"))))
+    (tmp_path / "deg.csv").write_text(
+        "image,distortion_class,severity\n"
+        + "".join(f"{n},blur,{s}\n" for n, s in zip(names, ("slight", "slight", "serious")))
+    )
     code, out, _ = run(["eval", "deg.csv", "--predictions", "deg.jsonl", "--predictions-only"], capsys)
     assert code == 0 and "degradation: 3 of 3 items judged" in out
     for a, b in ((names[0], names[1]), (names[2], names[3])):
         assert run(["compare", a, b, "-o", "pairs.jsonl"], capsys)[0] == 0
-    (tmp_path / "pairs.csv").write_text(f"image_a,image_b,answer\n{names[0]},{names[1]},Image A\n"
-                                        f"{names[2]},{names[3]},Image B\n")
+    (tmp_path / "pairs.csv").write_text(
+        f"image_a,image_b,answer\n{names[0]},{names[1]},Image A\n{names[2]},{names[3]},Image B\n"
+    )
     code, out, _ = run(["eval", "pairs.csv", "--predictions", "pairs.jsonl", "--bootstrap", "0"], capsys)
     assert code == 0 and "comparison: 2 of 2 items judged" in out and "accuracy 0.5000" in out
 
 
-@pytest.mark.parametrize("argv, length, sampled", [([], 512, False), (["--sample"], 1024, True),
-                                                   (["--sample", "--max-new-tokens", "64"], 64, True),
-                                                   (["--num-samples", "3"], 1024, True)])
+@pytest.mark.parametrize(
+    "argv, length, sampled",
+    [
+        ([], 512, False),
+        (["--sample"], 1024, True),
+        (["--sample", "--max-new-tokens", "64"], 64, True),
+        (["--num-samples", "3"], 1024, True),
+    ],
+)
 def test_sampling_on_the_command_line_is_the_demos(argv, length, sampled):
     args = cli.build_parser().parse_args(["score", "x.png", *argv])
     options = cli._decoding(args)
@@ -456,6 +541,7 @@ def test_sampling_on_the_command_line_is_the_demos(argv, length, sampled):
 
 
 # -- --from-metadata: the rows saved in images, listed without a model -----------------------------------
+
 
 def save_with_rows(path, image, rows):
     from PIL.PngImagePlugin import PngInfo
@@ -471,6 +557,7 @@ def save_with_rows(path, image, rows):
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a judge is a failure: listing saved rows must never do it."""
+
     def refuse(cls, *args, **kwargs):
         raise AssertionError("a model was loaded")
 
@@ -507,20 +594,26 @@ def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_
     folder = tmp_path / "renders"
     (folder / "sub").mkdir(parents=True)
     for name, score in (("a.png", 4.5), ("c.png", 2.0), ("sub/d.png", 3.0)):
-        save_with_rows(folder / name, noise_image(1), [
-            make_row("score", [str(tmp_path / "old" / name)], {"mode": "fast"}, {"score": score, "error": None}),
-            make_row("degradation", [str(folder / name)], {}, {"distortion": "blur", "error": None})])
-    noise_image(2).save(folder / "b.png")      # never judged
+        save_with_rows(
+            folder / name,
+            noise_image(1),
+            [
+                make_row("score", [str(tmp_path / "old" / name)], {"mode": "fast"}, {"score": score, "error": None}),
+                make_row("degradation", [str(folder / name)], {}, {"distortion": "blur", "error": None}),
+            ],
+        )
+    noise_image(2).save(folder / "b.png")  # never judged
     (folder / "notes.txt").write_text("skipped: not an image")
     code, out, err = run(["score", "--from-metadata", str(folder)], capsys)
     found = rows(out)
     assert code == 1 and err == "score: 3 images, 1 without qinsight score metadata\n"
     assert [r["image"] for r in found] == [str(folder / n) for n in ("a.png", "b.png", "c.png")]
     assert [r["score"] for r in found] == [4.5, None, 2.0] and {r["task"] for r in found} == {"score"}
-    assert [r["key"] for r in found] == [key_of(r["image"]) for r in found]   # where the file is now
+    assert [r["key"] for r in found] == [key_of(r["image"]) for r in found]  # where the file is now
     missing = found[1]
-    assert missing["error"] == (f"{folder / 'b.png'}: no qinsight metadata (no 'qinsight' text chunk, and no "
-                                "sidecar b.png.json)")
+    assert missing["error"] == (
+        f"{folder / 'b.png'}: no qinsight metadata (no 'qinsight' text chunk, and no sidecar b.png.json)"
+    )
     assert missing["settings"] is None and {"reasoning", "std", "samples", "raw"} <= set(missing)
     code, out, err = run(["score", "--from-metadata", str(folder), "--recursive"], capsys)
     assert code == 1 and [r["score"] for r in rows(out)] == [4.5, None, 2.0, 3.0]
@@ -544,15 +637,22 @@ def test_from_metadata_of_a_task_not_judged_is_an_error_row(no_model, tmp_path, 
     assert all(r["distortion"] is None and r["task"] == "degradation" for r in found)
 
 
-TO_STDOUT_ONLY = ("--from-metadata prints the saved rows to standard output only: drop --output and redirect "
-                  "instead (> rows.jsonl)")
+TO_STDOUT_ONLY = (
+    "--from-metadata prints the saved rows to standard output only: drop --output and redirect instead (> rows.jsonl)"
+)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--output", "rows.jsonl"], TO_STDOUT_ONLY), (["-o", "rows.jsonl", "--overwrite"], TO_STDOUT_ONLY),
-    (["--ray"], "--from-metadata loads no model, so there is nothing to run on Ray: drop --ray")])
-def test_from_metadata_with_output_or_ray_is_a_usage_error(no_model, image_files, tmp_path, capsys, monkeypatch,
-                                                           extra, message):
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--output", "rows.jsonl"], TO_STDOUT_ONLY),
+        (["-o", "rows.jsonl", "--overwrite"], TO_STDOUT_ONLY),
+        (["--ray"], "--from-metadata loads no model, so there is nothing to run on Ray: drop --ray"),
+    ],
+)
+def test_from_metadata_with_output_or_ray_is_a_usage_error(
+    no_model, image_files, tmp_path, capsys, monkeypatch, extra, message
+):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(["degradation", "--from-metadata", str(image_files[0]), *extra], capsys)
     assert code == 2 and out == "" and err == f"qinsight degradation: error: {message}\n"
@@ -564,8 +664,10 @@ def test_from_metadata_is_in_the_help(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
-        assert (f"--from-metadata judge nothing and load no model: print the {command} rows saved in each image "
-                "(its 'qinsight' PNG text chunk, else its IMAGE.json sidecar)") in text
+        assert (
+            f"--from-metadata judge nothing and load no model: print the {command} rows saved in each image "
+            "(its 'qinsight' PNG text chunk, else its IMAGE.json sidecar)"
+        ) in text
         assert "standard output only: not with --output (redirect instead) or --ray" in text
 
 
@@ -593,17 +695,24 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
     save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 3.5, "error": None})])
     noise_image(2).save(tmp_path / "b.jpg")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", NO_TORCH, "score", "--from-metadata", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 1, done.stderr      # b.jpg has no rows: an error row, not a crash
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "score", "--from-metadata", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stderr  # b.jpg has no rows: an error row, not a crash
     assert [(r["image"], r["score"]) for r in rows(done.stdout)] == [(str(path), 3.5), (str(tmp_path / "b.jpg"), None)]
     assert done.stderr.endswith("score: 2 images, 1 without qinsight score metadata\nloaded: []\n")
-    judging = subprocess.run([sys.executable, "-c", NO_TORCH, "score", str(path)], capture_output=True, text=True,
-                             timeout=120, env=env)
-    assert judging.returncode == 1 and "transformers is not installed here" in judging.stderr   # the block is real
+    judging = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "score", str(path)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert judging.returncode == 1 and "transformers is not installed here" in judging.stderr  # the block is real
 
 
 # -- issue 26, item 8: what eval prints, and output that cannot be written ----------------------------------
+
 
 def backwards_judge(tmp_path, image_files):
     """Labels with MOS 1 to 5, and the predictions of a judge that scores them backwards."""
@@ -612,8 +721,12 @@ def backwards_judge(tmp_path, image_files):
     labels = tmp_path / "labels.csv"
     labels.write_text("image,mos\n" + "".join(f"{p.name},{1 + i}\n" for i, p in enumerate(image_files)))
     predictions = tmp_path / "predictions.jsonl"
-    predictions.write_text("".join(row_text(make_row("score", [str(p)], {"mode": "reason"}, {"score": s, "error": None}))
-                                   + "\n" for p, s in zip(image_files, (4.6, 4.1, 2.9, 2.2, 1.4))))
+    predictions.write_text(
+        "".join(
+            row_text(make_row("score", [str(p)], {"mode": "reason"}, {"score": s, "error": None})) + "\n"
+            for p, s in zip(image_files, (4.6, 4.1, 2.9, 2.2, 1.4))
+        )
+    )
     return labels, predictions
 
 
@@ -624,22 +737,42 @@ def test_an_anti_correlated_judge_is_shown_as_one(image_files, tmp_path, capsys)
 
     labels, predictions = backwards_judge(tmp_path, image_files)
     report = tmp_path / "report.json"
-    code, out, _ = run(["eval", str(labels), "--predictions", str(predictions), "--predictions-only",
-                        "--bootstrap", "200", "--report", str(report)], capsys)
+    code, out, _ = run(
+        [
+            "eval",
+            str(labels),
+            "--predictions",
+            str(predictions),
+            "--predictions-only",
+            "--bootstrap",
+            "200",
+            "--report",
+            str(report),
+        ],
+        capsys,
+    )
     found = json.loads(report.read_text())["metrics"]
     assert code == 0 and found["logistic_direction"] == "decreasing" and found["plcc_logistic"] < -0.9
     lines = out.splitlines()
     assert lines[1] == f"SRCC -1.0000 (95% CI {found['srcc_ci95'][0]:.3f} to {found['srcc_ci95'][1]:.3f})"
     assert lines[2] == f"PLCC {found['plcc']:.4f} (95% CI {found['plcc_ci95'][0]:.3f} to {found['plcc_ci95'][1]:.3f})"
-    assert lines[3].startswith(f"PLCC after the 4-parameter logistic fit {found['plcc_logistic']:.4f} (the fit "
-                               "decreases: higher scores go with lower MOS); KRCC -1.0000")
-    assert not re.search(r"\d-\d", out)   # no interval written as two numbers joined by a hyphen
+    assert lines[3].startswith(
+        f"PLCC after the 4-parameter logistic fit {found['plcc_logistic']:.4f} (the fit "
+        "decreases: higher scores go with lower MOS); KRCC -1.0000"
+    )
+    assert not re.search(r"\d-\d", out)  # no interval written as two numbers joined by a hyphen
 
 
 def qinsight(argv, **options):
-    return subprocess.run([sys.executable, "-m", "qinsight_sdk", *map(str, argv)], stderr=subprocess.PIPE, text=True,
-                          timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1"),
-                          check=False, **options)
+    return subprocess.run(
+        [sys.executable, "-m", "qinsight_sdk", *map(str, argv)],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1"),
+        check=False,
+        **options,
+    )
 
 
 def one_error_line(done, line):
@@ -649,9 +782,12 @@ def one_error_line(done, line):
 
 def commands_without_a_model(tmp_path, image_files):
     labels, predictions = backwards_judge(tmp_path, image_files)
-    return {"eval": ["eval", labels, "--predictions", predictions, "--predictions-only", "--bootstrap", "0"],
-            "score": ["score", "--from-metadata", image_files[0]], "train": ["train", "--example-config"],
-            "": ["--help"]}
+    return {
+        "eval": ["eval", labels, "--predictions", predictions, "--predictions-only", "--bootstrap", "0"],
+        "score": ["score", "--from-metadata", image_files[0]],
+        "train": ["train", "--example-config"],
+        "": ["--help"],
+    }
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
@@ -660,8 +796,10 @@ def test_standard_output_on_a_full_disk_is_one_line_and_exit_two(image_files, tm
     """`qinsight ... > /dev/full` ended in a traceback and exit code 1 (--help: exit code 0, its text lost)."""
     with open("/dev/full", "w") as full:
         done = qinsight(commands_without_a_model(tmp_path, image_files)[command], stdout=full)
-    one_error_line(done, f"qinsight{' ' + command if command else ''}: error: cannot write to standard output: "
-                         "No space left on device")
+    one_error_line(
+        done,
+        f"qinsight{' ' + command if command else ''}: error: cannot write to standard output: No space left on device",
+    )
 
 
 def test_standard_output_past_a_file_size_limit_is_one_line_and_exit_two(image_files, tmp_path):
@@ -679,20 +817,27 @@ def test_standard_output_past_a_file_size_limit_is_one_line_and_exit_two(image_f
 
 
 def test_a_closed_pipe_without_a_model_is_one_line(image_files, tmp_path):
-    reader = subprocess.Popen([sys.executable, "-m", "qinsight_sdk",
-                               *map(str, commands_without_a_model(tmp_path, image_files)["eval"])],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    reader.stdout.close()   # before the command writes a byte: it starts in seconds
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "qinsight_sdk", *map(str, commands_without_a_model(tmp_path, image_files)["eval"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reader.stdout.close()  # before the command writes a byte: it starts in seconds
     _, err = reader.communicate(timeout=300)
-    one_error_line(subprocess.CompletedProcess([], reader.returncode, None, err),
-                   "qinsight eval: error: the output pipe was closed; later rows were not written")
+    one_error_line(
+        subprocess.CompletedProcess([], reader.returncode, None, err),
+        "qinsight eval: error: the output pipe was closed; later rows were not written",
+    )
 
 
-LONG = "x" * 300   # longer than a file name may be (255 bytes on Linux filesystems)
+LONG = "x" * 300  # longer than a file name may be (255 bytes on Linux filesystems)
 
 
-@pytest.mark.parametrize("option, what", [("--report", "write the report to"), ("--plot", "write the figure to"),
-                                          ("--predictions", "read the predictions")])
+@pytest.mark.parametrize(
+    "option, what",
+    [("--report", "write the report to"), ("--plot", "write the figure to"), ("--predictions", "read the predictions")],
+)
 def test_a_file_name_too_long_for_eval_is_one_line(image_files, tmp_path, capsys, option, what):
     labels, predictions = backwards_judge(tmp_path, image_files)
     argv = ["eval", str(labels), "--predictions", str(predictions), "--predictions-only", "--bootstrap", "0"]
@@ -703,23 +848,26 @@ def test_a_file_name_too_long_for_eval_is_one_line(image_files, tmp_path, capsys
     assert line.endswith(f"x.out ({len(str(tmp_path / LONG)) + 4} characters): File name too long")
 
 
-def test_a_file_name_too_long_for_rows_or_predictions_being_written_is_one_line(scripted, image_files, tmp_path,
-                                                                               capsys):
+def test_a_file_name_too_long_for_rows_or_predictions_being_written_is_one_line(
+    scripted, image_files, tmp_path, capsys
+):
     too_long = str(tmp_path / f"{LONG}.jsonl")
     code, out, err = run(["score", str(image_files[0]), "-o", too_long], capsys)
-    assert code == 2 and out == "" and err.splitlines()[-1].startswith("qinsight score: error: cannot write the rows to ")
+    assert (
+        code == 2 and out == "" and err.splitlines()[-1].startswith("qinsight score: error: cannot write the rows to ")
+    )
     assert err.endswith("characters): File name too long\n") and len(scripted) == 0
     labels, _ = backwards_judge(tmp_path, image_files)
     code, out, err = run(["eval", str(labels), "--predictions", too_long], capsys)
     assert code == 2 and err.splitlines()[-1].startswith("qinsight eval: error: cannot write the predictions to ")
     code, out, err = run(["eval", str(labels), "--models", "a", "b", "--predictions", too_long], capsys)
-    assert code == 2 and err.splitlines()[-1].startswith("qinsight eval: error: cannot write the predictions to the "
-                                                         "folder ")
+    assert code == 2 and err.splitlines()[-1].startswith(
+        "qinsight eval: error: cannot write the predictions to the folder "
+    )
     assert err.endswith("characters): File name too long\n") and len(scripted) == 0
 
 
-def test_a_report_that_cannot_be_written_keeps_the_predictions_and_says_so(image_files, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_a_report_that_cannot_be_written_keeps_the_predictions_and_says_so(image_files, tmp_path, capsys, monkeypatch):
     from pathlib import Path
 
     labels, predictions = backwards_judge(tmp_path, image_files)
@@ -731,10 +879,29 @@ def test_a_report_that_cannot_be_written_keeps_the_predictions_and_says_so(image
         return written(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full)
-    code, out, err = run(["eval", str(labels), "--predictions", str(predictions), "--predictions-only",
-                          "--bootstrap", "0", "--report", str(tmp_path / "r.json")], capsys)
-    assert code == 2 and out == "" and err == (f"qinsight eval: error: cannot write the report to {tmp_path / 'r.json'}: "
-                                               f"No space left on device; the predictions are kept in {predictions}\n")
+    code, out, err = run(
+        [
+            "eval",
+            str(labels),
+            "--predictions",
+            str(predictions),
+            "--predictions-only",
+            "--bootstrap",
+            "0",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        capsys,
+    )
+    assert (
+        code == 2
+        and out == ""
+        and err
+        == (
+            f"qinsight eval: error: cannot write the report to {tmp_path / 'r.json'}: "
+            f"No space left on device; the predictions are kept in {predictions}\n"
+        )
+    )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
@@ -774,10 +941,9 @@ def parsers(parser):
 
 def test_every_flag_of_every_command_says_what_it_does_and_shows_its_default():
     walked = list(parsers(cli.build_parser()))
-    assert {p.prog.split()[-1] for p in walked} >= {"score", "degradation", "rank", "compare", "eval", "train",
-                                                    "serve"}
+    assert {p.prog.split()[-1] for p in walked} >= {"score", "degradation", "rank", "compare", "eval", "train", "serve"}
     for parser in walked:
-        shown = " ".join(parser.format_help().split())    # a stray % in a help text raises here
+        shown = " ".join(parser.format_help().split())  # a stray % in a help text raises here
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
                 continue
@@ -804,15 +970,21 @@ def test_version(capsys):
     assert stopped.value.code == 0 and capsys.readouterr().out == f"qinsight {qinsight_sdk.__version__}\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["score", "x.png", "--model", ""], "argument --model: is empty: name a Hugging Face id or a folder"),
-    (["score", "x.png", "--model", "  "], "argument --model: is empty"),
-    (["rank", "x.png", "--prefilter", ""], "argument --prefilter: is empty"),
-    (["serve", "--port", "0"], "argument --port: must be from 1 to 65535, got 0"),
-    (["serve", "--port", "65536"], "argument --port: must be from 1 to 65535, got 65536"),
-    (["serve", "--port", "http"], "argument --port: 'http' is not a port number"),
-    (["score", "x.png", "--max-pixels", "12845057"],
-     "argument --max-pixels: max_pixels=12,845,057 is above 12,845,056, the most the model's image processor")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["score", "x.png", "--model", ""], "argument --model: is empty: name a Hugging Face id or a folder"),
+        (["score", "x.png", "--model", "  "], "argument --model: is empty"),
+        (["rank", "x.png", "--prefilter", ""], "argument --prefilter: is empty"),
+        (["serve", "--port", "0"], "argument --port: must be from 1 to 65535, got 0"),
+        (["serve", "--port", "65536"], "argument --port: must be from 1 to 65535, got 65536"),
+        (["serve", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (
+            ["score", "x.png", "--max-pixels", "12845057"],
+            "argument --max-pixels: max_pixels=12,845,057 is above 12,845,056, the most the model's image processor",
+        ),
+    ],
+)
 def test_flags_refuse_what_cannot_be_meant(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
@@ -824,13 +996,18 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("stderr_is_terminal, output, shown", [
-    (True, "file", True),              # score -o on a terminal: the bar
-    (True, "terminal", False),         # rows printed to the same terminal: no bar over them
-    (True, "pipe", True),              # rows piped on, the bar on the terminal
-    (False, "file", False)])           # a log file or CI: no bar
-def test_a_progress_bar_only_on_a_terminal_and_never_over_rows(scripted, image_files, tmp_path, monkeypatch,
-                                                               stderr_is_terminal, output, shown):
+@pytest.mark.parametrize(
+    "stderr_is_terminal, output, shown",
+    [
+        (True, "file", True),  # score -o on a terminal: the bar
+        (True, "terminal", False),  # rows printed to the same terminal: no bar over them
+        (True, "pipe", True),  # rows piped on, the bar on the terminal
+        (False, "file", False),
+    ],
+)  # a log file or CI: no bar
+def test_a_progress_bar_only_on_a_terminal_and_never_over_rows(
+    scripted, image_files, tmp_path, monkeypatch, stderr_is_terminal, output, shown
+):
     err = Terminal() if stderr_is_terminal else io.StringIO()
     out = Terminal() if output == "terminal" else io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)

@@ -14,12 +14,20 @@ from comfyui_server import ComfyUI, progress_of
 from PIL import Image
 from safetensors import safe_open
 
-from qinsight_sdk.judging.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
 from qinsight_sdk import QualityJudge
+from qinsight_sdk.judging.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
 from qinsight_sdk.testing import brightness_image, build_tiny_rali
 
-NODE_IDS = ["QInsightLoadJudge", "QInsightScore", "QInsightDegradation", "QInsightCompare", "QInsightBestOfN",
-            "QInsightGate", "QInsightSaveImage", "QInsightReward"]
+NODE_IDS = [
+    "QInsightLoadJudge",
+    "QInsightScore",
+    "QInsightDegradation",
+    "QInsightCompare",
+    "QInsightBestOfN",
+    "QInsightGate",
+    "QInsightSaveImage",
+    "QInsightReward",
+]
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -32,7 +40,7 @@ def comfy(tmp_path_factory, tiny_judge_model):
     server.prepare()
     (server.models / "meter").mkdir()
     (server.models / "meter" / MARKER).write_text("{}")
-    build_tiny_rali(server.models / "rali")   # RALI's released layout: no config.json of its own
+    build_tiny_rali(server.models / "rali")  # RALI's released layout: no config.json of its own
     # the tiny judge that answers, and a bright and a dark image for it to tell apart
     shutil.copytree(tiny_judge_model, server.models / "tiny-judge")
     brightness_image(0.85, 1).save(server.input_dir / "bright.png")
@@ -56,9 +64,17 @@ def comfy(tmp_path_factory, tiny_judge_model):
 
 
 def loader(after_run="keep on GPU", model="tiny-qinsight"):
-    return {"class_type": "QInsightLoadJudge", "inputs": {"model": model, "hf_id": "", "allow_download": False,
-                                                          "device": "auto", "dtype": "auto",
-                                                          "after_run": after_run}}
+    return {
+        "class_type": "QInsightLoadJudge",
+        "inputs": {
+            "model": model,
+            "hf_id": "",
+            "allow_download": False,
+            "device": "auto",
+            "dtype": "auto",
+            "after_run": after_run,
+        },
+    }
 
 
 def image_batch(count):
@@ -82,8 +98,12 @@ def fast_score_graph(count, **loader_inputs):
     graph, batch = image_batch(count)
     judge = loader()
     judge["inputs"].update(loader_inputs)
-    graph.update({"1": judge, "2": {"class_type": "QInsightScore",
-                                    "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    graph.update(
+        {
+            "1": judge,
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+        }
+    )
     return graph
 
 
@@ -109,24 +129,36 @@ def test_the_judge_choice_reaches_the_loaded_judge_and_its_rows(comfy):
     has one; a named profile as asked. Score Image Quality's rows name the profile, and its prompts are the
     ones used: VisualQuality-R1's fast score asks its non-thinking prompt, as its non-thinking profile does,
     so the same weights give the same scores under both and others under Q-Insight's."""
-    cases = {"q-insight": ("tiny-qinsight", "auto"), "visualquality-r1": ("tiny-qinsight", "visualquality-r1"),
-             "visualquality-r1-non-thinking": ("tiny-own-profile", "auto")}
+    cases = {
+        "q-insight": ("tiny-qinsight", "auto"),
+        "visualquality-r1": ("tiny-qinsight", "visualquality-r1"),
+        "visualquality-r1-non-thinking": ("tiny-own-profile", "auto"),
+    }
     graph = {"10": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}}}
     for n, (model, judge) in enumerate(cases.values()):
         load, score, save = str(n + 1), str(n + 4), str(n + 7)
         graph[load] = loader(model=model)
         graph[load]["inputs"]["judge"] = judge
-        graph[score] = {"class_type": "QInsightScore", "inputs": {"judge": [load, 0], "images": ["10", 0],
-                                                                  "mode": "fast"}}
-        graph[save] = {"class_type": "QInsightSaveImage", "inputs": {
-            "images": ["10", 0], "filename_prefix": f"profiles/{n}", "score_batch": [score, 3],
-            "score_in_name": False}}
+        graph[score] = {
+            "class_type": "QInsightScore",
+            "inputs": {"judge": [load, 0], "images": ["10", 0], "mode": "fast"},
+        }
+        graph[save] = {
+            "class_type": "QInsightSaveImage",
+            "inputs": {
+                "images": ["10", 0],
+                "filename_prefix": f"profiles/{n}",
+                "score_batch": [score, 3],
+                "score_in_name": False,
+            },
+        }
     outputs = succeeded(comfy.run(graph))
     scores, recorded = {}, {}
     for n, (expected, (model, _)) in enumerate(cases.items()):
         (saved,) = outputs[str(n + 7)]["images"]
-        (row,) = json.loads(Image.open(comfy.workdir / "output" / saved["subfolder"] / saved["filename"])
-                            .text["qinsight"])
+        (row,) = json.loads(
+            Image.open(comfy.workdir / "output" / saved["subfolder"] / saved["filename"]).text["qinsight"]
+        )
         assert row["settings"]["model"].endswith(model) and row["settings"]["mode"] == "fast"
         recorded[expected] = row["settings"]["profile"]
         (scores[expected],) = outputs[str(n + 4)]["qinsight_scores"]
@@ -137,15 +169,17 @@ def test_the_judge_choice_reaches_the_loaded_judge_and_its_rows(comfy):
 
 
 def test_the_judge_choice_is_checked(comfy):
-    assert f"judge must be one of auto, {', '.join(sorted(PROFILES))}, got 'gpt-judge'" in \
-        loader_refusal(comfy, judge="gpt-judge")
+    assert f"judge must be one of auto, {', '.join(sorted(PROFILES))}, got 'gpt-judge'" in loader_refusal(
+        comfy, judge="gpt-judge"
+    )
 
 
 def test_a_judge_that_cannot_do_the_task_is_a_clear_node_error(comfy):
     """VisualQuality-R1 only scores: Detect Degradation on it stops with why, not with unknown verdicts."""
     graph, batch = image_batch(1)
-    graph.update({"1": loader(), "2": {"class_type": "QInsightDegradation",
-                                       "inputs": {"judge": ["1", 0], "images": [batch, 0]}}})
+    graph.update(
+        {"1": loader(), "2": {"class_type": "QInsightDegradation", "inputs": {"judge": ["1", 0], "images": [batch, 0]}}}
+    )
     graph["1"]["inputs"]["judge"] = "visualquality-r1"
     entry = comfy.run(graph)
     assert entry["status"]["status_str"] == "error"
@@ -191,11 +225,15 @@ print(json.dumps({"before": before, "after": after}))
 def test_search_aliases_only_where_comfyui_has_them():
     from comfyui_server import comfyui_tree
 
-    done = subprocess.run([sys.executable, "-c", SEARCH_ALIASES, str(comfyui_tree()), str(ROOT)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SEARCH_ALIASES, str(comfyui_tree()), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.splitlines()[-1])
-    assert found["before"] == [None] * len(NODE_IDS)    # v0.3.75 has none: the schema is left as it was
+    assert found["before"] == [None] * len(NODE_IDS)  # v0.3.75 has none: the schema is left as it was
     assert all({"IQA", "aesthetic", "best of", "filter"} <= set(aliases) for aliases in found["after"])
     assert len(found["after"]) == len(NODE_IDS)
 
@@ -209,14 +247,20 @@ def test_a_family_installed_as_a_plugin_is_listed(comfy):
 def test_a_family_installed_as_a_plugin_judges_in_the_nodes(comfy):
     """Its scores in the Score node and its ranking in Best of N."""
     graph, batch = image_batch(4)
-    graph.update({"1": loader(model="meter", after_run="unload"),   # each node loads it anew
-                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
-                                                                  "mode": "fast"}},
-                  "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0],
-                                                                    "top_k": 2, "strategy": "score"}}})
+    graph.update(
+        {
+            "1": loader(model="meter", after_run="unload"),  # each node loads it anew
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+            "3": {
+                "class_type": "QInsightBestOfN",
+                "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 2, "strategy": "score"},
+            },
+        }
+    )
     outputs = succeeded(comfy.run(graph))
-    levels = [float(np.asarray(Image.open(comfy.input_dir / f"sample_{i}.png").convert("RGB")).mean()) / 255
-              for i in range(4)]
+    levels = [
+        float(np.asarray(Image.open(comfy.input_dir / f"sample_{i}.png").convert("RGB")).mean()) / 255 for i in range(4)
+    ]
     assert outputs["2"]["qinsight_scores"] == pytest.approx([1 + 4 * level for level in levels], abs=0.05)
     assert outputs["3"]["qinsight_order"] == sorted(range(4), key=lambda i: -levels[i])[:2]
 
@@ -225,19 +269,31 @@ def test_rali_scores_in_the_nodes_as_in_python_and_prefilters_best_of_n(comfy):
     """A RALI folder loads in the loader (full precision, fp32), its fast scores are the SDK's on the same
     files, and as Best of N's prefilter it passes on only its best `keep`."""
     graph, batch = image_batch(4)
-    graph.update({"1": loader(model="rali"), "4": loader(),
-                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
-                                                                  "mode": "fast"}},
-                  "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["4", 0], "images": [batch, 0],
-                                                                    "top_k": 4, "strategy": "score",
-                                                                    "prefilter": ["1", 0], "keep": 2}}})
+    graph.update(
+        {
+            "1": loader(model="rali"),
+            "4": loader(),
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+            "3": {
+                "class_type": "QInsightBestOfN",
+                "inputs": {
+                    "judge": ["4", 0],
+                    "images": [batch, 0],
+                    "top_k": 4,
+                    "strategy": "score",
+                    "prefilter": ["1", 0],
+                    "keep": 2,
+                },
+            },
+        }
+    )
     outputs = succeeded(comfy.run(graph))
     judge = QualityJudge.from_pretrained(comfy.models / "rali", device="cpu")
     expected = [r.score for r in judge.score([comfy.input_dir / f"sample_{i}.png" for i in range(4)])]
     assert outputs["2"]["qinsight_scores"] == pytest.approx(expected, abs=1e-4)
     by_rali = sorted(range(4), key=lambda i: -expected[i])
     assert sorted(outputs["3"]["qinsight_order"][:2]) == sorted(by_rali[:2])
-    assert outputs["3"]["qinsight_order"][2:] == by_rali[2:]   # past keep: in RALI's order
+    assert outputs["3"]["qinsight_order"][2:] == by_rali[2:]  # past keep: in RALI's order
 
 
 def test_score_graph(comfy):
@@ -248,22 +304,36 @@ def test_score_graph(comfy):
 
 def test_degradation_and_reward_graphs(comfy):
     graph, batch = image_batch(2)
-    graph.update({"1": loader(), "2": {"class_type": "QInsightDegradation",
-                                       "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
-                  "3": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}}})
+    graph.update(
+        {
+            "1": loader(),
+            "2": {"class_type": "QInsightDegradation", "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
+            "3": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
+        }
+    )
     outputs = succeeded(comfy.run(graph))
     assert len(outputs["2"]["text"]) == 2 and outputs["2"]["text"][0].startswith("image 0: ")
     assert all(0 <= r <= 1 for r in outputs["3"]["qinsight_rewards"]) and len(outputs["3"]["qinsight_rewards"]) == 2
 
 
 def test_compare_graph_with_reference(comfy):
-    graph = {"1": loader(), "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
-             "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},
-             "4": {"class_type": "LoadImage", "inputs": {"image": "sample_2.png"}},
-             "5": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["2", 0],
-                                                               "image_b": ["3", 0], "reference": ["4", 0],
-                                                               "both_orders": True}},
-             "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}}}
+    graph = {
+        "1": loader(),
+        "2": {"class_type": "LoadImage", "inputs": {"image": "sample_0.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "sample_1.png"}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "sample_2.png"}},
+        "5": {
+            "class_type": "QInsightCompare",
+            "inputs": {
+                "judge": ["1", 0],
+                "image_a": ["2", 0],
+                "image_b": ["3", 0],
+                "reference": ["4", 0],
+                "both_orders": True,
+            },
+        },
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}},
+    }
     outputs = succeeded(comfy.run(graph))
     assert outputs["5"]["text"][0] == "winner: unknown"  # the random tiny model never writes a verdict
     assert len(outputs["6"]["images"]) == 1
@@ -272,13 +342,24 @@ def test_compare_graph_with_reference(comfy):
 def test_best_of_n_passes_latents_through(comfy):
     scores = fast_scores(comfy, 4)
     graph, batch = image_batch(4)
-    graph.update({
-        "1": loader(),
-        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 4}},
-        "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 2,
-                                                          "strategy": "score", "latent": ["2", 0]}},
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 3], "filename_prefix": "best"}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    graph.update(
+        {
+            "1": loader(),
+            "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 4}},
+            "3": {
+                "class_type": "QInsightBestOfN",
+                "inputs": {
+                    "judge": ["1", 0],
+                    "images": [batch, 0],
+                    "top_k": 2,
+                    "strategy": "score",
+                    "latent": ["2", 0],
+                },
+            },
+            "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 3], "filename_prefix": "best"}},
+            "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        }
+    )
     outputs = succeeded(comfy.run(graph))
     expected = sorted(range(4), key=lambda i: -scores[i])[:2]
     assert outputs["3"]["qinsight_order"] == expected
@@ -291,15 +372,21 @@ def test_best_of_n_passes_latents_through(comfy):
 def test_the_nodes_on_a_judge_that_answers(comfy):
     """Reason-mode scores, a comparison and a tournament on the tiny judge trained to answer: the
     success paths the random model never reaches."""
-    graph = {"1": loader(model="tiny-judge"),
-             "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
-             "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
-             "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
-             "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
-             "3": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["10", 0],
-                                                               "image_b": ["11", 0], "both_orders": True}},
-             "4": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 1,
-                                                               "strategy": "tournament"}}}
+    graph = {
+        "1": loader(model="tiny-judge"),
+        "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
+        "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
+        "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
+        "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
+        "3": {
+            "class_type": "QInsightCompare",
+            "inputs": {"judge": ["1", 0], "image_a": ["10", 0], "image_b": ["11", 0], "both_orders": True},
+        },
+        "4": {
+            "class_type": "QInsightBestOfN",
+            "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 1, "strategy": "tournament"},
+        },
+    }
     outputs = succeeded(comfy.run(graph))
     dark, bright = outputs["2"]["qinsight_scores"]
     assert 1.0 <= dark < 2.5 < bright <= 5.0
@@ -310,18 +397,31 @@ def test_the_nodes_on_a_judge_that_answers(comfy):
 def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
     """Reason-mode scores from Score Image Quality and the saver's own degradation verdicts, kept in each
     PNG (and its sidecar) as record rows; Best of N and Score draw their labels on the annotated images."""
-    graph = {"1": loader(model="tiny-judge"),
-             "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
-             "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
-             "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
-             "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
-             "3": {"class_type": "QInsightSaveImage", "inputs": {
-                 "images": ["12", 0], "filename_prefix": "kept/q", "judge": ["1", 0], "score_batch": ["2", 3],
-                 "degradation": True, "score_in_name": True, "sidecar": True}},
-             "4": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 2,
-                                                               "strategy": "score"}},
-             "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 5]}},
-             "6": {"class_type": "PreviewImage", "inputs": {"images": ["2", 4]}}}
+    graph = {
+        "1": loader(model="tiny-judge"),
+        "10": {"class_type": "LoadImage", "inputs": {"image": "dark.png"}},
+        "11": {"class_type": "LoadImage", "inputs": {"image": "bright.png"}},
+        "12": {"class_type": "ImageBatch", "inputs": {"image1": ["10", 0], "image2": ["11", 0]}},
+        "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["12", 0], "mode": "reason"}},
+        "3": {
+            "class_type": "QInsightSaveImage",
+            "inputs": {
+                "images": ["12", 0],
+                "filename_prefix": "kept/q",
+                "judge": ["1", 0],
+                "score_batch": ["2", 3],
+                "degradation": True,
+                "score_in_name": True,
+                "sidecar": True,
+            },
+        },
+        "4": {
+            "class_type": "QInsightBestOfN",
+            "inputs": {"judge": ["1", 0], "images": ["12", 0], "top_k": 2, "strategy": "score"},
+        },
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 5]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["2", 4]}},
+    }
     outputs = succeeded(comfy.run(graph))
     scores = outputs["2"]["qinsight_scores"]
     saved = [comfy.workdir / "output" / s["subfolder"] / s["filename"] for s in outputs["3"]["images"]]
@@ -337,8 +437,12 @@ def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
         assert json.loads(path.with_name(path.name + ".json").read_text())["qinsight"] == rows
     assert len(outputs["5"]["images"]) == 2 and len(outputs["6"]["images"]) == 2
     # read back later, without a model: the command line lists the same rows
-    listed = subprocess.run([sys.executable, "-m", "qinsight_sdk", "score", "--from-metadata",
-                             str(comfy.workdir / "output" / "kept")], capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "qinsight_sdk", "score", "--from-metadata", str(comfy.workdir / "output" / "kept")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert sorted((r["image"], r["score"]) for r in rows) == sorted((str(p), s) for p, s in zip(saved, scores))
@@ -346,14 +450,20 @@ def test_saved_images_keep_scores_and_degradations_made_elsewhere(comfy):
 
 def test_the_saver_scores_and_names_distortions_with_each_image_encoded_once(comfy):
     """Save Image with Quality's own fast score and degradation share one pass of the vision tower."""
+
     def encoded():
-        return sum(j["images_encoded"] or 0 for j in comfy.get("/qinsight/status")["judges"]
-                   if j["model"].endswith("tiny-judge"))
+        return sum(
+            j["images_encoded"] or 0
+            for j in comfy.get("/qinsight/status")["judges"]
+            if j["model"].endswith("tiny-judge")
+        )
 
     graph, batch = image_batch(3)
     graph["1"] = loader(model="tiny-judge")
-    graph["2"] = {"class_type": "QInsightSaveImage", "inputs": {
-        "images": [batch, 0], "filename_prefix": "once/q", "judge": ["1", 0], "degradation": True}}
+    graph["2"] = {
+        "class_type": "QInsightSaveImage",
+        "inputs": {"images": [batch, 0], "filename_prefix": "once/q", "judge": ["1", 0], "degradation": True},
+    }
     succeeded(comfy.run(graph))  # loads the judge (its load-time probe encodes images too)
     before = encoded()
     graph["2"]["inputs"]["filename_prefix"] = "once/r"  # a changed input: the saver runs again
@@ -364,13 +474,18 @@ def test_the_saver_scores_and_names_distortions_with_each_image_encoded_once(com
 
 def gate_graph(threshold):
     graph, batch = image_batch(3)
-    graph.update({
-        "1": loader(),
-        "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
-        "3": {"class_type": "QInsightGate", "inputs": {"images": [batch, 0], "threshold": threshold,
-                                                       "score_batch": ["2", 3]}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}})
+    graph.update(
+        {
+            "1": loader(),
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+            "3": {
+                "class_type": "QInsightGate",
+                "inputs": {"images": [batch, 0], "threshold": threshold, "score_batch": ["2", 3]},
+            },
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+            "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+        }
+    )
     return graph
 
 
@@ -395,9 +510,13 @@ def test_gate_where_none_pass_blocks_the_branch_and_finishes(comfy):
 
 def test_gate_with_its_own_judge(comfy):
     graph, batch = image_batch(2)
-    graph.update({"1": loader(), "3": {"class_type": "QInsightGate",
-                                       "inputs": {"images": [batch, 0], "threshold": 1.0, "judge": ["1", 0]}},
-                  "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    graph.update(
+        {
+            "1": loader(),
+            "3": {"class_type": "QInsightGate", "inputs": {"images": [batch, 0], "threshold": 1.0, "judge": ["1", 0]}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        }
+    )
     outputs = succeeded(comfy.run(graph))
     assert outputs["3"]["qinsight_passed"] == [0, 1]
 
@@ -407,8 +526,13 @@ def test_invalid_widget_values_are_rejected(comfy, node, bad):
     graph, batch = image_batch(2)
     inputs = {"judge": ["1", 0], "images": [batch, 0], "top_k": 1, "strategy": "score"}
     inputs[node] = bad
-    graph.update({"1": loader(), "3": {"class_type": "QInsightBestOfN", "inputs": inputs},
-                  "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+    graph.update(
+        {
+            "1": loader(),
+            "3": {"class_type": "QInsightBestOfN", "inputs": inputs},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        }
+    )
     status, answer = comfy.post("/prompt", {"prompt": graph})
     assert status == 400 and "3" in answer["node_errors"]
 
@@ -430,9 +554,13 @@ def test_freeing_memory_unloads_the_judge(comfy):
 
 def test_offload_after_run_leaves_other_models_loaded(comfy):
     images = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 4321}}
-    graph = {"1": loader(), "2": loader(after_run="offload to CPU", model="Q-Insight/comparison"), "3": images,
-             "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": ["3", 0]}},
-             "5": {"class_type": "QInsightReward", "inputs": {"judge": ["2", 0], "images": ["3", 0]}}}
+    graph = {
+        "1": loader(),
+        "2": loader(after_run="offload to CPU", model="Q-Insight/comparison"),
+        "3": images,
+        "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": ["3", 0]}},
+        "5": {"class_type": "QInsightReward", "inputs": {"judge": ["2", 0], "images": ["3", 0]}},
+    }
     succeeded(comfy.run(graph))
     judges = comfy.get("/qinsight/status")["judges"]
     kept = [j for j in judges if j["model"].endswith("tiny-qinsight")]
@@ -445,9 +573,12 @@ def test_offload_after_run_leaves_other_models_loaded(comfy):
 
 def test_unload_after_run_frees_the_weights(comfy):
     graph, batch = image_batch(1)
-    graph.update({"1": loader(after_run="unload", model="Q-Insight/score_degradation"),
-                  "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0],
-                                                                  "mode": "fast"}}})
+    graph.update(
+        {
+            "1": loader(after_run="unload", model="Q-Insight/score_degradation"),
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+        }
+    )
     succeeded(comfy.run(graph))
     status = comfy.get("/qinsight/status")
     mine = [j for j in status["judges"] if j["model"].endswith("score_degradation")]
@@ -455,9 +586,11 @@ def test_unload_after_run_frees_the_weights(comfy):
 
 
 def test_bad_image_is_a_clear_node_error(comfy):
-    graph = {"1": loader(), "2": {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 16384,
-                                                                         "batch_size": 1, "color": 0}},
-             "3": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["2", 0], "mode": "fast"}}}
+    graph = {
+        "1": loader(),
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 16384, "batch_size": 1, "color": 0}},
+        "3": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": ["2", 0], "mode": "fast"}},
+    }
     entry = comfy.run(graph)
     assert entry["status"]["status_str"] == "error"
     message = json.dumps(entry["status"]["messages"])
@@ -498,8 +631,12 @@ def test_typed_hub_id_without_download_says_what_to_do(comfy):
     graph, batch = image_batch(1)
     judge = loader()
     judge["inputs"]["hf_id"] = "ByteDance/Q-Insight/score_degradation"
-    graph.update({"1": judge, "2": {"class_type": "QInsightScore",
-                                    "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}}})
+    graph.update(
+        {
+            "1": judge,
+            "2": {"class_type": "QInsightScore", "inputs": {"judge": ["1", 0], "images": [batch, 0], "mode": "fast"}},
+        }
+    )
     entry = comfy.run(graph)
     assert entry["status"]["status_str"] == "error"
     assert "hf download ByteDance/Q-Insight" in json.dumps(entry["status"]["messages"])
@@ -507,13 +644,20 @@ def test_typed_hub_id_without_download_says_what_to_do(comfy):
 
 def test_compare_best_of_n_and_reward_report_progress(comfy):
     graph, batch = image_batch(4)
-    graph.update({
-        "1": loader(),
-        "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 1,
-                                                          "strategy": "tournament"}},
-        "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
-        "5": {"class_type": "QInsightCompare", "inputs": {"judge": ["1", 0], "image_a": ["10", 0],
-                                                          "image_b": ["11", 0], "both_orders": False}}})
+    graph.update(
+        {
+            "1": loader(),
+            "3": {
+                "class_type": "QInsightBestOfN",
+                "inputs": {"judge": ["1", 0], "images": [batch, 0], "top_k": 1, "strategy": "tournament"},
+            },
+            "4": {"class_type": "QInsightReward", "inputs": {"judge": ["1", 0], "images": [batch, 0]}},
+            "5": {
+                "class_type": "QInsightCompare",
+                "inputs": {"judge": ["1", 0], "image_a": ["10", 0], "image_b": ["11", 0], "both_orders": False},
+            },
+        }
+    )
     entry, messages = comfy.watch(graph)
     outputs = succeeded(entry)
     assert progress_of(messages, "3") == [(1, 3), (2, 3), (3, 3)]  # a knockout of 4 images: 3 matches
@@ -526,11 +670,17 @@ def test_compare_best_of_n_and_reward_report_progress(comfy):
 
 def best_of_n_graph(count, size, color):
     """Best of N ("3", strategy score) over ``count`` blank images: ``count / 8`` batches of the judge."""
-    return {"1": loader(),
-            "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": count,
-                                                         "color": color}},
-            "3": {"class_type": "QInsightBestOfN", "inputs": {"judge": ["1", 0], "images": ["2", 0], "top_k": 1,
-                                                              "strategy": "score"}}}
+    return {
+        "1": loader(),
+        "2": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": count, "color": color},
+        },
+        "3": {
+            "class_type": "QInsightBestOfN",
+            "inputs": {"judge": ["1", 0], "images": ["2", 0], "top_k": 1, "strategy": "score"},
+        },
+    }
 
 
 def test_interrupt_stops_best_of_n_between_batches(comfy):
@@ -563,9 +713,13 @@ def test_interrupt_stops_best_of_n_between_batches(comfy):
 def test_a_quantized_judge_counts_at_its_size_and_is_freed_not_moved(comfy, cpu_quantization):
     """ComfyUI sees the quantized bytes; where it would move the judge off its device, it is freed, and
     the next run loads it again with the same scores."""
+
     def judges(quantization):
-        return [j for j in comfy.get("/qinsight/status")["judges"]
-                if j["model"].endswith("tiny-judge") and j["loaded"] and j["quantization"] == quantization]
+        return [
+            j
+            for j in comfy.get("/qinsight/status")["judges"]
+            if j["model"].endswith("tiny-judge") and j["loaded"] and j["quantization"] == quantization
+        ]
 
     full = fast_scores(comfy, 3, model="tiny-judge")
     full_bytes = judges(None)[0]["comfyui_loaded_bytes"]
@@ -577,10 +731,10 @@ def test_a_quantized_judge_counts_at_its_size_and_is_freed_not_moved(comfy, cpu_
     deadline = time.monotonic() + 30
     while judges("4bit") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not judges("4bit")   # freed, where a full-precision judge only leaves ComfyUI's account
+    assert not judges("4bit")  # freed, where a full-precision judge only leaves ComfyUI's account
     # the same loader (its handle reloads), two of the three images (so the scorer runs again)
     assert fast_scores(comfy, 2, model="tiny-judge", quantization="4bit") == pytest.approx(four[:2], abs=1e-5)
     assert judges("4bit")
     eight = fast_scores(comfy, 3, model="tiny-judge", quantization="8bit", after_run="offload to CPU")
-    assert all(1 <= s <= 5 for s in eight) and not judges("8bit")   # offloading a quantized judge frees it
+    assert all(1 <= s <= 5 for s in eight) and not judges("8bit")  # offloading a quantized judge frees it
     assert "quantization must be one of full, 8bit, 4bit" in loader_refusal(comfy, quantization="2bit")

@@ -35,10 +35,19 @@ def installed(monkeypatch):
     return versions
 
 
-@pytest.mark.parametrize("name, version", [
-    ("transformers", "4.51.3"), ("transformers", "4.53.3"), ("transformers", "4.57.1"), ("transformers", "5.24.0"),
-    ("transformers", "5.0.0rc1"), ("torch", "2.4.0"), ("torch", "2.14.1"), ("torch", "2.9.0.dev20250801+cu128"),
-])
+@pytest.mark.parametrize(
+    "name, version",
+    [
+        ("transformers", "4.51.3"),
+        ("transformers", "4.53.3"),
+        ("transformers", "4.57.1"),
+        ("transformers", "5.24.0"),
+        ("transformers", "5.0.0rc1"),
+        ("torch", "2.4.0"),
+        ("torch", "2.14.1"),
+        ("torch", "2.9.0.dev20250801+cu128"),
+    ],
+)
 def test_supported_releases_raise_no_problem(installed, name, version):
     installed[name] = version
     assert compatibility.problems() == []
@@ -47,9 +56,13 @@ def test_supported_releases_raise_no_problem(installed, name, version):
 @pytest.mark.parametrize("version", ["4.54.0", "4.55.2", "4.56.2", "4.40.0", "6.0.0", "6.0.0.dev0", "not-a-version"])
 def test_unsupported_transformers_is_named_with_range_and_fix(installed, version):
     installed["transformers"] = version
-    assert compatibility.problems() == [(
-        f"transformers {version} is installed, but qinsight needs transformers>=4.51.3,!=4.54.*,!=4.55.*,!=4.56.*,<6 "
-        f'(4.54-4.56 give wrong answers in batches). Fix: {sys.executable} -m pip install "transformers>=4.57.1,<6"')]
+    assert compatibility.problems() == [
+        (
+            f"transformers {version} is installed, but qinsight needs "
+            "transformers>=4.51.3,!=4.54.*,!=4.55.*,!=4.56.*,<6 "
+            f'(4.54-4.56 give wrong answers in batches). Fix: {sys.executable} -m pip install "transformers>=4.57.1,<6"'
+        )
+    ]
 
 
 def test_missing_packages_are_named(installed):
@@ -61,16 +74,20 @@ def test_missing_packages_are_named(installed):
 
 def test_old_torch_points_at_pytorch_org(installed):
     installed["torch"] = "2.3.1"
-    assert compatibility.problems() == [(
-        f"torch 2.3.1 is installed, but qinsight needs torch>=2.4. Fix: install torch>=2.4 for your GPU into "
-        f"{sys.executable} with the command from https://pytorch.org/get-started/locally/")]
+    assert compatibility.problems() == [
+        (
+            f"torch 2.3.1 is installed, but qinsight needs torch>=2.4. Fix: install torch>=2.4 for your GPU into "
+            f"{sys.executable} with the command from https://pytorch.org/get-started/locally/"
+        )
+    ]
 
 
 def test_a_python_path_with_a_space_is_quoted(installed, monkeypatch):
     installed["transformers"] = "4.55.2"
     monkeypatch.setattr(sys, "executable", r"C:\ComfyUI portable\python_embeded\python.exe")
     assert compatibility.problems()[0].endswith(
-        r'Fix: "C:\ComfyUI portable\python_embeded\python.exe" -m pip install "transformers>=4.57.1,<6"')
+        r'Fix: "C:\ComfyUI portable\python_embeded\python.exe" -m pip install "transformers>=4.57.1,<6"'
+    )
 
 
 def test_without_packaging_the_check_says_so(installed, monkeypatch):
@@ -91,8 +108,9 @@ def test_the_warning_is_one_line_naming_every_problem(installed, caplog):
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
     message = record.getMessage()
-    assert message.startswith("qinsight nodes are loaded, but they cannot judge until this is fixed: "
-                              "transformers 4.55.2 is installed")
+    assert message.startswith(
+        "qinsight nodes are loaded, but they cannot judge until this is fixed: transformers 4.55.2 is installed"
+    )
     assert "; torch 2.3.1 is installed" in message
 
 
@@ -109,11 +127,17 @@ def memory():
 
 
 def test_judging_refuses_unsupported_versions_before_loading(installed, memory):
-    handle = memory.JudgeHandle(memory.JudgeSpec(model="unused", subfolder=None, device="cpu", dtype="auto",
-                                                 after_run="unload", allow_download=False))
+    handle = memory.JudgeHandle(
+        memory.JudgeSpec(
+            model="unused", subfolder=None, device="cpu", dtype="auto", after_run="unload", allow_download=False
+        )
+    )
     installed["transformers"] = "4.55.2"
-    with pytest.raises(RuntimeError, match=r"^qinsight cannot judge: transformers 4\.55\.2 is installed, .*"
-                                           r'Fix: .* -m pip install "transformers>=4\.57\.1,<6"$'):
+    with pytest.raises(
+        RuntimeError,
+        match=r"^qinsight cannot judge: transformers 4\.55\.2 is installed, .*"
+        r'Fix: .* -m pip install "transformers>=4\.57\.1,<6"$',
+    ):
         handle.acquire()
     assert handle.judge is None
     installed["transformers"] = GOOD["transformers"]
@@ -154,8 +178,12 @@ def test_comfyui_entry_point_registers_the_nodes_and_logs_one_line(transformers)
     """As ComfyUI loads the pack (its real comfy_api), with transformers 4.55.2 installed."""
     from comfyui_server import comfyui_tree
 
-    done = subprocess.run([sys.executable, "-c", ENTRY_POINT, str(comfyui_tree()), str(ROOT), transformers],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY_POINT, str(comfyui_tree()), str(ROOT), transformers],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert "ScoreImageQuality" in result["nodes"] and "LoadQualityJudge" in result["nodes"]

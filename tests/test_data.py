@@ -6,8 +6,20 @@ import json
 import pytest
 from samples import noise_image
 
-from qinsight_sdk.evaluation.data import (DataError, from_csv, from_deqa, from_koniq, from_mos_list, from_pyiqa,
-                               from_qinsight_comparison, load_records, mix, read_jsonl, read_records, read_source)
+from qinsight_sdk.evaluation.data import (
+    DataError,
+    from_csv,
+    from_deqa,
+    from_koniq,
+    from_mos_list,
+    from_pyiqa,
+    from_qinsight_comparison,
+    load_records,
+    mix,
+    read_jsonl,
+    read_records,
+    read_source,
+)
 
 
 @pytest.fixture
@@ -24,12 +36,16 @@ def write_jsonl(path, records):
 
 
 def test_jsonl_schema_for_every_task(root):
-    path = write_jsonl(root / "data.jsonl", [
-        {"task": "score", "image": "a.png", "mos": 75, "mos_range": [0, 100]},
-        {"task": "score", "image": "b.png", "mos": 4.2},
-        {"task": "degradation", "image": "c.png", "distortion_class": "null", "severity": "null"},
-        {"task": "comparison", "image_a": "a.png", "image_b": "b.png", "reference": "c.png", "answer": "Similar"},
-        {"task": "comparison", "image_a": "a.png", "image_b": "b.png", "answer": "Image B"}])
+    path = write_jsonl(
+        root / "data.jsonl",
+        [
+            {"task": "score", "image": "a.png", "mos": 75, "mos_range": [0, 100]},
+            {"task": "score", "image": "b.png", "mos": 4.2},
+            {"task": "degradation", "image": "c.png", "distortion_class": "null", "severity": "null"},
+            {"task": "comparison", "image_a": "a.png", "image_b": "b.png", "reference": "c.png", "answer": "Similar"},
+            {"task": "comparison", "image_a": "a.png", "image_b": "b.png", "answer": "Image B"},
+        ],
+    )
     samples = read_jsonl(path, root)
     assert [s.task for s in samples] == ["score", "score", "degradation", "comparison", "comparison"]
     assert samples[0].mos == 4.0 and samples[1].mos == 4.2
@@ -40,20 +56,30 @@ def test_jsonl_schema_for_every_task(root):
 
 
 def test_problems_are_reported_with_row_numbers(root):
-    path = write_jsonl(root / "bad.jsonl", [
-        {"task": "score", "image": "a.png", "mos": 3.0},
-        {"task": "score", "image": "missing.png", "mos": 3.0},
-        {"task": "score", "image": "broken.png", "mos": 3.0},
-        {"task": "score", "image": "a.png", "mos": 70},
-        {"task": "degradation", "image": "a.png", "distortion_class": "rain", "severity": "slight"},
-        {"task": "caption", "image": "a.png"},
-        {"task": "comparison", "image_a": "a.png", "answer": "Image A"}])
+    path = write_jsonl(
+        root / "bad.jsonl",
+        [
+            {"task": "score", "image": "a.png", "mos": 3.0},
+            {"task": "score", "image": "missing.png", "mos": 3.0},
+            {"task": "score", "image": "broken.png", "mos": 3.0},
+            {"task": "score", "image": "a.png", "mos": 70},
+            {"task": "degradation", "image": "a.png", "distortion_class": "rain", "severity": "slight"},
+            {"task": "caption", "image": "a.png"},
+            {"task": "comparison", "image_a": "a.png", "answer": "Image A"},
+        ],
+    )
     with pytest.raises(DataError) as error:
         read_jsonl(path, root)
     message = str(error.value)
     assert "6 bad rows" in message
-    for row, fragment in [(2, "missing.png not found"), (3, "broken.png unreadable"), (4, "outside [1, 5]"),
-                          (5, "unknown label"), (6, "task must be"), (7, "missing field 'image_b'")]:
+    for row, fragment in [
+        (2, "missing.png not found"),
+        (3, "broken.png unreadable"),
+        (4, "outside [1, 5]"),
+        (5, "unknown label"),
+        (6, "task must be"),
+        (7, "missing field 'image_b'"),
+    ]:
         assert f"bad.jsonl:{row}: " in message and fragment in message
     kept = read_jsonl(path, root, skip_bad=True)
     assert [s.origin for s in kept] == ["bad.jsonl:1"]
@@ -63,8 +89,9 @@ def test_importers(root):
     deqa = root / "train_koniq_7k.json"
     deqa.write_text(json.dumps([{"image": "a.png", "gt_score": 80.1, "gt_score_norm": 4.1, "std": 0.3}]))
     comparison = root / "diffiqa.json"
-    comparison.write_text(json.dumps([{"ref_image": "c.png", "ImageA": "a.png", "ImageB": "b.png",
-                                       "result": "Image B"}]))
+    comparison.write_text(
+        json.dumps([{"ref_image": "c.png", "ImageA": "a.png", "ImageB": "b.png", "result": "Image B"}])
+    )
     table = root / "scores.csv"
     table.write_text("image,mos\na.png,10\nb.png,30\nc.png,20\n")
     records = from_deqa(deqa) + from_qinsight_comparison(comparison) + from_csv(table)
@@ -72,13 +99,17 @@ def test_importers(root):
     assert samples[0].mos == 4.1
     assert samples[1].answer == "Image B" and samples[1].images[0] == root / "c.png"
     assert [s.mos for s in samples[2:]] == [1.0, 5.0, 3.0]  # min-max over the file
-    assert [s.mos for s in load_records([("r", r) for r in from_csv(table, mos_range=(0, 40))], root)] == \
-        [2.0, 4.0, 3.0]
+    assert [s.mos for s in load_records([("r", r) for r in from_csv(table, mos_range=(0, 40))], root)] == [
+        2.0,
+        4.0,
+        3.0,
+    ]
 
 
 def test_mixing(root):
-    samples = read_jsonl(write_jsonl(root / "d.jsonl", [
-        {"task": "score", "image": "a.png", "mos": 1 + i / 10} for i in range(10)]), root)
+    samples = read_jsonl(
+        write_jsonl(root / "d.jsonl", [{"task": "score", "image": "a.png", "mos": 1 + i / 10} for i in range(10)]), root
+    )
     mixed = mix([(samples[:4], 2.0), (samples[4:], 0.5)], seed=3)
     assert len(mixed) == 8 + 3
     assert sum(s in samples[:4] for s in mixed) == 8
@@ -89,9 +120,11 @@ def test_mixing(root):
 
 # -- label files other tools write: pyiqa meta_info, whitespace MOS lists, KonIQ-10k's scores ----------
 
-SPAQ_HEADER = ("Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness,Animal,Cityscape,Human,"
-               "Indoor scene,Landscape,Night scene,Plant,Still-life,Others,Focal length,F-number,Exposure time,ISO,"
-               "Brightness,Flash,Time0,Time1")
+SPAQ_HEADER = (
+    "Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness,Animal,Cityscape,Human,"
+    "Indoor scene,Landscape,Night scene,Plant,Still-life,Others,Focal length,F-number,Exposure time,ISO,"
+    "Brightness,Flash,Time0,Time1"
+)
 
 
 def scores(records):
@@ -100,67 +133,101 @@ def scores(records):
 
 def test_pyiqa_meta_info_of_no_reference_sets(tmp_path):
     koniq = tmp_path / "meta_info_KonIQ10kDataset.csv"
-    koniq.write_text("img_name,mos,std,split,c1,c2,c3,c4,c5,c_total\n"
-                     "10004473376.jpg,77.3836206897,0.527277894494,0,0.0,0.0,0.238095238095,0.695238095238,"
-                     "0.0666666666667,105\n"
-                     "10007357496.jpg,68.7285714286,0.580003024795,2,0.0,0.03125,0.46875,0.489583333333,"
-                     "0.0104166666667,96\n")
+    koniq.write_text(
+        "img_name,mos,std,split,c1,c2,c3,c4,c5,c_total\n"
+        "10004473376.jpg,77.3836206897,0.527277894494,0,0.0,0.0,0.238095238095,0.695238095238,"
+        "0.0666666666667,105\n"
+        "10007357496.jpg,68.7285714286,0.580003024795,2,0.0,0.03125,0.46875,0.489583333333,"
+        "0.0104166666667,96\n"
+    )
     livec = tmp_path / "meta_info_LIVEChallengeDataset.csv"
-    livec.write_text("img_name,mos,std\nt1.bmp,63.963406174124174,18.376200073180403\n"
-                     "t2.bmp,25.335306406685238,13.651431474621623\n")
+    livec.write_text(
+        "img_name,mos,std\nt1.bmp,63.963406174124174,18.376200073180403\nt2.bmp,25.335306406685238,13.651431474621623\n"
+    )
     spaq = tmp_path / "meta_info_SPAQDataset.csv"
-    spaq.write_text(SPAQ_HEADER + "\n00001.jpg,48.86,47.43,55.57,55.71,37.86,42.57,0.0,0.333333,0.0,0.0,0.0,"
-                    "0.333333,0.0,0.333333,0.0,4.2,1.7,0.1,200,-1.21,0,-0.965926,-0.258819\n")
+    spaq.write_text(
+        SPAQ_HEADER + "\n00001.jpg,48.86,47.43,55.57,55.71,37.86,42.57,0.0,0.333333,0.0,0.0,0.0,"
+        "0.333333,0.0,0.333333,0.0,4.2,1.7,0.1,200,-1.21,0,-0.965926,-0.258819\n"
+    )
     koniq_plus = tmp_path / "meta_info_KonIQ10k++Dataset.csv"
-    koniq_plus.write_text('"filename","qmos","sd","votes","artifacts","blur","contrast","colors","other",'
-                          '"degraded.amount"\n"826373.jpg",3.953125,1.03017470393857,64,0.046875,0.046875,0.234375,'
-                          '0.109375,0,0.0875\n')
-    agiqa = tmp_path / "data.csv"    # AGIQA-3K's own labels: the quality MOS, not the text alignment one
-    agiqa.write_text("name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align\n"
-                     "AttnGAN_normal_000.jpg,a cat,,,,1.0820,0.2230,2.3250,0.6771\n")
-    assert scores(from_pyiqa(koniq, file_range=False)) == [("10004473376.jpg", 77.3836206897),
-                                                           ("10007357496.jpg", 68.7285714286)]
-    assert scores(from_pyiqa(livec, file_range=False)) == [("t1.bmp", 63.963406174124174),
-                                                           ("t2.bmp", 25.335306406685238)]
+    koniq_plus.write_text(
+        '"filename","qmos","sd","votes","artifacts","blur","contrast","colors","other",'
+        '"degraded.amount"\n"826373.jpg",3.953125,1.03017470393857,64,0.046875,0.046875,0.234375,'
+        "0.109375,0,0.0875\n"
+    )
+    agiqa = tmp_path / "data.csv"  # AGIQA-3K's own labels: the quality MOS, not the text alignment one
+    agiqa.write_text(
+        "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align\n"
+        "AttnGAN_normal_000.jpg,a cat,,,,1.0820,0.2230,2.3250,0.6771\n"
+    )
+    assert scores(from_pyiqa(koniq, file_range=False)) == [
+        ("10004473376.jpg", 77.3836206897),
+        ("10007357496.jpg", 68.7285714286),
+    ]
+    assert scores(from_pyiqa(livec, file_range=False)) == [
+        ("t1.bmp", 63.963406174124174),
+        ("t2.bmp", 25.335306406685238),
+    ]
     assert scores(from_pyiqa(spaq, file_range=False)) == [("00001.jpg", 48.86)]
     assert scores(from_pyiqa(koniq_plus, file_range=False)) == [("826373.jpg", 3.953125)]
     assert scores(from_pyiqa(agiqa, file_range=False)) == [("AttnGAN_normal_000.jpg", 1.082)]
-    assert from_pyiqa(koniq, mos_range=(0, 100))[0] == {"task": "score", "image": "10004473376.jpg",
-                                                         "mos": 77.3836206897, "mos_range": [0, 100]}
+    assert from_pyiqa(koniq, mos_range=(0, 100))[0] == {
+        "task": "score",
+        "image": "10004473376.jpg",
+        "mos": 77.3836206897,
+        "mos_range": [0, 100],
+    }
     samples = read_source(livec, "pyiqa", mos_range=(0, 100), check_images=False)
     assert [s.images for s in samples] == [(tmp_path / "t1.bmp",), (tmp_path / "t2.bmp",)]
-    assert [s.mos for s in samples] == [pytest.approx(1 + 4 * 0.63963406174124174),
-                                        pytest.approx(1 + 4 * 0.25335306406685238)]
+    assert [s.mos for s in samples] == [
+        pytest.approx(1 + 4 * 0.63963406174124174),
+        pytest.approx(1 + 4 * 0.25335306406685238),
+    ]
     assert [s.mos for s in read_source(livec, "pyiqa", check_images=False)] == [5.0, 1.0]  # training: per file
 
 
 def test_pyiqa_full_reference_rows_give_the_distorted_image(tmp_path):
     kadid = tmp_path / "meta_info_KADID10kDataset.csv"
-    kadid.write_text("ref_name,dist_name,dmos,std\nI01.png,I01_01_01.png,4.57,0.496\n"
-                     "I01.png,I01_01_02.png,4.33,0.869\n")
+    kadid.write_text(
+        "ref_name,dist_name,dmos,std\nI01.png,I01_01_01.png,4.57,0.496\nI01.png,I01_01_02.png,4.33,0.869\n"
+    )
     tid = tmp_path / "meta_info_TID2013Dataset.csv"
-    tid.write_text("ref_name,dist_name,mos,std\nI01.BMP,I01_01_1.bmp,5.51429,0.13013\nI01.BMP,i01_01_2.bmp,5.56757,"
-                   "0.16008\n")
+    tid.write_text(
+        "ref_name,dist_name,mos,std\nI01.BMP,I01_01_1.bmp,5.51429,0.13013\nI01.BMP,i01_01_2.bmp,5.56757,0.16008\n"
+    )
     pipal = tmp_path / "meta_info_PIPALDataset.csv"
-    pipal.write_text("hq_name,dist_name,elo_score\nA0001.bmp,A0001_00_00.bmp,1520.0648\nA0001.bmp,A0001_00_01.bmp,"
-                     "1437.0798\n")
+    pipal.write_text(
+        "hq_name,dist_name,elo_score\nA0001.bmp,A0001_00_00.bmp,1520.0648\nA0001.bmp,A0001_00_01.bmp,1437.0798\n"
+    )
     # KADID-10k's "dmos" is a 1-5 degradation rating, higher is better: read as MOS
     assert scores(from_pyiqa(kadid, file_range=False)) == [("I01_01_01.png", 4.57), ("I01_01_02.png", 4.33)]
     assert scores(from_pyiqa(tid, file_range=False)) == [("I01_01_1.bmp", 5.51429), ("i01_01_2.bmp", 5.56757)]
-    assert scores(from_pyiqa(pipal, file_range=False)) == [("A0001_00_00.bmp", 1520.0648),
-                                                           ("A0001_00_01.bmp", 1437.0798)]
+    assert scores(from_pyiqa(pipal, file_range=False)) == [
+        ("A0001_00_00.bmp", 1520.0648),
+        ("A0001_00_01.bmp", 1437.0798),
+    ]
     (first, _) = read_source(kadid, "pyiqa", image_root=tmp_path / "images", check_images=False, file_range=False)
     assert first.images == (tmp_path / "images" / "I01_01_01.png",) and first.mos == 4.57
 
 
-@pytest.mark.parametrize("name, text, fragment", [
-    ("meta_info_CSIQDataset.csv", "ref_name,dist_name,dmos\n1600.png,1600.AWGN.1.png,0.061989\n", "CSIQ's 'dmos'"),
-    ("meta_info_LIVEIQADataset.csv", "ref_name,dist_name,mos\nrefimgs/studentsculpture.bmp,jp2k/img2.bmp,28.0\n",
-     "LIVE IQA's 'mos' column is DMOS"),
-    ("meta_info_LIVEMDDataset.csv", "ref_name,dist_name,dmos\nPart 1/blurjpeg/babygirl.bmp,"
-     "Part 1/blurjpeg/babygirl_blur1.bmp,21.57894736842105\n", "LIVE-MD's 'dmos'"),
-    ("my_labels.csv", "ref_name,dist_name,dmos\nr.png,d.png,0.2\n", "rename the column to mos"),
-])
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("meta_info_CSIQDataset.csv", "ref_name,dist_name,dmos\n1600.png,1600.AWGN.1.png,0.061989\n", "CSIQ's 'dmos'"),
+        (
+            "meta_info_LIVEIQADataset.csv",
+            "ref_name,dist_name,mos\nrefimgs/studentsculpture.bmp,jp2k/img2.bmp,28.0\n",
+            "LIVE IQA's 'mos' column is DMOS",
+        ),
+        (
+            "meta_info_LIVEMDDataset.csv",
+            "ref_name,dist_name,dmos\nPart 1/blurjpeg/babygirl.bmp,"
+            "Part 1/blurjpeg/babygirl_blur1.bmp,21.57894736842105\n",
+            "LIVE-MD's 'dmos'",
+        ),
+        ("my_labels.csv", "ref_name,dist_name,dmos\nr.png,d.png,0.2\n", "rename the column to mos"),
+    ],
+)
 def test_pyiqa_dmos_where_lower_is_better_is_refused(tmp_path, name, text, fragment):
     path = tmp_path / name
     path.write_text(text)
@@ -176,8 +243,8 @@ def test_pyiqa_bad_rows_and_foreign_headers(tmp_path):
     with pytest.raises(DataError) as error:
         read_records(path, "pyiqa")
     assert "2 bad rows" in str(error.value)
-    assert "meta_info_LIVEChallengeDataset.csv:3: mos 'n/a' is not a number" in str(error.value)   # file lines,
-    assert "meta_info_LIVEChallengeDataset.csv:4: no image name" in str(error.value)               # header is 1
+    assert "meta_info_LIVEChallengeDataset.csv:3: mos 'n/a' is not a number" in str(error.value)  # file lines,
+    assert "meta_info_LIVEChallengeDataset.csv:4: no image name" in str(error.value)  # header is 1
     pairs = tmp_path / "meta_info_PieAPPDataset.csv"
     pairs.write_text("ref_img_path,dist_imgA_path,dist_imgB_path,raw preference for A\nr.png,a.png,b.png,0.3\n")
     with pytest.raises(DataError, match="not a pyiqa meta_info CSV"):
@@ -186,19 +253,22 @@ def test_pyiqa_bad_rows_and_foreign_headers(tmp_path):
 
 def test_whitespace_mos_lists(tmp_path):
     path = tmp_path / "labels.txt"
-    path.write_text("10004473376.jpg 4.478899486428679 0.527277894494\n"   # image mos std (KonIQ, SPAQ)
-                    "DatabaseImage0190.JPG 52.28900832768076\n"             # image mos (BID)
-                    "\n"
-                    "0_0.png 0_1.png 4.569234903368079\n"                  # reference image mos (Deblur)
-                    "I01.png I01_01_01.png 4.13 0.7063993204979744\n"      # reference image mos std (KADID)
-                    "  t1.bmp\t68.01712128701747   18.3762  \n")
+    path.write_text(
+        "10004473376.jpg 4.478899486428679 0.527277894494\n"  # image mos std (KonIQ, SPAQ)
+        "DatabaseImage0190.JPG 52.28900832768076\n"  # image mos (BID)
+        "\n"
+        "0_0.png 0_1.png 4.569234903368079\n"  # reference image mos (Deblur)
+        "I01.png I01_01_01.png 4.13 0.7063993204979744\n"  # reference image mos std (KADID)
+        "  t1.bmp\t68.01712128701747   18.3762  \n"
+    )
     records = read_records(path, "mos-list", file_range=False)
     assert [(origin, r["image"], r["mos"]) for origin, r in records] == [
         ("labels.txt:1", "10004473376.jpg", 4.478899486428679),
         ("labels.txt:2", "DatabaseImage0190.JPG", 52.28900832768076),
         ("labels.txt:4", "0_1.png", 4.569234903368079),
         ("labels.txt:5", "I01_01_01.png", 4.13),
-        ("labels.txt:6", "t1.bmp", 68.01712128701747)]
+        ("labels.txt:6", "t1.bmp", 68.01712128701747),
+    ]
     assert all("mos_range" not in r for _, r in records)
     assert scores(from_mos_list(path, mos_range=(0, 100)))[0] == ("10004473376.jpg", 4.478899486428679)
     assert from_mos_list(path, mos_range=(0, 100))[0]["mos_range"] == [0, 100]
@@ -225,13 +295,19 @@ def test_rounding_past_the_scale_is_not_an_error(tmp_path):
 
 def test_koniq_scores_and_distributions(tmp_path):
     path = tmp_path / "koniq10k_scores_and_distributions.csv"
-    path.write_text('"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"\n'
-                    '"10004473376.jpg",0,0,25,73,7,105,3.828571429,0.527277894,77.38362069\n'
-                    '"10007357496.jpg",0,3,45,47,1,96,3.479166667,0.580003025,68.72857143\n')
-    assert from_koniq(path, file_range=False) == [{"task": "score", "image": "10004473376.jpg", "mos": 3.828571429},
-                                                  {"task": "score", "image": "10007357496.jpg", "mos": 3.479166667}]
-    assert [s.mos for s in read_source(path, "koniq", check_images=False, file_range=False)] == \
-        [3.828571429, 3.479166667]
+    path.write_text(
+        '"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"\n'
+        '"10004473376.jpg",0,0,25,73,7,105,3.828571429,0.527277894,77.38362069\n'
+        '"10007357496.jpg",0,3,45,47,1,96,3.479166667,0.580003025,68.72857143\n'
+    )
+    assert from_koniq(path, file_range=False) == [
+        {"task": "score", "image": "10004473376.jpg", "mos": 3.828571429},
+        {"task": "score", "image": "10007357496.jpg", "mos": 3.479166667},
+    ]
+    assert [s.mos for s in read_source(path, "koniq", check_images=False, file_range=False)] == [
+        3.828571429,
+        3.479166667,
+    ]
     (tmp_path / "other.csv").write_text("image,mos\na.png,3\n")
     with pytest.raises(DataError, match="not KonIQ-10k's scores CSV"):
         from_koniq(tmp_path / "other.csv")

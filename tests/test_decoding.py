@@ -19,8 +19,12 @@ def checkpoint_config(**values):
 def test_greedy_defaults_reach_generate_with_neutral_sampling_values():
     base = checkpoint_config()
     config, processors = DecodingOptions().generation_config(base)
-    assert (config.max_new_tokens, config.min_new_tokens, config.do_sample, config.num_return_sequences) == \
-        (512, None, False, 1)
+    assert (config.max_new_tokens, config.min_new_tokens, config.do_sample, config.num_return_sequences) == (
+        512,
+        None,
+        False,
+        1,
+    )
     assert (config.temperature, config.top_k, config.top_p, config.repetition_penalty) == (1.0, 50, 1.0, 1.0)
     assert (config.pad_token_id, config.eos_token_id) == (7, [5, 6])
     # the checkpoint's penalty is applied by our padding-blind processor instead of transformers' own
@@ -30,11 +34,23 @@ def test_greedy_defaults_reach_generate_with_neutral_sampling_values():
 
 
 def test_sampling_options_reach_generate():
-    options = DecodingOptions(max_new_tokens=64, min_new_tokens=8, do_sample=True, temperature=0.7, top_k=20,
-                              top_p=0.9, num_samples=3, repetition_penalty=1.0)
+    options = DecodingOptions(
+        max_new_tokens=64,
+        min_new_tokens=8,
+        do_sample=True,
+        temperature=0.7,
+        top_k=20,
+        top_p=0.9,
+        num_samples=3,
+        repetition_penalty=1.0,
+    )
     config, processors = options.generation_config(checkpoint_config())
-    assert (config.max_new_tokens, config.min_new_tokens, config.do_sample, config.num_return_sequences) == \
-        (64, 8, True, 3)
+    assert (config.max_new_tokens, config.min_new_tokens, config.do_sample, config.num_return_sequences) == (
+        64,
+        8,
+        True,
+        3,
+    )
     assert (config.temperature, config.top_k, config.top_p, config.repetition_penalty) == (0.7, 20, 0.9, 1.0)
     assert len(processors) == 0  # a penalty of 1.0 is no penalty
 
@@ -56,11 +72,21 @@ def test_official_demo_takes_the_checkpoints_values_where_the_demo_passed_librar
     file without a version is read by 4.51.3 as its own. top_p 0.95 is not a default: it stays."""
     saved = dict(QWEN_VALUES, **({"transformers_version": version} if version else {}))
     options = DecodingOptions.official_demo(saved)
-    assert (options.do_sample, options.temperature, options.top_k, options.top_p, options.repetition_penalty,
-            options.seed, options.max_new_tokens, options.num_samples) == (True, 0.1, 1, 0.95, 1.05, 42, 1024, 1)
+    assert (
+        options.do_sample,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        options.repetition_penalty,
+        options.seed,
+        options.max_new_tokens,
+        options.num_samples,
+    ) == (True, 0.1, 1, 0.95, 1.05, 42, 1024, 1)
     why = official_demo_sampling(saved)[1]
-    assert why.endswith("replaced the demo's default values with the checkpoint's: temperature 1 -> 0.1, top k 50 "
-                        "-> 1, repetition penalty 1 -> 1.05; top-p 0.95 stood"), why
+    assert why.endswith(
+        "replaced the demo's default values with the checkpoint's: temperature 1 -> 0.1, top k 50 "
+        "-> 1, repetition penalty 1 -> 1.05; top-p 0.95 stood"
+    ), why
     assert (f"saved by transformers {version} (4.50 or later)" if version else "with no transformers version") in why
 
 
@@ -70,19 +96,22 @@ def test_official_demo_keeps_the_demos_values_on_a_checkpoint_saved_before_4_50(
     assert (options.temperature, options.top_k, options.top_p, options.repetition_penalty) == (1.0, 50, 0.95, 1.0)
     assert official_demo_sampling(dict(QWEN_VALUES, transformers_version=version))[1] == (
         f"the checkpoint's generation_config.json was saved by transformers {version} (before 4.50), so the "
-        "demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, no repetition penalty")
+        "demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, no repetition penalty"
+    )
 
 
 def test_official_demo_replaces_only_values_the_checkpoint_sets_away_from_the_default(tmp_path):
     # a checkpoint setting only a penalty, and one setting the defaults themselves
-    options = DecodingOptions.official_demo({"transformers_version": "4.51.3", "repetition_penalty": 1.2,
-                                             "temperature": 1.0, "top_k": 50, "top_p": 0.5})
+    options = DecodingOptions.official_demo(
+        {"transformers_version": "4.51.3", "repetition_penalty": 1.2, "temperature": 1.0, "top_k": 50, "top_p": 0.5}
+    )
     assert (options.temperature, options.top_k, options.top_p, options.repetition_penalty) == (1.0, 50, 0.95, 1.2)
     untouched = {"transformers_version": "4.51.3", "top_k": None}
     assert official_demo_sampling(untouched) == (
         {"temperature": 1.0, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0},
         "the checkpoint's generation_config.json (saved by transformers 4.51.3) sets none of the demo's default "
-        "values, so the demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, no repetition penalty")
+        "values, so the demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, no repetition penalty",
+    )
     # a folder, its file, a loaded GenerationConfig and a folder without the file
     (tmp_path / "generation_config.json").write_text(json.dumps(dict(QWEN_VALUES, transformers_version="4.51.3")))
     loaded = GenerationConfig.from_pretrained(tmp_path)
@@ -93,9 +122,14 @@ def test_official_demo_replaces_only_values_the_checkpoint_sets_away_from_the_de
     assert DecodingOptions.official_demo(tmp_path, max_new_tokens=9).max_new_tokens == 9
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{not json", "cannot read the generation config"), ("[1, 2]", "the generation config is not a JSON object"),
-    ('{"transformers_version": "four"}', "transformers_version 'four' is not a version")])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "cannot read the generation config"),
+        ("[1, 2]", "the generation config is not a JSON object"),
+        ('{"transformers_version": "four"}', "transformers_version 'four' is not a version"),
+    ],
+)
 def test_a_broken_generation_config_is_refused_with_its_name(tmp_path, content, message):
     from qinsight_sdk.errors import ModelLoadError
 
@@ -107,23 +141,33 @@ def test_a_broken_generation_config_is_refused_with_its_name(tmp_path, content, 
 SAMPLING = "sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0"
 
 
-@pytest.mark.parametrize("options,message", [
-    (dict(max_new_tokens=0), "max_new_tokens must be at least 1, got 0"),
-    (dict(num_samples=0, do_sample=True), "num_samples must be at least 1, got 0"),
-    (dict(num_samples=2), "num_samples > 1 needs do_sample=True: greedy decoding gives one answer"),
-    (dict(do_sample=True, temperature=0.0), SAMPLING),
-    (dict(do_sample=True, top_p=0.0), SAMPLING),
-    (dict(do_sample=True, top_p=1.01), SAMPLING),
-    (dict(do_sample=True, top_k=-1), SAMPLING),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(max_new_tokens=0), "max_new_tokens must be at least 1, got 0"),
+        (dict(num_samples=0, do_sample=True), "num_samples must be at least 1, got 0"),
+        (dict(num_samples=2), "num_samples > 1 needs do_sample=True: greedy decoding gives one answer"),
+        (dict(do_sample=True, temperature=0.0), SAMPLING),
+        (dict(do_sample=True, top_p=0.0), SAMPLING),
+        (dict(do_sample=True, top_p=1.01), SAMPLING),
+        (dict(do_sample=True, top_k=-1), SAMPLING),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError) as refused:
         DecodingOptions(**options)
     assert str(refused.value) == message
 
 
-@pytest.mark.parametrize("options", [dict(max_new_tokens=1), dict(num_samples=2, do_sample=True),
-                                     dict(do_sample=True, top_p=1.0, top_k=0), dict(temperature=0.0)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(max_new_tokens=1),
+        dict(num_samples=2, do_sample=True),
+        dict(do_sample=True, top_p=1.0, top_k=0),
+        dict(temperature=0.0),
+    ],
+)
 def test_edge_values_are_accepted(options):
     DecodingOptions(**options)
 
@@ -172,9 +216,17 @@ def test_repetition_penalty_ignores_left_padding():
 
 def _tiny_copy(tiny_model, folder, version):
     shutil.copytree(tiny_model, folder)
-    (folder / "generation_config.json").write_text(json.dumps(dict(
-        QWEN_VALUES, bos_token_id=0, pad_token_id=0, transformers_version=version,
-        eos_token_id=json.loads((tiny_model / "generation_config.json").read_text())["eos_token_id"])))
+    (folder / "generation_config.json").write_text(
+        json.dumps(
+            dict(
+                QWEN_VALUES,
+                bos_token_id=0,
+                pad_token_id=0,
+                transformers_version=version,
+                eos_token_id=json.loads((tiny_model / "generation_config.json").read_text())["eos_token_id"],
+            )
+        )
+    )
     return folder
 
 
@@ -185,13 +237,13 @@ def test_official_demo_samples_as_the_demos_own_call_did(tiny_model, tmp_path, v
     official_demo(checkpoint) must give the tokens that call gave on a checkpoint saved by 4.51.3 (the
     official training code's pin) with Qwen2.5-VL's values, and on one saved before 4.50: under 4.51.3 the
     demo's own call form is run; under every release, generate() with the resolved values written out."""
+    import transformers
     from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-    import transformers
 
+    from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
     from qinsight_sdk.judging.profiles import QINSIGHT
     from qinsight_sdk.judging.prompts import PromptOrder
-    from qinsight_sdk.backends.qwen2_5_vl.backend import QwenVLBackend
 
     checkpoint = _tiny_copy(tiny_model, tmp_path / "ckpt", version)
     conversation = QINSIGHT.messages("score", PromptOrder.TEXT_FIRST)
@@ -206,17 +258,22 @@ def test_official_demo_samples_as_the_demos_own_call_did(tiny_model, tmp_path, v
     def demo(**call):
         with seeded(42, torch.device("cpu")), torch.inference_mode():
             out = demo_model.generate(**inputs, use_cache=True, **call)
-        return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     length = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     ours = backend.generate(batch, DecodingOptions.official_demo(checkpoint, **length))[0][0].text
-    resolved = dict(temperature=0.1, top_k=1, top_p=0.95, repetition_penalty=1.05) if version == "4.51.3" else \
-        dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.0)
-    assert ours == demo(generation_config=GenerationConfig(do_sample=True, **resolved, **length,
-                                                           **_token_ids(demo_model)))
-    if transformers.__version__ == "4.51.3":   # the demo's own call form, in the release it ran under
-        assert ours == demo(generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
-                                                               **length))
+    resolved = (
+        dict(temperature=0.1, top_k=1, top_p=0.95, repetition_penalty=1.05)
+        if version == "4.51.3"
+        else dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.0)
+    )
+    assert ours == demo(
+        generation_config=GenerationConfig(do_sample=True, **resolved, **length, **_token_ids(demo_model))
+    )
+    if transformers.__version__ == "4.51.3":  # the demo's own call form, in the release it ran under
+        assert ours == demo(
+            generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_k=50, top_p=0.95, **length)
+        )
     greedy = backend.generate(batch, DecodingOptions(**length))[0][0].text
     # top-k 1 after the penalty is greedy decoding: on a 4.51.3 save the demo's answers were our greedy ones
     assert (ours == greedy) == (version == "4.51.3")

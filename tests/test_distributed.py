@@ -15,7 +15,7 @@ from qinsight_sdk import QualityJudge
 from qinsight_sdk.cli import main
 from qinsight_sdk.testing import brightness_image
 
-pytestmark = pytest.mark.ray   # Ray clusters: once in CI, at the newest transformers
+pytestmark = pytest.mark.ray  # Ray clusters: once in CI, at the newest transformers
 ACTOR_CLASS = "MapWorker(MapBatches(_JudgeActor))"
 
 
@@ -35,8 +35,24 @@ def test_a_killed_driver_leaves_its_rows_and_the_rerun_resumes(tiny_judge_model,
     judges the rest: one row per image, none lost, none twice. Runs before the module's own cluster."""
     folder = images_in(tmp_path / "images", 10)
     output = tmp_path / "rows.jsonl"
-    command = [sys.executable, "-m", "qinsight_sdk", "score", str(folder), "--model", str(tiny_judge_model),
-               "--mode", "fast", "-o", str(output), "--ray", "--workers", "1", "--batch-size", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "qinsight_sdk",
+        "score",
+        str(folder),
+        "--model",
+        str(tiny_judge_model),
+        "--mode",
+        "fast",
+        "-o",
+        str(output),
+        "--ray",
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and driver.poll() is None:
@@ -44,13 +60,13 @@ def test_a_killed_driver_leaves_its_rows_and_the_rerun_resumes(tiny_judge_model,
             break
         time.sleep(0.05)
     killed_with = len(output.read_text().splitlines()) if output.exists() else 0
-    os.killpg(driver.pid, signal.SIGKILL)   # the driver and what it started
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and what it started
     driver.wait(timeout=60)
     assert 3 <= killed_with < 10, f"the driver was to be killed mid-run, with {killed_with} rows"
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     written = rows(output)
-    assert sorted(r["image"] for r in written) == sorted(str(p) for p in folder.iterdir())   # once each
+    assert sorted(r["image"] for r in written) == sorted(str(p) for p in folder.iterdir())  # once each
     assert all(r["error"] is None for r in written)
     assert f"resuming {output}: " in done.stderr
 
@@ -65,13 +81,32 @@ def test_ray_workers_take_a_family_installed_as_a_plugin(tmp_path):
     (folder / MARKER).write_text("{}")
     images = images_in(tmp_path / "images", 4)
     output = tmp_path / "rows.jsonl"
-    done = subprocess.run([sys.executable, "-m", "qinsight_sdk", "score", str(images), "--model", str(folder),
-                           "-o", str(output), "--ray", "--workers", "1"], capture_output=True, text=True,
-                          timeout=300, env=install_as_plugin(tmp_path / "site"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qinsight_sdk",
+            "score",
+            str(images),
+            "--model",
+            str(folder),
+            "-o",
+            str(output),
+            "--ray",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=install_as_plugin(tmp_path / "site"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     written = sorted(rows(output), key=lambda r: r["image"])
     assert [r["error"] for r in written] == [None] * 4 and {r["settings"]["profile"] for r in written} == {"brightness"}
-    assert [r["score"] for r in written] == sorted(r["score"] for r in written) and written[0]["score"] < written[-1]["score"]
+    assert [r["score"] for r in written] == sorted(r["score"] for r in written) and written[0]["score"] < written[-1][
+        "score"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +129,15 @@ def test_the_ray_path_writes_the_rows_one_process_writes(ray_cluster, tiny_judge
         assert one.keys() == many.keys() and len(one) == 9
         for key, row in one.items():
             other = many[key]
-            assert other["settings"] == row["settings"]   # so either path resumes the other's file
+            assert other["settings"] == row["settings"]  # so either path resumes the other's file
             if task == "score":
                 assert other["score"] == pytest.approx(row["score"], abs=1e-4)
             else:
-                assert (other["distortion"], other["severity"], other["raw"]) == \
-                    (row["distortion"], row["severity"], row["raw"])
+                assert (other["distortion"], other["severity"], other["raw"]) == (
+                    row["distortion"],
+                    row["severity"],
+                    row["raw"],
+                )
     # and resuming a single-process file with --ray judges only what is missing
     local = tmp_path / "score-local.jsonl"
     kept = local.read_text().splitlines()[:4]
@@ -111,8 +149,25 @@ def test_the_ray_path_writes_the_rows_one_process_writes(ray_cluster, tiny_judge
     reports = []
     for extra in ([], ["--ray", "--workers", "2"]):
         report = tmp_path / f"report{len(reports)}.json"
-        assert main(["eval", str(folder / "labels.csv"), *model, "--mode", "fast", "--bootstrap", "0",
-                     "--predictions", str(tmp_path / f"p{len(reports)}.jsonl"), "--report", str(report), *extra]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    str(folder / "labels.csv"),
+                    *model,
+                    "--mode",
+                    "fast",
+                    "--bootstrap",
+                    "0",
+                    "--predictions",
+                    str(tmp_path / f"p{len(reports)}.jsonl"),
+                    "--report",
+                    str(report),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         reports.append(json.loads(report.read_text()))
     assert reports[1]["metrics"]["srcc"] == pytest.approx(reports[0]["metrics"]["srcc"], abs=1e-6)
     assert reports[1]["judged"] == reports[0]["judged"] == 9
@@ -124,20 +179,24 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(ray_cluster, tiny_jud
     from qinsight_sdk.distributed import DistributedJudge
 
     images = [str(p) for p in sorted(images_in(tmp_path / "images", 24).iterdir())]
-    judge = DistributedJudge({"model": str(tiny_judge_model), "device": "cpu", "local_files_only": True},
-                             workers=2, batch_size=1, cpus_per_worker=0.5)
+    judge = DistributedJudge(
+        {"model": str(tiny_judge_model), "device": "cpu", "local_files_only": True},
+        workers=2,
+        batch_size=1,
+        cpus_per_worker=0.5,
+    )
     seen, killed = [], []
 
     def on_result(index, result):
         seen.append(index)
-        if len(seen) == 3 and not killed:   # Ray titles an actor's process after its class
+        if len(seen) == 3 and not killed:  # Ray titles an actor's process after its class
             actors = [p for p in psutil.process_iter(["cmdline"]) if ACTOR_CLASS in " ".join(p.info["cmdline"] or [])]
             actors[0].kill()
             killed.append(actors[0].pid)
 
     results = judge.score(images, mode="fast", on_result=on_result)
     assert killed, "no judge actor was found to kill"
-    assert sorted(seen) == list(range(24))                        # each image reported once
+    assert sorted(seen) == list(range(24))  # each image reported once
     assert all(r is not None and r.error is None for r in results)
     alone = QualityJudge.from_pretrained(tiny_judge_model, device="cpu").score(images, mode="fast")
     assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-4)
@@ -150,14 +209,23 @@ def test_a_ray_dataset_of_paths_or_image_bytes_is_judged_into_a_dataset(ray_clus
 
     folder = images_in(tmp_path / "images", 6)
     paths = sorted(str(p) for p in folder.iterdir())
-    alone = {p: r.score for p, r in zip(paths, QualityJudge.from_pretrained(tiny_judge_model, device="cpu").score(
-        paths, mode="fast"))}
+    alone = {
+        p: r.score
+        for p, r in zip(paths, QualityJudge.from_pretrained(tiny_judge_model, device="cpu").score(paths, mode="fast"))
+    }
     options = {"model": str(tiny_judge_model), "device": "cpu", "local_files_only": True}
-    by_path = judge_dataset(ray.data.from_items([{"path": p, "id": i} for i, p in enumerate(paths)]), options,
-                            column="path", workers=2, cpus_per_worker=0.5, batch_size=2).take_all()
-    as_bytes = judge_dataset(ray.data.read_binary_files(str(folder), include_paths=True), options,
-                             column="bytes", cpus_per_worker=0.5).take_all()
-    assert sorted(row["id"] for row in by_path) == list(range(6))   # the dataset's own columns pass through
+    by_path = judge_dataset(
+        ray.data.from_items([{"path": p, "id": i} for i, p in enumerate(paths)]),
+        options,
+        column="path",
+        workers=2,
+        cpus_per_worker=0.5,
+        batch_size=2,
+    ).take_all()
+    as_bytes = judge_dataset(
+        ray.data.read_binary_files(str(folder), include_paths=True), options, column="bytes", cpus_per_worker=0.5
+    ).take_all()
+    assert sorted(row["id"] for row in by_path) == list(range(6))  # the dataset's own columns pass through
     for row in by_path + as_bytes:
         assert json.loads(row["result"])["score"] == pytest.approx(alone[row["path"]], abs=1e-4)
     assert "_qinsight_item" not in by_path[0] and len(as_bytes) == 6

@@ -14,8 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 from samples import noise_image
 
 from qinsight_sdk.errors import QInsightError
-from qinsight_sdk.io.image_metadata import (METADATA_KEY, MetadataError, embed, read_rows, sidecar_path,
-                                         write_sidecar)
+from qinsight_sdk.io.image_metadata import METADATA_KEY, MetadataError, embed, read_rows, sidecar_path, write_sidecar
 from qinsight_sdk.io.records import key_of, make_row, row_text
 
 SETTINGS = {"model": "m", "mode": "reason"}
@@ -23,8 +22,10 @@ SETTINGS = {"model": "m", "mode": "reason"}
 
 def saved_rows(image):
     """The rows a judge would save for ``image``: a score and a degradation."""
-    return [make_row("score", [image], SETTINGS, {"score": 3.91, "reasoning": "清晰, sharp", "error": None}),
-            make_row("degradation", [image], SETTINGS, {"distortion": "noise", "severity": "slight", "error": None})]
+    return [
+        make_row("score", [image], SETTINGS, {"score": 3.91, "reasoning": "清晰, sharp", "error": None}),
+        make_row("degradation", [image], SETTINGS, {"distortion": "noise", "severity": "slight", "error": None}),
+    ]
 
 
 def save_png(path, rows, **chunks):
@@ -43,7 +44,7 @@ def test_rows_round_trip_in_a_png_beside_comfyuis_chunks(tmp_path):
     with Image.open(path) as image:
         text = image.text
     assert text["prompt"] == '{"3": {"class_type": "KSampler"}}' and text["workflow"] == '{"nodes": []}'
-    assert json.loads(text[METADATA_KEY]) == rows and "清晰" in text[METADATA_KEY]   # UTF-8, not escaped
+    assert json.loads(text[METADATA_KEY]) == rows and "清晰" in text[METADATA_KEY]  # UTF-8, not escaped
     assert read_rows(path) == rows
     assert read_rows(str(path), "degradation") == rows[1:]
     assert read_rows(path, task="score") == rows[:1]
@@ -78,7 +79,7 @@ def test_images_without_a_chunk_are_read_from_their_sidecar(tmp_path, name, save
     written = write_sidecar(path, rows)
     assert written == sidecar_path(path) == tmp_path / f"{name}.json"
     assert json.loads(written.read_text(encoding="utf-8")) == {"qinsight": rows}
-    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([name, f"{name}.json"])   # no temporary file left
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([name, f"{name}.json"])  # no temporary file left
     found = read_rows(path, "score")
     assert found == [{**rows[0], "key": key_of(path), "image": str(path)}]
 
@@ -97,7 +98,7 @@ def test_a_sidecar_is_readable_as_any_new_file_and_a_missing_folder_is_named(tmp
     plain = tmp_path / "plain.json"
     plain.write_text("{}")
     mode = stat.S_IMODE(write_sidecar(path, []).stat().st_mode)
-    assert mode == stat.S_IMODE(plain.stat().st_mode) and mode & 0o044 == 0o044   # not tempfile's 0600
+    assert mode == stat.S_IMODE(plain.stat().st_mode) and mode & 0o044 == 0o044  # not tempfile's 0600
     with pytest.raises(MetadataError, match=f"^cannot write {tmp_path / 'gone' / 'a.jpg.json'}: No such file"):
         write_sidecar(tmp_path / "gone" / "a.jpg", [])
 
@@ -115,10 +116,10 @@ def test_a_chunk_after_the_pixels_is_found_too(tmp_path):
     data = png_bytes()
     text = METADATA_KEY.encode() + b"\0\0\0\0\0" + json.dumps(saved_rows(str(path)), ensure_ascii=False).encode()
     chunk = struct.pack(">I", len(text)) + b"iTXt" + text + struct.pack(">I", zlib.crc32(b"iTXt" + text))
-    end = data.rindex(b"IEND") - 4   # the IEND chunk starts with its length
+    end = data.rindex(b"IEND") - 4  # the IEND chunk starts with its length
     path.write_bytes(data[:end] + chunk + data[end:])
     with Image.open(path) as image:
-        assert METADATA_KEY not in image.info   # not seen before the pixels are read
+        assert METADATA_KEY not in image.info  # not seen before the pixels are read
     assert [row["task"] for row in read_rows(path)] == ["score", "degradation"]
 
 
@@ -126,8 +127,11 @@ def test_a_chunk_after_the_pixels_is_found_too(tmp_path):
 def test_a_number_that_is_not_finite_is_refused(tmp_path, value):
     rows = saved_rows("a.png")
     rows[0]["score"] = value
-    with pytest.raises(MetadataError, match=r"the rows to embed: a row holds a number that is not finite \(NaN or "
-                                            r"infinity\), which strict JSON cannot carry"):
+    with pytest.raises(
+        MetadataError,
+        match=r"the rows to embed: a row holds a number that is not finite \(NaN or "
+        r"infinity\), which strict JSON cannot carry",
+    ):
         embed(PngInfo(), rows)
     with pytest.raises(MetadataError, match="a.jpg.json: a row holds a number that is not finite"):
         write_sidecar(tmp_path / "a.jpg", rows)
@@ -152,23 +156,36 @@ def write_chunk(path, text):
     noise_image(1).save(path, pnginfo=info)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"not an image"), "{p}: not a recognised image file"),
-    (lambda p: None, "{p}: file not found"),
-    (lambda p: p.mkdir(), "{p}: not a regular file (a folder, FIFO or device), not an image file"),
-    (lambda p: os.mkfifo(p), "{p}: not a regular file (a folder, FIFO or device), not an image file"),
-    (lambda p: p.write_bytes(png_bytes()[:200]), "{p}: cannot be read (image file is truncated"),
-    (lambda p: noise_image(1).save(p), "{p}: no qinsight metadata (no 'qinsight' text chunk, and no sidecar "
-                                       "a.png.json)"),
-    (lambda p: write_chunk(p, "[{\"task\": \"score\""), "{p} (its qinsight text chunk): the qinsight metadata "
-                                                        "is not valid JSON (Expecting"),
-    (lambda p: write_chunk(p, '[{"task": "score", "score": NaN}]'), "{p} (its qinsight text chunk): the qinsight "
-                                                                     "metadata is not valid JSON (NaN is not strict"),
-    (lambda p: write_chunk(p, '{"task": "score"}'), "{p} (its qinsight text chunk): the qinsight metadata is not a "
-                                                    "list of rows (objects with a \"task\")"),
-    (lambda p: write_chunk(p, '[{"score": 3}]'), "{p} (its qinsight text chunk): the qinsight metadata is not a "
-                                                 "list of rows"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"not an image"), "{p}: not a recognised image file"),
+        (lambda p: None, "{p}: file not found"),
+        (lambda p: p.mkdir(), "{p}: not a regular file (a folder, FIFO or device), not an image file"),
+        (lambda p: os.mkfifo(p), "{p}: not a regular file (a folder, FIFO or device), not an image file"),
+        (lambda p: p.write_bytes(png_bytes()[:200]), "{p}: cannot be read (image file is truncated"),
+        (
+            lambda p: noise_image(1).save(p),
+            "{p}: no qinsight metadata (no 'qinsight' text chunk, and no sidecar a.png.json)",
+        ),
+        (
+            lambda p: write_chunk(p, '[{"task": "score"'),
+            "{p} (its qinsight text chunk): the qinsight metadata is not valid JSON (Expecting",
+        ),
+        (
+            lambda p: write_chunk(p, '[{"task": "score", "score": NaN}]'),
+            "{p} (its qinsight text chunk): the qinsight metadata is not valid JSON (NaN is not strict",
+        ),
+        (
+            lambda p: write_chunk(p, '{"task": "score"}'),
+            '{p} (its qinsight text chunk): the qinsight metadata is not a list of rows (objects with a "task")',
+        ),
+        (
+            lambda p: write_chunk(p, '[{"score": 3}]'),
+            "{p} (its qinsight text chunk): the qinsight metadata is not a list of rows",
+        ),
+    ],
+)
 def test_each_unreadable_case_names_the_file_and_why(tmp_path, make, message):
     path = tmp_path / "a.png"
     make(path)
@@ -178,15 +195,22 @@ def test_each_unreadable_case_names_the_file_and_why(tmp_path, make, message):
     assert isinstance(raised.value, QInsightError)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "{s}: the qinsight metadata is not valid JSON ("),
-    ('{"GeoData": {}}', "{p}: no qinsight metadata (no 'qinsight' text chunk, and its sidecar a.jpg.json has no "
-                        "'qinsight' entry)"),
-    ('[{"task": "score"}]', "{p}: no qinsight metadata (no 'qinsight' text chunk, and its sidecar a.jpg.json has no "
-                            "'qinsight' entry)"),
-    ('{"qinsight": {"task": "score"}}', "{s}: the qinsight metadata is not a list of rows"),
-    (b"\xff\xfe", "{s}: cannot be read ("),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "{s}: the qinsight metadata is not valid JSON ("),
+        (
+            '{"GeoData": {}}',
+            "{p}: no qinsight metadata (no 'qinsight' text chunk, and its sidecar a.jpg.json has no 'qinsight' entry)",
+        ),
+        (
+            '[{"task": "score"}]',
+            "{p}: no qinsight metadata (no 'qinsight' text chunk, and its sidecar a.jpg.json has no 'qinsight' entry)",
+        ),
+        ('{"qinsight": {"task": "score"}}', "{s}: the qinsight metadata is not a list of rows"),
+        (b"\xff\xfe", "{s}: cannot be read ("),
+    ],
+)
 def test_a_sidecar_that_is_not_ours_or_broken_is_refused_with_its_name(tmp_path, content, message):
     path = tmp_path / "a.jpg"
     noise_image(1).save(path)
@@ -200,8 +224,11 @@ def test_a_sidecar_that_is_not_ours_or_broken_is_refused_with_its_name(tmp_path,
 def test_a_task_the_image_was_not_judged_for_is_an_error(tmp_path):
     path = tmp_path / "a.png"
     save_png(path, saved_rows(str(path))[1:])
-    with pytest.raises(MetadataError, match=f"^{path}: its qinsight metadata holds no score row "
-                                            r"\(only degradation\)$"):
+    with pytest.raises(
+        MetadataError,
+        match=f"^{path}: its qinsight metadata holds no score row "
+        r"\(only degradation\)$",
+    ):
         read_rows(path, "score")
     save_png(path, [])
     assert read_rows(path) == []

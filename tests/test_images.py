@@ -105,11 +105,17 @@ def test_custom_bounds_are_honoured():
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a size, followed by a few bytes of compressed data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused(tmp_path):
@@ -128,8 +134,9 @@ def test_truncated_file_is_refused(tmp_path):
         load_image(path)
 
 
-@pytest.mark.parametrize("content,message", [(b"hello, not an image", "not a recognised image"),
-                                             (b"", "not a recognised image")])
+@pytest.mark.parametrize(
+    "content,message", [(b"hello, not an image", "not a recognised image"), (b"", "not a recognised image")]
+)
 def test_non_image_file_is_refused(tmp_path, content, message):
     path = tmp_path / "x.png"
     path.write_bytes(content)
@@ -149,16 +156,19 @@ def test_extreme_aspect_ratio_is_refused():
         load_image(Image.new("RGB", (30000, 10)))
 
 
-@pytest.mark.parametrize("array", [
-    np.full((50, 70, 3), 200, np.uint8),                     # HWC uint8
-    np.full((50, 70, 3), 0.5, np.float32),                   # HWC float 0..1
-    np.full((50, 70), 0.25, np.float64),                     # HW float
-    np.full((3, 50, 70), 100, np.uint8),                     # CHW
-    np.full((50, 70, 4), 255, np.uint8),                     # HWC RGBA
-    np.full((50, 70, 1), 9, np.uint8),                       # HW1
-    np.full((50, 70, 3), 40000, np.uint16),                  # 16-bit
-    np.ones((50, 70, 3), bool),                              # mask-like
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((50, 70, 3), 200, np.uint8),  # HWC uint8
+        np.full((50, 70, 3), 0.5, np.float32),  # HWC float 0..1
+        np.full((50, 70), 0.25, np.float64),  # HW float
+        np.full((3, 50, 70), 100, np.uint8),  # CHW
+        np.full((50, 70, 4), 255, np.uint8),  # HWC RGBA
+        np.full((50, 70, 1), 9, np.uint8),  # HW1
+        np.full((50, 70, 3), 40000, np.uint16),  # 16-bit
+        np.ones((50, 70, 3), bool),  # mask-like
+    ],
+)
 def test_numpy_arrays(array):
     assert_model_ready(load_image(array))
 
@@ -167,13 +177,16 @@ def test_float_values_map_to_8_bit():
     assert load_image(np.full((56, 56, 3), 0.5, np.float32)).getpixel((0, 0)) == (128, 128, 128)
 
 
-@pytest.mark.parametrize("tensor", [
-    torch.full((3, 50, 70), 0.5),                            # CHW float
-    torch.full((50, 70, 3), 0.5),                            # HWC float
-    torch.full((1, 50, 70, 3), 0.5, dtype=torch.float16),    # ComfyUI BHWC, one image
-    torch.full((3, 50, 70), 0.5, dtype=torch.bfloat16),      # bf16
-    torch.full((50, 70, 3), 128, dtype=torch.uint8),
-])
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.full((3, 50, 70), 0.5),  # CHW float
+        torch.full((50, 70, 3), 0.5),  # HWC float
+        torch.full((1, 50, 70, 3), 0.5, dtype=torch.float16),  # ComfyUI BHWC, one image
+        torch.full((3, 50, 70), 0.5, dtype=torch.bfloat16),  # bf16
+        torch.full((50, 70, 3), 128, dtype=torch.uint8),
+    ],
+)
 def test_torch_tensors(tensor):
     assert load_image(tensor).getpixel((1, 1)) == (128, 128, 128)
 
@@ -187,18 +200,21 @@ def test_comfyui_batch_splits_into_images():
     assert split_inputs(["a.png", "b.png"]) == (["a.png", "b.png"], False)
 
 
-@pytest.mark.parametrize("bad,message", [
-    (np.full((50, 70, 3), np.nan, np.float32), "NaN or infinite"),
-    (np.full((50, 70, 3), np.inf, np.float32), "NaN or infinite"),
-    (torch.full((3, 50, 70), float("nan")), "NaN or infinite"),
-    (np.zeros((0, 70, 3), np.uint8), "empty"),
-    (np.zeros((50, 70, 7), np.uint8), "channel axis"),
-    (np.zeros((2, 2, 50, 70, 3), np.uint8), "not an image"),
-    (np.full((50, 70, 3), 255.0, np.float32), "expected 0..1"),
-    (np.full((50, 70, 3), 300, np.int32), "expected 0..255"),
-    (np.zeros((50, 70, 3), np.complex64), "unsupported dtype"),
-    (12345, "unsupported image input"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (np.full((50, 70, 3), np.nan, np.float32), "NaN or infinite"),
+        (np.full((50, 70, 3), np.inf, np.float32), "NaN or infinite"),
+        (torch.full((3, 50, 70), float("nan")), "NaN or infinite"),
+        (np.zeros((0, 70, 3), np.uint8), "empty"),
+        (np.zeros((50, 70, 7), np.uint8), "channel axis"),
+        (np.zeros((2, 2, 50, 70, 3), np.uint8), "not an image"),
+        (np.full((50, 70, 3), 255.0, np.float32), "expected 0..1"),
+        (np.full((50, 70, 3), 300, np.int32), "expected 0..255"),
+        (np.zeros((50, 70, 3), np.complex64), "unsupported dtype"),
+        (12345, "unsupported image input"),
+    ],
+)
 def test_bad_arrays_are_refused_clearly(bad, message):
     with pytest.raises(ImageInputError, match=message):
         load_image(bad)
@@ -225,21 +241,37 @@ def _processor_sizes():
     return [(w, h) for w, h in sizes if max(w, h) / min(w, h) <= 200]  # beyond: refused by both
 
 
-@pytest.mark.parametrize("bounds", [ImageBounds(), ImageBounds(min_pixels=3136, max_pixels=12845056),
-                                    ImageBounds(min_pixels=200 * 200, max_pixels=300 * 300)])
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        ImageBounds(),
+        ImageBounds(min_pixels=3136, max_pixels=12845056),
+        ImageBounds(min_pixels=200 * 200, max_pixels=300 * 300),
+    ],
+)
 def test_fitting_equals_qwen_processors_own_resize_rule(bounds):
     """Qwen2-VL's image processor must find nothing left to resize in what we hand it (sides of 28 and up:
     transformers 4.51 refuses smaller ones)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     for width, height in _processor_sizes():
-        height_q, width_q = smart_resize(height, width, factor=PATCH_GRID, min_pixels=bounds.min_pixels,
-                                         max_pixels=bounds.max_pixels)
+        height_q, width_q = smart_resize(
+            height, width, factor=PATCH_GRID, min_pixels=bounds.min_pixels, max_pixels=bounds.max_pixels
+        )
         assert fit_to_patch_grid(width, height, bounds) == (width_q, height_q), (width, height)
 
 
-@pytest.mark.parametrize("size,fitted", [((1, 1), (56, 56)), ((190, 13), (196, 28)), ((13, 190), (28, 196)),
-                                         ((20, 20), (56, 56)), ((100, 10), (112, 28)), ((400, 2), (392, 28))])
+@pytest.mark.parametrize(
+    "size,fitted",
+    [
+        ((1, 1), (56, 56)),
+        ((190, 13), (196, 28)),
+        ((13, 190), (28, 196)),
+        ((20, 20), (56, 56)),
+        ((100, 10), (112, 28)),
+        ((400, 2), (392, 28)),
+    ],
+)
 def test_sides_under_one_patch_follow_the_official_pipeline(size, fitted):
     """Q-Insight's code resized with qwen_vl_utils, which rounds each side to at least one 28-pixel patch
     before the pixel bounds (newer transformers rounds such a side to 0 and then grows the image)."""
@@ -255,9 +287,14 @@ def test_patches_equal_the_qwen_image_processor():
 
     settings = {k: v for k, v in PREPROCESSOR_CONFIG.items() if k not in ("image_processor_type", "processor_class")}
     processor = Qwen2VLImageProcessor(**settings)
-    spec = PatchSpec(mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                     rescale=processor.rescale_factor, patch=processor.patch_size,
-                     temporal=processor.temporal_patch_size, merge=processor.merge_size)
+    spec = PatchSpec(
+        mean=tuple(processor.image_mean),
+        std=tuple(processor.image_std),
+        rescale=processor.rescale_factor,
+        patch=processor.patch_size,
+        temporal=processor.temporal_patch_size,
+        merge=processor.merge_size,
+    )
     rng = np.random.default_rng(0)
     for height, width in [(56, 84), (112, 56), (28 * 5, 28 * 3)]:
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -278,7 +315,7 @@ def test_half_transparent_pixels_are_blended_with_white():
     gray_alpha = np.zeros((56, 56, 2), np.uint8)
     gray_alpha[..., 1] = 255  # opaque black
     assert load_image(gray_alpha).getpixel((0, 0)) == (0, 0, 0)
-    gray_alpha[..., 1] = 0    # transparent: white shows
+    gray_alpha[..., 1] = 0  # transparent: white shows
     assert load_image(gray_alpha).getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -288,16 +325,17 @@ def test_palette_without_transparency_keeps_its_colours():
     assert load_image(image).getpixel((0, 0)) == (10, 20, 30)
 
 
-@pytest.mark.parametrize("mode,value,expected", [("F", 0.5, 128), ("F", 1.0, 255), ("F", 32768.0, 128),
-                                                 ("I", 65535, 255), ("I", 257, 255), ("I", 514, 2)])
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [("F", 0.5, 128), ("F", 1.0, 255), ("F", 32768.0, 128), ("I", 65535, 255), ("I", 257, 255), ("I", 514, 2)],
+)
 def test_high_bit_depth_images(mode, value, expected):
     """Float images in 0..1 are scaled by 255; values from 512 up are 16-bit; between, 0..255 clipped."""
     image = Image.new(mode, (56, 56), value)
     assert load_image(image).getpixel((0, 0)) == (expected,) * 3
 
 
-@pytest.mark.parametrize("value,expected", [(1.005, 255), (-0.005, 0), (0.5, 128), (0.2, 51), (0.0019, 0),
-                                            (0.002, 1)])
+@pytest.mark.parametrize("value,expected", [(1.005, 255), (-0.005, 0), (0.5, 128), (0.2, 51), (0.0019, 0), (0.002, 1)])
 def test_float_arrays_round_to_the_nearest_level_within_tolerance(value, expected):
     assert load_image(np.full((56, 56, 3), value, np.float32)).getpixel((0, 0)) == (expected,) * 3
 
@@ -311,8 +349,11 @@ def test_floats_beyond_the_tolerance_are_refused(value):
 def test_integer_arrays_keep_their_values_and_name_their_range():
     assert load_image(np.full((56, 56), 200, np.int64)).getpixel((0, 0)) == (200, 200, 200)
     assert load_image(np.full((56, 56), 255, np.int16)).getpixel((0, 0)) == (255, 255, 255)
-    with pytest.raises(ImageInputError, match=r"array of shape \(56, 56\) and dtype int16 has integer values in "
-                                              r"\[-1, 0\]; expected 0..255"):
+    with pytest.raises(
+        ImageInputError,
+        match=r"array of shape \(56, 56\) and dtype int16 has integer values in "
+        r"\[-1, 0\]; expected 0..255",
+    ):
         load_image(np.concatenate([np.zeros((55, 56)), -np.ones((1, 56))]).astype(np.int16))
     with pytest.raises(ImageInputError, match=r"\[0, 256\]"):
         load_image(np.concatenate([np.zeros((55, 56)), np.full((1, 56), 256)]).astype(np.int32))
@@ -351,8 +392,11 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(tmp_path, monkeypatch)
 
     asked = []
     original = JpegImagePlugin.JpegImageFile.draft
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
-                        lambda self, mode, size: asked.append((mode, size)) or original(self, mode, size))
+    monkeypatch.setattr(
+        JpegImagePlugin.JpegImageFile,
+        "draft",
+        lambda self, mode, size: asked.append((mode, size)) or original(self, mode, size),
+    )
     path = tmp_path / "big.jpg"
     Image.new("RGB", (4000, 3000), (50, 60, 70)).save(path, quality=90)
     fast = ImageBounds.fast()
@@ -365,8 +409,11 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(tmp_path, monkeypatch)
 
 
 def test_an_unsupported_input_says_what_would_do():
-    with pytest.raises(ImageInputError, match="unsupported image input of type dict; pass a path, image file bytes, a PIL image, "
-                                              "a numpy array or a torch tensor"):
+    with pytest.raises(
+        ImageInputError,
+        match="unsupported image input of type dict; pass a path, image file bytes, a PIL image, "
+        "a numpy array or a torch tensor",
+    ):
         load_image({"image": "a.png"})
 
 
@@ -377,16 +424,22 @@ def test_bounds_at_their_limits():
     assert str(refused.value) == "need 784 <= min_pixels <= max_pixels, got min_pixels=783, max_pixels=12845056"
 
 
-@pytest.mark.parametrize("size, official, fast", [((1024, 768), 999, 999), ((4000, 3000), 15301, 1230),
-                                                  ((1920, 1080), 2691, 1222)])
+@pytest.mark.parametrize(
+    "size, official, fast", [((1024, 768), 999, 999), ((4000, 3000), 15301, 1230), ((1920, 1080), 2691, 1222)]
+)
 def test_image_tokens_under_each_size_preset(size, official, fast):
     """Issue 11: the official code feeds images at native size up to 12,845,056 pixels; the fast preset
     caps at about 1 megapixel. One image token per 28x28 pixels."""
+
     def tokens(bounds):
         width, height = fit_to_patch_grid(*size, bounds)
-        return width * height // 28 ** 2
+        return width * height // 28**2
 
-    assert (tokens(ImageBounds()), tokens(ImageBounds.official()), tokens(ImageBounds.fast())) == (official, official, fast)
+    assert (tokens(ImageBounds()), tokens(ImageBounds.official()), tokens(ImageBounds.fast())) == (
+        official,
+        official,
+        fast,
+    )
     assert ImageBounds.preset("official") == ImageBounds.official() and ImageBounds.preset("fast") == ImageBounds.fast()
     assert ImageBounds.preset("2000000") == ImageBounds.preset(2000000) == ImageBounds(max_pixels=2000000)
 
@@ -406,8 +459,19 @@ def test_file_errors_name_the_file(tmp_path):
     assert str(refused.value).endswith("); downscale it before judging")
 
 
-@pytest.mark.parametrize("mode,value,expected", [("I", 60000, 233), ("I", 32768, 128), ("I", -10000, 0), ("I", 0, 0), ("I", 65407, 255),
-                                                 ("I", 70000, 255), ("F", 1.5, 2), ("I;16B", 32768, 128)])
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [
+        ("I", 60000, 233),
+        ("I", 32768, 128),
+        ("I", -10000, 0),
+        ("I", 0, 0),
+        ("I", 65407, 255),
+        ("I", 70000, 255),
+        ("F", 1.5, 2),
+        ("I;16B", 32768, 128),
+    ],
+)
 def test_deep_values_map_from_the_16_bit_scale(mode, value, expected):
     if mode == "I;16B":
         image = Image.frombytes(mode, (56, 56), np.full((56, 56), value, ">u2").tobytes())
@@ -431,12 +495,13 @@ def test_array_errors_exactly():
     assert str(refused.value) == "array of shape (50, 70, 7) and dtype uint8 has no channel axis of size 1, 2, 3 or 4"
     with pytest.raises(ImageInputError) as refused:
         load_image(np.full((56, 56), 2.0, np.float32))
-    assert str(refused.value) == ("array of shape (56, 56) and dtype float32 has float values in [2, 2]; "
-                                  "expected 0..1 (divide 0..255 data by 255)")
+    assert str(refused.value) == (
+        "array of shape (56, 56) and dtype float32 has float values in [2, 2]; "
+        "expected 0..1 (divide 0..255 data by 255)"
+    )
 
 
-@pytest.mark.parametrize("channels,expected", [(1, (90, 90, 90)), (2, (90, 90, 90)), (3, (90, 0, 0)),
-                                               (4, (90, 0, 0))])
+@pytest.mark.parametrize("channels,expected", [(1, (90, 90, 90)), (2, (90, 90, 90)), (3, (90, 0, 0)), (4, (90, 0, 0))])
 def test_channels_first_numpy_of_every_width(channels, expected):
     array = np.zeros((channels, 56, 56), np.uint8)
     array[0] = 90
@@ -480,7 +545,9 @@ def test_an_embedded_colour_profile_converts_cmyk_to_srgb(monkeypatch):
 def test_a_broken_colour_profile_falls_back_to_the_plain_conversion():
     image = Image.new("CMYK", (56, 56), (0, 255, 255, 0))
     image.info["icc_profile"] = b"not a profile"
-    assert load_image(image).getpixel((0, 0)) == Image.new("CMYK", (1, 1), (0, 255, 255, 0)).convert("RGB").getpixel((0, 0))
+    assert load_image(image).getpixel((0, 0)) == Image.new("CMYK", (1, 1), (0, 255, 255, 0)).convert("RGB").getpixel(
+        (0, 0)
+    )
 
 
 def test_patch_counts_are_integers():
@@ -509,8 +576,9 @@ def test_fitting_messages_and_the_upper_bound_itself():
     assert str(refused.value) == "image is 0x5: it has no pixels"
     with pytest.raises(ImageInputError) as refused:
         fit_to_patch_grid(201, 1, BOUNDS)
-    assert str(refused.value) == ("image is 201x1: aspect ratio above 200:1, which the model cannot take; "
-                                  "crop it first")
+    assert str(refused.value) == (
+        "image is 201x1: aspect ratio above 200:1, which the model cannot take; crop it first"
+    )
     # 100x120 rounds to 112x112, exactly the bound: kept, not shrunk
     assert fit_to_patch_grid(100, 120, ImageBounds(min_pixels=784, max_pixels=112 * 112)) == (112, 112)
 
@@ -543,13 +611,22 @@ def _closed_image():
     return image
 
 
-@pytest.mark.parametrize("make, named", [
-    (lambda tmp: _png_with_chunk(tmp / "ztxt.png", b"zTXt", b"k\0\0" + zlib.compress(b"A" * 2_000_000)), "ztxt.png"),
-    (lambda tmp: _png_with_chunk(tmp / "iccp.png", b"iCCP", b"p\0\0" + zlib.compress(b"A" * 2_000_000)), "iccp.png"),
-    (lambda tmp: _closed_image(), "the PIL image"),
-    (lambda tmp: torch.rand(3, 8, 8, device="meta"), "the tensor"),
-    (lambda tmp: torch.rand(3, 8, 8).to_sparse(), "the tensor"),
-])
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (
+            lambda tmp: _png_with_chunk(tmp / "ztxt.png", b"zTXt", b"k\0\0" + zlib.compress(b"A" * 2_000_000)),
+            "ztxt.png",
+        ),
+        (
+            lambda tmp: _png_with_chunk(tmp / "iccp.png", b"iCCP", b"p\0\0" + zlib.compress(b"A" * 2_000_000)),
+            "iccp.png",
+        ),
+        (lambda tmp: _closed_image(), "the PIL image"),
+        (lambda tmp: torch.rand(3, 8, 8, device="meta"), "the tensor"),
+        (lambda tmp: torch.rand(3, 8, 8).to_sparse(), "the tensor"),
+    ],
+)
 def test_any_failure_reading_one_input_is_that_inputs_error(tmp_path, make, named):
     """Issue 10, defect 2: these raised other exception types and took the whole batch down."""
     with pytest.raises(ImageInputError, match=named):
@@ -579,11 +656,11 @@ def test_an_image_pillow_converted_to_a_deep_mode_keeps_its_pixels(mode):
     """Pillow's convert("F"), ("I") and ("I;16") keep 8-bit values: judged as the same image in L (a
     4.6 image once scored 1.6, read as 16-bit data and so nearly black)."""
     colours = np.random.default_rng(8).integers(0, 256, (56, 84, 3), dtype=np.uint8)
-    colours[0, 0] = 255   # the brightest value an 8-bit image holds
+    colours[0, 0] = 255  # the brightest value an 8-bit image holds
     rgb = Image.fromarray(colours)
     gray = np.asarray(rgb.convert("L")).astype(int)
     judged = np.asarray(load_image(rgb.convert(mode))).astype(int)
-    assert np.abs(judged - gray[..., None]).max() <= 1   # F holds the luma unrounded; L rounds it
+    assert np.abs(judged - gray[..., None]).max() <= 1  # F holds the luma unrounded; L rounds it
     assert (judged[..., 0] == gray).mean() > 0.99
 
 
@@ -606,7 +683,7 @@ def test_values_outside_0_255_are_clipped_as_pillow_clips_them(mode):
     image = _stripes([-300, -1, 0, 1, 100, 254, 255, 256, 300, 511], mode)
     assert image.mode == mode
     expected = [0, 0, 0, 1, 100, 254, 255, 255, 255, 255]
-    assert _stripe_values(image.convert("L")) == expected   # Pillow's reading
+    assert _stripe_values(image.convert("L")) == expected  # Pillow's reading
     assert _stripe_values(load_image(image)) == expected
 
 
@@ -618,10 +695,15 @@ def test_from_512_up_an_image_is_16_bit_data(mode):
     assert _stripe_values(load_image(_stripes([100, 257, 512, 32768, 65535], mode))) == [0, 1, 2, 128, 255]
 
 
-@pytest.mark.parametrize("values,expected", [([0.0, 0.5, 1.0], [0, 128, 255]),
-                                             ([-0.5, 0.2, 1.01], [0, 51, 255]),      # the float arrays' tolerance
-                                             ([0.0, 0.6, 1.02], [0, 1, 1]),          # past it: 0..255 data
-                                             ([0.4, 1.5, 2.0], [0, 2, 2])])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ([0.0, 0.5, 1.0], [0, 128, 255]),
+        ([-0.5, 0.2, 1.01], [0, 51, 255]),  # the float arrays' tolerance
+        ([0.0, 0.6, 1.02], [0, 1, 1]),  # past it: 0..255 data
+        ([0.4, 1.5, 2.0], [0, 2, 2]),
+    ],
+)
 def test_float_images_within_0_1_are_0_1_data(values, expected):
     assert _stripe_values(load_image(_stripes(values, "F"))) == expected
 
@@ -634,7 +716,8 @@ def test_the_reading_of_a_deep_image_is_logged(caplog):
     assert [r.getMessage() for r in caplog.records if "data" in r.getMessage()] == [
         "a mode-I image with values in [3, 200] is read as 0..255 data",
         "a mode-F image with values in [0.25, 0.75] is read as 0..1 data",
-        "a mode-I;16 image with values in [3, 40000] is read as 0..65535 data"]
+        "a mode-I;16 image with values in [3, 40000] is read as 0..65535 data",
+    ]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

@@ -9,8 +9,7 @@ from PIL import Image
 from samples import grey, noise_image
 from scripted import TightMemory, brightness_answer
 
-from qinsight_sdk import (ComparisonResult, DecodingOptions, DegradationResult, QualityJudge,
-                          ScoreResult)
+from qinsight_sdk import ComparisonResult, DecodingOptions, DegradationResult, QualityJudge, ScoreResult
 from qinsight_sdk.backends.base import Generation, RatingDistribution
 from qinsight_sdk.errors import ModelLoadError
 from qinsight_sdk.judging.profiles import QINSIGHT
@@ -84,8 +83,9 @@ def test_seeded_sampling_repeats_and_num_samples_aggregates(tiny_judge, image_fi
     first = tiny_judge.score(image_files[0], decoding=options)
     again = tiny_judge.score(image_files[0], decoding=options)
     assert first.to_dict() == again.to_dict()
-    other_seed = tiny_judge.score(image_files[0], decoding=DecodingOptions(
-        do_sample=True, max_new_tokens=12, num_samples=3, seed=7))
+    other_seed = tiny_judge.score(
+        image_files[0], decoding=DecodingOptions(do_sample=True, max_new_tokens=12, num_samples=3, seed=7)
+    )
     assert other_seed.raw != first.raw or other_seed.error != first.error
 
 
@@ -102,11 +102,12 @@ def test_unknown_mode_is_refused(tiny_judge):
 def test_compare_pairs_with_their_own_references_and_a_callback(tiny_judge, image_files):
     a, b, c, d, e = map(str, image_files)
     seen = []
-    results = tiny_judge.compare_pairs([(a, b, c), (a, b), (d, e, "missing.png")], reference=None,
-                                       on_result=lambda i, r: seen.append(i))
+    results = tiny_judge.compare_pairs(
+        [(a, b, c), (a, b), (d, e, "missing.png")], reference=None, on_result=lambda i, r: seen.append(i)
+    )
     assert seen == [0, 1, 2] and len(results) == 3
-    assert results[0].raw == tiny_judge.compare(a, b, reference=c).raw     # its own reference used
-    assert results[1].raw == tiny_judge.compare(a, b).raw                  # none: the two-image prompt
+    assert results[0].raw == tiny_judge.compare(a, b, reference=c).raw  # its own reference used
+    assert results[1].raw == tiny_judge.compare(a, b).raw  # none: the two-image prompt
     assert "missing.png" in results[2].error
     both = tiny_judge.compare_pairs([(a, b, c), (d, e)], both_orders=True, on_result=lambda i, r: seen.append(i))
     assert seen[3:] == [0, 1] and len(both) == 2
@@ -158,9 +159,13 @@ def test_num_samples_average_and_spread():
 
 
 def test_degradation_majority_vote():
-    answers = iter(['<answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
-                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
-                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
+    answers = iter(
+        [
+            '<answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
+            '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
+            '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
+        ]
+    )
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
     result = judge.degradation(noise_image(0), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.distortion, result.severity) == ("noise", "serious")
@@ -202,8 +207,7 @@ def only_when_bright_comes_first(conversation, images):
 
 @pytest.mark.parametrize("first,second,winner", [("bright", "dark", "A"), ("dark", "bright", "B")])
 def test_compare_both_orders_keeps_the_only_verdict_given(first, second, winner):
-    images = {"dark": Image.new("RGB", (56, 56), (20, 20, 20)),
-              "bright": Image.new("RGB", (56, 56), (220, 220, 220))}
+    images = {"dark": Image.new("RGB", (56, 56), (20, 20, 20)), "bright": Image.new("RGB", (56, 56), (220, 220, 220))}
     judge = QualityJudge(ScriptedBackend(only_when_bright_comes_first))
     result = judge.compare(images[first], images[second], both_orders=True)
     assert (result.winner, result.consistent, result.error, result.reasoning) == (winner, None, None, None)
@@ -215,8 +219,10 @@ def test_compare_both_orders_without_any_verdict_is_an_error():
     result = judge.compare(Image.new("RGB", (56, 56)), Image.new("RGB", (56, 56), (9, 9, 9)), both_orders=True)
     assert result.winner is None and result.error.startswith("neither order gave a verdict: the answer names none")
     assert result.reasoning == "[order A, B] hm\n\n[order B, A] hm"
-    assert result.raw == "[order A, B]\n<think>hm</think><answer>no idea</answer>\n[order B, A]\n" \
-                         "<think>hm</think><answer>no idea</answer>"
+    assert (
+        result.raw == "[order A, B]\n<think>hm</think><answer>no idea</answer>\n[order B, A]\n"
+        "<think>hm</think><answer>no idea</answer>"
+    )
 
 
 def test_compare_uses_reference_prompt_and_image_order():
@@ -280,7 +286,8 @@ def test_unreadable_inputs_are_reported_in_order_with_their_reasons():
     backend = ScriptedBackend(brightness_rating)
     seen = []
     results = QualityJudge(backend, batch_size=1).score(
-        [grey(0), "missing.png", grey(255), np.zeros((0, 3)), grey(128)], on_result=lambda i, r: seen.append((i, r)))
+        [grey(0), "missing.png", grey(255), np.zeros((0, 3)), grey(128)], on_result=lambda i, r: seen.append((i, r))
+    )
     assert seen == list(enumerate(results))
     assert [r.score for r in results] == pytest.approx([1.0, None, 5.0, None, 3.01])
     assert results[1].error == "missing.png: file not found" and "is empty" in results[3].error
@@ -318,8 +325,10 @@ def test_out_of_memory_is_recognised_by_its_message(message):
 
 def test_a_cut_off_answer_says_so():
     result = QualityJudge(CutOffBackend(lambda c, i: "<think>still thinking")).score(grey(1))
-    assert result.error == "no rating found in the answer (no <answer> block found) " \
-                           "(the answer was cut off at max_new_tokens)"
+    assert (
+        result.error == "no rating found in the answer (no <answer> block found) "
+        "(the answer was cut off at max_new_tokens)"
+    )
     assert result.raw == "<think>still thinking" and result.reasoning == "still thinking"
     finished = QualityJudge(ScriptedBackend(lambda c, i: "<answer>meh</answer>")).score(grey(1))
     assert finished.error == "no rating found in the answer"
@@ -329,8 +338,10 @@ def test_a_rating_in_reasoning_cut_off_before_the_answer_is_no_score():
     """Issue 11: an answer cut off before <answer> whose reasoning said "rating: 3" scored 3.0, no error."""
     result = QualityJudge(CutOffBackend(lambda c, i: "<think>I would give it a rating: 3 since")).score(grey(1))
     assert result.score is None and result.raw == "<think>I would give it a rating: 3 since"
-    assert result.error == "no rating found in the answer (no <answer> block found) " \
-                           "(the answer was cut off at max_new_tokens)"
+    assert (
+        result.error == "no rating found in the answer (no <answer> block found) "
+        "(the answer was cut off at max_new_tokens)"
+    )
 
 
 def test_the_tiny_model_says_at_how_many_tokens_it_was_cut_off(tiny_model):
@@ -346,8 +357,13 @@ def test_one_sample_has_no_spread_and_reasoning_comes_with_the_score():
 
 
 def test_samples_keep_the_first_readable_answers_reasoning():
-    answers = iter(["garbage", '<think>two</think><answer>{"rating": 2}</answer>',
-                    '<think>four</think><answer>{"rating": 4}</answer>'])
+    answers = iter(
+        [
+            "garbage",
+            '<think>two</think><answer>{"rating": 2}</answer>',
+            '<think>four</think><answer>{"rating": 4}</answer>',
+        ]
+    )
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
     result = judge.score(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.reasoning, result.raw) == ("two", '<think>two</think><answer>{"rating": 2}</answer>')
@@ -361,8 +377,12 @@ def test_fast_scores_are_never_clamped():
 
 
 def test_degradation_ties_go_to_the_first_answer_and_unreadable_answers_explain():
-    answers = iter(['<think>b</think><answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
-                    '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>'])
+    answers = iter(
+        [
+            '<think>b</think><answer>{"distortion_class": "blur", "severity": "slight"}</answer>',
+            '<answer>{"distortion_class": "noise", "severity": "serious"}</answer>',
+        ]
+    )
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
     result = judge.degradation(grey(1), decoding=DecodingOptions(do_sample=True, num_samples=2))
     assert (result.distortion, result.severity, result.reasoning, result.error) == ("blur", "slight", "b", None)
@@ -374,8 +394,13 @@ def test_degradation_ties_go_to_the_first_answer_and_unreadable_answers_explain(
 
 
 def test_comparison_majority_and_unreadable_verdicts():
-    answers = iter(["<answer>Image B</answer>", "<think>a</think><answer>Image A</answer>",
-                    "<think>a2</think><answer>Image A</answer>"])
+    answers = iter(
+        [
+            "<answer>Image B</answer>",
+            "<think>a</think><answer>Image A</answer>",
+            "<think>a2</think><answer>Image A</answer>",
+        ]
+    )
     judge = QualityJudge(ScriptedBackend(lambda c, i: next(answers)))
     result = judge.compare(grey(1), grey(2), decoding=DecodingOptions(do_sample=True, num_samples=3))
     assert (result.winner, result.reasoning, result.raw) == ("A", "a", "<think>a</think><answer>Image A</answer>")
@@ -387,16 +412,20 @@ def test_comparison_majority_and_unreadable_verdicts():
 def test_compare_pairs_reports_each_pair_once_in_order():
     seen = []
     judge = QualityJudge(ScriptedBackend(brighter_wins), batch_size=3)
-    results = judge.compare_pairs([(grey(9), grey(200)), (grey(200), grey(9)), (grey(5), "missing.png")],
-                                  both_orders=True, on_result=lambda i, r: seen.append((i, r.winner)))
+    results = judge.compare_pairs(
+        [(grey(9), grey(200)), (grey(200), grey(9)), (grey(5), "missing.png")],
+        both_orders=True,
+        on_result=lambda i, r: seen.append((i, r.winner)),
+    )
     assert seen == [(0, "B"), (1, "A"), (2, None)] and [r.winner for r in results] == ["B", "A", None]
     assert results[2].error.startswith("neither order gave a verdict: missing.png: file not found")
 
 
 def test_rank_passes_its_options_on():
     backend = ScriptedBackend(lambda c, i: brightness_rating(c, i) if len(i) == 1 else brighter_wins(c, i))
-    ranking = QualityJudge(backend).rank([grey(v) for v in (10, 200, 90, 150)], strategy="hybrid", top_k=2,
-                                         pool=3, batch_size=1)
+    ranking = QualityJudge(backend).rank(
+        [grey(v) for v in (10, 200, 90, 150)], strategy="hybrid", top_k=2, pool=3, batch_size=1
+    )
     assert ranking.order == [1, 3] and ranking.comparisons == 6 and set(backend.calls) == {1}
 
 
@@ -423,16 +452,19 @@ def test_compare_pairs_asks_one_order_by_default_and_checks_its_pairs():
         return "<answer>Image A</answer>"
 
     judge = QualityJudge(ScriptedBackend(spy))
-    results = judge.compare_pairs([(grey(1), grey(2), grey(3)), (grey(4), grey(5), None), (grey(6), grey(7))],
-                                  reference=grey(9))
+    results = judge.compare_pairs(
+        [(grey(1), grey(2), grey(3)), (grey(4), grey(5), None), (grey(6), grey(7))], reference=grey(9)
+    )
     assert [s[1] for s in seen] == [[3, 1, 2], [9, 4, 5], [9, 6, 7]]  # own reference, else the shared one
     assert all("Reference Image:" in s[0] for s in seen) and [r.winner for r in results] == ["A"] * 3
     seen.clear()
     judge.compare_pairs([(grey(1), grey(2))], reference=grey(9), both_orders=True)
     assert [s[1] for s in seen] == [[9, 1, 2], [9, 2, 1]] and seen[0][0] == seen[1][0]
     for bad in [(grey(1),), (grey(1), grey(2), grey(3), grey(4))]:
-        with pytest.raises(ValueError, match=f"a pair is \\(image_a, image_b\\) or \\(image_a, image_b, reference\\), "
-                                             f"got {len(bad)} items"):
+        with pytest.raises(
+            ValueError,
+            match=f"a pair is \\(image_a, image_b\\) or \\(image_a, image_b, reference\\), got {len(bad)} items",
+        ):
             judge.compare_pairs([bad])
 
 
@@ -450,16 +482,19 @@ def test_each_task_sends_its_own_prompt_and_answer_prefix():
     judge.score(grey(1))
     judge.score(grey(1), mode="fast")
     judge.degradation(grey(1))
-    assert seen == [(json.dumps(QINSIGHT.messages("score")), ""),
-                    (json.dumps(QINSIGHT.messages("score")), prompts.FAST_SCORE_ANSWER_PREFIX),
-                    (json.dumps(QINSIGHT.messages("degradation")), "")]
+    assert seen == [
+        (json.dumps(QINSIGHT.messages("score")), ""),
+        (json.dumps(QINSIGHT.messages("score")), prompts.FAST_SCORE_ANSWER_PREFIX),
+        (json.dumps(QINSIGHT.messages("degradation")), ""),
+    ]
 
 
 def test_degradation_takes_batch_size_and_reports_progress():
     backend = ScriptedBackend(lambda c, i: '<answer>{"distortion_class": "blur", "severity": "slight"}</answer>')
     seen = []
-    results = QualityJudge(backend).degradation([grey(1), "missing.png", grey(2)], batch_size=1,
-                                                on_result=lambda i, r: seen.append(i))
+    results = QualityJudge(backend).degradation(
+        [grey(1), "missing.png", grey(2)], batch_size=1, on_result=lambda i, r: seen.append(i)
+    )
     assert seen == [0, 1, 2] and backend.calls == [1, 1]
     assert isinstance(results[1], DegradationResult) and results[1].error == "missing.png: file not found"
 
@@ -483,8 +518,10 @@ def test_fast_scores_above_the_scale_are_kept_and_their_reward_is_bounded():
         def rating_distributions(self, batch):
             decimals = torch.zeros(5, 10, dtype=torch.float64)
             decimals[:, 9] = 1.0
-            return [RatingDistribution(torch.tensor([0, 0, 0, 0, 1.0], dtype=torch.float64), decimals)
-                    for _ in batch.inputs[0]]  # surely 5.9
+            return [
+                RatingDistribution(torch.tensor([0, 0, 0, 0, 1.0], dtype=torch.float64), decimals)
+                for _ in batch.inputs[0]
+            ]  # surely 5.9
 
     judge = QualityJudge(Overconfident(brightness_rating))
     result = judge.score(grey(1), mode="fast")
@@ -576,8 +613,12 @@ def test_batches_group_similar_sizes_within_the_token_budget():
 def test_compare_reports_its_one_result_at_index_0(both_orders, b, winner):
     seen = []
     judge = QualityJudge(ScriptedBackend(brighter_wins))
-    result = judge.compare(grey(100), grey(b) if isinstance(b, int) else b, both_orders=both_orders,
-                           on_result=lambda i, r: seen.append((i, r)))
+    result = judge.compare(
+        grey(100),
+        grey(b) if isinstance(b, int) else b,
+        both_orders=both_orders,
+        on_result=lambda i, r: seen.append((i, r)),
+    )
     assert len(seen) == 1 and seen[0][0] == 0 and seen[0][1] is result
     assert type(result) is ComparisonResult and result.winner == winner
     assert (result.error is None) == (winner is not None)
@@ -586,8 +627,9 @@ def test_compare_reports_its_one_result_at_index_0(both_orders, b, winner):
 def test_compare_with_a_reference_reports_once():
     seen = []
     judge = QualityJudge(ScriptedBackend(brighter_wins))
-    result = judge.compare(grey(10), grey(200), reference=grey(50), both_orders=True,
-                           on_result=lambda i, r: seen.append((i, r)))
+    result = judge.compare(
+        grey(10), grey(200), reference=grey(50), both_orders=True, on_result=lambda i, r: seen.append((i, r))
+    )
     assert seen == [(0, result)] and seen[0][1] is result and result.winner == "B"
 
 
@@ -643,8 +685,10 @@ def test_non_finite_rating_probabilities_are_an_error_not_the_worst_score(caplog
     judge = QualityJudge(NaNWeights(brightness_rating))
     result = judge.score(grey(200), mode="fast")
     assert result.score is None and result.std is None
-    assert result.error == ("the model's rating probabilities are not finite numbers: the checkpoint's weights or "
-                            "its dtype are broken (NaN or infinite values)")
+    assert result.error == (
+        "the model's rating probabilities are not finite numbers: the checkpoint's weights or "
+        "its dtype are broken (NaN or infinite values)"
+    )
     result.to_json()  # strict JSON
     with caplog.at_level("WARNING", logger="qinsight"):
         assert judge.reward([grey(200)]).tolist() == [0.0]
@@ -667,10 +711,19 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_load(tiny_model, tmp_path):
     shutil.copytree(tiny_model, broken)
     for shard in broken.glob("*.safetensors"):
         weights = load_file(shard)
-        save_file({name: w.fill_(float("nan")) if name.endswith("lm_head.weight") or "layers.0." in name else w
-                   for name, w in weights.items()}, shard, metadata={"format": "pt"})
-    with pytest.raises(ModelLoadError, match=r"broken: the model's logits on a probe input are not finite numbers: "
-                                             r"its weights are broken \(NaN or infinite values\)$"):
+        save_file(
+            {
+                name: w.fill_(float("nan")) if name.endswith("lm_head.weight") or "layers.0." in name else w
+                for name, w in weights.items()
+            },
+            shard,
+            metadata={"format": "pt"},
+        )
+    with pytest.raises(
+        ModelLoadError,
+        match=r"broken: the model's logits on a probe input are not finite numbers: "
+        r"its weights are broken \(NaN or infinite values\)$",
+    ):
         QualityJudge.from_pretrained(broken, device="cpu")
 
 
@@ -689,14 +742,17 @@ def test_a_reference_on_weights_not_trained_for_it_warns_once(caplog):
     judge = QualityJudge(ScriptedBackend(answer))
     with caplog.at_level("WARNING", logger="qinsight"):
         judge.compare(grey(10), grey(20))
-        assert caplog.messages == []                  # no reference: the paper's two-image prompt, as trained
+        assert caplog.messages == []  # no reference: the paper's two-image prompt, as trained
         judge.compare(grey(10), grey(20), reference=grey(15))
         judge.compare_pairs([(grey(1), grey(2), grey(3))])
     assert caplog.messages == [
         "comparing with a reference on weights not trained for it (profile 'q-insight'): this is the paper's "
         "zero-shot setting (75.5% accuracy vs 82.8% with the comparison weights); load subfolder 'comparison' of "
-        "ByteDance/Q-Insight, or pass profile='q-insight-comparison' if these weights were trained for it"]
+        "ByteDance/Q-Insight, or pass profile='q-insight-comparison' if these weights were trained for it"
+    ]
     caplog.clear()
     with caplog.at_level("WARNING", logger="qinsight"):
-        QualityJudge(ScriptedBackend(answer), profile="q-insight-comparison").compare(grey(1), grey(2), reference=grey(3))
+        QualityJudge(ScriptedBackend(answer), profile="q-insight-comparison").compare(
+            grey(1), grey(2), reference=grey(3)
+        )
     assert caplog.messages == []

@@ -30,8 +30,10 @@ def hundred(tmp_path_factory):
     (folder / "images").mkdir()
     for i in range(IMAGES):
         noise_image(i, 32 + (i % 7) * 8, 32 + (i % 5) * 8).save(folder / "images" / f"im{i:03d}.png")
-    (folder / "labels.csv").write_text("image,mos\n" + "".join(
-        f"images/im{i:03d}.png,{1 + 4 * ((i * 37) % IMAGES) / IMAGES:.3f}\n" for i in range(IMAGES)))
+    (folder / "labels.csv").write_text(
+        "image,mos\n"
+        + "".join(f"images/im{i:03d}.png,{1 + 4 * ((i * 37) % IMAGES) / IMAGES:.3f}\n" for i in range(IMAGES))
+    )
     return folder
 
 
@@ -48,23 +50,32 @@ def lines_in(path):
 
 def killed_at(argv, output, rows, delay):
     """Start ``qinsight argv``; once ``output`` holds ``rows`` lines (and ``delay`` more seconds), SIGKILL it."""
-    process = subprocess.Popen([sys.executable, "-m", "qinsight_sdk", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qinsight_sdk", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     deadline = time.monotonic() + 300
     while lines_in(output) < rows and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()   # it did not finish first
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()  # it did not finish first
     return lines_in(output)
 
 
 def interrupted_then_finished(argv, output):
     seen = [killed_at(argv, output, rows, delay) for rows, delay in kill_moments()]
-    assert seen == sorted(seen) and seen[-1] < IMAGES     # each kill left work for the next run
-    finished = subprocess.run([sys.executable, "-m", "qinsight_sdk", *argv], capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert seen == sorted(seen) and seen[-1] < IMAGES  # each kill left work for the next run
+    finished = subprocess.run(
+        [sys.executable, "-m", "qinsight_sdk", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     return finished
 
 
@@ -84,7 +95,7 @@ def test_score_killed_five_times_ends_as_if_never_stopped(tiny_model, hundred, t
     finished = interrupted_then_finished(["score", str(hundred / "images"), *options, "-o", str(output)], output)
     assert finished.returncode == 0, finished.stderr
     rows = read_rows(output)
-    assert len(rows) == len({row["key"] for row in rows}) == IMAGES       # exactly one row per image
+    assert len(rows) == len({row["key"] for row in rows}) == IMAGES  # exactly one row per image
     assert all(row["error"] is None for row in rows)
     assert {row["key"]: row["score"] for row in rows} == pytest.approx(expected, abs=1e-4)
 
@@ -102,8 +113,9 @@ def test_eval_killed_five_times_ends_as_if_never_stopped(tiny_model, hundred, tm
     assert finished.returncode == 0, finished.stderr
     rows = read_rows(output)
     assert len(rows) == len({row["key"] for row in rows}) == IMAGES
-    assert {r["key"]: r["score"] for r in rows} == pytest.approx({r["key"]: r["score"] for r in read_rows(whole)},
-                                                                  abs=1e-4)
+    assert {r["key"]: r["score"] for r in rows} == pytest.approx(
+        {r["key"]: r["score"] for r in read_rows(whole)}, abs=1e-4
+    )
     found = json.loads(resumed_report.read_text())
     assert found["judged"] == expected["judged"] == IMAGES and found["predicted_now"] < IMAGES
     names = ("srcc", "plcc", "krcc", "rmse")
@@ -116,20 +128,36 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_rerun_finishes(tiny_model
     import resource
 
     def limited():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)    # a write past the limit fails with EFBIG instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
 
     output = tmp_path / "out.jsonl"
-    argv = [sys.executable, "-m", "qinsight_sdk", "score", str(hundred / "images"), "--model", str(tiny_model),
-            "--mode", "fast", "-o", str(output)]
-    stopped = subprocess.run(argv, capture_output=True, text=True, preexec_fn=limited, timeout=300,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    argv = [
+        sys.executable,
+        "-m",
+        "qinsight_sdk",
+        "score",
+        str(hundred / "images"),
+        "--model",
+        str(tiny_model),
+        "--mode",
+        "fast",
+        "-o",
+        str(output),
+    ]
+    stopped = subprocess.run(
+        argv, capture_output=True, text=True, preexec_fn=limited, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr
-    assert f"qinsight score: error: cannot write to {output}: File too large; the rows written before are kept" \
+    assert (
+        f"qinsight score: error: cannot write to {output}: File too large; the rows written before are kept"
         in stopped.stderr
+    )
     kept = lines_in(output)
     assert 0 < kept < IMAGES
-    finished = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finished = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert finished.returncode == 0 and f"{kept} of {IMAGES} images already done" in finished.stderr
     rows = read_rows(output)
     assert len(rows) == len({row["key"] for row in rows}) == IMAGES

@@ -8,8 +8,16 @@ import pytest
 import scipy.stats
 
 from qinsight_sdk.errors import QInsightError, UsageError
-from qinsight_sdk.evaluation.metrics import (comparison_metrics, degradation_metrics, fit_logistic, format_interval, logistic4,
-                                  logistic_direction, paired_difference, score_metrics)
+from qinsight_sdk.evaluation.metrics import (
+    comparison_metrics,
+    degradation_metrics,
+    fit_logistic,
+    format_interval,
+    logistic4,
+    logistic_direction,
+    paired_difference,
+    score_metrics,
+)
 
 RNG = np.random.default_rng(7)
 PREDICTED = RNG.uniform(1, 5, 60)
@@ -31,7 +39,7 @@ def test_score_metrics_equal_scipy():
     for name in ("srcc", "plcc"):
         low, high = found[f"{name}_ci95"]
         assert low < found[name] < high and high - low < 0.3
-    assert score_metrics(PREDICTED, MOS, resamples=200) == found   # seeded: the same report twice
+    assert score_metrics(PREDICTED, MOS, resamples=200) == found  # seeded: the same report twice
 
 
 def test_logistic4_at_points_worked_by_hand():
@@ -60,12 +68,12 @@ def test_logistic_fit_recovers_the_parameters_of_an_independent_curve():
     assert params[:3] == pytest.approx(truth[:3], abs=0.05) and abs(params[3]) == pytest.approx(1.2, abs=0.05)
     found = score_metrics(x, y, resamples=0)
     assert found["logistic_params"] == pytest.approx(list(params))
-    assert found["plcc_logistic"] > 0.999 > found["plcc"]          # the fit straightens the curve
+    assert found["plcc_logistic"] > 0.999 > found["plcc"]  # the fit straightens the curve
     fitted = written_out_logistic(x, *params)
     assert found["rmse_logistic"] == pytest.approx(float(np.sqrt(np.mean((fitted - y) ** 2))), rel=1e-6)
     assert found["plcc_logistic"] == pytest.approx(scipy.stats.pearsonr(fitted, y)[0], abs=1e-9)
     assert found["rmse_logistic"] < 0.02 and found["srcc"] > 0.99
-    assert found["srcc_ci95"] is None                              # resamples=0: no interval
+    assert found["srcc_ci95"] is None  # resamples=0: no interval
 
 
 def test_degenerate_scores_give_none_not_nan():
@@ -106,13 +114,15 @@ def test_a_severity_counts_only_with_its_class():
     assert found["per_class"]["noise"] == {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5}
     assert found["per_class"]["null"] == {"n": 2, "class_accuracy": 1.0, "severity_accuracy": 0.5}
     assert found["overall"] == {"class_accuracy": 5 / 8, "severity_accuracy": 3 / 8}
-    assert found["mean"]["severity_accuracy"] == pytest.approx((0.25 + 0.5) / 2)   # null apart, as the paper
+    assert found["mean"]["severity_accuracy"] == pytest.approx((0.25 + 0.5) / 2)  # null apart, as the paper
     for row in found["per_class"].values():
         assert row["severity_accuracy"] <= row["class_accuracy"]
 
 
 def test_comparison_metrics_per_label():
-    found = comparison_metrics(["Image A", "Image B", "Image A", "Similar"], ["Image A", "Image A", "Image A", "Similar"])
+    found = comparison_metrics(
+        ["Image A", "Image B", "Image A", "Similar"], ["Image A", "Image A", "Image A", "Similar"]
+    )
     assert found["accuracy"] == 0.75
     assert found["per_label"]["Image A"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
     assert found["per_label"]["Similar"] == {"n": 1, "accuracy": 1.0}
@@ -122,8 +132,13 @@ def test_degradation_means_are_the_papers():
     """Table 2 of the paper: class accuracy noise 1.000, blur 0.976, JPEG 1.000, darken 0.903, null 0.760,
     mean 0.928 (over all five); the severity mean is over the four distortion classes (issue 11)."""
     truth, guess, severity_truth, severity_guess = [], [], [], []
-    for label, right, severity_right in (("noise", 1000, 600), ("blur", 976, 400), ("compression", 1000, 500),
-                                         ("darken", 903, 420), ("null", 760, 1000)):
+    for label, right, severity_right in (
+        ("noise", 1000, 600),
+        ("blur", 976, 400),
+        ("compression", 1000, 500),
+        ("darken", 903, 420),
+        ("null", 760, 1000),
+    ):
         for i in range(1000):
             truth.append(label)
             guess.append(label if i < right else ("null" if label != "null" else "blur"))
@@ -138,13 +153,19 @@ def test_degradation_means_are_the_papers():
 
 
 def test_degradation_metrics_in_full():
-    found = degradation_metrics(["noise", "blur", "null"], ["slight", "slight", "null"],
-                                ["noise", "noise", "null"], ["slight", "serious", "null"])
+    found = degradation_metrics(
+        ["noise", "blur", "null"],
+        ["slight", "slight", "null"],
+        ["noise", "noise", "null"],
+        ["slight", "serious", "null"],
+    )
     assert found == {
         "n": 3,
-        "per_class": {"noise": {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5},
-                      "null": {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0}},
-        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5},   # severity: null left out, as the paper
+        "per_class": {
+            "noise": {"n": 2, "class_accuracy": 0.5, "severity_accuracy": 0.5},
+            "null": {"n": 1, "class_accuracy": 1.0, "severity_accuracy": 1.0},
+        },
+        "mean": {"class_accuracy": 0.75, "severity_accuracy": 0.5},  # severity: null left out, as the paper
         "overall": {"class_accuracy": 2 / 3, "severity_accuracy": 2 / 3},
         "labels": ["noise", "compression", "blur", "darken", "null"],
         "confusion": [[1, 0, 1, 0, 0], [0] * 5, [0] * 5, [0] * 5, [0, 0, 0, 0, 1]],
@@ -157,8 +178,11 @@ def test_degradation_metrics_in_full():
 
 def test_comparison_metrics_in_full():
     found = comparison_metrics(["Image B", "Similar", "Image A"], ["Image B", "Image B", "Similar"])
-    assert found == {"n": 3, "accuracy": 1 / 3, "per_label": {"Image B": {"n": 2, "accuracy": 0.5},
-                                                               "Similar": {"n": 1, "accuracy": 0.0}}}
+    assert found == {
+        "n": 3,
+        "accuracy": 1 / 3,
+        "per_label": {"Image B": {"n": 2, "accuracy": 0.5}, "Similar": {"n": 1, "accuracy": 0.0}},
+    }
     assert comparison_metrics([], []) == {"n": 0, "accuracy": None, "per_label": {}}
 
 
@@ -169,7 +193,9 @@ def test_small_samples():
     assert three["rmse"] == pytest.approx(math.sqrt((0.25 + 0.25 + 1.0) / 3), abs=1e-12)
     assert three["srcc_ci95"] is None and three["logistic_params"] is None and three["plcc_logistic"] is None
     two = score_metrics([1.0, 2.0], [1.0, 3.0], resamples=100)
-    assert (two["srcc"], two["plcc"], two["krcc"]) == (None, None, None) and two["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert (two["srcc"], two["plcc"], two["krcc"]) == (None, None, None) and two["rmse"] == pytest.approx(
+        math.sqrt(0.5)
+    )
     assert score_metrics([], [], resamples=10)["rmse"] is None
     with pytest.raises(ValueError, match="2 predictions for 3 labels"):
         score_metrics([1.0, 2.0], [1.0, 2.0, 3.0])
@@ -184,9 +210,16 @@ def test_constant_labels_give_none():
 def test_bootstrap_intervals_equal_scipys_percentile_bootstrap():
     found = score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=5)
     for name, function in (("srcc", scipy.stats.spearmanr), ("plcc", scipy.stats.pearsonr)):
-        expected = scipy.stats.bootstrap((PREDICTED[:30], MOS[:30]), lambda a, b: function(a, b)[0], paired=True,
-                                         vectorized=False, n_resamples=300, confidence_level=0.95,
-                                         method="percentile", random_state=np.random.default_rng(5))
+        expected = scipy.stats.bootstrap(
+            (PREDICTED[:30], MOS[:30]),
+            lambda a, b: function(a, b)[0],  # noqa: B023 (called at once)
+            paired=True,
+            vectorized=False,
+            n_resamples=300,
+            confidence_level=0.95,
+            method="percentile",
+            random_state=np.random.default_rng(5),
+        )
         assert found[f"{name}_ci95"] == pytest.approx(list(expected.confidence_interval), abs=1e-12)
     assert score_metrics(PREDICTED[:30], MOS[:30], resamples=300, seed=6)["srcc_ci95"] != found["srcc_ci95"]
 
@@ -226,8 +259,10 @@ def test_a_resample_without_spread_counts_as_no_correlation():
 
 def test_confusion_counts_are_integers():
     found = degradation_metrics(["noise"], ["slight"], ["blur"], ["slight"])
-    assert json.dumps(found["confusion"]) == "[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], " \
-                                             "[0, 0, 0, 0, 0]]"
+    assert (
+        json.dumps(found["confusion"]) == "[[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], "
+        "[0, 0, 0, 0, 0]]"
+    )
 
 
 def test_missing_scipy_says_how_to_install_it(monkeypatch):
@@ -252,6 +287,7 @@ def deqa_scores_fit(x, y):
     """DeQA-Score's evaluator, as its src/evaluate/cal_plcc_srcc.py describes it (written here from that
     description): its logistic with b4 taken as it is, its start (max y, min y, mean x, std x / 4) and
     10,000 evaluations; the fitted values."""
+
     def curve(t, b1, b2, b3, b4):
         return (b1 - b2) / (1 + np.exp(-(t - b3) / b4)) + b2
 
@@ -282,8 +318,8 @@ def test_the_fit_starts_where_deqa_scores_starts(monkeypatch):
     monkeypatch.setattr(scipy.optimize, "curve_fit", recording)
     fit_logistic(x, y)
     assert starts == [pytest.approx((y.max(), y.min(), x.mean(), x.std() / 4), abs=1e-12)]
-    assert fit_logistic([2.0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 3.0]) is None   # no curve through one x
-    assert len(starts) == 1                                                  # and no fit tried
+    assert fit_logistic([2.0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 3.0]) is None  # no curve through one x
+    assert len(starts) == 1  # and no fit tried
 
 
 def test_an_anti_correlated_judge_gets_a_negative_fitted_plcc():
@@ -298,10 +334,13 @@ def test_an_anti_correlated_judge_gets_a_negative_fitted_plcc():
     assert found["plcc_logistic"] < -0.8
     forwards = score_metrics(PREDICTED, MOS, resamples=0)
     assert forwards["logistic_direction"] == "increasing"
-    assert forwards["plcc_logistic"] == pytest.approx(-found["plcc_logistic"], abs=1e-6)   # a mirror image
-    assert (logistic_direction([4.0, 1.0, 3.0, 0.5]), logistic_direction([1.0, 4.0, 3.0, 0.5]),
-            logistic_direction([2.0, 2.0, 3.0, 0.5]), logistic_direction(None)) == \
-        ("increasing", "decreasing", "flat", None)
+    assert forwards["plcc_logistic"] == pytest.approx(-found["plcc_logistic"], abs=1e-6)  # a mirror image
+    assert (
+        logistic_direction([4.0, 1.0, 3.0, 0.5]),
+        logistic_direction([1.0, 4.0, 3.0, 0.5]),
+        logistic_direction([2.0, 2.0, 3.0, 0.5]),
+        logistic_direction(None),
+    ) == ("increasing", "decreasing", "flat", None)
 
 
 def test_intervals_read_low_to_high_never_joined_by_a_hyphen():
@@ -324,18 +363,25 @@ def test_a_resample_with_one_side_constant_counts_as_no_correlation():
 
 
 # Paired comparison of two judges on the same items.
-JUDGE_B = np.clip(MOS + RNG.normal(0, 0.9, 60), 1, 5)   # a noisier judge than PREDICTED
+JUDGE_B = np.clip(MOS + RNG.normal(0, 0.9, 60), 1, 5)  # a noisier judge than PREDICTED
 
 
 def test_paired_difference_equals_scipys_paired_bootstrap():
     a, b, y = PREDICTED[:40], JUDGE_B[:40], MOS[:40]
     found = paired_difference(a, b, y, resamples=300, seed=3)
     for name, function in (("srcc", scipy.stats.spearmanr), ("plcc", scipy.stats.pearsonr)):
-        expected = scipy.stats.bootstrap((a, b, y), lambda ra, rb, ry: function(ra, ry)[0] - function(rb, ry)[0],
-                                         paired=True, vectorized=False, n_resamples=300, confidence_level=0.95,
-                                         method="percentile", random_state=np.random.default_rng(3))
+        expected = scipy.stats.bootstrap(
+            (a, b, y),
+            lambda ra, rb, ry: function(ra, ry)[0] - function(rb, ry)[0],  # noqa: B023
+            paired=True,
+            vectorized=False,
+            n_resamples=300,
+            confidence_level=0.95,
+            method="percentile",
+            random_state=np.random.default_rng(3),
+        )
         assert found[name]["ci95"] == pytest.approx(list(expected.confidence_interval), abs=1e-12)
-        assert found[name]["difference"] == function(a, y)[0] - function(b, y)[0]   # exactly, not approximately
+        assert found[name]["difference"] == function(a, y)[0] - function(b, y)[0]  # exactly, not approximately
     assert found["n"] == 40 and found["srcc"]["verdict"] in ("A", "B", "neither")
     json.dumps(found, allow_nan=False)
 
@@ -363,7 +409,7 @@ def test_swapping_the_judges_negates_the_difference_and_flips_the_interval():
     forward = paired_difference(PREDICTED, JUDGE_B, MOS, resamples=200)
     backward = paired_difference(JUDGE_B, PREDICTED, MOS, resamples=200)
     for name in ("srcc", "plcc"):
-        assert forward[name]["difference"] > 0                     # PREDICTED is the closer judge
+        assert forward[name]["difference"] > 0  # PREDICTED is the closer judge
         assert backward[name]["difference"] == pytest.approx(-forward[name]["difference"], abs=1e-15)
         low, high = forward[name]["ci95"]
         assert backward[name]["ci95"] == pytest.approx([-high, -low], abs=1e-12)
@@ -388,17 +434,20 @@ def test_pairing_finds_a_difference_that_separate_intervals_hide():
     found = paired_difference(a, b, y, resamples=500)
     alone_a, alone_b = score_metrics(a, y, resamples=500), score_metrics(b, y, resamples=500)
     for name in ("srcc", "plcc"):
-        assert alone_a[f"{name}_ci95"][0] < alone_b[f"{name}_ci95"][1]   # the separate intervals overlap
+        assert alone_a[f"{name}_ci95"][0] < alone_b[f"{name}_ci95"][1]  # the separate intervals overlap
         assert found[name]["ci95"][0] > 0.02 and found[name]["verdict"] == "A"
 
 
 def test_paired_difference_without_an_interval_gives_none():
     four = paired_difference([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0], resamples=100)
-    assert four["n"] == 4 and four["srcc"]["difference"] == pytest.approx(0.2)   # 1 - 0.8: still computable
+    assert four["n"] == 4 and four["srcc"]["difference"] == pytest.approx(0.2)  # 1 - 0.8: still computable
     assert (four["srcc"]["ci95"], four["srcc"]["verdict"], four["plcc"]["ci95"]) == (None, None, None)
     two = paired_difference([1.0, 2.0], [2.0, 1.0], [1.0, 2.0])
-    assert two == {"n": 2, "srcc": {"difference": None, "ci95": None, "verdict": None},
-                   "plcc": {"difference": None, "ci95": None, "verdict": None}}
+    assert two == {
+        "n": 2,
+        "srcc": {"difference": None, "ci95": None, "verdict": None},
+        "plcc": {"difference": None, "ci95": None, "verdict": None},
+    }
     constant = paired_difference([3.0] * 10, PREDICTED[:10], MOS[:10], resamples=50)
     assert constant["srcc"] == {"difference": None, "ci95": None, "verdict": None}
     unresampled = paired_difference(PREDICTED, JUDGE_B, MOS, resamples=0)

@@ -14,8 +14,9 @@ from qinsight_sdk.testing import build_tiny_rali
 
 ROOT = Path(__file__).resolve().parents[1]
 # the pack as ComfyUI imports it: a package whose nodes reach the SDK by relative imports
-spec = importlib.util.spec_from_file_location("qinsight_pack", ROOT / "__init__.py",
-                                              submodule_search_locations=[str(ROOT)])
+spec = importlib.util.spec_from_file_location(
+    "qinsight_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+)
 sys.modules.setdefault("qinsight_pack", importlib.util.module_from_spec(spec))
 spec.loader.exec_module(sys.modules["qinsight_pack"])
 adapters = importlib.import_module("qinsight_pack.nodes.adapters")
@@ -72,17 +73,21 @@ def test_model_folders_and_choices(tmp_path):
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text("{}")
     (root / "notes").mkdir()
-    build_tiny_rali(root / "Q-Insight" / "RALI")   # its layout, not its CLIP folder's config.json, makes it one
+    build_tiny_rali(root / "Q-Insight" / "RALI")  # its layout, not its CLIP folder's config.json, makes it one
     folders = adapters.model_folders([root, tmp_path / "missing"])
     assert folders == ["Q-Insight/RALI", "Q-Insight/comparison", "Q-Insight/score_degradation", "my-judge"]
     assert adapters.resolve_model_choice("my-judge", [root], HUB) == (str(root / "my-judge"), None)
     # what is listed loads: RALI's folder has no config.json of its own; its CLIP folder is not a choice
-    assert adapters.resolve_model_choice("Q-Insight/RALI", [tmp_path / "missing", root], HUB) == \
-        (str(root / "Q-Insight" / "RALI"), None)
+    assert adapters.resolve_model_choice("Q-Insight/RALI", [tmp_path / "missing", root], HUB) == (
+        str(root / "Q-Insight" / "RALI"),
+        None,
+    )
     with pytest.raises(ValueError, match="neither"):
         adapters.resolve_model_choice("Q-Insight/RALI/best", [root], HUB)
-    assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root], HUB) == \
-        ("ByteDance/Q-Insight", "comparison")
+    assert adapters.resolve_model_choice("ByteDance/Q-Insight/comparison", [root], HUB) == (
+        "ByteDance/Q-Insight",
+        "comparison",
+    )
     with pytest.raises(ValueError, match="neither"):
         adapters.resolve_model_choice("../etc", [root], HUB)
     shutil.rmtree(root / "my-judge")
@@ -100,15 +105,16 @@ def test_hub_ids():
 
 def test_labels_shown_for_no_distortion_and_no_verdict():
     assert adapters.shown_label("blur", None) == "blur"
-    assert adapters.shown_label(None, None) == "none"            # the model found no distortion
+    assert adapters.shown_label(None, None) == "none"  # the model found no distortion
     assert adapters.shown_label(None, "no answer") == "unknown"  # the model gave no readable verdict
 
 
 def test_each_image_is_reported_on_one_line_with_its_reasoning_cut_short():
     from qinsight_sdk.judging.results import ScoreResult
 
-    lines = adapters.describe_scores([ScoreResult(score=3.914, std=0.25, reasoning="sharp   and\nclean " * 40),
-                                      ScoreResult(error="image is 1x1")])
+    lines = adapters.describe_scores(
+        [ScoreResult(score=3.914, std=0.25, reasoning="sharp   and\nclean " * 40), ScoreResult(error="image is 1x1")]
+    )
     assert lines[0].startswith("image 0: 3.91 ± 0.25 — sharp and clean sharp")
     assert "\n" not in lines[0] and len(lines[0]) < 160 and lines[0].endswith("…")
     assert lines[1].startswith("image 1: no score") and "1x1" in lines[1]
@@ -119,9 +125,9 @@ def test_annotated_images_keep_size_and_order_and_change_only_where_the_label_is
     batch[1] += 1.0
     drawn = adapters.annotated(batch, ["3.91", "#1  4.50"])
     assert drawn.shape == (2, 64, 96, 3) and drawn.dtype == torch.float32
-    assert not torch.equal(drawn[0, :12, :40], batch[0, :12, :40])        # the label, top left
-    assert torch.equal(drawn[:, -8:, -8:], batch[:, -8:, -8:])             # the far corner untouched
-    assert drawn[1, -1, -1].tolist() == [1.0, 1.0, 1.0]                    # each image stays itself
+    assert not torch.equal(drawn[0, :12, :40], batch[0, :12, :40])  # the label, top left
+    assert torch.equal(drawn[:, -8:, -8:], batch[:, -8:, -8:])  # the far corner untouched
+    assert drawn[1, -1, -1].tolist() == [1.0, 1.0, 1.0]  # each image stays itself
     round_trip = adapters.from_pil(adapters.to_pil(torch.rand(3, 5, 7, 3)))
     assert round_trip.shape == (3, 5, 7, 3)
 
@@ -131,16 +137,27 @@ def test_settings_recorded_from_the_loaded_judge(tmp_path):
 
     from qinsight_sdk import ImageBounds
     from qinsight_sdk.judging.decoding import DecodingOptions
+    from qinsight_sdk.judging.profiles import QINSIGHT
     from qinsight_sdk.judging.prompts import PromptOrder
 
-    from qinsight_sdk.judging.profiles import QINSIGHT
-
-    judge = SimpleNamespace(profile=QINSIGHT, prompt_order=PromptOrder("image_first"),
-                            backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),
-                            image_bounds=ImageBounds(max_pixels=100_000), decoding=DecodingOptions())
+    judge = SimpleNamespace(
+        profile=QINSIGHT,
+        prompt_order=PromptOrder("image_first"),
+        backend=SimpleNamespace(dtype=torch.bfloat16, quantization=None),
+        image_bounds=ImageBounds(max_pixels=100_000),
+        decoding=DecodingOptions(),
+    )
     fast = adapters.record_settings(str(tmp_path), None, judge, mode="fast")
-    assert fast == {"model": str(tmp_path.resolve()), "subfolder": None, "revision": None, "profile": "q-insight",
-                    "dtype": "bfloat16", "prompt_order": "image_first", "max_pixels": 100_000, "mode": "fast"}
+    assert fast == {
+        "model": str(tmp_path.resolve()),
+        "subfolder": None,
+        "revision": None,
+        "profile": "q-insight",
+        "dtype": "bfloat16",
+        "prompt_order": "image_first",
+        "max_pixels": 100_000,
+        "mode": "fast",
+    }
     judge.backend.quantization = "4bit"
     reason = adapters.record_settings("ByteDance/Q-Insight", "score_degradation", judge, mode="reason")
     assert reason["model"] == "ByteDance/Q-Insight" and reason["quantization"] == "4bit"

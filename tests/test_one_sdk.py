@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from brightness_family import install_as_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +63,20 @@ def installs(tmp_path_factory):
 
 def pack_version():
     import qinsight_sdk
+
     return qinsight_sdk.__version__
 
 
 def run(installs, order):
     site, pack, env = installs
-    done = subprocess.run([sys.executable, "-c", PROCESS, str(pack), order], capture_output=True, text=True,
-                          env=env, cwd=site.parent, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROCESS, str(pack), order],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=site.parent,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1]), done.stderr
 
@@ -101,11 +107,13 @@ def test_a_pack_copy_that_fails_to_import_is_not_left_as_the_sdk(tmp_path):
     shutil.copytree(ROOT / "nodes", pack / "nodes", ignore=IGNORE)
     (pack / "qinsight_sdk").mkdir()
     (pack / "qinsight_sdk" / "__init__.py").write_text('__version__ = "9"\nraise RuntimeError("half written")\n')
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('sdk_binding', {str(pack / 'nodes' / 'sdk.py')!r})\n"
-            "binding = importlib.util.module_from_spec(spec); spec.loader.exec_module(binding)\n"
-            "for attempt in range(2):\n"
-            "    try:\n        binding.bind_sdk()\n    except RuntimeError as error:\n        print(error)\n"
-            "print('qinsight_sdk' in sys.modules, binding.pack_version())\n")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('sdk_binding', {str(pack / 'nodes' / 'sdk.py')!r})\n"
+        "binding = importlib.util.module_from_spec(spec); spec.loader.exec_module(binding)\n"
+        "for attempt in range(2):\n"
+        "    try:\n        binding.bind_sdk()\n    except RuntimeError as error:\n        print(error)\n"
+        "print('qinsight_sdk' in sys.modules, binding.pack_version())\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.stdout.splitlines() == ["half written", "half written", "False 9"], done.stderr

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "qinsight_sdk"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
+
 def documented_imports():
     """Each ``from qinsight_sdk... import a, b`` in README, as (module, name) pairs."""
     found = set()
@@ -55,8 +56,9 @@ def test_every_dotted_path_readme_names_works(dotted):
 
 def test_python_m_qinsight_sdk_testing_runs():
     assert "python -m qinsight_sdk.testing" in README
-    done = subprocess.run([sys.executable, "-m", "qinsight_sdk.testing", "--help"], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "qinsight_sdk.testing", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0 and "--rali" in done.stdout and "--trained" in done.stdout
 
 
@@ -75,13 +77,13 @@ def imports_of(path):
             found |= {alias.name for alias in node.names if alias.name.startswith("qinsight_sdk")}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
             if target.startswith("qinsight_sdk"):
                 found.add(target)
-                found |= {f"{target}.{alias.name}" for alias in node.names}   # "from . import testing"
+                found |= {f"{target}.{alias.name}" for alias in node.names}  # "from . import testing"
     return found
 
 
@@ -96,14 +98,14 @@ def import_graph():
 
 def test_no_module_imports_itself_round_a_circle():
     graph = import_graph()
-    assert "qinsight_sdk.judging.judge_config" in graph["qinsight_sdk.judging.judge"]   # the graph is read: not vacuous
+    assert "qinsight_sdk.judging.judge_config" in graph["qinsight_sdk.judging.judge"]  # the graph is read: not vacuous
     state, circles = {}, []
 
     def visit(node, trail):
         state[node] = "open"
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                circles.append(trail[trail.index(target):] + [target])
+                circles.append(trail[trail.index(target) :] + [target])
             elif target not in state:
                 visit(target, trail + [target])
         state[node] = "done"
@@ -116,7 +118,7 @@ def test_no_module_imports_itself_round_a_circle():
 
 def code_map():
     start = README.index("## How the code is organised")
-    return README[start:README.index("\n## ", start + 10)]
+    return README[start : README.index("\n## ", start + 10)]
 
 
 def test_the_readme_map_names_every_module_and_folder():
@@ -125,7 +127,7 @@ def test_the_readme_map_names_every_module_and_folder():
     named = set(re.findall(r"`([\w/]+(?:\.py)?/?)`", text))
     modules = {p.name for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
     folders = {f"{p.name}/" for p in PACKAGE.rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
-    assert {"judge.py", "base.py", "runner.py", "judging/", "io/", "rali/"} <= modules | folders   # not vacuous
+    assert {"judge.py", "base.py", "runner.py", "judging/", "io/", "rali/"} <= modules | folders  # not vacuous
     assert modules - named == set() and folders - named == set()
 
 
@@ -138,4 +140,6 @@ def test_the_package_top_holds_only_entry_points():
 def test_the_readme_map_names_nothing_that_is_gone():
     text = code_map()
     for name in re.findall(r"`(\w+\.py)`", text):
-        assert any(next((ROOT / where).rglob(name), None) for where in ("qinsight_sdk", "bench", "nodes", "tests")), name
+        assert any(next((ROOT / where).rglob(name), None) for where in ("qinsight_sdk", "bench", "nodes", "tests")), (
+            name
+        )

@@ -36,21 +36,38 @@ def test_tiny_checkpoint_is_deterministic_small_and_real_shaped(tiny_model, tmp_
     assert digest(again) == digest(tiny_model)
     assert sum(p.stat().st_size for p in tiny_model.iterdir()) < 5_000_000
     names = {p.name for p in tiny_model.iterdir()}
-    assert {"config.json", "generation_config.json", "preprocessor_config.json", "chat_template.json",
-            "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "chat_template.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+    } <= names
     index = json.loads((tiny_model / "model.safetensors.index.json").read_text())
-    assert any(k.startswith("visual.") for k in index["weight_map"])          # released tensor names
+    assert any(k.startswith("visual.") for k in index["weight_map"])  # released tensor names
     assert any(k.startswith("model.layers.") for k in index["weight_map"])
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_vl" and config["rope_scaling"]["type"] == "mrope"
 
 
 def test_tiny_checkpoint_from_the_command_line(tmp_path, tiny_model):
-    done = subprocess.run([sys.executable, "-m", "qinsight_sdk.testing", str(tmp_path / "cli"),
-                           "--sample-images", str(tmp_path / "images")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qinsight_sdk.testing",
+            str(tmp_path / "cli"),
+            "--sample-images",
+            str(tmp_path / "images"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    assert "it/s" not in done.stderr and "Loading" not in done.stderr    # no bars of other libraries
+    assert "it/s" not in done.stderr and "Loading" not in done.stderr  # no bars of other libraries
     assert digest(tmp_path / "cli") == digest(tiny_model)
     images = sorted((tmp_path / "images").iterdir())
     assert [p.suffix for p in images] == [".png", ".jpg", ".png", ".jpg"]
@@ -58,16 +75,19 @@ def test_tiny_checkpoint_from_the_command_line(tmp_path, tiny_model):
 
 
 def test_comfyui_entry_point_imports_nothing_heavy():
-    code = ("import importlib.util, inspect, sys\n"
-            f"spec = importlib.util.spec_from_file_location('qinsight_pack', {str(ROOT / '__init__.py')!r},\n"
-            f"    submodule_search_locations=[{str(ROOT)!r}])\n"
-            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-            "heavy = [m for m in ('torch', 'transformers', 'qinsight_sdk') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "assert inspect.iscoroutinefunction(module.comfy_entrypoint)\n"
-            "assert not hasattr(module, 'NODE_CLASS_MAPPINGS')  # it would make ComfyUI skip the V3 entry\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120)
+    code = (
+        "import importlib.util, inspect, sys\n"
+        f"spec = importlib.util.spec_from_file_location('qinsight_pack', {str(ROOT / '__init__.py')!r},\n"
+        f"    submodule_search_locations=[{str(ROOT)!r}])\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "heavy = [m for m in ('torch', 'transformers', 'qinsight_sdk') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert inspect.iscoroutinefunction(module.comfy_entrypoint)\n"
+        "assert not hasattr(module, 'NODE_CLASS_MAPPINGS')  # it would make ComfyUI skip the V3 entry\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -92,9 +112,11 @@ def test_comfyui_requirements_are_pyprojects_less_torch():
     core = requirements(PYPROJECT["project"]["dependencies"])
     assert "torch" in core
     del core["torch"]
-    assert pack == core, (f"only in requirements.txt: {sorted(pack.keys() - core.keys())}, only in pyproject.toml: "
-                          f"{sorted(core.keys() - pack.keys())}, different: "
-                          f"{sorted(name for name in pack.keys() & core.keys() if pack[name] != core[name])}")
+    assert pack == core, (
+        f"only in requirements.txt: {sorted(pack.keys() - core.keys())}, only in pyproject.toml: "
+        f"{sorted(core.keys() - pack.keys())}, different: "
+        f"{sorted(name for name in pack.keys() & core.keys() if pack[name] != core[name])}"
+    )
 
 
 def test_supported_ranges_are_pyprojects():
@@ -117,11 +139,24 @@ def comfy_node_validate(folder: Path, home: Path) -> subprocess.CompletedProcess
     """comfy-cli's pre-publishing check, offline and without questions: no telemetry (DO_NOT_TRACK, and
     --no-enable-telemetry should it ask anyway), no update check, its config in a fresh HOME, and the cache
     of the ruff run it makes (its security check) there too rather than in the checkout."""
-    env = dict(os.environ, HOME=str(home), USERPROFILE=str(home), DO_NOT_TRACK="1", COMFY_NO_UPDATE_CHECK="1",
-               HF_HUB_OFFLINE="1", RUFF_CACHE_DIR=str(home / "ruff-cache"))
-    return subprocess.run([sys.executable, "-m", "comfy_cli", "--skip-prompt", "--no-enable-telemetry", "--no-json",
-                           "node", "validate"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        USERPROFILE=str(home),
+        DO_NOT_TRACK="1",
+        COMFY_NO_UPDATE_CHECK="1",
+        HF_HUB_OFFLINE="1",
+        RUFF_CACHE_DIR=str(home / "ruff-cache"),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "comfy_cli", "--skip-prompt", "--no-enable-telemetry", "--no-json", "node", "validate"],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_comfy_node_validate_accepts_the_pack(tmp_path):
@@ -132,11 +167,19 @@ def test_comfy_node_validate_accepts_the_pack(tmp_path):
     assert "All validation checks passed" in output and "Warning" not in output, output
 
 
-@pytest.mark.parametrize("good, bad, expected, fails", [
-    ('version = "0.1.0"', "version = 1", "project version is empty", True),
-    # only a warning (exit code 0), which the test above counts as a failure
-    ('requires-comfyui = ">=0.3.64"', 'requires-comfyui = ">=0.3"', "Warning: Invalid requires-comfyui format", False),
-])
+@pytest.mark.parametrize(
+    "good, bad, expected, fails",
+    [
+        ('version = "0.1.0"', "version = 1", "project version is empty", True),
+        # only a warning (exit code 0), which the test above counts as a failure
+        (
+            'requires-comfyui = ">=0.3.64"',
+            'requires-comfyui = ">=0.3"',
+            "Warning: Invalid requires-comfyui format",
+            False,
+        ),
+    ],
+)
 def test_comfy_node_validate_rejects_broken_metadata(tmp_path, good, bad, expected, fails):
     text = (ROOT / "pyproject.toml").read_text()
     assert text.count(good) == 1
@@ -153,8 +196,12 @@ def test_registry_icon_is_the_drawn_square_png(tmp_path):
     with Image.open(ROOT / "docs" / "icon.png") as image:
         assert image.format == "PNG" and image.width == image.height <= 400
         committed = image.convert("RGBA")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "make_icon.py"), str(tmp_path / "icon.png")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_icon.py"), str(tmp_path / "icon.png")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "icon.png") as drawn:  # another Pillow may smooth edges a little differently
         assert max(ImageStat.Stat(ImageChops.difference(drawn.convert("RGBA"), committed)).mean) < 1
@@ -164,7 +211,7 @@ def test_the_declared_license_is_the_one_shipped():
     text = " ".join((ROOT / "LICENSE").read_text().split())
     assert PYPROJECT["project"]["license"] == "Apache-2.0" and PYPROJECT["project"]["license-files"] == ["LICENSE"]
     assert text.startswith("Apache License Version 2.0, January 2004") and "END OF TERMS AND CONDITIONS" in text
-    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == LICENSE_SHA256   # the text, unedited
+    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == LICENSE_SHA256  # the text, unedited
 
 
 LICENSE_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"

@@ -13,15 +13,26 @@ from samples import grey
 from qinsight_sdk import PROFILES, JudgeProfile, QualityJudge, TaskPrompt, cli, register_profile
 from qinsight_sdk.errors import UsageError
 from qinsight_sdk.judging.parsing import ParsedComparison, ParsedDegradation, ParsedScore, parse_first_number
-from qinsight_sdk.judging.profiles import (PROFILE_FILE, QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1,
-                                   VISUALQUALITY_R1_NON_THINKING, choose_profile, find_profile, load_profile_file,
-                                   profile_from_dict)
+from qinsight_sdk.judging.profiles import (
+    PROFILE_FILE,
+    QINSIGHT,
+    QINSIGHT_COMPARISON,
+    VISUALQUALITY_R1,
+    VISUALQUALITY_R1_NON_THINKING,
+    choose_profile,
+    find_profile,
+    load_profile_file,
+    profile_from_dict,
+)
 from qinsight_sdk.judging.prompts import IMAGE, PromptOrder
 from qinsight_sdk.testing import ScriptedBackend
 
 PLAIN_QUESTION = "Rate this picture from 1 to 5. Reply with the number only."
-PLAIN = JudgeProfile("plain-score", {"score": TaskPrompt((IMAGE, PLAIN_QUESTION), answer_pattern=r"Score:\s*([0-9.]+)")},
-                     fast_score_prefix="Score: ")
+PLAIN = JudgeProfile(
+    "plain-score",
+    {"score": TaskPrompt((IMAGE, PLAIN_QUESTION), answer_pattern=r"Score:\s*([0-9.]+)")},
+    fast_score_prefix="Score: ",
+)
 RENDERED = json.loads((Path(__file__).parent / "fixtures" / "rendered_prompts.json").read_text(encoding="utf-8"))
 
 # A profile file as a user would write it by hand for a judge qinsight has never seen: its own question
@@ -58,6 +69,7 @@ def recorded(answer):
 
 
 # -- asking and reading ------------------------------------------------------------------------------------
+
 
 def test_a_new_profile_asks_its_own_prompt_and_reads_its_own_format(plain):
     backend, asked = recorded("Score: 3.7")
@@ -98,10 +110,11 @@ def test_visualquality_r1_asks_its_thinking_prompt_and_its_non_thinking_one_for_
     backend, asked = recorded("<think>sharp</think><answer>4.25</answer>")
     judge = QualityJudge(backend, profile="visualquality-r1")
     assert judge.score(grey(50)).score == pytest.approx(4.25)
-    assert judge.score(grey(50), mode="fast").score == pytest.approx(4.2)   # the script's digits, to 0.1
+    assert judge.score(grey(50), mode="fast").score == pytest.approx(4.2)  # the script's digits, to 0.1
     (thinking, options, prefix), (non_thinking, fast_options, fast_prefix) = asked
-    assert thinking == [{"role": "user", "content": [{"type": "image"},
-                                                     {"type": "text", "text": prompts.VQ_R1_THINKING_QUESTION}]}]
+    assert thinking == [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.VQ_R1_THINKING_QUESTION}]}
+    ]
     assert non_thinking[0]["content"][1]["text"] == prompts.VQ_R1_NON_THINKING_QUESTION
     assert options == fast_options == {"add_vision_id": True}
     assert (prefix, fast_prefix) == ("", "<answer>")
@@ -110,24 +123,30 @@ def test_visualquality_r1_asks_its_thinking_prompt_and_its_non_thinking_one_for_
     assert asked[0][0] == non_thinking and asked[0][1] == {"add_vision_id": True}
 
 
-@pytest.mark.parametrize("answer, score", [
-    ("<think>I see 3 birds and noise.</think><answer>2.75</answer>", 2.75),
-    ("<answer>The rating is 3.5 out of 5</answer>", 3.5),
-    ("<answer>1.5</answer> then <answer>4.10</answer>", 4.1),   # the last block
-    ("<answer>4</answer>", 4.0),
-    ("3.33", 3.33),                                            # untagged: the whole answer
-    ("<answer>5.2</answer>", 5.2),                             # a small overshoot, as its code takes it
-    ("<answer>-2</answer>", 2.0),                              # its pattern has no sign, as in its code
-])
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("<think>I see 3 birds and noise.</think><answer>2.75</answer>", 2.75),
+        ("<answer>The rating is 3.5 out of 5</answer>", 3.5),
+        ("<answer>1.5</answer> then <answer>4.10</answer>", 4.1),  # the last block
+        ("<answer>4</answer>", 4.0),
+        ("3.33", 3.33),  # untagged: the whole answer
+        ("<answer>5.2</answer>", 5.2),  # a small overshoot, as its code takes it
+        ("<answer>-2</answer>", 2.0),  # its pattern has no sign, as in its code
+    ],
+)
 def test_visualquality_r1_reads_the_first_number_of_its_last_answer_block(answer, score):
     assert parse_first_number(answer).score == pytest.approx(score)
 
 
-@pytest.mark.parametrize("answer, error", [
-    ("<answer>excellent</answer>", "no number found in the answer"),
-    ("<think>There are 3 people and it is", "no number found in the answer (no <answer> block found)"),
-    ("", "no number found in the answer (no <answer> block found)"),
-])
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ("<answer>excellent</answer>", "no number found in the answer"),
+        ("<think>There are 3 people and it is", "no number found in the answer (no <answer> block found)"),
+        ("", "no number found in the answer (no <answer> block found)"),
+    ],
+)
 def test_visualquality_r1_without_a_rating_is_an_error_never_a_random_score(answer, error):
     parsed = parse_first_number(answer)
     assert parsed.score is None and parsed.error == error
@@ -153,7 +172,7 @@ def test_a_profile_follows_the_judges_order_only_when_one_is_given():
     QualityJudge(backend, profile=ten, prompt_order="image_first").score(grey(1))
     parts = [[c.get("type") for c in conversation[-1]["content"]] for conversation, _, _ in asked]
     assert parts == [["text", "image"], ["image", "text"], ["text", "image"], ["image", "text"]]
-    assert QualityJudge(backend, profile=ten).prompt_order is PromptOrder.TEXT_FIRST   # what rows record
+    assert QualityJudge(backend, profile=ten).prompt_order is PromptOrder.TEXT_FIRST  # what rows record
 
 
 def test_a_comparison_is_asked_with_or_without_its_reference_prompt():
@@ -164,10 +183,12 @@ def test_a_comparison_is_asked_with_or_without_its_reference_prompt():
     (plain_turn, _, _), (reference_turn, _, _) = asked
     assert [c["type"] for c in plain_turn[1]["content"]] == ["text", "image", "text", "image", "text"]  # the paper's
     assert [c.get("text", "<image>") for c in reference_turn[1]["content"]] == list(
-        QINSIGHT.tasks["comparison"].with_reference)
+        QINSIGHT.tasks["comparison"].with_reference
+    )
 
 
 # -- rendering, byte for byte ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["q-insight", "visualquality-r1", "visualquality-r1-non-thinking"])
 def test_each_profile_renders_exactly_as_its_own_code_does(tiny_judge, name):
@@ -178,13 +199,16 @@ def test_each_profile_renders_exactly_as_its_own_code_does(tiny_judge, name):
 
 
 def test_fast_scores_render_the_non_thinking_prompt_then_the_answer_prefix(tiny_judge):
-    text = tiny_judge.backend.render(VISUALQUALITY_R1.messages("score", fast=True),
-                                     VISUALQUALITY_R1.chat_template_options) + VISUALQUALITY_R1.fast_prefix()
+    text = (
+        tiny_judge.backend.render(VISUALQUALITY_R1.messages("score", fast=True), VISUALQUALITY_R1.chat_template_options)
+        + VISUALQUALITY_R1.fast_prefix()
+    )
     assert text == RENDERED["visualquality-r1-non-thinking"]["text"] + "<answer>"
 
 
-@pytest.mark.parametrize("name", ["q-insight", "q-insight-comparison", "visualquality-r1",
-                                  "visualquality-r1-non-thinking", "ten-point"])
+@pytest.mark.parametrize(
+    "name", ["q-insight", "q-insight-comparison", "visualquality-r1", "visualquality-r1-non-thinking", "ten-point"]
+)
 def test_the_tiny_model_scores_in_both_modes_under_each_profile(tiny_model, tiny_judge, name):
     profile = PROFILES.get(name) or load_profile_file_from_text(HAND_WRITTEN)
     judge = QualityJudge(tiny_judge.backend, profile=profile, decoding=tiny_judge.decoding)
@@ -203,6 +227,7 @@ def test_the_tiny_model_scores_in_both_modes_under_each_profile(tiny_model, tiny
 
 # -- profile files -----------------------------------------------------------------------------------------
 
+
 def load_profile_file_from_text(text):
     return profile_from_dict(json.loads(text), "hand-written")
 
@@ -210,9 +235,10 @@ def load_profile_file_from_text(text):
 def test_a_hand_written_profile_reads_its_scale_onto_one_to_five():
     ten = load_profile_file_from_text(HAND_WRITTEN)
     judge = QualityJudge(ScriptedBackend(lambda c, i: "Score: 7.5"), profile=ten)
-    assert judge.score(grey(1)).score == pytest.approx(4.0)     # 1 + 4 * 7.5 / 10
-    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 10.5"), profile=ten).score(grey(1)).score == \
-        pytest.approx(5.2)                                      # a small overshoot: as written
+    assert judge.score(grey(1)).score == pytest.approx(4.0)  # 1 + 4 * 7.5 / 10
+    assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 10.5"), profile=ten).score(grey(1)).score == pytest.approx(
+        5.2
+    )  # a small overshoot: as written
     assert QualityJudge(ScriptedBackend(lambda c, i: "Score: 0"), profile=ten).score(grey(1)).score == 1.0
     far = QualityJudge(ScriptedBackend(lambda c, i: "Score: 36"), profile=ten).score(grey(1))
     assert far.score is None and far.error.startswith("rating 36 is far outside the judge's scale 0-10")
@@ -220,8 +246,9 @@ def test_a_hand_written_profile_reads_its_scale_onto_one_to_five():
     assert judge.reward([grey(1)]).tolist() == [pytest.approx(0.75)]
 
 
-@pytest.mark.parametrize("profile", [QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1, VISUALQUALITY_R1_NON_THINKING,
-                                     PLAIN])
+@pytest.mark.parametrize(
+    "profile", [QINSIGHT, QINSIGHT_COMPARISON, VISUALQUALITY_R1, VISUALQUALITY_R1_NON_THINKING, PLAIN]
+)
 def test_every_profile_round_trips_through_its_file(tmp_path, profile):
     path = profile.save(tmp_path)
     assert path == tmp_path / PROFILE_FILE
@@ -232,32 +259,38 @@ def test_every_profile_round_trips_through_its_file(tmp_path, profile):
 
 def test_a_file_profile_records_its_fingerprint_so_an_edit_is_never_mixed_in():
     assert QINSIGHT.settings_name() == "q-insight"
-    edited = JudgeProfile("q-insight", {**QINSIGHT.tasks, "score": TaskPrompt((IMAGE, "Rate it."))},
-                          system_prompt=QINSIGHT.system_prompt)
+    edited = JudgeProfile(
+        "q-insight", {**QINSIGHT.tasks, "score": TaskPrompt((IMAGE, "Rate it."))}, system_prompt=QINSIGHT.system_prompt
+    )
     assert re.fullmatch(r"q-insight@[0-9a-f]{12}", edited.settings_name())
     ten = load_profile_file_from_text(HAND_WRITTEN)
     other = load_profile_file_from_text(HAND_WRITTEN.replace("0 to 10", "zero to ten"))
     assert ten.settings_name() != other.settings_name()
-    assert ten.fingerprint() == load_profile_file_from_text(HAND_WRITTEN.replace("a judge answering", "x")).fingerprint()
+    assert (
+        ten.fingerprint() == load_profile_file_from_text(HAND_WRITTEN.replace("a judge answering", "x")).fingerprint()
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colour": 1}, r"unknown keys \['colour'\]"),
-    ({"tasks": {}}, "'tasks' must map at least one of score, degradation, comparison"),
-    ({"name": ""}, "'name' must be a non-empty text"),
-    ({"rating_range": [5, 1]}, r"rating_range \[5.0, 1.0\] is empty"),
-    ({"rating_range": "1-5"}, "rating_range must be two numbers"),
-    ({"qinsight_judge_profile": 2}, "profile format 2 is newer than this qinsight reads"),
-    ({"fast_score_prefix": "Score: "}, "fast scores and rating_key read the digits of a rating from 1 to 5"),
-    ({"tasks": {"score": {"content": ["Rate it."], "answer_pattern": "([0-9]+)"}}}, r"exactly 1 '<image>' slot"),
-    ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "[0-9]+"}}}, "needs a group around the rating"),
-    ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "(["}}}, "is not a valid regular expression"),
-    ({"tasks": {"score": {"content": ["<image>"], "answer": "guess"}}}, "unknown answer reader 'guess'"),
-    ({"tasks": {"blur": {"content": ["<image>"]}}}, "unknown task"),
-    ({"tasks": {"comparison": {"content": ["<image>", "A or B?"]}}}, r"exactly 2 '<image>' slot"),
-    ({"tasks": {"score": {"content": "<image> Rate it"}}}, "content must be a list of texts"),
-    ({"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}}, r"unknown keys \['prompt'\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": 1}, r"unknown keys \['colour'\]"),
+        ({"tasks": {}}, "'tasks' must map at least one of score, degradation, comparison"),
+        ({"name": ""}, "'name' must be a non-empty text"),
+        ({"rating_range": [5, 1]}, r"rating_range \[5.0, 1.0\] is empty"),
+        ({"rating_range": "1-5"}, "rating_range must be two numbers"),
+        ({"qinsight_judge_profile": 2}, "profile format 2 is newer than this qinsight reads"),
+        ({"fast_score_prefix": "Score: "}, "fast scores and rating_key read the digits of a rating from 1 to 5"),
+        ({"tasks": {"score": {"content": ["Rate it."], "answer_pattern": "([0-9]+)"}}}, r"exactly 1 '<image>' slot"),
+        ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "[0-9]+"}}}, "needs a group around the rating"),
+        ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "(["}}}, "is not a valid regular expression"),
+        ({"tasks": {"score": {"content": ["<image>"], "answer": "guess"}}}, "unknown answer reader 'guess'"),
+        ({"tasks": {"blur": {"content": ["<image>"]}}}, "unknown task"),
+        ({"tasks": {"comparison": {"content": ["<image>", "A or B?"]}}}, r"exactly 2 '<image>' slot"),
+        ({"tasks": {"score": {"content": "<image> Rate it"}}}, "content must be a list of texts"),
+        ({"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}}, r"unknown keys \['prompt'\]"),
+    ],
+)
 def test_a_broken_profile_file_says_what_is_wrong_and_where(tmp_path, change, message):
     data = {**json.loads(HAND_WRITTEN), **change}
     path = tmp_path / "judge.json"
@@ -276,27 +309,36 @@ def test_a_profile_file_that_is_not_json_or_missing_says_so(tmp_path):
 
 # -- choosing a checkpoint's profile -------------------------------------------------------------------------
 
+
 def test_a_profile_is_chosen_by_name_file_checkpoint_id_subfolder_then_default(tmp_path):
     file = tmp_path / "mine.json"
     file.write_text(HAND_WRITTEN)
     beside = PLAIN.save(tmp_path)
     assert choose_profile("visualquality-r1", "ByteDance/Q-Insight", None, beside) == (VISUALQUALITY_R1, "asked for")
     assert choose_profile(str(file), None, None, beside)[0].name == "ten-point"
-    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", None, beside) == \
-        (PLAIN, f"from the checkpoint's {PROFILE_FILE}")
-    assert choose_profile(None, "tianhewu/visualquality-r1-7b/", None) == \
-        (VISUALQUALITY_R1, "the known profile of tianhewu/visualquality-r1-7b/")
-    assert choose_profile(None, "ByteDance/Q-Insight", "comparison") == \
-        (QINSIGHT_COMPARISON, "the released subfolder comparison")
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", None, beside) == (
+        PLAIN,
+        f"from the checkpoint's {PROFILE_FILE}",
+    )
+    assert choose_profile(None, "tianhewu/visualquality-r1-7b/", None) == (
+        VISUALQUALITY_R1,
+        "the known profile of tianhewu/visualquality-r1-7b/",
+    )
+    assert choose_profile(None, "ByteDance/Q-Insight", "comparison") == (
+        QINSIGHT_COMPARISON,
+        "the released subfolder comparison",
+    )
     assert choose_profile(None, "someone/else", None, tmp_path / "absent.json") == (QINSIGHT, "the default")
     downloaded = tmp_path / "quality_models" / "VisualQuality-R1-7B"
     cached = tmp_path / "hub" / "models--TianheWu--VisualQuality-R1-7B" / "snapshots" / "0123abcd"
     for folder in (downloaded, cached):
         folder.mkdir(parents=True)
-        assert choose_profile(None, str(folder)) == (VISUALQUALITY_R1, "its folder is named like "
-                                                                       "TianheWu/VisualQuality-R1-7B")
+        assert choose_profile(None, str(folder)) == (
+            VISUALQUALITY_R1,
+            "its folder is named like TianheWu/VisualQuality-R1-7B",
+        )
     assert choose_profile(None, str(tmp_path / "VisualQuality-R1-7B-preview-missing"))[0] is QINSIGHT
-    (downloaded / PROFILE_FILE).write_text(HAND_WRITTEN)   # a profile file beats the name
+    (downloaded / PROFILE_FILE).write_text(HAND_WRITTEN)  # a profile file beats the name
     assert choose_profile(None, str(downloaded), None, downloaded / PROFILE_FILE)[0].name == "ten-point"
     assert find_profile(PLAIN) is PLAIN and find_profile() is QINSIGHT
     with pytest.raises(UsageError, match="unknown judge 'nope': neither a profile file nor one of q-insight, "):
@@ -305,8 +347,11 @@ def test_a_profile_is_chosen_by_name_file_checkpoint_id_subfolder_then_default(t
 
 def test_registering_a_profile_makes_it_findable_by_name(monkeypatch):
     monkeypatch.setitem(PROFILES, "two-tasks", None)  # restored (removed) after the test
-    two = register_profile(JudgeProfile("two-tasks", {"score": PLAIN.tasks["score"],
-                                                      "degradation": TaskPrompt((IMAGE, "Which distortion?"))}))
+    two = register_profile(
+        JudgeProfile(
+            "two-tasks", {"score": PLAIN.tasks["score"], "degradation": TaskPrompt((IMAGE, "Which distortion?"))}
+        )
+    )
     assert find_profile("two-tasks") is two and PROFILES["two-tasks"] is two
     with pytest.raises(UsageError, match=r"'two-tasks' cannot do comparison \(it does score, degradation\)"):
         two.prompt("comparison")
@@ -317,10 +362,14 @@ def test_q_insight_profiles_ask_the_trained_prompts():
 
     for profile in (QINSIGHT, QINSIGHT_COMPARISON):
         system = {"role": "system", "content": prompts.SYSTEM_PROMPT}
-        assert profile.messages("score") == [system, {"role": "user", "content": [
-            {"type": "image"}, {"type": "text", "text": prompts.SCORE_QUESTION}]}]
+        assert profile.messages("score") == [
+            system,
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.SCORE_QUESTION}]},
+        ]
         assert profile.messages("degradation", "text_first")[1]["content"] == [
-            {"type": "text", "text": prompts.DEGRADATION_QUESTION}, {"type": "image"}]
+            {"type": "text", "text": prompts.DEGRADATION_QUESTION},
+            {"type": "image"},
+        ]
         assert profile.fast_prefix() == prompts.FAST_SCORE_ANSWER_PREFIX and profile.model_type == "qwen2_5_vl"
         assert profile.chat_template_options == {} and profile.rating_range == (1.0, 5.0)
     assert (QINSIGHT.subfolder, QINSIGHT_COMPARISON.subfolder) == ("score_degradation", "comparison")
@@ -345,6 +394,7 @@ def test_a_checkpoint_brings_its_own_profile_file_and_a_named_judge_overrides_it
 
 # -- the command line ---------------------------------------------------------------------------------------
 
+
 def run(argv, capsys):
     code = cli.main(argv)
     captured = capsys.readouterr()
@@ -353,8 +403,9 @@ def run(argv, capsys):
 
 def test_the_command_line_takes_a_judge_by_name(plain, tiny_model, image_files, capsys):
     paths = [str(p) for p in image_files[:2]]
-    code, ours, err = run(["score", *paths, "--model", str(tiny_model), "--mode", "fast", "--judge", "plain-score"],
-                          capsys)
+    code, ours, err = run(
+        ["score", *paths, "--model", str(tiny_model), "--mode", "fast", "--judge", "plain-score"], capsys
+    )
     assert "judge profile 'plain-score' (asked for)" in err
     _, default, _ = run(["score", *paths, "--model", str(tiny_model), "--mode", "fast"], capsys)
     assert code == 0 and [r["image"] for r in ours] == paths
@@ -362,15 +413,16 @@ def test_the_command_line_takes_a_judge_by_name(plain, tiny_model, image_files, 
     assert [r["score"] for r in ours] != pytest.approx([r["score"] for r in default], abs=1e-6)
 
 
-def test_the_command_line_uses_a_checkpoints_profile_file_and_a_judge_file(tiny_model, image_files, tmp_path,
-                                                                           capsys):
+def test_the_command_line_uses_a_checkpoints_profile_file_and_a_judge_file(tiny_model, image_files, tmp_path, capsys):
     folder = tmp_path / "judge"
     shutil.copytree(tiny_model, folder)
     (folder / PROFILE_FILE).write_text(HAND_WRITTEN)
     image = str(image_files[0])
     code, rows, err = run(["score", image, "--model", str(folder), "--max-new-tokens", "8"], capsys)
     assert f"judge profile 'ten-point' (from the checkpoint's {PROFILE_FILE})" in err
-    assert rows[0]["settings"]["profile"].startswith("ten-point@") and rows[0]["settings"]["prompt_order"] == "text_first"
+    assert (
+        rows[0]["settings"]["profile"].startswith("ten-point@") and rows[0]["settings"]["prompt_order"] == "text_first"
+    )
     assert rows[0]["error"] is None or rows[0]["error"].startswith("the answer does not match")
     given = tmp_path / "vq.json"
     VISUALQUALITY_R1.save(tmp_path).rename(given)
@@ -397,14 +449,20 @@ def test_rows_made_with_another_version_of_a_profile_file_are_refused(tiny_model
     assert code == 2 and "settings" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["degradation", "IMG"], "judge profile 'visualquality-r1' cannot do degradation (it does score)"),
-    (["compare", "IMG", "IMG"], "judge profile 'visualquality-r1' cannot do comparison (it does score)"),
-    (["rank", "IMG", "--strategy", "hybrid"], "judge profile 'visualquality-r1' cannot do comparison (it does score)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["degradation", "IMG"], "judge profile 'visualquality-r1' cannot do degradation (it does score)"),
+        (["compare", "IMG", "IMG"], "judge profile 'visualquality-r1' cannot do comparison (it does score)"),
+        (
+            ["rank", "IMG", "--strategy", "hybrid"],
+            "judge profile 'visualquality-r1' cannot do comparison (it does score)",
+        ),
+    ],
+)
 def test_a_task_the_judge_cannot_do_is_refused_before_its_model_loads(image_files, capsys, argv, message):
     argv = [str(image_files[0]) if a == "IMG" else a for a in argv]
-    code = cli.main([*argv, "--model", "TianheWu/VisualQuality-R1-7B"])   # not in the cache: loading would fail
+    code = cli.main([*argv, "--model", "TianheWu/VisualQuality-R1-7B"])  # not in the cache: loading would fail
     err = capsys.readouterr().err
     assert code == 2 and f"error: {message}" in err and "not in the local Hugging Face cache" not in err
 
@@ -424,32 +482,66 @@ SCORE_ONLY = {"score": TaskPrompt((IMAGE, "Rate it."))}
 def test_a_minimal_profile_file_takes_the_documented_defaults():
     profile = profile_from_dict({"name": "bare", "tasks": {"score": {"content": ["<image>", "Rate it."]}}})
     assert profile == JudgeProfile("bare", SCORE_ONLY)
-    assert (profile.description, profile.reasons, profile.rating_range, profile.model_type,
-            profile.compares_with_reference, profile.system_prompt, profile.chat_template_options) == \
-        ("", True, (1.0, 5.0), "qwen2_5_vl", False, None, {})
-    assert profile.to_dict() == {"qinsight_judge_profile": 1, "name": "bare", "description": "",
-                                 "system_prompt": None, "chat_template_options": {}, "rating_range": [1.0, 5.0],
-                                 "reasons": True, "tasks": {"score": {"content": ["<image>", "Rate it."],
-                                                                      "answer": "q-insight"}}}
+    assert (
+        profile.description,
+        profile.reasons,
+        profile.rating_range,
+        profile.model_type,
+        profile.compares_with_reference,
+        profile.system_prompt,
+        profile.chat_template_options,
+    ) == ("", True, (1.0, 5.0), "qwen2_5_vl", False, None, {})
+    assert profile.to_dict() == {
+        "qinsight_judge_profile": 1,
+        "name": "bare",
+        "description": "",
+        "system_prompt": None,
+        "chat_template_options": {},
+        "rating_range": [1.0, 5.0],
+        "reasons": True,
+        "tasks": {"score": {"content": ["<image>", "Rate it."], "answer": "q-insight"}},
+    }
 
 
 def test_every_optional_field_is_written_and_read_back():
-    full = JudgeProfile("full", {"score": TaskPrompt((IMAGE, "Rate it."), answer="last-answer-first-number"),
-                                 "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"),
-                                                          with_reference=("Ref:", IMAGE, IMAGE, IMAGE, "Which?"))},
-                        system_prompt="Be strict.", chat_template_options={"add_vision_id": True}, reasons=False,
-                        fast_score=TaskPrompt((IMAGE, "Score:"), answer_pattern=r"([0-9.]+)"),
-                        fast_score_prefix="Score: ", rating_key="Score:\\s*", compares_with_reference=True,
-                        model_type="qwen2_vl", description="every field")
-    expected = {"qinsight_judge_profile": 1, "name": "full", "description": "every field",
-                "system_prompt": "Be strict.", "chat_template_options": {"add_vision_id": True},
-                "rating_range": [1.0, 5.0], "reasons": False,
-                "tasks": {"score": {"content": ["<image>", "Rate it."], "answer": "last-answer-first-number"},
-                          "comparison": {"content": ["<image>", "<image>", "A or B?"], "answer": "q-insight",
-                                         "with_reference": ["Ref:", "<image>", "<image>", "<image>", "Which?"]}},
-                "fast_score": {"content": ["<image>", "Score:"], "answer_pattern": "([0-9.]+)"},
-                "fast_score_prefix": "Score: ", "rating_key": "Score:\\s*", "compares_with_reference": True,
-                "model_type": "qwen2_vl"}
+    full = JudgeProfile(
+        "full",
+        {
+            "score": TaskPrompt((IMAGE, "Rate it."), answer="last-answer-first-number"),
+            "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"), with_reference=("Ref:", IMAGE, IMAGE, IMAGE, "Which?")),
+        },
+        system_prompt="Be strict.",
+        chat_template_options={"add_vision_id": True},
+        reasons=False,
+        fast_score=TaskPrompt((IMAGE, "Score:"), answer_pattern=r"([0-9.]+)"),
+        fast_score_prefix="Score: ",
+        rating_key="Score:\\s*",
+        compares_with_reference=True,
+        model_type="qwen2_vl",
+        description="every field",
+    )
+    expected = {
+        "qinsight_judge_profile": 1,
+        "name": "full",
+        "description": "every field",
+        "system_prompt": "Be strict.",
+        "chat_template_options": {"add_vision_id": True},
+        "rating_range": [1.0, 5.0],
+        "reasons": False,
+        "tasks": {
+            "score": {"content": ["<image>", "Rate it."], "answer": "last-answer-first-number"},
+            "comparison": {
+                "content": ["<image>", "<image>", "A or B?"],
+                "answer": "q-insight",
+                "with_reference": ["Ref:", "<image>", "<image>", "<image>", "Which?"],
+            },
+        },
+        "fast_score": {"content": ["<image>", "Score:"], "answer_pattern": "([0-9.]+)"},
+        "fast_score_prefix": "Score: ",
+        "rating_key": "Score:\\s*",
+        "compares_with_reference": True,
+        "model_type": "qwen2_vl",
+    }
     assert full.to_dict() == expected
     loaded = profile_from_dict(json.loads(json.dumps(expected)))
     assert loaded == full and loaded.model_type == "qwen2_vl" and loaded.description == "every field"
@@ -488,75 +580,122 @@ def _refusal(make):
 WHERE = "judge profile 'x', task"
 
 
-@pytest.mark.parametrize("tasks, message", [
-    ({"blur": TaskPrompt((IMAGE, "Blurred?"))},
-     f"{WHERE} blur: unknown task; tasks are score, degradation, comparison"),
-    ({"score": TaskPrompt(("Rate it.",))},
-     f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"),
-    ({"comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"), with_reference=(IMAGE, IMAGE, "A or B?"))},
-     f"{WHERE} comparison: the prompt needs exactly 3 '<image>' slot(s), got ['<image>', '<image>', 'A or B?']"),
-    ({"score": TaskPrompt((IMAGE, "Rate it."), with_reference=(IMAGE, IMAGE, IMAGE))},
-     f"{WHERE} score: only comparison has a with_reference prompt"),
-    ({"degradation": TaskPrompt((IMAGE, "Which?"), answer_pattern="(blur)")},
-     f"{WHERE} degradation: answer_pattern reads ratings; degradation answers use a named reader"),
-    ({"score": TaskPrompt((IMAGE,), answer_pattern="[0-9]+")},
-     f"{WHERE} score: answer_pattern needs a group around the rating, e.g. 'Score: ([0-9.]+)'"),
-    ({"score": TaskPrompt((IMAGE,), answer="guess")},
-     (f"{WHERE} score: unknown answer reader 'guess'; score answers are read by q-insight, "
-      "last-answer-first-number or an answer_pattern")),
-    ({"degradation": TaskPrompt((IMAGE,), answer="guess")},
-     f"{WHERE} degradation: unknown answer reader 'guess'; degradation answers are read by q-insight"),
-    ({"comparison": TaskPrompt((IMAGE, IMAGE), answer="last-answer-first-number")},
-     (f"{WHERE} comparison: unknown answer reader 'last-answer-first-number'; comparison answers are read "
-      "by q-insight")),
-])
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        (
+            {"blur": TaskPrompt((IMAGE, "Blurred?"))},
+            f"{WHERE} blur: unknown task; tasks are score, degradation, comparison",
+        ),
+        (
+            {"score": TaskPrompt(("Rate it.",))},
+            f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']",
+        ),
+        (
+            {"comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"), with_reference=(IMAGE, IMAGE, "A or B?"))},
+            f"{WHERE} comparison: the prompt needs exactly 3 '<image>' slot(s), got ['<image>', '<image>', 'A or B?']",
+        ),
+        (
+            {"score": TaskPrompt((IMAGE, "Rate it."), with_reference=(IMAGE, IMAGE, IMAGE))},
+            f"{WHERE} score: only comparison has a with_reference prompt",
+        ),
+        (
+            {"degradation": TaskPrompt((IMAGE, "Which?"), answer_pattern="(blur)")},
+            f"{WHERE} degradation: answer_pattern reads ratings; degradation answers use a named reader",
+        ),
+        (
+            {"score": TaskPrompt((IMAGE,), answer_pattern="[0-9]+")},
+            f"{WHERE} score: answer_pattern needs a group around the rating, e.g. 'Score: ([0-9.]+)'",
+        ),
+        (
+            {"score": TaskPrompt((IMAGE,), answer="guess")},
+            (
+                f"{WHERE} score: unknown answer reader 'guess'; score answers are read by q-insight, "
+                "last-answer-first-number or an answer_pattern"
+            ),
+        ),
+        (
+            {"degradation": TaskPrompt((IMAGE,), answer="guess")},
+            f"{WHERE} degradation: unknown answer reader 'guess'; degradation answers are read by q-insight",
+        ),
+        (
+            {"comparison": TaskPrompt((IMAGE, IMAGE), answer="last-answer-first-number")},
+            (
+                f"{WHERE} comparison: unknown answer reader 'last-answer-first-number'; comparison answers are read "
+                "by q-insight"
+            ),
+        ),
+    ],
+)
 def test_each_broken_prompt_is_refused_with_its_own_message(tasks, message):
     assert _refusal(lambda: JudgeProfile("x", tasks)) == message
 
 
 def test_each_broken_profile_setting_is_refused_with_its_own_message():
-    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(3.0, 3.0))) == \
-        "judge profile 'x': rating_range [3.0, 3.0] is empty"
-    needs_full = ("judge profile 'x': fast scores and rating_key read the digits of a rating from 1 to 5, so they "
-                  "need rating_range [1, 5]")
-    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), fast_score_prefix="S: ")) == \
-        needs_full
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(3.0, 3.0)))
+        == "judge profile 'x': rating_range [3.0, 3.0] is empty"
+    )
+    needs_full = (
+        "judge profile 'x': fast scores and rating_key read the digits of a rating from 1 to 5, so they "
+        "need rating_range [1, 5]"
+    )
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), fast_score_prefix="S: ")) == needs_full
+    )
     assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), rating_key="S: ")) == needs_full
-    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, fast_score=TaskPrompt(("Rate it.",)))) == \
-        f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, fast_score=TaskPrompt(("Rate it.",))))
+        == f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"
+    )
     assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_key="([")).startswith(
-        "judge profile 'x': rating_key is not a valid regular expression: ")
+        "judge profile 'x': rating_key is not a valid regular expression: "
+    )
     assert _refusal(lambda: JudgeProfile("x", {"score": TaskPrompt((IMAGE,), answer_pattern="(")})).startswith(
-        f"{WHERE} score: answer_pattern is not a valid regular expression: ")
-    assert JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 0.5)).rating_range == (0.0, 0.5)   # any non-empty scale
+        f"{WHERE} score: answer_pattern is not a valid regular expression: "
+    )
+    assert JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 0.5)).rating_range == (0.0, 0.5)  # any non-empty scale
 
 
 PROMPT_KEYS = "answer, answer_pattern, content, with_reference"
-PROFILE_KEYS = ("chat_template_options, compares_with_reference, description, fast_score, fast_score_prefix, "
-                "model_type, name, qinsight_judge_profile, rating_key, rating_range, reasons, system_prompt, tasks")
+PROFILE_KEYS = (
+    "chat_template_options, compares_with_reference, description, fast_score, fast_score_prefix, "
+    "model_type, name, qinsight_judge_profile, rating_key, rating_range, reasons, system_prompt, tasks"
+)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colour": 1}, f"unknown keys ['colour']; known: {PROFILE_KEYS}"),
-    ({"tasks": {"score": "<image> Rate it"}}, f"tasks.score must be an object with {PROMPT_KEYS}"),
-    ({"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}},
-     f"tasks.score: unknown keys ['prompt']; known: {PROMPT_KEYS}"),
-    ({"tasks": {"score": {"answer_pattern": "Score: ([0-9.]+)"}}}, "tasks.score has no content"),
-    ({"tasks": {"score": {"content": ["<image>", 5]}}},
-     "tasks.score.content must be a list of texts and '<image>' slots"),
-    ({"tasks": {"comparison": {"content": ["<image>", "<image>"], "with_reference": "<image> <image> <image>"}}},
-     "tasks.comparison.with_reference must be a list of texts and '<image>' slots"),
-    ({"fast_score": ["<image>"]}, f"fast_score must be an object with {PROMPT_KEYS}"),
-    ({"chat_template_options": ["add_vision_id"]}, "chat_template_options must be an object"),
-    ({"rating_range": 10}, "rating_range must be two numbers [low, high], got 10"),
-    ({"rating_range": []}, "rating_range must be two numbers [low, high], got []"),
-    ({"rating_range": [0, 5, 10]}, "rating_range must be two numbers [low, high], got [0, 5, 10]"),
-    ({"rating_range": ["0", "10"]}, "rating_range must be two numbers [low, high], got ['0', '10']"),
-    ({"rating_range": [False, True]}, "rating_range must be two numbers [low, high], got [False, True]"),
-    ({"name": " "}, "'name' must be a non-empty text"),
-    ({"tasks": {"blur": {"content": ["<image>"]}}},
-     "judge profile 'ten-point', task blur: unknown task; tasks are score, degradation, comparison"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": 1}, f"unknown keys ['colour']; known: {PROFILE_KEYS}"),
+        ({"tasks": {"score": "<image> Rate it"}}, f"tasks.score must be an object with {PROMPT_KEYS}"),
+        (
+            {"tasks": {"score": {"content": ["<image>"], "prompt": "x"}}},
+            f"tasks.score: unknown keys ['prompt']; known: {PROMPT_KEYS}",
+        ),
+        ({"tasks": {"score": {"answer_pattern": "Score: ([0-9.]+)"}}}, "tasks.score has no content"),
+        (
+            {"tasks": {"score": {"content": ["<image>", 5]}}},
+            "tasks.score.content must be a list of texts and '<image>' slots",
+        ),
+        (
+            {"tasks": {"comparison": {"content": ["<image>", "<image>"], "with_reference": "<image> <image> <image>"}}},
+            "tasks.comparison.with_reference must be a list of texts and '<image>' slots",
+        ),
+        ({"fast_score": ["<image>"]}, f"fast_score must be an object with {PROMPT_KEYS}"),
+        ({"chat_template_options": ["add_vision_id"]}, "chat_template_options must be an object"),
+        ({"rating_range": 10}, "rating_range must be two numbers [low, high], got 10"),
+        ({"rating_range": []}, "rating_range must be two numbers [low, high], got []"),
+        ({"rating_range": [0, 5, 10]}, "rating_range must be two numbers [low, high], got [0, 5, 10]"),
+        ({"rating_range": ["0", "10"]}, "rating_range must be two numbers [low, high], got ['0', '10']"),
+        ({"rating_range": [False, True]}, "rating_range must be two numbers [low, high], got [False, True]"),
+        ({"name": " "}, "'name' must be a non-empty text"),
+        (
+            {"tasks": {"blur": {"content": ["<image>"]}}},
+            "judge profile 'ten-point', task blur: unknown task; tasks are score, degradation, comparison",
+        ),
+    ],
+)
 def test_a_broken_profile_file_gets_its_exact_message(change, message):
     data = {**json.loads(HAND_WRITTEN), **change}
     assert _refusal(lambda: profile_from_dict(data, "hand-written")) == f"hand-written: {message}"
@@ -565,8 +704,10 @@ def test_a_broken_profile_file_gets_its_exact_message(change, message):
 def test_a_profile_that_is_not_an_object_or_cannot_be_read_says_exactly_that(tmp_path):
     assert _refusal(lambda: profile_from_dict(["not", "an", "object"])) == "profile: a judge profile is a JSON object"
     missing = tmp_path / "missing.json"
-    assert _refusal(lambda: load_profile_file(missing)) == \
-        f"judge profile {missing} cannot be read: No such file or directory"
+    assert (
+        _refusal(lambda: load_profile_file(missing))
+        == f"judge profile {missing} cannot be read: No such file or directory"
+    )
 
 
 def test_own_order_is_where_the_score_prompt_puts_its_image_else_the_first_prompt():
@@ -578,7 +719,7 @@ def test_own_order_is_where_the_score_prompt_puts_its_image_else_the_first_promp
     assert profile(score=text_first).own_order() is PromptOrder.TEXT_FIRST
     assert profile(degradation=image_first, score=text_first).own_order() is PromptOrder.TEXT_FIRST
     assert profile(degradation=text_first, score=image_first).own_order() is PromptOrder.IMAGE_FIRST
-    assert profile(degradation=text_first).own_order() is PromptOrder.TEXT_FIRST          # no score task
+    assert profile(degradation=text_first).own_order() is PromptOrder.TEXT_FIRST  # no score task
     assert profile(degradation=image_first).own_order() is PromptOrder.IMAGE_FIRST
     assert QINSIGHT.own_order() is VISUALQUALITY_R1.own_order() is PromptOrder.IMAGE_FIRST
 
@@ -589,34 +730,49 @@ def test_a_comparison_is_asked_without_its_reference_unless_told():
 
 
 def test_each_task_is_read_by_its_reader_on_the_profiles_scale():
-    ten = JudgeProfile("ten", {"score": TaskPrompt((IMAGE, "Rate it.")),
-                               "degradation": TaskPrompt((IMAGE, "Which?")),
-                               "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?"))}, rating_range=(0.0, 10.0))
+    ten = JudgeProfile(
+        "ten",
+        {
+            "score": TaskPrompt((IMAGE, "Rate it.")),
+            "degradation": TaskPrompt((IMAGE, "Which?")),
+            "comparison": TaskPrompt((IMAGE, IMAGE, "A or B?")),
+        },
+        rating_range=(0.0, 10.0),
+    )
     answer = '<think>sharp</think><answer>{"rating": 7.5}</answer>'
     assert ten.parser("score")(answer) == ParsedScore(4.0, "sharp", None)
     assert replace(ten, reasons=False).parser("score")(answer) == ParsedScore(4.0, None, None)
-    assert ten.parser("degradation")('<think>grain</think><answer>{"distortion_class": "noise", "severity": '
-                                     '"slight"}</answer>') == ParsedDegradation("noise", "slight", "grain", None)
+    assert ten.parser("degradation")(
+        '<think>grain</think><answer>{"distortion_class": "noise", "severity": "slight"}</answer>'
+    ) == ParsedDegradation("noise", "slight", "grain", None)
     assert ten.parser("comparison")("<think>A</think><answer>Image A</answer>") == ParsedComparison("A", "A", None)
     pattern = replace(ten, tasks={"score": TaskPrompt((IMAGE,), answer_pattern=r"Score: ([0-9.]+)")})
     assert pattern.parser("score")("<think>fine</think> Score: 2 then Score: 5") == ParsedScore(3.0, "fine", None)
     first_number = replace(ten, tasks={"score": TaskPrompt((IMAGE,), answer="last-answer-first-number")})
     assert first_number.parser("score")("<answer>2.5 of 10</answer>") == ParsedScore(2.0, None, None)
-    assert QINSIGHT.parser("score")(answer) == ParsedScore(None, "sharp", "rating 7.5 is far outside the judge's "
-                                                           "scale 1-5 (more than 1 beyond it): the answer is broken")
-    assert VISUALQUALITY_R1_NON_THINKING.parser("score")("<think>x</think><answer>3</answer>") == \
-        ParsedScore(3.0, None, None)
+    assert QINSIGHT.parser("score")(answer) == ParsedScore(
+        None, "sharp", "rating 7.5 is far outside the judge's scale 1-5 (more than 1 beyond it): the answer is broken"
+    )
+    assert VISUALQUALITY_R1_NON_THINKING.parser("score")("<think>x</think><answer>3</answer>") == ParsedScore(
+        3.0, None, None
+    )
 
 
 def test_the_rules_choosing_a_profile_apply_in_their_order(tmp_path, monkeypatch):
     assert choose_profile(PLAIN, "TianheWu/VisualQuality-R1-7B", "comparison") == (PLAIN, "given")
     beside = QINSIGHT.save(tmp_path)
-    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison", beside) == \
-        (QINSIGHT, f"from the checkpoint's {PROFILE_FILE}")
-    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison") == \
-        (QINSIGHT_COMPARISON, "the released subfolder comparison")
-    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "elsewhere") == \
-        (VISUALQUALITY_R1, "the known profile of TianheWu/VisualQuality-R1-7B")
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison", beside) == (
+        QINSIGHT,
+        f"from the checkpoint's {PROFILE_FILE}",
+    )
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "comparison") == (
+        QINSIGHT_COMPARISON,
+        "the released subfolder comparison",
+    )
+    assert choose_profile(None, "TianheWu/VisualQuality-R1-7B", "elsewhere") == (
+        VISUALQUALITY_R1,
+        "the known profile of TianheWu/VisualQuality-R1-7B",
+    )
     assert choose_profile(None, None, None, None) == (QINSIGHT, "the default")
     assert find_profile(subfolder="comparison") is QINSIGHT_COMPARISON
     assert find_profile(model="TianheWu/VisualQuality-R1-7B-preview") is VISUALQUALITY_R1
@@ -629,7 +785,7 @@ def test_the_rules_choosing_a_profile_apply_in_their_order(tmp_path, monkeypatch
 def test_a_folder_is_named_like_a_hub_id_only_when_it_exists_and_its_name_matches(tmp_path):
     # another owner's model of the same name on the hub is not VisualQuality-R1
     assert choose_profile(None, "someone/VisualQuality-R1-7B") == (QINSIGHT, "the default")
-    assert choose_profile(None, str(tmp_path / "VisualQuality-R1-7B")) == (QINSIGHT, "the default")   # not there
+    assert choose_profile(None, str(tmp_path / "VisualQuality-R1-7B")) == (QINSIGHT, "the default")  # not there
     other = tmp_path / "my-judge"
     other.mkdir()
     assert choose_profile(None, str(other)) == (QINSIGHT, "the default")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 from qinsight_sdk.judging import prompts
 from qinsight_sdk.judging.profiles import QINSIGHT
-from qinsight_sdk.backends.qwen2_5_vl.loading import load_processor
 
 # The expected strings live in a fixture that records where each comes from (the official code or the
 # paper, as quoted in shared/reference/q-insight.md), not in the code under test.
@@ -34,14 +34,15 @@ def test_system_prompt_has_no_trailing_period():
 
 
 def _render(tiny_model, conversation):
-    return load_processor(tiny_model).apply_chat_template(conversation, tokenize=False,
-                                                           add_generation_prompt=True)
+    return load_processor(tiny_model).apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
 
 def test_score_prompt_renders_image_first_as_trained(tiny_model):
     rendered = _render(tiny_model, QINSIGHT.messages("score"))
-    assert rendered == (f"<|im_start|>system\n{EXPECTED_SYSTEM}<|im_end|>\n"
-                        f"<|im_start|>user\n{VISION}{EXPECTED_SCORE}<|im_end|>\n<|im_start|>assistant\n")
+    assert rendered == (
+        f"<|im_start|>system\n{EXPECTED_SYSTEM}<|im_end|>\n"
+        f"<|im_start|>user\n{VISION}{EXPECTED_SCORE}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_demo_order_puts_text_first(tiny_model):
@@ -52,8 +53,7 @@ def test_demo_order_puts_text_first(tiny_model):
 def test_reference_comparison_interleaves_labels_and_images(tiny_model):
     rendered = _render(tiny_model, QINSIGHT.messages("comparison", with_reference=True))
     user = rendered.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
-    assert user == (f"{EXPECTED_REFERENCE_INTRO}{VISION}Image A:{VISION}Image B:{VISION}"
-                    f"{EXPECTED_REFERENCE_QUESTION}")
+    assert user == (f"{EXPECTED_REFERENCE_INTRO}{VISION}Image A:{VISION}Image B:{VISION}{EXPECTED_REFERENCE_QUESTION}")
 
 
 def test_no_reference_comparison_puts_each_image_where_the_papers_template_names_it(tiny_model):

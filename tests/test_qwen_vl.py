@@ -9,10 +9,10 @@ import torch
 from samples import noise_image
 
 from qinsight_sdk import DecodingOptions, QualityJudge
-from qinsight_sdk.judging import prompts
 from qinsight_sdk.backends.base import RatingDistribution
 from qinsight_sdk.io.images import load_image
-from qinsight_sdk.judging.profiles import QINSIGHT, QINSIGHT_RATING_KEY
+from qinsight_sdk.judging import prompts
+from qinsight_sdk.judging.profiles import QINSIGHT
 
 IMAGES = [noise_image(i, 40 + 17 * i, 44 + 9 * (i % 3)) for i in range(7)]
 
@@ -60,7 +60,7 @@ def test_rating_digit_probabilities_are_a_softmax_over_the_chosen_tokens():
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 9.0], [3.0, 0.0, 0.0, -9.0]], dtype=torch.float16)
     found = _probabilities(logits, [2, 0])
-    expected = torch.tensor([[math.e ** 2, 1.0], [1.0, math.e ** 3]], dtype=torch.float64)
+    expected = torch.tensor([[math.e**2, 1.0], [1.0, math.e**3]], dtype=torch.float64)
     assert found.dtype == torch.float64 and found.device.type == "cpu"
     assert torch.allclose(found, expected / expected.sum(-1, keepdim=True), atol=1e-12)
 
@@ -78,7 +78,7 @@ def test_expected_rating_arithmetic():
 
 def test_expected_rating_spread_includes_the_decimals_own_variance():
     first = torch.tensor([0, 0, 1.0, 0, 0], dtype=torch.float64)  # surely 3.x
-    decimals = torch.full((5, 10), 0.1, dtype=torch.float64)      # x uniform over 0..9
+    decimals = torch.full((5, 10), 0.1, dtype=torch.float64)  # x uniform over 0..9
     mean, std = RatingDistribution(first, decimals).expected()
     assert mean == pytest.approx(3.45) and std == pytest.approx(math.sqrt(0.0825))  # var of k/10, k uniform
 
@@ -105,14 +105,19 @@ def test_direct_encoding_equals_the_processor(tiny_judge):
 
     backend = tiny_judge.backend
     assert backend.encodes_directly  # the probe at load time accepted it
-    conversations = [QINSIGHT.messages("score"), QINSIGHT.messages("comparison", with_reference=False),
-                     QINSIGHT.messages("degradation")]
-    groups = [[load_image(noise_image(1, 300, 200))], [load_image(noise_image(2)), load_image(noise_image(3, 90))],
-              [load_image(noise_image(4, 64, 500))]]
+    conversations = [
+        QINSIGHT.messages("score"),
+        QINSIGHT.messages("comparison", with_reference=False),
+        QINSIGHT.messages("degradation"),
+    ]
+    groups = [
+        [load_image(noise_image(1, 300, 200))],
+        [load_image(noise_image(2)), load_image(noise_image(3, 90))],
+        [load_image(noise_image(4, 64, 500))],
+    ]
     ours = backend.encode(conversations, groups).inputs
     texts = [backend.render(c) for c in conversations]
-    expected = backend.processor(text=texts, images=[i for g in groups for i in g], padding=True,
-                                 return_tensors="pt")
+    expected = backend.processor(text=texts, images=[i for g in groups for i in g], padding=True, return_tensors="pt")
     assert set(ours) == set(expected)
     for key in expected:
         assert torch.allclose(ours[key].float(), expected[key].float(), atol=1e-5), key
@@ -163,9 +168,11 @@ def brute_force_expectation(backend, conversation, image, prefix):
     branches = [(d, e) for d in range(1, 6) for e in range(10)]
     tails = torch.tensor([[digits[d], dot, digits[e]] for d, e in branches])
     count = len(branches)
-    batch = {"pixel_values": inputs["pixel_values"].repeat(count, 1),
-             "image_grid_thw": inputs["image_grid_thw"].repeat(count, 1)}
-    for name, value in inputs.items():   # per-token inputs (transformers 5 adds token types) grow too
+    batch = {
+        "pixel_values": inputs["pixel_values"].repeat(count, 1),
+        "image_grid_thw": inputs["image_grid_thw"].repeat(count, 1),
+    }
+    for name, value in inputs.items():  # per-token inputs (transformers 5 adds token types) grow too
         if value.dim() == 2 and value.shape == (1, length):
             tail = tails if name == "input_ids" else torch.full((count, 3), int(name == "attention_mask"))
             batch[name] = torch.cat([value.expand(count, -1), tail.to(value.dtype)], dim=1)
@@ -180,7 +187,7 @@ def brute_force_expectation(backend, conversation, image, prefix):
     return total
 
 
-SIZES = [(56, 56), (84, 84), (112, 112), (70, 70)]   # padded together in one batch
+SIZES = [(56, 56), (84, 84), (112, 112), (70, 70)]  # padded together in one batch
 
 
 # In float64 the two computations agree to about 1e-7 (generate() hands logits on in float32); a wrong
@@ -191,8 +198,9 @@ TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-5}
 
 @pytest.fixture(scope="module", params=[torch.float64, torch.float32], ids=["float64", "float32"])
 def trained_judge(tiny_judge_model, request):
-    return QualityJudge.from_pretrained(tiny_judge_model, device="cpu", dtype=request.param,
-                                        decoding=DecodingOptions(max_new_tokens=40))
+    return QualityJudge.from_pretrained(
+        tiny_judge_model, device="cpu", dtype=request.param, decoding=DecodingOptions(max_new_tokens=40)
+    )
 
 
 def test_the_expected_score_is_the_brute_force_expectation_in_reason_mode(trained_judge):
@@ -202,29 +210,35 @@ def test_the_expected_score_is_the_brute_force_expectation_in_reason_mode(traine
     token by token with uncached forwards, to 1e-6 in float64."""
     from qinsight_sdk.testing import brightness_image
 
-    images = [brightness_image(level, 500 + i).resize(size) for i, (level, size) in
-              enumerate(zip((0.2, 0.45, 0.7, 0.9), SIZES))]
+    images = [
+        brightness_image(level, 500 + i).resize(size)
+        for i, (level, size) in enumerate(zip((0.2, 0.45, 0.7, 0.9), SIZES))
+    ]
     results = trained_judge.score(images, batch_size=4)
     conversation = QINSIGHT.messages("score")
     for image, result in zip(images, results):
         assert result.ok, result.error
         cut = list(re.finditer(r'"rating": (?=[1-5])', result.raw))[-1]
-        answer_prefix = result.raw[:cut.end()]
-        expected = brute_force_expectation(trained_judge.backend, conversation, trained_judge.load_image(image),
-                                           answer_prefix)
+        answer_prefix = result.raw[: cut.end()]
+        expected = brute_force_expectation(
+            trained_judge.backend, conversation, trained_judge.load_image(image), answer_prefix
+        )
         assert result.expected_score == pytest.approx(expected, abs=TOLERANCE[trained_judge.backend.dtype])
 
 
 def test_the_fast_score_is_the_brute_force_expectation(trained_judge):
     from qinsight_sdk.testing import brightness_image
 
-    images = [brightness_image(level, 600 + i).resize(size) for i, (level, size) in
-              enumerate(zip((0.1, 0.35, 0.6, 0.95), SIZES))]
+    images = [
+        brightness_image(level, 600 + i).resize(size)
+        for i, (level, size) in enumerate(zip((0.1, 0.35, 0.6, 0.95), SIZES))
+    ]
     results = trained_judge.score(images, batch_size=4, mode="fast")
     conversation = QINSIGHT.messages("score", fast=True)
     for image, result in zip(images, results):
-        expected = brute_force_expectation(trained_judge.backend, conversation, trained_judge.load_image(image),
-                                           QINSIGHT.fast_prefix())
+        expected = brute_force_expectation(
+            trained_judge.backend, conversation, trained_judge.load_image(image), QINSIGHT.fast_prefix()
+        )
         assert result.score == pytest.approx(expected, abs=TOLERANCE[trained_judge.backend.dtype])
 
 

@@ -26,8 +26,8 @@ from qinsight_sdk import QualityJudge
 from qinsight_sdk import backends as backends_module
 from qinsight_sdk.backends import FAMILIES, expected_family, family_of
 from qinsight_sdk.backends.rali import files as rali_files
-from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
 from qinsight_sdk.backends.rali.backend import NativeSize, RaliBackend
+from qinsight_sdk.backends.rali.files import _pickle_globals, read_basis, read_checkpoint, read_pca, read_pca_mean
 from qinsight_sdk.backends.rali.model import PrototypeDistribution, RaliScorer, _check_sizes, _first_line, load_scorer
 from qinsight_sdk.backends.rali.tiny import brightness_images, build_tiny_rali
 from qinsight_sdk.errors import ImageInputError, MissingDependencyError, ModelLoadError, UsageError
@@ -61,6 +61,7 @@ class RunsCommand:
 
 # -- the files, read safely ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", [PCA, IncrementalPCA])
 @pytest.mark.parametrize("form", ["joblib", "joblib-zlib", "joblib-gzip", "pickle"])
 def test_a_real_pca_loads_in_each_form_without_scikit_learn_code(tmp_path, kind, form):
@@ -71,7 +72,7 @@ def test_a_real_pca_loads_in_each_form_without_scikit_learn_code(tmp_path, kind,
     else:
         joblib.dump(fitted, path, compress={"joblib": 0, "joblib-zlib": 3, "joblib-gzip": ("gzip", 3)}[form])
     loaded = read_pca(path)
-    assert type(loaded).__module__.startswith("qinsight_sdk")    # a plain holder, not scikit-learn's class
+    assert type(loaded).__module__.startswith("qinsight_sdk")  # a plain holder, not scikit-learn's class
     np.testing.assert_array_equal(loaded.mean_, fitted.mean_)
     np.testing.assert_array_equal(loaded.components_, fitted.components_)
     assert read_pca_mean(path).dtype == np.float32
@@ -95,8 +96,11 @@ def test_a_pca_file_that_would_run_a_command_is_refused_and_nothing_runs(tmp_pat
 def test_an_array_of_python_objects_in_a_joblib_file_is_refused(tmp_path):
     marker, path = tmp_path / "ran", tmp_path / "pca.pkl"
     joblib.dump(np.array([RunsCommand(marker)], dtype=object), path)
-    with pytest.raises(ModelLoadError, match=r"cannot be read as a PCA \(UnpicklingError: refused: an array of Python "
-                                             r"objects \(read by a nested unpickler\)\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"cannot be read as a PCA \(UnpicklingError: refused: an array of Python "
+        r"objects \(read by a nested unpickler\)\)$",
+    ):
         read_pca(path)
     assert not marker.exists()
 
@@ -145,35 +149,60 @@ def globals_of(data):
 
 def _unicode(opcode, text):
     body = text.encode()
-    return {"SHORT_BINUNICODE": b"\x8c" + bytes([len(body)]), "BINUNICODE": b"X" + struct.pack("<I", len(body)),
-            "BINUNICODE8": b"\x8d" + struct.pack("<Q", len(body))}[opcode] + body
+    return {
+        "SHORT_BINUNICODE": b"\x8c" + bytes([len(body)]),
+        "BINUNICODE": b"X" + struct.pack("<I", len(body)),
+        "BINUNICODE8": b"\x8d" + struct.pack("<Q", len(body)),
+    }[opcode] + body
 
 
 @pytest.mark.parametrize("opcode", ["SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"])
 def test_the_scanner_reads_stack_global_names_however_their_strings_are_written(opcode):
     data = b"\x80\x04" + _unicode(opcode, "posix") + _unicode(opcode, "system") + b"\x93."
     assert globals_of(data) == [("posix", "system")]
-    assert globals_of(b"\x80\x04Vposix\nVsystem\n\x93.") == [("posix", "system")]   # UNICODE, protocol 0 style
+    assert globals_of(b"\x80\x04Vposix\nVsystem\n\x93.") == [("posix", "system")]  # UNICODE, protocol 0 style
 
 
 def test_the_scanner_follows_names_fetched_from_the_memo_and_old_opcodes():
     # protocol 4 memoizes both names; a later STACK_GLOBAL may fetch them with BINGET
-    data = (b"\x80\x04" + _unicode("SHORT_BINUNICODE", "posix") + b"\x94" + _unicode("SHORT_BINUNICODE", "system")
-            + b"\x94\x93" + b"0" + b"h\x00h\x01\x93.")
+    data = (
+        b"\x80\x04"
+        + _unicode("SHORT_BINUNICODE", "posix")
+        + b"\x94"
+        + _unicode("SHORT_BINUNICODE", "system")
+        + b"\x94\x93"
+        + b"0"
+        + b"h\x00h\x01\x93."
+    )
     assert globals_of(data) == [("posix", "system"), ("posix", "system")]
-    put = b"\x80\x02" + _unicode("BINUNICODE", "os") + b"q\x05" + _unicode("BINUNICODE", "system") + b"q\x06" + \
-        b"0" + b"h\x05h\x06\x93."
+    put = (
+        b"\x80\x02"
+        + _unicode("BINUNICODE", "os")
+        + b"q\x05"
+        + _unicode("BINUNICODE", "system")
+        + b"q\x06"
+        + b"0"
+        + b"h\x05h\x06\x93."
+    )
     assert globals_of(put) == [("os", "system")]
-    assert globals_of(b"(S'echo'\nios\nsystem\n.") == [("os", "system")]        # INST names it inline
-    assert globals_of(b"cos\nsystem\n.") == [("os", "system")]                     # GLOBAL
+    assert globals_of(b"(S'echo'\nios\nsystem\n.") == [("os", "system")]  # INST names it inline
+    assert globals_of(b"cos\nsystem\n.") == [("os", "system")]  # GLOBAL
     assert globals_of(pickle.dumps(collections.OrderedDict(a=1), protocol=4)) == [("collections", "OrderedDict")]
 
 
-@pytest.mark.parametrize("data", [
-    b"\x80\x04" + _unicode("SHORT_BINUNICODE", "posix") + b"K\x01" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.",
-    b"\x80\x04" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.",
-    b"\x80\x04h\x00h\x01\x93.",
-], ids=["something-between", "one-name", "names-not-in-the-memo"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80\x04"
+        + _unicode("SHORT_BINUNICODE", "posix")
+        + b"K\x01"
+        + _unicode("SHORT_BINUNICODE", "system")
+        + b"\x93.",
+        b"\x80\x04" + _unicode("SHORT_BINUNICODE", "system") + b"\x93.",
+        b"\x80\x04h\x00h\x01\x93.",
+    ],
+    ids=["something-between", "one-name", "names-not-in-the-memo"],
+)
 def test_a_stack_global_whose_names_are_not_spelled_out_is_refused(data):
     with pytest.raises(ModelLoadError, match="^ckpt.pt: refused: its pickle imports a name it does not spell out$"):
         globals_of(data)
@@ -209,10 +238,11 @@ def with_data_pkl(path, data, name=None):
 def test_the_names_are_the_two_strings_just_before_stack_global_whatever_comes_around_them():
     """Pickles other writers make: a string before the two names is no name, and a string straight after a
     STACK_GLOBAL, or as a pickle's first opcode (protocol 1 has no PROTO), is read like any other."""
-    name = lambda text: _unicode("SHORT_BINUNICODE", text)   # noqa: E731
+    name = lambda text: _unicode("SHORT_BINUNICODE", text)  # noqa: E731
     assert globals_of(b"\x80\x04" + name("key") + name("posix") + name("system") + b"\x93.") == [("posix", "system")]
-    assert globals_of(b"\x80\x04" + name("posix") + name("system") + b"\x93" + name("after") + b"\x86.") == \
-        [("posix", "system")]
+    assert globals_of(b"\x80\x04" + name("posix") + name("system") + b"\x93" + name("after") + b"\x86.") == [
+        ("posix", "system")
+    ]
     assert globals_of(pickle.dumps("state_dict", protocol=1)) == []
 
 
@@ -242,8 +272,11 @@ def test_a_joblib_file_without_joblib_says_how_to_get_it(tmp_path, monkeypatch):
     path = tmp_path / "pca.pkl"
     joblib.dump(PCA(2).fit(np.eye(4)), path)
     monkeypatch.setitem(sys.modules, "joblib", None)
-    with pytest.raises(MissingDependencyError, match=rf"^{path} is a joblib file: reading RALI's PCA needs joblib "
-                                                     r"\(pip install 'qinsight\[rali\]', or pip install joblib\)$"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=rf"^{path} is a joblib file: reading RALI's PCA needs joblib "
+        r"\(pip install 'qinsight\[rali\]', or pip install joblib\)$",
+    ):
         read_pca(path)
 
 
@@ -254,32 +287,41 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     name = next(n for n in members if n.endswith("data.pkl"))
-    assert members[name].count(b"X\x03\x00\x00\x00cpu") == 1   # torch.save's protocol 2 writes it so
+    assert members[name].count(b"X\x03\x00\x00\x00cpu") == 1  # torch.save's protocol 2 writes it so
     members[name] = members[name].replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
     with zipfile.ZipFile(path, "w") as archive:
         for member, data in members.items():
             archive.writestr(member, data)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
-            torch.load(path, weights_only=True)   # the tag is honoured: the check would be vacuous otherwise
+            torch.load(path, weights_only=True)  # the tag is honoured: the check would be vacuous otherwise
     assert torch.equal(read_checkpoint(path)["w"], torch.arange(3.0))
 
 
 def test_the_messages_name_the_file_and_the_problem(tmp_path):
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"not a zip")
-    with pytest.raises(ModelLoadError, match=r"ckpt.pt: not a readable torch checkpoint \(.*\); the file may be "
-                                             r"half-downloaded, or saved in torch's legacy format \(load and save "
-                                             r"it again\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"ckpt.pt: not a readable torch checkpoint \(.*\); the file may be "
+        r"half-downloaded, or saved in torch's legacy format \(load and save "
+        r"it again\)$",
+    ):
         read_checkpoint(path)
     torch.save({"state_dict": {}, "hook": RunsCommand(tmp_path / "x")}, path)
-    with pytest.raises(ModelLoadError, match=r"refused: its pickle imports (posix|nt).system, which a checkpoint of "
-                                             r"tensors never needs \(loading it could run code\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"refused: its pickle imports (posix|nt).system, which a checkpoint of "
+        r"tensors never needs \(loading it could run code\)$",
+    ):
         read_checkpoint(path)
     (tmp_path / "pca.pkl").write_bytes(pickle.dumps(RunsCommand(tmp_path / "x")))
-    with pytest.raises(ModelLoadError, match=r"pca.pkl: cannot be read as a PCA \(UnpicklingError: refused: the "
-                                             r"pickle imports (posix|nt).system, which a PCA never needs \(loading it "
-                                             r"could run code\)\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"pca.pkl: cannot be read as a PCA \(UnpicklingError: refused: the "
+        r"pickle imports (posix|nt).system, which a PCA never needs \(loading it "
+        r"could run code\)\)$",
+    ):
         read_pca(tmp_path / "pca.pkl")
     (tmp_path / "basis.npz").write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(ModelLoadError, match=r"basis.npz: not a readable .npz file \("):
@@ -324,7 +366,7 @@ def test_a_basis_file_with_pickled_objects_is_refused(tmp_path):
     assert read_basis(tmp_path / "good.npz")["vectors"].shape == (2, 3)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")   # scikit-learn's note on the version the file names
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn's note on the version the file names
 def test_the_tiny_pca_file_is_what_joblib_and_scikit_learn_write(rali_folder):
     """The tiny writer names scikit-learn's class without importing it; scikit-learn reads it as its own."""
     real = joblib.load(rali_folder / "pca.pkl")
@@ -333,6 +375,7 @@ def test_the_tiny_pca_file_is_what_joblib_and_scikit_learn_write(rali_folder):
 
 
 # -- the forward pass, against the formulas ---------------------------------------------------------------
+
 
 def _layer_norm(x, state, prefix, eps):
     return torch.nn.functional.layer_norm(x, x.shape[-1:], state[f"{prefix}.weight"], state[f"{prefix}.bias"], eps)
@@ -343,30 +386,33 @@ def official_forward(pixels, folder):
     tensor operations (no transformers module), then the PCA, the cosine prototypes and the softmax."""
     state = torch.load(folder / "ckpt.pt", weights_only=True)["state_dict"]
     config = json.loads((folder / "best" / "config.json").read_text())["vision_config"]
-    v = lambda name: state[f"clip.vision_model.{name}"].double()   # noqa: E731
+    v = lambda name: state[f"clip.vision_model.{name}"].double()  # noqa: E731
     heads, eps, patch = config["num_attention_heads"], 1e-5, config["patch_size"]
     x = torch.nn.functional.conv2d(pixels.double(), v("embeddings.patch_embedding.weight"), stride=patch)
     x = torch.cat([v("embeddings.class_embedding").expand(len(x), 1, -1), x.flatten(2).transpose(1, 2)], 1)
     x = x + v("embeddings.position_embedding.weight")
-    vstate = {k.removeprefix("clip.vision_model."): t.double() for k, t in state.items()
-              if k.startswith("clip.vision_model.")}
+    vstate = {
+        k.removeprefix("clip.vision_model."): t.double() for k, t in state.items() if k.startswith("clip.vision_model.")
+    }
     x = _layer_norm(x, vstate, "pre_layrnorm", eps)
     for i in range(config["num_hidden_layers"]):
         p = f"encoder.layers.{i}"
         h = _layer_norm(x, vstate, f"{p}.layer_norm1", eps)
         q, k, w = (h @ v(f"{p}.self_attn.{n}_proj.weight").T + v(f"{p}.self_attn.{n}_proj.bias") for n in "qkv")
-        split = lambda t: t.view(len(t), t.shape[1], heads, -1).transpose(1, 2)   # noqa: E731
+        split = lambda t: t.view(len(t), t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
         q, k, w = split(q), split(k), split(w)
         attention = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ w
         attention = attention.transpose(1, 2).reshape(h.shape)
         x = x + attention @ v(f"{p}.self_attn.out_proj.weight").T + v(f"{p}.self_attn.out_proj.bias")
         h = _layer_norm(x, vstate, f"{p}.layer_norm2", eps) @ v(f"{p}.mlp.fc1.weight").T + v(f"{p}.mlp.fc1.bias")
-        h = h * torch.sigmoid(1.702 * h)   # quick_gelu
+        h = h * torch.sigmoid(1.702 * h)  # quick_gelu
         x = x + h @ v(f"{p}.mlp.fc2.weight").T + v(f"{p}.mlp.fc2.bias")
     f = _layer_norm(x[:, 0], vstate, "post_layernorm", eps) @ state["clip.visual_projection.weight"].double().T
     f = f.numpy()
-    s = {name: state[f"scorer.{name}"].double().numpy() for name in
-         ("pca_scale", "pca_components", "prototypes", "proto_scores", "logit_scale")}
+    s = {
+        name: state[f"scorer.{name}"].double().numpy()
+        for name in ("pca_scale", "pca_components", "prototypes", "proto_scores", "logit_scale")
+    }
     mean = joblib.load(folder / "pca.pkl").mean_
     z = ((f - mean) / np.abs(s["pca_scale"])) @ s["pca_components"].T
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
@@ -385,23 +431,26 @@ def official_pixels(image, side, mean, std):
     size = (side, int(side * long / short)) if width <= height else (int(side * long / short), side)
     resized = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
     top, left = (resized.shape[0] - side) // 2, (resized.shape[1] - side) // 2
-    crop = resized[top:top + side, left:left + side] / 255
+    crop = resized[top : top + side, left : left + side] / 255
     return torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1).copy())
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_score_equals_the_official_formulas_to_1e5(rali, rali_folder):
-    images = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
-              for seed, (w, h) in enumerate([(56, 56), (112, 84), (64, 160), (300, 200)])]
+    images = [
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for seed, (w, h) in enumerate([(56, 56), (112, 84), (64, 160), (300, 200)])
+    ]
     processor = json.loads((rali_folder / "best" / "preprocessor_config.json").read_text())
-    pixels = torch.stack([official_pixels(i, 56, np.array(processor["image_mean"]), np.array(processor["image_std"]))
-                          for i in images])
+    pixels = torch.stack(
+        [official_pixels(i, 56, np.array(processor["image_mean"]), np.array(processor["image_std"])) for i in images]
+    )
     expected = official_forward(pixels, rali_folder)
     results = rali.score(images)
     assert [r.error for r in results] == [None] * 4
     np.testing.assert_allclose([r.raw_score for r in results], expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose([r.score for r in results], 1 + 4 * expected, atol=4e-5, rtol=0)
-    assert len(set(np.round(expected, 6))) == 4   # the images are told apart: the check is not vacuous
+    assert len(set(np.round(expected, 6))) == 4  # the images are told apart: the check is not vacuous
 
 
 def test_the_processor_gives_the_official_pixels(rali, rali_folder):
@@ -413,6 +462,7 @@ def test_the_processor_gives_the_official_pixels(rali, rali_folder):
 
 
 # -- the judge it makes --------------------------------------------------------------------------------------
+
 
 def test_scores_are_deterministic_batch_and_order_invariant(rali):
     images, _ = brightness_images(9, seed=11)
@@ -427,15 +477,16 @@ def test_scores_are_deterministic_batch_and_order_invariant(rali):
 def test_a_bad_image_is_that_item_s_error_only(rali, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     images, _ = brightness_images(2, seed=2)
-    results = rali.score([images[0], str(tmp_path / "broken.png"), images[1],
-                          np.full((8, 8, 3), np.nan, dtype=np.float32)])
+    results = rali.score(
+        [images[0], str(tmp_path / "broken.png"), images[1], np.full((8, 8, 3), np.nan, dtype=np.float32)]
+    )
     assert results[0].ok and results[2].ok
     assert "broken.png" in results[1].error and results[3].error
 
 
 def test_what_rali_cannot_do_is_refused_with_what_to_use(rali):
     image = brightness_images(1, seed=0)[0][0]
-    assert rali.score(image).ok   # fast, its default
+    assert rali.score(image).ok  # fast, its default
     with pytest.raises(UsageError, match="use mode='fast'"):
         rali.score(image, mode="reason")
     with pytest.raises(UsageError, match="cannot do degradation"):
@@ -448,9 +499,10 @@ def test_what_rali_cannot_do_is_refused_with_what_to_use(rali):
 
 def test_large_images_are_judged_as_given_up_to_the_pixel_bound(rali):
     big = Image.new("RGB", (4000, 3000), (90, 90, 90))
-    assert rali.load_image(big).size == (4000, 3000)   # its processor resizes: nothing to fit beforehand
-    tight = QualityJudge(rali.backend, profile=rali.profile, image_bounds=rali.image_bounds.__class__(
-        max_pixels=1_000_000))
+    assert rali.load_image(big).size == (4000, 3000)  # its processor resizes: nothing to fit beforehand
+    tight = QualityJudge(
+        rali.backend, profile=rali.profile, image_bounds=rali.image_bounds.__class__(max_pixels=1_000_000)
+    )
     width, height = tight.load_image(big).size
     assert width * height <= 1_000_000 and abs(width / height - 4 / 3) < 0.01
 
@@ -470,6 +522,7 @@ def test_the_trained_tiny_rali_rates_brightness(trained_rali):
 
 # -- the family, chosen from the files ---------------------------------------------------------------------
 
+
 def test_the_family_is_chosen_from_the_folder_s_files(rali_folder, tiny_model):
     assert family_of(rali_folder, "qwen2_5_vl").name == "rali"
     assert family_of(tiny_model, "rali").name == "qwen2_5_vl"
@@ -478,8 +531,8 @@ def test_the_family_is_chosen_from_the_folder_s_files(rali_folder, tiny_model):
 def test_the_family_is_known_before_loading_from_a_local_folder_or_the_profile(rali_folder, tmp_path):
     assert expected_family(str(rali_folder.parent), "RALI", "qwen2_5_vl").name == "rali"
     assert expected_family(str(rali_folder), None, "qwen2_5_vl").name == "rali"
-    assert expected_family(str(tmp_path), None, "rali").name == "rali"            # recognised by nothing
-    assert expected_family(str(tmp_path), "RALI", "qwen2_5_vl").name == "qwen2_5_vl"   # no such subfolder
+    assert expected_family(str(tmp_path), None, "rali").name == "rali"  # recognised by nothing
+    assert expected_family(str(tmp_path), "RALI", "qwen2_5_vl").name == "qwen2_5_vl"  # no such subfolder
     assert expected_family("ByteDance/Q-Insight", "RALI", "rali") is FAMILIES["rali"]
     with pytest.raises(ModelLoadError, match=r"^no model family 'video' is registered \(known: qwen2_5_vl, rali"):
         expected_family("ByteDance/Q-Insight", "x", "video")
@@ -495,8 +548,10 @@ def test_locate_downloads_the_expected_family_s_files_and_checks_what_arrived(ra
     monkeypatch.setattr(backends_module, "resolve_checkpoint", resolve)
     folder, family = backends_module.locate("ByteDance/Q-Insight", "RALI", "abc123", True, "/cache", "rali")
     assert folder == rali_folder and family.name == "rali"
-    assert asked == {"args": ("ByteDance/Q-Insight", "RALI", "abc123", True, "/cache"),
-                     "kwargs": {"model_type": None, "patterns": FAMILIES["rali"].files}}
+    assert asked == {
+        "args": ("ByteDance/Q-Insight", "RALI", "abc123", True, "/cache"),
+        "kwargs": {"model_type": None, "patterns": FAMILIES["rali"].files},
+    }
     assert FAMILIES["rali"].files == ("ckpt.pt", "pca.pkl", "basis.npz", "best/*.json", "best/*.txt")
 
 
@@ -510,8 +565,9 @@ def test_a_half_written_rali_folder_names_what_is_missing(rali_folder, tmp_path)
 
 
 def test_a_profile_for_another_family_is_refused(rali_folder):
-    with pytest.raises(ModelLoadError, match="judge profile 'q-insight' .* is for qwen2_5_vl models, but .* holds a "
-                                             "rali model"):
+    with pytest.raises(
+        ModelLoadError, match="judge profile 'q-insight' .* is for qwen2_5_vl models, but .* holds a rali model"
+    ):
         QualityJudge.from_pretrained(rali_folder, profile="q-insight")
 
 
@@ -522,8 +578,10 @@ def test_files_that_do_not_fit_together_are_refused(rali_folder, tmp_path):
         (folder / name).write_bytes((rali_folder / name).read_bytes())
     for scores in (np.zeros(9), np.zeros((6, 1)), np.float64(0.5)):
         np.savez(folder / "basis.npz", vectors=np.zeros((6, 8)), scores=scores)
-        with pytest.raises(ModelLoadError, match=re.escape(f"basis.npz holds prototype scores of shape "
-                                                           f"{np.shape(scores)}, ckpt.pt 6 prototypes")):
+        with pytest.raises(
+            ModelLoadError,
+            match=re.escape(f"basis.npz holds prototype scores of shape {np.shape(scores)}, ckpt.pt 6 prototypes"),
+        ):
             QualityJudge.from_pretrained(folder)
     state = torch.load(rali_folder / "ckpt.pt", weights_only=True)
     state["state_dict"]["scorer.logit_scale"] = torch.tensor(float("nan"))
@@ -544,21 +602,27 @@ def copy_of(rali_folder, folder, leave_out=()):
 def test_the_scorer_itself_names_what_is_missing(rali_folder, tmp_path):
     """load_scorer checks on its own, for callers that come without the family's check first."""
     folder = copy_of(rali_folder, tmp_path / "RALI", leave_out=("pca.pkl", "best/config.json"))
-    with pytest.raises(ModelLoadError, match=rf"^{folder}: not a complete RALI checkpoint: pca.pkl, best/config.json "
-                                             r"missing \(it needs ckpt.pt, pca.pkl and best/ with CLIP's config and "
-                                             r"processor\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"^{folder}: not a complete RALI checkpoint: pca.pkl, best/config.json "
+        r"missing \(it needs ckpt.pt, pca.pkl and best/ with CLIP's config and "
+        r"processor\)$",
+    ):
         load_scorer(folder)
 
 
 def test_the_scorer_head_must_hold_every_value_as_floats(rali_folder, tmp_path):
     folder = copy_of(rali_folder, tmp_path / "RALI")
     saved = torch.load(rali_folder / "ckpt.pt", weights_only=True)
-    for broken in (None, torch.arange(6)):   # missing, or a tensor of integers
+    for broken in (None, torch.arange(6)):  # missing, or a tensor of integers
         state = dict(saved["state_dict"])
         state.pop("scorer.prototypes") if broken is None else state.update({"scorer.prototypes": broken})
         torch.save({"state_dict": state}, folder / "ckpt.pt")
-        with pytest.raises(ModelLoadError, match=rf"^{folder / 'ckpt.pt'}: 'scorer.prototypes' is missing or not a "
-                                                 r"float tensor$"):
+        with pytest.raises(
+            ModelLoadError,
+            match=rf"^{folder / 'ckpt.pt'}: 'scorer.prototypes' is missing or not a "
+            r"float tensor$",
+        ):
             load_scorer(folder)
 
 
@@ -568,8 +632,11 @@ def test_vision_weights_that_do_not_fit_the_config_are_refused(rali_folder, tmp_
     saved = torch.load(rali_folder / "ckpt.pt", weights_only=True)
     saved["state_dict"]["clip.vision_model.extra.weight"] = torch.zeros(2)
     torch.save(saved, folder / "ckpt.pt")
-    with pytest.raises(ModelLoadError, match=rf"^{folder / 'ckpt.pt'}: its CLIP vision weights do not fit "
-                                             r"best/config.json \(Error\(s\) in loading state_dict"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"^{folder / 'ckpt.pt'}: its CLIP vision weights do not fit "
+        r"best/config.json \(Error\(s\) in loading state_dict",
+    ):
         load_scorer(folder)
 
 
@@ -579,38 +646,55 @@ def test_the_prototype_scores_range_is_logged_at_load(rali_folder, caplog):
         load_scorer(rali_folder)
     assert [r.getMessage() for r in caplog.records if r.name == "qinsight"] == [
         f"RALI: 6 prototypes in 8 PCA dimensions, prototype scores {float(scores.min()):.4g} to "
-        f"{float(scores.max()):.4g}"]
+        f"{float(scores.max()):.4g}"
+    ]
 
 
 def head_of(components=(8, 16), scale=16, mean=16, prototypes=(6, 8), scores=6, logit=()):
-    return ({"pca_components": torch.zeros(components), "pca_scale": torch.ones(scale),
-             "prototypes": torch.zeros(prototypes), "proto_scores": torch.zeros(scores),
-             "logit_scale": torch.ones(logit)}, torch.zeros(mean))
+    return (
+        {
+            "pca_components": torch.zeros(components),
+            "pca_scale": torch.ones(scale),
+            "prototypes": torch.zeros(prototypes),
+            "proto_scores": torch.zeros(scores),
+            "logit_scale": torch.ones(logit),
+        },
+        torch.zeros(mean),
+    )
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"scale": 15}, "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the components' rows"),
-    ({"mean": 15}, "pca_scale (16,) and the PCA's mean (15,) should be (16,) like the components' rows"),
-    ({"components": (16,), "prototypes": (6, 0)},
-     "pca_scale (16,) and the PCA's mean (16,) should be (0,) like the components' rows"),
-    ({"prototypes": (6, 7)}, "prototypes (6, 7) should be (K, 8)"),
-    ({"prototypes": (8,), "scores": 8}, "prototypes (8,) should be (K, 8)"),
-    ({"scores": 5}, "proto_scores (5,) should be (6,) and logit_scale one number"),
-    ({"logit": (2,)}, "proto_scores (6,) should be (6,) and logit_scale one number"),
-    ({"scale": 15, "prototypes": (6, 7)}, "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the "
-                                          "components' rows; prototypes (6, 7) should be (K, 8)"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"scale": 15}, "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the components' rows"),
+        ({"mean": 15}, "pca_scale (16,) and the PCA's mean (15,) should be (16,) like the components' rows"),
+        (
+            {"components": (16,), "prototypes": (6, 0)},
+            "pca_scale (16,) and the PCA's mean (16,) should be (0,) like the components' rows",
+        ),
+        ({"prototypes": (6, 7)}, "prototypes (6, 7) should be (K, 8)"),
+        ({"prototypes": (8,), "scores": 8}, "prototypes (8,) should be (K, 8)"),
+        ({"scores": 5}, "proto_scores (5,) should be (6,) and logit_scale one number"),
+        ({"logit": (2,)}, "proto_scores (6,) should be (6,) and logit_scale one number"),
+        (
+            {"scale": 15, "prototypes": (6, 7)},
+            "pca_scale (15,) and the PCA's mean (16,) should be (16,) like the "
+            "components' rows; prototypes (6, 7) should be (K, 8)",
+        ),
+    ],
+)
 def test_each_size_that_does_not_fit_is_named(tmp_path, changes, problem):
     head, mean = head_of(**changes)
     with pytest.raises(ModelLoadError, match=f"^{tmp_path}: RALI's files do not fit together: {re.escape(problem)}$"):
         _check_sizes(tmp_path, head, mean)
-    _check_sizes(tmp_path, *head_of())   # the sizes that fit: no error
+    _check_sizes(tmp_path, *head_of())  # the sizes that fit: no error
 
 
 def test_the_spread_is_the_weighted_standard_deviation_of_the_prototype_scores():
-    spread = PrototypeDistribution(torch.tensor([0.25, 0.75], dtype=torch.float64),
-                                   torch.tensor([0.2, 0.6], dtype=torch.float64))
-    assert spread.expected() == pytest.approx((0.5, 0.03 ** 0.5), abs=1e-12)
+    spread = PrototypeDistribution(
+        torch.tensor([0.25, 0.75], dtype=torch.float64), torch.tensor([0.2, 0.6], dtype=torch.float64)
+    )
+    assert spread.expected() == pytest.approx((0.5, 0.03**0.5), abs=1e-12)
 
 
 class FeaturesAsGiven(torch.nn.Module):
@@ -628,9 +712,13 @@ def test_the_temperature_is_the_checkpoint_s_floored_at_1e_6(logit_scale):
     weights), as the official head does."""
     generator = torch.Generator().manual_seed(0)
     features, prototypes = torch.randn(3, 4, generator=generator), torch.randn(5, 2, generator=generator)
-    head = {"pca_scale": torch.ones(4), "pca_components": torch.randn(2, 4, generator=generator),
-            "prototypes": prototypes, "proto_scores": torch.rand(5, generator=generator),
-            "logit_scale": torch.tensor(logit_scale)}
+    head = {
+        "pca_scale": torch.ones(4),
+        "pca_components": torch.randn(2, 4, generator=generator),
+        "prototypes": prototypes,
+        "proto_scores": torch.rand(5, generator=generator),
+        "logit_scale": torch.tensor(logit_scale),
+    }
     weights = RaliScorer(FeaturesAsGiven(), torch.zeros(4), head)(features)
     z = features @ head["pca_components"].T
     cosine = (z / z.norm(dim=1, keepdim=True)) @ (prototypes / prototypes.norm(dim=1, keepdim=True)).T
@@ -641,12 +729,15 @@ def test_an_error_without_words_is_named_by_its_type():
     assert _first_line(RuntimeError()) == "RuntimeError" and _first_line(RuntimeError(" a\n b ")) == "a"
 
 
-@pytest.mark.parametrize("processor, side", [
-    (types.SimpleNamespace(crop_size={"height": 56, "width": 56}), 56),
-    (types.SimpleNamespace(crop_size={"shortest_edge": 40}), 40),
-    (types.SimpleNamespace(crop_size=None), 224),
-    (object(), 224),   # a processor without a crop: CLIP's usual 224
-])
+@pytest.mark.parametrize(
+    "processor, side",
+    [
+        (types.SimpleNamespace(crop_size={"height": 56, "width": 56}), 56),
+        (types.SimpleNamespace(crop_size={"shortest_edge": 40}), 40),
+        (types.SimpleNamespace(crop_size=None), 224),
+        (object(), 224),  # a processor without a crop: CLIP's usual 224
+    ],
+)
 def test_an_image_s_cost_follows_the_processor_s_crop(rali, processor, side):
     backend = RaliBackend(rali.backend.model, processor, torch.device("cpu"))
     assert backend.geometry.side == side and backend.geometry.tokens(10, 5000) == side * side // 196
@@ -655,19 +746,22 @@ def test_an_image_s_cost_follows_the_processor_s_crop(rali, processor, side):
 def test_the_backend_s_size_device_and_refusal_to_write(rali_folder):
     backend = RaliBackend.load(rali_folder, device="cpu")
     tensors = [*backend.model.parameters(), *backend.model.buffers()]
-    assert backend.memory_footprint() == sum(t.nbytes for t in tensors) > 4 * 37_000   # the weights, buffers too
+    assert backend.memory_footprint() == sum(t.nbytes for t in tensors) > 4 * 37_000  # the weights, buffers too
     assert backend.to("meta") is backend and backend.device == torch.device("meta")
     assert {t.device.type for t in [*backend.model.parameters(), *backend.model.buffers()]} == {"meta"}
-    with pytest.raises(UsageError, match=r"^RALI scores images without writing text: use mode='fast' for scores "
-                                         r"\(there is no reasoning, degradation or comparison\); load a Q-Insight "
-                                         r"checkpoint for those$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^RALI scores images without writing text: use mode='fast' for scores "
+        r"\(there is no reasoning, degradation or comparison\); load a Q-Insight "
+        r"checkpoint for those$",
+    ):
         backend.generate(None, None)
 
 
 def test_images_are_taken_as_they_are_up_to_the_pixel_bound_and_named_when_empty():
     geometry, bounds = NativeSize(57), ImageBounds(max_pixels=10_000)
     assert geometry.fit(90, 100, bounds) == (90, 100) and geometry.fit(400, 100, bounds) == (200, 50)
-    assert geometry.tokens(1, 1) == 57 * 57 // 196 == 16   # each image the same cost, whatever its size
+    assert geometry.tokens(1, 1) == 57 * 57 // 196 == 16  # each image the same cost, whatever its size
     with pytest.raises(ImageInputError, match="^image is 0x5: it has no pixels$"):
         geometry.fit(0, 5, bounds)
     with pytest.raises(ImageInputError, match="^a.png is 0x5: it has no pixels$"):
@@ -675,7 +769,7 @@ def test_images_are_taken_as_they_are_up_to_the_pixel_bound_and_named_when_empty
 
 
 def test_encoding_takes_one_image_per_row_on_the_default_device(rali_folder):
-    backend = RaliBackend.load(rali_folder)   # device auto: the CPU here
+    backend = RaliBackend.load(rali_folder)  # device auto: the CPU here
     batch = backend.encode([[]] * 2, [[Image.new("RGB", (60, 60))], [Image.new("RGB", (70, 50))]])
     assert backend.device == torch.device("cpu") and batch.images_per_row == [1, 1]
     assert tuple(batch.inputs.shape) == (2, 3, 56, 56)
@@ -687,8 +781,11 @@ def test_fp32_however_it_is_spelt_and_nothing_else(rali_folder):
     for spelling in ("auto", "fp32", "float32", torch.float32, "torch.float32"):
         assert FAMILIES["rali"].dtype(spelling, torch.device("cpu")) is torch.float32
     for other in ("bf16", torch.float16, "float64"):
-        with pytest.raises(ModelLoadError, match=rf"^dtype {other}: RALI runs in fp32, as its official demo does "
-                                                 r"\(its forward is checked in fp32\); leave dtype at auto$"):
+        with pytest.raises(
+            ModelLoadError,
+            match=rf"^dtype {other}: RALI runs in fp32, as its official demo does "
+            r"\(its forward is checked in fp32\); leave dtype at auto$",
+        ):
             FAMILIES["rali"].dtype(other, torch.device("cpu"))
 
 
@@ -703,12 +800,24 @@ def test_the_command_line_records_rali_s_profile_and_mode(trained_rali, tmp_path
     for k, image in enumerate(images):
         image.save(tmp_path / f"{k}.png")
     rows = tmp_path / "rows.jsonl"
-    command = [sys.executable, "-m", "qinsight_sdk", "score", str(tmp_path), "--model", str(trained_rali),
-               "-o", str(rows), "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "qinsight_sdk",
+        "score",
+        str(tmp_path),
+        "--model",
+        str(trained_rali),
+        "-o",
+        str(rows),
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     written = [json.loads(line) for line in rows.read_text().splitlines()]
-    assert len(written) == 3 and all(r["settings"]["profile"] == "rali" and r["settings"]["mode"] == "fast"
-                                     and r["error"] is None for r in written)
+    assert len(written) == 3 and all(
+        r["settings"]["profile"] == "rali" and r["settings"]["mode"] == "fast" and r["error"] is None for r in written
+    )
     refused = subprocess.run(command[:-2] + ["--mode", "reason"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "writes no text" in refused.stderr

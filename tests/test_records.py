@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from qinsight_sdk.io import records
 from qinsight_sdk.errors import QInsightError, UsageError
+from qinsight_sdk.io import records
 from qinsight_sdk.io.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
 
 FAST = {"model": "m", "mode": "fast"}
@@ -23,18 +23,31 @@ def test_a_row_names_the_item_as_given_and_keys_it_resolved(tmp_path, monkeypatc
     (tmp_path / "a.png").touch()
     os.symlink(tmp_path / "a.png", tmp_path / "link.png")
     row = make_row("score", ["./link.png"], FAST, {"score": 3.5, "error": None})
-    assert row == {"task": "score", "key": str((tmp_path / "a.png").resolve()), "image": "./link.png",
-                   "settings": FAST, "score": 3.5, "error": None}
+    assert row == {
+        "task": "score",
+        "key": str((tmp_path / "a.png").resolve()),
+        "image": "./link.png",
+        "settings": FAST,
+        "score": 3.5,
+        "error": None,
+    }
     pair = make_row("comparison", ["r.png", "a.png", "b.png"], {}, {"winner": "A"})
     assert (pair["reference"], pair["image_a"], pair["image_b"]) == ("r.png", "a.png", "b.png")
-    assert pair["key"] == key_of("r.png", "a.png", "b.png") == "|".join(str(tmp_path / n) for n in ("r.png", "a.png", "b.png"))
+    assert (
+        pair["key"]
+        == key_of("r.png", "a.png", "b.png")
+        == "|".join(str(tmp_path / n) for n in ("r.png", "a.png", "b.png"))
+    )
     assert make_row("comparison", ["a.png", "b.png"], {}, {})["reference"] is None
 
 
 def test_rows_are_strict_json_and_readable_unless_a_name_is_not_utf8():
     assert row_text({"image": "é.png"}) == '{"image": "é.png"}'
     odd = os.fsdecode(b"bad_\xff.png")
-    assert row_text({"image": odd}) == '{"image": "bad_\\udcff.png"}' and json.loads(row_text({"image": odd}))["image"] == odd
+    assert (
+        row_text({"image": odd}) == '{"image": "bad_\\udcff.png"}'
+        and json.loads(row_text({"image": odd}))["image"] == odd
+    )
     with pytest.raises(ValueError):
         row_text({"score": math.nan})
     with pytest.raises(ValueError):
@@ -56,11 +69,13 @@ def test_written_rows_are_found_again_by_key(tmp_path):
 def test_retry_failed_forgets_error_rows_and_the_last_row_of_a_key_wins(tmp_path):
     path = tmp_path / "out.jsonl"
     a, b = key_of(tmp_path / "a.png"), key_of(tmp_path / "b.png")
-    rows = [make_row("score", [str(tmp_path / n)], FAST, {"score": s, "error": e})
-            for n, s, e in (("a.png", 1.0, None), ("b.png", None, "x"), ("a.png", 2.0, None))]
+    rows = [
+        make_row("score", [str(tmp_path / n)], FAST, {"score": s, "error": e})
+        for n, s, e in (("a.png", 1.0, None), ("b.png", None, "x"), ("a.png", 2.0, None))
+    ]
     path.write_text(row_text(rows[0]) + "\n\n" + "".join(row_text(r) + "\n" for r in rows[1:]))  # a blank line too
     store = open_store(path, "score", FAST, retry_failed=True)
-    assert [r["score"] for r in lines(path)] == [2.0]   # rewritten to one row per key, on disk before any write
+    assert [r["score"] for r in lines(path)] == [2.0]  # rewritten to one row per key, on disk before any write
     with pytest.raises(UsageError, match="being written"):
         read_store(path, "score")  # the new file is locked as the old one was
     store.close()
@@ -75,18 +90,21 @@ def test_rows_made_another_way_are_refused_and_left_alone(tmp_path):
     before = path.read_bytes()
     with pytest.raises(RecordFileError) as refused:
         open_store(path, "score", {"model": "m", "mode": "reason"})
-    assert str(refused.value) == (f"{path} holds rows made with other settings (mode: 'fast' there, 'reason' now): "
-                                  "write to another file, or start afresh (--overwrite)")
+    assert str(refused.value) == (
+        f"{path} holds rows made with other settings (mode: 'fast' there, 'reason' now): "
+        "write to another file, or start afresh (--overwrite)"
+    )
     with pytest.raises(RecordFileError) as refused:
         open_store(path, "degradation", FAST)
-    assert str(refused.value) == (f"{path} holds score rows, not degradation: write to another file, or start "
-                                  "afresh (--overwrite)")
+    assert str(refused.value) == (
+        f"{path} holds score rows, not degradation: write to another file, or start afresh (--overwrite)"
+    )
     assert path.read_bytes() == before
     afresh = open_store(path, "score", {"model": "m", "mode": "reason"}, overwrite=True)
     assert path.read_bytes() == b"" and afresh.path == path
     afresh.write(["b.png"], {"score": 4.0})
     afresh.close()
-    afresh.close()                                        # closing twice is harmless
+    afresh.close()  # closing twice is harmless
     assert [(r["task"], r["settings"]["mode"]) for r in lines(path)] == [("score", "reason")]
 
 
@@ -96,8 +114,9 @@ def test_a_line_that_is_not_a_row_stops_with_its_line_number_and_loses_nothing(t
     path.write_text(text)
     with pytest.raises(RecordFileError) as refused:
         open_store(path, "score", FAST)
-    assert str(refused.value) == (f"{path}:2: not a qinsight row ([1, 2]); remove that line, or start afresh "
-                                  "(--overwrite)")
+    assert str(refused.value) == (
+        f"{path}:2: not a qinsight row ([1, 2]); remove that line, or start afresh (--overwrite)"
+    )
     assert path.read_text() == text
     path.write_text(text.replace("[1, 2]", "{oops"))
     with pytest.raises(RecordFileError, match=r"out.jsonl:2: not a qinsight row \(Expecting property name"):
@@ -116,10 +135,20 @@ def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="qinsight"):
         store = open_store(scores, "score", FAST, legacy_root=tmp_path)
     store.close()
-    assert caplog.messages == [f"{scores}: 1 rows written by qinsight 0.1 (no settings recorded) are taken as made "
-                               "with this run's settings and converted to today's rows"]
-    assert lines(scores) == [{"task": "score", "image": "imgs/a.png", "score": 3.0, "error": None,
-                              "key": str(tmp_path / "imgs" / "a.png"), "settings": FAST}]
+    assert caplog.messages == [
+        f"{scores}: 1 rows written by qinsight 0.1 (no settings recorded) are taken as made "
+        "with this run's settings and converted to today's rows"
+    ]
+    assert lines(scores) == [
+        {
+            "task": "score",
+            "image": "imgs/a.png",
+            "score": 3.0,
+            "error": None,
+            "key": str(tmp_path / "imgs" / "a.png"),
+            "settings": FAST,
+        }
+    ]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"key": "r.png|a.png|b.png", "task": "comparison", "winner": "Image B"}) + "\n")
     store = open_store(pairs, "comparison", {}, legacy_root=tmp_path / "imgs")
@@ -128,8 +157,9 @@ def test_rows_of_qinsight_0_1_are_converted_with_a_note(tmp_path, caplog):
     assert row["winner"] == "B" and row["key"] == key_of(*(tmp_path / "imgs" / n for n in ("r.png", "a.png", "b.png")))
 
 
-@pytest.mark.parametrize("written, winner", [("Image A", "A"), ("Image B", "B"), ("Similar", "similar"),
-                                             ("A", "A"), (None, None)])
+@pytest.mark.parametrize(
+    "written, winner", [("Image A", "A"), ("Image B", "B"), ("Similar", "similar"), ("A", "A"), (None, None)]
+)
 def test_old_winners_are_spelled_as_today(tmp_path, written, winner):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"key": "a.png|b.png", "winner": written}) + "\n")
@@ -141,14 +171,19 @@ def test_old_compare_and_score_rows_are_keyed_where_they_ran(tmp_path, monkeypat
     """compare -o and score -o rows named their images relative to the folder the command ran in."""
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "pairs.jsonl"
-    path.write_text(json.dumps({"image_a": "a.png", "image_b": "b.png", "reference": "r.png", "winner": "A"}) + "\n"
-                    + json.dumps({"image_a": "c.png", "image_b": "d.png", "reference": None, "winner": "B"}) + "\n")
+    path.write_text(
+        json.dumps({"image_a": "a.png", "image_b": "b.png", "reference": "r.png", "winner": "A"})
+        + "\n"
+        + json.dumps({"image_a": "c.png", "image_b": "d.png", "reference": None, "winner": "B"})
+        + "\n"
+    )
     with caplog.at_level(logging.WARNING, logger="qinsight"):
         store = read_store(path, "comparison")
     assert list(store.rows) == [key_of("r.png", "a.png", "b.png"), key_of("c.png", "d.png")]
     assert list(store.rows)[1] == f"{tmp_path}/c.png|{tmp_path}/d.png" and store.path == path
-    assert caplog.messages == [f"{path}: 2 rows written by qinsight 0.1 (no settings recorded) are taken as made "
-                               "with this run's settings"]             # read only: nothing converted
+    assert caplog.messages == [
+        f"{path}: 2 rows written by qinsight 0.1 (no settings recorded) are taken as made with this run's settings"
+    ]  # read only: nothing converted
     path.write_text(json.dumps({"score": 3.0}) + "\n")
     with pytest.raises(RecordFileError) as refused:
         open_store(path, "score", FAST)
@@ -164,7 +199,7 @@ def test_todays_rows_are_read_as_they_are(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="qinsight"):
         again = open_store(path, "score", FAST)
     again.close()
-    assert caplog.messages == [] and path.stat().st_ino == before    # no note, not rewritten
+    assert caplog.messages == [] and path.stat().st_ino == before  # no note, not rewritten
     assert again.rows[key_of("a.png")]["settings"] == FAST
 
 
@@ -173,7 +208,7 @@ def test_a_torn_last_line_is_cut_even_inside_a_character(tmp_path):
     path = tmp_path / "out.jsonl"
     good = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0}))
     torn = row_text(make_row("score", ["é.png"], FAST, {"score": 2.0})).encode()
-    path.write_bytes(good.encode() + b"\n" + torn[:torn.index("é".encode()) + 1])
+    path.write_bytes(good.encode() + b"\n" + torn[: torn.index("é".encode()) + 1])
     store = open_store(path, "score", FAST)
     store.write(["b.png"], {"score": 3.0})
     store.close()
@@ -185,13 +220,13 @@ def test_reading_only_repairs_nothing_and_takes_any_one_settings(tmp_path):
     text = row_text(make_row("score", ["a.png"], FAST, {"score": 1.0})) + "\n" + '{"task": "sc'
     path.write_text(text)
     store = read_store(path, "score")
-    assert list(store.rows) == [key_of("a.png")] and path.read_text() == text   # a writer may be mid-line
+    assert list(store.rows) == [key_of("a.png")] and path.read_text() == text  # a writer may be mid-line
     with pytest.raises(UsageError, match="opened for reading only"):
         store.write(["b.png"], {})
     with pytest.raises(RecordFileError, match=f"^{tmp_path / 'none.jsonl'}: no such predictions file"):
-        read_store(tmp_path / "none.jsonl", "score")      # a mistyped name is not "no predictions"
+        read_store(tmp_path / "none.jsonl", "score")  # a mistyped name is not "no predictions"
     path.write_text(row_text(make_row("score", ["a.png"], FAST, {"score": None, "error": "broken"})) + "\n")
-    assert read_store(path, "score").failed() == 1       # an error row is read as it is
+    assert read_store(path, "score").failed() == 1  # an error row is read as it is
     path.write_text("[]\n")
     with pytest.raises(RecordFileError, match=f"^{path}:1: not a qinsight row"):
         read_store(path, "score")
@@ -243,24 +278,29 @@ def test_rows_are_fsynced_a_second_apart_and_at_the_end(tmp_path, monkeypatch):
     store.write(["a.png"], {"score": 1.0})
     now[0] += 0.9
     store.write(["b.png"], {"score": 1.0})
-    assert synced == []                                  # written, not yet synced
+    assert synced == []  # written, not yet synced
     now[0] += 0.1
     store.write(["c.png"], {"score": 1.0})
     assert len(synced) == 1
     now[0] += 0.5
     store.write(["d.png"], {"score": 1.0})
-    assert len(synced) == 1                               # the second counts from the last sync
+    assert len(synced) == 1  # the second counts from the last sync
     store.close()
     assert len(synced) == 2
 
 
-@pytest.mark.parametrize("where, message", [("folder", "{} is a folder; name a file to write to"),
-                                            ("file/below.jsonl", "cannot create the folder for {}: File exists"),
-                                            ("gone", "cannot open {}: No such file or directory")])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("folder", "{} is a folder; name a file to write to"),
+        ("file/below.jsonl", "cannot create the folder for {}: File exists"),
+        ("gone", "cannot open {}: No such file or directory"),
+    ],
+)
 def test_a_path_that_cannot_be_a_record_file_is_a_usage_error(tmp_path, where, message):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file").touch()
-    os.symlink(tmp_path / "nowhere" / "x.jsonl", tmp_path / "gone")   # a link into a missing folder
+    os.symlink(tmp_path / "nowhere" / "x.jsonl", tmp_path / "gone")  # a link into a missing folder
     with pytest.raises(QInsightError) as refused:
         open_store(tmp_path / where, "score", FAST)
     assert str(refused.value) == message.format(tmp_path / where)
@@ -273,7 +313,7 @@ def test_a_record_file_in_folders_that_do_not_exist_yet(tmp_path):
 
 def test_a_rewrite_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "out.jsonl"
-    text = json.dumps({"image": "a.png", "score": 1.0}) + "\n"     # an old row: opening it rewrites the file
+    text = json.dumps({"image": "a.png", "score": 1.0}) + "\n"  # an old row: opening it rewrites the file
     path.write_text(text)
 
     def full(source, target):
@@ -285,7 +325,7 @@ def test_a_rewrite_that_fails_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     assert str(refused.value) == f"cannot rewrite {path}: No space left on device; it is left as it was"
     assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
     monkeypatch.undo()
-    open_store(path, "score", FAST).close()   # the lock was let go
+    open_store(path, "score", FAST).close()  # the lock was let go
 
 
 class Trickle:
@@ -312,11 +352,12 @@ def test_readers_share_and_writers_exclude(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("")
     first, second = records._open_locked(path, exclusive=False), records._open_locked(path, exclusive=False)
-    assert read_store(path, "score").rows == {}          # a reader while others read
+    assert read_store(path, "score").rows == {}  # a reader while others read
     with pytest.raises(UsageError) as refused:
         open_store(path, "score", FAST)
-    assert str(refused.value) == (f"{path} is being written by another qinsight run; wait for it to finish or write "
-                                  "to another file")
+    assert str(refused.value) == (
+        f"{path} is being written by another qinsight run; wait for it to finish or write to another file"
+    )
     first.close(), second.close()
 
 
@@ -341,7 +382,7 @@ def test_a_rewrite_that_cannot_start_says_why(tmp_path, monkeypatch):
     path.write_text(text)
     temporary = tmp_path / "out.jsonl.rewrite"
     temporary.write_text("")
-    held = records._open_locked(temporary, exclusive=True)     # someone holds the rewrite's file
+    held = records._open_locked(temporary, exclusive=True)  # someone holds the rewrite's file
     with pytest.raises(UsageError) as refused:
         open_store(path, "score", FAST)
     assert str(refused.value) == f"{path} is being rewritten by another qinsight run; wait for it to finish"
@@ -371,19 +412,30 @@ def test_a_write_that_fails_says_so_and_keeps_the_rows_before(tmp_path, monkeypa
     monkeypatch.setattr(records, "_append", full)
     with pytest.raises(RecordFileError) as refused:
         store.write(["b.png"], {"score": 2.0})
-    assert str(refused.value) == (f"cannot write to {path}: No space left on device; the rows written before are "
-                                  "kept, and rerunning the same command continues")
+    assert str(refused.value) == (
+        f"cannot write to {path}: No space left on device; the rows written before are "
+        "kept, and rerunning the same command continues"
+    )
     store.close()
     assert [r["image"] for r in lines(path)] == ["a.png"]
 
 
-@pytest.mark.parametrize("there, now, said", [
-    ({"mode": "fast"}, {"mode": "reason", "decoding": {"max_new_tokens": 512}}, "mode: 'fast' there, 'reason' now; "
-                                                                                "decoding not used there"),
-    ({"decoding": {"max_new_tokens": 512}}, {}, "decoding not used now"),
-    ({"decoding": {"max_new_tokens": 512}, "dtype": "bfloat16"}, {"decoding": {"max_new_tokens": 64}, "dtype": "float32"},
-     "dtype: 'bfloat16' there, 'float32' now; decoding differs"),
-])
+@pytest.mark.parametrize(
+    "there, now, said",
+    [
+        (
+            {"mode": "fast"},
+            {"mode": "reason", "decoding": {"max_new_tokens": 512}},
+            "mode: 'fast' there, 'reason' now; decoding not used there",
+        ),
+        ({"decoding": {"max_new_tokens": 512}}, {}, "decoding not used now"),
+        (
+            {"decoding": {"max_new_tokens": 512}, "dtype": "bfloat16"},
+            {"decoding": {"max_new_tokens": 64}, "dtype": "float32"},
+            "dtype: 'bfloat16' there, 'float32' now; decoding differs",
+        ),
+    ],
+)
 def test_a_refusal_names_each_setting_that_differs(there, now, said):
     assert records._differences(there, now) == said
 

@@ -59,8 +59,9 @@ def test_tournament_asks_every_pair_in_both_orders():
 
 
 def position_biased(answer):
-    return QualityJudge(ScriptedBackend(lambda c, i: brightness_answer(c, i) if len(i) == 1
-                                        else f"<answer>{answer}</answer>"))
+    return QualityJudge(
+        ScriptedBackend(lambda c, i: brightness_answer(c, i) if len(i) == 1 else f"<answer>{answer}</answer>")
+    )
 
 
 @pytest.mark.parametrize("label", ["Image A", "Image B"])
@@ -101,9 +102,16 @@ def brightness_or_nothing(conversation, images):
 def test_score_ranking_in_full():
     ranking = QualityJudge(ScriptedBackend(brightness_or_nothing)).rank([grey(v) for v in (90, 10, 250, 170)])
     assert ranking.to_dict() == {
-        "order": [2, 3, 0, 1], "scores": [4.9, 3.7, 2.4, None], "strategy": "score", "decided_by": "fast scores",
-        "comparisons": 0, "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"},
-        "failed_matches": 0, "unjudged": {}, "stages": []}
+        "order": [2, 3, 0, 1],
+        "scores": [4.9, 3.7, 2.4, None],
+        "strategy": "score",
+        "decided_by": "fast scores",
+        "comparisons": 0,
+        "errors": {1: "the model failed on this input: ValueError: the scripted answer has no rating"},
+        "failed_matches": 0,
+        "unjudged": {},
+        "stages": [],
+    }
     assert ranking.best == 2
 
 
@@ -128,22 +136,26 @@ def no_verdict_about_the_dark(conversation, images):
     return brightness_answer(conversation, images)
 
 
-NO_VERDICT = "neither order gave a verdict: the answer names none of Image A, Image B, Similar; the answer names " \
+NO_VERDICT = (
+    "neither order gave a verdict: the answer names none of Image A, Image B, Similar; the answer names "
     "none of Image A, Image B, Similar"
+)
 
 
 def test_matches_without_a_verdict_are_counted_and_their_images_flagged():
     """Issue 10, defect 11: rank counted such matches as ties and said "0 could not be judged"."""
-    images = [grey(v) for v in LEVELS]   # image 2 is the dark one
+    images = [grey(v) for v in LEVELS]  # image 2 is the dark one
     judge = QualityJudge(ScriptedBackend(no_verdict_about_the_dark))
     ranking = judge.rank(images, strategy="tournament")
     # round 1: (0, 1) -> 1, (2, 3) no verdict -> 2, 4 a bye; round 2: (1, 2) no verdict -> 1; round 3: (1, 4) -> 1
     assert ranking.failed_matches == 2 and ranking.comparisons == 8 and ranking.errors == {}
-    assert ranking.unjudged == {2: f"no verdict in any of its 2 matches: {NO_VERDICT}",
-                                3: f"no verdict in its one match: {NO_VERDICT}"}
+    assert ranking.unjudged == {
+        2: f"no verdict in any of its 2 matches: {NO_VERDICT}",
+        3: f"no verdict in its one match: {NO_VERDICT}",
+    }
     hybrid = judge.rank(images, strategy="hybrid", pool=5)
     assert hybrid.failed_matches == 4 and list(hybrid.unjudged) == [2] and hybrid.comparisons == 20
-    assert judge.rank(images, strategy="hybrid", pool=3).failed_matches == 0   # the dark image is no finalist
+    assert judge.rank(images, strategy="hybrid", pool=3).failed_matches == 0  # the dark image is no finalist
 
 
 def test_hybrid_ranking_in_full():
@@ -156,6 +168,7 @@ def test_hybrid_ranking_in_full():
 
 def test_hybrid_pairwise_wins_can_overturn_the_scores():
     """Scores say 1 > 3 > 4; the comparisons prefer the darker image: the pool is reordered by wins."""
+
     def darker_wins(conversation, images):
         if len(images) == 1:
             return brightness_answer(conversation, images)
@@ -168,8 +181,9 @@ def test_hybrid_pairwise_wins_can_overturn_the_scores():
 
 @pytest.mark.parametrize("pool,finalists", [(0, 1), (1, 1), (2, 2)])
 def test_hybrid_pool_of_at_least_one(pool, finalists):
-    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank([grey(v) for v in LEVELS], strategy="hybrid",
-                                                                    pool=pool)
+    ranking = QualityJudge(ScriptedBackend(brightness_answer)).rank(
+        [grey(v) for v in LEVELS], strategy="hybrid", pool=pool
+    )
     assert ranking.comparisons == finalists * (finalists - 1)
     assert ranking.decided_by.endswith(f"the top {finalists} in both orders")
 
@@ -177,6 +191,7 @@ def test_hybrid_pool_of_at_least_one(pool, finalists):
 def pairwise_judge(preferred):
     """Fast scores from brightness; each pair's verdict from ``preferred`` (pair of levels -> the better
     level, None for a tie), in whichever order the pair is shown."""
+
     def scripted(conversation, images):
         if len(images) == 1:
             return brightness_answer(conversation, images)
@@ -197,15 +212,26 @@ def test_a_tie_adds_half_a_win_to_the_wins_already_counted():
     """250 beats 170, 130 beats 250, 170 and 130 tie: 130 has 1.5, 250 has 1, 170 has 0.5."""
     judge = pairwise_judge({frozenset({250, 170}): 250, frozenset({250, 130}): 130, frozenset({170, 130}): None})
     levels = [250, 170, 130]
-    assert [levels[i] for i in judge.rank([grey(v) for v in levels], strategy="hybrid", pool=3).order] == \
-        [130, 250, 170]
+    assert [levels[i] for i in judge.rank([grey(v) for v in levels], strategy="hybrid", pool=3).order] == [
+        130,
+        250,
+        170,
+    ]
 
 
 def test_round_robin_wins_against_ties():
     """Scores rank 1, 3, 4, 0 (250, 170, 130, 90). Verdicts: 250 ties 170 and 130 and loses to 90; 170 and 130
     tie and both beat 90. Wins: 170 and 130 have 2, 250 and 90 have 1 (a win is worth two ties)."""
-    judge = pairwise_judge({frozenset({250, 170}): None, frozenset({250, 130}): None, frozenset({250, 90}): 90,
-                            frozenset({170, 130}): None, frozenset({170, 90}): 170, frozenset({130, 90}): 130})
+    judge = pairwise_judge(
+        {
+            frozenset({250, 170}): None,
+            frozenset({250, 130}): None,
+            frozenset({250, 90}): 90,
+            frozenset({170, 130}): None,
+            frozenset({170, 90}): 170,
+            frozenset({130, 90}): 130,
+        }
+    )
     assert judge.rank([grey(v) for v in LEVELS], strategy="hybrid", pool=4).order == [3, 4, 1, 0, 2]
 
 
@@ -241,16 +267,25 @@ def test_ranking_uses_the_judges_image_bounds_and_batch_size(strategy):
 # -- progress: ranking_steps and on_result ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("count,strategy,pool,steps", [
-    (0, "score", 4, 0), (0, "tournament", 4, 0), (0, "hybrid", 4, 0),
-    (1, "score", 4, 1), (1, "tournament", 4, 0), (1, "hybrid", 4, 1),     # one image: nothing to compare
-    (5, "score", 4, 5), (5, "tournament", 4, 4), (5, "hybrid", 4, 5 + 6),  # 4 finalists: 6 pairs
-    (2, "hybrid", 4, 2 + 1),
-    (3, "hybrid", 10, 3 + 3),     # a pool larger than N: all 3 are finalists, 3 pairs
-    (5, "hybrid", 10, 5 + 10),    # 5 finalists, 10 pairs
-    (5, "hybrid", 0, 5 + 0),      # a pool of at least one: no pairs
-    (5, "hybrid", 2, 5 + 1),
-])
+@pytest.mark.parametrize(
+    "count,strategy,pool,steps",
+    [
+        (0, "score", 4, 0),
+        (0, "tournament", 4, 0),
+        (0, "hybrid", 4, 0),
+        (1, "score", 4, 1),
+        (1, "tournament", 4, 0),
+        (1, "hybrid", 4, 1),  # one image: nothing to compare
+        (5, "score", 4, 5),
+        (5, "tournament", 4, 4),
+        (5, "hybrid", 4, 5 + 6),  # 4 finalists: 6 pairs
+        (2, "hybrid", 4, 2 + 1),
+        (3, "hybrid", 10, 3 + 3),  # a pool larger than N: all 3 are finalists, 3 pairs
+        (5, "hybrid", 10, 5 + 10),  # 5 finalists, 10 pairs
+        (5, "hybrid", 0, 5 + 0),  # a pool of at least one: no pairs
+        (5, "hybrid", 2, 5 + 1),
+    ],
+)
 def test_ranking_steps_worked_by_hand(count, strategy, pool, steps):
     assert ranking_steps(count, strategy, pool=pool) == steps
 
@@ -265,10 +300,18 @@ def recorder():
     return calls, lambda step, result: calls.append((step, result))
 
 
-MIXED_VERDICTS = {frozenset({250, 170}): None, frozenset({250, 130}): None, frozenset({250, 90}): 90,
-                  frozenset({170, 130}): None, frozenset({170, 90}): 170, frozenset({130, 90}): 130,
-                  frozenset({250, 10}): 250, frozenset({170, 10}): 170, frozenset({130, 10}): 130,
-                  frozenset({90, 10}): 90}
+MIXED_VERDICTS = {
+    frozenset({250, 170}): None,
+    frozenset({250, 130}): None,
+    frozenset({250, 90}): 90,
+    frozenset({170, 130}): None,
+    frozenset({170, 90}): 170,
+    frozenset({130, 90}): 130,
+    frozenset({250, 10}): 250,
+    frozenset({170, 10}): 170,
+    frozenset({130, 10}): 130,
+    frozenset({90, 10}): 90,
+}
 
 
 def test_rank_by_score_reports_each_image_once():
@@ -284,8 +327,7 @@ def test_rank_by_tournament_reports_each_match_once():
     """Round 1: (0, 1) -> A (90 is preferred to 250), (2, 3) -> B, 4 a bye; round 2: (0, 3) -> B, 4 a bye;
     round 3: (3, 4) similar, which goes to the better seed, 3."""
     calls, record = recorder()
-    ranking = pairwise_judge(MIXED_VERDICTS).rank([grey(v) for v in LEVELS], strategy="tournament",
-                                                  on_result=record)
+    ranking = pairwise_judge(MIXED_VERDICTS).rank([grey(v) for v in LEVELS], strategy="tournament", on_result=record)
     assert [step for step, _ in calls] == list(range(ranking_steps(5, "tournament"))) == [0, 1, 2, 3]
     assert all(type(result) is ComparisonResult for _, result in calls)
     assert [result.winner for _, result in calls] == ["A", "B", "B", "similar"]
@@ -297,8 +339,9 @@ def test_rank_hybrid_reports_scores_then_matches():
     """Scores rank 1, 3, 4, 0 (250, 170, 130, 90): the pool of 4 plays (1, 3), (1, 4), (1, 0), (3, 4), (3, 0),
     (4, 0); wins 1, 2, 2, 1 reorder it to 3, 4, 1, 0 (as in test_round_robin_wins_against_ties)."""
     calls, record = recorder()
-    ranking = pairwise_judge(MIXED_VERDICTS).rank([grey(v) for v in LEVELS], strategy="hybrid", pool=4,
-                                                  on_result=record)
+    ranking = pairwise_judge(MIXED_VERDICTS).rank(
+        [grey(v) for v in LEVELS], strategy="hybrid", pool=4, on_result=record
+    )
     assert [step for step, _ in calls] == list(range(ranking_steps(5, "hybrid", pool=4))) == list(range(11))
     assert [type(result) for _, result in calls] == [ScoreResult] * 5 + [ComparisonResult] * 6
     scores, matches = [r for _, r in calls[:5]], [r for _, r in calls[5:]]
@@ -330,16 +373,18 @@ def test_rank_reports_an_unreadable_image_first(strategy, reports):
         assert later == [ScoreResult] * 5 + [ComparisonResult] * 6 and ranking.comparisons == 12
     if strategy != "tournament":
         readable = [0, 1, 3, 4, 5]
-        assert {i: s for i, s in zip(ranking.order, ranking.scores) if i != 2} == \
-            {i: result.score for i, (_, result) in zip(readable, calls[1:6])}
+        assert {i: s for i, s in zip(ranking.order, ranking.scores) if i != 2} == {
+            i: result.score for i, (_, result) in zip(readable, calls[1:6])
+        }
 
 
 def test_rank_hybrid_with_fewer_readable_images_than_the_pool():
     """4 images, 1 unreadable, pool 4: 1 + 3 scores, then the 3 readable play 3 matches: 7 calls, short of
     ranking_steps(4, "hybrid") = 10, which counts 4 finalists; 1 + ranking_steps(3, "hybrid") = 7."""
     calls, record = recorder()
-    ranking = pairwise_judge(MIXED_VERDICTS).rank([grey(90), "missing.png", grey(250), grey(10)],
-                                                  strategy="hybrid", pool=4, on_result=record)
+    ranking = pairwise_judge(MIXED_VERDICTS).rank(
+        [grey(90), "missing.png", grey(250), grey(10)], strategy="hybrid", pool=4, on_result=record
+    )
     assert [step for step, _ in calls] == list(range(7)) and 7 == 1 + ranking_steps(3, "hybrid", pool=4)
     assert [type(result) for _, result in calls] == [ScoreResult] * 4 + [ComparisonResult] * 3
     assert calls[0][1].error == "missing.png: file not found" and ranking.comparisons == 6

@@ -15,9 +15,9 @@ import uuid
 
 import psutil
 import pytest
+from comfyui_server import free_port
 from PIL import Image
 
-from comfyui_server import free_port
 from qinsight_sdk.testing import brightness_image
 
 pytestmark = pytest.mark.ray
@@ -43,8 +43,11 @@ def listening(processes: list[psutil.Process]) -> set[tuple[str, int, str]]:
     sockets = set()
     for process in processes:
         try:
-            sockets |= {(c.laddr.ip, c.laddr.port, process.name()) for c in process.net_connections(kind="inet")
-                        if c.status == psutil.CONN_LISTEN}
+            sockets |= {
+                (c.laddr.ip, c.laddr.port, process.name())
+                for c in process.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            }
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
     return sockets
@@ -52,8 +55,12 @@ def listening(processes: list[psutil.Process]) -> set[tuple[str, int, str]]:
 
 def request(url: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    asked = urllib.request.Request(f"{url}/{path}", data=data, method="POST" if data else "GET",
-                                   headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    asked = urllib.request.Request(
+        f"{url}/{path}",
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(asked, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -78,16 +85,32 @@ def test_serve_listens_on_loopback_only_and_drains_on_sigterm(tiny_judge_model, 
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env.update(QINSIGHT_SERVE_TEST=marker, QINSIGHT_TOKEN=TOKEN, HF_HUB_OFFLINE="1")
     log = open(tmp_path / "serve.log", "w")
-    service = subprocess.Popen([sys.executable, "-m", "qinsight_sdk", "serve", "--model", str(tiny_judge_model),
-                                "--device", "cpu", "--port", str(port), "--drain-s", "60"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qinsight_sdk",
+            "serve",
+            "--model",
+            str(tiny_judge_model),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--drain-s",
+            "60",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and service.poll() is None:
             try:
                 if request(url, "health", timeout=5) == (200, {"status": "ok"}):
                     break
-            except (urllib.error.URLError, OSError, ValueError):   # not up yet; Serve's own 404 is plain text
+            except (urllib.error.URLError, OSError, ValueError):  # not up yet; Serve's own 404 is plain text
                 pass
             time.sleep(1)
         else:
@@ -103,8 +126,9 @@ def test_serve_listens_on_loopback_only_and_drains_on_sigterm(tiny_judge_model, 
 
         # SIGTERM while eight requests are being judged: each is answered, then the process exits 0
         body, answers = busy_request(), []
-        asking = [threading.Thread(target=lambda: answers.append(request(url, "score", body, timeout=120)))
-                  for _ in range(8)]
+        asking = [
+            threading.Thread(target=lambda: answers.append(request(url, "score", body, timeout=120))) for _ in range(8)
+        ]
         for thread in asking:
             thread.start()
         time.sleep(1.5)
@@ -117,7 +141,7 @@ def test_serve_listens_on_loopback_only_and_drains_on_sigterm(tiny_judge_model, 
         left = time.monotonic() + 10
         while processes_of(marker) and time.monotonic() < left:
             time.sleep(0.5)
-        assert [p.name() for p in processes_of(marker)] == []   # no Ray process outlives it
+        assert [p.name() for p in processes_of(marker)] == []  # no Ray process outlives it
         said = (tmp_path / "serve.log").read_text()
         assert "serve: stopping: requests in flight have 60 s to finish" in said and "Traceback" not in said
     finally:

@@ -1,5 +1,5 @@
-"""End to end on the tiny judge that answers (qinsight_sdk.backends.qwen2_5_vl.tiny_judge): reason mode, expected scores,
-degradation, comparison, ranking and eval with answers that parse, where the random tiny model only
+"""End to end on the tiny judge that answers (qinsight_sdk.backends.qwen2_5_vl.tiny_judge): reason mode,
+expected scores, degradation, comparison, ranking and eval with answers that parse, where the random tiny model only
 ever writes gibberish. Its rating follows an image's brightness, so a right answer is known."""
 
 import json
@@ -9,17 +9,17 @@ import pytest
 from scipy.stats import spearmanr
 
 from qinsight_sdk import DecodingOptions, QualityJudge
-from qinsight_sdk.cli import main
 from qinsight_sdk.backends.qwen2_5_vl.tiny_judge import (
     DISTORTIONS,
     brightness_image,
     distorted_image,
     rating_of,
 )
+from qinsight_sdk.cli import main
 
-LEVELS = [0.05 + 0.9 * i / 29 for i in range(30)]   # a fixed test set, none of it seen in training
-MARGIN = 0.02   # how much worse than the written rating's the expected score's SRCC may be (a near tie)
-COUNT = 40      # images per task at the sizes users send
+LEVELS = [0.05 + 0.9 * i / 29 for i in range(30)]  # a fixed test set, none of it seen in training
+MARGIN = 0.02  # how much worse than the written rating's the expected score's SRCC may be (a near tie)
+COUNT = 40  # images per task at the sizes users send
 
 
 def unseen_sizes(count=COUNT):
@@ -41,8 +41,9 @@ def spread_level(i, count=COUNT):
 def score_at_sizes(judge):
     """(answers that parse, SRCC of the written ratings against brightness) over COUNT unseen sizes."""
     levels = [spread_level(i) for i in range(COUNT)]
-    results = judge.score([brightness_image(level, 50_000 + i, size) for i, (level, size) in
-                           enumerate(zip(levels, unseen_sizes()))])
+    results = judge.score(
+        [brightness_image(level, 50_000 + i, size) for i, (level, size) in enumerate(zip(levels, unseen_sizes()))]
+    )
     judged = [(r.score, level) for r, level in zip(results, levels) if r.ok]
     return len(judged), spearmanr(*zip(*judged))[0]
 
@@ -50,8 +51,9 @@ def score_at_sizes(judge):
 def degradation_at_sizes(judge):
     """(answers that parse, distortions named right) over COUNT unseen sizes, each distortion in turn."""
     truth = [DISTORTIONS[i % len(DISTORTIONS)] for i in range(COUNT)]
-    results = judge.degradation([distorted_image(d, 60_000 + i, size) for i, (d, size) in
-                                 enumerate(zip(truth, unseen_sizes()))])
+    results = judge.degradation(
+        [distorted_image(d, 60_000 + i, size) for i, (d, size) in enumerate(zip(truth, unseen_sizes()))]
+    )
     return sum(r.ok for r in results), sum(r.ok and (r.distortion or "null") == d for r, d in zip(results, truth))
 
 
@@ -63,8 +65,10 @@ def comparisons_at_sizes(judge, with_reference):
         first, second = spread_level(2 * i), spread_level(2 * i + 1)
         if abs(first - second) < 0.2:
             second = (first + 0.5) % 1.0
-        images = [brightness_image(first, 70_000 + 3 * i, sizes[2 * i]),
-                  brightness_image(second, 70_001 + 3 * i, sizes[2 * i + (i % 2)])]
+        images = [
+            brightness_image(first, 70_000 + 3 * i, sizes[2 * i]),
+            brightness_image(second, 70_001 + 3 * i, sizes[2 * i + (i % 2)]),
+        ]
         if with_reference:
             images.append(brightness_image(spread_level(i + 7), 70_002 + 3 * i, sizes[2 * i]))
         pairs.append(tuple(images))
@@ -84,7 +88,7 @@ def test_reason_mode_ratings_follow_the_property(judge):
     written = spearmanr([r.score for r in results], LEVELS)[0]
     expected = spearmanr([r.expected_score for r in results], LEVELS)[0]
     assert written > 0.8 and expected >= written - MARGIN, (written, expected)
-    assert all(abs(r.expected_score - r.score) < 1.0 for r in results)   # the same rating, read two ways
+    assert all(abs(r.expected_score - r.score) < 1.0 for r in results)  # the same rating, read two ways
 
 
 def test_degradation_names_the_distortion(judge):
@@ -97,11 +101,12 @@ def test_degradation_names_the_distortion(judge):
 
 def test_comparisons_and_rankings_prefer_the_brighter_image(judge):
     pairs = [(0.2, 0.8), (0.9, 0.3), (0.5, 0.1), (0.15, 0.6), (0.7, 0.95), (0.4, 0.05)]
-    results = judge.compare_pairs([(brightness_image(a, 1), brightness_image(b, 2)) for a, b in pairs],
-                                  both_orders=True)
+    results = judge.compare_pairs(
+        [(brightness_image(a, 1), brightness_image(b, 2)) for a, b in pairs], both_orders=True
+    )
     right = ["A" if a > b else "B" for a, b in pairs]
-    assert sum(r.winner == w for r, w in zip(results, right)) >= 5      # a disagreement of the orders at most
-    assert all(r.winner in (w, "similar") for r, w in zip(results, right))   # never the darker image
+    assert sum(r.winner == w for r, w in zip(results, right)) >= 5  # a disagreement of the orders at most
+    assert all(r.winner in (w, "similar") for r, w in zip(results, right))  # never the darker image
     images = [brightness_image(level, 30 + i) for i, level in enumerate((0.3, 0.9, 0.1, 0.6, 0.45))]
     for strategy in ("score", "tournament", "hybrid"):
         ranking = judge.rank(images, strategy=strategy)
@@ -127,10 +132,25 @@ def test_comparisons_at_the_sizes_users_send(judge, with_reference):
 def test_eval_on_real_predictions(tiny_judge_model, tmp_path, capsys):
     for i, level in enumerate(LEVELS[::2]):
         brightness_image(level, 40_000 + i).save(tmp_path / f"b{i}.png")
-    (tmp_path / "labels.csv").write_text("image,mos\n" + "".join(
-        f"b{i}.png,{rating_of(level)}\n" for i, level in enumerate(LEVELS[::2])))
-    code = main(["eval", str(tmp_path / "labels.csv"), "--model", str(tiny_judge_model), "--max-new-tokens", "40",
-                 "--predictions", str(tmp_path / "p.jsonl"), "--report", str(tmp_path / "r.json"), "--bootstrap", "0"])
+    (tmp_path / "labels.csv").write_text(
+        "image,mos\n" + "".join(f"b{i}.png,{rating_of(level)}\n" for i, level in enumerate(LEVELS[::2]))
+    )
+    code = main(
+        [
+            "eval",
+            str(tmp_path / "labels.csv"),
+            "--model",
+            str(tiny_judge_model),
+            "--max-new-tokens",
+            "40",
+            "--predictions",
+            str(tmp_path / "p.jsonl"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--bootstrap",
+            "0",
+        ]
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 0 and report["judged"] == 15 and report["metrics"]["srcc"] > 0.8
     assert report["metrics"]["expected"]["srcc"] >= report["metrics"]["srcc"] - MARGIN
@@ -152,7 +172,7 @@ def test_the_cache_builds_once_and_never_leaves_half_a_judge(tmp_path, monkeypat
     monkeypatch.setattr(tiny_judge, "build_tiny_judge", build)
     with pytest.raises(RuntimeError):
         tiny_judge.cached_tiny_judge(tmp_path)
-    assert list(tmp_path.iterdir()) == []                       # nothing half-made is left to be reused
+    assert list(tmp_path.iterdir()) == []  # nothing half-made is left to be reused
     first = tiny_judge.cached_tiny_judge(tmp_path)
     assert tiny_judge.cached_tiny_judge(tmp_path) == first and len(built) == 2
     assert first.name == f"tiny-judge-{tiny_judge.cache_key()}"
@@ -183,8 +203,8 @@ def test_the_answer_only_loss_is_the_models_own_loss_on_the_answers(tiny_model):
     inputs, answer_ids = tiny_judge._batch(backend, examples)
     labels = inputs["input_ids"].clone()
     for row, ids in enumerate(answer_ids):
-        assert inputs["input_ids"][row, -len(ids):].tolist() == ids   # each row ends with its answer's tokens
-        labels[row, :labels.shape[1] - len(ids)] = -100
+        assert inputs["input_ids"][row, -len(ids) :].tolist() == ids  # each row ends with its answer's tokens
+        labels[row, : labels.shape[1] - len(ids)] = -100
     expected = backend.model(**inputs, labels=labels).loss
     tail = tiny_judge._AnswerTail(backend.model)
     try:
@@ -192,4 +212,4 @@ def test_the_answer_only_loss_is_the_models_own_loss_on_the_answers(tiny_model):
     finally:
         tail.remove()
     assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
-    assert backend.model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]   # the hook is gone
+    assert backend.model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]  # the hook is gone

@@ -73,8 +73,7 @@ def test_greedy_answers_are_the_stock_paths_word_for_word(judges):
     assert ours == theirs
 
 
-@pytest.mark.parametrize("strategy, count, options", [("tournament", 8, {"batch_size": 4}),
-                                                     ("hybrid", 6, {"pool": 4})])
+@pytest.mark.parametrize("strategy, count, options", [("tournament", 8, {"batch_size": 4}), ("hybrid", 6, {"pool": 4})])
 def test_a_ranking_encodes_each_image_once_and_ranks_as_the_stock_path(judges, strategy, count, options):
     """A tournament of 8 asks about 28 images (7 matches, both orders); hybrid asks about each image in
     its fast-score phase and again in its pool's matches."""
@@ -131,8 +130,13 @@ def test_past_the_memory_budget_the_oldest_features_are_encoded_again(judges, mo
     group = images(4, offset=90)
     monkeypatch.setattr(fast.backend.vision, "budget", 1)  # keeps nothing past each batch
     with fast.reusing_images():
-        found, count = encodings(fast, lambda judge: [judge.score(group, mode="fast", batch_size=2),
-                                                      judge.score(group, mode="fast", batch_size=2)])
+        found, count = encodings(
+            fast,
+            lambda judge: [
+                judge.score(group, mode="fast", batch_size=2),
+                judge.score(group, mode="fast", batch_size=2),
+            ],
+        )
     assert count == 8
     expected = [r.score for r in stock.score(group, mode="fast")]
     assert np.allclose([r.score for r in found[1]], expected, atol=1e-5)
@@ -213,4 +217,3 @@ def test_eager_attention_keeps_the_stock_tower(tiny_model):
     tower = vision_tower(backend.model)
     assert backend.fast_vision is False
     assert "forward" not in vars(tower.patch_embed) and all("forward" not in vars(b.attn) for b in tower.blocks)
-

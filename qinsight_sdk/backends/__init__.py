@@ -14,13 +14,14 @@ workers, ``qinsight serve`` replicas) a package names its family in an entry poi
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .checkpoints import resolve_checkpoint
 from ..errors import ModelLoadError
+from .checkpoints import resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def register_family(family: ModelFamily) -> ModelFamily:
     """
     if family.profiles:
         from ..judging.profiles import register_profile
+
         for profile in family.profiles:
             register_profile(profile)
     FAMILIES[family.name] = family
@@ -98,9 +100,8 @@ def _read_plugins() -> None:
             if family.name in _BUILT_IN:
                 raise ValueError(f"it would replace the built-in family {family.name!r}")
             register_family(family)
-        except Exception as error:   # noqa: BLE001 - any fault of a third party's package
-            warnings.warn(f"model family plugin {point.name!r} ({point.value}) was not loaded: {error}",
-                          stacklevel=3)
+        except Exception as error:
+            warnings.warn(f"model family plugin {point.name!r} ({point.value}) was not loaded: {error}", stacklevel=3)
 
 
 def family_named(name: str) -> ModelFamily:
@@ -131,17 +132,25 @@ def expected_family(model: str, subfolder: str | None, expected: str) -> ModelFa
     return family_named(expected)
 
 
-def locate(model: str, subfolder: str | None, revision: str | None, local_files_only: bool,
-           cache_dir: str | None, expected: str) -> tuple[Path, ModelFamily]:
+def locate(
+    model: str,
+    subfolder: str | None,
+    revision: str | None,
+    local_files_only: bool,
+    cache_dir: str | None,
+    expected: str,
+) -> tuple[Path, ModelFamily]:
     """A checkpoint's local folder (downloaded from the hub for an id, with ``expected``'s files) and its
     family, found from its files and checked complete."""
-    folder = resolve_checkpoint(model, subfolder, revision, local_files_only, cache_dir,
-                                model_type=None, patterns=family_named(expected).files)
+    folder = resolve_checkpoint(
+        model, subfolder, revision, local_files_only, cache_dir, model_type=None, patterns=family_named(expected).files
+    )
     return folder, family_of(folder, expected)
 
 
 def _register_builtins() -> None:
-    from . import qwen2_5_vl, rali   # noqa: F401 - each registers itself
+    from . import qwen2_5_vl, rali  # noqa: F401 - each registers itself
+
     _BUILT_IN.update(FAMILIES)
 
 

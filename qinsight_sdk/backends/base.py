@@ -13,8 +13,10 @@ engine-managed backend leaves them out rather than faking them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -27,7 +29,7 @@ from ..judging.prompts import Message
 class EncodedBatch:
     """Model inputs for one batch, prepared on the CPU (possibly while the model runs another)."""
 
-    inputs: Any                # for QwenVLBackend a BatchFeature: input_ids, attention_mask, pixel_values, ...
+    inputs: Any  # for QwenVLBackend a BatchFeature: input_ids, attention_mask, pixel_values, ...
     images_per_row: list[int]
     image_keys: tuple[str, ...] = ()  # each image's pixels' digest, for a backend that encodes an image once
 
@@ -43,7 +45,7 @@ class RatingDistribution:
     the prompt asks.
     """
 
-    first: torch.Tensor     # (5,) float64
+    first: torch.Tensor  # (5,) float64
     decimals: torch.Tensor  # (5, 10) float64
     hundredths: torch.Tensor | None = None  # (5, 10, 10) float64
 
@@ -51,10 +53,16 @@ class RatingDistribution:
         """Mean and standard deviation of the rating d + e/10 + f/100 under this distribution: the exact
         expectation over all 500 two-decimal ratings (each first digit with its own decimals)."""
         digits = torch.arange(10, dtype=torch.float64)
-        values = (torch.arange(1, 6, dtype=torch.float64)[:, None, None] + digits[None, :, None] / 10
-                  + digits[None, None, :] / 100)
-        hundredths = self.hundredths if self.hundredths is not None else \
-            torch.nn.functional.one_hot(torch.zeros(5, 10, dtype=torch.long), 10).double()
+        values = (
+            torch.arange(1, 6, dtype=torch.float64)[:, None, None]
+            + digits[None, :, None] / 10
+            + digits[None, None, :] / 100
+        )
+        hundredths = (
+            self.hundredths
+            if self.hundredths is not None
+            else torch.nn.functional.one_hot(torch.zeros(5, 10, dtype=torch.long), 10).double()
+        )
         joint = self.first[:, None, None] * self.decimals[:, :, None] * hundredths
         mean = (joint * values).sum()
         variance = (joint * (values - mean) ** 2).sum()
@@ -85,13 +93,19 @@ class Backend(Protocol):
     def dtype(self) -> torch.dtype:
         """The dtype of the model's weights."""
 
-    def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str, template_options: Mapping[str, Any] | None = None) -> EncodedBatch:
+    def encode(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[Image.Image]],
+        answer_prefix: str,
+        template_options: Mapping[str, Any] | None = None,
+    ) -> EncodedBatch:
         """One batch's inputs; ``answer_prefix`` forces the start of each answer; ``template_options`` go to
         the chat template (a judge profile's, such as ``add_vision_id``). Safe off the main thread."""
 
-    def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
-                 rating_key: str | None = None) -> list[list[Generation]]:
+    def generate(
+        self, batch: EncodedBatch, decoding: DecodingOptions, rating_key: str | None = None
+    ) -> list[list[Generation]]:
         """``decoding.num_samples`` answers per row, rows in order. With ``rating_key`` (a regular
         expression the answer matches just before its rating's first digit), each answer's ``rating``
         holds the model's probabilities at the digits it wrote there."""
@@ -99,12 +113,12 @@ class Backend(Protocol):
     def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
         """Per row, the rating's digit probabilities after the forced prefix (fast scores)."""
 
-    def reusing_images(self) -> ContextManager[None]:
+    def reusing_images(self) -> AbstractContextManager[None]:
         """A block within which an image's encoding may be reused by later batches (a ranking asks about
         the same images many times); a backend that cannot returns ``contextlib.nullcontext()``."""
 
     def memory_footprint(self) -> int:
         """Bytes the weights take on their device."""
 
-    def to(self, device: str | torch.device) -> "Backend":
+    def to(self, device: str | torch.device) -> Backend:
         """Move the weights, and where inputs go, to ``device``; returns the backend."""

@@ -36,8 +36,12 @@ def problems() -> list[str]:
         from packaging.specifiers import SpecifierSet
         from packaging.version import InvalidVersion, Version
     except ImportError:
-        return [(f'the "packaging" package is not installed, so qinsight cannot check its transformers and '
-                 f"torch versions. Fix: {_pip('packaging')}")]
+        return [
+            (
+                f'the "packaging" package is not installed, so qinsight cannot check its transformers and '
+                f"torch versions. Fix: {_pip('packaging')}"
+            )
+        ]
     found = []
     for name, required in SUPPORTED.items():
         installed = installed_version(name)
@@ -62,8 +66,7 @@ def warn_if_unsupported(logger: logging.Logger) -> None:
     """Log the problems as one warning line, so ComfyUI's console says why judging will fail."""
     found = problems()
     if found:
-        logger.warning("qinsight nodes are loaded, but they cannot judge until this is fixed: %s",
-                       "; ".join(found))
+        logger.warning("qinsight nodes are loaded, but they cannot judge until this is fixed: %s", "; ".join(found))
 
 
 def _sentence(name: str, installed: str | None) -> str:
@@ -73,8 +76,10 @@ def _sentence(name: str, installed: str | None) -> str:
 
 def _fix(name: str) -> str:
     if name == "torch":  # it must be a build for the user's GPU, which only pytorch.org's selector knows
-        return (f"install torch{SUPPORTED['torch']} for your GPU into {_python()} with the command from "
-                "https://pytorch.org/get-started/locally/")
+        return (
+            f"install torch{SUPPORTED['torch']} for your GPU into {_python()} with the command from "
+            "https://pytorch.org/get-started/locally/"
+        )
     return _pip(TRANSFORMERS_FIX)
 
 

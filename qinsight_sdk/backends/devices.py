@@ -10,8 +10,15 @@ import torch
 
 from ..errors import ModelLoadError
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
 
 def choose_device(device: str | torch.device = "auto") -> torch.device:
@@ -19,8 +26,9 @@ def choose_device(device: str | torch.device = "auto") -> torch.device:
         try:
             chosen = torch.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise ModelLoadError(f"device {device!r} is not one torch knows: use auto, cpu, cuda, cuda:N or mps "
-                                 f"({exc})") from None
+            raise ModelLoadError(
+                f"device {device!r} is not one torch knows: use auto, cpu, cuda, cuda:N or mps ({exc})"
+            ) from None
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available here")
         if chosen.type == "mps" and not torch.backends.mps.is_available():

@@ -37,7 +37,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError, UsageError
 
@@ -52,7 +52,7 @@ UNQUANTIZED_MODULES = ["visual", "model.visual", "lm_head"]
 if TYPE_CHECKING:  # annotations only: the command line reads QUANTIZATIONS without importing torch
     import torch
 
-Quantization = Union[str, Any, None]   # "8bit" | "4bit" | a transformers BitsAndBytesConfig | None (full)
+Quantization = str | Any | None  # "8bit" | "4bit" | a transformers BitsAndBytesConfig | None (full)
 
 
 # bitsandbytes' CPU backend asks the `kernels` package for this kernel when it is imported (see import_bitsandbytes)
@@ -83,7 +83,7 @@ def import_bitsandbytes() -> ModuleType:
         if sys.modules.get("bitsandbytes") is not None:
             return sys.modules["bitsandbytes"]
         kernels = sys.modules.get("kernels", _ABSENT)
-        sys.modules["kernels"] = None   # `from kernels import get_kernel` raises ImportError: no Hub lookup
+        sys.modules["kernels"] = None  # `from kernels import get_kernel` raises ImportError: no Hub lookup
         notice = logging.getLogger(_HUB_KERNEL_LOGGER)
         notice.addFilter(_drop_hub_kernel_notice)
         try:
@@ -103,8 +103,9 @@ def require_bitsandbytes(purpose: str = "quantization (8-bit and 4-bit judges)")
     try:
         import_bitsandbytes()
     except ImportError as exc:
-        raise MissingDependencyError(f"{purpose} needs bitsandbytes, which could not be imported ({exc}): "
-                                     f"{INSTALL_HINT}") from None
+        raise MissingDependencyError(
+            f"{purpose} needs bitsandbytes, which could not be imported ({exc}): {INSTALL_HINT}"
+        ) from None
 
 
 def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) -> Any:
@@ -117,16 +118,22 @@ def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) 
     if isinstance(quantization, BitsAndBytesConfig):
         return quantization
     if quantization == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype,
-                                  llm_int8_skip_modules=list(UNQUANTIZED_MODULES))
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=list(UNQUANTIZED_MODULES),
+        )
     if quantization == "8bit":
         # bitsandbytes logs on every layer call that LLM.int8 multiplies in float16: by design, not news
         logging.getLogger("bitsandbytes.autograd._functions").addFilter(_drop_float16_cast_notice)
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=0.0,
-                                  llm_int8_skip_modules=list(UNQUANTIZED_MODULES))
-    raise UsageError(f"quantization must be one of none, {', '.join(QUANTIZATIONS)} or a BitsAndBytesConfig, "
-                     f"got {quantization!r}")
+        return BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_threshold=0.0, llm_int8_skip_modules=list(UNQUANTIZED_MODULES)
+        )
+    raise UsageError(
+        f"quantization must be one of none, {', '.join(QUANTIZATIONS)} or a BitsAndBytesConfig, got {quantization!r}"
+    )
 
 
 def quantized_size(folder: Path, quantization: str) -> int:
@@ -138,7 +145,7 @@ def quantized_size(folder: Path, quantization: str) -> int:
 
 
 def quantization_name(model: Any) -> str | None:
-    """"8bit" or "4bit" for a model loaded through bitsandbytes, None for one in full precision."""
+    """ "8bit" or "4bit" for a model loaded through bitsandbytes, None for one in full precision."""
     if getattr(model, "is_loaded_in_4bit", False):
         return "4bit"
     if getattr(model, "is_loaded_in_8bit", False):

@@ -48,9 +48,10 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -84,8 +85,14 @@ class Sample:
 
     def columns(self) -> dict[str, Any]:
         """The label columns the reward functions read."""
-        return {"task": self.task, "mos": self.mos, "distortion_class": self.distortion_class,
-                "severity": self.severity, "answer": self.answer, "sample_id": self.origin}
+        return {
+            "task": self.task,
+            "mos": self.mos,
+            "distortion_class": self.distortion_class,
+            "severity": self.severity,
+            "answer": self.answer,
+            "sample_id": self.origin,
+        }
 
 
 def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
@@ -94,11 +101,11 @@ def _sample(record: dict[str, Any], root: Path, origin: str) -> Sample:
     task = record.get("task")
     if task not in TASKS:
         raise ValueError(f"task must be {', '.join(TASKS)}, got {task!r}")
-    if task == "score" and "mos" in record:   # NaN would pass as a label and turn every metric to n/a
+    if task == "score" and "mos" in record:  # NaN would pass as a label and turn every metric to n/a
         try:
             value = float(record["mos"])
         except (TypeError, ValueError):
-            value = 0.0   # not a number: the task's reader says so
+            value = 0.0  # not a number: the task's reader says so
         except OverflowError:
             value = math.inf
         if not math.isfinite(value):
@@ -113,13 +120,17 @@ def _unreadable(path: Path) -> str | None:
             image.verify()
     except FileNotFoundError:
         return f"{path} not found"
-    except Exception as exc:  # noqa: BLE001 - any decoding failure disqualifies the sample
+    except Exception as exc:
         return f"{path} unreadable ({exc})"
     return None
 
 
-def load_records(records: Iterable[tuple[str, dict[str, Any]]], image_root: str | Path,
-                 skip_bad: bool = False, check_images: bool = True) -> list[Sample]:
+def load_records(
+    records: Iterable[tuple[str, dict[str, Any]]],
+    image_root: str | Path,
+    skip_bad: bool = False,
+    check_images: bool = True,
+) -> list[Sample]:
     """Samples from (origin, record) pairs, checked: labels, and (``check_images``) every image opening.
 
     Raises ``DataError`` listing every problem, or with ``skip_bad`` drops those rows and says how many.
@@ -157,12 +168,12 @@ def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
-def read_jsonl(path: str | Path, image_root: str | Path, skip_bad: bool = False,
-               check_images: bool = True) -> list[Sample]:
+def read_jsonl(
+    path: str | Path, image_root: str | Path, skip_bad: bool = False, check_images: bool = True
+) -> list[Sample]:
     """Samples from a file in qinsight's JSONL schema."""
     path = Path(path)
-    return load_records(((f"{path.name}:{n}", r) for n, r in _jsonl_records(path)), image_root, skip_bad,
-                        check_images)
+    return load_records(((f"{path.name}:{n}", r) for n, r in _jsonl_records(path)), image_root, skip_bad, check_images)
 
 
 def from_deqa(meta: str | Path) -> list[dict[str, Any]]:
@@ -174,12 +185,21 @@ def from_deqa(meta: str | Path) -> list[dict[str, Any]]:
 def from_qinsight_comparison(path: str | Path) -> list[dict[str, Any]]:
     """Records from Q-Insight's comparison JSON (``ref_image``, ``ImageA``, ``ImageB``, ``result``)."""
     items = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [{"task": "comparison", "reference": item.get("ref_image"), "image_a": item["ImageA"],
-             "image_b": item["ImageB"], "answer": item["result"]} for item in items]
+    return [
+        {
+            "task": "comparison",
+            "reference": item.get("ref_image"),
+            "image_a": item["ImageA"],
+            "image_b": item["ImageB"],
+            "answer": item["result"],
+        }
+        for item in items
+    ]
 
 
-def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
-             file_range: bool = True) -> list[dict[str, Any]]:
+def from_csv(
+    path: str | Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[dict[str, Any]]:
     """Records from a CSV with the columns of one task: ``image,mos``; ``image,distortion_class,severity``;
     or ``image_a,image_b,answer`` (and optionally ``reference``).
 
@@ -193,38 +213,65 @@ def from_csv(path: str | Path, mos_range: Sequence[float] | None = None,
     return [record for _, record in _read_csv(Path(path), mos_range, file_range)]
 
 
-_OUR_COLUMNS = {"comparison": ("image_a", "image_b", "answer"),
-                "degradation": ("image", "distortion_class", "severity"), "score": ("image", "mos")}
+_OUR_COLUMNS = {
+    "comparison": ("image_a", "image_b", "answer"),
+    "degradation": ("image", "distortion_class", "severity"),
+    "score": ("image", "mos"),
+}
 
 
-def _read_csv(path: Path, mos_range: Sequence[float] | None = None,
-              file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+def _read_csv(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     task = "comparison" if "answer" in header else "degradation" if "distortion_class" in header else "score"
     missing = [name for name in _OUR_COLUMNS[task] if name not in header]
     if missing:
-        raise DataError(f"cannot read {path} as csv: its header ({','.join(header)}) has no {', '.join(missing)} "
-                        "column; ours is image,mos; image,distortion_class,severity; or image_a,image_b,answer "
-                        "(and optionally reference)")
+        raise DataError(
+            f"cannot read {path} as csv: its header ({','.join(header)}) has no {', '.join(missing)} "
+            "column; ours is image,mos; image,distortion_class,severity; or image_a,image_b,answer "
+            "(and optionally reference)"
+        )
     _refuse_repeated_columns(path, header, _OUR_COLUMNS[task] + ("reference",))
     column = {name: header.index(name) for name in header}
     rows, problems = _whole_rows(path, header, rows, needed=1 + max(column[name] for name in _OUR_COLUMNS[task]))
     if task == "score":
-        return _scores(_table_scores(path, rows, column["image"], column["mos"], "mos", problems), mos_range,
-                       file_range)
+        return _scores(
+            _table_scores(path, rows, column["image"], column["mos"], "mos", problems), mos_range, file_range
+        )
     if problems:
         raise DataError(_bad_rows(path, problems))
 
-    def cell(row: list[str], name: str) -> str | None:   # None: no such column, or the row ends before it
+    def cell(row: list[str], name: str) -> str | None:  # None: no such column, or the row ends before it
         index = column.get(name, len(row))
         return row[index] if index < len(row) else None
 
     if task == "comparison":
-        return [(n, {"task": "comparison", "image_a": cell(row, "image_a"), "image_b": cell(row, "image_b"),
-                     "reference": cell(row, "reference") or None, "answer": cell(row, "answer")}) for n, row in rows]
-    return [(n, {"task": "degradation", "image": cell(row, "image"),
-                 "distortion_class": cell(row, "distortion_class"), "severity": cell(row, "severity")})
-            for n, row in rows]
+        return [
+            (
+                n,
+                {
+                    "task": "comparison",
+                    "image_a": cell(row, "image_a"),
+                    "image_b": cell(row, "image_b"),
+                    "reference": cell(row, "reference") or None,
+                    "answer": cell(row, "answer"),
+                },
+            )
+            for n, row in rows
+        ]
+    return [
+        (
+            n,
+            {
+                "task": "degradation",
+                "image": cell(row, "image"),
+                "distortion_class": cell(row, "distortion_class"),
+                "severity": cell(row, "severity"),
+            },
+        )
+        for n, row in rows
+    ]
 
 
 # -- score tables that other tools write ---------------------------------------------------------------
@@ -237,8 +284,9 @@ def _is_number(text: str) -> bool:
     return _NUMBER.fullmatch(text) is not None
 
 
-def _scores(rows: Sequence[tuple[int, str, float]], mos_range: Sequence[float] | None,
-            file_range: bool) -> list[tuple[int, dict[str, Any]]]:
+def _scores(
+    rows: Sequence[tuple[int, str, float]], mos_range: Sequence[float] | None, file_range: bool
+) -> list[tuple[int, dict[str, Any]]]:
     """Score records from (row number, image, MOS as the file writes it), with the rule of :func:`from_csv`:
     normalised from ``mos_range``, else (``file_range``) from the file's own min and max, else as they are.
 
@@ -267,8 +315,10 @@ def check_mos_range(mos_range: Sequence[float] | None) -> None:
     except (TypeError, ValueError):
         raise UsageError(f"--mos-range needs two numbers, LOW and HIGH; got {mos_range!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise UsageError(f"--mos-range {low:g} {high:g}: LOW must be a number below HIGH (the scale the labels' MOS "
-                         "is on, e.g. --mos-range 0 100)")
+        raise UsageError(
+            f"--mos-range {low:g} {high:g}: LOW must be a number below HIGH (the scale the labels' MOS "
+            "is on, e.g. --mos-range 0 100)"
+        )
 
 
 def _csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -298,31 +348,43 @@ def _refuse_repeated_columns(path: Path, header: Sequence[str], names: Iterable[
         if len(columns) > 1:
             times = "twice" if len(columns) == 2 else f"{len(columns)} times"
             where = ", ".join(map(str, columns[:-1])) + f" and {columns[-1]}"
-            raise DataError(f"{path.name}:1: the header names {name!r} {times} (columns {where}); which one holds "
-                            "the labels cannot be told: rename or remove the other")
+            raise DataError(
+                f"{path.name}:1: the header names {name!r} {times} (columns {where}); which one holds "
+                "the labels cannot be told: rename or remove the other"
+            )
 
 
-def _whole_rows(path: Path, header: Sequence[str], rows: Iterable[tuple[int, list[str]]],
-                needed: int = 0) -> tuple[list[tuple[int, list[str]]], list[tuple[int, str]]]:
+def _whole_rows(
+    path: Path, header: Sequence[str], rows: Iterable[tuple[int, list[str]]], needed: int = 0
+) -> tuple[list[tuple[int, list[str]]], list[tuple[int, str]]]:
     """The rows whose fields match the header, and a problem for each other one. More fields (other than
     empty ones at the end) means a value holds an unquoted comma, so the columns after it are shifted;
     fewer than ``needed`` means the row lacks a column that is read (the cells of fewer otherwise read as
     empty)."""
     kept, problems = [], []
     for number, row in rows:
-        longer = any(cell.strip() for cell in row[len(header):])
+        longer = any(cell.strip() for cell in row[len(header) :])
         if longer or len(row) < needed:
             fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
-            why = (": an unquoted comma (a decimal comma?) splits a value; quote the value or write a decimal "
-                   "point" if longer else "")
+            why = (
+                ": an unquoted comma (a decimal comma?) splits a value; quote the value or write a decimal point"
+                if longer
+                else ""
+            )
             problems.append((number, f"{fields}, but the header (line 1) has {len(header)}{why}"))
         else:
             kept.append((number, row))
     return kept, problems
 
 
-def _table_scores(path: Path, rows: Iterable[tuple[int, list[str]]], image: int, score: int,
-                  score_name: str, problems: Sequence[tuple[int, str]] = ()) -> list[tuple[int, str, float]]:
+def _table_scores(
+    path: Path,
+    rows: Iterable[tuple[int, list[str]]],
+    image: int,
+    score: int,
+    score_name: str,
+    problems: Sequence[tuple[int, str]] = (),
+) -> list[tuple[int, str, float]]:
     """(line, image, MOS) from the given columns; a missing or non-numeric cell is an error naming file:line,
     listed with the ``problems`` found before."""
     found, problems = [], list(problems)
@@ -350,8 +412,17 @@ def _bad_rows(path: Path, problems: Iterable[tuple[int, str]]) -> str:
 # reference then distorted image (full-reference sets), then the score. The headers vary from file to
 # file (img_name / image_name / "Image name" / filename; ref_name or hq_name, dist_name; mos / MOS /
 # qmos / dmos / elo_score), so the columns are found by name, in this order of preference.
-_PYIQA_IMAGE = ("dist_name", "img_name", "image_name", "image name", "filename", "img_path", "img_name/patch_name",
-                "name", "image")
+_PYIQA_IMAGE = (
+    "dist_name",
+    "img_name",
+    "image_name",
+    "image name",
+    "filename",
+    "img_path",
+    "img_name/patch_name",
+    "name",
+    "image",
+)
 _PYIQA_SCORE = ("mos", "mos_quality", "qmos", "score", "elo_score", "scaled_elo_score", "dmos")
 # Data sets whose score pyiqa's own configuration (default_dataset_configs.yml) marks ``lower_better: true``,
 # by the name of their meta_info file: CSIQ's and LIVE-MD's dmos, and LIVE IQA's DMOS in a column named mos.
@@ -368,38 +439,48 @@ def _pyiqa_columns(header: Sequence[str]) -> tuple[int, int] | None:
     return None if image is None or score is None else (image, score)
 
 
-def _read_pyiqa(path: Path, mos_range: Sequence[float] | None = None,
-                file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+def _read_pyiqa(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     columns = _pyiqa_columns(header)
     if columns is None:
-        raise DataError(f"{path}: not a pyiqa meta_info CSV: its header {','.join(header)!r} has no image column "
-                        f"({', '.join(_PYIQA_IMAGE)}) or no score column ({', '.join(_PYIQA_SCORE)}); pairwise "
-                        "sets (PieAPP, BAPPS) hold preferences, not MOS")
+        raise DataError(
+            f"{path}: not a pyiqa meta_info CSV: its header {','.join(header)!r} has no image column "
+            f"({', '.join(_PYIQA_IMAGE)}) or no score column ({', '.join(_PYIQA_SCORE)}); pairwise "
+            "sets (PieAPP, BAPPS) hold preferences, not MOS"
+        )
     image, score = columns
     # qinsight measures a judge against MOS, where higher is better; DMOS (lower is better) read as MOS
     # would turn every correlation's sign without a word, so it is refused, with what to do instead.
     lower_better = next((label for key, label in _PYIQA_LOWER_BETTER.items() if key in path.name.lower()), None)
-    convert = ("Convert it to MOS first (mos = HIGH - dmos, e.g. in a CSV image,mos) and evaluate that file, "
-               "with --mos-range LOW HIGH")
+    convert = (
+        "Convert it to MOS first (mos = HIGH - dmos, e.g. in a CSV image,mos) and evaluate that file, "
+        "with --mos-range LOW HIGH"
+    )
     if lower_better is not None:
-        raise DataError(f"{path}: {lower_better}'s {header[score]!r} column is DMOS, where lower means better "
-                        f"(pyiqa's configuration says lower_better: true); qinsight measures a judge against MOS, "
-                        f"where higher is better, and does not read DMOS as MOS. {convert}.")
+        raise DataError(
+            f"{path}: {lower_better}'s {header[score]!r} column is DMOS, where lower means better "
+            f"(pyiqa's configuration says lower_better: true); qinsight measures a judge against MOS, "
+            f"where higher is better, and does not read DMOS as MOS. {convert}."
+        )
     if header[score].lower() == "dmos" and "kadid" not in path.name.lower():
         # KADID-10k's 'dmos' is the mean of degradation category ratings, 1 (very annoying) to 5
         # (imperceptible): higher is better (pyiqa: lower_better: false), so its meta_info is read as MOS.
-        raise DataError(f"{path}: the score column is {header[score]!r}, a differential MOS, where lower usually "
-                        f"means better (CSIQ, LIVE-MD); qinsight measures a judge against MOS, where higher is "
-                        f"better, and does not read DMOS as MOS. {convert}; if higher is better in this file "
-                        f"after all (as in KADID-10k's), rename the column to mos.")
+        raise DataError(
+            f"{path}: the score column is {header[score]!r}, a differential MOS, where lower usually "
+            f"means better (CSIQ, LIVE-MD); qinsight measures a judge against MOS, where higher is "
+            f"better, and does not read DMOS as MOS. {convert}; if higher is better in this file "
+            f"after all (as in KADID-10k's), rename the column to mos."
+        )
     _refuse_repeated_columns(path, header, (header[image].lower(), header[score].lower()), fold=True)
     rows, problems = _whole_rows(path, header, rows)
     return _scores(_table_scores(path, rows, image, score, header[score], problems), mos_range, file_range)
 
 
-def from_pyiqa(meta: str | Path, mos_range: Sequence[float] | None = None,
-               file_range: bool = True) -> list[dict[str, Any]]:
+def from_pyiqa(
+    meta: str | Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[dict[str, Any]]:
     """Score records from a pyiqa (IQA-PyTorch) ``meta_info_*.csv``.
 
     No-reference sets (KonIQ-10k: ``img_name,mos,std,...``; SPAQ: ``Image name,MOS,...``; LIVE Challenge:
@@ -432,16 +513,18 @@ def mos_list_line(line: str) -> tuple[str, float] | None:
     return _parse_mos_line(line.split())
 
 
-def _read_mos_list(path: Path, mos_range: Sequence[float] | None = None,
-                   file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+def _read_mos_list(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
     found, problems = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         parsed = mos_list_line(line)
         if parsed is None:
-            problems.append(f"{path.name}:{number}: expected 'image mos [std]' or 'reference image mos [std]', "
-                            f"got {line.strip()!r}")
+            problems.append(
+                f"{path.name}:{number}: expected 'image mos [std]' or 'reference image mos [std]', got {line.strip()!r}"
+            )
         else:
             found.append((number, *parsed))
     if problems:
@@ -449,8 +532,9 @@ def _read_mos_list(path: Path, mos_range: Sequence[float] | None = None,
     return _scores(found, mos_range, file_range)
 
 
-def from_mos_list(path: str | Path, mos_range: Sequence[float] | None = None,
-                  file_range: bool = True) -> list[dict[str, Any]]:
+def from_mos_list(
+    path: str | Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[dict[str, Any]]:
     """Score records from a whitespace-separated list, one image a line, as VisualQuality-R1 ships its test
     labels: ``image mos [std]``, or ``reference image mos [std]`` (Deblur, SRIQA-Bench, dehaze, KADID-10k),
     told apart on each line by whether its second token is a number; the image judged is the one before
@@ -459,19 +543,24 @@ def from_mos_list(path: str | Path, mos_range: Sequence[float] | None = None,
     return [record for _, record in _read_mos_list(Path(path), mos_range, file_range)]
 
 
-def _read_koniq(path: Path, mos_range: Sequence[float] | None = None,
-                file_range: bool = True) -> list[tuple[int, dict[str, Any]]]:
+def _read_koniq(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     if "image_name" not in header or "MOS" not in header:
         raise DataError(f"{path}: not KonIQ-10k's scores CSV: no image_name or MOS column in {','.join(header)!r}")
     _refuse_repeated_columns(path, header, ("image_name", "MOS"))
     rows, problems = _whole_rows(path, header, rows)
-    return _scores(_table_scores(path, rows, header.index("image_name"), header.index("MOS"), "MOS", problems),
-                   mos_range, file_range)
+    return _scores(
+        _table_scores(path, rows, header.index("image_name"), header.index("MOS"), "MOS", problems),
+        mos_range,
+        file_range,
+    )
 
 
-def from_koniq(path: str | Path, mos_range: Sequence[float] | None = None,
-               file_range: bool = True) -> list[dict[str, Any]]:
+def from_koniq(
+    path: str | Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[dict[str, Any]]:
     """Score records from KonIQ-10k's ``koniq10k_scores_and_distributions.csv`` (``image_name``, ``c1``-``c5``,
     ``c_total``, ``MOS``, ``SD``, ``MOS_zscore``): ``image_name`` and ``MOS``, on 1-5 already (not the
     z-scores, nor SD: the schema has no std). Normalised as by :func:`from_csv`."""
@@ -512,8 +601,7 @@ def mix(sources: Sequence[tuple[Sequence[Sample], float]], seed: int = 0) -> lis
 _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[int, dict[str, Any]]]]] = {
     "qinsight": lambda path, mos_range, file_range: _jsonl_records(path),
     "deqa": lambda path, mos_range, file_range: list(enumerate(from_deqa(path), start=1)),
-    "qinsight-comparison": lambda path, mos_range, file_range: list(enumerate(from_qinsight_comparison(path),
-                                                                              start=1)),
+    "qinsight-comparison": lambda path, mos_range, file_range: list(enumerate(from_qinsight_comparison(path), start=1)),
     "csv": _read_csv,
     "pyiqa": _read_pyiqa,
     "mos-list": _read_mos_list,
@@ -521,8 +609,9 @@ _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[in
 }
 
 
-def read_records(path: str | Path, format: str = "qinsight", mos_range: Sequence[float] | None = None,
-                 file_range: bool = True) -> list[tuple[str, dict[str, Any]]]:
+def read_records(
+    path: str | Path, format: str = "qinsight", mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[str, dict[str, Any]]]:
     """(origin, record) pairs from one data file in any of :data:`FORMATS`, unchecked; the origin is
     ``file:number``: the line of the file (a JSONL file, a MOS list, or a CSV, whose header is line 1 and
     whose row is named by the line it starts on), or the item of a JSON list, numbered from 1.
@@ -541,9 +630,15 @@ def read_records(path: str | Path, format: str = "qinsight", mos_range: Sequence
     return [(f"{path.name}:{number}", record) for number, record in numbered]
 
 
-def read_source(path: str | Path, format: str = "qinsight", image_root: str | Path | None = None,
-                mos_range: Sequence[float] | None = None, skip_bad: bool = False,
-                check_images: bool = True, file_range: bool = True) -> list[Sample]:
+def read_source(
+    path: str | Path,
+    format: str = "qinsight",
+    image_root: str | Path | None = None,
+    mos_range: Sequence[float] | None = None,
+    skip_bad: bool = False,
+    check_images: bool = True,
+    file_range: bool = True,
+) -> list[Sample]:
     """Samples from one data file in any supported format, checked like ``read_jsonl``.
 
     ``image_root`` defaults to the file's folder. Messages name entries as :func:`read_records` does.

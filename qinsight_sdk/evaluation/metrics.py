@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,31 +97,43 @@ def _resample_correlation(name: str, x: np.ndarray, y: np.ndarray) -> float:
     return float({"srcc": stats.spearmanr, "plcc": stats.pearsonr}[name](x, y)[0])
 
 
-def _percentile_bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., float], resamples: int,
-                          seed: int) -> list[float] | None:
+def _percentile_bootstrap(
+    data: tuple[np.ndarray, ...], statistic: Callable[..., float], resamples: int, seed: int
+) -> list[float] | None:
     """A seeded 95% percentile bootstrap over items: one resample of indices applies to every array in
     ``data`` (paired), so an item's prediction(s) and label stay together."""
     if len(data[0]) < 5 or any(np.ptp(values) == 0 for values in data) or resamples < 1:
         return None
     stats = require_scipy().stats
-    seeded = ({"rng": np.random.default_rng(seed)} if "rng" in inspect.signature(stats.bootstrap).parameters
-              else {"random_state": np.random.default_rng(seed)})
+    seeded = (
+        {"rng": np.random.default_rng(seed)}
+        if "rng" in inspect.signature(stats.bootstrap).parameters
+        else {"random_state": np.random.default_rng(seed)}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = stats.bootstrap(data, statistic, paired=True, vectorized=False, n_resamples=resamples,
-                                 confidence_level=0.95, method="percentile", **seeded)
+        result = stats.bootstrap(
+            data,
+            statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            confidence_level=0.95,
+            method="percentile",
+            **seeded,
+        )
     low, high = result.confidence_interval
     return [float(low), float(high)] if math.isfinite(low) and math.isfinite(high) else None
 
 
-def _bootstrap_interval(name: str, x: np.ndarray, y: np.ndarray, resamples: int,
-                        seed: int) -> list[float] | None:
+def _bootstrap_interval(name: str, x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> list[float] | None:
     """A 95% percentile bootstrap interval of one correlation over items (pairs resampled together)."""
     return _percentile_bootstrap((x, y), lambda a, b: _resample_correlation(name, a, b), resamples, seed)
 
 
-def score_metrics(predicted: Sequence[float], mos: Sequence[float], resamples: int = 1000,
-                  seed: int = 0) -> dict[str, Any]:
+def score_metrics(
+    predicted: Sequence[float], mos: Sequence[float], resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """SRCC, KRCC, PLCC (raw, and after the logistic fit), RMSE (raw, and after the fit), 95% CIs.
 
     ``plcc`` correlates the predictions as they are; ``plcc_logistic`` correlates the fitted logistic of
@@ -155,8 +168,12 @@ def score_metrics(predicted: Sequence[float], mos: Sequence[float], resamples: i
     }
 
 
-def degradation_metrics(predicted_class: Sequence[str], predicted_severity: Sequence[str],
-                        true_class: Sequence[str], true_severity: Sequence[str]) -> dict[str, Any]:
+def degradation_metrics(
+    predicted_class: Sequence[str],
+    predicted_severity: Sequence[str],
+    true_class: Sequence[str],
+    true_severity: Sequence[str],
+) -> dict[str, Any]:
     """Per true class: class accuracy, and severity accuracy, as in Q-Insight's Table 2; their ``mean`` as
     the paper takes it (class accuracy over every class, "null" included: its 0.928; severity accuracy
     over the four distortion classes only, as "null" has no severity: its 0.480); their mean over items
@@ -192,14 +209,18 @@ def degradation_metrics(predicted_class: Sequence[str], predicted_severity: Sequ
         return sum(values) / len(values) if values else None
 
     return {
-        "n": n, "per_class": per_class,
-        "mean": {"class_accuracy": mean_of("class_accuracy", labels),
-                 "severity_accuracy": mean_of("severity_accuracy", DISTORTION_CLASSES)},
+        "n": n,
+        "per_class": per_class,
+        "mean": {
+            "class_accuracy": mean_of("class_accuracy", labels),
+            "severity_accuracy": mean_of("severity_accuracy", DISTORTION_CLASSES),
+        },
         "overall": {
             "class_accuracy": sum(p == t for p, t in zip(predicted_class, true_class)) / n if n else None,
             "severity_accuracy": sum(both_right(i) for i in range(n)) / n if n else None,
         },
-        "labels": labels, "confusion": confusion.tolist(),
+        "labels": labels,
+        "confusion": confusion.tolist(),
         "severity_levels": list(SEVERITY_LEVELS),
     }
 
@@ -212,8 +233,11 @@ def comparison_metrics(predicted: Sequence[str], truth: Sequence[str]) -> dict[s
         chosen = [i for i, t in enumerate(truth) if t == label]
         if chosen:
             per_label[label] = {"n": len(chosen), "accuracy": sum(predicted[i] == label for i in chosen) / len(chosen)}
-    return {"n": n, "accuracy": sum(p == t for p, t in zip(predicted, truth)) / n if n else None,
-            "per_label": per_label}
+    return {
+        "n": n,
+        "accuracy": sum(p == t for p, t in zip(predicted, truth)) / n if n else None,
+        "per_label": per_label,
+    }
 
 
 def _verdict(interval: list[float] | None) -> str | None:
@@ -222,8 +246,7 @@ def _verdict(interval: list[float] | None) -> str | None:
     return "A" if interval[0] > 0 else "B" if interval[1] < 0 else "neither"
 
 
-def _paired_metric(name: str, a: np.ndarray, b: np.ndarray, y: np.ndarray, resamples: int,
-                   seed: int) -> dict[str, Any]:
+def _paired_metric(name: str, a: np.ndarray, b: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
     """One metric's A-minus-B difference, its paired interval and the verdict it supports."""
     of_a, of_b = _correlation(name, a, y), _correlation(name, b, y)
 
@@ -231,12 +254,20 @@ def _paired_metric(name: str, a: np.ndarray, b: np.ndarray, y: np.ndarray, resam
         return _resample_correlation(name, ra, ry) - _resample_correlation(name, rb, ry)
 
     interval = _percentile_bootstrap((a, b, y), statistic, resamples, seed)
-    return {"difference": _finite(of_a - of_b) if of_a is not None and of_b is not None else None,
-            "ci95": interval, "verdict": _verdict(interval)}
+    return {
+        "difference": _finite(of_a - of_b) if of_a is not None and of_b is not None else None,
+        "ci95": interval,
+        "verdict": _verdict(interval),
+    }
 
 
-def paired_difference(predicted_a: Sequence[float], predicted_b: Sequence[float], mos: Sequence[float],
-                      resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    predicted_a: Sequence[float],
+    predicted_b: Sequence[float],
+    mos: Sequence[float],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """SRCC and PLCC of judge A minus judge B on the same items, with a paired 95% bootstrap interval.
 
     Paired because both judges scored the same images: their errors are correlated (an image hard for one
@@ -248,5 +279,8 @@ def paired_difference(predicted_a: Sequence[float], predicted_b: Sequence[float]
     a, b, y = (np.asarray(values, float) for values in (predicted_a, predicted_b, mos))
     if not a.shape == b.shape == y.shape:
         raise UsageError(f"{len(a)} and {len(b)} predictions for {len(y)} labels")
-    return {"n": int(len(y)), "srcc": _paired_metric("srcc", a, b, y, resamples, seed),
-            "plcc": _paired_metric("plcc", a, b, y, resamples, seed)}
+    return {
+        "n": int(len(y)),
+        "srcc": _paired_metric("srcc", a, b, y, resamples, seed),
+        "plcc": _paired_metric("plcc", a, b, y, resamples, seed),
+    }

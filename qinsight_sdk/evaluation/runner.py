@@ -18,20 +18,20 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from .data import (FORMATS, DataError, Sample, check_mos_range, csv_format, load_records, mos_list_line,
-                   read_records)
 from ..errors import UsageError
-from .metrics import paired_difference, require_scipy
 from ..io.records import check_writable, key_of, open_store, read_store
 from ..judging.tasks import TASKS
+from .data import FORMATS, DataError, Sample, check_mos_range, csv_format, load_records, mos_list_line, read_records
+from .metrics import paired_difference, require_scipy
 
 logger = logging.getLogger("qinsight")
 
@@ -63,10 +63,12 @@ def guess_format(path: str | Path) -> str:
         if found is None and not path.read_text(encoding="utf-8-sig", errors="replace").strip():
             raise DataError(f"{path}: empty, no header and no labels")
         if found is None:
-            raise DataError(f"{path}: a CSV whose header is none that qinsight knows: ours (image,mos; "
-                            "image,distortion_class,severity; image_a,image_b,answer), pyiqa's meta_info (an image "
-                            "column such as img_name or dist_name and a score column such as mos), or KonIQ-10k's "
-                            f"scores (image_name,...,MOS); name its format with --format ({', '.join(FORMATS)})")
+            raise DataError(
+                f"{path}: a CSV whose header is none that qinsight knows: ours (image,mos; "
+                "image,distortion_class,severity; image_a,image_b,answer), pyiqa's meta_info (an image "
+                "column such as img_name or dist_name and a score column such as mos), or KonIQ-10k's "
+                f"scores (image_name,...,MOS); name its format with --format ({', '.join(FORMATS)})"
+            )
         return found
     if suffix == ".jsonl":
         return "qinsight"
@@ -81,13 +83,15 @@ def guess_format(path: str | Path) -> str:
     try:
         first = json.loads(text)[0]
     except IndexError:
-        raise DataError(f"{path}: empty, no labels in it") from None    # an empty JSON list
+        raise DataError(f"{path}: empty, no labels in it") from None  # an empty JSON list
     except (ValueError, KeyError, TypeError) as exc:
         line = next((line for line in text.splitlines() if line.strip()), "")
         if mos_list_line(line) is not None:
             return "mos-list"
-        raise DataError(f"{path}: not a CSV, a .jsonl file, a JSON list of items or an 'image mos' list ({exc}); "
-                        f"name its format with --format ({', '.join(FORMATS)})") from None
+        raise DataError(
+            f"{path}: not a CSV, a .jsonl file, a JSON list of items or an 'image mos' list ({exc}); "
+            f"name its format with --format ({', '.join(FORMATS)})"
+        ) from None
     if isinstance(first, dict) and "ImageA" in first:
         return "qinsight-comparison"
     if isinstance(first, dict) and "gt_score_norm" in first:
@@ -95,8 +99,13 @@ def guess_format(path: str | Path) -> str:
     raise DataError(f"{path}: a JSON list, but neither DeQA-Score (gt_score_norm) nor Q-Insight pairs (ImageA)")
 
 
-def load_items(data: str | Path, image_root: str | Path | None = None, task: str | None = None,
-               mos_range: Sequence[float] | None = None, format: str | None = None) -> list[EvalItem]:
+def load_items(
+    data: str | Path,
+    image_root: str | Path | None = None,
+    task: str | None = None,
+    mos_range: Sequence[float] | None = None,
+    format: str | None = None,
+) -> list[EvalItem]:
     """The data file's items of one task; images are not opened here (a bad one is a failed item).
 
     ``format`` (one of :data:`~qinsight_sdk.evaluation.data.FORMATS`) overrides :func:`guess_format`. MOS values are
@@ -141,9 +150,9 @@ def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Seque
             scale = [1.0, 5.0] if own is None else [float(v) for v in own]
             value = float(record["mos"])
         except (KeyError, TypeError, ValueError, OverflowError):
-            continue   # reported when loaded, with its line
+            continue  # reported when loaded, with its line
         if not math.isfinite(value):
-            continue   # likewise: not a number, rather than off the scale
+            continue  # likewise: not a number, rather than off the scale
         if own is not None and scale != given:
             continue
         values.append(value)
@@ -153,14 +162,22 @@ def _check_scale(records: Sequence[tuple[str, dict[str, Any]]], mos_range: Seque
         return
     origin, value, (low, high) = outside[0]
     verb = "is" if len(outside) == 1 else "are"
-    extent = (f"{len(outside)} of the file's {len(values)} MOS values {verb} outside; they run from "
-              f"{min(values):g} to {max(values):g}" if len(values) > 1 else "the file's only MOS value")
+    extent = (
+        f"{len(outside)} of the file's {len(values)} MOS values {verb} outside; they run from "
+        f"{min(values):g} to {max(values):g}"
+        if len(values) > 1
+        else "the file's only MOS value"
+    )
     if mos_range is None:
-        raise DataError(f"{origin}: mos {value} is outside [1, 5] ({extent}). Give the scale this file's MOS is on "
-                        "with --mos-range LOW HIGH (e.g. --mos-range 0 100; mos_range=(0, 100) in Python): it is "
-                        "then normalised to [1, 5].")
-    raise DataError(f"{origin}: mos {value} is outside the --mos-range {low:g} {high:g} given ({extent}). Give the "
-                    "scale this file's MOS is on with --mos-range LOW HIGH.")
+        raise DataError(
+            f"{origin}: mos {value} is outside [1, 5] ({extent}). Give the scale this file's MOS is on "
+            "with --mos-range LOW HIGH (e.g. --mos-range 0 100; mos_range=(0, 100) in Python): it is "
+            "then normalised to [1, 5]."
+        )
+    raise DataError(
+        f"{origin}: mos {value} is outside the --mos-range {low:g} {high:g} given ({extent}). Give the "
+        "scale this file's MOS is on with --mos-range LOW HIGH."
+    )
 
 
 def _listed_once(items: list[EvalItem]) -> list[EvalItem]:
@@ -175,16 +192,21 @@ def _listed_once(items: list[EvalItem]) -> list[EvalItem]:
             continue
         if _label(item.sample) != _label(earlier.sample):
             what = "pair" if item.sample.task == "comparison" else "image"
-            raise DataError(f"{item.sample.origin}: {item.name} is labelled {_label(item.sample)}, but "
-                            f"{earlier.sample.origin} labels the same {what} {_label(earlier.sample)}: keep one "
-                            "of the two")
+            raise DataError(
+                f"{item.sample.origin}: {item.name} is labelled {_label(item.sample)}, but "
+                f"{earlier.sample.origin} labels the same {what} {_label(earlier.sample)}: keep one "
+                "of the two"
+            )
         again.append((item, earlier))
     if again:
         item, earlier = again[0]
-        logger.warning(f"{item.sample.origin}: {item.name} is listed again, with the same label as "
-                       f"{earlier.sample.origin}; it is counted once" if len(again) == 1 else
-                       f"{len(again)} items are listed again with the same label (the first: {item.sample.origin}, "
-                       f"as {earlier.sample.origin}); each is counted once")
+        logger.warning(
+            f"{item.sample.origin}: {item.name} is listed again, with the same label as "
+            f"{earlier.sample.origin}; it is counted once"
+            if len(again) == 1
+            else f"{len(again)} items are listed again with the same label (the first: {item.sample.origin}, "
+            f"as {earlier.sample.origin}); each is counted once"
+        )
     return list(first.values())
 
 
@@ -209,12 +231,24 @@ def _name(sample: Sample, root: Path) -> str:
 
 # -- the whole evaluation ----------------------------------------------------------------------------
 
-def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
-             load_judge: Callable[[], Any] | None = None, image_root: str | Path | None = None,
-             task: str | None = None, mode: str | None = None, batch_size: int = 8, retry_failed: bool = False,
-             overwrite: bool = False, resamples: int = 1000, progress: bool = True, plot: str | Path | None = None,
-             mos_range: Sequence[float] | None = None, settings: dict[str, Any] | None = None,
-             format: str | None = None) -> dict[str, Any]:
+
+def evaluate(
+    data: str | Path | Sequence[EvalItem],
+    predictions: str | Path,
+    load_judge: Callable[[], Any] | None = None,
+    image_root: str | Path | None = None,
+    task: str | None = None,
+    mode: str | None = None,
+    batch_size: int = 8,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    resamples: int = 1000,
+    progress: bool = True,
+    plot: str | Path | None = None,
+    mos_range: Sequence[float] | None = None,
+    settings: dict[str, Any] | None = None,
+    format: str | None = None,
+) -> dict[str, Any]:
     """Predict what ``predictions`` lacks (loading the judge only then), and report the task's metrics.
 
     ``data`` is a data file, or its items as :func:`load_items` read them (``image_root``, ``task``,
@@ -228,25 +262,38 @@ def evaluate(data: str | Path | Sequence[EvalItem], predictions: str | Path,
     rows already written; a rerun continues from there. ``plot`` writes a PNG: score against MOS with
     the fitted curve, or the degradation confusion matrix.
     """
-    items = data if isinstance(data, Sequence) and not isinstance(data, str) else \
-        load_items(data, image_root, task, mos_range, format)
+    items = (
+        data
+        if isinstance(data, Sequence) and not isinstance(data, str)
+        else load_items(data, image_root, task, mos_range, format)
+    )
     task = items[0].sample.task
     spec = TASKS[task]
     _check_mode(task, mode)
     if plot is not None and spec.plot is None:
         raise UsageError("--plot draws score and degradation evaluations; comparisons have no figure")
-    require_scipy()   # a missing scipy (or matplotlib, for a plot) is reported now, not after a long run
+    require_scipy()  # a missing scipy (or matplotlib, for a plot) is reported now, not after a long run
     if plot is not None:
         from .plots import pyplot
 
         pyplot()
         check_writable(plot)
-    legacy_root = image_root if image_root is not None else \
-        (Path(data).parent if isinstance(data, (str, Path)) else ".")
-    rows, predicted_now = _predict(items, predictions, load_judge, settings, mode, batch_size, retry_failed,
-                                   overwrite, progress, legacy_root)
-    return report(items, rows, task, resamples, plot, data=str(data) if isinstance(data, (str, Path)) else None,
-                  predictions=str(predictions), predicted_now=predicted_now)
+    legacy_root = (
+        image_root if image_root is not None else (Path(data).parent if isinstance(data, (str, Path)) else ".")
+    )
+    rows, predicted_now = _predict(
+        items, predictions, load_judge, settings, mode, batch_size, retry_failed, overwrite, progress, legacy_root
+    )
+    return report(
+        items,
+        rows,
+        task,
+        resamples,
+        plot,
+        data=str(data) if isinstance(data, (str, Path)) else None,
+        predictions=str(predictions),
+        predicted_now=predicted_now,
+    )
 
 
 def _check_mode(task: str, mode: str | None) -> None:
@@ -254,22 +301,33 @@ def _check_mode(task: str, mode: str | None) -> None:
         raise UsageError(f"mode {mode!r} applies to scores only; {task} is always judged with reasoning")
 
 
-def _predict(items: Sequence[EvalItem], predictions: str | Path, load_judge: Callable[[], Any] | None,
-             settings: dict[str, Any] | None, mode: str, batch_size: int, retry_failed: bool, overwrite: bool,
-             progress: bool, legacy_root: str | Path) -> tuple[dict[str, dict[str, Any]], int]:
+def _predict(
+    items: Sequence[EvalItem],
+    predictions: str | Path,
+    load_judge: Callable[[], Any] | None,
+    settings: dict[str, Any] | None,
+    mode: str,
+    batch_size: int,
+    retry_failed: bool,
+    overwrite: bool,
+    progress: bool,
+    legacy_root: str | Path,
+) -> tuple[dict[str, dict[str, Any]], int]:
     """The rows of ``predictions`` once what they lack is predicted (only with ``load_judge``, and loading
     the judge only then), and how many items were sent to the model."""
     task = items[0].sample.task
     if load_judge is None:
         store = read_store(predictions, task, legacy_root)
     else:
-        store = open_store(predictions, task, settings or {}, retry_failed=retry_failed, overwrite=overwrite,
-                           legacy_root=legacy_root)
+        store = open_store(
+            predictions, task, settings or {}, retry_failed=retry_failed, overwrite=overwrite, legacy_root=legacy_root
+        )
     try:
         todo = list({i.key: i for i in items if not store.done(i.key)}.values())  # listed twice: judged once
         if todo and load_judge is not None:
             judge = load_judge()
             with tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress) as bar:  # images/s, ETA
+
                 def write(index: int, result: Any) -> None:
                     store.write([str(p) for p in todo[index].sample.images], result.to_dict())
                     bar.update(1)
@@ -280,8 +338,14 @@ def _predict(items: Sequence[EvalItem], predictions: str | Path, load_judge: Cal
     return store.rows, len(todo) if load_judge is not None else 0
 
 
-def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str, resamples: int = 1000,
-           plot: str | Path | None = None, **about: Any) -> dict[str, Any]:
+def report(
+    items: Sequence[EvalItem],
+    rows: dict[str, dict[str, Any]],
+    task: str,
+    resamples: int = 1000,
+    plot: str | Path | None = None,
+    **about: Any,
+) -> dict[str, Any]:
     """The metrics over judged items, and the failed ones (missing prediction or error) with reasons;
     ``plot`` also draws them."""
     judged, failed = [], []
@@ -295,8 +359,7 @@ def report(items: Sequence[EvalItem], rows: dict[str, dict[str, Any]], task: str
     spec = TASKS[task]
     samples, judged_rows = [s for s, _ in judged], [r for _, r in judged]
     metrics = spec.metrics(samples, judged_rows, resamples)
-    result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed,
-              "metrics": metrics}
+    result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed, "metrics": metrics}
     if plot is not None and spec.plot is not None:
         spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data") or result["predictions"]).name)
     return result
@@ -315,7 +378,8 @@ def row_problem(row: dict[str, Any], task: str) -> str | None:
     if problem or task != "score":
         return problem
     return _number_problem("score", row["score"]) or (
-        None if row.get("expected_score") is None else _number_problem("expected_score", row["expected_score"]))
+        None if row.get("expected_score") is None else _number_problem("expected_score", row["expected_score"])
+    )
 
 
 def _number_problem(field: str, value: Any) -> str | None:
@@ -326,7 +390,7 @@ def _number_problem(field: str, value: Any) -> str | None:
     except OverflowError:
         return f"the prediction's {field} is an integer of {value.bit_length()} bits, outside any quality scale"
     if not math.isfinite(number):
-        spelled = "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"   # as JSON writes it
+        spelled = "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"  # as JSON writes it
         return f"the prediction's {field} {spelled} is not a finite number"
     if abs(number) > SCORE_BOUND:
         return f"the prediction's {field} {number:g} is outside any quality scale (beyond ±{SCORE_BOUND:g})"
@@ -345,6 +409,7 @@ def summary_lines(result: dict[str, Any]) -> Iterator[str]:
 
 # -- several judges on the same items --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class JudgeRun:
     """One judge of a side-by-side evaluation: its name in the table, its own predictions file, how to load
@@ -356,18 +421,28 @@ class JudgeRun:
     settings: dict[str, Any] | None = None
 
 
-def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: str | None = None, batch_size: int = 8,
-                   retry_failed: bool = False, overwrite: bool = False, resamples: int = 1000,
-                   progress: bool = True, plot: str | Path | None = None,
-                   image_root: str | Path = ".") -> dict[str, Any]:
+def compare_judges(
+    items: Sequence[EvalItem],
+    runs: Sequence[JudgeRun],
+    mode: str | None = None,
+    batch_size: int = 8,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    resamples: int = 1000,
+    progress: bool = True,
+    plot: str | Path | None = None,
+    image_root: str | Path = ".",
+) -> dict[str, Any]:
     """Evaluate each judge in turn on the same scored items (one in memory at a time, each resumable in its
     own predictions file), then compare every pair on the items both judged: the SRCC and PLCC difference
     with a paired bootstrap interval (:func:`~qinsight_sdk.evaluation.metrics.paired_difference`), so that a user sees
     whether one judge is really better on their images or only by chance. ``plot``: a bar chart of SRCC
     and PLCC per judge with their intervals."""
     if items[0].sample.task != "score":
-        raise UsageError(f"comparing judges measures scores (SRCC, PLCC); this data holds {items[0].sample.task} "
-                         "items: evaluate those one model at a time")
+        raise UsageError(
+            f"comparing judges measures scores (SRCC, PLCC); this data holds {items[0].sample.task} "
+            "items: evaluate those one model at a time"
+        )
     names = [run.name for run in runs]
     if len(runs) < 2 or len(set(names)) != len(names):
         raise UsageError(f"comparing judges needs at least two, each with its own name; got {names}")
@@ -380,30 +455,46 @@ def compare_judges(items: Sequence[EvalItem], runs: Sequence[JudgeRun], mode: st
     _check_mode("score", mode)
     judges, scores = [], {}
     for run in runs:
-        rows, predicted_now = _predict(items, run.predictions, run.load, run.settings, mode, batch_size,
-                                       retry_failed, overwrite, progress, image_root)
-        _release_memory()   # the judge just used is unreferenced now: free it before the next one loads
-        found = report(items, rows, "score", resamples, data=None, predictions=str(run.predictions),
-                       predicted_now=predicted_now)
+        rows, predicted_now = _predict(
+            items,
+            run.predictions,
+            run.load,
+            run.settings,
+            mode,
+            batch_size,
+            retry_failed,
+            overwrite,
+            progress,
+            image_root,
+        )
+        _release_memory()  # the judge just used is unreferenced now: free it before the next one loads
+        found = report(
+            items, rows, "score", resamples, data=None, predictions=str(run.predictions), predicted_now=predicted_now
+        )
         judges.append({"name": run.name, **found, "settings": run.settings})
         scores[run.name] = {key: row["score"] for key, row in rows.items() if row_problem(row, "score") is None}
     pairs = [_paired(a, b, items, scores, resamples) for a, b in combinations(names, 2)]
     if plot is not None:
         from .plots import judges_chart
 
-        judges_chart([{"name": j["name"], "n": j["judged"], **{k: j["metrics"][k] for k in JUDGE_COLUMNS}}
-                      for j in judges], plot, "judges compared")
+        judges_chart(
+            [{"name": j["name"], "n": j["judged"], **{k: j["metrics"][k] for k in JUDGE_COLUMNS}} for j in judges],
+            plot,
+            "judges compared",
+        )
     return {"task": "score", "items": len(items), "judges": judges, "pairs": pairs}
 
 
 JUDGE_COLUMNS = ("srcc", "srcc_ci95", "plcc", "plcc_ci95")
 
 
-def _paired(a: str, b: str, items: Sequence[EvalItem], scores: dict[str, dict[str, float]],
-            resamples: int) -> dict[str, Any]:
+def _paired(
+    a: str, b: str, items: Sequence[EvalItem], scores: dict[str, dict[str, float]], resamples: int
+) -> dict[str, Any]:
     both = [i for i in items if i.key in scores[a] and i.key in scores[b]]
-    found = paired_difference([scores[a][i.key] for i in both], [scores[b][i.key] for i in both],
-                              [i.sample.mos for i in both], resamples)
+    found = paired_difference(
+        [scores[a][i.key] for i in both], [scores[b][i.key] for i in both], [i.sample.mos for i in both], resamples
+    )
     return {"a": a, "b": b, **found}
 
 
@@ -420,15 +511,19 @@ def comparison_lines(result: dict[str, Any]) -> Iterator[str]:
     yield f"{'judge':<{width}}  {'judged':<9}  {'SRCC (95% CI)':<27}  PLCC (95% CI)"
     for judge in result["judges"]:
         metrics = judge["metrics"]
-        yield (f"{judge['name']:<{width}}  {str(judge['judged']) + '/' + str(judge['items']):<9}  "
-               f"{_with_interval(metrics['srcc'], metrics['srcc_ci95']):<27}  "
-               f"{_with_interval(metrics['plcc'], metrics['plcc_ci95'])}")
+        yield (
+            f"{judge['name']:<{width}}  {str(judge['judged']) + '/' + str(judge['items']):<9}  "
+            f"{_with_interval(metrics['srcc'], metrics['srcc_ci95']):<27}  "
+            f"{_with_interval(metrics['plcc'], metrics['plcc_ci95'])}"
+        )
     for pair in result["pairs"]:
         yield f"{pair['a']} vs {pair['b']} on the {pair['n']} items both judged:"
         for name in ("srcc", "plcc"):
             found = pair[name]
-            yield f"  {name.upper()} difference {_with_interval(found['difference'], found['ci95'], sign=True)}: " \
-                  + _verdict_words(found["verdict"], pair["a"], pair["b"])
+            yield (
+                f"  {name.upper()} difference {_with_interval(found['difference'], found['ci95'], sign=True)}: "
+                + _verdict_words(found["verdict"], pair["a"], pair["b"])
+            )
 
 
 def _with_interval(value: float | None, interval: Sequence[float] | None, sign: bool = False) -> str:
@@ -440,5 +535,6 @@ def _with_interval(value: float | None, interval: Sequence[float] | None, sign: 
 
 
 def _verdict_words(verdict: str | None, a: str, b: str) -> str:
-    return {"A": f"{a} is better", "B": f"{b} is better",
-            "neither": "no clear difference (the interval holds 0)"}.get(verdict or "", "too few items to tell")
+    return {"A": f"{a} is better", "B": f"{b} is better", "neither": "no clear difference (the interval holds 0)"}.get(
+        verdict or "", "too few items to tell"
+    )

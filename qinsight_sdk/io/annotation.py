@@ -9,17 +9,17 @@ than refused, because an annotation must never be the reason a workflow stops.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import UsageError
 from .images import to_rgb
 
-FONT_SHARE = 1 / 14      # text height as a share of the image's shorter side
-MIN_FONT_PX = 10         # smaller text is unreadable whatever the image
-BOX_OPACITY = 0.6        # how far the box darkens what lies under it: legible text, image still visible
-ERROR_CHARS = 48         # the most of an error message a label shows
+FONT_SHARE = 1 / 14  # text height as a share of the image's shorter side
+MIN_FONT_PX = 10  # smaller text is unreadable whatever the image
+BOX_OPACITY = 0.6  # how far the box darkens what lies under it: legible text, image still visible
+ERROR_CHARS = 48  # the most of an error message a label shows
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
@@ -35,8 +35,12 @@ def annotate(image: Image.Image, lines: Sequence[str]) -> Image.Image:
     if not any(fitted):
         return annotated
     step = font.getbbox("Ag")[3] + pad // 2
-    box = (0, 0, min(annotated.width, 2 * pad + _widest(fitted, font)),
-           min(annotated.height, 2 * pad + step * len(fitted)))
+    box = (
+        0,
+        0,
+        min(annotated.width, 2 * pad + _widest(fitted, font)),
+        min(annotated.height, 2 * pad + step * len(fitted)),
+    )
     region = annotated.crop(box)
     annotated.paste(Image.blend(region, Image.new("RGB", region.size), BOX_OPACITY), box[:2])
     draw = ImageDraw.Draw(annotated)
@@ -49,17 +53,17 @@ def _font(size: int) -> Font:
     """Pillow's own font at ``size`` pixels; without FreeType, its fixed bitmap font (small, but text)."""
     try:
         return ImageFont.load_default(size=size)
-    except ImportError:   # Pillow built without FreeType cannot scale a font
+    except ImportError:  # Pillow built without FreeType cannot scale a font
         return ImageFont.load_default()
 
 
 def _fit(line: str, font: Font, width: int) -> str:
     """``line`` as drawn: shortened to ``width`` pixels with an ellipsis, or empty if not even that fits."""
-    line = _drawable(" ".join(line.splitlines()), font)   # one line each: a line break would overprint
+    line = _drawable(" ".join(line.splitlines()), font)  # one line each: a line break would overprint
     if font.getlength(line) <= width:
         return line
     ellipsis = _drawable("…", font)
-    shortest, longest = 0, len(line) - 1   # binary search for the longest prefix that fits with the ellipsis
+    shortest, longest = 0, len(line) - 1  # binary search for the longest prefix that fits with the ellipsis
     while shortest < longest:
         middle = (shortest + longest + 1) // 2
         if font.getlength(line[:middle].rstrip() + ellipsis) <= width:
@@ -81,8 +85,9 @@ def _widest(lines: Sequence[str], font: Font) -> int:
     return max(round(font.getlength(line)) for line in lines)
 
 
-def score_label(score: float | None, std: float | None = None, rank: int | None = None,
-                error: str | None = None) -> str:
+def score_label(
+    score: float | None, std: float | None = None, rank: int | None = None, error: str | None = None
+) -> str:
     """A score as a preview shows it: ``3.91``, ``3.91 ± 0.12``, ``#1  3.91``, or ``no score`` (with the
     start of the error, when there is one), so an unjudged image is never mistaken for a low one."""
     if score is None:
@@ -100,7 +105,7 @@ def short_reasoning(text: str | None, limit: int = 120) -> str:
     flat = " ".join((text or "").split())
     if len(flat) <= limit:
         return flat
-    cut = flat[:limit - 1]
-    if flat[limit - 1] != " " and " " in cut:   # the cut fell inside a word: end at the word before it
-        cut = cut[:cut.rfind(" ")]
-    return cut + "…"   # whitespace was collapsed to single spaces, so the cut never ends in one
+    cut = flat[: limit - 1]
+    if flat[limit - 1] != " " and " " in cut:  # the cut fell inside a word: end at the word before it
+        cut = cut[: cut.rfind(" ")]
+    return cut + "…"  # whitespace was collapsed to single spaces, so the cut never ends in one

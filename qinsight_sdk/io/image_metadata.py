@@ -20,8 +20,9 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
@@ -76,8 +77,10 @@ def read_rows(path: str | os.PathLike[str], task: str | None = None) -> list[Row
         held = sorted({row["task"] for row in rows})
         rows = [row for row in rows if row["task"] == task]
         if not rows:
-            raise MetadataError(f"{os.fspath(path)}: its qinsight metadata holds no {task} row"
-                                + (f" (only {', '.join(held)})" if held else " (no rows at all)"))
+            raise MetadataError(
+                f"{os.fspath(path)}: its qinsight metadata holds no {task} row"
+                + (f" (only {', '.join(held)})" if held else " (no rows at all)")
+            )
     return [{**row, "key": key_of(path), "image": os.fspath(path)} for row in rows]
 
 
@@ -87,14 +90,17 @@ def _rows_text(rows: Sequence[Row], target: str) -> str:
     try:
         return "[" + ", ".join(map(row_text, rows)) + "]"
     except ValueError as exc:
-        raise MetadataError(f"{target}: a row holds a number that is not finite (NaN or infinity), which "
-                            f"strict JSON cannot carry ({exc})") from None
+        raise MetadataError(
+            f"{target}: a row holds a number that is not finite (NaN or infinity), which "
+            f"strict JSON cannot carry ({exc})"
+        ) from None
 
 
 def _check_rows(rows: Any, source: str) -> None:
     if not isinstance(rows, (list, tuple)) or not all(
-            isinstance(row, dict) and isinstance(row.get("task"), str) for row in rows):
-        raise MetadataError(f"{source}: the qinsight metadata is not a list of rows (objects with a \"task\")")
+        isinstance(row, dict) and isinstance(row.get("task"), str) for row in rows
+    ):
+        raise MetadataError(f'{source}: the qinsight metadata is not a list of rows (objects with a "task")')
 
 
 def _saved_rows(path: str | os.PathLike[str]) -> tuple[Any, str]:
@@ -107,16 +113,19 @@ def _saved_rows(path: str | os.PathLike[str]) -> tuple[Any, str]:
         return _strict_json(text, source), source
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
-        raise MetadataError(f"{name}: no qinsight metadata (no {METADATA_KEY!r} text chunk, and no sidecar "
-                            f"{sidecar.name})")
+        raise MetadataError(
+            f"{name}: no qinsight metadata (no {METADATA_KEY!r} text chunk, and no sidecar {sidecar.name})"
+        )
     try:
         text = sidecar.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MetadataError(f"{sidecar}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     content = _strict_json(text, str(sidecar))
     if not isinstance(content, dict) or METADATA_KEY not in content:
-        raise MetadataError(f"{name}: no qinsight metadata (no {METADATA_KEY!r} text chunk, and its sidecar "
-                            f"{sidecar.name} has no {METADATA_KEY!r} entry)")
+        raise MetadataError(
+            f"{name}: no qinsight metadata (no {METADATA_KEY!r} text chunk, and its sidecar "
+            f"{sidecar.name} has no {METADATA_KEY!r} entry)"
+        )
     return content[METADATA_KEY], str(sidecar)
 
 
@@ -125,15 +134,21 @@ def _chunk(path: str | os.PathLike[str]) -> str | None:
     regular files are opened: reading a FIFO would wait for a writer forever."""
     name = os.fspath(path)
     if not os.path.isfile(path):
-        raise MetadataError(f"{name}: " + ("not a regular file (a folder, FIFO or device), not an image file"
-                                           if os.path.exists(path) else "file not found"))
+        raise MetadataError(
+            f"{name}: "
+            + (
+                "not a regular file (a folder, FIFO or device), not an image file"
+                if os.path.exists(path)
+                else "file not found"
+            )
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                found = image.info.get(METADATA_KEY)   # chunks before the pixels, read without decoding them
+                found = image.info.get(METADATA_KEY)  # chunks before the pixels, read without decoding them
                 if found is None and image.format == "PNG":
-                    found = image.text.get(METADATA_KEY)   # a chunk after the pixels: decodes the image
+                    found = image.text.get(METADATA_KEY)  # a chunk after the pixels: decodes the image
     except UnidentifiedImageError:
         raise MetadataError(f"{name}: not a recognised image file") from None
     except (OSError, Image.DecompressionBombError) as exc:
@@ -143,6 +158,7 @@ def _chunk(path: str | os.PathLike[str]) -> str | None:
 
 def _strict_json(text: str, source: str) -> Any:
     """JSON as qinsight writes it: ``NaN`` and ``Infinity`` are refused, as no row may hold them."""
+
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not strict JSON")
 

@@ -10,7 +10,6 @@ on that one item without stopping the batch.
 from __future__ import annotations
 
 import functools
-
 import io
 import logging
 import math
@@ -19,7 +18,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,16 +27,16 @@ from ..errors import ImageInputError, UsageError
 
 logger = logging.getLogger("qinsight")
 
-PATCH_GRID = 28          # 14-pixel patches merged 2x2: the unit of one image token
-MAX_ASPECT_RATIO = 200   # Qwen2.5-VL's image processor refuses more elongated images
+PATCH_GRID = 28  # 14-pixel patches merged 2x2: the unit of one image token
+MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's image processor refuses more elongated images
 _FLOAT_TOLERANCE = 0.01  # resampling overshoot accepted on float inputs before they count as out of range
 _SIXTEEN_BIT_FROM = 512  # an I, I;16 or F image with a value this high is 16-bit data (see _high_bit_depth_to_l)
 _BACKGROUND = (255, 255, 255)
-PAPER_MIN_PIXELS = 56 * 56                     # Q-Insight's training and inference bounds (qwen_vl_utils')
+PAPER_MIN_PIXELS = 56 * 56  # Q-Insight's training and inference bounds (qwen_vl_utils')
 PAPER_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID  # 12,845,056: up to 16,384 image tokens
-FAST_MAX_PIXELS = 1280 * PATCH_GRID * PATCH_GRID    # 1,003,520: a 1024x768 image stays native, larger shrink
+FAST_MAX_PIXELS = 1280 * PATCH_GRID * PATCH_GRID  # 1,003,520: a 1024x768 image stays native, larger shrink
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, Any]  # Any: torch.Tensor, imported lazily
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Any  # Any: torch.Tensor, imported lazily
 
 
 @dataclass(frozen=True)
@@ -56,24 +55,28 @@ class ImageBounds:
 
     def __post_init__(self) -> None:
         if not PATCH_GRID * PATCH_GRID <= self.min_pixels <= self.max_pixels:
-            raise UsageError(f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
-                             f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}")
+            raise UsageError(
+                f"need {PATCH_GRID**2} <= min_pixels <= max_pixels, got "
+                f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}"
+            )
         # past the processor's own ceiling the judge sees images it never saw in training, and one image's
         # tokens (16,384 here) already take the 7B model to tens of GB of attention activations
         if self.max_pixels > PAPER_MAX_PIXELS:
-            raise UsageError(f"max_pixels={self.max_pixels:,} is above {PAPER_MAX_PIXELS:,}, the most the "
-                             "model's image processor takes (16,384 image tokens, as the weights were trained)")
+            raise UsageError(
+                f"max_pixels={self.max_pixels:,} is above {PAPER_MAX_PIXELS:,}, the most the "
+                "model's image processor takes (16,384 image tokens, as the weights were trained)"
+            )
 
     @classmethod
-    def official(cls) -> "ImageBounds":
+    def official(cls) -> ImageBounds:
         return cls(PAPER_MIN_PIXELS, PAPER_MAX_PIXELS)
 
     @classmethod
-    def fast(cls) -> "ImageBounds":
+    def fast(cls) -> ImageBounds:
         return cls(PAPER_MIN_PIXELS, FAST_MAX_PIXELS)
 
     @classmethod
-    def preset(cls, size: str | int) -> "ImageBounds":
+    def preset(cls, size: str | int) -> ImageBounds:
         """``official``, ``fast``, or a pixel count (as a number or its digits) for ``max_pixels``."""
         if size in IMAGE_SIZES:
             return IMAGE_SIZES[str(size)]()
@@ -95,8 +98,10 @@ def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds, name: str = 
     if min(width, height) < 1:
         raise ImageInputError(f"{name} is {width}x{height}: it has no pixels")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ImageInputError(f"{name} is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
-                              "which the model cannot take; crop it first")
+        raise ImageInputError(
+            f"{name} is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
+            "which the model cannot take; crop it first"
+        )
     w = max(PATCH_GRID, round(width / PATCH_GRID) * PATCH_GRID)
     h = max(PATCH_GRID, round(height / PATCH_GRID) * PATCH_GRID)
     if w * h > bounds.max_pixels:
@@ -156,8 +161,9 @@ def split_inputs(images: Any) -> tuple[list[Any], bool]:
     return [images], True
 
 
-def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds(),
-               geometry: ImageGeometry = PATCH_GRID_GEOMETRY) -> Image.Image:
+def load_image(
+    source: ImageInput, bounds: ImageBounds = ImageBounds(), geometry: ImageGeometry = PATCH_GRID_GEOMETRY
+) -> Image.Image:
     """Decode and normalise one image to RGB, sized as ``geometry`` fits it (default: Qwen2-VL's patch
     grid) within ``bounds``; raises ``ImageInputError``.
 
@@ -169,7 +175,7 @@ def load_image(source: ImageInput, bounds: ImageBounds = ImageBounds(),
         return _normalised(source, bounds, geometry)
     except ImageInputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring
+    except Exception as exc:
         raise ImageInputError(f"{_described(source)} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
@@ -202,8 +208,10 @@ def _normalised(source: ImageInput, bounds: ImageBounds, geometry: ImageGeometry
         described = f"tensor of shape {tuple(source.shape)} and dtype {dtype}"
         image = _array_to_pil(_tensor_to_numpy(source), True, described)
     else:
-        raise ImageInputError(f"unsupported image input of type {type(source).__name__}; pass a path, "
-                              "image file bytes, a PIL image, a numpy array or a torch tensor")
+        raise ImageInputError(
+            f"unsupported image input of type {type(source).__name__}; pass a path, "
+            "image file bytes, a PIL image, a numpy array or a torch tensor"
+        )
     rgb = to_rgb(image, _described(source))
     size = geometry.fit(rgb.width, rgb.height, bounds, _described(source))
     if size != rgb.size:
@@ -247,8 +255,9 @@ def _decoded(source: Path | io.BytesIO, name: str, bounds: ImageBounds, geometry
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not a recognised image file") from None
     except Image.DecompressionBombError as exc:
-        raise ImageInputError(f"{name}: refused as a possible decompression bomb ({exc}); "
-                              "downscale it before judging") from None
+        raise ImageInputError(
+            f"{name}: refused as a possible decompression bomb ({exc}); downscale it before judging"
+        ) from None
     except OSError as exc:  # permission denied while reading, say: the reason, without the path again
         raise ImageInputError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     if image.format == "JPEG":  # decode huge JPEGs at a reduced scale: fast and memory-safe
@@ -316,8 +325,13 @@ def _high_bit_depth_to_l(image: Image.Image, name: str) -> Image.Image:
         scale, read_as = 1.0, "0..255"
     else:
         scale, read_as = 255.0 / 65535.0, "0..65535"
-    logger.debug("a mode-%s image with values in [%g, %g] is read as %s data", image.mode,
-                 float(values.min()) if values.size else 0.0, high, read_as)
+    logger.debug(
+        "a mode-%s image with values in [%g, %g] is read as %s data",
+        image.mode,
+        float(values.min()) if values.size else 0.0,
+        high,
+        read_as,
+    )
     return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
 
 
@@ -328,7 +342,9 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
             from PIL import ImageCms
 
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if converted is not None:  # None only when converting in place, which this does not ask for
+                return converted
         except Exception:  # a broken embedded profile: fall back to the plain conversion
             pass
     return image.convert("RGB")
@@ -387,10 +403,12 @@ def _to_uint8(array: np.ndarray, described: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageInputError(f"{described} contains NaN or infinite values")
-        low, high = float(array.min()), float(array.max())
-        if low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
-            raise ImageInputError(f"{described} has float values in [{low:.3g}, {high:.3g}]; "
-                                  "expected 0..1 (divide 0..255 data by 255)")
+        lowest, highest = float(array.min()), float(array.max())
+        if lowest < -_FLOAT_TOLERANCE or highest > 1 + _FLOAT_TOLERANCE:
+            raise ImageInputError(
+                f"{described} has float values in [{lowest:.3g}, {highest:.3g}]; expected 0..1 "
+                "(divide 0..255 data by 255)"
+            )
         return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     raise ImageInputError(f"{described} has an unsupported dtype")
 
@@ -407,7 +425,9 @@ class PatchSpec:
     merge: int = 2
 
 
-def to_patches(image: Image.Image, spec: PatchSpec, out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+def to_patches(
+    image: Image.Image, spec: PatchSpec, out: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The model's pixel input for one RGB image already on the patch grid, and its (t, h, w) grid.
 
     The same arithmetic as Qwen2-VL's image processor (rescale, normalise, repeat the frame over the
@@ -424,13 +444,21 @@ def to_patches(image: Image.Image, spec: PatchSpec, out: np.ndarray | None = Non
     height, width, channels = pixels.shape
     grid_h, grid_w = height // spec.patch, width // spec.patch
     # the 8-bit pixels gathered patch by patch, in merge-block order, each patch channel-major
-    frame = np.ascontiguousarray(pixels.reshape(
-        grid_h // spec.merge, spec.merge, spec.patch, grid_w // spec.merge, spec.merge, spec.patch, channels,
-    ).transpose(0, 3, 1, 4, 6, 2, 5)).reshape(grid_h * grid_w, channels, spec.patch ** 2)
+    frame = np.ascontiguousarray(
+        pixels.reshape(
+            grid_h // spec.merge,
+            spec.merge,
+            spec.patch,
+            grid_w // spec.merge,
+            spec.merge,
+            spec.patch,
+            channels,
+        ).transpose(0, 3, 1, 4, 6, 2, 5)
+    ).reshape(grid_h * grid_w, channels, spec.patch**2)
     if out is None:
-        out = np.empty((grid_h * grid_w, channels * spec.temporal * spec.patch ** 2), dtype=np.float32)
+        out = np.empty((grid_h * grid_w, channels * spec.temporal * spec.patch**2), dtype=np.float32)
     shaped = out.view()
-    shaped.shape = (grid_h * grid_w, channels, spec.temporal, spec.patch ** 2)  # a view, or an error: never a copy
+    shaped.shape = (grid_h * grid_w, channels, spec.temporal, spec.patch**2)  # a view, or an error: never a copy
     table = _normalising_table(spec)
     for channel in range(channels):  # normalised by lookup, written once per temporal frame
         shaped[:, channel] = table[channel].take(frame[:, channel])[:, None]

@@ -33,9 +33,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 from ..errors import QInsightError, UsageError
 from ..judging.tasks import ANSWER_OF_WINNER
@@ -66,7 +67,7 @@ def _whole_bytes(handle: IO[bytes], repair: bool) -> bytes:
         if _parses(data[start:]):
             data += b"\n"
             if repair:
-                _append(handle, b"\n")   # the file is open for appending: this goes at its end
+                _append(handle, b"\n")  # the file is open for appending: this goes at its end
         else:
             data = data[:start]
             if repair:
@@ -78,7 +79,7 @@ def _parses(line: bytes) -> bool:
     """Whether ``line`` is one JSON value (UTF-8): a row written whole, not the start of one."""
     try:
         json.loads(line.decode("utf-8"))
-    except ValueError:   # UnicodeDecodeError included: a kill inside a character
+    except ValueError:  # UnicodeDecodeError included: a kill inside a character
         return False
     return True
 
@@ -90,8 +91,9 @@ def _decode_lines(data: bytes, path: Path) -> list[str]:
         raise RecordFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def make_row(task: str, paths: Sequence[str], settings: dict[str, Any] | None,
-             result: dict[str, Any]) -> dict[str, Any]:
+def make_row(
+    task: str, paths: Sequence[str], settings: dict[str, Any] | None, result: dict[str, Any]
+) -> dict[str, Any]:
     """The row of one judged item: ``paths`` in prompt order (``[reference,] image_a, image_b`` for a
     pair), ``result`` the result's fields."""
     if task == "comparison":
@@ -102,17 +104,33 @@ def make_row(task: str, paths: Sequence[str], settings: dict[str, Any] | None,
     return {"task": task, "key": key_of(*paths), **given, "settings": settings, **result}
 
 
-def answer_settings(model: str, subfolder: str | None, revision: str | None, profile: str, dtype: Any,
-                    prompt_order: str, max_pixels: int, quantization: str | None, decoding: Any,
-                    **task: Any) -> dict[str, Any]:
+def answer_settings(
+    model: str,
+    subfolder: str | None,
+    revision: str | None,
+    profile: str,
+    dtype: Any,
+    prompt_order: str,
+    max_pixels: int,
+    quantization: str | None,
+    decoding: Any,
+    **task: Any,
+) -> dict[str, Any]:
     """A row's ``settings``: everything that changes an answer, the same whether it comes from the command
     line's options (before a model loads) or from a loaded judge (the ComfyUI nodes), so rows made either
     way compare equal. A local model is named by its real path. Full precision records no quantization, so
     rows made before quantization existed still resume. Fast scores generate no text, so decoding options
     (a ``DecodingOptions``) do not change them and are left out."""
-    settings = {"model": os.path.realpath(model) if Path(model).is_dir() else model, "subfolder": subfolder,
-                "revision": revision, "profile": profile, "dtype": str(dtype).removeprefix("torch."),
-                "prompt_order": prompt_order, "max_pixels": max_pixels, **task}
+    settings = {
+        "model": os.path.realpath(model) if Path(model).is_dir() else model,
+        "subfolder": subfolder,
+        "revision": revision,
+        "profile": profile,
+        "dtype": str(dtype).removeprefix("torch."),
+        "prompt_order": prompt_order,
+        "max_pixels": max_pixels,
+        **task,
+    }
     if quantization:
         settings["quantization"] = quantization
     if task.get("mode") != "fast":
@@ -132,6 +150,7 @@ def row_text(row: dict[str, Any]) -> str:
 
 
 # -- locking: flock where there is one (Linux, macOS), a byte-range lock on Windows ---------------------
+
 
 def _try_lock(handle: IO[bytes], exclusive: bool) -> bool:
     """Lock the open file without waiting: whether the lock was had."""
@@ -170,8 +189,9 @@ def _open_locked(path: Path, exclusive: bool) -> IO[bytes]:
             raise RecordFileError(f"cannot open {path}: {exc.strerror or exc}") from None
         if not _try_lock(handle, exclusive):
             handle.close()
-            raise UsageError(f"{path} is being written by another qinsight run; wait for it to finish or "
-                             "write to another file")
+            raise UsageError(
+                f"{path} is being written by another qinsight run; wait for it to finish or write to another file"
+            )
         if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
             return handle
         handle.close()
@@ -192,12 +212,19 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 
 # -- the store -------------------------------------------------------------------------------------------
 
+
 class RecordStore:
     """An open record file: its rows by key, and where new rows are appended. Use :func:`open_store`
     (or :func:`read_store`)."""
 
-    def __init__(self, path: Path, handle: IO[bytes] | None, task: str, settings: dict[str, Any] | None,
-                 rows: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handle: IO[bytes] | None,
+        task: str,
+        settings: dict[str, Any] | None,
+        rows: dict[str, dict[str, Any]],
+    ) -> None:
         self.path, self.task, self.settings = path, task, settings
         self.rows = rows
         self._handle = handle
@@ -217,8 +244,10 @@ class RecordStore:
         try:
             _append(self._handle, (row_text(row) + "\n").encode("utf-8"))  # unbuffered: a killed run keeps it
         except OSError as exc:
-            raise RecordFileError(f"cannot write to {self.path}: {exc.strerror or exc}; the rows written "
-                                  "before are kept, and rerunning the same command continues") from None
+            raise RecordFileError(
+                f"cannot write to {self.path}: {exc.strerror or exc}; the rows written "
+                "before are kept, and rerunning the same command continues"
+            ) from None
         if time.monotonic() - self._synced >= FSYNC_INTERVAL_S:
             self._sync()
         self.rows[row["key"]] = row
@@ -252,19 +281,22 @@ def _parse(lines: list[str], path: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             row = exc
         if not isinstance(row, dict):
-            raise RecordFileError(f"{path}:{number}: not a qinsight row ({row}); remove that line, or start "
-                                  "afresh (--overwrite)")
+            raise RecordFileError(
+                f"{path}:{number}: not a qinsight row ({row}); remove that line, or start afresh (--overwrite)"
+            )
         rows.append(row)
     return rows
 
 
 def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> str:
     """The settings that differ, plain values first ("mode: 'fast' there, 'reason' now")."""
+
     def said(name: str) -> tuple[bool, str]:
         there, now = found.get(name), wanted.get(name)
         if isinstance(there, dict) or isinstance(now, dict):
-            return True, f"{name} " + ("not used there" if there is None else "not used now" if now is None
-                                       else "differs")
+            return True, f"{name} " + (
+                "not used there" if there is None else "not used now" if now is None else "differs"
+            )
         return False, f"{name}: {there!r} there, {now!r} now"
 
     names = [name for name in {**found, **wanted} if found.get(name) != wanted.get(name)]
@@ -273,11 +305,14 @@ def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> str:
 
 def _check_made_alike(row: dict[str, Any], task: str, settings: dict[str, Any], path: Path) -> None:
     if row.get("task") != task:
-        raise RecordFileError(f"{path} holds {row.get('task')} rows, not {task}: write to another file, or "
-                              "start afresh (--overwrite)")
+        raise RecordFileError(
+            f"{path} holds {row.get('task')} rows, not {task}: write to another file, or start afresh (--overwrite)"
+        )
     if row["settings"] != settings:
-        raise RecordFileError(f"{path} holds rows made with other settings ({_differences(row['settings'], settings)}"
-                              "): write to another file, or start afresh (--overwrite)")
+        raise RecordFileError(
+            f"{path} holds rows made with other settings ({_differences(row['settings'], settings)}"
+            "): write to another file, or start afresh (--overwrite)"
+        )
 
 
 def _legacy_key(row: dict[str, Any], root: str) -> str:
@@ -344,8 +379,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any], *, overwrite: bool = False,
-               retry_failed: bool = False, legacy_root: str | os.PathLike[str] = ".") -> RecordStore:
+def open_store(
+    path: str | os.PathLike[str],
+    task: str,
+    settings: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+    legacy_root: str | os.PathLike[str] = ".",
+) -> RecordStore:
     """Open and lock the record file at ``path``, to add rows of ``task`` made with ``settings``.
 
     Rows of another task or made with other settings are an error, unless ``overwrite`` starts afresh.
@@ -364,7 +406,7 @@ def open_store(path: str | os.PathLike[str], task: str, settings: dict[str, Any]
         if changed or len(found) != len(store.rows):  # one row per key, in today's schema
             store._handle = _rewrite(path, list(store.rows.values()))
             handle.close()
-        return store   # appends go to the end: the file is open for appending
+        return store  # appends go to the end: the file is open for appending
     except BaseException:
         handle.close()
         raise
@@ -376,17 +418,22 @@ def read_store(path: str | os.PathLike[str], task: str, legacy_root: str | os.Pa
     is not there is an error (a mistyped name would otherwise read as no predictions at all)."""
     path = Path(path)
     if not path.exists():
-        raise RecordFileError(f"{path}: no such predictions file (--predictions-only reads predictions, it makes "
-                              "none)")
+        raise RecordFileError(f"{path}: no such predictions file (--predictions-only reads predictions, it makes none)")
     with _open_locked(path, exclusive=False) as handle:
         lines = _decode_lines(_whole_bytes(handle, repair=False), path)
     found = [row for row in _parse(lines, path) if row.get("task", task) == task]
     return _collect(path, None, task, None, found, str(legacy_root), retry_failed=False)[0]
 
 
-def _collect(path: Path, handle: IO[bytes] | None, task: str, settings: dict[str, Any] | None,
-             found: list[dict[str, Any]], legacy_root: str,
-             retry_failed: bool) -> tuple[RecordStore, bool]:
+def _collect(
+    path: Path,
+    handle: IO[bytes] | None,
+    task: str,
+    settings: dict[str, Any] | None,
+    found: list[dict[str, Any]],
+    legacy_root: str,
+    retry_failed: bool,
+) -> tuple[RecordStore, bool]:
     """The rows by key (checked to be made alike), and whether the file must be rewritten."""
     made = [row for row in found if "settings" in row]
     legacy = [row for row in found if "settings" not in row]
@@ -395,14 +442,14 @@ def _collect(path: Path, handle: IO[bytes] | None, task: str, settings: dict[str
         current = [row if "settings" in row else _legacy(row, task, expected, legacy_root) for row in found]
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordFileError(f"{path}: a row without settings has no usable key ({exc!r})") from None
-    for row in current:   # old rows too: one file holds one task
+    for row in current:  # old rows too: one file holds one task
         _check_made_alike(row, task, expected, path)
     rows = {row["key"]: row for row in current}
     kept = {key: row for key, row in rows.items() if not (retry_failed and row.get("error") is not None)}
     store = RecordStore(path, handle, task, settings, kept)
     if legacy:
-        logger.warning(f"{path}: {len(legacy)} rows written by qinsight 0.1 (no settings recorded) are "
-                           "taken as made with this run's settings" + ("" if handle is None else
-                                                                        " and converted to today's rows"))
+        logger.warning(
+            f"{path}: {len(legacy)} rows written by qinsight 0.1 (no settings recorded) are "
+            "taken as made with this run's settings" + ("" if handle is None else " and converted to today's rows")
+        )
     return store, bool(legacy) or len(kept) < len(rows)
-

@@ -15,9 +15,10 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar, Union
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -38,7 +39,7 @@ class Failure:
     message: str
 
 
-Outcome = Union[Any, Failure]  # a step's output for one request, or why there is none
+Outcome = Any | Failure  # a step's output for one request, or why there is none
 
 
 @dataclass
@@ -67,17 +68,20 @@ class BatchRunner:
     bounds every later batch of this runner.
     """
 
-    def __init__(self, load: Callable[[ImageInput], Image.Image], max_batch_tokens: int,
-                 overlap: Callable[[], bool] = lambda: True,
-                 tokens: Callable[[int, int], int] = PATCH_GRID_GEOMETRY.tokens) -> None:
+    def __init__(
+        self,
+        load: Callable[[ImageInput], Image.Image],
+        max_batch_tokens: int,
+        overlap: Callable[[], bool] = lambda: True,
+        tokens: Callable[[int, int], int] = PATCH_GRID_GEOMETRY.tokens,
+    ) -> None:
         self.load = load
-        self.tokens = tokens    # an image's cost by its (width, height), in the unit of max_batch_tokens
+        self.tokens = tokens  # an image's cost by its (width, height), in the unit of max_batch_tokens
         self.max_batch_tokens = max_batch_tokens
         self.overlap = overlap  # asked per run: whether to prepare the next batch in a helper thread
         self.memory_cap: int | None = None
 
-    def run(self, requests: list[Request], batch_size: int, step: Step,
-            finish: Callable[[int, Outcome], R]) -> list[R]:
+    def run(self, requests: list[Request], batch_size: int, step: Step, finish: Callable[[int, Outcome], R]) -> list[R]:
         """``finish(index, outcome)`` for every request, in input order; the list of what it returned."""
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
@@ -93,8 +97,9 @@ class BatchRunner:
             batch, failed = planned
             return batch, failed, self._try_prepare(step, [requests[i] for i in batch]) if batch else None
 
-        preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinsight-prepare") if self.overlap() \
-            else _InTurn()
+        preparer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinsight-prepare") if self.overlap() else _InTurn()
+        )
         with preparer as helper:
             ahead = helper.submit(prepare_next)
             while (prepared := ahead.result()) is not None:
@@ -127,12 +132,10 @@ class BatchRunner:
         """Similar sizes together, each batch within the request and padded-token budgets."""
         cap = min(batch_size, self.memory_cap or batch_size)
         batches: list[list[int]] = []
-        cost = {i: sum(self.tokens(image.width, image.height) for image in requests[i].images or [])
-                for i in indices}
+        cost = {i: sum(self.tokens(image.width, image.height) for image in requests[i].images or []) for i in indices}
         for index in sorted(indices, key=lambda i: (cost[i], i)):
             current = batches[-1] if batches else None
-            if (current is None or len(current) >= cap
-                    or (len(current) + 1) * cost[index] > self.max_batch_tokens):
+            if current is None or len(current) >= cap or (len(current) + 1) * cost[index] > self.max_batch_tokens:
                 batches.append([index])
             else:
                 current.append(index)
@@ -148,7 +151,7 @@ class BatchRunner:
     def _try_prepare(step: Step, chosen: list[Request]) -> Any:
         try:
             return step.prepare(chosen)
-        except Exception as exc:  # noqa: BLE001 - surfaces in _execute, per request
+        except Exception as exc:
             return exc
 
     def _execute(self, indices: list[int], requests: list[Request], step: Step, prepared: Any) -> list[Outcome]:
@@ -157,7 +160,7 @@ class BatchRunner:
             if isinstance(prepared, Exception):
                 raise prepared
             return step.execute(prepared)
-        except Exception as exc:  # noqa: BLE001 - one input must never take the batch down
+        except Exception as exc:
             return self._recover(indices, requests, step, exc)
 
     def _recover(self, indices: list[int], requests: list[Request], step: Step, exc: Exception) -> list[Outcome]:
@@ -171,7 +174,12 @@ class BatchRunner:
                 self.memory_cap = half
                 logger.warning("out of memory with %d images per batch; retrying with %d", len(indices), half)
                 return again(indices[:half]) + again(indices[half:])
-            return [Failure(f"out of memory even alone ({exc}); use the fast image size (--max-pixels fast, ImageBounds.fast()) or a larger device")]
+            return [
+                Failure(
+                    f"out of memory even alone ({exc}); use the fast image size (--max-pixels fast, "
+                    "ImageBounds.fast()) or a larger device"
+                )
+            ]
         if len(indices) == 1:
             return [Failure(f"the model failed on this input: {type(exc).__name__}: {exc}")]
         return [again([i])[0] for i in indices]
@@ -180,7 +188,7 @@ class BatchRunner:
 class _InTurn:
     """An executor that runs each call when it is submitted, in the calling thread."""
 
-    def __enter__(self) -> "_InTurn":
+    def __enter__(self) -> _InTurn:
         return self
 
     def __exit__(self, *_: Any) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -21,7 +22,7 @@ logger = logging.getLogger("qinsight")
 # library defaults for the same keys (written out: later releases changed some defaults to None).
 DEMO_SAMPLING = {"temperature": 1.0, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0}
 LIBRARY_DEFAULTS_4_51 = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
-FIRST_RELEASE_WITH_MODEL_DEFAULTS = (4, 50)   # 4.51.3: "model_base_version >= 4.50.0" swaps defaults
+FIRST_RELEASE_WITH_MODEL_DEFAULTS = (4, 50)  # 4.51.3: "model_base_version >= 4.50.0" swaps defaults
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class DecodingOptions:
             raise UsageError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
 
     @classmethod
-    def official_demo(cls, checkpoint: GenerationConfig | Mapping[str, Any] | str | Path, **overrides: Any
-                      ) -> "DecodingOptions":
+    def official_demo(
+        cls, checkpoint: GenerationConfig | Mapping[str, Any] | str | Path, **overrides: Any
+    ) -> DecodingOptions:
         """What Q-Insight's demo scripts really sampled with on ``checkpoint`` (its folder, its
         generation_config.json read as a mapping, or a loaded ``GenerationConfig``), after seeding 42.
 
@@ -85,8 +87,7 @@ class DecodingOptions:
         else:
             # neutral values rather than None: transformers 5 fills None from the checkpoint's defaults
             config.temperature, config.top_k, config.top_p = 1.0, 50, 1.0
-        penalty = self.repetition_penalty if self.repetition_penalty is not None else \
-            (config.repetition_penalty or 1.0)
+        penalty = self.repetition_penalty if self.repetition_penalty is not None else (config.repetition_penalty or 1.0)
         config.repetition_penalty = 1.0
         processors = LogitsProcessorList()
         if penalty != 1.0:
@@ -106,7 +107,7 @@ class PaddingBlindRepetitionPenalty(LogitsProcessor):
         self.penalty = float(penalty)
         self.pad_token_id = pad_token_id
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         seen = torch.gather(scores, 1, input_ids)
         seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
         penalised = scores.scatter(1, input_ids, seen)
@@ -127,8 +128,9 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def official_demo_sampling(checkpoint: GenerationConfig | Mapping[str, Any] | str | Path
-                           ) -> tuple[dict[str, float], str]:
+def official_demo_sampling(
+    checkpoint: GenerationConfig | Mapping[str, Any] | str | Path,
+) -> tuple[dict[str, Any], str]:
     """The sampling values the demo's call resolved to on ``checkpoint`` under transformers 4.51.3, and which
     case applied, in words.
 
@@ -138,9 +140,11 @@ def official_demo_sampling(checkpoint: GenerationConfig | Mapping[str, Any] | st
     model's value where that differs from the default. Otherwise only token ids are filled in."""
     saved, version = _saved_generation_values(checkpoint)
     if version is not None and _release(version) < FIRST_RELEASE_WITH_MODEL_DEFAULTS:
-        return dict(DEMO_SAMPLING), (f"the checkpoint's generation_config.json was saved by transformers {version} "
-                                     "(before 4.50), so the demo's own values stood: temperature 1.0, top-k 50, "
-                                     "top-p 0.95, no repetition penalty")
+        return dict(DEMO_SAMPLING), (
+            f"the checkpoint's generation_config.json was saved by transformers {version} "
+            "(before 4.50), so the demo's own values stood: temperature 1.0, top-k 50, "
+            "top-p 0.95, no repetition penalty"
+        )
     values, replaced = dict(DEMO_SAMPLING), []
     for key, default in LIBRARY_DEFAULTS_4_51.items():
         own = saved.get(key)
@@ -149,16 +153,21 @@ def official_demo_sampling(checkpoint: GenerationConfig | Mapping[str, Any] | st
             replaced.append(f"{key.replace('_', ' ')} {default:g} -> {own:g}")
     saved_by = f"saved by transformers {version}" if version else "with no transformers version"
     if not replaced:
-        return values, (f"the checkpoint's generation_config.json ({saved_by}) sets none of the demo's default "
-                        "values, so the demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, "
-                        "no repetition penalty")
-    return values, (f"the checkpoint's generation_config.json was {saved_by} (4.50 or later), so transformers "
-                    f"4.51.3 replaced the demo's default values with the checkpoint's: {', '.join(replaced)}; "
-                    "top-p 0.95 stood")
+        return values, (
+            f"the checkpoint's generation_config.json ({saved_by}) sets none of the demo's default "
+            "values, so the demo's own values stood: temperature 1.0, top-k 50, top-p 0.95, "
+            "no repetition penalty"
+        )
+    return values, (
+        f"the checkpoint's generation_config.json was {saved_by} (4.50 or later), so transformers "
+        f"4.51.3 replaced the demo's default values with the checkpoint's: {', '.join(replaced)}; "
+        "top-p 0.95 stood"
+    )
 
 
-def _saved_generation_values(checkpoint: GenerationConfig | Mapping[str, Any] | str | Path
-                             ) -> tuple[dict[str, Any], str | None]:
+def _saved_generation_values(
+    checkpoint: GenerationConfig | Mapping[str, Any] | str | Path,
+) -> tuple[dict[str, Any], str | None]:
     """The sampling values a checkpoint's generation config sets (None where unset) and the transformers
     release that saved it (None: not recorded; no file at all reads as a file setting nothing)."""
     if isinstance(checkpoint, GenerationConfig):

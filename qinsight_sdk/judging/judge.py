@@ -9,22 +9,24 @@ samples into a result. A bad input or an unreadable answer becomes an error on t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, cast
 
 import torch
 from PIL import Image
 
 from ..backends.base import Backend
-from .batching import BatchRunner, Failure, Outcome, Request, Step
 from ..backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL
-from .decoding import DecodingOptions
+from ..backends.quantization import Quantization
 from ..errors import UsageError
 from ..io.images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
+from .batching import BatchRunner, Failure, Outcome, Request, Step
+from .decoding import DecodingOptions
 from .judge_config import JudgeConfig, resolve_judge_config
 from .profiles import JudgeProfile, find_profile
 from .prompts import PromptOrder
-from ..backends.quantization import Quantization
 from .results import ComparisonResult, DegradationResult, ResultCallback, ScoreResult
 from .selection import HYBRID_POOL, Ranking, cascade, rank_images
 from .tasks import TASKS, reconcile, score_of_distribution
@@ -44,13 +46,21 @@ class QualityJudge:
     is halved and retried (and later batches stay at the smaller size); nothing is dropped or judged twice.
     """
 
-    def __init__(self, backend: Backend, *, decoding: DecodingOptions | None = None,
-                 image_bounds: ImageBounds | None = None,
-                 prompt_order: PromptOrder | str | None = None, batch_size: int = 8,
-                 max_batch_tokens: int = 16384, profile: JudgeProfile | str | Path | None = None,
-                 profile_source: str | None = None, config: JudgeConfig | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        decoding: DecodingOptions | None = None,
+        image_bounds: ImageBounds | None = None,
+        prompt_order: PromptOrder | str | None = None,
+        batch_size: int = 8,
+        max_batch_tokens: int = 16384,
+        profile: JudgeProfile | str | Path | None = None,
+        profile_source: str | None = None,
+        config: JudgeConfig | None = None,
+    ) -> None:
         self.backend = backend
-        self.config = config   # the resolved settings it was loaded with (None: built from a backend directly)
+        self.config = config  # the resolved settings it was loaded with (None: built from a backend directly)
         self.decoding = decoding or DecodingOptions()
         self.image_bounds = image_bounds or ImageBounds()
         self.profile = find_profile(profile)
@@ -61,17 +71,31 @@ class QualityJudge:
         self.batch_size = batch_size
         # how this model family sizes images and what each costs (Qwen2-VL's patch grid unless it says)
         self.geometry = getattr(backend, "geometry", PATCH_GRID_GEOMETRY)
-        self.batching = BatchRunner(self.load_image, max_batch_tokens,
-                                    overlap=lambda: self.backend.device.type != "cpu", tokens=self.geometry.tokens)
+        self.batching = BatchRunner(
+            self.load_image,
+            max_batch_tokens,
+            overlap=lambda: self.backend.device.type != "cpu",
+            tokens=self.geometry.tokens,
+        )
         self._warned_zero_shot = False
 
     @classmethod
-    def from_pretrained(cls, model: str | Path | None = None, subfolder: str | None = None, *,
-                        revision: str | None = None, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "auto", attn_implementation: str | None = None,
-                        trust_remote_code: bool = False, local_files_only: bool = False,
-                        cache_dir: str | None = None, profile: JudgeProfile | str | Path | None = None,
-                        quantization: Quantization = None, **options: Any) -> "QualityJudge":
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        subfolder: str | None = None,
+        *,
+        revision: str | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        local_files_only: bool = False,
+        cache_dir: str | None = None,
+        profile: JudgeProfile | str | Path | None = None,
+        quantization: Quantization = None,
+        **options: Any,
+    ) -> QualityJudge:
         """Load a checkpoint: a Hugging Face id (with subfolder and revision) or a local folder.
 
         ``model`` defaults to ``$QINSIGHT_MODEL``, else ``ByteDance/Q-Insight``, whose subfolder
@@ -86,25 +110,49 @@ class QualityJudge:
         :func:`qinsight_sdk.judging.judge_config.resolve_judge_config`, and kept as ``judge.config``.
         """
         settings = {k: options.pop(k) for k in ("decoding", "image_bounds", "prompt_order") if k in options}
-        config = resolve_judge_config(model, subfolder, revision=revision, profile=profile, device=str(device),
-                                      dtype=dtype, quantization=quantization, attn_implementation=attn_implementation,
-                                      trust_remote_code=trust_remote_code, local_files_only=local_files_only,
-                                      cache_dir=cache_dir, **settings)
+        config = resolve_judge_config(
+            model,
+            subfolder,
+            revision=revision,
+            profile=profile,
+            device=str(device),
+            dtype=dtype,
+            quantization=quantization,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_files_only,
+            cache_dir=cache_dir,
+            **settings,
+        )
         logger.info("judge profile %r (%s)", config.profile.name, config.profile_source)
         return cls.from_config(config, **options)
 
     @classmethod
-    def from_config(cls, config: JudgeConfig, **options: Any) -> "QualityJudge":
-        """The judge a resolved configuration describes (:func:`qinsight_sdk.judging.judge_config.resolve_judge_config`),
-        its model loaded; ``options`` (``batch_size``, ``max_batch_tokens``) go to the constructor."""
-        return cls(config.load_backend(), decoding=config.decoding, image_bounds=config.image_bounds,
-                   prompt_order=config.prompt_order, profile=config.profile, profile_source=config.profile_source,
-                   config=config, **options)
+    def from_config(cls, config: JudgeConfig, **options: Any) -> QualityJudge:
+        """The judge a resolved configuration describes
+        (:func:`qinsight_sdk.judging.judge_config.resolve_judge_config`), its model loaded; ``options``
+        (``batch_size``, ``max_batch_tokens``) go to the constructor."""
+        return cls(
+            config.load_backend(),
+            decoding=config.decoding,
+            image_bounds=config.image_bounds,
+            prompt_order=config.prompt_order,
+            profile=config.profile,
+            profile_source=config.profile_source,
+            config=config,
+            **options,
+        )
 
     # -- public tasks -------------------------------------------------------------------------------
 
-    def score(self, images: Any, batch_size: int | None = None, decoding: DecodingOptions | None = None,
-              on_result: ResultCallback | None = None, mode: str | None = None) -> ScoreResult | list[ScoreResult]:
+    def score(
+        self,
+        images: Any,
+        batch_size: int | None = None,
+        decoding: DecodingOptions | None = None,
+        on_result: ResultCallback | None = None,
+        mode: str | None = None,
+    ) -> ScoreResult | list[ScoreResult]:
         """A 1-5 quality rating for one image or each of many.
 
         Args:
@@ -127,26 +175,46 @@ class QualityJudge:
         if mode not in TASKS["score"].modes:
             raise UsageError(f"mode must be 'reason' or 'fast', got {mode!r}")
         if mode == "reason" and not writes:
-            raise UsageError(f"judge profile {self.profile.name!r} scores without writing text, so it has no "
-                             "reasoning to give: use mode='fast' (its default)")
+            raise UsageError(
+                f"judge profile {self.profile.name!r} scores without writing text, so it has no "
+                "reasoning to give: use mode='fast' (its default)"
+            )
         if mode == "fast":
             step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
             scale = self.profile.rating_range
-            return self._single_image_task("score", images, step, lambda d: score_of_distribution(d, scale),
-                                           batch_size, on_result, fast=True)
-        return self._single_image_task("score", images, self._generate_step(decoding, self.profile.rating_key),
-                                       self._aggregator("score"), batch_size, on_result)
+            return self._single_image_task(
+                "score", images, step, lambda d: score_of_distribution(d, scale), batch_size, on_result, fast=True
+            )
+        return self._single_image_task(
+            "score",
+            images,
+            self._generate_step(decoding, self.profile.rating_key),
+            self._aggregator("score"),
+            batch_size,
+            on_result,
+        )
 
-    def degradation(self, images: Any, batch_size: int | None = None,
-                    decoding: DecodingOptions | None = None,
-                    on_result: ResultCallback | None = None) -> DegradationResult | list[DegradationResult]:
+    def degradation(
+        self,
+        images: Any,
+        batch_size: int | None = None,
+        decoding: DecodingOptions | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> DegradationResult | list[DegradationResult]:
         """The distortion (noise, compression, blur, darken or None) and its severity, per image."""
-        return self._single_image_task("degradation", images, self._generate_step(decoding),
-                                       self._aggregator("degradation"), batch_size, on_result)
+        return self._single_image_task(
+            "degradation", images, self._generate_step(decoding), self._aggregator("degradation"), batch_size, on_result
+        )
 
-    def compare(self, image_a: ImageInput, image_b: ImageInput, reference: ImageInput | None = None,
-                both_orders: bool = False, decoding: DecodingOptions | None = None,
-                on_result: ResultCallback | None = None) -> ComparisonResult:
+    def compare(
+        self,
+        image_a: ImageInput,
+        image_b: ImageInput,
+        reference: ImageInput | None = None,
+        both_orders: bool = False,
+        decoding: DecodingOptions | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> ComparisonResult:
         """Which image is better: "A", "B" or "similar".
 
         With a reference (the degraded input of a restoration), the reference-based prompt of the
@@ -156,21 +224,28 @@ class QualityJudge:
         """
         return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding, on_result=on_result)[0]
 
-    def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], reference: ImageInput | None = None,
-                      both_orders: bool = False, decoding: DecodingOptions | None = None,
-                      batch_size: int | None = None,
-                      on_result: ResultCallback | None = None) -> list[ComparisonResult]:
+    def compare_pairs(
+        self,
+        pairs: Sequence[Sequence[ImageInput]],
+        reference: ImageInput | None = None,
+        both_orders: bool = False,
+        decoding: DecodingOptions | None = None,
+        batch_size: int | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> list[ComparisonResult]:
         """:meth:`compare` for many pairs, batched.
 
         Each pair is ``(image_a, image_b)``, or ``(image_a, image_b, reference)`` with its own reference;
         ``reference`` is shared by the pairs that bring none. ``on_result(index, result)`` is called
         in input order as results are ready (once per pair, after both orders when asked).
         """
-        self.profile.prompt("comparison")   # a judge that does not compare says so before any image loads
+        self.profile.prompt("comparison")  # a judge that does not compare says so before any image loads
         requests = []
         for pair in pairs:
             if len(pair) not in (2, 3):
-                raise UsageError(f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items")
+                raise UsageError(
+                    f"a pair is (image_a, image_b) or (image_a, image_b, reference), got {len(pair)} items"
+                )
             image_a, image_b = pair[0], pair[1]
             chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
             conversation = self.profile.messages("comparison", with_reference=chosen is not None)
@@ -205,14 +280,26 @@ class QualityJudge:
         if self.profile.compares_with_reference or self._warned_zero_shot:
             return
         self._warned_zero_shot = True
-        logger.warning("comparing with a reference on weights not trained for it (profile %r): this is the paper's "
-                       "zero-shot setting (75.5%% accuracy vs 82.8%% with the comparison weights); load subfolder "
-                       "%r of %s, or pass profile='q-insight-comparison' if these weights were trained for it",
-                       self.profile.name, COMPARISON_SUBFOLDER, DEFAULT_MODEL)
+        logger.warning(
+            "comparing with a reference on weights not trained for it (profile %r): this is the paper's "
+            "zero-shot setting (75.5%% accuracy vs 82.8%% with the comparison weights); load subfolder "
+            "%r of %s, or pass profile='q-insight-comparison' if these weights were trained for it",
+            self.profile.name,
+            COMPARISON_SUBFOLDER,
+            DEFAULT_MODEL,
+        )
 
-    def rank(self, images: Sequence[ImageInput], strategy: str = "score", top_k: int | None = None,
-             pool: int = HYBRID_POOL, batch_size: int | None = None,
-             on_result: ResultCallback | None = None, prefilter: Any = None, keep: int = 8) -> Ranking:
+    def rank(
+        self,
+        images: Sequence[ImageInput],
+        strategy: str = "score",
+        top_k: int | None = None,
+        pool: int = HYBRID_POOL,
+        batch_size: int | None = None,
+        on_result: ResultCallback | None = None,
+        prefilter: Any = None,
+        keep: int = 8,
+    ) -> Ranking:
         """Order images best first; see :mod:`qinsight_sdk.judging.selection` for the strategies.
 
         Args:
@@ -232,21 +319,32 @@ class QualityJudge:
         """
         if prefilter is not None:
             with self.reusing_images():
-                return cascade(self, prefilter, images, keep=keep, strategy=strategy, top_k=top_k, pool=pool,
-                               batch_size=batch_size, on_result=on_result)
+                return cascade(
+                    self,
+                    prefilter,
+                    images,
+                    keep=keep,
+                    strategy=strategy,
+                    top_k=top_k,
+                    pool=pool,
+                    batch_size=batch_size,
+                    on_result=on_result,
+                )
         with self.reusing_images():
-            return rank_images(self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size,
-                               on_result=on_result)
+            return rank_images(
+                self, images, strategy=strategy, top_k=top_k, pool=pool, batch_size=batch_size, on_result=on_result
+            )
 
-    def reusing_images(self) -> ContextManager[None]:
+    def reusing_images(self) -> AbstractContextManager[None]:
         """Within this block each image is encoded by the vision tower once, however many questions are
         asked about it: ``with judge.reusing_images(): judge.score(images); judge.degradation(images)``.
         Rankings and comparisons do this themselves. The features are kept on the model's device until
         the block ends (up to :data:`qinsight_sdk.backends.qwen2_5_vl.vision.MEMORY_BUDGET`; the oldest go first)."""
         return self.backend.reusing_images()
 
-    def reward(self, images: Any, batch_size: int | None = None,
-               on_result: ResultCallback | None = None) -> torch.Tensor:
+    def reward(
+        self, images: Any, batch_size: int | None = None, on_result: ResultCallback | None = None
+    ) -> torch.Tensor:
         """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (for a judge
         whose profile has no fast mode, the greedily decoded score: slower, as deterministic). A score a
         little beyond the scale (a fast score can reach 5.99) gives the bound, 1.0 or 0.0: the reward's
@@ -272,7 +370,7 @@ class QualityJudge:
         """One input decoded and fitted to this judge's image bounds, as every task does it."""
         return load_image(source, self.image_bounds, self.geometry)
 
-    def to(self, device: str | torch.device) -> "QualityJudge":
+    def to(self, device: str | torch.device) -> QualityJudge:
         """Move the model to ``device`` (for callers that manage memory, such as ComfyUI); returns self."""
         self.backend.to(device)
         return self
@@ -288,8 +386,13 @@ class QualityJudge:
 
     def _encoder(self, answer_prefix: str) -> Callable[[list[Request]], Any]:
         options = dict(self.profile.chat_template_options)
-        return lambda chosen: self.backend.encode([r.conversation for r in chosen], [r.images for r in chosen],
-                                                  answer_prefix, options)
+        # the batcher hands over only requests whose images it loaded
+        return lambda chosen: self.backend.encode(
+            [r.conversation for r in chosen],
+            [cast("list[Image.Image]", r.images) for r in chosen],
+            answer_prefix,
+            options,
+        )
 
     def _aggregator(self, task: str) -> Callable[[Any], Any]:
         """The task's aggregation of sampled answers, read with this judge's parser for the task."""
@@ -303,8 +406,16 @@ class QualityJudge:
             return TASKS[task].result_type(error=outcome.message)
         return aggregate(outcome)
 
-    def _single_image_task(self, task: str, images: Any, step: Step, aggregate: Callable[[Any], Any],
-                           batch_size: int | None, on_result: ResultCallback | None, fast: bool = False) -> Any:
+    def _single_image_task(
+        self,
+        task: str,
+        images: Any,
+        step: Step,
+        aggregate: Callable[[Any], Any],
+        batch_size: int | None,
+        on_result: ResultCallback | None,
+        fast: bool = False,
+    ) -> Any:
         conversation = self.profile.messages(task, self.prompt_order if self._reorder else None, fast=fast)
         sources, single = split_inputs(images)
 
@@ -314,8 +425,9 @@ class QualityJudge:
                 on_result(index, result)
             return result
 
-        results = self.batching.run([Request(conversation, [s]) for s in sources], self._batch_size(batch_size),
-                                    step, finish)
+        results = self.batching.run(
+            [Request(conversation, [s]) for s in sources], self._batch_size(batch_size), step, finish
+        )
         return results[0] if single else results
 
 

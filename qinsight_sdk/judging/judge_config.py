@@ -3,8 +3,8 @@
 Everything an answer depends on (the checkpoint, the judge profile, the model family, dtype, quantization,
 image bounds, prompt order, decoding) is worked out here by :func:`resolve_judge_config`, and both the
 record rows' settings (:meth:`JudgeConfig.settings`) and the judge (``QualityJudge.from_config``, through
-:meth:`JudgeConfig.load_backend`) come from the result. The command line, the service, Ray workers, evaluation and ``QualityJudge.from_pretrained``
-all go through it, so what a row records is what was loaded.
+:meth:`JudgeConfig.load_backend`) come from the result. The command line, the service, Ray workers,
+evaluation and ``QualityJudge.from_pretrained`` all go through it, so what a row records is what was loaded.
 
 The profile is chosen as :func:`qinsight_sdk.judging.profiles.choose_profile` says; a checkpoint's own profile
 file is looked up before downloading the weights. When the hub cannot be asked (offline, not cached), that
@@ -22,9 +22,9 @@ from ..backends import ModelFamily, expected_family, family_named, locate
 from ..backends.checkpoints import PROFILE_FILE, default_model, default_subfolder, profile_lookup
 from ..errors import ModelLoadError, UsageError
 from ..io.images import ImageBounds
+from ..io.records import answer_settings
 from .profiles import JudgeProfile, choose_profile, load_profile_file
 from .prompts import PromptOrder
-from ..io.records import answer_settings
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions
@@ -43,11 +43,11 @@ class JudgeConfig:
     profile_source: str
     family: str
     device: str
-    dtype: Any                        # a torch.dtype, as the family chose it for the device
+    dtype: Any  # a torch.dtype, as the family chose it for the device
     quantization: str | None = None
     image_bounds: ImageBounds = field(default_factory=ImageBounds)
-    prompt_order: str | None = None   # None: the profile's own place for the image
-    decoding: DecodingOptions | None = None   # resolve_judge_config always sets it (greedy by default)
+    prompt_order: str | None = None  # None: the profile's own place for the image
+    decoding: DecodingOptions | None = None  # resolve_judge_config always sets it (greedy by default)
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     local_files_only: bool = False
@@ -64,44 +64,78 @@ class JudgeConfig:
         if asked is None:
             return self.default_mode
         if asked == "reason" and not family_named(self.family).writes_text:
-            raise UsageError(f"mode reason: this {self.family} judge writes no text, so it has no reasoning to "
-                             "give; use mode fast (its default)")
+            raise UsageError(
+                f"mode reason: this {self.family} judge writes no text, so it has no reasoning to "
+                "give; use mode fast (its default)"
+            )
         return asked
 
     def settings(self, **task: Any) -> dict[str, Any]:
         """The record rows' ``settings`` for answers this configuration gives (``task``: the task's own)."""
         order = self.prompt_order or self.profile.own_order().value
-        return answer_settings(self.model, self.subfolder, self.revision, self.profile.settings_name(), self.dtype,
-                               order, self.image_bounds.max_pixels, self.quantization, self.decoding, **task)
+        return answer_settings(
+            self.model,
+            self.subfolder,
+            self.revision,
+            self.profile.settings_name(),
+            self.dtype,
+            order,
+            self.image_bounds.max_pixels,
+            self.quantization,
+            self.decoding,
+            **task,
+        )
 
     def load_backend(self) -> Any:
         """The model: the checkpoint located (downloaded for a hub id), checked to hold this family and the
         profile chosen, and loaded by its family. ``QualityJudge.from_config`` builds the judge on it."""
-        folder, family = locate(self.model, self.subfolder, self.revision, self.local_files_only, self.cache_dir,
-                                self.family)
+        folder, family = locate(
+            self.model, self.subfolder, self.revision, self.local_files_only, self.cache_dir, self.family
+        )
         self._check_loaded_as_chosen(folder, family)
-        return family.load(folder, device=self.device, dtype=self.dtype, attn_implementation=self.attn_implementation,
-                           trust_remote_code=self.trust_remote_code, quantization=self.quantization)
+        return family.load(
+            folder,
+            device=self.device,
+            dtype=self.dtype,
+            attn_implementation=self.attn_implementation,
+            trust_remote_code=self.trust_remote_code,
+            quantization=self.quantization,
+        )
 
     def _check_loaded_as_chosen(self, folder: Path, family: ModelFamily) -> None:
         if family.name != self.family:
-            raise ModelLoadError(f"{folder} holds a {family.name} model, but judge profile {self.profile.name!r} "
-                                 f"({self.profile_source}) is for {self.family} models")
+            raise ModelLoadError(
+                f"{folder} holds a {family.name} model, but judge profile {self.profile.name!r} "
+                f"({self.profile_source}) is for {self.family} models"
+            )
         own = folder / PROFILE_FILE
         if _UNASKED in self.profile_source and own.is_file() and load_profile_file(own) != self.profile:
-            raise ModelLoadError(f"{folder} brings its own judge profile ({PROFILE_FILE}), which could not be read "
-                                 f"before the download ({_UNASKED}); the settings were resolved with "
-                                 f"{self.profile.name!r}. Run again now that it is downloaded, or name the "
-                                 "profile (--judge / profile=)")
+            raise ModelLoadError(
+                f"{folder} brings its own judge profile ({PROFILE_FILE}), which could not be read "
+                f"before the download ({_UNASKED}); the settings were resolved with "
+                f"{self.profile.name!r}. Run again now that it is downloaded, or name the "
+                "profile (--judge / profile=)"
+            )
 
 
-def resolve_judge_config(model: str | Path | None = None, subfolder: str | None = None, *,
-                         revision: str | None = None, profile: JudgeProfile | str | Path | None = None,
-                         device: str = "auto", dtype: Any = "auto", quantization: str | None = None,
-                         image_bounds: ImageBounds | None = None, prompt_order: PromptOrder | str | None = None,
-                         decoding: DecodingOptions | None = None, attn_implementation: str | None = None,
-                         trust_remote_code: bool = False, local_files_only: bool = False,
-                         cache_dir: str | None = None, comparison: bool = False) -> JudgeConfig:
+def resolve_judge_config(
+    model: str | Path | None = None,
+    subfolder: str | None = None,
+    *,
+    revision: str | None = None,
+    profile: JudgeProfile | str | Path | None = None,
+    device: str = "auto",
+    dtype: Any = "auto",
+    quantization: str | None = None,
+    image_bounds: ImageBounds | None = None,
+    prompt_order: PromptOrder | str | None = None,
+    decoding: DecodingOptions | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    local_files_only: bool = False,
+    cache_dir: str | None = None,
+    comparison: bool = False,
+) -> JudgeConfig:
     """Resolve a judgement's settings without loading (or downloading) the weights.
 
     Args:
@@ -135,15 +169,31 @@ def resolve_judge_config(model: str | Path | None = None, subfolder: str | None 
     if not asked and profile is None:
         why = f"{why}; {_UNASKED}, so it is checked after the download"
     if chosen.model_type != family.name:
-        raise ModelLoadError(f"judge profile {chosen.name!r} ({why}) is for {chosen.model_type} models, but "
-                             f"{model}{'/' + subfolder if subfolder else ''} holds a {family.name} model")
-    quantization = None if quantization in ("none", "full") else quantization   # the node's and CLI's spellings
+        raise ModelLoadError(
+            f"judge profile {chosen.name!r} ({why}) is for {chosen.model_type} models, but "
+            f"{model}{'/' + subfolder if subfolder else ''} holds a {family.name} model"
+        )
+    quantization = None if quantization in ("none", "full") else quantization  # the node's and CLI's spellings
     if quantization and family.name != "qwen2_5_vl":
-        raise UsageError(f"quantization {quantization!r} applies to Qwen2.5-VL judges; a {family.name} judge "
-                         "loads in full precision")
+        raise UsageError(
+            f"quantization {quantization!r} applies to Qwen2.5-VL judges; a {family.name} judge loads in full precision"
+        )
     chosen_device = choose_device(device)
-    return JudgeConfig(model, subfolder, revision, chosen, why, family.name, str(device),
-                       family.dtype(dtype, chosen_device), quantization, image_bounds or ImageBounds(),
-                       PromptOrder(prompt_order).value if prompt_order is not None else None,
-                       decoding or DecodingOptions(), attn_implementation, trust_remote_code, local_files_only,
-                       cache_dir)
+    return JudgeConfig(
+        model,
+        subfolder,
+        revision,
+        chosen,
+        why,
+        family.name,
+        str(device),
+        family.dtype(dtype, chosen_device),
+        quantization,
+        image_bounds or ImageBounds(),
+        PromptOrder(prompt_order).value if prompt_order is not None else None,
+        decoding or DecodingOptions(),
+        attn_implementation,
+        trust_remote_code,
+        local_files_only,
+        cache_dir,
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .prompts import DISTORTION_CLASSES, SEVERITY_LEVELS
 
@@ -23,15 +23,24 @@ _BRACES = re.compile(r"\{[^{}]*\}?", re.DOTALL)
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _RATING = re.compile(r"""["']?rating["']?\s*[:=]\s*["']?(""" + _NUMBER + ")", re.IGNORECASE)
 _NONE_WORDS = {"null", "none", "no", "n/a", "na", "nil", "no distortion", "clean", ""}
-_CLASS_ALIASES = {"jpeg": "compression", "jpg": "compression", "jpeg compression": "compression",
-                  "compression artifacts": "compression", "blurry": "blur", "blurring": "blur",
-                  "noisy": "noise", "dark": "darken", "darkness": "darken", "low light": "darken"}
+_CLASS_ALIASES = {
+    "jpeg": "compression",
+    "jpg": "compression",
+    "jpeg compression": "compression",
+    "compression artifacts": "compression",
+    "blurry": "blur",
+    "blurring": "blur",
+    "noisy": "noise",
+    "dark": "darken",
+    "darkness": "darken",
+    "low light": "darken",
+}
 _LABELS = {"image a": "A", "a": "A", "image b": "B", "b": "B", "similar": "similar"}
 _MENTIONS = {"imagea": "A", "imageb": "B", "similar": "similar"}
 
 
 Scale = tuple[float, float]
-FULL_SCALE: Scale = (1.0, 5.0)   # the scale results, thresholds and rewards use; a judge's own is mapped onto it
+FULL_SCALE: Scale = (1.0, 5.0)  # the scale results, thresholds and rewards use; a judge's own is mapped onto it
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ def extract_answer(text: str) -> str | None:
     opening = list(_ANSWER_OPEN.finditer(text))
     if not opening:
         return None
-    rest = text[opening[-1].end():]
+    rest = text[opening[-1].end() :]
     closing = _ANSWER_CLOSE.search(rest)
     return (rest[: closing.start()] if closing else rest).strip()
 
@@ -108,8 +117,8 @@ def _json_objects(text: str) -> list[dict]:
 
 
 def _repair_json(chunk: str) -> str:
-    repaired = re.sub(r"'([^']*)'", r'"\1"', chunk)          # single quotes
-    repaired = re.sub(r",\s*}", "}", repaired)               # trailing comma
+    repaired = re.sub(r"'([^']*)'", r'"\1"', chunk)  # single quotes
+    repaired = re.sub(r",\s*}", "}", repaired)  # trailing comma
     return re.sub(r"(?<=[{,])\s*([A-Za-z_]+)\s*:", r'"\1":', repaired)  # bare keys
 
 
@@ -117,7 +126,7 @@ def _lower_keys(obj: dict) -> dict:
     return {str(k).strip().lower(): v for k, v in obj.items()}
 
 
-OVERSHOOT = 0.25   # how far beyond its scale, as a share of the scale's span, a rating is still taken as written
+OVERSHOOT = 0.25  # how far beyond its scale, as a share of the scale's span, a rating is still taken as written
 
 
 def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float | None, str | None]:
@@ -138,10 +147,12 @@ def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float |
     low, high = rating_range
     margin = OVERSHOOT * (high - low)
     if not low - margin < rating < high + margin:
-        return None, (f"rating {rating:g} is far outside the judge's scale {low:g}-{high:g} (more than {margin:g} "
-                      "beyond it): the answer is broken")
+        return None, (
+            f"rating {rating:g} is far outside the judge's scale {low:g}-{high:g} (more than {margin:g} "
+            "beyond it): the answer is broken"
+        )
     if (low, high) == FULL_SCALE:
-        return rating, None   # exactly as written
+        return rating, None  # exactly as written
     return 1.0 + 4.0 * (rating - low) / (high - low), None
 
 
@@ -260,8 +271,9 @@ def parse_degradation(text: str) -> ParsedDegradation:
         reasoning = extract_reasoning(text)
         fields = _degradation_fields(body)
         if fields is None:
-            return ParsedDegradation(None, None, reasoning,
-                                     "no distortion_class found in the answer" + _missing_answer_note(tagged))
+            return ParsedDegradation(
+                None, None, reasoning, "no distortion_class found in the answer" + _missing_answer_note(tagged)
+            )
         distortion, class_error = _read_distortion(fields[0])
         severity, severity_error = _read_severity(fields[1])
         if fields[1] is None and distortion is not None and severity_error is None:
@@ -280,12 +292,14 @@ def parse_comparison(text: str) -> ParsedComparison:
         exact = _LABELS.get(_normalise_label(body) or "")
         if exact:
             return ParsedComparison(exact, reasoning, None)
-        named = {_MENTIONS[re.sub(r"\s+", "", m.lower())]
-                 for m in re.findall(r"\bimage\s*[ab]\b|\bsimilar\b", body, re.I)}
+        named = {
+            _MENTIONS[re.sub(r"\s+", "", m.lower())] for m in re.findall(r"\bimage\s*[ab]\b|\bsimilar\b", body, re.I)
+        }
         if len(named) == 1:
             return ParsedComparison(named.pop(), reasoning, None)
-        problem = "names more than one of Image A, Image B, Similar" if named else \
-            "names none of Image A, Image B, Similar"
+        problem = (
+            "names more than one of Image A, Image B, Similar" if named else "names none of Image A, Image B, Similar"
+        )
         return ParsedComparison(None, reasoning, f"the answer {problem}" + _missing_answer_note(tagged))
     except Exception as exc:
         return ParsedComparison(None, None, f"could not parse the answer: {exc}")

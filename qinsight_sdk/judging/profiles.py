@@ -16,19 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from . import prompts
 from ..backends.checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
 from ..errors import UsageError
-from .parsing import (FULL_SCALE, parse_comparison, parse_degradation, parse_first_number, parse_score,
-                      pattern_reader)
+from . import prompts
+from .parsing import FULL_SCALE, parse_comparison, parse_degradation, parse_first_number, parse_score, pattern_reader
 from .prompts import IMAGE, Message, PromptOrder
 
-FILE_FORMAT = 1                        # the version of that file's layout
+FILE_FORMAT = 1  # the version of that file's layout
 IMAGES_PER_PROMPT = {"score": 1, "degradation": 1, "comparison": 2}
 
 # Answer readers by task and name; a score may also be read by a pattern (``answer_pattern``).
@@ -48,7 +48,7 @@ class TaskPrompt:
     content: tuple[str, ...]
     answer: str = "q-insight"
     answer_pattern: str | None = None
-    with_reference: tuple[str, ...] | None = None   # comparison against a reference: its own user turn
+    with_reference: tuple[str, ...] | None = None  # comparison against a reference: its own user turn
 
     def turn(self, with_reference: bool) -> tuple[str, ...]:
         return self.with_reference if with_reference and self.with_reference else self.content
@@ -60,16 +60,16 @@ class JudgeProfile:
 
     name: str
     tasks: Mapping[str, TaskPrompt]
-    system_prompt: str | None = None            # None: the chat template's own (Qwen's "helpful assistant")
-    chat_template_options: Mapping[str, Any] = field(default_factory=dict)   # e.g. add_vision_id
-    rating_range: tuple[float, float] = FULL_SCALE   # the scale it rates on; results are mapped onto 1-5
-    reasons: bool = True                        # whether its answers hold reasoning
-    fast_score: TaskPrompt | None = None        # what fast scores ask (default: the score prompt)
-    fast_score_prefix: str | None = None        # the answer up to a rating's digits; None: no fast scores
-    rating_key: str | None = None               # regex an answer matches just before its rating's digits
-    compares_with_reference: bool = False       # trained to compare two images against a reference
-    model_type: str = QWEN25_VL                 # the checkpoint's config.json model_type
-    subfolder: str | None = field(default=None, compare=False)   # where a released repository keeps it
+    system_prompt: str | None = None  # None: the chat template's own (Qwen's "helpful assistant")
+    chat_template_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. add_vision_id
+    rating_range: tuple[float, float] = FULL_SCALE  # the scale it rates on; results are mapped onto 1-5
+    reasons: bool = True  # whether its answers hold reasoning
+    fast_score: TaskPrompt | None = None  # what fast scores ask (default: the score prompt)
+    fast_score_prefix: str | None = None  # the answer up to a rating's digits; None: no fast scores
+    rating_key: str | None = None  # regex an answer matches just before its rating's digits
+    compares_with_reference: bool = False  # trained to compare two images against a reference
+    model_type: str = QWEN25_VL  # the checkpoint's config.json model_type
+    subfolder: str | None = field(default=None, compare=False)  # where a released repository keeps it
     hub_ids: tuple[str, ...] = field(default=(), compare=False)  # Hugging Face ids that hold this judge
     description: str = field(default="", compare=False)
 
@@ -86,8 +86,9 @@ class JudgeProfile:
             raise UsageError(f"judge profile {self.name!r} has no fast score mode; use mode='reason'")
         return self.fast_score_prefix
 
-    def messages(self, task: str, order: PromptOrder | str | None = None, with_reference: bool = False,
-                 fast: bool = False) -> list[Message]:
+    def messages(
+        self, task: str, order: PromptOrder | str | None = None, with_reference: bool = False, fast: bool = False
+    ) -> list[Message]:
         """The conversation asking ``task``. ``order`` moves a single image before or after the text (the
         official Q-Insight demo put it after); None keeps the profile's own place."""
         prompt = (self.fast_score or self.prompt("score")) if fast else self.prompt(task)
@@ -95,8 +96,10 @@ class JudgeProfile:
         if order is not None and IMAGES_PER_PROMPT[task] == 1:
             texts = [part for part in turn if part != IMAGE]
             turn = [IMAGE, *texts] if PromptOrder(order) is PromptOrder.IMAGE_FIRST else [*texts, IMAGE]
-        user = {"role": "user", "content": [dict(prompts.IMAGE_SLOT) if part == IMAGE else
-                                            {"type": "text", "text": part} for part in turn]}
+        user = {
+            "role": "user",
+            "content": [dict(prompts.IMAGE_SLOT) if part == IMAGE else {"type": "text", "text": part} for part in turn],
+        }
         system = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         return [*system, user]
 
@@ -121,15 +124,23 @@ class JudgeProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as :data:`PROFILE_FILE` holds it."""
-        data: dict[str, Any] = {"qinsight_judge_profile": FILE_FORMAT, "name": self.name,
-                                "description": self.description, "system_prompt": self.system_prompt,
-                                "chat_template_options": dict(self.chat_template_options),
-                                "rating_range": list(self.rating_range), "reasons": self.reasons,
-                                "tasks": {task: _prompt_dict(p) for task, p in self.tasks.items()}}
-        optional = {"fast_score": _prompt_dict(self.fast_score) if self.fast_score else None,
-                    "fast_score_prefix": self.fast_score_prefix, "rating_key": self.rating_key,
-                    "compares_with_reference": self.compares_with_reference or None,
-                    "model_type": self.model_type if self.model_type != QWEN25_VL else None}
+        data: dict[str, Any] = {
+            "qinsight_judge_profile": FILE_FORMAT,
+            "name": self.name,
+            "description": self.description,
+            "system_prompt": self.system_prompt,
+            "chat_template_options": dict(self.chat_template_options),
+            "rating_range": list(self.rating_range),
+            "reasons": self.reasons,
+            "tasks": {task: _prompt_dict(p) for task, p in self.tasks.items()},
+        }
+        optional = {
+            "fast_score": _prompt_dict(self.fast_score) if self.fast_score else None,
+            "fast_score_prefix": self.fast_score_prefix,
+            "rating_key": self.rating_key,
+            "compares_with_reference": self.compares_with_reference or None,
+            "model_type": self.model_type if self.model_type != QWEN25_VL else None,
+        }
         return {**data, **{key: value for key, value in optional.items() if value is not None}}
 
     def fingerprint(self) -> str:
@@ -151,9 +162,21 @@ class JudgeProfile:
 
 # -- reading and checking a profile file ------------------------------------------------------------------
 
-_PROFILE_KEYS = {"qinsight_judge_profile", "name", "description", "system_prompt", "chat_template_options",
-                 "rating_range", "reasons", "tasks", "fast_score", "fast_score_prefix", "rating_key",
-                 "compares_with_reference", "model_type"}
+_PROFILE_KEYS = {
+    "qinsight_judge_profile",
+    "name",
+    "description",
+    "system_prompt",
+    "chat_template_options",
+    "rating_range",
+    "reasons",
+    "tasks",
+    "fast_score",
+    "fast_score_prefix",
+    "rating_key",
+    "compares_with_reference",
+    "model_type",
+}
 _PROMPT_KEYS = {"content", "answer", "answer_pattern", "with_reference"}
 
 
@@ -175,8 +198,12 @@ def _prompt_of(data: Any, where: str) -> TaskPrompt:
             raise UsageError(f"{where}.{key} must be a list of texts and {IMAGE!r} slots")
     if content is None:
         raise UsageError(f"{where} has no content")
-    return TaskPrompt(tuple(content), data.get("answer", "q-insight"), data.get("answer_pattern"),
-                      tuple(reference) if reference is not None else None)
+    return TaskPrompt(
+        tuple(content),
+        data.get("answer", "q-insight"),
+        data.get("answer_pattern"),
+        tuple(reference) if reference is not None else None,
+    )
 
 
 def _no_unknown_keys(data: dict[str, Any], known: set[str], where: str) -> None:
@@ -191,8 +218,10 @@ def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
         raise UsageError(f"{source}: a judge profile is a JSON object")
     _no_unknown_keys(data, _PROFILE_KEYS, source)
     if data.get("qinsight_judge_profile", FILE_FORMAT) != FILE_FORMAT:
-        raise UsageError(f"{source}: profile format {data['qinsight_judge_profile']!r} is newer than this "
-                         f"qinsight reads ({FILE_FORMAT}): upgrade qinsight")
+        raise UsageError(
+            f"{source}: profile format {data['qinsight_judge_profile']!r} is newer than this "
+            f"qinsight reads ({FILE_FORMAT}): upgrade qinsight"
+        )
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise UsageError(f"{source}: 'tasks' must map at least one of {', '.join(IMAGES_PER_PROMPT)} to a prompt")
@@ -208,11 +237,19 @@ def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
     fast_score = _prompt_of(data["fast_score"], f"{source}: fast_score") if "fast_score" in data else None
     try:  # what the profile itself refuses (_check_profile) does not name the file yet
         return JudgeProfile(
-            data["name"], prompts_by_task, system_prompt=data.get("system_prompt"), chat_template_options=options,
-            rating_range=(float(scale[0]), float(scale[1])), reasons=bool(data.get("reasons", True)),
-            fast_score=fast_score, fast_score_prefix=data.get("fast_score_prefix"), rating_key=data.get("rating_key"),
+            data["name"],
+            prompts_by_task,
+            system_prompt=data.get("system_prompt"),
+            chat_template_options=options,
+            rating_range=(float(scale[0]), float(scale[1])),
+            reasons=bool(data.get("reasons", True)),
+            fast_score=fast_score,
+            fast_score_prefix=data.get("fast_score_prefix"),
+            rating_key=data.get("rating_key"),
             compares_with_reference=bool(data.get("compares_with_reference", False)),
-            model_type=data.get("model_type", QWEN25_VL), description=str(data.get("description", "")))
+            model_type=data.get("model_type", QWEN25_VL),
+            description=str(data.get("description", "")),
+        )
     except UsageError as exc:
         raise UsageError(f"{source}: {exc}") from None
 
@@ -240,8 +277,10 @@ def _check_profile(profile: JudgeProfile) -> None:
         raise UsageError(f"judge profile {profile.name!r}: rating_range [{low}, {high}] is empty")
     # an empty prefix: a judge with its own distribution over scores (RALI), not one whose digits are read
     if (profile.fast_score_prefix or profile.rating_key is not None) and tuple(profile.rating_range) != FULL_SCALE:
-        raise UsageError(f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
-                         "rating from 1 to 5, so they need rating_range [1, 5]")
+        raise UsageError(
+            f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
+            "rating from 1 to 5, so they need rating_range [1, 5]"
+        )
     prompts_to_check = list(profile.tasks.items())
     if profile.fast_score is not None:
         prompts_to_check.append(("score", profile.fast_score))
@@ -269,8 +308,10 @@ def _check_prompt(name: str, task: str, prompt: TaskPrompt) -> None:
         if _compiled(prompt.answer_pattern, f"{where}: answer_pattern").groups < 1:
             raise UsageError(f"{where}: answer_pattern needs a group around the rating, e.g. 'Score: ([0-9.]+)'")
     elif prompt.answer not in ANSWER_READERS[task]:
-        raise UsageError(f"{where}: unknown answer reader {prompt.answer!r}; {task} answers are read by "
-                         f"{', '.join(ANSWER_READERS[task])}" + (" or an answer_pattern" if task == "score" else ""))
+        raise UsageError(
+            f"{where}: unknown answer reader {prompt.answer!r}; {task} answers are read by "
+            f"{', '.join(ANSWER_READERS[task])}" + (" or an answer_pattern" if task == "score" else "")
+        )
 
 
 def _compiled(pattern: str, where: str) -> re.Pattern[str]:
@@ -291,7 +332,8 @@ def register_profile(profile: JudgeProfile) -> JudgeProfile:
     return profile
 
 
-QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""   # {"rating": 3.85}, as trained
+QINSIGHT_RATING_KEY = r"""["']?rating["']?\s*[:=]\s*"""  # {"rating": 3.85}, as trained
+
 
 def _with_images(texts: tuple[str, ...]) -> tuple[str, ...]:
     """Texts with an image slot between each two: the paper's comparison template with its images inline."""
@@ -301,56 +343,105 @@ def _with_images(texts: tuple[str, ...]) -> tuple[str, ...]:
 _QINSIGHT_TASKS = {
     "score": TaskPrompt((IMAGE, prompts.SCORE_QUESTION)),
     "degradation": TaskPrompt((IMAGE, prompts.DEGRADATION_QUESTION)),
-    "comparison": TaskPrompt(_with_images(prompts.NO_REFERENCE_COMPARISON_PARTS), with_reference=(
-        prompts.REFERENCE_COMPARISON_INTRO, IMAGE, "Image A:", IMAGE, "Image B:", IMAGE,
-        prompts.REFERENCE_COMPARISON_QUESTION)),
+    "comparison": TaskPrompt(
+        _with_images(prompts.NO_REFERENCE_COMPARISON_PARTS),
+        with_reference=(
+            prompts.REFERENCE_COMPARISON_INTRO,
+            IMAGE,
+            "Image A:",
+            IMAGE,
+            "Image B:",
+            IMAGE,
+            prompts.REFERENCE_COMPARISON_QUESTION,
+        ),
+    ),
 }
 
-QINSIGHT = register_profile(JudgeProfile(
-    "q-insight", _QINSIGHT_TASKS, system_prompt=prompts.SYSTEM_PROMPT,
-    fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX, rating_key=QINSIGHT_RATING_KEY,
-    subfolder=SCORE_SUBFOLDER,
-    description="Q-Insight's score and degradation model (also the paper's zero-shot comparisons)"))
-QINSIGHT_COMPARISON = register_profile(replace(
-    QINSIGHT, name="q-insight-comparison", compares_with_reference=True, subfolder=COMPARISON_SUBFOLDER,
-    description="Q-Insight's reference-based comparison model"))
+QINSIGHT = register_profile(
+    JudgeProfile(
+        "q-insight",
+        _QINSIGHT_TASKS,
+        system_prompt=prompts.SYSTEM_PROMPT,
+        fast_score_prefix=prompts.FAST_SCORE_ANSWER_PREFIX,
+        rating_key=QINSIGHT_RATING_KEY,
+        subfolder=SCORE_SUBFOLDER,
+        description="Q-Insight's score and degradation model (also the paper's zero-shot comparisons)",
+    )
+)
+QINSIGHT_COMPARISON = register_profile(
+    replace(
+        QINSIGHT,
+        name="q-insight-comparison",
+        compares_with_reference=True,
+        subfolder=COMPARISON_SUBFOLDER,
+        description="Q-Insight's reference-based comparison model",
+    )
+)
 
 _VQ_R1_THINKING = TaskPrompt((IMAGE, prompts.VQ_R1_THINKING_QUESTION), answer="last-answer-first-number")
 _VQ_R1_NON_THINKING = TaskPrompt((IMAGE, prompts.VQ_R1_NON_THINKING_QUESTION), answer="last-answer-first-number")
 _VQ_R1_IDS = ("TianheWu/VisualQuality-R1-7B", "TianheWu/VisualQuality-R1-7B-preview")
 
-VISUALQUALITY_R1 = register_profile(JudgeProfile(
-    "visualquality-r1", {"score": _VQ_R1_THINKING}, chat_template_options={"add_vision_id": True},
-    fast_score=_VQ_R1_NON_THINKING, fast_score_prefix=prompts.VQ_R1_FAST_SCORE_ANSWER_PREFIX,
-    rating_key=prompts.VQ_R1_RATING_KEY, hub_ids=_VQ_R1_IDS,
-    description="VisualQuality-R1-7B: scores only, reasoning first (its thinking prompt)"))
-VISUALQUALITY_R1_NON_THINKING = register_profile(replace(
-    VISUALQUALITY_R1, name="visualquality-r1-non-thinking", tasks={"score": _VQ_R1_NON_THINKING}, reasons=False,
-    hub_ids=(), description="VisualQuality-R1-7B asked for the score alone (its non-thinking prompt, "
-                            "recommended for rewards)"))
+VISUALQUALITY_R1 = register_profile(
+    JudgeProfile(
+        "visualquality-r1",
+        {"score": _VQ_R1_THINKING},
+        chat_template_options={"add_vision_id": True},
+        fast_score=_VQ_R1_NON_THINKING,
+        fast_score_prefix=prompts.VQ_R1_FAST_SCORE_ANSWER_PREFIX,
+        rating_key=prompts.VQ_R1_RATING_KEY,
+        hub_ids=_VQ_R1_IDS,
+        description="VisualQuality-R1-7B: scores only, reasoning first (its thinking prompt)",
+    )
+)
+VISUALQUALITY_R1_NON_THINKING = register_profile(
+    replace(
+        VISUALQUALITY_R1,
+        name="visualquality-r1-non-thinking",
+        tasks={"score": _VQ_R1_NON_THINKING},
+        reasons=False,
+        hub_ids=(),
+        description="VisualQuality-R1-7B asked for the score alone (its non-thinking prompt, recommended for rewards)",
+    )
+)
 
 
 # RALI writes no text: one image in, a number out. Its prototype scores are taken to be on 0-1 (their
 # initialisation is U(0.3, 0.7), a normalised MOS); the range is logged at load, and a profile file with
 # another rating_range maps differently.
-RALI = register_profile(JudgeProfile(
-    "rali", {"score": TaskPrompt((IMAGE,))}, system_prompt=None, rating_range=(0.0, 1.0), reasons=False,
-    fast_score_prefix="", model_type="rali", subfolder="RALI",
-    description="RALI: a CLIP-based scorer from the Q-Insight family, at metric speed (scores only, no text)"))
+RALI = register_profile(
+    JudgeProfile(
+        "rali",
+        {"score": TaskPrompt((IMAGE,))},
+        system_prompt=None,
+        rating_range=(0.0, 1.0),
+        reasons=False,
+        fast_score_prefix="",
+        model_type="rali",
+        subfolder="RALI",
+        description="RALI: a CLIP-based scorer from the Q-Insight family, at metric speed (scores only, no text)",
+    )
+)
 
 
 # -- choosing a checkpoint's profile ------------------------------------------------------------------------
 
-def find_profile(name: str | Path | JudgeProfile | None = None, subfolder: str | None = None,
-                 model: str | None = None) -> JudgeProfile:
+
+def find_profile(
+    name: str | Path | JudgeProfile | None = None, subfolder: str | None = None, model: str | None = None
+) -> JudgeProfile:
     """The profile asked for (a name, a profile file, or a profile); without one, the profile of a known
     Hugging Face ``model`` id or released ``subfolder``, else Q-Insight's. See :func:`choose_profile`."""
     return choose_profile(name, model, subfolder)[0]
 
 
-def choose_profile(judge: str | Path | JudgeProfile | None = None, model: str | None = None,
-                   subfolder: str | None = None, profile_file: Path | None = None,
-                   family_default: str | None = None) -> tuple[JudgeProfile, str]:
+def choose_profile(
+    judge: str | Path | JudgeProfile | None = None,
+    model: str | None = None,
+    subfolder: str | None = None,
+    profile_file: Path | None = None,
+    family_default: str | None = None,
+) -> tuple[JudgeProfile, str]:
     """The profile for a checkpoint, and why it was chosen (for the message that says which is used).
 
     In order: ``judge`` (a profile, a built-in name, or the path of a profile file); the checkpoint's own

@@ -41,9 +41,7 @@ DEGRADATION_QUESTION = (
     'severity level (or "null" if none).'
 )
 
-REFERENCE_COMPARISON_INTRO = (
-    "Given a low-quality reference image and two enhanced outputs. Reference Image:"
-)
+REFERENCE_COMPARISON_INTRO = "Given a low-quality reference image and two enhanced outputs. Reference Image:"
 REFERENCE_COMPARISON_QUESTION = (
     "Decide which enhanced image is superior or if they are comparable. Evaluate based on: 1) fidelity and "
     "consistency with the reference image; 2) overall perceptual quality. Return **exactly one** of: "
@@ -55,7 +53,7 @@ NO_REFERENCE_COMPARISON_QUESTION = (
     "Image B, explain and justify which one is better considering composition and degradation. Your answer "
     'should be "Image A" or "Image B".'
 )
-IMAGE_MARKS = ("<image A>", "<image B>")   # where the paper's template places each image
+IMAGE_MARKS = ("<image A>", "<image B>")  # where the paper's template places each image
 
 
 def _split_at_marks(template: str, marks: tuple[str, ...]) -> tuple[str, ...]:
@@ -89,12 +87,12 @@ VQ_R1_THINKING_QUESTION = (
 VQ_R1_NON_THINKING_QUESTION = (
     VQ_R1_QUESTION + " Please only output the final answer with only one score in <answer> </answer> tags."
 )
-VQ_R1_FAST_SCORE_ANSWER_PREFIX = "<answer>"   # its non-thinking answer, up to the rating
-VQ_R1_RATING_KEY = r"<answer>\s*"             # its rating is the first number of its answer block
+VQ_R1_FAST_SCORE_ANSWER_PREFIX = "<answer>"  # its non-thinking answer, up to the rating
+VQ_R1_RATING_KEY = r"<answer>\s*"  # its rating is the first number of its answer block
 
 DISTORTION_CLASSES = ("noise", "compression", "blur", "darken")
 SEVERITY_LEVELS = ("slight", "moderate", "obvious", "serious", "catastrophic")
-NO_DISTORTION = "null"   # the degradation prompt's word for "none", as class and as severity
+NO_DISTORTION = "null"  # the degradation prompt's word for "none", as class and as severity
 COMPARISON_ANSWERS = ("Image A", "Image B", "Similar")
 
 
@@ -109,5 +107,5 @@ class PromptOrder(str, Enum):
 
 
 Message = dict[str, Any]
-IMAGE = "<image>"                      # an image's place in a profile's prompt (:mod:`qinsight_sdk.judging.profiles`)
+IMAGE = "<image>"  # an image's place in a profile's prompt (:mod:`qinsight_sdk.judging.profiles`)
 IMAGE_SLOT: dict[str, str] = {"type": "image"}

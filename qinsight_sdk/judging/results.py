@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # on_result(index, result): called once per finished item by every judge method, for progress and streaming
 ResultCallback = Callable[[int, Any], None]
@@ -109,13 +110,14 @@ class Ranking:
         return asdict(self)
 
 
-RESULT_TYPES = {"score": ScoreResult, "degradation": DegradationResult, "comparison": ComparisonResult,
-                "rank": Ranking}
+RESULT_TYPES = {"score": ScoreResult, "degradation": DegradationResult, "comparison": ComparisonResult, "rank": Ranking}
 
 
 def result_from(task: str, values: dict[str, Any]) -> Any:
     """A task's result rebuilt from its ``to_dict()`` (after JSON, which makes a ranking's keys strings)."""
     if task == "rank":
-        values = {**values, **{name: {int(k): v for k, v in values.get(name, {}).items()}
-                               for name in ("errors", "unjudged")}}
+        values = {
+            **values,
+            **{name: {int(k): v for k, v in values.get(name, {}).items()} for name in ("errors", "unjudged")},
+        }
     return RESULT_TYPES[task](**values)

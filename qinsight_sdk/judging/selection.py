@@ -15,7 +15,8 @@ the ``keep`` best of them, so its reasoning or comparisons are spent where the c
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -32,11 +33,18 @@ class RankingJudge(Protocol):
 
     def load_image(self, source: ImageInput) -> Image.Image: ...
 
-    def score(self, images: Any, *, batch_size: int | None, mode: str,
-              on_result: ResultCallback | None) -> list[ScoreResult]: ...
+    def score(
+        self, images: Any, *, batch_size: int | None, mode: str, on_result: ResultCallback | None
+    ) -> ScoreResult | list[ScoreResult]: ...  # a list for the lists ranking passes
 
-    def compare_pairs(self, pairs: Sequence[Sequence[ImageInput]], *, both_orders: bool, batch_size: int | None,
-                      on_result: ResultCallback | None) -> list[ComparisonResult]: ...
+    def compare_pairs(
+        self,
+        pairs: Sequence[Sequence[ImageInput]],
+        *,
+        both_orders: bool,
+        batch_size: int | None,
+        on_result: ResultCallback | None,
+    ) -> list[ComparisonResult]: ...
 
 
 def ranking_steps(count: int, strategy: str, pool: int = HYBRID_POOL) -> int:
@@ -59,7 +67,7 @@ class _Matches:
         self.reasons: dict[int, list[str]] = {}
 
     def record(self, pairs: list[tuple[int, int]], verdicts: list[ComparisonResult]) -> None:
-        self.asked += 2 * len(pairs)   # each pair in both orders
+        self.asked += 2 * len(pairs)  # each pair in both orders
         for pair, verdict in zip(pairs, verdicts):
             self.failed += verdict.error is not None
             for index in pair:
@@ -71,8 +79,11 @@ class _Matches:
         def matches(count: int) -> str:
             return "its one match" if count == 1 else f"any of its {count} matches"
 
-        return {index: f"no verdict in {matches(self.played[index])}: {reasons[-1]}"
-                for index, reasons in sorted(self.reasons.items()) if len(reasons) == self.played[index]}
+        return {
+            index: f"no verdict in {matches(self.played[index])}: {reasons[-1]}"
+            for index, reasons in sorted(self.reasons.items())
+            if len(reasons) == self.played[index]
+        }
 
 
 class _Steps:
@@ -91,8 +102,16 @@ class _Steps:
         self.done += 1
 
 
-def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, top_k: int | None, pool: int,
-                batch_size: int | None, on_result: ResultCallback | None) -> Ranking:
+def rank_images(
+    judge: RankingJudge,
+    images: Sequence[Any],
+    *,
+    strategy: str,
+    top_k: int | None,
+    pool: int,
+    batch_size: int | None,
+    on_result: ResultCallback | None,
+) -> Ranking:
     """Rank ``images`` with ``judge``; see the module docstring for the strategies.
 
     ``on_result(step, result)`` is called once per unreadable image (first, with its error), once per
@@ -121,34 +140,59 @@ def rank_images(judge: RankingJudge, images: Sequence[Any], *, strategy: str, to
         order = sorted(key, key=lambda i: (-key[i], i))
         decided_by = "fast scores"
         if strategy == "hybrid" and len(order) > 1:
-            finalists = order[:max(pool, 1)]
+            finalists = order[: max(pool, 1)]
             reordered = _round_robin(judge, loaded, finalists, batch_size, steps, matches)
-            order = reordered + order[len(finalists):]
+            order = reordered + order[len(finalists) :]
             decided_by = f"fast scores, then all pairs among the top {len(finalists)} in both orders"
     order += sorted(errors)
     scores = [key.get(i) for i in order]
     if top_k is not None:
         order, scores = order[:top_k], scores[:top_k]
-    return Ranking(order, scores, strategy, decided_by, matches.asked, dict(sorted(errors.items())),
-                   matches.failed, matches.unjudged())
+    return Ranking(
+        order,
+        scores,
+        strategy,
+        decided_by,
+        matches.asked,
+        dict(sorted(errors.items())),
+        matches.failed,
+        matches.unjudged(),
+    )
 
 
-def cascade(judge: RankingJudge, prefilter: Any, images: Sequence[Any], *, keep: int, strategy: str,
-            top_k: int | None, pool: int, batch_size: int | None, on_result: ResultCallback | None) -> Ranking:
+def cascade(
+    judge: RankingJudge,
+    prefilter: Any,
+    images: Sequence[Any],
+    *,
+    keep: int,
+    strategy: str,
+    top_k: int | None,
+    pool: int,
+    batch_size: int | None,
+    on_result: ResultCallback | None,
+) -> Ranking:
     """Rank ``images`` in two stages: ``prefilter`` (a cheaper judge) scores them all, ``judge`` ranks the
     ``keep`` best by ``strategy``; the rest follow in the prefilter's order, unreadable images last.
 
     ``on_result(step, result)`` follows each image the prefilter scores, then each step of the ranking.
     """
-    _check_request(strategy, top_k, keep=keep)   # before the prefilter's work, not after it
+    _check_request(strategy, top_k, keep=keep)  # before the prefilter's work, not after it
     steps = _Steps(on_result)
     first = prefilter.score(list(images), batch_size=batch_size, mode="fast", on_result=steps)
     scores = {i: r.score for i, r in enumerate(first) if r.ok}
     errors = {i: r.error for i, r in enumerate(first) if not r.ok}
     by_prefilter = sorted(scores, key=lambda i: (-scores[i], i))
     kept = by_prefilter[:keep]
-    inner = rank_images(judge, [images[i] for i in kept], strategy=strategy, top_k=None, pool=pool,
-                        batch_size=batch_size, on_result=lambda _index, result: steps.report(result))
+    inner = rank_images(
+        judge,
+        [images[i] for i in kept],
+        strategy=strategy,
+        top_k=None,
+        pool=pool,
+        batch_size=batch_size,
+        on_result=lambda _index, result: steps.report(result),
+    )
     judged = [(kept[i], score) for i, score in zip(inner.order, inner.scores) if i not in inner.errors]
     order = [i for i, _ in judged] + by_prefilter[keep:]
     ranked = [score for _, score in judged] + [scores[i] for i in by_prefilter[keep:]]
@@ -157,11 +201,21 @@ def cascade(judge: RankingJudge, prefilter: Any, images: Sequence[Any], *, keep:
     ranked += [None] * len(errors)
     if top_k is not None:
         order, ranked = order[:top_k], ranked[:top_k]
-    stages = [{"judge": _profile_name(prefilter), "judged": sorted(scores)},
-              {"judge": _profile_name(judge), "judged": sorted(kept)}]
-    return Ranking(order, ranked, strategy, f"{_profile_name(prefilter)} fast scores for all, then "
-                   f"{inner.decided_by} among the best {len(kept)}", inner.comparisons, dict(sorted(errors.items())),
-                   inner.failed_matches, {kept[i]: why for i, why in inner.unjudged.items()}, stages)
+    stages = [
+        {"judge": _profile_name(prefilter), "judged": sorted(scores)},
+        {"judge": _profile_name(judge), "judged": sorted(kept)},
+    ]
+    return Ranking(
+        order,
+        ranked,
+        strategy,
+        f"{_profile_name(prefilter)} fast scores for all, then {inner.decided_by} among the best {len(kept)}",
+        inner.comparisons,
+        dict(sorted(errors.items())),
+        inner.failed_matches,
+        {kept[i]: why for i, why in inner.unjudged.items()},
+        stages,
+    )
 
 
 def _check_request(strategy: str, top_k: int | None, **counts: int) -> None:
@@ -189,15 +243,22 @@ def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any
     return loaded, errors
 
 
-def _fast_scores(judge: RankingJudge, loaded: dict[int, Any], valid: list[int], batch_size: int | None,
-                 steps: _Steps) -> dict[int, ScoreResult]:
+def _fast_scores(
+    judge: RankingJudge, loaded: dict[int, Any], valid: list[int], batch_size: int | None, steps: _Steps
+) -> dict[int, ScoreResult]:
     """Each loaded image's fast score, by input index (``valid``: the loaded indices, in order)."""
     results = judge.score([loaded[i] for i in valid], batch_size=batch_size, mode="fast", on_result=steps)
     return dict(zip(valid, results))
 
 
-def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
-              steps: _Steps, matches: _Matches) -> tuple[list[int], dict[int, int]]:
+def _knockout(
+    judge: RankingJudge,
+    loaded: dict[int, Any],
+    seeds: list[int],
+    batch_size: int | None,
+    steps: _Steps,
+    matches: _Matches,
+) -> tuple[list[int], dict[int, int]]:
     """Order ``seeds`` by a knockout: rounds survived, then seed. Returns the order and the rounds."""
     rounds = {i: 0 for i in seeds}
     alive = list(seeds)
@@ -205,8 +266,9 @@ def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], bat
         if len(alive) < 2:
             break
         pairs = [(alive[k], alive[k + 1]) for k in range(0, len(alive) - 1, 2)]
-        verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
-                                       batch_size=batch_size, on_result=steps)
+        verdicts = judge.compare_pairs(
+            [(loaded[a], loaded[b]) for a, b in pairs], both_orders=True, batch_size=batch_size, on_result=steps
+        )
         matches.record(pairs, verdicts)
         survivors = [b if verdict.winner == "B" else a for (a, b), verdict in zip(pairs, verdicts)]
         if len(alive) % 2:
@@ -218,12 +280,19 @@ def _knockout(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], bat
     return sorted(seeds, key=lambda i: (-rounds[i], position[i])), rounds
 
 
-def _round_robin(judge: RankingJudge, loaded: dict[int, Any], seeds: list[int], batch_size: int | None,
-                 steps: _Steps, matches: _Matches) -> list[int]:
+def _round_robin(
+    judge: RankingJudge,
+    loaded: dict[int, Any],
+    seeds: list[int],
+    batch_size: int | None,
+    steps: _Steps,
+    matches: _Matches,
+) -> list[int]:
     """Order ``seeds`` by pairwise wins over each other (a tie is half a win each), then by seed."""
-    pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
-    verdicts = judge.compare_pairs([(loaded[a], loaded[b]) for a, b in pairs], both_orders=True,
-                                   batch_size=batch_size, on_result=steps)
+    pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1 :]]
+    verdicts = judge.compare_pairs(
+        [(loaded[a], loaded[b]) for a, b in pairs], both_orders=True, batch_size=batch_size, on_result=steps
+    )
     matches.record(pairs, verdicts)
     wins = {i: 0.0 for i in seeds}
     for (a, b), verdict in zip(pairs, verdicts):

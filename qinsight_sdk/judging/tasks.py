@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..evaluation import metrics
 from ..errors import UsageError
+from ..evaluation import metrics
 from .parsing import FULL_SCALE
 from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVERITY_LEVELS
 from .results import ComparisonResult, DegradationResult, ScoreResult
@@ -44,8 +45,10 @@ def degradation_label(value: str | None) -> str:
 
 # -- aggregation: sampled answers to one result ------------------------------------------------------
 
-def _read_all(generations: list[Generation], parse: Parse,
-              readable: Callable[[Any], bool]) -> tuple[list[Any], list[tuple[Generation, Any]]]:
+
+def _read_all(
+    generations: list[Generation], parse: Parse, readable: Callable[[Any], bool]
+) -> tuple[list[Any], list[tuple[Generation, Any]]]:
     """Every answer parsed, and the (generation, parsed) pairs that gave a verdict."""
     parsed = [parse(g.text) for g in generations]
     return parsed, [(g, p) for g, p in zip(generations, parsed) if readable(p)]
@@ -75,8 +78,10 @@ def score_of_distribution(distribution: RatingDistribution, scale: tuple[float, 
     """
     mean, std = distribution.expected()
     if not math.isfinite(mean):  # NaN anywhere spreads to the mean (0 * NaN is NaN), so it is all to check
-        return ScoreResult(error="the model's rating probabilities are not finite numbers: the checkpoint's "
-                                 "weights or its dtype are broken (NaN or infinite values)")
+        return ScoreResult(
+            error="the model's rating probabilities are not finite numbers: the checkpoint's "
+            "weights or its dtype are broken (NaN or infinite values)"
+        )
     low, high = scale
     if (low, high) == FULL_SCALE:
         return ScoreResult(score=mean, std=std)
@@ -87,25 +92,32 @@ def score_of_distribution(distribution: RatingDistribution, scale: tuple[float, 
 def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:
     parsed, good = _read_all(generations, parse, lambda p: p.score is not None)
     if not good:
-        return ScoreResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
-                           error=_unreadable(parsed, generations))
+        return ScoreResult(
+            reasoning=parsed[0].reasoning, raw=generations[0].text, error=_unreadable(parsed, generations)
+        )
     scores = [p.score for _, p in good]
     generation, first = good[0]
     several = len(generations) > 1
     expected = [score_of_distribution(g.rating) for g, _ in good if g.rating is not None]
     expected = [e for e in expected if e.ok]
-    return ScoreResult(score=statistics.fmean(scores), reasoning=first.reasoning, raw=generation.text,
-                       std=statistics.pstdev(scores) if several else None, samples=scores if several else [],
-                       expected_score=statistics.fmean(e.score for e in expected) if expected else None,
-                       expected_std=statistics.fmean(e.std for e in expected) if expected else None)
+    return ScoreResult(
+        score=statistics.fmean(scores),
+        reasoning=first.reasoning,
+        raw=generation.text,
+        std=statistics.pstdev(scores) if several else None,
+        samples=scores if several else [],
+        expected_score=statistics.fmean(e.score for e in expected) if expected else None,
+        expected_std=statistics.fmean(e.std for e in expected) if expected else None,
+    )
 
 
 def _degradation_result(generations: list[Generation], parse: Parse) -> DegradationResult:
     parsed, good = _read_all(generations, parse, lambda p: p.error is None)
     if not good:
         first = parsed[0]
-        return DegradationResult(first.distortion, first.severity, first.reasoning, generations[0].text,
-                                 _unreadable(parsed, generations))
+        return DegradationResult(
+            first.distortion, first.severity, first.reasoning, generations[0].text, _unreadable(parsed, generations)
+        )
     generation, chosen = _majority(good, lambda p: (p.distortion, p.severity))
     return DegradationResult(chosen.distortion, chosen.severity, chosen.reasoning, generation.text)
 
@@ -113,8 +125,9 @@ def _degradation_result(generations: list[Generation], parse: Parse) -> Degradat
 def _comparison_result(generations: list[Generation], parse: Parse) -> ComparisonResult:
     parsed, good = _read_all(generations, parse, lambda p: p.winner is not None)
     if not good:
-        return ComparisonResult(reasoning=parsed[0].reasoning, raw=generations[0].text,
-                                error=_unreadable(parsed, generations))
+        return ComparisonResult(
+            reasoning=parsed[0].reasoning, raw=generations[0].text, error=_unreadable(parsed, generations)
+        )
     generation, chosen = _majority(good, lambda p: p.winner)
     return ComparisonResult(winner=chosen.winner, reasoning=chosen.reasoning, raw=generation.text)
 
@@ -123,19 +136,28 @@ def reconcile(forward: ComparisonResult, backward: ComparisonResult) -> Comparis
     """Merge the (A, B) verdict with the (B, A) one, mapped back to the caller's labels."""
     back_winner = _SWAPPED[backward.winner]
     raw = f"[order A, B]\n{forward.raw}\n[order B, A]\n{backward.raw}"
-    reasoning = "\n\n".join(f"[{label}] {r.reasoning}" for label, r in
-                            (("order A, B", forward), ("order B, A", backward)) if r.reasoning) or None
+    reasoning = (
+        "\n\n".join(
+            f"[{label}] {r.reasoning}"
+            for label, r in (("order A, B", forward), ("order B, A", backward))
+            if r.reasoning
+        )
+        or None
+    )
     if forward.winner is None and back_winner is None:
-        return ComparisonResult(reasoning=reasoning, raw=raw,
-                                error=f"neither order gave a verdict: {forward.error}; {backward.error}")
+        return ComparisonResult(
+            reasoning=reasoning, raw=raw, error=f"neither order gave a verdict: {forward.error}; {backward.error}"
+        )
     if forward.winner is None or back_winner is None:
         return ComparisonResult(winner=forward.winner or back_winner, reasoning=reasoning, raw=raw)
     agree = forward.winner == back_winner
-    return ComparisonResult(winner=forward.winner if agree else "similar", reasoning=reasoning, raw=raw,
-                            consistent=agree)
+    return ComparisonResult(
+        winner=forward.winner if agree else "similar", reasoning=reasoning, raw=raw, consistent=agree
+    )
 
 
 # -- labelled records (data files) -------------------------------------------------------------------
+
 
 def _score_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     mos = float(record["mos"])
@@ -169,6 +191,7 @@ def _comparison_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any
 
 # -- asking a judge about labelled samples (images in prompt order: [reference,] A, B) --------------------
 
+
 def _ask_score(judge: Any, samples: Sequence[Any], **options: Any) -> None:
     judge.score([str(s.images[0]) for s in samples], **options)
 
@@ -178,12 +201,12 @@ def _ask_degradation(judge: Any, samples: Sequence[Any], mode: str, **options: A
 
 
 def _ask_comparison(judge: Any, samples: Sequence[Any], mode: str, **options: Any) -> None:
-    pairs = [(str(s.images[-2]), str(s.images[-1]), str(s.images[0]) if len(s.images) == 3 else None)
-             for s in samples]
+    pairs = [(str(s.images[-2]), str(s.images[-1]), str(s.images[0]) if len(s.images) == 3 else None) for s in samples]
     judge.compare_pairs(pairs, **options)
 
 
 # -- record rows (a result's fields, :mod:`qinsight_sdk.io.records`): what makes one unusable ----------------
+
 
 def _score_row_problem(row: dict[str, Any]) -> str | None:
     return None if row.get("score") is not None else "the prediction row has no score"
@@ -200,6 +223,7 @@ def _comparison_row_problem(row: dict[str, Any]) -> str | None:
 
 # -- metrics over judged samples and their rows, and their summary ----------------------------------------
 
+
 def _score_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
     """The written scores' metrics; in reason mode also ``expected``: the same metrics for the
     continuous score read at the written rating, over the items that have one."""
@@ -211,9 +235,12 @@ def _score_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resam
 
 
 def _degradation_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
-    return metrics.degradation_metrics([degradation_label(r["distortion"]) for r in rows],
-                                       [degradation_label(r["severity"]) for r in rows],
-                                       [s.distortion_class for s in samples], [s.severity for s in samples])
+    return metrics.degradation_metrics(
+        [degradation_label(r["distortion"]) for r in rows],
+        [degradation_label(r["severity"]) for r in rows],
+        [s.distortion_class for s in samples],
+        [s.severity for s in samples],
+    )
 
 
 def _comparison_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
@@ -229,15 +256,20 @@ def _score_summary(found: dict[str, Any]) -> Iterator[str]:
         interval = found[f"{name}_ci95"]
         span = f" (95% CI {metrics.format_interval(interval)})" if interval else ""
         yield f"{name.upper()} {_number(found[name])}{span}"
-    falls = found.get("logistic_direction") == "decreasing"   # its PLCC is negative: say why
-    yield (f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}"
-           + (" (the fit decreases: higher scores go with lower MOS)" if falls else "") + "; "
-           f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
-           f"(after the fit {_number(found['rmse_logistic'])})")
+    falls = found.get("logistic_direction") == "decreasing"  # its PLCC is negative: say why
+    yield (
+        f"PLCC after the 4-parameter logistic fit {_number(found['plcc_logistic'])}"
+        + (" (the fit decreases: higher scores go with lower MOS)" if falls else "")
+        + "; "
+        f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
+        f"(after the fit {_number(found['rmse_logistic'])})"
+    )
     if "expected" in found:
         expected = found["expected"]
-        yield (f"expected score at the written rating ({expected['n']} items): SRCC {_number(expected['srcc'])}, "
-               f"PLCC {_number(expected['plcc'])}, RMSE {_number(expected['rmse'])}")
+        yield (
+            f"expected score at the written rating ({expected['n']} items): SRCC {_number(expected['srcc'])}, "
+            f"PLCC {_number(expected['plcc'])}, RMSE {_number(expected['rmse'])}"
+        )
 
 
 def _degradation_summary(found: dict[str, Any]) -> Iterator[str]:
@@ -245,24 +277,29 @@ def _degradation_summary(found: dict[str, Any]) -> Iterator[str]:
     for label, row in found["per_class"].items():
         yield f"{label:<12}{row['n']:>3}  {row['class_accuracy']:>9.3f}  {row['severity_accuracy']:>12.3f}"
     mean = found["mean"]
-    yield f"{'mean':<15}  {_number(mean['class_accuracy']):>9}  {_number(mean['severity_accuracy']):>12}  " \
-          "(as the paper: a severity right only with its class; over the four distortions, null apart)"
+    yield (
+        f"{'mean':<15}  {_number(mean['class_accuracy']):>9}  {_number(mean['severity_accuracy']):>12}  "
+        "(as the paper: a severity right only with its class; over the four distortions, null apart)"
+    )
 
 
 def _comparison_summary(found: dict[str, Any]) -> Iterator[str]:
     yield f"accuracy {_number(found['accuracy'])}; " + "; ".join(
-        f"{label} {row['accuracy']:.3f} (n={row['n']})" for label, row in found["per_label"].items())
+        f"{label} {row['accuracy']:.3f} (n={row['n']})" for label, row in found["per_label"].items()
+    )
 
 
-def _score_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
-                title: str) -> None:
+def _score_plot(
+    samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path, title: str
+) -> None:
     from ..evaluation import plots
 
     plots.score_scatter([r["score"] for r in rows], [s.mos for s in samples], found, path, title)
 
 
-def _degradation_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path,
-                      title: str) -> None:
+def _degradation_plot(
+    samples: Sequence[Any], rows: Sequence[dict[str, Any]], found: dict[str, Any], path: Path, title: str
+) -> None:
     from ..evaluation import plots
 
     plots.confusion_matrix(found, path, title)
@@ -270,29 +307,59 @@ def _degradation_plot(samples: Sequence[Any], rows: Sequence[dict[str, Any]], fo
 
 # -- the table ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything about one task that does not depend on the model; see the module docstring."""
 
     name: str
     result_type: type
-    aggregate: Callable[[list[Generation], Parse], Any]       # sampled answers -> one result
+    aggregate: Callable[[list[Generation], Parse], Any]  # sampled answers -> one result
     read_record: Callable[[dict[str, Any]], tuple[list[str], dict[str, Any]]]  # -> image names, label fields
-    ask: Callable[..., None]                                   # (judge, samples, mode=, batch_size=, on_result=)
-    row_problem: Callable[[dict[str, Any]], str | None]       # why a row holds no usable prediction
+    ask: Callable[..., None]  # (judge, samples, mode=, batch_size=, on_result=)
+    row_problem: Callable[[dict[str, Any]], str | None]  # why a row holds no usable prediction
     metrics: Callable[[Sequence[Any], Sequence[dict[str, Any]], int], dict[str, Any]]  # (samples, rows, resamples)
-    summary: Callable[[dict[str, Any]], Iterator[str]]        # metrics as readable lines
-    plot: Callable[..., None] | None = None                    # (samples, rows, metrics, path, title)
+    summary: Callable[[dict[str, Any]], Iterator[str]]  # metrics as readable lines
+    plot: Callable[..., None] | None = None  # (samples, rows, metrics, path, title)
     modes: tuple[str, ...] = ("reason",)
 
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("score", ScoreResult, _score_result, _score_record, _ask_score, _score_row_problem,
-             _score_metrics, _score_summary, _score_plot, modes=("reason", "fast")),
-    TaskSpec("degradation", DegradationResult, _degradation_result, _degradation_record, _ask_degradation,
-             _degradation_row_problem, _degradation_metrics, _degradation_summary,
-             _degradation_plot),
-    TaskSpec("comparison", ComparisonResult, _comparison_result, _comparison_record, _ask_comparison,
-             _comparison_row_problem, _comparison_metrics, _comparison_summary),
-)}
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            "score",
+            ScoreResult,
+            _score_result,
+            _score_record,
+            _ask_score,
+            _score_row_problem,
+            _score_metrics,
+            _score_summary,
+            _score_plot,
+            modes=("reason", "fast"),
+        ),
+        TaskSpec(
+            "degradation",
+            DegradationResult,
+            _degradation_result,
+            _degradation_record,
+            _ask_degradation,
+            _degradation_row_problem,
+            _degradation_metrics,
+            _degradation_summary,
+            _degradation_plot,
+        ),
+        TaskSpec(
+            "comparison",
+            ComparisonResult,
+            _comparison_result,
+            _comparison_record,
+            _ask_comparison,
+            _comparison_row_problem,
+            _comparison_metrics,
+            _comparison_summary,
+        ),
+    )
+}
 TASK_NAMES = tuple(TASKS)

@@ -25,5 +25,17 @@ from .judging import judge_calls
 from .requests import TASKS, check_size, check_token, read_call
 from .settings import TOKEN_ENV_VAR, Call, RequestError, ServiceSettings, check_token_value
 
-__all__ = ["TASKS", "TOKEN_ENV_VAR", "Call", "Gateway", "RequestError", "ServiceSettings", "build_app",
-           "check_size", "check_token", "check_token_value", "judge_calls", "read_call"]
+__all__ = [
+    "TASKS",
+    "TOKEN_ENV_VAR",
+    "Call",
+    "Gateway",
+    "RequestError",
+    "ServiceSettings",
+    "build_app",
+    "check_size",
+    "check_token",
+    "check_token_value",
+    "judge_calls",
+    "read_call",
+]

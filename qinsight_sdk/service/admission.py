@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .settings import RequestError
 
-RETRY_AFTER_S = 1.0   # a full budget empties as the requests in it are answered: a second is a fair wait
+RETRY_AFTER_S = 1.0  # a full budget empties as the requests in it are answered: a second is a fair wait
 
 
 class ByteBudget:
@@ -20,7 +20,7 @@ class ByteBudget:
         self.limit = limit
         self.used = 0
 
-    def hold(self) -> "Hold":
+    def hold(self) -> Hold:
         return Hold(self)
 
 
@@ -38,12 +38,16 @@ class Hold:
         if extra <= 0:
             return
         if self.budget.used + extra > self.budget.limit:
-            raise RequestError(503, f"the service holds as much request data as it may ({self.budget.limit} bytes "
-                                    "in flight); retry shortly", retry_after=RETRY_AFTER_S)
+            raise RequestError(
+                503,
+                f"the service holds as much request data as it may ({self.budget.limit} bytes "
+                "in flight); retry shortly",
+                retry_after=RETRY_AFTER_S,
+            )
         self.budget.used += extra
         self.size = size
 
-    def __enter__(self) -> "Hold":
+    def __enter__(self) -> Hold:
         return self
 
     def __exit__(self, *exc: object) -> None:

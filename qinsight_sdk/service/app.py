@@ -23,7 +23,7 @@ from .judging import STATUS, judge_calls, judge_failed
 from .requests import check_task, check_token, read_call
 from .settings import Call, RequestError, ServiceSettings
 
-if TYPE_CHECKING:   # the client imports this package and stays standard-library only
+if TYPE_CHECKING:  # the client imports this package and stays standard-library only
     from ..judging.judge_config import JudgeConfig
 
 logger = logging.getLogger("qinsight")
@@ -59,7 +59,7 @@ class Gateway:
         """One HTTP request (a Starlette ``Request``) answered: refused with a 4xx/5xx, or judged."""
         from starlette.responses import JSONResponse
 
-        task = request.url.path[1:]   # routed exactly: /score, not /x/score or /score/
+        task = request.url.path[1:]  # routed exactly: /score, not /x/score or /score/
         self.in_flight += 1
         try:
             with self.budget.hold() as hold:
@@ -77,7 +77,7 @@ class Gateway:
         return self.in_flight
 
     async def _answer(self, task: str, request: Any, hold: Hold) -> dict[str, Any]:
-        if request.method == "GET" and task == "health":   # for load balancers, which carry no token
+        if request.method == "GET" and task == "health":  # for load balancers, which carry no token
             return await self._health()
         check_token(request.headers, self.settings)
         if request.method == "GET" and task == "stats":
@@ -88,8 +88,9 @@ class Gateway:
         if self.draining:
             raise RequestError(503, "the service is stopping; retry on another replica", retry_after=1)
         try:
-            call = await asyncio.wait_for(read_call(task, request, self.settings, hold.grow_to),
-                                          self.settings.body_timeout_s)
+            call = await asyncio.wait_for(
+                read_call(task, request, self.settings, hold.grow_to), self.settings.body_timeout_s
+            )
         except TimeoutError:
             raise RequestError(408, f"the body did not arrive within {self.settings.body_timeout_s:g} s") from None
         answer = await self._judged(call)
@@ -104,7 +105,7 @@ class Gateway:
             raise RequestError(503, "the service is stopping", retry_after=1)
         try:
             await asyncio.wait_for(_awaited(self.judges.ready.remote()), HEALTH_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - any failure to answer is "not healthy", said without details
+        except Exception:
             raise RequestError(503, "no judge replica answers", retry_after=1) from None
         return {"status": "ok"}
 
@@ -116,16 +117,22 @@ class Gateway:
             return await asyncio.wait_for(_awaited(response), self.settings.request_timeout_s)
         except TimeoutError:
             response.cancel()
-            raise RequestError(504, f"judging took longer than {self.settings.request_timeout_s:g} s, the most this "
-                                    "service allows, and was stopped") from None
-        except asyncio.CancelledError:   # the client went away: so does the work
+            raise RequestError(
+                504,
+                f"judging took longer than {self.settings.request_timeout_s:g} s, the most this "
+                "service allows, and was stopped",
+            ) from None
+        except asyncio.CancelledError:  # the client went away: so does the work
             response.cancel()
             raise
         except _unavailable() as exc:
             logger.warning("a judge replica could not answer (%s): 503", type(exc).__name__)
-            raise RequestError(503, "the judge replica stopped while judging this request; retry (a request is "
-                                    "safe to repeat)", retry_after=1) from None
-        except Exception as exc:  # noqa: BLE001 - a fault of ours, not the request's: said, and the service goes on
+            raise RequestError(
+                503,
+                "the judge replica stopped while judging this request; retry (a request is safe to repeat)",
+                retry_after=1,
+            ) from None
+        except Exception as exc:
             raise RequestError(500, judge_failed(call, exc)) from None
 
 
@@ -155,8 +162,13 @@ def _without_root(answer: Any, root: str | None) -> Any:
     return answer
 
 
-def build_app(judge_options: JudgeConfig | dict[str, Any], settings: ServiceSettings, replicas: int = 1,
-              gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> Any:
+def build_app(
+    judge_options: JudgeConfig | dict[str, Any],
+    settings: ServiceSettings,
+    replicas: int = 1,
+    gpus_per_replica: float = 0.0,
+    cpus_per_replica: float = 1.0,
+) -> Any:
     """The Ray Serve application: the gateway in front of ``replicas`` copies of the judge.
 
     ``judge_options``: a resolved ``JudgeConfig``, or ``QualityJudge.from_pretrained``'s arguments; each
@@ -165,9 +177,12 @@ def build_app(judge_options: JudgeConfig | dict[str, Any], settings: ServiceSett
     """
     from ray import serve
 
-    @serve.deployment(num_replicas=replicas, max_ongoing_requests=JUDGE_MAX_ONGOING,
-                      graceful_shutdown_timeout_s=settings.drain_s,
-                      ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica})
+    @serve.deployment(
+        num_replicas=replicas,
+        max_ongoing_requests=JUDGE_MAX_ONGOING,
+        graceful_shutdown_timeout_s=settings.drain_s,
+        ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica},
+    )
     class JudgeReplica:
         def __init__(self) -> None:
             from qinsight_sdk.judging.judge import load_judge
@@ -179,21 +194,26 @@ def build_app(judge_options: JudgeConfig | dict[str, Any], settings: ServiceSett
         async def __call__(self, call: Call) -> dict[str, Any]:
             try:
                 return await self.judged(call)
-            except asyncio.CancelledError:   # the gateway gave up on it: its group stops if nobody else waits
+            except asyncio.CancelledError:  # the gateway gave up on it: its group stops if nobody else waits
                 call.cancelled = True
                 raise
-            except Exception as exc:  # noqa: BLE001 - a fault of ours, not the request's: said, and it goes on
+            except Exception as exc:
                 return {"error": judge_failed(call, exc), STATUS: 500}
 
         async def ready(self) -> bool:
             return True
 
-        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)   # set from settings in __init__
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)  # set from settings in __init__
         async def judged(self, calls: list[Call]) -> list[dict[str, Any]]:
             answers = await asyncio.get_running_loop().run_in_executor(None, judge_calls, self.judge, calls)
-            answers[0]["batch_size"] = len(calls)   # counted once per batch, by the gateway
+            answers[0]["batch_size"] = len(calls)  # counted once per batch, by the gateway
             return answers
 
-    gateway = serve.deployment(Gateway, num_replicas=1, max_ongoing_requests=GATEWAY_MAX_ONGOING,
-                               graceful_shutdown_timeout_s=settings.drain_s, ray_actor_options={"num_cpus": 0})
+    gateway = serve.deployment(
+        Gateway,
+        num_replicas=1,
+        max_ongoing_requests=GATEWAY_MAX_ONGOING,
+        graceful_shutdown_timeout_s=settings.drain_s,
+        ray_actor_options={"num_cpus": 0},
+    )
     return gateway.bind(JudgeReplica.bind(), settings)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..judging.results import ResultCallback
 from .settings import Call
 
 logger = logging.getLogger("qinsight")
-CANCELLED_STATUS = 499   # nginx's "client closed request": never sent, as nobody waits for it
-STATUS = "http_status"   # an answer's own HTTP status, where it is not 200 (taken out before it is sent)
+CANCELLED_STATUS = 499  # nginx's "client closed request": never sent, as nobody waits for it
+STATUS = "http_status"  # an answer's own HTTP status, where it is not 200 (taken out before it is sent)
 
 
 class Cancelled(Exception):
@@ -27,7 +28,7 @@ def judge_calls(judge: Any, calls: Sequence[Call]) -> list[dict[str, Any]]:
     are all cancelled (their clients went away, their deadline passed) stops at its next result."""
     answers: list[dict[str, Any] | None] = [None] * len(calls)
     groups: dict[tuple[str, str, int], list[int]] = {}
-    for index, call in enumerate(calls):   # together: the same task with the same options, but not rankings
+    for index, call in enumerate(calls):  # together: the same task with the same options, but not rankings
         options = json.dumps(call.options, sort_keys=True)
         groups.setdefault((call.task, options, index if call.task == "rank" else -1), []).append(index)
     for indices in groups.values():
@@ -39,10 +40,10 @@ def judge_calls(judge: Any, calls: Sequence[Call]) -> list[dict[str, Any]]:
             logger.info("stopped judging %d /%s request(s): nobody waits for them", len(indices), chosen[0].task)
             for i in indices:
                 answers[i] = {"error": "cancelled", STATUS: CANCELLED_STATUS}
-        except ValueError as exc:   # a UsageError: options the judge refuses (a top_k of 0, say)
+        except ValueError as exc:  # a UsageError: options the judge refuses (a top_k of 0, say)
             for i in indices:
                 answers[i] = {"error": str(exc), STATUS: 400}
-    return answers   # type: ignore[return-value]
+    return answers  # type: ignore[return-value]
 
 
 def judge_failed(call: Call, exc: Exception) -> str:
@@ -55,7 +56,8 @@ def _stop_when_cancelled(calls: Sequence[Call]) -> ResultCallback:
     def check(index: int, result: Any) -> None:
         if all(call.cancelled for call in calls):
             raise Cancelled
-    check(-1, None)   # nobody waits for any of them: not started at all
+
+    check(-1, None)  # nobody waits for any of them: not started at all
     return check
 
 
@@ -79,6 +81,6 @@ def _judge_group(judge: Any, calls: Sequence[Call], on_result: ResultCallback) -
 def _split(calls: Sequence[Call], values: list[Any], key: str) -> list[dict[str, Any]]:
     answers, start = [], 0
     for call in calls:
-        answers.append({key: values[start:start + len(call.images)]})
+        answers.append({key: values[start : start + len(call.images)]})
         start += len(call.images)
     return answers

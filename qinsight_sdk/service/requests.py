@@ -18,19 +18,23 @@ import io
 import json
 import os
 import warnings
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 from .settings import Call, RequestError, ServiceSettings
 
 TASKS = ("score", "degradation", "compare", "rank", "reward")
 # options each task takes, with their types; anything else in a request is an error naming it
 OPTIONS: dict[str, dict[str, type]] = {
-    "score": {"mode": str}, "degradation": {}, "reward": {},
-    "compare": {"both_orders": bool}, "rank": {"strategy": str, "top_k": int, "pool": int},
+    "score": {"mode": str},
+    "degradation": {},
+    "reward": {},
+    "compare": {"both_orders": bool},
+    "rank": {"strategy": str, "top_k": int, "pool": int},
 }
-IMAGE_FIELDS = {"compare": ("image_a", "image_b", "reference")}   # the other tasks: "images", a list
-MAX_FORM_FIELDS = 16   # text fields in a multipart request: options (three at most today), with room
+IMAGE_FIELDS = {"compare": ("image_a", "image_b", "reference")}  # the other tasks: "images", a list
+MAX_FORM_FIELDS = 16  # text fields in a multipart request: options (three at most today), with room
 
 
 def check_token(headers: Mapping[str, str], settings: ServiceSettings) -> None:
@@ -48,8 +52,9 @@ def check_size(headers: Mapping[str, str], settings: ServiceSettings) -> int:
     except ValueError:
         raise RequestError(400, "Content-Length is not a number") from None
     if length > settings.max_request_bytes:
-        raise RequestError(413, f"the request is {length} bytes; this service takes at most "
-                                f"{settings.max_request_bytes}")
+        raise RequestError(
+            413, f"the request is {length} bytes; this service takes at most {settings.max_request_bytes}"
+        )
     return max(length, 0)
 
 
@@ -58,8 +63,9 @@ def check_task(task: str) -> None:
         raise RequestError(404, f"no endpoint /{task}: use one of {', '.join('/' + t for t in TASKS)}")
 
 
-async def read_call(task: str, request: Any, settings: ServiceSettings,
-                    hold: Callable[[int], None] = lambda size: None) -> Call:
+async def read_call(
+    task: str, request: Any, settings: ServiceSettings, hold: Callable[[int], None] = lambda size: None
+) -> Call:
     """The checked call an HTTP request makes (a Starlette ``Request``), or a ``RequestError`` saying what
     is wrong with it. ``hold(size)`` is told the bytes read so far (the size the headers give, first): the
     service's admission control, which refuses a body it has no room for."""
@@ -103,18 +109,24 @@ def check_pixels(call: Call, settings: ServiceSettings) -> None:
     for name, image in zip(names, call.images):
         pixels = _pixels(image, name, settings)
         if pixels > settings.max_image_pixels:
-            raise RequestError(413, f"{name} has {pixels:,} pixels; this service takes at most "
-                                    f"{settings.max_image_pixels:,} per image (downscale it first)")
+            raise RequestError(
+                413,
+                f"{name} has {pixels:,} pixels; this service takes at most "
+                f"{settings.max_image_pixels:,} per image (downscale it first)",
+            )
         total += pixels
     if total > settings.max_request_pixels:
-        raise RequestError(413, f"the images have {total:,} pixels together; this service takes at most "
-                                f"{settings.max_request_pixels:,} in one request")
+        raise RequestError(
+            413,
+            f"the images have {total:,} pixels together; this service takes at most "
+            f"{settings.max_request_pixels:,} in one request",
+        )
 
 
 def _pixels(image: bytes | Path, name: str, settings: ServiceSettings) -> int:
     """Width x height from the image's header, nothing decoded; 0 for what is no image (the judge then says
     so in that image's own result, as for any unreadable image)."""
-    from PIL import Image   # here: the client imports this package where Pillow may be missing
+    from PIL import Image  # here: the client imports this package where Pillow may be missing
 
     try:
         with warnings.catch_warnings():
@@ -122,9 +134,12 @@ def _pixels(image: bytes | Path, name: str, settings: ServiceSettings) -> int:
             with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
                 width, height = opened.size
     except Image.DecompressionBombError:
-        raise RequestError(413, f"{name} is far over {settings.max_image_pixels:,} pixels (Pillow refuses it as a "
-                                "possible decompression bomb)") from None
-    except (OSError, ValueError, SyntaxError):   # not an image, truncated, unreadable: the judge says which
+        raise RequestError(
+            413,
+            f"{name} is far over {settings.max_image_pixels:,} pixels (Pillow refuses it as a "
+            "possible decompression bomb)",
+        ) from None
+    except (OSError, ValueError, SyntaxError):  # not an image, truncated, unreadable: the judge says which
         return 0
     return width * height
 
@@ -141,25 +156,25 @@ def _json_fields(body: bytes) -> dict[str, Any]:
     return fields
 
 
-async def _multipart_fields(content_type: str, body: AsyncIterator[bytes], settings: ServiceSettings
-                            ) -> dict[str, Any]:
+async def _multipart_fields(content_type: str, body: AsyncIterator[bytes], settings: ServiceSettings) -> dict[str, Any]:
     """Form fields by name: files as ``{"bytes": ...}``, repeated names as lists, text as strings.
     Starlette's streaming parser (python-multipart) counts the parts as they arrive."""
     from starlette.datastructures import Headers, UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     files = max(settings.max_images, len(IMAGE_FIELDS["compare"]))
-    parser = MultiPartParser(Headers({"content-type": content_type}), body, max_files=files,
-                             max_fields=MAX_FORM_FIELDS)
+    parser = MultiPartParser(Headers({"content-type": content_type}), body, max_files=files, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         if str(exc).startswith("Too many files"):
-            raise RequestError(413, f"more than {files} files in one request; this service takes at most "
-                                    f"{settings.max_images} images") from None
+            raise RequestError(
+                413, f"more than {files} files in one request; this service takes at most {settings.max_images} images"
+            ) from None
         if str(exc).startswith("Too many fields"):
-            raise RequestError(400, f"more than {MAX_FORM_FIELDS} text fields: a request takes an endpoint's "
-                                    "options, a few at most") from None
+            raise RequestError(
+                400, f"more than {MAX_FORM_FIELDS} text fields: a request takes an endpoint's options, a few at most"
+            ) from None
         raise RequestError(400, f"the multipart body could not be read ({exc})") from None
     fields: dict[str, Any] = {}
     for name, value in form.multi_items():
@@ -183,8 +198,7 @@ def _images(task: str, fields: dict[str, Any], settings: ServiceSettings) -> lis
     if not isinstance(given, list) or not given:
         raise RequestError(400, f"/{task} needs images: a non-empty list")
     if len(given) > settings.max_images:
-        raise RequestError(413, f"{len(given)} images in one request; this service takes at most "
-                                f"{settings.max_images}")
+        raise RequestError(413, f"{len(given)} images in one request; this service takes at most {settings.max_images}")
     return [_image(item, f"images[{i}]", settings) for i, item in enumerate(given)]
 
 
@@ -198,8 +212,7 @@ def _image(item: Any, name: str, settings: ServiceSettings) -> bytes | Path:
             raise RequestError(400, f"{name}: not valid base64") from None
     if isinstance(item, dict) and isinstance(item.get("path"), str):
         return allowed_path(item["path"], name, settings)
-    raise RequestError(400, f"{name}: an image is {{\"base64\": ...}} (or {{\"path\": ...}} where the server "
-                            "allows paths)")
+    raise RequestError(400, f'{name}: an image is {{"base64": ...}} (or {{"path": ...}} where the server allows paths)')
 
 
 def allowed_path(given: str, name: str, settings: ServiceSettings) -> Path:
@@ -222,8 +235,9 @@ def _options(task: str, fields: dict[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in fields.items() if k != "images" and k not in IMAGE_FIELDS.get(task, ())}
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise RequestError(400, f"/{task} takes no option {', '.join(unknown)} (it takes: "
-                                f"{', '.join(allowed) or 'none'})")
+        raise RequestError(
+            400, f"/{task} takes no option {', '.join(unknown)} (it takes: {', '.join(allowed) or 'none'})"
+        )
     return {name: _typed(name, value, allowed[name]) for name, value in given.items() if value is not None}
 
 

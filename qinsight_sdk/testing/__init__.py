@@ -16,6 +16,16 @@ from ..backends.rali.tiny import build_tiny_rali
 from .samples import write_sample_images
 from .scripted import ScriptedBackend
 
-__all__ = ["CHAT_TEMPLATE", "PREPROCESSOR_CONFIG", "ScriptedBackend", "brightness_image", "build_tiny_checkpoint",
-           "build_tiny_judge", "build_tiny_rali", "cached_tiny_judge", "rating_of", "tiny_config",
-           "write_sample_images"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "PREPROCESSOR_CONFIG",
+    "ScriptedBackend",
+    "brightness_image",
+    "build_tiny_checkpoint",
+    "build_tiny_judge",
+    "build_tiny_rali",
+    "cached_tiny_judge",
+    "rating_of",
+    "tiny_config",
+    "write_sample_images",
+]

@@ -10,22 +10,29 @@ from .samples import write_sample_images
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qinsight_sdk.testing",
-                                     description="Write a tiny Qwen2.5-VL checkpoint or judge, or a tiny RALI.")
+    parser = argparse.ArgumentParser(
+        prog="python -m qinsight_sdk.testing",
+        description="Write a tiny Qwen2.5-VL checkpoint or judge, or a tiny RALI.",
+    )
     parser.add_argument("folder", help="where to write the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-images", metavar="DIR", help="also write a few test images here")
-    parser.add_argument("--trained", action="store_true",
-                        help="train it (about a minute on a CPU) to answer in Q-Insight's format about a "
-                             "visible property of synthetic images (qinsight_sdk.backends.qwen2_5_vl.tiny_judge); with --rali, "
-                             "fit RALI to rate brightness (seconds)")
-    parser.add_argument("--rali", action="store_true",
-                        help="write a tiny RALI in the released file layout instead (ckpt.pt, pca.pkl, "
-                             "basis.npz, best/; needs joblib)")
+    parser.add_argument(
+        "--trained",
+        action="store_true",
+        help="train it (about a minute on a CPU) to answer in Q-Insight's format about a "
+        "visible property of synthetic images (qinsight_sdk.backends.qwen2_5_vl.tiny_judge); with --rali, "
+        "fit RALI to rate brightness (seconds)",
+    )
+    parser.add_argument(
+        "--rali",
+        action="store_true",
+        help="write a tiny RALI in the released file layout instead (ckpt.pt, pca.pkl, basis.npz, best/; needs joblib)",
+    )
     args = parser.parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()   # its weight loading and saving bars say nothing here
+    transformers_logging.disable_progress_bar()  # its weight loading and saving bars say nothing here
     if args.rali:
         from ..backends.rali.tiny import build_tiny_rali
 

@@ -32,7 +32,7 @@ class ScriptedBackend:
     def memory_footprint(self) -> int:
         return 0  # no weights
 
-    def to(self, device: Any) -> "ScriptedBackend":
+    def to(self, device: Any) -> ScriptedBackend:
         import torch
 
         self.device = torch.device(device)
@@ -49,8 +49,10 @@ class ScriptedBackend:
 
         conversations, images = batch.inputs
         self.calls.append(len(conversations))
-        return [[Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
-                for conversation, group in zip(conversations, images)]
+        return [
+            [Generation(self.answer(conversation, group), True) for _ in range(decoding.num_samples)]
+            for conversation, group in zip(conversations, images)
+        ]
 
     def rating_distributions(self, batch: Any) -> list[Any]:
         """Fast-mode digits certain of the scripted answer's rating, to one decimal."""

@@ -12,8 +12,16 @@ from ..evaluation.data import DataError, Sample
 from .config import ConfigError, DataSource, TrainConfig
 from .grpo import TrainingError, train
 
-__all__ = ["ConfigError", "DataError", "DataSource", "Sample", "TrainConfig", "TrainingError", "config_template",
-           "train"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataSource",
+    "Sample",
+    "TrainConfig",
+    "TrainingError",
+    "config_template",
+    "train",
+]
 
 
 def config_template(name: str) -> str:

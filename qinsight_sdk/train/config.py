@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.checkpoints import DEFAULT_MODEL
-from ..evaluation.data import FORMATS
 from ..errors import QInsightError
+from ..evaluation.data import FORMATS
 from ..io.images import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, ImageBounds
 from .rewards import SCORE_EPSILON
 
-PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"   # where run_qinsight_score_and_dist.sh starts
+PAPER_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"  # where run_qinsight_score_and_dist.sh starts
 
 SCORE_REWARDS = ("threshold", "gaussian", "ranking")
 FINETUNES = ("full", "lora", "qlora")
@@ -34,46 +34,46 @@ class DataSource:
     """One data file: its format, where its image paths are relative to, and its mixing weight."""
 
     path: str
-    image_root: str | None = None          # default: the data file's folder
-    format: str = "qinsight"               # qinsight | deqa | qinsight-comparison | csv
-    weight: float = 1.0                    # how often each sample appears on average (0.5: a random half)
-    mos_range: list[float] | None = None   # csv only: the MOS scale, default the file's own min and max
+    image_root: str | None = None  # default: the data file's folder
+    format: str = "qinsight"  # qinsight | deqa | qinsight-comparison | csv
+    weight: float = 1.0  # how often each sample appears on average (0.5: a random half)
+    mos_range: list[float] | None = None  # csv only: the MOS scale, default the file's own min and max
 
 
 @dataclass
 class TrainConfig:
     """A GRPO fine-tuning run. Defaults are Q-Insight's settings (the ``paper`` preset)."""
 
-    model: str = PAPER_BASE_MODEL          # hub id or local folder to start from
-    subfolder: str | None = None           # default: score_degradation for ByteDance/Q-Insight
+    model: str = PAPER_BASE_MODEL  # hub id or local folder to start from
+    subfolder: str | None = None  # default: score_degradation for ByteDance/Q-Insight
     revision: str | None = None
     output_dir: str = "qinsight-run"
     data: list[DataSource] = field(default_factory=list)
-    skip_bad_rows: bool = False            # leave out rows whose image is missing/unreadable (and say how many)
+    skip_bad_rows: bool = False  # leave out rows whose image is missing/unreadable (and say how many)
 
     # what is trained
-    finetune: str = "full"                 # full | lora | qlora (LoRA on a 4-bit base; the [quant] extra)
+    finetune: str = "full"  # full | lora | qlora (LoRA on a 4-bit base; the [quant] extra)
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
-    lora_targets: str = "language"         # language | all | a regular expression over module names
+    lora_targets: str = "language"  # language | all | a regular expression over module names
 
     # rewards (each applies to the samples of its task; the total is their sum, as in the paper)
     format_reward: bool = True
-    score_reward: str = "threshold"        # threshold (paper) | gaussian | ranking (VisualQuality-R1)
+    score_reward: str = "threshold"  # threshold (paper) | gaussian | ranking (VisualQuality-R1)
     score_epsilon: float = SCORE_EPSILON
-    score_sigma: float = 0.5               # gaussian only
-    strict_parsing: bool = True            # read answers exactly as the paper's rewards did
+    score_sigma: float = 0.5  # gaussian only
+    strict_parsing: bool = True  # read answers exactly as the paper's rewards did
 
     # GRPO
-    num_generations: int = 8               # completions per prompt (the group)
-    beta: float = 1e-3                     # KL weight against the starting model
+    num_generations: int = 8  # completions per prompt (the group)
+    beta: float = 1e-3  # KL weight against the starting model
     loss_type: str = "grpo"
     clip_epsilon: float = 0.2
     temperature: float = 1.0
-    top_k: int = 50                        # the official generation's (transformers' default); TRL's is 0
+    top_k: int = 50  # the official generation's (transformers' default); TRL's is 0
     top_p: float = 1.0
-    kl_bias_correction: bool = False       # TRL's importance-weighted KL (its default); the paper had none
+    kl_bias_correction: bool = False  # TRL's importance-weighted KL (its default); the paper had none
     max_completion_length: int = 256
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
@@ -87,26 +87,27 @@ class TrainConfig:
     per_device_batch_size: int = 8
     gradient_accumulation_steps: int = 2
     epochs: float = 10
-    max_steps: int = -1                    # > 0 overrides epochs
+    max_steps: int = -1  # > 0 overrides epochs
     max_grad_norm: float = 1.0
     seed: int = 0
 
     # machinery
-    device: str = "auto"                   # auto | cuda | cpu (accelerate launch decides across GPUs)
-    precision: str = "auto"                # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    device: str = "auto"  # auto | cuda | cpu (accelerate launch decides across GPUs)
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = True
     attn_implementation: str | None = None  # default: flash_attention_2 if installed on GPU, else sdpa
-    use_vllm: bool = False                 # generate with vLLM (GPU, vLLM installed)
-    vllm_mode: str = "colocate"            # colocate | server
+    use_vllm: bool = False  # generate with vLLM (GPU, vLLM installed)
+    vllm_mode: str = "colocate"  # colocate | server
     save_steps: int = 100
     save_total_limit: int | None = 2
     logging_steps: int = 1
-    report_to: list[str] = field(default_factory=list)   # e.g. [tensorboard] or [wandb]; none by default
+    report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard] or [wandb]; none by default
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
-        self.data = [source if isinstance(source, DataSource) else _data_source(source, i)
-                     for i, source in enumerate(self.data)]
+        self.data = [
+            source if isinstance(source, DataSource) else _data_source(source, i) for i, source in enumerate(self.data)
+        ]
         self.validate()
 
     def validate(self) -> None:
@@ -126,16 +127,18 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         per_generation = self.per_device_batch_size * self.gradient_accumulation_steps
         if self.score_reward == "ranking" and per_generation < 2 * self.num_generations:
-            raise ConfigError("score_reward ranking compares the images of one device's batch: "
-                              "per_device_batch_size x gradient_accumulation_steps must be at least "
-                              f"2 x num_generations ({2 * self.num_generations}), got {per_generation}")
+            raise ConfigError(
+                "score_reward ranking compares the images of one device's batch: "
+                "per_device_batch_size x gradient_accumulation_steps must be at least "
+                f"2 x num_generations ({2 * self.num_generations}), got {per_generation}"
+            )
         if self.max_completion_length < 1:
             raise ConfigError("max_completion_length must be positive")
         if isinstance(self.report_to, str):
             self.report_to = [] if self.report_to == "none" else [self.report_to]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         values = dict(values)
         preset = values.pop("preset", "paper")
         if preset not in PRESETS:
@@ -147,7 +150,7 @@ class TrainConfig:
         return cls(**{**PRESETS[preset], **values})
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a config file; relative paths (data, output_dir, a local model) are from the file's folder."""
         import yaml
 
@@ -166,7 +169,7 @@ class TrainConfig:
                         source[key] = str((here / source[key]).resolve())
         if values.get("output_dir") is not None:
             values["output_dir"] = str((here / values["output_dir"]).resolve())
-        if isinstance(values.get("model"), str) and (here / values["model"]).exists():   # a local folder
+        if isinstance(values.get("model"), str) and (here / values["model"]).exists():  # a local folder
             values["model"] = str((here / values["model"]).resolve())
         return cls.from_dict(values)
 
@@ -209,11 +212,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     # completions of a step at once, ~3 GB of KV cache: ~13-16 GB in all, the rest headroom. Images up to
     # 1280 image tokens (KonIQ's 1024x768 and smaller pass unchanged): the paper's bound, 16384, would make
     # one completion's activations over 10x larger.
-    "qlora": {"model": DEFAULT_MODEL, "finetune": "qlora", "learning_rate": 1e-5, "per_device_batch_size": 4,
-              "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "max_pixels": 1280 * 28 * 28},
+    "qlora": {
+        "model": DEFAULT_MODEL,
+        "finetune": "qlora",
+        "learning_rate": 1e-5,
+        "per_device_batch_size": 4,
+        "gradient_accumulation_steps": 8,
+        "gradient_checkpointing": True,
+        "max_pixels": 1280 * 28 * 28,
+    },
     # Q-Insight's second stage, reference-based comparison, as run_qinsight_comparison.sh ran it: from the
     # score and degradation model, 10 epochs over DiffIQA pairs (data format qinsight-comparison),
     # 2 completions per device x 2 accumulation steps.
-    "paper-comparison": {"model": DEFAULT_MODEL, "subfolder": "score_degradation", "epochs": 10,
-                         "per_device_batch_size": 2, "gradient_accumulation_steps": 2},
+    "paper-comparison": {
+        "model": DEFAULT_MODEL,
+        "subfolder": "score_degradation",
+        "epochs": 10,
+        "per_device_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+    },
 }

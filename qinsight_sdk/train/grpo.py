@@ -21,25 +21,26 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..backends.checkpoints import default_subfolder, resolve_checkpoint
+from ..backends.quantization import import_bitsandbytes, quantization_config, require_bitsandbytes
 from ..errors import MissingDependencyError, QInsightError
+from ..evaluation.data import DataError, Sample, mix, read_source
 from ..io.images import ImageBounds, load_image
 from ..judging.profiles import QINSIGHT, QINSIGHT_COMPARISON, JudgeProfile
-from ..backends.quantization import import_bitsandbytes, quantization_config, require_bitsandbytes
 from . import rewards as reward_functions
 from .config import ConfigError, TrainConfig
-from ..evaluation.data import DataError, Sample, mix, read_source
 
 log = logging.getLogger("qinsight")
 
-MIN_TRANSFORMERS = "4.57.1"   # TRL's floor is 4.56.2; 4.54-4.56 generate wrongly in padded batches
-FINAL_FOLDER = "final"         # the trained model, loadable by QualityJudge
-ADAPTER_FOLDER = "adapter"     # LoRA and QLoRA runs: the adapter alone
-ADAPTER_FINETUNES = ("lora", "qlora")   # runs that train LoRA adapters, exported merged into the base
+MIN_TRANSFORMERS = "4.57.1"  # TRL's floor is 4.56.2; 4.54-4.56 generate wrongly in padded batches
+FINAL_FOLDER = "final"  # the trained model, loadable by QualityJudge
+ADAPTER_FOLDER = "adapter"  # LoRA and QLoRA runs: the adapter alone
+ADAPTER_FINETUNES = ("lora", "qlora")  # runs that train LoRA adapters, exported merged into the base
 # bitsandbytes' paged 8-bit AdamW: optimizer states in 8 bits, paged to CPU memory when the GPU runs short.
 # On the CPU bitsandbytes keeps the 8-bit states but not the paging, with a warning.
 QLORA_OPTIMIZER = "paged_adamw_8bit"
@@ -65,8 +66,10 @@ def check_training_stack(finetune: str = "full") -> None:
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
-        raise TrainingError(f"training needs transformers>={MIN_TRANSFORMERS}; this environment "
-                            f"has {transformers.__version__}: pip install -U 'qinsight[train]'")
+        raise TrainingError(
+            f"training needs transformers>={MIN_TRANSFORMERS}; this environment "
+            f"has {transformers.__version__}: pip install -U 'qinsight[train]'"
+        )
     try:
         with contextlib.suppress(ImportError):  # peft imports bitsandbytes: first without its hub lookup
             import_bitsandbytes()
@@ -88,8 +91,7 @@ def load_training_samples(config: TrainConfig) -> list[Sample]:
     sources, problems = [], []
     for source in config.data:
         try:
-            samples = read_source(source.path, source.format, source.image_root, source.mos_range,
-                                  config.skip_bad_rows)
+            samples = read_source(source.path, source.format, source.image_root, source.mos_range, config.skip_bad_rows)
         except DataError as exc:
             problems.append(str(exc))
             continue
@@ -111,8 +113,11 @@ def build_dataset(samples: Sequence[Sample], bounds: ImageBounds) -> Any:
 
     def with_prompt_and_images(batch: dict[str, list]) -> dict[str, list]:
         chosen = [samples[i] for i in batch["sample_id"]]
-        return {**batch, "prompt": [s.conversation() for s in chosen],
-                "images": [[_training_image(path, bounds, s.origin) for path in s.images] for s in chosen]}
+        return {
+            **batch,
+            "prompt": [s.conversation() for s in chosen],
+            "images": [[_training_image(path, bounds, s.origin) for path in s.images] for s in chosen],
+        }
 
     dataset.set_transform(with_prompt_and_images)
     return dataset
@@ -135,8 +140,16 @@ def build_rewards(config: TrainConfig, tasks: set[str]) -> list[RewardFunction]:
         if config.score_reward == "ranking":
             chosen.append(_named("ranking", reward_functions.ranking_reward, **strict))
         else:
-            chosen.append(_named("score", reward_functions.score_reward, kind=config.score_reward,
-                                 epsilon=config.score_epsilon, sigma=config.score_sigma, **strict))
+            chosen.append(
+                _named(
+                    "score",
+                    reward_functions.score_reward,
+                    kind=config.score_reward,
+                    epsilon=config.score_epsilon,
+                    sigma=config.score_sigma,
+                    **strict,
+                )
+            )
     if "degradation" in tasks:
         chosen.append(_named("degradation", reward_functions.degradation_reward, **strict))
     if "comparison" in tasks:
@@ -175,20 +188,39 @@ def grpo_arguments(config: TrainConfig) -> Any:
     # releases with an importance-weighted KL: as the config says (the paper's loss had none)
     kl = {"use_bias_correction_kl": config.kl_bias_correction} if "use_bias_correction_kl" in known else {}
     optimizer = {"optim": QLORA_OPTIMIZER} if config.finetune == "qlora" else {}
-    return GRPOConfig(**uncut, **kl, **optimizer, top_k=config.top_k, top_p=config.top_p,
-        output_dir=config.output_dir, use_cpu=not gpu, bf16=bf16, seed=config.seed,
+    return GRPOConfig(
+        **uncut,
+        **kl,
+        **optimizer,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        output_dir=config.output_dir,
+        use_cpu=not gpu,
+        bf16=bf16,
+        seed=config.seed,
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_generations=config.num_generations, beta=config.beta, loss_type=config.loss_type,
-        epsilon=config.clip_epsilon, temperature=config.temperature,
+        num_generations=config.num_generations,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        epsilon=config.clip_epsilon,
+        temperature=config.temperature,
         max_completion_length=config.max_completion_length,
-        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        max_grad_norm=config.max_grad_norm, gradient_checkpointing=config.gradient_checkpointing,
-        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps, report_to=config.report_to or "none",
-        remove_unused_columns=False,   # the reward functions read the label columns
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        max_grad_norm=config.max_grad_norm,
+        gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=config.report_to or "none",
+        remove_unused_columns=False,  # the reward functions read the label columns
         trust_remote_code=config.trust_remote_code,
         model_init_kwargs=_model_init_kwargs(config, dtype, attention, gpu),
     )
@@ -213,13 +245,16 @@ def _model_init_kwargs(config: TrainConfig, dtype: Any, attention: str, gpu: boo
 def lora_config(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=_LORA_TARGETS.get(config.lora_targets, config.lora_targets),
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=_LORA_TARGETS.get(config.lora_targets, config.lora_targets),
+        task_type="CAUSAL_LM",
+    )
 
 
-def train(config: TrainConfig, resume: bool = False,
-          extra_rewards: Sequence[RewardFunction] = ()) -> Path:
+def train(config: TrainConfig, resume: bool = False, extra_rewards: Sequence[RewardFunction] = ()) -> Path:
     """Run GRPO and return the folder of the trained model (``<output_dir>/final``).
 
     ``resume`` continues from the newest checkpoint in ``output_dir``; without it, a folder that
@@ -237,8 +272,10 @@ def train(config: TrainConfig, resume: bool = False,
     if resume and last is None:
         raise TrainingError(f"nothing to resume: {output} holds no checkpoint-* folder")
     if not resume and last is not None:
-        raise TrainingError(f"{output} already holds {Path(last).name}: pass --resume to continue that run, "
-                            "or choose another output_dir")
+        raise TrainingError(
+            f"{output} already holds {Path(last).name}: pass --resume to continue that run, "
+            "or choose another output_dir"
+        )
     if resume:
         _warn_about_changes(config, output / CONFIG_FILE)
     base = _resolve_base(config)
@@ -252,10 +289,13 @@ def train(config: TrainConfig, resume: bool = False,
     # vision tower, embeddings and lm_head to fp32, ~3.5 GB more on a 7B, for the stability of fp16 training,
     # which bf16 does not need.
     trainer = GRPOTrainer(
-        model=str(base), args=args, processing_class=processor,
+        model=str(base),
+        args=args,
+        processing_class=processor,
         reward_funcs=build_rewards(config, {s.task for s in samples}) + list(extra_rewards),
         train_dataset=build_dataset(samples, config.image_bounds()),
-        peft_config=lora_config(config) if config.finetune in ADAPTER_FINETUNES else None)
+        peft_config=lora_config(config) if config.finetune in ADAPTER_FINETUNES else None,
+    )
     if config.finetune == "qlora":
         _keep_adapters_in_fp32(trainer.model)
     _use_progress_log(trainer, output / METRICS_FILE)
@@ -277,7 +317,8 @@ def _check_one_step_fits(prompts: int, config: TrainConfig, processes: int) -> N
             f"one optimizer step takes {needed} prompts (per_device_batch_size {config.per_device_batch_size} x "
             f"{processes} process(es) x gradient_accumulation_steps {config.gradient_accumulation_steps} / "
             f"num_generations {config.num_generations}) but the data holds {prompts}: add data or lower "
-            "per_device_batch_size or gradient_accumulation_steps")
+            "per_device_batch_size or gradient_accumulation_steps"
+        )
 
 
 def _keep_adapters_in_fp32(model: Any) -> None:
@@ -302,11 +343,14 @@ def _warn_about_changes(config: TrainConfig, saved: Path) -> None:
         before = json.loads(saved.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    now = json.loads(json.dumps(config.to_dict()))   # the same JSON types as the saved copy
+    now = json.loads(json.dumps(config.to_dict()))  # the same JSON types as the saved copy
     changed = sorted(k for k in now if k not in _CHANGEABLE_ON_RESUME and before.get(k) != now[k])
     if changed:
-        log.warning("resuming with settings that differ from the run's start: %s (was %s)", ", ".join(changed),
-                    ", ".join(repr(before.get(k)) for k in changed))
+        log.warning(
+            "resuming with settings that differ from the run's start: %s (was %s)",
+            ", ".join(changed),
+            ", ".join(repr(before.get(k)) for k in changed),
+        )
 
 
 def _resolve_base(config: TrainConfig) -> Path:
@@ -335,8 +379,10 @@ def trained_profile(samples: Sequence[Sample], base: Path) -> JudgeProfile:
     (:meth:`Sample.conversation`) whatever the base judge was; its comparison profile if any training pair
     had a reference."""
     with_reference = any(s.task == "comparison" and len(s.images) == 3 for s in samples)
-    return replace(QINSIGHT_COMPARISON if with_reference else QINSIGHT,
-                   description=f"fine-tuned with qinsight train from {base.name}, on Q-Insight's prompts")
+    return replace(
+        QINSIGHT_COMPARISON if with_reference else QINSIGHT,
+        description=f"fine-tuned with qinsight train from {base.name}, on Q-Insight's prompts",
+    )
 
 
 def _export(trainer: Any, config: TrainConfig, base: Path, profile: JudgeProfile) -> Path:
@@ -349,15 +395,18 @@ def _export(trainer: Any, config: TrainConfig, base: Path, profile: JudgeProfile
         if trainer.is_world_process_zero():
             _merge_adapter(base, output / ADAPTER_FOLDER, final)
             if config.finetune == "qlora":
-                log.info("merged the LoRA adapters trained on the 4-bit base into an unquantized copy of it: "
-                         "%s is full size; QualityJudge.from_pretrained(..., quantization='4bit') loads it "
-                         "4-bit again", final)
+                log.info(
+                    "merged the LoRA adapters trained on the 4-bit base into an unquantized copy of it: "
+                    "%s is full size; QualityJudge.from_pretrained(..., quantization='4bit') loads it "
+                    "4-bit again",
+                    final,
+                )
     else:
         trainer.save_model(str(final))
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         _copy_processor_files(base, final)
-        profile.save(final)   # after the copy: a base judge's own profile file is not this judge's
+        profile.save(final)  # after the copy: a base judge's own profile file is not this judge's
     return final
 
 
@@ -378,6 +427,7 @@ def _copy_processor_files(base: Path, final: Path) -> None:
     Training does not change them, and the processor in memory may be our image-only stand-in, whose
     saved class name other machines could not load.
     """
+
     def is_weights(path: Path) -> bool:
         return any(path.match(pattern) for pattern in _WEIGHT_FILES)
 
@@ -402,7 +452,7 @@ def format_step(logs: dict[str, float], step: int) -> str:
             parts.append(f"{label} {logs[key]:.4g}")
     for key, value in logs.items():
         if key.startswith("rewards/") and key.endswith("/mean"):
-            name = key[len("rewards/"):-len("/mean")]
+            name = key[len("rewards/") : -len("/mean")]
             label = "format pass" if name == "format" else name
             parts.append(f"{label} {value:.3f}")
     return " | ".join(parts)

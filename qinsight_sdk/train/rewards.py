@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import UsageError
 from ..judging.parsing import parse_comparison, parse_degradation, parse_score
@@ -27,8 +28,7 @@ SCORE_EPSILON = 0.35  # the paper's tolerance on the normalised MOS (strict <)
 _FIRST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _RATING = re.compile(r'"rating"\s*:\s*([\d.]+)')
 _DEGRADATION = re.compile(r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', re.DOTALL)
-_JSON_LAYOUT = re.compile(
-    r"<think>\s*\n.*\n\s*</think>\s*\n<answer>\s*\n\{[^{}]*\}\s*\n\s*</answer>\s*", re.DOTALL)
+_JSON_LAYOUT = re.compile(r"<think>\s*\n.*\n\s*</think>\s*\n<answer>\s*\n\{[^{}]*\}\s*\n\s*</answer>\s*", re.DOTALL)
 _TEXT_LAYOUT = re.compile(r"<think>\s*\n.*\n\s*</think>\s*\n<answer>\s*\n.*\n\s*</answer>\s*", re.DOTALL)
 
 
@@ -75,8 +75,7 @@ def _check_task(task: str) -> str:
     return task
 
 
-def _per_sample(task: Sequence[str], wanted: str, columns: Sequence[Sequence[Any]],
-                reward: Any) -> list[float | None]:
+def _per_sample(task: Sequence[str], wanted: str, columns: Sequence[Sequence[Any]], reward: Any) -> list[float | None]:
     """``reward(*row)`` for each sample of the ``wanted`` task, None for the others."""
     return [reward(*row) if _check_task(kind) == wanted else None for kind, *row in zip(task, *columns)]
 
@@ -90,9 +89,16 @@ def format_reward(completions: Sequence[Any], task: Sequence[str], **kwargs: Any
     return rewards
 
 
-def score_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[float | None],
-                 epsilon: float = SCORE_EPSILON, kind: str = "threshold", sigma: float = 0.5,
-                 strict: bool = True, **kwargs: Any) -> list[float | None]:
+def score_reward(
+    completions: Sequence[Any],
+    task: Sequence[str],
+    mos: Sequence[float | None],
+    epsilon: float = SCORE_EPSILON,
+    kind: str = "threshold",
+    sigma: float = 0.5,
+    strict: bool = True,
+    **kwargs: Any,
+) -> list[float | None]:
     """How close the rating is to the normalised MOS.
 
     ``kind="threshold"``: the paper's 1.0 when |rating - mos| < epsilon, else 0.0. ``kind="gaussian"``: a
@@ -109,14 +115,21 @@ def score_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[
         error = rating - float(target)
         if kind == "threshold":
             return 1.0 if abs(error) < epsilon else 0.0
-        return math.exp(-(error ** 2) / (2 * sigma ** 2))
+        return math.exp(-(error**2) / (2 * sigma**2))
 
     return _per_sample(task, "score", (completions, mos), reward)
 
 
-def degradation_reward(completions: Sequence[Any], task: Sequence[str], distortion_class: Sequence[str | None],
-                       severity: Sequence[str | None], strict: bool = True, **kwargs: Any) -> list[float | None]:
+def degradation_reward(
+    completions: Sequence[Any],
+    task: Sequence[str],
+    distortion_class: Sequence[str | None],
+    severity: Sequence[str | None],
+    strict: bool = True,
+    **kwargs: Any,
+) -> list[float | None]:
     """0.25 for the right distortion class, plus 0.75 when the severity is right too ("null" = none)."""
+
     def reward(completion: Any, label_class: str, label_severity: str) -> float:
         text = completion_text(completion)
         if strict:
@@ -131,9 +144,11 @@ def degradation_reward(completions: Sequence[Any], task: Sequence[str], distorti
     return _per_sample(task, "degradation", (completions, distortion_class, severity), reward)
 
 
-def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: Sequence[str],
-                      strict: bool = True, **kwargs: Any) -> list[float | None]:
+def comparison_reward(
+    completions: Sequence[Any], task: Sequence[str], answer: Sequence[str], strict: bool = True, **kwargs: Any
+) -> list[float | None]:
     """1.0 when the answer is exactly the label: "Image A", "Image B" or "Similar"."""
+
     def reward(completion: Any, label: str) -> float:
         text = completion_text(completion)
         given = first_answer(text) if strict else answer_of_winner(parse_comparison(text).winner)
@@ -142,8 +157,14 @@ def comparison_reward(completions: Sequence[Any], task: Sequence[str], answer: S
     return _per_sample(task, "comparison", (completions, answer), reward)
 
 
-def ranking_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequence[float],
-                   sample_id: Sequence[Any], strict: bool = True, **kwargs: Any) -> list[float | None]:
+def ranking_reward(
+    completions: Sequence[Any],
+    task: Sequence[str],
+    mos: Sequence[float],
+    sample_id: Sequence[Any],
+    strict: bool = True,
+    **kwargs: Any,
+) -> list[float | None]:
     """VisualQuality-R1's ranking reward: is each sampled score ordered right against the other images?
 
     The completions of one image (same ``sample_id``) give its score mean and variance. For a sampled
@@ -152,6 +173,7 @@ def ranking_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequenc
     sqrt(p g) + sqrt((1 - p)(1 - g)). Only the order of MOS within a batch matters, so data sets with
     different MOS scales can train together. An unreadable score earns 0.
     """
+
     def read(completion: Any) -> float | None:
         text = completion_text(completion)
         return paper_rating(text) if strict else parse_score(text).score
@@ -164,8 +186,7 @@ def ranking_reward(completions: Sequence[Any], task: Sequence[str], mos: Sequenc
             target[key] = float(value)
             if rating is not None:
                 groups[key].append(rating)
-    stats = {key: (sum(v) / len(v), sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v))
-             for key, v in groups.items()}
+    stats = {key: (sum(v) / len(v), sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) for key, v in groups.items()}
     rewards: list[float | None] = []
     for rating, key, sample_task in zip(ratings, sample_id, task):
         if sample_task != "score":

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import DOWNLOAD_PATTERNS, QWEN25_VL, validate_checkpoint
 from .. import ModelFamily, register_family
+from ..checkpoints import DOWNLOAD_PATTERNS, QWEN25_VL, validate_checkpoint
 
 
 def _holds(folder: Path) -> bool:
@@ -30,5 +30,14 @@ def _load(folder: Path, **options: Any) -> Any:
     return QwenVLBackend.load(folder, **options)
 
 
-FAMILY = register_family(ModelFamily(QWEN25_VL, _holds, lambda folder: validate_checkpoint(folder, QWEN25_VL),
-                                     _load, DOWNLOAD_PATTERNS, default_profile="q-insight", dtype=_dtype))
+FAMILY = register_family(
+    ModelFamily(
+        QWEN25_VL,
+        _holds,
+        lambda folder: validate_checkpoint(folder, QWEN25_VL),
+        _load,
+        DOWNLOAD_PATTERNS,
+        default_profile="q-insight",
+        dtype=_dtype,
+    )
+)

@@ -13,21 +13,22 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import LogitsProcessor
 
-from ..base import EncodedBatch, Generation, RatingDistribution
-from ...judging.decoding import DecodingOptions, seeded
 from ...errors import ModelLoadError, UsageError
 from ...io.images import PatchSpec, patch_count, to_patches
-from .loading import load_model
+from ...judging.decoding import DecodingOptions, seeded
 from ...judging.prompts import IMAGE_SLOT, Message
+from ..base import EncodedBatch, Generation, RatingDistribution
 from ..quantization import Quantization, quantization_name
+from .loading import load_model
 from .vision import VisionMemory, image_key, install_fast_paths, vision_tower
 
 logger = logging.getLogger("qinsight")
@@ -50,9 +51,12 @@ class QwenVLBackend:
         self.checkpoint_generation_config = model.generation_config
         if self.checkpoint_generation_config.pad_token_id is None:
             self.checkpoint_generation_config.pad_token_id = processor.tokenizer.pad_token_id
-        model.generation_config = GenerationConfig(**{
-            key: getattr(self.checkpoint_generation_config, key)
-            for key in ("bos_token_id", "eos_token_id", "pad_token_id")})
+        model.generation_config = GenerationConfig(
+            **{
+                key: getattr(self.checkpoint_generation_config, key)
+                for key in ("bos_token_id", "eos_token_id", "pad_token_id")
+            }
+        )
         # transformers 5 renamed forward's ``past_key_values`` to ``cache``
         forward_parameters = inspect.signature(model.forward).parameters
         self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
@@ -73,13 +77,22 @@ class QwenVLBackend:
         self.vision = None if stock_vision else VisionMemory(tower)
 
     @classmethod
-    def load(cls, folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-             attn_implementation: str | None = None, trust_remote_code: bool = False,
-             quantization: Quantization = None, stock_vision: bool = False) -> "QwenVLBackend":
+    def load(
+        cls,
+        folder: Path,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        quantization: Quantization = None,
+        stock_vision: bool = False,
+    ) -> QwenVLBackend:
         """The checkpoint in ``folder``, loaded as :func:`qinsight_sdk.loading.load_model` chooses, and
         checked to give finite logits."""
-        backend = cls(*load_model(folder, device, dtype, attn_implementation, trust_remote_code, quantization),
-                      stock_vision=stock_vision)
+        backend = cls(
+            *load_model(folder, device, dtype, attn_implementation, trust_remote_code, quantization),
+            stock_vision=stock_vision,
+        )
         backend.check_logits(folder)
         return backend
 
@@ -87,15 +100,18 @@ class QwenVLBackend:
         """One forward pass over a small grey image and a few words. Logits that are not finite numbers
         (NaN weights, or a float16 overflow) would turn every answer into garbage or every fast score into
         an error, so such a checkpoint is refused at load instead of after a whole run."""
-        conversation = [{"role": "user", "content": [dict(IMAGE_SLOT), {"type": "text", "text": "Rate the image quality."}]}]
+        conversation = [
+            {"role": "user", "content": [dict(IMAGE_SLOT), {"type": "text", "text": "Rate the image quality."}]}
+        ]
         batch = self.encode([conversation], [[Image.new("RGB", (56, 56), (128, 128, 128))]])
         with torch.inference_mode(), self._expecting(batch):
             logits = self.model(**batch.inputs.to(self.device), **self._last_logits_only).logits
         if not bool(torch.isfinite(logits).all()):
-            hint = "; float16 can overflow in this model: try dtype bf16 or fp32" if self.dtype == torch.float16 \
-                else ""
-            raise ModelLoadError(f"{folder}: the model's logits on a probe input are not finite numbers: its "
-                                 f"weights are broken (NaN or infinite values){hint}")
+            hint = "; float16 can overflow in this model: try dtype bf16 or fp32" if self.dtype == torch.float16 else ""
+            raise ModelLoadError(
+                f"{folder}: the model's logits on a probe input are not finite numbers: its "
+                f"weights are broken (NaN or infinite values){hint}"
+            )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -108,13 +124,13 @@ class QwenVLBackend:
 
     @property
     def quantization(self) -> str | None:
-        """"8bit" or "4bit" when the weights are quantized, else None."""
+        """ "8bit" or "4bit" when the weights are quantized, else None."""
         return quantization_name(self.model)
 
     def memory_footprint(self) -> int:
         return int(self.model.get_memory_footprint())
 
-    def to(self, device: str | torch.device) -> "QwenVLBackend":
+    def to(self, device: str | torch.device) -> QwenVLBackend:
         """Move the weights; later batches are sent to the same device.
 
         A quantized model stays where it was quantized: bitsandbytes' moves are not reliable (transformers
@@ -123,9 +139,11 @@ class QwenVLBackend:
         device = torch.device(device)
         if self.quantization:
             if _same_device(device, self.device):
-                return self   # not even a no-op .to(): transformers 4.57 refuses any for an 8-bit model
-            raise UsageError(f"a {self.quantization} judge cannot move from {self.device} to {device}: load it "
-                             f"again there (QualityJudge.from_pretrained(..., device={str(device)!r}))")
+                return self  # not even a no-op .to(): transformers 4.57 refuses any for an 8-bit model
+            raise UsageError(
+                f"a {self.quantization} judge cannot move from {self.device} to {device}: load it "
+                f"again there (QualityJudge.from_pretrained(..., device={str(device)!r}))"
+            )
         self.device = device
         self.model.to(self.device)
         return self
@@ -138,16 +156,26 @@ class QwenVLBackend:
         if key not in self._rendered:  # a task asks the same conversation of every image
             if options:  # the processor of transformers 4.51 drops template variables; the tokenizer passes them on
                 text = self.processor.tokenizer.apply_chat_template(
-                    list(conversation), chat_template=self.processor.chat_template, tokenize=False,
-                    add_generation_prompt=True, **options)
+                    list(conversation),
+                    chat_template=self.processor.chat_template,
+                    tokenize=False,
+                    add_generation_prompt=True,
+                    **options,
+                )
             else:
-                text = self.processor.apply_chat_template(list(conversation), tokenize=False,
-                                                          add_generation_prompt=True)
+                text = self.processor.apply_chat_template(
+                    list(conversation), tokenize=False, add_generation_prompt=True
+                )
             self._rendered[key] = text
         return self._rendered[key]
 
-    def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str = "", template_options: Mapping[str, Any] | None = None) -> EncodedBatch:
+    def encode(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[Image.Image]],
+        answer_prefix: str = "",
+        template_options: Mapping[str, Any] | None = None,
+    ) -> EncodedBatch:
         """Model inputs for a batch: left-padded token ids, patch vectors and image grids (on the CPU).
 
         Safe to call from a helper thread while the model runs: tokenizer use is serialised.
@@ -169,8 +197,7 @@ class QwenVLBackend:
         flat_images = [image for group in images for image in group]
         if self._patch_spec is None:
             with self._tokenizer_lock:
-                inputs = self.processor(text=texts, images=flat_images or None, padding=True,
-                                        return_tensors="pt")
+                inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
         else:
             inputs = self._encode_directly(texts, flat_images, self._patch_spec)
         remembering = self.vision is not None and self.vision.remembering_now
@@ -204,11 +231,13 @@ class QwenVLBackend:
         from transformers import BatchFeature
 
         sizes = [patch_count(image, spec) for image in flat_images]
-        pixel_values = np.empty((sum(sizes), 3 * spec.temporal * spec.patch ** 2), dtype=np.float32)
+        pixel_values = np.empty((sum(sizes), 3 * spec.temporal * spec.patch**2), dtype=np.float32)
         starts = np.cumsum([0] + sizes)
-        grids = [to_patches(image, spec, out=pixel_values[starts[k]:starts[k + 1]])[1]
-                 for k, image in enumerate(flat_images)]
-        counts = iter([t * h * w // spec.merge ** 2 for t, h, w in grids])
+        grids = [
+            to_patches(image, spec, out=pixel_values[starts[k] : starts[k + 1]])[1]
+            for k, image in enumerate(flat_images)
+        ]
+        counts = iter([t * h * w // spec.merge**2 for t, h, w in grids])
         rows = []
         for text in texts:
             ids: list[int] = []
@@ -219,8 +248,8 @@ class QwenVLBackend:
         input_ids = torch.full((len(rows), width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for row, ids in enumerate(rows):  # left padding, as batched generation needs
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
         data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self._wants_token_types:
             data["mm_token_type_ids"] = (input_ids == self._image_token_id).long()
@@ -239,18 +268,31 @@ class QwenVLBackend:
         """Our direct encoder if it reproduces the processor on a probe batch, else None (processor)."""
         ip = self.processor.image_processor
         try:
-            spec = PatchSpec(mean=tuple(ip.image_mean), std=tuple(ip.image_std), rescale=ip.rescale_factor,
-                             patch=ip.patch_size, temporal=ip.temporal_patch_size, merge=ip.merge_size)
+            spec = PatchSpec(
+                mean=tuple(ip.image_mean),
+                std=tuple(ip.image_std),
+                rescale=ip.rescale_factor,
+                patch=ip.patch_size,
+                temporal=ip.temporal_patch_size,
+                merge=ip.merge_size,
+            )
             probe_text = [f"x<|vision_start|>{self._image_token}<|vision_end|>y"] * 2
             rng = np.random.default_rng(0)
-            probe_images = [Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)),
-                            Image.fromarray(rng.integers(0, 256, (112, 56, 3), dtype=np.uint8))]
-            expected = self.processor(text=list(probe_text), images=probe_images, padding=True,  # 4.51 edits the list
-                                      return_tensors="pt")
+            probe_images = [
+                Image.fromarray(rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)),
+                Image.fromarray(rng.integers(0, 256, (112, 56, 3), dtype=np.uint8)),
+            ]
+            expected = self.processor(
+                text=list(probe_text),
+                images=probe_images,
+                padding=True,  # 4.51 edits the list
+                return_tensors="pt",
+            )
             self._wants_token_types = "mm_token_type_ids" in expected
             ours = self._encode_directly(probe_text, probe_images, spec)
             same = set(ours) == set(expected) and all(
-                torch.allclose(ours[k].float(), expected[k].float(), atol=1e-4) for k in expected)
+                torch.allclose(ours[k].float(), expected[k].float(), atol=1e-4) for k in expected
+            )
         except Exception as exc:  # an unusual processor: use it as it is
             logger.info("direct image encoding unavailable (%s); using the processor", exc)
             return None
@@ -258,8 +300,9 @@ class QwenVLBackend:
             logger.info("direct image encoding differs from this processor; using the processor")
         return spec if same else None
 
-    def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
-                 rating_key: str | None = None) -> list[list[Generation]]:
+    def generate(
+        self, batch: EncodedBatch, decoding: DecodingOptions, rating_key: str | None = None
+    ) -> list[list[Generation]]:
         """``decoding.num_samples`` answers per conversation, in order, as one batched call.
 
         With ``rating_key``, the logits of the digit tokens are kept at every step (a few numbers per
@@ -273,9 +316,12 @@ class QwenVLBackend:
         recorder = self._digit_recorder() if rating_key is not None else None
         if recorder is not None:
             processors.insert(0, recorder)
-            config.return_dict_in_generate = True   # with the cache, which the rating's decimals continue
-        with torch.inference_mode(), seeded(decoding.seed if decoding.do_sample else None, self.device), \
-                self._expecting(batch):
+            config.return_dict_in_generate = True  # with the cache, which the rating's decimals continue
+        with (
+            torch.inference_mode(),
+            seeded(decoding.seed if decoding.do_sample else None, self.device),
+            self._expecting(batch),
+        ):
             output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
         sequences = output.sequences if recorder is not None else output
         width = inputs["input_ids"].shape[1]
@@ -285,15 +331,25 @@ class QwenVLBackend:
         ratings: list[RatingDistribution | None] = [None] * len(decoded)
         if recorder is not None:
             starts = recorder.rating_starts(answers, rating_key, self._decode_tail)
-            ratings = self._ratings_after_generation(_cache_of(output), inputs, batch, decoding.num_samples,
-                                                     recorder, starts)
-        flat = [Generation(text, *self._length(row.tolist()), rating=rating)
-                for text, row, rating in zip(decoded, answers, ratings)]
+            ratings = self._ratings_after_generation(
+                _cache_of(output), inputs, batch, decoding.num_samples, recorder, starts
+            )
+        flat = [
+            Generation(text, *self._length(row.tolist()), rating=rating)
+            for text, row, rating in zip(decoded, answers, ratings)
+        ]
         n = decoding.num_samples
-        return [flat[i * n:(i + 1) * n] for i in range(len(batch.images_per_row))]
+        return [flat[i * n : (i + 1) * n] for i in range(len(batch.images_per_row))]
 
-    def _ratings_after_generation(self, cache: Any, inputs: Any, batch: EncodedBatch, samples: int,
-                                  recorder: "_DigitLogits", starts: list[int | None]) -> list[RatingDistribution | None]:
+    def _ratings_after_generation(
+        self,
+        cache: Any,
+        inputs: Any,
+        batch: EncodedBatch,
+        samples: int,
+        recorder: _DigitLogits,
+        starts: list[int | None],
+    ) -> list[RatingDistribution | None]:
         """Each answer's rating distribution where its rating starts (None where it wrote none), continuing
         the generation's own cache: the answer's later tokens are masked out, not cropped, since each row's
         rating starts elsewhere."""
@@ -306,10 +362,11 @@ class QwenVLBackend:
         mask = torch.zeros(len(starts), length, dtype=prompt_mask.dtype, device=self.device)
         mask[:, :width] = prompt_mask
         for row in rows:
-            mask[row, width:width + starts[row]] = 1
+            mask[row, width : width + starts[row]] = 1
         next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
         positions = next_position.repeat_interleave(samples) + torch.tensor(
-            [start or 0 for start in starts], device=self.device)
+            [start or 0 for start in starts], device=self.device
+        )
         first = torch.stack([recorder.first_digit(row, starts[row]) for row in rows])
         chosen = torch.tensor(rows, device=self.device)
         with torch.inference_mode():
@@ -320,7 +377,7 @@ class QwenVLBackend:
             ratings[row] = rating
         return ratings
 
-    def _digit_recorder(self) -> "_DigitLogits | None":
+    def _digit_recorder(self) -> _DigitLogits | None:
         try:
             return _DigitLogits(*self.rating_token_ids())
         except UsageError:  # a tokenizer that writes digits several at a time: no rating probabilities
@@ -362,8 +419,9 @@ class QwenVLBackend:
             positions = self._next_positions(inputs, batch.images_per_row).to(self.device)
             return self._rating_tree(cache, inputs["attention_mask"], positions, first)
 
-    def _rating_tree(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor, first: torch.Tensor
-                     ) -> list[RatingDistribution]:
+    def _rating_tree(
+        self, cache: Any, mask: torch.Tensor, positions: torch.Tensor, first: torch.Tensor
+    ) -> list[RatingDistribution]:
         """The decimals of a rating under each of its first digits, read by continuing ``cache``.
 
         ``cache`` holds one row per rating (``mask`` says which of its columns each row sees), the rating
@@ -378,44 +436,67 @@ class QwenVLBackend:
         rows = len(first)
         decimals = torch.full((rows, 5, 10), 0.1, dtype=torch.float64)
         hundredths = torch.full((rows, 5, 10, 10), 0.1, dtype=torch.float64)
-        first_branches = _likely_branches(first)                        # [(row, d)]
+        first_branches = _likely_branches(first)  # [(row, d)]
         if not first_branches:  # probabilities that are not numbers: the judge reports the error
             return [RatingDistribution(first[i].cpu(), decimals[i], hundredths[i]) for i in range(rows)]
         length = mask.shape[1]
-        out = self._continue(cache, mask, [row for row, _ in first_branches],
-                             [[digits[d + 1], dot] for _, d in first_branches],
-                             positions[[row for row, _ in first_branches]], length)
+        out = self._continue(
+            cache,
+            mask,
+            [row for row, _ in first_branches],
+            [[digits[d + 1], dot] for _, d in first_branches],
+            positions[[row for row, _ in first_branches]],
+            length,
+        )
         step_one = _probabilities(out, digits)
         for k, (row, d) in enumerate(first_branches):
             decimals[row, d] = step_one[k]
-        weights = first[:, :, None] * decimals                        # p(d, e), (rows, 5, 10)
+        weights = first[:, :, None] * decimals  # p(d, e), (rows, 5, 10)
         likely = set(_likely_branches(weights.view(rows, 50)))
         second = [(k, e) for k, (row, d) in enumerate(first_branches) for e in range(10) if (row, d * 10 + e) in likely]
         if second:
-            step_mask = torch.cat([mask[[row for row, _ in first_branches]],
-                                   mask.new_ones(len(first_branches), 2)], dim=1)
+            step_mask = torch.cat(
+                [mask[[row for row, _ in first_branches]], mask.new_ones(len(first_branches), 2)], dim=1
+            )
             parents = [k for k, _ in second]
-            out = self._continue(cache, step_mask, parents, [[digits[e]] for _, e in second],
-                                 positions[[first_branches[k][0] for k in parents]] + 2, length + 2)
+            out = self._continue(
+                cache,
+                step_mask,
+                parents,
+                [[digits[e]] for _, e in second],
+                positions[[first_branches[k][0] for k in parents]] + 2,
+                length + 2,
+            )
             step_two = _probabilities(out, digits)
             for j, (k, e) in enumerate(second):
                 row, d = first_branches[k]
                 hundredths[row, d, e] = step_two[j]
         return [RatingDistribution(first[i].cpu(), decimals[i], hundredths[i]) for i in range(rows)]
 
-    def _continue(self, cache: Any, mask: torch.Tensor, parents: list[int], tokens: list[list[int]],
-                  positions: torch.Tensor, length: int) -> torch.Tensor:
+    def _continue(
+        self,
+        cache: Any,
+        mask: torch.Tensor,
+        parents: list[int],
+        tokens: list[list[int]],
+        positions: torch.Tensor,
+        length: int,
+    ) -> torch.Tensor:
         """The next-token logits after appending ``tokens[j]`` to cache row ``parents[j]`` (the cache is
         re-indexed in place to one row per continuation), the first token at rotary ``positions[j]``."""
         index = torch.tensor(parents, device=self.device)
         cache.batch_select_indices(index)
         count, steps = len(tokens), len(tokens[0])
         step_positions = (positions.view(-1, 1) + torch.arange(steps, device=self.device)).unsqueeze(0)
-        out = self.model(input_ids=torch.tensor(tokens, device=self.device),
-                         attention_mask=torch.cat([mask[index], mask.new_ones(count, steps)], dim=1),
-                         position_ids=step_positions.expand(3, -1, -1),
-                         cache_position=torch.arange(length, length + steps, device=self.device),
-                         use_cache=True, **{self._cache_argument: cache}, **self._last_logits_only)
+        out = self.model(
+            input_ids=torch.tensor(tokens, device=self.device),
+            attention_mask=torch.cat([mask[index], mask.new_ones(count, steps)], dim=1),
+            position_ids=step_positions.expand(3, -1, -1),
+            cache_position=torch.arange(length, length + steps, device=self.device),
+            use_cache=True,
+            **{self._cache_argument: cache},
+            **self._last_logits_only,
+        )
         return out.logits[:, -1]
 
     def _next_positions(self, inputs: Any, images_per_row: list[int]) -> torch.Tensor:
@@ -430,7 +511,7 @@ class QwenVLBackend:
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         positions, image = [], 0
         for length, count in zip(lengths, images_per_row):
-            for t, h, w in grids[image:image + count]:
+            for t, h, w in grids[image : image + count]:
                 length += max(t, h // merge, w // merge) - t * (h // merge) * (w // merge)
             image += count
             positions.append(length)
@@ -438,7 +519,7 @@ class QwenVLBackend:
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
-    """"cuda" and "cuda:N" are one device when N is the current one."""
+    """ "cuda" and "cuda:N" are one device when N is the current one."""
     if a.type != b.type:
         return False
     if a.type != "cuda":
@@ -451,12 +532,12 @@ class _DigitLogits(LogitsProcessor):
     """Keeps, at every generation step, the logits of the tokens "0".."9" (changing nothing), so the
     probabilities at a rating the model wrote can be read after it wrote it."""
 
-    _TAIL_TOKENS = 12   # how much text before a first digit is decoded to look for the rating's key
+    _TAIL_TOKENS = 12  # how much text before a first digit is decoded to look for the rating's key
 
     def __init__(self, digits: list[int], dot: int) -> None:
         self.digits, self.dot = digits, dot
         self.steps: list[torch.Tensor] = []
-        self._columns: torch.Tensor | None = None   # the digits' ids on the model's device, made once
+        self._columns: torch.Tensor | None = None  # the digits' ids on the model's device, made once
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self._columns is None:  # not a list per step: that would copy it to the device every token
@@ -464,23 +545,27 @@ class _DigitLogits(LogitsProcessor):
         self.steps.append(scores.index_select(1, self._columns).float())
         return scores
 
-    def rating_starts(self, answers: torch.Tensor, rating_key: str,
-                      decode: Callable[[list[int]], str]) -> list[int | None]:
+    def rating_starts(
+        self, answers: torch.Tensor, rating_key: str, decode: Callable[[list[int]], str]
+    ) -> list[int | None]:
         """Per answer, the step where the last rating after ``rating_key`` starts (None: no rating)."""
         key = re.compile(rating_key + r"$")
         found = []
         for ids in answers.tolist():
-            starts = [k for k, token in enumerate(ids[:len(self.steps)]) if token in self.digits[1:6]
-                      and key.search(decode(ids[max(0, k - self._TAIL_TOKENS):k]))]
+            starts = [
+                k
+                for k, token in enumerate(ids[: len(self.steps)])
+                if token in self.digits[1:6] and key.search(decode(ids[max(0, k - self._TAIL_TOKENS) : k]))
+            ]
             found.append(starts[-1] if starts else None)
         return found
 
     def first_digit(self, row: int, step: int) -> torch.Tensor:
         """The first digit's distribution (1..5) where it was written."""
-        return _probabilities(self.steps[step][row:row + 1], list(range(1, 6)))[0]
+        return _probabilities(self.steps[step][row : row + 1], list(range(1, 6)))[0]
 
 
-PRUNED_MASS = 1e-7   # per rating, the most probability whose branches are not continued
+PRUNED_MASS = 1e-7  # per rating, the most probability whose branches are not continued
 
 
 def _likely_branches(weights: torch.Tensor) -> list[tuple[int, int]]:

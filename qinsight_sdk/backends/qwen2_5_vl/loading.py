@@ -20,6 +20,7 @@ from ..quantization import Quantization, quantization_config
 
 logger = logging.getLogger("qinsight")
 
+
 def choose_attention(requested: str | None, device: torch.device, dtype: torch.dtype) -> str:
     if requested:
         return requested
@@ -52,8 +53,7 @@ def load_processor(folder: Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoProcessor
 
     if _torchvision_works():
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True,
-                                                  trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     else:
         processor = _image_only_processor_class().from_pretrained(folder, local_files_only=True)
     if not hasattr(processor, "image_processor"):
@@ -69,7 +69,7 @@ def _image_only_processor_class() -> type:
     class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         """Qwen2.5-VL's processor without the video modality, which needs torchvision."""
 
-        attributes = ["image_processor", "tokenizer"]   # transformers 4.x checks the parts against this
+        attributes = ["image_processor", "tokenizer"]  # transformers 4.x checks the parts against this
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
@@ -89,7 +89,9 @@ def _warn_if_broken_transformers() -> None:
     if Version("4.54") <= Version(transformers.__version__) < Version("4.57"):
         logger.warning(
             "transformers %s gives Qwen2.5-VL different answers in padded batches than alone; "
-            "use 4.51.3-4.53.x or 4.57.1 and newer", transformers.__version__)
+            "use 4.51.3-4.53.x or 4.57.1 and newer",
+            transformers.__version__,
+        )
 
 
 def dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -100,9 +102,14 @@ def dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {name: dtype}
 
 
-def load_model(folder: Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-               attn_implementation: str | None = None, trust_remote_code: bool = False,
-               quantization: Quantization = None) -> tuple[Any, Any, torch.device]:
+def load_model(
+    folder: Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    quantization: Quantization = None,
+) -> tuple[Any, Any, torch.device]:
     """The checkpoint's model (in eval mode, on its device), its processor, and that device.
 
     Weights load from safetensors only; any failure becomes a ``ModelLoadError`` naming the folder.
@@ -121,15 +128,23 @@ def load_model(folder: Path, device: str | torch.device = "auto", dtype: str | t
     try:
         processor = load_processor(folder, trust_remote_code)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code,
-            attn_implementation=attention, low_cpu_mem_usage=True,
-            device_map={"": chosen_device} if placed else None, quantization_config=quantized,
-            **dtype_argument(chosen_dtype))
+            folder,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attention,
+            low_cpu_mem_usage=True,
+            device_map={"": chosen_device} if placed else None,
+            quantization_config=quantized,
+            **dtype_argument(chosen_dtype),
+        )
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load the model from {folder}: {type(exc).__name__}: {exc}"
-                             f"{_quantization_hint(quantized, chosen_device)}") from exc
+        raise ModelLoadError(
+            f"could not load the model from {folder}: {type(exc).__name__}: {exc}"
+            f"{_quantization_hint(quantized, chosen_device)}"
+        ) from exc
     if not placed:
         model.to(chosen_device)
     return model.eval(), processor, chosen_device
@@ -140,6 +155,8 @@ def _quantization_hint(quantized: Any, device: torch.device) -> str:
     from packaging.version import Version
 
     if quantized is not None and device.type == "cpu" and Version(transformers.__version__) < Version("4.57"):
-        return (f" (transformers {transformers.__version__} refuses bitsandbytes on the CPU; "
-                "4.57.1 and newer quantize there)")
+        return (
+            f" (transformers {transformers.__version__} refuses bitsandbytes on the CPU; "
+            "4.57.1 and newer quantize there)"
+        )
     return ""

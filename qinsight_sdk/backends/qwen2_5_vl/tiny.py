@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 
 # Qwen2-VL family chat template: system prompt, then interleaved image placeholders and text.
@@ -44,10 +55,15 @@ CHAT_TEMPLATE = (
 )
 
 PREPROCESSOR_CONFIG = {  # as shipped with Qwen2.5-VL-7B-Instruct and Q-Insight
-    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-    "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
     "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2_5_VLProcessor",
 }
 
 
@@ -56,23 +72,49 @@ def tiny_config() -> dict[str, Any]:
     shrunk to under a million parameters, the vocabulary and special-token ids the tiny tokenizer's."""
     ids = _special_token_ids()
     return {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-        "attention_dropout": 0.0, "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
-        "intermediate_size": 128, "max_position_embeddings": 4096, "max_window_layers": 2,
-        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 4096,
-        "use_sliding_window": False, "tie_word_embeddings": False, "torch_dtype": "float32",
-        "use_cache": True, "vocab_size": -(-(max(ids.values()) + 1) // 64) * 64,
-        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
-        "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "attention_dropout": 0.0,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 128,
+        "max_position_embeddings": 4096,
+        "max_window_layers": 2,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 4096,
+        "use_sliding_window": False,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": -(-(max(ids.values()) + 1) // 64) * 64,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"],
+        "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
         "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},  # sums to head_dim // 2
         "vision_config": {
-            "depth": 2, "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 128,
-            "num_heads": 4, "in_chans": 3, "out_hidden_size": 64, "patch_size": 14,
-            "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
-            "fullatt_block_indexes": [1], "tokens_per_second": 2, "temporal_patch_size": 2,
+            "depth": 2,
+            "hidden_act": "silu",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "in_chans": 3,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "spatial_patch_size": 14,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "tokens_per_second": 2,
+            "temporal_patch_size": 2,
         },
     }
 
@@ -82,19 +124,27 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # Qwen2's pre-tokenizer pattern: words, single digits, punctuation runs, whitespace.
-QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-                      r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _corpus() -> list[str]:
     """Text the tiny tokenizer gives whole-word tokens to, so prompts have realistic token counts."""
     from ...judging import prompts
 
-    return [prompts.SYSTEM_PROMPT, prompts.SCORE_QUESTION, prompts.DEGRADATION_QUESTION,
-            prompts.REFERENCE_COMPARISON_INTRO, prompts.REFERENCE_COMPARISON_QUESTION,
-            prompts.NO_REFERENCE_COMPARISON_QUESTION, prompts.FAST_SCORE_ANSWER_PREFIX,
-            'system\nuser\nassistant\nYou are a helpful assistant.\n<think>\n</think>\n<answer>\n</answer>',
-            '{"rating": 3.85}\n{"distortion_class": "null", "severity": "null"}\nImage A Image B Similar']
+    return [
+        prompts.SYSTEM_PROMPT,
+        prompts.SCORE_QUESTION,
+        prompts.DEGRADATION_QUESTION,
+        prompts.REFERENCE_COMPARISON_INTRO,
+        prompts.REFERENCE_COMPARISON_QUESTION,
+        prompts.NO_REFERENCE_COMPARISON_QUESTION,
+        prompts.FAST_SCORE_ANSWER_PREFIX,
+        "system\nuser\nassistant\nYou are a helpful assistant.\n<think>\n</think>\n<answer>\n</answer>",
+        '{"rating": 3.85}\n{"distortion_class": "null", "severity": "null"}\nImage A Image B Similar',
+    ]
 
 
 def _tokenizer_model() -> Any:
@@ -107,9 +157,12 @@ def _tokenizer_model() -> Any:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     def pre_tokenizer() -> Any:
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     merges: list[tuple[str, str]] = []
@@ -118,7 +171,7 @@ def _tokenizer_model() -> Any:
         for piece, _ in splitter.pre_tokenize_str(text):
             for end in range(2, len(piece) + 1):
                 if piece[:end] not in vocab:
-                    merges.append((piece[:end - 1], piece[end - 1]))
+                    merges.append((piece[: end - 1], piece[end - 1]))
                     vocab[piece[:end]] = len(vocab)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tokenizer.pre_tokenizer = pre_tokenizer()
@@ -143,24 +196,42 @@ def _write_tokenizer(folder: Path) -> None:
     lines = [" ".join(m) if isinstance(m, list) else m for m in saved["merges"]]
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in lines), encoding="utf-8")
     ids = _special_token_ids()
-    added = {str(ids[t]): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                           "single_word": False, "special": True}
-             for t in QWEN_SPECIAL_TOKENS}
-    _write_json(folder / "tokenizer_config.json", {
-        "add_prefix_space": False, "added_tokens_decoder": added,
-        "additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:]), "bos_token": None,
-        "clean_up_tokenization_spaces": False, "eos_token": "<|im_end|>", "errors": "replace",
-        "model_max_length": 131072, "pad_token": "<|endoftext|>", "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
-    })
+    added = {
+        str(ids[t]): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for t in QWEN_SPECIAL_TOKENS
+    }
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "added_tokens_decoder": added,
+            "additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:]),
+            "bos_token": None,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "errors": "replace",
+            "model_max_length": 131072,
+            "pad_token": "<|endoftext|>",
+            "split_special_tokens": False,
+            "tokenizer_class": "Qwen2Tokenizer",
+            "unk_token": None,
+        },
+    )
 
 
 def _legacy_name(name: str) -> str:
     """Tensor names as the released checkpoints store them (transformers >= 4.52 nests them)."""
     if name.startswith("model.language_model."):
-        return "model." + name[len("model.language_model."):]
+        return "model." + name[len("model.language_model.") :]
     if name.startswith("model.visual."):
-        return name[len("model."):]
+        return name[len("model.") :]
     return name
 
 
@@ -181,7 +252,9 @@ def _random_state_dict(config_folder: Path, seed: int) -> dict[str, Any]:
         elif "norm" in name or name.endswith("ln_q.weight"):
             tensors[name] = torch.ones(shape)
         else:
-            tensors[name] = torch.randn(shape, generator=generator) * 0.2  # large enough that answers depend on the image
+            tensors[name] = (
+                torch.randn(shape, generator=generator) * 0.2
+            )  # large enough that answers depend on the image
     return tensors
 
 
@@ -192,15 +265,14 @@ def _write_sharded_weights(folder: Path, tensors: dict[str, Any], shards: int = 
     per_shard = -(-len(names) // shards)
     weight_map, total = {}, 0
     for index in range(shards):
-        part = names[index * per_shard:(index + 1) * per_shard]
+        part = names[index * per_shard : (index + 1) * per_shard]
         filename = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
         # written like any other file, so the umask applies (save_file makes them readable by the owner only)
         (folder / filename).write_bytes(save({n: tensors[n].contiguous() for n in part}, metadata={"format": "pt"}))
         for name in part:
             weight_map[name] = filename
             total += tensors[name].numel() * tensors[name].element_size()
-    _write_json(folder / "model.safetensors.index.json", {"metadata": {"total_size": total},
-                                                          "weight_map": weight_map})
+    _write_json(folder / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def build_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
@@ -209,11 +281,19 @@ def build_tiny_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_config()
     _write_json(folder / "config.json", config)
-    _write_json(folder / "generation_config.json", {  # as shipped with Qwen2.5-VL-7B-Instruct
-        "bos_token_id": config["bos_token_id"], "pad_token_id": config["bos_token_id"],
-        "do_sample": True, "eos_token_id": [config["eos_token_id"], config["bos_token_id"]],
-        "repetition_penalty": 1.05, "temperature": 0.1, "top_k": 1, "top_p": 0.001,
-    })
+    _write_json(
+        folder / "generation_config.json",
+        {  # as shipped with Qwen2.5-VL-7B-Instruct
+            "bos_token_id": config["bos_token_id"],
+            "pad_token_id": config["bos_token_id"],
+            "do_sample": True,
+            "eos_token_id": [config["eos_token_id"], config["bos_token_id"]],
+            "repetition_penalty": 1.05,
+            "temperature": 0.1,
+            "top_k": 1,
+            "top_p": 0.001,
+        },
+    )
     _write_json(folder / "preprocessor_config.json", PREPROCESSOR_CONFIG)
     _write_json(folder / "chat_template.json", {"chat_template": CHAT_TEMPLATE})
     _write_tokenizer(folder)

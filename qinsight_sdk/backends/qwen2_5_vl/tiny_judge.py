@@ -8,8 +8,8 @@ image's brightness (1 + 4 x mean level), ``{"distortion_class": ..., "severity":
 synthetic distortion of a striped image (noise, blur, darken, or "null" for none), and "Image A" or
 "Image B" for the brighter of two images (with or without a reference image first). It learns on images of
 28 to 1036 pixels on the long side, any pixel count, aspect ratios up to 4:1 either way, one to three
-images per prompt, mostly small ones (they cost the least). It is for end-to-end tests of reason mode, parsing, rankings,
-evaluation and nodes, and for plugin developers' CI:
+images per prompt, mostly small ones (they cost the least). It is for end-to-end tests of reason mode,
+parsing, rankings, evaluation and nodes, and for plugin developers' CI:
 
     python -m qinsight_sdk.testing DIR --trained
 
@@ -40,15 +40,15 @@ AVERAGE_DECAY = 0.95
 # the random tiny checkpoint's attention scores start large for its width: shrunk, its language model
 # learns to look at the image tokens instead of locking onto the text at this learning rate
 ATTENTION_INIT_SCALE = 0.1
-STEP_TOKENS = 2400                        # a batch's rows x its longest row, roughly (see _tokens)
-PROMPT_TOKENS = 180                       # a prompt's text tokens with the tiny tokenizer, roughly
+STEP_TOKENS = 2400  # a batch's rows x its longest row, roughly (see _tokens)
+PROMPT_TOKENS = 180  # a prompt's text tokens with the tiny tokenizer, roughly
 MAX_ASPECT = 4
 # (shortest long side, longest long side, share of steps): mostly small images, some up to 1036 pixels
 SIZE_BUCKETS = ((28, 140, 0.6), (141, 364, 0.2), (365, 700, 0.12), (701, 1036, 0.08))
 # the tasks a batch takes in turn, from a seeded start: comparisons and degradations learn slowest
 TASKS = ("comparison", "degradation", "score", "comparison-reference", "degradation", "comparison", "degradation")
-TRAINING_SEEDS = 1_000_000                # image seeds from here on are training's; tests use smaller ones
-COMPARISON_GAP = 0.15                     # the least brightness difference of a taught comparison
+TRAINING_SEEDS = 1_000_000  # image seeds from here on are training's; tests use smaller ones
+COMPARISON_GAP = 0.15  # the least brightness difference of a taught comparison
 DISTORTIONS = ("null", "noise", "blur", "darken")
 THINK = "<think>\nok\n</think>\n"
 MARKER = "qinsight-tiny-judge.json"
@@ -107,7 +107,9 @@ def training_size(rng: random.Random, low: int, high: int) -> tuple[int, int]:
     return (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
 
 
-def _example(kind: str, rng: random.Random, seed: int, low: int, high: int) -> tuple[list[dict[str, Any]], list[Any], str]:
+def _example(
+    kind: str, rng: random.Random, seed: int, low: int, high: int
+) -> tuple[list[dict[str, Any]], list[Any], str]:
     if kind == "score":
         level = rng.uniform(0.02, 0.98)
         answer = f'{{"rating": {rating_of(level):.2f}}}'
@@ -121,14 +123,15 @@ def _example(kind: str, rng: random.Random, seed: int, low: int, high: int) -> t
     if abs(first - second) < COMPARISON_GAP:
         second = (first + 0.5) % 1.0
     answer = "Image A" if first > second else "Image B"
-    size = training_size(rng, low, high)   # a pair of the same size mostly, as restorations are
+    size = training_size(rng, low, high)  # a pair of the same size mostly, as restorations are
     sizes = [size, size] if rng.random() < 0.7 else [size, training_size(rng, low, high)]
     images = [brightness_image(first, seed, sizes[0]), brightness_image(second, seed + 1, sizes[1])]
     if kind == "comparison":
         return QINSIGHT.messages("comparison"), images, answer
     # against a reference (the degraded input): the answer is still the brighter of A and B
-    reference = brightness_image(rng.uniform(0.0, 1.0), seed + 2, sizes[0] if rng.random() < 0.7 else
-                                 training_size(rng, low, high))
+    reference = brightness_image(
+        rng.uniform(0.0, 1.0), seed + 2, sizes[0] if rng.random() < 0.7 else training_size(rng, low, high)
+    )
     return QINSIGHT.messages("comparison", with_reference=True), [reference, *images], answer
 
 
@@ -151,14 +154,15 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     batch: list[tuple[list[dict[str, Any]], list[Any], str]] = []
     longest, start = 0, rng.randrange(len(TASKS))
     for index in range(BATCH):
-        seed = TRAINING_SEEDS + (step * BATCH + index) * 3   # images of seeds the tests never use
+        seed = TRAINING_SEEDS + (step * BATCH + index) * 3  # images of seeds the tests never use
         kind = TASKS[(start + index) % len(TASKS)]
         conversation, images, answer = _example(kind, rng, seed, low, high)
-        images = [load_image(image) for image in images]   # as the judge sees them: the same resampling
+        images = [load_image(image) for image in images]  # as the judge sees them: the same resampling
         group = [(conversation, images, answer)]
-        if kind.startswith("comparison"):   # and the same pair swapped: see the docstring
-            group.append((conversation, [*images[:-2], images[-1], images[-2]],
-                          "Image B" if answer == "Image A" else "Image A"))
+        if kind.startswith("comparison"):  # and the same pair swapped: see the docstring
+            group.append(
+                (conversation, [*images[:-2], images[-1], images[-2]], "Image B" if answer == "Image A" else "Image A")
+            )
         longest = max(longest, _tokens(images))
         if batch and longest * (len(batch) + len(group)) > STEP_TOKENS:
             break
@@ -195,8 +199,9 @@ def _train(folder: Path, progress: bool) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for step in tqdm(range(STEPS), desc="training the tiny judge", unit="step", file=sys.stderr,
-                         disable=not progress):
+        for step in tqdm(
+            range(STEPS), desc="training the tiny judge", unit="step", file=sys.stderr, disable=not progress
+        ):
             inputs, answer_ids = _batch(backend, _examples(step))
             loss = tail.loss(inputs, answer_ids)
             optimizer.zero_grad()
@@ -237,19 +242,21 @@ class _AnswerTail:
     def __init__(self, model: Any) -> None:
         self.model, self.keep = model, 0
         self._hook = model.lm_head.register_forward_pre_hook(
-            lambda _, args: (args[0][:, -self.keep:],) if self.keep else None)
+            lambda _, args: (args[0][:, -self.keep :],) if self.keep else None
+        )
 
     def loss(self, inputs: Any, answer_ids: list[list[int]]) -> Any:
         import torch
 
         longest = max(len(ids) for ids in answer_ids)
-        self.keep = longest + 1   # the position before an answer predicts its first token
+        self.keep = longest + 1  # the position before an answer predicts its first token
         logits = self.model(**inputs).logits[:, :-1]
         targets = inputs["input_ids"][:, -longest:].clone()
         for row, ids in enumerate(answer_ids):
-            targets[row, :longest - len(ids)] = -100
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                                 ignore_index=-100)
+            targets[row, : longest - len(ids)] = -100
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
+        )
 
     def remove(self) -> None:
         self._hook.remove()
@@ -293,11 +300,16 @@ def cache_key() -> str:
     import torch
     import transformers
 
-    taught = json.dumps([QINSIGHT.messages("score"), QINSIGHT.messages("degradation"),
-                         QINSIGHT.messages("comparison"), QINSIGHT.messages("comparison", with_reference=True)])
+    taught = json.dumps(
+        [
+            QINSIGHT.messages("score"),
+            QINSIGHT.messages("degradation"),
+            QINSIGHT.messages("comparison"),
+            QINSIGHT.messages("comparison", with_reference=True),
+        ]
+    )
     recipe = recipe_digest(recipe_files())
-    return hashlib.sha256(f"{recipe}|{taught}|{torch.__version__}|{transformers.__version__}".encode()
-                          ).hexdigest()[:16]
+    return hashlib.sha256(f"{recipe}|{taught}|{torch.__version__}|{transformers.__version__}".encode()).hexdigest()[:16]
 
 
 def build_tiny_judge(folder: str | Path, progress: bool = False) -> Path:

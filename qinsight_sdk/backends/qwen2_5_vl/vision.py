@@ -25,8 +25,9 @@ import hashlib
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from PIL import Image
 
 logger = logging.getLogger("qinsight")
 
-MEMORY_BUDGET = 512 * 2 ** 20  # bytes of image features kept inside remembering() before the oldest go
+MEMORY_BUDGET = 512 * 2**20  # bytes of image features kept inside remembering() before the oldest go
 
 
 def image_key(image: Image.Image) -> str:
@@ -53,6 +54,7 @@ def vision_tower(model: Any) -> torch.nn.Module | None:
 
 # -- faster arithmetic ------------------------------------------------------------------------------------
 
+
 def install_fast_paths(tower: torch.nn.Module, probe: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> bool:
     """Replace the patch embedding's and the attention blocks' ``forward`` if the tower's output on
     ``probe()`` (pixel values, grids) stays equal to the stock tower's; True if they were kept."""
@@ -69,9 +71,10 @@ def install_fast_paths(tower: torch.nn.Module, probe: Callable[[], tuple[torch.T
         return True
     for module, forward in originals:
         module.forward = forward
-    logger.info("the faster vision path differs from this transformers' tower (max difference %.3g); "
-                "using the stock path", float((found - expected).abs().max()) if found.shape == expected.shape
-                else float("nan"))
+    logger.info(
+        "the faster vision path differs from this transformers' tower (max difference %.3g); using the stock path",
+        float((found - expected).abs().max()) if found.shape == expected.shape else float("nan"),
+    )
     return False
 
 
@@ -141,17 +144,28 @@ class _WindowGroups:
         if len(starts) == 1:  # chunks cover the rows from 0 in order: all alike means plain views
             groups: list[tuple[int, torch.Tensor | None]] = [(next(iter(starts)), None)]
         else:
-            groups = [(length, (torch.tensor(firsts)[:, None] + torch.arange(length)).reshape(-1)
-                       .to(cu_seqlens.device)) for length, firsts in starts.items()]
+            groups = [
+                (length, (torch.tensor(firsts)[:, None] + torch.arange(length)).reshape(-1).to(cu_seqlens.device))
+                for length, firsts in starts.items()
+            ]
         self._last = (cu_seqlens, groups)  # holding the tensor keeps its identity from being reused
         return groups
 
 
-def _grouped_attention(module: torch.nn.Module, rotate: Callable[..., Any], windows: _WindowGroups) -> Callable[..., Any]:
-    def forward(hidden_states: torch.Tensor, cu_seqlens: torch.Tensor, rotary_pos_emb: torch.Tensor | None = None,
-                position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, **_: Any) -> torch.Tensor:
+def _grouped_attention(
+    module: torch.nn.Module, rotate: Callable[..., Any], windows: _WindowGroups
+) -> Callable[..., Any]:
+    def forward(
+        hidden_states: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        rotary_pos_emb: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
         rows = hidden_states.shape[0]
-        query, key, value = module.qkv(hidden_states).reshape(rows, 3, module.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        query, key, value = (
+            module.qkv(hidden_states).reshape(rows, 3, module.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        )
         if position_embeddings is None:  # transformers 4.51 may pass the angles instead
             angles = torch.cat((rotary_pos_emb, rotary_pos_emb), dim=-1)
             position_embeddings = (angles.cos(), angles.sin())
@@ -160,9 +174,10 @@ def _grouped_attention(module: torch.nn.Module, rotate: Callable[..., Any], wind
         groups = windows.of(cu_seqlens)
         attended = torch.empty_like(query) if len(groups) > 1 else None
         for length, index in groups:
+            # called within this iteration only, so the loop variables it reads are this iteration's
             def stacked(states: torch.Tensor) -> torch.Tensor:
-                chosen = states if index is None else states.index_select(0, index)
-                return chosen.reshape(-1, length, heads, width).transpose(1, 2)
+                chosen = states if index is None else states.index_select(0, index)  # noqa: B023
+                return chosen.reshape(-1, length, heads, width).transpose(1, 2)  # noqa: B023
 
             out = F.scaled_dot_product_attention(stacked(query), stacked(key), stacked(value))
             out = out.transpose(1, 2).reshape(-1, heads, width)
@@ -177,6 +192,7 @@ def _grouped_attention(module: torch.nn.Module, rotate: Callable[..., Any], wind
 
 # -- each image encoded once --------------------------------------------------------------------------------
 
+
 class VisionMemory:
     """Wraps the tower's ``forward`` so images whose keys it was told are encoded once; see the module
     docstring. ``encoded`` counts the images that really went through the tower."""
@@ -189,7 +205,7 @@ class VisionMemory:
         self._depth = 0
         self._kept: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._kept_bytes = 0
-        self._merge_unit = tower.spatial_merge_size ** 2
+        self._merge_unit = tower.spatial_merge_size**2
         self._output_class: type | None = None  # None: the tower returns a tensor (before 5.0)
         tower.forward = self.forward
 

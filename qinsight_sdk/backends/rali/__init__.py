@@ -9,10 +9,10 @@ from typing import Any
 from ...errors import ModelLoadError
 from .. import ModelFamily, register_family
 
-CHECKPOINT, PCA, BASIS, CLIP_FOLDER = "ckpt.pt", "pca.pkl", "basis.npz", "best"   # the released layout
+CHECKPOINT, PCA, BASIS, CLIP_FOLDER = "ckpt.pt", "pca.pkl", "basis.npz", "best"  # the released layout
 
 RALI = "rali"
-SUBFOLDER = "RALI"   # where ByteDance/Q-Insight keeps it
+SUBFOLDER = "RALI"  # where ByteDance/Q-Insight keeps it
 # best/ holds CLIP's config and processor; its weights are not fetched, since ckpt.pt holds them all
 FILES = (CHECKPOINT, PCA, BASIS, f"{CLIP_FOLDER}/*.json", f"{CLIP_FOLDER}/*.txt")
 
@@ -27,8 +27,10 @@ def validate(folder: Path) -> None:
     needed = (CHECKPOINT, PCA, f"{CLIP_FOLDER}/config.json", f"{CLIP_FOLDER}/preprocessor_config.json")
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
-        raise ModelLoadError(f"{folder}: not a complete RALI checkpoint: {', '.join(missing)} missing; download "
-                             f"it again (hf download ByteDance/Q-Insight --include '{SUBFOLDER}/*')")
+        raise ModelLoadError(
+            f"{folder}: not a complete RALI checkpoint: {', '.join(missing)} missing; download "
+            f"it again (hf download ByteDance/Q-Insight --include '{SUBFOLDER}/*')"
+        )
 
 
 def _dtype(requested: Any, device: Any) -> Any:
@@ -36,8 +38,10 @@ def _dtype(requested: Any, device: Any) -> Any:
     import torch
 
     if str(requested) not in ("auto", "fp32", "float32", "torch.float32"):
-        raise ModelLoadError(f"dtype {requested}: RALI runs in fp32, as its official demo does (its forward is "
-                             "checked in fp32); leave dtype at auto")
+        raise ModelLoadError(
+            f"dtype {requested}: RALI runs in fp32, as its official demo does (its forward is "
+            "checked in fp32); leave dtype at auto"
+        )
     return torch.float32
 
 
@@ -47,5 +51,6 @@ def _load(folder: Path, **options: Any) -> Any:
     return RaliBackend.load(folder, **options)
 
 
-FAMILY = register_family(ModelFamily(RALI, is_rali_folder, validate, _load, FILES, default_profile="rali",
-                                     dtype=_dtype, writes_text=False))
+FAMILY = register_family(
+    ModelFamily(RALI, is_rali_folder, validate, _load, FILES, default_profile="rali", dtype=_dtype, writes_text=False)
+)

@@ -8,18 +8,19 @@ expectation of its prototype distribution (:class:`~.model.PrototypeDistribution
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 
-from ..base import EncodedBatch, Generation
-from ...judging.decoding import DecodingOptions
 from ...errors import ModelLoadError, UsageError
 from ...io.images import ImageBounds, fit_within
-from ..devices import choose_device
+from ...judging.decoding import DecodingOptions
 from ...judging.prompts import Message
+from ..base import EncodedBatch, Generation
+from ..devices import choose_device
 from . import CLIP_FOLDER
 from .model import PrototypeDistribution, RaliScorer, load_scorer
 
@@ -35,7 +36,7 @@ class NativeSize:
         return fit_within(width, height, bounds.max_pixels, name)
 
     def tokens(self, width: int, height: int) -> int:
-        return self.side * self.side // (14 * 14)   # about a ViT-L/14 sequence; only relative cost matters
+        return self.side * self.side // (14 * 14)  # about a ViT-L/14 sequence; only relative cost matters
 
 
 class RaliBackend:
@@ -52,7 +53,7 @@ class RaliBackend:
         self.geometry = NativeSize(side)
 
     @classmethod
-    def load(cls, folder: Path, device: str | torch.device = "auto", **_ignored: Any) -> "RaliBackend":
+    def load(cls, folder: Path, device: str | torch.device = "auto", **_ignored: Any) -> RaliBackend:
         """RALI from ``folder`` (the released layout), on ``device``, in fp32 as the official demo runs it.
 
         Options for a generating model (dtype, attention, quantization) do not apply and are ignored."""
@@ -76,16 +77,21 @@ class RaliBackend:
     def memory_footprint(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
 
-    def to(self, device: str | torch.device) -> "RaliBackend":
+    def to(self, device: str | torch.device) -> RaliBackend:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
 
     def reusing_images(self) -> Any:
-        return contextlib.nullcontext()   # one pass per image already: nothing to reuse
+        return contextlib.nullcontext()  # one pass per image already: nothing to reuse
 
-    def encode(self, conversations: Sequence[Sequence[Message]], images: Sequence[Sequence[Image.Image]],
-               answer_prefix: str = "", template_options: Mapping[str, Any] | None = None) -> EncodedBatch:
+    def encode(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[Image.Image]],
+        answer_prefix: str = "",
+        template_options: Mapping[str, Any] | None = None,
+    ) -> EncodedBatch:
         """The processor's pixel values for each row's one image (the conversation is not read)."""
         if any(len(row) != 1 for row in images):
             raise UsageError("RALI judges one image at a time; it cannot compare images")
@@ -99,10 +105,13 @@ class RaliBackend:
         scores = self.model.proto_scores.double().cpu()
         return [PrototypeDistribution(row, scores) for row in weights]
 
-    def generate(self, batch: EncodedBatch, decoding: DecodingOptions,
-                 rating_key: str | None = None) -> list[list[Generation]]:
-        raise UsageError("RALI scores images without writing text: use mode='fast' for scores (there is no "
-                         "reasoning, degradation or comparison); load a Q-Insight checkpoint for those")
+    def generate(
+        self, batch: EncodedBatch, decoding: DecodingOptions, rating_key: str | None = None
+    ) -> list[list[Generation]]:
+        raise UsageError(
+            "RALI scores images without writing text: use mode='fast' for scores (there is no "
+            "reasoning, degradation or comparison); load a Q-Insight checkpoint for those"
+        )
 
 
 def _image_processor(folder: Path) -> Any:

@@ -37,15 +37,22 @@ _CHECKPOINT_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"),
     *(("torch", f"{kind}Storage") for kind in ("Float", "Half", "BFloat16", "Double", "Long", "Int", "Bool")),
 }
-_PCA_CLASSES = {("sklearn.decomposition._pca", "PCA"), ("sklearn.decomposition.pca", "PCA"),
-                ("sklearn.decomposition._incremental_pca", "IncrementalPCA")}
+_PCA_CLASSES = {
+    ("sklearn.decomposition._pca", "PCA"),
+    ("sklearn.decomposition.pca", "PCA"),
+    ("sklearn.decomposition._incremental_pca", "IncrementalPCA"),
+}
 _NUMPY_GLOBALS = {
-    ("numpy", "dtype"), ("numpy", "ndarray"),
-    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-      for name in ("scalar", "_reconstruct")),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    *(
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("scalar", "_reconstruct")
+    ),
 }
 _JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-_PICKLE_PROTOCOL = pickle.PROTO   # a pickle of protocol 2 or later starts so; anything else is compressed
+_PICKLE_PROTOCOL = pickle.PROTO  # a pickle of protocol 2 or later starts so; anything else is compressed
 
 
 class FittedPCA:
@@ -68,7 +75,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     _scan_checkpoint_pickle(path)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - torch's refusals and a corrupt zip differ by version
+    except Exception as exc:
         raise ModelLoadError(f"{path}: cannot be read as a weights-only torch checkpoint ({exc})") from None
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     if not isinstance(state, dict):
@@ -85,12 +92,16 @@ def _scan_checkpoint_pickle(path: Path) -> None:
                 raise ModelLoadError(f"{path}: not a torch checkpoint (its zip holds no data.pkl)")
             data = archive.read(name)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(f"{path}: not a readable torch checkpoint ({exc}); the file may be "
-                             "half-downloaded, or saved in torch's legacy format (load and save it again)") from None
+        raise ModelLoadError(
+            f"{path}: not a readable torch checkpoint ({exc}); the file may be "
+            "half-downloaded, or saved in torch's legacy format (load and save it again)"
+        ) from None
     for module, name in _pickle_globals(data, path):
         if (module, name) not in _CHECKPOINT_GLOBALS:
-            raise ModelLoadError(f"{path}: refused: its pickle imports {module}.{name}, which a checkpoint of "
-                                 "tensors never needs (loading it could run code)")
+            raise ModelLoadError(
+                f"{path}: refused: its pickle imports {module}.{name}, which a checkpoint of "
+                "tensors never needs (loading it could run code)"
+            )
 
 
 _STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8")
@@ -105,7 +116,7 @@ def _pickle_globals(data: bytes, path: Path) -> list[tuple[str, str]]:
     it (written out, or fetched from the memo), as every pickler writes them; anything else could hide
     what it imports, so it is refused."""
     found: list[tuple[str, str]] = []
-    pushed: list[Any] = []           # strings pushed since the last other opcode (None: not a string)
+    pushed: list[Any] = []  # strings pushed since the last other opcode (None: not a string)
     memo: dict[int, Any] = {}
     try:
         for opcode, argument, _ in pickletools.genops(data):
@@ -124,7 +135,7 @@ def _pickle_globals(data: bytes, path: Path) -> list[tuple[str, str]]:
                 found.append((names[0], names[1]))
                 pushed = []
             else:
-                if opcode.name in ("GLOBAL", "INST"):   # "module name" in the opcode itself
+                if opcode.name in ("GLOBAL", "INST"):  # "module name" in the opcode itself
                     module, _, name = str(argument).partition(" ")
                     found.append((module, name))
                 pushed = []
@@ -157,7 +168,7 @@ def read_pca(path: Path) -> FittedPCA:
         raise
     except MissingDependencyError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pickle, joblib and zlib each fail their own way
+    except Exception as exc:
         raise ModelLoadError(f"{path}: cannot be read as a PCA ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, FittedPCA):
         raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a PCA")
@@ -181,8 +192,9 @@ def _allowed(module: str, name: str, extra: set[tuple[str, str]] = frozenset()) 
         return FittedPCA
     if (module, name) in _NUMPY_GLOBALS | extra:
         return _import(module, name)
-    raise pickle.UnpicklingError(f"refused: the pickle imports {module}.{name}, which a PCA never needs "
-                                 "(loading it could run code)")
+    raise pickle.UnpicklingError(
+        f"refused: the pickle imports {module}.{name}, which a PCA never needs (loading it could run code)"
+    )
 
 
 def _import(module: str, name: str) -> Any:
@@ -207,8 +219,10 @@ def _read_joblib(path: Path, handle: Any) -> Any:
     try:
         from joblib import numpy_pickle
     except ImportError:
-        raise MissingDependencyError(f"{path} is a joblib file: reading RALI's PCA needs joblib "
-                                     "(pip install 'qinsight[rali]', or pip install joblib)") from None
+        raise MissingDependencyError(
+            f"{path} is a joblib file: reading RALI's PCA needs joblib "
+            "(pip install 'qinsight[rali]', or pip install joblib)"
+        ) from None
     wrapper = _import(*_JOBLIB_WRAPPER)
 
     class _Allowlisted(numpy_pickle.NumpyUnpickler):

@@ -39,8 +39,8 @@ class PrototypeDistribution:
     Its expectation is RALI's score; its spread says how much the near prototypes disagree.
     """
 
-    weights: torch.Tensor   # (K,) float64, summing to 1
-    scores: torch.Tensor    # (K,) float64
+    weights: torch.Tensor  # (K,) float64, summing to 1
+    scores: torch.Tensor  # (K,) float64
 
     def expected(self) -> tuple[float, float]:
         """Mean and standard deviation of the prototype scores under the weights."""
@@ -82,8 +82,10 @@ def load_scorer(folder: Path) -> RaliScorer:
 
     missing = [name for name in (CHECKPOINT, PCA, f"{CLIP_FOLDER}/config.json") if not (folder / name).is_file()]
     if missing:
-        raise ModelLoadError(f"{folder}: not a complete RALI checkpoint: {', '.join(missing)} missing "
-                             f"(it needs {CHECKPOINT}, {PCA} and {CLIP_FOLDER}/ with CLIP's config and processor)")
+        raise ModelLoadError(
+            f"{folder}: not a complete RALI checkpoint: {', '.join(missing)} missing "
+            f"(it needs {CHECKPOINT}, {PCA} and {CLIP_FOLDER}/ with CLIP's config and processor)"
+        )
     state = read_checkpoint(folder / CHECKPOINT)
     head = _scorer_head(state, folder / CHECKPOINT)
     mean = torch.from_numpy(read_pca_mean(folder / PCA))
@@ -92,17 +94,26 @@ def load_scorer(folder: Path) -> RaliScorer:
     vision_config = config.vision_config
     vision_config.projection_dim = config.projection_dim
     vision = CLIPVisionModelWithProjection(vision_config)
-    tower = {key.removeprefix("clip."): value for key, value in state.items()
-             if key.startswith(("clip.vision_model.", "clip.visual_projection."))}
+    tower = {
+        key.removeprefix("clip."): value
+        for key, value in state.items()
+        if key.startswith(("clip.vision_model.", "clip.visual_projection."))
+    }
     try:
         vision.load_state_dict(tower, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"{folder / CHECKPOINT}: its CLIP vision weights do not fit "
-                             f"{CLIP_FOLDER}/config.json ({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"{folder / CHECKPOINT}: its CLIP vision weights do not fit {CLIP_FOLDER}/config.json ({_first_line(exc)})"
+        ) from None
     scorer = RaliScorer(vision, mean, head).float().eval()
     scores = head["proto_scores"]
-    logger.info("RALI: %d prototypes in %d PCA dimensions, prototype scores %.4g to %.4g", scores.numel(),
-                head["pca_components"].shape[0], float(scores.min()), float(scores.max()))
+    logger.info(
+        "RALI: %d prototypes in %d PCA dimensions, prototype scores %.4g to %.4g",
+        scores.numel(),
+        head["pca_components"].shape[0],
+        float(scores.min()),
+        float(scores.max()),
+    )
     return scorer
 
 
@@ -124,18 +135,24 @@ def _check_sizes(folder: Path, head: dict[str, torch.Tensor], mean: torch.Tensor
     k, width = components.shape if components.ndim == 2 else (0, 0)
     problems = []
     if head["pca_scale"].shape != (width,) or mean.shape != (width,):
-        problems.append(f"pca_scale {tuple(head['pca_scale'].shape)} and the PCA's mean {tuple(mean.shape)} "
-                        f"should be ({width},) like the components' rows")
+        problems.append(
+            f"pca_scale {tuple(head['pca_scale'].shape)} and the PCA's mean {tuple(mean.shape)} "
+            f"should be ({width},) like the components' rows"
+        )
     if prototypes.ndim != 2 or prototypes.shape[1] != k:
         problems.append(f"prototypes {tuple(prototypes.shape)} should be (K, {k})")
     if head["proto_scores"].shape != prototypes.shape[:1] or head["logit_scale"].numel() != 1:
-        problems.append(f"proto_scores {tuple(head['proto_scores'].shape)} should be ({prototypes.shape[0]},) "
-                        "and logit_scale one number")
+        problems.append(
+            f"proto_scores {tuple(head['proto_scores'].shape)} should be ({prototypes.shape[0]},) "
+            "and logit_scale one number"
+        )
     if (folder / BASIS).is_file():
         scores = read_basis(folder / BASIS).get("scores")
         if scores is not None and np.shape(scores) != tuple(prototypes.shape[:1]):
-            problems.append(f"{BASIS} holds prototype scores of shape {np.shape(scores)}, {CHECKPOINT} "
-                            f"{prototypes.shape[0]} prototypes")
+            problems.append(
+                f"{BASIS} holds prototype scores of shape {np.shape(scores)}, {CHECKPOINT} "
+                f"{prototypes.shape[0]} prototypes"
+            )
     if problems:
         raise ModelLoadError(f"{folder}: RALI's files do not fit together: " + "; ".join(problems))
 

@@ -26,7 +26,7 @@ from ...errors import MissingDependencyError
 from . import BASIS, CHECKPOINT, CLIP_FOLDER, PCA
 from .model import RaliScorer
 
-SIDE = 56                 # the processor's resize and crop
+SIDE = 56  # the processor's resize and crop
 COMPONENTS, PROTOTYPES = 8, 6
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -35,18 +35,39 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 def tiny_clip_config() -> dict[str, Any]:
     """A CLIPModel config of toy size (the released one is ViT-L/14 with a 768-wide projection)."""
     return {
-        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 16, "logit_scale_init_value": 2.6592,
-        "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
-                        "vocab_size": 64, "max_position_embeddings": 16, "hidden_act": "quick_gelu",
-                        "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
-                        "projection_dim": 16},
-        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-                          "image_size": SIDE, "patch_size": 14, "hidden_act": "quick_gelu", "projection_dim": 16},
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": 16,
+        "logit_scale_init_value": 2.6592,
+        "text_config": {
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "vocab_size": 64,
+            "max_position_embeddings": 16,
+            "hidden_act": "quick_gelu",
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+            "projection_dim": 16,
+        },
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "image_size": SIDE,
+            "patch_size": 14,
+            "hidden_act": "quick_gelu",
+            "projection_dim": 16,
+        },
     }
 
 
-def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False,
-                    clip_config: dict[str, Any] | None = None) -> Path:
+def build_tiny_rali(
+    folder: str | Path, seed: int = 0, trained: bool = False, clip_config: dict[str, Any] | None = None
+) -> Path:
     """Write a tiny RALI checkpoint to ``folder`` (see the module docstring); returns the folder.
 
     Args:
@@ -66,29 +87,50 @@ def build_tiny_rali(folder: str | Path, seed: int = 0, trained: bool = False,
     config = clip_config or tiny_clip_config()
     side = config["vision_config"]["image_size"]
     _write_json(folder / CLIP_FOLDER / "config.json", config)
-    _write_json(folder / CLIP_FOLDER / "preprocessor_config.json", {
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": side},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": side, "width": side}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": OPENAI_MEAN, "image_std": OPENAI_STD,
-        "do_convert_rgb": True})
+    _write_json(
+        folder / CLIP_FOLDER / "preprocessor_config.json",
+        {
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": side},
+            "resample": 3,
+            "do_center_crop": True,
+            "crop_size": {"height": side, "width": side},
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": OPENAI_MEAN,
+            "image_std": OPENAI_STD,
+            "do_convert_rgb": True,
+        },
+    )
     torch.manual_seed(seed)
     clip = CLIPModel(CLIPConfig(**config)).eval()
     width = config["projection_dim"]
     generator = torch.Generator().manual_seed(seed)
-    signs = torch.randint(0, 2, (width,), generator=generator) * 2 - 1   # the forward divides by |scale|
-    head = {"pca_scale": (torch.rand(width, generator=generator) + 0.5) * signs,
-            "pca_components": torch.linalg.qr(torch.randn(width, COMPONENTS, generator=generator))[0].T.contiguous(),
-            "prototypes": torch.randn(PROTOTYPES, COMPONENTS, generator=generator),
-            "proto_scores": 0.3 + 0.4 * torch.rand(PROTOTYPES, generator=generator),   # the official init
-            "logit_scale": torch.tensor(10.0)}
+    signs = torch.randint(0, 2, (width,), generator=generator) * 2 - 1  # the forward divides by |scale|
+    head = {
+        "pca_scale": (torch.rand(width, generator=generator) + 0.5) * signs,
+        "pca_components": torch.linalg.qr(torch.randn(width, COMPONENTS, generator=generator))[0].T.contiguous(),
+        "prototypes": torch.randn(PROTOTYPES, COMPONENTS, generator=generator),
+        "proto_scores": 0.3 + 0.4 * torch.rand(PROTOTYPES, generator=generator),  # the official init
+        "logit_scale": torch.tensor(10.0),
+    }
     mean = torch.randn(width, generator=generator) * 0.1
     if trained:
         mean, head = _fit_to_brightness(clip, head, seed, side)
     state = OrderedDict((f"clip.{k}", v.contiguous()) for k, v in clip.state_dict().items())
     state.update((f"scorer.{k}", v.detach().clone()) for k, v in head.items())
     torch.save({"state_dict": state}, folder / CHECKPOINT)
-    write_pca(folder / PCA, {"n_components": COMPONENTS, "mean_": mean.double().numpy(),
-                             "components_": head["pca_components"].double().numpy(), "_sklearn_version": "1.5.2"})
+    write_pca(
+        folder / PCA,
+        {
+            "n_components": COMPONENTS,
+            "mean_": mean.double().numpy(),
+            "components_": head["pca_components"].double().numpy(),
+            "_sklearn_version": "1.5.2",
+        },
+    )
     np.savez(folder / BASIS, vectors=head["prototypes"].numpy(), scores=head["proto_scores"].numpy())
     return folder
 
@@ -107,14 +149,19 @@ def brightness_images(count: int, seed: int, side: int = 64) -> tuple[list[Any],
     return images, levels
 
 
-def _fit_to_brightness(clip: Any, head: dict[str, torch.Tensor], seed: int,
-                       side: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _fit_to_brightness(
+    clip: Any, head: dict[str, torch.Tensor], seed: int, side: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PCA of the tiny CLIP's features of synthetic images, and a prototype head fitted to their levels."""
     from transformers import CLIPImageProcessor
 
     images, levels = brightness_images(192, seed)
-    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                   image_mean=OPENAI_MEAN, image_std=OPENAI_STD)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_mean=OPENAI_MEAN,
+        image_std=OPENAI_STD,
+    )
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         features = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output).double()
@@ -123,22 +170,31 @@ def _fit_to_brightness(clip: Any, head: dict[str, torch.Tensor], seed: int,
     head = dict(head, pca_components=vectors[:COMPONENTS].float(), pca_scale=(features - mean).std(0).float())
     target = torch.tensor(levels, dtype=torch.float32)
     # the prototypes' scores stay within 0-1 (through a sigmoid), as the released ones are taken to
-    trainable = {"prototypes": torch.nn.Parameter(head["prototypes"].clone()),
-                 "logit_scale": torch.nn.Parameter(head["logit_scale"].clone()),
-                 "score_logits": torch.nn.Parameter(torch.logit(head["proto_scores"].clone()))}
+    trainable = {
+        "prototypes": torch.nn.Parameter(head["prototypes"].clone()),
+        "logit_scale": torch.nn.Parameter(head["logit_scale"].clone()),
+        "score_logits": torch.nn.Parameter(torch.logit(head["proto_scores"].clone())),
+    }
     optimiser = torch.optim.Adam(trainable.values(), lr=0.05)
     for _ in range(400):
-        fitted = dict(head, prototypes=trainable["prototypes"], logit_scale=trainable["logit_scale"],
-                      proto_scores=torch.sigmoid(trainable["score_logits"]))
+        fitted = dict(
+            head,
+            prototypes=trainable["prototypes"],
+            logit_scale=trainable["logit_scale"],
+            proto_scores=torch.sigmoid(trainable["score_logits"]),
+        )
         score = RaliScorer(_Features(), mean.float(), fitted)(features.float()) @ fitted["proto_scores"]
         loss = torch.nn.functional.mse_loss(score, target)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
-        return mean.float(), dict(head, prototypes=trainable["prototypes"].detach().clone(),
-                                  logit_scale=trainable["logit_scale"].detach().clone(),
-                                  proto_scores=torch.sigmoid(trainable["score_logits"]).detach().clone())
+        return mean.float(), dict(
+            head,
+            prototypes=trainable["prototypes"].detach().clone(),
+            logit_scale=trainable["logit_scale"].detach().clone(),
+            proto_scores=torch.sigmoid(trainable["score_logits"]).detach().clone(),
+        )
 
 
 class _Features(torch.nn.Module):
@@ -172,7 +228,7 @@ def write_pca(path: Path, state: dict[str, Any]) -> None:
         dispatch = numpy_pickle.NumpyPickler.dispatch.copy()
 
         def save_global(self, obj: Any, name: str | None = None) -> None:
-            if obj is _new_pca:   # what sklearn's PCA pickles as: copyreg.__newobj__ on the class, then BUILD
+            if obj is _new_pca:  # what sklearn's PCA pickles as: copyreg.__newobj__ on the class, then BUILD
                 self.write(pickle.GLOBAL + b"sklearn.decomposition._pca\nPCA\n")
                 return
             super().save_global(obj, name)
