@@ -7,7 +7,7 @@
 No download: the 7B configuration is written with random bf16 weights (about 16 GB of disk) behind the
 tiny checkpoint's tokenizer and processor files, then trained through ``qinsight_sdk.train.train`` as a
 user's run would be. Prints the seconds per step, the peak GPU memory, and whether the weights changed;
-these are the measured figures README's memory estimates should be replaced by.
+these are the measured figures the memory estimates in docs/speed.md should be replaced by.
 """
 
 from __future__ import annotations

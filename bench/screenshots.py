@@ -1,4 +1,4 @@
-"""Screenshots of each shipped workflow in ComfyUI's own front end, after pressing Run, for README
+"""Screenshots of each shipped workflow in ComfyUI's own front end, after pressing Run, for docs/comfyui.md
 (docs/screenshots/<workflow>.png) and for ComfyUI's template browser (workflows/<workflow>.jpg).
 
     python bench/screenshots.py [--out docs/screenshots] [--thumbnails workflows]

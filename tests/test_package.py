@@ -1,5 +1,5 @@
-"""The package's shape: what README documents imports, no module imports itself round a circle, and the
-README's map of the code names the folders and modules there are."""
+"""The package's shape: what README and the documentation pages document imports, no module imports itself
+round a circle, and the map of the code (docs/architecture.md) names the folders and modules there are."""
 
 import ast
 import importlib
@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "qinsight_sdk"
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# README and every documentation page: what a user reads
+README = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
 def documented_imports():
@@ -117,8 +118,7 @@ def test_no_module_imports_itself_round_a_circle():
 
 
 def code_map():
-    start = README.index("## How the code is organised")
-    return README[start : README.index("\n## ", start + 10)]
+    return (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 
 
 def test_the_readme_map_names_every_module_and_folder():

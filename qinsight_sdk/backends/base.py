@@ -100,18 +100,43 @@ class Backend(Protocol):
         answer_prefix: str,
         template_options: Mapping[str, Any] | None = None,
     ) -> EncodedBatch:
-        """One batch's inputs; ``answer_prefix`` forces the start of each answer; ``template_options`` go to
-        the chat template (a judge profile's, such as ``add_vision_id``). Safe off the main thread."""
+        """One batch's inputs, prepared on the CPU; safe off the main thread.
+
+        Args:
+            conversations: per row, the chat messages (with image placeholders).
+            images: per row, its images, in placeholder order.
+            answer_prefix: text that starts each answer, forced (fast scores force it up to the rating).
+            template_options: keyword arguments for the chat template (a judge profile's, such as
+                ``add_vision_id``).
+
+        Returns:
+            The batch, ready for :meth:`generate` or :meth:`rating_distributions`.
+        """
 
     def generate(
         self, batch: EncodedBatch, decoding: DecodingOptions, rating_key: str | None = None
     ) -> list[list[Generation]]:
-        """``decoding.num_samples`` answers per row, rows in order. With ``rating_key`` (a regular
-        expression the answer matches just before its rating's first digit), each answer's ``rating``
-        holds the model's probabilities at the digits it wrote there."""
+        """The model's answers.
+
+        Args:
+            batch: from :meth:`encode`.
+            decoding: how to decode.
+            rating_key: a regular expression the answer matches just before its rating's first digit; each
+                answer's ``rating`` then holds the model's probabilities at the digits it wrote there.
+
+        Returns:
+            Per row, in order, ``decoding.num_samples`` answers.
+        """
 
     def rating_distributions(self, batch: EncodedBatch) -> list[RatingDistribution]:
-        """Per row, the rating's digit probabilities after the forced prefix (fast scores)."""
+        """The rating's digit probabilities after the forced prefix (fast scores).
+
+        Args:
+            batch: from :meth:`encode`, with the answer forced up to the rating.
+
+        Returns:
+            One distribution per row, in order.
+        """
 
     def reusing_images(self) -> AbstractContextManager[None]:
         """A block within which an image's encoding may be reused by later batches (a ranking asks about
@@ -121,4 +146,11 @@ class Backend(Protocol):
         """Bytes the weights take on their device."""
 
     def to(self, device: str | torch.device) -> Backend:
-        """Move the weights, and where inputs go, to ``device``; returns the backend."""
+        """Move the weights, and where inputs go.
+
+        Args:
+            device: where to move them.
+
+        Returns:
+            The backend itself.
+        """

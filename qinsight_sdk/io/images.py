@@ -48,6 +48,14 @@ class ImageBounds:
     compression artefacts reach the model as they are. :meth:`fast` caps at about 1 megapixel (a
     1024x768 image is unchanged; a 4000x3000 photo gets 1,230 image tokens instead of 15,301): much
     faster and lighter on large images, at the cost of hiding fine artefacts.
+
+    Attributes:
+        min_pixels: smaller images are upscaled to at least this many pixels (784 at least: one token).
+        max_pixels: larger images are downscaled to at most this many (12,845,056 at most: what the
+            model's image processor takes).
+
+    Raises:
+        UsageError: bounds out of that range, or ``min_pixels`` above ``max_pixels``.
     """
 
     min_pixels: int = PAPER_MIN_PIXELS
@@ -69,15 +77,28 @@ class ImageBounds:
 
     @classmethod
     def official(cls) -> ImageBounds:
+        """What the weights were trained and released with: 3,136 to 12,845,056 pixels."""
         return cls(PAPER_MIN_PIXELS, PAPER_MAX_PIXELS)
 
     @classmethod
     def fast(cls) -> ImageBounds:
+        """Up to 1,003,520 pixels (about 1 megapixel): faster on large images, hides fine artefacts."""
         return cls(PAPER_MIN_PIXELS, FAST_MAX_PIXELS)
 
     @classmethod
     def preset(cls, size: str | int) -> ImageBounds:
-        """``official``, ``fast``, or a pixel count (as a number or its digits) for ``max_pixels``."""
+        """Bounds by name, as the command line and the nodes take them.
+
+        Args:
+            size: ``"official"``, ``"fast"``, or a pixel count (as a number or its digits) for
+                ``max_pixels``.
+
+        Returns:
+            The bounds.
+
+        Raises:
+            UsageError: any other name, or a pixel count out of range.
+        """
         if size in IMAGE_SIZES:
             return IMAGE_SIZES[str(size)]()
         try:

@@ -29,10 +29,23 @@ FIRST_RELEASE_WITH_MODEL_DEFAULTS = (4, 50)  # 4.51.3: "model_base_version >= 4.
 class DecodingOptions:
     """Decoding settings. Greedy unless ``do_sample``; sampling is seeded so runs repeat.
 
-    ``repetition_penalty`` None keeps the checkpoint's own (Qwen2.5-VL ships 1.05, and the official
-    demos ran with it). ``num_samples`` > 1 draws several answers per image (needs sampling) and the
-    judge averages scores or takes the majority verdict. ``min_new_tokens`` forces answers to a length
-    (for benchmarks that must compare equal amounts of work).
+    Attributes:
+        max_new_tokens: the longest answer, in tokens.
+        min_new_tokens: forces answers to at least this length (for benchmarks that must compare equal
+            amounts of work); 0: none.
+        do_sample: sample instead of decoding greedily.
+        temperature: the sampling temperature.
+        top_k: sample among the ``top_k`` likeliest tokens (0: all).
+        top_p: sample within this share of the probability.
+        seed: the seed sampling starts from, so runs repeat.
+        num_samples: answers drawn per image (needs sampling); the judge averages scores or takes the
+            majority verdict.
+        repetition_penalty: None keeps the checkpoint's own (Qwen2.5-VL ships 1.05, and the official
+            demos ran with it); 1.0 turns it off.
+
+    Raises:
+        UsageError: a value that cannot be (fewer than one token or sample, several samples while
+            greedy, a sampling value out of range).
     """
 
     max_new_tokens: int = 512
@@ -70,13 +83,30 @@ class DecodingOptions:
         the demo therefore sampled at top-k 1: the most likely token after the penalty, i.e. our greedy
         answer. On an older save the object's values stand (and no repetition penalty). The values here are
         resolved the way 4.51.3 resolved them, whatever transformers is installed;
-        :func:`official_demo_sampling` says which case applied."""
+        :func:`official_demo_sampling` says which case applied.
+
+        Args:
+            checkpoint: the checkpoint's folder, its generation_config.json as a mapping, or a loaded
+                ``GenerationConfig``.
+            **overrides: fields to set on the result, such as ``num_samples`` or ``max_new_tokens``.
+
+        Returns:
+            Sampling options, up to 1024 new tokens unless overridden.
+        """
         values, why = official_demo_sampling(checkpoint)
         logger.info("official demo decoding: %s", why)
         return replace(cls(do_sample=True, max_new_tokens=1024, **values), **overrides)
 
     def generation_config(self, base: GenerationConfig) -> tuple[GenerationConfig, LogitsProcessorList]:
-        """The checkpoint's generation config with these options applied, plus extra logits processors."""
+        """The checkpoint's generation config with these options applied, plus extra logits processors.
+
+        Args:
+            base: the checkpoint's generation config (not changed: a copy is returned).
+
+        Returns:
+            The config to generate with, and the logits processors to pass along (the repetition penalty,
+            applied so that left padding does not count as seen).
+        """
         config = copy.deepcopy(base)
         config.max_new_tokens = self.max_new_tokens
         config.min_new_tokens = self.min_new_tokens or None

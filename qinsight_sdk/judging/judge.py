@@ -44,6 +44,19 @@ class QualityJudge:
     Batching: images are decoded a window at a time, sorted by size so a batch pads little, and packed
     up to ``batch_size`` images and ``max_batch_tokens`` padded image tokens. On out-of-memory the batch
     is halved and retried (and later batches stay at the smaller size); nothing is dropped or judged twice.
+
+    Args:
+        backend: the loaded model (:meth:`from_pretrained` builds it; tests pass a scripted one).
+        decoding: how reason mode decodes (default: greedy, up to 512 new tokens).
+        image_bounds: the pixel counts images are fitted into (default: the official ones).
+        prompt_order: ``"image_first"`` or ``"text_first"`` (default: where the profile puts the image).
+        batch_size: the most images judged together.
+        max_batch_tokens: the most padded image tokens in one batch.
+        profile: the judge profile: a ``JudgeProfile``, a built-in name or a profile file (default:
+            Q-Insight's).
+        profile_source: why this profile was chosen, as logged and recorded (default: "given" or "the
+            default").
+        config: the resolved settings the backend was loaded with, kept as ``judge.config``.
     """
 
     def __init__(
@@ -98,16 +111,38 @@ class QualityJudge:
     ) -> QualityJudge:
         """Load a checkpoint: a Hugging Face id (with subfolder and revision) or a local folder.
 
-        ``model`` defaults to ``$QINSIGHT_MODEL``, else ``ByteDance/Q-Insight``, whose subfolder
-        defaults to ``score_degradation``. ``profile`` is the judge profile: a name, a profile file, or a
-        ``JudgeProfile`` (default: the checkpoint's own ``qinsight_judge.json``, else the profile of a known
-        id or released subfolder, else Q-Insight's; ``profile_source`` says which, and it is logged).
-        ``quantization`` "8bit" or "4bit" loads the
-        language model's weights quantized with bitsandbytes (the ``[quant]`` extra; what stays in full
-        precision and why: :mod:`qinsight_sdk.backends.quantization`). ``decoding``, ``image_bounds`` and
-        ``prompt_order`` are part of the judgement's settings; other keyword options (``batch_size``,
-        ``max_batch_tokens``) go to the constructor. The settings are resolved first, by
-        :func:`qinsight_sdk.judging.judge_config.resolve_judge_config`, and kept as ``judge.config``.
+        The settings are resolved first, by :func:`qinsight_sdk.judging.judge_config.resolve_judge_config`,
+        and kept as ``judge.config``; the profile chosen and why is logged (``judge.profile_source``).
+
+        Args:
+            model: a Hugging Face id or a local folder (default: ``$QINSIGHT_MODEL``, else
+                ``ByteDance/Q-Insight``).
+            subfolder: the folder inside ``model`` (default for ``ByteDance/Q-Insight``:
+                ``score_degradation``).
+            revision: a hub branch, tag or commit.
+            device: ``"auto"`` (CUDA, then MPS, then CPU), or a device such as ``"cuda:1"``.
+            dtype: ``"auto"``, ``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``.
+            attn_implementation: transformers' attention implementation (default: the fastest that gives
+                the same answers on this device).
+            trust_remote_code: allow code shipped with the checkpoint to run (off: nothing downloaded runs).
+            local_files_only: never download; a model not cached is a ``ModelLoadError``.
+            cache_dir: the Hugging Face cache to use.
+            profile: the judge profile: a name, a profile file or a ``JudgeProfile`` (default: the
+                checkpoint's own ``qinsight_judge.json``, else the profile of a known id or released
+                subfolder, else Q-Insight's).
+            quantization: ``"8bit"`` or ``"4bit"`` loads the language model quantized with bitsandbytes (the
+                ``[quant]`` extra; what stays in full precision and why:
+                :mod:`qinsight_sdk.backends.quantization`), or a transformers ``BitsAndBytesConfig``.
+            **options: ``decoding``, ``image_bounds`` and ``prompt_order`` (part of the judgement's
+                settings) and ``batch_size``, ``max_batch_tokens`` (passed to the constructor).
+
+        Returns:
+            The judge, its model loaded on ``device``.
+
+        Raises:
+            ModelLoadError: the checkpoint is missing, half-written, not cached while offline, or cannot
+                be loaded.
+            UsageError: a setting cannot be (an unknown dtype, profile or quantization).
         """
         settings = {k: options.pop(k) for k in ("decoding", "image_bounds", "prompt_order") if k in options}
         config = resolve_judge_config(
@@ -129,9 +164,15 @@ class QualityJudge:
 
     @classmethod
     def from_config(cls, config: JudgeConfig, **options: Any) -> QualityJudge:
-        """The judge a resolved configuration describes
-        (:func:`qinsight_sdk.judging.judge_config.resolve_judge_config`), its model loaded; ``options``
-        (``batch_size``, ``max_batch_tokens``) go to the constructor."""
+        """The judge a resolved configuration describes, its model loaded.
+
+        Args:
+            config: settings from :func:`qinsight_sdk.judging.judge_config.resolve_judge_config`.
+            **options: ``batch_size``, ``max_batch_tokens``, passed to the constructor.
+
+        Returns:
+            The judge, with ``judge.config`` set to ``config``.
+        """
         return cls(
             config.load_backend(),
             decoding=config.decoding,
@@ -201,7 +242,17 @@ class QualityJudge:
         decoding: DecodingOptions | None = None,
         on_result: ResultCallback | None = None,
     ) -> DegradationResult | list[DegradationResult]:
-        """The distortion (noise, compression, blur, darken or None) and its severity, per image."""
+        """The distortion (noise, compression, blur, darken or None) and its severity, per image.
+
+        Args:
+            images: one image (a path, bytes, PIL image, array or tensor) or a list or batch of them.
+            batch_size: images per batch (default: the judge's).
+            decoding: how the answer is decoded (default: the judge's).
+            on_result: called as ``on_result(index, result)`` once per finished image.
+
+        Returns:
+            A ``DegradationResult`` for one image, else a list of them in input order.
+        """
         return self._single_image_task(
             "degradation", images, self._generate_step(decoding), self._aggregator("degradation"), batch_size, on_result
         )
@@ -218,9 +269,19 @@ class QualityJudge:
         """Which image is better: "A", "B" or "similar".
 
         With a reference (the degraded input of a restoration), the reference-based prompt of the
-        comparison weights is used; without, the paper's zero-shot two-image prompt. ``both_orders``
-        also asks with A and B swapped and keeps a verdict only if both agree (VLM judges favour a
-        position); a disagreement becomes "similar" with ``consistent=False``.
+        comparison weights is used; without, the paper's zero-shot two-image prompt.
+
+        Args:
+            image_a: the first image.
+            image_b: the second image.
+            reference: the degraded input both were restored from, if any.
+            both_orders: also ask with A and B swapped and keep a verdict only if both agree (VLM judges
+                favour a position); a disagreement becomes "similar" with ``consistent=False``.
+            decoding: how the answer is decoded (default: the judge's).
+            on_result: called as ``on_result(0, result)`` when the verdict is ready.
+
+        Returns:
+            The verdict, its reasoning and the model's answer.
         """
         return self.compare_pairs([(image_a, image_b)], reference, both_orders, decoding, on_result=on_result)[0]
 
@@ -235,9 +296,17 @@ class QualityJudge:
     ) -> list[ComparisonResult]:
         """:meth:`compare` for many pairs, batched.
 
-        Each pair is ``(image_a, image_b)``, or ``(image_a, image_b, reference)`` with its own reference;
-        ``reference`` is shared by the pairs that bring none. ``on_result(index, result)`` is called
-        in input order as results are ready (once per pair, after both orders when asked).
+        Args:
+            pairs: each ``(image_a, image_b)``, or ``(image_a, image_b, reference)`` with its own reference.
+            reference: the reference of the pairs that bring none.
+            both_orders: ask each pair in both orders, as :meth:`compare` does.
+            decoding: how the answers are decoded (default: the judge's).
+            batch_size: questions per batch (default: the judge's).
+            on_result: called as ``on_result(index, result)`` in input order as results are ready (once
+                per pair, after both orders when asked).
+
+        Returns:
+            One ``ComparisonResult`` per pair, in input order.
         """
         self.profile.prompt("comparison")  # a judge that does not compare says so before any image loads
         requests = []
@@ -345,14 +414,21 @@ class QualityJudge:
     def reward(
         self, images: Any, batch_size: int | None = None, on_result: ResultCallback | None = None
     ) -> torch.Tensor:
-        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (for a judge
-        whose profile has no fast mode, the greedily decoded score: slower, as deterministic). A score a
-        little beyond the scale (a fast score can reach 5.99) gives the bound, 1.0 or 0.0: the reward's
-        range is part of its contract, the score itself is kept as it is.
+        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5].
 
-        Deterministic and independent of batch size and order. An image that cannot be judged (NaN
-        pixels, say) gets 0.0, the worst reward, and a logged warning, so a loop never breaks on it.
-        ``on_result(index, score_result)`` follows each image, as for :meth:`score`.
+        For a judge whose profile has no fast mode, the greedily decoded score (slower, as deterministic).
+        A score a little beyond the scale (a fast score can reach 5.99) gives the bound, 1.0 or 0.0: the
+        reward's range is part of its contract, the score itself is kept as it is. Deterministic and
+        independent of batch size and order. An image that cannot be judged (NaN pixels, say) gets 0.0,
+        the worst reward, and a logged warning, so a loop never breaks on it.
+
+        Args:
+            images: one image or a list or batch of them, as for :meth:`score`.
+            batch_size: images per batch (default: the judge's).
+            on_result: called as ``on_result(index, score_result)`` once per image, as for :meth:`score`.
+
+        Returns:
+            A float32 tensor of one reward per image, in input order.
         """
         if self.profile.fast_score_prefix is not None:
             results = self.score(images, batch_size=batch_size, mode="fast", on_result=on_result)
@@ -367,11 +443,29 @@ class QualityJudge:
         return torch.tensor(rewards, dtype=torch.float32)
 
     def load_image(self, source: ImageInput) -> Image.Image:
-        """One input decoded and fitted to this judge's image bounds, as every task does it."""
+        """One input decoded and fitted to this judge's image bounds, as every task does it.
+
+        Args:
+            source: a path, image file bytes, PIL image, array or tensor.
+
+        Returns:
+            An RGB image on the model's patch grid.
+
+        Raises:
+            ImageInputError: the input is missing, corrupt, empty, of an unsupported kind or shape, or holds
+                values that are not pixels (NaN, out of range).
+        """
         return load_image(source, self.image_bounds, self.geometry)
 
     def to(self, device: str | torch.device) -> QualityJudge:
-        """Move the model to ``device`` (for callers that manage memory, such as ComfyUI); returns self."""
+        """Move the model (for callers that manage memory, such as ComfyUI).
+
+        Args:
+            device: where to move it, such as ``"cpu"`` or ``"cuda:0"``.
+
+        Returns:
+            The judge itself.
+        """
         self.backend.to(device)
         return self
 

@@ -41,47 +41,95 @@ ANSWER_READERS: dict[str, dict[str, Callable[..., Any]]] = {
 
 @dataclass(frozen=True)
 class TaskPrompt:
-    """How a profile asks one task: the user turn as texts and :data:`IMAGE` slots, in order, and how the
-    answer is read: a reader named in :data:`ANSWER_READERS`, or (scores) a regular expression whose
-    first group is the rating, its last match in the answer counting."""
+    """How a profile asks one task, and how the answer is read.
+
+    Attributes:
+        content: the user turn: texts and :data:`IMAGE` slots, in order.
+        answer: the reader of the answer, named in :data:`ANSWER_READERS` (``"q-insight"``: Q-Insight's
+            formats; for scores also ``"last-answer-first-number"``).
+        answer_pattern: for scores, a regular expression whose first group is the rating (its last match
+            in the answer counts), instead of ``answer``.
+        with_reference: for comparison against a reference, its own user turn.
+    """
 
     content: tuple[str, ...]
     answer: str = "q-insight"
     answer_pattern: str | None = None
-    with_reference: tuple[str, ...] | None = None  # comparison against a reference: its own user turn
+    with_reference: tuple[str, ...] | None = None
 
     def turn(self, with_reference: bool) -> tuple[str, ...]:
+        """The user turn to ask.
+
+        Args:
+            with_reference: whether a reference image comes first (comparison against a reference).
+
+        Returns:
+            ``with_reference``'s turn where asked and given, else ``content``.
+        """
         return self.with_reference if with_reference and self.with_reference else self.content
 
 
 @dataclass(frozen=True)
 class JudgeProfile:
-    """One judge: how it is asked and read per task, its rating scale, and its fast-score prefix."""
+    """One judge: how it is asked and read per task, its rating scale, and its fast-score prefix.
+
+    Attributes:
+        name: how it is chosen (``--judge``, ``profile=``) and recorded.
+        tasks: task (``"score"``, ``"degradation"``, ``"comparison"``) -> how it is asked.
+        system_prompt: the system turn; None: the chat template's own (Qwen's "helpful assistant").
+        chat_template_options: keyword arguments for the chat template, such as ``add_vision_id``.
+        rating_range: the scale it rates on; results are mapped onto 1-5.
+        reasons: whether its answers hold reasoning.
+        fast_score: what fast scores ask (default: the score prompt).
+        fast_score_prefix: the answer up to a rating's digits, forced in fast mode; None: no fast scores.
+        rating_key: a regular expression an answer matches just before its rating's digits (for the
+            expected score of reason mode).
+        compares_with_reference: trained to compare two images against a reference.
+        model_type: the checkpoint's config.json ``model_type`` (its model family).
+        subfolder: where a released repository keeps it.
+        hub_ids: Hugging Face ids that hold this judge.
+        description: one line about it, for lists.
+
+    Raises:
+        UsageError: a profile that could not work (an empty task list, a bad scale or pattern).
+    """
 
     name: str
     tasks: Mapping[str, TaskPrompt]
-    system_prompt: str | None = None  # None: the chat template's own (Qwen's "helpful assistant")
-    chat_template_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. add_vision_id
-    rating_range: tuple[float, float] = FULL_SCALE  # the scale it rates on; results are mapped onto 1-5
-    reasons: bool = True  # whether its answers hold reasoning
-    fast_score: TaskPrompt | None = None  # what fast scores ask (default: the score prompt)
-    fast_score_prefix: str | None = None  # the answer up to a rating's digits; None: no fast scores
-    rating_key: str | None = None  # regex an answer matches just before its rating's digits
-    compares_with_reference: bool = False  # trained to compare two images against a reference
-    model_type: str = QWEN25_VL  # the checkpoint's config.json model_type
-    subfolder: str | None = field(default=None, compare=False)  # where a released repository keeps it
-    hub_ids: tuple[str, ...] = field(default=(), compare=False)  # Hugging Face ids that hold this judge
+    system_prompt: str | None = None
+    chat_template_options: Mapping[str, Any] = field(default_factory=dict)
+    rating_range: tuple[float, float] = FULL_SCALE
+    reasons: bool = True
+    fast_score: TaskPrompt | None = None
+    fast_score_prefix: str | None = None
+    rating_key: str | None = None
+    compares_with_reference: bool = False
+    model_type: str = QWEN25_VL
+    subfolder: str | None = field(default=None, compare=False)
+    hub_ids: tuple[str, ...] = field(default=(), compare=False)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         _check_profile(self)
 
     def prompt(self, task: str) -> TaskPrompt:
+        """How ``task`` is asked.
+
+        Args:
+            task: ``"score"``, ``"degradation"`` or ``"comparison"``.
+
+        Returns:
+            Its prompt.
+
+        Raises:
+            UsageError: this judge does not do ``task``.
+        """
         if task not in self.tasks:
             raise UsageError(f"judge profile {self.name!r} cannot do {task} (it does {', '.join(self.tasks)})")
         return self.tasks[task]
 
     def fast_prefix(self) -> str:
+        """The answer forced up to the rating in fast mode; a ``UsageError`` for a judge without one."""
         if self.fast_score_prefix is None:
             raise UsageError(f"judge profile {self.name!r} has no fast score mode; use mode='reason'")
         return self.fast_score_prefix
@@ -89,8 +137,18 @@ class JudgeProfile:
     def messages(
         self, task: str, order: PromptOrder | str | None = None, with_reference: bool = False, fast: bool = False
     ) -> list[Message]:
-        """The conversation asking ``task``. ``order`` moves a single image before or after the text (the
-        official Q-Insight demo put it after); None keeps the profile's own place."""
+        """The conversation asking ``task``.
+
+        Args:
+            task: ``"score"``, ``"degradation"`` or ``"comparison"``.
+            order: moves a single image before or after the text (the official Q-Insight demo put it
+                after); None keeps the profile's own place.
+            with_reference: ask the comparison against a reference image (which comes first).
+            fast: ask what fast scores ask.
+
+        Returns:
+            The chat messages, with image slots where the images go.
+        """
         prompt = (self.fast_score or self.prompt("score")) if fast else self.prompt(task)
         turn = list(prompt.turn(with_reference))
         if order is not None and IMAGES_PER_PROMPT[task] == 1:
@@ -109,8 +167,17 @@ class JudgeProfile:
         return PromptOrder.IMAGE_FIRST if prompt.content[0] == IMAGE else PromptOrder.TEXT_FIRST
 
     def parser(self, task: str) -> Callable[[str], Any]:
-        """The task's answer reader, on this profile's rating scale (never raising). A judge that does not
-        reason reports no reasoning: text around its answer is not an explanation of it."""
+        """The task's answer reader, on this profile's rating scale.
+
+        A judge that does not reason reports no reasoning: text around its answer is not an explanation of it.
+
+        Args:
+            task: ``"score"``, ``"degradation"`` or ``"comparison"``.
+
+        Returns:
+            A function from the answer's text to its result, which never raises (a result's ``error`` says
+            what could not be read).
+        """
         prompt = self.prompt(task)
         if prompt.answer_pattern is not None:
             reader = pattern_reader(prompt.answer_pattern, self.rating_range)
@@ -154,7 +221,14 @@ class JudgeProfile:
         return self.name if PROFILES.get(self.name) == self else f"{self.name}@{self.fingerprint()}"
 
     def save(self, folder: str | Path) -> Path:
-        """Write :data:`PROFILE_FILE` into ``folder`` (a model folder); returns its path."""
+        """Write the profile as :data:`PROFILE_FILE` into a model folder, where loading finds it.
+
+        Args:
+            folder: the model folder.
+
+        Returns:
+            The file's path.
+        """
         path = Path(folder) / PROFILE_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
@@ -255,7 +329,17 @@ def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
 
 
 def load_profile_file(path: str | Path) -> JudgeProfile:
-    """A profile file (JSON), checked."""
+    """A profile file (JSON), checked.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The profile it describes.
+
+    Raises:
+        UsageError: the file cannot be read, is not JSON, or does not describe a profile that could work.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -327,7 +411,14 @@ PROFILES: dict[str, JudgeProfile] = {}
 
 
 def register_profile(profile: JudgeProfile) -> JudgeProfile:
-    """Add a profile to the table (a later entry with the same name replaces the earlier one)."""
+    """Add a profile to :data:`PROFILES`, where names are looked up.
+
+    Args:
+        profile: the profile; a later one with the same name replaces the earlier.
+
+    Returns:
+        ``profile``, so that a module can define and register it in one statement.
+    """
     PROFILES[profile.name] = profile
     return profile
 

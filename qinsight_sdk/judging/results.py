@@ -27,15 +27,22 @@ class _Result:
 
 @dataclass
 class ScoreResult(_Result):
-    """A 1-5 quality rating (a rating a little beyond the scale is kept as written, never clamped). With
-    ``num_samples`` > 1, ``score`` is the mean and ``std`` the spread.
+    """A 1-5 quality rating (a rating a little beyond the scale is kept as written, never clamped).
 
-    In reason mode ``expected_score`` is the expected two-decimal rating where the model wrote its rating,
-    after its own reasoning (as fast mode: each first digit with its own decimals), with ``expected_std``
-    its spread; None when no rating was written or the backend cannot tell.
-
-    ``raw_score`` is the judge's own number where its scale is not 1-5 (RALI's prototype-weighted score,
-    mapped onto 1-5 by its profile's ``rating_range``); None otherwise.
+    Attributes:
+        score: the rating; with ``num_samples`` > 1 the mean of the samples' ratings; None when there is
+            none (see ``error``).
+        reasoning: the model's reasoning (reason mode), else None.
+        raw: the model's whole answer as written ("" in fast mode).
+        error: why there is no score (a bad image, an answer without a rating), else None.
+        std: the spread of the samples' ratings, or in fast mode of the model's distribution over ratings.
+        samples: each sample's rating, with ``num_samples`` > 1.
+        expected_score: in reason mode, the expected two-decimal rating where the model wrote its rating,
+            after its own reasoning (as fast mode: each first digit with its own decimals); None when no
+            rating was written or the backend cannot tell.
+        expected_std: the spread of that expectation.
+        raw_score: the judge's own number where its scale is not 1-5 (RALI's prototype-weighted score,
+            mapped onto 1-5 by its profile's ``rating_range``); None otherwise.
     """
 
     score: float | None = None
@@ -51,7 +58,16 @@ class ScoreResult(_Result):
 
 @dataclass
 class DegradationResult(_Result):
-    """The dominant distortion (None: none found) and its severity."""
+    """The dominant distortion and its severity.
+
+    Attributes:
+        distortion: ``"noise"``, ``"compression"``, ``"blur"`` or ``"darken"``; None when the model found
+            none (or see ``error``).
+        severity: ``"slight"``, ``"moderate"``, ``"obvious"``, ``"serious"`` or ``"catastrophic"``, else None.
+        reasoning: the model's reasoning.
+        raw: the model's whole answer as written.
+        error: why there is no verdict (a bad image, an answer that does not parse), else None.
+    """
 
     distortion: str | None = None
     severity: str | None = None
@@ -62,10 +78,15 @@ class DegradationResult(_Result):
 
 @dataclass
 class ComparisonResult(_Result):
-    """Which of two images is better: "A", "B" or "similar".
+    """Which of two images is better.
 
-    ``consistent`` is set when both orders were asked: False means the model changed its mind when the
-    images swapped places (position bias), and the verdict was reconciled to "similar".
+    Attributes:
+        winner: ``"A"``, ``"B"`` or ``"similar"``; None when there is no verdict (see ``error``).
+        reasoning: the model's reasoning.
+        raw: the model's whole answer as written (both answers' when both orders were asked).
+        error: why there is no verdict, else None.
+        consistent: set when both orders were asked: False means the model changed its mind when the
+            images swapped places (position bias), and the verdict was reconciled to "similar".
     """
 
     winner: str | None = None
@@ -79,17 +100,21 @@ class ComparisonResult(_Result):
 class Ranking:
     """Images best first.
 
-    ``order`` holds input indices (cut to ``top_k``); ``scores`` is aligned with it and holds what
-    ranked each image: its fast score (``score``, ``hybrid``) or the knockout rounds it survived
-    (``tournament``). Images that could not be judged come last, with their reasons in ``errors``.
-    ``comparisons`` counts the questions asked (two per match); ``failed_matches`` the matches that gave
-    no verdict in either order (counted as ties); ``unjudged`` the images whose every match was such,
-    with the reason: their place rests on their seed (and score) alone.
-
-    A cascade (``rank(..., prefilter=cheap_judge, keep=k)``) has ``stages``: per stage, the judge's profile
-    and the input indices it judged (the cheap judge all that loaded, the judge the ``keep`` best of those).
-    The ``keep`` images come first, ordered by the judge; the rest follow by the cheap judge's score, which
-    is then their ``scores`` entry.
+    Attributes:
+        order: input indices, best first (cut to ``top_k``); images that could not be judged come last.
+        scores: aligned with ``order``: what ranked each image, its fast score (``score``, ``hybrid``) or
+            the knockout rounds it survived (``tournament``).
+        strategy: ``"score"``, ``"tournament"`` or ``"hybrid"``.
+        decided_by: what the order rests on, in words.
+        comparisons: the questions asked (two per match).
+        errors: input index -> why that image could not be judged.
+        failed_matches: matches that gave no verdict in either order (counted as ties).
+        unjudged: input index -> why none of that image's matches gave a verdict: its place rests on its
+            seed (and score) alone.
+        stages: for a cascade (``rank(..., prefilter=cheap_judge, keep=k)``), per stage the judge's profile
+            and the input indices it judged (the cheap judge all that loaded, the judge the ``keep`` best
+            of those). The ``keep`` images come first, ordered by the judge; the rest follow by the cheap
+            judge's score, which is then their ``scores`` entry.
     """
 
     order: list[int]
