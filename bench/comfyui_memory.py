@@ -4,7 +4,7 @@
     python bench/comfyui_memory.py --modes full         # one kind
     python bench/comfyui_memory.py --dry-run            # a CPU ComfyUI, to check the script (no CUDA bytes)
 
-Starts a real ComfyUI on the GPU (as tests/test_comfyui.py does on the CPU) with the tiny checkpoint.
+Starts a real ComfyUI on the GPU (as tests/integration/test_comfyui.py does on the CPU) with the tiny checkpoint.
 For each kind it scores two images with the judge kept on the GPU, asks ComfyUI to free memory, and
 prints the judge's state and the CUDA bytes the server has allocated, before and after; then scores
 again. A full-precision judge must end on the CPU; a quantized one (bitsandbytes, which must be

@@ -1,5 +1,5 @@
 """ComfyUI's own front end in Chromium, driven as a user drives it: open a workflow file, press Run, read
-what the page shows. Used by the browser tests and by ``bench/screenshots.py``.
+what the page shows. Used by the browser tests and by ``scripts/screenshots.py``.
 
 The browser is Debian's ``chromium`` under Playwright (from PyPI); Playwright never downloads a browser
 here. The front end is the ``comfyui-frontend-package`` release that the ComfyUI under test asks for.

@@ -15,7 +15,7 @@ import logging
 import sys
 from importlib import metadata
 
-# The same specifiers as pyproject.toml's dependencies (tests/test_packaging.py keeps them equal).
+# The same specifiers as pyproject.toml's dependencies (tests/unit/test_packaging.py keeps them equal).
 SUPPORTED = {
     "transformers": ">=4.51.3,!=4.54.*,!=4.55.*,!=4.56.*,<6",
     "torch": ">=2.4",

@@ -21,7 +21,7 @@ import pytest
 import qinsight_sdk
 
 pytestmark = [pytest.mark.model, pytest.mark.install]  # each builds a tiny checkpoint as a user would
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = qinsight_sdk.__version__
 
 

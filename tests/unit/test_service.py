@@ -733,7 +733,7 @@ def test_remote_judge_where_torch_cannot_be_imported(ray_service, tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)

@@ -11,7 +11,7 @@ from qinsight_sdk.judging.profiles import QINSIGHT
 
 # The expected strings live in a fixture that records where each comes from (the official code or the
 # paper, as quoted in shared/reference/q-insight.md), not in the code under test.
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "prompts.json").read_text(encoding="utf-8"))
+FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures" / "prompts.json").read_text(encoding="utf-8"))
 EXPECTED = {name: entry["text"] for name, entry in FIXTURE.items() if not name.startswith("_")}
 EXPECTED_SYSTEM = EXPECTED["SYSTEM_PROMPT"]
 EXPECTED_SCORE = EXPECTED["SCORE_QUESTION"]

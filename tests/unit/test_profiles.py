@@ -33,7 +33,7 @@ PLAIN = JudgeProfile(
     {"score": TaskPrompt((IMAGE, PLAIN_QUESTION), answer_pattern=r"Score:\s*([0-9.]+)")},
     fast_score_prefix="Score: ",
 )
-RENDERED = json.loads((Path(__file__).parent / "fixtures" / "rendered_prompts.json").read_text(encoding="utf-8"))
+RENDERED = json.loads((Path(__file__).parents[1] / "fixtures" / "rendered_prompts.json").read_text(encoding="utf-8"))
 
 # A profile file as a user would write it by hand for a judge qinsight has never seen: its own question
 # with the image last, a 0-10 scale, "Score: N" answers, no reasoning.

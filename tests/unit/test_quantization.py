@@ -307,7 +307,7 @@ def test_a_4bit_judge_loads_without_the_network_and_without_warnings(tiny_model,
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

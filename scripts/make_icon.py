@@ -1,7 +1,7 @@
 """Draw the pack's icon for the Comfy Registry and ComfyUI-Manager: docs/icon.png.
 
-    python bench/make_icon.py                 # writes docs/icon.png
-    python bench/make_icon.py /tmp/icon.png   # anywhere else
+    python scripts/make_icon.py                 # writes docs/icon.png
+    python scripts/make_icon.py /tmp/icon.png   # anywhere else
 
 A "Q" with a gold star (a score) on a rounded square, 400x400 (the Registry's largest size). Drawn from
 shapes only, no font, so it comes out the same on every machine; drawn 4x larger and scaled down for

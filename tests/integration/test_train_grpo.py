@@ -429,7 +429,7 @@ def test_the_training_stack_imports_bitsandbytes_without_the_hub(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

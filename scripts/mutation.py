@@ -1,10 +1,10 @@
 """Mutation testing of the code whose answers users rely on: would the tests notice a wrong answer?
 
     pip install -e '.[dev,train,mutation]'
-    python bench/mutation.py                   # every module in scope; resumes where the last run stopped
-    python bench/mutation.py parsing rewards   # some of them
-    python bench/mutation.py --fresh metrics   # forget earlier verdicts for these modules first
-    python bench/mutation.py --named           # only the wrong answers once let through, by hand
+    python scripts/mutation.py                   # every module in scope; resumes where the last run stopped
+    python scripts/mutation.py parsing rewards   # some of them
+    python scripts/mutation.py --fresh metrics   # forget earlier verdicts for these modules first
+    python scripts/mutation.py --named           # only the wrong answers once let through, by hand
 
 mutmut (configured in pyproject.toml's ``[tool.mutmut]``) copies the package to ``mutants/``, changes
 one small thing at a time in one function (a mutant: ``<`` for ``<=``, ``[-1]`` for ``[0]``, a string
@@ -74,7 +74,7 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
 }
 OUT_OF_SCOPE = [
     "qinsight_sdk.judging.judge.xǁQualityJudgeǁfrom_pretrained__*",
-    # the Ray Serve deployment: tested against a real service (tests/test_service.py, marked ray)
+    # the Ray Serve deployment: tested against a real service (tests/unit/test_service.py, marked ray)
     "qinsight_sdk.service.app.x_build_app__*",
     "qinsight_sdk.io.records.x__try_lock_on_windows__*",
 ]  # runs only on Windows; no Windows machine here

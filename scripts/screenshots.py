@@ -1,9 +1,9 @@
 """Screenshots of each shipped workflow in ComfyUI's own front end, after pressing Run, for docs/comfyui.md
 (docs/screenshots/<workflow>.png) and for ComfyUI's template browser (workflows/<workflow>.jpg).
 
-    python bench/screenshots.py [--out docs/screenshots] [--thumbnails workflows]
+    python scripts/screenshots.py [--out docs/screenshots] [--thumbnails workflows]
 
-Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/test_browser.py, with the tiny
+Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/integration/test_browser.py, with the tiny
 judge the tests teach on the CPU to answer in Q-Insight's format (about a minute to build): the
 pictures show what the nodes display, not what the real judge would say about these images.
 """

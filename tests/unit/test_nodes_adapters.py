@@ -12,7 +12,7 @@ import torch
 
 from qinsight_sdk.testing import build_tiny_rali
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # the pack as ComfyUI imports it: a package whose nodes reach the SDK by relative imports
 spec = importlib.util.spec_from_file_location(
     "qinsight_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]

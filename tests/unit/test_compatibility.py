@@ -14,7 +14,7 @@ import pytest
 
 from qinsight_sdk.backends import compatibility
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"transformers": "4.57.1", "torch": "2.6.0+cu124"}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from brightness_family import install_as_plugin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns("__pycache__")
 
 PROCESS = r"""

@@ -128,7 +128,7 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path, capsys):
 def test_the_docs_explain_every_field():
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
     section = page[page.index("## The config file") : page.index("## Running it")]
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`{f.name}`" not in section]
     assert not missing

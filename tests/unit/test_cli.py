@@ -694,7 +694,7 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
     path = tmp_path / "a.png"
     save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 3.5, "error": None})])
     noise_image(2).save(tmp_path / "b.jpg")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
         [sys.executable, "-c", NO_TORCH, "score", "--from-metadata", str(tmp_path)],
         capture_output=True,

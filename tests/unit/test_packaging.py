@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -197,7 +197,7 @@ def test_registry_icon_is_the_drawn_square_png(tmp_path):
         assert image.format == "PNG" and image.width == image.height <= 400
         committed = image.convert("RGBA")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "make_icon.py"), str(tmp_path / "icon.png")],
+        [sys.executable, str(ROOT / "scripts" / "make_icon.py"), str(tmp_path / "icon.png")],
         capture_output=True,
         text=True,
         timeout=60,
