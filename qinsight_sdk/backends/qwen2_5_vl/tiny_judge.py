@@ -193,11 +193,11 @@ def _train(folder: Path, progress: bool) -> None:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / WARMUP, 1 - step / STEPS))
     average = [p.detach().clone() for p in trained]
     tail = _AnswerTail(model)
-    # one thread: the same weights on any machine (the order of a sum follows the thread count), and no
-    # collapse on a busy one (two builds, each a spinning OpenMP team of two on two cores, took 11 minutes
-    # instead of one; alone, one thread costs 70 s instead of 51)
+    # two threads at most: the same weights on any machine with two cores or more (the order of a sum
+    # follows the thread count), the weights the recipe was tuned on (one thread gives others, which fail
+    # the tiny judge's tests at transformers 4.51.3)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(min(threads, 2))
     try:
         for step in tqdm(
             range(STEPS), desc="training the tiny judge", unit="step", file=sys.stderr, disable=not progress
