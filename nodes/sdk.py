@@ -20,7 +20,7 @@ from types import ModuleType
 
 NAME = "qinsight_sdk"
 PACK_COPY = Path(__file__).resolve().parent.parent / NAME
-_VERSION = re.compile(r'^__version__ = "([^"]+)"', re.MULTILINE)
+_VERSION = re.compile(r'^\[project\]\nname = "qinsight"\nversion = "([^"]+)"$', re.MULTILINE)
 log = logging.getLogger("qinsight")
 
 
@@ -57,8 +57,12 @@ def _is_pack_copy(module: ModuleType) -> bool:
 
 
 def pack_version() -> str | None:
-    """The version the pack's own copy declares (read, not imported: importing it would make a second copy)."""
-    found = _VERSION.search((PACK_COPY / "__init__.py").read_text(encoding="utf-8"))
+    """The version the pack declares in its ``pyproject.toml`` (the Registry's), as its own copy of the SDK
+    reports it (read, not imported: importing that copy would make the second module this avoids)."""
+    try:
+        found = _VERSION.search((PACK_COPY.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    except OSError:
+        return None
     return found.group(1) if found else None
 
 

@@ -10,7 +10,9 @@ environment without torch or transformers.
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 _EXPORTS = {
@@ -34,7 +36,28 @@ _EXPORTS = {
     "UsageError": "errors",
 }
 __all__ = list(_EXPORTS)
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The version ``pyproject.toml`` gives, the one place it is written: read from the file beside the
+    package where there is one (a checkout, the ComfyUI pack), else from the installed distribution (a
+    wheel). Read, not imported from a generated file, so an editable install never reports a stale one."""
+    try:
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    found = re.search(r'^\[project\]\nname = "qinsight"\nversion = "([^"]+)"$', text, re.MULTILINE)
+    if found:
+        return found.group(1)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qinsight")
+    except PackageNotFoundError:  # the package folder alone, copied somewhere
+        return "0+unknown"
+
+
+__version__ = _version()
 
 
 def __getattr__(name: str) -> Any:

@@ -107,6 +107,8 @@ def test_the_installed_wheel_runs_its_command_builds_a_judge_and_scores(installe
         timeout=120,
     )
     assert Path(where.stdout.strip()).is_relative_to(python.parent.parent), where.stdout + where.stderr
+    version = subprocess.run([str(qinsight), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert version.stdout == f"qinsight {VERSION}\n", version.stderr
     shown = subprocess.run(
         [str(qinsight), "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
     )

@@ -49,15 +49,19 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def installs(tmp_path_factory):
-    """A site folder with the SDK (version 0.0.1) and a plugin family, and a cloned pack (the repository's)."""
+    """A site folder with the SDK installed as version 0.0.1 (its dist-info says so, as pip writes it) and a
+    plugin family, and a cloned pack (the repository's files, its pyproject.toml with its version)."""
     top = tmp_path_factory.mktemp("installs")
     site, pack = top / "site", top / "custom_nodes" / "qinsight"
     shutil.copytree(ROOT / "qinsight_sdk", site / "qinsight_sdk", ignore=IGNORE)
-    init = site / "qinsight_sdk" / "__init__.py"
-    init.write_text(init.read_text().replace(f'__version__ = "{pack_version()}"', '__version__ = "0.0.1"'))
+    (site / "qinsight-0.0.1.dist-info").mkdir()
+    (site / "qinsight-0.0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: qinsight\nVersion: 0.0.1\n"
+    )
     shutil.copytree(ROOT / "qinsight_sdk", pack / "qinsight_sdk", ignore=IGNORE)
     shutil.copytree(ROOT / "nodes", pack / "nodes", ignore=IGNORE)
-    shutil.copy(ROOT / "__init__.py", pack / "__init__.py")
+    for name in ("__init__.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, pack / name)
     return site.resolve(), pack.resolve(), install_as_plugin(site)
 
 
@@ -106,7 +110,8 @@ def test_a_pack_copy_that_fails_to_import_is_not_left_as_the_sdk(tmp_path):
     pack = tmp_path / "qinsight"
     shutil.copytree(ROOT / "nodes", pack / "nodes", ignore=IGNORE)
     (pack / "qinsight_sdk").mkdir()
-    (pack / "qinsight_sdk" / "__init__.py").write_text('__version__ = "9"\nraise RuntimeError("half written")\n')
+    (pack / "qinsight_sdk" / "__init__.py").write_text('raise RuntimeError("half written")\n')
+    (pack / "pyproject.toml").write_text('[project]\nname = "qinsight"\nversion = "9.0.0"\n')
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('sdk_binding', {str(pack / 'nodes' / 'sdk.py')!r})\n"
@@ -116,4 +121,4 @@ def test_a_pack_copy_that_fails_to_import_is_not_left_as_the_sdk(tmp_path):
         "print('qinsight_sdk' in sys.modules, binding.pack_version())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert done.stdout.splitlines() == ["half written", "half written", "False 9"], done.stderr
+    assert done.stdout.splitlines() == ["half written", "half written", "False 9.0.0"], done.stderr

@@ -135,6 +135,19 @@ def test_pack_version_is_semver_and_the_sdks():
     assert qinsight_sdk.__version__ == PYPROJECT["project"]["version"]
 
 
+def test_the_version_is_read_from_pyproject_not_from_an_install(monkeypatch, tmp_path):
+    """pyproject.toml is the one place: a checkout or the pack reads it even where an older install's
+    metadata says otherwise; a package without it (a wheel) asks the installed distribution."""
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.7")
+    assert qinsight_sdk._version() == PYPROJECT["project"]["version"]
+    copy = tmp_path / "qinsight_sdk"
+    copy.mkdir()
+    monkeypatch.setattr(qinsight_sdk, "__file__", str(copy / "__init__.py"))
+    assert qinsight_sdk._version() == "0.0.7"
+
+
 def comfy_node_validate(folder: Path, home: Path) -> subprocess.CompletedProcess:
     """comfy-cli's pre-publishing check, offline and without questions: no telemetry (DO_NOT_TRACK, and
     --no-enable-telemetry should it ask anyway), no update check, its config in a fresh HOME, and the cache
@@ -170,7 +183,7 @@ def test_comfy_node_validate_accepts_the_pack(tmp_path):
 @pytest.mark.parametrize(
     "good, bad, expected, fails",
     [
-        ('version = "0.1.0"', "version = 1", "project version is empty", True),
+        (f'version = "{PYPROJECT["project"]["version"]}"', "version = 1", "project version is empty", True),
         # only a warning (exit code 0), which the test above counts as a failure
         (
             'requires-comfyui = ">=0.3.64"',

@@ -10,6 +10,7 @@ import pytest
 from qinsight_sdk.errors import QInsightError, UsageError
 from qinsight_sdk.io import records
 from qinsight_sdk.io.records import RecordFileError, key_of, make_row, open_store, read_store, row_text
+from qinsight_sdk.judging.results import ScoreResult
 
 FAST = {"model": "m", "mode": "fast"}
 
@@ -448,3 +449,59 @@ def test_old_rows_are_keyed_from_the_folder_the_command_runs_in(tmp_path, monkey
     written.close()
     assert list(written.rows) == [str(tmp_path / "a.png")]
     assert list(read_store(path, "score").rows) == [str(tmp_path / "a.png")]
+
+
+class FakeMsvcrt:
+    """Windows' ``msvcrt.locking`` as record files use it, for a Linux run: a non-blocking exclusive lock
+    held by the open handle until it closes, refused (OSError) while another handle holds it. It is kept
+    with the real flock (per open file, let go on close, as Windows' locks are), taken before the test hides
+    fcntl. A lock taken away from byte 0 is refused outright: it would exclude no other run."""
+
+    LK_NBLCK = 2
+
+    def __init__(self, fcntl):
+        self.fcntl = fcntl
+
+    def locking(self, fd, mode, nbytes):
+        assert mode == self.LK_NBLCK and nbytes >= 1
+        if os.lseek(fd, 0, os.SEEK_CUR) != 0:
+            raise AssertionError("a lock away from byte 0 would exclude no other qinsight run")
+        try:
+            self.fcntl.flock(fd, self.fcntl.LOCK_EX | self.fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OSError(13, "Permission denied") from None
+
+
+@pytest.fixture
+def on_windows(monkeypatch):
+    """No fcntl, as on Windows, and the simulated msvcrt."""
+    import fcntl
+    import sys
+
+    monkeypatch.setitem(sys.modules, "msvcrt", FakeMsvcrt(fcntl))
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # "import fcntl" raises ImportError
+
+
+def test_on_windows_a_second_writer_and_a_reader_stop_at_once(tmp_path, on_windows):
+    path = tmp_path / "out.jsonl"
+    first = open_store(path, "score", FAST)
+    first.write(["a.png"], ScoreResult(score=3.5).to_dict())  # a file with rows: opened for appending at its end
+    for attempt in (lambda: open_store(path, "score", FAST), lambda: read_store(path, "score")):
+        with pytest.raises(UsageError, match="is being written by another qinsight run"):
+            attempt()
+    first.close()
+    store = open_store(path, "score", FAST)  # the lock went with the handle
+    store.close()
+    assert [row["score"] for row in read_store(path, "score").rows.values()] == [3.5]
+
+
+def test_on_windows_readers_take_the_lock_briefly_so_a_writer_waits_for_none_of_them(tmp_path, on_windows):
+    """Windows has no shared lock: a reader holds the byte while it reads, then lets go."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("")
+    reading = records._open_locked(path, exclusive=False)
+    with pytest.raises(UsageError):
+        records._open_locked(path, exclusive=False)
+    reading.close()
+    read_store(path, "score")
+    open_store(path, "score", FAST).close()
