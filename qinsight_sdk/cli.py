@@ -54,7 +54,7 @@ from .judging.judge_config import JudgeConfig, resolve_judge_config
 from .judging.profiles import PROFILES
 from .judging.prompts import PromptOrder
 from .judging.results import RESULT_TYPES
-from .judging.selection import HYBRID_POOL, STRATEGIES
+from .judging.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 from .judging.tasks import TASKS
 from .service import TOKEN_ENV_VAR, ServiceSettings
 
@@ -818,13 +818,13 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
     return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
 
 
-def _progress(total: int, rows_on_terminal: bool) -> Any:
-    """A progress bar of images on standard error (count, rate, time left), shown only on a terminal and
-    not over rows that standard output is printing to the same terminal."""
+def _progress(total: int, rows_on_terminal: bool, unit: str = "image") -> Any:
+    """A progress bar on standard error (count, rate, time left), shown only on a terminal and not over
+    rows that standard output is printing to the same terminal meanwhile."""
     from tqdm.auto import tqdm
 
     quiet = not sys.stderr.isatty() or (rows_on_terminal and sys.stdout.isatty())
-    return tqdm(total=total, unit="image", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=quiet, dynamic_ncols=True)
 
 
 def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
@@ -914,15 +914,19 @@ def _run_rank(args: argparse.Namespace) -> int:
         if store is not None:
             store.clear()
         judge = _load_judge(args, comparison=False)
-        ranking = judge.rank(
-            images,
-            strategy=args.strategy,
-            top_k=args.top_k,
-            pool=args.pool,
-            batch_size=args.batch_size,
-            keep=args.keep,
-            prefilter=None if prefilter is None else _load_judge(prefilter, comparison=False),
-        )
+        ranked = len(images) if prefilter is None else min(args.keep, len(images))
+        steps = ranking_steps(ranked, args.strategy, args.pool) + (0 if prefilter is None else len(images))
+        with _progress(steps, rows_on_terminal=False, unit="step") as bar:  # rows come after it
+            ranking = judge.rank(
+                images,
+                strategy=args.strategy,
+                top_k=args.top_k,
+                pool=args.pool,
+                batch_size=args.batch_size,
+                keep=args.keep,
+                prefilter=None if prefilter is None else _load_judge(prefilter, comparison=False),
+                on_result=lambda _step, _result: bar.update(),
+            )
         for place, (index, score) in enumerate(zip(ranking.order, ranking.scores), start=1):
             _emit(
                 store,

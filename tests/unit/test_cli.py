@@ -1016,3 +1016,14 @@ def test_a_progress_bar_only_on_a_terminal_and_never_over_rows(
     assert cli.main(argv) == 0
     assert ("5/5" in err.getvalue() and "image/s" in err.getvalue()) is shown, err.getvalue()
     assert err.getvalue().endswith("score: 5 images, 0 with errors\n")
+
+
+@pytest.mark.parametrize("strategy, steps", [("score", 5), ("tournament", 4), ("hybrid", 5 + 3)])
+def test_rank_shows_its_steps_on_a_terminal(scripted, image_files, monkeypatch, strategy, steps):
+    """One step per image scored and per match, as ranking_steps counts them; the rows come after the bar."""
+    err, out = Terminal(), Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    cli.main(["rank", *map(str, image_files), "--strategy", strategy, "--pool", "3"])
+    assert f"{steps}/{steps}" in err.getvalue() and "step/s" in err.getvalue(), err.getvalue()
+    assert len(rows(out.getvalue())) == 5
