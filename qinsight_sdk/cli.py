@@ -102,13 +102,10 @@ def _named(text: str) -> str:
 
 
 def _port(text: str) -> int:
-    """argparse type for --port: a TCP port number."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
+    """argparse type for --port: a TCP port number, 1 to 65535."""
+    value = _at_least_one(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, got {value}")
     return value
 
 

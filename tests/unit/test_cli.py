@@ -976,9 +976,9 @@ def test_version(capsys):
         (["score", "x.png", "--model", ""], "argument --model: is empty: name a Hugging Face id or a folder"),
         (["score", "x.png", "--model", "  "], "argument --model: is empty"),
         (["rank", "x.png", "--prefilter", ""], "argument --prefilter: is empty"),
-        (["serve", "--port", "0"], "argument --port: must be from 1 to 65535, got 0"),
-        (["serve", "--port", "65536"], "argument --port: must be from 1 to 65535, got 65536"),
-        (["serve", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["serve", "--port", "0"], "argument --port: must be at least 1, got 0"),
+        (["serve", "--port", "65536"], "argument --port: must be at most 65535, got 65536"),
+        (["serve", "--port", "http"], "argument --port: 'http' is not a whole number"),
         (
             ["score", "x.png", "--max-pixels", "12845057"],
             "argument --max-pixels: max_pixels=12,845,057 is above 12,845,056, the most the model's image processor",
