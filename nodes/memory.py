@@ -108,7 +108,7 @@ class JudgeHandle:
         if self.judge is None:
             self._load(load_device)
         if self.patcher is None:  # nothing for ComfyUI to manage: the backend keeps its own memory
-            return self.judge.to(load_device) if hasattr(self.judge.backend, "to") else self.judge
+            return self._moved(load_device)
         # all or nothing: a transformers model cannot run with some layers left on the offload device
         mm.load_models_gpu([self.patcher], force_full_load=True)
         if self.spec.quantized:
@@ -136,14 +136,20 @@ class JudgeHandle:
             quantization=self.spec.quantization,
             profile=None if self.spec.judge == "auto" else self.spec.judge,
         )
-        self.judge = judge
         module = _module_of(judge)
         if module is None:
+            self.judge = judge
             return
         weights = _Weights(module, offload_device)
         self.patcher = comfy.model_patcher.ModelPatcher(weights, load_device=load_device, offload_device=offload_device)
         if self.spec.quantized:
             self.patcher.add_callback(CallbacksMP.ON_DETACH, self._on_detach)
+        self.judge = judge  # only now: a judge without its patcher would pass for one ComfyUI does not manage
+
+    def _moved(self, device: torch.device | str) -> QualityJudge:
+        """A judge ComfyUI does not manage, moved to ``device`` where its backend can move (a remote one
+        cannot)."""
+        return self.judge.to(device) if hasattr(self.judge.backend, "to") else self.judge
 
     def _make_room(self, device: torch.device) -> None:
         """Have ComfyUI free what a quantized judge will take on ``device`` before it is quantized there:
@@ -194,8 +200,7 @@ class JudgeHandle:
             self._free()
             return
         if self.patcher is None:
-            if hasattr(self.judge.backend, "to"):
-                self.judge.to("cpu")
+            self._moved("cpu")
             return
         self.judge.to(self.patcher.offload_device)
         import comfy.model_management as mm
