@@ -3,6 +3,8 @@
     from qinsight_sdk import QualityJudge
     judge = QualityJudge.from_pretrained()          # ByteDance/Q-Insight, subfolder score_degradation
     judge.score("photo.jpg").score                  # 1..5
+    video_judge = QualityJudge.from_pretrained(subfolder="vqinsight-naturalvideo")
+    video_judge.score("clip.mp4").score             # 0..100
 
 Names are imported on first use, so ``qinsight_sdk.client`` (standard library only) works in an
 environment without torch or transformers.
@@ -23,6 +25,8 @@ _EXPORTS = {
     "Ranking": "judging.results",
     "DecodingOptions": "judging.decoding",
     "ImageBounds": "io.images",
+    "Video": "io.videos",
+    "VideoClip": "io.videos",
     "PromptOrder": "judging.prompts",
     "Backend": "backends.base",
     "JudgeProfile": "judging.profiles",

@@ -12,6 +12,7 @@ from qinsight_sdk import DecodingOptions, QualityJudge
 from qinsight_sdk.testing import (
     build_tiny_checkpoint,
     cached_tiny_judge,
+    cached_tiny_video_judge,
 )
 
 
@@ -30,6 +31,13 @@ def tiny_judge_model(tmp_path_factory):
     """The tiny checkpoint trained to answer in Q-Insight's format (about half a minute on this CPU),
     kept between runs in pytest's own temporary root, keyed by the recipe and the library versions."""
     return cached_tiny_judge(tmp_path_factory.getbasetemp().parent / "qinsight-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_video_judge_model(tmp_path_factory):
+    """The tiny checkpoint trained to answer VQ-Insight's video tasks (about a minute on this CPU), kept
+    between runs like the tiny judge."""
+    return cached_tiny_video_judge(tmp_path_factory.getbasetemp().parent / "qinsight-cache")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +68,7 @@ _HEAVY_FIXTURES = {
     "tiny_model": "model",
     "tiny_judge": "model",
     "tiny_judge_model": "model",
+    "tiny_video_judge_model": "model",
     "comfy": "comfyui",
     "ray_service": "ray",
     "ray_cluster": "ray",

@@ -70,6 +70,28 @@ class RatingDistribution:
 
 
 @dataclass(frozen=True)
+class TwoDigitDistribution:
+    """The model's belief about a two-digit rating "de" (10 to 99) on a 0-100 scale, read where it starts.
+
+    ``tens[i]`` is the probability that the rating starts with the digit ``i + 1`` (1..9, renormalised over
+    those nine); ``units[i, k]`` that the next digit is ``k`` given that first digit. As if the model wrote a
+    whole number from 10 to 99, which is where the video judges' scores lie (their decimals, a rating below
+    10 or of 100 are outside this reading).
+    """
+
+    tens: torch.Tensor  # (9,) float64
+    units: torch.Tensor  # (9, 10) float64
+
+    def expected(self) -> tuple[float, float]:
+        """Mean and standard deviation of the rating 10 d + e under this distribution (all 90 ratings)."""
+        values = 10 * torch.arange(1, 10, dtype=torch.float64)[:, None] + torch.arange(10, dtype=torch.float64)
+        joint = self.tens[:, None] * self.units
+        mean = (joint * values).sum()
+        variance = (joint * (values - mean) ** 2).sum()
+        return float(mean), float(variance.clamp_min(0).sqrt())
+
+
+@dataclass(frozen=True)
 class Generation:
     """One answer: its text, whether the model ended it (False: cut at ``max_new_tokens``), how many
     tokens it took (None where a backend does not count), and, when asked, the model's probabilities at

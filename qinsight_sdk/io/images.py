@@ -240,6 +240,33 @@ def _normalised(source: ImageInput, bounds: ImageBounds, geometry: ImageGeometry
     return rgb
 
 
+def frame_to_rgb(source: Any, name: str) -> np.ndarray:
+    """One in-memory frame (a PIL image, or an HxWxC / CxHxW array or tensor) as 8-bit RGB pixels
+    ``(H, W, 3)``, read as :func:`load_image` reads images but never resized (video frames are sized
+    by the video rules, :mod:`qinsight_sdk.io.video_sampling`).
+
+    Args:
+        source: the frame.
+        name: how a refusal names it ("frame 3 of the array", say).
+
+    Returns:
+        The pixels.
+
+    Raises:
+        ImageInputError: not a frame, or values that are not pixels.
+    """
+    if isinstance(source, Image.Image):
+        image = _loaded(source, name)
+    elif isinstance(source, np.ndarray):
+        image = _array_to_pil(source, False, f"{name} (shape {tuple(source.shape)}, dtype {source.dtype})")
+    elif _is_tensor(source):
+        dtype = str(source.dtype).removeprefix("torch.")
+        image = _array_to_pil(_tensor_to_numpy(source), True, f"{name} (shape {tuple(source.shape)}, dtype {dtype})")
+    else:
+        raise ImageInputError(f"{name} is a {type(source).__name__}: a frame is a PIL image, an array or a tensor")
+    return np.asarray(to_rgb(image, name))
+
+
 def _loaded(image: Image.Image, name: str) -> Image.Image:
     try:
         image.load()
@@ -484,6 +511,41 @@ def to_patches(
     for channel in range(channels):  # normalised by lookup, written once per temporal frame
         shaped[:, channel] = table[channel].take(frame[:, channel])[:, None]
     return out, (1, grid_h, grid_w)
+
+
+def to_video_patches(
+    frames: np.ndarray, spec: PatchSpec, out: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The model's pixel input for one video's frames (uint8 ``(n, H, W, 3)``, n a multiple of the temporal
+    patch, sides on the patch grid) and its (t, h, w) grid: :func:`to_patches` with each patch's temporal
+    slots holding consecutive frames instead of one frame repeated, as Qwen2-VL's processors do it."""
+    count, height, width, channels = frames.shape
+    grid_t, grid_h, grid_w = count // spec.temporal, height // spec.patch, width // spec.patch
+    gathered = np.ascontiguousarray(
+        frames.reshape(
+            grid_t,
+            spec.temporal,
+            grid_h // spec.merge,
+            spec.merge,
+            spec.patch,
+            grid_w // spec.merge,
+            spec.merge,
+            spec.patch,
+            channels,
+        ).transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
+    ).reshape(grid_t * grid_h * grid_w, channels, spec.temporal * spec.patch**2)
+    if out is None:
+        out = np.empty((grid_t * grid_h * grid_w, channels * spec.temporal * spec.patch**2), dtype=np.float32)
+    shaped = out.view()
+    shaped.shape = (grid_t * grid_h * grid_w, channels, spec.temporal * spec.patch**2)  # a view, never a copy
+    table = _normalising_table(spec)
+    for channel in range(channels):
+        shaped[:, channel] = table[channel].take(gathered[:, channel])
+    return out, (grid_t, grid_h, grid_w)
+
+
+def video_patch_count(frames: np.ndarray, spec: PatchSpec) -> int:
+    return (len(frames) // spec.temporal) * (frames.shape[1] // spec.patch) * (frames.shape[2] // spec.patch)
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from PIL import Image
 
 from ..errors import ImageInputError, UsageError
 from ..io.images import PATCH_GRID_GEOMETRY, ImageInput
@@ -44,11 +43,11 @@ Outcome = Any | Failure  # a step's output for one request, or why there is none
 
 @dataclass
 class Request:
-    """One question to the model: its conversation and its images (paths or arrays until loaded)."""
+    """One question to the model: its conversation and its images or videos (paths or arrays until loaded)."""
 
     conversation: list[Message]
     sources: list[ImageInput]
-    images: list[Image.Image] | None = None
+    images: list[Any] | None = None  # PIL images, or a video judge's clips
     failure: Failure | None = None
 
 
@@ -70,13 +69,13 @@ class BatchRunner:
 
     def __init__(
         self,
-        load: Callable[[ImageInput], Image.Image],
+        load: Callable[[ImageInput], Any],
         max_batch_tokens: int,
         overlap: Callable[[], bool] = lambda: True,
-        tokens: Callable[[int, int], int] = PATCH_GRID_GEOMETRY.tokens,
+        cost: Callable[[Any], int] = lambda image: PATCH_GRID_GEOMETRY.tokens(image.width, image.height),
     ) -> None:
         self.load = load
-        self.tokens = tokens  # an image's cost by its (width, height), in the unit of max_batch_tokens
+        self.cost = cost  # a loaded image's or video's cost, in the unit of max_batch_tokens
         self.max_batch_tokens = max_batch_tokens
         self.overlap = overlap  # asked per run: whether to prepare the next batch in a helper thread
         self.memory_cap: int | None = None
@@ -132,7 +131,7 @@ class BatchRunner:
         """Similar sizes together, each batch within the request and padded-token budgets."""
         cap = min(batch_size, self.memory_cap or batch_size)
         batches: list[list[int]] = []
-        cost = {i: sum(self.tokens(image.width, image.height) for image in requests[i].images or []) for i in indices}
+        cost = {i: sum(self.cost(item) for item in requests[i].images or []) for i in indices}
         for index in sorted(indices, key=lambda i: (cost[i], i)):
             current = batches[-1] if batches else None
             if current is None or len(current) >= cap or (len(current) + 1) * cost[index] > self.max_batch_tokens:

@@ -22,6 +22,7 @@ from ..backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL
 from ..backends.quantization import Quantization
 from ..errors import UsageError
 from ..io.images import PATCH_GRID_GEOMETRY, ImageBounds, ImageInput, load_image, split_inputs
+from ..io.videos import VideoClip, load_video, split_videos
 from .batching import BatchRunner, Failure, Outcome, Request, Step
 from .decoding import DecodingOptions
 from .judge_config import JudgeConfig, resolve_judge_config
@@ -85,10 +86,10 @@ class QualityJudge:
         # how this model family sizes images and what each costs (Qwen2-VL's patch grid unless it says)
         self.geometry = getattr(backend, "geometry", PATCH_GRID_GEOMETRY)
         self.batching = BatchRunner(
-            self.load_image,
+            self._load_media,
             max_batch_tokens,
             overlap=lambda: self.backend.device.type != "cpu",
-            tokens=self.geometry.tokens,
+            cost=self._cost,
         )
         self._warned_zero_shot = False
 
@@ -221,10 +222,10 @@ class QualityJudge:
                 "reasoning to give: use mode='fast' (its default)"
             )
         if mode == "fast":
-            step = Step(self._encoder(self.profile.fast_prefix()), self.backend.rating_distributions)
-            scale = self.profile.rating_range
+            step = Step(self._encoder(self.profile.fast_prefix()), self._fast_reader())
+            scale, keep = self.profile.rating_range, self.profile.media == "video"
             return self._single_image_task(
-                "score", images, step, lambda d: score_of_distribution(d, scale), batch_size, on_result, fast=True
+                "score", images, step, lambda d: score_of_distribution(d, scale, keep), batch_size, on_result, fast=True
             )
         return self._single_image_task(
             "score",
@@ -317,6 +318,8 @@ class QualityJudge:
                 )
             image_a, image_b = pair[0], pair[1]
             chosen = pair[2] if len(pair) == 3 and pair[2] is not None else reference
+            if chosen is not None and self.profile.prompt("comparison").with_reference is None:
+                raise UsageError(f"judge profile {self.profile.name!r} compares two without a reference")
             conversation = self.profile.messages("comparison", with_reference=chosen is not None)
             if chosen is not None:
                 self._warn_zero_shot_reference()
@@ -414,7 +417,8 @@ class QualityJudge:
     def reward(
         self, images: Any, batch_size: int | None = None, on_result: ResultCallback | None = None
     ) -> torch.Tensor:
-        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5].
+        """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (a video
+        judge's from its own scale, 0-100 for VQ-Insight's: reward = score / 100).
 
         For a judge whose profile has no fast mode, the greedily decoded score (slower, as deterministic).
         A score a little beyond the scale (a fast score can reach 5.99) gives the bound, 1.0 or 0.0: the
@@ -435,11 +439,12 @@ class QualityJudge:
         else:
             results = self.score(images, batch_size=batch_size, decoding=DecodingOptions(), on_result=on_result)
         results = results if isinstance(results, list) else [results]
+        low, high = self.profile.rating_range if self.judges_video else (1.0, 5.0)  # the scale results are on
         rewards = []
         for index, result in enumerate(results):
             if result.score is None:
                 logger.warning("reward 0.0 for image %d: %s", index, result.error)
-            rewards.append(0.0 if result.score is None else min(1.0, max(0.0, (result.score - 1.0) / 4.0)))
+            rewards.append(0.0 if result.score is None else min(1.0, max(0.0, (result.score - low) / (high - low))))
         return torch.tensor(rewards, dtype=torch.float32)
 
     def load_image(self, source: ImageInput) -> Image.Image:
@@ -470,6 +475,42 @@ class QualityJudge:
         return self
 
     # -- the pipeline, task by task --------------------------------------------------------------------
+
+    @property
+    def judges_video(self) -> bool:
+        """Whether this judge looks at videos (its profile's ``media``): its methods then take videos
+        (paths, frames, arrays, :class:`~qinsight_sdk.io.videos.Video`) wherever images are taken."""
+        return self.profile.media == "video"
+
+    def load_video(self, source: Any) -> VideoClip:
+        """One video decoded, sampled and resized as the VQ-Insight judges saw videos, as every task does it.
+
+        Args:
+            source: a path, video file bytes, a list of frames, a ``(T, H, W, C)`` or ``(T, C, H, W)`` array
+                or tensor, or :class:`~qinsight_sdk.io.videos.Video` (frames with their frame rate).
+
+        Returns:
+            The frames the judge sees (:mod:`qinsight_sdk.io.video_sampling`).
+
+        Raises:
+            ImageInputError: the input is missing, broken, too large, or not a video.
+        """
+        return load_video(source)
+
+    def _load_media(self, source: Any) -> Image.Image | VideoClip:
+        return self.load_video(source) if self.judges_video else self.load_image(source)
+
+    def _cost(self, item: Image.Image | VideoClip) -> int:
+        return item.tokens if isinstance(item, VideoClip) else self.geometry.tokens(item.width, item.height)
+
+    def _fast_reader(self) -> Callable[[Any], list[Any]]:
+        """The backend's reading of rating digits, as this judge's profile writes its ratings."""
+        if self.profile.fast_rating == "d.dd":
+            return self.backend.rating_distributions
+        reader = getattr(self.backend, "two_digit_distributions", None)
+        if reader is None:
+            raise UsageError(f"this backend cannot read two-digit ratings, so {self.profile.name!r} has no fast mode")
+        return cast("Callable[[Any], list[Any]]", reader)
 
     def _batch_size(self, batch_size: int | None) -> int:
         return self.batch_size if batch_size is None else batch_size
@@ -511,7 +552,7 @@ class QualityJudge:
         fast: bool = False,
     ) -> Any:
         conversation = self.profile.messages(task, self.prompt_order if self._reorder else None, fast=fast)
-        sources, single = split_inputs(images)
+        sources, single = split_videos(images) if self.judges_video else split_inputs(images)
 
         def finish(index: int, outcome: Outcome) -> Any:
             result = self._result(task, outcome, aggregate)

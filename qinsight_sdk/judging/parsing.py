@@ -48,6 +48,7 @@ class ParsedScore:
     score: float | None
     reasoning: str | None
     error: str | None
+    dimensions: dict[str, float] | None = None  # a multi-dimension judge's scores by name
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,11 @@ def _lower_keys(obj: dict) -> dict:
 OVERSHOOT = 0.25  # how far beyond its scale, as a share of the scale's span, a rating is still taken as written
 
 
-def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float | None, str | None]:
-    """A rating mapped linearly from the judge's scale onto 1-5, the scale results use, never clamped.
+def _to_rating(
+    value: object, rating_range: Scale = FULL_SCALE, keep_scale: bool = False
+) -> tuple[float | None, str | None]:
+    """A rating mapped linearly from the judge's scale onto 1-5, the scale results use, never clamped
+    (``keep_scale``: left on the judge's own scale, as video judges' results are).
 
     A small overshoot (up to a quarter of the span beyond either end: 5.2 on 1-5) is taken as written, as
     the judges' own evaluation code takes it (VisualQuality-R1's reads the number as it is; Q-Insight's
@@ -151,7 +155,7 @@ def _to_rating(value: object, rating_range: Scale = FULL_SCALE) -> tuple[float |
             f"rating {rating:g} is far outside the judge's scale {low:g}-{high:g} (more than {margin:g} "
             "beyond it): the answer is broken"
         )
-    if (low, high) == FULL_SCALE:
+    if keep_scale or (low, high) == FULL_SCALE:
         return rating, None  # exactly as written
     return 1.0 + 4.0 * (rating - low) / (high - low), None
 
@@ -300,6 +304,99 @@ def parse_comparison(text: str) -> ParsedComparison:
         problem = (
             "names more than one of Image A, Image B, Similar" if named else "names none of Image A, Image B, Similar"
         )
+        return ParsedComparison(None, reasoning, f"the answer {problem}" + _missing_answer_note(tagged))
+    except Exception as exc:
+        return ParsedComparison(None, None, f"could not parse the answer: {exc}")
+
+
+# -- VQ-Insight's video judges: answers on their own 0-100 scale -------------------------------------------
+
+
+def _video_rating(value: object, rating_range: Scale) -> tuple[float | None, str | None]:
+    """A number on the judge's own scale, kept as written (video results stay on 0-100), with the checks
+    of :func:`_to_rating`; thousands separators are dropped, as VQ-Insight's reward drops them."""
+    return _to_rating(value.replace(",", "") if isinstance(value, str) else value, rating_range, keep_scale=True)
+
+
+def parse_video_score(text: str, rating_range: Scale = (0.0, 100.0)) -> ParsedScore:
+    """VQ-Insight's natural-video answer: one number (0-100) in the answer block, kept on that scale."""
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        number = re.search(r"\d[\d,]*(?:\.\d+)?|\.\d+", body)
+        if number is not None and not tagged and number.group() != body:  # untagged text must be the number alone
+            number = None
+        if number is None:
+            return ParsedScore(None, reasoning, "no number found in the answer" + _missing_answer_note(tagged))
+        rating, error = _video_rating(number.group(), rating_range)
+        return ParsedScore(rating, reasoning, error)
+    except Exception as exc:  # a parser must never take a batch down
+        return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+
+def _dimension_values(body: str, keys: tuple[str, ...]) -> dict[str, object] | None:
+    """The keys' values: from the last JSON object holding them all, else one pattern per key (the
+    answers VQ-Insight was rewarded for write them without braces: "spatial": 40.48, ...)."""
+    for obj in _json_objects(body):
+        lowered = _lower_keys(obj)
+        if all(key in lowered for key in keys):
+            return {key: lowered[key] for key in keys}
+    found = {}
+    for key in keys:
+        matches = re.findall(rf"""["']?{key}["']?\s*[:=]\s*["']?({_NUMBER})""", body, re.IGNORECASE)
+        if matches:
+            found[key] = matches[-1]
+    return found or None
+
+
+def parse_video_dimensions(text: str, rating_range: Scale = (0.0, 100.0)) -> ParsedScore:
+    """VQ-Insight's AIGC answer: spatial, temporal and consistency scores (0-100); the score is their
+    mean, as the AIGC judge's reward averages them. A missing or broken key is an error naming it."""
+    from .prompts import VQ_AIGC_DIMENSIONS
+
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        values = _dimension_values(body, VQ_AIGC_DIMENSIONS)
+        if values is None:
+            return ParsedScore(
+                None,
+                reasoning,
+                "no spatial, temporal or consistency score in the answer" + _missing_answer_note(tagged),
+            )
+        dimensions, problems = {}, []
+        for key in VQ_AIGC_DIMENSIONS:
+            if key not in values:
+                problems.append(f"no {key} score")
+                continue
+            rating, error = _video_rating(values[key], rating_range)
+            if rating is None:
+                problems.append(f"{key}: {error}")
+            else:
+                dimensions[key] = rating
+        if problems:
+            return ParsedScore(None, reasoning, "; ".join(problems), dimensions or None)
+        return ParsedScore(sum(dimensions.values()) / len(dimensions), reasoning, None, dimensions)
+    except Exception as exc:  # a parser must never take a batch down
+        return ParsedScore(None, None, f"could not parse the answer: {exc}")
+
+
+_VIDEO_LABELS = {"a": "A", "video a": "A", "b": "B", "video b": "B"}
+
+
+def parse_video_comparison(text: str) -> ParsedComparison:
+    """VQ-Insight's comparison answer: "A" or "B" (as its prompt asks), or "Video A" / "Video B" (as its
+    question words it); an answer naming both is an error. There is no "similar"."""
+    try:
+        body, tagged = _answer_or_tail(text)
+        reasoning = extract_reasoning(text)
+        exact = _VIDEO_LABELS.get(_normalise_label(body) or "")
+        if exact:
+            return ParsedComparison(exact, reasoning, None)
+        named = {m[-1].upper() for m in re.findall(r"\bvideo\s*[ab]\b", body, re.IGNORECASE)}
+        if len(named) == 1:
+            return ParsedComparison(named.pop(), reasoning, None)
+        problem = "names both Video A and Video B" if named else "names neither Video A nor Video B"
         return ParsedComparison(None, reasoning, f"the answer {problem}" + _missing_answer_note(tagged))
     except Exception as exc:
         return ParsedComparison(None, None, f"could not parse the answer: {exc}")

@@ -25,18 +25,37 @@ from typing import Any
 from ..backends.checkpoints import COMPARISON_SUBFOLDER, PROFILE_FILE, QWEN25_VL, SCORE_SUBFOLDER
 from ..errors import UsageError
 from . import prompts
-from .parsing import FULL_SCALE, parse_comparison, parse_degradation, parse_first_number, parse_score, pattern_reader
-from .prompts import IMAGE, Message, PromptOrder
+from .parsing import (
+    FULL_SCALE,
+    parse_comparison,
+    parse_degradation,
+    parse_first_number,
+    parse_score,
+    parse_video_comparison,
+    parse_video_dimensions,
+    parse_video_score,
+    pattern_reader,
+)
+from .prompts import IMAGE, VIDEO, Message, PromptOrder
 
 FILE_FORMAT = 1  # the version of that file's layout
 IMAGES_PER_PROMPT = {"score": 1, "degradation": 1, "comparison": 2}
 
 # Answer readers by task and name; a score may also be read by a pattern (``answer_pattern``).
 ANSWER_READERS: dict[str, dict[str, Callable[..., Any]]] = {
-    "score": {"q-insight": parse_score, "last-answer-first-number": parse_first_number},
+    "score": {
+        "q-insight": parse_score,
+        "last-answer-first-number": parse_first_number,
+        "vq-insight-number": parse_video_score,
+        "vq-insight-dimensions": parse_video_dimensions,
+    },
     "degradation": {"q-insight": parse_degradation},
-    "comparison": {"q-insight": parse_comparison},
+    "comparison": {"q-insight": parse_comparison, "vq-insight": parse_video_comparison},
 }
+MEDIA = ("image", "video")  # what a judge looks at; a video judge's prompts hold VIDEO slots
+# How fast scores read a rating's digits: "d.dd" a 1-5 rating with two decimals (Q-Insight, VisualQuality-R1),
+# "dd" a two-digit rating from 10 to 99 (VQ-Insight's 0-100 scores)
+FAST_RATINGS = {"d.dd": FULL_SCALE, "dd": (0.0, 100.0)}
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,7 @@ class TaskPrompt:
     """How a profile asks one task, and how the answer is read.
 
     Attributes:
-        content: the user turn: texts and :data:`IMAGE` slots, in order.
+        content: the user turn: texts and :data:`IMAGE` slots (:data:`VIDEO` for a video judge), in order.
         answer: the reader of the answer, named in :data:`ANSWER_READERS` (``"q-insight"``: Q-Insight's
             formats; for scores also ``"last-answer-first-number"``).
         answer_pattern: for scores, a regular expression whose first group is the rating (its last match
@@ -78,7 +97,7 @@ class JudgeProfile:
         tasks: task (``"score"``, ``"degradation"``, ``"comparison"``) -> how it is asked.
         system_prompt: the system turn; None: the chat template's own (Qwen's "helpful assistant").
         chat_template_options: keyword arguments for the chat template, such as ``add_vision_id``.
-        rating_range: the scale it rates on; results are mapped onto 1-5.
+        rating_range: the scale it rates on; image results are mapped onto 1-5, video results keep it.
         reasons: whether its answers hold reasoning.
         fast_score: what fast scores ask (default: the score prompt).
         fast_score_prefix: the answer up to a rating's digits, forced in fast mode; None: no fast scores.
@@ -86,6 +105,10 @@ class JudgeProfile:
             expected score of reason mode).
         compares_with_reference: trained to compare two images against a reference.
         model_type: the checkpoint's config.json ``model_type`` (its model family).
+        media: ``"image"`` or ``"video"``: what it judges (a video judge takes videos wherever an image
+            judge takes images).
+        fast_rating: how fast scores read its rating's digits: ``"d.dd"`` (1-5 with two decimals) or
+            ``"dd"`` (two digits, 10 to 99, on a 0-100 scale).
         subfolder: where a released repository keeps it.
         hub_ids: Hugging Face ids that hold this judge.
         description: one line about it, for lists.
@@ -105,6 +128,8 @@ class JudgeProfile:
     rating_key: str | None = None
     compares_with_reference: bool = False
     model_type: str = QWEN25_VL
+    media: str = "image"
+    fast_rating: str = "d.dd"
     subfolder: str | None = field(default=None, compare=False)
     hub_ids: tuple[str, ...] = field(default=(), compare=False)
     description: str = field(default="", compare=False)
@@ -151,15 +176,20 @@ class JudgeProfile:
         """
         prompt = (self.fast_score or self.prompt("score")) if fast else self.prompt(task)
         turn = list(prompt.turn(with_reference))
-        if order is not None and IMAGES_PER_PROMPT[task] == 1:
+        if order is not None and IMAGES_PER_PROMPT[task] == 1 and self.media == "image":
             texts = [part for part in turn if part != IMAGE]
             turn = [IMAGE, *texts] if PromptOrder(order) is PromptOrder.IMAGE_FIRST else [*texts, IMAGE]
         user = {
             "role": "user",
-            "content": [dict(prompts.IMAGE_SLOT) if part == IMAGE else {"type": "text", "text": part} for part in turn],
+            "content": [_part(part) for part in turn],
         }
         system = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         return [*system, user]
+
+    @property
+    def slot(self) -> str:
+        """The placeholder its prompts hold where the judged media go: :data:`IMAGE` or :data:`VIDEO`."""
+        return VIDEO if self.media == "video" else IMAGE
 
     def own_order(self) -> PromptOrder:
         """Where the profile's score (else first) prompt puts its image."""
@@ -207,6 +237,8 @@ class JudgeProfile:
             "rating_key": self.rating_key,
             "compares_with_reference": self.compares_with_reference or None,
             "model_type": self.model_type if self.model_type != QWEN25_VL else None,
+            "media": self.media if self.media != "image" else None,
+            "fast_rating": self.fast_rating if self.fast_rating != "d.dd" else None,
         }
         return {**data, **{key: value for key, value in optional.items() if value is not None}}
 
@@ -234,6 +266,13 @@ class JudgeProfile:
         return path
 
 
+def _part(part: str) -> dict[str, str]:
+    """One piece of a user turn as a chat message holds it: a media slot, or a text."""
+    if part == IMAGE:
+        return dict(prompts.IMAGE_SLOT)
+    return dict(prompts.VIDEO_SLOT) if part == VIDEO else {"type": "text", "text": part}
+
+
 # -- reading and checking a profile file ------------------------------------------------------------------
 
 _PROFILE_KEYS = {
@@ -250,6 +289,8 @@ _PROFILE_KEYS = {
     "rating_key",
     "compares_with_reference",
     "model_type",
+    "media",
+    "fast_rating",
 }
 _PROMPT_KEYS = {"content", "answer", "answer_pattern", "with_reference"}
 
@@ -322,6 +363,8 @@ def profile_from_dict(data: Any, source: str = "profile") -> JudgeProfile:
             rating_key=data.get("rating_key"),
             compares_with_reference=bool(data.get("compares_with_reference", False)),
             model_type=data.get("model_type", QWEN25_VL),
+            media=data.get("media", "image"),
+            fast_rating=data.get("fast_rating", "d.dd"),
             description=str(data.get("description", "")),
         )
     except UsageError as exc:
@@ -359,22 +402,37 @@ def _check_profile(profile: JudgeProfile) -> None:
     low, high = profile.rating_range
     if not low < high:
         raise UsageError(f"judge profile {profile.name!r}: rating_range [{low}, {high}] is empty")
-    # an empty prefix: a judge with its own distribution over scores (RALI), not one whose digits are read
-    if (profile.fast_score_prefix or profile.rating_key is not None) and tuple(profile.rating_range) != FULL_SCALE:
+    if profile.media not in MEDIA:
         raise UsageError(
-            f"judge profile {profile.name!r}: fast scores and rating_key read the digits of a "
-            "rating from 1 to 5, so they need rating_range [1, 5]"
+            f"judge profile {profile.name!r}: media must be one of {', '.join(MEDIA)}, got {profile.media!r}"
+        )
+    if profile.fast_rating not in FAST_RATINGS:
+        raise UsageError(
+            f"judge profile {profile.name!r}: fast_rating must be one of {', '.join(FAST_RATINGS)}, "
+            f"got {profile.fast_rating!r}"
+        )
+    # an empty prefix: a judge with its own distribution over scores (RALI), not one whose digits are read
+    scale = FAST_RATINGS[profile.fast_rating]
+    if profile.fast_score_prefix and tuple(profile.rating_range) != scale:
+        raise UsageError(
+            f"judge profile {profile.name!r}: fast scores of fast_rating {profile.fast_rating!r} read the digits "
+            f"of a rating from {scale[0]:g} to {scale[1]:g}, so they need rating_range [{scale[0]:g}, {scale[1]:g}]"
+        )
+    if profile.rating_key is not None and tuple(profile.rating_range) != FULL_SCALE:
+        raise UsageError(
+            f"judge profile {profile.name!r}: rating_key reads the digits of a rating from 1 to 5, so it "
+            "needs rating_range [1, 5]"
         )
     prompts_to_check = list(profile.tasks.items())
     if profile.fast_score is not None:
         prompts_to_check.append(("score", profile.fast_score))
     for task, prompt in prompts_to_check:
-        _check_prompt(profile.name, task, prompt)
+        _check_prompt(profile.name, task, prompt, profile.slot)
     if profile.rating_key is not None:
         _compiled(profile.rating_key, f"judge profile {profile.name!r}: rating_key")
 
 
-def _check_prompt(name: str, task: str, prompt: TaskPrompt) -> None:
+def _check_prompt(name: str, task: str, prompt: TaskPrompt, slot: str = IMAGE) -> None:
     where = f"judge profile {name!r}, task {task}"
     if task not in IMAGES_PER_PROMPT:
         raise UsageError(f"{where}: unknown task; tasks are {', '.join(IMAGES_PER_PROMPT)}")
@@ -384,8 +442,11 @@ def _check_prompt(name: str, task: str, prompt: TaskPrompt) -> None:
             raise UsageError(f"{where}: only comparison has a with_reference prompt")
         turns.append((prompt.with_reference, 3))
     for turn, images in turns:
-        if sum(part == IMAGE for part in turn) != images:
-            raise UsageError(f"{where}: the prompt needs exactly {images} {IMAGE!r} slot(s), got {list(turn)!r}")
+        if sum(part == slot for part in turn) != images:
+            raise UsageError(f"{where}: the prompt needs exactly {images} {slot!r} slot(s), got {list(turn)!r}")
+        other = VIDEO if slot == IMAGE else IMAGE
+        if other in turn:
+            raise UsageError(f"{where}: a judge of {'videos' if slot == VIDEO else 'images'} has no {other!r} slots")
     if prompt.answer_pattern is not None:
         if task != "score":
             raise UsageError(f"{where}: answer_pattern reads ratings; {task} answers use a named reader")
@@ -496,6 +557,51 @@ VISUALQUALITY_R1_NON_THINKING = register_profile(
     )
 )
 
+
+# VQ-Insight (AAAI 2026): three Qwen2.5-VL-7B video judges in Q-Insight's repository, asked as its demos ask
+# (src/eval/demo_vqinsight_score.py and _comp.py): the video first, then the question; the comparison judge
+# "Video A:", video, "Video B:", video, question. Scores stay on their 0-100 scale.
+VQ_INSIGHT_NATURAL = register_profile(
+    JudgeProfile(
+        "vqinsight-naturalvideo",
+        {"score": TaskPrompt((VIDEO, prompts.VQ_NATURAL_QUESTION), answer="vq-insight-number")},
+        system_prompt=prompts.VQ_SCORE_SYSTEM_PROMPT,
+        rating_range=(0.0, 100.0),
+        fast_score_prefix=prompts.VQ_FAST_SCORE_ANSWER_PREFIX,
+        media="video",
+        fast_rating="dd",
+        subfolder="vqinsight-naturalvideo",
+        description="VQ-Insight's natural-video judge: a 0-100 quality score with reasoning",
+    )
+)
+VQ_INSIGHT_AIGC = register_profile(
+    JudgeProfile(
+        "vqinsight-aigcvideo",
+        {"score": TaskPrompt((VIDEO, prompts.VQ_AIGC_QUESTION), answer="vq-insight-dimensions")},
+        system_prompt=prompts.VQ_SCORE_SYSTEM_PROMPT,
+        rating_range=(0.0, 100.0),
+        media="video",
+        fast_rating="dd",
+        subfolder="vqinsight-aigcvideo",
+        description="VQ-Insight's AIGC-video judge: spatial, temporal and text-video consistency, each 0-100",
+    )
+)
+VQ_INSIGHT_COMPARISON = register_profile(
+    JudgeProfile(
+        "vqinsight-comp",
+        {
+            "comparison": TaskPrompt(
+                ("Video A:", VIDEO, "Video B:", VIDEO, prompts.VQ_COMPARISON_QUESTION), answer="vq-insight"
+            )
+        },
+        system_prompt=prompts.VQ_COMPARISON_SYSTEM_PROMPT,
+        rating_range=(0.0, 100.0),
+        media="video",
+        fast_rating="dd",
+        subfolder="vqinsight-comp",
+        description="VQ-Insight's AIGC-video comparison judge: which of two videos is better",
+    )
+)
 
 # RALI writes no text: one image in, a number out. Its prototype scores are taken to be on 0-1 (their
 # initialisation is U(0.3, 0.7), a normalised MOS); the range is logged at load, and a profile file with

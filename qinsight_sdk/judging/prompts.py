@@ -90,6 +90,40 @@ VQ_R1_NON_THINKING_QUESTION = (
 VQ_R1_FAST_SCORE_ANSWER_PREFIX = "<answer>"  # its non-thinking answer, up to the rating
 VQ_R1_RATING_KEY = r"<answer>\s*"  # its rating is the first number of its answer block
 
+# VQ-Insight's video judges (Q-Insight's repository, src/eval/demo_vqinsight_score.py and _comp.py, the same
+# in VQ-Insight's demo folder): a system prompt for the two scorers, one question each, and the comparison
+# judge's own system prompt and question. Note "video.Rate": the AIGC question has no space there.
+VQ_SCORE_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+    "assistant first thinks about the reasoning process in the mind and then provides the answer. The reasoning "
+    "process and answer are enclosed within <think></think> and <answer></answer> tags."
+)
+VQ_NATURAL_QUESTION = "Please rate the quality of this video. The range of quality score is between 0 and 100."
+VQ_AIGC_QUESTION = (
+    "This is an AIGC-generated video.Rate this video from three dimensions including spatial quality, temporal "
+    "quality, and text-video alignment quality. Return the result in JSON format with the following keys: "
+    '"spatial", "temporal", and "consistency". Each score should be a float between 0 and 100, rounded to two '
+    "decimal places."
+)
+VQ_AIGC_DIMENSIONS = ("spatial", "temporal", "consistency")
+VQ_COMPARISON_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+    "Assistant should provide the final answer within <answer></answer> tags."
+)
+VQ_COMPARISON_QUESTION = (
+    "Video A and Video B are results from two AIGC-generated methods.\n"
+    "Explain and justify whether Video A or Video B is better.\n"
+    "You should consider the following aspects:\n"
+    "(1) Visual quality,\n"
+    "(2) Temporal consistency,\n"
+    "(3) Dynamic degree,\n"
+    "(4) Video authenticity.\n"
+    "Your final answer should be either 'Video A' or 'Video B'.\n"
+    "Please provide only the single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags."
+)
+# Fast video scores force an empty reasoning block and open the answer, where the score's digits start.
+VQ_FAST_SCORE_ANSWER_PREFIX = "<think>\n\n</think>\n<answer>"
+
 DISTORTION_CLASSES = ("noise", "compression", "blur", "darken")
 SEVERITY_LEVELS = ("slight", "moderate", "obvious", "serious", "catastrophic")
 NO_DISTORTION = "null"  # the degradation prompt's word for "none", as class and as severity
@@ -109,3 +143,5 @@ class PromptOrder(str, Enum):
 Message = dict[str, Any]
 IMAGE = "<image>"  # an image's place in a profile's prompt (:mod:`qinsight_sdk.judging.profiles`)
 IMAGE_SLOT: dict[str, str] = {"type": "image"}
+VIDEO = "<video>"  # a video's place in a video judge's prompt
+VIDEO_SLOT: dict[str, str] = {"type": "video"}

@@ -27,7 +27,7 @@ class _Result:
 
 @dataclass
 class ScoreResult(_Result):
-    """A 1-5 quality rating (a rating a little beyond the scale is kept as written, never clamped).
+    """A quality rating: 1-5 from an image judge, 0-100 from a video judge (kept as written, never clamped).
 
     Attributes:
         score: the rating; with ``num_samples`` > 1 the mean of the samples' ratings; None when there is
@@ -43,6 +43,11 @@ class ScoreResult(_Result):
         expected_std: the spread of that expectation.
         raw_score: the judge's own number where its scale is not 1-5 (RALI's prototype-weighted score,
             mapped onto 1-5 by its profile's ``rating_range``); None otherwise.
+        dimensions: a multi-dimension judge's scores by name (VQ-Insight's AIGC judge: ``spatial``,
+            ``temporal``, ``consistency``, each 0-100; ``score`` is then their mean); None otherwise.
+
+    A video judge's scores stay on its own scale (0-100 for VQ-Insight's), as its profile's
+    ``rating_range`` says; image judges' are on 1-5.
     """
 
     score: float | None = None
@@ -54,6 +59,7 @@ class ScoreResult(_Result):
     expected_score: float | None = None
     expected_std: float | None = None
     raw_score: float | None = None
+    dimensions: dict[str, float] | None = None
 
 
 @dataclass

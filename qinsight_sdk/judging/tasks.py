@@ -24,7 +24,7 @@ from .prompts import COMPARISON_ANSWERS, DISTORTION_CLASSES, NO_DISTORTION, SEVE
 from .results import ComparisonResult, DegradationResult, ScoreResult
 
 if TYPE_CHECKING:  # annotations only: the record store and rows saved in images are read without torch
-    from ..backends.base import Generation, RatingDistribution
+    from ..backends.base import Generation, RatingDistribution, TwoDigitDistribution
 
 Parse = Callable[[str], Any]
 
@@ -68,13 +68,18 @@ def _majority(good: list[tuple[Generation, Any]], verdict_of: Callable[[Any], An
     return next((g, p) for g, p in good if verdict_of(p) == verdict)
 
 
-def score_of_distribution(distribution: RatingDistribution, scale: tuple[float, float] = FULL_SCALE) -> ScoreResult:
+def score_of_distribution(
+    distribution: RatingDistribution | TwoDigitDistribution,
+    scale: tuple[float, float] = FULL_SCALE,
+    keep_scale: bool = False,
+) -> ScoreResult:
     """A fast score: the expected rating (1.00 to 5.99: never clamped), with the distribution's spread as
     ``std``. On a judge whose own ``scale`` is not 1-5 (RALI's 0-1) both are mapped linearly onto 1-5, and
     the expectation as the judge gave it is kept as ``raw_score``.
 
     Probabilities that are not finite (a checkpoint with NaN or infinite weights) are an error, not a
-    rating: NaN must never read as a score.
+    rating: NaN must never read as a score. ``keep_scale``: the expectation as the judge gave it (a video
+    judge's 0-100 scores), not mapped.
     """
     mean, std = distribution.expected()
     if not math.isfinite(mean):  # NaN anywhere spreads to the mean (0 * NaN is NaN), so it is all to check
@@ -83,7 +88,7 @@ def score_of_distribution(distribution: RatingDistribution, scale: tuple[float, 
             "weights or its dtype are broken (NaN or infinite values)"
         )
     low, high = scale
-    if (low, high) == FULL_SCALE:
+    if keep_scale or (low, high) == FULL_SCALE:
         return ScoreResult(score=mean, std=std)
     stretch = (FULL_SCALE[1] - FULL_SCALE[0]) / (high - low)
     return ScoreResult(score=FULL_SCALE[0] + (mean - low) * stretch, std=std * stretch, raw_score=mean)
@@ -98,6 +103,7 @@ def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:
     scores = [p.score for _, p in good]
     generation, first = good[0]
     several = len(generations) > 1
+    dimensions = _mean_dimensions([p.dimensions for _, p in good if p.dimensions])
     expected = [score_of_distribution(g.rating) for g, _ in good if g.rating is not None]
     expected = [e for e in expected if e.ok]
     return ScoreResult(
@@ -108,7 +114,15 @@ def _score_result(generations: list[Generation], parse: Parse) -> ScoreResult:
         samples=scores if several else [],
         expected_score=statistics.fmean(e.score for e in expected) if expected else None,
         expected_std=statistics.fmean(e.std for e in expected) if expected else None,
+        dimensions=dimensions,
     )
+
+
+def _mean_dimensions(found: list[dict[str, float]]) -> dict[str, float] | None:
+    """Each dimension's mean over the samples that gave it (one sample: its own values)."""
+    if not found:
+        return None
+    return {key: statistics.fmean(d[key] for d in found if key in d) for key in found[0]}
 
 
 def _degradation_result(generations: list[Generation], parse: Parse) -> DegradationResult:

@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         "fit RALI to rate brightness (seconds)",
     )
     parser.add_argument(
+        "--video",
+        action="store_true",
+        help="with --trained, a tiny video judge instead: it answers VQ-Insight's three video tasks about "
+        "synthetic videos (brightness, flicker, the brighter of two; a minute or two on a CPU)",
+    )
+    parser.add_argument(
         "--rali",
         action="store_true",
         help="write a tiny RALI in the released file layout instead (ckpt.pt, pca.pkl, basis.npz, best/; needs joblib)",
@@ -38,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
         path = build_tiny_rali(args.folder, seed=args.seed, trained=args.trained)
         kind = "tiny RALI fitted to rate brightness" if args.trained else "tiny RALI with random weights"
+    elif args.video:
+        if not args.trained:
+            parser.error("--video needs --trained: the random checkpoint takes videos as it is")
+        from ..backends.qwen2_5_vl.tiny_video_judge import build_tiny_video_judge
+
+        print("training a tiny video judge: a minute or two on a free CPU core", file=sys.stderr, flush=True)
+        path = build_tiny_video_judge(args.folder, progress=sys.stderr.isatty())
+        kind = "tiny Qwen2.5-VL video judge trained to answer"
     elif args.trained:
         from ..backends.qwen2_5_vl.tiny_judge import build_tiny_judge
 

@@ -149,7 +149,7 @@ def test_a_geometry_s_token_count_decides_the_batches():
     """A family whose images all cost the same (RALI) packs them by count, whatever their sizes."""
     recorder = Recorder()
     run(
-        BatchRunner(load, max_batch_tokens=3, tokens=lambda w, h: 1),
+        BatchRunner(load, max_batch_tokens=3, cost=lambda image: 1),
         recorder,
         requests(square(280), square(28), square(560), square(56)),
         8,

@@ -280,7 +280,7 @@ def test_a_file_profile_records_its_fingerprint_so_an_edit_is_never_mixed_in():
         ({"rating_range": [5, 1]}, r"rating_range \[5.0, 1.0\] is empty"),
         ({"rating_range": "1-5"}, "rating_range must be two numbers"),
         ({"qinsight_judge_profile": 2}, "profile format 2 is newer than this qinsight reads"),
-        ({"fast_score_prefix": "Score: "}, "fast scores and rating_key read the digits of a rating from 1 to 5"),
+        ({"fast_score_prefix": "Score: "}, "fast scores of fast_rating 'd.dd' read the digits of a rating from 1 to 5"),
         ({"tasks": {"score": {"content": ["Rate it."], "answer_pattern": "([0-9]+)"}}}, r"exactly 1 '<image>' slot"),
         ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "[0-9]+"}}}, "needs a group around the rating"),
         ({"tasks": {"score": {"content": ["<image>"], "answer_pattern": "(["}}}, "is not a valid regular expression"),
@@ -611,7 +611,7 @@ WHERE = "judge profile 'x', task"
             {"score": TaskPrompt((IMAGE,), answer="guess")},
             (
                 f"{WHERE} score: unknown answer reader 'guess'; score answers are read by q-insight, "
-                "last-answer-first-number or an answer_pattern"
+                "last-answer-first-number, vq-insight-number, vq-insight-dimensions or an answer_pattern"
             ),
         ),
         (
@@ -622,7 +622,7 @@ WHERE = "judge profile 'x', task"
             {"comparison": TaskPrompt((IMAGE, IMAGE), answer="last-answer-first-number")},
             (
                 f"{WHERE} comparison: unknown answer reader 'last-answer-first-number'; comparison answers are read "
-                "by q-insight"
+                "by q-insight, vq-insight"
             ),
         ),
     ],
@@ -636,14 +636,36 @@ def test_each_broken_profile_setting_is_refused_with_its_own_message():
         _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(3.0, 3.0)))
         == "judge profile 'x': rating_range [3.0, 3.0] is empty"
     )
-    needs_full = (
-        "judge profile 'x': fast scores and rating_key read the digits of a rating from 1 to 5, so they "
-        "need rating_range [1, 5]"
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), fast_score_prefix="S: "))
+        == "judge profile 'x': fast scores of fast_rating 'd.dd' read the digits of a rating from 1 to 5, so "
+        "they need rating_range [1, 5]"
     )
     assert (
-        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), fast_score_prefix="S: ")) == needs_full
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(1.0, 5.0), fast_score_prefix="S: ", fast_rating="dd"))
+        == "judge profile 'x': fast scores of fast_rating 'dd' read the digits of a rating from 0 to 100, so "
+        "they need rating_range [0, 100]"
     )
-    assert _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), rating_key="S: ")) == needs_full
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(0.0, 10.0), rating_key="S: "))
+        == "judge profile 'x': rating_key reads the digits of a rating from 1 to 5, so it needs rating_range [1, 5]"
+    )
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, fast_rating="d.d"))
+        == "judge profile 'x': fast_rating must be one of d.dd, dd, got 'd.d'"
+    )
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, media="audio"))
+        == "judge profile 'x': media must be one of image, video, got 'audio'"
+    )
+    assert (
+        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, media="video"))
+        == f"{WHERE} score: the prompt needs exactly 1 '<video>' slot(s), got ['<image>', 'Rate it.']"
+    )
+    assert (
+        _refusal(lambda: JudgeProfile("x", {"score": TaskPrompt(("<video>", "<image>", "Rate it."))}, media="video"))
+        == f"{WHERE} score: a judge of videos has no '<image>' slots"
+    )
     assert (
         _refusal(lambda: JudgeProfile("x", SCORE_ONLY, fast_score=TaskPrompt(("Rate it.",))))
         == f"{WHERE} score: the prompt needs exactly 1 '<image>' slot(s), got ['Rate it.']"
@@ -659,8 +681,8 @@ def test_each_broken_profile_setting_is_refused_with_its_own_message():
 
 PROMPT_KEYS = "answer, answer_pattern, content, with_reference"
 PROFILE_KEYS = (
-    "chat_template_options, compares_with_reference, description, fast_score, fast_score_prefix, "
-    "model_type, name, qinsight_judge_profile, rating_key, rating_range, reasons, system_prompt, tasks"
+    "chat_template_options, compares_with_reference, description, fast_rating, fast_score, fast_score_prefix, "
+    "media, model_type, name, qinsight_judge_profile, rating_key, rating_range, reasons, system_prompt, tasks"
 )
 
 

@@ -23,12 +23,15 @@ from PIL import Image
 from transformers import LogitsProcessor
 
 from ...errors import ModelLoadError, UsageError
-from ...io.images import PatchSpec, patch_count, to_patches
+from ...io.images import PatchSpec, patch_count, to_patches, to_video_patches, video_patch_count
+from ...io.video_sampling import SECONDS_PER_GRID
+from ...io.videos import VideoClip
 from ...judging.decoding import DecodingOptions, seeded
 from ...judging.prompts import IMAGE_SLOT, Message
-from ..base import EncodedBatch, Generation, RatingDistribution
+from ..base import EncodedBatch, Generation, RatingDistribution, TwoDigitDistribution
 from ..quantization import Quantization, quantization_name
 from .loading import load_model
+from .positions import install_positions, rope_index
 from .vision import VisionMemory, image_key, install_fast_paths, vision_tower
 
 logger = logging.getLogger("qinsight")
@@ -69,6 +72,10 @@ class QwenVLBackend:
         self._tokenised: dict[str, list[int]] = {}
         self._image_token = getattr(processor, "image_token", "<|image_pad|>")
         self._image_token_id = processor.tokenizer.convert_tokens_to_ids(self._image_token)
+        self._video_token_id = processor.tokenizer.convert_tokens_to_ids(
+            getattr(processor, "video_token", "<|video_pad|>")
+        )
+        install_positions(model)  # the positions the judges were trained with, at every transformers release
         self._wants_token_types = False  # whether the processor adds mm_token_type_ids (transformers 5)
         self._patch_spec = self._choose_encoder()  # None: the processor encodes
         tower = vision_tower(model)
@@ -196,12 +203,18 @@ class QwenVLBackend:
         texts = list(texts)
         flat_images = [image for group in images for image in group]
         if self._patch_spec is None:
+            if any(isinstance(item, VideoClip) for item in flat_images):
+                raise UsageError(
+                    "this checkpoint's processor encodes images unlike Qwen2-VL's, so it cannot take videos"
+                )
             with self._tokenizer_lock:
                 inputs = self.processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
         else:
             inputs = self._encode_directly(texts, flat_images, self._patch_spec)
         remembering = self.vision is not None and self.vision.remembering_now
-        keys = tuple(image_key(image) for image in flat_images) if remembering else ()
+        kinds = {isinstance(item, VideoClip) for item in flat_images}
+        # the tower is called once per kind: features are remembered for batches of one kind
+        keys = tuple(_media_key(item) for item in flat_images) if remembering and len(kinds) == 1 else ()
         return EncodedBatch(inputs, [len(group) for group in images], keys)
 
     def reusing_images(self) -> Any:
@@ -222,27 +235,47 @@ class QwenVLBackend:
         pixels = inputs["pixel_values"].to(self.device, next(tower.parameters()).dtype)
         return pixels, inputs["image_grid_thw"].to(self.device)
 
-    def _encode_directly(self, texts: list[str], flat_images: list[Image.Image], spec: PatchSpec) -> Any:
-        """What the processor returns, built from :func:`to_patches` and cached token ids.
+    def _encode_directly(self, texts: list[str], flat_media: list[Any], spec: PatchSpec) -> Any:
+        """What the processor returns, built from :func:`to_patches` (images), :func:`to_video_patches`
+        (videos) and cached token ids.
 
-        Each distinct prompt is tokenised once; its image placeholder is then repeated once per image
+        Each distinct prompt is tokenised once; its image and video placeholders are then repeated once per
         token in id space, which is what tokenising the expanded text gives (special tokens are atomic).
+        Every video gets ``second_per_grid_ts`` = 1.0, the value the judges were trained with
+        (:data:`qinsight_sdk.io.video_sampling.SECONDS_PER_GRID`).
         """
         from transformers import BatchFeature
 
-        sizes = [patch_count(image, spec) for image in flat_images]
-        pixel_values = np.empty((sum(sizes), 3 * spec.temporal * spec.patch**2), dtype=np.float32)
-        starts = np.cumsum([0] + sizes)
-        grids = [
-            to_patches(image, spec, out=pixel_values[starts[k] : starts[k + 1]])[1]
-            for k, image in enumerate(flat_images)
-        ]
-        counts = iter([t * h * w // spec.merge**2 for t, h, w in grids])
+        images = [m for m in flat_media if not isinstance(m, VideoClip)]
+        videos = [m for m in flat_media if isinstance(m, VideoClip)]
+        data: dict[str, Any] = {}
+        counts: dict[int, Any] = {}
+        for token, items, encode, size, prefix in (
+            (self._image_token_id, images, to_patches, patch_count, "image"),
+            (
+                self._video_token_id,
+                videos,
+                lambda v, s, out: to_video_patches(v.frames, s, out),
+                lambda v, s: video_patch_count(v.frames, s),
+                "video",
+            ),
+        ):
+            if not items:
+                continue
+            sizes = [size(item, spec) for item in items]
+            pixel_values = np.empty((sum(sizes), 3 * spec.temporal * spec.patch**2), dtype=np.float32)
+            starts = np.cumsum([0] + sizes)
+            grids = [encode(item, spec, pixel_values[starts[k] : starts[k + 1]])[1] for k, item in enumerate(items)]
+            counts[token] = iter([t * h * w // spec.merge**2 for t, h, w in grids])
+            data["pixel_values" if prefix == "image" else "pixel_values_videos"] = torch.from_numpy(pixel_values)
+            data[f"{prefix}_grid_thw"] = torch.tensor(grids)
+        if videos:
+            data["second_per_grid_ts"] = torch.full((len(videos),), SECONDS_PER_GRID)
         rows = []
         for text in texts:
             ids: list[int] = []
             for token in self._token_ids(text):
-                ids.extend([token] * next(counts) if token == self._image_token_id else (token,))
+                ids.extend([token] * next(counts[token]) if token in counts else (token,))
             rows.append(ids)
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
@@ -250,13 +283,12 @@ class QwenVLBackend:
         for row, ids in enumerate(rows):  # left padding, as batched generation needs
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
-        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self._wants_token_types:
-            data["mm_token_type_ids"] = (input_ids == self._image_token_id).long()
-        if grids:
-            data["pixel_values"] = torch.from_numpy(pixel_values)
-            data["image_grid_thw"] = torch.tensor(grids)
-        return BatchFeature(data)
+        tokens: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._wants_token_types:  # transformers 5: 1 marks image tokens, 2 video tokens
+            tokens["mm_token_type_ids"] = (input_ids == self._image_token_id).long() + 2 * (
+                input_ids == self._video_token_id
+            ).long()
+        return BatchFeature({**tokens, **data})
 
     def _token_ids(self, text: str) -> list[int]:
         if text not in self._tokenised:
@@ -363,7 +395,7 @@ class QwenVLBackend:
         mask[:, :width] = prompt_mask
         for row in rows:
             mask[row, width : width + starts[row]] = 1
-        next_position = self._next_positions(inputs, batch.images_per_row).to(self.device)
+        next_position = self._next_positions(inputs).to(self.device)
         positions = next_position.repeat_interleave(samples) + torch.tensor(
             [start or 0 for start in starts], device=self.device
         )
@@ -416,8 +448,40 @@ class QwenVLBackend:
             prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
             cache = _cache_of(prefill)
             first = _probabilities(prefill.logits[:, -1], digits[1:6])
-            positions = self._next_positions(inputs, batch.images_per_row).to(self.device)
+            positions = self._next_positions(inputs).to(self.device)
             return self._rating_tree(cache, inputs["attention_mask"], positions, first)
+
+    def two_digit_distributions(self, batch: EncodedBatch) -> list[TwoDigitDistribution]:
+        """Each row's two-digit rating (a video judge's 0-100 score), read from one prefill and one short
+        cached step: the first digit (1..9) where the forced prefix ends, then the second under each first
+        digit worth continuing (:data:`PRUNED_MASS`).
+
+        Args:
+            batch: from :meth:`encode`, with the answer forced up to the rating.
+
+        Returns:
+            One distribution per row, in order.
+        """
+        digits, _ = self.rating_token_ids()
+        inputs = batch.inputs.to(self.device)
+        with torch.inference_mode(), self._expecting(batch):
+            prefill = self.model(**inputs, use_cache=True, **self._last_logits_only)
+            tens = _probabilities(prefill.logits[:, -1], digits[1:10])
+            units = torch.full((len(tens), 9, 10), 0.1, dtype=torch.float64)
+            branches = _likely_branches(tens)
+            if branches:  # none: probabilities that are not numbers, which the judge reports
+                mask = inputs["attention_mask"]
+                out = self._continue(
+                    _cache_of(prefill),
+                    mask,
+                    [row for row, _ in branches],
+                    [[digits[d + 1]] for _, d in branches],
+                    self._next_positions(inputs).to(self.device)[[row for row, _ in branches]],
+                    mask.shape[1],
+                )
+                for (row, d), found in zip(branches, _probabilities(out, digits)):
+                    units[row, d] = found
+        return [TwoDigitDistribution(tens[i], units[i]) for i in range(len(tens))]
 
     def _rating_tree(
         self, cache: Any, mask: torch.Tensor, positions: torch.Tensor, first: torch.Tensor
@@ -499,23 +563,23 @@ class QwenVLBackend:
         )
         return out.logits[:, -1]
 
-    def _next_positions(self, inputs: Any, images_per_row: list[int]) -> torch.Tensor:
-        """Per row, the rotary position that follows the prompt under Qwen2.5-VL's 3-D positions.
-
-        Text tokens advance the position by one each; an image of h x w merged tokens spans only
-        max(h, w) positions. So the next position is the prompt's real length, less each image's
-        tokens, plus each image's span. (Checked against full forwards in the tests.)
-        """
-        merge = self.processor.image_processor.merge_size
-        grids = inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else []
-        lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        positions, image = [], 0
-        for length, count in zip(lengths, images_per_row):
-            for t, h, w in grids[image : image + count]:
-                length += max(t, h // merge, w // merge) - t * (h // merge) * (w // merge)
-            image += count
-            positions.append(length)
-        return torch.tensor(positions, dtype=torch.long)
+    def _next_positions(self, inputs: Any) -> torch.Tensor:
+        """Per row, the rotary position that follows the prompt: its unpadded length plus the delta of
+        Qwen2.5-VL's 3-D positions (:func:`qinsight_sdk.backends.qwen2_5_vl.positions.rope_index`, the rule
+        the model itself now uses)."""
+        vision = self.model.config.vision_config
+        _, deltas = rope_index(
+            inputs["input_ids"].cpu(),
+            inputs["attention_mask"].cpu(),
+            inputs["image_grid_thw"].cpu() if "image_grid_thw" in inputs else None,
+            inputs["video_grid_thw"].cpu() if "video_grid_thw" in inputs else None,
+            inputs["second_per_grid_ts"].cpu() if "second_per_grid_ts" in inputs else None,
+            image_token_id=self._image_token_id,
+            video_token_id=self._video_token_id,
+            merge=vision.spatial_merge_size,
+            tokens_per_second=vision.tokens_per_second,
+        )
+        return inputs["attention_mask"].sum(dim=1).cpu() + deltas[:, 0]
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -593,3 +657,8 @@ def _cache_of(output: Any) -> Any:
 def _probabilities(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
     """Softmax over the given tokens only, in float64 (so batch composition cannot change the result)."""
     return torch.softmax(logits[:, token_ids].double(), dim=-1).cpu()
+
+
+def _media_key(item: Any) -> str:
+    """A digest of an image's or a video clip's pixels (:class:`VisionMemory`'s key)."""
+    return item.key if isinstance(item, VideoClip) else image_key(item)

@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +171,20 @@ def _examples(step: int) -> list[tuple[list[dict[str, Any]], list[Any], str]]:
     return [(conversation, images, f"{THINK}<answer>\n{answer}\n</answer>") for conversation, images, answer in batch]
 
 
-def _train(folder: Path, progress: bool) -> None:
+Examples = list[tuple[list[dict[str, Any]], list[Any], str]]
+
+
+def _train(
+    folder: Path,
+    progress: bool,
+    examples: Callable[[int], Examples] | None = None,
+    steps: int = STEPS,
+    what: str = "the tiny judge",
+) -> None:
     """Fine-tune the tiny checkpoint in ``folder`` in place: cross-entropy on the answers only, and the
-    weights saved are an average of the last steps' (see :data:`AVERAGE_DECAY`)."""
+    weights saved are an average of the last steps' (see :data:`AVERAGE_DECAY`). ``examples(step)``: each
+    step's batch (default: this module's images; the tiny video judge passes its videos)."""
+    examples = examples or _examples
     import sys
 
     import torch
@@ -190,7 +202,7 @@ def _train(folder: Path, progress: bool) -> None:
     _ready_for_training(model)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=LEARNING_RATE, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / WARMUP, 1 - step / STEPS))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / WARMUP, 1 - step / steps))
     average = [p.detach().clone() for p in trained]
     tail = _AnswerTail(model)
     # two threads at most: the same weights on any machine with two cores or more (the order of a sum
@@ -199,10 +211,8 @@ def _train(folder: Path, progress: bool) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, 2))
     try:
-        for step in tqdm(
-            range(STEPS), desc="training the tiny judge", unit="step", file=sys.stderr, disable=not progress
-        ):
-            inputs, answer_ids = _batch(backend, _examples(step))
+        for step in tqdm(range(steps), desc=f"training {what}", unit="step", file=sys.stderr, disable=not progress):
+            inputs, answer_ids = _batch(backend, examples(step))
             loss = tail.loss(inputs, answer_ids)
             optimizer.zero_grad()
             loss.backward()
@@ -332,18 +342,22 @@ def build_tiny_judge(folder: str | Path, progress: bool = False) -> Path:
 
 
 def cached_tiny_judge(cache: str | Path) -> Path:
-    """The trained tiny judge in ``cache``, built there first if this recipe and these versions have none.
-    Built in a temporary folder and moved into place whole, so a killed build leaves nothing half-made."""
-    target = Path(cache) / f"tiny-judge-{cache_key()}"
-    if (target / MARKER).exists():
+    """The trained tiny judge in ``cache``, built there first if this recipe and these versions have none."""
+    return cached_build(Path(cache) / f"tiny-judge-{cache_key()}", MARKER, build_tiny_judge)
+
+
+def cached_build(target: Path, marker: str, build: Callable[[Path], Path]) -> Path:
+    """``target``, built by ``build`` first unless its ``marker`` file says it is complete. Built in a
+    temporary folder beside it and moved into place whole, so a killed build leaves nothing half-made."""
+    if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        build_tiny_judge(building)
+        build(building)
         os.replace(building, target)
     except OSError:
-        if not (target / MARKER).exists():  # another process may have finished first: theirs is as good
+        if not (target / marker).exists():  # another process may have finished first: theirs is as good
             raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
