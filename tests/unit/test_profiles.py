@@ -642,7 +642,9 @@ def test_each_broken_profile_setting_is_refused_with_its_own_message():
         "they need rating_range [1, 5]"
     )
     assert (
-        _refusal(lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(1.0, 5.0), fast_score_prefix="S: ", fast_rating="dd"))
+        _refusal(
+            lambda: JudgeProfile("x", SCORE_ONLY, rating_range=(1.0, 5.0), fast_score_prefix="S: ", fast_rating="dd")
+        )
         == "judge profile 'x': fast scores of fast_rating 'dd' read the digits of a rating from 0 to 100, so "
         "they need rating_range [0, 100]"
     )
