@@ -117,7 +117,8 @@ def load_video(source: Any) -> VideoClip:
     exception type, is this input's error, so it never takes other inputs down with it.
 
     Args:
-        source: a path, file bytes, a :class:`Video`, a list of frames, or a 4-D array or tensor.
+        source: a path, file bytes, a :class:`Video`, a list of frames, or a 4-D array or tensor (or a
+            clip already loaded, returned as it is).
 
     Returns:
         The clip.
@@ -143,6 +144,8 @@ def described(source: Any) -> str:
         return f"the video bytes ({len(source)} bytes)"
     if isinstance(source, Video):
         return "the Video's frames"
+    if isinstance(source, VideoClip):
+        return "the video clip"
     if isinstance(source, (list, tuple)):
         return f"the list of {len(source)} frames"
     if type(source) is np.ndarray:
@@ -151,6 +154,8 @@ def described(source: Any) -> str:
 
 
 def _loaded(source: Any, name: str) -> VideoClip:
+    if isinstance(source, VideoClip):  # already as a judge sees it: judged as it is
+        return source
     if isinstance(source, (str, os.PathLike)):
         return _from_file(_checked_path(source, name), name)
     if isinstance(source, (bytes, bytearray)):

@@ -64,3 +64,34 @@ def test_no_reference_comparison_puts_each_image_where_the_papers_template_names
     assert user == EXPECTED_NO_REFERENCE.replace("<image A>", VISION).replace("<image B>", VISION)
     assert user.startswith(f"Given Image A: {VISION} and Image B: {VISION}, assess the visual quality")
     assert "<image" not in user
+
+
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+@pytest.mark.parametrize(
+    "name, task, system, user",
+    [
+        ("vqinsight-naturalvideo", "score", "VQ_SCORE_SYSTEM_PROMPT", f"{VIDEO}{EXPECTED['VQ_NATURAL_QUESTION']}"),
+        ("vqinsight-aigcvideo", "score", "VQ_SCORE_SYSTEM_PROMPT", f"{VIDEO}{EXPECTED['VQ_AIGC_QUESTION']}"),
+        (
+            "vqinsight-comp",
+            "comparison",
+            "VQ_COMPARISON_SYSTEM_PROMPT",
+            f"Video A:{VIDEO}Video B:{VIDEO}{EXPECTED['VQ_COMPARISON_QUESTION']}",
+        ),
+    ],
+)
+def test_video_judges_render_as_their_demos(tiny_model, name, task, system, user):
+    """The demos' conversations through the chat template: the system prompt, the video first (the
+    comparison's "Video A:", video, "Video B:", video, question), byte for byte."""
+    from qinsight_sdk.judging.profiles import PROFILES
+
+    rendered = _render(tiny_model, PROFILES[name].messages(task))
+    assert rendered == (
+        f"<|im_start|>system\n{EXPECTED[system]}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_the_aigc_question_keeps_its_missing_space():
+    assert "AIGC-generated video.Rate this video" in prompts.VQ_AIGC_QUESTION
