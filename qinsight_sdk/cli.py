@@ -512,30 +512,42 @@ def build_parser() -> argparse.ArgumentParser:
 # -- shared by the handlers -------------------------------------------------------------------------------
 
 
-def expand_paths(paths: Iterable[str], recursive: bool) -> list[str]:
-    """Files as given; folders replaced by the images inside them, sorted."""
+# what a folder scan takes for a video judge: containers PyAV reads, and the animations Pillow reads
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .mpg .mpeg .ts .mts .m2ts .3gp .ogv .gif .apng .webp".split()
+)
+
+
+def expand_paths(paths: Iterable[str], recursive: bool, media: str = "image") -> list[str]:
+    """Files as given; folders replaced by the images (``media="video"``: the videos) inside them, sorted."""
     expanded: list[str] = []
     for given in paths:
         if os.path.isdir(given):  # unlike Path.is_dir, never raises (a name too long is an error row)
-            found = _images_in(given, recursive)
+            found = _files_in(given, recursive, _suffixes(media))
             if not found:
-                raise UsageError(f"no images found in folder {given}")
+                raise UsageError(f"no {media}s found in folder {given}")
             expanded.extend(found)
         else:
             expanded.append(given)  # missing or unreadable files become error rows
     return expanded
 
 
-def _images_in(folder: str, recursive: bool) -> list[str]:
-    """The regular files in ``folder`` (and below) with an extension Pillow opens.
+def _suffixes(media: str) -> frozenset[str]:
+    """The file extensions a folder scan takes: those Pillow opens, or :data:`VIDEO_SUFFIXES`."""
+    if media == "video":
+        return VIDEO_SUFFIXES
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+def _files_in(folder: str, recursive: bool, suffixes: frozenset[str]) -> list[str]:
+    """The regular files in ``folder`` (and below) with one of ``suffixes``.
 
     os.walk does not enter linked folders, so a link loop cannot trap the scan, and only regular files
     are taken, so a FIFO named like an image is never opened (reading it would wait forever).
     """
-    from PIL import Image
-
-    Image.init()
-    suffixes = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
     found = []
     for root, _, files in os.walk(folder):
         found += [
@@ -786,14 +798,15 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
     Everything that can be wrong with the paths or the output file is found before the model loads."""
     if args.from_metadata:
         return _list_saved_rows(args, task)
-    images = _distinct(expand_paths(args.paths, args.recursive))
+    media = _judge_config(args).profile.media
+    images = _distinct(expand_paths(args.paths, args.recursive, media))
     settings = _settings(args, [task], **task_settings)
     with _record_store(args, task, settings, args.retry_failed) as store:
         pending = [image for key, image in images.items() if store is None or not store.done(key)]
         if store is not None and len(pending) < len(images):
             failed = f", {store.failed()} of them with an error (--retry-failed judges those again)"
             print(
-                f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} images already done"
+                f"resuming {args.output}: {len(images) - len(pending)} of {len(images)} {media}s already done"
                 + (failed if store.failed() else ""),
                 file=sys.stderr,
             )
@@ -801,7 +814,7 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
             return EXIT_ROW_ERRORS if store is not None and store.failed() else EXIT_OK
         judge = _load_judge(args, comparison=False)
         errors = 0
-        with _progress(len(pending), rows_on_terminal=store is None) as bar:
+        with _progress(len(pending), rows_on_terminal=store is None, unit=media) as bar:
 
             def write(index: int, result: Any) -> None:
                 nonlocal errors
@@ -811,7 +824,7 @@ def _write_image_rows(args: argparse.Namespace, task: str, judge_images: JudgeIm
 
             judge_images(judge, pending, write, settings)
         earlier = store.failed() - errors if store is not None else 0
-    print(f"{args.command}: {len(pending)} images, {errors} with errors", file=sys.stderr)
+    print(f"{args.command}: {len(pending)} {media}s, {errors} with errors", file=sys.stderr)
     return EXIT_ROW_ERRORS if errors or earlier else EXIT_OK
 
 
@@ -887,7 +900,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _run_rank(args: argparse.Namespace) -> int:
     """The order is known only once every image is judged, so rows are written at the end; a rerun
     finds the ranking whole (nothing to do) or judges it all again."""
-    distinct = _distinct(expand_paths(args.paths, args.recursive))
+    distinct = _distinct(expand_paths(args.paths, args.recursive, _judge_config(args).profile.media))
     images = list(distinct.values())
     field = hashlib.sha256(json.dumps(sorted(distinct)).encode()).hexdigest()
     asks = {"score": ["score"], "tournament": ["comparison"]}.get(args.strategy, ["score", "comparison"])

@@ -86,7 +86,7 @@ class QualityJudge:
         # how this model family sizes images and what each costs (Qwen2-VL's patch grid unless it says)
         self.geometry = getattr(backend, "geometry", PATCH_GRID_GEOMETRY)
         self.batching = BatchRunner(
-            self._load_media,
+            self.load,
             max_batch_tokens,
             overlap=lambda: self.backend.device.type != "cpu",
             cost=self._cost,
@@ -497,7 +497,18 @@ class QualityJudge:
         """
         return load_video(source)
 
-    def _load_media(self, source: Any) -> Image.Image | VideoClip:
+    def load(self, source: Any) -> Image.Image | VideoClip:
+        """One input as this judge takes it: :meth:`load_video` for a video judge, else :meth:`load_image`.
+
+        Args:
+            source: an image or a video input.
+
+        Returns:
+            What the model is shown.
+
+        Raises:
+            ImageInputError: the input cannot be judged.
+        """
         return self.load_video(source) if self.judges_video else self.load_image(source)
 
     def _cost(self, item: Image.Image | VideoClip) -> int:

@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from PIL import Image
-
 from ..errors import ImageInputError, UsageError
 from ..io.images import ImageInput
 from .results import ComparisonResult, Ranking, ResultCallback, ScoreResult
@@ -29,9 +27,10 @@ HYBRID_POOL = 4  # the default number of best fast scores that the hybrid strate
 
 
 class RankingJudge(Protocol):
-    """What ranking needs of a judge (``QualityJudge`` has it): its image loading, fast scores, comparisons."""
+    """What ranking needs of a judge (``QualityJudge`` has it): its input loading (images, or a video
+    judge's videos), fast scores, comparisons."""
 
-    def load_image(self, source: ImageInput) -> Image.Image: ...
+    def load(self, source: Any) -> Any: ...
 
     def score(
         self, images: Any, *, batch_size: int | None, mode: str, on_result: ResultCallback | None
@@ -237,7 +236,7 @@ def _load_all(judge: RankingJudge, images: Sequence[Any]) -> tuple[dict[int, Any
     loaded, errors = {}, {}
     for index, source in enumerate(images):
         try:
-            loaded[index] = judge.load_image(source)
+            loaded[index] = judge.load(source)
         except ImageInputError as exc:
             errors[index] = str(exc)
     return loaded, errors

@@ -15,7 +15,8 @@ class ScriptedBackend:
         judge = QualityJudge(ScriptedBackend(lambda conversation, images: '<answer>{"rating": 4}</answer>'))
 
     Raising inside ``answer`` simulates a model failure on that input; fast scores are read from the
-    rating in the answer (Q-Insight's JSON, else the answer's last number, for other profiles' formats).
+    rating in the answer (Q-Insight's JSON, else the answer's last number, for other profiles' formats; a
+    video judge's score rounded to two digits).
     """
 
     def __init__(self, answer: Any) -> None:
@@ -75,4 +76,26 @@ class ScriptedBackend:
             first[tenths // 10 - 1] = 1.0
             decimals[:, tenths % 10] = 1.0
             found.append(RatingDistribution(first, decimals))
+        return found
+
+    def two_digit_distributions(self, batch: Any) -> list[Any]:
+        """A video judge's fast-mode digits, certain of the scripted answer's score rounded to a whole number
+        from 10 to 99."""
+        import torch
+
+        from ..backends.base import TwoDigitDistribution
+        from ..judging.parsing import parse_video_score
+
+        conversations, images = batch.inputs
+        self.calls.append(len(conversations))
+        found = []
+        for conversation, group in zip(conversations, images):
+            score = parse_video_score(self.answer(conversation, group)).score
+            if score is None:
+                raise ValueError("the scripted answer has no score")
+            rating = min(max(round(score), 10), 99)
+            tens, units = torch.zeros(9, dtype=torch.float64), torch.zeros(9, 10, dtype=torch.float64)
+            tens[rating // 10 - 1] = 1.0
+            units[:, rating % 10] = 1.0
+            found.append(TwoDigitDistribution(tens, units))
         return found

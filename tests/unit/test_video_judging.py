@@ -3,6 +3,7 @@ processor and transformers 4.51.3's rule, at whichever release is installed), fa
 brute-force forward passes, and the tiny video judge's answers through the same QualityJudge methods."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 import transformers
 from packaging.version import Version
 from PIL import Image
+from rope_reference import reference_rope_index
 from samples import write_video
 from scipy.stats import spearmanr
 
@@ -65,46 +67,18 @@ def test_patches_grids_and_tokens_equal_the_checkpoint_s_processor(backend):
     ]
 
 
-def reference_rope_index(input_ids, attention_mask, image_grid_thw, video_grid_thw, second_per_grid_ts, config):
-    """transformers 4.51.3's Qwen2_5_VLForConditionalGeneration.get_rope_index, transcribed for this test
-    (vision_start tokens find each image or video; text after one starts past its largest position)."""
-    merge = config.vision_config.spatial_merge_size
-    image_id, video_id, start_id = config.image_token_id, config.video_token_id, config.vision_start_token_id
-    position_ids = torch.ones(3, *input_ids.shape, dtype=input_ids.dtype)
-    image_index = video_index = 0
-    deltas = []
-    for i, row in enumerate(input_ids):
-        tokens = row[attention_mask[i] == 1].tolist()
-        starts = [k for k, t in enumerate(tokens) if t == start_id]
-        kinds = [tokens[k + 1] for k in starts]
-        pieces, st = [], 0
-        for _ in range(sum(k in (image_id, video_id) for k in kinds)):
-            ed_image = tokens.index(image_id, st) if image_id in tokens[st:] else len(tokens) + 1
-            ed_video = tokens.index(video_id, st) if video_id in tokens[st:] else len(tokens) + 1
-            if ed_image < ed_video:
-                t, h, w = image_grid_thw[image_index].tolist()
-                second, ed = 0, ed_image
-                image_index += 1
-            else:
-                t, h, w = video_grid_thw[video_index].tolist()
-                second, ed = float(second_per_grid_ts[video_index]), ed_video
-                video_index += 1
-            gh, gw = h // merge, w // merge
-            st_idx = int(pieces[-1].max()) + 1 if pieces else 0
-            pieces.append(torch.arange(ed - st).view(1, -1).expand(3, -1) + st_idx)
-            time = torch.arange(t).view(-1, 1).expand(-1, gh * gw) * second * config.vision_config.tokens_per_second
-            t_index = time.long().flatten()
-            h_index = torch.arange(gh).view(1, -1, 1).expand(t, -1, gw).flatten()
-            w_index = torch.arange(gw).view(1, 1, -1).expand(t, gh, -1).flatten()
-            pieces.append(torch.stack([t_index, h_index, w_index]) + (ed - st) + st_idx)
-            st = ed + t * gh * gw
-        if st < len(tokens):
-            st_idx = int(pieces[-1].max()) + 1 if pieces else 0
-            pieces.append(torch.arange(len(tokens) - st).view(1, -1).expand(3, -1) + st_idx)
-        found = torch.cat(pieces, dim=1)
-        position_ids[:, i, attention_mask[i] == 1] = found
-        deltas.append(int(found.max()) + 1 - len(tokens))
-    return position_ids, deltas
+def reference(inputs, backend, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None):
+    config = backend.model.config
+    return reference_rope_index(
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        image_grid_thw,
+        video_grid_thw,
+        second_per_grid_ts,
+        ids=(config.image_token_id, config.video_token_id, config.vision_start_token_id),
+        merge=config.vision_config.spatial_merge_size,
+        tokens_per_second=config.vision_config.tokens_per_second,
+    )
 
 
 def test_positions_are_transformers_4_51_3_s_at_every_release(backend):
@@ -116,10 +90,9 @@ def test_positions_are_transformers_4_51_3_s_at_every_release(backend):
     videos = clips(1)
     image_row = backend.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}])
     inputs = backend.encode_texts([one_video_prompt(backend)] * len(videos), [[c] for c in videos]).inputs
-    expected, deltas = reference_rope_index(
-        inputs["input_ids"], inputs["attention_mask"], None, inputs["video_grid_thw"], inputs["second_per_grid_ts"],
-        backend.model.config,
-    )  # fmt: skip
+    expected, deltas = reference(
+        inputs, backend, video_grid_thw=inputs["video_grid_thw"], second_per_grid_ts=inputs["second_per_grid_ts"]
+    )
     owner = backend.model.model if hasattr(backend.model.model, "get_rope_index") else backend.model
     arguments = {k: inputs[k] for k in ("input_ids", "attention_mask", "video_grid_thw", "second_per_grid_ts")}
     if "mm_token_type_ids" in inputs:
@@ -141,9 +114,7 @@ def test_positions_are_transformers_4_51_3_s_at_every_release(backend):
         stock, _ = type(owner).get_rope_index(owner, **arguments)
         assert torch.equal(stock[:, mask], expected[:, mask])
     images = backend.encode_texts([image_row], [[Image.new("RGB", (84, 56))]]).inputs
-    image_positions, _ = reference_rope_index(
-        images["input_ids"], images["attention_mask"], images["image_grid_thw"], None, None, backend.model.config
-    )
+    image_positions, _ = reference(images, backend, image_grid_thw=images["image_grid_thw"])
     arguments = {k: images[k] for k in ("input_ids", "attention_mask", "image_grid_thw") if k in images}
     if "mm_token_type_ids" in images:
         arguments["mm_token_type_ids"] = images["mm_token_type_ids"]
@@ -279,3 +250,45 @@ def test_broken_videos_never_stop_a_batch(video_judge, tmp_path):
     assert [r.ok for r in results] == [True, False, False, True]
     assert "not a readable video" in results[1].error and "1 frame(s)" in results[2].error
     assert seen == [0, 1, 2, 3]
+
+
+def test_the_command_line_scores_ranks_and_compares_folders_of_videos(tiny_video_judge_model, tmp_path, capsys):
+    """``qinsight score DIR`` with a video judge takes the folder's videos (any container, animations too),
+    writes a row per video as it goes (a broken one an error row), and resumes; ``rank`` orders them;
+    ``compare`` with the comparison judge picks the brighter."""
+    import json
+
+    from qinsight_sdk import cli
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    levels = {"a.mp4": 0.15, "b.webm": 0.8, "c.mkv": 0.45, "d.gif": 0.65}
+    for k, (name, level) in enumerate(levels.items()):
+        frames = video_frames(level, 50 + k, (64, 48), 8)
+        if name.endswith(".gif"):
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(folder / name, save_all=True, append_images=images[1:], duration=500)
+        else:
+            codec = {"mp4": "libx264", "webm": "libvpx-vp9", "mkv": "ffv1"}[name.split(".")[1]]
+            write_video(folder / name, frames, fps=2, codec=codec, pix_fmt="yuv444p" if codec == "ffv1" else "yuv420p")
+    (folder / "e.mp4").write_bytes(b"broken")
+    (folder / "notes.txt").write_text("not a video")
+    model = ["--model", str(tiny_video_judge_model), "--device", "cpu"]
+    rows = tmp_path / "rows.jsonl"
+    assert cli.main(["score", str(folder), *model, "--mode", "fast", "-o", str(rows)]) == 1  # an error row
+    written = {Path(row["image"]).name: row for row in map(json.loads, rows.read_text().splitlines())}
+    assert sorted(written) == ["a.mp4", "b.webm", "c.mkv", "d.gif", "e.mp4"]
+    assert "not a readable video" in written["e.mp4"]["error"]
+    order = sorted(levels, key=lambda name: written[name]["score"])
+    assert order == sorted(levels, key=levels.get)
+    assert written["a.mp4"]["settings"]["profile"] == "vqinsight-naturalvideo"
+    err = capsys.readouterr().err
+    assert "score: 5 videos, 1 with errors" in err
+    assert cli.main(["score", str(folder), *model, "--mode", "fast", "-o", str(rows)]) == 1
+    assert "4 of 5 videos already done" in capsys.readouterr().err
+    assert cli.main(["rank", str(folder), *model]) == 1
+    ranked = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert Path(ranked[0]["image"]).name == "b.webm"
+    compare = ["compare", str(folder / "a.mp4"), str(folder / "b.webm"), *model, "--judge", "vqinsight-comp"]
+    assert cli.main(compare) == 0
+    assert json.loads(capsys.readouterr().out)["winner"] == "B"
