@@ -161,8 +161,8 @@ def test_best_of_8_with_rali_first_picks_the_brightest_and_reasons_on_keep_only(
     judge = QualityJudge.from_pretrained(tiny_judge_model, device="cpu")
     rali = QualityJudge.from_pretrained(trained_rali, device="cpu")
     loaded = []
-    original = judge.load_image
-    judge.load_image = lambda source: loaded.append(source) or original(source)
+    original = judge.load
+    judge.load = lambda source: loaded.append(source) or original(source)  # what the ranking reads
     ranking = judge.rank([str(p) for p in paths], strategy="hybrid", pool=3, prefilter=rali, keep=3)
     assert ranking.best == 1 and len(loaded) == 3
     assert ranking.stages[1]["judged"] == sorted([1, 7, 3])

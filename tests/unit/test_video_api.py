@@ -353,3 +353,12 @@ def test_the_scripted_brightness_judge_is_deterministic():
     first = [r.score for r in judge.score(clips)]
     assert first == [r.score for r in judge.score(clips, batch_size=1)]
     assert list(itertools.chain(first)) == first
+
+
+def test_the_tiny_video_judge_is_built_trained_only(tmp_path, capsys):
+    from qinsight_sdk.testing.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "judge"), "--video"])
+    assert "--video needs --trained" in capsys.readouterr().err
+    assert not (tmp_path / "judge").exists()

@@ -285,7 +285,7 @@ def test_the_command_line_scores_ranks_and_compares_folders_of_videos(tiny_video
     err = capsys.readouterr().err
     assert "score: 5 videos, 1 with errors" in err
     assert cli.main(["score", str(folder), *model, "--mode", "fast", "-o", str(rows)]) == 1
-    assert "4 of 5 videos already done" in capsys.readouterr().err
+    assert "5 of 5 videos already done, 1 of them with an error" in capsys.readouterr().err
     assert cli.main(["rank", str(folder), *model]) == 1
     ranked = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert Path(ranked[0]["image"]).name == "b.webm"
