@@ -118,6 +118,7 @@ class Shares:
 
     def __init__(self) -> None:
         self.load = self.resize = 0.0
+        self.active = False  # counting only while fast mode runs
         self._resize = video_sampling.resize_frames
 
     def __enter__(self) -> Shares:
@@ -129,10 +130,12 @@ class Shares:
                 self.resize += time.perf_counter() - start
 
         video_sampling.resize_frames = resize
+        self.active = True
         return self
 
     def __exit__(self, *_: Any) -> None:
         video_sampling.resize_frames = self._resize
+        self.active = False
 
 
 def timed_loading(judge: QualityJudge, shares: Shares) -> None:
@@ -143,7 +146,8 @@ def timed_loading(judge: QualityJudge, shares: Shares) -> None:
         try:
             return original(source)
         finally:
-            shares.load += time.perf_counter() - start
+            if shares.active:
+                shares.load += time.perf_counter() - start
 
     judge.load_video = load  # type: ignore[method-assign]
 
