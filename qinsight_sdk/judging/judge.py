@@ -462,20 +462,6 @@ class QualityJudge:
         """
         return load_image(source, self.image_bounds, self.geometry)
 
-    def to(self, device: str | torch.device) -> QualityJudge:
-        """Move the model (for callers that manage memory, such as ComfyUI).
-
-        Args:
-            device: where to move it, such as ``"cpu"`` or ``"cuda:0"``.
-
-        Returns:
-            The judge itself.
-        """
-        self.backend.to(device)
-        return self
-
-    # -- the pipeline, task by task --------------------------------------------------------------------
-
     @property
     def judges_video(self) -> bool:
         """Whether this judge looks at videos (its profile's ``media``): its methods then take videos
@@ -510,6 +496,20 @@ class QualityJudge:
             ImageInputError: the input cannot be judged.
         """
         return self.load_video(source) if self.judges_video else self.load_image(source)
+
+    def to(self, device: str | torch.device) -> QualityJudge:
+        """Move the model (for callers that manage memory, such as ComfyUI).
+
+        Args:
+            device: where to move it, such as ``"cpu"`` or ``"cuda:0"``.
+
+        Returns:
+            The judge itself.
+        """
+        self.backend.to(device)
+        return self
+
+    # -- the pipeline, task by task --------------------------------------------------------------------
 
     def _cost(self, item: Image.Image | VideoClip) -> int:
         return item.tokens if isinstance(item, VideoClip) else self.geometry.tokens(item.width, item.height)

@@ -362,3 +362,25 @@ def test_the_tiny_video_judge_is_built_trained_only(tmp_path, capsys):
         main([str(tmp_path / "judge"), "--video"])
     assert "--video needs --trained" in capsys.readouterr().err
     assert not (tmp_path / "judge").exists()
+
+
+def test_the_service_judges_videos_sent_as_bytes(tmp_path):
+    """A video judge behind ``qinsight serve``: videos arrive as bytes (RemoteJudge sends a file's bytes),
+    pass the door's pixel check (it reads image headers only; a video's limits are checked as it loads),
+    and are judged per call, a broken one its own error."""
+    from samples import write_video
+
+    from qinsight_sdk.service.judging import judge_calls
+    from qinsight_sdk.service.requests import check_pixels
+    from qinsight_sdk.service.settings import Call, ServiceSettings
+
+    clips = [write_video(tmp_path / f"{k}.mp4", video_frames(level, k), fps=2).read_bytes() for k, level in
+             enumerate((0.3, 0.8))]  # fmt: skip
+    calls = [Call("score", [clips[0], b"not a video"]), Call("score", [clips[1]]), Call("reward", clips)]
+    for call in calls:
+        check_pixels(call, ServiceSettings())
+    judge = QualityJudge(ScriptedBackend(brightness), profile="vqinsight-naturalvideo")
+    first, second, rewards = judge_calls(judge, calls)
+    assert round(first["results"][0]["score"]) == 30 and "not a readable video" in first["results"][1]["error"]
+    assert round(second["results"][0]["score"]) == 80
+    assert rewards["rewards"] == pytest.approx([0.3, 0.8], abs=0.02)
