@@ -259,6 +259,26 @@ EQUIVALENT.update(
     }
 )
 
+# video_sampling.py (issue 30)
+_VS = "qinsight_sdk.io.video_sampling"
+_READ_ONLY = (
+    "frames made writable and contiguous or taken as they are: the same pixels resize alike; only torch's "
+    "warning about a read-only array (given once per process) tells them apart"
+)
+EQUIVALENT.update(
+    {
+        f"{_VS}.x_frame_count__mutmut_32": "the total dropped from the minimum: the most (an even count of at most "
+        "16, and of at most the total) is never above the total",
+        f"{_VS}.x_frame_size__mutmut_40": "h * w is a multiple of 784 and 105,369 is not: the two never equal",
+        **{f"{_VS}.x_resize_frames__mutmut_{n}": _READ_ONLY for n in (16, 18)},
+        **{f"{_VS}.x_resize_frames__mutmut_{n}": "numpy reads require()'s flags in either case" for n in (20, 22)},
+        **{
+            f"{_VS}.x_resize_frames__mutmut_{n}": "align_corners None is False for bicubic interpolation"
+            for n in (31, 36)
+        },
+    }
+)
+
 # selection.py's round robin (issue 28's rerun): only the order of the wins is returned
 EQUIVALENT["qinsight_sdk.judging.selection.x__round_robin__mutmut_20"] = (
     "every finalist's wins starting at 1 instead of 0: the same offset for all, and only their order is returned"

@@ -171,6 +171,25 @@ def test_positions_follow_the_4_51_3_rule(seconds):
     assert deltas[:, 0].tolist() == expected_deltas
 
 
+def test_odd_rows_follow_the_rule_too():
+    """Three vision blocks in a row, a row starting with image tokens, a row of padding only, no mask."""
+    input_ids, mask, images, videos = batch_of([[1, ("image", (1, 4, 4)), 1, ("image", (1, 2, 6)), 1,
+                                                 ("image", (1, 4, 2)), 2], [3]])  # fmt: skip
+    mask[1] = 0  # a row of padding only: no positions, a delta of 0
+    leading = torch.tensor([[IMAGE] * 4 + [7, 7]])
+    found, deltas = rope_index(input_ids, mask, images, None, None, **RULE)
+    expected, expected_deltas = reference_rope_index(
+        input_ids[:1], mask[:1], images, None, None, ids=(IMAGE, VIDEO, START), merge=2, tokens_per_second=2
+    )
+    assert found.dtype == torch.long and torch.equal(found[:, :1], expected)
+    assert deltas[:, 0].tolist() == [expected_deltas[0], 0] and (found[:, 1] == 1).all()
+    first, _ = rope_index(leading, None, torch.tensor([[1, 4, 4]]), None, None, **RULE)
+    assert first[0, 0].tolist() == [0, 0, 0, 0, 2, 3]
+    assert first[1, 0].tolist() == [0, 0, 1, 1, 2, 3] and first[2, 0].tolist() == [0, 1, 0, 1, 2, 3]
+    unmasked, _ = rope_index(input_ids[:1], None, images, None, None, **RULE)
+    assert torch.equal(unmasked, found[:, :1])
+
+
 def test_without_seconds_per_grid_a_video_takes_one_second_per_pair():
     input_ids, mask, images, videos = batch_of(ROWS[:2])
     assert torch.equal(
@@ -190,10 +209,15 @@ class Original:
         self.config.vision_config = type("Vision", (), {"spatial_merge_size": 2, "tokens_per_second": 2})()
         outer = self
 
-        if keywords:
+        if keywords == "kwargs":  # everything but the ids by keyword, as a wrapper of the method would take it
 
-            def get_rope_index(input_ids, mm_token_type_ids=None, image_grid_thw=None, video_grid_thw=None,
+            def get_rope_index(input_ids, **kwargs):
+                return outer.answer(input_ids, kwargs.get("attention_mask"), kwargs.get("image_grid_thw"), None)
+        elif keywords:  # 5.x: token types required, and they must mark the image tokens
+
+            def get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None,
                                second_per_grid_ts=None, attention_mask=None, **kwargs):  # fmt: skip
+                assert torch.equal(mm_token_type_ids.bool(), (input_ids == IMAGE) | (input_ids == VIDEO))
                 return outer.answer(input_ids, attention_mask, image_grid_thw, video_grid_thw)
         else:
 
@@ -211,21 +235,27 @@ class Original:
         return positions * 0, deltas  # positions of its own (wrong here): replaced
 
 
-@pytest.mark.parametrize("padded, keywords", [(True, False), (True, True), (False, True)])
+@pytest.mark.parametrize("padded, keywords", [(True, False), (True, True), (False, True), (False, "kwargs")])
 def test_installed_positions_keep_the_release_s_delta_convention(padded, keywords):
     model = Original(padded, keywords)
     original = model.get_rope_index
     install_positions(model)
     assert model.get_rope_index is not original and model.calls == 1  # the probe asked the original once
     input_ids, mask, images, videos = batch_of(ROWS)
-    arguments = (input_ids, images, videos, None, mask)
+    seconds = torch.full((len(videos),), 0.5)
+    arguments = (input_ids, images, videos, seconds, mask)
     if keywords:
         found, deltas = model.get_rope_index(
-            input_ids, image_grid_thw=images, video_grid_thw=videos, attention_mask=mask, mm_token_type_ids=None
+            input_ids,
+            image_grid_thw=images,
+            video_grid_thw=videos,
+            second_per_grid_ts=seconds,
+            attention_mask=mask,
+            mm_token_type_ids=None,
         )
     else:
         found, deltas = model.get_rope_index(*arguments)
-    expected, unpadded = rope_index(input_ids, mask, images, videos, None, **RULE)
+    expected, unpadded = rope_index(input_ids, mask, images, videos, seconds, **RULE)
     padding = (mask.shape[1] - mask.sum(dim=1, keepdim=True)).long()
     assert torch.equal(found, expected)
     assert torch.equal(deltas, unpadded - padding if padded else unpadded)
@@ -238,6 +268,22 @@ def test_the_method_is_installed_on_the_inner_model_where_it_lives():
     outer_method = outer.get_rope_index
     install_positions(outer)
     assert outer.get_rope_index is outer_method and inner.calls == 1
+    generation = Original(True, False)  # 4.51.3: the inner model is the text model, without the method
+    generation.model = object()
+    install_positions(generation)
+    assert generation.calls == 1
+
+
+def test_token_ids_kept_on_the_text_config_are_found():
+    """transformers 5 keeps some token ids on the text config only."""
+    model = Original(False, True)
+    text = type("Text", (), {"image_token_id": IMAGE, "video_token_id": VIDEO})()
+    model.config.image_token_id = model.config.video_token_id = None
+    model.config.text_config = text
+    install_positions(model)
+    input_ids, mask, images, videos = batch_of(ROWS[:3])
+    found, _ = model.get_rope_index(input_ids, None, images, videos, None, mask)
+    assert torch.equal(found, rope_index(input_ids, mask, images, videos, None, **RULE)[0])
 
 
 # -- the judge's methods on videos -------------------------------------------------------------------------------

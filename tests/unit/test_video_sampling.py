@@ -66,7 +66,9 @@ def test_frame_counts_follow_the_reference_everywhere():
 
 def test_sizes_follow_the_reference_everywhere():
     rng = np.random.default_rng(0)
-    for height, width in [(1, 200), (200, 1), (28, 28), (317, 317)] + [
+    # 225x447 rounds to exactly 100,352 pixels: left as rounded, not grown (grown, it would be 252x448)
+    assert sampling.frame_size(225, 447) == (224, 448)
+    for height, width in [(1, 200), (200, 1), (28, 28), (317, 317), (225, 447)] + [
         tuple(int(v) for v in rng.integers(8, 4000, 2)) for _ in range(400)
     ]:
         if max(height, width) / min(height, width) > 200:
