@@ -269,7 +269,6 @@ EQUIVALENT.update(
     {
         f"{_VS}.x_frame_count__mutmut_32": "the total dropped from the minimum: the most (an even count of at most "
         "16, and of at most the total) is never above the total",
-        f"{_VS}.x_frame_size__mutmut_40": "h * w is a multiple of 784 and 105,369 is not: the two never equal",
         **{f"{_VS}.x_resize_frames__mutmut_{n}": _READ_ONLY for n in (16, 18)},
         **{f"{_VS}.x_resize_frames__mutmut_{n}": "numpy reads require()'s flags in either case" for n in (20, 22)},
         **{

@@ -123,14 +123,23 @@ def fit_to_patch_grid(width: int, height: int, bounds: ImageBounds, name: str = 
             f"{name} is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
             "which the model cannot take; crop it first"
         )
+    return snap_to_grid(width, height, bounds.min_pixels, bounds.max_pixels)
+
+
+def snap_to_grid(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """qwen-vl-utils' ``smart_resize``: each side rounded to the patch grid, then, past a bound, the size
+    scaled to it with the aspect ratio kept (floored when shrinking, ceiled when growing: so a shrunk size
+    can land a little below ``min_pixels``, a grown one a little above ``max_pixels``). Images and video
+    frames alike, each with their own bounds; the caller has refused empty and too elongated sizes.
+    """
     w = max(PATCH_GRID, round(width / PATCH_GRID) * PATCH_GRID)
     h = max(PATCH_GRID, round(height / PATCH_GRID) * PATCH_GRID)
-    if w * h > bounds.max_pixels:
-        shrink = math.sqrt(width * height / bounds.max_pixels)
+    if w * h > max_pixels:
+        shrink = math.sqrt(width * height / max_pixels)
         w = max(PATCH_GRID, math.floor(width / shrink / PATCH_GRID) * PATCH_GRID)
         h = max(PATCH_GRID, math.floor(height / shrink / PATCH_GRID) * PATCH_GRID)
-    elif w * h < bounds.min_pixels:
-        grow = math.sqrt(bounds.min_pixels / (width * height))
+    elif w * h < min_pixels:
+        grow = math.sqrt(min_pixels / (width * height))
         w = math.ceil(width * grow / PATCH_GRID) * PATCH_GRID
         h = math.ceil(height * grow / PATCH_GRID) * PATCH_GRID
     return w, h
@@ -502,15 +511,8 @@ def to_patches(
             spec.patch,
             channels,
         ).transpose(0, 3, 1, 4, 6, 2, 5)
-    ).reshape(grid_h * grid_w, channels, spec.patch**2)
-    if out is None:
-        out = np.empty((grid_h * grid_w, channels * spec.temporal * spec.patch**2), dtype=np.float32)
-    shaped = out.view()
-    shaped.shape = (grid_h * grid_w, channels, spec.temporal, spec.patch**2)  # a view, or an error: never a copy
-    table = _normalising_table(spec)
-    for channel in range(channels):  # normalised by lookup, written once per temporal frame
-        shaped[:, channel] = table[channel].take(frame[:, channel])[:, None]
-    return out, (1, grid_h, grid_w)
+    ).reshape(grid_h * grid_w, channels, 1, spec.patch**2)
+    return _normalised_into(frame, spec, out), (1, grid_h, grid_w)
 
 
 def to_video_patches(
@@ -533,15 +535,23 @@ def to_video_patches(
             spec.patch,
             channels,
         ).transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
-    ).reshape(grid_t * grid_h * grid_w, channels, spec.temporal * spec.patch**2)
+    ).reshape(grid_t * grid_h * grid_w, channels, spec.temporal, spec.patch**2)
+    return _normalised_into(gathered, spec, out), (grid_t, grid_h, grid_w)
+
+
+def _normalised_into(gathered: np.ndarray, spec: PatchSpec, out: np.ndarray | None) -> np.ndarray:
+    """8-bit patches ``(patches, channels, frames, patch**2)`` rescaled and normalised by a table lookup
+    per channel, written straight into ``out`` (made if None) as ``(patches, channels * temporal *
+    patch**2)``; one frame (an image) is written into every temporal slot."""
+    rows, channels = gathered.shape[:2]
     if out is None:
-        out = np.empty((grid_t * grid_h * grid_w, channels * spec.temporal * spec.patch**2), dtype=np.float32)
+        out = np.empty((rows, channels * spec.temporal * spec.patch**2), dtype=np.float32)
     shaped = out.view()
-    shaped.shape = (grid_t * grid_h * grid_w, channels, spec.temporal * spec.patch**2)  # a view, never a copy
+    shaped.shape = (rows, channels, spec.temporal, spec.patch**2)  # a view, or an error: never a copy
     table = _normalising_table(spec)
     for channel in range(channels):
         shaped[:, channel] = table[channel].take(gathered[:, channel])
-    return out, (grid_t, grid_h, grid_w)
+    return out
 
 
 def video_patch_count(frames: np.ndarray, spec: PatchSpec) -> int:

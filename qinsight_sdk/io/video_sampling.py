@@ -25,15 +25,14 @@ import math
 import numpy as np
 
 from ..errors import ImageInputError
+from .images import MAX_ASPECT_RATIO, snap_to_grid
 
 FRAMES_PER_SECOND = 2.0  # how densely frames are sampled
 FRAME_FACTOR = 2  # frames come in pairs: the vision tower's temporal patch
 MIN_FRAMES = 4
 MAX_FRAMES = 16
-PIXEL_FACTOR = 28  # 14-pixel patches merged 2x2
 MIN_FRAME_PIXELS = 128 * 28 * 28  # 100,352
 MAX_FRAME_PIXELS = int(MIN_FRAME_PIXELS * 1.05)  # 105,369: the family's code lifts the maximum to this floor
-MAX_ASPECT_RATIO = 200
 # transformers 4.51.3 gave every video second_per_grid_ts = temporal patch (2) / fps (2.0, its default),
 # so the temporal position ids the judges learned are 0, 2, 4, ... (tokens_per_second 2 x 1.0 per frame pair)
 SECONDS_PER_GRID = 1.0
@@ -41,10 +40,6 @@ SECONDS_PER_GRID = 1.0
 
 def _floor_by(value: float, factor: int) -> int:
     return math.floor(value / factor) * factor
-
-
-def _ceil_by(value: float, factor: int) -> int:
-    return math.ceil(value / factor) * factor
 
 
 def frame_count(total: int, fps: float, name: str = "the video") -> int:
@@ -79,7 +74,8 @@ def frame_indices(total: int, count: int) -> list[int]:
 
 
 def frame_size(height: int, width: int, name: str = "the video") -> tuple[int, int]:
-    """The (height, width) each frame is resized to: qwen-vl-utils' ``smart_resize`` with the video limits.
+    """The (height, width) each frame is resized to: qwen-vl-utils' ``smart_resize`` (:func:`snap_to_grid`)
+    with the video limits.
 
     Args:
         height: the decoded frames' height.
@@ -100,17 +96,8 @@ def frame_size(height: int, width: int, name: str = "the video") -> tuple[int, i
             f"{name} has frames of {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO}:1, "
             "which the model cannot take"
         )
-    h = max(PIXEL_FACTOR, round(height / PIXEL_FACTOR) * PIXEL_FACTOR)
-    w = max(PIXEL_FACTOR, round(width / PIXEL_FACTOR) * PIXEL_FACTOR)
-    if h * w > MAX_FRAME_PIXELS:
-        beta = math.sqrt(height * width / MAX_FRAME_PIXELS)
-        h = max(PIXEL_FACTOR, _floor_by(height / beta, PIXEL_FACTOR))
-        w = max(PIXEL_FACTOR, _floor_by(width / beta, PIXEL_FACTOR))
-    elif h * w < MIN_FRAME_PIXELS:
-        beta = math.sqrt(MIN_FRAME_PIXELS / (height * width))
-        h = _ceil_by(height * beta, PIXEL_FACTOR)
-        w = _ceil_by(width * beta, PIXEL_FACTOR)
-    return h, w
+    width, height = snap_to_grid(width, height, MIN_FRAME_PIXELS, MAX_FRAME_PIXELS)
+    return height, width
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

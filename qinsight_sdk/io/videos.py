@@ -32,7 +32,7 @@ from PIL import Image
 
 from ..errors import ImageInputError, MissingDependencyError
 from . import video_sampling as sampling
-from .images import _is_tensor, frame_to_rgb, to_rgb
+from .images import PATCH_GRID, _is_tensor, frame_to_rgb, to_rgb
 
 MAX_FRAMES = 36_000  # 20 minutes at 30 frames per second: a header announcing more is refused
 MAX_SIDE = 8192  # 8K video is 7680 wide: a header announcing a wider or taller frame is refused
@@ -81,7 +81,7 @@ class VideoClip:
     @property
     def tokens(self) -> int:
         """The language-model tokens it takes: one per 28x28 cell of every pair of frames."""
-        cells = (self.height // sampling.PIXEL_FACTOR) * (self.width // sampling.PIXEL_FACTOR)
+        cells = (self.height // PATCH_GRID) * (self.width // PATCH_GRID)
         return len(self.frames) // sampling.FRAME_FACTOR * cells
 
     @functools.cached_property

@@ -307,19 +307,28 @@ def recipe_digest(files: tuple[Path, ...]) -> str:
 
 def cache_key() -> str:
     """The recipe's code, the conversations it teaches (a changed prompt changes the judge) and the versions."""
-    import torch
-    import transformers
-
-    taught = json.dumps(
+    return recipe_key(
+        recipe_files(),
         [
             QINSIGHT.messages("score"),
             QINSIGHT.messages("degradation"),
             QINSIGHT.messages("comparison"),
             QINSIGHT.messages("comparison", with_reference=True),
-        ]
+        ],
     )
-    recipe = recipe_digest(recipe_files())
-    return hashlib.sha256(f"{recipe}|{taught}|{torch.__version__}|{transformers.__version__}".encode()).hexdigest()[:16]
+
+
+def recipe_key(files: tuple[Path, ...], taught: list[Any]) -> str:
+    """A build's cache key: the digest of its recipe ``files``, the conversations it teaches, and the torch
+    and transformers versions (a tiny judge trained under one is not the judge another trains)."""
+    import torch
+    import transformers
+
+    recipe = recipe_digest(files)
+    conversations = json.dumps(taught)
+    return hashlib.sha256(
+        f"{recipe}|{conversations}|{torch.__version__}|{transformers.__version__}".encode()
+    ).hexdigest()[:16]
 
 
 def build_tiny_judge(folder: str | Path, progress: bool = False) -> Path:

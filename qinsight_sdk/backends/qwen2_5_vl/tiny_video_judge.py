@@ -18,7 +18,6 @@ keyed by the recipe's code, the prompts it teaches and the torch and transformer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -111,18 +110,14 @@ def recipe_files() -> tuple[Path, ...]:
 
 def cache_key() -> str:
     """The recipe's code, the conversations it teaches and the versions."""
-    import torch
-    import transformers
-
-    taught = json.dumps(
+    return tiny_judge.recipe_key(
+        recipe_files(),
         [
             VQ_INSIGHT_NATURAL.messages("score"),
             VQ_INSIGHT_AIGC.messages("score"),
             VQ_INSIGHT_COMPARISON.messages("comparison"),
-        ]
+        ],
     )
-    recipe = tiny_judge.recipe_digest(recipe_files())
-    return hashlib.sha256(f"{recipe}|{taught}|{torch.__version__}|{transformers.__version__}".encode()).hexdigest()[:16]
 
 
 def build_tiny_video_judge(folder: str | Path, progress: bool = False) -> Path:
