@@ -193,3 +193,75 @@ def resolve_model_choice(
         if choice in model_folders([root]):  # the list's own rule: what is listed loads, RALI's layout too
             return str(Path(root) / choice), None
     raise ValueError(f"model {choice!r} is neither a Hugging Face choice nor a folder in the model folders")
+
+
+# -- videos -------------------------------------------------------------------------------------------------
+
+
+class ClampedFrames:
+    """An IMAGE batch seen as a video's frames, each read as a float32 CPU frame clamped to 0..1.
+
+    The SDK converts only the frames it samples (16 at most), so the batch is never copied whole: 5 s of
+    720p float frames is 1.3 GB. Clamped for the reason :func:`as_image_batch` gives."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"expected an IMAGE batch of frames (T, H, W, C), got {tuple(images.shape)}")
+        self.images = images
+        self.shape = tuple(images.shape)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index].detach().to("cpu", torch.float32).clamp(0.0, 1.0)
+
+
+def frame_rate(fps: float | int | None, video_info: dict | None) -> float:
+    """The rate of an IMAGE batch's frames: VideoHelperSuite's ``loaded_fps`` where a VHS_VIDEOINFO is
+    connected (it knows what its loader kept), else the ``fps`` input."""
+    rate = (video_info or {}).get("loaded_fps", fps)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+        raise ValueError(f"the frames' fps must be a positive number, got {rate!r}")
+    return float(rate)
+
+
+def as_video(value: Any, fps: float | int | None, video_info: dict | None, file_backed: bool) -> Any:
+    """What the SDK takes for a node's video input: a ComfyUI VIDEO or an IMAGE batch of frames.
+
+    Args:
+        value: a VIDEO (a ComfyUI ``VideoInput``) or an IMAGE tensor ``(T, H, W, C)``.
+        fps: the frames' rate (only for an IMAGE batch).
+        video_info: VideoHelperSuite's VHS_VIDEOINFO dict, if connected (its ``loaded_fps`` wins).
+        file_backed: whether the VIDEO reads from a file or file bytes (Load Video's): then it is
+            streamed from them, decoding only the sampled frames; other VIDEOs hold decoded frames.
+
+    Returns:
+        A path, file bytes, or :class:`qinsight_sdk.Video`.
+    """
+    from qinsight_sdk import Video
+
+    if isinstance(value, torch.Tensor):
+        return Video(ClampedFrames(value), frame_rate(fps, video_info))
+    if file_backed:
+        source = value.get_stream_source()
+        return source if isinstance(source, str) else source.getvalue()
+    if hasattr(value, "get_components"):
+        components = value.get_components()
+        return Video(ClampedFrames(components.images), float(components.frame_rate))
+    raise ValueError(f"expected a VIDEO or an IMAGE batch of frames, got {type(value).__name__}")
+
+
+def annotated_frames(frames: np.ndarray, label: str) -> torch.Tensor:
+    """A clip's sampled frames (uint8 ``(n, H, W, 3)``) with ``label`` drawn on each, as an IMAGE batch."""
+    return from_pil([annotate(Image.fromarray(frame), [label]) for frame in frames])
+
+
+def video_score_text(result: Any) -> str:
+    """A video's score line: the 0-100 score, and each dimension where the judge gives them."""
+    if result.score is None:
+        return f"no score ({result.error})"
+    parts = [f"{result.score:.1f}/100"]
+    parts += [f"{name} {value:.0f}" for name, value in (result.dimensions or {}).items()]
+    return ", ".join(parts)

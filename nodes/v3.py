@@ -12,12 +12,21 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from qinsight_sdk.backends.checkpoints import COMPARISON_SUBFOLDER, DEFAULT_MODEL, SCORE_SUBFOLDER
+from qinsight_sdk.backends.checkpoints import DEFAULT_MODEL
 from qinsight_sdk.io.annotation import score_label
 from qinsight_sdk.io.image_metadata import embed, write_sidecar
 from qinsight_sdk.io.images import IMAGE_SIZES
 from qinsight_sdk.io.records import make_row
-from qinsight_sdk.judging.profiles import PROFILES, RALI, VISUALQUALITY_R1
+from qinsight_sdk.judging.profiles import (
+    PROFILES,
+    QINSIGHT,
+    QINSIGHT_COMPARISON,
+    RALI,
+    VISUALQUALITY_R1,
+    VQ_INSIGHT_AIGC,
+    VQ_INSIGHT_COMPARISON,
+    VQ_INSIGHT_NATURAL,
+)
 from qinsight_sdk.judging.selection import HYBRID_POOL, STRATEGIES, ranking_steps
 
 from . import adapters
@@ -27,9 +36,10 @@ CATEGORY = "image/quality (qinsight)"
 MODEL_FOLDER = "quality_models"
 Judge = io.Custom("QINSIGHT_JUDGE")
 Scores = io.Custom("QINSIGHT_SCORES")
-HUB_CHOICES = [f"{DEFAULT_MODEL}/{sub}" for sub in (SCORE_SUBFOLDER, COMPARISON_SUBFOLDER, RALI.subfolder)] + [
-    VISUALQUALITY_R1.hub_ids[0]
-]
+HUB_CHOICES = [
+    f"{DEFAULT_MODEL}/{profile.subfolder}"
+    for profile in (QINSIGHT, QINSIGHT_COMPARISON, RALI, VQ_INSIGHT_NATURAL, VQ_INSIGHT_AIGC, VQ_INSIGHT_COMPARISON)
+] + [VISUALQUALITY_R1.hub_ids[0]]
 JUDGE_CHOICES = ["auto", *sorted(PROFILES)]
 
 if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
@@ -63,8 +73,11 @@ def images_input(name: str = "images", tooltip: str = "the images to judge (a ba
     return io.Image.Input(name, tooltip=tooltip)
 
 
-def run_judged(handle: JudgeHandle, task: Callable[[Any, Callable[[int, Any], None]], Any], total: int) -> Any:
-    """Run ``task(judge, on_result)`` with a progress bar, interruption between batches, and release."""
+def run_judged(
+    handle: JudgeHandle, task: Callable[[Any, Callable[[int, Any], None]], Any], total: int, media: str = "image"
+) -> Any:
+    """Run ``task(judge, on_result)`` with a progress bar, interruption between batches, and release; a
+    judge of the other ``media`` (a video judge in an image node, or the reverse) is refused by name."""
     import comfy.model_management as mm
     import comfy.utils
 
@@ -76,6 +89,11 @@ def run_judged(handle: JudgeHandle, task: Callable[[Any, Callable[[int, Any], No
 
     judge = handle.acquire()
     try:
+        if judge.profile.media != media:
+            raise ValueError(
+                f"this node judges {media}s; the loaded judge ({judge.profile.name}) judges {judge.profile.media}s: "
+                + ("use the video nodes" if media == "image" else "load a VQ-Insight judge")
+            )
         return task(judge, on_result)
     finally:
         handle.release()
@@ -719,7 +737,9 @@ NODES = [
 
 class QInsightExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return NODES
+        from .video import NODES as VIDEO_NODES  # imports this module's helpers: imported once it is loaded
+
+        return NODES + VIDEO_NODES
 
 
 def register_routes() -> None:

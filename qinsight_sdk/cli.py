@@ -50,6 +50,7 @@ from .evaluation.data import FORMATS
 from .io.image_metadata import MetadataError, read_rows
 from .io.images import ImageBounds
 from .io.records import RecordStore, check_writable, key_of, make_row, open_store, row_text
+from .io.videos import VIDEO_SUFFIXES
 from .judging.judge_config import JudgeConfig, resolve_judge_config
 from .judging.profiles import PROFILES
 from .judging.prompts import PromptOrder
@@ -512,12 +513,6 @@ def build_parser() -> argparse.ArgumentParser:
 # -- shared by the handlers -------------------------------------------------------------------------------
 
 
-# what a folder scan takes for a video judge: containers PyAV reads, and the animations Pillow reads
-VIDEO_SUFFIXES = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .mpg .mpeg .ts .mts .m2ts .3gp .ogv .gif .apng .webp".split()
-)
-
-
 def expand_paths(paths: Iterable[str], recursive: bool, media: str = "image") -> list[str]:
     """Files as given; folders replaced by the images (``media="video"``: the videos) inside them, sorted."""
     expanded: list[str] = []
@@ -533,13 +528,13 @@ def expand_paths(paths: Iterable[str], recursive: bool, media: str = "image") ->
 
 
 def _suffixes(media: str) -> frozenset[str]:
-    """The file extensions a folder scan takes: those Pillow opens, or :data:`VIDEO_SUFFIXES`."""
-    if media == "video":
-        return VIDEO_SUFFIXES
+    """The file extensions a folder scan takes: those Pillow opens ("image"), :data:`VIDEO_SUFFIXES`
+    ("video"), or both (saved rows are read from images and videos alike)."""
     from PIL import Image
 
     Image.init()
-    return frozenset(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+    images = frozenset(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+    return {"image": images, "video": VIDEO_SUFFIXES}.get(media, images | VIDEO_SUFFIXES)
 
 
 def _files_in(folder: str, recursive: bool, suffixes: frozenset[str]) -> list[str]:
@@ -848,7 +843,7 @@ def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
     if args.ray:
         raise UsageError("--from-metadata loads no model, so there is nothing to run on Ray: drop --ray")
     missing = 0
-    images = list(_distinct(expand_paths(args.paths, args.recursive)).values())
+    images = list(_distinct(expand_paths(args.paths, args.recursive, "image or video")).values())
     for image in images:
         try:
             found = read_rows(image, task)
@@ -857,7 +852,7 @@ def _list_saved_rows(args: argparse.Namespace, task: str) -> int:
             found = [make_row(task, [image], None, RESULT_TYPES[task](error=str(exc)).to_dict())]
         for row in found:
             print(row_text(row), flush=True)
-    print(f"{args.command}: {len(images)} images, {missing} without qinsight {task} metadata", file=sys.stderr)
+    print(f"{args.command}: {len(images)} files, {missing} without qinsight {task} metadata", file=sys.stderr)
     return EXIT_ROW_ERRORS if missing else EXIT_OK
 
 

@@ -29,6 +29,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from ..errors import QInsightError
 from .records import key_of, row_text
+from .videos import VIDEO_SUFFIXES
 
 METADATA_KEY = "qinsight"
 Row = dict[str, Any]
@@ -42,6 +43,13 @@ def embed(info: PngInfo, rows: Sequence[Row]) -> None:
     """Add the rows to ``info`` as the ``qinsight`` chunk of the PNG it will be saved with; the chunks
     already there (ComfyUI's prompt and workflow) are kept as they are."""
     info.add_itxt(METADATA_KEY, _rows_text(rows, "the rows to embed"))
+
+
+def video_tags(rows: Sequence[Row]) -> dict[str, Any]:
+    """The rows as the ``qinsight`` tag of a video container, as checked plain objects: ComfyUI's
+    ``VideoInput.save_to`` writes each tag's value as JSON (MP4 with ``movflags=use_metadata_tags``), and
+    :func:`read_rows` reads it back."""
+    return {METADATA_KEY: json.loads(_rows_text(rows, "the rows to tag the video with"))}
 
 
 def sidecar_path(image_path: str | os.PathLike[str]) -> Path:
@@ -150,9 +158,27 @@ def _chunk(path: str | os.PathLike[str]) -> str | None:
                 if found is None and image.format == "PNG":
                     found = image.text.get(METADATA_KEY)  # a chunk after the pixels: decodes the image
     except UnidentifiedImageError:
-        raise MetadataError(f"{name}: not a recognised image file") from None
+        if Path(name).suffix.lower() not in VIDEO_SUFFIXES:
+            raise MetadataError(f"{name}: not a recognised image file") from None
+        return _container_tag(path)
     except (OSError, Image.DecompressionBombError) as exc:
         raise MetadataError(f"{name}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    return None if found is None else str(found)
+
+
+def _container_tag(path: str | os.PathLike[str]) -> str | None:
+    """A video file's ``qinsight`` container tag (:func:`video_tags`); one PyAV cannot open is an error."""
+    name = os.fspath(path)
+    try:
+        import av
+    except ImportError:
+        raise MetadataError(f"{name}: not a recognised image file (videos need PyAV: pip install av)") from None
+    try:
+        with av.open(name) as container:
+            # Matroska (WebM, MKV) keeps its tags' names in capitals
+            found = next((v for k, v in container.metadata.items() if k.lower() == METADATA_KEY), None)
+    except Exception:  # PyAV raises its own error per FFmpeg failure: any of them means not a video
+        raise MetadataError(f"{name}: not a recognised image or video file") from None
     return None if found is None else str(found)
 
 

@@ -37,6 +37,10 @@ from .images import PATCH_GRID, _is_tensor, frame_to_rgb, to_rgb
 MAX_FRAMES = 36_000  # 20 minutes at 30 frames per second: a header announcing more is refused
 MAX_SIDE = 8192  # 8K video is 7680 wide: a header announcing a wider or taller frame is refused
 FRAMES_WITHOUT_RATE_FPS = sampling.FRAMES_PER_SECOND  # frames given without a rate count as already sampled
+# what a folder scan takes for a video judge: containers PyAV reads, and the animations Pillow reads
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .flv .wmv .mpg .mpeg .ts .mts .m2ts .3gp .ogv .gif .apng .webp".split()
+)
 _PILLOW_SIGNATURES = (b"GIF87a", b"GIF89a", b"\x89PNG\r\n\x1a\n")  # and RIFF....WEBP: animations Pillow reads
 
 

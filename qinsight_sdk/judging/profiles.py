@@ -656,9 +656,13 @@ def choose_profile(
         raise UsageError(f"unknown judge {str(judge)!r}: neither a profile file nor one of {', '.join(PROFILES)}")
     if profile_file is not None and profile_file.is_file():
         return load_profile_file(profile_file), f"from the checkpoint's {PROFILE_FILE}"
-    by_folder = next((p for p in PROFILES.values() if subfolder and p.subfolder == subfolder), None)
+    # a local copy of the released repository (hf download ByteDance/Q-Insight --local-dir ...) is named by
+    # its folder: Q-Insight/vqinsight-comp holds the comparison judge
+    local = model is not None and subfolder is None and Path(model).expanduser().is_dir()
+    released = Path(model).name if local and model is not None else subfolder
+    by_folder = next((p for p in PROFILES.values() if released and p.subfolder == released), None)
     if by_folder is not None:
-        return by_folder, f"the released subfolder {subfolder}"
+        return by_folder, f"the released subfolder {released}"
     known = _by_hub_id(model) if model else None
     if known is not None:
         return known

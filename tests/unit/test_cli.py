@@ -580,7 +580,7 @@ def test_from_metadata_prints_the_rows_judging_printed(scripted, image_files, tm
     monkeypatch.setattr(QualityJudge, "from_config", classmethod(lambda cls, *a, **k: 1 / 0))
     code, out, err = run(["score", "--from-metadata", *paths], capsys)
     assert code == 0 and out.splitlines() == judged["score"] and json.loads(judged["score"][0])["score"] == 4.2
-    assert err == "score: 2 images, 0 without qinsight score metadata\n"
+    assert err == "score: 2 files, 0 without qinsight score metadata\n"
     code, out, err = run(["degradation", "--from-metadata", *paths], capsys)
     assert code == 0 and out.splitlines() == judged["degradation"]
     assert [r["task"] for r in rows(out)] == ["degradation", "degradation"]
@@ -606,7 +606,7 @@ def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_
     (folder / "notes.txt").write_text("skipped: not an image")
     code, out, err = run(["score", "--from-metadata", str(folder)], capsys)
     found = rows(out)
-    assert code == 1 and err == "score: 3 images, 1 without qinsight score metadata\n"
+    assert code == 1 and err == "score: 3 files, 1 without qinsight score metadata\n"
     assert [r["image"] for r in found] == [str(folder / n) for n in ("a.png", "b.png", "c.png")]
     assert [r["score"] for r in found] == [4.5, None, 2.0] and {r["task"] for r in found} == {"score"}
     assert [r["key"] for r in found] == [key_of(r["image"]) for r in found]  # where the file is now
@@ -617,7 +617,7 @@ def test_from_metadata_lists_a_folder_with_an_error_row_for_an_image_without(no_
     assert missing["settings"] is None and {"reasoning", "std", "samples", "raw"} <= set(missing)
     code, out, err = run(["score", "--from-metadata", str(folder), "--recursive"], capsys)
     assert code == 1 and [r["score"] for r in rows(out)] == [4.5, None, 2.0, 3.0]
-    assert err == "score: 4 images, 1 without qinsight score metadata\n"
+    assert err == "score: 4 files, 1 without qinsight score metadata\n"
     code, out, _ = run(["degradation", "--from-metadata", str(folder / "a.png"), str(folder / "c.png")], capsys)
     assert code == 0 and [(r["task"], r["distortion"]) for r in rows(out)] == [("degradation", "blur")] * 2
 
@@ -631,7 +631,7 @@ def test_from_metadata_of_a_task_not_judged_is_an_error_row(no_model, tmp_path, 
     save_with_rows(path, noise_image(1), [make_row("score", [str(path)], {}, {"score": 4.0, "error": None})])
     code, out, err = run(["degradation", "--from-metadata", str(path), str(tmp_path / "gone.png")], capsys)
     found = rows(out)
-    assert code == 1 and err == "degradation: 2 images, 2 without qinsight degradation metadata\n"
+    assert code == 1 and err == "degradation: 2 files, 2 without qinsight degradation metadata\n"
     assert found[0]["error"] == f"{path}: its qinsight metadata holds no degradation row (only score)"
     assert found[1]["error"] == f"{tmp_path / 'gone.png'}: file not found"
     assert all(r["distortion"] is None and r["task"] == "degradation" for r in found)
@@ -704,7 +704,7 @@ def test_from_metadata_needs_neither_torch_nor_transformers(tmp_path):
     )
     assert done.returncode == 1, done.stderr  # b.jpg has no rows: an error row, not a crash
     assert [(r["image"], r["score"]) for r in rows(done.stdout)] == [(str(path), 3.5), (str(tmp_path / "b.jpg"), None)]
-    assert done.stderr.endswith("score: 2 images, 1 without qinsight score metadata\nloaded: []\n")
+    assert done.stderr.endswith("score: 2 files, 1 without qinsight score metadata\nloaded: []\n")
     judging = subprocess.run(
         [sys.executable, "-c", NO_TORCH, "score", str(path)], capture_output=True, text=True, timeout=120, env=env
     )

@@ -272,3 +272,40 @@ def test_an_image_too_large_to_open_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(image_metadata.Image, "open", lambda *a, **k: (_ for _ in ()).throw(bomb))
     with pytest.raises(MetadataError, match=r"a\.png: cannot be read \(Image size \(2000000000 pixels\)"):
         read_rows(image)
+
+
+def test_rows_tagged_in_a_video_container_are_read_back(tmp_path):
+    """Save Video with Quality's MP4 (tags written as ComfyUI's save_to writes them: each value as JSON,
+    with movflags=use_metadata_tags) and a WebM; a file named like a video that is none is an error."""
+    import av
+    from samples import moving_frames, write_video
+
+    from qinsight_sdk.io.image_metadata import video_tags
+
+    rows = [make_row("score", ["clip.mp4"], {"model": "m"}, {"score": 61.5, "reasoning": "étoile"})]
+    tags = video_tags(rows)
+    assert tags == {METADATA_KEY: json.loads(json.dumps(tags[METADATA_KEY]))}  # plain objects
+    for name, codec, options in (
+        ("clip.mp4", "libx264", {"movflags": "use_metadata_tags"}),
+        ("clip.webm", "libvpx-vp9", {}),
+    ):
+        path = write_video(tmp_path / name, moving_frames(4, 32, 32), codec=codec, options=options)
+        with av.open(str(path)) as source, av.open(str(tmp_path / f"tagged-{name}"), "w", options=options) as out:
+            out.metadata.update({key: json.dumps(value) for key, value in tags.items()})
+            streams = {s: out.add_stream_from_template(template=s, opaque=True) for s in source.streams.video}
+            for packet in source.demux():
+                if packet.dts is not None:
+                    packet.stream = streams[packet.stream]
+                    out.mux(packet)
+        (row,) = read_rows(tmp_path / f"tagged-{name}", "score")
+        assert row["score"] == 61.5 and row["reasoning"] == "étoile" and row["image"].endswith(f"tagged-{name}")
+        with pytest.raises(MetadataError, match="no qinsight metadata"):
+            read_rows(path)  # a video without the tag (and no sidecar)
+    (tmp_path / "fake.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(MetadataError, match="fake.mp4: not a recognised image or video file"):
+        read_rows(tmp_path / "fake.mp4")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(MetadataError, match=r"notes.txt: not a recognised image file$"):
+        read_rows(tmp_path / "notes.txt")
+    with pytest.raises(MetadataError, match="not finite"):
+        video_tags([make_row("score", ["clip.mp4"], None, {"score": float("nan")})])

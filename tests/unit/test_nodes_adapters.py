@@ -165,3 +165,64 @@ def test_settings_recorded_from_the_loaded_judge(tmp_path):
     assert "mode" not in adapters.record_settings("m", None, judge)
     batch = adapters.JudgedBatch([SimpleNamespace(score=2.5), SimpleNamespace(score=4.0)], fast)
     assert batch.scores == [2.5, 4.0]
+
+
+def test_frame_batches_are_read_frame_by_frame_clamped_and_their_rate_checked():
+    from qinsight_sdk import Video
+    from qinsight_sdk.io.videos import load_video
+
+    images = torch.rand(30, 40, 56, 3, dtype=torch.float16) * 1.1 - 0.02  # ComfyUI's scalers overshoot
+    frames = adapters.ClampedFrames(images)
+    assert frames.shape == (30, 40, 56, 3) and frames.ndim == 4 and len(frames) == 30
+    assert frames[3].dtype == torch.float32 and 0 <= frames[3].min() and frames[3].max() <= 1
+    assert torch.equal(frames[3], images[3].float().clamp(0, 1))
+    video = adapters.as_video(images, 12, None, file_backed=False)
+    assert isinstance(video, Video) and video.fps == 12.0
+    clip, whole = load_video(video), load_video(Video(images.float().clamp(0, 1), 12.0))
+    assert clip.indices == whole.indices == (0, 10, 19, 29) and (clip.frames == whole.frames).all()
+    assert adapters.as_video(images, 12, {"loaded_fps": 8}, file_backed=False).fps == 8.0  # VHS's info wins
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "24"):
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            adapters.frame_rate(bad, None)
+    with pytest.raises(ValueError, match=r"IMAGE batch of frames \(T, H, W, C\), got \(40, 56, 3\)"):
+        adapters.ClampedFrames(images[0])
+    with pytest.raises(ValueError, match="expected a VIDEO or an IMAGE batch of frames, got str"):
+        adapters.as_video("clip.mp4", None, None, file_backed=False)
+
+
+def test_videos_from_a_file_are_streamed_and_others_read_as_frames():
+    import io
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    class FromFile:
+        def __init__(self, source):
+            self.source = source
+
+        def get_stream_source(self):
+            return self.source
+
+        def get_components(self):
+            raise AssertionError("a file-backed VIDEO must not be decoded whole")
+
+    assert adapters.as_video(FromFile("/videos/a.mp4"), None, None, file_backed=True) == "/videos/a.mp4"
+    assert adapters.as_video(FromFile(io.BytesIO(b"mp4 bytes")), None, None, file_backed=True) == b"mp4 bytes"
+    images = torch.rand(4, 8, 8, 3)
+    components = SimpleNamespace(images=images, frame_rate=Fraction(30000, 1001))
+    video = adapters.as_video(SimpleNamespace(get_components=lambda: components), 5, None, file_backed=False)
+    assert video.fps == pytest.approx(29.97, abs=1e-3) and video.frames.images is images
+
+
+def test_video_scores_are_reported_with_their_dimensions_and_frames_annotated():
+    import numpy as np
+
+    from qinsight_sdk.judging.results import ScoreResult
+
+    assert adapters.video_score_text(ScoreResult(score=61.25)) == "61.2/100"
+    aigc = ScoreResult(score=50.0, dimensions={"spatial": 40.4, "temporal": 59.6, "consistency": 50.0})
+    assert adapters.video_score_text(aigc) == "50.0/100, spatial 40, temporal 60, consistency 50"
+    assert adapters.video_score_text(ScoreResult(error="no number")) == "no score (no number)"
+    frames = np.full((4, 56, 84, 3), 128, np.uint8)
+    shown = adapters.annotated_frames(frames, "61.2")
+    assert shown.shape == (4, 56, 84, 3) and shown.dtype == torch.float32
+    assert all(not torch.allclose(shown[k], torch.full_like(shown[k], 128 / 255)) for k in range(4))

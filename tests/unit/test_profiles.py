@@ -19,6 +19,7 @@ from qinsight_sdk.judging.profiles import (
     QINSIGHT_COMPARISON,
     VISUALQUALITY_R1,
     VISUALQUALITY_R1_NON_THINKING,
+    VQ_INSIGHT_COMPARISON,
     choose_profile,
     find_profile,
     load_profile_file,
@@ -329,6 +330,11 @@ def test_a_profile_is_chosen_by_name_file_checkpoint_id_subfolder_then_default(t
         "the released subfolder comparison",
     )
     assert choose_profile(None, "someone/else", None, tmp_path / "absent.json") == (QINSIGHT, "the default")
+    released = tmp_path / "Q-Insight" / "vqinsight-comp"  # a local copy of the released repository
+    released.mkdir(parents=True)
+    assert choose_profile(None, str(released)) == (VQ_INSIGHT_COMPARISON, "the released subfolder vqinsight-comp")
+    assert choose_profile(None, str(released), "comparison")[0] is QINSIGHT_COMPARISON  # a given subfolder wins
+    assert choose_profile(None, str(tmp_path / "vqinsight-comp-missing"))[0] is QINSIGHT  # only folders there
     downloaded = tmp_path / "quality_models" / "VisualQuality-R1-7B"
     cached = tmp_path / "hub" / "models--TianheWu--VisualQuality-R1-7B" / "snapshots" / "0123abcd"
     for folder in (downloaded, cached):
