@@ -1,11 +1,11 @@
 """Screenshots of each shipped workflow in ComfyUI's own front end, after pressing Run, for docs/comfyui.md
 (docs/screenshots/<workflow>.png) and for ComfyUI's template browser (workflows/<workflow>.jpg).
 
-    python scripts/screenshots.py [--out docs/screenshots] [--thumbnails workflows]
+    python scripts/screenshots.py [--out docs/screenshots] [--thumbnails workflows] [--only NAME ...]
 
 Runs the same headless ComfyUI (v0.3.75), front end and Chromium as tests/integration/test_browser.py, with the tiny
-judge the tests teach on the CPU to answer in Q-Insight's format (about a minute to build): the
-pictures show what the nodes display, not what the real judge would say about these images.
+judges the tests teach on the CPU to answer in Q-Insight's and VQ-Insight's formats (about two minutes to
+build): the pictures show what the nodes display, not what the real judges would say about these images.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
-from qinsight_sdk.testing import build_tiny_judge
+from qinsight_sdk.testing import build_tiny_judge, build_tiny_video_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from comfyui_browser import CHROMIUM, WORKFLOWS, ComfyPage, prepare_front_end_server  # noqa: E402
+from samples import write_video  # noqa: E402
 
 THUMBNAIL_WIDTH = 640
 
@@ -48,13 +50,22 @@ def example_photo(size: tuple[int, int] = (512, 384)) -> Image.Image:
     return image
 
 
-def capture(out: Path, thumbnails: Path) -> list[Path]:
+def example_video(frames: int = 24) -> Any:
+    """The example photo panned across, a second of frames at a time, as uint8 ``(T, H, W, 3)``."""
+    import numpy as np
+
+    photo = np.asarray(example_photo((640, 384)))
+    return np.stack([photo[:, 4 * k : 4 * k + 512] for k in range(frames)])
+
+
+def capture(out: Path, thumbnails: Path, only: list[str]) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     written = []
     with tempfile.TemporaryDirectory() as work:
-        server = prepare_front_end_server(Path(work))
+        server = prepare_front_end_server(Path(work), build_tiny_video_judge(Path(work) / "tiny-video-judge"))
         example_photo().save(server.input_dir / "example.png")
+        write_video(server.input_dir / "example.mp4", example_video(), fps=12)
         judge = build_tiny_judge(Path(work) / "tiny-judge")
         for name in ("score_degradation", "comparison"):  # where the workflows expect the released weights
             shutil.rmtree(server.models / "Q-Insight" / name)
@@ -64,6 +75,8 @@ def capture(out: Path, thumbnails: Path) -> list[Path]:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 for workflow in sorted(WORKFLOWS.glob("*.json")):
+                    if only and workflow.stem not in only:
+                        continue
                     page = ComfyPage(server, browser)
                     page.open_workflow(workflow)
                     page.run()
@@ -85,9 +98,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--thumbnails", type=Path, default=WORKFLOWS)
+    parser.add_argument("--only", nargs="*", default=[], help="these workflows (file names without .json)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in capture(args.out, args.thumbnails):
+    for path in capture(args.out, args.thumbnails, args.only):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 

@@ -33,9 +33,13 @@ def browser_unavailable() -> str | None:
     return None
 
 
-def prepare_front_end_server(workdir: Path) -> ComfyUI:
-    """A ComfyUI with its front end, the tiny model where the shipped workflows expect the released
-    weights, and the input image they name; not started."""
+def prepare_front_end_server(workdir: Path, video_judge: Path) -> ComfyUI:
+    """A ComfyUI with its front end, the tiny models where the shipped workflows expect the released
+    weights (``video_judge``: the tiny video judge), and the input image and video they name; not started."""
+    from samples import write_video
+
+    from qinsight_sdk.testing import video_frames
+
     server = ComfyUI(workdir, front_end=True)
     server.prepare()
     user = workdir / "base" / "user" / "default"
@@ -43,7 +47,10 @@ def prepare_front_end_server(workdir: Path) -> ComfyUI:
     (user / "comfy.settings.json").write_text(json.dumps(FRONT_END_SETTINGS))
     for name in ("score_degradation", "comparison"):
         shutil.copytree(server.models / "tiny-qinsight", server.models / "Q-Insight" / name)
+    shutil.copytree(video_judge, server.models / "Q-Insight" / "vqinsight-naturalvideo")
     shutil.copy(server.input_dir / "sample_0.png", server.input_dir / "example.png")
+    for name, brightness in (("example.mp4", 0.7), ("dark.mp4", 0.15)):  # the tiny judge scores brightness
+        write_video(server.input_dir / name, video_frames(brightness, 1, (96, 64), 16), fps=8)
     return server
 
 

@@ -18,8 +18,8 @@ NEEDS_SD_CHECKPOINT = {"best_of_n_generations.json"}  # text to image: the tests
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    comfy = prepare_front_end_server(tmp_path_factory.mktemp("comfyui-front-end"))
+def server(tmp_path_factory, tiny_video_judge_model):
+    comfy = prepare_front_end_server(tmp_path_factory.mktemp("comfyui-front-end"), tiny_video_judge_model)
     comfy.start()
     yield comfy
     comfy.stop()
@@ -142,6 +142,27 @@ def test_saved_images_keep_their_quality(page, server):
     assert row["settings"]["model"].endswith("score_degradation") and row["settings"]["mode"] == "fast"
     assert json.loads(path.with_name(path.name + ".json").read_text())
     assert saved["filename"] in page.report(save["id"])
+
+
+def test_the_video_gate_saves_a_good_video_with_its_score_and_stops_a_bad_one(page, server):
+    page.open_workflow(WORKFLOWS / "video_quality_gate.json")
+    load, score = node_of(page, "LoadVideo"), node_of(page, "QInsightScoreVideo")
+    gate, save = node_of(page, "QInsightVideoGate"), node_of(page, "QInsightSaveVideo")
+    entry = page.run()
+    good = entry["outputs"][str(score["id"])]["qinsight_scores"][0]
+    (saved,) = entry["outputs"][str(save["id"])]["images"]
+    (row,) = read_rows(server.workdir / "output" / saved["subfolder"] / saved["filename"], "score")
+    assert row["score"] == pytest.approx(good) and saved["filename"].endswith(f"_q{good:.1f}.mp4")
+    assert page.report(score["id"]).startswith(f"{good:.1f}/100") and page.report(gate["id"]).startswith("passed")
+    assert len(page.previews(node_of(page, "PreviewImage")["id"])) == 4  # the frames the judge saw: 2 s at 2 fps
+    page.set_widget(load["id"], "file", "dark.mp4")
+    saved_before = sorted((server.workdir / "output").rglob("*.mp4"))
+    entry = page.run()
+    bad = entry["outputs"][str(score["id"])]["qinsight_scores"][0]
+    assert bad < 50 <= good and page.report(gate["id"]).startswith(f"rejected: {bad:.1f}")
+    assert str(save["id"]) not in entry["outputs"]  # the Save node never ran
+    assert sorted((server.workdir / "output").rglob("*.mp4")) == saved_before
+    assert not page.error_toasts() and not page.error_dialogs()
 
 
 def test_the_template_browser_lists_each_workflow_with_its_thumbnail(server):

@@ -13,10 +13,11 @@ from brightness_family import MARKER, install_as_plugin
 from comfyui_server import ComfyUI, progress_of
 from PIL import Image
 from safetensors import safe_open
+from samples import write_video
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.judging.profiles import PROFILES, VISUALQUALITY_R1_NON_THINKING
-from qinsight_sdk.testing import brightness_image, build_tiny_rali
+from qinsight_sdk.testing import brightness_image, build_tiny_rali, video_frames
 
 NODE_IDS = [
     "QInsightLoadJudge",
@@ -34,7 +35,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory, tiny_judge_model):
+def comfy(tmp_path_factory, tiny_judge_model, tiny_video_judge_model):
     # a model family installed as a plugin (an entry point), which ComfyUI's process reads with no edit
     server = ComfyUI(tmp_path_factory.mktemp("comfyui"), env=install_as_plugin(tmp_path_factory.mktemp("site")))
     server.prepare()
@@ -51,6 +52,8 @@ def comfy(tmp_path_factory, tiny_judge_model):
     shutil.copy(server.input_dir / "sample_0.png", server.input_dir / "example.png")
     for name in ("score_degradation", "comparison"):
         shutil.copytree(server.models / "tiny-qinsight", server.models / "Q-Insight" / name)
+    shutil.copytree(tiny_video_judge_model, server.models / "Q-Insight" / "vqinsight-naturalvideo")
+    write_video(server.input_dir / "example.mp4", video_frames(0.5, 1, (64, 48), 8), fps=8)
     # a checkpoint that brings its own judge profile, as 'qinsight train' writes one beside the weights
     shutil.copytree(server.models / "tiny-qinsight", server.models / "tiny-own-profile")
     VISUALQUALITY_R1_NON_THINKING.save(server.models / "tiny-own-profile")
@@ -608,6 +611,7 @@ def test_example_workflows_use_valid_widget_values(comfy, workflow):
         values = list(node.get("widgets_values", []))
         for name, definition in list(spec.get("required", {}).items()) + list(spec.get("optional", {}).items()):
             kind, options = definition[0], (definition[1] if len(definition) > 1 else {})
+            kind = options.get("widgetType") or kind  # a socket of several types with a widget: "FLOAT,INT"
             is_combo = isinstance(kind, list) or kind == "COMBO"
             if name in linked or not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput"):
                 continue
@@ -622,8 +626,8 @@ def test_example_workflows_use_valid_widget_values(comfy, workflow):
                 assert isinstance(value, bool)
             if options.get("control_after_generate"):
                 assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
-            if options.get("image_upload"):
-                assert values.pop(0) == "image"
+            if options.get("image_upload") or options.get("video_upload"):
+                assert values.pop(0) == "image"  # the upload button's value, "image" for videos too
         assert not values, f"{workflow.name}: {node['type']} has extra widget values {values}"
 
 
