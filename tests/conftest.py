@@ -71,6 +71,7 @@ _HEAVY_FIXTURES = {
     "tiny_video_judge_model": "model",
     "comfy": "comfyui",
     "ray_service": "ray",
+    "ray_video_service": "ray",
     "ray_cluster": "ray",
 }
 # .ci/run sets this for its runs at the transformers floors: a Ray cluster and a browser on ComfyUI's front

@@ -284,6 +284,26 @@ def _open_container(source: Path | io.BytesIO) -> Any:
     return _av().open(source if isinstance(source, io.BytesIO) else str(source), mode="r", metadata_errors="ignore")
 
 
+def check_video_header(source: bytes | Path, name: str) -> bool:
+    """Whether ``source`` (file bytes or a path) is a video PyAV opens, after refusing one whose header announces more
+    frames than :data:`MAX_FRAMES` or a side over :data:`MAX_SIDE`; nothing is decoded. For a service's
+    door: what is no video (or cannot be read) is left for the judge to name as that input's error.
+
+    Raises:
+        ImageInputError: the header announces a video too large.
+    """
+    try:
+        with _open_container(io.BytesIO(source) if isinstance(source, bytes) else source) as container:
+            if not container.streams.video:
+                return False
+            stream = container.streams.video[0]
+            total, width, height = int(stream.frames or 0), stream.codec_context.width, stream.codec_context.height
+    except Exception:  # no PyAV, or no container it can open: not for the door to say
+        return False
+    _check_header(total, width, height, name)
+    return True
+
+
 def _from_container(source: Path | io.BytesIO, name: str) -> VideoClip:
     av = _av()
     try:

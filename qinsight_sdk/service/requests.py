@@ -140,8 +140,21 @@ def _pixels(image: bytes | Path, name: str, settings: ServiceSettings) -> int:
             "possible decompression bomb)",
         ) from None
     except (OSError, ValueError, SyntaxError):  # not an image, truncated, unreadable: the judge says which
-        return 0
+        return _video_pixels(image, name)
     return width * height
+
+
+def _video_pixels(source: bytes | Path, name: str) -> int:
+    """0 (a video's cost is its sampled frames, sized by the judge), after refusing a video whose header
+    announces more frames or larger frames than a video may have; nothing decoded."""
+    from ..errors import ImageInputError
+    from ..io.videos import check_video_header
+
+    try:
+        check_video_header(source, name)
+    except ImageInputError as exc:
+        raise RequestError(413, str(exc)) from None
+    return 0
 
 
 def _json_fields(body: bytes) -> dict[str, Any]:

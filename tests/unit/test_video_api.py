@@ -430,3 +430,25 @@ def test_the_service_judges_videos_sent_as_bytes(tmp_path):
     assert round(first["results"][0]["score"]) == 30 and "not a readable video" in first["results"][1]["error"]
     assert round(second["results"][0]["score"]) == 80
     assert rewards["rewards"] == pytest.approx([0.3, 0.8], abs=0.02)
+
+
+def test_the_service_door_refuses_a_video_header_too_large_before_anything_is_judged(tmp_path, monkeypatch):
+    """Bytes that are no image are read as a video header at the door: one announcing more frames (or a
+    larger frame) than a video may have is a 413 naming it; other bytes pass, for the judge to name."""
+    from samples import write_video
+
+    from qinsight_sdk.io import videos
+    from qinsight_sdk.service.requests import RequestError, check_pixels
+    from qinsight_sdk.service.settings import Call, ServiceSettings
+
+    clip = write_video(tmp_path / "clip.mp4", video_frames(0.5, 1, (64, 48), 12), fps=6).read_bytes()
+    check_pixels(Call("score", [clip, b"not a video"]), ServiceSettings())
+    monkeypatch.setattr(videos, "MAX_FRAMES", 10)  # 12 frames stand for a 100,000-frame header
+    with pytest.raises(RequestError) as refused:
+        check_pixels(Call("score", [b"not a video", clip]), ServiceSettings())
+    assert refused.value.status == 413
+    assert refused.value.message == "images[1] announces 12 frames, more than the 10 a video may have"
+    monkeypatch.setattr(videos, "MAX_FRAMES", 36_000)
+    monkeypatch.setattr(videos, "MAX_SIDE", 60)
+    with pytest.raises(RequestError, match="images\\[0\\] has frames of 64x48, larger than 60 pixels on a side"):
+        check_pixels(Call("score", [clip]), ServiceSettings())
