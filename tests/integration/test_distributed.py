@@ -231,3 +231,29 @@ def test_a_ray_dataset_of_paths_or_image_bytes_is_judged_into_a_dataset(ray_clus
     assert "_qinsight_item" not in by_path[0] and len(as_bytes) == 6
     with pytest.raises(Exception, match="the dataset has no column 'image'"):
         judge_dataset(ray.data.from_items([{"path": paths[0]}]), options, column="image").take_all()
+
+
+def test_videos_on_ray_give_the_rows_one_process_gives(ray_cluster, tiny_video_judge_model, tmp_path):
+    """``qinsight score FOLDER --ray`` with a video judge: the folder's videos (a broken one too) judged by
+    Ray actors, each row as one process writes it."""
+    from samples import write_video
+
+    from qinsight_sdk.testing import video_frames
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for k in range(5):
+        write_video(folder / f"v{k}.mp4", video_frames(0.15 + 0.18 * k, k, (64, 48), 8), fps=4)
+    (folder / "broken.webm").write_bytes(b"\x1aE\xdf\xa3" + bytes(40))
+    model = ["--model", str(tiny_video_judge_model), "--batch-size", "2", "--mode", "fast"]
+    local, distributed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main(["score", str(folder), *model, "-o", str(local)]) == 1  # 1: a row holds an error
+    assert main(["score", str(folder), *model, "-o", str(distributed), "--ray", "--workers", "2"]) == 1
+    one, many = ({r["key"]: r for r in rows(path)} for path in (local, distributed))
+    assert one.keys() == many.keys() and len(one) == 6
+    for key, row in one.items():
+        assert many[key]["settings"] == row["settings"] and (many[key]["error"] is None) == (row["error"] is None)
+        if row["error"] is None:
+            assert many[key]["score"] == pytest.approx(row["score"], abs=1e-4)
+    scores = [one[key]["score"] for key in sorted(one) if one[key]["error"] is None]
+    assert scores == sorted(scores) and scores[-1] > 50 > scores[0]  # brighter, better, on 0-100
