@@ -37,6 +37,14 @@ Formats (:data:`FORMATS`; image paths are relative to the image root, by default
     VisualQuality-R1 and several IQA repositories ship their labels; blank lines are skipped.
 ``koniq``
     KonIQ-10k's own ``koniq10k_scores_and_distributions.csv``: ``image_name`` and ``MOS`` (1-5).
+``konvid``
+    KoNViD-1k's ``KoNViD_1k_attributes.csv``: the video is ``file_name`` (else ``flickr_id`` + ``.mp4``),
+    the score ``MOS`` (1-5).
+``lsvq``
+    LSVQ's ``labels_*.csv``: ``name`` (a path without its ``.mp4``) and ``mos`` (0-100).
+``live-vqc``
+    LIVE-VQC's ``data.mat``: ``video_list`` and ``mos`` (0-100), read with SciPy's MAT reader (data only;
+    nothing in the file is run).
 
 The schema holds no standard deviation, so the std columns of these files are not read.
 """
@@ -53,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from ..errors import QInsightError, UsageError
@@ -60,7 +69,8 @@ from ..judging.profiles import QINSIGHT
 from ..judging.prompts import PromptOrder
 from ..judging.tasks import TASKS
 
-FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq")
+FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq", "konvid", "lsvq", "live-vqc")
+VIDEO_SCALE = (0.0, 100.0)  # LSVQ's and LIVE-VQC's MOS: their labels' scale unless --mos-range says otherwise
 
 
 class DataError(QInsightError):
@@ -567,12 +577,88 @@ def from_koniq(
     return [record for _, record in _read_koniq(Path(path), mos_range, file_range)]
 
 
+# -- video data sets ----------------------------------------------------------------------------------------
+
+
+def _video_name(name: str) -> str:
+    """A video's file name as a label file gives it: LSVQ's names and KoNViD-1k's ids lack the ``.mp4``."""
+    return name if Path(name).suffix else name + ".mp4"
+
+
+def _read_konvid(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    video = next((c for c in ("file_name", "flickr_id") if c in header), None)
+    if video is None or "MOS" not in header:
+        raise DataError(
+            f"{path}: not KoNViD-1k's attributes CSV: no file_name (or flickr_id) or no MOS column in "
+            f"{','.join(header)!r}"
+        )
+    _refuse_repeated_columns(path, header, (video, "MOS"))
+    rows, problems = _whole_rows(path, header, rows)
+    found = _table_scores(path, rows, header.index(video), header.index("MOS"), "MOS", problems)
+    return _scores([(n, _video_name(name), v) for n, name, v in found], mos_range, file_range)
+
+
+def _read_lsvq(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    if "name" not in header or "mos" not in header:
+        raise DataError(f"{path}: not an LSVQ labels CSV: no name or mos column in {','.join(header)!r}")
+    _refuse_repeated_columns(path, header, ("name", "mos"))
+    rows, problems = _whole_rows(path, header, rows)
+    found = _table_scores(path, rows, header.index("name"), header.index("mos"), "mos", problems)
+    return _scores([(n, _video_name(name), v) for n, name, v in found], mos_range or VIDEO_SCALE, file_range)
+
+
+def _read_live_vqc(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    """LIVE-VQC's ``data.mat`` (MATLAB 5 format): items numbered from 1 in the file's order."""
+    try:
+        from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
+    except ImportError:
+        raise DataError(f"{path}: reading LIVE-VQC's data.mat needs SciPy (pip install 'qinsight[eval]')") from None
+    try:
+        data = loadmat(str(path), simplify_cells=True)  # arrays and cells only: MAT files hold no code
+    except (MatReadError, NotImplementedError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a MATLAB file SciPy reads ({exc}); save it as MAT 5 (-v7) or as a CSV") from None
+    if "video_list" not in data or "mos" not in data:
+        held = ", ".join(sorted(key for key in data if not key.startswith("__")))  # not the file's own header
+        raise DataError(f"{path}: not LIVE-VQC's data.mat: no video_list or mos in it ({held or 'nothing'})")
+    names, scores = list(np.atleast_1d(data["video_list"])), list(np.atleast_1d(data["mos"]).ravel())
+    if len(names) != len(scores):
+        raise DataError(f"{path}: {len(names)} videos in video_list but {len(scores)} scores in mos")
+    names = [name.strip() if isinstance(name, str) else "" for name in names]  # an empty cell reads as []
+    problems = [(n, "no video name") for n, name in enumerate(names, start=1) if not name]
+    problems += [(n, f"mos {v} is not a number") for n, v in enumerate(scores, start=1) if not _finite_number(v)]
+    if problems:
+        raise DataError(_bad_rows(path, problems))
+    found = [(n, _video_name(name), float(v)) for n, (name, v) in enumerate(zip(names, scores), start=1)]
+    return _scores(found, mos_range or VIDEO_SCALE, file_range)
+
+
+def _finite_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def csv_format(path: str | Path) -> str | None:
-    """The format a CSV's header says it is in: ``csv`` (ours), ``koniq``, ``pyiqa``, or None."""
+    """The format a CSV's header (and, for LSVQ, its name) says it is in: ``csv`` (ours), ``koniq``, ``konvid``,
+    ``lsvq``, ``pyiqa``, or None."""
     header = _csv_header(Path(path))
     columns = set(header)
     if {"image_name", "MOS", "c_total"} <= columns:
         return "koniq"
+    if {"flickr_id", "MOS"} <= columns:
+        return "konvid"
+    if {"name", "mos"} <= columns and Path(path).name.startswith("labels"):  # LSVQ's labels_*.csv
+        return "lsvq"
     if "answer" in columns or "distortion_class" in columns or {"image", "mos"} <= columns:
         return "csv"
     return "pyiqa" if _pyiqa_columns(header) is not None else None
@@ -606,6 +692,9 @@ _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[in
     "pyiqa": _read_pyiqa,
     "mos-list": _read_mos_list,
     "koniq": _read_koniq,
+    "konvid": _read_konvid,
+    "lsvq": _read_lsvq,
+    "live-vqc": _read_live_vqc,
 }
 
 

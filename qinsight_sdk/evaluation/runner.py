@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..io.records import check_writable, key_of, open_store, read_store
+from ..judging.profiles import PROFILES
 from ..judging.tasks import TASKS
 from .data import FORMATS, DataError, Sample, check_mos_range, csv_format, load_records, mos_list_line, read_records
 from .metrics import paired_difference, require_scipy
@@ -72,6 +73,8 @@ def guess_format(path: str | Path) -> str:
         return found
     if suffix == ".jsonl":
         return "qinsight"
+    if suffix == ".mat":
+        return "live-vqc"
     if suffix == ".txt":
         return "mos-list"
     try:
@@ -326,7 +329,8 @@ def _predict(
         todo = list({i.key: i for i in items if not store.done(i.key)}.values())  # listed twice: judged once
         if todo and load_judge is not None:
             judge = load_judge()
-            with tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress) as bar:  # images/s, ETA
+            unit = getattr(getattr(judge, "profile", None), "media", "image")  # images/s (videos/s), ETA
+            with tqdm(total=len(todo), unit=unit, file=sys.stderr, disable=not progress) as bar:
 
                 def write(index: int, result: Any) -> None:
                     store.write([str(p) for p in todo[index].sample.images], result.to_dict())
@@ -357,12 +361,24 @@ def report(
         else:
             judged.append((item.sample, row))
     spec = TASKS[task]
-    samples, judged_rows = [s for s, _ in judged], [r for _, r in judged]
+    samples, judged_rows = [s for s, _ in judged], [on_label_scale(r) for _, r in judged]
     metrics = spec.metrics(samples, judged_rows, resamples)
     result = {"task": task, **about, "items": len(items), "judged": len(judged), "failed": failed, "metrics": metrics}
     if plot is not None and spec.plot is not None:
         spec.plot(samples, judged_rows, metrics, Path(plot), Path(result.get("data") or result["predictions"]).name)
     return result
+
+
+def on_label_scale(row: dict[str, Any]) -> dict[str, Any]:
+    """A prediction row as the metrics compare it with labels (on [1, 5]): a video judge's score, kept on
+    its own scale in the row (0-100 for VQ-Insight's), mapped linearly onto [1, 5], so that RMSE means the
+    same for every judge; image judges' scores are on [1, 5] already. Correlations do not change."""
+    profile = PROFILES.get(str((row.get("settings") or {}).get("profile")))
+    if profile is None or profile.media != "video" or row.get("score") is None:
+        return row
+    low, high = profile.rating_range
+    mapped = {k: 1 + 4 * (row[k] - low) / (high - low) for k in ("score", "expected_score") if row.get(k) is not None}
+    return {**row, **mapped}
 
 
 # A score no quality scale reaches (1-5, 0-1, 0-100, Elo's ~1500 all lie far inside): a row beyond it is

@@ -2,7 +2,9 @@
 numbers, and weighted mixing."""
 
 import json
+import re
 
+import numpy as np
 import pytest
 from samples import noise_image
 
@@ -311,3 +313,85 @@ def test_koniq_scores_and_distributions(tmp_path):
     (tmp_path / "other.csv").write_text("image,mos\na.png,3\n")
     with pytest.raises(DataError, match="not KonIQ-10k's scores CSV"):
         from_koniq(tmp_path / "other.csv")
+
+
+# -- video data sets ---------------------------------------------------------------------------------------
+
+
+def test_konvid_lsvq_and_live_vqc_labels_name_their_videos_on_the_right_scale(tmp_path):
+    from scipy.io import savemat
+
+    from qinsight_sdk.evaluation.data import csv_format, read_records
+
+    konvid = tmp_path / "KoNViD_1k_attributes.csv"
+    konvid.write_text("flickr_id,MOS,SD,n,file_name\n3337642103,4.64,0.5,50,3337642103.mp4\n8536919744,1.22,0.4,50,\n")
+    assert csv_format(konvid) == "konvid"
+    # file_name is read where the file has it; a row without it is an error, not a silent fall-back
+    with pytest.raises(DataError, match="KoNViD_1k_attributes.csv:3: no image name"):
+        read_records(konvid, "konvid", file_range=False)
+    konvid.write_text("flickr_id,MOS\n3337642103,4.64\n8536919744,1.22\n")
+    assert [r for _, r in read_records(konvid, "konvid", file_range=False)] == [
+        {"task": "score", "image": "3337642103.mp4", "mos": 4.64},  # 1-5 already, the id's video
+        {"task": "score", "image": "8536919744.mp4", "mos": 1.22},
+    ]
+    lsvq = tmp_path / "labels_test_1080p.csv"
+    lsvq.write_text(
+        "name,height,width,mos,frame_number\nia-batch1/clip_a,1080,1920,75.0,240\nyfcc/b.mkv,720,1280,25,90\n"
+    )
+    assert csv_format(lsvq) == "lsvq"
+    assert csv_format(lsvq.rename(tmp_path / "meta_info_x.csv")) == "pyiqa"  # only LSVQ's own file names
+    read = [r for _, r in read_records(tmp_path / "meta_info_x.csv", "lsvq", file_range=False)]
+    assert read == [
+        {"task": "score", "image": "ia-batch1/clip_a.mp4", "mos": 75.0, "mos_range": [0.0, 100.0]},
+        {"task": "score", "image": "yfcc/b.mkv", "mos": 25.0, "mos_range": [0.0, 100.0]},
+    ]
+    assert read_records(tmp_path / "meta_info_x.csv", "lsvq", (10, 90))[0][1]["mos_range"] == [10, 90]
+    mat = tmp_path / "data.mat"
+    savemat(
+        mat, {"video_list": np.array([["A001.mp4"], ["B002.mp4"]], dtype=object), "mos": np.array([[80.5], [20.0]])}
+    )
+    assert [r for _, r in read_records(mat, "live-vqc", file_range=False)] == [
+        {"task": "score", "image": "A001.mp4", "mos": 80.5, "mos_range": [0.0, 100.0]},
+        {"task": "score", "image": "B002.mp4", "mos": 20.0, "mos_range": [0.0, 100.0]},
+    ]
+    from qinsight_sdk.evaluation.runner import guess_format
+
+    assert guess_format(mat) == "live-vqc" and guess_format(konvid) == "konvid"
+
+
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("a.csv", "video,MOS\na.mp4,3\n", "not KoNViD-1k's attributes CSV: no file_name (or flickr_id)"),
+        ("b.csv", "flickr_id,MOS\n123,high\n", "b.csv:2: MOS 'high' is not a number"),
+        ("c.csv", "flickr_id,MOS,MOS\n1,2,3\n", "the header names 'MOS' twice"),
+    ],
+)
+def test_bad_konvid_files_say_what_is_wrong(tmp_path, name, text, fragment):
+    from qinsight_sdk.evaluation.data import read_records
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        read_records(tmp_path / name, "konvid")
+
+
+def test_bad_lsvq_and_live_vqc_files_say_what_is_wrong(tmp_path):
+    from scipy.io import savemat
+
+    from qinsight_sdk.evaluation.data import read_records
+
+    (tmp_path / "labels.csv").write_text("video,score\na,3\n")
+    with pytest.raises(DataError, match="not an LSVQ labels CSV: no name or mos column"):
+        read_records(tmp_path / "labels.csv", "lsvq")
+    savemat(tmp_path / "keys.mat", {"videos": np.array(["a"], dtype=object)})
+    with pytest.raises(DataError, match=r"not LIVE-VQC's data.mat: no video_list or mos in it \(videos\)"):
+        read_records(tmp_path / "keys.mat", "live-vqc")
+    savemat(tmp_path / "short.mat", {"video_list": np.array(["a", "b"], dtype=object), "mos": np.array([1.0])})
+    with pytest.raises(DataError, match="2 videos in video_list but 1 scores in mos"):
+        read_records(tmp_path / "short.mat", "live-vqc")
+    savemat(tmp_path / "nan.mat", {"video_list": np.array(["a", ""], dtype=object), "mos": np.array([np.nan, 2.0])})
+    with pytest.raises(DataError, match=r"(?s)nan.mat:1: mos nan is not a number.*nan.mat:2: no video name"):
+        read_records(tmp_path / "nan.mat", "live-vqc")
+    (tmp_path / "text.mat").write_text("not a MATLAB file")
+    with pytest.raises(DataError, match="not a MATLAB file SciPy reads"):
+        read_records(tmp_path / "text.mat", "live-vqc")

@@ -292,3 +292,39 @@ def test_the_command_line_scores_ranks_and_compares_folders_of_videos(tiny_video
     compare = ["compare", str(folder / "a.mp4"), str(folder / "b.webm"), *model, "--judge", "vqinsight-comp"]
     assert cli.main(compare) == 0
     assert json.loads(capsys.readouterr().out)["winner"] == "B"
+
+
+def test_eval_reads_each_video_data_sets_labels_and_measures_on_one_scale(tiny_video_judge_model, tmp_path):
+    """``qinsight eval`` on KoNViD-1k's CSV (1-5, flickr ids), LSVQ's (0-100, names without .mp4, in folders)
+    and LIVE-VQC's data.mat (0-100) for 12 videos labelled by brightness: the same predictions, SRCC >= 0.9,
+    and an RMSE on [1, 5] (the judge's 0-100 scores mapped as the labels are)."""
+    import json
+
+    from scipy.io import savemat
+
+    from qinsight_sdk import cli
+
+    rng = random.Random(4)
+    levels = [rng.uniform(0.05, 0.95) for _ in range(12)]
+    (tmp_path / "batch1").mkdir()
+    for k, level in enumerate(levels):
+        write_video(tmp_path / "batch1" / f"{1000 + k}.mp4", video_frames(level, 70 + k, (64, 48), 8), fps=4)
+    konvid = tmp_path / "KoNViD_1k_attributes.csv"
+    konvid.write_text("flickr_id,MOS,SD\n" + "".join(f"{1000 + k},{1 + 4 * v:.4f},0.5\n" for k, v in enumerate(levels)))
+    lsvq = tmp_path / "labels_train_test.csv"
+    lsvq.write_text("name,mos\n" + "".join(f"batch1/{1000 + k},{100 * v:.3f}\n" for k, v in enumerate(levels)))
+    names = np.array([[f"{1000 + k}.mp4"] for k in range(12)], dtype=object)
+    savemat(tmp_path / "data.mat", {"video_list": names, "mos": np.array([[100 * v] for v in levels])})
+    model = ["--model", str(tiny_video_judge_model), "--device", "cpu", "--mode", "fast", "--bootstrap", "0"]
+    reports = {}
+    for data, root in ((konvid, "batch1"), (lsvq, "."), (tmp_path / "data.mat", "batch1")):
+        report = tmp_path / f"{data.stem}.json"
+        predictions = ["--predictions", str(tmp_path / f"{data.stem}.jsonl"), "--report", str(report)]
+        assert cli.main(["eval", str(data), "--image-root", str(tmp_path / root), *model, *predictions]) == 0
+        reports[data.stem] = json.loads(report.read_text())
+    for found in reports.values():
+        assert found["judged"] == 12 and not found["failed"]
+        assert found["metrics"]["srcc"] >= 0.9
+        assert found["metrics"]["rmse"] < 1.0  # on [1, 5]: 0-100 scores compared raw would be ~50 off
+    first = reports["KoNViD_1k_attributes"]["metrics"]
+    assert all(r["metrics"]["srcc"] == pytest.approx(first["srcc"], abs=1e-9) for r in reports.values())
