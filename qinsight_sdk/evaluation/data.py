@@ -45,6 +45,10 @@ Formats (:data:`FORMATS`; image paths are relative to the image root, by default
 ``live-vqc``
     LIVE-VQC's ``data.mat``: ``video_list`` and ``mos`` (0-100), read with SciPy's MAT reader (data only;
     nothing in the file is run).
+``dimensions``
+    a CSV of multi-dimension labels for VQ-Insight's AIGC judge: ``video`` (or ``image``), ``spatial``,
+    ``temporal``, ``consistency`` (0-100 unless ``mos_range`` says otherwise); the MOS is their mean, as the
+    judge's score is the mean of its three.
 
 The schema holds no standard deviation, so the std columns of these files are not read.
 """
@@ -66,10 +70,13 @@ from PIL import Image
 
 from ..errors import QInsightError, UsageError
 from ..judging.profiles import QINSIGHT
-from ..judging.prompts import PromptOrder
+from ..judging.prompts import VQ_AIGC_DIMENSIONS, PromptOrder
 from ..judging.tasks import TASKS
 
-FORMATS = ("qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq", "konvid", "lsvq", "live-vqc")
+FORMATS = (
+    "qinsight", "deqa", "qinsight-comparison", "csv", "pyiqa", "mos-list", "koniq", "konvid", "lsvq", "live-vqc",
+    "dimensions",
+)  # fmt: skip
 VIDEO_SCALE = (0.0, 100.0)  # LSVQ's and LIVE-VQC's MOS: their labels' scale unless --mos-range says otherwise
 
 
@@ -87,6 +94,7 @@ class Sample:
     distortion_class: str | None = None
     severity: str | None = None
     answer: str | None = None
+    dimensions: tuple[tuple[str, float], ...] = ()  # a multi-dimension label's (name, value on [1, 5]) pairs
     origin: str = field(default="", compare=False)  # "file:row", for messages
 
     def conversation(self) -> list[dict[str, Any]]:
@@ -641,6 +649,36 @@ def _read_live_vqc(
     return _scores(found, mos_range or VIDEO_SCALE, file_range)
 
 
+def _read_dimensions(
+    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    header, rows = _csv_table(path)
+    video = next((c for c in ("video", "image") if c in header), None)
+    missing = [name for name in VQ_AIGC_DIMENSIONS if name not in header]
+    if video is None or missing:
+        raise DataError(
+            f"{path}: not a multi-dimension label CSV: it needs a video (or image) column and "
+            f"{', '.join(VQ_AIGC_DIMENSIONS)}; {','.join(header)!r} lacks {', '.join(missing) or 'video'}"
+        )
+    _refuse_repeated_columns(path, header, (video, *VQ_AIGC_DIMENSIONS))
+    rows, problems = _whole_rows(path, header, rows, needed=len(header))
+    scale = list(mos_range or VIDEO_SCALE)
+    records = []
+    for number, row in rows:
+        name = row[header.index(video)].strip()
+        cells = {dimension: row[header.index(dimension)].strip() for dimension in VQ_AIGC_DIMENSIONS}
+        bad = [f"{dimension} {cell!r} is not a number" for dimension, cell in cells.items() if not _is_number(cell)]
+        problems += [(number, text) for text in (["no video name"] if not name else []) + bad]
+        if name and not bad:
+            values = {dimension: float(cell) for dimension, cell in cells.items()}
+            mos = sum(values.values()) / len(values)
+            record = {"task": "score", "image": name, "mos": mos, "dimensions": values, "mos_range": scale}
+            records.append((number, record))
+    if problems:
+        raise DataError(_bad_rows(path, problems))
+    return records
+
+
 def _finite_number(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
@@ -657,6 +695,8 @@ def csv_format(path: str | Path) -> str | None:
         return "koniq"
     if {"flickr_id", "MOS"} <= columns:
         return "konvid"
+    if set(VQ_AIGC_DIMENSIONS) <= columns:
+        return "dimensions"
     if {"name", "mos"} <= columns and Path(path).name.startswith("labels"):  # LSVQ's labels_*.csv
         return "lsvq"
     if "answer" in columns or "distortion_class" in columns or {"image", "mos"} <= columns:
@@ -695,6 +735,7 @@ _READERS: dict[str, Callable[[Path, Sequence[float] | None, bool], list[tuple[in
     "konvid": _read_konvid,
     "lsvq": _read_lsvq,
     "live-vqc": _read_live_vqc,
+    "dimensions": _read_dimensions,
 }
 
 

@@ -377,8 +377,14 @@ def on_label_scale(row: dict[str, Any]) -> dict[str, Any]:
     if profile is None or profile.media != "video" or row.get("score") is None:
         return row
     low, high = profile.rating_range
-    mapped = {k: 1 + 4 * (row[k] - low) / (high - low) for k in ("score", "expected_score") if row.get(k) is not None}
-    return {**row, **mapped}
+
+    def mapped(value: float) -> float:
+        return 1 + 4 * (value - low) / (high - low)
+
+    found = {k: mapped(row[k]) for k in ("score", "expected_score") if row.get(k) is not None}
+    if row.get("dimensions"):
+        found["dimensions"] = {k: None if v is None else mapped(v) for k, v in row["dimensions"].items()}
+    return {**row, **found}
 
 
 # A score no quality scale reaches (1-5, 0-1, 0-100, Elo's ~1500 all lie far inside): a row beyond it is

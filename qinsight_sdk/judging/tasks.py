@@ -174,12 +174,25 @@ def reconcile(forward: ComparisonResult, backward: ComparisonResult) -> Comparis
 
 
 def _score_record(record: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    mos = float(record["mos"])
+    """The image and its MOS on [1, 5]; with ``dimensions`` (a multi-dimension judge's labels, such as
+    VQ-Insight's AIGC judge's spatial, temporal and consistency), each on the same scale as the MOS."""
+    labels = {"mos": _on_one_to_five(record["mos"], record, "mos")}
+    if record.get("dimensions"):
+        labels["dimensions"] = tuple(
+            (str(name), _on_one_to_five(value, record, str(name))) for name, value in record["dimensions"].items()
+        )
+    return [record["image"]], labels
+
+
+def _on_one_to_five(value: Any, record: dict[str, Any], name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} {number} is not a finite number")
     if "mos_range" in record:
-        mos = normalise_mos(mos, *record["mos_range"])
-    if not 1.0 <= mos <= 5.0:
-        raise ValueError(f"mos {mos} is outside [1, 5]; give mos_range to normalise it")
-    return [record["image"]], {"mos": mos}
+        number = normalise_mos(number, *record["mos_range"])
+    if not 1.0 <= number <= 5.0:
+        raise ValueError(f"{name} {number} is outside [1, 5]; give mos_range to normalise it")
+    return number
 
 
 def normalise_mos(mos: float, low: float, high: float) -> float:
@@ -245,7 +258,24 @@ def _score_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resam
     expected = [(r["expected_score"], s.mos) for s, r in zip(samples, rows) if r.get("expected_score") is not None]
     if expected:
         found["expected"] = metrics.score_metrics([e for e, _ in expected], [m for _, m in expected], resamples)
+    dimensions = _dimension_pairs(samples, rows)
+    if dimensions:
+        found["dimensions"] = {
+            name: metrics.score_metrics([p for p, _ in pairs], [m for _, m in pairs], resamples)
+            for name, pairs in dimensions.items()
+        }
     return found
+
+
+def _dimension_pairs(samples: Sequence[Any], rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(predicted, label) per dimension the labels name, over the items whose row gives that dimension."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for sample, row in zip(samples, rows):
+        predicted = row.get("dimensions") or {}
+        for name, label in getattr(sample, "dimensions", ()) or ():
+            if predicted.get(name) is not None:
+                pairs.setdefault(name, []).append((float(predicted[name]), label))
+    return pairs
 
 
 def _degradation_metrics(samples: Sequence[Any], rows: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
@@ -278,6 +308,8 @@ def _score_summary(found: dict[str, Any]) -> Iterator[str]:
         f"KRCC {_number(found['krcc'])}; RMSE {_number(found['rmse'])} "
         f"(after the fit {_number(found['rmse_logistic'])})"
     )
+    for name, each in found.get("dimensions", {}).items():
+        yield f"{name} ({each['n']} items): SRCC {_number(each['srcc'])}, PLCC {_number(each['plcc'])}"
     if "expected" in found:
         expected = found["expected"]
         yield (

@@ -395,3 +395,29 @@ def test_bad_lsvq_and_live_vqc_files_say_what_is_wrong(tmp_path):
     (tmp_path / "text.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="not a MATLAB file SciPy reads"):
         read_records(tmp_path / "text.mat", "live-vqc")
+
+
+def test_multi_dimension_labels_give_each_dimension_and_their_mean(tmp_path):
+    from qinsight_sdk.evaluation.data import csv_format, read_records
+
+    path = tmp_path / "aigc.csv"
+    path.write_text("video,prompt,spatial,temporal,consistency\na.mp4,a cat,80,40,60\nb.mp4,a dog,0,100,50\n")
+    assert csv_format(path) == "dimensions"
+    (first, second) = read_source(path, "dimensions", check_images=False)
+    assert first.mos == pytest.approx(1 + 4 * 0.6) and second.mos == pytest.approx(3.0)  # the mean, on [1, 5]
+    assert first.dimensions == (("spatial", 4.2), ("temporal", 2.6), ("consistency", 3.4))
+    assert read_records(path, "dimensions", (0, 200))[0][1]["mos_range"] == [0, 200]
+    path.write_text("video,spatial,temporal,consistency\na.mp4,80,x,60\n,1,2,3\nc.mp4,1,2\n")
+    with pytest.raises(DataError) as raised:
+        read_records(path, "dimensions")
+    assert str(raised.value).splitlines()[1:] == [
+        "aigc.csv:2: temporal 'x' is not a number",
+        "aigc.csv:3: no video name",
+        "aigc.csv:4: 3 fields, but the header (line 1) has 4",
+    ]
+    path.write_text("video,spatial,temporal\na.mp4,1,2\n")
+    with pytest.raises(DataError, match="needs a video \\(or image\\) column and spatial, temporal, consistency"):
+        read_records(path, "dimensions")
+    path.write_text("video,spatial,temporal,consistency\na.mp4,120,50,50\n")
+    with pytest.raises(DataError, match="spatial 5.8 is outside \\[1, 5\\]"):
+        read_source(path, "dimensions", check_images=False)

@@ -328,3 +328,33 @@ def test_eval_reads_each_video_data_sets_labels_and_measures_on_one_scale(tiny_v
         assert found["metrics"]["rmse"] < 1.0  # on [1, 5]: 0-100 scores compared raw would be ~50 off
     first = reports["KoNViD_1k_attributes"]["metrics"]
     assert all(r["metrics"]["srcc"] == pytest.approx(first["srcc"], abs=1e-9) for r in reports.values())
+
+
+def test_eval_of_the_aigc_judge_reports_each_dimension(tiny_video_judge_model, tmp_path):
+    """A multi-dimension label file (video, spatial, temporal, consistency on 0-100): the AIGC judge's
+    three answers measured one by one, and their mean as the score."""
+    import json
+
+    from qinsight_sdk import cli
+    from qinsight_sdk.backends.qwen2_5_vl.tiny_video_judge import temporal_score
+
+    rng = random.Random(8)
+    rows = []
+    for k in range(10):
+        level, flicker = rng.uniform(0.1, 0.9), rng.uniform(0.0, 1.0)
+        write_video(tmp_path / f"g{k}.mp4", video_frames(level, 90 + k, (64, 48), 8, flicker), fps=4, codec="ffv1",
+                    pix_fmt="yuv444p")  # fmt: skip
+        spatial = natural_score(level)
+        rows.append(f"g{k}.mp4,{spatial},{temporal_score(flicker)},{spatial}\n")
+    labels = tmp_path / "aigc.csv"
+    labels.write_text("video,spatial,temporal,consistency\n" + "".join(rows))
+    report = tmp_path / "report.json"
+    model = ["--model", str(tiny_video_judge_model), "--judge", "vqinsight-aigcvideo", "--device", "cpu"]
+    options = ["--bootstrap", "0", "--predictions", str(tmp_path / "p.jsonl"), "--report", str(report)]
+    assert cli.main(["eval", str(labels), *model, *options]) in (0, 1)  # 1: an answer the tiny model garbled
+    found = json.loads(report.read_text())
+    assert found["judged"] >= 8
+    dimensions = found["metrics"]["dimensions"]
+    assert set(dimensions) == {"spatial", "temporal", "consistency"}
+    assert dimensions["spatial"]["srcc"] >= 0.8 and dimensions["spatial"]["n"] == found["judged"]
+    assert dimensions["spatial"]["rmse"] < 1.0  # the judge's 0-100 mapped onto [1, 5], as the labels are
