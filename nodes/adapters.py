@@ -92,11 +92,11 @@ def errors_of(results: Sequence[Any]) -> dict[int, str]:
     return {i: r.error for i, r in enumerate(results) if r.error is not None}
 
 
-def raise_for_errors(errors: dict[int, str], total: int, what: str) -> None:
-    """One clear error naming every image that could not be judged, and why."""
+def raise_for_errors(errors: dict[int, str], total: int, what: str, item: str = "image") -> None:
+    """One clear error naming every ``item`` (by its index or number) that could not be judged, and why."""
     if errors:
-        details = "; ".join(f"image {i}: {message}" for i, message in sorted(errors.items()))
-        raise ValueError(f"{what} failed for {len(errors)} of {total} images; {details}")
+        details = "; ".join(f"{item} {i}: {message}" for i, message in sorted(errors.items()))
+        raise ValueError(f"{what} failed for {len(errors)} of {total} {item}s; {details}")
 
 
 @dataclass

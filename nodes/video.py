@@ -263,9 +263,8 @@ class BestOfNVideos(io.ComfyNode):
             ranking_steps(len(sources), strategy, HYBRID_POOL),
             "video",
         )
-        adapters.raise_for_errors(
-            {numbers[i] - 1: e for i, e in ranking.errors.items()}, len(sources), "ranking the videos"
-        )
+        errors = {numbers[i]: e for i, e in ranking.errors.items()}  # named by their inputs' numbers
+        adapters.raise_for_errors(errors, len(sources), "ranking", "video")
         order = [numbers[i] for i in ranking.order]
         text = [f"#{rank + 1}: video {n} ({s:.2f})" for rank, (n, s) in enumerate(zip(order, ranking.scores))]
         best = as_video_output(given[order[0]], fps, video_info)

@@ -87,6 +87,36 @@ _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
     **{
+        f"qinsight_sdk.io.videos.x__is_animation__mutmut_{n}": "reading 17 bytes, or the whole file, instead of 16: "
+        "only the first 12 are looked at"
+        for n in (8, 9, 11)
+    },
+    **{
+        f"qinsight_sdk.io.videos.x__open_container__mutmut_{n}": "mode None, or no mode, is PyAV's default: 'r'"
+        for n in (4, 7)
+    },
+    "qinsight_sdk.io.videos.x__open_container__mutmut_10": "PyAV opens a Path as it opens the Path's str",
+    **{
+        f"qinsight_sdk.io.videos.x__from_animation__mutmut_{n}": "every Pillow plugin that reads GIF, PNG and WebP "
+        "sets n_frames: the default is never used"
+        for n in (6, 9, 12)
+    },
+    **{
+        f"qinsight_sdk.io.videos.x__from_animation__mutmut_{n}": "to_rgb names an image only for integer and float "
+        "modes; an animation frame converted to RGBA is neither"
+        for n in (65, 67)
+    },
+    "qinsight_sdk.io.videos.x__from_animation__mutmut_68": "convert() with no mode gives RGB, or RGBA where a "
+    "palette has transparency: to_rgb composites either over white into the pixels RGBA gives",
+    **{
+        f"qinsight_sdk.io.videos.{name}": "a header count of 0 read as 1: both are under any frame limit"
+        for name in ("x_check_video_header__mutmut_12", "x__from_container__mutmut_18")
+    },
+    "qinsight_sdk.io.videos.x__from_container__mutmut_27": "a header counting 1 frame: its packets count 1 again, "
+    "and the rate stays the header's",
+    "qinsight_sdk.io.videos.x__count_packets__mutmut_5": "PyAV yields an empty packet only as the demuxed stream's "
+    "last (its flush packet): stopping there or skipping it ends the count the same",
+    **{
         f"qinsight_sdk.service.judging.x__judge_group__mutmut_{n}": "both_orders None instead of False: compare_pairs "
         "reads it as a truth value"
         for n in (28, 30)

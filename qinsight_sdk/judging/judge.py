@@ -443,7 +443,7 @@ class QualityJudge:
         rewards = []
         for index, result in enumerate(results):
             if result.score is None:
-                logger.warning("reward 0.0 for image %d: %s", index, result.error)
+                logger.warning("reward 0.0 for %s %d: %s", self.profile.media, index, result.error)
             rewards.append(0.0 if result.score is None else min(1.0, max(0.0, (result.score - low) / (high - low))))
         return torch.tensor(rewards, dtype=torch.float32)
 

@@ -127,6 +127,22 @@ def test_the_comparison_judge_picks_the_brighter_video(comfy):
     assert sum(w == t for w, t in zip(winners, truth)) >= 9, (winners, truth)
 
 
+def test_best_of_n_videos_reports_progress_per_video_and_refuses_a_broken_one_by_number(comfy):
+    from comfyui_server import progress_of
+
+    graph = {"j": loader(), **{f"v{k}": load_video(k) for k in range(3)}}
+    slots = {f"video_{k + 1}": [f"v{k}", 0] for k in range(3)}
+    graph["b"] = {"class_type": "QInsightBestOfNVideos", "inputs": {"judge": ["j", 0], "strategy": "score", **slots}}
+    entry, messages = comfy.watch(graph)
+    succeeded(entry)
+    assert progress_of(messages, "b") == [(1, 3), (2, 3), (3, 3)]
+    graph["c"] = {"class_type": "CreateVideo", "inputs": {"images": ["e", 0], "fps": 8.0}}
+    graph["e"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}}
+    graph["b"]["inputs"]["video_6"] = ["c", 0]  # one frame: no video
+    error = failure(comfy.run(graph))
+    assert "ranking failed for 1 of 4 videos; video 6: " in error["exception_message"]
+
+
 def test_best_of_n_videos_orders_videos_and_frame_batches_by_score(comfy):
     graph = {"j": loader(), "c": {"class_type": "GetVideoComponents", "inputs": {"video": ["v3", 0]}}}
     for k in range(4):

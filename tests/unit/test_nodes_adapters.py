@@ -65,6 +65,8 @@ def test_threshold_split_and_error_messages():
     with pytest.raises(ValueError, match=r"failed for 1 of 3 images; image 2: contains NaN"):
         adapters.raise_for_errors({2: "contains NaN"}, 3, "scoring")
     adapters.raise_for_errors({}, 3, "scoring")
+    with pytest.raises(ValueError, match=r"^ranking failed for 2 of 6 videos; video 2: short; video 6: broken$"):
+        adapters.raise_for_errors({6: "broken", 2: "short"}, 6, "ranking", "video")
 
 
 def test_model_folders_and_choices(tmp_path):

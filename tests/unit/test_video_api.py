@@ -452,3 +452,10 @@ def test_the_service_door_refuses_a_video_header_too_large_before_anything_is_ju
     monkeypatch.setattr(videos, "MAX_SIDE", 60)
     with pytest.raises(RequestError, match="images\\[0\\] has frames of 64x48, larger than 60 pixels on a side"):
         check_pixels(Call("score", [clip]), ServiceSettings())
+
+
+def test_a_video_that_cannot_be_judged_gets_the_worst_reward_and_a_warning_naming_it(caplog):
+    judge = QualityJudge(ScriptedBackend(brightness), profile="vqinsight-naturalvideo")
+    rewards = judge.reward([Video(video_frames(0.6, 1)), b"not a video"])
+    assert rewards[0] == pytest.approx(0.6, abs=0.02) and rewards[1] == 0.0
+    assert "reward 0.0 for video 1: the video bytes (11 bytes) cannot be read" in caplog.text

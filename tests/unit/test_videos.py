@@ -17,6 +17,7 @@ from qinsight_sdk.io.video_sampling import frame_indices, frame_size, resize_fra
 from qinsight_sdk.io.videos import Video, VideoClip, load_video, split_videos
 
 FRAMES = moving_frames(48, seed=3)  # 48 frames of 48x64 at 24 fps: 4 frames of 280x392 are judged
+WIDE = np.stack([np.full((2, 1000, 3), 60 * k, np.uint8) for k in range(3)])  # 3 frames, 500 times wider than tall
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_a_file_gives_the_sampled_frames_of_its_decoded_video(files, kind):
     decoded = decode_all(files[kind])
     frames, indices = expected_clip(decoded, 24.0)
     assert (clip.total_frames, clip.fps, clip.indices) == (48, 24.0, (0, 16, 31, 47))
-    assert list(clip.indices) == indices
+    assert list(clip.indices) == indices and clip.frames.dtype == np.uint8
     assert np.array_equal(clip.frames, frames)
     assert clip.frames.shape == (4, 280, 392, 3) and clip.tokens == 2 * 10 * 14
 
@@ -96,7 +97,7 @@ def test_every_in_memory_form_gives_the_same_frames():
     for form in forms:
         clip = load_video(form)
         assert np.array_equal(clip.frames, expected), type(form.frames)
-        assert clip.indices == (0, 16, 31, 47)
+        assert clip.indices == (0, 16, 31, 47) and clip.total_frames == 48
 
 
 def test_frames_without_a_rate_count_as_sampled_at_two_per_second():
@@ -170,7 +171,25 @@ def _broken(folder, files):
     made["NaN frames"] = (torch.full((8, 32, 32, 3), float("nan")), "NaN or infinite")
     made["frames out of range"] = (np.full((8, 32, 32, 3), 7.5, dtype=np.float32), "expected 0..1")
     made["one image"] = (np.zeros((32, 32, 3), dtype=np.uint8), "is one image, not a video")
-    made["frames of different sizes"] = ([FRAMES[0], FRAMES[1][:, :40]], "its frames differ in size")
+    made["frames of different sizes"] = (
+        [FRAMES[0], FRAMES[1][:, :40]],
+        "its frames differ in size ((48, 40, 3), (48, 64, 3))",
+    )
+    made["PIL frames of different sizes"] = (
+        [Image.new("RGB", (64, 48)), Image.new("RGB", (66, 48))],
+        "its frames differ in size ((48, 64), (48, 66))",  # (height, width), as arrays give them
+    )
+    made["not a frame in the list"] = (["x", FRAMES[0]], "frame 0 of the list of 2 frames is not a frame")
+    made["Video of something else"] = (Video(object(), fps=8), "a video's frames are a list or a (T, H, W, C)")
+    made["NaN frames with a rate"] = (Video(np.full((8, 8, 8, 3), np.nan), fps=4), "frame 0 of the Video's frames")
+    made["one frame with a rate"] = (Video(FRAMES[:1], fps=4), "the Video's frames has 1 frame(s)")
+    made["a frame 500 times wider than tall"] = (Video(np.zeros((4, 2, 1000, 3), np.uint8)), "aspect ratio")
+    made["one frame in a GIF"] = (_gif(folder / "one.gif", FRAMES[:1], 100), "1 frame(s): a video needs at least 2")
+    made["a video 500 times wider than tall"] = (
+        write_video(folder / "thin.mkv", np.repeat(WIDE, 4, axis=0), codec="ffv1", pix_fmt="yuv444p"),
+        "aspect ratio",
+    )
+    made["a GIF 500 times wider than tall"] = (_gif(folder / "wide.gif", WIDE, 100), "aspect ratio")
     made["an empty array"] = (np.zeros((0, 32, 32, 3), dtype=np.uint8), "is empty")
     made["a number"] = (42, "unsupported video input of type int")
     wide = np.zeros((2, 16, 8200, 3), dtype=np.uint8)
@@ -182,6 +201,12 @@ def _broken(folder, files):
         os.mkfifo(folder / "pipe.mp4")
         made["a FIFO"] = (folder / "pipe.mp4", "not a regular file")
     return made
+
+
+def _gif(path, frames, duration):
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return path
 
 
 def _audio_only(path):
@@ -207,6 +232,8 @@ def test_each_broken_video_is_its_own_error(tmp_path, files):
         with pytest.raises(ImageInputError) as raised:
             load_video(source)
         assert message in str(raised.value), (kind, str(raised.value))
+        named = videos.described(source) in str(raised.value) or kind in ("empty bytes", "a number")
+        assert named and "None" not in str(raised.value), (kind, str(raised.value))  # names its input
 
 
 def test_a_header_announcing_too_many_frames_is_refused_before_decoding(files, monkeypatch):
@@ -233,8 +260,8 @@ def test_a_variable_frame_rate_video_is_judged_at_its_average_rate(tmp_path):
 
 def test_a_truncated_file_names_how_far_it_decodes(files, tmp_path, monkeypatch):
     """A header promising more frames than decode: the frames it was asked for are missing."""
-    monkeypatch.setattr(videos.sampling, "frame_indices", lambda total, count: [0, 60])
-    with pytest.raises(ImageInputError, match=r"is truncated or corrupt: only 48 of its 48 frames decode \(frame 60"):
+    monkeypatch.setattr(videos.sampling, "frame_indices", lambda total, count: [0, 10, 60])
+    with pytest.raises(ImageInputError, match=r"is truncated or corrupt: only 48 of its 48 frames decode \(frame 60 "):
         load_video(files["mkv"])
 
 
@@ -249,7 +276,10 @@ def test_without_pyav_a_file_says_which_extra_to_install(files, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_av)
-    with pytest.raises(ImportError, match=r"pip install 'qinsight\[video\]'"):
+    with pytest.raises(
+        ImportError,
+        match=r"^reading video files needs PyAV: pip install 'qinsight\[video\]' \(or pass decoded frames\)$",
+    ):
         load_video(files["mp4"])
 
 
@@ -272,3 +302,167 @@ def test_inputs_are_named_in_errors():
 def test_clip_geometry():
     clip = VideoClip(np.zeros((6, 56, 84, 3), dtype=np.uint8), 2.0, 6, (0, 1, 2, 3, 4, 5))
     assert (clip.height, clip.width, clip.tokens) == (56, 84, 3 * 2 * 3)
+
+
+def _with_audio(path, frames, fps=24):
+    """An MKV of FFV1 frames with an AAC track muxed between them, so that demuxing or decoding every
+    stream would see audio packets and frames too."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        audio = container.add_stream("aac", rate=16000)
+        silence = np.zeros((1, 1024), dtype=np.float32)
+        for pixels in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")):
+                container.mux(packet)
+            sound = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+            sound.sample_rate = 16000
+            for packet in audio.encode(sound):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def test_only_the_video_stream_is_counted_and_decoded_beside_an_audio_track(tmp_path):
+    path = _with_audio(tmp_path / "with-audio.mkv", FRAMES[:24])
+    clip = load_video(path)
+    frames, indices = expected_clip(decode_all(path), 24.0)
+    assert (clip.total_frames, clip.fps, list(clip.indices)) == (24, 24.0, indices)
+    assert np.array_equal(clip.frames, frames)
+
+
+def test_packets_give_the_count_and_span_where_the_header_gives_no_rate(tmp_path, monkeypatch):
+    """Without a rate in the header, the frames per second are the count over the span of the packets'
+    timestamps (first to last, plus the last frame's share)."""
+    import av
+
+    stamps = [0, 30, 90, 100, 180, 250, 260, 400, 410, 500, 560, 700]
+    path = write_video(tmp_path / "vfr.mkv", FRAMES[:12], codec="ffv1", pix_fmt="yuv444p", pts=stamps)
+    with av.open(str(path)) as container:
+        times = [float(p.pts * p.time_base) for p in container.demux(video=0) if p.size]
+    span = (max(times) - min(times)) * 12 / 11
+    with av.open(str(path)) as container:
+        assert videos._count_packets(container, container.streams.video[0], "vfr.mkv") == (12, pytest.approx(span))
+    monkeypatch.setattr(videos, "_rate", lambda rate: None)
+    clip = load_video(path)
+    assert clip.fps == pytest.approx(12 / span) and clip.total_frames == 12 and span < 1.0
+    with av.open(str(_with_audio(tmp_path / "a.mkv", FRAMES[:6]))) as container:
+        assert videos._count_packets(container, container.streams.video[0], "a.mkv")[0] == 6
+    write_video(tmp_path / "two.mkv", FRAMES[:2], codec="ffv1", pix_fmt="yuv444p", pts=[0, 500])
+    assert load_video(tmp_path / "two.mkv").fps == pytest.approx(2.0)  # 2 frames over 0.5 s, plus one share
+    write_video(tmp_path / "one.mkv", FRAMES[:1], codec="ffv1", pix_fmt="yuv444p", pts=[0])
+    with pytest.raises(ImageInputError, match=r"^\S+one.mkv: neither its header nor its timestamps give a frame rate$"):
+        load_video(tmp_path / "one.mkv")
+
+
+def test_a_rate_is_a_positive_finite_number_or_none():
+    assert videos._rate(Fraction(1, 2)) == 0.5 and videos._rate(Fraction(24, 1)) == 24.0
+    assert videos._rate(None) is None and videos._rate(Fraction(0, 1)) is None
+    assert videos._rate(-1.0) is None and videos._rate(float("inf")) is None and videos._rate(float("nan")) is None
+
+
+def test_limits_are_inclusive_and_counting_stops_past_them(files, monkeypatch):
+    monkeypatch.setattr(videos, "MAX_FRAMES", 48)  # exactly the files' 48 frames: allowed
+    monkeypatch.setattr(videos, "MAX_SIDE", 64)  # exactly their width: allowed
+    assert load_video(files["mp4"]).total_frames == load_video(files["webm"]).total_frames == 48
+    assert videos.check_video_header(files["mp4"], "h264.mp4")
+
+
+def test_animation_frame_durations_give_their_rate(tmp_path):
+    clip = load_video(_gif(tmp_path / "slow.gif", FRAMES[:12], 250))  # 4 frames per second
+    assert (clip.total_frames, clip.fps, clip.indices) == (12, 4.0, (0, 2, 4, 7, 9, 11))
+    images = [Image.fromarray(f) for f in FRAMES[:8]]
+    images[0].save(tmp_path / "fast.png", save_all=True, append_images=images[1:], duration=1)  # 1 ms a frame
+    assert load_video(tmp_path / "fast.png").fps == pytest.approx(1000.0)
+    images[0].save(tmp_path / "none.png", save_all=True, append_images=images[1:], duration=0)  # browsers: 100 ms
+    assert load_video(tmp_path / "none.png").fps == pytest.approx(10.0)
+
+
+def test_an_avi_is_a_container_not_an_animation_though_it_is_riff(tmp_path):
+    path = write_video(tmp_path / "clip.avi", FRAMES[:24], codec="mpeg4")
+    assert path.read_bytes()[:4] == b"RIFF"
+    assert load_video(path).total_frames == 24
+
+
+def test_frames_may_be_grey_two_dimensional_arrays():
+    grey = [f[..., 0] for f in FRAMES[:8]]
+    clip = load_video(Video(grey, fps=4))
+    assert clip.frames.shape[0] == 4 and np.array_equal(clip.frames[0, ..., 0], clip.frames[0, ..., 2])
+
+
+def test_what_counts_as_one_frame():
+    assert videos.is_frame(Image.new("RGB", (4, 4))) and videos.is_frame(np.zeros((4, 4, 3)))
+    assert videos.is_frame(torch.zeros(3, 4, 4))
+    assert (
+        not videos.is_frame(np.zeros((2, 4, 4, 3)))
+        and not videos.is_frame(Video(FRAMES))
+        and not videos.is_frame("a.mp4")
+    )
+    clip = load_video(FRAMES[:4])
+    assert videos.described(clip) == "the video clip" and load_video(clip) is clip
+
+
+def test_the_door_reads_headers_only_of_videos(files, tmp_path):
+    assert videos.check_video_header(files["mp4"].read_bytes(), "bytes") is True
+    assert videos.check_video_header(files["webm"], "path") is True  # a path, as the service's allowed folder gives
+    assert videos.check_video_header(b"garbage, no container", "junk") is False
+    assert videos.check_video_header(_audio_only(tmp_path / "a.m4a").read_bytes(), "audio") is False
+
+
+def test_paths_that_are_no_file_say_why(tmp_path):
+    with pytest.raises(ImageInputError, match="^an empty path names no video file$"):
+        load_video("")
+    with pytest.raises(
+        ImageInputError, match=r"^https://x/a.mp4: file not found \(URLs are not downloaded: save the video first\)$"
+    ):
+        load_video("https://x/a.mp4")
+    with pytest.raises(ImageInputError, match=r"^\S+/gone.mp4: file not found$"):
+        load_video(tmp_path / "gone.mp4")
+    with pytest.raises(ImageInputError, match=r"^\S+: cannot be read \(File name too long\)$"):
+        load_video(tmp_path / ("x" * 300 + ".mp4"))
+    with pytest.raises(ImageInputError, match=r"^the video bytes \(5 bytes\): not a readable video"):
+        load_video(b"hello")
+    unsupported = (
+        "unsupported video input of type dict; pass a path, video file bytes, a list of frames, a (T, H, W, C) or "
+        "(T, C, H, W) array or tensor, or qinsight_sdk.Video(frames, fps)"
+    )
+    with pytest.raises(ImageInputError) as raised:
+        load_video({})
+    assert str(raised.value) == unsupported
+
+
+def test_tags_that_are_not_utf8_do_not_stop_a_video(tmp_path, files):
+    """A container whose title tag holds bytes that are not UTF-8 (cameras and old muxers write them) is read."""
+    import av
+
+    with av.open(str(files["mkv"])) as source, av.open(str(tmp_path / "tagged.mkv"), "w") as out:
+        out.metadata["title"] = "QQQQQQQQ"
+        streams = {s: out.add_stream_from_template(template=s, opaque=True) for s in source.streams.video}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream]
+                out.mux(packet)
+    data = (tmp_path / "tagged.mkv").read_bytes()
+    assert data.count(b"QQQQQQQQ") == 1
+    (tmp_path / "latin.mkv").write_bytes(data.replace(b"QQQQQQQQ", bytes(range(0xF8, 0x100))[::-1]))
+    assert load_video(tmp_path / "latin.mkv").total_frames == 48
+    assert videos.check_video_header((tmp_path / "latin.mkv").read_bytes(), "latin.mkv")
+
+
+def test_a_frame_that_changes_size_mid_stream_is_named(files, monkeypatch):
+    import av
+
+    real, seen = av.VideoFrame.to_ndarray, []
+
+    def shrinking(self, **options):
+        seen.append(1)
+        pixels = real(self, **options)
+        return pixels[:, :-2] if len(seen) == 2 else pixels
+
+    monkeypatch.setattr(av.VideoFrame, "to_ndarray", shrinking)
+    with pytest.raises(ImageInputError, match=r"^\S+ffv1.mkv: frame 16 changes size to 62x48$"):
+        load_video(files["mkv"])
