@@ -67,6 +67,17 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
         for part in ("settings", "requests", "admission", "judging", "app")
     },
     "image_metadata": _module("qinsight_sdk.io.image_metadata"),
+    "video labels": _module(
+        "qinsight_sdk.evaluation.data",
+        "x__read_konvid*",
+        "x__read_lsvq*",
+        "x__read_live_vqc*",
+        "x__read_dimensions*",
+        "x__video_name*",
+        "x__finite_number*",
+        "x_csv_format*",
+    ),
+    "label scale": _module("qinsight_sdk.evaluation.runner", "x_on_label_scale*"),
     "annotation": _module("qinsight_sdk.io.annotation"),
     "compatibility": _module("qinsight_sdk.backends.compatibility"),
     "rewards": _module("qinsight_sdk.train.rewards"),

@@ -20,6 +20,7 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 # what a fresh front end shows first (the template browser, the tour) would cover the graph
 FRONT_END_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
 MISSING_NODES = "This workflow has missing nodes"
+CLIP_LEVELS = [0.05 + 0.045 * ((7 * k) % 20) for k in range(20)]  # 20 clips' brightness, shuffled
 
 
 def browser_unavailable() -> str | None:
@@ -51,6 +52,8 @@ def prepare_front_end_server(workdir: Path, video_judge: Path) -> ComfyUI:
     shutil.copy(server.input_dir / "sample_0.png", server.input_dir / "example.png")
     for name, brightness in (("example.mp4", 0.7), ("dark.mp4", 0.15)):  # the tiny judge scores brightness
         write_video(server.input_dir / name, video_frames(brightness, 1, (96, 64), 16), fps=8)
+    for k, brightness in enumerate(CLIP_LEVELS):
+        write_video(server.input_dir / f"clip_{k:02}.mp4", video_frames(brightness, 20 + k, (80, 60), 8), fps=4)
     return server
 
 

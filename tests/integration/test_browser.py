@@ -165,6 +165,24 @@ def test_the_video_gate_saves_a_good_video_with_its_score_and_stops_a_bad_one(pa
     assert not page.error_toasts() and not page.error_dialogs()
 
 
+def test_the_video_workflow_scores_twenty_clips_by_their_brightness(page, server):
+    """The shipped workflow run from the page for 20 clips of known brightness, one after another, as a user
+    picks each file in Load Video: the scores follow the brightness (the tiny judge's rule)."""
+    from comfyui_browser import CLIP_LEVELS
+    from scipy.stats import spearmanr
+
+    page.open_workflow(WORKFLOWS / "video_quality_gate.json")
+    load, score = node_of(page, "LoadVideo"), node_of(page, "QInsightScoreVideo")
+    scores = []
+    for k in range(len(CLIP_LEVELS)):
+        page.set_widget(load["id"], "file", f"clip_{k:02}.mp4")
+        entry = page.run()
+        assert entry["status"]["status_str"] == "success", entry
+        scores.append(entry["outputs"][str(score["id"])]["qinsight_scores"][0])
+    assert spearmanr(scores, CLIP_LEVELS)[0] >= 0.9, scores
+    assert not page.error_toasts() and not page.error_dialogs()
+
+
 def test_the_template_browser_lists_each_workflow_with_its_thumbnail(server):
     listed = server.get("/api/workflow_templates")
     assert sorted(listed["qinsight"]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))

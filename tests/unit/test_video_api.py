@@ -458,4 +458,4 @@ def test_a_video_that_cannot_be_judged_gets_the_worst_reward_and_a_warning_namin
     judge = QualityJudge(ScriptedBackend(brightness), profile="vqinsight-naturalvideo")
     rewards = judge.reward([Video(video_frames(0.6, 1)), b"not a video"])
     assert rewards[0] == pytest.approx(0.6, abs=0.02) and rewards[1] == 0.0
-    assert "reward 0.0 for video 1: the video bytes (11 bytes) cannot be read" in caplog.text
+    assert "reward 0.0 for video 1: the video bytes (11 bytes): not a readable video" in caplog.text
