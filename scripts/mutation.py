@@ -98,6 +98,15 @@ _LAST_AXIS = "dim=+1 is dim=-1 here: the tensor is 2-D, so axis 1 is the last"
 _PROMOTED = "arange(1, 6) without dtype is int64; adding the float64 decimal means promotes it: same values"
 EQUIVALENT: dict[str, str] = {
     **{
+        f"qinsight_sdk.evaluation.data.{name}": "the scale is always given (the data set's 0-100, or --mos-range): "
+        "the file's own range is never read"
+        for name in ("x__read_live_vqc__mutmut_81", "x__read_lsvq__mutmut_59", "x__read_dimensions__mutmut_3")
+    },
+    **{
+        f"qinsight_sdk.evaluation.data.{name}": "_whole_rows does not read the path it is given"
+        for name in ("x__read_konvid__mutmut_30", "x__read_dimensions__mutmut_34", "x__read_lsvq__mutmut_26")
+    },
+    **{
         f"qinsight_sdk.io.videos.x__is_animation__mutmut_{n}": "reading 17 bytes, or the whole file, instead of 16: "
         "only the first 12 are looked at"
         for n in (8, 9, 11)

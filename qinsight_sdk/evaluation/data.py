@@ -593,9 +593,7 @@ def _video_name(name: str) -> str:
     return name if Path(name).suffix else name + ".mp4"
 
 
-def _read_konvid(
-    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
-) -> list[tuple[int, dict[str, Any]]]:
+def _read_konvid(path: Path, mos_range: Sequence[float] | None, file_range: bool) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     video = next((c for c in ("file_name", "flickr_id") if c in header), None)
     if video is None or "MOS" not in header:
@@ -609,9 +607,7 @@ def _read_konvid(
     return _scores([(n, _video_name(name), v) for n, name, v in found], mos_range, file_range)
 
 
-def _read_lsvq(
-    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
-) -> list[tuple[int, dict[str, Any]]]:
+def _read_lsvq(path: Path, mos_range: Sequence[float] | None, file_range: bool) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     if "name" not in header or "mos" not in header:
         raise DataError(f"{path}: not an LSVQ labels CSV: no name or mos column in {','.join(header)!r}")
@@ -621,9 +617,7 @@ def _read_lsvq(
     return _scores([(n, _video_name(name), v) for n, name, v in found], mos_range or VIDEO_SCALE, file_range)
 
 
-def _read_live_vqc(
-    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
-) -> list[tuple[int, dict[str, Any]]]:
+def _read_live_vqc(path: Path, mos_range: Sequence[float] | None, file_range: bool) -> list[tuple[int, dict[str, Any]]]:
     """LIVE-VQC's ``data.mat`` (MATLAB 5 format): items numbered from 1 in the file's order."""
     try:
         from scipy.io import loadmat
@@ -650,7 +644,7 @@ def _read_live_vqc(
 
 
 def _read_dimensions(
-    path: Path, mos_range: Sequence[float] | None = None, file_range: bool = True
+    path: Path, mos_range: Sequence[float] | None, file_range: bool
 ) -> list[tuple[int, dict[str, Any]]]:
     header, rows = _csv_table(path)
     video = next((c for c in ("video", "image") if c in header), None)

@@ -421,3 +421,95 @@ def test_multi_dimension_labels_give_each_dimension_and_their_mean(tmp_path):
     path.write_text("video,spatial,temporal,consistency\na.mp4,120,50,50\n")
     with pytest.raises(DataError, match="spatial 5.8 is outside \\[1, 5\\]"):
         read_source(path, "dimensions", check_images=False)
+
+
+def test_video_label_files_name_their_problems(tmp_path):
+    from scipy.io import savemat
+
+    from qinsight_sdk.evaluation.data import _finite_number, read_records
+
+    konvid = tmp_path / "KoNViD_1k_attributes.csv"
+    konvid.write_text("flickr_id,MOS\n1,2.0\n2,4.0,extra\n")
+    with pytest.raises(DataError, match=r"KoNViD_1k_attributes.csv:3: 3 fields, but the header \(line 1\) has 2"):
+        read_records(konvid, "konvid")
+    konvid.write_text("flickr_id,MOS\n1,2.0\n2,4.0\n")
+    stretched = [r for _, r in read_records(konvid, "konvid")]  # training: the file's own range
+    assert [r["mos_range"] for r in stretched] == [[2.0, 4.0]] * 2
+    assert read_records(konvid, "konvid", (0, 10), file_range=False)[0][1]["mos_range"] == [0, 10]
+    (tmp_path / "k.csv").write_text("id,score\n1,2\n")
+    with pytest.raises(DataError, match=r"no file_name \(or flickr_id\) or no MOS column in 'id,score'$"):
+        read_records(tmp_path / "k.csv", "konvid")
+    for repeated in ("name,name,mos", "name,mos,mos"):
+        (tmp_path / "labels.csv").write_text(repeated + "\na,b,1\n")
+        with pytest.raises(DataError, match=r"^labels.csv:1: the header names '(name|mos)' twice"):
+            read_records(tmp_path / "labels.csv", "lsvq")
+    (tmp_path / "labels.csv").write_text("video,score\na,3\n")
+    with pytest.raises(DataError, match="no name or mos column in 'video,score'$"):
+        read_records(tmp_path / "labels.csv", "lsvq")
+    savemat(tmp_path / "only.mat", {"video_list": np.array(["a"], dtype=object)})
+    with pytest.raises(DataError, match=r"no video_list or mos in it \(video_list\)$"):
+        read_records(tmp_path / "only.mat", "live-vqc")
+    savemat(tmp_path / "other.mat", {"b": np.array([1.0]), "a": np.array([2.0])})
+    with pytest.raises(DataError, match=r"no video_list or mos in it \(a, b\)$"):
+        read_records(tmp_path / "other.mat", "live-vqc")
+    savemat(tmp_path / "empty.mat", {})
+    with pytest.raises(DataError, match=r"no video_list or mos in it \(nothing\)$"):
+        read_records(tmp_path / "empty.mat", "live-vqc")
+    savemat(tmp_path / "data.mat", {"video_list": np.array(["a.mp4", "b"], dtype=object), "mos": np.array([1.0, 2.0])})
+    assert [origin for origin, _ in read_records(tmp_path / "data.mat", "live-vqc")] == ["data.mat:1", "data.mat:2"]
+    assert not _finite_number("x") and not _finite_number(None) and not _finite_number(float("inf"))
+    assert _finite_number("2.5") and _finite_number(np.float64(3))
+
+
+def test_multi_dimension_labels_take_an_image_column_and_name_what_they_lack(tmp_path):
+    from qinsight_sdk.evaluation.data import read_records
+
+    path = tmp_path / "dims.csv"
+    path.write_text("image,spatial,temporal,consistency\na.mp4,10,20,30\n")
+    assert read_records(path, "dimensions")[0][1]["image"] == "a.mp4"
+    path.write_text("clip,spatial,temporal,consistency\na.mp4,10,20,30\n")
+    with pytest.raises(DataError) as raised:
+        read_records(path, "dimensions")
+    assert str(raised.value).endswith(
+        "not a multi-dimension label CSV: it needs a video (or image) column and spatial, temporal, "
+        "consistency; 'clip,spatial,temporal,consistency' lacks video"
+    )
+    path.write_text("video,spatial\na.mp4,10\n")
+    with pytest.raises(DataError, match="'video,spatial' lacks temporal, consistency$"):
+        read_records(path, "dimensions")
+    path.write_text("video,spatial,spatial,temporal,consistency\na,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"^dims.csv:1: the header names 'spatial' twice"):
+        read_records(path, "dimensions")
+
+
+def test_a_video_judges_rows_are_compared_with_labels_on_one_to_five():
+    from qinsight_sdk.evaluation.runner import on_label_scale
+
+    settings = {"profile": "vqinsight-naturalvideo"}
+    row = {
+        "score": 50.0,
+        "expected_score": 75.0,
+        "dimensions": {"spatial": 25.0, "temporal": None},
+        "settings": settings,
+    }
+    assert on_label_scale(row) == {
+        "score": 3.0,
+        "expected_score": 4.0,
+        "dimensions": {"spatial": 2.0, "temporal": None},
+        "settings": settings,
+    }
+    assert row["score"] == 50.0  # the row itself is left as the judge wrote it
+    assert on_label_scale({"score": 0.0, "settings": settings})["score"] == 1.0
+    assert on_label_scale({"score": 100.0, "expected_score": None, "settings": settings}) == {
+        "score": 5.0,
+        "expected_score": None,
+        "settings": settings,
+    }
+    for kept in (
+        {"score": 3.5, "settings": {"profile": "q-insight"}},
+        {"score": 3.5, "settings": {"profile": "rali"}},
+        {"score": 3.5, "settings": {"profile": "my-own"}},
+        {"score": 3.5},
+        {"score": None, "error": "x", "settings": settings},
+    ):
+        assert on_label_scale(kept) is kept
