@@ -100,11 +100,11 @@ EQUIVALENT: dict[str, str] = {
     **{
         f"qinsight_sdk.evaluation.data.{name}": "the scale is always given (the data set's 0-100, or --mos-range): "
         "the file's own range is never read"
-        for name in ("x__read_live_vqc__mutmut_81", "x__read_lsvq__mutmut_59", "x__read_dimensions__mutmut_3")
+        for name in ("x__read_live_vqc__mutmut_80", "x__read_lsvq__mutmut_55")
     },
     **{
         f"qinsight_sdk.evaluation.data.{name}": "_whole_rows does not read the path it is given"
-        for name in ("x__read_konvid__mutmut_30", "x__read_dimensions__mutmut_34", "x__read_lsvq__mutmut_26")
+        for name in ("x__read_konvid__mutmut_29", "x__read_dimensions__mutmut_33", "x__read_lsvq__mutmut_24")
     },
     **{
         f"qinsight_sdk.io.videos.x__is_animation__mutmut_{n}": "reading 17 bytes, or the whole file, instead of 16: "
