@@ -144,10 +144,11 @@ def test_best_of_n_videos_reports_progress_per_video_and_refuses_a_broken_one_by
 
 
 def test_best_of_n_videos_orders_videos_and_frame_batches_by_score(comfy):
-    graph = {"j": loader(), "c": {"class_type": "GetVideoComponents", "inputs": {"video": ["v3", 0]}}}
-    for k in range(4):
+    clips = {1: 6, 2: 2, 3: 10, 5: 19}  # slot: clip, at least 0.2 apart in brightness (close ones may swap)
+    graph = {"j": loader(), "c": {"class_type": "GetVideoComponents", "inputs": {"video": ["v19", 0]}}}
+    for k in clips.values():
         graph[f"v{k}"] = load_video(k)
-    slots = {"video_1": ["v0", 0], "video_2": ["v1", 0], "video_3": ["v2", 0], "video_5": ["c", 0]}
+    slots = {"video_1": ["v6", 0], "video_2": ["v2", 0], "video_3": ["v10", 0], "video_5": ["c", 0]}
     graph["b"] = {
         "class_type": "QInsightBestOfNVideos",
         "inputs": {"judge": ["j", 0], "strategy": "score", "fps": ["c", 2], **slots},
@@ -158,7 +159,8 @@ def test_best_of_n_videos_orders_videos_and_frame_batches_by_score(comfy):
     }
     outputs = succeeded(comfy.run(graph))
     order = outputs["b"]["qinsight_order"]
-    levels = {1: LEVELS[0], 2: LEVELS[1], 3: LEVELS[2], 5: LEVELS[3]}
+    levels = {slot: LEVELS[k] for slot, k in clips.items()}
+    assert min(abs(a - b) for a in levels.values() for b in levels.values() if a != b) >= 0.2
     assert order == sorted(levels, key=levels.get, reverse=True)
     assert outputs["save"]["images"]  # the best one reached Save Video
 
