@@ -670,15 +670,20 @@ class SaveImageWithQuality(io.ComfyNode):
         return io.NodeOutput(ui={"images": saved, "text": text})
 
 
-def comfyui_chunks(node: type[io.ComfyNode]) -> list[tuple[str, str]]:
-    """The prompt and workflow ComfyUI embeds in the PNGs it saves, as text chunks; none where ComfyUI was
-    told not to (--disable-metadata)."""
+def comfyui_metadata(node: type[io.ComfyNode]) -> dict[str, Any]:
+    """The prompt and workflow ComfyUI keeps in the files it saves, as objects (Save Video passes them so);
+    none where ComfyUI was told not to (--disable-metadata)."""
     from comfy.cli_args import args
 
     if args.disable_metadata:
-        return []
-    chunks = [] if node.hidden.prompt is None else [("prompt", json.dumps(node.hidden.prompt))]
-    return chunks + [(key, json.dumps(value)) for key, value in (node.hidden.extra_pnginfo or {}).items()]
+        return {}
+    found = {} if node.hidden.prompt is None else {"prompt": node.hidden.prompt}
+    return found | dict(node.hidden.extra_pnginfo or {})
+
+
+def comfyui_chunks(node: type[io.ComfyNode]) -> list[tuple[str, str]]:
+    """:func:`comfyui_metadata` as the text chunks ComfyUI embeds in the PNGs it saves."""
+    return [(key, json.dumps(value)) for key, value in comfyui_metadata(node).items()]
 
 
 def save_with_quality(

@@ -24,7 +24,7 @@ from qinsight_sdk.judging.selection import HYBRID_POOL, STRATEGIES, ranking_step
 
 from . import adapters
 from .memory import JudgeHandle
-from .v3 import Judge, Scores, blocked_unless, check_choices, judge_input, run_judged, schema
+from .v3 import Judge, Scores, blocked_unless, check_choices, comfyui_metadata, judge_input, run_judged, schema
 
 VIDEO_SLOTS = 6  # Best of N Videos' inputs: ComfyUI 0.3.x has no growing list of sockets
 DEFAULT_THRESHOLD = 50.0  # the middle of the 0-100 scale
@@ -87,16 +87,22 @@ def score_video(handle: JudgeHandle, source: Any, mode: str) -> tuple[Any, adapt
 
 
 def given_or_scored(
-    handle: JudgeHandle | None, score_batch: adapters.JudgedBatch | None, source: Any, node: str
+    handle: JudgeHandle | None,
+    score_batch: adapters.JudgedBatch | None,
+    video: Any,
+    fps: float | int | None,
+    video_info: dict | None,
+    node: str,
 ) -> adapters.JudgedBatch:
-    """A video's score: the connected score_batch (from Score Video Quality), else the judge's fast score."""
+    """A video's score: the connected score_batch (from Score Video Quality), else the judge's fast score
+    (the video is read only then)."""
     if score_batch is not None:
         if len(score_batch.results) != 1:
             raise ValueError(f"score_batch holds {len(score_batch.results)} scores; {node} takes one video's")
         return score_batch
     if handle is None:
         raise ValueError(f"{node} needs a judge or a score_batch")
-    return score_video(handle, source, "fast")[1]
+    return score_video(handle, sdk_video(video, fps, video_info), "fast")[1]
 
 
 class ScoreVideoQuality(io.ComfyNode):
@@ -311,8 +317,7 @@ class VideoQualityGate(io.ComfyNode):
         fps: float = 24.0,
         video_info: dict | None = None,
     ) -> io.NodeOutput:
-        source = sdk_video(video, fps, video_info) if score_batch is None else None
-        score = given_or_scored(judge, score_batch, source, "Video Quality Gate").scores[0]
+        score = given_or_scored(judge, score_batch, video, fps, video_info, "Video Quality Gate").scores[0]
         passed = score is not None and score >= threshold
         output = as_video_output(video, fps, video_info)
         text = [f"{'passed' if passed else 'rejected'}: {score:.1f} (threshold {threshold:.1f})"]
@@ -370,8 +375,7 @@ class SaveVideoWithQuality(io.ComfyNode):
         fps: float = 24.0,
         video_info: dict | None = None,
     ) -> io.NodeOutput:
-        source = sdk_video(video, fps, video_info) if score_batch is None else None
-        made = given_or_scored(judge, score_batch, source, "Save Video with Quality")
+        made = given_or_scored(judge, score_batch, video, fps, video_info, "Save Video with Quality")
         output = as_video_output(video, fps, video_info)
         width, height = output.get_dimensions()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
@@ -388,17 +392,6 @@ class SaveVideoWithQuality(io.ComfyNode):
         saved = ui.SavedResult(os.path.basename(path), subfolder, io.FolderType.output)
         shown = ui.PreviewVideo([saved]).as_dict()
         return io.NodeOutput(ui={**shown, "text": [f"{saved.filename}: {adapters.video_score_text(result)}"]})
-
-
-def comfyui_metadata(node: type[io.ComfyNode]) -> dict[str, Any]:
-    """The prompt and workflow ComfyUI keeps in the videos it saves (as objects, as Save Video passes
-    them); none where ComfyUI was told not to (--disable-metadata)."""
-    from comfy.cli_args import args
-
-    if args.disable_metadata:
-        return {}
-    found = {} if node.hidden.prompt is None else {"prompt": node.hidden.prompt}
-    return found | dict(node.hidden.extra_pnginfo or {})
 
 
 NODES = [ScoreVideoQuality, CompareVideos, BestOfNVideos, VideoQualityGate, SaveVideoWithQuality]
