@@ -221,7 +221,7 @@ EQUIVALENT: dict[str, str] = {
         "already"
         for n in (36, 38)
     },
-    "qinsight_sdk.evaluation.metrics.x__correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
+    "qinsight_sdk.evaluation.metrics.x_correlation__mutmut_1": "x constant and y not: scipy returns NaN, which _finite "
     "turns into the same None",
     "qinsight_sdk.evaluation.metrics.x_score_metrics__mutmut_106": "the mean of no items is NaN, which _finite turns into "
     "the same None",

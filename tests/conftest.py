@@ -64,6 +64,16 @@ def image_files(tmp_path):
     return paths
 
 
+@pytest.fixture
+def waits(monkeypatch):
+    """The service clients' waits between attempts, recorded instead of slept."""
+    from qinsight_sdk import client
+
+    slept = []
+    monkeypatch.setattr(client.time, "sleep", slept.append)
+    return slept
+
+
 _HEAVY_FIXTURES = {
     "tiny_model": "model",
     "tiny_judge": "model",

@@ -81,7 +81,8 @@ def format_interval(interval: Sequence[float] | None, sign: bool = False) -> str
     return f"{interval[0]:{form}} to {interval[1]:{form}}"
 
 
-def _correlation(name: str, x: np.ndarray, y: np.ndarray) -> float | None:
+def correlation(name: str, x: np.ndarray, y: np.ndarray) -> float | None:
+    """SRCC, PLCC or KRCC of ``x`` and ``y``; None for fewer than 3 pairs, a constant side or no number."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     stats = require_scipy().stats
@@ -150,17 +151,17 @@ def score_metrics(
     params = fit_logistic(x, y) if len(x) >= 5 else None
     fitted = logistic4(x, *params) if params else None
     direction = logistic_direction(params)
-    plcc_fitted = _correlation("plcc", fitted, y) if fitted is not None else None
+    plcc_fitted = correlation("plcc", fitted, y) if fitted is not None else None
     if plcc_fitted is not None and direction == "decreasing":
         plcc_fitted = -plcc_fitted
     return {
         "n": int(len(x)),
-        "srcc": _correlation("srcc", x, y),
+        "srcc": correlation("srcc", x, y),
         "srcc_ci95": _bootstrap_interval("srcc", x, y, resamples, seed),
-        "plcc": _correlation("plcc", x, y),
+        "plcc": correlation("plcc", x, y),
         "plcc_ci95": _bootstrap_interval("plcc", x, y, resamples, seed),
         "plcc_logistic": plcc_fitted,
-        "krcc": _correlation("krcc", x, y),
+        "krcc": correlation("krcc", x, y),
         "rmse": _finite(float(np.sqrt(np.mean((x - y) ** 2)))) if len(x) else None,
         "rmse_logistic": _finite(float(np.sqrt(np.mean((fitted - y) ** 2)))) if fitted is not None else None,
         "logistic_params": list(params) if params else None,
@@ -248,7 +249,7 @@ def _verdict(interval: list[float] | None) -> str | None:
 
 def _paired_metric(name: str, a: np.ndarray, b: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
     """One metric's A-minus-B difference, its paired interval and the verdict it supports."""
-    of_a, of_b = _correlation(name, a, y), _correlation(name, b, y)
+    of_a, of_b = correlation(name, a, y), correlation(name, b, y)
 
     def statistic(ra: np.ndarray, rb: np.ndarray, ry: np.ndarray) -> float:
         return _resample_correlation(name, ra, ry) - _resample_correlation(name, rb, ry)

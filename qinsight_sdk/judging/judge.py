@@ -415,7 +415,11 @@ class QualityJudge:
         return self.backend.reusing_images()
 
     def reward(
-        self, images: Any, batch_size: int | None = None, on_result: ResultCallback | None = None
+        self,
+        images: Any,
+        batch_size: int | None = None,
+        on_result: ResultCallback | None = None,
+        dimension: str | None = None,
     ) -> torch.Tensor:
         """A reward in [0, 1] per image for training loops: the fast score mapped from [1, 5] (a video
         judge's from its own scale, 0-100 for VQ-Insight's: reward = score / 100).
@@ -430,22 +434,44 @@ class QualityJudge:
             images: one image or a list or batch of them, as for :meth:`score`.
             batch_size: images per batch (default: the judge's).
             on_result: called as ``on_result(index, score_result)`` once per image, as for :meth:`score`.
+            dimension: for a judge that scores several dimensions (VQ-Insight's AIGC judge: ``spatial``,
+                ``temporal``, ``consistency``), the one to reward (default: their mean, the score).
 
         Returns:
             A float32 tensor of one reward per image, in input order.
+
+        Raises:
+            UsageError: ``dimension`` names none of this judge's dimensions.
         """
+        if dimension is not None and dimension not in self.profile.dimensions:
+            known = ", ".join(self.profile.dimensions) or "none"
+            raise UsageError(f"{self.profile.name!r} scores no dimension {dimension!r} (its dimensions: {known})")
         if self.profile.fast_score_prefix is not None:
             results = self.score(images, batch_size=batch_size, mode="fast", on_result=on_result)
         else:
             results = self.score(images, batch_size=batch_size, decoding=DecodingOptions(), on_result=on_result)
         results = results if isinstance(results, list) else [results]
-        low, high = self.profile.rating_range if self.judges_video else (1.0, 5.0)  # the scale results are on
-        rewards = []
         for index, result in enumerate(results):
             if result.score is None:
                 logger.warning("reward 0.0 for %s %d: %s", self.profile.media, index, result.error)
-            rewards.append(0.0 if result.score is None else min(1.0, max(0.0, (result.score - low) / (high - low))))
-        return torch.tensor(rewards, dtype=torch.float32)
+        return torch.tensor([self.reward_of(result, dimension) for result in results], dtype=torch.float32)
+
+    def reward_of(self, result: ScoreResult, dimension: str | None = None) -> float:
+        """The reward :meth:`reward` gives for one of this judge's score results: its score (or one
+        ``dimension``'s) mapped from the judge's scale onto [0, 1] and kept there; 0.0 for no score.
+
+        Args:
+            result: a score result of this judge.
+            dimension: one of a multi-dimension judge's dimensions (default: the score).
+
+        Returns:
+            The reward.
+        """
+        score = result.score if dimension is None or result.dimensions is None else result.dimensions[dimension]
+        if score is None:
+            return 0.0
+        low, high = self.profile.rating_range if self.judges_video else (1.0, 5.0)  # the scale results are on
+        return min(1.0, max(0.0, (score - low) / (high - low)))
 
     def load_image(self, source: ImageInput) -> Image.Image:
         """One input decoded and fitted to this judge's image bounds, as every task does it.

@@ -191,6 +191,12 @@ class JudgeProfile:
         """The placeholder its prompts hold where the judged media go: :data:`IMAGE` or :data:`VIDEO`."""
         return VIDEO if self.media == "video" else IMAGE
 
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The dimensions its score answer names (VQ-Insight's AIGC judge's three), else none."""
+        score = self.tasks.get("score")
+        return prompts.VQ_AIGC_DIMENSIONS if score is not None and score.answer == "vq-insight-dimensions" else ()
+
     def own_order(self) -> PromptOrder:
         """Where the profile's score (else first) prompt puts its image."""
         prompt = self.tasks.get("score") or next(iter(self.tasks.values()))

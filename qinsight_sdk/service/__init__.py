@@ -3,6 +3,9 @@
 ``POST /score``, ``/degradation``, ``/compare``, ``/rank``, ``/reward`` take images as bytes: a JSON body
 ``{"images": [{"base64": "..."}], "mode": "fast"}`` (compare: ``image_a``, ``image_b``, optional
 ``reference``), or ``multipart/form-data`` with file fields of the same names and options as fields.
+``POST /compute`` answers Flow-Factory's remote reward request (``{"image": [base64, ...]}`` or ``{"video":
+[[base64 frame, ...], ...]}``, JSON only) with ``{"rewards": [...], "scores": [...], "errors": [...]}``: an
+input that cannot be judged is reward 0.0 and its error, never a failed request.
 ``GET /health`` answers 200 when a judge replica answers, without the token (for load balancers);
 ``GET /stats`` counts the batches of each size the judge replicas formed.
 

@@ -3,11 +3,13 @@ and stopping the work of calls nobody waits for any more."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ImageInputError
 from ..judging.results import ResultCallback
 from .settings import Call
 
@@ -70,12 +72,67 @@ def _judge_group(judge: Any, calls: Sequence[Call], on_result: ResultCallback) -
         results = judge.compare_pairs(pairs, both_orders=options.get("both_orders", False), on_result=on_result)
         return [{"result": result.to_dict()} for result in results]
     flat = [image for call in calls for image in call.images]
+    if task == "compute":
+        return _split_answers(calls, computed_rewards(judge, flat, options.get("fps"), on_result))
     if task == "reward":
         values = [float(v) for v in judge.reward(flat, on_result=on_result)]
         return _split(calls, values, "rewards")
     method = judge.score if task == "score" else judge.degradation
     results = method(flat, on_result=on_result, **({"mode": options["mode"]} if "mode" in options else {}))
     return _split(calls, [r.to_dict() for r in results], "results")
+
+
+def computed_rewards(
+    judge: Any, items: list[Any], fps: float | None, on_result: ResultCallback
+) -> dict[str, list[Any]]:
+    """``/compute``'s answer for images (bytes) or videos (lists of frames' bytes): the rewards (0.0 where
+    an item could not be judged), the scores, and each item's error (None where it was judged).
+
+    Raises:
+        UsageError: videos for an image judge, or images for a video judge.
+    """
+    from ..errors import UsageError
+    from ..rl.rewards import JudgeReward
+
+    videos = any(isinstance(item, list) for item in items)
+    if videos != judge.judges_video:
+        media = judge.profile.media
+        raise UsageError(
+            f'this service\'s judge rates {media}s: send "{media}", not "{"video" if videos else "image"}"'
+        )
+    decoded: dict[int, Any] = {}
+    errors: list[str | None] = [None] * len(items)
+    for index, item in enumerate(items):
+        try:
+            decoded[index] = [_frame(frame, index, j) for j, frame in enumerate(item)] if videos else item
+        except ImageInputError as exc:
+            errors[index] = str(exc)
+    judged = JudgeReward(judge, fps=fps).compute(list(decoded.values()), on_result)
+    rewards, scores = [0.0] * len(items), [None] * len(items)
+    for place, index in enumerate(decoded):
+        rewards[index], scores[index], errors[index] = (
+            float(judged.rewards[place]),
+            judged.scores[place],
+            judged.errors[place],
+        )
+    return {"rewards": rewards, "scores": scores, "errors": errors}
+
+
+def _frame(data: bytes, video: int, frame: int) -> Any:
+    """One frame's image, decoded now (a bad frame is its video's error, naming the frame)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except Exception as exc:
+        raise ImageInputError(f"video[{video}] frame {frame} is not an image ({type(exc).__name__}: {exc})") from None
+
+
+def _split_answers(calls: Sequence[Call], answer: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Each call's share of an answer of parallel lists."""
+    parts = [_split(calls, values, key) for key, values in answer.items()]
+    return [{key: value for part in call_parts for key, value in part.items()} for call_parts in zip(*parts)]
 
 
 def _split(calls: Sequence[Call], values: list[Any], key: str) -> list[dict[str, Any]]:

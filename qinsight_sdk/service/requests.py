@@ -24,7 +24,7 @@ from typing import Any
 
 from .settings import Call, RequestError, ServiceSettings
 
-TASKS = ("score", "degradation", "compare", "rank", "reward")
+TASKS = ("score", "degradation", "compare", "rank", "reward", "compute")
 # options each task takes, with their types; anything else in a request is an error naming it
 OPTIONS: dict[str, dict[str, type]] = {
     "score": {"mode": str},
@@ -32,8 +32,14 @@ OPTIONS: dict[str, dict[str, type]] = {
     "reward": {},
     "compare": {"both_orders": bool},
     "rank": {"strategy": str, "top_k": int, "pool": int},
+    "compute": {"fps": float},
 }
 IMAGE_FIELDS = {"compare": ("image_a", "image_b", "reference")}  # the other tasks: "images", a list
+# /compute answers Flow-Factory's remote reward request: {"prompt", "image": [base64 PNG], "video": [[base64
+# PNG per frame]], "condition_images", "condition_videos"}. The prompts and the conditions are taken and not
+# judged (these judges rate quality alone); nulls are sent for what a sample lacks
+COMPUTE_MEDIA = ("image", "video")
+COMPUTE_UNJUDGED = ("prompt", "condition_images", "condition_videos")
 MAX_FORM_FIELDS = 16  # text fields in a multipart request: options (three at most today), with room
 
 
@@ -73,17 +79,22 @@ async def read_call(
     hold(check_size(request.headers, settings))
     content_type = request.headers.get("content-type", "")
     body = _limited(request, settings.max_request_bytes, hold)
-    if content_type.startswith("multipart/form-data"):
+    if content_type.startswith("multipart/form-data") and task != "compute":
         fields = await _multipart_fields(content_type, body, settings)
     elif content_type.startswith("application/json") or not content_type:
         fields = await asyncio.to_thread(_json_fields, b"".join([chunk async for chunk in body]))
     else:
-        raise RequestError(400, f"send application/json or multipart/form-data, not {content_type}")
+        kinds = "application/json" if task == "compute" else "application/json or multipart/form-data"
+        raise RequestError(400, f"/{task} takes {kinds}, not {content_type} (nothing here unpickles)")
     return await asyncio.to_thread(_call, task, fields, settings)
 
 
 def _call(task: str, fields: dict[str, Any], settings: ServiceSettings) -> Call:
-    call = Call(task, _images(task, fields, settings), _options(task, fields))
+    if task == "compute":
+        media = {name: fields.pop(name, None) for name in (*COMPUTE_MEDIA, *COMPUTE_UNJUDGED)}
+        call = Call(task, _compute_media(media, settings), _options(task, fields))
+    else:
+        call = Call(task, _images(task, fields, settings), _options(task, fields))
     check_pixels(call, settings)
     pool = call.options.get("pool")
     if pool is not None and pool > settings.max_pool:
@@ -102,11 +113,60 @@ async def _limited(request: Any, limit: int, hold: Callable[[int], None]) -> Asy
         yield chunk
 
 
+def _compute_media(media: dict[str, Any], settings: ServiceSettings) -> list[bytes | Path | list[bytes]]:
+    """Flow-Factory's images (base64 strings) or videos (lists of base64 frames), checked and decoded."""
+    given = [name for name in COMPUTE_MEDIA if media[name] is not None]
+    if len(given) != 1:
+        raise RequestError(
+            400,
+            '/compute needs "image" (a list of base64 images) or "video" (a list of videos, '
+            f"each a list of base64 frames){', not both' if given else ''}",
+        )
+    items = media[given[0]]
+    if not isinstance(items, list) or not items:
+        raise RequestError(400, f'/compute needs "{given[0]}": a non-empty list')
+    if len(items) > settings.max_images:
+        raise RequestError(
+            413, f"{len(items)} {given[0]}s in one request; this service takes at most {settings.max_images}"
+        )
+    if given[0] == "image":
+        return [_base64(item, f"image[{i}]") for i, item in enumerate(items)]
+    return [_frames(video, f"video[{i}]", settings) for i, video in enumerate(items)]
+
+
+def _frames(video: Any, name: str, settings: ServiceSettings) -> list[bytes]:
+    if not isinstance(video, list) or not video:
+        raise RequestError(400, f"{name}: a video is a non-empty list of base64 frames")
+    if len(video) > settings.max_video_frames:
+        raise RequestError(
+            413, f"{name} has {len(video)} frames; this service takes at most {settings.max_video_frames}"
+        )
+    return [_base64(frame, f"{name} frame {j}") for j, frame in enumerate(video)]
+
+
+def _base64(item: Any, name: str) -> bytes:
+    if not isinstance(item, str):
+        raise RequestError(400, f"{name}: expected a base64 string, not {type(item).__name__}")
+    try:
+        return base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, f"{name}: not valid base64") from None
+
+
 def check_pixels(call: Call, settings: ServiceSettings) -> None:
-    """Refuse images too large to decode, read from their headers: each, and all of the call's together."""
+    """Refuse images too large to decode, read from their headers: each, and all of the call's together
+    (a video sent as frames: each frame)."""
     names = IMAGE_FIELDS.get(call.task) or [f"images[{i}]" for i in range(len(call.images))]
+    if call.task == "compute":
+        frames = [isinstance(item, list) for item in call.images]
+        names = [f"{'video' if is_video else 'image'}[{i}]" for i, is_video in enumerate(frames)]
+    flat = [
+        (f"{name} frame {j}" if isinstance(image, list) else name, frame)
+        for name, image in zip(names, call.images)
+        for j, frame in enumerate(image if isinstance(image, list) else [image])
+    ]
     total = 0
-    for name, image in zip(names, call.images):
+    for name, image in flat:
         pixels = _pixels(image, name, settings)
         if pixels > settings.max_image_pixels:
             raise RequestError(
@@ -219,10 +279,7 @@ def _image(item: Any, name: str, settings: ServiceSettings) -> bytes | Path:
     if isinstance(item, dict) and isinstance(item.get("bytes"), bytes):
         return item["bytes"]
     if isinstance(item, dict) and isinstance(item.get("base64"), str):
-        try:
-            return base64.b64decode(item["base64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(400, f"{name}: not valid base64") from None
+        return _base64(item["base64"], name)
     if isinstance(item, dict) and isinstance(item.get("path"), str):
         return allowed_path(item["path"], name, settings)
     raise RequestError(400, f'{name}: an image is {{"base64": ...}} (or {{"path": ...}} where the server allows paths)')
@@ -262,6 +319,10 @@ def _typed(name: str, value: Any, kind: type) -> Any:
             return text in ("true", "1")
         if kind is int and text.lstrip("-").isdigit():
             return int(text)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # JSON writes 16.0 as 16
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise RequestError(400, f"option {name} must be a {kind.__name__}, got {value!r}")
+    if kind is float and not 0 < value < float("inf"):
+        raise RequestError(400, f"option {name} must be a positive number, got {value!r}")
     return value

@@ -24,7 +24,8 @@ class ServiceSettings:
 
     token: str | None = None  # a bearer token every request must carry (None: none needed)
     max_request_bytes: int = 64 * 2**20  # a larger body is refused with 413 before it is read
-    max_images: int = 64  # images in one request
+    max_images: int = 64  # images in one request (videos, for /compute)
+    max_video_frames: int = 1024  # frames of one video sent as images (/compute); Wan's 81, with room
     allow_paths: str | None = None  # a folder whose files clients may name instead of sending bytes
     max_batch_size: int = 8  # requests judged together
     batch_wait_s: float = 0.05  # how long the first request of a batch waits for company
@@ -69,10 +70,11 @@ class RequestError(Exception):
 
 @dataclass
 class Call:
-    """One request, checked: the task, its images (bytes, or a path inside ``allow_paths``), its options.
+    """One request, checked: the task, its images (bytes, a path inside ``allow_paths``, or a video's frames),
+    its options.
     ``cancelled`` is set on the replica when the client went away or the deadline passed."""
 
     task: str
-    images: list[bytes | Path]
+    images: list[bytes | Path | list[bytes]]  # a list of bytes: a video's frames, each an image (/compute)
     options: dict[str, Any] = field(default_factory=dict)
     cancelled: bool = field(default=False, compare=False)

@@ -2,7 +2,6 @@
 tiny judge, and its standard-library client in a process where torch cannot be imported."""
 
 import asyncio
-import base64
 import contextlib
 import io
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from service_doubles import FakeRequest, ScriptedServer, b64, parse_call, png, refused
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.client import RemoteError, RemoteJudge
@@ -24,35 +24,6 @@ from qinsight_sdk.service import Call, RequestError, ServiceSettings, check_size
 from qinsight_sdk.testing import ScriptedBackend, brightness_image
 
 TOKEN = "s3cret-token"
-
-
-def png(level: float = 0.5, seed: int = 0) -> bytes:
-    buffer = io.BytesIO()
-    brightness_image(level, seed).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> dict:
-    return {"base64": base64.b64encode(data).decode()}
-
-
-def parse_call(task: str, content_type: str, body: bytes, settings: ServiceSettings) -> Call:
-    """The call a request with this body makes, read as the service reads it (in 64 KiB chunks)."""
-    request = FakeRequest("/" + task, body=body, chunk=65536, content_type=content_type)
-    return asyncio.run(read_call(task, request, settings))
-
-
-def refused(status: int, message: str, task: str, body, settings=ServiceSettings(), content_type="application/json"):  # noqa: B008
-    """The request is refused with this status and exactly this message (a prefix, where it ends in ...)."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    with pytest.raises(RequestError) as caught:
-        parse_call(task, content_type, raw, settings)
-    assert caught.value.status == status
-    if message.endswith("..."):
-        assert caught.value.message.startswith(message[:-3]), caught.value.message
-    else:
-        assert caught.value.message == message
-    assert str(caught.value) == caught.value.message
 
 
 # -- checking requests, without a server -------------------------------------------------------------------
@@ -155,7 +126,12 @@ def test_a_group_nobody_waits_for_stops_at_its_next_result():
 
 @pytest.mark.parametrize(
     "task, options, full",
-    [("rank", {"strategy": "hybrid"}, 6 + 12), ("reward", {}, 6), ("compare", {"both_orders": True}, 6)],
+    [
+        ("rank", {"strategy": "hybrid"}, 6 + 12),
+        ("reward", {}, 6),
+        ("compute", {}, 6),
+        ("compare", {"both_orders": True}, 6),
+    ],
 )
 def test_every_kind_of_call_stops_when_nobody_waits(task, options, full, caplog):
     """A ranking, rewards and comparisons stop at their next result once their clients went away."""
@@ -268,7 +244,7 @@ def test_a_body_of_many_tiny_parts_is_refused_at_the_first_part_over_the_limit(f
 
 def test_malformed_requests_are_4xx_with_what_is_wrong():
     one = [b64(b"a")]
-    refused(404, "no endpoint /nope: use one of /score, /degradation, /compare, /rank, /reward", "nope", {})
+    refused(404, "no endpoint /nope: use one of /score, /degradation, /compare, /rank, /reward, /compute", "nope", {})
     refused(400, "the body is not JSON (...", "score", b"{nope")
     refused(400, "the body must be a JSON object", "score", [1, 2])
     refused(400, "/score needs images: a non-empty list", "score", b"")  # an empty body is an empty object
@@ -833,24 +809,6 @@ def test_the_client_sends_what_the_judge_would_have_read(tmp_path):
         _image_bytes({})
 
 
-class FakeRequest:
-    """What the gateway reads of a Starlette request; ``pause`` seconds before each chunk of the body."""
-
-    def __init__(
-        self, path, method="POST", body=b"", headers=None, chunk=4, content_type="application/json", pause=0.0
-    ):
-        self.url = type("URL", (), {"path": path})()
-        self.method, self.body, self.chunk, self.pause = method, body, chunk, pause
-        self.headers = {**({"content-type": content_type} if content_type else {}), **(headers or {})}
-
-    async def stream(self):
-        self.read = 0
-        for start in range(0, len(self.body), self.chunk):
-            await asyncio.sleep(self.pause)
-            self.read += len(self.body[start : start + self.chunk])
-            yield self.body[start : start + self.chunk]
-
-
 class FakeJudges:
     """What the gateway reaches of the judge replicas through a Serve handle: ``answer(call)`` after
     ``delay`` seconds, or ``error`` raised; the cancelled responses counted."""
@@ -1136,70 +1094,6 @@ def test_errors_name_paths_relative_to_the_allowed_folder(tmp_path):
 
 
 # -- the client's retries, against a scripted server on loopback ---------------------------------------------
-
-
-class ScriptedServer:
-    """An HTTP server on 127.0.0.1 answering each POST with the next reply: ``(status, headers)``, "drop" (the
-    connection closed unanswered) or ("slow", seconds); the requests it got counted. GETs are answered
-    from ``replies_get``: ``(status, JSON body)``."""
-
-    def __init__(self, replies):
-        import http.server
-
-        self.replies, self.requests, self.replies_get = list(replies), 0, []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests += 1
-                reply = server.replies.pop(0)
-                if reply == "drop":
-                    self.close_connection = True
-                    return
-                if reply[0] == "slow":
-                    threading.Event().wait(reply[1])
-                    reply = (200, {})
-                status, headers = reply
-                body = json.dumps({"rewards": [0.25]} if status == 200 else {"error": f"said {status}"}).encode()
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                status, body = server.replies_get.pop(0)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.handle_error = lambda request, address: None  # a client that gave up: nothing to report
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.http.shutdown()
-        self.http.server_close()
-
-
-@pytest.fixture
-def waits(monkeypatch):
-    """The client's waits between attempts, recorded instead of slept."""
-    from qinsight_sdk import client
-
-    slept = []
-    monkeypatch.setattr(client.time, "sleep", slept.append)
-    return slept
 
 
 def test_the_client_retries_what_the_service_could_not_answer_for_a_while(waits):
