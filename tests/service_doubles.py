@@ -39,7 +39,7 @@ def refused(status: int, message: str, task: str, body, settings=ServiceSettings
     if message.endswith("..."):
         assert caught.value.message.startswith(message[:-3]), caught.value.message
     else:
-        assert caught.value.message == message
+        assert caught.value.message == message, caught.value.message
     assert str(caught.value) == caught.value.message
 
 

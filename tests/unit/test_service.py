@@ -19,7 +19,7 @@ from PIL import Image
 from service_doubles import FakeRequest, ScriptedServer, b64, parse_call, png, refused
 
 from qinsight_sdk import QualityJudge
-from qinsight_sdk.client import RemoteError, RemoteJudge
+from qinsight_sdk.client import RemoteError, RemoteJudge, RemoteReward
 from qinsight_sdk.service import Call, RequestError, ServiceSettings, check_size, check_token, judge_calls, read_call
 from qinsight_sdk.testing import ScriptedBackend, brightness_image
 
@@ -248,7 +248,13 @@ def test_malformed_requests_are_4xx_with_what_is_wrong():
     refused(400, "the body is not JSON (...", "score", b"{nope")
     refused(400, "the body must be a JSON object", "score", [1, 2])
     refused(400, "/score needs images: a non-empty list", "score", b"")  # an empty body is an empty object
-    refused(400, "send application/json or multipart/form-data, not text/plain", "score", {}, content_type="text/plain")
+    refused(
+        400,
+        "/score takes application/json or multipart/form-data, not text/plain (nothing here unpickles)",
+        "score",
+        {},
+        content_type="text/plain",
+    )
     refused(400, "/score needs images: a non-empty list", "score", {"images": []})
     refused(400, "/reward needs images: a non-empty list", "reward", {"images": "x.png"})
     refused(400, "images[1]: not valid base64", "score", {"images": [b64(b"a"), {"base64": "@@@"}]})
@@ -1145,3 +1151,56 @@ def test_the_clients_health_check(waits):
         judge = RemoteJudge(server.url)
         assert [judge.health(), judge.health(), judge.health()] == [True, False, False]
     assert waits == []
+
+
+def test_flow_factory_s_compute_request_and_remote_reward_against_the_service(ray_service, tiny_judge_model):
+    """/compute answers Flow-Factory's JSON request as the local judge would, with per-item errors; refuses
+    a body over the limit and a request without the token; and never unpickles a body."""
+    url, _ = ray_service
+    images = [brightness_image(level / 5, 40 + level) for level in range(5)]
+    local = QualityJudge.from_pretrained(tiny_judge_model, device="cpu")
+    own = local.reward(images).tolist()
+    as_text = [b64(png_of(image))["base64"] for image in images]
+    body = {"prompt": ["p"] * 6, "image": [*as_text, b64(b"junk")["base64"]], "video": None, "condition_images": None}
+    status, answer = post(url, "compute", body)
+    assert status == 200 and answer["rewards"][:5] == pytest.approx(own, abs=1e-4)
+    assert answer["rewards"][5] == 0.0 and "not a recognised image file" in answer["errors"][5]
+    assert answer["errors"][:5] == [None] * 5 and "error" not in answer
+    assert post(url, "compute", body, token=None)[0] == 401
+    assert post(url, "compute", {"image": ["A" * (3 * 2**20)]})[0] == 413
+    rewards, info = RemoteReward(url, token=TOKEN, batch_size=2)(images, ["p"] * 5, [{}] * 5)
+    assert rewards.tolist() == pytest.approx(own, abs=1e-4) and info["errors"] == [None] * 5
+
+
+def test_a_pickled_reward_request_runs_nothing_on_the_service(ray_service, tmp_path):
+    """What a Flow-GRPO or DDPO client sends to a pickle reward server: refused as not JSON, on every
+    endpoint, and the command its payload carries never runs."""
+    import pickle
+
+    url, _ = ray_service
+    marker = tmp_path / "pwned"
+
+    class RunsCommand:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    payload = pickle.dumps({"images": [RunsCommand()], "image": [RunsCommand()], "prompts": ["p"]})
+    for task in ("compute", "reward", "score", ""):
+        for content_type in ("application/octet-stream", "application/json"):
+            request = urllib.request.Request(
+                f"{url}/{task}",
+                data=payload,
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type},
+                method="POST",
+            )
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=60)
+            assert caught.value.code in (400, 404), (task, content_type)
+            assert "error" in json.loads(caught.value.read())
+    assert not marker.exists()
+
+
+def png_of(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
