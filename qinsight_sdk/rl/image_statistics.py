@@ -34,7 +34,7 @@ FRAMES_PER_VIDEO = 4  # a video's statistics are its frames', at most this many,
 
 def colourfulness(pixels: np.ndarray) -> float:
     """Hasler and Suesstrunk's colourfulness of one ``(H, W, 3)`` image in 0-255."""
-    red, green, blue = (pixels[..., c].astype(np.float64) for c in range(3))
+    red, green, blue = (np.asarray(pixels[..., c], dtype=np.float64) for c in range(3))  # no uint8 wrap-around
     rg, yb = red - green, 0.5 * (red + green) - blue
     spread = np.hypot(rg.std(), yb.std())
     mean = np.hypot(rg.mean(), yb.mean())
@@ -43,7 +43,7 @@ def colourfulness(pixels: np.ndarray) -> float:
 
 def saturation(pixels: np.ndarray) -> float:
     """The mean HSV saturation of one ``(H, W, 3)`` image, in [0, 1]."""
-    values = pixels.astype(np.float64)
+    values = np.asarray(pixels, dtype=np.float64)
     high, low = values.max(axis=-1), values.min(axis=-1)
     per_pixel = np.divide(high - low, high, out=np.zeros_like(high), where=high > 0)
     return float(per_pixel.mean())
@@ -51,7 +51,7 @@ def saturation(pixels: np.ndarray) -> float:
 
 def luminance(pixels: np.ndarray) -> np.ndarray:
     """The BT.601 luminance of an ``(H, W, 3)`` image, on its own scale."""
-    return pixels.astype(np.float64) @ LUMA
+    return pixels @ LUMA  # float64, whatever the pixels' type
 
 
 def sharpness(pixels: np.ndarray) -> float:
@@ -66,7 +66,7 @@ def blockiness(pixels: np.ndarray) -> float:
     there is nothing to compare: an image under two blocks, or without any step)."""
     y = luminance(pixels)
     across, within = [], []
-    for steps in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
+    for steps in (np.abs(np.diff(y)), np.abs(np.diff(y, axis=0)).T):  # along rows, then along columns
         boundary = (np.arange(steps.shape[1]) + 1) % BLOCK == 0  # the step from column 7 to 8, 15 to 16, ...
         across.append(steps[:, boundary].ravel())
         within.append(steps[:, ~boundary].ravel())
@@ -85,7 +85,6 @@ def grid_energy(pixels: np.ndarray) -> float:
     on_grid = np.zeros_like(power, dtype=bool)
     on_grid[:, _harmonics(width)] = True
     on_grid[_harmonics(height), :] = True
-    on_grid[0, 0] = False
     total = power.sum()
     if total == 0 or not on_grid.any():
         return 1.0
@@ -125,15 +124,15 @@ def image_statistics(images: Any, video: bool = False) -> dict[str, np.ndarray]:
             frames = _video_frames(item) if video else [pixels_of(item)]
         except ImageInputError:
             continue
+        if not frames:  # a video without frames: nothing to measure
+            continue
         for name, statistic in STATISTICS.items():
             values[name][index] = float(np.mean([statistic(frame) for frame in frames]))
     return values
 
 
 def _video_frames(video: Any) -> list[np.ndarray]:
-    frames = list(video) if not isinstance(video, list) else video
-    if not frames:
-        raise ImageInputError("a video without frames")
+    frames = list(video)
     chosen = np.linspace(0, len(frames) - 1, min(FRAMES_PER_VIDEO, len(frames))).round().astype(int)
     return [pixels_of(frames[i]) for i in chosen]
 

@@ -36,6 +36,7 @@ from .rewards import JudgeReward
 logger = logging.getLogger("qinsight")
 
 # the way hacking moves each statistic: +1 up, 0 either way (sharpness: over-sharpened, or collapsed)
+SMALLEST_SPREAD = 1e-9  # a constant baseline: any change is a large one
 HACKING_DIRECTION = {"colourfulness": 1, "saturation": 1, "sharpness": 0, "blockiness": 1, "grid_energy": 1}
 
 
@@ -145,30 +146,31 @@ class HackingMonitor:
         return report
 
     def _batch_stats(self, values: dict[str, np.ndarray]) -> dict[str, float]:
+        """The batch's means (and the reward's spread and range), of what could be measured only."""
         stats: dict[str, float] = {}
-        reward = values["reward"]
-        for name, function in (("mean", np.nanmean), ("std", np.nanstd), ("min", np.nanmin), ("max", np.nanmax)):
-            _put(stats, f"{self.prefix}reward_{name}", function(reward) if np.isfinite(reward).any() else np.nan)
-        for name in STATISTICS:
-            measured = values[name][np.isfinite(values[name])]
-            _put(stats, self.prefix + name, measured.mean() if measured.size else np.nan)
+        reward = _finite(values["reward"])
+        if reward.size:
+            for name, function in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+                stats[f"{self.prefix}reward_{name}"] = float(function(reward))
+        for name in (*STATISTICS, "second"):
+            measured = _finite(values.get(name, np.zeros(0)))
+            if measured.size:
+                stats[self.prefix + ("second_mean" if name == "second" else name)] = float(measured.mean())
         stats[self.prefix + "unmeasured"] = float(np.sum(~np.isfinite(values["colourfulness"])))
-        if "second" in values:
-            _put(stats, self.prefix + "second_mean", np.nanmean(values["second"]))
         return stats
 
     def _compare(self, stats: dict[str, float]) -> dict[str, str]:
         """The warnings of the latest window against the baseline, by what raised them; each change put
         in ``stats``."""
-        moved = {name: self._change(name) for name in self._early}
+        moved = {name: self._change(name) for name in self._early if min(map(len, self._samples(name))) >= 2}
         for name, change in moved.items():
-            _put(stats, f"{self.prefix}drift_{name}", change)
-        reward_rise = moved["reward"]
+            stats[f"{self.prefix}drift_{name}"] = change
+        reward_rise = moved.get("reward", np.nan)  # NaN where too little was measured: nothing compares
         if not (reward_rise >= self.rise and self._beyond_chance("reward", 1)):
             return {}
         warnings = {}
         for name, direction in HACKING_DIRECTION.items():
-            change = moved[name]
+            change = moved.get(name, np.nan)
             if (change if direction > 0 else abs(change)) >= self.drift and self._beyond_chance(name, direction):
                 warnings[name] = (
                     f"{name} moved {change:+.2f} (in its early spread) while the reward rose {reward_rise:+.2f}: "
@@ -176,8 +178,9 @@ class HackingMonitor:
                 )
         if "second" in moved:
             agreement = self._agreement()
-            _put(stats, self.prefix + "agreement_srcc", np.nan if agreement is None else agreement)
-            if not moved["second"] >= self.follow * reward_rise:
+            if agreement is not None:
+                stats[self.prefix + "agreement_srcc"] = agreement
+            if not moved.get("second", np.nan) >= self.follow * reward_rise:
                 warnings["second"] = (
                     f"the second judge ({self.second.name if self.second else 'given'}) moved "
                     f"{moved['second']:+.2f} while the reward rose {reward_rise:+.2f}: it does not see the gain"
@@ -200,17 +203,13 @@ class HackingMonitor:
         from scipy.stats import ttest_ind
 
         early, recent = self._samples(name)
-        if len(early) < 2 or len(recent) < 2:
-            return False
         test = ttest_ind(recent, early, equal_var=False, alternative="greater" if direction > 0 else "two-sided")
         return bool(test.pvalue < self.alpha)
 
     def _change(self, name: str) -> float:
         """The latest window's mean less the baseline's, in the baseline's spread across its inputs."""
         early, recent = self._samples(name)
-        if not early.size or not recent.size:
-            return float("nan")
-        spread = max(float(early.std()), 1e-6 * max(1.0, abs(float(early.mean()))))
+        spread = max(float(early.std()), SMALLEST_SPREAD)
         return float((recent.mean() - early.mean()) / spread)
 
     def _agreement(self) -> float | None:
@@ -239,8 +238,8 @@ _HACK_SIGNS = {
 
 
 def _floats(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
+    if hasattr(values, "detach"):  # a tensor, perhaps on a GPU or in a graph
+        values = values.detach().cpu()
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise UsageError(f"{name} must be one value per input, not of shape {array.shape}")
@@ -249,9 +248,3 @@ def _floats(values: Any, name: str) -> np.ndarray:
 
 def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
-
-
-def _put(stats: dict[str, float], name: str, value: float | np.floating[Any]) -> None:
-    """Set a stat, leaving out what cannot be measured (loggers chart a NaN as a gap or an error)."""
-    if np.isfinite(value):
-        stats[name] = float(value)

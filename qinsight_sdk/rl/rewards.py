@@ -179,10 +179,16 @@ class JudgeReward:
         Raises:
             UsageError: videos given to an image judge.
         """
-        results = self.results(samples, on_result)
+        return self.scores_of(self.results(samples, on_result))
+
+    def scores_of(self, results: Sequence[ScoreResult]) -> RewardScores:
+        """This reward's verdict from the judge's score results (its dimension's, where it has one)."""
+        scores = [
+            r.score if self.dimension is None or r.dimensions is None else r.dimensions[self.dimension] for r in results
+        ]
         return RewardScores(
             np.array([self.judge.reward_of(r, self.dimension) for r in results], dtype=np.float32),
-            [self._score(r) for r in results],
+            scores,
             [r.error for r in results],
         )
 
@@ -257,7 +263,7 @@ class JudgeReward:
             **inputs: Flow-Factory's other inputs, not judged.
 
         Returns:
-            The rewards and, as ``extra_info``, the order (best first) and the errors.
+            The rewards and, as ``extra_info``, the order (best first), the comparisons asked and the errors.
         """
         items = self._items(self._media(image, video))
         options: dict[str, Any] = {} if pool is None else {"pool": pool}
@@ -265,21 +271,20 @@ class JudgeReward:
             ranking = self.judge.rank(items, strategy=strategy, batch_size=self.batch_size, **options)
         return RewardOutput(
             rank_rewards(ranking, len(items)),
-            {"order": ranking.order, "errors": [ranking.errors.get(i) for i in range(len(items))]},
+            {
+                "order": ranking.order,
+                "comparisons": ranking.comparisons,
+                "errors": [ranking.errors.get(i) for i in range(len(items))],
+            },
         )
 
     async def acompute(self, samples: Any) -> RewardScores:
         """:meth:`compute` in a worker thread, for trainers that await their rewards."""
         return await asyncio.to_thread(self.compute, samples)
 
-    async def acall(self, images: Any, prompts: Any = None, metadata: Any = None, **options: Any) -> Any:
-        """:meth:`__call__` in a worker thread."""
-        return await asyncio.to_thread(self.__call__, images, prompts, metadata, **options)
-
-    def _score(self, result: ScoreResult) -> float | None:
-        if self.dimension is None or result.dimensions is None:
-            return result.score
-        return result.dimensions[self.dimension]
+    async def acall(self, *args: Any, **options: Any) -> Any:
+        """:meth:`__call__` in a worker thread, given the same arguments."""
+        return await asyncio.to_thread(self.__call__, *args, **options)
 
     def _media(self, image: Any, video: Any) -> Any:
         """The input this judge takes, of Flow-Factory's ``image`` and ``video``."""
@@ -385,14 +390,9 @@ class CombinedReward:
             key = (id(reward.judge), reward.fps, reward.batch_size)  # the same judgement: judged once
             if key not in judged:
                 judged[key] = reward.results(samples)
-            results = judged[key]
-            parts[name] = RewardScores(
-                np.array([reward.judge.reward_of(r, reward.dimension) for r in results], dtype=np.float32),
-                [reward._score(r) for r in results],
-                [r.error for r in results],
-            )
+            parts[name] = reward.scores_of(judged[key])
         total = np.sum([self.weights[name] * part.rewards for name, part in parts.items()], axis=0)
-        return CombinedScores(parts, dict(self.weights), np.asarray(total, dtype=np.float32))
+        return CombinedScores(parts, dict(self.weights), total)
 
     def __call__(
         self, images: Any, prompts: Sequence[str] | None = None, metadata: Any = None, **options: Any
@@ -424,9 +424,9 @@ class CombinedReward:
         """:meth:`compute` in a worker thread."""
         return await asyncio.to_thread(self.compute, samples)
 
-    async def acall(self, images: Any, prompts: Any = None, metadata: Any = None, **options: Any) -> Any:
-        """:meth:`__call__` in a worker thread."""
-        return await asyncio.to_thread(self.__call__, images, prompts, metadata, **options)
+    async def acall(self, *args: Any, **options: Any) -> Any:
+        """:meth:`__call__` in a worker thread, given the same arguments."""
+        return await asyncio.to_thread(self.__call__, *args, **options)
 
 
 def _check_options(options: Mapping[str, Any]) -> None:

@@ -85,7 +85,7 @@ def test_flow_grpo_s_keywords_are_taken_and_a_reference_or_anything_else_refused
     reward = JudgeReward(image_judge())
     assert reward(batch(), ["p"] * 6, [{}] * 6, only_strict=False)[0].shape == (6,)
     assert reward(batch(), ["p"] * 6, [{}] * 6, ref_images=None)[0].shape == (6,)
-    with pytest.raises(UsageError, match="without a reference image: ref_images cannot be used"):
+    with pytest.raises(UsageError, match="^these rewards judge without a reference image: ref_images cannot be used$"):
         reward(batch(), None, None, ref_images=batch())
     with pytest.raises(UsageError, match="^a reward takes no option temperature, top_k$"):
         reward(batch(), None, None, top_k=1, temperature=0.5)
@@ -113,6 +113,13 @@ def test_an_image_judge_refuses_videos_naming_the_shape_and_a_video_judge_s_fps_
     for fps in (0, -2.0, float("nan"), float("inf")):
         with pytest.raises(UsageError, match="fps must be a positive number"):
             JudgeReward(judge, fps=fps)
+    assert JudgeReward(judge, fps=0.5).fps == 0.5  # a slow video is a video
+
+
+def test_files_are_judged_as_files_whatever_rate_is_given_for_frames(tmp_path):
+    judge = QualityJudge(ScriptedBackend(video_answer), profile="vqinsight-naturalvideo")
+    scores = JudgeReward(judge, fps=8.0).compute([str(tmp_path / "missing.mp4"), video_frames(0.5, 1)])
+    assert scores.errors[0] == f"{tmp_path / 'missing.mp4'}: file not found" and scores.errors[1] is None
 
 
 def test_the_aigc_judge_rewards_one_dimension_or_their_mean():
@@ -132,8 +139,13 @@ def test_the_aigc_judge_rewards_one_dimension_or_their_mean():
     assert temporal.compute(videos).scores == [r.dimensions["temporal"] for r in results]
     np.testing.assert_allclose(mean.compute(videos).rewards, [r.score / 100 for r in results], atol=1e-6)
     np.testing.assert_allclose(judge.reward(videos, dimension="spatial").numpy(), spatial.compute(videos).rewards)
-    with pytest.raises(UsageError, match=r"'vqinsight-aigcvideo' scores no dimension 'color' \(its dimensions: "):
+    with pytest.raises(
+        UsageError,
+        match=r"^'vqinsight-aigcvideo' scores no dimension 'color' \(its dimensions: spatial, temporal, consistency\)$",
+    ):
         JudgeReward(judge, dimension="color")
+    with pytest.raises(UsageError, match=r"^'q-insight' scores no dimension 'spatial' \(its dimensions: none\)$"):
+        JudgeReward(image_judge(), dimension="spatial")
     with pytest.raises(UsageError, match=r"'q-insight' scores no dimension 'spatial' \(its dimensions: none\)"):
         image_judge().reward([grey(100)], dimension="spatial")
 
@@ -224,7 +236,7 @@ def test_a_weighted_combination_reports_each_part_and_the_sum_as_flow_grpo_s_mul
     np.testing.assert_allclose(rewards["bright"], bright.reward(images).numpy(), atol=1e-6)
     np.testing.assert_allclose(rewards["dark"], dark.reward(images).numpy(), atol=1e-6)
     np.testing.assert_allclose(rewards["avg"], rewards["bright"] + 0.25 * rewards["dark"], atol=1e-6)
-    assert rewards["avg"].dtype == np.float32
+    assert rewards["avg"].dtype == np.float32 and rewards["dark"].dtype == np.float32
     assert set(info) == {"bright", "dark"} and len(info["dark"]["scores"]) == 6
     out = combined.pointwise(["p"] * 6, image=list(images))
     np.testing.assert_allclose(out.rewards, rewards["avg"], atol=1e-6)
@@ -249,7 +261,7 @@ def test_parts_of_one_judge_are_judged_once():
 
 def test_combinations_refuse_no_parts_bad_weights_and_two_parts_of_one_name():
     reward = JudgeReward(image_judge())
-    with pytest.raises(UsageError, match="at least one part"):
+    with pytest.raises(UsageError, match="^a combined reward needs at least one part$"):
         CombinedReward({})
     for weight in (float("nan"), float("inf"), True, "1"):
         with pytest.raises(UsageError, match="the weight of 'q-insight' must be a finite number"):
@@ -275,12 +287,18 @@ def test_judges_are_found_by_name_and_loaded_once_per_weights_and_options(monkey
 
     monkeypatch.setattr(QualityJudge, "from_pretrained", classmethod(load))
     monkeypatch.setattr(rewards_module, "_SHARED", {})
+    default = JudgeReward()
+    assert default.name == "q-insight" and shared_judge() is default.judge
+    mine = JudgeReward("someone/their-judge", subfolder="v2")
+    assert mine.name == "q-insight"  # named by the loaded judge's profile, not by where it came from
     a = JudgeReward("rali", device="cpu")
     b = JudgeReward("rali", device="cpu", dimension=None)
     c = JudgeReward("rali", device="cuda")
     combined = CombinedReward({"rali": 1.0, "q-insight": 0.5}, device="cpu")
     assert a.judge is b.judge is combined.parts["rali"].judge and c.judge is not a.judge
     assert loads == [
+        ("ByteDance/Q-Insight", "score_degradation", {}),
+        ("someone/their-judge", "v2", {}),
         ("ByteDance/Q-Insight", "RALI", {"device": "cpu"}),
         ("ByteDance/Q-Insight", "RALI", {"device": "cuda"}),
         ("ByteDance/Q-Insight", "score_degradation", {"device": "cpu"}),
@@ -289,6 +307,16 @@ def test_judges_are_found_by_name_and_loaded_once_per_weights_and_options(monkey
     assert shared_judge("q-insight", device="cpu") is combined.parts["q-insight"].judge
     loaded = image_judge()
     assert shared_judge(loaded) is loaded
+    from qinsight_sdk.judging.profiles import JudgeProfile, TaskPrompt
+    from qinsight_sdk.judging.prompts import IMAGE
+
+    monkeypatch.setitem(
+        rewards_module.PROFILES, "unreleased", JudgeProfile("unreleased", {"score": TaskPrompt((IMAGE,))})
+    )
+    with pytest.raises(
+        UsageError, match="^the judge 'unreleased' has no released weights: give its folder or Hugging Face id$"
+    ):
+        judge_source("unreleased")
 
 
 class Overlapping(ScriptedBackend):
@@ -336,7 +364,47 @@ def test_the_async_forms_answer_as_the_others():
         )
 
     called, computed, combined_called, combined_computed = asyncio.run(main())
+    with pytest.raises(UsageError, match="ref_images cannot be used"):
+        asyncio.run(reward.acall(images, None, None, ref_images=images))
+    with pytest.raises(UsageError, match="ref_images cannot be used"):
+        asyncio.run(combined.acall(images, ref_images=images))
     np.testing.assert_array_equal(called[0], reward(images, None, None)[0])
     np.testing.assert_array_equal(computed.rewards, called[0])
     np.testing.assert_allclose(combined_called[0]["avg"], 2 * called[0], atol=1e-6)
     np.testing.assert_allclose(combined_computed.total, 2 * called[0], atol=1e-6)
+
+
+def test_a_combination_of_video_judges_and_a_group_of_videos():
+    judge = QualityJudge(ScriptedBackend(video_answer), profile="vqinsight-naturalvideo")
+    videos = [video_frames(level, k) for k, level in enumerate((0.6, 0.3, 0.8))]
+    combined = CombinedReward({JudgeReward(judge): 0.5})
+    np.testing.assert_allclose(
+        combined.pointwise(["p"] * 3, video=videos).rewards, 0.5 * judge.reward(videos).numpy(), atol=1e-6
+    )
+    group = JudgeReward(judge).groupwise(["p"] * 3, video=videos, strategy="score")
+    assert group.extra_info["order"] == [2, 0, 1] and group.rewards.tolist() == [0.5, 0.0, 1.0]
+
+
+def test_groupwise_defaults_to_a_tournament_and_passes_its_pool():
+    judge = image_judge()
+    group = [grey(round(255 * level)) for level in LEVELS]
+    default = JudgeReward(judge).groupwise(["p"] * 6, image=group)
+    tournament = judge.rank(group, strategy="tournament")
+    assert default.extra_info["order"] == tournament.order
+    assert default.extra_info["comparisons"] == tournament.comparisons
+    small_pool = JudgeReward(judge).groupwise(["p"] * 6, image=group, strategy="hybrid", pool=2)
+    assert small_pool.extra_info["comparisons"] == judge.rank(group, strategy="hybrid", pool=2).comparisons
+    assert small_pool.extra_info["comparisons"] < judge.rank(group, strategy="hybrid").comparisons
+
+
+def test_a_reward_s_batch_size_is_the_judge_s_batch_and_each_result_is_reported():
+    backend = ScriptedBackend(brightness_answer)
+    judge = QualityJudge(backend, batch_size=8)
+    reward = JudgeReward(judge, batch_size=2)
+    seen = []
+    scores = reward.compute(batch(), on_result=lambda index, result: seen.append((index, result.score)))
+    assert backend.calls == [2, 2, 2]
+    assert sorted(seen) == [(i, s) for i, s in enumerate(scores.scores)]
+    backend.calls.clear()
+    reward.groupwise(["p"] * 6, image=list(batch()), strategy="score")
+    assert backend.calls == [2, 2, 2]

@@ -13,6 +13,7 @@ from qinsight_sdk import QualityJudge
 from qinsight_sdk.errors import ImageInputError, UsageError
 from qinsight_sdk.rl import HackingMonitor, JudgeReward, image_statistics
 from qinsight_sdk.rl.image_statistics import (
+    _harmonics,
     blockiness,
     colourfulness,
     grid_energy,
@@ -88,6 +89,12 @@ def test_statistics_of_images_whose_values_are_known():
     laplacian = np.array([0, 1, 0, 1, -4, 1, 0, 1, 0]) * 255.0
     assert sharpness(dot) == pytest.approx(laplacian.var())
     assert sharpness(np.zeros((2, 2, 3))) == 0.0
+    dim = np.zeros((4, 4, 3))
+    dim[..., 0] = 1  # barely lit, but pure red
+    assert saturation(dim) == 1.0
+    as_uint8 = photo(2, 16).round().astype(np.uint8)  # 8-bit values: no wrap-around, no integer division
+    for statistic in (colourfulness, saturation, sharpness, blockiness, grid_energy):
+        assert statistic(as_uint8) == pytest.approx(statistic(as_uint8.astype(float)), rel=1e-9), statistic
 
 
 def test_blockiness_counts_steps_on_the_8_pixel_boundaries_only():
@@ -111,6 +118,13 @@ def test_grid_energy_is_one_for_white_noise_and_counts_both_directions():
     assert grid_energy(rows) == pytest.approx(1 / share) and grid_energy(columns) == pytest.approx(1 / share)
     odd = np.random.default_rng(1).uniform(0, 255, (50, 37, 3))  # sides that are no multiple of 8
     assert grid_energy(odd) == pytest.approx(1.0, abs=0.3)
+    x = np.arange(64)
+    waves = np.cos(2 * np.pi * 8 * x / 64) + np.cos(2 * np.pi * 3 * x / 64)  # equal power on and off the grid
+    two = np.repeat(np.repeat(waves[None, :, None], 64, axis=0), 3, axis=-1) * 50 + 128
+    assert grid_energy(two) == pytest.approx(0.5 / share)
+    assert grid_energy(np.random.default_rng(2).uniform(0, 255, (1, 9, 3))) > 0  # one row: no vertical grid
+    assert _harmonics(64).tolist() == [8, 16, 24, 32, 40, 48, 56]
+    assert _harmonics(4).tolist() == [1, 2, 3] and _harmonics(1).tolist() == [] and _harmonics(1).dtype == int
 
 
 def test_images_in_every_layout_give_the_same_statistics():
@@ -132,16 +146,41 @@ def test_images_in_every_layout_give_the_same_statistics():
         pixels_of(np.zeros((2, 3, 4, 5)))
     with pytest.raises(ImageInputError, match="expected 1, 3 or 4 channels"):
         pixels_of(np.zeros((7, 6, 5)))
-    with pytest.raises(ImageInputError, match="non-finite"):
+    with pytest.raises(ImageInputError, match="^an image with non-finite pixels$"):
         pixels_of(np.full((4, 4, 3), np.inf))
+    np.testing.assert_array_equal(pixels_of(np.full((2, 2, 3), -0.5)), 0.0)  # and below 0 black
+    grad = torch.full((3, 4, 4), 0.5, requires_grad=True)  # a generator's output, still in its graph
+    np.testing.assert_allclose(pixels_of(grad), 127.5)
+    palette = Image.fromarray(as_uint8).convert("P")
+    np.testing.assert_array_equal(pixels_of(palette), np.asarray(palette.convert("RGB"), dtype=float))
+    cmyk = Image.fromarray(as_uint8).convert("CMYK")
+    np.testing.assert_array_equal(pixels_of(cmyk), np.asarray(cmyk.convert("RGB"), dtype=float))
+
+
+@pytest.mark.parametrize(
+    "shape, channels_first",
+    [
+        ((3, 4, 32), True),  # (C, H, W) with a short side that could pass for channels
+        ((1, 16, 16), True),
+        ((4, 16, 16), True),
+        ((4, 16, 3), False),  # (H, W, C) with a first side that could pass for channels
+        ((3, 16, 4), False),
+        ((3, 16, 1), False),
+    ],
+)
+def test_channels_are_found_first_or_last(shape, channels_first):
+    values = np.random.default_rng(0).uniform(0, 1, shape)
+    hwc = np.moveaxis(values, 0, -1) if channels_first else values
+    expected = np.repeat(hwc, 3, axis=-1) if hwc.shape[-1] == 1 else hwc[..., :3]
+    np.testing.assert_allclose(pixels_of(values), expected * 255)
 
 
 def test_a_batch_s_statistics_one_per_image_and_nan_where_unmeasurable():
-    images = np.stack([photo(0, 32), saturated(photo(1, 32)), photo(2, 32)]) / 255  # (B, H, W, C) floats
-    images[2, 0, 0, 0] = np.nan
+    images = np.stack([photo(0, 32), photo(2, 32), saturated(photo(1, 32))]) / 255  # (B, H, W, C) floats
+    images[1, 0, 0, 0] = np.nan
     values = image_statistics(torch.from_numpy(images).permute(0, 3, 1, 2))
     assert set(values) == {"colourfulness", "saturation", "sharpness", "blockiness", "grid_energy"}
-    assert values["saturation"][1] > values["saturation"][0] and np.isnan(values["saturation"][2])
+    assert values["saturation"][2] > values["saturation"][0] and np.isnan(values["saturation"][1])
     assert values["sharpness"][0] == pytest.approx(sharpness(photo(0, 32)), rel=1e-6)
     videos = (
         np.stack([np.stack([photo(k, 16) for k in range(5)]), np.stack([saturated(photo(k, 16)) for k in range(5)])])
@@ -251,6 +290,14 @@ def test_the_monitor_scores_with_its_own_second_judge():
     second = JudgeReward(QualityJudge(ScriptedBackend(brightness_answer)), name="bright")
     monitor = HackingMonitor(second, window=3, baseline=2)
     reports = run(8, honest, lambda s, images: np.random.default_rng(s).uniform(0, 1, len(images)), monitor=monitor)
+    fooled = HackingMonitor(second, window=2, baseline=2)
+    same = run(
+        6,
+        lambda s, k: photo(k, 32),
+        lambda s, images: np.full(len(images), 0.1 * s) + 0.01 * np.arange(6),
+        monitor=fooled,
+    )
+    assert any(w.startswith("the second judge (bright) moved +0.00") for w in same[-1].warnings)
     assert reports[0].stats["qinsight/second_mean"] == pytest.approx(
         second.compute(np.stack([honest(0, k) for k in range(6)]).astype(np.uint8)).rewards.mean(), abs=1e-6
     )
@@ -273,11 +320,158 @@ def test_the_monitor_refuses_what_it_cannot_use():
 
 def test_unmeasured_images_are_counted_and_left_out():
     monitor = HackingMonitor(window=2, prefix="rl/")
-    images = np.stack([photo(0, 16), photo(1, 16)]) / 255
+    images = np.stack([photo(0, 16), photo(1, 16), photo(0, 16)]) / 255
     images[1, 0, 0, 0] = np.nan
-    report = monitor.update(images, [0.5, float("nan")])
+    report = monitor.update(images, [0.5, float("nan"), 0.5])
     assert report.stats["rl/unmeasured"] == 1.0
     assert report.stats["rl/saturation"] == pytest.approx(saturation(photo(0, 16)))
     assert report.stats["rl/reward_mean"] == 0.5 and report.stats["rl/reward_std"] == 0.0
     everything_bad = monitor.update(np.full((1, 4, 4, 3), np.nan), [float("nan")])
     assert "rl/reward_mean" not in everything_bad.stats and "rl/saturation" not in everything_bad.stats
+
+
+# -- the monitor's arithmetic, exactly ---------------------------------------------------------------------
+
+
+def feed(monitor, batches, second=None, image=None):
+    """Reports for batches of rewards (one list per step), on flat grey images, with the second judge's."""
+    reports = []
+    for k, rewards in enumerate(batches):
+        images = np.full((len(rewards), 8, 8, 3), 100, np.uint8) if image is None else image(len(rewards))
+        reports.append(monitor.update(images, rewards, None if second is None else second[k]))
+    return reports
+
+
+def test_the_defaults_are_the_documented_ones():
+    monitor = HackingMonitor()
+    settings = (monitor.window, monitor.baseline, monitor.rise, monitor.drift, monitor.follow)
+    assert settings == (8, 8, 0.5, 1.0, 0.25) and (monitor.min_agreement, monitor.alpha) == (0.2, 0.01)
+    assert monitor.second is None and monitor.prefix == "qinsight/"
+
+
+def test_without_scipy_the_monitor_says_what_to_install(monkeypatch):
+    import sys
+
+    from qinsight_sdk.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    with pytest.raises(MissingDependencyError, match=r"^the monitor needs scipy: pip install 'qinsight\[eval\]'$"):
+        HackingMonitor()
+
+
+def test_a_second_judge_given_by_name_is_loaded_with_its_options(monkeypatch):
+    from qinsight_sdk.rl import rewards as rewards_module
+
+    loads = []
+
+    def load(cls, model, subfolder, **options):
+        loads.append((model, subfolder, options))
+        return QualityJudge(ScriptedBackend(brightness_answer))
+
+    monkeypatch.setattr(QualityJudge, "from_pretrained", classmethod(load))
+    monkeypatch.setattr(rewards_module, "_SHARED", {})
+    monitor = HackingMonitor("someone/judge", device="cpu", fps=4.0)
+    assert isinstance(monitor.second, JudgeReward) and monitor.second.fps == 4.0
+    assert loads == [("someone/judge", None, {"device": "cpu"})]
+
+
+def test_drift_is_the_latest_window_against_the_first_batches_in_their_spread():
+    monitor = HackingMonitor(window=2, baseline=2)
+    reports = feed(monitor, [[0, 1], [0, 1], [1, 2], [1, 2], [3, 3], [3, 3]])
+    assert "qinsight/drift_reward" not in reports[2].stats
+    assert reports[3].stats["qinsight/drift_reward"] == pytest.approx((1.5 - 0.5) / 0.5)
+    assert reports[4].stats["qinsight/drift_reward"] == pytest.approx((2.25 - 0.5) / 0.5)  # steps 3 and 4 only
+    assert reports[5].stats["qinsight/drift_reward"] == pytest.approx((3 - 0.5) / 0.5)
+    constant = feed(HackingMonitor(window=2, baseline=2), [[0.5] * 4, [0.5] * 4, [0.5] * 4, [0.6] * 4])
+    assert constant[3].stats["qinsight/drift_reward"] == pytest.approx(0.05 / 1e-9)  # any change from a constant
+
+
+def test_a_rise_must_be_large_and_beyond_chance_welch_s_test():
+    early = [[-1.0, 1.0] * 15] * 2  # mean 0, spread 1, 60 values
+    flat_second = [[0.5] * 30] * 2 + [[0.5] * 3] * 2
+    lucky = feed(HackingMonitor(window=2, baseline=2), [*early, [0, 0, 0], [0, 0, 10]], flat_second)
+    assert lucky[-1].stats["qinsight/drift_reward"] > 1.6 and lucky[-1].warnings == []  # one outlier (Welch p 0.18)
+    real = feed(HackingMonitor(window=2, baseline=2), [*early, [2, 2, 3], [2, 3, 2]], flat_second)
+    assert any(w.startswith("the second judge (given) moved +0.00") for w in real[-1].warnings)
+
+
+def test_each_threshold_is_inclusive():
+    early = [[0.0, 1.0] * 32] * 2  # mean 0.5, spread 0.5
+    at_rise = [[0.25, 1.25] * 32] * 2  # exactly 0.5 of the spread up
+    second_at_follow = [[0.0, 1.0] * 32] * 2 + [[0.0625, 1.0625] * 32] * 2  # exactly 0.25 of the reward's rise
+    assert feed(HackingMonitor(window=2, baseline=2), early + at_rise, second_at_follow)[-1].warnings == []
+    second_under = [[0.0, 1.0] * 32] * 2 + [[0.06, 1.06] * 32] * 2
+    warned = feed(HackingMonitor(window=2, baseline=2), early + at_rise, second_under)[-1]
+    assert list(warned.warnings) and warned.stats["qinsight/drift_reward"] == 0.5
+    at_drift = HackingMonitor(window=2, baseline=2, drift=0.5, follow=0.0)  # the saturation rise: measured first
+    images = [lambda n, v=v: np.stack([np.full((8, 8, 3), (100 + v, 100, 100), np.uint8)] * n) for v in (0, 0, 50, 50)]
+    levels = [saturation(images[k](1)[0]) for k in (0, 2)]
+    assert levels[1] > levels[0]
+    reports = [at_drift.update(images[k](64), early_or_rise) for k, early_or_rise in enumerate(early + at_rise)]
+    assert reports[-1].stats["qinsight/drift_saturation"] > 1e6 and any("saturation" in w for w in reports[-1].warnings)
+
+
+def test_statistics_count_only_the_way_hacking_moves_them():
+    darker = HackingMonitor(window=3, baseline=3)
+    reports = run(
+        6, lambda s, k: saturated(photo(100 * s + k, 32), factor=1.5 - s / 5), brightness_reward, monitor=darker
+    )
+    assert reports[-1].stats["qinsight/drift_saturation"] < -1  # saturation fell: not a hack
+    assert not [w for w in reports[-1].warnings if w.startswith(("saturation", "colourfulness"))]
+
+
+def test_a_significant_but_small_change_is_not_a_warning():
+    monitor = HackingMonitor(window=2, baseline=2)
+    rng = np.random.default_rng(0)
+    base = [np.clip(rng.normal(0.5, 0.1, 400), 0, 1) for _ in range(2)]
+    risen = [np.clip(rng.normal(0.53, 0.1, 400), 0, 1) for _ in range(2)]  # 0.3 of the spread: p tiny, too small
+    second = [b.copy() for b in base] * 2
+    reports = feed(monitor, [*base, *risen], second, image=lambda n: np.full((n, 4, 4, 3), 90, np.uint8))
+    assert 0.2 < reports[-1].stats["qinsight/drift_reward"] < 0.45 and reports[-1].warnings == []
+
+
+def test_agreement_leaves_out_unmeasured_pairs_and_its_bound_is_inclusive():
+    from scipy.stats import spearmanr
+
+    rewards = [[0.1, 0.2, 0.3, 0.4]] * 2 + [[0.9, 0.5, 0.7, 0.8]] * 2
+    second = [[0.1, 0.2, 0.3, 0.4]] * 2 + [[0.8, 0.6, float("nan"), 0.4]] * 2
+    report = feed(HackingMonitor(window=2, baseline=2, follow=-10), rewards, second)[-1]
+    expected = spearmanr([0.9, 0.5, 0.8] * 2, [0.8, 0.6, 0.4] * 2).statistic
+    assert report.stats["qinsight/agreement_srcc"] == pytest.approx(expected)
+    at_bound = feed(HackingMonitor(window=2, baseline=2, follow=-10, min_agreement=expected), rewards, second)[-1]
+    assert at_bound.warnings == []
+    above = feed(HackingMonitor(window=2, baseline=2, follow=-10, min_agreement=expected + 1e-9), rewards, second)[-1]
+    assert any(w.startswith("the reward and the second judge agree at SRCC") for w in above.warnings)
+
+
+def test_videos_are_found_by_their_shape_or_by_the_flag():
+    videos = (
+        np.stack([np.stack([photo(k, 16) for k in range(4)]), np.stack([saturated(photo(k, 16)) for k in range(4)])])
+        / 255
+    ).astype(np.float32)
+    expected = image_statistics(videos, video=True)["saturation"].mean()
+    assert HackingMonitor(window=2).update(videos, [0.1, 0.2]).stats["qinsight/saturation"] == pytest.approx(expected)
+    listed = HackingMonitor(window=2).update(list(videos), [0.1, 0.2], video=True)
+    assert listed.stats["qinsight/saturation"] == pytest.approx(expected)
+    pil = [Image.fromarray(photo(k, 16).astype(np.uint8)) for k in range(2)]  # a list of images: no ndim
+    assert HackingMonitor(window=2).update(pil, [0.1, 0.2]).stats["qinsight/unmeasured"] == 0.0
+
+
+def test_rewards_from_a_graph_and_the_second_judge_s_shape():
+    monitor = HackingMonitor(window=2)
+    rewards = torch.tensor([0.25, 0.75], requires_grad=True) * 1.0
+    report = monitor.update(np.zeros((2, 8, 8, 3), np.uint8), rewards, second_rewards=torch.tensor([0.5, 0.5]))
+    assert report.stats["qinsight/reward_mean"] == 0.5 and report.stats["qinsight/second_mean"] == 0.5
+    with pytest.raises(UsageError, match=r"^second_rewards must be one value per input, not of shape \(2, 1\)$"):
+        monitor.update(np.zeros((2, 8, 8, 3), np.uint8), [0.1, 0.2], second_rewards=[[0.1], [0.2]])
+
+
+def test_a_monitor_of_unmeasurable_batches_warns_of_nothing_and_raises_no_numpy_warning():
+    import warnings
+
+    monitor = HackingMonitor(window=2, baseline=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reports = feed(monitor, [[float("nan")] * 2] * 5, image=lambda n: np.full((n, 4, 4, 3), np.nan))
+    assert all(r.warnings == [] for r in reports)
+    assert set(reports[-1].stats) == {"qinsight/unmeasured", "qinsight/hacking_warning"}
