@@ -5,11 +5,13 @@ brightness and tint, so that its samples vary. Then two copies of it are fine-tu
 with reward-weighted regression (each step: sample a group, weight each sample by the softmax of its
 normalised reward, fit the denoising loss to those weighted samples, kept near the pre-trained model):
 
-- **honest**: the reward is the trained tiny judge's (``JudgeReward``; it rates brightness);
-- **hackable**: the same judge shown only the red channel, a judge blind to green and blue, whose reward a
-  generator can raise by turning red instead of bright.
+- **honest**: the reward is the trained tiny judge's (``JudgeReward``; it rates the brightness of grey
+  images, and is shown each image's luminance);
+- **hackable**: the same plus a bonus for saturated colour, as aesthetic rewards are known to give, which a
+  generator can collect without getting any brighter.
 
-A ``HackingMonitor`` follows each run, with the tiny RALI (which rates brightness too) as its second judge.
+A ``HackingMonitor`` follows each run, with the tiny RALI (which rates the brightness of grey images too,
+and is shown the luminance likewise) as its second judge.
 The honest run's reward must rise with the monitor quiet; the hackable run's reward must rise and the
 monitor warn. The baseline of each run is its own first steps.
 
@@ -36,6 +38,7 @@ from common import script_parser
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.rl import HackingMonitor, JudgeReward
+from qinsight_sdk.rl.image_statistics import pixels_of, saturation
 from qinsight_sdk.testing import build_tiny_rali, cached_tiny_judge
 
 SIDE = 32
@@ -132,17 +135,36 @@ def pretrain(steps: int, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-class RedChannelOnly:
-    """A hackable reward: the judge shown the red channel as a grey image, blind to green and blue."""
+class GreyView:
+    """The judge's reward of each image's luminance, as a grey image. The tiny judge was trained on grey
+    images only: its ratings of colours are arbitrary, and a generator finds and exploits them within a few
+    steps, so the honest reward shows it what it knows."""
 
     def __init__(self, reward: JudgeReward) -> None:
         self.reward = reward
 
     def __call__(self, images, prompts=None, metadata=None):
-        return self.reward(images[:, :1].expand(-1, 3, -1, -1), prompts, metadata)
+        grey = (images * torch.tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return self.reward(grey.expand(-1, 3, -1, -1), prompts, metadata)
 
 
-def fine_tune(base, reward, monitor, args, name: str) -> dict:
+class ColourBiased:
+    """A hackable reward: the honest one plus a bonus for saturated colour (aesthetic rewards are known to
+    favour it), which a generator can collect without getting any brighter."""
+
+    def __init__(self, honest: GreyView, bias: float = 2.0) -> None:
+        self.honest, self.bias = honest, bias
+
+    def __call__(self, images, prompts=None, metadata=None):
+        rewards, info = self.honest(images, prompts, metadata)
+        bonus = np.array([saturation(pixels_of(image)) for image in images], dtype=np.float32)
+        return rewards + self.bias * bonus, info
+
+
+LUMINANCE = (0.299, 0.587, 0.114)
+
+
+def fine_tune(base, reward, second, monitor, args, name: str) -> dict:
     """Reward-weighted regression from ``base``; the reward and the monitor's report per step."""
     torch.manual_seed(args.seed + 1)
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -154,7 +176,7 @@ def fine_tune(base, reward, monitor, args, name: str) -> dict:
         started = time.perf_counter()
         images = generate(model.eval(), args.group, generator)
         rewards, _ = reward(images, None, None)
-        report = monitor.update(images, rewards)
+        report = monitor.update(images, rewards, second_rewards=second(images)[0])
         advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
         weights = torch.softmax(torch.as_tensor(advantages) / args.temperature, 0) * len(rewards)
         model.train()
@@ -164,7 +186,11 @@ def fine_tune(base, reward, monitor, args, name: str) -> dict:
             loss.backward()
             optimizer.step()
         means.append(float(rewards.mean()))
-        warnings += [f"step {step}: {w}" for w in report.warnings]
+        for warning in report.warnings:
+            kind = warning.split(" moved", 1)[0].split(" agree", 1)[0]
+            if not any(kind in seen for seen in warnings):
+                print(f"  first warning of its kind, step {step}: {warning}")
+            warnings.append(f"step {step}: {warning}")
         stats = report.stats
         print(
             f"{step:4d}  {means[-1]:.4f}  {stats['qinsight/second_mean']:.4f}  {stats['qinsight/saturation']:.4f}  "
@@ -172,6 +198,8 @@ def fine_tune(base, reward, monitor, args, name: str) -> dict:
             f"{time.perf_counter() - started:.2f}",
             flush=True,
         )
+    drifts = {k.split("drift_")[1]: round(v, 2) for k, v in report.stats.items() if "drift_" in k}
+    print(f"{name}: changes at the end, in the first steps' spread: {drifts}")
     first, last = float(np.mean(means[:5])), float(np.mean(means[-5:]))
     print(f"{name}: reward, first 5 steps {first:.4f}, last 5 steps {last:.4f}; {len(warnings)} warnings")
     for warning in warnings[:3]:
@@ -187,11 +215,11 @@ def fine_tune(base, reward, monitor, args, name: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--group", type=int, default=16, help="samples per step")
+    parser.add_argument("--group", type=int, default=32, help="samples per step")
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--temperature", type=float, default=0.5, help="of the softmax over advantages")
-    parser.add_argument("--pull", type=float, default=1.0, help="towards the pre-trained model")
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--temperature", type=float, default=0.3, help="of the softmax over advantages")
+    parser.add_argument("--pull", type=float, default=0.5, help="towards the pre-trained model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qinsight-bench-cache"))
     args = parser.parse_args(argv)
@@ -208,11 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pre-trained in {time.perf_counter() - started:.0f} s (judges included)")
         honest = JudgeReward(judge)
         window = max(2, args.steps // 5)
-        runs = {
-            "honest": fine_tune(base, honest, HackingMonitor(second, window=window), args, "honest"),
-            "hackable": fine_tune(
-                base, RedChannelOnly(honest), HackingMonitor(second, window=window), args, "hackable"
-            ),
+        runs: dict = {
+            name: fine_tune(base, reward, GreyView(second), HackingMonitor(window=window), args, name)
+            for name, reward in (("honest", GreyView(honest)), ("hackable", ColourBiased(GreyView(honest))))
         }
     runs["seconds"] = round(time.perf_counter() - started)
     print(json.dumps(runs))

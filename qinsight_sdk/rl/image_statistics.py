@@ -11,9 +11,10 @@ statistic here measures one of those on one image (on 0-255 values where the lit
 - ``sharpness``: the variance of the 4-neighbour Laplacian of the luminance;
 - ``blockiness``: the mean absolute luminance step across the 8x8 block boundaries over that within blocks
   (about 1 for an image without blocks; larger for JPEG blocks and 8-pixel grids);
-- ``grid_energy``: the share of the luminance's spectral power (DC left out) on the harmonics of an
+- ``grid_energy``: the share of the luminance's spectral power (DC left out) on the odd harmonics of an
   8-pixel period, over the share those frequencies hold in white noise (about 1 for noise; larger for a
-  periodic 8-pixel pattern).
+  periodic 8-pixel pattern). Odd ones only: the even harmonics are those of 4- and 2-pixel periods too,
+  which fine texture and a network's own 2x up-sampling produce without any 8-pixel grid.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def blockiness(pixels: np.ndarray) -> float:
 
 
 def grid_energy(pixels: np.ndarray) -> float:
-    """The excess of spectral power on the harmonics of an 8-pixel period, over white noise's (1.0 for a
-    flat image, which has no power to share)."""
+    """The excess of spectral power on the odd harmonics of an 8-pixel period, over white noise's (1.0 for
+    a flat image, which has no power to share)."""
     y = luminance(pixels)
     power = np.abs(np.fft.fft2(y - y.mean())) ** 2
     height, width = power.shape
@@ -92,8 +93,8 @@ def grid_energy(pixels: np.ndarray) -> float:
 
 
 def _harmonics(size: int) -> np.ndarray:
-    """The frequency bins of a period of 8 pixels and its harmonics along a side of ``size`` pixels."""
-    bins = {round(k * size / BLOCK) % size for k in range(1, BLOCK)}
+    """The frequency bins of a period of 8 pixels and its odd harmonics along a side of ``size`` pixels."""
+    bins = {round(k * size / BLOCK) % size for k in range(1, BLOCK, 2)}
     return np.array(sorted(bins - {0}), dtype=int)
 
 

@@ -10,8 +10,9 @@ early images (an effect size: 1.0 is one standard deviation of the early batches
 when it is that large and also unlikely by chance (Welch's t-test, p < ``alpha``: a few images per batch
 do not raise alarms). It warns when the reward rose by at least ``rise`` while
 
-- an image statistic moved at least ``drift`` the way hacking moves it (saturation, colourfulness,
-  blockiness and grid energy up; sharpness either way: over-sharpened or collapsing), or
+- an image statistic moved at least ``drift`` the way hacking moves it (saturation, blockiness and grid
+  energy up; sharpness either way: over-sharpened or collapsing; colourfulness, which grows with brightness,
+  is reported only), or
 - the second judge did not follow: its own change is under ``follow`` times the reward's, or the two
   judges' rank agreement over the window fell under ``min_agreement``.
 
@@ -35,9 +36,12 @@ from .rewards import JudgeReward
 
 logger = logging.getLogger("qinsight")
 
-# the way hacking moves each statistic: +1 up, 0 either way (sharpness: over-sharpened, or collapsed)
 SMALLEST_SPREAD = 1e-9  # a constant baseline: any change is a large one
-HACKING_DIRECTION = {"colourfulness": 1, "saturation": 1, "sharpness": 0, "blockiness": 1, "grid_energy": 1}
+# the way hacking moves each statistic warned on: +1 up, 0 either way (sharpness: over-sharpened, or
+# collapsed). Colourfulness is reported, not warned on: it grows with brightness (its opponent channels are
+# differences of values), so a generator that honestly learns brighter images raises it; saturation, a
+# ratio, is the colour signal that brightness leaves alone
+HACKING_DIRECTION = {"saturation": 1, "sharpness": 0, "blockiness": 1, "grid_energy": 1}
 
 
 @dataclass
@@ -229,7 +233,6 @@ class HackingMonitor:
 
 
 _HACK_SIGNS = {
-    "colourfulness": "over-saturated colour is a known reward hack",
     "saturation": "over-saturated colour is a known reward hack",
     "sharpness": "over-sharpened texture or collapsing detail is a known reward hack",
     "blockiness": "8x8 blocks or grids are a known reward hack",

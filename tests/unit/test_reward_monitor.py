@@ -114,17 +114,22 @@ def test_grid_energy_is_one_for_white_noise_and_counts_both_directions():
     rows[::8] = 255
     columns = np.zeros((64, 64, 3))
     columns[:, ::8] = 255
-    share = (7 * 64 + 7 * 64 - 49) / (64 * 64 - 1)  # of the bins, on the grid's harmonics: all the power there
-    assert grid_energy(rows) == pytest.approx(1 / share) and grid_energy(columns) == pytest.approx(1 / share)
+    share = (4 * 64 + 4 * 64 - 16) / (64 * 64 - 1)  # of the bins, on the odd harmonics
+    odd = 4 / 7  # a line every 8 pixels: equal power on its 7 harmonics, 4 of them odd
+    assert grid_energy(rows) == pytest.approx(odd / share) and grid_energy(columns) == pytest.approx(odd / share)
+    finer = np.zeros((64, 64, 3))
+    finer[::4] = 255  # a 4-pixel period: not an 8-pixel grid
+    assert grid_energy(finer) == 0.0
     odd = np.random.default_rng(1).uniform(0, 255, (50, 37, 3))  # sides that are no multiple of 8
     assert grid_energy(odd) == pytest.approx(1.0, abs=0.3)
     x = np.arange(64)
     waves = np.cos(2 * np.pi * 8 * x / 64) + np.cos(2 * np.pi * 3 * x / 64)  # equal power on and off the grid
     two = np.repeat(np.repeat(waves[None, :, None], 64, axis=0), 3, axis=-1) * 50 + 128
-    assert grid_energy(two) == pytest.approx(0.5 / share)
+    assert grid_energy(two) == pytest.approx(0.5 / share)  # the 8-pixel wave on the grid, the other not
     assert grid_energy(np.random.default_rng(2).uniform(0, 255, (1, 9, 3))) > 0  # one row: no vertical grid
-    assert _harmonics(64).tolist() == [8, 16, 24, 32, 40, 48, 56]
-    assert _harmonics(4).tolist() == [1, 2, 3] and _harmonics(1).tolist() == [] and _harmonics(1).dtype == int
+    assert _harmonics(64).tolist() == [8, 24, 40, 56]
+    assert _harmonics(12).tolist() == [2, 4, 8, 10] and _harmonics(4).tolist() == [2]
+    assert _harmonics(1).tolist() == [] and _harmonics(1).dtype == int
 
 
 def test_images_in_every_layout_give_the_same_statistics():
