@@ -39,7 +39,7 @@ from common import script_parser
 
 from qinsight_sdk import QualityJudge
 from qinsight_sdk.rl import HackingMonitor, JudgeReward
-from qinsight_sdk.rl.image_statistics import pixels_of, saturation
+from qinsight_sdk.rl.image_statistics import LUMA, pixels_of, saturation
 from qinsight_sdk.testing import build_tiny_rali, cached_tiny_judge
 
 SIDE = 32
@@ -145,7 +145,7 @@ class GreyView:
         self.reward = reward
 
     def __call__(self, images, prompts=None, metadata=None):
-        grey = (images * torch.tensor(LUMINANCE).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        grey = (images * torch.tensor(LUMA, dtype=images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
         return self.reward(grey.expand(-1, 3, -1, -1), prompts, metadata)
 
 
@@ -160,9 +160,6 @@ class ColourBiased:
         rewards, info = self.honest(images, prompts, metadata)
         bonus = np.array([saturation(pixels_of(image)) for image in images], dtype=np.float32)
         return rewards + self.bias * bonus, info
-
-
-LUMINANCE = (0.299, 0.587, 0.114)
 
 
 def fine_tune(base, reward, second, monitor, args, name: str) -> dict:

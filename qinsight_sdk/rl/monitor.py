@@ -166,16 +166,19 @@ class HackingMonitor:
     def _compare(self, stats: dict[str, float]) -> dict[str, str]:
         """The warnings of the latest window against the baseline, by what raised them; each change put
         in ``stats``."""
-        moved = {name: self._change(name) for name in self._early if min(map(len, self._samples(name))) >= 2}
+        samples = {name: self._samples(name) for name in self._early}
+        measured = {name: pair for name, pair in samples.items() if min(map(len, pair)) >= 2}
+        moved = {name: _change(*pair) for name, pair in measured.items()}
         for name, change in moved.items():
             stats[f"{self.prefix}drift_{name}"] = change
         reward_rise = moved.get("reward", np.nan)  # NaN where too little was measured: nothing compares
-        if not (reward_rise >= self.rise and self._beyond_chance("reward", 1)):
+        if not (reward_rise >= self.rise and self._beyond_chance(measured["reward"], 1)):
             return {}
         warnings = {}
         for name, direction in HACKING_DIRECTION.items():
             change = moved.get(name, np.nan)
-            if (change if direction > 0 else abs(change)) >= self.drift and self._beyond_chance(name, direction):
+            large = (change if direction > 0 else abs(change)) >= self.drift
+            if large and self._beyond_chance(measured[name], direction):
                 warnings[name] = (
                     f"{name} moved {change:+.2f} (in its early spread) while the reward rose {reward_rise:+.2f}: "
                     f"{_HACK_SIGNS[name]}"
@@ -184,7 +187,7 @@ class HackingMonitor:
             agreement = self._agreement()
             if agreement is not None:
                 stats[self.prefix + "agreement_srcc"] = agreement
-            if not moved.get("second", np.nan) >= self.follow * reward_rise:
+            if not moved["second"] >= self.follow * reward_rise:
                 warnings["second"] = (
                     f"the second judge ({self.second.name if self.second else 'given'}) moved "
                     f"{moved['second']:+.2f} while the reward rose {reward_rise:+.2f}: it does not see the gain"
@@ -201,20 +204,14 @@ class HackingMonitor:
         early = _finite(np.concatenate(self._early[name]))
         return early, _finite(np.concatenate([batch[name] for batch in self._recent]))
 
-    def _beyond_chance(self, name: str, direction: int) -> bool:
-        """Whether the window's values differ from the baseline's, up (``direction`` 1) or either way (0),
-        by more than chance would make them: Welch's t-test at ``alpha``."""
+    def _beyond_chance(self, samples: tuple[np.ndarray, np.ndarray], direction: int) -> bool:
+        """Whether the window's values differ from the baseline's (``samples``: both), up (``direction`` 1)
+        or either way (0), by more than chance would make them: Welch's t-test at ``alpha``."""
         from scipy.stats import ttest_ind
 
-        early, recent = self._samples(name)
+        early, recent = samples
         test = ttest_ind(recent, early, equal_var=False, alternative="greater" if direction > 0 else "two-sided")
         return bool(test.pvalue < self.alpha)
-
-    def _change(self, name: str) -> float:
-        """The latest window's mean less the baseline's, in the baseline's spread across its inputs."""
-        early, recent = self._samples(name)
-        spread = max(float(early.std()), SMALLEST_SPREAD)
-        return float((recent.mean() - early.mean()) / spread)
 
     def _agreement(self) -> float | None:
         from ..evaluation.metrics import correlation
@@ -247,6 +244,12 @@ def _floats(values: Any, name: str) -> np.ndarray:
     if array.ndim != 1:
         raise UsageError(f"{name} must be one value per input, not of shape {array.shape}")
     return array
+
+
+def _change(early: np.ndarray, recent: np.ndarray) -> float:
+    """The latest window's mean less the baseline's, in the baseline's spread across its inputs."""
+    spread = max(float(early.std()), SMALLEST_SPREAD)
+    return float((recent.mean() - early.mean()) / spread)
 
 
 def _finite(values: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ImageInputError
+from ..errors import ImageInputError, UsageError
 from ..judging.results import ResultCallback
 from .settings import Call
 
@@ -91,8 +91,7 @@ def computed_rewards(
     Raises:
         UsageError: videos for an image judge, or images for a video judge.
     """
-    from ..errors import UsageError
-    from ..rl.rewards import JudgeReward
+    from ..rl.rewards import JudgeReward  # here: the client imports this package without numpy
 
     videos = any(isinstance(item, list) for item in items)
     if videos != judge.judges_video:
